@@ -1,0 +1,44 @@
+# Member Center Kiosk: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= var
+STAMP := $(VENV)/.installed
+# Debian packages the appliance and its tests use.
+DEB_PACKAGES := mosquitto libzbar0 xvfb xauth fonts-noto-cjk sqlite3 shellcheck
+
+.PHONY: run test deps venv lint typecheck check-imports clean bench
+
+run: venv
+	KIOSK_DATA_DIR=$(DATA_DIR) $(BIN)/kiosk run --sim
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+deps:
+	@scripts/install-debian-packages $(DEB_PACKAGES)
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml | deps
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy .
+
+check-imports: venv
+	$(BIN)/lint-imports
+
+bench: venv
+	$(BIN)/python -m bench.lookup
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Hardware library: one interface per device kind, real backends and simulators."""

@@ -1,0 +1,79 @@
+"""Configuration models of the hardware, one per device kind; unknown keys are refused.
+
+The appliance's config file embeds :class:`HardwareConfig` under ``[hardware]``; this module
+stays inside ``drivers`` so the hardware library can be configured without the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScannerConfig(_Strict):
+    """Where codes come from: a camera, a serial scan engine, or the simulator."""
+
+    backend: Literal["sim", "picamera2", "opencv", "serial"] = Field(
+        "sim", title="Scanner backend", description="sim plays images; picamera2/opencv use a camera"
+    )
+    source: str = Field(
+        "", title="Source", description="camera index, device path, GStreamer pipeline or serial port"
+    )
+    images: list[str] = Field(
+        default_factory=list, title="Simulated images", description="images the simulator plays"
+    )
+    timeout_s: float = Field(2.0, gt=0, title="I/O timeout in seconds")
+
+
+class PrinterConfig(_Strict):
+    """The ESC/POS receipt printer."""
+
+    backend: Literal["sim", "usb", "serial", "network", "file"] = Field(
+        "sim", title="Printer backend"
+    )
+    target: str = Field(
+        "", title="Target", description="usb vid:pid, serial port, host[:port] or file path"
+    )
+    paper_mm: Literal[58, 80] = Field(80, title="Paper width in millimetres")
+    encoding: Literal["gb18030", "gbk", "big5", "raster"] = Field(
+        "gb18030",
+        title="Chinese text encoding",
+        description="what the printer's font understands; raster prints text as an image",
+    )
+    timeout_s: float = Field(5.0, gt=0, title="I/O timeout in seconds")
+
+
+class DispenserConfig(_Strict):
+    """The card dispenser on a serial line."""
+
+    backend: Literal["sim", "serial"] = Field("sim", title="Dispenser backend")
+    port: str = Field("", title="Serial port", description="a stable name: /dev/serial/by-id/...")
+    baudrate: int = Field(9600, gt=0, title="Baud rate")
+    timeout_s: float = Field(3.0, gt=0, title="I/O timeout in seconds")
+
+
+class GpioConfig(_Strict):
+    """Buttons, lights, buzzer and switches on GPIO pins (BCM numbering)."""
+
+    backend: Literal["sim", "gpiozero"] = Field("sim", title="GPIO backend")
+    help_button: int | None = Field(None, title="Help button pin")
+    light_ready: int | None = Field(None, title="Ready light pin")
+    light_busy: int | None = Field(None, title="Busy light pin")
+    light_fault: int | None = Field(None, title="Fault light pin")
+    buzzer: int | None = Field(None, title="Buzzer pin")
+    paper_low_sensor: int | None = Field(None, title="Paper-low sensor pin")
+    door_switch: int | None = Field(None, title="Cabinet door switch pin")
+
+
+class HardwareConfig(_Strict):
+    """Every peripheral of the appliance; all simulated by default."""
+
+    scanner: ScannerConfig = Field(default_factory=ScannerConfig)  # type: ignore[arg-type]
+    printer: PrinterConfig = Field(default_factory=PrinterConfig)  # type: ignore[arg-type]
+    dispenser: DispenserConfig = Field(default_factory=DispenserConfig)  # type: ignore[arg-type]
+    gpio: GpioConfig = Field(default_factory=GpioConfig)  # type: ignore[arg-type]

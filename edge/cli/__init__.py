@@ -1,0 +1,1 @@
+"""The `kiosk` command: staff console, technician tools and services."""

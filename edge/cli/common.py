@@ -1,0 +1,98 @@
+"""What every console command shares: the app context, --json output, PIN prompts."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+
+from edge.app import AppContext
+from edge.domain.errors import InvalidInput
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliState:
+    """Global options, and the app context built from them on first use."""
+
+    def __init__(self, data_dir: Path | None, config_path: Path | None, json_output: bool) -> None:
+        self.data_dir = data_dir
+        self.config_path = config_path
+        self.json_output = json_output
+        self._app: AppContext | None = None
+
+    @property
+    def app(self) -> AppContext:
+        if self._app is None:
+            self._app = AppContext.open(data_dir=self.data_dir, config_path=self.config_path)
+        return self._app
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+            self._app = None
+
+
+def state() -> CliState:
+    return cast(CliState, click.get_current_context().find_root().obj)
+
+
+def json_option(func: F) -> F:
+    """Adds ``--json`` to a command (the global ``kiosk --json`` works too)."""
+
+    @click.option("--json", "json_output", is_flag=True, help="Machine-readable JSON output.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, json_output: bool, **kwargs: Any) -> Any:
+        if json_output:
+            state().json_output = True
+        return func(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def emit(result: Any, human: Callable[[Any], str] | str | None = None) -> None:
+    """Prints ``result`` as JSON under ``--json``, else its human rendering."""
+    if state().json_output:
+        click.echo(json.dumps(_plain(result), ensure_ascii=False, sort_keys=True))
+        return
+    if human is None:
+        text = json.dumps(_plain(result), ensure_ascii=False, indent=2, sort_keys=True)
+    elif isinstance(human, str):
+        text = human
+    else:
+        text = human(result)
+    click.echo(text)
+
+
+def read_secret(prompt: str, confirm: bool = False) -> str:
+    """A PIN from the terminal (hidden), or one line of standard input when it is not a terminal.
+
+    PINs are never taken from arguments: they would land in shell history and ``ps``.
+    """
+    if sys.stdin.isatty():
+        return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+    line = sys.stdin.readline()
+    if not line:
+        raise InvalidInput(f"{prompt}: expected a PIN on standard input")
+    return line.rstrip("\r\n")

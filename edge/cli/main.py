@@ -1,0 +1,78 @@
+"""Entry point of the ``kiosk`` command: global options, command groups, error reporting."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import click
+
+from edge import __version__
+from edge.cli.common import CliState
+from edge.domain.errors import KioskError
+
+# Each module exposes ``register(group)``; its heavy imports (OpenCV, Kivy) happen inside
+# its commands so that ``kiosk points accrue`` starts fast.
+COMMAND_MODULES = (
+    "edge.cli.db_commands",
+    "edge.cli.member_commands",
+    "edge.cli.points_commands",
+    "edge.cli.gift_commands",
+    "edge.cli.card_commands",
+    "edge.cli.staff_commands",
+    "edge.cli.audit_commands",
+    "edge.cli.shell",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="kiosk")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="KIOSK_DATA_DIR",
+    help="Data directory (KIOSK_DATA_DIR; default ./var in a checkout, /var/lib/member-kiosk).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="KIOSK_CONFIG",
+    help="Configuration file (KIOSK_CONFIG; default config.toml in the data directory).",
+)
+@click.option("--json", "json_output", is_flag=True, help="Machine-readable JSON output.")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None, config_path: Path | None, json_output: bool) -> None:
+    """Member Center Kiosk: the member center's console for staff and technicians."""
+    if ctx.obj is None:
+        ctx.obj = CliState(data_dir, config_path, json_output)
+        ctx.call_on_close(ctx.obj.close)
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(cli)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; a refusal or bad input is one line on stderr and a non-zero exit."""
+    try:
+        cli.main(args=argv, prog_name="kiosk", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except KioskError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        return 1
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

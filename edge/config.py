@@ -1,0 +1,236 @@
+"""The appliance's one configuration file (TOML), validated; unknown keys are refused by name.
+
+Where the file is: ``--config`` or ``KIOSK_CONFIG``, else ``config.toml`` in the data directory.
+Where the data directory is: ``--data-dir`` or ``KIOSK_DATA_DIR``, else ``./var`` in a source
+checkout and ``/var/lib/member-kiosk`` when installed. A missing file means all defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from drivers.config import HardwareConfig
+from edge.domain.errors import ConfigError
+
+INSTALLED_DATA_DIR = Path("/var/lib/member-kiosk")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceConfig(_Section):
+    """Who this appliance is and which card numbers it may issue."""
+
+    store_id: str = Field("S001", min_length=1, max_length=32, title="Store id")
+    device_id: str = Field("K001", min_length=1, max_length=32, title="Device id")
+    timezone: str = Field(
+        "Asia/Shanghai", title="Store timezone", description="days, member days and reports"
+    )
+    card_range_start: int = Field(
+        1, ge=0, title="First card serial", description="start of the range this device owns"
+    )
+    card_range_end: int = Field(
+        99_999, ge=0, title="Last card serial", description="end of the range (inclusive)"
+    )
+
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> Self:
+        if self.card_range_end < self.card_range_start:
+            raise ValueError("card_range_end must not be below card_range_start")
+        if self.card_range_end >= 10**10:
+            raise ValueError("card serials have at most 10 digits")
+        return self
+
+
+class MemberDay(_Section):
+    """A day on which accruals are multiplied (e.g. the 8th of every month, or Wednesdays)."""
+
+    day_of_month: int | None = Field(None, ge=1, le=31, title="Day of month")
+    weekday: int | None = Field(None, ge=0, le=6, title="Weekday, Monday = 0")
+    multiplier_pct: int = Field(200, ge=100, le=1000, title="Multiplier in percent")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if (self.day_of_month is None) == (self.weekday is None):
+            raise ValueError("a member day names exactly one of day_of_month or weekday")
+        return self
+
+
+class PointsConfig(_Section):
+    """How points are earned, held and expire."""
+
+    points_per_yuan: int = Field(1, ge=0, le=100, title="Base points per yuan spent")
+    expiry_months: int = Field(
+        12, ge=1, le=120, title="Lifetime of a lot", description="expires at the end of month N"
+    )
+    pending_days: int = Field(
+        0, ge=0, le=90, title="Return window", description="days before new points can be spent"
+    )
+    checkin_points: int = Field(5, ge=0, le=10_000, title="Daily check-in points")
+    birthday_bonus_points: int = Field(100, ge=0, le=100_000, title="Birthday bonus points")
+    referral_bonus_points: int = Field(50, ge=0, le=100_000, title="Referral bonus points")
+    member_days: list[MemberDay] = Field(default_factory=list, title="Member days")
+
+
+class TierConfig(_Section):
+    """One membership tier: reached at ``threshold`` (cents or points, per ``basis``)."""
+
+    code: str = Field(min_length=1, max_length=16, title="Tier code")
+    name_zh: str = Field(min_length=1, title="Chinese name")
+    name_en: str = Field(min_length=1, title="English name")
+    threshold: int = Field(ge=0, title="Threshold", description="rolling-period spend or points")
+    multiplier_pct: int = Field(100, ge=100, le=1000, title="Accrual multiplier in percent")
+
+
+def _default_tiers() -> list[TierConfig]:
+    return [
+        TierConfig(code="normal", name_zh="普通会员", name_en="Member", threshold=0),
+        TierConfig(
+            code="silver", name_zh="银卡会员", name_en="Silver", threshold=200_000,
+            multiplier_pct=120,
+        ),
+        TierConfig(
+            code="gold", name_zh="金卡会员", name_en="Gold", threshold=800_000, multiplier_pct=150
+        ),
+        TierConfig(
+            code="diamond", name_zh="钻石会员", name_en="Diamond", threshold=2_000_000,
+            multiplier_pct=200,
+        ),
+    ]
+
+
+class TiersConfig(_Section):
+    """Tier ladder: upgrade at once, downgrade only at the end of the member's tier period."""
+
+    basis: Literal["spend", "points"] = Field("spend", title="What thresholds measure")
+    period_months: int = Field(12, ge=1, le=36, title="Rolling period in months")
+    levels: list[TierConfig] = Field(default_factory=_default_tiers, title="Tiers, lowest first")
+
+    @model_validator(mode="after")
+    def _ladder(self) -> Self:
+        if not self.levels or self.levels[0].threshold != 0:
+            raise ValueError("the first tier must have threshold 0")
+        thresholds = [t.threshold for t in self.levels]
+        if thresholds != sorted(set(thresholds)):
+            raise ValueError("tier thresholds must be strictly increasing")
+        if len({t.code for t in self.levels}) != len(self.levels):
+            raise ValueError("tier codes must be unique")
+        return self
+
+
+class OfflineConfig(_Section):
+    """Caps that bound double-spend risk while HQ is unreachable."""
+
+    offline_after_s: int = Field(300, ge=10, title="HQ silence before the device counts offline")
+    max_points_per_redemption: int = Field(2_000, ge=0, title="Cap per redemption")
+    max_points_per_member: int = Field(5_000, ge=0, title="Cap per member while offline")
+    max_points_per_device: int = Field(50_000, ge=0, title="Cap per device while offline")
+    max_offline_hours: int = Field(
+        24, ge=1, le=720, title="Window", description="after it redemption pauses"
+    )
+
+
+class SecurityConfig(_Section):
+    """Keys, codes and staff lockout."""
+
+    keys_dir: str = Field("", title="Key directory", description="default: <data dir>/keys")
+    member_code_public_key: str = Field(
+        "", title="HQ's member-code public key (PEM path)", description="default: dev key"
+    )
+    member_code_signing_key: str = Field(
+        "", title="Member-code signing key (PEM path)", description="HQ's; dev: generated"
+    )
+    member_code_ttl_s: int = Field(60, ge=10, le=600, title="Member code lifetime")
+    member_code_skew_s: int = Field(90, ge=0, le=600, title="Clock skew tolerated")
+    pin_max_attempts: int = Field(5, ge=1, le=20, title="Wrong PINs before lockout")
+    pin_lockout_minutes: int = Field(30, ge=1, le=1440, title="Lockout length")
+
+
+class PrivacyConfig(_Section):
+    """The privacy terms a member consents to at registration."""
+
+    consent_version: str = Field("2026-01", min_length=1, title="Version of the terms in force")
+
+
+class SyncConfig(_Section):
+    """Connection to the store broker and HQ. Disabled: a standalone member center."""
+
+    enabled: bool = Field(False, title="Sync with HQ")
+    broker_host: str = Field("127.0.0.1", title="Broker host")
+    broker_port: int = Field(1883, ge=1, le=65535, title="Broker port")
+
+
+class DatabaseConfig(_Section):
+    """Where the ledger lives."""
+
+    url: str = Field("", title="SQLAlchemy URL", description="default: SQLite in the data dir")
+    busy_timeout_ms: int = Field(30_000, ge=100, title="Wait for a write lock this long")
+
+
+class KioskConfig(_Section):
+    """The whole configuration file."""
+
+    device: DeviceConfig = Field(default_factory=DeviceConfig)  # type: ignore[arg-type]
+    points: PointsConfig = Field(default_factory=PointsConfig)  # type: ignore[arg-type]
+    tiers: TiersConfig = Field(default_factory=TiersConfig)  # type: ignore[arg-type]
+    offline: OfflineConfig = Field(default_factory=OfflineConfig)  # type: ignore[arg-type]
+    security: SecurityConfig = Field(default_factory=SecurityConfig)  # type: ignore[arg-type]
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)  # type: ignore[arg-type]
+    sync: SyncConfig = Field(default_factory=SyncConfig)  # type: ignore[arg-type]
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)  # type: ignore[arg-type]
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)  # type: ignore[arg-type]
+
+
+def default_data_dir(environ: dict[str, str] | None = None) -> Path:
+    """``KIOSK_DATA_DIR``, else ``./var`` in a source checkout, else the installed location."""
+    env = os.environ if environ is None else environ
+    if env.get("KIOSK_DATA_DIR"):
+        return Path(env["KIOSK_DATA_DIR"])
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / ".git").exists():
+        return Path.cwd() / "var"
+    return INSTALLED_DATA_DIR
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{where}'")
+        else:
+            parts.append(f"'{where}': {item['msg']}")
+    return "; ".join(parts)
+
+
+def parse_config(text: str, source: str = "<config>") -> KioskConfig:
+    """Parse and validate TOML text; raises :class:`ConfigError` naming the bad key."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return KioskConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def load_config(path: Path | None, data_dir: Path) -> tuple[KioskConfig, Path]:
+    """Load the config file (explicit path, ``KIOSK_CONFIG`` or the data dir's config.toml)."""
+    explicit = path or (Path(os.environ["KIOSK_CONFIG"]) if os.environ.get("KIOSK_CONFIG") else None)
+    chosen = explicit or data_dir / "config.toml"
+    if not chosen.exists():
+        if explicit is not None:
+            raise ConfigError(f"config file not found: {chosen}")
+        return KioskConfig(), chosen
+    try:
+        text = chosen.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {chosen}: {exc}") from None
+    return parse_config(text, str(chosen)), chosen

@@ -1,0 +1,1 @@
+"""Pure membership rules: no I/O; clocks and ids are injected."""

@@ -1,0 +1,65 @@
+"""Tier ladder: upgrade at once when a threshold is reached, downgrade only at period end."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tier:
+    code: str
+    name_zh: str
+    name_en: str
+    threshold: int
+    multiplier_pct: int
+
+
+def tier_for(measure: int, ladder: Sequence[Tier]) -> Tier:
+    """The highest tier whose threshold ``measure`` reaches (the ladder is sorted, lowest first)."""
+    reached = ladder[0]
+    for tier in ladder:
+        if measure >= tier.threshold:
+            reached = tier
+    return reached
+
+
+def find_tier(code: str, ladder: Sequence[Tier]) -> Tier:
+    for tier in ladder:
+        if tier.code == code:
+            return tier
+    # A tier removed from the configuration: treat the member as the base tier.
+    return ladder[0]
+
+
+def rank(code: str, ladder: Sequence[Tier]) -> int:
+    for i, tier in enumerate(ladder):
+        if tier.code == code:
+            return i
+    return 0
+
+
+def upgrade_to(current: str, measure: int, ladder: Sequence[Tier]) -> Tier | None:
+    """The tier to move up to now, or None when the measure doesn't reach a higher one."""
+    reached = tier_for(measure, ladder)
+    return reached if rank(reached.code, ladder) > rank(current, ladder) else None
+
+
+def review_at_period_end(measure: int, ladder: Sequence[Tier]) -> Tier:
+    """At the end of a tier period the member holds exactly the tier the period earned."""
+    return tier_for(measure, ladder)
+
+
+@dataclass(frozen=True)
+class NextTier:
+    tier: Tier
+    missing: int
+
+
+def next_tier(current: str, measure: int, ladder: Sequence[Tier]) -> NextTier | None:
+    """What the member still needs (in the ladder's unit) for the next tier; None at the top."""
+    idx = rank(current, ladder)
+    if idx + 1 >= len(ladder):
+        return None
+    target = ladder[idx + 1]
+    return NextTier(target, max(0, target.threshold - measure))

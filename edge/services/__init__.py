@@ -1,0 +1,1 @@
+"""Use cases of the member center, one function per intent, each one transaction."""

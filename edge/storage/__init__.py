@@ -1,0 +1,1 @@
+"""Durable storage: SQLAlchemy models on SQLite, migrations and transactions."""

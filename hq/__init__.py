@@ -1,0 +1,1 @@
+"""Reference HQ service: central ledger, fleet monitor and lane simulator."""

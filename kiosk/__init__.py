@@ -1,0 +1,1 @@
+"""Member Center Kiosk touchscreen app (Kivy): screens over view-models."""
