@@ -1,0 +1,279 @@
+"""The appliance's keys: systemd credentials when provided, else dev keys made on first use."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from edge.domain.errors import ConfigError
+
+DATA_KEY_FILE = "data.key"
+LOOKUP_KEY_FILE = "lookup.key"
+DEVICE_SIGNING_KEY_FILE = "device-signing.pem"
+MEMBER_CODE_SIGNING_KEY_FILE = "member-code-signing.pem"
+
+SECRET_BYTES = 32
+_MAX_KEY_FILE_BYTES = 64 * 1024
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """Load an unencrypted Ed25519 private key from a PEM file.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, or not an unencrypted Ed25519 key; the
+            message names the path so whoever installs the key knows which file to fix.
+    """
+    return _parse_private_key(_read_key_file(path), path)
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """Load an Ed25519 public key from a PEM file (SubjectPublicKeyInfo).
+
+    Raises:
+        ConfigError: the file is missing, unreadable, or not an Ed25519 public key.
+    """
+    data = _read_key_file(path)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(
+            f"{path} is not a PEM public key: {exc}", code="key_invalid", path=str(path)
+        ) from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(
+            f"{path} holds a {type(key).__name__}, not an Ed25519 public key",
+            code="key_invalid",
+            path=str(path),
+        )
+    return key
+
+
+class KeyStore:
+    """Hands out the device's key material, loading each key the first time it is asked for.
+
+    Production keys arrive as systemd credentials (``LoadCredential=`` puts them in
+    ``$CREDENTIALS_DIRECTORY``); the caller passes that directory in. A file found there wins
+    and is never written. Any key not provided that way is a dev key: made in ``keys_dir`` on
+    first use (directory 0700, files 0600) and reused afterwards, so a laptop or CI run needs no
+    setup. Creation never overwrites: if two processes race, both end up with the same key.
+
+    Example::
+
+        keys = KeyStore(data_dir / "keys", credentials_dir=creds_dir_or_none)
+        vault = PhoneVault(keys.data_key, keys.lookup_key)
+    """
+
+    def __init__(self, keys_dir: Path, credentials_dir: Path | None = None) -> None:
+        self._keys_dir = Path(keys_dir)
+        self._credentials_dir = Path(credentials_dir) if credentials_dir is not None else None
+        self._lock = threading.Lock()
+        self._secrets: dict[str, bytes] = {}
+        self._private_keys: dict[str, Ed25519PrivateKey] = {}
+
+    @property
+    def data_key(self) -> bytes:
+        """AES-256-GCM key for personal data (``data.key``); losing it loses the phone numbers."""
+        return self._secret(DATA_KEY_FILE)
+
+    @property
+    def lookup_key(self) -> bytes:
+        """HMAC key for phone lookup hashes (``lookup.key``); chain-wide in production."""
+        return self._secret(LOOKUP_KEY_FILE)
+
+    @property
+    def device_signing_key(self) -> Ed25519PrivateKey:
+        """This device's Ed25519 key (``device-signing.pem``): signs vouchers it prints."""
+        return self._private_key(DEVICE_SIGNING_KEY_FILE)
+
+    @property
+    def device_public_key_pem(self) -> bytes:
+        """The public half of the device key as PEM, to register with HQ and the lanes."""
+        return self.device_signing_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def member_code_signing_key(self, configured: str) -> Ed25519PrivateKey:
+        """The key that mints member codes: the configured file, else a local dev key.
+
+        Only HQ holds the real one; the dev key lets a laptop mint codes its own kiosk accepts.
+        """
+        if configured:
+            path = Path(configured)
+            with self._lock:
+                cache_key = f"path:{path}"
+                if cache_key not in self._private_keys:
+                    self._private_keys[cache_key] = load_private_key(path)
+                return self._private_keys[cache_key]
+        return self._private_key(MEMBER_CODE_SIGNING_KEY_FILE)
+
+    def member_code_public_key(self, configured: str) -> Ed25519PublicKey:
+        """The key that verifies member codes: the configured file, else the dev key's half."""
+        if configured:
+            return load_public_key(Path(configured))
+        return self._private_key(MEMBER_CODE_SIGNING_KEY_FILE).public_key()
+
+    def _secret(self, name: str) -> bytes:
+        with self._lock:
+            if name not in self._secrets:
+                data, path = self._material(name, lambda: os.urandom(SECRET_BYTES))
+                self._secrets[name] = _parse_secret(data, path)
+            return self._secrets[name]
+
+    def _private_key(self, name: str) -> Ed25519PrivateKey:
+        with self._lock:
+            if name not in self._private_keys:
+                data, path = self._material(name, _new_private_key_pem)
+                self._private_keys[name] = _parse_private_key(data, path)
+            return self._private_keys[name]
+
+    def _material(self, name: str, make: Callable[[], bytes]) -> tuple[bytes, Path]:
+        if self._credentials_dir is not None:
+            credential = self._credentials_dir / name
+            if credential.exists():
+                return _read_key_file(credential), credential
+        path = self._keys_dir / name
+        if path.exists():
+            _refuse_loose_permissions(path)
+            return _read_key_file(path), path
+        self._ensure_keys_dir()
+        return _create_exclusively(path, make()), path
+
+    def _ensure_keys_dir(self) -> None:
+        if self._keys_dir.is_dir():
+            return
+        try:
+            self._keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self._keys_dir, 0o700)  # mkdir's mode is filtered by the umask
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the key directory {self._keys_dir}: {exc}",
+                code="key_unwritable",
+                path=str(self._keys_dir),
+            ) from exc
+
+
+def _new_private_key_pem() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(_MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read key file {path}: {exc.strerror or exc}",
+            code="key_unreadable",
+            path=str(path),
+        ) from exc
+    if len(data) > _MAX_KEY_FILE_BYTES:
+        raise ConfigError(f"{path} is too large to be a key", code="key_invalid", path=str(path))
+    return data
+
+
+def _parse_private_key(data: bytes, path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(
+            f"{path} is not an unencrypted PEM private key: {exc}",
+            code="key_invalid",
+            path=str(path),
+        ) from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(
+            f"{path} holds a {type(key).__name__}, not an Ed25519 private key",
+            code="key_invalid",
+            path=str(path),
+        )
+    return key
+
+
+def _parse_secret(data: bytes, path: Path) -> bytes:
+    """Accept 32 raw bytes, or 64 hex digits (what ``openssl rand -hex 32`` prints)."""
+    if len(data) == SECRET_BYTES:
+        return data
+    text = data.strip()
+    if len(text) == 2 * SECRET_BYTES:
+        with contextlib.suppress(ValueError):
+            return bytes.fromhex(text.decode("ascii"))
+    raise ConfigError(
+        f"{path} must hold {SECRET_BYTES} raw bytes or {2 * SECRET_BYTES} hex digits",
+        code="key_invalid",
+        path=str(path),
+    )
+
+
+def _refuse_loose_permissions(path: Path) -> None:
+    """A key others can read is a leaked key; say so instead of using it quietly."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read key file {path}: {exc.strerror or exc}",
+            code="key_unreadable",
+            path=str(path),
+        ) from exc
+    if mode & 0o077:
+        raise ConfigError(
+            f"{path} is accessible to other users (mode {mode & 0o777:o}); chmod 600 it",
+            code="key_permissions",
+            path=str(path),
+        )
+
+
+def _create_exclusively(path: Path, data: bytes) -> bytes:
+    """Write ``data`` to a new file atomically and without clobbering; return what is there.
+
+    The content goes to a 0600 temp file that is then hard-linked into place: the link fails if
+    the name exists, so a concurrent creator's key is kept and read back instead of replaced
+    (replacing a data key another process already used would orphan what it encrypted).
+    """
+    try:
+        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create key file {path}: {exc.strerror or exc}",
+            code="key_unwritable",
+            path=str(path),
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temp_name, path)
+        except FileExistsError:
+            return _read_key_file(path)
+        _fsync_directory(path.parent)
+        return data
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create key file {path}: {exc.strerror or exc}",
+            code="key_unwritable",
+            path=str(path),
+        ) from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
