@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from drivers.errors import DeviceUnavailable
+from drivers.errors import DeviceUnavailableError
 from drivers.health import Health
 
 
 def require(module: str, hint: str) -> ModuleType:
-    """Imports ``module`` or raises :class:`DeviceUnavailable` naming the package to install.
+    """Imports ``module`` or raises :class:`DeviceUnavailableError` naming the package to install.
 
     Hardware libraries (picamera2, lgpio, pyusb) exist only on the appliance; importing them
     at module level would break the simulator on a laptop.
@@ -18,6 +18,6 @@ def require(module: str, hint: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise DeviceUnavailable(
+        raise DeviceUnavailableError(
             Health.failed("library_missing", f"{module} is not importable ({exc}); {hint}")
         ) from exc

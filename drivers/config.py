@@ -19,10 +19,14 @@ class ScannerConfig(_Strict):
     """Where codes come from: a camera, a serial scan engine, or the simulator."""
 
     backend: Literal["sim", "picamera2", "opencv", "serial"] = Field(
-        "sim", title="Scanner backend", description="sim plays images; picamera2/opencv use a camera"
+        "sim",
+        title="Scanner backend",
+        description="sim plays images; picamera2/opencv use a camera",
     )
     source: str = Field(
-        "", title="Source", description="camera index, device path, GStreamer pipeline or serial port"
+        "",
+        title="Source",
+        description="camera index, device path, GStreamer pipeline or serial port",
     )
     images: list[str] = Field(
         default_factory=list, title="Simulated images", description="images the simulator plays"
@@ -73,7 +77,7 @@ class GpioConfig(_Strict):
 class HardwareConfig(_Strict):
     """Every peripheral of the appliance; all simulated by default."""
 
-    scanner: ScannerConfig = Field(default_factory=ScannerConfig)  # type: ignore[arg-type]
-    printer: PrinterConfig = Field(default_factory=PrinterConfig)  # type: ignore[arg-type]
-    dispenser: DispenserConfig = Field(default_factory=DispenserConfig)  # type: ignore[arg-type]
-    gpio: GpioConfig = Field(default_factory=GpioConfig)  # type: ignore[arg-type]
+    scanner: ScannerConfig = Field(default_factory=ScannerConfig)
+    printer: PrinterConfig = Field(default_factory=PrinterConfig)
+    dispenser: DispenserConfig = Field(default_factory=DispenserConfig)
+    gpio: GpioConfig = Field(default_factory=GpioConfig)

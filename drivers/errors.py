@@ -13,11 +13,11 @@ class DeviceError(Exception):
         self.health = health
 
 
-class DeviceTimeout(DeviceError):
+class DeviceTimeoutError(DeviceError):
     """The device did not answer within its I/O timeout."""
 
 
-class DeviceUnavailable(DeviceError):
+class DeviceUnavailableError(DeviceError):
     """The device or the library that drives it is absent (unplugged, not installed)."""
 
 

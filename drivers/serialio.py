@@ -6,7 +6,7 @@ import os
 from typing import Protocol
 
 from drivers._lazy import require
-from drivers.errors import DeviceUnavailable
+from drivers.errors import DeviceUnavailableError
 from drivers.health import Health
 
 
@@ -43,10 +43,10 @@ def open_serial(port: str, baudrate: int, timeout_s: float) -> SerialLink:
     """
     serial = require("serial", "install pyserial")
     if not port:
-        raise DeviceUnavailable(Health.failed("not_configured", "no serial port configured"))
+        raise DeviceUnavailableError(Health.failed("not_configured", "no serial port configured"))
     is_url = "://" in port
     if not is_url and not os.path.exists(port):
-        raise DeviceUnavailable(Health.failed("disconnected", f"{port} does not exist"))
+        raise DeviceUnavailableError(Health.failed("disconnected", f"{port} does not exist"))
     try:
         if is_url:
             link = serial.serial_for_url(port, baudrate=baudrate, timeout=timeout_s)
@@ -60,7 +60,7 @@ def open_serial(port: str, baudrate: int, timeout_s: float) -> SerialLink:
                 exclusive=True,
             )
     except (OSError, ValueError, serial.SerialException) as exc:
-        raise DeviceUnavailable(
+        raise DeviceUnavailableError(
             Health.failed("disconnected", f"cannot open {port}: {exc}")
         ) from exc
     return link  # type: ignore[no-any-return]

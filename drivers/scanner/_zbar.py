@@ -62,7 +62,8 @@ def zbar_decode(
         with pyzbar._image() as image:
             w.zbar_image_set_format(image, pyzbar._FOURCC["L800"])
             w.zbar_image_set_size(image, width, height)
-            w.zbar_image_set_data(image, ctypes.cast(data, ctypes.c_void_p), len(data), None)
+            pixels = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p)
+            w.zbar_image_set_data(image, pixels, len(data), None)
             w.zbar_scan_image(scanner, image)
             for symbol in pyzbar._symbols_for_image(image):
                 kind = _FROM_ZBAR.get(int(symbol.contents.type))

@@ -1,0 +1,24 @@
+"""Shared fixtures of the driver tests: where the barcode photos are, and how to load them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+BARCODES = Path(__file__).resolve().parents[3] / "shared" / "data" / "barcodes"
+
+
+def barcode_image(relative: str) -> np.ndarray:
+    path = BARCODES / relative
+    if not path.exists():
+        pytest.skip(f"test images not present: {path}")
+    image = cv2.imread(str(path))
+    assert image is not None
+    return image
+
+
+def expected_text(relative: str) -> str:
+    return (BARCODES / relative).with_suffix(".txt").read_text("utf-8").rstrip()
