@@ -1,8 +1,6 @@
-"""Shared keys and a fixed clock for the security tests."""
+"""Key fixtures for the security tests."""
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -23,8 +21,3 @@ def hq_public() -> Ed25519PublicKey:
 @pytest.fixture(scope="session")
 def other_public() -> Ed25519PublicKey:
     return OTHER_KEY.public_key()
-
-
-@pytest.fixture(scope="session")
-def now() -> datetime:
-    return datetime(2025, 3, 8, 9, 30, 0, tzinfo=UTC)
