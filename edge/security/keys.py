@@ -64,6 +64,7 @@ class KeyStore:
     and is never written. Any key not provided that way is a dev key: made in ``keys_dir`` on
     first use (directory 0700, files 0600) and reused afterwards, so a laptop or CI run needs no
     setup. Creation never overwrites: if two processes race, both end up with the same key.
+    Each key is read once and kept for the life of the store; a rotated key takes a restart.
 
     Example::
 
@@ -77,6 +78,8 @@ class KeyStore:
         self._lock = threading.Lock()
         self._secrets: dict[str, bytes] = {}
         self._private_keys: dict[str, Ed25519PrivateKey] = {}
+        self._configured_private_keys: dict[Path, Ed25519PrivateKey] = {}
+        self._public_keys: dict[Path, Ed25519PublicKey] = {}
 
     @property
     def data_key(self) -> bytes:
@@ -108,16 +111,19 @@ class KeyStore:
         if configured:
             path = Path(configured)
             with self._lock:
-                cache_key = f"path:{path}"
-                if cache_key not in self._private_keys:
-                    self._private_keys[cache_key] = load_private_key(path)
-                return self._private_keys[cache_key]
+                if path not in self._configured_private_keys:
+                    self._configured_private_keys[path] = load_private_key(path)
+                return self._configured_private_keys[path]
         return self._private_key(MEMBER_CODE_SIGNING_KEY_FILE)
 
     def member_code_public_key(self, configured: str) -> Ed25519PublicKey:
         """The key that verifies member codes: the configured file, else the dev key's half."""
         if configured:
-            return load_public_key(Path(configured))
+            path = Path(configured)
+            with self._lock:
+                if path not in self._public_keys:
+                    self._public_keys[path] = load_public_key(path)
+                return self._public_keys[path]
         return self._private_key(MEMBER_CODE_SIGNING_KEY_FILE).public_key()
 
     def _secret(self, name: str) -> bytes:

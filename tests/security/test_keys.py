@@ -150,6 +150,11 @@ def test_configured_member_code_keys_are_loaded(tmp_path: Path) -> None:
     public = store.member_code_public_key(str(public_path))
     public.verify(hq.sign(b"m"), b"m")
     assert not (tmp_path / "keys").exists()
+    # Read once: every scan verifies with the key in memory, not by reading the file again.
+    private_path.unlink()
+    public_path.unlink()
+    assert store.member_code_public_key(str(public_path)) is public
+    assert _raw_public(store.member_code_signing_key(str(private_path))) == _raw_public(hq)
 
 
 def test_dev_member_code_public_key_matches_the_dev_signing_key(tmp_path: Path) -> None:
