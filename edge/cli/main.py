@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -57,7 +59,7 @@ for _name in COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; a refusal or bad input is one line on stderr and a non-zero exit."""
     try:
-        cli.main(args=argv, prog_name="kiosk", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="kiosk", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
@@ -71,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    return 0
+    except Exception as exc:  # a bug or a broken environment: one line, details on request
+        if os.environ.get("KIOSK_DEBUG"):
+            traceback.print_exc()
+        click.echo(f"error: internal error ({type(exc).__name__}: {exc}); "
+                   "set KIOSK_DEBUG=1 for details", err=True)
+        return 70
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

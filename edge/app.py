@@ -1,0 +1,124 @@
+"""The application context: configuration, database, keys and clock, opened once per process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import text
+
+from edge.config import KioskConfig, default_data_dir, load_config
+from edge.domain.clock import Clock, system_clock
+from edge.domain.ids import IdFactory
+from edge.domain.offline import OfflineLimit
+from edge.domain.points import MemberDayRule
+from edge.domain.tiers import Tier
+from edge.security.keys import KeyStore
+from edge.security.personal import PhoneVault
+from edge.storage import migrate
+from edge.storage.db import Database, make_engine, sqlite_url
+
+
+@dataclass
+class AppContext:
+    """Everything a service needs; passed in explicitly, never a global."""
+
+    config: KioskConfig
+    config_path: Path
+    data_dir: Path
+    db: Database
+    keys: KeyStore
+    clock: Clock = system_clock
+    ids: IdFactory = field(default_factory=IdFactory)
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: Path | None = None,
+        config_path: Path | None = None,
+        *,
+        config: KioskConfig | None = None,
+        clock: Clock | None = None,
+        upgrade_schema: bool = True,
+    ) -> AppContext:
+        """Opens the data directory (created if missing) and brings the schema up to date."""
+        data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        if config is None:
+            config, config_path = load_config(config_path, data_dir)
+        elif config_path is None:
+            config_path = data_dir / "config.toml"
+        url = config.database.url or sqlite_url(data_dir / "kiosk.db")
+        db = Database(make_engine(url, config.database.busy_timeout_ms))
+        keys_dir = Path(config.security.keys_dir) if config.security.keys_dir else data_dir / "keys"
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        keys = KeyStore(keys_dir, Path(credentials) if credentials else None)
+        app = cls(config, config_path, data_dir, db, keys, clock or system_clock)
+        if upgrade_schema and migrate.current_revision(db.engine) != migrate.head_revision():
+            migrate.upgrade(db.engine)
+        return app
+
+    @cached_property
+    def vault(self) -> PhoneVault:
+        return PhoneVault(self.keys.data_key, self.keys.lookup_key)
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.config.device.timezone)
+
+    @cached_property
+    def ladder(self) -> list[Tier]:
+        return [
+            Tier(t.code, t.name_zh, t.name_en, t.threshold, t.multiplier_pct)
+            for t in self.config.tiers.levels
+        ]
+
+    @cached_property
+    def member_days(self) -> list[MemberDayRule]:
+        return [
+            MemberDayRule(d.day_of_month, d.weekday, d.multiplier_pct)
+            for d in self.config.points.member_days
+        ]
+
+    @cached_property
+    def offline_limit(self) -> OfflineLimit:
+        from datetime import timedelta
+
+        o = self.config.offline
+        return OfflineLimit(
+            o.max_points_per_redemption,
+            o.max_points_per_member,
+            o.max_points_per_device,
+            timedelta(hours=o.max_offline_hours),
+        )
+
+    @property
+    def store_id(self) -> str:
+        return self.config.device.store_id
+
+    @property
+    def device_id(self) -> str:
+        return self.config.device.device_id
+
+    def check_database(self) -> tuple[bool, str]:
+        """Whether the ledger database answers and its schema is current (for ``kiosk doctor``)."""
+        try:
+            with self.db.read() as session:
+                session.execute(text("SELECT 1"))
+                if self.db.engine.dialect.name == "sqlite":
+                    result = session.execute(text("PRAGMA quick_check")).scalar()
+                    if result != "ok":
+                        return False, f"integrity check failed: {result}"
+            current = migrate.current_revision(self.db.engine)
+        except Exception as exc:  # any driver error means "not usable"
+            return False, f"database unusable: {exc}"
+        head = migrate.head_revision()
+        if current != head:
+            return False, f"schema at {current}, expected {head} (run: kiosk db upgrade)"
+        return True, f"schema {current}, {self.db.engine.url.database}"
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,106 @@
+"""``kiosk gift``: catalogue, restock, redeem."""
+
+from __future__ import annotations
+
+import click
+
+from edge.cli.common import emit, json_option, state
+from edge.cli.staff_auth import staff_login
+from edge.domain.staff import Permission
+from edge.services import gifts
+
+
+@click.group("gift")
+def gift_group() -> None:
+    """Gifts and coupons."""
+
+
+@gift_group.command("add")
+@click.option("--sku", required=True)
+@click.option("--name", required=True)
+@click.option("--points", required=True, type=int)
+@click.option("--stock", required=True, type=int)
+@click.option("--low-stock", default=0, show_default=True, type=int)
+@click.option("--per-member-limit", default=None, type=int)
+@click.option("--coupon-cents", default=None, type=int, help="Makes it a coupon of this value.")
+@click.option("--coupon-days", default=30, show_default=True, type=int)
+@json_option
+def add_cmd(sku: str, name: str, points: int, stock: int, low_stock: int,
+            per_member_limit: int | None, coupon_cents: int | None, coupon_days: int) -> None:
+    """Add a gift (or, with --coupon-cents, a coupon) to the catalogue."""
+    kind = "coupon" if coupon_cents is not None else "gift"
+    line = gifts.add_gift(state().app, sku, name, points, stock, low_stock, per_member_limit,
+                          kind, coupon_cents or 0, coupon_days)
+    emit(line, lambda g: f"added {g.kind} {g.sku} '{g.name}': {g.points_price} points, "
+         f"{g.stock} in stock")
+
+
+@gift_group.command("list")
+@click.option("--all", "include_inactive", is_flag=True, help="Include withdrawn gifts.")
+@json_option
+def list_cmd(include_inactive: bool) -> None:
+    """The catalogue with prices and stock."""
+    lines = gifts.list_gifts(state().app, include_inactive)
+
+    def human(items: list[gifts.GiftLine]) -> str:
+        if not items:
+            return "no gifts in the catalogue"
+        rows = [f"{'SKU':<12} {'POINTS':>7} {'STOCK':>6}  NAME"]
+        for g in items:
+            flag = "  LOW" if g.is_low else ""
+            rows.append(f"{g.sku:<12} {g.points_price:>7} {g.stock:>6}  {g.name}{flag}")
+        return "\n".join(rows)
+
+    emit(lines, human)
+
+
+@gift_group.command("restock")
+@click.option("--sku", required=True)
+@click.option("--qty", required=True, type=int)
+@click.option("--staff", "staff_id", required=True)
+@json_option
+def restock_cmd(sku: str, qty: int, staff_id: str) -> None:
+    """Add stock (staff PIN required)."""
+    app = state().app
+    staff = staff_login(app, staff_id, Permission.RESTOCK)
+    emit(gifts.restock_gift(app, sku, qty, staff), lambda g: f"{g.sku}: {g.stock} in stock")
+
+
+@gift_group.command("redeem")
+@click.option("--card", required=True)
+@click.option("--sku", required=True)
+@click.option("--qty", default=1, show_default=True, type=int)
+@click.option("--request-id", required=True, help="Makes a retry harmless.")
+@json_option
+def redeem_cmd(card: str, sku: str, qty: int, request_id: str) -> None:
+    """Redeem points for a gift or coupon."""
+    result = gifts.redeem_gift(state().app, card, sku, qty, request_id, actor="console")
+
+    def human(r: gifts.RedemptionResult) -> str:
+        text = (f"redeemed {r.qty} x {r.name} for {r.points} points; balance {r.balance}\n"
+                f"redemption {r.redemption_id}")
+        if r.voucher_code:
+            text += f"\nvoucher {r.voucher_code}"
+        for code in r.coupon_codes:
+            text += f"\ncoupon {code}"
+        if r.low_stock:
+            text += f"\nwarning: {r.sku} is low on stock"
+        if r.offline:
+            text += "\n(redeemed offline; HQ reconciles on reconnect)"
+        return text
+
+    emit(result, human)
+
+
+@gift_group.command("use-coupon")
+@click.argument("code")
+@click.option("--ref", required=True, help="The receipt the coupon is used on.")
+@json_option
+def use_coupon_cmd(code: str, ref: str) -> None:
+    """Validate and spend a coupon this kiosk printed."""
+    emit(gifts.use_coupon(state().app, code, ref, actor="console"),
+         lambda u: f"coupon {u.coupon_id} accepted: {u.value_cents / 100:.2f} yuan off")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(gift_group)

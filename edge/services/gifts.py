@@ -1,0 +1,300 @@
+"""Gift and coupon use cases: catalogue, restock, redeem (never oversold), coupon use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+
+from edge.app import AppContext
+from edge.domain.errors import InvalidInput, NotFound, Refusal
+from edge.domain.gifts import GiftTerms, check_redemption, is_low_stock, validate_sku
+from edge.domain.offline import check_offline_redemption
+from edge.domain.points import EntryKind
+from edge.domain.staff import Permission
+from edge.security.codes import sign_voucher, verify_voucher, voucher_device_id
+from edge.services.connectivity import connectivity
+from edge.services.ledger import debit
+from edge.services.members import usable_member
+from edge.services.staff import StaffIdentity, require
+from edge.services.tx import Tx, run_once, transaction
+from edge.storage.models import Coupon, Gift, Redemption
+
+MAX_STOCK = 1_000_000
+
+
+@dataclass(frozen=True)
+class GiftLine:
+    sku: str
+    name: str
+    kind: str
+    points_price: int
+    stock: int
+    low_stock: int
+    per_member_limit: int | None
+    coupon_value_cents: int
+    active: bool
+    is_low: bool
+
+
+def _line(g: Gift) -> GiftLine:
+    return GiftLine(g.sku, g.name, g.kind, g.points_price, g.stock, g.low_stock,
+                    g.per_member_limit, g.coupon_value_cents, g.active,
+                    is_low_stock(g.stock, g.low_stock))
+
+
+def _count(value: int, what: str, low: int = 0, high: int = MAX_STOCK) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput(f"{what} must be a whole number from {low} to {high}",
+                           code="bad_number", field=what)
+    return value
+
+
+def add_gift(
+    app: AppContext,
+    sku: str,
+    name: str,
+    points: int,
+    stock: int,
+    low_stock: int = 0,
+    per_member_limit: int | None = None,
+    kind: str = "gift",
+    coupon_value_cents: int = 0,
+    coupon_valid_days: int = 30,
+    actor: str = "console",
+) -> GiftLine:
+    """Adds a gift or coupon to the catalogue."""
+    sku_v = validate_sku(sku)
+    name_v = name.strip()
+    if not name_v or len(name_v) > 64 or not name_v.isprintable():
+        raise InvalidInput("a gift name is 1-64 printable characters", code="bad_name")
+    _count(points, "points", 1, 10_000_000)
+    _count(stock, "stock")
+    _count(low_stock, "low-stock threshold")
+    if per_member_limit is not None:
+        _count(per_member_limit, "per-member limit", 1, 1000)
+    if kind not in ("gift", "coupon"):
+        raise InvalidInput("kind is gift or coupon", code="bad_kind")
+    if kind == "coupon":
+        _count(coupon_value_cents, "coupon value in cents", 1, 10_000_000)
+        _count(coupon_valid_days, "coupon validity in days", 1, 3650)
+    with transaction(app) as tx:
+        if tx.session.get(Gift, sku_v) is not None:
+            raise Refusal(f"gift {sku_v} already exists (restock it instead)",
+                          code="gift_exists")
+        gift = Gift(sku=sku_v, name=name_v, kind=kind, points_price=points, stock=stock,
+                    low_stock=low_stock, per_member_limit=per_member_limit,
+                    coupon_value_cents=coupon_value_cents, coupon_valid_days=coupon_valid_days,
+                    active=True, updated_at=tx.now)
+        tx.session.add(gift)
+        tx.audit(actor, "gift.add", sku_v, name=name_v, points=points, stock=stock, kind=kind)
+        tx.emit("gift.changed", {"sku": sku_v, "name": name_v, "kind": kind,
+                                 "points_price": points, "stock": stock})
+        return _line(gift)
+
+
+def list_gifts(app: AppContext, include_inactive: bool = False) -> list[GiftLine]:
+    with app.db.read() as session:
+        stmt = select(Gift).order_by(Gift.points_price, Gift.sku)
+        if not include_inactive:
+            stmt = stmt.where(Gift.active.is_(True))
+        return [_line(g) for g in session.scalars(stmt)]
+
+
+def restock_gift(app: AppContext, sku: str, qty: int, staff: StaffIdentity) -> GiftLine:
+    require(staff, Permission.RESTOCK)
+    _count(qty, "quantity", 1, MAX_STOCK)
+    with transaction(app) as tx:
+        gift = tx.session.get(Gift, validate_sku(sku))
+        if gift is None:
+            raise NotFound(f"no gift {sku}", code="unknown_gift")
+        before = gift.stock
+        gift.stock += qty
+        gift.updated_at = tx.now
+        tx.audit(staff.staff_id, "gift.restock", gift.sku, before=before, after=gift.stock)
+        tx.emit("gift.stock", {"sku": gift.sku, "stock": gift.stock, "delta": qty})
+        return _line(gift)
+
+
+@dataclass(frozen=True)
+class RedemptionResult:
+    redemption_id: str
+    card_no: str
+    sku: str
+    name: str
+    kind: str
+    qty: int
+    points: int
+    balance: int
+    voucher_code: str
+    coupon_codes: list[str]
+    coupon_value_cents: int
+    coupon_expires_at: datetime | None
+    offline: bool
+    low_stock: bool
+    at: datetime
+
+
+def redeem_gift(
+    app: AppContext, card_no: str, sku: str, qty: int = 1, request_id: str | None = None,
+    actor: str = "member",
+) -> RedemptionResult:
+    """Exchanges points for a gift or coupons, in one transaction.
+
+    Stock is taken with a guarded UPDATE (and a CHECK in the schema), so two kiosks or two
+    taps can never oversell; points come from the soonest-expiring lots. While HQ is
+    unreachable the offline caps apply and the redemption is marked offline.
+    """
+    sku_v = validate_sku(sku)
+    fingerprint = {"card_no": card_no.strip(), "sku": sku_v, "qty": qty}
+
+    def apply(tx: Tx) -> tuple[RedemptionResult, str]:
+        member, card = usable_member(tx, card_no)
+        gift = tx.session.get(Gift, sku_v)
+        if gift is None:
+            raise NotFound(f"no gift {sku_v}", code="unknown_gift")
+        already = tx.session.scalar(
+            select(func.coalesce(func.sum(Redemption.qty), 0))
+            .where(Redemption.member_id == member.id, Redemption.sku == sku_v)
+        ) or 0
+        terms = GiftTerms(gift.sku, gift.name, gift.points_price, gift.stock, gift.low_stock,
+                          gift.per_member_limit, gift.active)
+        points = check_redemption(terms, qty, int(already))
+        link = connectivity(tx.session, app, tx.now)
+        if link.offline:
+            since = link.since or tx.now
+            member_used, device_used = _offline_usage(tx, member.id, since)
+            try:
+                check_offline_redemption(app.offline_limit, points, since, tx.now,
+                                         member_used, device_used)
+            except Refusal as refusal:
+                _audit_refusal(app, member.id, sku_v, refusal)
+                raise
+        redemption_id = tx.new_id()
+        entries = debit(tx, member, points, EntryKind.REDEMPTION, redemption_id)
+        taken = tx.session.execute(
+            update(Gift).where(Gift.sku == sku_v, Gift.stock >= qty)
+            .values(stock=Gift.stock - qty, updated_at=tx.now)
+        ).rowcount
+        if taken != 1:
+            raise Refusal(f"{gift.name} is out of stock", code="out_of_stock", sku=sku_v)
+        tx.session.refresh(gift)
+        kind = gift.kind
+        # A gift is collected with the voucher; a coupon redemption's proof is its coupons.
+        voucher = (sign_voucher(app.keys.device_signing_key, "gift", redemption_id,
+                                app.device_id) if kind == "gift" else "")
+        tx.session.add(Redemption(id=redemption_id, member_id=member.id, card_no=card.card_no,
+                                  sku=sku_v, qty=qty, points=points, voucher_code=voucher,
+                                  offline=link.offline, created_at=tx.now))
+        tx.session.flush()  # coupons reference the redemption
+        coupons: list[str] = []
+        expires = None
+        if kind == "coupon":
+            expires = tx.now + timedelta(days=gift.coupon_valid_days)
+            for _ in range(qty):
+                coupon_id = tx.new_id()
+                code = sign_voucher(app.keys.device_signing_key, "coupon", coupon_id,
+                                    app.device_id)
+                tx.session.add(Coupon(id=coupon_id, redemption_id=redemption_id,
+                                      member_id=member.id, sku=sku_v,
+                                      value_cents=gift.coupon_value_cents, code=code,
+                                      issued_at=tx.now, expires_at=expires))
+                coupons.append(code)
+        low = is_low_stock(gift.stock, gift.low_stock)
+        tx.audit(actor, "gift.redeem", member.id, redemption_id=redemption_id, sku=sku_v,
+                 qty=qty, points=points, offline=link.offline)
+        tx.emit("gift.redeemed", {"member_id": member.id, "card_no": card.card_no,
+                                  "redemption_id": redemption_id, "sku": sku_v, "qty": qty,
+                                  "points": points, "offline": link.offline,
+                                  "coupons": len(coupons),
+                                  "entries": [e.as_dict() for e in entries]})
+        if low:
+            tx.audit("system", "gift.low_stock", sku_v, stock=gift.stock,
+                     threshold=gift.low_stock)
+            tx.emit("alert.low_stock", {"sku": sku_v, "name": gift.name, "stock": gift.stock,
+                                        "threshold": gift.low_stock})
+        result = RedemptionResult(redemption_id, card.card_no, sku_v, gift.name, kind, qty,
+                                  points, member.balance, voucher, coupons,
+                                  gift.coupon_value_cents, expires, link.offline, low, tx.now)
+        return result, redemption_id
+
+    def replay(tx: Tx, redemption_id: str) -> RedemptionResult:
+        return _stored_redemption(tx, redemption_id)
+
+    return run_once(app, request_id, "redeem", fingerprint, apply, replay)
+
+
+def _stored_redemption(tx: Tx, redemption_id: str) -> RedemptionResult:
+    r = tx.session.get(Redemption, redemption_id)
+    assert r is not None
+    gift = tx.session.get(Gift, r.sku)
+    assert gift is not None
+    coupons = list(tx.session.scalars(select(Coupon).where(Coupon.redemption_id == r.id)
+                                      .order_by(Coupon.id)))
+    from edge.storage.models import Member
+
+    member = tx.session.get(Member, r.member_id)
+    assert member is not None
+    return RedemptionResult(r.id, r.card_no, r.sku, gift.name, gift.kind, r.qty, r.points,
+                            member.balance, r.voucher_code, [c.code for c in coupons],
+                            gift.coupon_value_cents,
+                            coupons[0].expires_at if coupons else None, r.offline,
+                            is_low_stock(gift.stock, gift.low_stock), r.created_at)
+
+
+def last_redemption(app: AppContext) -> RedemptionResult | None:
+    """The most recent redemption on this device (for staff to reprint its voucher)."""
+    with transaction(app) as tx:
+        rid = tx.session.scalar(select(Redemption.id).order_by(Redemption.created_at.desc(),
+                                                               Redemption.id.desc()).limit(1))
+        return _stored_redemption(tx, rid) if rid else None
+
+
+def _offline_usage(tx: Tx, member_id: str, since: datetime) -> tuple[int, int]:
+    base = select(func.coalesce(func.sum(Redemption.points), 0)).where(
+        Redemption.offline.is_(True), Redemption.created_at >= since)
+    member_used = tx.session.scalar(base.where(Redemption.member_id == member_id)) or 0
+    device_used = tx.session.scalar(base) or 0
+    return int(member_used), int(device_used)
+
+
+def _audit_refusal(app: AppContext, member_id: str, sku: str, refusal: Refusal) -> None:
+    """Offline refusals are audited even though the redemption's transaction rolls back."""
+    with transaction(app) as tx:
+        tx.audit("member", "gift.redeem_refused_offline", member_id, sku=sku, reason=refusal.code)
+
+
+@dataclass(frozen=True)
+class CouponUse:
+    coupon_id: str
+    sku: str
+    value_cents: int
+    used_at: datetime
+
+
+def use_coupon(app: AppContext, code: str, ref: str, actor: str = "lane") -> CouponUse:
+    """Validates and spends a coupon printed by this device: signed, unexpired, used once."""
+    text = code.strip()
+    if voucher_device_id(text) != app.device_id:
+        raise Refusal("this coupon was issued by another kiosk; check it with HQ",
+                      code="coupon_foreign")
+    public_key = app.keys.device_signing_key.public_key()
+    claims = verify_voucher(public_key, text)
+    if claims.kind != "coupon":
+        raise Refusal("this is a gift voucher, not a coupon", code="not_a_coupon")
+    with transaction(app) as tx:
+        coupon = tx.session.get(Coupon, claims.voucher_id)
+        if coupon is None:
+            raise NotFound("unknown coupon", code="unknown_coupon")
+        if coupon.used_at is not None:
+            raise Refusal(f"coupon already used at {coupon.used_at.isoformat()}",
+                          code="coupon_used")
+        if coupon.expires_at <= tx.now:
+            raise Refusal("coupon expired", code="coupon_expired")
+        coupon.used_at = tx.now
+        coupon.used_ref = ref[:64]
+        tx.audit(actor, "coupon.use", coupon.id, ref=ref[:64])
+        tx.emit("coupon.used", {"coupon_id": coupon.id, "sku": coupon.sku,
+                                "value_cents": coupon.value_cents, "ref": ref[:64]})
+        return CouponUse(coupon.id, coupon.sku, coupon.value_cents, tx.now)
