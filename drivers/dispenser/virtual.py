@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 
 from drivers.dispenser.protocol import DISPENSE, RESET, STATUS, DispenserStatus, frame, unframe
 from drivers.errors import ProtocolError
