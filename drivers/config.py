@@ -32,13 +32,22 @@ class ScannerConfig(_Strict):
         default_factory=list, title="Simulated images", description="images the simulator plays"
     )
     timeout_s: float = Field(2.0, gt=0, title="I/O timeout in seconds")
+    baudrate: int = Field(9600, gt=0, title="Baud rate", description="serial scan engines only")
+    width: int = Field(640, gt=0, title="Frame width", description="camera capture width")
+    height: int = Field(480, gt=0, title="Frame height", description="camera capture height")
+    debounce_s: float = Field(
+        1.5,
+        gt=0,
+        title="Debounce in seconds",
+        description="a code must be out of view this long before it is reported again",
+    )
 
 
 class PrinterConfig(_Strict):
     """The ESC/POS receipt printer."""
 
     backend: Literal["sim", "usb", "serial", "network", "file"] = Field(
-        "sim", title="Printer backend"
+        "sim", title="Printer backend", description="sim keeps the bytes and renders previews"
     )
     target: str = Field(
         "", title="Target", description="usb vid:pid, serial port, host[:port] or file path"
@@ -49,13 +58,25 @@ class PrinterConfig(_Strict):
         title="Chinese text encoding",
         description="what the printer's font understands; raster prints text as an image",
     )
+    kanji_mode: bool = Field(
+        True,
+        title="Kanji mode",
+        description="send FS & (double-byte mode) after initialising the printer",
+    )
+    sim_output: str = Field(
+        "",
+        title="Simulator output directory",
+        description="where the simulated printer writes each receipt's bytes and PNG preview",
+    )
     timeout_s: float = Field(5.0, gt=0, title="I/O timeout in seconds")
 
 
 class DispenserConfig(_Strict):
     """The card dispenser on a serial line."""
 
-    backend: Literal["sim", "serial"] = Field("sim", title="Dispenser backend")
+    backend: Literal["sim", "serial"] = Field(
+        "sim", title="Dispenser backend", description="sim is a virtual unit with 50 cards"
+    )
     port: str = Field("", title="Serial port", description="a stable name: /dev/serial/by-id/...")
     baudrate: int = Field(9600, gt=0, title="Baud rate")
     timeout_s: float = Field(3.0, gt=0, title="I/O timeout in seconds")
@@ -64,7 +85,9 @@ class DispenserConfig(_Strict):
 class GpioConfig(_Strict):
     """Buttons, lights, buzzer and switches on GPIO pins (BCM numbering)."""
 
-    backend: Literal["sim", "gpiozero"] = Field("sim", title="GPIO backend")
+    backend: Literal["sim", "gpiozero"] = Field(
+        "sim", title="GPIO backend", description="sim drives mock pins from the keyboard"
+    )
     help_button: int | None = Field(None, title="Help button pin")
     light_ready: int | None = Field(None, title="Ready light pin")
     light_busy: int | None = Field(None, title="Busy light pin")
@@ -77,7 +100,7 @@ class GpioConfig(_Strict):
 class HardwareConfig(_Strict):
     """Every peripheral of the appliance; all simulated by default."""
 
-    scanner: ScannerConfig = Field(default_factory=ScannerConfig)
-    printer: PrinterConfig = Field(default_factory=PrinterConfig)
-    dispenser: DispenserConfig = Field(default_factory=DispenserConfig)
-    gpio: GpioConfig = Field(default_factory=GpioConfig)
+    scanner: ScannerConfig = Field(default_factory=ScannerConfig, title="Code scanner")
+    printer: PrinterConfig = Field(default_factory=PrinterConfig, title="Receipt printer")
+    dispenser: DispenserConfig = Field(default_factory=DispenserConfig, title="Card dispenser")
+    gpio: GpioConfig = Field(default_factory=GpioConfig, title="GPIO panel")

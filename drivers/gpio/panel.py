@@ -61,14 +61,20 @@ class GpioPanel:
                 if paper_low_sensor is not None
                 else None
             )
-            self.door = gz.Button(door_switch, **kw) if door_switch is not None else None
+            # an input device, not a Button: a Button's hold thread costs a second to close
+            self.door = (
+                gz.DigitalInputDevice(door_switch, pull_up=True, **kw)
+                if door_switch is not None
+                else None
+            )
         except Exception as exc:  # gpiozero raises BadPinFactory, PinInUse, GPIOPinInUse...
             raise DeviceUnavailableError(Health.failed("gpio_error", f"GPIO: {exc}")) from exc
 
     def on_help(self, callback: Callable[[], None]) -> None:
         """Calls ``callback`` (on gpiozero's thread) each time the help button is pressed."""
         if self.help is not None:
-            self.help.when_pressed = lambda: callback()
+            # gpiozero passes the device to one-argument callables; ours take none
+            self.help.when_pressed = lambda: callback()  # noqa: PLW0108
 
     def show(self, light: Light) -> None:
         """Lights one status light and puts out the others."""
@@ -86,7 +92,7 @@ class GpioPanel:
 
     @property
     def door_open(self) -> bool:
-        return bool(self.door is not None and not self.door.is_pressed)
+        return bool(self.door is not None and not self.door.value)
 
     def health(self) -> Health:
         if self.door_open:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from drivers.errors import DeviceUnavailableError
 from drivers.health import Health
+from drivers.printer.document import Receipt
 from drivers.printer.interface import ReceiptPrinter
+from drivers.printer.preview import render_preview
 from drivers.printer.profiles import PrinterProfile
 from drivers.printer.status import Paper, PrinterStatus
 
@@ -26,14 +30,40 @@ class SimulatedPrinter(ReceiptPrinter):
         b'\\x1b@hello\\n'
     """
 
-    def __init__(self, profile: PrinterProfile, paper_dots: int | None = None) -> None:
+    def __init__(
+        self,
+        profile: PrinterProfile,
+        paper_dots: int | None = None,
+        output_dir: Path | None = None,
+    ) -> None:
         super().__init__(profile)
         self.output = bytearray()
+        self.output_dir = output_dir
+        self.printed: list[Receipt] = []
         self.paper_dots = paper_dots
         self.paper_low = False
         self.offline = False
         self.cover_open = False
         self.unplugged = False
+
+    def print_receipt(self, receipt: Receipt) -> None:
+        """Prints as a real printer would, and with ``output_dir`` keeps each receipt's
+        bytes (``.bin``) and a PNG preview there for a person to look at."""
+        start = len(self.output)
+        try:
+            super().print_receipt(receipt)
+        finally:
+            if len(self.output) > start:
+                self.printed.append(receipt)
+                if self.output_dir is not None:
+                    self._keep(receipt, bytes(self.output[start:]))
+
+    def _keep(self, receipt: Receipt, data: bytes) -> None:
+        assert self.output_dir is not None
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        stem = self.output_dir / f"{len(self.printed):04d}-{receipt.title}"
+        stem.with_suffix(".bin").write_bytes(data)
+        render_preview(receipt, self.profile).save(stem.with_suffix(".png"))
 
     def send(self, data: bytes) -> None:
         if self.unplugged:
