@@ -92,14 +92,20 @@ def _default_tiers() -> list[TierConfig]:
     return [
         TierConfig(code="normal", name_zh="普通会员", name_en="Member", threshold=0),
         TierConfig(
-            code="silver", name_zh="银卡会员", name_en="Silver", threshold=200_000,
+            code="silver",
+            name_zh="银卡会员",
+            name_en="Silver",
+            threshold=200_000,
             multiplier_pct=120,
         ),
         TierConfig(
             code="gold", name_zh="金卡会员", name_en="Gold", threshold=800_000, multiplier_pct=150
         ),
         TierConfig(
-            code="diamond", name_zh="钻石会员", name_en="Diamond", threshold=2_000_000,
+            code="diamond",
+            name_zh="钻石会员",
+            name_en="Diamond",
+            threshold=2_000_000,
             multiplier_pct=200,
         ),
     ]
@@ -176,15 +182,15 @@ class DatabaseConfig(_Section):
 class KioskConfig(_Section):
     """The whole configuration file."""
 
-    device: DeviceConfig = Field(default_factory=DeviceConfig)  # type: ignore[arg-type]
-    points: PointsConfig = Field(default_factory=PointsConfig)  # type: ignore[arg-type]
-    tiers: TiersConfig = Field(default_factory=TiersConfig)  # type: ignore[arg-type]
-    offline: OfflineConfig = Field(default_factory=OfflineConfig)  # type: ignore[arg-type]
-    security: SecurityConfig = Field(default_factory=SecurityConfig)  # type: ignore[arg-type]
-    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)  # type: ignore[arg-type]
-    sync: SyncConfig = Field(default_factory=SyncConfig)  # type: ignore[arg-type]
-    database: DatabaseConfig = Field(default_factory=DatabaseConfig)  # type: ignore[arg-type]
-    hardware: HardwareConfig = Field(default_factory=HardwareConfig)  # type: ignore[arg-type]
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    points: PointsConfig = Field(default_factory=PointsConfig)
+    tiers: TiersConfig = Field(default_factory=TiersConfig)
+    offline: OfflineConfig = Field(default_factory=OfflineConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
 
 
 def default_data_dir(environ: dict[str, str] | None = None) -> Path:
@@ -223,7 +229,9 @@ def parse_config(text: str, source: str = "<config>") -> KioskConfig:
 
 def load_config(path: Path | None, data_dir: Path) -> tuple[KioskConfig, Path]:
     """Load the config file (explicit path, ``KIOSK_CONFIG`` or the data dir's config.toml)."""
-    explicit = path or (Path(os.environ["KIOSK_CONFIG"]) if os.environ.get("KIOSK_CONFIG") else None)
+    explicit = path or (
+        Path(os.environ["KIOSK_CONFIG"]) if os.environ.get("KIOSK_CONFIG") else None
+    )
     chosen = explicit or data_dir / "config.toml"
     if not chosen.exists():
         if explicit is not None:

@@ -49,8 +49,10 @@ def verify_cmd() -> None:
     report = verify_ledger(state().app)
 
     def human(r: VerifyReport) -> str:
-        head = (f"{'OK' if r.ok else 'BREACH'}: {r.members} members, {r.entries} entries, "
-                f"{r.lots} lots, {r.audit_records} audit records")
+        head = (
+            f"{'OK' if r.ok else 'BREACH'}: {r.members} members, {r.entries} entries, "
+            f"{r.lots} lots, {r.audit_records} audit records"
+        )
         return "\n".join([head, *(f"  - {p}" for p in r.problems)])
 
     emit(report, human)
@@ -59,18 +61,23 @@ def verify_cmd() -> None:
 
 
 def render_status(s: CenterStatus) -> str:
-    link = ("standalone (sync disabled)" if not s.sync_enabled else
-            ("OFFLINE" if s.offline else "online")
-            + f", last contact with HQ {s.hq_last_contact or 'never'}")
-    return "\n".join([
-        f"Member Center Kiosk {s.version}  store {s.store_id}  device {s.device_id}",
-        f"data         {s.data_dir}",
-        f"members      {s.members} ({s.active_cards} active cards)",
-        f"points       {s.points_outstanding} outstanding",
-        f"gifts        {s.gifts} offered" + (f"; low stock: {', '.join(s.low_stock)}"
-                                             if s.low_stock else ""),
-        f"HQ           {link}; {s.outbox_pending} events waiting",
-    ])
+    link = (
+        "standalone (sync disabled)"
+        if not s.sync_enabled
+        else ("OFFLINE" if s.offline else "online")
+        + f", last contact with HQ {s.hq_last_contact or 'never'}"
+    )
+    return "\n".join(
+        [
+            f"Member Center Kiosk {s.version}  store {s.store_id}  device {s.device_id}",
+            f"data         {s.data_dir}",
+            f"members      {s.members} ({s.active_cards} active cards)",
+            f"points       {s.points_outstanding} outstanding",
+            f"gifts        {s.gifts} offered"
+            + (f"; low stock: {', '.join(s.low_stock)}" if s.low_stock else ""),
+            f"HQ           {link}; {s.outbox_pending} events waiting",
+        ]
+    )
 
 
 @click.command("status")

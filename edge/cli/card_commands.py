@@ -23,8 +23,10 @@ def lost_cmd(card: str, staff_id: str) -> None:
     """Report a card lost: it is blocked here and at every lane."""
     app = state().app
     staff = staff_login(app, staff_id, Permission.REPORT_LOST_CARD)
-    emit(cards.report_lost_card(app, card, staff),
-         lambda c: f"card {c.card_no} blocked as lost; balance {c.balance} is safe")
+    emit(
+        cards.report_lost_card(app, card, staff),
+        lambda c: f"card {c.card_no} blocked as lost; balance {c.balance} is safe",
+    )
 
 
 @card_group.command("replace")
@@ -35,8 +37,10 @@ def replace_cmd(card: str, staff_id: str) -> None:
     """Issue a new card; the balance moves with it."""
     app = state().app
     staff = staff_login(app, staff_id, Permission.REPLACE_CARD)
-    emit(cards.replace_card(app, card, staff),
-         lambda c: f"new card {c.new_card_no} replaces {c.card_no}; balance {c.balance}")
+    emit(
+        cards.replace_card(app, card, staff),
+        lambda c: f"new card {c.new_card_no} replaces {c.card_no}; balance {c.balance}",
+    )
 
 
 def register(group: click.Group) -> None:

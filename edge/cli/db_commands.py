@@ -27,7 +27,9 @@ def upgrade() -> None:
         app.close()
     emit(
         {"before": before, "after": after, "changed": before != after},
-        f"schema {before or '(empty)'} -> {after}" if before != after else f"schema {after} (up to date)",
+        f"schema {before or '(empty)'} -> {after}"
+        if before != after
+        else f"schema {after} (up to date)",
     )
 
 

@@ -25,14 +25,34 @@ def gift_group() -> None:
 @click.option("--coupon-cents", default=None, type=int, help="Makes it a coupon of this value.")
 @click.option("--coupon-days", default=30, show_default=True, type=int)
 @json_option
-def add_cmd(sku: str, name: str, points: int, stock: int, low_stock: int,
-            per_member_limit: int | None, coupon_cents: int | None, coupon_days: int) -> None:
+def add_cmd(
+    sku: str,
+    name: str,
+    points: int,
+    stock: int,
+    low_stock: int,
+    per_member_limit: int | None,
+    coupon_cents: int | None,
+    coupon_days: int,
+) -> None:
     """Add a gift (or, with --coupon-cents, a coupon) to the catalogue."""
     kind = "coupon" if coupon_cents is not None else "gift"
-    line = gifts.add_gift(state().app, sku, name, points, stock, low_stock, per_member_limit,
-                          kind, coupon_cents or 0, coupon_days)
-    emit(line, lambda g: f"added {g.kind} {g.sku} '{g.name}': {g.points_price} points, "
-         f"{g.stock} in stock")
+    line = gifts.add_gift(
+        state().app,
+        sku,
+        name,
+        points,
+        stock,
+        low_stock,
+        per_member_limit,
+        kind,
+        coupon_cents or 0,
+        coupon_days,
+    )
+    emit(
+        line,
+        lambda g: f"added {g.kind} {g.sku} '{g.name}': {g.points_price} points, {g.stock} in stock",
+    )
 
 
 @gift_group.command("list")
@@ -77,8 +97,10 @@ def redeem_cmd(card: str, sku: str, qty: int, request_id: str) -> None:
     result = gifts.redeem_gift(state().app, card, sku, qty, request_id, actor="console")
 
     def human(r: gifts.RedemptionResult) -> str:
-        text = (f"redeemed {r.qty} x {r.name} for {r.points} points; balance {r.balance}\n"
-                f"redemption {r.redemption_id}")
+        text = (
+            f"redeemed {r.qty} x {r.name} for {r.points} points; balance {r.balance}\n"
+            f"redemption {r.redemption_id}"
+        )
         if r.voucher_code:
             text += f"\nvoucher {r.voucher_code}"
         for code in r.coupon_codes:
@@ -98,8 +120,10 @@ def redeem_cmd(card: str, sku: str, qty: int, request_id: str) -> None:
 @json_option
 def use_coupon_cmd(code: str, ref: str) -> None:
     """Validate and spend a coupon this kiosk printed."""
-    emit(gifts.use_coupon(state().app, code, ref, actor="console"),
-         lambda u: f"coupon {u.coupon_id} accepted: {u.value_cents / 100:.2f} yuan off")
+    emit(
+        gifts.use_coupon(state().app, code, ref, actor="console"),
+        lambda u: f"coupon {u.coupon_id} accepted: {u.value_cents / 100:.2f} yuan off",
+    )
 
 
 def register(group: click.Group) -> None:

@@ -45,7 +45,9 @@ COMMAND_MODULES = (
 )
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable JSON output.")
 @click.pass_context
-def cli(ctx: click.Context, data_dir: Path | None, config_path: Path | None, json_output: bool) -> None:
+def cli(
+    ctx: click.Context, data_dir: Path | None, config_path: Path | None, json_output: bool
+) -> None:
     """Member Center Kiosk: the member center's console for staff and technicians."""
     if ctx.obj is None:
         ctx.obj = CliState(data_dir, config_path, json_output)
@@ -76,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug or a broken environment: one line, details on request
         if os.environ.get("KIOSK_DEBUG"):
             traceback.print_exc()
-        click.echo(f"error: internal error ({type(exc).__name__}: {exc}); "
-                   "set KIOSK_DEBUG=1 for details", err=True)
+        click.echo(
+            f"error: internal error ({type(exc).__name__}: {exc}); set KIOSK_DEBUG=1 for details",
+            err=True,
+        )
         return 70
     return result if isinstance(result, int) else 0
 

@@ -63,7 +63,11 @@ def member_group() -> None:
 @click.option("--request-id", default=None, help="Makes a retry harmless.")
 @json_option
 def register_cmd(
-    phone: str, name: str | None, birthday: str | None, referrer: str | None, consent: bool,
+    phone: str,
+    name: str | None,
+    birthday: str | None,
+    referrer: str | None,
+    consent: bool,
     request_id: str | None,
 ) -> None:
     """Register a member and issue a card (needs --consent)."""
@@ -100,8 +104,13 @@ def delete_cmd(card: str | None, phone: str | None, staff_id: str) -> None:
     app = state().app
     staff = staff_login(app, staff_id, Permission.DELETE_MEMBER)
     result = members.delete_member(app, staff, card, phone)
-    emit(result, lambda r: f"member {r.member_id} deleted; cards blocked: "
-         f"{', '.join(r.cards_blocked) or 'none'}; {r.ledger_entries_kept} ledger entries kept")
+    emit(
+        result,
+        lambda r: (
+            f"member {r.member_id} deleted; cards blocked: "
+            f"{', '.join(r.cards_blocked) or 'none'}; {r.ledger_entries_kept} ledger entries kept"
+        ),
+    )
 
 
 @member_group.command("code")
@@ -116,8 +125,7 @@ def code_cmd(card: str) -> None:
     key = app.keys.member_code_signing_key(app.config.security.member_code_signing_key)
     card_no = parse_card_number(card)
     code = mint_member_code(key, card_no, app.clock())
-    emit({"card_no": card_no, "code": code,
-          "valid_s": app.config.security.member_code_ttl_s}, code)
+    emit({"card_no": card_no, "code": code, "valid_s": app.config.security.member_code_ttl_s}, code)
 
 
 @member_group.command("identify")

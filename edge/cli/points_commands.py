@@ -19,7 +19,9 @@ def points_group() -> None:
 @points_group.command("accrue")
 @click.option("--card", required=True)
 @click.option("--amount-cents", required=True, type=int, help="Purchase amount in cents (fen).")
-@click.option("--ref", "receipt_id", required=True, help="Receipt id (a resent receipt is ignored).")
+@click.option(
+    "--ref", "receipt_id", required=True, help="Receipt id (a resent receipt is ignored)."
+)
 @json_option
 def accrue_cmd(card: str, amount_cents: int, receipt_id: str) -> None:
     """Credit the points of a purchase."""
@@ -27,7 +29,9 @@ def accrue_cmd(card: str, amount_cents: int, receipt_id: str) -> None:
 
     def human(r: points.Accrual) -> str:
         if r.duplicate:
-            return f"receipt {r.receipt_id} was already credited ({r.points} points); nothing changed"
+            return (
+                f"receipt {r.receipt_id} was already credited ({r.points} points); nothing changed"
+            )
         extra = f"; upgraded to {r.upgraded_to}" if r.upgraded_to else ""
         return f"+{r.points} points for receipt {r.receipt_id}; balance {r.balance}{extra}"
 
@@ -39,8 +43,10 @@ def accrue_cmd(card: str, amount_cents: int, receipt_id: str) -> None:
 @json_option
 def checkin_cmd(card: str) -> None:
     """Daily check-in points (once per day)."""
-    emit(points.check_in(state().app, card),
-         lambda r: f"checked in: +{r.points} points; balance {r.balance}")
+    emit(
+        points.check_in(state().app, card),
+        lambda r: f"checked in: +{r.points} points; balance {r.balance}",
+    )
 
 
 @points_group.command("birthday")
@@ -48,8 +54,10 @@ def checkin_cmd(card: str) -> None:
 @json_option
 def birthday_cmd(card: str) -> None:
     """Claim the birthday bonus (birthday month, once a year)."""
-    emit(points.claim_birthday_bonus(state().app, card),
-         lambda r: f"happy birthday: +{r.points} points; balance {r.balance}")
+    emit(
+        points.claim_birthday_bonus(state().app, card),
+        lambda r: f"happy birthday: +{r.points} points; balance {r.balance}",
+    )
 
 
 @points_group.command("expire")
@@ -63,8 +71,10 @@ def expire_cmd(now_text: str | None) -> None:
             now = ensure_utc(datetime.fromisoformat(now_text))
         except ValueError as exc:
             raise click.BadParameter(f"{now_text!r}: {exc}", param_hint="--now") from None
-    emit(points.expire_points(state().app, now),
-         lambda r: f"expired {r.points} points in {r.lots} lots of {r.members} members")
+    emit(
+        points.expire_points(state().app, now),
+        lambda r: f"expired {r.points} points in {r.lots} lots of {r.members} members",
+    )
 
 
 @points_group.command("review-tiers")
@@ -73,8 +83,10 @@ def review_tiers_cmd() -> None:
     """Apply tier downgrades (and upgrades) due at the end of members' tier periods."""
     from edge.services.tiers import review_tiers
 
-    emit(review_tiers(state().app),
-         lambda r: f"reviewed {r.reviewed}: {r.downgraded} down, {r.upgraded} up")
+    emit(
+        review_tiers(state().app),
+        lambda r: f"reviewed {r.reviewed}: {r.downgraded} down, {r.upgraded} up",
+    )
 
 
 def register(group: click.Group) -> None:

@@ -44,8 +44,10 @@ def run_shell(group: click.Group) -> None:
 
     interactive = sys.stdin.isatty()
     click.echo(render_status(center_status(state().app)))
-    click.echo("Type a command as you would after 'kiosk' (e.g. 'gift list'), "
-               "'help' for the list, 'exit' to leave.")
+    click.echo(
+        "Type a command as you would after 'kiosk' (e.g. 'gift list'), "
+        "'help' for the list, 'exit' to leave."
+    )
     while True:
         if interactive:
             try:

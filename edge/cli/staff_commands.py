@@ -19,8 +19,12 @@ def staff_group() -> None:
 @click.option("--id", "staff_id", required=True)
 @click.option("--role", required=True, help="clerk, supervisor or technician")
 @click.option("--name", default="", help="Display name.")
-@click.option("--by", "by_id", default=None,
-              help="Supervisor authorising this (required once any staff exists).")
+@click.option(
+    "--by",
+    "by_id",
+    default=None,
+    help="Supervisor authorising this (required once any staff exists).",
+)
 @json_option
 def add_cmd(staff_id: str, role: str, name: str, by_id: str | None) -> None:
     """Add a staff member; their PIN is read from the prompt (or stdin)."""
@@ -38,8 +42,10 @@ def login_cmd(staff_id: str) -> None:
     """Check a staff PIN (counts towards the lockout like any sign-in)."""
     app = state().app
     pin = read_secret(f"PIN for {staff_id}")
-    emit(staff_service.authenticate_staff(app, staff_id, pin),
-         lambda s: f"ok: {s.staff_id} ({s.role})")
+    emit(
+        staff_service.authenticate_staff(app, staff_id, pin),
+        lambda s: f"ok: {s.staff_id} ({s.role})",
+    )
 
 
 def register(group: click.Group) -> None:

@@ -23,9 +23,7 @@ class GiftTerms:
 def validate_sku(sku: str) -> str:
     sku = sku.strip()
     if not sku or len(sku) > 32 or not all(c.isalnum() or c in "-_." for c in sku):
-        raise InvalidInput(
-            f"'{sku}' is not a valid SKU (letters, digits, - _ .)", code="bad_sku"
-        )
+        raise InvalidInput(f"'{sku}' is not a valid SKU (letters, digits, - _ .)", code="bad_sku")
     return sku
 
 

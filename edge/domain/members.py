@@ -1,4 +1,4 @@
-"""Member rules: registration needs consent and a phone; names are a surname and a form of address."""
+"""Member rules: registration needs consent and a phone; a name is a surname and a title."""
 
 from __future__ import annotations
 
@@ -35,9 +35,7 @@ def parse_birthday(text: str | None, today: date) -> date | None:
     try:
         day = date.fromisoformat(text.strip())
     except ValueError:
-        raise InvalidInput(
-            f"'{text}' is not a date (YYYY-MM-DD)", code="bad_birthday"
-        ) from None
+        raise InvalidInput(f"'{text}' is not a date (YYYY-MM-DD)", code="bad_birthday") from None
     if day > today or day.year < today.year - 120:
         raise InvalidInput(f"birthday {day} is not plausible", code="bad_birthday")
     return day

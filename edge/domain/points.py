@@ -56,7 +56,7 @@ class MemberDayRule:
 def purchase_points(
     amount_cents: int, points_per_yuan: int, tier_multiplier_pct: int, member_day_pct: int = 100
 ) -> int:
-    """Points for a purchase: yuan x base rate x tier multiplier x member-day multiplier, floored."""
+    """Points for a purchase: yuan x base rate x tier and member-day multipliers, floored."""
     if amount_cents <= 0:
         raise InvalidInput("a purchase amount must be positive", code="bad_amount")
     if amount_cents > MAX_PURCHASE_CENTS:

@@ -6,14 +6,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from edge.app import AppContext
 from edge.domain.cards import CardState, can_replace, can_report_lost, card_number
 from edge.domain.errors import NotFound, Refusal
 from edge.domain.staff import Permission
 from edge.services.staff import StaffIdentity, require
 from edge.services.tx import Tx, transaction
 from edge.storage.models import Card, CardRange, Member
-
-from edge.app import AppContext
 
 
 def _allocate_serial(tx: Tx) -> int:
@@ -89,15 +88,17 @@ def report_lost_card(app: AppContext, card_no: str, staff: StaffIdentity) -> Car
         card, member = _load(tx, card_no)
         if not can_report_lost(card.state):
             raise Refusal(
-                f"card {card.card_no} is {card.state}, not active", code="card_not_active",
+                f"card {card.card_no} is {card.state}, not active",
+                code="card_not_active",
                 state=card.state,
             )
         card.state = CardState.LOST
         card.state_changed_at = tx.now
         tx.audit(staff.staff_id, "card.lost", card.card_no, member_id=member.id)
         tx.emit("card.blocklist", {"add": [card.card_no], "reason": "lost"})
-        return CardChange(card.card_no, card.state, member.id, None, member.balance,
-                          member.phone_masked)
+        return CardChange(
+            card.card_no, card.state, member.id, None, member.balance, member.phone_masked
+        )
 
 
 def replace_card(app: AppContext, card_no: str, staff: StaffIdentity) -> CardChange:
@@ -111,7 +112,8 @@ def replace_card(app: AppContext, card_no: str, staff: StaffIdentity) -> CardCha
         if not can_replace(old.state):
             raise Refusal(
                 f"card {old.card_no} was already replaced by {old.replaced_by}",
-                code="card_already_replaced", replaced_by=old.replaced_by,
+                code="card_already_replaced",
+                replaced_by=old.replaced_by,
             )
         # Any other active card of the member is retired too: one active card per member.
         for other in tx.session.scalars(
@@ -123,10 +125,24 @@ def replace_card(app: AppContext, card_no: str, staff: StaffIdentity) -> CardCha
         old.state = CardState.REPLACED
         old.state_changed_at = tx.now
         old.replaced_by = new.card_no
-        tx.audit(staff.staff_id, "card.replace", old.card_no, new_card_no=new.card_no,
-                 member_id=member.id, balance=member.balance)
-        tx.emit("card.replaced", {"member_id": member.id, "old_card_no": old.card_no,
-                                  "new_card_no": new.card_no, "card_type": new.card_type})
+        tx.audit(
+            staff.staff_id,
+            "card.replace",
+            old.card_no,
+            new_card_no=new.card_no,
+            member_id=member.id,
+            balance=member.balance,
+        )
+        tx.emit(
+            "card.replaced",
+            {
+                "member_id": member.id,
+                "old_card_no": old.card_no,
+                "new_card_no": new.card_no,
+                "card_type": new.card_type,
+            },
+        )
         tx.emit("card.blocklist", {"add": [old.card_no], "reason": "replaced"})
-        return CardChange(old.card_no, old.state, member.id, new.card_no, member.balance,
-                          member.phone_masked)
+        return CardChange(
+            old.card_no, old.state, member.id, new.card_no, member.balance, member.phone_masked
+        )

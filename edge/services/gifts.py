@@ -39,15 +39,25 @@ class GiftLine:
 
 
 def _line(g: Gift) -> GiftLine:
-    return GiftLine(g.sku, g.name, g.kind, g.points_price, g.stock, g.low_stock,
-                    g.per_member_limit, g.coupon_value_cents, g.active,
-                    is_low_stock(g.stock, g.low_stock))
+    return GiftLine(
+        g.sku,
+        g.name,
+        g.kind,
+        g.points_price,
+        g.stock,
+        g.low_stock,
+        g.per_member_limit,
+        g.coupon_value_cents,
+        g.active,
+        is_low_stock(g.stock, g.low_stock),
+    )
 
 
 def _count(value: int, what: str, low: int = 0, high: int = MAX_STOCK) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidInput(f"{what} must be a whole number from {low} to {high}",
-                           code="bad_number", field=what)
+        raise InvalidInput(
+            f"{what} must be a whole number from {low} to {high}", code="bad_number", field=what
+        )
     return value
 
 
@@ -81,16 +91,26 @@ def add_gift(
         _count(coupon_valid_days, "coupon validity in days", 1, 3650)
     with transaction(app) as tx:
         if tx.session.get(Gift, sku_v) is not None:
-            raise Refusal(f"gift {sku_v} already exists (restock it instead)",
-                          code="gift_exists")
-        gift = Gift(sku=sku_v, name=name_v, kind=kind, points_price=points, stock=stock,
-                    low_stock=low_stock, per_member_limit=per_member_limit,
-                    coupon_value_cents=coupon_value_cents, coupon_valid_days=coupon_valid_days,
-                    active=True, updated_at=tx.now)
+            raise Refusal(f"gift {sku_v} already exists (restock it instead)", code="gift_exists")
+        gift = Gift(
+            sku=sku_v,
+            name=name_v,
+            kind=kind,
+            points_price=points,
+            stock=stock,
+            low_stock=low_stock,
+            per_member_limit=per_member_limit,
+            coupon_value_cents=coupon_value_cents,
+            coupon_valid_days=coupon_valid_days,
+            active=True,
+            updated_at=tx.now,
+        )
         tx.session.add(gift)
         tx.audit(actor, "gift.add", sku_v, name=name_v, points=points, stock=stock, kind=kind)
-        tx.emit("gift.changed", {"sku": sku_v, "name": name_v, "kind": kind,
-                                 "points_price": points, "stock": stock})
+        tx.emit(
+            "gift.changed",
+            {"sku": sku_v, "name": name_v, "kind": kind, "points_price": points, "stock": stock},
+        )
         return _line(gift)
 
 
@@ -137,7 +157,11 @@ class RedemptionResult:
 
 
 def redeem_gift(
-    app: AppContext, card_no: str, sku: str, qty: int = 1, request_id: str | None = None,
+    app: AppContext,
+    card_no: str,
+    sku: str,
+    qty: int = 1,
+    request_id: str | None = None,
     actor: str = "member",
 ) -> RedemptionResult:
     """Exchanges points for a gift or coupons, in one transaction.
@@ -154,39 +178,66 @@ def redeem_gift(
         gift = tx.session.get(Gift, sku_v)
         if gift is None:
             raise NotFound(f"no gift {sku_v}", code="unknown_gift")
-        already = tx.session.scalar(
-            select(func.coalesce(func.sum(Redemption.qty), 0))
-            .where(Redemption.member_id == member.id, Redemption.sku == sku_v)
-        ) or 0
-        terms = GiftTerms(gift.sku, gift.name, gift.points_price, gift.stock, gift.low_stock,
-                          gift.per_member_limit, gift.active)
+        already = (
+            tx.session.scalar(
+                select(func.coalesce(func.sum(Redemption.qty), 0)).where(
+                    Redemption.member_id == member.id, Redemption.sku == sku_v
+                )
+            )
+            or 0
+        )
+        terms = GiftTerms(
+            gift.sku,
+            gift.name,
+            gift.points_price,
+            gift.stock,
+            gift.low_stock,
+            gift.per_member_limit,
+            gift.active,
+        )
         points = check_redemption(terms, qty, int(already))
         link = connectivity(tx.session, app, tx.now)
         if link.offline:
             since = link.since or tx.now
             member_used, device_used = _offline_usage(tx, member.id, since)
             try:
-                check_offline_redemption(app.offline_limit, points, since, tx.now,
-                                         member_used, device_used)
+                check_offline_redemption(
+                    app.offline_limit, points, since, tx.now, member_used, device_used
+                )
             except Refusal as refusal:
-                _audit_refusal(app, member.id, sku_v, refusal)
+                refusal.details["offline_member_id"] = member.id
                 raise
         redemption_id = tx.new_id()
         entries = debit(tx, member, points, EntryKind.REDEMPTION, redemption_id)
         taken = tx.session.execute(
-            update(Gift).where(Gift.sku == sku_v, Gift.stock >= qty)
+            update(Gift)
+            .where(Gift.sku == sku_v, Gift.stock >= qty)
             .values(stock=Gift.stock - qty, updated_at=tx.now)
-        ).rowcount
-        if taken != 1:
+            .returning(Gift.stock)
+        ).scalar_one_or_none()
+        if taken is None:
             raise Refusal(f"{gift.name} is out of stock", code="out_of_stock", sku=sku_v)
         tx.session.refresh(gift)
         kind = gift.kind
         # A gift is collected with the voucher; a coupon redemption's proof is its coupons.
-        voucher = (sign_voucher(app.keys.device_signing_key, "gift", redemption_id,
-                                app.device_id) if kind == "gift" else "")
-        tx.session.add(Redemption(id=redemption_id, member_id=member.id, card_no=card.card_no,
-                                  sku=sku_v, qty=qty, points=points, voucher_code=voucher,
-                                  offline=link.offline, created_at=tx.now))
+        voucher = (
+            sign_voucher(app.keys.device_signing_key, "gift", redemption_id, app.device_id)
+            if kind == "gift"
+            else ""
+        )
+        tx.session.add(
+            Redemption(
+                id=redemption_id,
+                member_id=member.id,
+                card_no=card.card_no,
+                sku=sku_v,
+                qty=qty,
+                points=points,
+                voucher_code=voucher,
+                offline=link.offline,
+                created_at=tx.now,
+            )
+        )
         tx.session.flush()  # coupons reference the redemption
         coupons: list[str] = []
         expires = None
@@ -194,35 +245,80 @@ def redeem_gift(
             expires = tx.now + timedelta(days=gift.coupon_valid_days)
             for _ in range(qty):
                 coupon_id = tx.new_id()
-                code = sign_voucher(app.keys.device_signing_key, "coupon", coupon_id,
-                                    app.device_id)
-                tx.session.add(Coupon(id=coupon_id, redemption_id=redemption_id,
-                                      member_id=member.id, sku=sku_v,
-                                      value_cents=gift.coupon_value_cents, code=code,
-                                      issued_at=tx.now, expires_at=expires))
+                code = sign_voucher(app.keys.device_signing_key, "coupon", coupon_id, app.device_id)
+                tx.session.add(
+                    Coupon(
+                        id=coupon_id,
+                        redemption_id=redemption_id,
+                        member_id=member.id,
+                        sku=sku_v,
+                        value_cents=gift.coupon_value_cents,
+                        code=code,
+                        issued_at=tx.now,
+                        expires_at=expires,
+                    )
+                )
                 coupons.append(code)
         low = is_low_stock(gift.stock, gift.low_stock)
-        tx.audit(actor, "gift.redeem", member.id, redemption_id=redemption_id, sku=sku_v,
-                 qty=qty, points=points, offline=link.offline)
-        tx.emit("gift.redeemed", {"member_id": member.id, "card_no": card.card_no,
-                                  "redemption_id": redemption_id, "sku": sku_v, "qty": qty,
-                                  "points": points, "offline": link.offline,
-                                  "coupons": len(coupons),
-                                  "entries": [e.as_dict() for e in entries]})
+        tx.audit(
+            actor,
+            "gift.redeem",
+            member.id,
+            redemption_id=redemption_id,
+            sku=sku_v,
+            qty=qty,
+            points=points,
+            offline=link.offline,
+        )
+        tx.emit(
+            "gift.redeemed",
+            {
+                "member_id": member.id,
+                "card_no": card.card_no,
+                "redemption_id": redemption_id,
+                "sku": sku_v,
+                "qty": qty,
+                "points": points,
+                "offline": link.offline,
+                "coupons": len(coupons),
+                "entries": [e.as_dict() for e in entries],
+            },
+        )
         if low:
-            tx.audit("system", "gift.low_stock", sku_v, stock=gift.stock,
-                     threshold=gift.low_stock)
-            tx.emit("alert.low_stock", {"sku": sku_v, "name": gift.name, "stock": gift.stock,
-                                        "threshold": gift.low_stock})
-        result = RedemptionResult(redemption_id, card.card_no, sku_v, gift.name, kind, qty,
-                                  points, member.balance, voucher, coupons,
-                                  gift.coupon_value_cents, expires, link.offline, low, tx.now)
+            tx.audit("system", "gift.low_stock", sku_v, stock=gift.stock, threshold=gift.low_stock)
+            tx.emit(
+                "alert.low_stock",
+                {"sku": sku_v, "name": gift.name, "stock": gift.stock, "threshold": gift.low_stock},
+            )
+        result = RedemptionResult(
+            redemption_id,
+            card.card_no,
+            sku_v,
+            gift.name,
+            kind,
+            qty,
+            points,
+            member.balance,
+            voucher,
+            coupons,
+            gift.coupon_value_cents,
+            expires,
+            link.offline,
+            low,
+            tx.now,
+        )
         return result, redemption_id
 
     def replay(tx: Tx, redemption_id: str) -> RedemptionResult:
         return _stored_redemption(tx, redemption_id)
 
-    return run_once(app, request_id, "redeem", fingerprint, apply, replay)
+    try:
+        return run_once(app, request_id, "redeem", fingerprint, apply, replay)
+    except Refusal as refusal:
+        member_id = refusal.details.pop("offline_member_id", None)
+        if member_id is not None:
+            _audit_refusal(app, member_id, sku_v, refusal)
+        raise
 
 
 def _stored_redemption(tx: Tx, redemption_id: str) -> RedemptionResult:
@@ -230,37 +326,54 @@ def _stored_redemption(tx: Tx, redemption_id: str) -> RedemptionResult:
     assert r is not None
     gift = tx.session.get(Gift, r.sku)
     assert gift is not None
-    coupons = list(tx.session.scalars(select(Coupon).where(Coupon.redemption_id == r.id)
-                                      .order_by(Coupon.id)))
+    coupons = list(
+        tx.session.scalars(select(Coupon).where(Coupon.redemption_id == r.id).order_by(Coupon.id))
+    )
     from edge.storage.models import Member
 
     member = tx.session.get(Member, r.member_id)
     assert member is not None
-    return RedemptionResult(r.id, r.card_no, r.sku, gift.name, gift.kind, r.qty, r.points,
-                            member.balance, r.voucher_code, [c.code for c in coupons],
-                            gift.coupon_value_cents,
-                            coupons[0].expires_at if coupons else None, r.offline,
-                            is_low_stock(gift.stock, gift.low_stock), r.created_at)
+    return RedemptionResult(
+        r.id,
+        r.card_no,
+        r.sku,
+        gift.name,
+        gift.kind,
+        r.qty,
+        r.points,
+        member.balance,
+        r.voucher_code,
+        [c.code for c in coupons],
+        gift.coupon_value_cents,
+        coupons[0].expires_at if coupons else None,
+        r.offline,
+        is_low_stock(gift.stock, gift.low_stock),
+        r.created_at,
+    )
 
 
 def last_redemption(app: AppContext) -> RedemptionResult | None:
     """The most recent redemption on this device (for staff to reprint its voucher)."""
     with transaction(app) as tx:
-        rid = tx.session.scalar(select(Redemption.id).order_by(Redemption.created_at.desc(),
-                                                               Redemption.id.desc()).limit(1))
+        rid = tx.session.scalar(
+            select(Redemption.id)
+            .order_by(Redemption.created_at.desc(), Redemption.id.desc())
+            .limit(1)
+        )
         return _stored_redemption(tx, rid) if rid else None
 
 
 def _offline_usage(tx: Tx, member_id: str, since: datetime) -> tuple[int, int]:
     base = select(func.coalesce(func.sum(Redemption.points), 0)).where(
-        Redemption.offline.is_(True), Redemption.created_at >= since)
+        Redemption.offline.is_(True), Redemption.created_at >= since
+    )
     member_used = tx.session.scalar(base.where(Redemption.member_id == member_id)) or 0
     device_used = tx.session.scalar(base) or 0
     return int(member_used), int(device_used)
 
 
 def _audit_refusal(app: AppContext, member_id: str, sku: str, refusal: Refusal) -> None:
-    """Offline refusals are audited even though the redemption's transaction rolls back."""
+    """Offline refusals are audited (after the redemption's own transaction rolled back)."""
     with transaction(app) as tx:
         tx.audit("member", "gift.redeem_refused_offline", member_id, sku=sku, reason=refusal.code)
 
@@ -277,8 +390,9 @@ def use_coupon(app: AppContext, code: str, ref: str, actor: str = "lane") -> Cou
     """Validates and spends a coupon printed by this device: signed, unexpired, used once."""
     text = code.strip()
     if voucher_device_id(text) != app.device_id:
-        raise Refusal("this coupon was issued by another kiosk; check it with HQ",
-                      code="coupon_foreign")
+        raise Refusal(
+            "this coupon was issued by another kiosk; check it with HQ", code="coupon_foreign"
+        )
     public_key = app.keys.device_signing_key.public_key()
     claims = verify_voucher(public_key, text)
     if claims.kind != "coupon":
@@ -288,13 +402,21 @@ def use_coupon(app: AppContext, code: str, ref: str, actor: str = "lane") -> Cou
         if coupon is None:
             raise NotFound("unknown coupon", code="unknown_coupon")
         if coupon.used_at is not None:
-            raise Refusal(f"coupon already used at {coupon.used_at.isoformat()}",
-                          code="coupon_used")
+            raise Refusal(
+                f"coupon already used at {coupon.used_at.isoformat()}", code="coupon_used"
+            )
         if coupon.expires_at <= tx.now:
             raise Refusal("coupon expired", code="coupon_expired")
         coupon.used_at = tx.now
         coupon.used_ref = ref[:64]
         tx.audit(actor, "coupon.use", coupon.id, ref=ref[:64])
-        tx.emit("coupon.used", {"coupon_id": coupon.id, "sku": coupon.sku,
-                                "value_cents": coupon.value_cents, "ref": ref[:64]})
+        tx.emit(
+            "coupon.used",
+            {
+                "coupon_id": coupon.id,
+                "sku": coupon.sku,
+                "value_cents": coupon.value_cents,
+                "ref": ref[:64],
+            },
+        )
         return CouponUse(coupon.id, coupon.sku, coupon.value_cents, tx.now)

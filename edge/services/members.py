@@ -188,9 +188,7 @@ def build_view(
     lots = as_lots(
         list(
             session.scalars(
-                select(PointsLot).where(
-                    PointsLot.member_id == member.id, PointsLot.remaining > 0
-                )
+                select(PointsLot).where(PointsLot.member_id == member.id, PointsLot.remaining > 0)
             )
         )
     )
@@ -224,8 +222,11 @@ def build_view(
         available=spendable(lots, now),
         pending=pending(lots, now),
         expiring=[
-            ExpiringLine(x.points, x.expires_at, (x.expires_at - timedelta(seconds=1))
-                         .astimezone(app.tz).date())
+            ExpiringLine(
+                x.points,
+                x.expires_at,
+                (x.expires_at - timedelta(seconds=1)).astimezone(app.tz).date(),
+            )
             for x in expiring_soon(lots, now)
         ],
         next_tier=upcoming.tier.code if upcoming else None,
@@ -314,8 +315,13 @@ def register_member(
         tx.session.add(member)
         tx.session.flush()
         card = issue_card(tx, member)
-        tx.audit(actor, "member.register", member.id, card_no=card.card_no,
-                 consent_version=member.consent_version)
+        tx.audit(
+            actor,
+            "member.register",
+            member.id,
+            card_no=card.card_no,
+            consent_version=member.consent_version,
+        )
         entries = []
         bonus = app.config.points.referral_bonus_points if referrer else 0
         if referrer is not None and bonus > 0:
@@ -375,8 +381,11 @@ def update_contact(
         tx.audit(actor, "member.update_contact", member.id)
         tx.emit(
             "member.updated",
-            {"member_id": member.id, "phone_hash": member.phone_hash,
-             "phone_masked": member.phone_masked},
+            {
+                "member_id": member.id,
+                "phone_hash": member.phone_hash,
+                "phone_masked": member.phone_masked,
+            },
         )
         tx.session.flush()
         return build_view(tx.session, app, member, card)
@@ -415,9 +424,14 @@ def delete_member(
                 card.state = CardState.BLOCKED
                 card.state_changed_at = tx.now
                 blocked.append(card.card_no)
-        kept = tx.session.scalar(
-            select(func.count()).select_from(LedgerEntry).where(LedgerEntry.member_id == member.id)
-        ) or 0
+        kept = (
+            tx.session.scalar(
+                select(func.count())
+                .select_from(LedgerEntry)
+                .where(LedgerEntry.member_id == member.id)
+            )
+            or 0
+        )
         tx.audit(staff.staff_id, "member.delete", member.id, cards_blocked=blocked)
         tx.emit("member.deleted", {"member_id": member.id, "cards_blocked": blocked})
         if blocked:

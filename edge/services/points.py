@@ -60,30 +60,62 @@ def accrue_purchase(
                 )
             member = tx.session.get(Member, seen.member_id)
             assert member is not None
-            return Accrual(rid, seen.card_no, seen.amount_cents, seen.points, member.balance,
-                           member.tier, None, True)
+            return Accrual(
+                rid,
+                seen.card_no,
+                seen.amount_cents,
+                seen.points,
+                member.balance,
+                member.tier,
+                None,
+                True,
+            )
         member, card = usable_member(tx, card_no)
         tier = find_tier(member.tier, app.ladder)
         day_pct = member_day_multiplier(app.member_days, local_date(tx.now, app.tz))
         points = purchase_points(
             amount_cents, app.config.points.points_per_yuan, tier.multiplier_pct, day_pct
         )
-        tx.session.add(Purchase(receipt_id=rid, member_id=member.id, card_no=card.card_no,
-                                amount_cents=amount_cents, points=points, at=tx.now,
-                                store_id=app.store_id))
+        tx.session.add(
+            Purchase(
+                receipt_id=rid,
+                member_id=member.id,
+                card_no=card.card_no,
+                amount_cents=amount_cents,
+                points=points,
+                at=tx.now,
+                store_id=app.store_id,
+            )
+        )
         entries: list[EntryRecord] = []
         if points > 0:
-            entries.append(credit(tx, member, points, EntryKind.PURCHASE, rid,
-                                  app.config.points.pending_days))
+            entries.append(
+                credit(tx, member, points, EntryKind.PURCHASE, rid, app.config.points.pending_days)
+            )
         tx.session.flush()
         upgraded = upgrade_if_earned(tx, member)
-        tx.audit(actor, "points.accrue", member.id, receipt_id=rid, amount_cents=amount_cents,
-                 points=points, member_day_pct=day_pct)
-        tx.emit("points.accrued", {"member_id": member.id, "card_no": card.card_no,
-                                   "receipt_id": rid, "amount_cents": amount_cents,
-                                   "entries": [e.as_dict() for e in entries]})
-        return Accrual(rid, card.card_no, amount_cents, points, member.balance, member.tier,
-                       upgraded, False)
+        tx.audit(
+            actor,
+            "points.accrue",
+            member.id,
+            receipt_id=rid,
+            amount_cents=amount_cents,
+            points=points,
+            member_day_pct=day_pct,
+        )
+        tx.emit(
+            "points.accrued",
+            {
+                "member_id": member.id,
+                "card_no": card.card_no,
+                "receipt_id": rid,
+                "amount_cents": amount_cents,
+                "entries": [e.as_dict() for e in entries],
+            },
+        )
+        return Accrual(
+            rid, card.card_no, amount_cents, points, member.balance, member.tier, upgraded, False
+        )
 
 
 @dataclass(frozen=True)
@@ -96,20 +128,24 @@ class Bonus:
 
 def _claim_once(tx: Tx, member: Member, kind: str, period: str, refusal: Refusal) -> None:
     exists = tx.session.scalar(
-        select(BonusClaim.id).where(BonusClaim.member_id == member.id, BonusClaim.kind == kind,
-                                    BonusClaim.period == period)
+        select(BonusClaim.id).where(
+            BonusClaim.member_id == member.id, BonusClaim.kind == kind, BonusClaim.period == period
+        )
     )
     if exists is not None:
         raise refusal
-    tx.session.add(BonusClaim(id=tx.new_id(), member_id=member.id, kind=kind, period=period,
-                              at=tx.now))
+    tx.session.add(
+        BonusClaim(id=tx.new_id(), member_id=member.id, kind=kind, period=period, at=tx.now)
+    )
 
 
 def _bonus(tx: Tx, member: Member, card_no: str, kind: str, points: int, ref: str) -> Bonus:
     entries = [credit(tx, member, points, kind, ref)] if points > 0 else []
     tx.audit("member", f"points.{kind}", member.id, points=points)
-    tx.emit(f"points.{kind}", {"member_id": member.id, "card_no": card_no,
-                               "entries": [e.as_dict() for e in entries]})
+    tx.emit(
+        f"points.{kind}",
+        {"member_id": member.id, "card_no": card_no, "entries": [e.as_dict() for e in entries]},
+    )
     return Bonus(card_no, kind, points, member.balance)
 
 
@@ -118,11 +154,21 @@ def check_in(app: AppContext, card_no: str) -> Bonus:
     with transaction(app) as tx:
         member, card = usable_member(tx, card_no)
         today = local_date(tx.now, app.tz)
-        _claim_once(tx, member, "checkin", today.isoformat(),
-                    Refusal("already checked in today; come back tomorrow",
-                            code="already_checked_in"))
-        return _bonus(tx, member, card.card_no, EntryKind.CHECKIN,
-                      app.config.points.checkin_points, f"checkin:{today.isoformat()}")
+        _claim_once(
+            tx,
+            member,
+            "checkin",
+            today.isoformat(),
+            Refusal("already checked in today; come back tomorrow", code="already_checked_in"),
+        )
+        return _bonus(
+            tx,
+            member,
+            card.card_no,
+            EntryKind.CHECKIN,
+            app.config.points.checkin_points,
+            f"checkin:{today.isoformat()}",
+        )
 
 
 def claim_birthday_bonus(app: AppContext, card_no: str) -> Bonus:
@@ -133,13 +179,24 @@ def claim_birthday_bonus(app: AppContext, card_no: str) -> Bonus:
         if member.birthday is None:
             raise Refusal("no birthday on file for this member", code="no_birthday")
         if not is_birthday_month(member.birthday, today):
-            raise Refusal("the birthday gift can be claimed in the birthday month",
-                          code="not_birthday_month")
-        _claim_once(tx, member, "birthday", str(today.year),
-                    Refusal("this year's birthday gift was already claimed",
-                            code="birthday_claimed"))
-        return _bonus(tx, member, card.card_no, EntryKind.BIRTHDAY,
-                      app.config.points.birthday_bonus_points, f"birthday:{today.year}")
+            raise Refusal(
+                "the birthday gift can be claimed in the birthday month", code="not_birthday_month"
+            )
+        _claim_once(
+            tx,
+            member,
+            "birthday",
+            str(today.year),
+            Refusal("this year's birthday gift was already claimed", code="birthday_claimed"),
+        )
+        return _bonus(
+            tx,
+            member,
+            card.card_no,
+            EntryKind.BIRTHDAY,
+            app.config.points.birthday_bonus_points,
+            f"birthday:{today.year}",
+        )
 
 
 @dataclass(frozen=True)
@@ -160,12 +217,14 @@ def expire_points(app: AppContext, now: datetime | None = None, batch: int = 500
     while True:
         with transaction(app) as tx:
             at = now or tx.now
-            due = list(tx.session.scalars(
-                select(PointsLot)
-                .where(PointsLot.expires_at <= at, PointsLot.remaining > 0)
-                .order_by(PointsLot.expires_at, PointsLot.id)
-                .limit(batch)
-            ))
+            due = list(
+                tx.session.scalars(
+                    select(PointsLot)
+                    .where(PointsLot.expires_at <= at, PointsLot.remaining > 0)
+                    .order_by(PointsLot.expires_at, PointsLot.id)
+                    .limit(batch)
+                )
+            )
             by_member: dict[str, list[EntryRecord]] = {}
             for lot in due:
                 member = tx.session.get(Member, lot.member_id)
@@ -173,13 +232,19 @@ def expire_points(app: AppContext, now: datetime | None = None, batch: int = 500
                 points_done += lot.remaining
                 by_member.setdefault(member.id, []).append(expire_lot(tx, member, lot, at))
             for member_id, entries in by_member.items():
-                tx.emit("points.expired", {"member_id": member_id,
-                                           "entries": [e.as_dict() for e in entries]})
+                tx.emit(
+                    "points.expired",
+                    {"member_id": member_id, "entries": [e.as_dict() for e in entries]},
+                )
             if due:
-                tx.audit("system", "points.expire", "", lots=len(due),
-                         points=sum(-e.points for es in by_member.values() for e in es))
+                tx.audit(
+                    "system",
+                    "points.expire",
+                    "",
+                    lots=len(due),
+                    points=sum(-e.points for es in by_member.values() for e in es),
+                )
             lots_done += len(due)
             members.update(by_member)
         if len(due) < batch:
             return ExpiryRun(lots_done, points_done, len(members), now or app.clock())
-

@@ -41,18 +41,30 @@ def center_status(app: AppContext) -> CenterStatus:
             store_id=app.store_id,
             device_id=app.device_id,
             data_dir=str(app.data_dir),
-            members=s.scalar(select(func.count()).select_from(Member)
-                             .where(Member.deleted_at.is_(None))) or 0,
-            active_cards=s.scalar(select(func.count()).select_from(Card)
-                                  .where(Card.state == CardState.ACTIVE)) or 0,
-            points_outstanding=int(s.scalar(select(func.coalesce(func.sum(LedgerEntry.points),
-                                                                 0))) or 0),
-            gifts=s.scalar(select(func.count()).select_from(Gift)
-                           .where(Gift.active.is_(True))) or 0,
-            low_stock=list(s.scalars(select(Gift.sku).where(Gift.active.is_(True),
-                                                             Gift.stock <= Gift.low_stock))),
-            outbox_pending=s.scalar(select(func.count()).select_from(OutboxEvent)
-                                    .where(OutboxEvent.delivered_at.is_(None))) or 0,
+            members=s.scalar(
+                select(func.count()).select_from(Member).where(Member.deleted_at.is_(None))
+            )
+            or 0,
+            active_cards=s.scalar(
+                select(func.count()).select_from(Card).where(Card.state == CardState.ACTIVE)
+            )
+            or 0,
+            points_outstanding=int(
+                s.scalar(select(func.coalesce(func.sum(LedgerEntry.points), 0))) or 0
+            ),
+            gifts=s.scalar(select(func.count()).select_from(Gift).where(Gift.active.is_(True)))
+            or 0,
+            low_stock=list(
+                s.scalars(
+                    select(Gift.sku).where(Gift.active.is_(True), Gift.stock <= Gift.low_stock)
+                )
+            ),
+            outbox_pending=s.scalar(
+                select(func.count())
+                .select_from(OutboxEvent)
+                .where(OutboxEvent.delivered_at.is_(None))
+            )
+            or 0,
             offline=link.offline,
             hq_last_contact=link.since if app.config.sync.enabled else None,
             sync_enabled=app.config.sync.enabled,
@@ -75,5 +87,7 @@ def audit_log(app: AppContext, since: datetime | None = None, limit: int = 1000)
         if since is not None:
             stmt = stmt.where(AuditRecord.at >= since)
         rows = list(s.scalars(stmt))
-    return [AuditLine(r.seq, r.at, r.actor, r.action, r.subject, json.loads(r.detail))
-            for r in reversed(rows)]
+    return [
+        AuditLine(r.seq, r.at, r.actor, r.action, r.subject, json.loads(r.detail))
+        for r in reversed(rows)
+    ]

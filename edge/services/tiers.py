@@ -17,7 +17,7 @@ from edge.storage.models import LedgerEntry, Member, Purchase
 
 
 def months_after(moment: datetime, months: int) -> datetime:
-    """The same moment ``months`` later (or earlier, when negative), the day clamped to the month."""
+    """The same moment ``months`` later (or earlier when negative), the day clamped."""
     index = moment.year * 12 + (moment.month - 1) + months
     year, month = index // 12, index % 12 + 1
     day = min(moment.day, calendar.monthrange(year, month)[1])
@@ -49,10 +49,11 @@ def upgrade_if_earned(tx: Tx, member: Member) -> str | None:
     before = member.tier
     member.tier = target.code
     member.tier_review_at = months_after(tx.now, tx.app.config.tiers.period_months)
-    tx.audit("system", "tier.upgrade", member.id, before=before, after=target.code,
-             measure=measure)
-    tx.emit("member.tier_changed",
-            {"member_id": member.id, "before": before, "after": target.code, "measure": measure})
+    tx.audit("system", "tier.upgrade", member.id, before=before, after=target.code, measure=measure)
+    tx.emit(
+        "member.tier_changed",
+        {"member_id": member.id, "before": before, "after": target.code, "measure": measure},
+    )
     return target.code
 
 
@@ -86,9 +87,22 @@ def review_tiers(app: AppContext, batch: int = 500) -> TierReview:
                     went_down = rank(target.code, app.ladder) < rank(before, app.ladder)
                     downgraded += went_down
                     upgraded += not went_down
-                    tx.audit("system", "tier.review", member.id, before=before,
-                             after=target.code, measure=measure)
-                    tx.emit("member.tier_changed", {"member_id": member.id, "before": before,
-                                                    "after": target.code, "measure": measure})
+                    tx.audit(
+                        "system",
+                        "tier.review",
+                        member.id,
+                        before=before,
+                        after=target.code,
+                        measure=measure,
+                    )
+                    tx.emit(
+                        "member.tier_changed",
+                        {
+                            "member_id": member.id,
+                            "before": before,
+                            "after": target.code,
+                            "measure": measure,
+                        },
+                    )
         if len(due) < batch:
             return TierReview(reviewed, downgraded, upgraded)

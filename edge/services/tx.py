@@ -106,9 +106,7 @@ def transaction(app: AppContext) -> Iterator[Tx]:
 def validate_request_id(request_id: str) -> str:
     rid = request_id.strip()
     if not 1 <= len(rid) <= 64 or not all(c.isalnum() or c in "-_.:" for c in rid):
-        raise InvalidInput(
-            "a request id is 1-64 letters, digits or - _ . :", code="bad_request_id"
-        )
+        raise InvalidInput("a request id is 1-64 letters, digits or - _ . :", code="bad_request_id")
     return rid
 
 

@@ -38,38 +38,58 @@ def verify_ledger(app: AppContext) -> VerifyReport:
         report.lots = s.scalar(select(func.count()).select_from(PointsLot)) or 0
         sums = (
             select(LedgerEntry.member_id, func.sum(LedgerEntry.points).label("total"))
-            .group_by(LedgerEntry.member_id).subquery()
+            .group_by(LedgerEntry.member_id)
+            .subquery()
         )
-        for member_id, balance, total, flagged in s.execute(
-            select(Member.id, Member.balance, func.coalesce(sums.c.total, 0),
-                   Member.overdraft_flagged)
+        for member_id, balance, total, _flagged in s.execute(
+            select(
+                Member.id, Member.balance, func.coalesce(sums.c.total, 0), Member.overdraft_flagged
+            )
             .outerjoin(sums, sums.c.member_id == Member.id)
-            .where((Member.balance != func.coalesce(sums.c.total, 0))
-                   | ((Member.balance < 0) & Member.overdraft_flagged.is_(False)))
+            .where(
+                (Member.balance != func.coalesce(sums.c.total, 0))
+                | ((Member.balance < 0) & Member.overdraft_flagged.is_(False))
+            )
         ):
             if balance != total:
                 report.breach(f"member {member_id}: balance {balance} != ledger sum {total}")
             else:
                 report.breach(f"member {member_id}: negative balance {balance} not flagged")
         per_lot = (
-            select(LedgerEntry.lot_id, func.sum(LedgerEntry.points).label("net"),
-                   func.sum(func.max(LedgerEntry.points, 0)).label("credited"))
-            .where(LedgerEntry.lot_id.is_not(None)).group_by(LedgerEntry.lot_id).subquery()
+            select(
+                LedgerEntry.lot_id,
+                func.sum(LedgerEntry.points).label("net"),
+                func.sum(func.max(LedgerEntry.points, 0)).label("credited"),
+            )
+            .where(LedgerEntry.lot_id.is_not(None))
+            .group_by(LedgerEntry.lot_id)
+            .subquery()
         )
         for lot_id, points, remaining, net, credited in s.execute(
-            select(PointsLot.id, PointsLot.points, PointsLot.remaining, per_lot.c.net,
-                   per_lot.c.credited)
+            select(
+                PointsLot.id,
+                PointsLot.points,
+                PointsLot.remaining,
+                per_lot.c.net,
+                per_lot.c.credited,
+            )
             .outerjoin(per_lot, per_lot.c.lot_id == PointsLot.id)
-            .where((func.coalesce(per_lot.c.net, -1) != PointsLot.remaining)
-                   | (func.coalesce(per_lot.c.credited, -1) != PointsLot.points))
+            .where(
+                (func.coalesce(per_lot.c.net, -1) != PointsLot.remaining)
+                | (func.coalesce(per_lot.c.credited, -1) != PointsLot.points)
+            )
         ):
-            report.breach(f"lot {lot_id}: points {points}, remaining {remaining}, "
-                          f"entries credit {credited} and net {net}")
+            report.breach(
+                f"lot {lot_id}: points {points}, remaining {remaining}, "
+                f"entries credit {credited} and net {net}"
+            )
         for sku, stock in s.execute(select(Gift.sku, Gift.stock).where(Gift.stock < 0)):
             report.breach(f"gift {sku}: negative stock {stock}")
         for member_id, n in s.execute(
-            select(Card.member_id, func.count()).where(Card.state == CardState.ACTIVE)
-            .group_by(Card.member_id).having(func.count() > 1)
+            select(Card.member_id, func.count())
+            .where(Card.state == CardState.ACTIVE)
+            .group_by(Card.member_id)
+            .having(func.count() > 1)
         ):
             report.breach(f"member {member_id}: {n} active cards")
         for (card_no,) in s.execute(select(Card.card_no)):
@@ -92,13 +112,21 @@ def _verify_audit(s: object, report: VerifyReport) -> None:
     prev = GENESIS
     count = 0
     for row in s.execute(
-        select(AuditRecord.seq, AuditRecord.at, AuditRecord.actor, AuditRecord.action,
-               AuditRecord.subject, AuditRecord.detail, AuditRecord.prev_hash,
-               AuditRecord.hash).order_by(AuditRecord.seq)
+        select(
+            AuditRecord.seq,
+            AuditRecord.at,
+            AuditRecord.actor,
+            AuditRecord.action,
+            AuditRecord.subject,
+            AuditRecord.detail,
+            AuditRecord.prev_hash,
+            AuditRecord.hash,
+        ).order_by(AuditRecord.seq)
     ).yield_per(5000):
         count += 1
-        expected = chain_hash(prev, audit_fields(row.at, row.actor, row.action, row.subject,
-                                                 row.detail))
+        expected = chain_hash(
+            prev, audit_fields(row.at, row.actor, row.action, row.subject, row.detail)
+        )
         if row.prev_hash != prev:
             report.breach(f"audit #{row.seq}: previous record missing or changed")
         elif row.hash != expected:

@@ -1,0 +1,219 @@
+"""The staff console as a person runs it: real processes, real files, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+KIOSK = [sys.executable, "-m", "edge.cli.main"]
+CARD = "2900000000018"
+CARD2 = "2900000000025"
+
+
+class Console:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def __call__(self, *args: str, stdin: str = "", env: dict[str, str] | None = None):
+        full_env = {**os.environ, "KIOSK_DATA_DIR": str(self.data_dir), **(env or {})}
+        full_env.pop("KIOSK_CONFIG", None)
+        proc = subprocess.run(
+            [*KIOSK, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=60,
+        )
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def ok(self, *args: str, stdin: str = "") -> str:
+        code, out, err = self(*args, stdin=stdin)
+        assert code == 0, (args, out, err)
+        return out
+
+    def json(self, *args: str, stdin: str = ""):
+        return json.loads(self.ok(*args, "--json", stdin=stdin))
+
+    def fails(self, *args: str, stdin: str = "", code: int = 1) -> str:
+        rc, out, err = self(*args, stdin=stdin)
+        assert rc == code, (args, rc, out, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), err  # one line, no traceback
+        return lines[0]
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory) -> Console:
+    c = Console(tmp_path_factory.mktemp("console"))
+    c.ok("db", "upgrade")
+    c.ok(
+        "member",
+        "register",
+        "--phone",
+        "13800138000",
+        "--name",
+        "王女士",
+        "--birthday",
+        "1950-03-09",
+        "--consent",
+    )
+    c.ok("member", "register", "--phone", "13900139000", "--consent")
+    c.ok("staff", "add", "--id", "sup", "--role", "supervisor", stdin="2580\n")
+    c.ok("staff", "add", "--id", "clerk", "--role", "clerk", "--by", "sup", stdin="2580\n1357\n")
+    c.ok(
+        "gift",
+        "add",
+        "--sku",
+        "TOWEL",
+        "--name",
+        "毛巾",
+        "--points",
+        "100",
+        "--stock",
+        "2",
+        "--low-stock",
+        "1",
+    )
+    return c
+
+
+def test_version_and_help(console):
+    assert "kiosk" in console.ok("--version")
+    assert "member" in console.ok("--help")
+
+
+def test_member_show_is_masked(console):
+    out = console.ok("member", "show", "--card", CARD)
+    assert "138****8000" in out and "13800138000" not in out
+    data = console.json("member", "show", "--phone", "13800138000")
+    assert data["card_no"] == CARD and data["phone_masked"] == "138****8000"
+
+
+def test_accrue_redeem_and_retry(console):
+    first = console.json(
+        "points", "accrue", "--card", CARD, "--amount-cents", "25000", "--ref", "RC-1"
+    )
+    again = console.json(
+        "points", "accrue", "--card", CARD, "--amount-cents", "25000", "--ref", "RC-1"
+    )
+    assert (first["points"], first["duplicate"], again["duplicate"]) == (250, False, True)
+    r1 = console.json("gift", "redeem", "--card", CARD, "--sku", "TOWEL", "--request-id", "X1")
+    r2 = console.json("gift", "redeem", "--card", CARD, "--sku", "TOWEL", "--request-id", "X1")
+    assert r1["redemption_id"] == r2["redemption_id"] and r1["balance"] == 150
+    assert r1["low_stock"] is True
+    listing = console.json("gift", "list")
+    assert listing[0]["stock"] == 1
+    assert console.json("ledger", "verify")["ok"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("member", "register", "--phone", "12345", "--consent"), "not a mobile phone number"),
+        (("member", "register", "--phone", "13700137000"), "consent"),
+        (("member", "register", "--phone", "13800138000", "--consent"), "already registered"),
+        (("member", "show", "--card", "2900000000019"), "wrong check digit"),
+        (("member", "show", "--card", "2900000000032"), "no member card"),
+        (("member", "show", "--phone", "13700137000"), "no member with phone 137****7000"),
+        (("points", "accrue", "--card", CARD, "--amount-cents", "-5", "--ref", "R"), "positive"),
+        (
+            ("gift", "redeem", "--card", CARD2, "--sku", "TOWEL", "--request-id", "Z"),
+            "not enough points",
+        ),
+        (("gift", "redeem", "--card", CARD, "--sku", "NOPE", "--request-id", "Z"), "no gift"),
+        (("points", "expire", "--now", "yesterday"), "Invalid value"),
+    ],
+)
+def test_bad_input_is_one_clear_line(console, args, message):
+    line = console.fails(*args, code=2 if "Invalid value" in message else 1)
+    assert message in line
+
+
+def test_missing_option_is_a_usage_error(console):
+    assert "Missing option" in console.fails("points", "accrue", "--card", CARD, code=2)
+
+
+def test_out_of_stock(console):
+    console.ok("gift", "add", "--sku", "ONE", "--name", "限量", "--points", "1", "--stock", "0")
+    assert "out of stock" in console.fails(
+        "gift", "redeem", "--card", CARD, "--sku", "ONE", "--request-id", "OOS"
+    )
+
+
+def test_staff_pin_comes_from_stdin_and_wrong_pins_lock(console):
+    console.ok(
+        "staff", "add", "--id", "temp", "--role", "clerk", "--by", "sup", stdin="2580\n4826\n"
+    )
+    for _ in range(4):
+        assert "wrong PIN" in console.fails("staff", "login", "--id", "temp", stdin="0000\n")
+    assert "locked" in console.fails("staff", "login", "--id", "temp", stdin="0000\n")
+    assert "locked" in console.fails("staff", "login", "--id", "temp", stdin="4826\n")
+    assert "PIN" in console.fails(
+        "gift", "restock", "--sku", "TOWEL", "--qty", "1", "--staff", "temp", stdin=""
+    )
+
+
+def test_weak_pins_are_refused(console):
+    console.fails(
+        "staff", "add", "--id", "weak", "--role", "clerk", "--by", "sup", stdin="2580\n1234\n"
+    )
+
+
+def test_lost_card_then_replacement(console):
+    console.ok("points", "accrue", "--card", CARD2, "--amount-cents", "50000", "--ref", "RL-1")
+    console.ok("card", "lost", "--card", CARD2, "--staff", "clerk", stdin="1357\n")
+    assert "reported lost" in console.fails("points", "checkin", "--card", CARD2)
+    assert "not active" in console.fails(
+        "card", "lost", "--card", CARD2, "--staff", "clerk", stdin="1357\n"
+    )
+    new = console.json("card", "replace", "--card", CARD2, "--staff", "clerk", stdin="1357\n")
+    assert new["balance"] == 500
+    assert console.json("member", "show", "--card", new["new_card_no"])["balance"] == 500
+
+
+def test_delete_needs_a_supervisor(console):
+    console.ok("member", "register", "--phone", "13600136000", "--consent")
+    line = console.fails(
+        "member", "delete", "--phone", "13600136000", "--staff", "clerk", stdin="1357\n"
+    )
+    assert "may not delete member" in line
+    out = console.json(
+        "member", "delete", "--phone", "13600136000", "--staff", "sup", stdin="2580\n"
+    )
+    assert len(out["cards_blocked"]) == 1
+
+
+def test_member_code_round_trip(console):
+    code = console.json("member", "code", "--card", CARD)["code"]
+    assert console.json("member", "identify", code)["card_no"] == CARD
+    assert "already used" in console.fails("member", "identify", code)
+
+
+def test_audit_lists_staff_actions(console):
+    actions = [a["action"] for a in console.json("audit")]
+    assert "staff.add" in actions and "member.register" in actions
+
+
+def test_config_errors_name_the_bad_key(tmp_path):
+    c = Console(tmp_path)
+    (tmp_path / "config.toml").write_text("[points]\npoints_per_yaun = 2\n", encoding="utf-8")
+    line = c.fails("status")
+    assert "unknown key 'points.points_per_yaun'" in line
+    (tmp_path / "config.toml").write_text("[device\n", encoding="utf-8")
+    assert "not valid TOML" in c.fails("status")
+    assert "config file not found" in c.fails("--config", str(tmp_path / "nope.toml"), "status")
+
+
+def test_shell_runs_commands_from_stdin(console):
+    code, out, err = console(
+        "shell", stdin="gift list\nmember show --card 2900000000018\npoints accrue --card 1\nexit\n"
+    )
+    assert code == 0
+    assert "Member Center Kiosk" in out and "TOWEL" in out and "138****8000" in out
+    assert "Missing option" in err  # a mistake in the shell is reported, the shell goes on

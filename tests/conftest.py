@@ -1,0 +1,57 @@
+"""Fixtures shared by the core's tests: a real SQLite data directory and a clock tests move."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from edge.app import AppContext
+from edge.config import KioskConfig, parse_config
+
+
+class SteppingClock:
+    """A clock that stands still until a test moves it (always UTC)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> SteppingClock:
+    # 10:00 in Shanghai on Monday 2 March 2026.
+    return SteppingClock(datetime(2026, 3, 2, 2, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def config() -> KioskConfig:
+    return KioskConfig()
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, clock: SteppingClock) -> Iterator:
+    opened: list[AppContext] = []
+
+    def make(toml: str = "", name: str = "data") -> AppContext:
+        cfg = parse_config(toml) if toml else KioskConfig()
+        app = AppContext.open(tmp_path / name, config=cfg, clock=clock)
+        opened.append(app)
+        return app
+
+    yield make
+    for app in opened:
+        app.close()
+
+
+@pytest.fixture
+def app(make_app) -> AppContext:
+    return make_app()
