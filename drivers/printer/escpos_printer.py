@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 from drivers._lazy import require
@@ -52,6 +53,10 @@ class EscposPrinter(ReceiptPrinter):
                 vid, pid = (int(part, 16) for part in target.split(":"))
                 transport = printers.Usb(vid, pid, timeout=int(timeout_s * 1000))
             elif backend == "serial":
+                if not Path(target).exists():
+                    raise DeviceUnavailableError(
+                        Health.failed("disconnected", f"printer port {target} does not exist")
+                    )
                 transport = printers.Serial(target, timeout=timeout_s)
             elif backend == "network":
                 host, _, port = target.partition(":")
@@ -64,8 +69,9 @@ class EscposPrinter(ReceiptPrinter):
         except DeviceUnavailableError:
             raise
         except Exception as exc:  # escpos raises its own types per transport
+            reason = " ".join(str(exc).split())  # escpos messages span lines
             raise DeviceUnavailableError(
-                Health.failed("disconnected", f"printer {backend}:{target}: {exc}")
+                Health.failed("disconnected", f"printer {backend}:{target}: {reason}")
             ) from exc
         return cls(transport, profile, backend in READABLE)
 

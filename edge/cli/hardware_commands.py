@@ -1,0 +1,177 @@
+"""``kiosk scan``, ``kiosk printer test`` and ``kiosk doctor``: the technician's hardware tools.
+
+OpenCV, zxing-cpp, escpos and gpiozero are imported inside the commands so that every other
+command starts without loading them.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge.cli.common import emit, json_option, state
+from edge.domain.errors import InvalidInput
+
+
+def register(group: click.Group) -> None:
+    group.add_command(scan_cmd)
+    group.add_command(printer_group)
+    group.add_command(doctor_cmd)
+
+
+def _load_image(path: Path) -> Any:
+    import cv2
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    image = cv2.imread(str(path))
+    if image is not None:
+        return image
+    try:  # OpenCV reads no GIF
+        with Image.open(path) as pil:
+            return cv2.cvtColor(np.asarray(pil.convert("RGB")), cv2.COLOR_RGB2BGR)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InvalidInput(f"{path}: not a readable image ({exc})") from None
+
+
+@click.command("scan")
+@click.argument(
+    "images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@json_option
+def scan_cmd(images: tuple[Path, ...]) -> None:
+    """Decode member-center codes (QR, Code 128, EAN-13) in IMAGE files."""
+    from drivers.scanner import CodeDecoder
+
+    decoder = CodeDecoder()
+    for path in images:
+        image = _load_image(path)
+        start = time.perf_counter()
+        codes = decoder.decode(image)
+        ms = round((time.perf_counter() - start) * 1000, 2)
+        result = {
+            "path": str(path),
+            "codes": [{"format": c.format.value, "text": c.text} for c in codes],
+            "ms": ms,
+        }
+        found = "; ".join(f"{c.format.value} {c.text!r}" for c in codes) or "no code"
+        emit(result, f"{path}: {found} ({ms} ms)")
+
+
+@click.group("printer")
+def printer_group() -> None:
+    """The receipt printer."""
+
+
+@printer_group.command("test")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the ESC/POS byte stream to FILE instead of printing.",
+)
+@json_option
+def printer_test_cmd(output: Path | None) -> None:
+    """Print the technician test page (store, device, 会员中心, QR, barcode, status, cut)."""
+    from drivers.errors import DeviceError
+    from drivers.factory import open_printer, profile_for
+    from drivers.printer import encode_receipt, receipts
+
+    app = state().app
+    cfg = app.config.hardware.printer
+    profile = profile_for(cfg)
+    header = receipts.ReceiptHeader(
+        store_name=f"门店 {app.config.device.store_id}",
+        store_id=app.config.device.store_id,
+        device_id=app.config.device.device_id,
+        printed_at=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M"),
+    )
+
+    def page(status_lines: tuple[str, ...]) -> Any:
+        name = f"{cfg.backend}:{cfg.target or '-'}"
+        info = receipts.TechnicianTestPage(header, name, cfg.paper_mm, cfg.encoding, status_lines)
+        return receipts.technician_test_page(info, profile.columns)
+
+    if output is not None:
+        data = encode_receipt(page(("status: not queried (written to a file)",)), profile)
+        output.write_bytes(data)
+        emit({"output": str(output), "bytes": len(data)}, f"wrote {len(data)} bytes to {output}")
+        return
+    try:
+        printer = open_printer(cfg)
+    except DeviceError as exc:
+        raise InvalidInput(f"printer: {exc.health.reason}") from None
+    try:
+        status = printer.status()
+        health = status.health()
+        lines = (
+            f"online: {status.online}",
+            f"paper: {status.paper}",
+            f"cover open: {status.cover_open}",
+            f"health: {health.state.value} {health.reason}".rstrip(),
+        )
+        printer.print_receipt(page(lines))
+    except DeviceError as exc:
+        raise InvalidInput(f"printer: {exc.health.reason}") from None
+    finally:
+        printer.close()
+    emit(
+        {"printed": True, "health": health.state.value, "reason": health.reason},
+        f"test page printed; printer {health.state.value} {health.reason}".rstrip(),
+    )
+
+
+@click.command("doctor")
+@json_option
+def doctor_cmd() -> None:
+    """Check every configured device and the database; exits 1 when one has failed."""
+    from drivers.health import HealthState
+    from drivers.selftest import check_hardware
+
+    app = state().app
+    rows = [
+        {
+            "device": r.device,
+            "backend": r.backend,
+            "state": r.health.state.value,
+            "code": r.health.code,
+            "reason": r.health.reason,
+            "detail": r.detail,
+            "ms": round(r.ms, 1),
+        }
+        for r in check_hardware(app.config.hardware)
+    ]
+    start = time.perf_counter()
+    db_ok, db_detail = app.check_database()
+    rows.append(
+        {
+            "device": "database",
+            "backend": "sqlite",
+            "state": HealthState.OK.value if db_ok else HealthState.FAILED.value,
+            "code": "" if db_ok else "database",
+            "reason": "" if db_ok else db_detail,
+            "detail": db_detail if db_ok else "",
+            "ms": round((time.perf_counter() - start) * 1000, 1),
+        }
+    )
+    failed = any(r["state"] == HealthState.FAILED.value for r in rows)
+    emit({"ok": not failed, "checks": rows}, lambda _: _table(rows, failed))
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def _table(rows: list[dict[str, Any]], failed: bool) -> str:
+    marks = {"ok": "OK  ", "degraded": "WARN", "failed": "FAIL"}
+    lines = [f"{'':4}  {'device':<10} {'backend':<9} {'ms':>7}  detail"]
+    for r in rows:
+        text = r["reason"] or r["detail"]
+        if r["reason"] and r["detail"]:
+            text = f"{r['reason']} ({r['detail']})"
+        lines.append(
+            f"{marks[r['state']]}  {r['device']:<10} {r['backend']:<9} {r['ms']:>7.1f}  {text}"
+        )
+    lines.append("result: FAILED" if failed else "result: all devices usable")
+    return "\n".join(lines)
