@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "edge.cli.staff_commands",
     "edge.cli.audit_commands",
     "edge.cli.shell",
+    "edge.cli.hardware_commands",
 )
 
 
