@@ -69,12 +69,16 @@ class CodeDecoder:
             s for s in (Symbology.CODE_128, Symbology.EAN_13) if s in self.settings.symbologies
         ]
 
-    def decode(self, image: npt.NDArray[np.uint8]) -> tuple[Code, ...]:
-        """Returns the codes in ``image`` (BGR, BGRA or grayscale), without duplicates."""
+    def decode(self, image: npt.NDArray[np.uint8], fallbacks: bool = True) -> tuple[Code, ...]:
+        """Returns the codes in ``image`` (BGR, BGRA or grayscale), without duplicates.
+
+        ``fallbacks=False`` runs the cheap pass only; a live stream does so on most frames,
+        since a code held before the camera stays there for many of them.
+        """
         gray = self.to_gray(image)
         if not self.has_contrast(gray):
             return ()
-        for attempt in self._attempts(gray):
+        for attempt in self._attempts(gray, fallbacks and self.settings.fallbacks):
             found = attempt()
             if found:
                 return tuple(dict.fromkeys(found))
@@ -91,14 +95,15 @@ class CodeDecoder:
         thumb = self._cv2.resize(gray, (32, 24), interpolation=self._cv2.INTER_AREA)
         return int(thumb.max()) - int(thumb.min()) >= self.settings.min_contrast
 
-    def _attempts(self, gray: Gray) -> Iterable[Callable[[], list[Code]]]:
+    def _attempts(self, gray: Gray, fallbacks: bool) -> Iterable[Callable[[], list[Code]]]:
         yield lambda: self._zxing_pass(gray)
-        if not self.settings.fallbacks:
+        if not fallbacks:
             return
-        yield lambda: self._zbar_pass(gray)
+        yield lambda: self._zbar_pass(gray, with_qr=True)
         enhanced = self._clahe.apply(gray)
         yield lambda: self._zxing_pass(enhanced)
-        yield lambda: self._zbar_pass(enhanced)
+        # ZBar's QR finder found nothing more on enhanced images; its 1-D scan did
+        yield lambda: self._zbar_pass(enhanced, with_qr=False)
 
     def _zxing_pass(self, gray: Gray) -> list[Code]:
         plain = self._zxing.TextMode.Plain  # HRI would print control bytes as "<SOH>"
@@ -107,9 +112,9 @@ class CodeDecoder:
         )
         return [Code(self._from_zxing[r.format], r.text) for r in results]
 
-    def _zbar_pass(self, gray: Gray) -> list[Code]:
+    def _zbar_pass(self, gray: Gray, with_qr: bool) -> list[Code]:
         found = zbar_decode(gray, self._linear, self.settings.zbar_density) if self._linear else []
-        if found or Symbology.QR_CODE not in self.settings.symbologies:
+        if found or not with_qr or Symbology.QR_CODE not in self.settings.symbologies:
             return found
         # ZBar's QR finder costs as much as everything else; half size loses no QR here.
         small = gray

@@ -23,7 +23,8 @@ class CameraScanner(CodeScanner):
 
     The capture thread keeps only the newest frame (a stale one is overwritten, never
     queued), so decoding slower than the frame rate costs frames, not latency. The decode
-    thread runs the pipeline on that newest frame and passes new codes through a
+    thread runs the pipeline on that newest frame (with the costly fallbacks on one frame in
+    ``fallback_every``) and passes new codes through a
     :class:`Debouncer`. A camera that fails is retried every ``retry_s``, so replugging it
     heals the scanner without a restart.
 
@@ -40,12 +41,14 @@ class CameraScanner(CodeScanner):
         debouncer: Debouncer | None = None,
         frame_timeout_s: float = 2.0,
         retry_s: float = 2.0,
+        fallback_every: int = 4,
     ) -> None:
         self._open_camera = open_camera
         self._decoder = decoder or CodeDecoder()
         self._debouncer = debouncer or Debouncer()
         self._frame_timeout_s = frame_timeout_s
         self._retry_s = retry_s
+        self._fallback_every = max(1, fallback_every)
         self._codes: queue.Queue[Code] = queue.Queue(maxsize=32)
         self._latest: Frame | None = None
         self._frame_ready = threading.Condition()
@@ -107,7 +110,10 @@ class CameraScanner(CodeScanner):
                 frame, self._latest = self._latest, None
             if frame is None:
                 continue
-            codes = self._decoder.decode(frame)
+            # the expensive fallbacks on one frame in n: a held code stays for many frames,
+            # and a kiosk facing an empty aisle all day should not burn a core on them
+            fallbacks = self.frames_decoded % self._fallback_every == 0
+            codes = self._decoder.decode(frame, fallbacks=fallbacks)
             self.frames_decoded += 1
             for code in self._debouncer.feed(codes, time.monotonic()):
                 try:

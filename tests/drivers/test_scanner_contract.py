@@ -155,9 +155,9 @@ def test_debouncer_reports_a_held_code_once_and_a_new_presentation_again():
 class SlowDecoder(CodeDecoder):
     """A decoder that takes 50 ms a frame, as a Pi does on a hard frame."""
 
-    def decode(self, image):
+    def decode(self, image, fallbacks=True):
         time.sleep(0.05)
-        return super().decode(image)
+        return super().decode(image, fallbacks)
 
 
 def test_stream_drops_stale_frames_when_decoding_is_slower_than_capture():
