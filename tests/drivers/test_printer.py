@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from drivers.printer import (
     PROFILES,
     Barcode,
     Cut,
+    EscposPrinter,
     PrinterError,
     PrinterProfile,
     PrintIncompleteError,
@@ -169,6 +172,27 @@ def test_status_faults_become_health(fault, state, code):
     if state is HealthState.DEGRADED:
         printer.print_receipt(_statement())  # paper low still prints
         assert printer.output.endswith(b"\x1dVB\x00")
+
+
+@pytest.fixture(params=["sim", pytest.param("real", marks=pytest.mark.hardware)])
+def any_printer(request):
+    """The printer contract runs on the simulator and, where one is attached, a real one."""
+    if request.param == "sim":
+        yield SimulatedPrinter(PROFILES["generic-80"])
+        return
+    target = os.environ.get("KIOSK_TEST_PRINTER")  # e.g. network:192.168.1.50
+    if not target:
+        pytest.skip("no printer attached (set KIOSK_TEST_PRINTER=backend:target)")
+    backend, _, where = target.partition(":")
+    printer = EscposPrinter.open(backend, where, PROFILES["generic-80"], 3.0)
+    yield printer
+    printer.close()
+
+
+def test_contract_status_and_a_whole_receipt(any_printer):
+    assert any_printer.status().paper in ("ok", "low")
+    any_printer.print_receipt(_statement())
+    assert any_printer.health().state is not HealthState.FAILED
 
 
 def test_unplugged_printer_fails_health():

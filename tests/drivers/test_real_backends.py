@@ -72,19 +72,6 @@ def test_real_camera_delivers_frames():
         camera.close()
 
 
-@pytest.mark.hardware
-def test_real_printer_reports_status():
-    target = os.environ.get("KIOSK_TEST_PRINTER")  # e.g. network:192.168.1.50
-    if not target:
-        pytest.skip("no printer attached (set KIOSK_TEST_PRINTER=backend:target)")
-    backend, _, where = target.partition(":")
-    printer = EscposPrinter.open(backend, where, PrinterProfile(), 3.0)
-    try:
-        assert printer.status().paper in ("ok", "low", "out")
-    finally:
-        printer.close()
-
-
 def test_udev_rules_are_well_formed():
     rule_lines = [
         line for line in RULES.read_text().splitlines() if line.strip() and not line.startswith("#")

@@ -1,0 +1,68 @@
+"""Devices built from configuration; the configuration refuses what it does not know."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pydantic
+import pytest
+
+from drivers.config import HardwareConfig, PrinterConfig
+from drivers.dispenser.protocol import frame
+from drivers.factory import open_devices, open_printer, profile_for
+from drivers.health import HealthState
+from drivers.printer import SimulatedPrinter
+from drivers.scanner import SimulatedCamera
+from tests.drivers.conftest import barcode_image
+
+
+def test_default_hardware_is_all_simulated_and_healthy():
+    devices = open_devices(HardwareConfig())
+    try:
+        assert isinstance(devices.printer, SimulatedPrinter)
+        assert devices.printer.health().state is HealthState.OK
+        assert devices.dispenser.health().state is HealthState.OK
+        assert devices.panel.health().state is HealthState.OK
+        devices.dispenser.dispense()
+        assert devices.dispenser.status().card_at_mouth
+    finally:
+        devices.close()
+
+
+def test_unknown_keys_are_refused():
+    with pytest.raises(pydantic.ValidationError):
+        HardwareConfig.model_validate({"printer": {"backend": "sim", "colour": "red"}})
+
+
+def test_printer_profile_follows_config(tmp_path):
+    config = PrinterConfig(paper_mm=58, encoding="gbk", kanji_mode=False, sim_output=str(tmp_path))
+    profile = profile_for(config)
+    assert (profile.dots, profile.columns, profile.encoding, profile.kanji_mode) == (
+        384,
+        32,
+        "gbk",
+        False,
+    )
+    printer = open_printer(config)
+    assert isinstance(printer, SimulatedPrinter) and printer.output_dir == tmp_path
+
+
+def test_dispenser_protocol_example_in_the_guide():
+    assert frame("ST") == bytes.fromhex("02 53 54 03 04")
+    assert frame("S1100") == bytes.fromhex("02 53 31 31 30 30 03 50")
+
+
+def test_simulated_camera_plays_a_video_file_in_a_loop(tmp_path):
+    image = cv2.resize(barcode_image("qrcode-5/01.png"), (320, 320))
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 320))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG")
+    blank = np.full_like(image, 255)
+    for frame_image in (blank, image, image):
+        writer.write(frame_image)
+    writer.release()
+    camera = SimulatedCamera([path], fps=1000)
+    frames = [camera.read_frame(1.0) for _ in range(6)]
+    assert len(frames) == 6 and frames[0].shape == (320, 320, 3)
+    assert np.array_equal(frames[1], frames[4])  # looped: 3 frames, then again
