@@ -55,7 +55,7 @@ def test_dispenser_protocol_example_in_the_guide():
 def test_simulated_camera_plays_a_video_file_in_a_loop(tmp_path):
     image = cv2.resize(barcode_image("qrcode-5/01.png"), (320, 320))
     path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 320))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (320, 320))
     if not writer.isOpened():
         pytest.skip("this OpenCV build cannot write MJPG")
     blank = np.full_like(image, 255)
