@@ -22,9 +22,10 @@ import numpy as np
 import zxingcpp
 from pyzbar import pyzbar
 
+from bench.datasets import barcode_dir
 from drivers.scanner.decode import CodeDecoder
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "barcodes"
+DEFAULT_DATA = barcode_dir()
 Decoder = Callable[[np.ndarray], list[str]]
 
 

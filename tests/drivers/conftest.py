@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
-BARCODES = Path(__file__).resolve().parents[3] / "shared" / "data" / "barcodes"
+from bench.datasets import barcode_dir
+
+BARCODES = barcode_dir()
 
 
 def barcode_image(relative: str) -> np.ndarray:

@@ -1,0 +1,21 @@
+"""Where the camera photos of codes live: read in place, never copied into the project."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def barcode_dir() -> Path:
+    """``KIOSK_BARCODES``, else ``shared/data/barcodes`` beside the checkout or the workplace."""
+    candidates = [
+        Path(os.environ["KIOSK_BARCODES"]) if os.environ.get("KIOSK_BARCODES") else None,
+        _REPO.parent / "shared" / "data" / "barcodes",
+        Path("/work/shared/data/barcodes"),
+    ]
+    for path in candidates:
+        if path is not None and path.is_dir():
+            return path
+    return _REPO.parent / "shared" / "data" / "barcodes"
