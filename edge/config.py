@@ -164,12 +164,55 @@ class PrivacyConfig(_Section):
     consent_version: str = Field("2026-01", min_length=1, title="Version of the terms in force")
 
 
+DEFAULT_COMMANDS = ("ping", "sync_now", "verify_ledger", "expire_points", "block_card")
+
+
 class SyncConfig(_Section):
-    """Connection to the store broker and HQ. Disabled: a standalone member center."""
+    """Connection to the store broker and HQ. Disabled: a standalone member center.
+
+    Relative TLS and key paths are taken from the data directory, so a provisioned device
+    keeps everything it needs in one place (``tls/ca.crt``, ``tls/device.crt`` ...).
+    """
 
     enabled: bool = Field(False, title="Sync with HQ")
     broker_host: str = Field("127.0.0.1", title="Broker host")
     broker_port: int = Field(1883, ge=1, le=65535, title="Broker port")
+    tls: bool = Field(True, title="TLS with a client certificate", description="off: dev only")
+    ca_file: str = Field("tls/ca.crt", title="CA certificate (PEM) the broker's is checked with")
+    cert_file: str = Field("tls/device.crt", title="This device's certificate (CN = device id)")
+    key_file: str = Field("tls/device.key", title="This device's private key (PEM)")
+    topic_prefix: str = Field(
+        "mck/v1", pattern=r"^[a-z0-9_-]+(/[a-z0-9_-]+)*$", title="Topic prefix"
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, title="MQTT keepalive")
+    session_expiry_s: int = Field(
+        7 * 24 * 3600,
+        ge=60,
+        title="Session expiry",
+        description="how long the broker keeps this device's queue while it is away",
+    )
+    reconnect_min_s: float = Field(0.5, gt=0, le=60, title="First reconnect delay")
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600, title="Longest reconnect delay")
+    batch_max_events: int = Field(500, ge=1, le=1000, title="Events per published batch")
+    inflight_batches: int = Field(8, ge=1, le=64, title="Batches awaiting HQ's ack at once")
+    ack_timeout_s: float = Field(10.0, gt=0, le=600, title="Resend a batch unacked this long")
+    retry_max_s: float = Field(60.0, gt=0, le=3600, title="Longest resend backoff")
+    telemetry_interval_s: float = Field(30.0, ge=1, le=3600, title="Telemetry period")
+    command_public_key: str = Field(
+        "keys/hq-command.pub", title="HQ's command public key (PEM)", description="Ed25519"
+    )
+    permitted_commands: tuple[str, ...] = Field(
+        DEFAULT_COMMANDS, title="Commands HQ may run here", description="others are refused"
+    )
+    lane_purchases: bool = Field(
+        True, title="Accrue lane purchases", description="one kiosk per store does"
+    )
+
+    @model_validator(mode="after")
+    def _delays(self) -> Self:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must not be below reconnect_min_s")
+        return self
 
 
 class DatabaseConfig(_Section):
@@ -177,6 +220,41 @@ class DatabaseConfig(_Section):
 
     url: str = Field("", title="SQLAlchemy URL", description="default: SQLite in the data dir")
     busy_timeout_ms: int = Field(30_000, ge=100, title="Wait for a write lock this long")
+
+
+class KioskUiConfig(_Section):
+    """The touchscreen: idle timeouts, language, screen and the one touch input provider."""
+
+    idle_warn_s: float = Field(
+        30.0, gt=0, le=600, title="Idle warning", description="seconds without a touch"
+    )
+    idle_clear_s: float = Field(
+        45.0, gt=0, le=900, title="Idle clear", description="identified screens clear after it"
+    )
+    language: Literal["zh_CN", "en"] = Field("zh_CN", title="Default language")
+    fullscreen: bool = Field(True, title="Full screen", description="off for a desktop window")
+    width: int = Field(1280, ge=800, le=3840, title="Window width when not full screen")
+    height: int = Field(800, ge=480, le=2160, title="Window height when not full screen")
+    touch_provider: Literal["mouse", "mtdev", "hidinput", "probesysfs"] = Field(
+        "hidinput",
+        title="Touch input provider",
+        description="exactly one provider per device: two double every touch",
+    )
+    touch_device: str = Field(
+        "",
+        title="Touch device",
+        description="event device for mtdev/hidinput, e.g. /dev/input/event0",
+    )
+    large_text: bool = Field(False, title="Start in large-text, high-contrast mode")
+    technician_gesture_s: float = Field(
+        3.0, gt=0, le=30, title="Technician gesture", description="hold the logo this long"
+    )
+
+    @model_validator(mode="after")
+    def _clear_after_warning(self) -> Self:
+        if self.idle_clear_s <= self.idle_warn_s:
+            raise ValueError("idle_clear_s must be later than idle_warn_s")
+        return self
 
 
 class KioskConfig(_Section):
@@ -191,6 +269,7 @@ class KioskConfig(_Section):
     sync: SyncConfig = Field(default_factory=SyncConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
+    ui: KioskUiConfig = Field(default_factory=KioskUiConfig, title="Touchscreen")
 
 
 def default_data_dir(environ: dict[str, str] | None = None) -> Path:

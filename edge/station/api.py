@@ -1,0 +1,261 @@
+"""What the touchscreen may ask of the member center: plain values and one interface.
+
+This module imports nothing beyond the standard library and the domain's errors, so the Kivy
+app can depend on it without reaching storage, MQTT or a device (the import contracts check
+it). :mod:`edge.station.center` implements :class:`MemberCenter` over the services and the
+devices; the app receives an instance at start-up.
+
+Every call may block (database, printer, dispenser, network): the app calls them off the UI
+thread. Refusals arrive as :class:`edge.domain.errors.KioskError` with a stable ``code``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Protocol
+
+STAFF_BADGE_PREFIX = "STAFF:"
+
+
+@dataclass(frozen=True)
+class ExpiringPoints:
+    points: int
+    on: date
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    on: date
+    kind: str  # purchase, checkin, birthday, referral, redemption, expiry, adjustment
+    points: int
+
+
+@dataclass(frozen=True)
+class MemberSummary:
+    """A member as the screen shows them: personal data already masked."""
+
+    card_no: str
+    phone_masked: str
+    name_masked: str
+    tier: str
+    tier_name_zh: str
+    tier_name_en: str
+    balance: int
+    available: int
+    pending: int
+    expiring: tuple[ExpiringPoints, ...]
+    next_tier_name_zh: str
+    next_tier_name_en: str
+    next_tier_missing: int | None  # cents of spend or points, per ``tier_basis``
+    tier_basis: str
+    birthday_month: bool
+    birthday_bonus_claimed: bool
+    checked_in_today: bool
+    history: tuple[HistoryItem, ...] = ()
+    card_state: str = "active"
+
+    @property
+    def card_masked(self) -> str:
+        return f"{'*' * (len(self.card_no) - 4)}{self.card_no[-4:]}" if self.card_no else ""
+
+
+@dataclass(frozen=True)
+class GiftTile:
+    sku: str
+    name: str
+    kind: str  # gift or coupon
+    points_price: int
+    stock: int
+    low: bool
+    coupon_value_cents: int
+
+
+@dataclass(frozen=True)
+class BonusOutcome:
+    kind: str  # checkin or birthday
+    points: int
+    balance: int
+
+
+@dataclass(frozen=True)
+class PrintOutcome:
+    """Whether paper came out; ``problem`` is a device fault code (paper_out, jam, ...)."""
+
+    printed: bool
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class RedeemOutcome:
+    sku: str
+    name: str
+    qty: int
+    points: int
+    balance: int
+    voucher: PrintOutcome
+    low_stock: bool
+
+
+@dataclass(frozen=True)
+class NewMember:
+    """What registration collected: digits and taps only (no free text on the appliance)."""
+
+    phone: str
+    consent: bool
+    surname: str = ""
+    title: str = ""  # 先生 or 女士
+    birthday: date | None = None
+    referrer_phone: str = ""
+
+
+@dataclass(frozen=True)
+class CardIssue:
+    """A card handed over: dispensed, or (dispenser empty or jammed) its number on a slip."""
+
+    card_no: str
+    dispensed: bool
+    dispense_problem: str
+    slip: PrintOutcome
+
+
+@dataclass(frozen=True)
+class RegistrationOutcome:
+    member: MemberSummary
+    referral_bonus: int
+    card: CardIssue
+
+
+@dataclass(frozen=True)
+class StaffSession:
+    """A signed-in staff member; ``token`` names the session the center holds."""
+
+    staff_id: str
+    role: str
+    token: str = field(repr=False, default="")
+
+
+@dataclass(frozen=True)
+class ReplacementOutcome:
+    old_card_no: str
+    new_card_no: str
+    balance: int
+    phone_masked: str
+    card: CardIssue
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """One device's health: ``state`` ok/degraded/failed, ``code`` a stable fault word."""
+
+    device: str
+    state: str
+    code: str = ""
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+
+@dataclass(frozen=True)
+class SelfTestLine:
+    device: str
+    backend: str
+    state: str
+    code: str
+    detail: str
+    ms: float
+
+
+@dataclass(frozen=True)
+class DailyReport:
+    business_date: date
+    registrations: int
+    lookups: int
+    redemptions: int
+    points_redeemed: int
+    cards_replaced: int
+    low_stock: tuple[tuple[str, int], ...]
+    printout: PrintOutcome
+
+
+@dataclass(frozen=True)
+class TechnicianInfo:
+    version: str
+    store_id: str
+    device_id: str
+    data_dir: str
+    config_file: str
+    config_present: bool
+    keys_present: bool
+    card_range: str
+    sync_enabled: bool
+    broker: str
+    broker_reachable: bool | None  # None: sync disabled, not probed
+    offline: bool
+    hq_last_contact: datetime | None
+    outbox_pending: int
+    members: int
+    log_tail: tuple[str, ...] = field(default=())
+
+
+class Simulator(Protocol):
+    """Hands and faults for the simulated devices (development, tests, the demo tour)."""
+
+    def present_code(self, text: str) -> None: ...
+    def printer_out_of_paper(self) -> None: ...
+    def dispenser_jam(self) -> None: ...
+    def dispenser_empty(self) -> None: ...
+    def take_card(self) -> None: ...
+    def press_help(self) -> None: ...
+    def receipts(self) -> list[str]:
+        """Titles of the receipts printed so far, oldest first."""
+        ...
+
+
+class MemberCenter(Protocol):
+    """The member center as the touchscreen uses it (implemented in ``edge.station.center``)."""
+
+    @property
+    def simulator(self) -> Simulator | None: ...
+
+    # customers
+    def identify(self, scanned: str) -> MemberSummary: ...
+    def identify_by_phone(self, phone: str, proof: str) -> MemberSummary: ...
+    def refresh(self, card_no: str) -> MemberSummary: ...
+    def check_in(self, card_no: str) -> BonusOutcome: ...
+    def claim_birthday_gift(self, card_no: str) -> BonusOutcome: ...
+    def gifts(self) -> list[GiftTile]: ...
+    def redeem(self, card_no: str, sku: str, request_id: str) -> RedeemOutcome: ...
+    def print_statement(self, card_no: str) -> PrintOutcome: ...
+    def register(self, new: NewMember, request_id: str) -> RegistrationOutcome: ...
+    def privacy_terms(self, language: str) -> tuple[str, str]:
+        """The terms in force in ``language``: (version, full text)."""
+        ...
+
+    # staff
+    def staff_sign_in(self, staff_id: str, pin: str, permission: str) -> StaffSession: ...
+    def staff_sign_out(self, staff: StaffSession) -> None: ...
+    def find_member(self, staff: StaffSession, phone: str) -> MemberSummary: ...
+    def replace_lost_card(self, staff: StaffSession, card_no: str) -> ReplacementOutcome: ...
+    def restock(self, staff: StaffSession, sku: str, qty: int) -> GiftTile: ...
+    def reprint_last_voucher(self, staff: StaffSession) -> PrintOutcome: ...
+    def clear_faults(self, staff: StaffSession) -> list[DeviceStatus]: ...
+    def daily_report(self, staff: StaffSession) -> DailyReport: ...
+
+    # technician
+    def self_test(self) -> list[SelfTestLine]: ...
+    def technician_info(self) -> TechnicianInfo: ...
+
+    # devices
+    def device_status(self) -> list[DeviceStatus]: ...
+    def on_scan(self, callback: Callable[[str], None]) -> None:
+        """Calls ``callback(text)`` on a scanner thread for every code presented."""
+        ...
+
+    def on_help_button(self, callback: Callable[[], None]) -> None: ...
+    def touch_feedback(self) -> None: ...
+    def call_staff(self) -> None: ...
+    def close(self) -> None: ...
