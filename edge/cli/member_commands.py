@@ -113,6 +113,18 @@ def delete_cmd(card: str | None, phone: str | None, staff_id: str) -> None:
     )
 
 
+@member_group.command("update")
+@click.option("--card", required=True)
+@click.option("--phone", required=True, help="The member's new phone number.")
+@click.option("--staff", "staff_id", required=True, help="Staff member making the change.")
+@json_option
+def update_cmd(card: str, phone: str, staff_id: str) -> None:
+    """Change a member's phone number (still unique; the old one is forgotten)."""
+    app = state().app
+    staff = staff_login(app, staff_id, Permission.LOOKUP_MEMBER)
+    emit(members.update_contact(app, card, phone, staff), render_member)
+
+
 @member_group.command("code")
 @click.option("--card", required=True)
 @json_option

@@ -189,6 +189,36 @@ def test_delete_needs_a_supervisor(console):
     assert len(out["cards_blocked"]) == 1
 
 
+def test_update_contact(console):
+    console.ok("member", "register", "--phone", "13500135000", "--consent")
+    card = console.json("member", "show", "--phone", "13500135000")["card_no"]
+    line = console.fails(
+        "member",
+        "update",
+        "--card",
+        card,
+        "--phone",
+        "13800138000",
+        "--staff",
+        "clerk",
+        stdin="1357\n",
+    )
+    assert "belongs to another member" in line
+    out = console.json(
+        "member",
+        "update",
+        "--card",
+        card,
+        "--phone",
+        "13511112222",
+        "--staff",
+        "clerk",
+        stdin="1357\n",
+    )
+    assert out["phone_masked"] == "135****2222"
+    assert "no member with phone" in console.fails("member", "show", "--phone", "13500135000")
+
+
 def test_member_code_round_trip(console):
     code = console.json("member", "code", "--card", CARD)["code"]
     assert console.json("member", "identify", code)["card_no"] == CARD
