@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 from typing import Protocol
 
 STAFF_BADGE_PREFIX = "STAFF:"
@@ -201,6 +202,24 @@ class TechnicianInfo:
     log_tail: tuple[str, ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class UiSettings:
+    """The ``[ui]`` section for the app, plus where it may keep caches and logs."""
+
+    idle_warn_s: float
+    idle_clear_s: float
+    language: str
+    fullscreen: bool
+    width: int
+    height: int
+    touch_provider: str
+    touch_device: str
+    large_text: bool
+    technician_gesture_s: float
+    cache_dir: Path
+    log_dir: Path
+
+
 class Simulator(Protocol):
     """Hands and faults for the simulated devices (development, tests, the demo tour)."""
 
@@ -220,6 +239,9 @@ class MemberCenter(Protocol):
 
     @property
     def simulator(self) -> Simulator | None: ...
+
+    @property
+    def ui_settings(self) -> UiSettings: ...
 
     # customers
     def identify(self, scanned: str) -> MemberSummary: ...

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from drivers.printer import Receipt
 from edge import __version__
 from edge.app import AppContext
+from edge.config import KioskConfig
 from edge.domain.cards import CardState, require_usable
 from edge.domain.errors import InvalidInput, NotFound, PermissionDenied, Refusal
 from edge.domain.points import local_date
@@ -53,6 +54,7 @@ from edge.station.api import (
     Simulator,
     StaffSession,
     TechnicianInfo,
+    UiSettings,
 )
 from edge.station.devices import Station
 from edge.station.privacy import privacy_terms
@@ -135,6 +137,24 @@ class KioskCenter:
     @property
     def simulator(self) -> Simulator | None:
         return self.station.sim
+
+    @property
+    def ui_settings(self) -> UiSettings:
+        ui = self.app.config.ui
+        return UiSettings(
+            idle_warn_s=ui.idle_warn_s,
+            idle_clear_s=ui.idle_clear_s,
+            language=ui.language,
+            fullscreen=ui.fullscreen,
+            width=ui.width,
+            height=ui.height,
+            touch_provider=ui.touch_provider,
+            touch_device=ui.touch_device,
+            large_text=ui.large_text,
+            technician_gesture_s=ui.technician_gesture_s,
+            cache_dir=self.app.data_dir / "cache",
+            log_dir=(self.app.data_dir / LOG_FILE).parent,
+        )
 
     # ---- customers -------------------------------------------------------------------
 
@@ -485,9 +505,10 @@ def open_center(
     simulate: bool,
     receipts_dir: Path | None = None,
     config_path: Path | None = None,
+    config: KioskConfig | None = None,
 ) -> KioskCenter:
     """Opens the ledger and the devices of this kiosk (the app's composition root calls it)."""
-    app = AppContext.open(data_dir, config_path)
+    app = AppContext.open(data_dir, config_path, config=config)
     try:
         station = Station.open(app.config.hardware, simulate=simulate, receipts_dir=receipts_dir)
     except Exception:

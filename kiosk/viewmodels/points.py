@@ -1,0 +1,63 @@
+"""The member's points: check-in, birthday gift and a printed statement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge.station.api import BonusOutcome, MemberCenter, MemberSummary, PrintOutcome
+from kiosk.i18n import N_
+from kiosk.i18n.messages import fault_message
+from kiosk.viewmodels.base import Runner, ViewModel
+from kiosk.viewmodels.session import SessionViewModel
+
+
+class PointsViewModel(ViewModel):
+    """Acts for ``session.member``; after each action the member is re-read."""
+
+    def __init__(
+        self, center: MemberCenter, session: SessionViewModel, runner: Runner, **kw: Any
+    ) -> None:
+        super().__init__(runner, **kw)
+        self.center = center
+        self.session = session
+
+    @property
+    def card_no(self) -> str:
+        member: MemberSummary | None = self.session.member
+        return member.card_no if member else ""
+
+    def check_in(self) -> None:
+        card = self.card_no
+        self.work(lambda: self._bonus(self.center.check_in, card), self._bonus_done)
+
+    def claim_birthday_gift(self) -> None:
+        card = self.card_no
+        self.work(lambda: self._bonus(self.center.claim_birthday_gift, card), self._bonus_done)
+
+    def _bonus(self, action: Any, card: str) -> tuple[BonusOutcome, MemberSummary]:
+        outcome = action(card)
+        return outcome, self.center.refresh(card)
+
+    def _bonus_done(self, result: tuple[BonusOutcome, MemberSummary]) -> None:
+        outcome, member = result
+        if self.session.member is not None:
+            self.session.update(member)
+        if outcome.kind == "checkin":
+            self.say(N_("Checked in: +{points} points."), "ok", points=outcome.points)
+        else:
+            self.say(N_("Happy birthday! +{points} points are yours."), "ok", points=outcome.points)
+
+    def print_statement(self) -> None:
+        card = self.card_no
+        self.say(N_("Printing..."), "info")
+        self.work(lambda: self.center.print_statement(card), self._printed)
+
+    def _printed(self, outcome: PrintOutcome) -> None:
+        if outcome.printed:
+            self.say(N_("Your statement is printed. Please take it."), "ok")
+        else:
+            self.say(
+                N_("{fault} The statement could not be printed."),
+                "warn",
+                fault=fault_message(outcome.problem),
+            )

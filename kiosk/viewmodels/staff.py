@@ -1,0 +1,239 @@
+"""Staff tools: sign in with badge and PIN, lost card, restock, reprint, faults, day report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kivy.properties import ListProperty, ObjectProperty, StringProperty
+
+from edge.station.api import (
+    STAFF_BADGE_PREFIX,
+    DailyReport,
+    DeviceStatus,
+    GiftTile,
+    MemberCenter,
+    MemberSummary,
+    PrintOutcome,
+    ReplacementOutcome,
+    StaffSession,
+)
+from kiosk.i18n import N_
+from kiosk.i18n.messages import fault_message
+from kiosk.viewmodels.base import Runner, ViewModel
+from kiosk.viewmodels.session import SessionViewModel
+
+PIN_DIGITS = 6
+
+
+class StaffViewModel(ViewModel):
+    """``page``: sign_in (``field`` staff_id then pin) -> menu -> lost/restock/report/devices."""
+
+    page = StringProperty("sign_in")
+    field = StringProperty("staff_id")
+    staff_id = StringProperty("")
+    pin = StringProperty("")
+    staff = ObjectProperty(None, allownone=True)
+    phone = StringProperty("")
+    member = ObjectProperty(None, allownone=True)
+    verified = ObjectProperty(False)
+    replacement = ObjectProperty(None, allownone=True)
+    gifts = ListProperty([])
+    devices = ListProperty([])
+    report = ObjectProperty(None, allownone=True)
+
+    def __init__(
+        self,
+        center: MemberCenter,
+        session: SessionViewModel,
+        runner: Runner,
+        permission: str = "lookup_member",
+        **kw: Any,
+    ) -> None:
+        super().__init__(runner, **kw)
+        self.center = center
+        self.session = session
+        self.permission = permission
+
+    def start(self) -> None:
+        self.page, self.field, self.staff_id, self.pin, self.staff = (
+            "sign_in",
+            "staff_id",
+            "",
+            "",
+            None,
+        )
+        self.clear_notice()
+        self.session.start(private=True)
+
+    def sign_out(self) -> None:
+        if self.staff is not None:
+            self.center.staff_sign_out(self.staff)
+        self.staff = None
+        self.session.end()
+
+    def badge(self, text: str) -> None:
+        """A staff badge scanned: its staff number is filled in; the PIN is next."""
+        if not text.startswith(STAFF_BADGE_PREFIX) or self.page != "sign_in":
+            return
+        self.staff_id = text[len(STAFF_BADGE_PREFIX) :].strip()
+        self.field = "pin"
+        self.say(N_("Badge read. Please enter your PIN."), "info")
+
+    def press(self, key: str) -> None:
+        if self.busy:
+            return
+        if self.page == "sign_in":
+            value, limit = (
+                getattr(self, self.field),
+                (12 if self.field == "staff_id" else PIN_DIGITS),
+            )
+            if key == "back":
+                setattr(self, self.field, value[:-1])
+            elif key == "ok":
+                self._sign_in_step()
+            elif key.isdigit() and len(value) < limit:
+                setattr(self, self.field, value + key)
+        elif self.page == "lost":
+            if key == "back":
+                self.phone = self.phone[:-1]
+            elif key == "ok":
+                self.find_member()
+            elif key.isdigit() and len(self.phone) < 11:
+                self.phone += key
+
+    def _sign_in_step(self) -> None:
+        if self.field == "staff_id":
+            if not self.staff_id:
+                self.say(N_("Please enter a staff number."), "warn")
+                return
+            self.field = "pin"
+            self.clear_notice()
+            return
+        staff_id, pin = self.staff_id, self.pin
+        self.work(
+            lambda: self.center.staff_sign_in(staff_id, pin, self.permission),
+            self._signed_in,
+            self._sign_in_failed,
+        )
+
+    def _sign_in_failed(self, exc: Exception) -> None:
+        self.pin = ""
+        self.refused(exc)
+
+    def _signed_in(self, staff: StaffSession) -> None:
+        self.staff = staff
+        self.pin = ""
+        self.page = "menu"
+        self.say(N_("Signed in as {staff_id}."), "ok", staff_id=staff.staff_id)
+
+    def open_page(self, page: str) -> None:
+        self.clear_notice()
+        self.page = page
+        if page == "lost":
+            self.phone, self.member, self.verified, self.replacement = "", None, False, None
+        elif page == "restock":
+            self.work(self.center.gifts, self._gifts)
+        elif page == "devices":
+            self.work(self.center.device_status, self._devices)
+
+    def _gifts(self, gifts: list[GiftTile]) -> None:
+        self.gifts = gifts
+
+    def _devices(self, devices: list[DeviceStatus]) -> None:
+        self.devices = devices
+
+    # lost card
+    def find_member(self) -> None:
+        staff, phone = self.staff, self.phone
+        self.work(lambda: self.center.find_member(staff, phone), self._found)
+
+    def _found(self, member: MemberSummary) -> None:
+        self.member = member
+        self.verified = False
+        self.say(N_("Check the member's identity document, then confirm."), "info")
+
+    def confirm_identity(self) -> None:
+        if self.member is not None:
+            self.verified = True
+            self.clear_notice()
+
+    def replace_card(self) -> None:
+        if self.member is None or not self.verified:
+            self.say(N_("Check the member's identity document, then confirm."), "warn")
+            return
+        staff, card = self.staff, self.member.card_no
+        self.say(N_("Blocking the old card and issuing the new one..."), "info")
+        self.work(lambda: self.center.replace_lost_card(staff, card), self._replaced)
+
+    def _replaced(self, outcome: ReplacementOutcome) -> None:
+        self.replacement = outcome
+        self.member = None
+        card = outcome.card
+        if card.dispensed and card.slip.printed:
+            self.say(
+                N_("New card {card} issued with {points} points."),
+                "ok",
+                card=outcome.new_card_no,
+                points=outcome.balance,
+            )
+        else:
+            problem = card.dispense_problem or card.slip.problem
+            self.say(
+                N_("New card {card} is active, but: {fault}"),
+                "warn",
+                card=outcome.new_card_no,
+                fault=fault_message(problem),
+            )
+
+    # restock
+    def restock(self, sku: str, qty: int) -> None:
+        staff = self.staff
+        self.work(lambda: self.center.restock(staff, sku, qty), self._restocked)
+
+    def _restocked(self, tile: GiftTile) -> None:
+        self.gifts = [tile if g.sku == tile.sku else g for g in self.gifts]
+        self.say(N_("{name}: {stock} in stock."), "ok", name=tile.name, stock=tile.stock)
+
+    # reprint, faults, report
+    def reprint(self) -> None:
+        staff = self.staff
+        self.say(N_("Printing..."), "info")
+        self.work(lambda: self.center.reprint_last_voucher(staff), self._reprinted)
+
+    def _reprinted(self, outcome: PrintOutcome) -> None:
+        if outcome.printed:
+            self.say(N_("The last voucher was reprinted."), "ok")
+        else:
+            self.say(
+                N_("{fault} Nothing was printed."), "warn", fault=fault_message(outcome.problem)
+            )
+
+    def clear_faults(self) -> None:
+        staff = self.staff
+        self.page = "devices"
+        self.work(lambda: self.center.clear_faults(staff), self._cleared)
+
+    def _cleared(self, devices: list[DeviceStatus]) -> None:
+        self.devices = devices
+        if all(d.ok for d in devices):
+            self.say(N_("All devices are ready."), "ok")
+        else:
+            bad = next(d for d in devices if not d.ok)
+            self.say(N_("Still a fault: {fault}"), "warn", fault=fault_message(bad.code))
+
+    def daily_report(self) -> None:
+        staff = self.staff
+        self.page = "report"
+        self.say(N_("Printing..."), "info")
+        self.work(lambda: self.center.daily_report(staff), self._reported)
+
+    def _reported(self, report: DailyReport) -> None:
+        self.report = report
+        if report.printout.printed:
+            self.say(N_("The day's report is printed."), "ok")
+        else:
+            self.say(
+                N_("{fault} Nothing was printed."),
+                "warn",
+                fault=fault_message(report.printout.problem),
+            )

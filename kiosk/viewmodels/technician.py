@@ -1,0 +1,42 @@
+"""Technician mode: self-test of every device, network and broker, version, logs, provisioning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kivy.properties import ListProperty, ObjectProperty
+
+from edge.station.api import MemberCenter, SelfTestLine, TechnicianInfo
+from kiosk.i18n import N_
+from kiosk.viewmodels.base import Runner
+from kiosk.viewmodels.session import SessionViewModel
+from kiosk.viewmodels.staff import StaffViewModel
+
+
+class TechnicianViewModel(StaffViewModel):
+    """Signs in with the technician permission, then shows the diagnostics."""
+
+    lines = ListProperty([])
+    info = ObjectProperty(None, allownone=True)
+
+    def __init__(
+        self, center: MemberCenter, session: SessionViewModel, runner: Runner, **kw: Any
+    ) -> None:
+        super().__init__(center, session, runner, permission="technician_tools", **kw)
+
+    def _signed_in(self, staff: Any) -> None:
+        super()._signed_in(staff)
+        self.page = "diagnostics"
+        self.run_diagnostics()
+
+    def run_diagnostics(self) -> None:
+        self.say(N_("Testing the devices..."), "info")
+        self.work(lambda: (self.center.self_test(), self.center.technician_info()), self._diagnosed)
+
+    def _diagnosed(self, result: tuple[list[SelfTestLine], TechnicianInfo]) -> None:
+        self.lines, self.info = result
+        failed = [line for line in self.lines if line.state != "ok"]
+        if failed:
+            self.say(N_("{count} device(s) need attention."), "warn", count=len(failed))
+        else:
+            self.say(N_("All devices passed the self-test."), "ok")
