@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "edge.cli.audit_commands",
     "edge.cli.shell",
     "edge.cli.hardware_commands",
+    "edge.cli.lifecycle_commands",
 )
 
 
