@@ -85,7 +85,7 @@ def find_face(data: bytes, family: str) -> int:
 
 def _checksum(block: bytes) -> int:
     padded = block + b"\0" * (-len(block) % 4)
-    return sum(struct.unpack(f">{len(padded) // 4}I", padded)) & 0xFFFFFFFF
+    return int(sum(struct.unpack(f">{len(padded) // 4}I", padded))) & 0xFFFFFFFF
 
 
 def extract_face(data: bytes, offset: int) -> bytes:

@@ -74,3 +74,8 @@ def refusal_message(code: str) -> str:
 
 def fault_message(code: str) -> str:
     return DEVICE_FAULTS.get(code, N_("A device has a fault."))
+
+
+# words the screens pass through ``_`` as data
+DEVICE_NAMES = (N_("scanner"), N_("printer"), N_("dispenser"), N_("gpio"))
+CARD_STATES = (N_("active"), N_("lost"), N_("blocked"), N_("replaced"))

@@ -1,0 +1,85 @@
+"""``python -m kiosk``: the member center on the touchscreen (``kiosk run`` starts this).
+
+This is the composition root: it opens the edge's implementation of
+:class:`edge.station.api.MemberCenter` by name (the app itself depends only on that
+interface), configures Kivy for the screen and the touch provider, and runs the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import logging.handlers
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+CENTER_FACTORY = "edge.station.center:open_center"
+
+
+def open_center(
+    data_dir: Path | None, *, simulate: bool, receipts_dir: Path | None = None, **kw: Any
+) -> Any:
+    module, _, name = CENTER_FACTORY.partition(":")
+    factory = getattr(importlib.import_module(module), name)
+    return factory(data_dir, simulate=simulate, receipts_dir=receipts_dir, **kw)
+
+
+def setup_logging(log_dir: Path) -> None:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        log_dir / "kiosk.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8"
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kiosk", description=__doc__)
+    parser.add_argument("--sim", action="store_true", help="simulated hardware")
+    parser.add_argument("--seed", action="store_true", help="seed a demo center if empty")
+    parser.add_argument("--windowed", action="store_true", help="a window, not full screen")
+    parser.add_argument("--size", default="", help="window size, e.g. 1024x600")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--receipts-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    center = open_center(args.data_dir, simulate=args.sim, receipts_dir=args.receipts_dir)
+    try:
+        settings = center.ui_settings
+        setup_logging(settings.log_dir)
+        if args.seed:
+            seed = importlib.import_module("edge.station.seed")
+            seed.seed_demo(center.app)
+        size = (settings.width, settings.height)
+        if args.size:
+            w, _, h = args.size.partition("x")
+            size = (int(w), int(h))
+        from kiosk.boot import configure_kivy
+
+        configure_kivy(
+            kivy_home=settings.cache_dir / "kivy",
+            # a desktop (simulated hardware) has a mouse; the appliance its touch device
+            provider="mouse" if args.sim else settings.touch_provider,
+            device=settings.touch_device,
+            fullscreen=settings.fullscreen and not args.windowed,
+            size=size,
+        )
+        from kiosk.app import KioskApp
+
+        logging.getLogger(__name__).info(
+            "starting the member center (%s hardware)", "simulated" if args.sim else "real"
+        )
+        KioskApp(center).run()
+    finally:
+        center.close()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("KIVY_NO_ARGS", "1")
+    sys.exit(main())

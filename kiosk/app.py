@@ -1,0 +1,366 @@
+"""The touchscreen app: a registry of screens over view-models, the idle timer, the devices.
+
+Import this module only after :func:`kiosk.boot.configure_kivy` (it imports Kivy's window).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kivy.app import App
+from kivy.clock import Clock
+from kivy.core.text import LabelBase
+from kivy.core.window import Window
+from kivy.lang import Builder, global_idmap
+from kivy.properties import BooleanProperty, DictProperty, NumericProperty, StringProperty
+from kivy.uix.floatlayout import FloatLayout
+from kivy.uix.screenmanager import NoTransition, ScreenManager
+
+from edge.station.api import (
+    STAFF_BADGE_PREFIX,
+    DeviceStatus,
+    MemberCenter,
+    MemberSummary,
+    TechnicianInfo,
+    UiSettings,
+)
+from kiosk.fonts import ensure_fonts
+from kiosk.i18n import N_, Translator
+from kiosk.i18n.messages import fault_message
+from kiosk.screens.attract import AttractScreen
+from kiosk.screens.base import KioskScreen
+from kiosk.screens.gifts import GiftsScreen
+from kiosk.screens.identify import IdentifyScreen
+from kiosk.screens.member import MemberScreen
+from kiosk.screens.register import RegisterScreen
+from kiosk.screens.staff import StaffScreen
+from kiosk.screens.technician import TechnicianScreen
+from kiosk.viewmodels.base import Runner, ThreadRunner
+from kiosk.viewmodels.gifts import GiftsViewModel
+from kiosk.viewmodels.identify import IdentifyViewModel
+from kiosk.viewmodels.points import PointsViewModel
+from kiosk.viewmodels.register import RegisterViewModel
+from kiosk.viewmodels.session import SessionViewModel
+from kiosk.viewmodels.staff import StaffViewModel
+from kiosk.viewmodels.technician import TechnicianViewModel
+
+log = logging.getLogger(__name__)
+SCREENS_DIR = Path(__file__).resolve().parent / "screens"
+KV_FILES = (
+    "widgets",
+    "attract",
+    "identify",
+    "member",
+    "gifts",
+    "register",
+    "staff",
+    "technician",
+)
+DESIGN_SIZE = (1280, 800)
+HEALTH_POLL_S = 5.0
+HELP_SHOWN_S = 8.0
+
+NORMAL = {
+    "bg": (0.97, 0.95, 0.91, 1),
+    "fg": (0.10, 0.10, 0.10, 1),
+    "muted": (0.35, 0.35, 0.35, 1),
+    "panel": (1, 1, 1, 1),
+    "accent": (0.78, 0.06, 0.18, 1),
+    "bar": (0.78, 0.06, 0.18, 1),
+    "bar_text": (1, 1, 1, 1),
+    "primary": (0.12, 0.35, 0.66, 1),
+    "primary_text": (1, 1, 1, 1),
+    "accent_text": (1, 1, 1, 1),
+    "secondary": (0.86, 0.88, 0.92, 1),
+    "secondary_text": (0.10, 0.10, 0.10, 1),
+    "danger": (0.95, 0.55, 0.10, 1),
+    "danger_text": (0.05, 0.05, 0.05, 1),
+    "quiet": (0.93, 0.91, 0.87, 1),
+    "quiet_text": (0.20, 0.20, 0.20, 1),
+    "pressed": (0.05, 0.15, 0.35, 1),
+    "outline": (0, 0, 0, 0),
+    "notice_info": (0.12, 0.35, 0.66, 1),
+    "notice_ok": (0.10, 0.50, 0.20, 1),
+    "notice_warn": (0.70, 0.30, 0.00, 1),
+    "notice_error": (0.75, 0.05, 0.05, 1),
+    "warn_bg": (0.99, 0.85, 0.30, 1),
+    "warn_text": (0.05, 0.05, 0.05, 1),
+}
+HIGH_CONTRAST = {
+    **NORMAL,
+    "bg": (0, 0, 0, 1),
+    "fg": (1, 1, 1, 1),
+    "muted": (0.90, 0.90, 0.90, 1),
+    "panel": (0.12, 0.12, 0.12, 1),
+    "accent": (1, 0.84, 0, 1),
+    "bar": (0, 0, 0, 1),
+    "bar_text": (1, 0.84, 0, 1),
+    "primary": (1, 0.84, 0, 1),
+    "primary_text": (0, 0, 0, 1),
+    "accent_text": (0, 0, 0, 1),
+    "secondary": (1, 1, 1, 1),
+    "secondary_text": (0, 0, 0, 1),
+    "quiet": (0.85, 0.85, 0.85, 1),
+    "quiet_text": (0, 0, 0, 1),
+    "pressed": (0.3, 0.6, 1, 1),
+    "outline": (1, 1, 1, 1),
+    "notice_info": (0.6, 0.85, 1, 1),
+    "notice_ok": (0.5, 1, 0.5, 1),
+    "notice_warn": (1, 0.84, 0, 1),
+    "notice_error": (1, 0.5, 0.5, 1),
+}
+
+
+class Root(FloatLayout):  # type: ignore[misc]
+    """The window's one child: top bar, screens, fault strip and the idle warning."""
+
+
+class ScreenRegistry:
+    """Screens by name, built on first use; :meth:`show` switches to one."""
+
+    def __init__(self, manager: ScreenManager) -> None:
+        self.manager = manager
+        self._factories: dict[str, Callable[[], KioskScreen]] = {}
+        self._built: dict[str, KioskScreen] = {}
+
+    def register(self, name: str, factory: Callable[[], KioskScreen]) -> None:
+        self._factories[name] = factory
+
+    def get(self, name: str) -> KioskScreen:
+        if name not in self._built:
+            screen = self._factories[name]()
+            screen.name = name
+            self._built[name] = screen
+        return self._built[name]
+
+    def show(self, name: str) -> KioskScreen:
+        screen = self.get(name)
+        if self.manager.current_screen is not screen:
+            self.manager.switch_to(screen, transition=NoTransition())
+        screen.entered()
+        return screen
+
+
+class KioskApp(App):  # type: ignore[misc]
+    """The member center on the touchscreen."""
+
+    scale = NumericProperty(1.0)
+    large = BooleanProperty(False)
+    palette = DictProperty(NORMAL)
+    screen_title = StringProperty("")
+    fault = StringProperty("")
+    help_called = BooleanProperty(False)
+    current = StringProperty("")
+    taps = NumericProperty(0)
+
+    def __init__(self, center: MemberCenter, runner: Runner | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.center = center
+        self.settings: UiSettings = center.ui_settings
+        self.runner = runner or ThreadRunner()
+        self.tr = Translator(self.settings.cache_dir / "locale", self.settings.language)
+        self.session = SessionViewModel(self.settings.idle_warn_s, self.settings.idle_clear_s)
+        self.large = self.settings.large_text
+        self.title = "Member Center"
+        self._events: list[Any] = []
+
+    # ---- building ----------------------------------------------------------------------
+
+    def build(self) -> Root:
+        fonts = ensure_fonts(self.settings.cache_dir / "fonts")
+        # the SC face replaces Kivy's default font everywhere (no fallback in Kivy)
+        LabelBase.register("Roboto", str(fonts.regular), None, str(fonts.bold), None)
+        global_idmap["_"] = self.tr
+        for name in KV_FILES:
+            Builder.load_file(str(SCREENS_DIR / f"{name}.kv"))
+        c, s, r = self.center, self.session, self.runner
+        self.identify_vm = IdentifyViewModel(c, s, r)
+        self.points_vm = PointsViewModel(c, s, r)
+        self.gifts_vm = GiftsViewModel(c, s, r)
+        self.register_vm = RegisterViewModel(c, s, r)
+        self.staff_vm = StaffViewModel(c, s, r)
+        self.technician_vm = TechnicianViewModel(c, s, r)
+        self.identify_vm.bind(on_identified=lambda *_a: self.go("member"))
+        self.session.bind(on_timeout=lambda *_a: self.timed_out())
+        root = Root()
+        self.screens = ScreenRegistry(root.ids.screens)
+        for name, cls, vm, title in (
+            ("attract", AttractScreen, self.identify_vm, ""),
+            ("identify", IdentifyScreen, self.identify_vm, N_("Find me by phone")),
+            ("member", MemberScreen, self.points_vm, N_("My points")),
+            ("gifts", GiftsScreen, self.gifts_vm, N_("Gifts")),
+            ("register", RegisterScreen, self.register_vm, N_("New member card")),
+            ("staff", StaffScreen, self.staff_vm, N_("Staff")),
+            ("technician", TechnicianScreen, self.technician_vm, N_("Technician")),
+        ):
+            self.screens.register(name, _factory(cls, self, vm, title))
+        self.bind(large=self._restyle)
+        self.tr.bind(language=lambda *_a: self._retitle())
+        Window.bind(size=self._restyle, on_touch_down=self._touched)
+        self._restyle()
+        self._events.append(Clock.schedule_interval(self._tick, 0.25))
+        self._events.append(Clock.schedule_interval(self._poll_health, HEALTH_POLL_S))
+        self.center.on_scan(lambda text: Clock.schedule_once(lambda _dt: self.scanned(text)))
+        self.center.on_help_button(lambda: Clock.schedule_once(lambda _dt: self.call_staff()))
+        self.go("attract")
+        self._poll_health()
+        return root
+
+    def _restyle(self, *_args: Any) -> None:
+        width, height = Window.size
+        base = min(width / DESIGN_SIZE[0], height / DESIGN_SIZE[1])
+        self.scale = base * (1.2 if self.large else 1.0)
+        self.palette = HIGH_CONTRAST if self.large else NORMAL
+
+    def _retitle(self) -> None:
+        screen = self.screens.manager.current_screen
+        self.screen_title = self.tr(screen.title) if screen is not None and screen.title else ""
+
+    # ---- navigation --------------------------------------------------------------------
+
+    def go(self, name: str) -> None:
+        """Shows screen ``name``, preparing its view-model."""
+        if name == "identify":
+            self.identify_vm.reset()
+            self.session.start(private=True)
+        elif name == "gifts":
+            self.gifts_vm.load()
+        elif name == "register":
+            self.register_vm.start(self.tr.language)
+        elif name == "staff":
+            self.staff_vm.start()
+        elif name == "technician":
+            self.technician_vm.start()
+        elif name == "member":
+            self.points_vm.clear_notice()
+        self.current = name
+        self.screens.show(name)
+        self._retitle()
+
+    def finish(self) -> None:
+        """The customer (or staff member) is done: clear everything personal."""
+        for vm in (self.staff_vm, self.technician_vm):
+            if vm.staff is not None:
+                vm.sign_out()
+        self.session.end()
+        self.identify_vm.reset()
+        self.go("attract")
+
+    def timed_out(self) -> None:
+        log.info("idle timeout on %s", self.current)
+        self.finish()
+
+    def open_technician(self) -> None:
+        self.go("technician")
+
+    # ---- input and devices ---------------------------------------------------------------
+
+    def _touched(self, _window: Any, _touch: Any) -> None:
+        self.taps += 1
+        self.session.touched()
+        self.center.touch_feedback()
+
+    def _tick(self, dt: float) -> None:
+        self.session.tick(dt)
+
+    def scanned(self, text: str) -> None:
+        """A code from the scanner: a staff badge, or a member's code on the customer screens."""
+        self.session.touched()
+        if text.startswith(STAFF_BADGE_PREFIX):
+            if self.current not in ("staff", "technician"):
+                self.go("staff")
+            vm = self.technician_vm if self.current == "technician" else self.staff_vm
+            vm.badge(text)
+        elif self.current in ("attract", "identify"):
+            self.identify_vm.scanned(text)
+
+    def call_staff(self) -> None:
+        self.help_called = True
+        self.runner.run(self.center.call_staff, lambda _r: None, lambda exc: log.error("%s", exc))
+        Clock.schedule_once(lambda _dt: setattr(self, "help_called", False), HELP_SHOWN_S)
+
+    def _poll_health(self, *_args: Any) -> None:
+        self.runner.run(self.center.device_status, self._health, lambda _e: None)
+
+    def _health(self, statuses: list[DeviceStatus]) -> None:
+        bad = [s for s in statuses if s.state == "failed"] or [
+            s for s in statuses if not s.ok and s.code not in ("starting", "no_status")
+        ]
+        self.fault = fault_message(bad[0].code) if bad else ""
+
+    # ---- text helpers for kv rules -------------------------------------------------------
+
+    def tr_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {k: self.tr(v) if isinstance(v, str) and v else v for k, v in args.items()}
+
+    def fault_text(self, code: str) -> str:
+        return fault_message(code)
+
+    def tier_text(self, member: MemberSummary | None, language: str) -> str:
+        if member is None:
+            return ""
+        english = language == "en"
+        tier = member.tier_name_en if english else member.tier_name_zh
+        if member.next_tier_missing is None:
+            return self.tr("Tier: {tier} (the highest)").format(tier=tier)
+        upcoming = member.next_tier_name_en if english else member.next_tier_name_zh
+        if member.tier_basis == "spend":
+            missing = f"¥{member.next_tier_missing / 100:,.0f}"
+            msgid = N_("Tier: {tier}. Spend {missing} more to reach {next}.")
+        else:
+            missing = str(member.next_tier_missing)
+            msgid = N_("Tier: {tier}. {missing} more points to reach {next}.")
+        return self.tr(msgid).format(tier=tier, missing=missing, next=upcoming)
+
+    def expiring_text(self, member: MemberSummary | None, _language: str) -> str:
+        if member is None or not member.expiring:
+            return ""
+        soonest = member.expiring[0]
+        return self.tr("{points} points expire on {date}").format(
+            points=soonest.points, date=soonest.on.isoformat()
+        )
+
+    def technician_text(self, info: TechnicianInfo) -> str:
+        broker = {
+            None: self.tr("not used"),
+            True: self.tr("reachable"),
+            False: self.tr("unreachable"),
+        }
+        lines = [
+            self.tr("Software version {version}").format(version=info.version),
+            self.tr("Store {store}, device {device}").format(
+                store=info.store_id, device=info.device_id
+            ),
+            self.tr("Config {path} ({state})").format(
+                path=info.config_file,
+                state=self.tr("present") if info.config_present else self.tr("defaults"),
+            ),
+            self.tr("Keys: {state}").format(
+                state=self.tr("present") if info.keys_present else self.tr("missing")
+            ),
+            self.tr("Card range {range}").format(range=info.card_range),
+            self.tr("Broker {broker}: {state}").format(
+                broker=info.broker, state=broker[info.broker_reachable]
+            ),
+            self.tr("HQ: {state}, {pending} events waiting").format(
+                state=self.tr("offline") if info.offline else self.tr("online"),
+                pending=info.outbox_pending,
+            ),
+            self.tr("Members: {count}").format(count=info.members),
+        ]
+        return "\n".join(lines)
+
+    def on_stop(self) -> None:
+        for event in self._events:
+            event.cancel()
+        self._events.clear()
+
+
+def _factory(cls: type[KioskScreen], app: KioskApp, vm: Any, title: str) -> Callable[[], Any]:
+    def build() -> KioskScreen:
+        return cls(app=app, vm=vm, title=title)
+
+    return build

@@ -1,0 +1,125 @@
+"""Widgets every screen uses, and the screen base classes (a view-model each, panels by stage)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from kivy.clock import Clock
+from kivy.factory import Factory
+from kivy.properties import ObjectProperty, StringProperty
+from kivy.uix.button import Button
+from kivy.uix.gridlayout import GridLayout
+from kivy.uix.label import Label
+from kivy.uix.screenmanager import Screen
+from kivy.uix.widget import Widget
+
+
+class KButton(Button):  # type: ignore[misc]
+    """A large touch target; ``tid`` names it for tests and the demo tour."""
+
+    tid = StringProperty("")
+    kind = StringProperty("primary")  # primary, secondary, danger, quiet
+
+
+class KLabel(Label):  # type: ignore[misc]
+    """Text that wraps to its width and grows to its text's height."""
+
+    tid = StringProperty("")
+
+
+class Keypad(GridLayout):  # type: ignore[misc]
+    """A large numeric keypad: digits, back and OK; ``on_key`` fires with the key."""
+
+    ok_text = StringProperty("OK")
+
+    __events__ = ("on_key",)
+
+    def on_key(self, key: str) -> None:
+        pass
+
+
+class HoldArea(Label):  # type: ignore[misc]
+    """Fires ``on_hold`` when held for ``hold_s`` (the technician's hidden gesture)."""
+
+    hold_s = ObjectProperty(3.0)
+
+    __events__ = ("on_hold",)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._timer: Any = None
+
+    def on_touch_down(self, touch: Any) -> bool:
+        if self.collide_point(*touch.pos):
+            touch.grab(self)
+            self._timer = Clock.schedule_once(lambda _dt: self.dispatch("on_hold"), self.hold_s)
+            return True
+        return bool(super().on_touch_down(touch))
+
+    def on_touch_up(self, touch: Any) -> bool:
+        if touch.grab_current is self:
+            touch.ungrab(self)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return True
+        return bool(super().on_touch_up(touch))
+
+    def on_hold(self) -> None:
+        pass
+
+
+def make(name: str, **props: Any) -> Widget:
+    """A kv-declared widget with its properties set (kv classes take no constructor kwargs)."""
+    widget: Widget = getattr(Factory, name)()
+    for key, value in props.items():
+        setattr(widget, key, value)
+    return widget
+
+
+class KioskScreen(Screen):  # type: ignore[misc]
+    """A screen over one view-model; ``entered`` is called each time it is shown."""
+
+    vm = ObjectProperty(None, rebind=True)
+    app = ObjectProperty(None)
+    title = StringProperty("")
+
+    def entered(self) -> None:
+        pass
+
+
+class StagedScreen(KioskScreen):
+    """A screen whose body shows one panel per stage of its view-model.
+
+    Only the current panel is in the widget tree: hidden widgets would still catch touches.
+    """
+
+    stage_property = "stage"
+    panels: ClassVar[dict[str, str]] = {}
+
+    def on_vm(self, _instance: Any, vm: Any) -> None:
+        vm.bind(**{self.stage_property: lambda *_a: self.show_stage()})
+        Clock.schedule_once(lambda _dt: self.show_stage(), 0)
+
+    def show_stage(self) -> None:
+        body = self.ids.get("body")
+        if body is None or self.vm is None:
+            return
+        stage = getattr(self.vm, self.stage_property)
+        name = self.panels.get(stage)
+        current = body.children[0] if body.children else None
+        if current is not None and getattr(current, "panel_name", None) == name:
+            return
+        body.clear_widgets()
+        if name:
+            panel = make(name, vm=self.vm)
+            panel.panel_name = name
+            body.add_widget(panel)
+
+
+def _register() -> None:
+    for cls in (KButton, KLabel, Keypad, HoldArea):
+        Factory.register(cls.__name__, cls=cls)
+
+
+_register()

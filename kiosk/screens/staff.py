@@ -1,0 +1,43 @@
+"""Staff tools behind badge and PIN: lost card, restock, reprint, clear faults, day report."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from kiosk.screens.base import StagedScreen, make
+
+
+class StaffScreen(StagedScreen):
+    stage_property = "page"
+    panels: ClassVar[dict[str, str]] = {
+        "sign_in": "SignInPanel",
+        "menu": "StaffMenu",
+        "lost": "LostCardPanel",
+        "restock": "RestockPanel",
+        "devices": "DevicesPanel",
+        "report": "ReportPanel",
+    }
+
+    def on_vm(self, instance: Any, vm: Any) -> None:
+        super().on_vm(instance, vm)
+        vm.bind(gifts=lambda *_a: self.fill(), devices=lambda *_a: self.fill())
+
+    def show_stage(self) -> None:
+        super().show_stage()
+        self.fill()
+
+    def fill(self) -> None:
+        body = self.ids.get("body")
+        if body is None or not body.children:
+            return
+        panel = body.children[0]
+        if panel.panel_name == "RestockPanel":
+            rows = panel.ids.rows
+            rows.clear_widgets()
+            for tile in self.vm.gifts:
+                rows.add_widget(make("RestockRow", tile=tile, vm=self.vm))
+        elif panel.panel_name == "DevicesPanel":
+            rows = panel.ids.rows
+            rows.clear_widgets()
+            for status in self.vm.devices:
+                rows.add_widget(make("DeviceRow", status=status))
