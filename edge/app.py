@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
+import edge.storage.sync_models  # noqa: F401  (complete metadata for the migrations)
 from edge.config import KioskConfig, default_data_dir, load_config
 from edge.domain.clock import Clock, system_clock
 from edge.domain.ids import IdFactory

@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "edge.cli.audit_commands",
     "edge.cli.shell",
     "edge.cli.hardware_commands",
+    "edge.cli.sync_commands",
+    "edge.cli.hq_commands",
     "edge.cli.lifecycle_commands",
 )
 

@@ -1,0 +1,257 @@
+"""The MQTT 5 session every participant uses: a small interface over paho-mqtt.
+
+What it guarantees, so callers need not care about paho:
+
+* a persistent session (clean start off, a session expiry), TLS with a client certificate;
+* a retained status: ``online`` published on every connect, the last will says ``offline``,
+  and a clean :meth:`MqttLink.close` publishes ``offline`` itself (the will does not fire then);
+* reconnecting forever with exponential backoff and full jitter;
+* inbound QoS 1 messages are acknowledged only when the caller says it has applied them
+  (:meth:`MqttLink.ack`), so a crash in between means redelivery, not loss;
+* MQTT 5 request/response: response topic, correlation data and message expiry.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The CA that signed the broker, and this client's certificate and key."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    client_id: str
+    host: str
+    port: int
+    tls: TlsFiles | None
+    status_topic: str
+    online_payload: Callable[[], bytes]
+    offline_payload: Callable[[], bytes]
+    subscriptions: tuple[tuple[str, int], ...] = ()
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 24 * 3600
+    clean_start: bool = False
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+
+
+@dataclass
+class Inbound:
+    """A received message; call :meth:`MqttLink.ack` with it once it has been applied."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    retain: bool
+    response_topic: str | None = None
+    correlation: bytes | None = None
+    expiry_s: int | None = None
+    received_at: float = field(default_factory=time.monotonic)
+
+
+class MqttLink:
+    """One MQTT 5 client with the conventions above; inbound messages land on :attr:`inbox`."""
+
+    def __init__(self, settings: LinkSettings) -> None:
+        self.settings = settings
+        self.inbox: queue.Queue[Inbound | str] = queue.Queue()
+        self._connected = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=mqtt.MQTTv5,
+            reconnect_on_failure=False,
+            manual_ack=True,
+        )
+        self._client.max_queued_messages_set(10_000)
+        if settings.tls is not None:
+            self._client.tls_set(
+                ca_certs=str(settings.tls.ca_file),
+                certfile=str(settings.tls.cert_file),
+                keyfile=str(settings.tls.key_file),
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        self._client.will_set(settings.status_topic, settings.offline_payload(), qos=1, retain=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self.connects = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Connects in the background and keeps reconnecting until :meth:`close`."""
+        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
+        self._thread.start()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Publishes ``offline`` (a clean disconnect does not fire the will), then disconnects."""
+        if self._connected.is_set():
+            info = self._client.publish(
+                self.settings.status_topic, self.settings.offline_payload(), qos=1, retain=True
+            )
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("could not publish offline status: %s", exc)
+        self._stop.set()
+        self._client.disconnect()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ traffic
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        *,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+        expiry_s: int | None = None,
+    ) -> bool:
+        """Queues a message; False when not connected (the caller retries later)."""
+        if not self._connected.is_set():
+            return False
+        props: Properties | None = None
+        if response_topic or correlation is not None or expiry_s is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            if response_topic:
+                props.ResponseTopic = response_topic
+            if correlation is not None:
+                props.CorrelationData = correlation
+            if expiry_s is not None:
+                props.MessageExpiryInterval = max(1, int(expiry_s))
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def ack(self, message: Inbound) -> None:
+        """Tells the broker ``message`` is applied (QoS 1); before that it will be redelivered."""
+        if message.qos > 0:
+            self._client.ack(message.mid, message.qos)
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        self._client.subscribe(topic, qos=qos)
+
+    # ------------------------------------------------------------------ paho callbacks
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        self.connects += 1
+        for topic, qos in self.settings.subscriptions:
+            client.subscribe(topic, qos=qos)
+        client.publish(self.settings.status_topic, self.settings.online_payload(), 1, True)
+        self._connected.set()
+        self.inbox.put("connected")
+        log.info("connected (session present: %s)", flags.session_present)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if self._connected.is_set():
+            log.info("disconnected: %s", reason_code)
+        self._connected.clear()
+        self.inbox.put("disconnected")
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        props = msg.properties
+        response_topic = getattr(props, "ResponseTopic", None) if props else None
+        correlation = getattr(props, "CorrelationData", None) if props else None
+        expiry = getattr(props, "MessageExpiryInterval", None) if props else None
+        self.inbox.put(
+            Inbound(
+                msg.topic,
+                bytes(msg.payload),
+                msg.qos,
+                msg.mid,
+                bool(msg.retain),
+                response_topic,
+                correlation,
+                expiry,
+            )
+        )
+
+    # ------------------------------------------------------------------ network thread
+
+    def _run(self) -> None:
+        s = self.settings
+        attempt = 0
+        while not self._stop.is_set():
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = s.session_expiry_s
+            try:
+                self._client.connect(
+                    s.host,
+                    s.port,
+                    s.keepalive_s,
+                    clean_start=s.clean_start,
+                    properties=props,
+                )
+                while not self._stop.is_set():
+                    rc = self._client.loop(timeout=0.2)
+                    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        break
+                    if self._connected.is_set():
+                        attempt = 0
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                log.info("broker %s:%s unreachable: %s", s.host, s.port, exc)
+            if self._connected.is_set():
+                self._connected.clear()
+                self.inbox.put("disconnected")
+            if self._stop.is_set():
+                break
+            # Exponential backoff with full jitter: a fleet that lost its broker together
+            # does not come back in lockstep.
+            ceiling = min(s.reconnect_max_s, s.reconnect_min_s * (2**attempt))
+            attempt = min(attempt + 1, 30)
+            self._stop.wait(random.uniform(s.reconnect_min_s, max(s.reconnect_min_s, ceiling)))

@@ -1,0 +1,634 @@
+"""Every MQTT topic and payload of the member-center protocol, version 1.
+
+The kiosk's agent, HQ, the lane simulator, the broker's ACL and the tests all take topics and
+schemas from here; ``docs/protocol.md`` describes the same table in prose. A payload is JSON
+(UTF-8) with a ``v`` field; a receiver parses it with :func:`decode`, which refuses anything
+that is not exactly a valid message of the expected schema.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+VERSION = 1
+DEFAULT_PREFIX = "mck/v1"
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+MAX_BATCH_EVENTS = 1000
+
+# A name that is safe as one topic level: no wildcards, separators or control characters.
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+EventId = Annotated[str, StringConstraints(pattern=r"^[0-9A-HJKMNP-TV-Z]{26}$")]
+CardNo = Annotated[str, StringConstraints(pattern=r"^[0-9]{6,20}$")]
+Ref = Annotated[str, StringConstraints(max_length=64)]
+Text = Annotated[str, StringConstraints(max_length=256)]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+class ProtocolError(ValueError):
+    """A message that is not a valid message of its topic: log it and drop it."""
+
+
+class Message(BaseModel):
+    """A versioned payload: unknown fields are refused, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = 1
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=False).encode()
+
+
+class Loose(BaseModel):
+    """The data of a business event: known fields are checked, newer extra ones are kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def decode(schema: type[M], payload: bytes) -> M:
+    """Parses ``payload`` as ``schema``; raises :class:`ProtocolError` saying why not."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        return schema.model_validate_json(payload, strict=False)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(payload)"
+        raise ProtocolError(f"{schema.__name__}: {where}: {first['msg']}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"{schema.__name__}: not JSON: {exc}") from None
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- device status
+
+
+class DeviceStatus(Message):
+    """Retained on ``status``; the broker publishes the ``offline`` one as the last will."""
+
+    device_id: Name
+    store_id: Name
+    role: Literal["kiosk", "lane", "hq"]
+    state: Literal["online", "offline"]
+    at: AwareDatetime
+    version: Text = ""
+
+
+# --------------------------------------------------------------------------- telemetry
+
+
+class DeviceHealth(Message):
+    """One peripheral's health as its driver reports it."""
+
+    state: Literal["ok", "degraded", "failed", "unknown"]
+    code: Text = ""
+    reason: Text = ""
+    at: AwareDatetime | None = None
+
+
+class Throttling(Message):
+    """``vcgencmd get_throttled`` decoded: what is happening now and what happened since boot."""
+
+    raw: int = Field(ge=0)
+    undervoltage_now: bool
+    freq_capped_now: bool
+    throttled_now: bool
+    soft_temp_limit_now: bool
+    undervoltage_occurred: bool
+    freq_capped_occurred: bool
+    throttled_occurred: bool
+    soft_temp_limit_occurred: bool
+
+
+class StorageWear(Message):
+    """The SD card or eMMC: wear estimates (JEDEC life time, 1 = 0-10 % used) and free space."""
+
+    device: Text
+    life_time_a: int | None = Field(None, ge=0, le=0x0F)
+    life_time_b: int | None = Field(None, ge=0, le=0x0F)
+    pre_eol: int | None = Field(None, ge=0, le=3)
+    free_bytes: int = Field(ge=0)
+    total_bytes: int = Field(ge=0)
+
+
+class Telemetry(Message):
+    """Health of the appliance and what a fleet engineer needs to foresee failures."""
+
+    device_id: Name
+    store_id: Name
+    at: AwareDatetime
+    version: Text
+    uptime_s: float = Field(ge=0)
+    outbox_depth: int = Field(ge=0)
+    oldest_pending_at: AwareDatetime | None = None
+    last_sync_at: AwareDatetime | None = None
+    replica_cursor: int = Field(0, ge=0)
+    devices: dict[Name, DeviceHealth] = Field(default_factory=dict, max_length=64)
+    storage: StorageWear | None = None
+    temperature_c: float | None = Field(None, ge=-60, le=200)
+    throttling: Throttling | None = None
+    clock_offset_s: float | None = None
+    camera_fps: float | None = Field(None, ge=0, le=1000)
+    last_scan_at: AwareDatetime | None = None
+    last_print_at: AwareDatetime | None = None
+    faults: list[Text] = Field(default_factory=list, max_length=64)
+
+
+# --------------------------------------------------------------------------- business events
+
+
+class LedgerEntryData(Loose):
+    """A ledger entry as services emit it: HQ and replicas insert it with the same id."""
+
+    id: EventId
+    member_id: EventId
+    kind: Annotated[str, StringConstraints(min_length=1, max_length=24)]
+    points: int = Field(ge=-(10**9), le=10**9)
+    lot_id: EventId | None = None
+    ref: Ref = ""
+    at: AwareDatetime
+    store_id: Name
+    device_id: Name
+    expires_at: AwareDatetime | None = None
+    available_at: AwareDatetime | None = None
+
+    @field_validator("points")
+    @classmethod
+    def _nonzero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("a ledger entry moves points")
+        return value
+
+
+class EntriesData(Loose):
+    """Any event that moves points carries its entries."""
+
+    member_id: EventId
+    entries: list[LedgerEntryData] = Field(default_factory=list, max_length=1000)
+    card_no: CardNo | None = None
+
+
+class MemberRegisteredData(EntriesData):
+    phone_hash: Annotated[str, StringConstraints(max_length=64)] | None = None
+    phone_masked: Annotated[str, StringConstraints(max_length=16)] = ""
+    card_no: CardNo
+    card_type: Annotated[str, StringConstraints(max_length=16)] = "physical"
+    tier: Annotated[str, StringConstraints(min_length=1, max_length=16)]
+    consent_version: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    referrer_id: EventId | None = None
+
+
+class MemberUpdatedData(Loose):
+    member_id: EventId
+    phone_hash: Annotated[str, StringConstraints(max_length=64)] | None = None
+    phone_masked: Annotated[str, StringConstraints(max_length=16)] = ""
+
+
+class MemberDeletedData(Loose):
+    member_id: EventId
+    cards_blocked: list[CardNo] = Field(default_factory=list, max_length=100)
+
+
+class TierChangedData(Loose):
+    member_id: EventId
+    after: Annotated[str, StringConstraints(min_length=1, max_length=16)]
+
+
+class CardReplacedData(Loose):
+    member_id: EventId
+    old_card_no: CardNo
+    new_card_no: CardNo
+    card_type: Annotated[str, StringConstraints(max_length=16)] = "physical"
+
+
+class CardBlocklistData(Loose):
+    add: list[CardNo] = Field(max_length=1000)
+    reason: Text = ""
+
+
+class LowStockData(Loose):
+    sku: Name
+    stock: int
+    threshold: int
+
+
+class DeviceAlertData(Loose):
+    """``alert.*`` events a device raises for HQ staff (door opened, printer out of paper)."""
+
+    code: Name
+    detail: Text = ""
+
+
+EVENT_DATA: dict[str, type[Loose]] = {
+    "member.registered": MemberRegisteredData,
+    "member.updated": MemberUpdatedData,
+    "member.deleted": MemberDeletedData,
+    "member.tier_changed": TierChangedData,
+    "card.replaced": CardReplacedData,
+    "card.blocklist": CardBlocklistData,
+    "points.accrued": EntriesData,
+    "points.checkin": EntriesData,
+    "points.birthday": EntriesData,
+    "points.expired": EntriesData,
+    "gift.redeemed": EntriesData,
+    "alert.low_stock": LowStockData,
+    "alert.device": DeviceAlertData,
+}
+
+
+class Event(Message):
+    """One outbox row as it travels: the envelope ``Tx.emit`` wrote, plus the outbox seq."""
+
+    event_id: EventId
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-z_]+(\.[a-z_]+){0,3}$", max_length=48)]
+    store_id: Name
+    device_id: Name
+    at: AwareDatetime
+    data: dict[str, Any]
+    seq: int = Field(ge=1)
+
+    def typed_data(self) -> Loose | None:
+        """The data validated against its kind's schema (None for a kind with no schema)."""
+        schema = EVENT_DATA.get(self.kind)
+        if schema is None:
+            return None
+        try:
+            return schema.model_validate(self.data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ProtocolError(f"{self.kind} data: {where}: {first['msg']}") from None
+
+
+class EventBatch(Message):
+    """A run of outbox events, in outbox order, published with QoS 1 on ``events``."""
+
+    device_id: Name
+    batch_id: EventId
+    events: list[Event] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+
+
+class Quarantined(Message):
+    event_id: Annotated[str, StringConstraints(max_length=64)]
+    reason: Text
+
+
+class EventAck(Message):
+    """HQ's application-level acknowledgement: these events are stored (exactly once)."""
+
+    batch_id: EventId | None = None
+    event_ids: list[EventId] = Field(max_length=MAX_BATCH_EVENTS)
+    quarantined: list[Quarantined] = Field(default_factory=list, max_length=MAX_BATCH_EVENTS)
+    at: AwareDatetime
+
+
+# --------------------------------------------------------------------------- replica fan-out
+
+
+class ReplicaEvent(Message):
+    hq_seq: int = Field(ge=1)
+    event: Event
+
+
+class ReplicaBatch(Message):
+    """Events of other devices, numbered by HQ: ``(after_seq, to_seq]`` with none missing.
+
+    A device applies a batch only if ``after_seq`` is the cursor it holds; a gap makes it ask
+    for a resend (:class:`ReplicaRequest`) from its cursor, so a message the broker dropped is
+    fetched again, and one that arrives twice is ignored.
+    """
+
+    after_seq: int = Field(ge=0)
+    to_seq: int = Field(ge=0)
+    events: list[ReplicaEvent] = Field(max_length=MAX_BATCH_EVENTS)
+    at: AwareDatetime
+
+
+class ReplicaRequest(Message):
+    """The device's cursor: send me everything after it."""
+
+    device_id: Name
+    store_id: Name
+    after_seq: int = Field(ge=0)
+
+
+# --------------------------------------------------------------------------- lanes
+
+
+class LanePurchase(Message):
+    """A purchase of an identified member at a checkout lane; the receipt id is the key."""
+
+    receipt_id: Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,64}$")]
+    lane_id: Name
+    card_no: CardNo
+    amount_cents: int = Field(gt=0, le=100_000_000)
+    at: AwareDatetime
+
+
+class LanePurchaseResult(Message):
+    receipt_id: Annotated[str, StringConstraints(max_length=64)]
+    ok: bool
+    points: int = 0
+    balance: int = 0
+    duplicate: bool = False
+    error: Text = ""
+
+
+class CouponCheck(Message):
+    """A lane asks whether a printed coupon is good (and, with ``use``, spends it)."""
+
+    transaction: Name
+    lane_id: Name
+    code: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    ref: Ref = ""
+    use: bool = True
+
+
+class CouponCheckResult(Message):
+    transaction: Name
+    ok: bool
+    coupon_id: Annotated[str, StringConstraints(max_length=64)] = ""
+    sku: Annotated[str, StringConstraints(max_length=32)] = ""
+    value_cents: int = 0
+    error: Text = ""
+
+
+class LaneCard(Message):
+    card_no: CardNo
+    state: Literal["active", "lost", "blocked", "replaced"]
+
+
+class LaneCards(Message):
+    """Cards lanes should now accept (new) or refuse; published by the store's kiosk."""
+
+    cards: list[LaneCard] = Field(max_length=MAX_BATCH_EVENTS)
+    at: AwareDatetime
+
+
+# --------------------------------------------------------------------------- HQ pushes
+
+
+class BlocklistUpdate(Message):
+    """Cards to refuse everywhere (or to accept again); never applied after ``expires_at``."""
+
+    update_id: Name
+    add: list[CardNo] = Field(default_factory=list, max_length=10_000)
+    remove: list[CardNo] = Field(default_factory=list, max_length=10_000)
+    reason: Text = ""
+    issued_at: AwareDatetime
+    expires_at: AwareDatetime
+
+
+class CatalogueGift(Message):
+    sku: Name
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    kind: Literal["gift", "coupon"] = "gift"
+    points_price: int = Field(gt=0, le=10_000_000)
+    low_stock: int = Field(0, ge=0, le=1_000_000)
+    per_member_limit: int | None = Field(None, ge=1, le=1000)
+    coupon_value_cents: int = Field(0, ge=0, le=10_000_000)
+    coupon_valid_days: int = Field(30, ge=1, le=3650)
+    active: bool = True
+
+
+class Catalogue(Message):
+    """The gift catalogue (prices, kinds, limits): stock stays each store's own."""
+
+    version: int = Field(ge=1)
+    issued_at: AwareDatetime
+    gifts: list[CatalogueGift] = Field(max_length=10_000)
+
+
+class PointsRules(Message):
+    points_per_yuan: int = Field(ge=0, le=100)
+    expiry_months: int = Field(ge=1, le=120)
+    pending_days: int = Field(ge=0, le=90)
+    checkin_points: int = Field(ge=0, le=10_000)
+    birthday_bonus_points: int = Field(ge=0, le=100_000)
+    referral_bonus_points: int = Field(ge=0, le=100_000)
+
+
+class OfflineRules(Message):
+    offline_after_s: int = Field(ge=10)
+    max_points_per_redemption: int = Field(ge=0)
+    max_points_per_member: int = Field(ge=0)
+    max_points_per_device: int = Field(ge=0)
+    max_offline_hours: int = Field(ge=1, le=720)
+
+
+class Rules(Message):
+    """Points and offline rules, pushed by HQ (retained); a newer version replaces an older."""
+
+    version: int = Field(ge=1)
+    issued_at: AwareDatetime
+    points: PointsRules
+    offline: OfflineRules
+
+
+class Command(Message):
+    """A command from HQ to one device, signed with HQ's command key.
+
+    The signature covers every other field (:meth:`signed_bytes`), including the device id
+    and the expiry, so it can be neither redirected to another device nor replayed late.
+    """
+
+    transaction: Name
+    device_id: Name
+    command: Name
+    args: dict[str, str | int | bool] = Field(default_factory=dict, max_length=32)
+    issued_at: AwareDatetime
+    expires_at: AwareDatetime
+    key_id: Name = "hq"
+    signature: Annotated[str, StringConstraints(max_length=128)] = ""
+
+    def signed_bytes(self) -> bytes:
+        body = self.model_dump(mode="json", exclude={"signature"})
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    def signature_bytes(self) -> bytes:
+        try:
+            return base64.b64decode(self.signature, validate=True)
+        except ValueError:
+            return b""
+
+
+COMMAND_SIGNING_DOMAIN = b"mck/command/v1"
+
+
+class CommandResult(Message):
+    """The answer on the request's response topic, echoing its transaction."""
+
+    transaction: Name
+    device_id: Name
+    status: Literal["done", "refused", "expired", "failed", "bad_signature"]
+    detail: dict[str, Any] = Field(default_factory=dict)
+    at: AwareDatetime
+
+
+# --------------------------------------------------------------------------- topics
+
+
+def check_name(value: str) -> str:
+    """A device, store or lane id used as a topic level."""
+    if not _NAME_RE.match(value):
+        raise ProtocolError(f"not usable in a topic: {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic strings under one prefix (``mck/v1`` unless a deployment says otherwise)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def device(self, device_id: str, leaf: str) -> str:
+        return f"{self.prefix}/device/{check_name(device_id)}/{leaf}"
+
+    def status(self, device_id: str) -> str:
+        return self.device(device_id, "status")
+
+    def telemetry(self, device_id: str) -> str:
+        return self.device(device_id, "telemetry")
+
+    def events(self, device_id: str) -> str:
+        return self.device(device_id, "events")
+
+    def ack(self, device_id: str) -> str:
+        return self.device(device_id, "ack")
+
+    def replica(self, device_id: str) -> str:
+        return self.device(device_id, "replica")
+
+    def replica_request(self, device_id: str) -> str:
+        return self.device(device_id, "replica/request")
+
+    def command(self, device_id: str) -> str:
+        return self.device(device_id, "command")
+
+    def command_result(self, device_id: str) -> str:
+        return self.device(device_id, "command/result")
+
+    def lane_purchase(self, store_id: str, lane_id: str) -> str:
+        return f"{self.prefix}/store/{check_name(store_id)}/lane/{check_name(lane_id)}/purchase"
+
+    def lane_purchase_result(self, store_id: str, lane_id: str) -> str:
+        return f"{self.prefix}/store/{check_name(store_id)}/lane/{check_name(lane_id)}/result"
+
+    def lane_coupon(self, store_id: str, lane_id: str) -> str:
+        return f"{self.prefix}/store/{check_name(store_id)}/lane/{check_name(lane_id)}/coupon"
+
+    def lane_coupon_result(self, store_id: str, lane_id: str) -> str:
+        store, lane = check_name(store_id), check_name(lane_id)
+        return f"{self.prefix}/store/{store}/lane/{lane}/coupon/result"
+
+    def lane_cards(self, store_id: str) -> str:
+        return f"{self.prefix}/store/{check_name(store_id)}/lanes/cards"
+
+    def blocklist(self) -> str:
+        return f"{self.prefix}/hq/blocklist"
+
+    def catalogue(self) -> str:
+        return f"{self.prefix}/hq/catalogue"
+
+    def rules(self) -> str:
+        return f"{self.prefix}/hq/rules"
+
+    # Subscriptions (wildcards)
+    def all_lane_purchases(self, store_id: str) -> str:
+        return f"{self.prefix}/store/{check_name(store_id)}/lane/+/purchase"
+
+    def all_lane_coupons(self, store_id: str) -> str:
+        return f"{self.prefix}/store/{check_name(store_id)}/lane/+/coupon"
+
+    def every_device(self, leaf: str) -> str:
+        return f"{self.prefix}/device/+/{leaf}"
+
+    def parse_device_topic(self, topic: str) -> tuple[str, str] | None:
+        """(device id, leaf) of a device topic, or None."""
+        head = f"{self.prefix}/device/"
+        if not topic.startswith(head):
+            return None
+        device_id, _, leaf = topic[len(head) :].partition("/")
+        if not _NAME_RE.match(device_id) or not leaf:
+            return None
+        return device_id, leaf
+
+    def parse_lane_topic(self, topic: str) -> tuple[str, str, str] | None:
+        """(store id, lane id, leaf) of a lane topic, or None."""
+        head = f"{self.prefix}/store/"
+        if not topic.startswith(head):
+            return None
+        parts = topic[len(head) :].split("/")
+        if len(parts) < 4 or parts[1] != "lane":
+            return None
+        store_id, lane_id, leaf = parts[0], parts[2], "/".join(parts[3:])
+        if not (_NAME_RE.match(store_id) and _NAME_RE.match(lane_id)):
+            return None
+        return store_id, lane_id, leaf
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One row of the protocol table (rendered in docs/protocol.md, enforced by the ACL)."""
+
+    name: str
+    pattern: str
+    schema: type[BaseModel]
+    qos: int
+    retain: bool
+    publisher: str
+    subscribers: str
+    expires: bool = False
+
+
+TOPIC_TABLE: tuple[TopicSpec, ...] = (
+    TopicSpec("status", "device/{device}/status", DeviceStatus, 1, True, "device (will: broker)",
+              "HQ fleet monitor"),
+    TopicSpec("telemetry", "device/{device}/telemetry", Telemetry, 0, True, "device",
+              "HQ fleet monitor"),
+    TopicSpec("events", "device/{device}/events", EventBatch, 1, False, "kiosk agent", "HQ"),
+    TopicSpec("ack", "device/{device}/ack", EventAck, 1, False, "HQ", "kiosk agent"),
+    TopicSpec("replica", "device/{device}/replica", ReplicaBatch, 1, False, "HQ", "kiosk agent"),
+    TopicSpec("replica request", "device/{device}/replica/request", ReplicaRequest, 1, False,
+              "kiosk agent", "HQ"),
+    TopicSpec("command", "device/{device}/command", Command, 1, False, "HQ", "kiosk agent",
+              expires=True),
+    TopicSpec("command result", "device/{device}/command/result", CommandResult, 1, False,
+              "kiosk agent", "HQ"),
+    TopicSpec("lane purchase", "store/{store}/lane/{lane}/purchase", LanePurchase, 1, False,
+              "lane", "store's kiosk agent"),
+    TopicSpec("lane purchase result", "store/{store}/lane/{lane}/result", LanePurchaseResult, 1,
+              False, "kiosk agent", "lane"),
+    TopicSpec("coupon check", "store/{store}/lane/{lane}/coupon", CouponCheck, 1, False, "lane",
+              "store's kiosk agent"),
+    TopicSpec("coupon result", "store/{store}/lane/{lane}/coupon/result", CouponCheckResult, 1,
+              False, "kiosk agent", "lane"),
+    TopicSpec("lane cards", "store/{store}/lanes/cards", LaneCards, 1, False, "kiosk agent",
+              "lanes of the store"),
+    TopicSpec("blocklist", "hq/blocklist", BlocklistUpdate, 1, False, "HQ",
+              "kiosk agents, lanes", expires=True),
+    TopicSpec("catalogue", "hq/catalogue", Catalogue, 1, True, "HQ", "kiosk agents"),
+    TopicSpec("rules", "hq/rules", Rules, 1, True, "HQ", "kiosk agents"),
+)  # fmt: skip

@@ -1,0 +1,289 @@
+"""``kiosk agent``: the long-running sync service between the kiosk, its lanes and HQ.
+
+One thread owns the database work (this module's loop); the MQTT link's network thread only
+queues what arrives. Every inbound message is parsed against its schema, applied in one
+transaction (or not at all) and only then acknowledged to the broker, so a crash at any point
+means redelivery and an idempotent re-apply, never a loss or a double.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edge import __version__
+from edge.app import AppContext
+from edge.domain.errors import KioskError
+from edge.protocol import (
+    BlocklistUpdate,
+    Catalogue,
+    Command,
+    CouponCheck,
+    DeviceStatus,
+    EventAck,
+    LaneCard,
+    LaneCards,
+    LanePurchase,
+    ProtocolError,
+    ReplicaBatch,
+    ReplicaRequest,
+    Rules,
+    Topics,
+    decode,
+)
+from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
+from edge.services.connectivity import remember_first_start
+from edge.services.tx import transaction
+from edge.sync.commands import CommandRunner, command_public_key
+from edge.sync.inbound import (
+    accrue_lane_purchase,
+    apply_blocklist,
+    apply_catalogue,
+    apply_rules,
+    check_coupon,
+    load_stored_rules,
+    put_rules_in_force,
+)
+from edge.sync.outbox import OutboxPump
+from edge.sync.replica import apply_replica_batch, replica_cursor
+from edge.sync.telemetry import collect
+from edge.sync.watchdog import sd_notify, watchdog_interval_s
+
+log = logging.getLogger(__name__)
+
+GAP_REQUEST_EVERY_S = 2.0
+
+
+def _path(app: AppContext, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else app.data_dir / path
+
+
+def link_settings(app: AppContext, topics: Topics) -> LinkSettings:
+    sync = app.config.sync
+
+    def status(state: str) -> Callable[[], bytes]:
+        return lambda: DeviceStatus(
+            device_id=app.device_id,
+            store_id=app.store_id,
+            role="kiosk",
+            state=state,
+            at=app.clock(),
+            version=__version__,
+        ).to_bytes()
+
+    me = app.device_id
+    subs = [
+        (topics.ack(me), 1),
+        (topics.replica(me), 1),
+        (topics.command(me), 1),
+        (topics.blocklist(), 1),
+        (topics.catalogue(), 1),
+        (topics.rules(), 1),
+    ]
+    if sync.lane_purchases:
+        subs += [(topics.all_lane_purchases(app.store_id), 1)]
+    subs += [(topics.all_lane_coupons(app.store_id), 1)]
+    tls = None
+    if sync.tls:
+        tls = TlsFiles(
+            _path(app, sync.ca_file), _path(app, sync.cert_file), _path(app, sync.key_file)
+        )
+    return LinkSettings(
+        client_id=me,
+        host=sync.broker_host,
+        port=sync.broker_port,
+        tls=tls,
+        status_topic=topics.status(me),
+        online_payload=status("online"),
+        offline_payload=status("offline"),
+        subscriptions=tuple(subs),
+        keepalive_s=sync.keepalive_s,
+        session_expiry_s=sync.session_expiry_s,
+        reconnect_min_s=sync.reconnect_min_s,
+        reconnect_max_s=sync.reconnect_max_s,
+    )
+
+
+class Agent:
+    """Wires the outbox pump, the inbound appliers, telemetry and the watchdog to one link."""
+
+    def __init__(self, app: AppContext, link: MqttLink | None = None) -> None:
+        self.app = app
+        self.topics = Topics(app.config.sync.topic_prefix)
+        self.link = link or MqttLink(link_settings(app, self.topics))
+        sync = app.config.sync
+        self.pump = OutboxPump(
+            app,
+            self.link,
+            self.topics,
+            batch_max=sync.batch_max_events,
+            inflight_max=sync.inflight_batches,
+            ack_timeout_s=sync.ack_timeout_s,
+            retry_max_s=sync.retry_max_s,
+        )
+        self.commands = CommandRunner(app, command_public_key(app), self._resync)
+        self.clock_offset_s: float | None = None
+        self.dropped = 0
+        self.applied = 0
+        self._last_gap_request = 0.0
+        self._next_telemetry = 0.0
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        """Runs until :meth:`stop` (SIGTERM) or ``until()``; says ``offline`` on the way out."""
+        with transaction(self.app) as tx:
+            remember_first_start(tx.session, tx.now)
+        stored = load_stored_rules(self.app)
+        if stored is not None:
+            put_rules_in_force(self.app, stored)
+        self.link.start()
+        sd_notify("READY=1")
+        watchdog = watchdog_interval_s()
+        next_watchdog = 0.0
+        try:
+            while not self._stop.is_set() and not (until and until()):
+                self._drain_inbox(0.05)
+                self.pump.pump()
+                now = time.monotonic()
+                if now >= self._next_telemetry and self.link.connected:
+                    self._publish_telemetry()
+                    self._next_telemetry = now + self.app.config.sync.telemetry_interval_s
+                if watchdog is not None and now >= next_watchdog:
+                    sd_notify("WATCHDOG=1")
+                    next_watchdog = now + watchdog
+        finally:
+            sd_notify("STOPPING=1")
+            self.link.close()
+
+    def _resync(self) -> None:
+        self.pump.restart()
+        self._request_replica(force=True)
+
+    # ------------------------------------------------------------------ inbound
+
+    def _drain_inbox(self, wait_s: float) -> None:
+        deadline = time.monotonic() + wait_s
+        while True:
+            timeout = deadline - time.monotonic()
+            try:
+                item = self.link.inbox.get(timeout=max(0.0, timeout))
+            except queue.Empty:
+                return
+            if item == "connected":
+                self.pump.restart()
+                self._request_replica(force=True)
+                self._next_telemetry = 0.0
+            elif isinstance(item, Inbound):
+                self.handle(item)
+            if time.monotonic() >= deadline and self.link.inbox.empty():
+                return
+
+    def handle(self, msg: Inbound) -> None:
+        """Parses, applies and acknowledges one message; bad ones are logged and dropped."""
+        try:
+            self._dispatch(msg)
+            self.applied += 1
+        except ProtocolError as exc:
+            self.dropped += 1
+            log.warning("dropped message on %s: %s", msg.topic, exc)
+        except KioskError as exc:
+            self.dropped += 1
+            log.warning("refused message on %s: %s", msg.topic, exc.message)
+        self.link.ack(msg)
+
+    def _dispatch(self, msg: Inbound) -> None:
+        t, me = self.topics, self.app.device_id
+        topic = msg.topic
+        if topic == t.ack(me):
+            ack = decode(EventAck, msg.payload)
+            received = self.app.clock()
+            self.clock_offset_s = round((received - ack.at).total_seconds(), 3)
+            self.pump.on_ack(ack)
+        elif topic == t.replica(me):
+            batch = decode(ReplicaBatch, msg.payload)
+            outcome = apply_replica_batch(self.app, batch)
+            if outcome.gap:
+                self._request_replica()
+            if outcome.cards:
+                self._tell_lanes(outcome.cards)
+        elif topic == t.command(me):
+            command = decode(Command, msg.payload)
+            result = self.commands.handle(command, self.app.clock())
+            self.link.publish(
+                msg.response_topic or t.command_result(me),
+                result.to_bytes(),
+                qos=1,
+                correlation=msg.correlation,
+            )
+        elif topic == t.blocklist():
+            update = decode(BlocklistUpdate, msg.payload)
+            if msg.expiry_s is not None and msg.expiry_s <= 0:
+                raise ProtocolError("blocklist update past its MQTT message expiry")
+            pushed = apply_blocklist(self.app, update, self.app.clock())
+            if pushed.cards:
+                self._tell_lanes(list(pushed.cards))
+        elif topic == t.catalogue():
+            apply_catalogue(self.app, decode(Catalogue, msg.payload))
+        elif topic == t.rules():
+            apply_rules(self.app, decode(Rules, msg.payload))
+        else:
+            self._dispatch_lane(msg)
+
+    def _dispatch_lane(self, msg: Inbound) -> None:
+        parsed = self.topics.parse_lane_topic(msg.topic)
+        if parsed is None or parsed[0] != self.app.store_id:
+            raise ProtocolError(f"not a topic this agent handles: {msg.topic[:120]}")
+        store, lane, leaf = parsed
+        if leaf == "purchase":
+            purchase = decode(LanePurchase, msg.payload)
+            if purchase.lane_id != lane:
+                raise ProtocolError(f"lane {purchase.lane_id} published on lane {lane}'s topic")
+            result = accrue_lane_purchase(self.app, purchase)
+            reply = msg.response_topic or self.topics.lane_purchase_result(store, lane)
+            self.link.publish(reply, result.to_bytes(), qos=1, correlation=msg.correlation)
+        elif leaf == "coupon":
+            check = decode(CouponCheck, msg.payload)
+            if check.lane_id != lane:
+                raise ProtocolError(f"lane {check.lane_id} published on lane {lane}'s topic")
+            answer = check_coupon(self.app, check)
+            reply = msg.response_topic or self.topics.lane_coupon_result(store, lane)
+            self.link.publish(reply, answer.to_bytes(), qos=1, correlation=msg.correlation)
+        else:
+            raise ProtocolError(f"unknown lane topic {msg.topic[:120]}")
+
+    # ------------------------------------------------------------------ outbound
+
+    def _request_replica(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_gap_request < GAP_REQUEST_EVERY_S:
+            return
+        self._last_gap_request = now
+        with transaction(self.app) as tx:
+            cursor = replica_cursor(tx)
+        request = ReplicaRequest(
+            device_id=self.app.device_id, store_id=self.app.store_id, after_seq=cursor
+        )
+        self.link.publish(self.topics.replica_request(self.app.device_id), request.to_bytes())
+
+    def _tell_lanes(self, cards: list[tuple[str, str]]) -> None:
+        message = LaneCards(
+            cards=[LaneCard(card_no=c, state=s) for c, s in cards[:1000]],
+            at=self.app.clock(),
+        )
+        self.link.publish(self.topics.lane_cards(self.app.store_id), message.to_bytes())
+
+    def _publish_telemetry(self) -> None:
+        sample = collect(self.app, self.clock_offset_s)
+        self.link.publish(
+            self.topics.telemetry(self.app.device_id), sample.to_bytes(), qos=0, retain=True
+        )

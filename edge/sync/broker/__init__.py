@@ -1,0 +1,267 @@
+"""The shipped Mosquitto configuration, its ACL, bridge, and a development CA.
+
+``render_broker`` writes a complete, runnable broker directory: CA, server and client
+certificates (CN = device id), HQ's command key pair, ``acl`` and ``mosquitto.conf``. Tests
+start Mosquitto on exactly this output; production uses the same templates with certificates
+from the chain's real CA.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from edge.protocol import DEFAULT_PREFIX, check_name
+
+HERE = Path(__file__).parent
+Role = Literal["kiosk", "lane", "hq", "bridge"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A client of the broker: its certificate CN, what it is and which store it belongs to."""
+
+    cn: str
+    role: Role
+    store_id: str = ""
+
+    @classmethod
+    def parse(cls, spec: str) -> Identity:
+        """``role:cn[:store]``, e.g. ``kiosk:K001:S001``."""
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or parts[0] not in ("kiosk", "lane", "hq", "bridge"):
+            raise ValueError(f"expected role:cn[:store], got {spec!r}")
+        role: Role = parts[0]  # type: ignore[assignment]
+        store = parts[2] if len(parts) == 3 else ""
+        if role in ("kiosk", "lane", "bridge") and not store:
+            raise ValueError(f"a {role} belongs to a store: {spec!r}")
+        return cls(check_name(parts[1]), role, check_name(store) if store else "")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Member Center Kiosk (development)"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+
+
+class DevCA:
+    """A development certificate authority kept in ``directory`` (ca.crt, ca.key)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = directory / "ca.crt", directory / "ca.key"
+        if cert_path.exists() and key_path.exists():
+            key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            self.key = key
+            self.cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            return
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name("Member Center Kiosk dev CA"))
+            .issuer_name(_name("Member Center Kiosk dev CA"))
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        _write_private(key_path, _key_pem(self.key))
+        cert_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(
+        self, cn: str, *, server: bool = False, hosts: tuple[str, ...] = (), days: int = 825
+    ) -> tuple[Path, Path]:
+        """Writes ``<cn>.crt`` and ``<cn>.key``; a client certificate unless ``server``."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+        )
+        if hosts:
+            names: list[x509.GeneralName] = []
+            for host in hosts:
+                try:
+                    names.append(x509.IPAddress(ipaddress.ip_address(host)))
+                except ValueError:
+                    names.append(x509.DNSName(host))
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        cert_path, key_path = self.directory / f"{cn}.crt", self.directory / f"{cn}.key"
+        _write_private(key_path, _key_pem(key))
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return cert_path, key_path
+
+
+def write_command_keys(directory: Path) -> tuple[Path, Path]:
+    """HQ's Ed25519 command-signing key pair (``hq-command.key``, ``hq-command.pub``)."""
+    key = Ed25519PrivateKey.generate()
+    private, public = directory / "hq-command.key", directory / "hq-command.pub"
+    _write_private(
+        private,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+def render_acl(identities: list[Identity], prefix: str = DEFAULT_PREFIX) -> str:
+    """The ACL: the shipped patterns, then one section per identity that needs more."""
+    lines = [Template((HERE / "base.acl").read_text()).substitute(prefix=prefix).rstrip(), ""]
+    by_store: dict[str, list[Identity]] = {}
+    for ident in identities:
+        by_store.setdefault(ident.store_id, []).append(ident)
+    for ident in identities:
+        s = f"{prefix}/store/{ident.store_id}"
+        if ident.role == "hq":
+            lines += [f"user {ident.cn}", f"topic readwrite {prefix}/#", ""]
+        elif ident.role == "kiosk":
+            lines += [
+                f"user {ident.cn}",
+                f"topic read {s}/lane/+/purchase",
+                f"topic read {s}/lane/+/coupon",
+                f"topic write {s}/lane/+/result",
+                f"topic write {s}/lane/+/coupon/result",
+                f"topic write {s}/lanes/cards",
+                f"topic read {prefix}/hq/#",
+                "",
+            ]
+        elif ident.role == "lane":
+            lane = f"{s}/lane/{ident.cn}"
+            lines += [
+                f"user {ident.cn}",
+                f"topic write {lane}/purchase",
+                f"topic write {lane}/coupon",
+                f"topic read {lane}/result",
+                f"topic read {lane}/coupon/result",
+                f"topic read {s}/lanes/cards",
+                f"topic read {prefix}/hq/#",
+                "",
+            ]
+        else:  # a store's bridge speaks for the devices of that store only
+            lines.append(f"user {ident.cn}")
+            for dev in by_store.get(ident.store_id, []):
+                if dev.role in ("kiosk", "lane"):
+                    lines.append(f"topic readwrite {prefix}/device/{dev.cn}/#")
+            lines += [
+                f"topic read {prefix}/hq/#",
+                f"topic write {prefix}/bridge/{ident.store_id}/#",
+            ]
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def render_mosquitto_conf(
+    directory: Path,
+    port: int,
+    bind: str = "127.0.0.1",
+    max_queued: int = 1000,
+    log_dest: str = "stderr",
+) -> str:
+    template = Template((HERE / "mosquitto.template.conf").read_text())
+    return template.substitute(
+        port=port,
+        bind=bind,
+        tls_dir=directory,
+        acl_file=directory / "acl",
+        persistence_dir=directory / "data",
+        user=getpass.getuser(),
+        max_queued=max_queued,
+        log_dest=log_dest,
+    )
+
+
+def render_bridge_conf(
+    store_id: str, hq_address: str, tls_dir: Path, prefix: str = DEFAULT_PREFIX
+) -> str:
+    template = Template((HERE / "bridge.template.conf").read_text())
+    return template.substitute(
+        store=check_name(store_id), hq_address=hq_address, tls_dir=tls_dir, prefix=prefix
+    )
+
+
+def render_broker(
+    directory: Path,
+    port: int,
+    identities: list[Identity],
+    *,
+    bind: str = "127.0.0.1",
+    max_queued: int = 1000,
+    prefix: str = DEFAULT_PREFIX,
+) -> Path:
+    """A runnable broker directory (dev CA included); returns the path of mosquitto.conf."""
+    directory = directory.resolve()
+    ca = DevCA(directory)
+    ca.issue("server", server=True, hosts=("localhost", "127.0.0.1", bind))
+    for ident in identities:
+        ca.issue(ident.cn)
+    if not (directory / "hq-command.key").exists():
+        write_command_keys(directory)
+    (directory / "data").mkdir(exist_ok=True)
+    (directory / "acl").write_text(render_acl(identities, prefix))
+    conf = directory / "mosquitto.conf"
+    conf.write_text(render_mosquitto_conf(directory, port, bind, max_queued))
+    for ident in identities:
+        if ident.role == "bridge":
+            (directory / f"bridge-{ident.store_id}.conf").write_text(
+                render_bridge_conf(ident.store_id, "hq.example.net:8883", directory, prefix)
+            )
+    return conf

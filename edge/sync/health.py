@@ -1,0 +1,47 @@
+"""Where the app leaves what telemetry reports: peripherals' health and a few timestamps.
+
+The agent does not own the peripherals (the touchscreen app does), so the app records their
+health and its last scan and print here, and the agent reads them for telemetry.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from edge.app import AppContext
+from edge.services.tx import set_meta
+from edge.storage.sync_models import PeripheralHealth
+
+LAST_SCAN_AT = "hw.last_scan_at"
+LAST_PRINT_AT = "hw.last_print_at"
+CAMERA_FPS = "hw.camera_fps"
+
+
+def report_peripheral(
+    app: AppContext, name: str, state: str, code: str = "", reason: str = ""
+) -> None:
+    """Records a peripheral's health: ok, degraded, failed (drivers.health) or unknown."""
+    if state not in ("ok", "degraded", "failed", "unknown"):
+        raise ValueError(f"unknown health state {state!r}")
+    with app.db.write() as session:
+        row = session.get(PeripheralHealth, name)
+        if row is None:
+            row = PeripheralHealth(name=name[:32])
+            session.add(row)
+        row.state, row.code, row.reason = state, code[:64], reason[:256]
+        row.updated_at = app.clock()
+
+
+def note_scan(app: AppContext, at: datetime) -> None:
+    with app.db.write() as session:
+        set_meta(session, LAST_SCAN_AT, at.isoformat())
+
+
+def note_print(app: AppContext, at: datetime) -> None:
+    with app.db.write() as session:
+        set_meta(session, LAST_PRINT_AT, at.isoformat())
+
+
+def note_camera_fps(app: AppContext, fps: float) -> None:
+    with app.db.write() as session:
+        set_meta(session, CAMERA_FPS, f"{fps:.2f}")

@@ -1,0 +1,320 @@
+"""The local replica of other stores' members, cards and ledger entries, fed by HQ.
+
+HQ numbers every event it stores (``hq_seq``) and sends each device the events of the others
+in order. The device keeps a cursor: a batch that starts where the cursor is gets applied and
+moves it, a batch from the past is ignored, a batch from the future means something was lost
+on the way and the device asks HQ to send again from its cursor. Each event is applied by id
+(members, cards, lots and entries keep the ids their device gave them), so the replica's
+``kiosk ledger verify`` holds: balance = sum of entries, a lot's remaining = its entries' net.
+
+A debit whose lot this store already spent (the same points redeemed at two offline stores)
+is kept whole: it moves to another open lot of the member that can absorb it, or stays
+without a lot; the balance goes negative and the member is flagged for staff.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from edge.app import AppContext
+from edge.domain.cards import CardState
+from edge.protocol import (
+    EntriesData,
+    Event,
+    LedgerEntryData,
+    MemberRegisteredData,
+    ProtocolError,
+    ReplicaBatch,
+)
+from edge.protocol.messages import (
+    CardBlocklistData,
+    CardReplacedData,
+    MemberDeletedData,
+    MemberUpdatedData,
+    TierChangedData,
+)
+from edge.services.connectivity import record_hq_contact
+from edge.services.tiers import months_after
+from edge.services.tx import Tx, get_meta, set_meta, transaction
+from edge.storage.models import Card, LedgerEntry, Member, PointsLot, Purchase
+
+log = logging.getLogger(__name__)
+
+REPLICA_CURSOR = "replica_cursor"
+
+
+@dataclass
+class ReplicaOutcome:
+    """What a batch did: ``gap`` means ask HQ to resend from ``cursor``."""
+
+    applied: int = 0
+    skipped: int = 0
+    stale: bool = False
+    gap: bool = False
+    cursor: int = 0
+    flagged: list[str] = field(default_factory=list)
+    cards: list[tuple[str, str]] = field(default_factory=list)
+
+
+def replica_cursor(tx: Tx) -> int:
+    return int(get_meta(tx.session, REPLICA_CURSOR) or 0)
+
+
+def apply_replica_batch(app: AppContext, batch: ReplicaBatch) -> ReplicaOutcome:
+    """Applies ``batch`` in one transaction if it continues the cursor (see module doc)."""
+    with transaction(app) as tx:
+        cursor = replica_cursor(tx)
+        outcome = ReplicaOutcome(cursor=cursor)
+        if batch.to_seq <= cursor:
+            outcome.stale = True
+            return outcome
+        if batch.after_seq > cursor:
+            outcome.gap = True
+            return outcome
+        touched: set[str] = set()
+        for item in batch.events:
+            if item.hq_seq <= cursor:
+                continue
+            if item.event.device_id == app.device_id:
+                continue  # our own event coming back: already applied here
+            try:
+                if _apply_event(tx, item.event, touched, outcome):
+                    outcome.applied += 1
+                else:
+                    outcome.skipped += 1
+            except ProtocolError as exc:
+                log.error("replica event %s dropped: %s", item.event.event_id, exc)
+                outcome.skipped += 1
+        for member_id in touched:
+            member = tx.session.get(Member, member_id)
+            if member is not None and member.balance < 0 and not member.overdraft_flagged:
+                member.overdraft_flagged = True
+                outcome.flagged.append(member_id)
+                tx.audit("hq", "member.overdraft_flagged", member_id, balance=member.balance)
+        set_meta(tx.session, REPLICA_CURSOR, str(batch.to_seq))
+        record_hq_contact(tx.session, tx.now)
+        outcome.cursor = batch.to_seq
+        if outcome.applied:
+            tx.audit(
+                "hq",
+                "sync.replica",
+                "",
+                after_seq=batch.after_seq,
+                to_seq=batch.to_seq,
+                applied=outcome.applied,
+            )
+        return outcome
+
+
+def _apply_event(tx: Tx, event: Event, touched: set[str], outcome: ReplicaOutcome) -> bool:
+    data = event.typed_data()
+    if data is None:
+        return False  # gift stock, coupons, audit-only kinds are each store's own
+    if isinstance(data, MemberRegisteredData):
+        _ensure_member(tx, event, data)
+        _ensure_card(tx, data.card_no, data.member_id, data.card_type, event)
+        outcome.cards.append((data.card_no, CardState.ACTIVE))
+    if isinstance(data, EntriesData):
+        if event.kind == "points.accrued":
+            _ensure_purchase(tx, event, data)
+        for entry in data.entries:
+            if _apply_entry(tx, entry):
+                touched.add(entry.member_id)
+        return True
+    if isinstance(data, MemberUpdatedData):
+        member = tx.session.get(Member, data.member_id)
+        if member is None:
+            raise ProtocolError(f"member {data.member_id} unknown here")
+        member.phone_hash = _free_phone_hash(tx, data.phone_hash, member.id)
+        member.phone_masked = data.phone_masked
+        member.updated_at = event.at
+        return True
+    if isinstance(data, MemberDeletedData):
+        member = tx.session.get(Member, data.member_id)
+        if member is None:
+            raise ProtocolError(f"member {data.member_id} unknown here")
+        member.phone_hash = member.phone_cipher = member.name = member.birthday = None
+        member.phone_masked = ""
+        member.deleted_at = member.deleted_at or event.at
+        member.updated_at = event.at
+        for card in tx.session.scalars(select(Card).where(Card.member_id == member.id)):
+            if card.state in (CardState.ACTIVE, CardState.LOST):
+                card.state = CardState.BLOCKED
+                card.state_changed_at = event.at
+                outcome.cards.append((card.card_no, CardState.BLOCKED))
+        return True
+    if isinstance(data, TierChangedData):
+        member = tx.session.get(Member, data.member_id)
+        if member is None:
+            raise ProtocolError(f"member {data.member_id} unknown here")
+        member.tier = data.after
+        return True
+    if isinstance(data, CardReplacedData):
+        old = tx.session.get(Card, data.old_card_no)
+        if old is not None:
+            old.state = CardState.REPLACED
+            old.replaced_by = data.new_card_no
+            old.state_changed_at = event.at
+        _ensure_card(tx, data.new_card_no, data.member_id, data.card_type, event)
+        outcome.cards += [
+            (data.old_card_no, CardState.REPLACED),
+            (data.new_card_no, CardState.ACTIVE),
+        ]
+        return True
+    if isinstance(data, CardBlocklistData):
+        state = CardState.LOST if data.reason == "lost" else CardState.BLOCKED
+        for card_no in data.add:
+            blocked = tx.session.get(Card, card_no)
+            if blocked is not None and blocked.state == CardState.ACTIVE:
+                blocked.state = state
+                blocked.state_changed_at = event.at
+                outcome.cards.append((card_no, state))
+        return True
+    return False
+
+
+def _free_phone_hash(tx: Tx, phone_hash: str | None, member_id: str) -> str | None:
+    """The hash, unless another member here holds it (one phone registered at two offline
+    stores): then lookup by phone stays with the local member and staff sort it out."""
+    if phone_hash is None:
+        return None
+    holder = tx.session.scalar(select(Member.id).where(Member.phone_hash == phone_hash))
+    if holder is not None and holder != member_id:
+        log.warning("phone of member %s is registered to %s here too", member_id, holder)
+        return None
+    return phone_hash
+
+
+def _ensure_member(tx: Tx, event: Event, data: MemberRegisteredData) -> None:
+    if tx.session.get(Member, data.member_id) is not None:
+        return
+    tx.session.add(
+        Member(
+            id=data.member_id,
+            phone_hash=_free_phone_hash(tx, data.phone_hash, data.member_id),
+            phone_cipher=None,
+            phone_masked=data.phone_masked,
+            name=None,
+            birthday=None,
+            referrer_id=None,
+            consent_version=data.consent_version,
+            consented_at=event.at,
+            tier=data.tier,
+            tier_review_at=months_after(event.at, tx.app.config.tiers.period_months),
+            balance=0,
+            overdraft_flagged=False,
+            store_id=event.store_id,
+            created_at=event.at,
+            updated_at=event.at,
+        )
+    )
+    tx.session.flush()
+
+
+def _ensure_card(tx: Tx, card_no: str, member_id: str, card_type: str, event: Event) -> None:
+    if tx.session.get(Card, card_no) is not None:
+        return
+    if tx.session.get(Member, member_id) is None:
+        raise ProtocolError(f"card {card_no} of unknown member {member_id}")
+    tx.session.add(
+        Card(
+            card_no=card_no,
+            member_id=member_id,
+            state=CardState.ACTIVE,
+            card_type=card_type,
+            issued_at=event.at,
+            state_changed_at=event.at,
+            replaced_by=None,
+            device_id=event.device_id,
+        )
+    )
+    tx.session.flush()
+
+
+def _ensure_purchase(tx: Tx, event: Event, data: EntriesData) -> None:
+    receipt = data.model_extra.get("receipt_id") if data.model_extra else None
+    amount = data.model_extra.get("amount_cents") if data.model_extra else None
+    if not isinstance(receipt, str) or not isinstance(amount, int) or amount <= 0:
+        return
+    if data.card_no is None or tx.session.get(Purchase, receipt) is not None:
+        return
+    points = sum(e.points for e in data.entries)
+    tx.session.add(
+        Purchase(
+            receipt_id=receipt[:64],
+            member_id=data.member_id,
+            card_no=data.card_no,
+            amount_cents=amount,
+            points=points,
+            at=event.at,
+            store_id=event.store_id,
+        )
+    )
+
+
+def _apply_entry(tx: Tx, entry: LedgerEntryData) -> bool:
+    """Inserts one entry (and its lot, for a credit) unless it is already here."""
+    if tx.session.get(LedgerEntry, entry.id) is not None:
+        return False
+    member = tx.session.get(Member, entry.member_id)
+    if member is None:
+        raise ProtocolError(f"entry {entry.id} of unknown member {entry.member_id}")
+    lot_id = entry.lot_id
+    if entry.points > 0:
+        if lot_id is not None and tx.session.get(PointsLot, lot_id) is None:
+            if entry.expires_at is None or entry.available_at is None:
+                raise ProtocolError(f"credit {entry.id} without its lot's dates")
+            tx.session.add(
+                PointsLot(
+                    id=lot_id,
+                    member_id=member.id,
+                    points=entry.points,
+                    remaining=entry.points,
+                    earned_at=entry.at,
+                    available_at=entry.available_at,
+                    expires_at=entry.expires_at,
+                )
+            )
+            tx.session.flush()
+        elif lot_id is not None:
+            lot_id = None  # a second credit to one lot would break the lot's invariant
+    else:
+        lot_id = _absorbing_lot(tx, member.id, lot_id, -entry.points)
+    tx.session.add(
+        LedgerEntry(
+            id=entry.id,
+            member_id=member.id,
+            kind=entry.kind,
+            points=entry.points,
+            lot_id=lot_id,
+            ref=entry.ref,
+            store_id=entry.store_id,
+            device_id=entry.device_id,
+            created_at=entry.at,
+        )
+    )
+    member.balance += entry.points
+    member.updated_at = max(member.updated_at, entry.at)
+    return True
+
+
+def _absorbing_lot(tx: Tx, member_id: str, lot_id: str | None, take: int) -> str | None:
+    """The lot a debit of ``take`` points is booked against here (its own if it can)."""
+    if lot_id is not None:
+        lot = tx.session.get(PointsLot, lot_id)
+        if lot is not None and lot.member_id == member_id and lot.remaining >= take:
+            lot.remaining -= take
+            return lot_id
+    other = tx.session.scalars(
+        select(PointsLot)
+        .where(PointsLot.member_id == member_id, PointsLot.remaining >= take)
+        .order_by(PointsLot.expires_at, PointsLot.earned_at, PointsLot.id)
+        .limit(1)
+    ).first()
+    if other is not None:
+        other.remaining -= take
+        return other.id
+    return None

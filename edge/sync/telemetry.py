@@ -1,0 +1,167 @@
+"""What the appliance reports about itself, including early signs of failure.
+
+Undervoltage and throttling (``vcgencmd get_throttled``), SD-card wear (eMMC/SD ``life_time``
+and ``pre_eol_info``) and free space, temperature, clock offset to HQ, camera frame rate and
+the time of the last scan and print. Anything not available on this machine is left empty.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from edge import __version__
+from edge.app import AppContext
+from edge.protocol import DeviceHealth, StorageWear, Telemetry, Throttling
+from edge.services.connectivity import HQ_LAST_CONTACT
+from edge.services.tx import get_meta
+from edge.storage.models import OutboxEvent
+from edge.storage.sync_models import PeripheralHealth
+from edge.sync.health import CAMERA_FPS, LAST_PRINT_AT, LAST_SCAN_AT
+from edge.sync.replica import REPLICA_CURSOR
+
+STARTED = time.monotonic()
+_THROTTLE_BITS = {
+    "undervoltage_now": 0,
+    "freq_capped_now": 1,
+    "throttled_now": 2,
+    "soft_temp_limit_now": 3,
+    "undervoltage_occurred": 16,
+    "freq_capped_occurred": 17,
+    "throttled_occurred": 18,
+    "soft_temp_limit_occurred": 19,
+}
+
+
+def parse_throttled(text: str) -> Throttling | None:
+    """``throttled=0x50005`` as printed by ``vcgencmd get_throttled``."""
+    _, _, value = text.strip().partition("=")
+    try:
+        raw = int(value, 16)
+    except ValueError:
+        return None
+    flags = {name: bool(raw >> bit & 1) for name, bit in _THROTTLE_BITS.items()}
+    return Throttling(raw=raw, **flags)
+
+
+def read_throttling() -> Throttling | None:
+    tool = shutil.which("vcgencmd")
+    if tool is None:
+        return None
+    try:
+        out = subprocess.run(
+            [tool, "get_throttled"], capture_output=True, text=True, timeout=2, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_throttled(out.stdout) if out.returncode == 0 else None
+
+
+def _read_int(path: Path, base: int = 10) -> int | None:
+    try:
+        return int(path.read_text().split()[0], base)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def read_storage(data_dir: Path, sys_block: Path = Path("/sys/block")) -> StorageWear:
+    """Free space where the ledger lives, and wear of the first MMC device if there is one."""
+    usage = shutil.disk_usage(data_dir)
+    life_a = life_b = pre_eol = None
+    device = str(data_dir)
+    for mmc in sorted(sys_block.glob("mmcblk*")):
+        dev = mmc / "device"
+        device = mmc.name
+        try:
+            parts = (dev / "life_time").read_text().split()
+            life_a, life_b = int(parts[0], 16), int(parts[1], 16)
+        except (OSError, ValueError, IndexError):
+            pass
+        pre_eol = _read_int(dev / "pre_eol_info", 16)
+        break
+    return StorageWear(
+        device=device[:256],
+        life_time_a=life_a if life_a is not None and life_a <= 0x0F else None,
+        life_time_b=life_b if life_b is not None and life_b <= 0x0F else None,
+        pre_eol=pre_eol if pre_eol is not None and pre_eol <= 3 else None,
+        free_bytes=usage.free,
+        total_bytes=usage.total,
+    )
+
+
+def read_temperature(zone: Path = Path("/sys/class/thermal/thermal_zone0/temp")) -> float | None:
+    milli = _read_int(zone)
+    return None if milli is None else milli / 1000
+
+
+def _when(raw: str | None) -> datetime | None:
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+
+
+def collect(app: AppContext, clock_offset_s: float | None) -> Telemetry:
+    """One telemetry sample; faults lists what needs a person soon."""
+    with app.db.read() as session:
+        depth, oldest = session.execute(
+            select(func.count(), func.min(OutboxEvent.created_at)).where(
+                OutboxEvent.delivered_at.is_(None)
+            )
+        ).one()
+        devices = {
+            row.name: DeviceHealth(
+                state=row.state if row.state in ("ok", "degraded", "failed") else "unknown",
+                code=row.code,
+                reason=row.reason,
+                at=row.updated_at,
+            )
+            for row in session.scalars(select(PeripheralHealth))
+        }
+        last_sync = _when(get_meta(session, HQ_LAST_CONTACT))
+        cursor = int(get_meta(session, REPLICA_CURSOR) or 0)
+        fps_raw = get_meta(session, CAMERA_FPS)
+        last_scan = _when(get_meta(session, LAST_SCAN_AT))
+        last_print = _when(get_meta(session, LAST_PRINT_AT))
+    storage = read_storage(app.data_dir)
+    throttling = read_throttling()
+    faults = [f"{name}:{h.code or h.state}" for name, h in devices.items() if h.state == "failed"]
+    if throttling is not None and throttling.undervoltage_now:
+        faults.append("power:undervoltage")
+    if storage.total_bytes and storage.free_bytes / storage.total_bytes < 0.05:
+        faults.append("storage:low_space")
+    if storage.pre_eol is not None and storage.pre_eol >= 2:
+        faults.append("storage:wearing_out")
+    fps = None
+    if fps_raw:
+        try:
+            fps = max(0.0, min(1000.0, float(fps_raw)))
+        except ValueError:
+            fps = None
+    return Telemetry(
+        device_id=app.device_id,
+        store_id=app.store_id,
+        at=app.clock(),
+        version=__version__,
+        uptime_s=round(time.monotonic() - STARTED, 1),
+        outbox_depth=int(depth),
+        oldest_pending_at=oldest,
+        last_sync_at=last_sync,
+        replica_cursor=cursor,
+        devices=devices,
+        storage=storage,
+        temperature_c=read_temperature(),
+        throttling=throttling,
+        clock_offset_s=clock_offset_s,
+        camera_fps=fps,
+        last_scan_at=last_scan,
+        last_print_at=last_print,
+        faults=faults[:64],
+    )

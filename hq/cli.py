@@ -1,0 +1,284 @@
+"""HQ's console: ``kiosk hq ...`` (serve, fleet, command, pushes) and ``kiosk lane ...``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import secrets
+import signal
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from hq.service import HqConfig, load_hq_config
+
+
+def _tls_paths(tls_dir: Path | None, cn: str) -> dict[str, str | None]:
+    if tls_dir is None:
+        return {}
+    return {
+        "ca_file": str(tls_dir / "ca.crt"),
+        "cert_file": str(tls_dir / f"{cn}.crt"),
+        "key_file": str(tls_dir / f"{cn}.key"),
+    }
+
+
+def _config(ctx: click.Context) -> HqConfig:
+    obj: dict[str, Any] = ctx.find_object(dict) or {}
+    return obj["config"]  # type: ignore[no-any-return]
+
+
+def _print(data: Any, as_json: bool, human: str) -> None:
+    if as_json:
+        click.echo(json.dumps(data, default=str, sort_keys=True, ensure_ascii=False))
+    else:
+        click.echo(human)
+
+
+@click.group("hq")
+@click.option("--hq-config", type=click.Path(dir_okay=False, path_type=Path), envvar="HQ_CONFIG")
+@click.option("--db", "database_url", envvar="HQ_DATABASE_URL", help="SQLAlchemy URL.")
+@click.option("--broker-host", envvar="HQ_BROKER_HOST")
+@click.option("--broker-port", type=int, envvar="HQ_BROKER_PORT")
+@click.option(
+    "--tls-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="HQ_TLS_DIR",
+    help="Directory with ca.crt, hq.crt, hq.key and hq-command.key.",
+)
+@click.pass_context
+def hq_group(
+    ctx: click.Context,
+    hq_config: Path | None,
+    database_url: str | None,
+    broker_host: str | None,
+    broker_port: int | None,
+    tls_dir: Path | None,
+) -> None:
+    """HQ's reference service: central ledger, fleet monitor, pushes and signed commands."""
+    extra: dict[str, Any] = _tls_paths(tls_dir, "hq")
+    if tls_dir is not None:
+        extra["command_key"] = str(tls_dir / "hq-command.key")
+    config = load_hq_config(
+        hq_config,
+        database_url=database_url,
+        broker_host=broker_host,
+        broker_port=broker_port,
+        **extra,
+    )
+    ctx.obj = {"config": config}
+
+
+@hq_group.command("serve")
+@click.option("--log-level", default="INFO", show_default=True)
+@click.pass_context
+def serve(ctx: click.Context, log_level: str) -> None:
+    """Run HQ until SIGTERM: ingest, acknowledge, fan out, reconcile, watch the fleet."""
+    from hq.service import HqService
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    service = HqService(_config(ctx))
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        service.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    service.run()
+
+
+@hq_group.command("fleet")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def fleet_command(ctx: click.Context, as_json: bool) -> None:
+    """Every device (online, last seen, health, outbox, version, faults) and open alerts."""
+    from sqlalchemy.orm import Session
+
+    from hq.fleet import fleet
+    from hq.service import make_hq_engine
+
+    config = _config(ctx)
+    engine = make_hq_engine(config.database_url)
+    with Session(engine) as session, session.begin():
+        devices, alerts = fleet(
+            session, datetime.now(UTC), timedelta(seconds=config.offline_alert_s)
+        )
+    engine.dispose()
+    lines = [
+        f"{'device':<12} {'store':<8} {'role':<6} {'state':<8} {'last seen':<20} "
+        f"{'health':<9} {'outbox':>7} {'version':<8} faults"
+    ]
+    for d in devices:
+        seen = d.last_seen.strftime("%Y-%m-%d %H:%M:%S") if d.last_seen else "-"
+        depth = "-" if d.outbox_depth is None else str(d.outbox_depth)
+        lines.append(
+            f"{d.device_id:<12} {d.store_id:<8} {d.role:<6} {d.state:<8} {seen:<20} "
+            f"{d.health:<9} {depth:>7} {d.version:<8} {', '.join(d.faults) or '-'}"
+        )
+    lines.append("")
+    lines.append(f"alerts ({len(alerts)} open)")
+    for a in alerts:
+        lines.append(f"  [{a.kind}] {a.subject}: {a.detail} (since {a.raised_at:%H:%M:%S})")
+    _print(
+        {"devices": [asdict(d) for d in devices], "alerts": [asdict(a) for a in alerts]},
+        as_json,
+        "\n".join(lines),
+    )
+
+
+@hq_group.command("command")
+@click.argument("device_id")
+@click.argument("name")
+@click.argument("args", nargs=-1)
+@click.option("--ttl", default=300, show_default=True, help="Seconds the command stays valid.")
+@click.pass_context
+def command(ctx: click.Context, device_id: str, name: str, args: tuple[str, ...], ttl: int) -> None:
+    """Send a signed command (ARGS as key=value) and print the device's result."""
+    from hq.commands import load_command_key, send_command, sign_command
+
+    config = _config(ctx)
+    if not config.command_key:
+        raise click.UsageError("no command key: pass --tls-dir or command_key in the config")
+    parsed: dict[str, str | int | bool] = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise click.UsageError(f"expected key=value, got {arg!r}")
+        parsed[key] = int(value) if value.isdigit() else value
+    signed = sign_command(
+        load_command_key(Path(config.command_key)),
+        device_id,
+        name,
+        parsed,
+        timedelta(seconds=ttl),
+    )
+    result = send_command(config, signed)
+    _print(result.model_dump(mode="json"), True, "")
+
+
+@hq_group.command("push-catalogue")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def push_catalogue_command(ctx: click.Context, path: Path) -> None:
+    """Publish the gift catalogue (JSON: version, gifts) retained for every kiosk."""
+    from edge.protocol import Catalogue
+    from hq.commands import push_catalogue
+
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw.setdefault("issued_at", datetime.now(UTC).isoformat())
+    catalogue = Catalogue.model_validate(raw)
+    push_catalogue(_config(ctx), catalogue)
+    click.echo(f"catalogue v{catalogue.version} published ({len(catalogue.gifts)} gifts)")
+
+
+@hq_group.command("push-rules")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def push_rules_command(ctx: click.Context, path: Path) -> None:
+    """Publish points and offline rules (JSON: version, points, offline), retained."""
+    from edge.protocol import Rules
+    from hq.commands import push_rules
+
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw.setdefault("issued_at", datetime.now(UTC).isoformat())
+    rules = Rules.model_validate(raw)
+    push_rules(_config(ctx), rules)
+    click.echo(f"rules v{rules.version} published")
+
+
+@hq_group.command("block")
+@click.argument("cards", nargs=-1, required=True)
+@click.option("--reason", default="hq")
+@click.option("--ttl", default=7 * 24 * 3600, show_default=True, help="Seconds it stays valid.")
+@click.pass_context
+def block(ctx: click.Context, cards: tuple[str, ...], reason: str, ttl: int) -> None:
+    """Publish a blocklist update for CARDS to every kiosk and lane."""
+    from edge.protocol import BlocklistUpdate, Topics
+    from hq.commands import publish_once
+
+    config = _config(ctx)
+    now = datetime.now(UTC)
+    update = BlocklistUpdate(
+        update_id=f"hq-{secrets.token_hex(6)}",
+        add=list(cards),
+        reason=reason,
+        issued_at=now,
+        expires_at=now + timedelta(seconds=ttl),
+    )
+    publish_once(config, Topics(config.topic_prefix).blocklist(), update, expiry_s=ttl)
+    click.echo(f"blocklist update {update.update_id}: {len(cards)} card(s)")
+
+
+@click.group("lane")
+@click.option("--broker-host", default="127.0.0.1", show_default=True, envvar="LANE_BROKER_HOST")
+@click.option("--broker-port", default=8883, show_default=True, envvar="LANE_BROKER_PORT")
+@click.option("--tls-dir", type=click.Path(file_okay=False, path_type=Path), envvar="LANE_TLS_DIR")
+@click.option("--store", "store_id", required=True, help="Store id.")
+@click.option("--lane", "lane_id", required=True, help="Lane id (its certificate's CN).")
+@click.pass_context
+def lane_group(
+    ctx: click.Context,
+    broker_host: str,
+    broker_port: int,
+    tls_dir: Path | None,
+    store_id: str,
+    lane_id: str,
+) -> None:
+    """A simulated checkout lane."""
+    ctx.obj = {
+        "host": broker_host,
+        "port": broker_port,
+        "tls_dir": tls_dir,
+        "store": store_id,
+        "lane": lane_id,
+    }
+
+
+def _lane(ctx: click.Context) -> Any:
+    from edge.protocol.link import TlsFiles
+    from hq.lanes import Lane
+
+    o = ctx.obj
+    tls = None
+    if o["tls_dir"] is not None:
+        d = o["tls_dir"]
+        tls = TlsFiles(d / "ca.crt", d / f"{o['lane']}.crt", d / f"{o['lane']}.key")
+    return Lane(o["store"], o["lane"], o["host"], o["port"], tls)
+
+
+@lane_group.command("simulate")
+@click.option("--cards", required=True, help="Comma-separated member card numbers.")
+@click.option("--count", default=100, show_default=True)
+@click.option("--rate", default=10.0, show_default=True, help="Purchases per second.")
+@click.option("--seed", type=int, default=None)
+@click.pass_context
+def simulate(ctx: click.Context, cards: str, count: int, rate: float, seed: int | None) -> None:
+    """Publish COUNT purchases at RATE for the cards, resending each until it is answered."""
+    card_list = [c.strip() for c in cards.split(",") if c.strip()]
+    with _lane(ctx) as lane:
+        report = lane.simulate(card_list, count, rate, rng=random.Random(seed))
+    summary = {k: v for k, v in asdict(report).items() if k != "receipts"}
+    click.echo(json.dumps(summary, sort_keys=True))
+
+
+@lane_group.command("coupon")
+@click.argument("code")
+@click.option("--check-only", is_flag=True, help="Validate without spending it.")
+@click.pass_context
+def coupon(ctx: click.Context, code: str, check_only: bool) -> None:
+    """Check (and by default spend) a printed coupon with the store's kiosk."""
+    with _lane(ctx) as lane:
+        result = lane.check_coupon(code, use=not check_only)
+    click.echo(result.model_dump_json())
+
+
+def register(group: click.Group) -> None:
+    group.add_command(hq_group)
+    group.add_command(lane_group)

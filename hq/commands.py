@@ -1,0 +1,127 @@
+"""HQ's pushes: signed commands to one device, and the catalogue, rules and blocklist."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.protocol import (
+    COMMAND_SIGNING_DOMAIN,
+    Catalogue,
+    Command,
+    CommandResult,
+    Message,
+    ProtocolError,
+    Rules,
+    Topics,
+    decode,
+)
+from edge.protocol.link import Inbound, MqttLink
+from edge.security.signing import sign_bytes
+from hq.service import HqConfig, hq_link
+
+
+def load_command_key(path: Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def sign_command(
+    key: Ed25519PrivateKey,
+    device_id: str,
+    command: str,
+    args: dict[str, str | int | bool] | None = None,
+    ttl: timedelta = timedelta(minutes=5),
+    now: datetime | None = None,
+    transaction: str | None = None,
+) -> Command:
+    """A command for ``device_id``, valid for ``ttl``, signed over every field."""
+    at = now or datetime.now(UTC)
+    unsigned = Command(
+        transaction=transaction or secrets.token_hex(8),
+        device_id=device_id,
+        command=command,
+        args=args or {},
+        issued_at=at,
+        expires_at=at + ttl,
+    )
+    signature = sign_bytes(key, COMMAND_SIGNING_DOMAIN, unsigned.signed_bytes())
+    return unsigned.model_copy(update={"signature": base64.b64encode(signature).decode()})
+
+
+def _one_shot(config: HqConfig, subscriptions: tuple[tuple[str, int], ...] = ()) -> MqttLink:
+    link = hq_link(
+        config, f"{config.client_id}-cli-{secrets.token_hex(3)}", subscriptions, clean_start=True
+    )
+    link.start()
+    if not link.wait_connected(15):
+        link.close()
+        raise ConnectionError(f"broker {config.broker_host}:{config.broker_port} unreachable")
+    return link
+
+
+def send_command(config: HqConfig, command: Command, timeout_s: float = 30.0) -> CommandResult:
+    """Publishes ``command`` and waits for its result (MQTT 5 response topic + correlation)."""
+    topics = Topics(config.topic_prefix)
+    reply = f"{topics.prefix}/device/{config.client_id}/command/result"
+    link = _one_shot(config, ((reply, 1),))
+    correlation = command.transaction.encode()
+    try:
+        time.sleep(0.2)  # the subscription is in place before the device can answer
+        ttl = max(1, int((command.expires_at - command.issued_at).total_seconds()))
+        link.publish(
+            topics.command(command.device_id),
+            command.to_bytes(),
+            qos=1,
+            response_topic=reply,
+            correlation=correlation,
+            expiry_s=ttl,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                item = link.inbox.get(timeout=0.5)
+            except Exception:
+                continue
+            if not isinstance(item, Inbound):
+                continue
+            link.ack(item)
+            if item.correlation != correlation:
+                continue
+            try:
+                return decode(CommandResult, item.payload)
+            except ProtocolError:
+                continue
+        raise TimeoutError(f"no result from {command.device_id} in {timeout_s:.0f} s")
+    finally:
+        link.close()
+
+
+def publish_once(
+    config: HqConfig,
+    topic: str,
+    message: Message,
+    retain: bool = False,
+    expiry_s: int | None = None,
+) -> None:
+    link = _one_shot(config)
+    try:
+        link.publish(topic, message.to_bytes(), qos=1, retain=retain, expiry_s=expiry_s)
+    finally:
+        link.close()
+
+
+def push_catalogue(config: HqConfig, catalogue: Catalogue) -> None:
+    publish_once(config, Topics(config.topic_prefix).catalogue(), catalogue, retain=True)
+
+
+def push_rules(config: HqConfig, rules: Rules) -> None:
+    publish_once(config, Topics(config.topic_prefix).rules(), rules, retain=True)

@@ -1,0 +1,422 @@
+"""The central ledger: stores each event once, applies its entries, reconciles and alerts.
+
+Deduplication is by event id, so a batch resent after a lost ack changes nothing but gets
+acknowledged again. A member whose balance goes negative (the same points redeemed at two
+offline stores) is flagged with an ``overdraft`` alert: nothing is dropped, staff decide.
+A card used at two stores within ``clone_window`` raises ``card_clone_suspect``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from edge.protocol import EntriesData, Event, EventBatch, MemberRegisteredData, ProtocolError
+from edge.protocol.messages import (
+    CardBlocklistData,
+    CardReplacedData,
+    DeviceAlertData,
+    LowStockData,
+    MemberDeletedData,
+    MemberUpdatedData,
+    TierChangedData,
+)
+from hq.models import (
+    Alert,
+    CardUse,
+    CentralCard,
+    CentralEntry,
+    CentralMember,
+    QuarantinedEvent,
+    StoredEvent,
+)
+
+log = logging.getLogger(__name__)
+
+CARD_USE_KINDS = frozenset({"points.accrued", "gift.redeemed", "points.checkin", "points.birthday"})
+
+
+@dataclass
+class Ingest:
+    """The outcome of one batch: what to acknowledge, and the newly stored events in order."""
+
+    acked: list[str] = field(default_factory=list)
+    quarantined: list[tuple[str, str]] = field(default_factory=list)
+    stored: list[tuple[int, Event]] = field(default_factory=list)
+    after_seq: int = 0
+    to_seq: int = 0
+    blocked_cards: list[tuple[str, str]] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+
+
+def raise_alert(
+    session: Session,
+    kind: str,
+    subject: str,
+    detail: str,
+    at: datetime,
+    store_id: str = "",
+    device_id: str = "",
+) -> bool:
+    """Opens an alert unless one of the same kind and subject is open; True if new."""
+    open_ = session.scalar(
+        select(Alert.id).where(
+            Alert.kind == kind, Alert.subject == subject[:96], Alert.cleared_at.is_(None)
+        )
+    )
+    if open_ is not None:
+        return False
+    session.add(
+        Alert(
+            kind=kind,
+            subject=subject[:96],
+            detail=detail,
+            store_id=store_id,
+            device_id=device_id,
+            raised_at=at,
+        )
+    )
+    return True
+
+
+def clear_alert(session: Session, kind: str, subject: str, at: datetime) -> None:
+    session.execute(
+        update(Alert)
+        .where(Alert.kind == kind, Alert.subject == subject[:96], Alert.cleared_at.is_(None))
+        .values(cleared_at=at)
+    )
+
+
+class CentralLedger:
+    """Applies batches to the central tables (one transaction per batch, by the caller)."""
+
+    def __init__(self, clone_window: timedelta) -> None:
+        self.clone_window = clone_window
+
+    def ingest(self, session: Session, device_id: str, batch: EventBatch, now: datetime) -> Ingest:
+        result = Ingest()
+        ids = [e.event_id for e in batch.events]
+        known = set(
+            session.scalars(select(StoredEvent.event_id).where(StoredEvent.event_id.in_(ids)))
+        )
+        last = session.scalar(select(func.max(StoredEvent.hq_seq))) or 0
+        result.after_seq = result.to_seq = last
+        rows: list[dict[str, Any]] = []
+        typed: list[tuple[Event, Any]] = []
+        for event in batch.events:
+            if event.event_id in known:
+                result.acked.append(event.event_id)
+                continue
+            reason = ""
+            if event.device_id != device_id or batch.device_id != device_id:
+                reason = f"device {event.device_id} in a batch from {device_id}"
+            data = None
+            if not reason:
+                try:
+                    data = event.typed_data()
+                except ProtocolError as exc:
+                    reason = str(exc)
+            if reason:
+                session.add(
+                    QuarantinedEvent(
+                        event_id=event.event_id,
+                        device_id=device_id,
+                        reason=reason[:256],
+                        payload=event.model_dump_json(),
+                        received_at=now,
+                    )
+                )
+                result.quarantined.append((event.event_id, reason[:256]))
+                known.add(event.event_id)
+                continue
+            last += 1
+            known.add(event.event_id)
+            rows.append(
+                {
+                    "hq_seq": last,
+                    "event_id": event.event_id,
+                    "device_id": event.device_id,
+                    "store_id": event.store_id,
+                    "device_seq": event.seq,
+                    "kind": event.kind,
+                    "at": event.at,
+                    "payload": event.model_dump_json(),
+                    "received_at": now,
+                }
+            )
+            typed.append((event, data))
+            result.stored.append((last, event))
+            result.acked.append(event.event_id)
+        if rows:
+            session.execute(insert(StoredEvent), rows)
+            self._apply(session, typed, now, result)
+        result.to_seq = last
+        return result
+
+    # ------------------------------------------------------------------ applying
+
+    def _apply(
+        self, session: Session, typed: list[tuple[Event, Any]], now: datetime, result: Ingest
+    ) -> None:
+        entries: list[dict[str, Any]] = []
+        deltas: dict[str, int] = defaultdict(int)
+        seen_entries: set[str] = set()
+        all_entry_ids = [e.id for _, d in typed if isinstance(d, EntriesData) for e in d.entries]
+        existing = set()
+        for start in range(0, len(all_entry_ids), 900):
+            chunk = all_entry_ids[start : start + 900]
+            existing |= set(
+                session.scalars(select(CentralEntry.id).where(CentralEntry.id.in_(chunk)))
+            )
+        uses: list[Event] = []
+        for event, data in typed:
+            if isinstance(data, MemberRegisteredData):
+                self._register(session, event, data)
+            if isinstance(data, EntriesData):
+                if session.get(CentralMember, data.member_id) is None:
+                    self._placeholder(session, event, data.member_id)
+                for e in data.entries:
+                    if e.id in existing or e.id in seen_entries:
+                        continue
+                    seen_entries.add(e.id)
+                    if (
+                        e.member_id != data.member_id
+                        and session.get(CentralMember, e.member_id) is None
+                    ):
+                        self._placeholder(session, event, e.member_id)
+                    entries.append(
+                        {
+                            "id": e.id,
+                            "member_id": e.member_id,
+                            "kind": e.kind,
+                            "points": e.points,
+                            "lot_id": e.lot_id,
+                            "ref": e.ref,
+                            "store_id": e.store_id,
+                            "device_id": e.device_id,
+                            "at": e.at,
+                            "event_id": event.event_id,
+                        }
+                    )
+                    deltas[e.member_id] += e.points
+                if event.kind in CARD_USE_KINDS and data.card_no:
+                    uses.append(event)
+            elif isinstance(data, MemberUpdatedData):
+                member = session.get(CentralMember, data.member_id)
+                if member is not None:
+                    member.phone_masked = data.phone_masked
+                    member.updated_at = event.at
+            elif isinstance(data, MemberDeletedData):
+                member = session.get(CentralMember, data.member_id)
+                if member is not None:
+                    member.deleted = True
+                    member.phone_masked = ""
+                    member.updated_at = event.at
+                for card_no in data.cards_blocked:
+                    self._card_state(session, card_no, "blocked")
+            elif isinstance(data, TierChangedData):
+                member = session.get(CentralMember, data.member_id)
+                if member is not None:
+                    member.tier = data.after
+            elif isinstance(data, CardReplacedData):
+                self._card_state(session, data.old_card_no, "replaced")
+                if session.get(CentralCard, data.new_card_no) is None:
+                    session.add(
+                        CentralCard(
+                            card_no=data.new_card_no,
+                            member_id=data.member_id,
+                            state="active",
+                            store_id=event.store_id,
+                        )
+                    )
+            elif isinstance(data, CardBlocklistData):
+                for card_no in data.add:
+                    self._card_state(
+                        session, card_no, "lost" if data.reason == "lost" else "blocked"
+                    )
+                    result.blocked_cards.append((card_no, data.reason))
+            elif isinstance(data, LowStockData):
+                if raise_alert(
+                    session,
+                    "gift_low_stock",
+                    f"{event.store_id}:{data.sku}",
+                    f"{data.sku} at {event.store_id}: {data.stock} left "
+                    f"(threshold {data.threshold})",
+                    now,
+                    event.store_id,
+                    event.device_id,
+                ):
+                    result.alerts.append("gift_low_stock")
+            elif isinstance(data, DeviceAlertData) and raise_alert(
+                session,
+                data.code,
+                event.device_id,
+                data.detail,
+                now,
+                event.store_id,
+                event.device_id,
+            ):
+                result.alerts.append(data.code)
+        session.flush()
+        if entries:
+            session.execute(insert(CentralEntry), entries)
+        for member_id, delta in deltas.items():
+            if delta:
+                session.execute(
+                    update(CentralMember)
+                    .where(CentralMember.id == member_id)
+                    .values(balance=CentralMember.balance + delta, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+        self._reconcile(session, list(deltas), now, result)
+        self._check_clones(session, uses, now, result)
+
+    def _register(self, session: Session, event: Event, data: MemberRegisteredData) -> None:
+        if session.get(CentralMember, data.member_id) is None:
+            session.add(
+                CentralMember(
+                    id=data.member_id,
+                    store_id=event.store_id,
+                    tier=data.tier,
+                    phone_masked=data.phone_masked,
+                    balance=0,
+                    overdraft_flagged=False,
+                    deleted=False,
+                    created_at=event.at,
+                    updated_at=event.at,
+                )
+            )
+        if session.get(CentralCard, data.card_no) is None:
+            session.add(
+                CentralCard(
+                    card_no=data.card_no,
+                    member_id=data.member_id,
+                    state="active",
+                    store_id=event.store_id,
+                )
+            )
+        session.flush()
+
+    def _placeholder(self, session: Session, event: Event, member_id: str) -> None:
+        """Entries for a member HQ has not heard of: keep them, and tell staff."""
+        session.add(
+            CentralMember(
+                id=member_id,
+                store_id=event.store_id,
+                tier="unknown",
+                balance=0,
+                created_at=event.at,
+                updated_at=event.at,
+            )
+        )
+        session.flush()
+        raise_alert(
+            session,
+            "member_unknown",
+            member_id,
+            f"entries from {event.device_id} for a member never registered at HQ",
+            event.at,
+            event.store_id,
+            event.device_id,
+        )
+
+    @staticmethod
+    def _card_state(session: Session, card_no: str, state: str) -> None:
+        card = session.get(CentralCard, card_no)
+        if card is not None and card.state in ("active", "lost"):
+            card.state = state
+
+    def _reconcile(
+        self, session: Session, member_ids: list[str], now: datetime, result: Ingest
+    ) -> None:
+        """Flags members driven negative (offline double spend) and alerts staff."""
+        if not member_ids:
+            return
+        session.expire_all()
+        for start in range(0, len(member_ids), 900):
+            chunk = member_ids[start : start + 900]
+            for member in session.scalars(
+                select(CentralMember).where(
+                    CentralMember.id.in_(chunk),
+                    CentralMember.balance < 0,
+                    CentralMember.overdraft_flagged.is_(False),
+                )
+            ):
+                member.overdraft_flagged = True
+                raise_alert(
+                    session,
+                    "overdraft",
+                    member.id,
+                    f"balance {member.balance} after offline redemptions at several stores",
+                    now,
+                    member.store_id,
+                )
+                result.alerts.append("overdraft")
+
+    def _check_clones(
+        self, session: Session, uses: list[Event], now: datetime, result: Ingest
+    ) -> None:
+        for event in uses:
+            card_no = str(event.data.get("card_no"))
+            last = session.get(CardUse, card_no)
+            if last is None:
+                session.add(
+                    CardUse(
+                        card_no=card_no,
+                        store_id=event.store_id,
+                        device_id=event.device_id,
+                        at=event.at,
+                    )
+                )
+                session.flush()
+                continue
+            if last.store_id != event.store_id and abs(event.at - last.at) <= self.clone_window:
+                minutes = abs(event.at - last.at).total_seconds() / 60
+                if raise_alert(
+                    session,
+                    "card_clone_suspect",
+                    card_no,
+                    f"card {card_no} used at {last.store_id} and {event.store_id} "
+                    f"{minutes:.1f} min apart",
+                    now,
+                    event.store_id,
+                    event.device_id,
+                ):
+                    result.alerts.append("card_clone_suspect")
+            if event.at >= last.at:
+                last.store_id, last.device_id, last.at = event.store_id, event.device_id, event.at
+
+
+def stored_events(session: Session, after_seq: int, limit: int) -> list[tuple[int, Event]]:
+    """Stored events after ``after_seq``, in order (for a device catching up)."""
+    rows = session.execute(
+        select(StoredEvent.hq_seq, StoredEvent.payload)
+        .where(StoredEvent.hq_seq > after_seq)
+        .order_by(StoredEvent.hq_seq)
+        .limit(limit)
+    ).all()
+    return [(seq, Event.model_validate_json(payload)) for seq, payload in rows]
+
+
+def balances(session: Session) -> dict[str, int]:
+    return dict(session.execute(select(CentralMember.id, CentralMember.balance)).tuples().all())
+
+
+def ledger_sums(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(CentralEntry.member_id, func.sum(CentralEntry.points)).group_by(
+            CentralEntry.member_id
+        )
+    ).tuples()
+    return {member_id: int(total) for member_id, total in rows}
+
+
+def event_json(event: Event) -> str:
+    return json.dumps(event.model_dump(mode="json"), sort_keys=True)

@@ -1,0 +1,165 @@
+"""HQ's tables: the central ledger, members and cards, the fleet, alerts (SQLAlchemy 2).
+
+SQLite by default, PostgreSQL by URL; times are stored as UTC and come back UTC-aware on both.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (naive values are refused)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime stored: times must be UTC-aware")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+class HqBase(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class StoredEvent(HqBase):
+    """Every business event exactly once, numbered in the order HQ stored it (``hq_seq``)."""
+
+    __tablename__ = "hq_event"
+    __table_args__ = (Index("ix_hq_event_device_seq", "device_id", "device_seq"),)
+    hq_seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    event_id: Mapped[str] = mapped_column(String(26), unique=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    store_id: Mapped[str] = mapped_column(String(64))
+    device_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    kind: Mapped[str] = mapped_column(String(48))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class QuarantinedEvent(HqBase):
+    """An event HQ could not apply (bad data): kept for staff, acknowledged so it stops coming."""
+
+    __tablename__ = "hq_quarantine"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(256))
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CentralMember(HqBase):
+    """A member as the chain sees it: balance = sum of all stores' entries."""
+
+    __tablename__ = "hq_member"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(16))
+    phone_masked: Mapped[str] = mapped_column(String(16), default="")
+    balance: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
+    overdraft_flagged: Mapped[bool] = mapped_column(default=False)
+    deleted: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CentralCard(HqBase):
+    __tablename__ = "hq_card"
+    card_no: Mapped[str] = mapped_column(String(20), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(26), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    store_id: Mapped[str] = mapped_column(String(64))
+
+
+class CentralEntry(HqBase):
+    """A ledger entry of any store, with the id its device gave it."""
+
+    __tablename__ = "hq_entry"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(26), index=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    points: Mapped[int] = mapped_column(Integer)
+    lot_id: Mapped[str | None] = mapped_column(String(26))
+    ref: Mapped[str] = mapped_column(String(64))
+    store_id: Mapped[str] = mapped_column(String(64))
+    device_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    event_id: Mapped[str] = mapped_column(String(26))
+
+
+class CardUse(HqBase):
+    """Where and when a card was last used (for the anti-cloning check)."""
+
+    __tablename__ = "hq_card_use"
+    card_no: Mapped[str] = mapped_column(String(20), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64))
+    device_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class FleetDevice(HqBase):
+    """The latest status and telemetry of one device."""
+
+    __tablename__ = "hq_device"
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64), default="")
+    role: Mapped[str] = mapped_column(String(16), default="kiosk")
+    state: Mapped[str] = mapped_column(String(16), default="unknown")
+    state_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    version: Mapped[str] = mapped_column(String(64), default="")
+    outbox_depth: Mapped[int | None] = mapped_column(Integer)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    telemetry: Mapped[str] = mapped_column(Text, default="{}")
+    faults: Mapped[str] = mapped_column(Text, default="[]")
+
+
+class Alert(HqBase):
+    """Something HQ staff must look at; open until ``cleared_at``."""
+
+    __tablename__ = "hq_alert"
+    __table_args__ = (Index("ix_hq_alert_open", "kind", "subject", "cleared_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(96))
+    store_id: Mapped[str] = mapped_column(String(64), default="")
+    device_id: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    raised_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    cleared_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -1,0 +1,339 @@
+"""``kiosk hq serve``: the reference HQ service on MQTT.
+
+Stores every device's events once and acknowledges them, fans them out to every other kiosk
+(numbered, so a kiosk can ask for what it missed), keeps the fleet's status and telemetry,
+raises alerts, and publishes blocklist updates for blocked cards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from edge import __version__
+from edge.protocol import (
+    BlocklistUpdate,
+    DeviceStatus,
+    EventAck,
+    EventBatch,
+    ProtocolError,
+    Quarantined,
+    ReplicaBatch,
+    ReplicaEvent,
+    ReplicaRequest,
+    Telemetry,
+    Topics,
+    decode,
+)
+from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
+from hq.fleet import apply_status, apply_telemetry, check_offline
+from hq.ledger import CentralLedger, Ingest, stored_events
+from hq.models import FleetDevice, HqBase
+
+log = logging.getLogger(__name__)
+
+REPLICA_CHUNK = 1000
+
+
+class HqConfig(BaseModel):
+    """How the HQ service connects and what it alerts on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database_url: str = Field("sqlite+pysqlite:///hq.db", title="SQLAlchemy URL of the ledger")
+    broker_host: str = Field("127.0.0.1", title="Broker host")
+    broker_port: int = Field(8883, ge=1, le=65535, title="Broker port")
+    client_id: str = Field("hq", title="MQTT client id")
+    ca_file: str = Field("", title="CA certificate (PEM)")
+    cert_file: str = Field("", title="HQ's client certificate (CN hq)")
+    key_file: str = Field("", title="HQ's client key")
+    topic_prefix: str = Field("mck/v1", title="Topic prefix")
+    command_key: str = Field("", title="HQ's Ed25519 command-signing key (PEM)")
+    offline_alert_s: float = Field(300.0, gt=0, title="Alert when a device is offline this long")
+    clone_window_min: float = Field(10.0, ge=0, title="Anti-cloning window in minutes")
+    blocklist_ttl_s: int = Field(7 * 24 * 3600, ge=60, title="Lifetime of a blocklist update")
+
+    def tls(self) -> TlsFiles | None:
+        if not self.ca_file:
+            return None
+        return TlsFiles(Path(self.ca_file), Path(self.cert_file), Path(self.key_file))
+
+
+def make_hq_engine(url: str) -> Engine:
+    """An engine for HQ's database (tables created if missing)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_conn: object, _record: object) -> None:
+            cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+            cur.close()
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    HqBase.metadata.create_all(engine)
+    return engine
+
+
+def hq_link(
+    config: HqConfig,
+    client_id: str,
+    subscriptions: tuple[tuple[str, int], ...],
+    clean_start: bool = False,
+) -> MqttLink:
+    topics = Topics(config.topic_prefix)
+
+    def status(state: str) -> Callable[[], bytes]:
+        return lambda: DeviceStatus(
+            device_id=client_id,
+            store_id="hq",
+            role="hq",
+            state=state,
+            at=datetime.now(UTC),
+            version=__version__,
+        ).to_bytes()
+
+    return MqttLink(
+        LinkSettings(
+            client_id=client_id,
+            host=config.broker_host,
+            port=config.broker_port,
+            tls=config.tls(),
+            status_topic=topics.status(client_id),
+            online_payload=status("online"),
+            offline_payload=status("offline"),
+            subscriptions=subscriptions,
+            clean_start=clean_start,
+            reconnect_min_s=0.2,
+            reconnect_max_s=5.0,
+        )
+    )
+
+
+@dataclass
+class Counters:
+    batches: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    replica_requests: int = 0
+
+
+class HqService:
+    """The HQ loop: one thread applies messages in order; the link thread only queues them."""
+
+    def __init__(self, config: HqConfig, engine: Engine | None = None) -> None:
+        self.config = config
+        self.topics = Topics(config.topic_prefix)
+        self.engine = engine or make_hq_engine(config.database_url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.ledger = CentralLedger(timedelta(minutes=config.clone_window_min))
+        t = self.topics
+        self.link = hq_link(
+            config,
+            config.client_id,
+            (
+                (t.every_device("events"), 1),
+                (t.every_device("replica/request"), 1),
+                (t.every_device("status"), 1),
+                (t.every_device("telemetry"), 0),
+                (t.every_device("command/result"), 1),
+            ),
+        )
+        self.counters = Counters()
+        self._stop = threading.Event()
+        self._next_check = 0.0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        self.link.start()
+        try:
+            while not self._stop.is_set() and not (until and until()):
+                try:
+                    item = self.link.inbox.get(timeout=0.2)
+                except queue.Empty:
+                    item = None
+                if isinstance(item, Inbound):
+                    self.handle(item)
+                now = time.monotonic()
+                if now >= self._next_check:
+                    self._next_check = now + 5.0
+                    with self.sessions() as session, session.begin():
+                        check_offline(
+                            session,
+                            datetime.now(UTC),
+                            timedelta(seconds=self.config.offline_alert_s),
+                        )
+        finally:
+            self.link.close()
+
+    def handle(self, msg: Inbound) -> None:
+        """Applies one message; malformed ones are logged and dropped, never half-applied."""
+        try:
+            self._dispatch(msg)
+        except ProtocolError as exc:
+            self.counters.dropped += 1
+            log.warning("dropped message on %s: %s", msg.topic[:120], exc)
+        self.link.ack(msg)
+
+    def _dispatch(self, msg: Inbound) -> None:
+        parsed = self.topics.parse_device_topic(msg.topic)
+        if parsed is None:
+            raise ProtocolError(f"unexpected topic {msg.topic[:120]}")
+        device_id, leaf = parsed
+        now = datetime.now(UTC)
+        if leaf == "events":
+            self._ingest(device_id, decode(EventBatch, msg.payload), now)
+        elif leaf == "replica/request":
+            request = decode(ReplicaRequest, msg.payload)
+            if request.device_id != device_id:
+                raise ProtocolError(f"{device_id} asked for {request.device_id}'s replica")
+            self._serve_replica(request, now)
+        elif leaf == "status":
+            if not msg.payload:
+                return  # a retained status being cleared
+            status = decode(DeviceStatus, msg.payload)
+            if status.device_id != device_id:
+                raise ProtocolError(f"status of {status.device_id} on {device_id}'s topic")
+            with self.sessions() as session, session.begin():
+                apply_status(session, status, now)
+        elif leaf == "telemetry":
+            if not msg.payload:
+                return
+            sample = decode(Telemetry, msg.payload)
+            if sample.device_id != device_id:
+                raise ProtocolError(f"telemetry of {sample.device_id} on {device_id}'s topic")
+            with self.sessions() as session, session.begin():
+                apply_telemetry(session, sample, now)
+        elif leaf == "command/result":
+            log.info("command result from %s: %s", device_id, msg.payload[:300])
+        else:
+            raise ProtocolError(f"unexpected device topic {msg.topic[:120]}")
+
+    def _ingest(self, device_id: str, batch: EventBatch, now: datetime) -> None:
+        with self.sessions() as session, session.begin():
+            result = self.ledger.ingest(session, device_id, batch, now)
+            self._seen(session, device_id, batch.events[0].store_id, now)
+        self.counters.batches += 1
+        self.counters.stored += len(result.stored)
+        self.counters.duplicates += len(result.acked) - len(result.stored)
+        ack = EventAck(
+            batch_id=batch.batch_id,
+            event_ids=result.acked,
+            quarantined=[Quarantined(event_id=i, reason=r) for i, r in result.quarantined],
+            at=now,
+        )
+        self.link.publish(self.topics.ack(device_id), ack.to_bytes(), qos=1)
+        if result.stored:
+            self._fan_out(result)
+        if result.blocked_cards:
+            self._publish_blocklist(result, now)
+
+    @staticmethod
+    def _seen(session: Session, device_id: str, store_id: str, now: datetime) -> None:
+        device = session.get(FleetDevice, device_id)
+        if device is None:
+            session.add(
+                FleetDevice(
+                    device_id=device_id,
+                    store_id=store_id,
+                    role="kiosk",
+                    state="online",
+                    state_since=now,
+                    last_seen=now,
+                )
+            )
+        else:
+            device.last_seen = now
+
+    def _kiosks(self) -> list[str]:
+        with self.sessions() as session:
+            return list(
+                session.scalars(select(FleetDevice.device_id).where(FleetDevice.role == "kiosk"))
+            )
+
+    def _fan_out(self, result: Ingest) -> None:
+        """Every kiosk gets the new range; a kiosk's own events are left out of its copy."""
+        for device_id in self._kiosks():
+            batch = ReplicaBatch(
+                after_seq=result.after_seq,
+                to_seq=result.to_seq,
+                events=[
+                    ReplicaEvent(hq_seq=seq, event=ev)
+                    for seq, ev in result.stored
+                    if ev.device_id != device_id
+                ],
+                at=datetime.now(UTC),
+            )
+            self.link.publish(self.topics.replica(device_id), batch.to_bytes(), qos=1)
+
+    def _serve_replica(self, request: ReplicaRequest, now: datetime) -> None:
+        self.counters.replica_requests += 1
+        with self.sessions() as session, session.begin():
+            self._seen(session, request.device_id, request.store_id, now)
+        after = request.after_seq
+        while True:
+            with self.sessions() as session:
+                chunk = stored_events(session, after, REPLICA_CHUNK)
+            if not chunk:
+                return
+            batch = ReplicaBatch(
+                after_seq=after,
+                to_seq=chunk[-1][0],
+                events=[
+                    ReplicaEvent(hq_seq=seq, event=ev)
+                    for seq, ev in chunk
+                    if ev.device_id != request.device_id
+                ],
+                at=now,
+            )
+            self.link.publish(self.topics.replica(request.device_id), batch.to_bytes(), qos=1)
+            after = chunk[-1][0]
+            if len(chunk) < REPLICA_CHUNK:
+                return
+
+    def _publish_blocklist(self, result: Ingest, now: datetime) -> None:
+        reasons = sorted({r for _, r in result.blocked_cards})
+        update = BlocklistUpdate(
+            update_id=f"ev-{result.to_seq}",
+            add=[c for c, _ in result.blocked_cards],
+            reason=",".join(reasons)[:256],
+            issued_at=now,
+            expires_at=now + timedelta(seconds=self.config.blocklist_ttl_s),
+        )
+        publish_blocklist(self.link, self.topics, update)
+
+
+def publish_blocklist(link: MqttLink, topics: Topics, update: BlocklistUpdate) -> bool:
+    """Blocklist updates carry their expiry twice: in the payload and as MQTT message expiry."""
+    ttl = int((update.expires_at - update.issued_at).total_seconds())
+    return link.publish(topics.blocklist(), update.to_bytes(), qos=1, expiry_s=ttl)
+
+
+def load_hq_config(path: Path | None, **overrides: object) -> HqConfig:
+    """HQ's TOML config file (optional), then command-line overrides that are set."""
+    import tomllib
+
+    raw: dict[str, object] = {}
+    if path is not None:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return HqConfig.model_validate(raw)
+
+
+def dump(obj: object) -> str:
+    return json.dumps(obj, default=str, sort_keys=True)

@@ -1,0 +1,195 @@
+"""Fixtures for sync tests: a real Mosquitto with the shipped TLS + ACL config, kiosks, HQ.
+
+Nothing here fakes MQTT: the broker is ``/usr/sbin/mosquitto`` on a free loopback port,
+started on the configuration and certificates ``edge.sync.broker`` renders.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from edge.app import AppContext
+from edge.config import parse_config
+from edge.sync.broker import Identity, render_broker
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+IDENTITIES = [
+    Identity("hq", "hq"),
+    Identity("K001", "kiosk", "S001"),
+    Identity("K002", "kiosk", "S002"),
+    Identity("L1", "lane", "S001"),
+    Identity("L2", "lane", "S002"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@dataclass
+class Broker:
+    """A Mosquitto process on the shipped configuration; can be killed and restarted."""
+
+    directory: Path
+    port: int
+    conf: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.directory / "mosquitto.log"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.conf)], stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_port(self.port)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.proc = None
+
+    def tls(self, cn: str) -> tuple[Path, Path, Path]:
+        return self.directory / "ca.crt", self.directory / f"{cn}.crt", self.directory / f"{cn}.key"
+
+
+def start_broker(directory: Path, max_queued: int = 1000) -> Broker:
+    port = free_port()
+    conf = render_broker(directory, port, IDENTITIES, max_queued=max_queued)
+    broker = Broker(directory.resolve(), port, conf)
+    broker.start()
+    return broker
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = start_broker(tmp_path / "broker")
+    yield b
+    b.stop()
+
+
+def kiosk_config(
+    device_id: str,
+    store_id: str,
+    port: int,
+    card_start: int,
+    extra: str = "",
+    host: str = "127.0.0.1",
+) -> str:
+    return f"""
+[device]
+device_id = "{device_id}"
+store_id = "{store_id}"
+card_range_start = {card_start}
+card_range_end = {card_start + 49_999}
+
+[sync]
+enabled = true
+broker_host = "{host}"
+broker_port = {port}
+ack_timeout_s = 3.0
+retry_max_s = 6.0
+reconnect_min_s = 0.2
+reconnect_max_s = 2.0
+telemetry_interval_s = 2.0
+{extra}
+"""
+
+
+def make_data_dir(
+    root: Path,
+    broker: Broker,
+    device_id: str,
+    store_id: str,
+    card_start: int,
+    *,
+    port: int | None = None,
+    extra: str = "",
+) -> Path:
+    """A kiosk's data directory: config for ``device_id`` in ``store_id``, its TLS files, and
+    HQ's command public key."""
+    data = root / device_id
+    (data / "tls").mkdir(parents=True, exist_ok=True)
+    (data / "keys").mkdir(parents=True, exist_ok=True, mode=0o700)
+    ca, cert, key = broker.tls(device_id)
+    shutil.copy(ca, data / "tls" / "ca.crt")
+    shutil.copy(cert, data / "tls" / "device.crt")
+    shutil.copy(key, data / "tls" / "device.key")
+    shutil.copy(broker.directory / "hq-command.pub", data / "keys" / "hq-command.pub")
+    text = kiosk_config(device_id, store_id, port or broker.port, card_start, extra)
+    (data / "config.toml").write_text(text)
+    return data
+
+
+def open_app(data: Path) -> AppContext:
+    text = (data / "config.toml").read_text()
+    return AppContext.open(data, config=parse_config(text))
+
+
+class Runner:
+    """Runs an agent or HQ loop on a thread (for tests that don't kill processes)."""
+
+    def __init__(self, target: Callable[[Callable[[], bool]], None]) -> None:
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                target(self._stop.is_set)
+            except BaseException as exc:
+                self.error = exc
+                raise
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(20)
+        assert not self.thread.is_alive(), "loop did not stop"
+        assert self.error is None, self.error
