@@ -4,6 +4,7 @@ from drivers.scanner.code import MEMBER_CENTER_SYMBOLOGIES, Code, Symbology
 from drivers.scanner.debounce import Debouncer
 from drivers.scanner.decode import CodeDecoder, DecodeSettings
 from drivers.scanner.interface import Camera, CodeScanner, Frame
+from drivers.scanner.presented import LocatedCode, ScanResult
 from drivers.scanner.serial_engine import SerialScanEngine, classify
 from drivers.scanner.sim import SimulatedCamera
 from drivers.scanner.stream import CameraScanner
@@ -19,6 +20,8 @@ __all__ = [
     "Debouncer",
     "DecodeSettings",
     "Frame",
+    "LocatedCode",
+    "ScanResult",
     "SerialScanEngine",
     "SimulatedCamera",
     "Symbology",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -34,10 +35,27 @@ def decode_qr_bytes(raw: bytes) -> str:
     return raw.decode("latin-1")
 
 
+Point = tuple[float, float]
+# zbar.h: ZBAR_ORIENT_UP, _RIGHT, _DOWN, _LEFT; the direction a 1-D code is read in
+_READ_DIRECTION: dict[int, Point] = {0: (1.0, 0.0), 1: (0.0, 1.0), 2: (-1.0, 0.0), 3: (0.0, -1.0)}
+
+
+class ZbarSymbol(NamedTuple):
+    """A code ZBar read, where it found it, and the direction it reads in (if ZBar knows)."""
+
+    code: Code
+    points: tuple[Point, ...]
+    direction: Point | None
+
+
 def zbar_decode(
     gray: npt.NDArray[np.uint8], symbologies: Iterable[Symbology], density: int = 1
-) -> list[Code]:
+) -> list[ZbarSymbol]:
     """Decodes a grayscale image with ZBar restricted to ``symbologies``.
+
+    Returns each code with the points where ZBar located it (the corners of a QR code; the
+    ends of the scan lines that crossed a 1-D code), in pixels of ``gray``, and for 1-D
+    codes the direction they read in.
 
     Args:
         gray: 8-bit single-channel image.
@@ -49,7 +67,7 @@ def zbar_decode(
     w = require("pyzbar.wrapper", "install pyzbar and the libzbar0 Debian package")
     height, width = gray.shape[:2]
     data = np.ascontiguousarray(gray).tobytes()
-    found: list[Code] = []
+    found: list[ZbarSymbol] = []
     with pyzbar._image_scanner() as scanner:
         w.zbar_image_scanner_set_config(scanner, 0, w.ZBarConfig.CFG_ENABLE, 0)
         for symbology in symbologies:
@@ -73,5 +91,13 @@ def zbar_decode(
                     w.zbar_symbol_get_data(symbol), w.zbar_symbol_get_data_length(symbol)
                 )
                 text = decode_qr_bytes(raw) if kind is Symbology.QR_CODE else raw.decode("latin-1")
-                found.append(Code(kind, text))
+                points = tuple(
+                    (
+                        float(w.zbar_symbol_get_loc_x(symbol, i)),
+                        float(w.zbar_symbol_get_loc_y(symbol, i)),
+                    )
+                    for i in range(w.zbar_symbol_get_loc_size(symbol))
+                )
+                direction = _READ_DIRECTION.get(int(w.zbar_symbol_get_orientation(symbol)))
+                found.append(ZbarSymbol(Code(kind, text), points, direction))
     return found

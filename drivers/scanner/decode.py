@@ -9,17 +9,28 @@ of zxing-cpp's defaults; ZBar finds a different set of the rest (blurred EAN-13s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from drivers._lazy import require
-from drivers.scanner._zbar import zbar_decode
+from drivers.scanner._zbar import ZbarSymbol, zbar_decode
 from drivers.scanner.code import MEMBER_CENTER_SYMBOLOGIES, Code, Symbology
+from drivers.scanner.presented import (
+    LocatedCode,
+    Point,
+    ScanResult,
+    choose,
+    locate,
+    same_symbol,
+)
 
 Gray = npt.NDArray[np.uint8]
+Found = list[ZbarSymbol]  # zxing-cpp's results are put in the same shape
 
 _ZXING_NAMES = {
     Symbology.QR_CODE: "QRCode",
@@ -53,6 +64,8 @@ class CodeDecoder:
     Example:
         >>> decoder = CodeDecoder()
         >>> codes = decoder.decode(cv2.imread("card.jpg"))  # doctest: +SKIP
+        >>> decoder.scan(cv2.imread("book.jpg")).secondary  # doctest: +SKIP
+        (LocatedCode(code=Code(format=<Symbology.EAN_13: 'EAN_13'>, ...), ...),)
     """
 
     def __init__(self, settings: DecodeSettings | None = None) -> None:
@@ -70,19 +83,36 @@ class CodeDecoder:
         ]
 
     def decode(self, image: npt.NDArray[np.uint8], fallbacks: bool = True) -> tuple[Code, ...]:
-        """Returns the codes in ``image`` (BGR, BGRA or grayscale), without duplicates.
+        """The code presented in ``image`` (BGR, BGRA or grayscale): one code, or none.
 
         ``fallbacks=False`` runs the cheap pass only; a live stream does so on most frames,
         since a code held before the camera stays there for many of them.
         """
+        return self.scan(image, fallbacks).codes
+
+    def scan(self, image: npt.NDArray[np.uint8], fallbacks: bool = True) -> ScanResult:
+        """The presented code in ``image`` with where it is, and the other codes seen with it.
+
+        Passes run until one finds a code fully in view (or none is left); the codes of all
+        passes run are candidates, each once.
+        """
         gray = self.to_gray(image)
         if not self.has_contrast(gray):
-            return ()
+            return ScanResult()
+        located: dict[Code, LocatedCode] = {}
         for attempt in self._attempts(gray, fallbacks and self.settings.fallbacks):
-            found = attempt()
-            if found:
-                return tuple(dict.fromkeys(found))
-        return ()
+            earlier = list(located.values())
+            for code, points, direction in attempt():
+                if code in located:
+                    continue
+                new = locate(gray, code, points, direction)
+                # a symbol an earlier pass read keeps that reading: the passes run in order
+                # of how much their readings are trusted
+                if not any(same_symbol(new, old) for old in earlier):
+                    located[code] = new
+            if any(c.in_full_view for c in located.values()):
+                break
+        return choose(located.values())
 
     def to_gray(self, image: npt.NDArray[np.uint8]) -> Gray:
         if image.ndim == 2:
@@ -95,7 +125,7 @@ class CodeDecoder:
         thumb = self._cv2.resize(gray, (32, 24), interpolation=self._cv2.INTER_AREA)
         return int(thumb.max()) - int(thumb.min()) >= self.settings.min_contrast
 
-    def _attempts(self, gray: Gray, fallbacks: bool) -> Iterable[Callable[[], list[Code]]]:
+    def _attempts(self, gray: Gray, fallbacks: bool) -> Iterable[Callable[[], Found]]:
         yield lambda: self._zxing_pass(gray)
         if not fallbacks:
             return
@@ -105,19 +135,35 @@ class CodeDecoder:
         # ZBar's QR finder found nothing more on enhanced images; its 1-D scan did
         yield lambda: self._zbar_pass(enhanced, with_qr=False)
 
-    def _zxing_pass(self, gray: Gray) -> list[Code]:
+    def _zxing_pass(self, gray: Gray) -> Found:
         plain = self._zxing.TextMode.Plain  # HRI would print control bytes as "<SOH>"
         results = self._zxing.read_barcodes(
             gray, formats=self._zx_formats, try_invert=False, text_mode=plain
         )
-        return [Code(self._from_zxing[r.format], r.text) for r in results]
+        found = []
+        for r in results:
+            corners = _corners(r.position)
+            (x0, y0), (x1, y1) = corners[0], corners[1]  # top left, top right
+            norm = math.hypot(x1 - x0, y1 - y0) or 1.0
+            direction = ((x1 - x0) / norm, (y1 - y0) / norm)
+            found.append(ZbarSymbol(Code(self._from_zxing[r.format], r.text), corners, direction))
+        return found
 
-    def _zbar_pass(self, gray: Gray, with_qr: bool) -> list[Code]:
+    def _zbar_pass(self, gray: Gray, with_qr: bool) -> Found:
         found = zbar_decode(gray, self._linear, self.settings.zbar_density) if self._linear else []
         if found or not with_qr or Symbology.QR_CODE not in self.settings.symbologies:
             return found
         # ZBar's QR finder costs as much as everything else; half size loses no QR here.
-        small = gray
-        if min(gray.shape[:2]) >= 300:
-            small = self._cv2.resize(gray, None, fx=0.5, fy=0.5, interpolation=self._cv2.INTER_AREA)
-        return zbar_decode(small, [Symbology.QR_CODE])
+        if min(gray.shape[:2]) < 300:
+            return zbar_decode(gray, [Symbology.QR_CODE])
+        small = self._cv2.resize(gray, None, fx=0.5, fy=0.5, interpolation=self._cv2.INTER_AREA)
+        return [
+            s._replace(points=tuple((2 * x, 2 * y) for x, y in s.points))
+            for s in zbar_decode(small, [Symbology.QR_CODE])
+        ]
+
+
+def _corners(position: Any) -> tuple[Point, ...]:
+    """zxing-cpp's position (top left, top right, bottom right, bottom left) as points."""
+    corners = (position.top_left, position.top_right, position.bottom_right, position.bottom_left)
+    return tuple((float(p.x), float(p.y)) for p in corners)

@@ -24,7 +24,8 @@ class CameraScanner(CodeScanner):
     The capture thread keeps only the newest frame (a stale one is overwritten, never
     queued), so decoding slower than the frame rate costs frames, not latency. The decode
     thread runs the pipeline on that newest frame (with the costly fallbacks on one frame in
-    ``fallback_every``) and passes new codes through a
+    ``fallback_every``, or when the cheap pass saw only a code cut by the frame edge) and
+    passes the presented code, if new, through a
     :class:`Debouncer`. A camera that fails is retried every ``retry_s``, so replugging it
     heals the scanner without a restart.
 
@@ -113,9 +114,14 @@ class CameraScanner(CodeScanner):
             # the expensive fallbacks on one frame in n: a held code stays for many frames,
             # and a kiosk facing an empty aisle all day should not burn a core on them
             fallbacks = self.frames_decoded % self._fallback_every == 0
-            codes = self._decoder.decode(frame, fallbacks=fallbacks)
+            result = self._decoder.scan(frame, fallbacks=fallbacks)
+            if not fallbacks and result.presented and not result.presented.in_full_view:
+                # a code cut by the frame edge may sit beside the presented one that only the
+                # fallbacks read; reporting it first would make it a scan
+                result = self._decoder.scan(frame, fallbacks=True)
             self.frames_decoded += 1
-            for code in self._debouncer.feed(codes, time.monotonic()):
+            # only the presented code: one frame is at most one scan
+            for code in self._debouncer.feed(result.codes, time.monotonic()):
                 try:
                     self._codes.put_nowait(code)
                 except queue.Full:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from drivers.errors import DeviceUnavailableError
@@ -155,9 +156,9 @@ def test_debouncer_reports_a_held_code_once_and_a_new_presentation_again():
 class SlowDecoder(CodeDecoder):
     """A decoder that takes 50 ms a frame, as a Pi does on a hard frame."""
 
-    def decode(self, image, fallbacks=True):
+    def scan(self, image, fallbacks=True):
         time.sleep(0.05)
-        return super().decode(image, fallbacks)
+        return super().scan(image, fallbacks)
 
 
 def test_stream_drops_stale_frames_when_decoding_is_slower_than_capture():
@@ -168,5 +169,24 @@ def test_stream_drops_stale_frames_when_decoding_is_slower_than_capture():
         time.sleep(0.6)
         assert scanner.frames_decoded * 2 < scanner.frames_captured
         assert scanner.read_code(1.0) is not None
+    finally:
+        scanner.close()
+
+
+def test_stream_reports_only_the_presented_code_of_two_in_view():
+    zxingcpp = pytest.importorskip("zxingcpp")
+    frame = np.full((480, 640, 3), 255, np.uint8)
+    for text, scale, top, left in (("M1-PRESENTED", 8, 120, 80), ("M1-POSTER", 3, 20, 500)):
+        symbol = np.asarray(
+            zxingcpp.create_barcode(text, zxingcpp.BarcodeFormat.QRCode).to_image(scale=scale)
+        )
+        h, w = symbol.shape
+        frame[top : top + h, left : left + w] = symbol[:, :, None]
+    camera = SimulatedCamera(fps=60)
+    scanner = CameraScanner(lambda: camera)
+    try:
+        camera.show(frame)
+        assert scanner.read_code(2.0) == Code(Symbology.QR_CODE, "M1-PRESENTED")
+        assert scanner.read_code(0.5) is None
     finally:
         scanner.close()
