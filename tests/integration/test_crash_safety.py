@@ -63,6 +63,11 @@ def _set_up(tmp_path: Path) -> Plan:
     return plan
 
 
+def _env() -> dict[str, str]:
+    """The environment without the developer's own KIOSK_* settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
+
+
 def _worker_command(mode: str, plan_path: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "tests.integration.crash_worker", mode, str(plan_path), *extra]
 
@@ -80,6 +85,7 @@ class ForkServer:
             stderr=self._stderr,
             text=True,
             bufsize=1,
+            env=_env(),
         )
         self.live_child: int | None = None
 
@@ -120,7 +126,7 @@ class ForkServer:
 
 def _kill_cold_run(plan_path: Path, delay: float, stderr_path: Path) -> None:
     with stderr_path.open("a") as err:
-        proc = subprocess.Popen(_worker_command("run", plan_path), cwd=REPO, stderr=err)
+        proc = subprocess.Popen(_worker_command("run", plan_path), cwd=REPO, stderr=err, env=_env())
         try:
             time.sleep(delay)
             proc.send_signal(signal.SIGKILL)
@@ -235,6 +241,7 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
+        env=_env(),
     )
     assert final.returncode == 0, final.stderr
 
@@ -243,6 +250,7 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=300,
+        env=_env(),
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     report = json.loads(verify.stdout)
