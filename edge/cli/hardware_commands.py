@@ -51,15 +51,20 @@ def scan_cmd(images: tuple[Path, ...]) -> None:
     for path in images:
         image = _load_image(path)
         start = time.perf_counter()
-        codes = decoder.decode(image)
+        scanned = decoder.scan(image)
         ms = round((time.perf_counter() - start) * 1000, 2)
+        codes = scanned.codes
+        # Other codes seen in the frame help a technician aim the camera; they are never scans.
+        others = [located.code for located in scanned.secondary]
         result = {
             "path": str(path),
             "codes": [{"format": c.format.value, "text": c.text} for c in codes],
+            "secondary": [{"format": c.format.value, "text": c.text} for c in others],
             "ms": ms,
         }
         found = "; ".join(f"{c.format.value} {c.text!r}" for c in codes) or "no code"
-        emit(result, f"{path}: {found} ({ms} ms)")
+        also = f" (also in view: {'; '.join(repr(c.text) for c in others)})" if others else ""
+        emit(result, f"{path}: {found}{also} ({ms} ms)")
 
 
 @click.group("printer")
