@@ -20,6 +20,8 @@ DEFAULT_INSTALL_ROOT = Path("/opt/member-kiosk")
 
 def register(group: click.Group) -> None:
     group.add_command(backup_group)
+    group.add_command(update_cmd)
+    group.add_command(cleanup_cmd)
 
 
 def _data_dir() -> Path:
@@ -115,3 +117,112 @@ def backup_restore_cmd(backup: Path, expected: str | None, lock_timeout: float) 
         *(f"warning: {w}" for w in result.warnings),
     ]
     emit(result, "\n".join(lines))
+
+
+def _update_key(data_dir: Path, path: Path | None) -> Any:
+    from edge.lifecycle.update import UPDATE_KEY_FILE
+    from edge.security.keys import load_public_key
+
+    return load_public_key(path or data_dir / UPDATE_KEY_FILE)
+
+
+@click.command("update")
+@click.argument(
+    "bundle", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--inbox", is_flag=True, help="Apply every bundle waiting in updates/inbox.")
+@click.option(
+    "--install-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_INSTALL_ROOT,
+    show_default=True,
+    help="Where versions are installed and `current` points.",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="HQ's update key (default: keys/hq-update.pub in the data directory).",
+)
+@click.option("--restart", is_flag=True, help="Restart the kiosk services (systemctl).")
+@click.option("--lock-timeout", default=600.0, show_default=True, help="Seconds to wait for work.")
+@click.option("--health-timeout", default=120.0, show_default=True, help="Seconds for the check.")
+@click.option("--python", "python", help="Interpreter for new versions (default: the system's).")
+@json_option
+def update_cmd(
+    bundle: Path | None,
+    inbox: bool,
+    install_root: Path,
+    public_key: Path | None,
+    restart: bool,
+    lock_timeout: float,
+    health_timeout: float,
+    python: str | None,
+) -> None:
+    """Install a signed update BUNDLE; keep it only if the new version's doctor passes."""
+    from edge.lifecycle.update import RESTART_SERVICES, apply_update, drain_inbox
+
+    if (bundle is None) == (not inbox):
+        raise click.UsageError("name one BUNDLE or pass --inbox")
+    data_dir = _data_dir()
+    options: dict[str, Any] = {
+        "install_root": install_root,
+        "public_key": _update_key(data_dir, public_key),
+        "config_path": state().config_path,
+        "python": python,
+        "restart": RESTART_SERVICES if restart else (),
+        "health_timeout": health_timeout,
+        "lock_timeout": lock_timeout,
+    }
+    if bundle is not None:
+        outcomes: list[tuple[Path, Any]] = [
+            (bundle, apply_update(bundle, data_dir=data_dir, **options))
+        ]
+    else:
+        outcomes = drain_inbox(data_dir, **options)
+    rows = []
+    failed = False
+    for path, outcome in outcomes:
+        if isinstance(outcome, str):
+            rows.append({"bundle": path.name, "status": "refused", "problems": [outcome]})
+            failed = True
+        else:
+            rows.append({"bundle": path.name, **_plain_result(outcome)})
+            failed = failed or outcome.status == "rolled_back"
+
+    def human(_: Any) -> str:
+        lines = []
+        for r in rows:
+            version = f" {r['version']}" if "version" in r else ""
+            lines.append(f"{r['bundle']}: {r['status']}{version}")
+            lines += [f"  problem: {p}" for p in r.get("problems", [])]
+        return "\n".join(lines) or "no update waiting"
+
+    emit(rows if inbox else rows[0], human)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def _plain_result(result: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(result)
+
+
+@click.command("cleanup")
+@click.option(
+    "--install-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_INSTALL_ROOT,
+    show_default=True,
+)
+@click.option("--keep-daily", default=14, show_default=True, help="Days of backups kept.")
+@json_option
+def cleanup_cmd(install_root: Path, keep_daily: int) -> None:
+    """Remove versions other than current and previous, and backups past their rotation."""
+    from edge.lifecycle.backup import BACKUP_DIR, rotate
+    from edge.lifecycle.update import prune_versions
+
+    versions = prune_versions(install_root)
+    backups = rotate(_data_dir() / BACKUP_DIR, keep_daily)
+    result = {"versions_removed": versions, "backups_removed": backups}
+    emit(result, f"removed {len(versions)} old versions and {len(backups)} old backups")

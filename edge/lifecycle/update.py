@@ -1,0 +1,368 @@
+"""``kiosk update``: install a signed bundle beside the running version, check it, or roll back.
+
+Layout under the install root (``/opt/member-kiosk`` on the appliance)::
+
+    versions/<version>/   one virtual environment per installed version
+    current -> versions/<version>     what the units start (switched atomically)
+    previous -> versions/<version>    what a rollback returns to
+
+Steps: verify the bundle's signature and files; wait for the update lock (no transaction,
+print or dispense in progress) and keep it to the end; snapshot the database; install into a
+new virtual environment; switch ``current``; restart the services; run the new version's
+``kiosk doctor`` (database, printer, scanner). On any failure after the switch, ``current``
+goes back, the services restart on the old version, and a database the new version migrated
+is put back from the snapshot. Every attempt is appended to ``updates/history.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge.config import KioskConfig, load_config
+from edge.domain.errors import KioskError
+from edge.lifecycle import busy
+from edge.lifecycle.backup import database_path, snapshot
+from edge.lifecycle.bundle import UpdateManifest, verify_bundle
+from edge.lifecycle.health import HealthReport, run_health_check
+
+UPDATES_DIR = "updates"
+INBOX = "inbox"
+UPDATE_KEY_FILE = Path("keys/hq-update.pub")
+SERVICES = ("member-kiosk-sync.service", "member-kiosk.service")
+RESTART_SERVICES = ("systemctl", "restart", *SERVICES)
+
+
+class UpdateFailed(KioskError):
+    """The update did not install; the running version is unchanged."""
+
+    code = "update_failed"
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What happened: ``installed``, ``rolled_back``, or ``already_current``."""
+
+    status: str
+    version: str
+    previous: str | None
+    problems: list[str] = field(default_factory=list)
+    database_restored: bool = False
+
+
+@dataclass(frozen=True)
+class InstallRoot:
+    """The directory tree of installed versions."""
+
+    path: Path
+
+    @property
+    def versions(self) -> Path:
+        return self.path / "versions"
+
+    @property
+    def current(self) -> Path:
+        return self.path / "current"
+
+    @property
+    def previous(self) -> Path:
+        return self.path / "previous"
+
+    def version_of(self, link: Path) -> str | None:
+        if not link.is_symlink():
+            return None
+        return Path(os.readlink(link)).name
+
+    def switch(self, link: Path, version: str) -> None:
+        """Point ``link`` at ``versions/<version>`` in one rename (readers never see a gap)."""
+        tmp = link.with_name(f".{link.name}.{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        os.symlink(Path("versions") / version, tmp)
+        os.replace(tmp, link)
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def default_python() -> str:
+    """The interpreter new versions are built on: the system's, for its picamera2 and lgpio."""
+    system = Path("/usr/bin/python3")
+    if system.exists() and Path(sys.base_prefix) == Path("/usr"):
+        return str(system)
+    return str(getattr(sys, "_base_executable", sys.executable))
+
+
+def install_version(
+    manifest: UpdateManifest,
+    wheels: Path,
+    root: InstallRoot,
+    *,
+    python: str,
+    system_site_packages: bool = True,
+    timeout: float = 1800.0,
+) -> Path:
+    """A new virtual environment for ``manifest.version`` with its wheel installed.
+
+    Raises:
+        UpdateFailed: the environment could not be made or pip failed (nothing left behind).
+    """
+    target = root.versions / manifest.version
+    if target.exists():  # a half-finished earlier attempt, or a version being reinstalled
+        shutil.rmtree(target)
+    root.versions.mkdir(parents=True, exist_ok=True)
+    venv = [python, "-m", "venv", *(["--system-site-packages"] if system_site_packages else [])]
+    pip = [
+        str(target / "bin/python"),
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--find-links",
+        str(wheels),
+        *(["--no-index"] if manifest.complete else []),
+        str(wheels / manifest.wheel),
+    ]
+    for step in ([*venv, str(target)], pip):
+        try:
+            proc = subprocess.run(step, capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            shutil.rmtree(target, ignore_errors=True)
+            raise UpdateFailed(f"installing {manifest.version}: {exc}") from None
+        if proc.returncode != 0:
+            shutil.rmtree(target, ignore_errors=True)
+            tail = (proc.stderr or proc.stdout).strip()[-800:]
+            raise UpdateFailed(f"installing {manifest.version} failed: {tail}")
+    (target / "update-manifest.json").write_text(
+        json.dumps(asdict(manifest), indent=2, sort_keys=True), encoding="utf-8"
+    )
+    return target
+
+
+def _schema_revision(db: Path) -> str | None:
+    import sqlite3
+
+    if not db.exists():
+        return None
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.OperationalError:
+        row = None
+    finally:
+        conn.close()
+    return str(row[0]) if row else None
+
+
+def _same_owner(path: Path, like: Path) -> None:
+    if os.geteuid() == 0:
+        st = like.stat()
+        os.chown(path, st.st_uid, st.st_gid)
+
+
+def _put_back_database(saved: Path, live: Path) -> None:
+    """Return the database to the snapshot taken under the update lock (nothing ran since)."""
+    for suffix in ("-wal", "-shm"):
+        live.with_name(live.name + suffix).unlink(missing_ok=True)
+    tmp = live.with_name(f".{live.name}.rollback")
+    shutil.copyfile(saved, tmp)
+    _same_owner(tmp, live.parent)
+    os.replace(tmp, live)
+
+
+def _run(command: Sequence[str], timeout: float) -> str | None:
+    """``None`` when the command succeeded, else what went wrong."""
+    try:
+        proc = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{' '.join(command)}: {exc}"
+    if proc.returncode != 0:
+        return f"{' '.join(command)} exited {proc.returncode}: {proc.stderr.strip()[-300:]}"
+    return None
+
+
+def _record(data_dir: Path, entry: dict[str, object]) -> None:
+    log = data_dir / UPDATES_DIR / "history.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def apply_update(
+    bundle: Path,
+    *,
+    data_dir: Path,
+    install_root: Path,
+    public_key: Ed25519PublicKey,
+    config: KioskConfig | None = None,
+    config_path: Path | None = None,
+    python: str | None = None,
+    system_site_packages: bool = True,
+    restart: Sequence[str] = (),
+    health_timeout: float = 120.0,
+    lock_timeout: float | None = 600.0,
+    now: datetime | None = None,
+) -> UpdateResult:
+    """Install ``bundle`` if HQ signed it; keep it only if the new version proves healthy.
+
+    This is what HQ's ``update`` command runs (via :func:`queue_update` when the caller lacks
+    the rights to write the install root and restart services).
+
+    Args:
+        restart: the command that restarts the appliance's services (empty: none to restart).
+        lock_timeout: how long to wait for work in progress; ``None`` waits for ever.
+
+    Raises:
+        IntegrityError: the bundle is not signed by HQ or is damaged (nothing changed).
+        LockTimeout: the appliance stayed busy (nothing changed).
+        UpdateFailed: the new version could not be installed (nothing changed).
+    """
+    root = InstallRoot(install_root)
+    if config is None:
+        config, config_path = load_config(config_path, data_dir)
+    started = (now or datetime.now(UTC)).isoformat()
+    with tempfile.TemporaryDirectory(prefix="kiosk-update-") as tmp:
+        manifest = verify_bundle(bundle, public_key, Path(tmp) / "wheels")
+        previous = root.version_of(root.current)
+        if previous == manifest.version and (root.current / "bin/kiosk").exists():
+            return UpdateResult("already_current", manifest.version, previous)
+        with busy.exclusive(data_dir, timeout=lock_timeout):
+            new = install_version(
+                manifest,
+                Path(tmp) / "wheels",
+                root,
+                python=python or default_python(),
+                system_site_packages=system_site_packages,
+            )
+            live = database_path(config, data_dir)
+            saved = Path(tmp) / "pre-update.db"
+            revision_before = _schema_revision(live)
+            if live.exists():
+                snapshot(live, saved)
+            if previous is not None:
+                root.switch(root.previous, previous)
+            root.switch(root.current, manifest.version)
+            problems = []
+            if restart and (failure := _run(restart, health_timeout)):
+                problems.append(failure)
+            if not problems:
+                report: HealthReport = run_health_check(
+                    new / "bin/kiosk", data_dir, config_path=config_path, timeout=health_timeout
+                )
+                problems = report.problems
+            if not problems:
+                result = UpdateResult("installed", manifest.version, previous)
+            else:
+                result = _roll_back(
+                    root,
+                    manifest,
+                    previous,
+                    problems,
+                    live,
+                    saved,
+                    revision_before,
+                    restart,
+                    health_timeout,
+                )
+    _record(data_dir, {"at": started, "bundle": bundle.name, **asdict(result)})
+    return result
+
+
+def _roll_back(
+    root: InstallRoot,
+    manifest: UpdateManifest,
+    previous: str | None,
+    problems: list[str],
+    live: Path,
+    saved: Path,
+    revision_before: str | None,
+    restart: Sequence[str],
+    timeout: float,
+) -> UpdateResult:
+    restored = False
+    if previous is not None:
+        root.switch(root.current, previous)
+    else:
+        root.current.unlink(missing_ok=True)
+    if saved.exists() and _schema_revision(live) != revision_before:
+        _put_back_database(saved, live)
+        restored = True
+    shutil.rmtree(root.versions / manifest.version, ignore_errors=True)
+    if restart and previous is not None and (failure := _run(restart, timeout)):
+        problems = [*problems, f"restart after rollback: {failure}"]
+    return UpdateResult("rolled_back", manifest.version, previous, list(problems), restored)
+
+
+def queue_update(bundle: Path, data_dir: Path) -> Path:
+    """Drop ``bundle`` into the update inbox; ``member-kiosk-update.path`` starts the installer.
+
+    For the sync agent, which runs unprivileged: it receives HQ's command and the bundle, and
+    the root-owned installer does the rest. The copy appears in the inbox in one rename.
+    """
+    inbox = data_dir / UPDATES_DIR / INBOX
+    inbox.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    partial = inbox.parent / f".{stamp}-{bundle.name}.part"
+    shutil.copyfile(bundle, partial)
+    target = inbox / f"{stamp}-{bundle.name}"
+    os.replace(partial, target)
+    return target
+
+
+def drain_inbox(data_dir: Path, **options: Any) -> list[tuple[Path, UpdateResult | str]]:
+    """Apply every bundle in the inbox in arrival order (``options`` as for
+    :func:`apply_update`); each bundle leaves the inbox whatever the outcome, so the path unit
+    does not start the installer again for it.
+    """
+    inbox = data_dir / UPDATES_DIR / INBOX
+    work = data_dir / UPDATES_DIR / "applying"
+    outcomes: list[tuple[Path, UpdateResult | str]] = []
+    for bundle in sorted(inbox.glob("*")) if inbox.is_dir() else []:
+        work.mkdir(parents=True, exist_ok=True)
+        taken = work / bundle.name
+        os.replace(bundle, taken)
+        outcome: UpdateResult | str
+        try:
+            outcome = apply_update(taken, data_dir=data_dir, **options)
+        except KioskError as exc:
+            outcome = f"{exc.code}: {exc.message}"
+            _record(
+                data_dir,
+                {
+                    "at": datetime.now(UTC).isoformat(),
+                    "bundle": taken.name,
+                    "status": "refused",
+                    "problems": [outcome],
+                },
+            )
+        finally:
+            taken.unlink(missing_ok=True)
+        outcomes.append((bundle, outcome))
+    return outcomes
+
+
+def prune_versions(install_root: Path) -> list[Path]:
+    """Remove installed versions other than ``current`` and ``previous``."""
+    root = InstallRoot(install_root)
+    keep = {root.version_of(root.current), root.version_of(root.previous)}
+    removed = []
+    for version in root.versions.iterdir() if root.versions.is_dir() else []:
+        if version.name not in keep:
+            shutil.rmtree(version, ignore_errors=True)
+            removed.append(version)
+    return removed

@@ -1,0 +1,242 @@
+"""Updates: only signed bundles, never during a sale, a healthy new version or a rollback."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.app import AppContext
+from edge.config import KioskConfig
+from edge.domain.errors import IntegrityError
+from edge.lifecycle import busy
+from edge.lifecycle.bundle import build_bundle, verify_bundle
+from edge.lifecycle.update import (
+    InstallRoot,
+    apply_update,
+    drain_inbox,
+    prune_versions,
+    queue_update,
+)
+from edge.services import members, points
+from edge.services.verify import verify_ledger
+from tests.lifecycle.releases import build_release, update_key
+
+
+def small_wheel(tmp: Path, name: str = "member_center_kiosk-9.9.9-py3-none-any.whl") -> Path:
+    """A well-formed (tiny) wheel file, enough for bundle checks that never install it."""
+    path = tmp / name
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("edge_probe.py", "x = 1\n")
+    return path
+
+
+@pytest.fixture
+def hq_key(tmp_path):
+    return update_key(tmp_path)
+
+
+def test_a_signed_bundle_verifies_and_unpacks_only_its_files(tmp_path, hq_key):
+    key, _ = hq_key
+    wheel = small_wheel(tmp_path)
+    dep = small_wheel(tmp_path, "probe_dep-1.0-py3-none-any.whl")
+    build_bundle([wheel, dep], "9.9.9", key, tmp_path / "b.tar", complete=True)
+    manifest = verify_bundle(tmp_path / "b.tar", key.public_key(), tmp_path / "st")
+    assert (manifest.version, manifest.wheel, manifest.complete) == ("9.9.9", wheel.name, True)
+    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == sorted([wheel.name, dep.name])
+    assert (tmp_path / "st" / wheel.name).read_bytes() == wheel.read_bytes()
+
+
+def test_bundles_hq_did_not_sign_are_refused(tmp_path, hq_key):
+    key, _ = hq_key
+    build_bundle([small_wheel(tmp_path)], "9.9.9", Ed25519PrivateKey.generate(), tmp_path / "b.tar")
+    with pytest.raises(IntegrityError) as err:
+        verify_bundle(tmp_path / "b.tar", key.public_key(), tmp_path / "st")
+    assert err.value.code == "bundle_signature"
+    assert not (tmp_path / "st").exists()
+
+
+def _rewrite(bundle: Path, out: Path, change) -> None:
+    with tarfile.open(bundle) as src, tarfile.open(out, "w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()
+            for name, new in change(member.name, data):
+                info = tarfile.TarInfo(name)
+                info.size = len(new)
+                dst.addfile(info, io.BytesIO(new))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # a wheel swapped after signing
+        lambda n, d: [(n, d + b"\0" if n.endswith(".whl") else d)],
+        # an extra file smuggled in, with a path that escapes the staging directory
+        lambda n, d: [(n, d)] + ([("../../evil.whl", d)] if n.endswith(".whl") else []),
+        # a wheel left out
+        lambda n, d: [] if n.endswith(".whl") else [(n, d)],
+        # the manifest edited (say, the version)
+        lambda n, d: [(n, d.replace(b"9.9.9", b"9.9.8") if n == "manifest.json" else d)],
+    ],
+    ids=["altered-wheel", "extra-file", "missing-wheel", "edited-manifest"],
+)
+def test_altered_bundles_are_refused(tmp_path, hq_key, change):
+    key, _ = hq_key
+    good = tmp_path / "good.tar"
+    build_bundle([small_wheel(tmp_path)], "9.9.9", key, good)
+    bad = tmp_path / "bad.tar"
+    _rewrite(good, bad, change)
+    with pytest.raises(IntegrityError) as err:
+        verify_bundle(bad, key.public_key(), tmp_path / "st" / "inner")
+    assert err.value.code in {"bundle_invalid", "bundle_signature"}
+    assert not (tmp_path / "evil.whl").exists()
+
+
+def test_no_update_starts_while_a_sale_is_in_progress(tmp_path, hq_key):
+    key, _ = hq_key
+    build_bundle([small_wheel(tmp_path)], "9.9.9", key, tmp_path / "b.tar")
+    data = tmp_path / "data"
+    with busy.hold("sale", data), pytest.raises(busy.LockTimeout) as err:
+        apply_update(
+            tmp_path / "b.tar",
+            data_dir=data,
+            install_root=tmp_path / "opt",
+            public_key=key.public_key(),
+            config=KioskConfig(),
+            lock_timeout=0.3,
+        )
+    assert "sale" in err.value.message
+    assert not (tmp_path / "opt" / "versions").exists()
+
+
+def test_switch_and_prune_keep_current_and_previous(tmp_path):
+    root = InstallRoot(tmp_path)
+    for v in ("1", "2", "3"):
+        (root.versions / v / "bin").mkdir(parents=True)
+    root.switch(root.current, "2")
+    root.switch(root.previous, "1")
+    root.switch(root.current, "3")
+    assert (root.version_of(root.current), root.version_of(root.previous)) == ("3", "1")
+    assert root.current.resolve() == (root.versions / "3").resolve()
+    assert [p.name for p in prune_versions(tmp_path)] == ["2"]
+    assert sorted(p.name for p in root.versions.iterdir()) == ["1", "3"]
+
+
+# -- real installs: a virtual environment per version, pip, the new version's doctor --------
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    work = tmp_path_factory.mktemp("hq-releases")
+    return {
+        "1.0.1": build_release(work, "1.0.1"),
+        "1.0.2": build_release(work, "1.0.2"),
+        # a release that migrates the database and calls a camera API that does not exist
+        "1.0.3": build_release(
+            work,
+            "1.0.3",
+            patch={
+                "drivers/factory.py": ("return SimulatedCamera(", "return SimulatedCamera.open(")
+            },
+            migration=True,
+        ),
+    }
+
+
+@pytest.fixture
+def store(tmp_path):
+    app = AppContext.open(tmp_path / "data", config=KioskConfig())
+    card = members.register_member(app, "13800138000", True).card_no
+    points.accrue_purchase(app, card, 88_800, "R-1")
+    app.close()
+    return tmp_path / "data"
+
+
+def ledger(data: Path):
+    app = AppContext.open(data, config=KioskConfig(), upgrade_schema=False)
+    try:
+        report = verify_ledger(app)
+        return report.ok, report.entries, members.show_member(app, phone="13800138000").balance
+    finally:
+        app.close()
+
+
+def kiosk_version(root: Path) -> str:
+    out = subprocess.run(
+        [str(root / "current/bin/kiosk"), "--version"], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def install(bundle_dir, releases, version, key, store, root):
+    bundle = bundle_dir / f"kiosk-{version}.tar"
+    build_bundle([releases[version]], version, key, bundle)
+    return apply_update(
+        bundle,
+        data_dir=store,
+        install_root=root,
+        public_key=key.public_key(),
+        config=KioskConfig(),
+        health_timeout=180,
+    )
+
+
+@pytest.mark.slow
+def test_a_good_update_is_installed_and_keeps_the_previous_version(
+    tmp_path, hq_key, releases, store
+):
+    key, _ = hq_key
+    root = tmp_path / "opt"
+    before = ledger(store)
+    first = install(tmp_path, releases, "1.0.1", key, store, root)
+    assert (first.status, first.previous) == ("installed", None)
+    second = install(tmp_path, releases, "1.0.2", key, store, root)
+    assert (second.status, second.version, second.previous) == ("installed", "1.0.2", "1.0.1")
+    assert second.problems == []
+    assert kiosk_version(root) == "kiosk, version 1.0.2"
+    assert InstallRoot(root).version_of(InstallRoot(root).previous) == "1.0.1"
+    assert (root / "versions/1.0.1/bin/kiosk").exists()
+    again = install(tmp_path, releases, "1.0.2", key, store, root)
+    assert again.status == "already_current"
+    assert ledger(store) == before
+    history = [json.loads(x) for x in (store / "updates/history.jsonl").read_text().splitlines()]
+    assert [h["status"] for h in history] == ["installed", "installed"]
+
+
+@pytest.mark.slow
+def test_an_update_that_fails_its_health_check_is_rolled_back(tmp_path, hq_key, releases, store):
+    key, _ = hq_key
+    root = tmp_path / "opt"
+    assert install(tmp_path, releases, "1.0.1", key, store, root).status == "installed"
+    before = ledger(store)
+    # through the inbox, the way HQ's command reaches the root-owned installer
+    bundle = tmp_path / "kiosk-1.0.3.tar"
+    build_bundle([releases["1.0.3"]], "1.0.3", key, bundle)
+    queue_update(bundle, store)
+    ((_, result),) = drain_inbox(
+        store,
+        install_root=root,
+        public_key=key.public_key(),
+        config=KioskConfig(),
+        health_timeout=180,
+    )
+    assert not isinstance(result, str)
+    assert (result.status, result.version, result.previous) == ("rolled_back", "1.0.3", "1.0.1")
+    assert any(p.startswith("scanner:") for p in result.problems), result.problems
+    assert result.database_restored  # 1.0.3 had migrated the schema before failing
+    assert kiosk_version(root) == "kiosk, version 1.0.1"
+    assert not (root / "versions/1.0.3").exists()
+    assert not list((store / "updates/inbox").iterdir())
+    assert ledger(store) == before
+    doctor = subprocess.run(
+        [str(root / "current/bin/kiosk"), "--data-dir", str(store), "--json", "doctor"],
+        capture_output=True,
+        text=True,
+    )
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
