@@ -140,6 +140,9 @@ class ScreenRegistry:
         screen = self.get(name)
         if self.manager.current_screen is not screen:
             self.manager.switch_to(screen, transition=NoTransition())
+            # finish now: the manager ignores touches while a transition is running, and a
+            # zero-length one would still wait for an animation frame
+            self.manager.transition.stop()
         screen.entered()
         return screen
 
@@ -175,7 +178,9 @@ class KioskApp(App):  # type: ignore[misc]
         LabelBase.register("Roboto", str(fonts.regular), None, str(fonts.bold), None)
         global_idmap["_"] = self.tr
         for name in KV_FILES:
-            Builder.load_file(str(SCREENS_DIR / f"{name}.kv"))
+            path = str(SCREENS_DIR / f"{name}.kv")
+            if path not in Builder.files:  # rules load once per process, apps may be many
+                Builder.load_file(path)
         c, s, r = self.center, self.session, self.runner
         self.identify_vm = IdentifyViewModel(c, s, r)
         self.points_vm = PointsViewModel(c, s, r)
@@ -354,6 +359,7 @@ class KioskApp(App):  # type: ignore[misc]
         return "\n".join(lines)
 
     def on_stop(self) -> None:
+        Window.unbind(size=self._restyle, on_touch_down=self._touched)
         for event in self._events:
             event.cancel()
         self._events.clear()

@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 from kivy.clock import Clock
 from kivy.factory import Factory
 from kivy.properties import ObjectProperty, StringProperty
+from kivy.uix.behaviors import ButtonBehavior
+from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.gridlayout import GridLayout
 from kivy.uix.label import Label
@@ -18,6 +20,7 @@ class KButton(Button):  # type: ignore[misc]
     """A large touch target; ``tid`` names it for tests and the demo tour."""
 
     tid = StringProperty("")
+    vm = ObjectProperty(None, rebind=True)
     kind = StringProperty("primary")  # primary, secondary, danger, quiet
 
 
@@ -25,6 +28,33 @@ class KLabel(Label):  # type: ignore[misc]
     """Text that wraps to its width and grows to its text's height."""
 
     tid = StringProperty("")
+
+
+class Notice(Label):  # type: ignore[misc]
+    """The view-model's notice, translated (the kv rule is in widgets.kv)."""
+
+    vm = ObjectProperty(None, rebind=True)
+
+
+class Panel(BoxLayout):  # type: ignore[misc]
+    """A part of a screen over the screen's view-model, and the row data it shows.
+
+    The properties rebind: kv rules such as ``root.vm.phone`` follow a view-model (or a
+    row's data) set after the panel was built.
+    """
+
+    vm = ObjectProperty(None, rebind=True)
+    tile = ObjectProperty(None, rebind=True)
+    status = ObjectProperty(None, rebind=True)
+    line = ObjectProperty(None, rebind=True)
+
+
+class PanelGrid(GridLayout):  # type: ignore[misc]
+    vm = ObjectProperty(None, rebind=True)
+
+
+class TileButton(ButtonBehavior, Panel):  # type: ignore[misc]
+    state_code = StringProperty("ok")
 
 
 class Keypad(GridLayout):  # type: ignore[misc]
@@ -118,7 +148,7 @@ class StagedScreen(KioskScreen):
 
 
 def _register() -> None:
-    for cls in (KButton, KLabel, Keypad, HoldArea):
+    for cls in (KButton, KLabel, Keypad, HoldArea, Notice, Panel, PanelGrid, TileButton):
         Factory.register(cls.__name__, cls=cls)
 
 

@@ -83,6 +83,7 @@ class ViewModel(EventDispatcher):  # type: ignore[misc]
         self.runner = runner
 
     def say(self, msgid: str, kind: str = "info", **args: Any) -> None:
+        self.notice = ""  # never format the old text with the new arguments
         self.notice_args = args
         self.notice_kind = kind
         self.notice = msgid

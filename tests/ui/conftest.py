@@ -1,0 +1,185 @@
+"""The real app under a virtual display: Xvfb started here, one Kivy window per test run.
+
+Kivy can open one window per process, so the window lives for the session and every test
+gets a fresh app (fresh data directory, seeded center, simulated devices) attached to it.
+Touches go through Kivy's own input path (``UnitTestTouch``), hit-testing included.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.config import KioskConfig, KioskUiConfig
+from edge.station.center import KioskCenter, open_center
+from edge.station.seed import DemoPeople, seed_demo
+
+SIZE = (1280, 800)
+
+
+def _free_display() -> int:
+    for n in range(90, 200):
+        if not Path(f"/tmp/.X{n}-lock").exists() and not Path(f"/tmp/.X11-unix/X{n}").exists():
+            return n
+    raise RuntimeError("no free X display number")
+
+
+@pytest.fixture(scope="session")
+def virtual_display(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        pytest.fail("Xvfb is not installed (make deps installs the xvfb package)")
+    number = _free_display()
+    proc = subprocess.Popen(
+        [xvfb, f":{number}", "-screen", "0", f"{SIZE[0]}x{SIZE[1]}x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    socket = Path(f"/tmp/.X11-unix/X{number}")
+    deadline = time.monotonic() + 10
+    while not socket.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"Xvfb :{number} did not start")
+        time.sleep(0.05)
+    os.environ["DISPLAY"] = f":{number}"
+    from kiosk.boot import configure_kivy
+
+    configure_kivy(
+        kivy_home=tmp_path_factory.mktemp("kivy"),
+        provider="mouse",
+        fullscreen=False,
+        size=SIZE,
+    )
+    yield f":{number}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@dataclass
+class Kiosk:
+    """The running app with its center, the seeded people and hands for the screen."""
+
+    app: Any
+    center: KioskCenter
+    people: DemoPeople
+    data_dir: Path
+
+    # ---- driving the event loop -------------------------------------------------------
+    def pump(self, seconds: float = 0.1) -> None:
+        from kivy.base import EventLoop
+
+        end = time.monotonic() + seconds
+        while True:
+            EventLoop.idle()
+            if time.monotonic() >= end:
+                return
+            time.sleep(1 / 120)
+
+    def wait_for(self, condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.pump(0.02)
+            value = condition()
+            if value:
+                return value
+        raise AssertionError(f"timed out waiting for {what or condition}; screen: {self.texts()}")
+
+    # ---- finding and touching ---------------------------------------------------------
+    def widgets(self) -> list[Any]:
+        from kivy.core.window import Window
+
+        found: list[Any] = []
+        stack = list(Window.children)
+        while stack:
+            widget = stack.pop()
+            found.append(widget)
+            stack.extend(widget.children)
+        return found
+
+    def find(self, tid: str) -> Any:
+        matches = [w for w in self.widgets() if getattr(w, "tid", None) == tid]
+        assert matches, f"no widget {tid!r} on screen {self.app.current}"
+        assert len(matches) == 1, f"{len(matches)} widgets named {tid!r}"
+        return matches[0]
+
+    def has(self, tid: str) -> bool:
+        return any(getattr(w, "tid", None) == tid for w in self.widgets())
+
+    def texts(self) -> str:
+        return " | ".join(
+            w.text for w in self.widgets() if isinstance(getattr(w, "text", None), str) and w.text
+        )
+
+    def tap(self, tid: str, hold: float = 0.0) -> None:
+        """A finger on the widget's centre, through Kivy's input path."""
+        from kivy.tests.common import UnitTestTouch
+
+        widget = self.find(tid)
+        assert not widget.disabled, f"{tid} is disabled"
+        x, y = widget.to_window(*widget.center)
+        touch = UnitTestTouch(x, y)
+        touch.touch_down()
+        self.pump(hold or 0.03)
+        touch.touch_up()
+        self.pump(0.05)
+
+    def type_digits(self, digits: str) -> None:
+        for digit in digits:
+            self.tap(f"key-{digit}")
+
+    def notice(self) -> str:
+        screen = self.app.screens.manager.current_screen
+        return " ".join(
+            w.text for w in self.widgets() if type(w).__name__ == "Notice" and w.text
+        ) or (screen.vm.notice if screen and screen.vm else "")
+
+    def scan(self, text: str) -> None:
+        assert self.center.simulator is not None
+        self.center.simulator.present_code(text)
+
+
+def _ui_config(**ui: Any) -> KioskConfig:
+    return KioskConfig(ui=KioskUiConfig(fullscreen=False, touch_provider="mouse", **ui))
+
+
+@pytest.fixture
+def make_kiosk(virtual_display: str, tmp_path: Path) -> Iterator[Callable[..., Kiosk]]:
+    made: list[Kiosk] = []
+
+    def make(**ui: Any) -> Kiosk:
+        data = tmp_path / f"kiosk{len(made)}"
+        center = open_center(
+            data, simulate=True, receipts_dir=data / "receipts", config=_ui_config(**ui)
+        )
+        people = seed_demo(center.app)
+        from kiosk.app import KioskApp
+
+        app = KioskApp(center)
+        app._run_prepare()
+        kiosk = Kiosk(app, center, people, data)
+        made.append(kiosk)
+        kiosk.pump(0.3)
+        return kiosk
+
+    yield make
+    from kivy.core.window import Window
+
+    for kiosk in made:
+        kiosk.app.dispatch("on_stop")
+        for child in list(Window.children):
+            Window.remove_widget(child)
+        kiosk.center.close()
+
+
+@pytest.fixture
+def kiosk(make_kiosk: Callable[..., Kiosk]) -> Kiosk:
+    return make_kiosk()
