@@ -1,0 +1,149 @@
+"""Staff, technician, idle timeout and screen settings, through the real app."""
+
+from __future__ import annotations
+
+from edge.services import gifts as gift_service
+from edge.services import members as member_service
+from edge.services.status import audit_log
+
+
+def sign_in(kiosk, staff_id, pin):
+    kiosk.type_digits(staff_id)
+    kiosk.tap("key-ok")
+    kiosk.type_digits(pin)
+    kiosk.tap("key-ok")
+
+
+def test_lost_card_is_blocked_and_replaced_with_the_balance(kiosk):
+    people = kiosk.people
+    old = people.zhao_card_blocked
+    balance = member_service.show_member(kiosk.center.app, card_no=old).balance
+    kiosk.tap("staff")
+    kiosk.scan("STAFF:" + people.clerk_id)  # the badge fills in the staff number
+    kiosk.wait_for(lambda: kiosk.app.staff_vm.field == "pin", what="badge read")
+    kiosk.type_digits(people.clerk_pin)
+    kiosk.tap("key-ok")
+    kiosk.wait_for(lambda: kiosk.has("lost-card"), what="staff menu")
+    kiosk.tap("lost-card")
+    kiosk.type_digits(people.zhao_phone)
+    kiosk.tap("key-ok")
+    kiosk.wait_for(lambda: "137****1111" in kiosk.find("lost-member").text, what="member found")
+    kiosk.tap("replace")
+    assert "核对会员身份证件" in kiosk.notice()  # not before the identity check
+    kiosk.tap("verified")
+    kiosk.tap("replace")
+    kiosk.wait_for(lambda: kiosk.app.staff_vm.replacement is not None, what="replacement")
+    new = kiosk.app.staff_vm.replacement.new_card_no
+    assert new in kiosk.notice()
+    assert member_service.show_member(kiosk.center.app, card_no=old).card_state == "replaced"
+    fresh = member_service.show_member(kiosk.center.app, card_no=new)
+    assert fresh.card_state == "active" and fresh.balance == balance
+    assert kiosk.center.simulator.receipts()[-1] == "card-replacement"
+    assert "card.replace" in [a.action for a in audit_log(kiosk.center.app)]
+
+
+def test_wrong_staff_pin_is_refused_then_locks(kiosk):
+    kiosk.tap("staff")
+    sign_in(kiosk, kiosk.people.clerk_id, "9999")
+    kiosk.wait_for(lambda: "员工号或密码错误" in kiosk.notice(), what="wrong PIN refused")
+    assert not kiosk.has("lost-card")
+    for _ in range(4):
+        kiosk.type_digits("9999")
+        kiosk.tap("key-ok")
+        kiosk.wait_for(lambda: not kiosk.app.staff_vm.busy, what="answer")
+    assert "已暂时锁定" in kiosk.notice()
+    kiosk.type_digits(kiosk.people.clerk_pin)  # even the right PIN now waits out the lockout
+    kiosk.tap("key-ok")
+    kiosk.wait_for(lambda: not kiosk.app.staff_vm.busy, what="answer")
+    assert kiosk.app.staff_vm.staff is None
+
+
+def test_staff_tools_restock_reprint_clear_fault_and_report(kiosk):
+    people = kiosk.people
+    kiosk.center.redeem(people.wang_card, "TOWEL", "before-staff")
+    kiosk.tap("staff")
+    sign_in(kiosk, people.clerk_id, people.clerk_pin)
+    kiosk.wait_for(lambda: kiosk.has("restock"), what="staff menu")
+    kiosk.tap("restock")
+    kiosk.wait_for(lambda: kiosk.has("restock-OIL-10"), what="restock list")
+    kiosk.tap("restock-OIL-10")
+    kiosk.wait_for(lambda: "库存 10" in kiosk.notice(), what="restocked")
+    assert {g.sku: g.stock for g in gift_service.list_gifts(kiosk.center.app)}["OIL"] == 10
+    kiosk.tap("staff-menu")
+    kiosk.center.simulator.printer_out_of_paper()
+    kiosk.tap("reprint")
+    kiosk.wait_for(lambda: "未能打印" in kiosk.notice(), what="reprint refused by the printer")
+    kiosk.tap("staff-menu")
+    kiosk.tap("clear-faults")
+    kiosk.wait_for(lambda: "所有设备正常" in kiosk.notice(), what="faults cleared")
+    kiosk.tap("staff-menu")
+    printed = len(kiosk.center.simulator.receipts())
+    kiosk.tap("reprint")
+    kiosk.wait_for(lambda: "已补打" in kiosk.notice(), what="reprinted")
+    assert kiosk.center.simulator.receipts()[printed:] == ["gift-voucher"]
+    kiosk.tap("staff-menu")
+    kiosk.tap("report")
+    kiosk.wait_for(lambda: kiosk.app.staff_vm.report is not None, what="report")
+    report = kiosk.app.staff_vm.report
+    assert report.redemptions == 1 and report.points_redeemed == 300
+    assert "兑换 1 次（300 积分）" in kiosk.find("report-text").text
+    assert kiosk.center.simulator.receipts()[-1] == "staff-daily-report"
+    kiosk.tap("sign-out")
+    assert kiosk.app.current == "attract" and kiosk.app.staff_vm.staff is None
+
+
+def test_technician_mode_behind_a_hidden_gesture_and_a_pin(make_kiosk):
+    kiosk = make_kiosk(technician_gesture_s=0.5)
+    kiosk.tap("logo", hold=0.1)  # a short touch does nothing
+    assert kiosk.app.current == "attract"
+    kiosk.tap("logo", hold=0.8)
+    assert kiosk.app.current == "technician"
+    sign_in(kiosk, kiosk.people.clerk_id, kiosk.people.clerk_pin)  # a clerk is not enough
+    kiosk.wait_for(lambda: "没有此项权限" in kiosk.notice(), what="clerk refused")
+    kiosk.app.technician_vm.start()
+    kiosk.pump(0.1)
+    sign_in(kiosk, kiosk.people.technician_id, kiosk.people.technician_pin)
+    kiosk.wait_for(lambda: len(kiosk.app.technician_vm.lines) == 4, what="self-test")
+    kiosk.wait_for(lambda: kiosk.has("tech-info"), what="diagnostics")
+    info = kiosk.find("tech-info").text
+    assert "软件版本 0.1.0" in info and "门店 S001" in info and "消息服务器" in info
+    assert len(kiosk.find("selftest").children) == 4
+    assert "所有设备自检通过" in kiosk.notice()
+
+
+def test_idle_screen_warns_counts_down_extends_and_clears(make_kiosk):
+    kiosk = make_kiosk(idle_warn_s=1.0, idle_clear_s=2.5)
+    kiosk.scan(kiosk.people.wang_card)
+    kiosk.wait_for(lambda: kiosk.app.current == "member", what="identified")
+    kiosk.wait_for(lambda: kiosk.app.session.warning, timeout=3, what="idle warning")
+    warning = kiosk.find("idle-warning")
+    assert warning.height > 0 and "秒后清除" in kiosk.texts()
+    kiosk.tap("balance")  # any touch extends
+    assert not kiosk.app.session.warning and kiosk.app.current == "member"
+    kiosk.wait_for(lambda: kiosk.app.current == "attract", timeout=5, what="cleared")
+    assert kiosk.app.session.member is None
+    assert "138****8000" not in kiosk.texts() and "王先生" not in kiosk.texts()
+
+
+def test_large_text_high_contrast_and_a_1024x600_screen(kiosk):
+    from kivy.core.window import Window
+
+    scale = kiosk.app.scale
+    kiosk.tap("large-text")
+    assert kiosk.app.large and kiosk.app.scale > scale
+    assert kiosk.app.palette["bg"] == (0, 0, 0, 1)
+    kiosk.tap("large-text")
+    Window.size = (1024, 600)
+    try:
+        kiosk.pump(0.3)
+        assert kiosk.app.scale < scale
+        for tid in ("phone", "register", "staff", "help", "language"):
+            button = kiosk.find(tid)
+            x, y = button.to_window(button.x, button.y)
+            assert 0 <= x and x + button.width <= 1024 and 0 <= y and y + button.height <= 600
+            assert button.height >= 48  # still a finger-sized target
+        kiosk.tap("phone")
+        assert kiosk.app.current == "identify"
+    finally:
+        Window.size = (1280, 800)
+        kiosk.pump(0.2)
