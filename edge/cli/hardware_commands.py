@@ -130,13 +130,16 @@ def printer_test_cmd(output: Path | None) -> None:
 
 
 @click.command("doctor")
+@click.option("--sim", is_flag=True, help="Use simulated hardware regardless of the configuration.")
 @json_option
-def doctor_cmd() -> None:
+def doctor_cmd(sim: bool) -> None:
     """Check every configured device and the database; exits 1 when one has failed."""
+    from drivers.config import HardwareConfig
     from drivers.health import HealthState
     from drivers.selftest import check_hardware
 
     app = state().app
+    hardware = HardwareConfig() if sim else app.config.hardware
     rows = [
         {
             "device": r.device,
@@ -147,7 +150,7 @@ def doctor_cmd() -> None:
             "detail": r.detail,
             "ms": round(r.ms, 1),
         }
-        for r in check_hardware(app.config.hardware)
+        for r in check_hardware(hardware)
     ]
     start = time.perf_counter()
     db_ok, db_detail = app.check_database()
