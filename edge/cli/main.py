@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "edge.cli.sync_commands",
     "edge.cli.hq_commands",
     "edge.cli.lifecycle_commands",
+    "edge.cli.kiosk_commands",
 )
 
 

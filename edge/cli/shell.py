@@ -1,4 +1,4 @@
-"""``kiosk shell`` (the staff console's interactive shell) and ``kiosk run``."""
+"""``kiosk shell``: the staff console's interactive shell."""
 
 from __future__ import annotations
 
@@ -72,10 +72,4 @@ def register(group: click.Group) -> None:
     @group.command("shell")
     def shell_cmd() -> None:
         """The staff console's interactive shell."""
-        run_shell(group)
-
-    @group.command("run")
-    @click.option("--sim", is_flag=True, help="Simulated hardware (the default off the appliance).")
-    def run_cmd(sim: bool) -> None:
-        """Start the member center (the console shell until a touchscreen is attached)."""
         run_shell(group)

@@ -1,0 +1,288 @@
+"""``python -m kiosk.demo --out DIR``: a scripted tour of every journey on the simulators.
+
+It runs the real app (starting a virtual display when there is no screen), touches it as a
+person would, and writes a screenshot of each step (``screen-NN-what.png``) and a PNG of each
+receipt printed (``receipt-NN-what.png``) to DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SIZE = (1280, 800)
+
+
+@contextmanager
+def screen() -> Iterator[str]:
+    """The display to use: the current one, or a virtual one started here."""
+    if os.environ.get("DISPLAY"):
+        yield os.environ["DISPLAY"]
+        return
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        raise SystemExit("no screen and no Xvfb: install the xvfb package (make deps)")
+    number = next(
+        n
+        for n in range(90, 300)
+        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists()
+    )
+    proc = subprocess.Popen(
+        [xvfb, f":{number}", "-screen", "0", f"{SIZE[0]}x{SIZE[1]}x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not Path(f"/tmp/.X11-unix/X{number}").exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the virtual display did not start")
+            time.sleep(0.05)
+        os.environ["DISPLAY"] = f":{number}"
+        yield f":{number}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+class Tour:
+    """Touches the running app and keeps a numbered screenshot of each step."""
+
+    def __init__(self, app: Any, center: Any, out: Path) -> None:
+        self.app, self.center, self.out = app, center, out
+        self.step = 0
+
+    def pump(self, seconds: float = 0.1) -> None:
+        from kivy.base import EventLoop
+
+        end = time.monotonic() + seconds
+        while True:
+            EventLoop.idle()
+            if time.monotonic() >= end:
+                return
+            time.sleep(1 / 120)
+
+    def until(self, condition: Callable[[], Any], timeout: float = 10.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.pump(0.02)
+            if condition():
+                self.pump(0.2)
+                return
+        raise RuntimeError(f"the tour got stuck at step {self.step} on {self.app.current}")
+
+    def find(self, tid: str) -> Any:
+        from kivy.core.window import Window
+
+        stack = list(Window.children)
+        while stack:
+            widget = stack.pop()
+            if getattr(widget, "tid", None) == tid:
+                return widget
+            stack.extend(widget.children)
+        raise RuntimeError(f"no {tid} on {self.app.current}")
+
+    def tap(self, *tids: str, hold: float = 0.03) -> None:
+        from kivy.tests.common import UnitTestTouch
+
+        for tid in tids:
+            widget = self.find(tid)
+            touch = UnitTestTouch(*widget.to_window(*widget.center))
+            touch.touch_down()
+            self.pump(hold)
+            touch.touch_up()
+            self.pump(0.08)
+
+    def keys(self, digits: str) -> None:
+        self.tap(*(f"key-{d}" for d in digits))
+
+    def shot(self, what: str) -> None:
+        self.pump(0.25)
+        self.step += 1
+        self.app.root.export_to_png(str(self.out / f"screen-{self.step:02d}-{what}.png"))
+
+
+def play(tour: Tour, people: Any) -> None:
+    app, sim = tour.app, tour.center.simulator
+    tour.shot("attract")
+    tour.tap("language")
+    tour.shot("attract-english")
+    tour.tap("language")
+    sim.present_code(people.wang_card)
+    tour.until(lambda: app.current == "member")
+    tour.shot("points")
+    tour.tap("checkin")
+    tour.until(lambda: app.points_vm.notice)
+    tour.shot("checked-in")
+    tour.tap("birthday")
+    tour.until(lambda: "birthday" in app.points_vm.notice)
+    tour.shot("birthday-gift")
+    tour.tap("gifts")
+    tour.until(lambda: app.gifts_vm.gifts)
+    tour.shot("gifts")
+    tour.tap("gift-KETTLE")
+    tour.shot("not-enough-points")
+    tour.tap("gift-RICE5")
+    tour.shot("confirm")
+    tour.tap("confirm")
+    tour.until(lambda: app.gifts_vm.stage == "done")
+    tour.shot("redeemed")
+    tour.tap("to-points")
+    tour.tap("done")
+    tour.tap("phone")
+    tour.keys(people.li_phone)
+    tour.tap("key-ok")
+    tour.shot("phone-verify")
+    tour.keys(people.li_card[-4:])
+    tour.tap("key-ok")
+    tour.until(lambda: app.current == "member")
+    tour.shot("points-by-phone")
+    sim.printer_out_of_paper()
+    tour.tap("statement")
+    tour.until(lambda: not app.points_vm.busy and app.points_vm.notice)
+    tour.shot("printer-out-of-paper")
+    tour.tap("done")
+    tour.center.station.clear_faults()
+    tour.tap("register")
+    tour.keys("13655556666")
+    tour.tap("key-ok", "surname-陈", "title-ms")
+    tour.shot("new-card-name")
+    tour.tap("reg-next")
+    tour.keys("19580412")
+    tour.tap("key-ok")
+    tour.keys(people.wang_phone)
+    tour.tap("key-ok", "consent")
+    tour.shot("new-card-terms")
+    tour.tap("reg-next")
+    tour.until(lambda: app.register_vm.step == "done")
+    tour.shot("new-card-issued")
+    tour.tap("to-points", "done")
+    sim.dispenser_jam()
+    tour.tap("register")
+    tour.keys("13677778888")
+    tour.tap("key-ok", "reg-skip", "reg-skip", "reg-skip", "consent", "reg-next")
+    tour.until(lambda: app.register_vm.step == "done")
+    tour.shot("dispenser-jam")
+    tour.tap("to-points", "done")
+    sim.present_code(people.zhao_card_blocked)
+    tour.until(lambda: app.identify_vm.notice and not app.identify_vm.busy)
+    tour.shot("blocked-card")
+    tour.tap("staff")
+    sim.present_code("STAFF:" + people.clerk_id)
+    tour.until(lambda: app.staff_vm.field == "pin")
+    tour.keys("9999")
+    tour.tap("key-ok")
+    tour.until(lambda: not app.staff_vm.busy and app.staff_vm.notice)
+    tour.shot("wrong-staff-pin")
+    tour.keys(people.clerk_pin)
+    tour.tap("key-ok")
+    tour.until(lambda: app.staff_vm.page == "menu")
+    tour.shot("staff-menu")
+    tour.tap("lost-card")
+    tour.keys(people.zhao_phone)
+    tour.tap("key-ok")
+    tour.until(lambda: app.staff_vm.member is not None)
+    tour.tap("verified")
+    tour.shot("lost-card-verify")
+    tour.tap("replace")
+    tour.until(lambda: app.staff_vm.replacement is not None)
+    tour.shot("lost-card-replaced")
+    tour.tap("staff-menu", "restock")
+    tour.until(lambda: app.staff_vm.gifts)
+    tour.tap("restock-OIL-10")
+    tour.until(lambda: not app.staff_vm.busy)
+    tour.shot("restock")
+    tour.tap("staff-menu", "reprint")
+    tour.until(lambda: not app.staff_vm.busy)
+    tour.tap("staff-menu", "clear-faults")
+    tour.until(lambda: app.staff_vm.devices)
+    tour.shot("devices")
+    tour.tap("staff-menu", "report")
+    tour.until(lambda: app.staff_vm.report is not None)
+    tour.shot("daily-report")
+    tour.tap("sign-out")
+    tour.tap("logo", hold=app.settings.technician_gesture_s + 0.3)
+    tour.keys(people.technician_id)
+    tour.tap("key-ok")
+    tour.keys(people.technician_pin)
+    tour.tap("key-ok")
+    tour.until(lambda: app.technician_vm.info is not None)
+    tour.shot("technician")
+    tour.tap("tech-exit")
+    sim.present_code(people.li_card)
+    tour.until(lambda: app.current == "member")
+    tour.tap("large-text")
+    tour.shot("large-text")
+    tour.tap("large-text")
+    tour.until(lambda: app.session.warning, timeout=app.settings.idle_warn_s + 5)
+    tour.shot("idle-warning")
+    tour.until(lambda: app.current == "attract", timeout=app.settings.idle_clear_s + 5)
+    tour.shot("idle-cleared")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kiosk.demo", description=__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
+    parser.add_argument("--idle", type=float, default=4.0, help="idle warning after s (tour)")
+    args = parser.parse_args(argv)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    for old in [*out.glob("screen-*.png"), *out.glob("receipt-*.png")]:
+        old.unlink()
+    with tempfile.TemporaryDirectory(prefix="kiosk-demo-") as tmp, screen():
+        data, printed = Path(tmp) / "data", Path(tmp) / "receipts"
+        config_module = importlib.import_module("edge.config")
+        config = config_module.KioskConfig(
+            ui=config_module.KioskUiConfig(
+                fullscreen=False,
+                touch_provider="mouse",
+                idle_warn_s=args.idle,
+                idle_clear_s=args.idle * 1.5,
+                technician_gesture_s=1.0,
+            )
+        )
+        from kiosk.__main__ import open_center
+
+        center = open_center(data, simulate=True, receipts_dir=printed, config=config)
+        try:
+            people = importlib.import_module("edge.station.seed").seed_demo(center.app)
+            from kiosk.boot import configure_kivy
+
+            settings = center.ui_settings
+            configure_kivy(
+                kivy_home=settings.cache_dir / "kivy",
+                provider="mouse",
+                fullscreen=False,
+                size=SIZE,
+            )
+            from kiosk.app import KioskApp
+
+            app = KioskApp(center)
+            app._run_prepare()
+            tour = Tour(app, center, out)
+            tour.pump(0.5)
+            play(tour, people)
+            app.dispatch("on_stop")
+        finally:
+            center.close()
+        for n, png in enumerate(sorted(printed.glob("*.png")), start=1):
+            title = png.stem.split("-", 1)[1]
+            shutil.copyfile(png, out / f"receipt-{n:02d}-{title}.png")
+    shots = len(list(out.glob("screen-*.png")))
+    slips = len(list(out.glob("receipt-*.png")))
+    print(f"demo tour: {shots} screenshots and {slips} receipts in {out.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
