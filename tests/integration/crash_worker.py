@@ -17,9 +17,13 @@ continues. Two ways to run it:
     python -m tests.integration.crash_worker serve PLAN           fork server, commands on stdin
 
 ``serve`` imports everything once and forks a fresh child per run, so a run starts in a few
-milliseconds: ``run N`` forks a child doing ``N`` operations and answers ``pid <pid>``;
-``reap <pid>`` waits for that child and answers ``status <raw wait status>``; ``quit`` ends.
-The child's pid stays reserved (a zombie) until reaped, so killing it by pid is safe.
+milliseconds: ``run N`` forks a child doing ``N`` operations and answers ``ready <pid>`` once
+the child has opened the database and journalled its start (``died <pid>`` if it never got
+there); ``reap <pid>`` waits for that child and answers ``status <raw wait status>``; ``quit``
+ends. The child's pid stays reserved (a zombie) until reaped, so killing it by pid is safe.
+Each child opens the data directory itself (``AppContext.open``: new engine, new connections);
+only imports and process-wide caches come from the server. In ``run`` mode the worker prints
+``ready <pid>`` on standard output at the same point.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,13 +176,18 @@ def perform(app: AppContext, plan: Plan, op: Operation) -> str:
     return f"points={redemption.points} redemption={redemption.redemption_id}"
 
 
-def run(plan: Plan, max_ops: int) -> None:
-    """One life of the worker: resume from the journal, then up to ``max_ops`` operations."""
+def run(plan: Plan, max_ops: int, ready: Callable[[], None] | None = None) -> None:
+    """One life of the worker: resume from the journal, then up to ``max_ops`` operations.
+
+    ``ready`` is called once the database is open and the start is journalled.
+    """
     journal = Journal(plan.journal)
     app = AppContext.open(plan.data_dir, config=KioskConfig())
     try:
         state = journal.state()
         journal.append(f"start {os.getpid()}")
+        if ready is not None:
+            ready()
         if state.pending is not None:
             op = operation(state.pending, plan.cards)
             found = in_database(app, op)
@@ -193,8 +203,29 @@ def run(plan: Plan, max_ops: int) -> None:
         journal.close()
 
 
+def _child(plan: Plan, max_ops: int, ready_fd: int) -> None:
+    """A forked run: signals readiness on ``ready_fd``; never returns."""
+    code = 0
+
+    def ready() -> None:
+        os.write(ready_fd, b"r")
+        os.close(ready_fd)
+
+    try:
+        run(plan, max_ops, ready)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        code = 1
+    finally:
+        os._exit(code)
+
+
 def serve(plan: Plan) -> None:
     """Fork server: each ``run`` command forks a child that does one run and exits."""
+    # Warm the process-wide caches (schema revision scripts, key files) once; the engine and
+    # its connections are gone again before the first fork.
+    AppContext.open(plan.data_dir, config=KioskConfig()).close()
     for line in sys.stdin:
         words = line.split()
         if not words:
@@ -202,18 +233,15 @@ def serve(plan: Plan) -> None:
         if words[0] == "run":
             sys.stdout.flush()
             sys.stderr.flush()
+            read_fd, write_fd = os.pipe()
             pid = os.fork()
             if pid == 0:
-                code = 0
-                try:
-                    run(plan, int(words[1]))
-                except BaseException:
-                    traceback.print_exc()
-                    sys.stderr.flush()
-                    code = 1
-                finally:
-                    os._exit(code)
-            print(f"pid {pid}", flush=True)
+                os.close(read_fd)
+                _child(plan, int(words[1]), write_fd)
+            os.close(write_fd)
+            signalled = os.read(read_fd, 1)  # empty: the child died before it was ready
+            os.close(read_fd)
+            print(f"{'ready' if signalled else 'died'} {pid}", flush=True)
         elif words[0] == "reap":
             _, status = os.waitpid(int(words[1]), 0)
             print(f"status {status}", flush=True)
@@ -233,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "serve":
         serve(plan)
     else:
-        run(plan, args.ops)
+        run(plan, args.ops, lambda: print(f"ready {os.getpid()}", flush=True))
     return 0
 
 

@@ -8,8 +8,12 @@ pass, and the database must hold every journalled operation exactly once, nothin
 never attempted, balances equal to a replay of the stream, and all the gift stock accounted for.
 
 Most runs are forked from a server that imported everything once, so a run starts in
-milliseconds and kills land in the middle of transactions; every twentieth run is a cold start
-of a fresh interpreter, killed while it imports, opens the database or works.
+milliseconds; it is killed 5 to 120 ms after it has opened the database, so kills land in the
+middle of transactions. Every tenth forked run lives longer (up to half a second), so the stream
+also moves on when the machine is slow; every twentieth run is a cold start of a fresh
+interpreter, killed while it imports, opens the database or works. On a loaded machine, where
+runs get less done, the killing goes on past 200 (up to 600) until the stream has moved at
+least 200 operations and kills have landed both before and after a commit.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 KIOSK = Path(sys.executable).with_name("kiosk")
 KILLS = 200
+MAX_KILLS = 600
 COLD_EVERY = 20  # every 20th run starts a fresh interpreter
+LONG_EVERY = 10  # every 10th run lives up to half a second
 SEED = 20_260_401
 CARDS = 4
 SKU = "CRASH-MUG"
@@ -76,6 +82,7 @@ class ForkServer:
     """The worker's fork server, driven over its stdin and stdout."""
 
     def __init__(self, plan_path: Path, stderr_path: Path) -> None:
+        self._stderr_path = stderr_path
         self._stderr = stderr_path.open("w")
         self.proc = subprocess.Popen(
             _worker_command("serve", plan_path),
@@ -94,11 +101,15 @@ class ForkServer:
         self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
         reply = self.proc.stdout.readline().split()
-        assert reply and reply[0] == answer, f"fork server answered {reply!r} to {command!r}"
+        assert reply and reply[0] == answer, (
+            f"fork server answered {reply!r} to {command!r}: "
+            f"{self._stderr_path.read_text()[-2000:]}"
+        )
         return int(reply[1])
 
     def start_run(self, ops: int) -> int:
-        self.live_child = self._ask(f"run {ops}", "pid")
+        """Forks a run; returns its pid once it has opened the database."""
+        self.live_child = self._ask(f"run {ops}", "ready")
         return self.live_child
 
     def reap(self, pid: int) -> int:
@@ -165,6 +176,13 @@ def _read_facts(journal: Path) -> JournalFacts:
     return facts
 
 
+def _exercised(journal: Path) -> bool:
+    """Whether the stream moved far enough and kills landed before and after a commit."""
+    facts = _read_facts(journal)
+    outcomes = {was_in for _, was_in in facts.recovered}
+    return len(facts.done) >= KILLS and outcomes == {True, False}
+
+
 @dataclass
 class Expected:
     """The stream replayed with the default rules: tiers by rolling spend, floor rounding."""
@@ -217,13 +235,17 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
     started = time.monotonic()
 
     server = ForkServer(plan_path, stderr_path)
+    kills = 0
     try:
-        for k in range(KILLS):
+        while kills < KILLS or (kills < MAX_KILLS and not _exercised(plan.journal)):
+            k = kills
+            kills += 1
             if k % COLD_EVERY == COLD_EVERY - 1:
                 _kill_cold_run(plan_path, rng.uniform(0.3, 1.0), stderr_path)
                 continue
             pid = server.start_run(1_000_000)
-            time.sleep(rng.uniform(0.005, 0.120))
+            long_run = k % LONG_EVERY == LONG_EVERY - 1
+            time.sleep(rng.uniform(0.120, 0.500) if long_run else rng.uniform(0.005, 0.120))
             os.kill(pid, signal.SIGKILL)
             status = server.reap(pid)
             assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
@@ -265,7 +287,7 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
     ops = [operation(n, plan.cards) for n in indices]
     accruals = {op.op_id: op for op in ops if op.kind == "accrue"}
     redemptions = {op.op_id: op for op in ops if op.kind == "redeem"}
-    assert len(accruals) > KILLS and len(redemptions) > KILLS // 4
+    assert len(ops) >= KILLS and len(redemptions) >= KILLS // 5
 
     # Kills landed mid-operation, both before and after the commit; the retry of an accrual
     # that had committed was answered as a duplicate, and only then.
@@ -347,7 +369,7 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
         db.close()
 
     print(
-        f"\n{KILLS} kills in {killing:.1f} s; {len(ops)} operations; "
+        f"\n{kills} kills in {killing:.1f} s; {len(ops)} operations; "
         f"{facts.starts} starts reached the database; {len(facts.recovered)} recoveries "
         f"({len(committed)} committed before the kill, {len(rolled_back)} rolled back); "
         f"tiers {sorted(expected.tier.values())}"
