@@ -22,6 +22,7 @@ def register(group: click.Group) -> None:
     group.add_command(backup_group)
     group.add_command(update_cmd)
     group.add_command(cleanup_cmd)
+    group.add_command(provision_group)
 
 
 def _data_dir() -> Path:
@@ -226,3 +227,167 @@ def cleanup_cmd(install_root: Path, keep_daily: int) -> None:
     backups = rotate(_data_dir() / BACKUP_DIR, keep_daily)
     result = {"versions_removed": versions, "backups_removed": backups}
     emit(result, f"removed {len(versions)} old versions and {len(backups)} old backups")
+
+
+@click.group("provision")
+def provision_group() -> None:
+    """Pair this device with HQ, enrol it from HQ's bundle, check it before service."""
+
+
+@provision_group.command("pairing-slip")
+@click.option("--serial", help="Device serial (default: the board's).")
+@click.option("--no-print", is_flag=True, help="Show the pairing code without printing.")
+@json_option
+def pairing_slip_cmd(serial: str | None, no_print: bool) -> None:
+    """A one-time pairing code and this device's certificate request, on the receipt printer."""
+    from datetime import datetime
+
+    from edge.provisioning.pairing import pairing_slip, start_pairing
+
+    data_dir = _data_dir()
+    request = start_pairing(data_dir, serial=serial)
+    printed = False
+    if not no_print:
+        from drivers.factory import open_printer
+
+        printer = open_printer(_config().hardware.printer)
+        try:
+            printer.print_receipt(
+                pairing_slip(request, datetime.now().astimezone().strftime("%Y-%m-%d %H:%M"))
+            )
+            printed = True
+        finally:
+            printer.close()
+    emit(
+        {
+            "serial": request.serial,
+            "pairing_code": request.code,
+            "qr": request.qr_text,
+            "expires_at": request.expires_at,
+            "printed": printed,
+        },
+        f"序列号 serial {request.serial}\n配对码 pairing code {request.code}\nQR {request.qr_text}",
+    )
+
+
+def _enrol_key(path: Path | None) -> Any:
+    from edge.provisioning.enrolment import IMAGE_ENROL_KEY
+    from edge.security.keys import load_public_key
+
+    if path is None:
+        local = _data_dir() / "keys" / "hq-enrol.pub"
+        path = local if local.exists() else IMAGE_ENROL_KEY
+    return load_public_key(path)
+
+
+def _read_qr_image(image: Path) -> bytes:
+    from drivers.scanner import CodeDecoder
+    from edge.cli.hardware_commands import _load_image
+    from edge.domain.errors import InvalidInput
+    from edge.provisioning.enrolment import QR_PREFIX, bundle_from_qr
+
+    for code in CodeDecoder().decode(_load_image(image)):
+        if code.text.startswith(QR_PREFIX):
+            return bundle_from_qr(code.text)
+    raise InvalidInput(f"{image}: no enrolment QR code found")
+
+
+def _run_checks(data_dir: Path) -> Any:
+    from edge.app import AppContext
+    from edge.provisioning.checks import (
+        ProvisionReport,
+        check_broker_login,
+        check_connectivity,
+        check_peripherals,
+    )
+
+    app = AppContext.open(data_dir, config_path=state().config_path)
+    try:
+        lines = [check_connectivity(app.config), check_broker_login(app.config, data_dir)]
+        lines += check_peripherals(app.config, app.check_database())
+    finally:
+        app.close()
+    return ProvisionReport(lines)
+
+
+@provision_group.command("apply")
+@click.argument(
+    "bundle", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--qr-image",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A photo of HQ's enrolment QR code instead of a bundle file.",
+)
+@click.option(
+    "--hq-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="HQ's enrolment public key (default: keys/hq-enrol.pub, else the image's).",
+)
+@click.option("--reprovision", is_flag=True, help="Give an enrolled device a new identity.")
+@click.option("--actor", default="technician", show_default=True, help="Who, for the audit.")
+@click.option("--skip-checks", is_flag=True, help="Enrol only; run `provision check` later.")
+@json_option
+def provision_apply_cmd(
+    bundle: Path | None,
+    qr_image: Path | None,
+    hq_key: Path | None,
+    reprovision: bool,
+    actor: str,
+    skip_checks: bool,
+) -> None:
+    """Enrol from HQ's signed BUNDLE, then check network, broker login and every peripheral."""
+    from edge.provisioning.enrolment import apply_enrolment, verify_enrolment
+
+    if (bundle is None) == (qr_image is None):
+        raise click.UsageError("give a BUNDLE file or --qr-image")
+    if bundle is not None:
+        raw = bundle.read_bytes()
+    else:
+        assert qr_image is not None
+        raw = _read_qr_image(qr_image)
+    enrolment = verify_enrolment(raw, _enrol_key(hq_key))
+    data_dir = _data_dir()
+    applied = apply_enrolment(data_dir, enrolment, actor=actor, reprovision=reprovision)
+    head = f"已登记 enrolled: store {applied.store_id}, device {applied.device_id}" + (
+        f" (was {applied.previous_device_id})" if applied.previous_device_id else ""
+    )
+    if skip_checks:
+        emit({"enrolled": applied, "in_service": None}, head)
+        return
+    report = _run_checks(data_dir)
+    emit(
+        {"enrolled": applied, "in_service": report.in_service, "checks": report.lines},
+        f"{head}\n{report.render()}",
+    )
+    if not report.in_service:
+        raise click.exceptions.Exit(1)
+
+
+@provision_group.command("check")
+@json_option
+def provision_check_cmd() -> None:
+    """Network, broker login with the device certificate, every peripheral, the database."""
+    report = _run_checks(_data_dir())
+    emit({"in_service": report.in_service, "checks": report.lines}, report.render())
+    if not report.in_service:
+        raise click.exceptions.Exit(1)
+
+
+@provision_group.command("audit")
+@json_option
+def provision_audit_cmd() -> None:
+    """Every provisioning of this device (hash-chained; an altered log is reported)."""
+    from edge.provisioning.enrolment import read_audit
+
+    records = read_audit(_data_dir())
+    emit(
+        records,
+        lambda rs: (
+            "\n".join(
+                f"{r['at']} {r['action']:<11} {r['store_id']}/{r['device_id']} by {r['actor']}"
+                for r in rs
+            )
+            or "never provisioned"
+        ),
+    )

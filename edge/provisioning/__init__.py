@@ -1,0 +1,1 @@
+"""Provisioning: pairing a blank device with HQ, enrolment bundles, re-provisioning."""

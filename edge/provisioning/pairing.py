@@ -1,0 +1,122 @@
+"""Pairing: a one-time code and the certificate request, printed on a slip for HQ.
+
+The technician registers the device at HQ with the slip (its QR code carries the serial, the
+code and the request); HQ answers with an enrolment bundle bound to that code.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from drivers.printer.document import Cut, Feed, Qr, Receipt, Rule, Text, columns
+from edge.domain.errors import Refusal
+from edge.provisioning.identity import certificate_request, device_serial, ensure_device_key
+
+PAIRING_FILE = Path("provisioning/pairing.json")
+PAIR_PREFIX = "MCKPAIR1"
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud and typed
+CODE_LENGTH = 10
+PAIRING_TTL = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class PairingRequest:
+    serial: str
+    code: str
+    csr_der: bytes
+    expires_at: datetime
+
+    @property
+    def qr_text(self) -> str:
+        csr = base64.urlsafe_b64encode(self.csr_der).decode().rstrip("=")
+        return f"{PAIR_PREFIX}:{self.serial}:{self.code}:{csr}"
+
+
+def parse_pairing_qr(text: str) -> tuple[str, str, bytes]:
+    """HQ's side: serial, code and CSR (DER) from a slip's QR text."""
+    prefix, serial, code, csr = text.strip().split(":", 3)
+    if prefix != PAIR_PREFIX:
+        raise ValueError("not a member-kiosk pairing code")
+    return serial, code, base64.urlsafe_b64decode(csr + "=" * (-len(csr) % 4))
+
+
+def code_digest(code: str) -> str:
+    return hashlib.sha256(code.strip().upper().encode()).hexdigest()
+
+
+def start_pairing(
+    data_dir: Path, *, serial: str | None = None, now: datetime | None = None
+) -> PairingRequest:
+    """A fresh one-time code (replacing any earlier one) and the CSR for the device's key."""
+    now = now or datetime.now(UTC)
+    serial = serial or device_serial()
+    key = ensure_device_key(data_dir / "tls" / "device.key")
+    code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    request = PairingRequest(serial, code, certificate_request(key, serial), now + PAIRING_TTL)
+    path = data_dir / PAIRING_FILE
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(
+        json.dumps(
+            {
+                "serial": serial,
+                "code_sha256": code_digest(code),
+                "expires_at": request.expires_at.isoformat(),
+            }
+        ),
+        encoding="utf-8",
+    )
+    os.replace(tmp, path)
+    return request
+
+
+def consume_pairing(data_dir: Path, code: str, now: datetime | None = None) -> str:
+    """Check ``code`` against the pending pairing and retire it; returns the serial.
+
+    Raises:
+        Refusal: no pairing is pending, it expired, or the code is another one.
+    """
+    path = data_dir / PAIRING_FILE
+    try:
+        pending = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise Refusal(
+            "no pairing in progress: print a pairing slip first", code="not_pairing"
+        ) from None
+    if datetime.fromisoformat(pending["expires_at"]) < (now or datetime.now(UTC)):
+        raise Refusal("the pairing code expired: print a new slip", code="pairing_expired")
+    if not hmac.compare_digest(pending["code_sha256"], code_digest(code)):
+        raise Refusal("the bundle was issued for another pairing code", code="pairing_mismatch")
+    path.unlink()
+    return str(pending["serial"])
+
+
+def pairing_slip(request: PairingRequest, printed_at: str) -> Receipt:
+    """The slip the technician takes to HQ (bilingual; the QR carries everything)."""
+    width = 32
+    grouped = " ".join(request.code[i : i + 5] for i in range(0, len(request.code), 5))
+    steps = (
+        Text("会员中心 Member Center", "center", bold=True),
+        Text("设备配对 Device pairing", "center", big=True),
+        Rule(),
+        Text(columns("序列号 Serial", request.serial, width)),
+        Text(columns("时间 Time", printed_at, width)),
+        Text(columns("有效至 Valid until", request.expires_at.strftime("%Y-%m-%d"), width)),
+        Rule(),
+        Text("配对码 Pairing code", "center"),
+        Text(grouped, "center", big=True),
+        Qr(request.qr_text),
+        Text("请在总部系统登记此设备", "center"),
+        Text("Register this device at HQ", "center"),
+        Feed(2),
+        Cut(),
+    )
+    return Receipt("pairing-slip", steps)
