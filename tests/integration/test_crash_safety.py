@@ -137,7 +137,13 @@ class ForkServer:
 
 def _kill_cold_run(plan_path: Path, delay: float, stderr_path: Path) -> None:
     with stderr_path.open("a") as err:
-        proc = subprocess.Popen(_worker_command("run", plan_path), cwd=REPO, stderr=err, env=_env())
+        proc = subprocess.Popen(
+            _worker_command("run", plan_path),
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=_env(),
+        )
         try:
             time.sleep(delay)
             proc.send_signal(signal.SIGKILL)
