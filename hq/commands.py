@@ -71,7 +71,8 @@ def _one_shot(config: HqConfig, subscriptions: tuple[tuple[str, int], ...] = ())
 def send_command(config: HqConfig, command: Command, timeout_s: float = 30.0) -> CommandResult:
     """Publishes ``command`` and waits for its result (MQTT 5 response topic + correlation)."""
     topics = Topics(config.topic_prefix)
-    reply = f"{topics.prefix}/device/{config.client_id}/command/result"
+    # The device may only publish on its own topics, so that is where its answer comes back.
+    reply = topics.command_result(command.device_id)
     link = _one_shot(config, ((reply, 1),))
     correlation = command.transaction.encode()
     try:

@@ -128,6 +128,7 @@ class Counters:
     stored: int = 0
     duplicates: int = 0
     dropped: int = 0
+    handled: int = 0
     replica_requests: int = 0
 
 
@@ -188,6 +189,7 @@ class HqService:
         except ProtocolError as exc:
             self.counters.dropped += 1
             log.warning("dropped message on %s: %s", msg.topic[:120], exc)
+        self.counters.handled += 1
         self.link.ack(msg)
 
     def _dispatch(self, msg: Inbound) -> None:

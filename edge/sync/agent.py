@@ -158,6 +158,8 @@ class Agent:
                 if now >= self._next_telemetry and self.link.connected:
                     self._publish_telemetry()
                     self._next_telemetry = now + self.app.config.sync.telemetry_interval_s
+                if now - self._last_gap_request >= self.app.config.sync.replica_poll_s:
+                    self._request_replica(force=True)
                 if watchdog is not None and now >= next_watchdog:
                     sd_notify("WATCHDOG=1")
                     next_watchdog = now + watchdog
@@ -264,6 +266,8 @@ class Agent:
     # ------------------------------------------------------------------ outbound
 
     def _request_replica(self, force: bool = False) -> None:
+        if not self.link.connected:
+            return
         now = time.monotonic()
         if not force and now - self._last_gap_request < GAP_REQUEST_EVERY_S:
             return

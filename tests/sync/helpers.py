@@ -1,0 +1,151 @@
+"""Shared pieces of the sync tests: agent processes, HQ config, convergence checks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from edge.app import AppContext
+from edge.services.tx import get_meta
+from edge.storage.models import Member, OutboxEvent
+from edge.sync.replica import REPLICA_CURSOR
+from hq.models import StoredEvent
+from hq.service import HqConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def hq_config(broker, tmp_path: Path, **extra) -> HqConfig:
+    ca, cert, key = broker.tls("hq")
+    return HqConfig(
+        database_url=f"sqlite+pysqlite:///{tmp_path / 'hq.db'}",
+        broker_port=broker.port,
+        ca_file=str(ca),
+        cert_file=str(cert),
+        key_file=str(key),
+        command_key=str(broker.directory / "hq-command.key"),
+        **extra,
+    )
+
+
+class AgentProcess:
+    """``kiosk agent`` as a real process (so it can be SIGKILLed)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.kills = 0
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env.pop("NOTIFY_SOCKET", None)
+        with (self.data_dir / "agent.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "edge.cli.main",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "agent",
+                    "--log-level",
+                    "WARNING",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+            )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.kills += 1
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.terminate()
+        try:
+            return self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class HqProcess:
+    """``kiosk hq serve`` as a real process."""
+
+    def __init__(self, broker, db_url: str, log: Path) -> None:
+        self.args = [
+            sys.executable,
+            "-m",
+            "edge.cli.main",
+            "hq",
+            "--db",
+            db_url,
+            "--broker-port",
+            str(broker.port),
+            "--tls-dir",
+            str(broker.directory),
+            "serve",
+            "--log-level",
+            "WARNING",
+        ]
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+            )
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.terminate()
+        return self.proc.wait(30)
+
+
+def pending(app: AppContext) -> int:
+    with app.db.read() as s:
+        return int(
+            s.scalar(
+                select(func.count())
+                .select_from(OutboxEvent)
+                .where(OutboxEvent.delivered_at.is_(None))
+            )
+            or 0
+        )
+
+
+def cursor(app: AppContext) -> int:
+    with app.db.read() as s:
+        return int(get_meta(s, REPLICA_CURSOR) or 0)
+
+
+def hq_last_seq(engine) -> int:
+    with Session(engine) as s:
+        return int(s.scalar(select(func.max(StoredEvent.hq_seq))) or 0)
+
+
+def local_balances(app: AppContext) -> dict[str, int]:
+    with app.db.read() as s:
+        return dict(s.execute(select(Member.id, Member.balance)).tuples().all())
+
+
+def outbox_ids(app: AppContext) -> list[str]:
+    with app.db.read() as s:
+        return list(s.scalars(select(OutboxEvent.event_id)))
