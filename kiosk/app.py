@@ -15,7 +15,13 @@ from kivy.clock import Clock
 from kivy.core.text import LabelBase
 from kivy.core.window import Window
 from kivy.lang import Builder, global_idmap
-from kivy.properties import BooleanProperty, DictProperty, NumericProperty, StringProperty
+from kivy.properties import (
+    BooleanProperty,
+    DictProperty,
+    ListProperty,
+    NumericProperty,
+    StringProperty,
+)
 from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.screenmanager import NoTransition, ScreenManager
 
@@ -60,6 +66,7 @@ KV_FILES = (
     "technician",
 )
 DESIGN_SIZE = (1280, 800)
+FONT_LADDER = (20, 26, 32, 44, 60, 80)
 HEALTH_POLL_S = 5.0
 HELP_SHOWN_S = 8.0
 
@@ -151,6 +158,9 @@ class KioskApp(App):  # type: ignore[misc]
     """The member center on the touchscreen."""
 
     scale = NumericProperty(1.0)
+    # Text comes in five sizes only: the SDL2 text provider keeps a copy of the CJK font's
+    # outlines (16 MB) for every size in use, so sizes are a short ladder, not a continuum.
+    font = ListProperty([20, 26, 32, 44, 60])
     large = BooleanProperty(False)
     palette = DictProperty(NORMAL)
     screen_title = StringProperty("")
@@ -218,6 +228,9 @@ class KioskApp(App):  # type: ignore[misc]
         width, height = Window.size
         base = min(width / DESIGN_SIZE[0], height / DESIGN_SIZE[1])
         self.scale = base * (1.2 if self.large else 1.0)
+        # large text moves every text one step up the ladder (one new size, not five)
+        ladder = FONT_LADDER[1:] if self.large else FONT_LADDER[:-1]
+        self.font = [round(size * base) for size in ladder]
         self.palette = HIGH_CONTRAST if self.large else NORMAL
 
     def _retitle(self) -> None:

@@ -1,0 +1,108 @@
+"""Cold start of the touchscreen to the attract screen, and resident memory after a full tour.
+
+``python -m bench.startup`` runs the app in fresh processes under a virtual display (or the
+current one): the first start on an empty data directory (schema, font extraction), then a
+normal cold start (caches warm), then the demo tour of every journey; it prints the times
+and the resident set size. Targets: under 3 s to the attract screen, under 200 MB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+START_TARGET_S = 3.0
+RSS_TARGET_MB = 200.0
+
+
+def _rss_mb() -> tuple[float, float]:
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def child(data: Path, tour: bool) -> None:
+    """One app process: reports seconds from process start to the first attract frame."""
+    started = float(os.environ["BENCH_T0"])
+    from kiosk.__main__ import open_center
+
+    center = open_center(data, simulate=True, receipts_dir=data / "receipts")
+    from kiosk.boot import configure_kivy
+
+    settings = center.ui_settings
+    configure_kivy(
+        kivy_home=settings.cache_dir / "kivy", provider="mouse", fullscreen=False, size=(1280, 800)
+    )
+    from kivy.base import EventLoop
+
+    from kiosk.app import KioskApp
+
+    app = KioskApp(center)
+    app._run_prepare()
+    EventLoop.idle()  # the first frame, drawn
+    assert app.current == "attract"
+    result = {"start_s": time.time() - started}
+    if tour:
+        from edge.station.seed import seed_demo
+        from kiosk.demo import Tour, play
+
+        people = seed_demo(center.app)
+        out = data / "tour"
+        out.mkdir(exist_ok=True)
+        app.session.warn_s, app.session.clear_s = 2.0, 3.0
+        play(Tour(app, center, out), people)
+        rss, peak = _rss_mb()
+        result |= {"rss_mb": rss, "peak_rss_mb": peak}
+    app.dispatch("on_stop")
+    center.close()
+    print("BENCH " + json.dumps(result), flush=True)
+
+
+def run(data: Path, tour: bool) -> dict[str, float]:
+    env = dict(os.environ, BENCH_T0=repr(time.time()))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.startup", "--child", str(data), "1" if tour else "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH "):
+            return dict(json.loads(line[6:]))
+    raise RuntimeError(f"benchmark child failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+
+
+def main() -> int:
+    from kiosk.demo import screen
+
+    with tempfile.TemporaryDirectory(prefix="kiosk-bench-") as tmp, screen():
+        data = Path(tmp) / "data"
+        first = run(data, tour=False)
+        warm = [run(data, tour=False)["start_s"] for _ in range(3)]
+        toured = run(data, tour=True)
+    cold = sorted(warm)[1]
+    print(f"first start on an empty data dir (schema, fonts): {first['start_s']:.2f} s")
+    print(
+        f"cold start to the attract screen (median of 3):    {cold:.2f} s "
+        f"(target < {START_TARGET_S:.0f} s) {'OK' if cold < START_TARGET_S else 'OVER'}"
+    )
+    rss = toured["rss_mb"]
+    print(
+        f"resident memory after the full tour:             {rss:.0f} MB "
+        f"(peak {toured['peak_rss_mb']:.0f} MB; target < {RSS_TARGET_MB:.0f} MB) "
+        f"{'OK' if rss < RSS_TARGET_MB else 'OVER'}"
+    )
+    return 0 if cold < START_TARGET_S and rss < RSS_TARGET_MB else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        child(Path(sys.argv[2]), sys.argv[3] == "1")
+        sys.exit(0)
+    sys.exit(main())

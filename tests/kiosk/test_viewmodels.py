@@ -1,0 +1,190 @@
+"""The view-models without Kivy's window: what they say and what they change."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from edge.services import gifts as gift_service
+from edge.services import members as member_service
+from edge.station.api import GiftTile, MemberSummary
+from kiosk.viewmodels.gifts import GiftsViewModel, availability
+from kiosk.viewmodels.identify import IdentifyViewModel
+from kiosk.viewmodels.points import PointsViewModel
+from kiosk.viewmodels.register import RegisterViewModel
+from kiosk.viewmodels.session import SessionViewModel
+from kiosk.viewmodels.staff import StaffViewModel
+
+
+def test_idle_countdown_warns_extends_and_clears():
+    session = SessionViewModel(warn_s=30, clear_s=45)
+    timeouts = []
+    session.bind(on_timeout=lambda *_a: timeouts.append(1))
+    session.start(private=True)
+    session.tick(29.9)
+    assert not session.warning
+    session.tick(0.2)
+    assert session.warning and session.seconds_left == 15
+    session.touched()
+    assert not session.warning and session.idle_s == 0
+    session.tick(44.9)
+    assert not timeouts and session.seconds_left == 1
+    session.tick(0.2)
+    assert timeouts == [1] and not session.active
+
+
+def test_idle_timer_sleeps_while_nobody_is_identified():
+    session = SessionViewModel(warn_s=1, clear_s=2)
+    session.tick(10)
+    assert not session.warning and session.idle_s == 0
+
+
+def test_identify_by_phone_then_proof(center, people, runner, session):
+    vm = IdentifyViewModel(center, session, runner)
+    found = []
+    vm.bind(on_identified=lambda _vm, member: found.append(member))
+    for key in "1391234567":
+        vm.press(key)
+    vm.press("ok")
+    assert vm.stage == "phone" and "11-digit" in vm.notice
+    vm.press("8")
+    vm.press("ok")
+    assert vm.stage == "proof"
+    for key in "9999":
+        vm.press(key)
+    vm.press("ok")
+    assert vm.notice.startswith("The digits do not match") and vm.proof == ""
+    for key in people.li_card[-4:]:
+        vm.press(key)
+    vm.press("ok")
+    assert found and found[0].phone_masked == "139****5678"
+    assert session.member is found[0] and vm.stage == "phone" and vm.phone == ""
+
+
+def test_verification_locks_after_three_wrong_answers(center, people, runner, session):
+    vm = IdentifyViewModel(center, session, runner)
+    for _ in range(3):
+        vm.phone, vm.stage, vm.proof = people.li_phone, "proof", "0000"
+        vm.submit()
+    assert vm.notice.startswith("Too many wrong answers")
+    vm.phone, vm.stage, vm.proof = people.li_phone, "proof", people.li_card[-4:]
+    vm.submit()
+    assert session.member is None  # even the right digits wait out the lockout
+
+
+def test_staff_badges_are_not_member_codes(center, people, runner, session):
+    vm = IdentifyViewModel(center, session, runner)
+    vm.scanned("STAFF:1001")
+    assert vm.notice == "" and session.member is None
+
+
+def test_check_in_updates_the_session_member(center, people, runner, session):
+    session.start(center.identify(people.wang_card))
+    before = session.member.balance
+    vm = PointsViewModel(center, session, runner)
+    vm.check_in()
+    assert vm.notice_kind == "ok" and vm.notice_args == {"points": 5}
+    assert session.member.balance == before + 5 and session.member.checked_in_today
+    vm.check_in()
+    assert vm.notice_kind == "warn" and "already checked in" in vm.notice
+
+
+def _member(available: int) -> MemberSummary:
+    return MemberSummary(
+        "2900000000018", "138****8000", "王先生", "normal", "普通会员", "Member",
+        available, available, 0, (), "", "", None, "spend", False, False, False,
+    )  # fmt: skip
+
+
+def test_tile_availability_is_known_before_a_tap():
+    tile = GiftTile("T", "毛巾", "gift", 300, 5, False, 0)
+    assert availability(tile, _member(300)) == "ok"
+    assert availability(tile, _member(299)) == "insufficient_points"
+    empty = GiftTile("T", "毛巾", "gift", 300, 0, False, 0)
+    assert availability(empty, _member(5000)) == "out_of_stock"
+
+
+def test_redeem_confirms_first_and_redeems_once(center, people, runner, session):
+    session.start(center.identify(people.wang_card))
+    vm = GiftsViewModel(center, session, runner)
+    vm.load()
+    vm.select("OIL")
+    assert vm.stage == "browse" and vm.notice_args["name"] == "花生油1.8L"
+    vm.select("TOWEL")
+    assert vm.stage == "confirm"
+    assert gift_service.last_redemption(center.app) is None  # nothing before the confirm
+    vm.confirm()
+    vm.confirm()  # a second tap on a finished redemption does nothing
+    assert vm.stage == "done" and vm.outcome.voucher.printed
+    assert len([r for r in center.simulator.receipts() if r == "gift-voucher"]) == 1
+    assert session.member.balance == vm.outcome.balance
+
+
+def test_registration_validates_each_step(center, people, runner, session):
+    vm = RegisterViewModel(center, session, runner)
+    vm.start("zh_CN")
+    assert "会员个人信息保护告知书" in vm.terms_text
+    vm.phone = "12345"
+    vm.next()
+    assert vm.step == "phone" and vm.notice_kind == "warn"
+    vm.phone = "13633334444"
+    vm.next()
+    vm.pick_surname("李")
+    vm.next()
+    assert vm.step == "name"  # a surname needs a form of address
+    vm.pick_title("先生")
+    vm.next()
+    vm.birthday = "19561340"
+    vm.next()
+    assert vm.step == "birthday"
+    vm.birthday = "19561130"
+    vm.next()
+    vm.referrer = people.wang_phone
+    vm.next()
+    vm.next()
+    assert vm.step == "terms" and "tick to agree" in vm.notice
+    vm.toggle_consent()
+    vm.next()
+    assert vm.step == "done" and vm.outcome.card.dispensed
+    view = member_service.show_member(center.app, phone="13633334444")
+    assert view.name_masked == "李先生"
+    assert vm.outcome.member.card_no == view.card_no
+    assert session.member.card_no == view.card_no
+
+
+def test_registration_of_a_known_phone_is_refused(center, people, runner, session):
+    vm = RegisterViewModel(center, session, runner)
+    vm.start("en")
+    vm.phone, vm.step, vm.consent = people.wang_phone, "terms", True
+    vm.next()
+    assert vm.step == "terms" and "already registered" in vm.notice
+
+
+def test_staff_sign_in_and_lost_card(center, people, runner, session):
+    vm = StaffViewModel(center, session, runner)
+    vm.start()
+    vm.badge("STAFF:" + people.clerk_id)
+    assert vm.field == "pin"
+    for key in people.clerk_pin:
+        vm.press(key)
+    vm.press("ok")
+    assert vm.page == "menu" and vm.staff.staff_id == people.clerk_id
+    vm.open_page("lost")
+    for key in people.zhao_phone:
+        vm.press(key)
+    vm.press("ok")
+    assert vm.member.card_state == "lost"
+    vm.replace_card()  # identity not yet checked: nothing happens
+    assert vm.notice_kind == "warn"
+    assert member_service.show_member(center.app, phone=people.zhao_phone).card_no is None
+    vm.confirm_identity()
+    vm.replace_card()
+    new = vm.replacement.new_card_no
+    assert member_service.show_member(center.app, card_no=new).card_state == "active"
+    vm.sign_out()
+    assert vm.staff is None and not session.active
+
+
+def test_birthday_date_is_parsed(center, runner, session):
+    vm = RegisterViewModel(center, session, runner)
+    vm.birthday = "19600229"
+    assert vm.parsed_birthday() == date(1960, 2, 29)
