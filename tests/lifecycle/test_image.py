@@ -214,6 +214,8 @@ def mounted(rootfs: Path) -> Iterator[None]:
         (["-t", "sysfs", "sysfs"], rootfs / "sys"),
         (["--bind", str(pip_cache)], rootfs / "root/.cache/pip"),
     ]
+    if Path("/opt/wheels").is_dir():
+        mounts.append((["--bind", "-o", "ro", "/opt/wheels"], rootfs / "opt/wheels"))
     done: list[Path] = []
     try:
         for args, target in mounts:
@@ -259,9 +261,27 @@ def test_install_step_for_real_in_a_debian_bookworm_root(tmp_path: Path) -> None
         check=True,
         timeout=600,
     )
+    # The host's trust store and wheel directory (a mirror or TLS proxy may need them).
+    shutil.copy("/etc/ssl/certs/ca-certificates.crt", rootfs / "etc/ssl/certs/host-ca.crt")
+    pip_env = {"PIP_CERT": "/etc/ssl/certs/host-ca.crt", "PIP_FIND_LINKS": ""}
+    if Path("/opt/wheels").is_dir():
+        pip_env["PIP_FIND_LINKS"] = "/opt/wheels"
+    # pi-gen's chroot starts with a clean environment: none of this host's settings leak in.
+    clean = " ".join(
+        [
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME=/root",
+            "LANG=C.UTF-8",
+            "PIP_CONFIG_FILE=/dev/null",
+            *(f"{k}={v}" for k, v in pip_env.items()),
+        ]
+    )
     with mounted(rootfs):
         out = run_install_step(
-            rootfs, wheels, 'chroot "${ROOTFS_DIR}" /bin/bash -e', KIOSK_STORE_BROKER="0"
+            rootfs,
+            wheels,
+            f'chroot "${{ROOTFS_DIR}}" /usr/bin/env -i {clean} /bin/bash -e',
+            KIOSK_STORE_BROKER="0",
         )
         assert "member-kiosk-install: installed" in out
         version = chroot(rootfs, "/opt/member-kiosk/current/bin/kiosk", "--version")
