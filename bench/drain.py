@@ -1,0 +1,169 @@
+"""Offline backlog drain: N outbox events to HQ through a real Mosquitto (TLS), acknowledged.
+
+Prints, from one run on the same broker: the time ``kiosk agent`` takes to publish the
+backlog and have every event acknowledged by HQ (``kiosk hq serve``, separate processes),
+and the raw paho QoS 1 publish rate of messages the size of one event.
+
+    .venv/bin/python -m bench.drain [--events 100000]
+
+The backlog starts with real purchases through the services (200 members) and is topped up
+with copies of those events under new ids, on a RAM disk; the database is then copied to
+disk, so the drain itself runs on the real storage. HQ applies every one of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import func, insert, select
+
+from edge.services.members import register_member
+from edge.services.points import accrue_purchase
+from edge.storage.models import OutboxEvent
+from tests.sync.conftest import make_data_dir, open_app, start_broker
+from tests.sync.helpers import AgentProcess, HqProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_backlog(data: Path, events: int, real: int = 2000) -> int:
+    """``real`` purchases through the services, then copies of their events (new event,
+    entry and lot ids, new receipt ids) up to ``events``: the accrual service costs ~12 ms
+    a call here, and the drain does not care how the rows got into the outbox."""
+    app = open_app(data)
+    cards = [register_member(app, f"1360000{m:04d}", consent=True).card_no for m in range(200)]
+    for n in range(real):
+        accrue_purchase(app, cards[n % len(cards)], 1000 + n % 5000, f"B-{n}")
+    with app.db.write() as s:
+        samples = [
+            json.loads(p)
+            for p in s.scalars(
+                select(OutboxEvent.payload).where(OutboxEvent.kind == "points.accrued")
+            )
+        ]
+        total = s.scalar(select(func.count()).select_from(OutboxEvent)) or 0
+        now = app.clock()
+        rows = []
+        for n in range(events - total):
+            body = json.loads(json.dumps(samples[n % len(samples)]))
+            body["event_id"] = app.ids.new()
+            body["data"]["receipt_id"] = f"C-{n}"
+            for entry in body["data"]["entries"]:
+                entry["id"], entry["lot_id"] = app.ids.new(), app.ids.new()
+                entry["ref"] = f"C-{n}"
+            rows.append(
+                {
+                    "event_id": body["event_id"],
+                    "kind": body["kind"],
+                    "payload": json.dumps(body, sort_keys=True),
+                    "created_at": now,
+                    "attempts": 0,
+                }
+            )
+        s.execute(insert(OutboxEvent), rows)
+        total = s.scalar(select(func.count()).select_from(OutboxEvent)) or 0
+    app.close()
+    return int(total)
+
+
+def raw_paho_rate(broker, count: int, size: int) -> float:
+    ca, cert, key = broker.tls("hq")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=mqtt.MQTTv5)
+    client.tls_set(str(ca), str(cert), str(key))
+    acked = threading.Event()
+    done = [0]
+
+    def on_publish(c, u, mid, rc, props):  # type: ignore[no-untyped-def]
+        done[0] += 1
+        if done[0] >= count:
+            acked.set()
+
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    time.sleep(0.5)
+    payload = b"x" * size
+    start = time.perf_counter()
+    for _ in range(count):
+        client.publish("mck/v1/device/hq/telemetry", payload, qos=1)
+    acked.wait(300)
+    elapsed = time.perf_counter() - start
+    client.loop_stop()
+    client.disconnect()
+    return count / elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=100_000)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="drain-bench-"))
+    ram = Path(
+        tempfile.mkdtemp(
+            prefix="drain-backlog-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
+        )
+    )
+    broker = start_broker(work / "broker", max_queued=1000)
+    try:
+        print(f"making a backlog of {args.events} events with the real services ...", flush=True)
+        t0 = time.perf_counter()
+        ram_data = make_data_dir(ram, broker, "K001", "S001", 1)
+        total = make_backlog(ram_data, args.events)
+        print(f"  {total} events in {time.perf_counter() - t0:.0f} s")
+        disk_data = work / "K001"
+        shutil.copytree(ram_data, disk_data)
+        with open_app(disk_data).db.read() as s:
+            size = int(s.scalar(select(func.avg(func.length(OutboxEvent.payload)))) or 500)
+        hq = HqProcess(broker, f"sqlite+pysqlite:///{work / 'hq.db'}", work / "hq.log")
+        hq.start()
+        time.sleep(2.0)
+        app = open_app(disk_data)
+        agent = AgentProcess(disk_data)
+        start = time.perf_counter()
+        agent.start()
+        while True:
+            with app.db.read() as s:
+                left = s.scalar(
+                    select(func.count())
+                    .select_from(OutboxEvent)
+                    .where(OutboxEvent.delivered_at.is_(None))
+                )
+            if not left:
+                break
+            if time.perf_counter() - start > 600:
+                print("gave up after 600 s", file=sys.stderr)
+                return 1
+            time.sleep(0.05)
+        drain = time.perf_counter() - start
+        agent.stop()
+        hq.stop()
+        app.close()
+        rate = raw_paho_rate(broker, total, size)
+        print(
+            f"drain: {total} events published, stored at HQ and acknowledged in {drain:.1f} s "
+            f"({total / drain:,.0f} events/s, budget 30 s)"
+        )
+        print(
+            f"raw paho QoS 1 publish of {total} messages of {size} bytes: {rate:,.0f} msg/s "
+            f"({total / rate:.1f} s)"
+        )
+        print(f"ratio drain/raw: {(total / drain) / rate:.2f}")
+        return 0 if drain < 30 else 2
+    finally:
+        broker.stop()
+        shutil.rmtree(ram, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
