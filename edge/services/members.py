@@ -105,6 +105,16 @@ def active_card(session: Session, member_id: str) -> Card | None:
     )
 
 
+def current_card(session: Session, member_id: str) -> Card | None:
+    """The card staff need to see: the active one, else the newest lost or blocked one."""
+    return active_card(session, member_id) or session.scalar(
+        select(Card)
+        .where(Card.member_id == member_id, Card.state != CardState.REPLACED)
+        .order_by(Card.issued_at.desc(), Card.card_no.desc())
+        .limit(1)
+    )
+
+
 def resolve_member(
     session: Session, app: AppContext, card_no: str | None = None, phone: str | None = None
 ) -> tuple[Member, Card | None]:
@@ -122,7 +132,7 @@ def resolve_member(
         raise NotFound(
             f"no member with phone {mask_phone(normalize_phone(phone))}", code="unknown_phone"
         )
-    return found, active_card(session, found.id)
+    return found, current_card(session, found.id)
 
 
 def usable_member(tx: Tx, card_no: str) -> tuple[Member, Card]:

@@ -175,6 +175,8 @@ def test_lost_card_is_blocked_and_the_replacement_carries_the_balance(app):
     points.accrue_purchase(app, card, 10_000, "R-1")
     clerk = staff.add_staff(app, "c1", "clerk", "2580")
     cards.report_lost_card(app, card, clerk)
+    shown = members.show_member(app, phone="13800138000")  # staff find the lost card by phone
+    assert (shown.card_no, shown.card_state) == (card, "lost")
     with pytest.raises(Refusal) as err:
         points.accrue_purchase(app, card, 100, "R-2")
     assert err.value.code == "card_lost"
