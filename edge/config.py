@@ -198,6 +198,9 @@ class SyncConfig(_Section):
     ack_timeout_s: float = Field(10.0, gt=0, le=600, title="Resend a batch unacked this long")
     retry_max_s: float = Field(60.0, gt=0, le=3600, title="Longest resend backoff")
     telemetry_interval_s: float = Field(30.0, ge=1, le=3600, title="Telemetry period")
+    replica_poll_s: float = Field(
+        60.0, ge=1, le=3600, title="Ask HQ for missed replica events this often when idle"
+    )
     command_public_key: str = Field(
         "keys/hq-command.pub", title="HQ's command public key (PEM)", description="Ed25519"
     )
