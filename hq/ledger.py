@@ -175,22 +175,32 @@ class CentralLedger:
             existing |= set(
                 session.scalars(select(CentralEntry.id).where(CentralEntry.id.in_(chunk)))
             )
+        # One query for every member the batch names, instead of one per event.
+        named = {e.member_id for _, d in typed if isinstance(d, EntriesData) for e in d.entries}
+        named |= {d.member_id for _, d in typed if isinstance(d, EntriesData)}
+        members: set[str] = set()
+        listed = sorted(named)
+        for start in range(0, len(listed), 900):
+            chunk = listed[start : start + 900]
+            members |= set(
+                session.scalars(select(CentralMember.id).where(CentralMember.id.in_(chunk)))
+            )
         uses: list[Event] = []
         for event, data in typed:
             if isinstance(data, MemberRegisteredData):
                 self._register(session, event, data)
+                members.add(data.member_id)
             if isinstance(data, EntriesData):
-                if session.get(CentralMember, data.member_id) is None:
+                if data.member_id not in members:
                     self._placeholder(session, event, data.member_id)
+                    members.add(data.member_id)
                 for e in data.entries:
                     if e.id in existing or e.id in seen_entries:
                         continue
                     seen_entries.add(e.id)
-                    if (
-                        e.member_id != data.member_id
-                        and session.get(CentralMember, e.member_id) is None
-                    ):
+                    if e.member_id not in members:
                         self._placeholder(session, event, e.member_id)
+                        members.add(e.member_id)
                     entries.append(
                         {
                             "id": e.id,
@@ -363,19 +373,26 @@ class CentralLedger:
     def _check_clones(
         self, session: Session, uses: list[Event], now: datetime, result: Ingest
     ) -> None:
+        if not uses:
+            return
+        card_nos = sorted({str(e.data.get("card_no")) for e in uses})
+        last_use: dict[str, CardUse] = {}
+        for start in range(0, len(card_nos), 900):
+            chunk = card_nos[start : start + 900]
+            for row in session.scalars(select(CardUse).where(CardUse.card_no.in_(chunk))):
+                last_use[row.card_no] = row
         for event in uses:
             card_no = str(event.data.get("card_no"))
-            last = session.get(CardUse, card_no)
+            last = last_use.get(card_no)
             if last is None:
-                session.add(
-                    CardUse(
-                        card_no=card_no,
-                        store_id=event.store_id,
-                        device_id=event.device_id,
-                        at=event.at,
-                    )
+                last = CardUse(
+                    card_no=card_no,
+                    store_id=event.store_id,
+                    device_id=event.device_id,
+                    at=event.at,
                 )
-                session.flush()
+                session.add(last)
+                last_use[card_no] = last
                 continue
             if last.store_id != event.store_id and abs(event.at - last.at) <= self.clone_window:
                 minutes = abs(event.at - last.at).total_seconds() / 60

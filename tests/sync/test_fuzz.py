@@ -178,24 +178,25 @@ def test_hostile_messages_are_dropped_and_nothing_is_applied(broker, tmp_path):
         sent = 0
         for _ in range(300):
             for topic, message in valid.items():
-                attacker.publish(topic, hostile(rng, message), qos=1)
-                sent += 1
+                if attacker.publish(topic, hostile(rng, message), qos=1):
+                    sent += 1
             # Pace the attack so the broker's per-client queue limit does not drop any.
             wait_until(lambda s=sent: handled() - base >= s - 20, 30, "the fuzz to be handled")
-        # Expired but otherwise valid: a blocklist update and a command.
-        old = NOW - timedelta(days=2)
-        attacker.publish(
-            T.blocklist(),
-            BlocklistUpdate(
-                update_id="late", add=["1000000001"], issued_at=old, expires_at=old
-            ).to_bytes(),
-            qos=1,
-        )
-        sent += 1
         assert sent >= 3000
         wait_until(
-            lambda: agent.dropped + hq.counters.dropped >= sent - 1, 60, "every message dropped"
+            lambda: agent.dropped + hq.counters.dropped >= sent, 120, "every message dropped"
         )
+        # Expired but otherwise valid: a blocklist update and a signed command.
+        old = NOW - timedelta(days=2)
+        late_block = BlocklistUpdate(
+            update_id="late", add=["1000000001"], issued_at=old, expires_at=old
+        ).to_bytes()
+        key = load_command_key(broker.directory / "hq-command.key")
+        late_command = sign_command(key, "K001", "block_card", {"card_no": "1000000001"}, now=old)
+        applied = agent.applied
+        assert attacker.publish(T.blocklist(), late_block, qos=1)
+        assert attacker.publish(T.command("K001"), late_command.to_bytes(), qos=1)
+        wait_until(lambda: agent.applied >= applied + 2, 30, "the expired messages")
         assert all(r.thread.is_alive() for r in runners)
         assert _counts(app) == before
         with app.db.read() as s:
