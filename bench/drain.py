@@ -84,7 +84,7 @@ def raw_paho_rate(broker, count: int, size: int) -> float:
     acked = threading.Event()
     done = [0]
 
-    def on_publish(c, u, mid, rc, props):  # type: ignore[no-untyped-def]
+    def on_publish(c: object, u: object, mid: int, rc: object, props: object) -> None:
         done[0] += 1
         if done[0] >= count:
             acked.set()

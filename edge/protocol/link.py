@@ -5,7 +5,7 @@ What it guarantees, so callers need not care about paho:
 * a persistent session (clean start off, a session expiry), TLS with a client certificate;
 * a retained status: ``online`` published on every connect, the last will says ``offline``,
   and a clean :meth:`MqttLink.close` publishes ``offline`` itself (the will does not fire then);
-* reconnecting forever with exponential backoff and full jitter;
+* reconnecting forever with exponential backoff from a jittered start;
 * inbound QoS 1 messages are acknowledged only when the caller says it has applied them
   (:meth:`MqttLink.ack`), so a crash in between means redelivery, not loss;
 * MQTT 5 request/response: response topic, correlation data and message expiry.
@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -81,12 +82,11 @@ class MqttLink:
         self.inbox: queue.Queue[Inbound | str] = queue.Queue()
         self._connected = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
             protocol=mqtt.MQTTv5,
-            reconnect_on_failure=False,
+            reconnect_on_failure=True,
             manual_ack=True,
         )
         self._client.max_queued_messages_set(10_000)
@@ -107,9 +107,32 @@ class MqttLink:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Connects in the background and keeps reconnecting until :meth:`close`."""
-        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
-        self._thread.start()
+        """Connects in the background and keeps reconnecting until :meth:`close`.
+
+        paho's own network thread (``loop_start``) is used on purpose: with it, ``publish``
+        from another thread only queues the packet and wakes the loop, whereas a loop run
+        on a thread of our own makes ``publish`` write to the TLS socket from the caller's
+        thread, concurrently with the loop, which corrupts OpenSSL's state.
+        """
+        s = self.settings
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = s.session_expiry_s
+        self._jitter_reconnect()
+        self._client.connect_async(
+            s.host, s.port, s.keepalive_s, clean_start=s.clean_start, properties=props
+        )
+        self._client.loop_start()
+
+    def _jitter_reconnect(self) -> None:
+        """Exponential backoff (paho doubles the delay per failed attempt) from a random
+        start, so a fleet that lost its broker together does not come back in lockstep."""
+        s = self.settings
+        first = random.uniform(s.reconnect_min_s, 2 * s.reconnect_min_s)
+        # paho's annotation says int; it computes with whatever number it is given.
+        self._client.reconnect_delay_set(
+            min_delay=cast(int, min(first, s.reconnect_max_s)),
+            max_delay=cast(int, s.reconnect_max_s),
+        )
 
     @property
     def connected(self) -> bool:
@@ -130,8 +153,7 @@ class MqttLink:
                 log.warning("could not publish offline status: %s", exc)
         self._stop.set()
         self._client.disconnect()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._client.loop_stop()
 
     # ------------------------------------------------------------------ traffic
 
@@ -202,6 +224,8 @@ class MqttLink:
             log.info("disconnected: %s", reason_code)
         self._connected.clear()
         self.inbox.put("disconnected")
+        if not self._stop.is_set():
+            self._jitter_reconnect()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         props = msg.properties
@@ -220,38 +244,3 @@ class MqttLink:
                 expiry,
             )
         )
-
-    # ------------------------------------------------------------------ network thread
-
-    def _run(self) -> None:
-        s = self.settings
-        attempt = 0
-        while not self._stop.is_set():
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = s.session_expiry_s
-            try:
-                self._client.connect(
-                    s.host,
-                    s.port,
-                    s.keepalive_s,
-                    clean_start=s.clean_start,
-                    properties=props,
-                )
-                while not self._stop.is_set():
-                    rc = self._client.loop(timeout=0.2)
-                    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                        break
-                    if self._connected.is_set():
-                        attempt = 0
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                log.info("broker %s:%s unreachable: %s", s.host, s.port, exc)
-            if self._connected.is_set():
-                self._connected.clear()
-                self.inbox.put("disconnected")
-            if self._stop.is_set():
-                break
-            # Exponential backoff with full jitter: a fleet that lost its broker together
-            # does not come back in lockstep.
-            ceiling = min(s.reconnect_max_s, s.reconnect_min_s * (2**attempt))
-            attempt = min(attempt + 1, 30)
-            self._stop.wait(random.uniform(s.reconnect_min_s, max(s.reconnect_min_s, ceiling)))

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -117,6 +118,16 @@ class HqProcess:
         assert self.proc is not None
         self.proc.terminate()
         return self.proc.wait(30)
+
+
+def drained(app: AppContext) -> Callable[[], bool]:
+    """A check for wait_until: nothing left in ``app``'s outbox."""
+    return lambda: pending(app) == 0
+
+
+def caught_up(app: AppContext, engine) -> Callable[[], bool]:
+    """A check for wait_until: ``app``'s replica cursor is at HQ's last event."""
+    return lambda: cursor(app) == hq_last_seq(engine)
 
 
 def pending(app: AppContext) -> int:

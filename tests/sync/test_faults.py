@@ -32,11 +32,10 @@ from tests.sync.conftest import make_data_dir, open_app, start_broker, wait_unti
 from tests.sync.helpers import (
     AgentProcess,
     HqProcess,
-    cursor,
-    hq_last_seq,
+    caught_up,
+    drained,
     local_balances,
     outbox_ids,
-    pending,
 )
 from tests.sync.proxy import CuttableProxy
 
@@ -75,7 +74,7 @@ def test_exactly_once_under_faults(tmp_path):
         for agent in agents.values():
             agent.start()
         for d, app in apps.items():
-            wait_until(lambda a=app: pending(a) == 0, 60, f"{d} to reach HQ before the faults")
+            wait_until(drained(app), 60, f"{d} to reach HQ before the faults")
 
         errors: list[BaseException] = []
         done = {"driver": 0, "redeemed": 0, "refused": 0}
@@ -150,10 +149,10 @@ def test_exactly_once_under_faults(tmp_path):
             if not agent.alive():
                 agent.start()
         for d, app in apps.items():
-            wait_until(lambda a=app: pending(a) == 0, 180, f"{d}'s outbox to drain", every=0.5)
+            wait_until(drained(app), 180, f"{d}'s outbox to drain", every=0.5)
         for d, app in apps.items():
             wait_until(
-                lambda a=app: cursor(a) == hq_last_seq(hq_engine),
+                caught_up(app, hq_engine),
                 180,
                 f"{d}'s replica to catch up",
                 every=0.5,

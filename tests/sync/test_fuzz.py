@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
@@ -175,13 +176,17 @@ def test_hostile_messages_are_dropped_and_nothing_is_applied(broker, tmp_path):
             return agent.applied + agent.dropped + hq.counters.handled
 
         base = handled()
+
+        def reached(count: int) -> Callable[[], bool]:
+            return lambda: handled() - base >= count
+
         sent = 0
         for _ in range(300):
             for topic, message in valid.items():
                 if attacker.publish(topic, hostile(rng, message), qos=1):
                     sent += 1
             # Pace the attack so the broker's per-client queue limit does not drop any.
-            wait_until(lambda s=sent: handled() - base >= s - 20, 30, "the fuzz to be handled")
+            wait_until(reached(sent - 20), 30, "the fuzz to be handled")
         assert sent >= 3000
         wait_until(
             lambda: agent.dropped + hq.counters.dropped >= sent, 120, "every message dropped"
@@ -210,7 +215,7 @@ def test_hostile_messages_are_dropped_and_nothing_is_applied(broker, tmp_path):
         reg = register_member(app, "13800000001", consent=True)
         wait_until(lambda: pending(app) == 0, 20, "a valid event to be acknowledged")
         with Session(hq.engine) as s:
-            assert s.scalar(select(func.count()).select_from(StoredEvent)) >= 1
+            assert (s.scalar(select(func.count()).select_from(StoredEvent)) or 0) >= 1
         assert reg.card_no
     finally:
         attacker.close()

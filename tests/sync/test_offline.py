@@ -19,7 +19,15 @@ from hq.ledger import balances
 from hq.models import Alert, CentralMember
 from hq.service import HqService
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
-from tests.sync.helpers import cursor, hq_config, hq_last_seq, local_balances, pending
+from tests.sync.helpers import (
+    caught_up,
+    cursor,
+    drained,
+    hq_config,
+    hq_last_seq,
+    local_balances,
+    pending,
+)
 from tests.sync.proxy import CuttableProxy
 
 CAPS = """
@@ -90,9 +98,9 @@ def test_double_spend_at_two_offline_stores_is_flagged_and_capped(broker, tmp_pa
         a, b = open_app(a.data_dir), open_app(b.data_dir)
         runners[1:] = [Runner(Agent(a).run), Runner(Agent(b).run)]
         for app in (a, b):
-            wait_until(lambda x=app: pending(x) == 0, 60, "the offline backlog to drain")
+            wait_until(drained(app), 60, "the offline backlog to drain")
         for app in (a, b):
-            wait_until(lambda x=app: cursor(x) == hq_last_seq(hq.engine), 60, "replicas")
+            wait_until(caught_up(app, hq.engine), 60, "replicas")
 
         with Session(hq.engine) as s:
             central = {m.id: m for m in s.scalars(select(CentralMember))}
@@ -136,19 +144,20 @@ def test_double_spend_at_two_offline_stores_is_flagged_and_capped(broker, tmp_pa
         a, b = open_app(a.data_dir), open_app(b.data_dir)
         runners[1:] = [Runner(Agent(a).run), Runner(Agent(b).run)]
         for app in (a, b):
-            wait_until(lambda x=app: pending(x) == 0, 60, "the second backlog to drain")
+            wait_until(drained(app), 60, "the second backlog to drain")
         for app in (a, b):
-            wait_until(lambda x=app: cursor(x) == hq_last_seq(hq.engine), 60, "replicas again")
+            wait_until(caught_up(app, hq.engine), 60, "replicas again")
 
         with Session(hq.engine) as s:
             central = {m.id: m for m in s.scalars(select(CentralMember))}
             alerts = {x.subject for x in s.scalars(select(Alert).where(Alert.kind == "overdraft"))}
             hq_balances = balances(s)
         for reg in members:
-            m = central[reg.member_id]
-            assert before[m.id] < 6000
-            assert m.balance == before[m.id] - 6000 and m.overdraft_flagged, (m.id, m.balance)
-            assert -m.balance <= cap  # no overdraft beyond the offline cap
+            person = central[reg.member_id]
+            assert before[person.id] < 6000
+            assert person.balance == before[person.id] - 6000, (person.id, person.balance)
+            assert person.overdraft_flagged
+            assert -person.balance <= cap  # no overdraft beyond the offline cap
         assert alerts == {r.member_id for r in members}  # 100 % flagged for staff
         assert newcomer.member_id in hq_balances  # the offline registration reached HQ
         for app in (a, b):
