@@ -1,0 +1,169 @@
+"""HQ's central ledger on SQLite and on PostgreSQL: dedup, reconciliation, anti-cloning.
+
+PostgreSQL runs only where a server answers (HQ_TEST_POSTGRES_URL, default the local one);
+each run gets its own schema, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.orm import Session
+
+from edge.domain.ids import IdFactory
+from edge.protocol import Event, EventBatch
+from hq.ledger import CentralLedger, balances, ledger_sums
+from hq.models import Alert, CentralMember, HqBase, StoredEvent
+from hq.service import make_hq_engine
+
+PG_URL = os.environ.get("HQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+ids = IdFactory()
+T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+
+
+def _postgres() -> Iterator[Engine]:
+    try:
+        probe = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with probe.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # no server on this machine
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}")
+    schema = f"hq_test_{secrets.token_hex(4)}"
+    with probe.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    engine = create_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    HqBase.metadata.create_all(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with probe.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        probe.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        e = make_hq_engine(f"sqlite+pysqlite:///{tmp_path / 'hq.db'}")
+        yield e
+        e.dispose()
+    else:
+        yield from _postgres()
+
+
+def event(kind, device, store, seq, data, at=T0) -> Event:
+    return Event(
+        event_id=ids.new(), kind=kind, store_id=store, device_id=device, at=at, data=data, seq=seq
+    )
+
+
+def entry(member, points, device, store, lot=None, at=T0, kind="purchase"):
+    e = {
+        "id": ids.new(),
+        "member_id": member,
+        "kind": kind,
+        "points": points,
+        "lot_id": lot or ids.new(),
+        "ref": "r",
+        "at": at.isoformat(),
+        "store_id": store,
+        "device_id": device,
+    }
+    if points > 0:
+        e |= {"expires_at": (at + timedelta(days=365)).isoformat(), "available_at": at.isoformat()}
+    return e
+
+
+def test_dedup_reconcile_and_clone_alerts(engine):
+    ledger = CentralLedger(timedelta(minutes=10))
+    member = ids.new()
+    credit = entry(member, 3000, "K001", "S001")
+    registered = event(
+        "member.registered",
+        "K001",
+        "S001",
+        1,
+        {
+            "member_id": member,
+            "card_no": "1000000001",
+            "tier": "normal",
+            "consent_version": "2026-01",
+            "entries": [],
+        },
+    )
+    accrued = event(
+        "points.accrued",
+        "K001",
+        "S001",
+        2,
+        {"member_id": member, "card_no": "1000000001", "entries": [credit]},
+    )
+    batch = EventBatch(device_id="K001", batch_id=ids.new(), events=[registered, accrued])
+    with Session(engine) as s, s.begin():
+        first = ledger.ingest(s, "K001", batch, T0)
+    with Session(engine) as s, s.begin():
+        again = ledger.ingest(s, "K001", batch, T0)  # a resend after a lost ack
+    assert len(first.stored) == 2 and again.stored == [] and set(again.acked) == set(first.acked)
+
+    # The same 3000 points redeemed offline at two stores, 3 minutes apart.
+    def redeemed(device, store, seq, at):
+        return event(
+            "gift.redeemed",
+            device,
+            store,
+            seq,
+            {
+                "member_id": member,
+                "card_no": "1000000001",
+                "entries": [
+                    entry(member, -3000, device, store, credit["lot_id"], at, "redemption")
+                ],
+            },
+            at,
+        )
+
+    with Session(engine) as s, s.begin():
+        ledger.ingest(
+            s,
+            "K001",
+            EventBatch(
+                device_id="K001", batch_id=ids.new(), events=[redeemed("K001", "S001", 3, T0)]
+            ),
+            T0,
+        )
+        ledger.ingest(
+            s,
+            "K002",
+            EventBatch(
+                device_id="K002",
+                batch_id=ids.new(),
+                events=[redeemed("K002", "S002", 1, T0 + timedelta(minutes=3))],
+            ),
+            T0,
+        )
+    with Session(engine) as s:
+        m = s.get(CentralMember, member)
+        assert m is not None and m.balance == -3000 and m.overdraft_flagged
+        assert balances(s) == ledger_sums(s) == {member: -3000}
+        kinds = {(a.kind, a.subject) for a in s.scalars(select(Alert))}
+        assert ("overdraft", member) in kinds
+        assert ("card_clone_suspect", "1000000001") in kinds
+        assert s.scalar(select(StoredEvent.hq_seq).order_by(StoredEvent.hq_seq.desc())) == 4
+
+
+def test_events_from_a_device_speaking_for_another_are_quarantined(engine):
+    ledger = CentralLedger(timedelta(minutes=10))
+    forged = event("points.accrued", "K002", "S002", 1, {"member_id": ids.new(), "entries": []})
+    with Session(engine) as s, s.begin():
+        result = ledger.ingest(
+            s, "K001", EventBatch(device_id="K001", batch_id=ids.new(), events=[forged]), T0
+        )
+    assert (
+        result.stored == [] and result.quarantined and result.quarantined[0][0] == forged.event_id
+    )
