@@ -196,6 +196,18 @@ def redeem_gift(
             gift.active,
         )
         points = check_redemption(terms, qty, int(already))
+        if member.balance < points:
+            # Open lots can outnumber the balance after HQ booked an offline double spend
+            # against this member: the overdraft is paid back before anything is redeemed.
+            owed = max(0, -member.balance)
+            raise Refusal(
+                f"not enough points: {points} needed, balance {member.balance}"
+                + (f" ({owed} points owed from an earlier offline redemption)" if owed else ""),
+                code="insufficient_points",
+                needed=points,
+                available=max(0, member.balance),
+                pending=0,
+            )
         link = connectivity(tx.session, app, tx.now)
         if link.offline:
             since = link.since or tx.now

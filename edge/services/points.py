@@ -16,7 +16,7 @@ from edge.services.ledger import EntryRecord, credit, expire_lot
 from edge.services.members import usable_member
 from edge.services.tiers import upgrade_if_earned
 from edge.services.tx import Tx, transaction
-from edge.storage.models import BonusClaim, Member, PointsLot, Purchase
+from edge.storage.models import BonusClaim, LedgerEntry, Member, PointsLot, Purchase
 
 
 @dataclass(frozen=True)
@@ -217,10 +217,19 @@ def expire_points(app: AppContext, now: datetime | None = None, batch: int = 500
     while True:
         with transaction(app) as tx:
             at = now or tx.now
+            # Only lots this device credited: other stores' lots reach the replica through HQ
+            # and are expired by the store that issued them, so no lot is expired twice.
+            own_lots = select(LedgerEntry.lot_id).where(
+                LedgerEntry.points > 0, LedgerEntry.device_id == app.device_id
+            )
             due = list(
                 tx.session.scalars(
                     select(PointsLot)
-                    .where(PointsLot.expires_at <= at, PointsLot.remaining > 0)
+                    .where(
+                        PointsLot.expires_at <= at,
+                        PointsLot.remaining > 0,
+                        PointsLot.id.in_(own_lots),
+                    )
                     .order_by(PointsLot.expires_at, PointsLot.id)
                     .limit(batch)
                 )

@@ -5,13 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from edge.app import AppContext
 from edge.domain.cards import CardState, parse_card_number
 from edge.domain.errors import KioskError
 from edge.security.chain import GENESIS, chain_hash
 from edge.services.tx import AUDIT_HEAD, audit_fields, get_meta
-from edge.storage.models import AuditRecord, Card, Gift, LedgerEntry, Member, PointsLot
+from edge.storage.models import (
+    AuditRecord,
+    Card,
+    Gift,
+    LedgerEntry,
+    Member,
+    PointsLot,
+    ProcessedRequest,
+    Purchase,
+    Redemption,
+)
 
 
 @dataclass
@@ -83,6 +94,7 @@ def verify_ledger(app: AppContext) -> VerifyReport:
                 f"lot {lot_id}: points {points}, remaining {remaining}, "
                 f"entries credit {credited} and net {net}"
             )
+        _verify_purchases_and_redemptions(s, report)
         for sku, stock in s.execute(select(Gift.sku, Gift.stock).where(Gift.stock < 0)):
             report.breach(f"gift {sku}: negative stock {stock}")
         for member_id, n in s.execute(
@@ -103,6 +115,43 @@ def verify_ledger(app: AppContext) -> VerifyReport:
             if check != "ok":
                 report.breach(f"SQLite integrity check: {check}")
     return report
+
+
+def _verify_purchases_and_redemptions(s: Session, report: VerifyReport) -> None:
+    """Every purchase has its credit and every redemption its debits, no more and no less."""
+    credits = (
+        select(LedgerEntry.ref, func.sum(LedgerEntry.points).label("points"))
+        .where(LedgerEntry.kind == "purchase")
+        .group_by(LedgerEntry.ref)
+        .subquery()
+    )
+    for receipt_id, points, credited in s.execute(
+        select(Purchase.receipt_id, Purchase.points, credits.c.points)
+        .outerjoin(credits, credits.c.ref == Purchase.receipt_id)
+        .where(func.coalesce(credits.c.points, 0) != Purchase.points)
+    ):
+        report.breach(f"purchase {receipt_id}: {points} points earned, ledger credits {credited}")
+    debits = (
+        select(LedgerEntry.ref, func.sum(LedgerEntry.points).label("points"))
+        .where(LedgerEntry.kind == "redemption")
+        .group_by(LedgerEntry.ref)
+        .subquery()
+    )
+    for redemption_id, points, debited in s.execute(
+        select(Redemption.id, Redemption.points, debits.c.points)
+        .outerjoin(debits, debits.c.ref == Redemption.id)
+        .where(func.coalesce(debits.c.points, 0) != -Redemption.points)
+    ):
+        report.breach(f"redemption {redemption_id}: {points} points, ledger debits {debited}")
+    for (request_id,) in s.execute(
+        select(ProcessedRequest.request_id).where(
+            ProcessedRequest.intent == "redeem",
+            ~select(Redemption.id)
+            .where(Redemption.id == func.json_extract(ProcessedRequest.result, "$.key"))
+            .exists(),
+        )
+    ):
+        report.breach(f"request {request_id}: recorded as applied but its redemption is missing")
 
 
 def _verify_audit(s: object, report: VerifyReport) -> None:

@@ -220,3 +220,32 @@ def test_verify_catches_a_tampered_balance(app):
     report = verify_ledger(app)
     assert not report.ok and "balance" in report.problems[0]
     assert members.show_member(app, card_no=card).balance == 1001
+
+
+def test_verify_catches_a_purchase_without_its_credit_and_a_redemption_without_debits(app):
+    card = member_with_points(app)
+    gifts.add_gift(app, "G", "礼品", 100, 5)
+    r = gifts.redeem_gift(app, card, "G", request_id="q")
+    conn = sqlite3.connect(app.data_dir / "kiosk.db")
+    conn.execute("UPDATE purchase SET points = points + 1")
+    conn.execute("UPDATE redemption SET points = 99 WHERE id = ?", (r.redemption_id,))
+    conn.commit()
+    conn.close()
+    problems = " ".join(verify_ledger(app).problems)
+    assert "purchase R-13800138000" in problems
+    assert f"redemption {r.redemption_id}" in problems
+
+
+def test_an_overdraft_is_paid_back_before_anything_is_redeemed(app):
+    card = member_with_points(app, 500)
+    gifts.add_gift(app, "G", "礼品", 100, 5)
+    with app.db.write() as s:  # HQ booked an offline double spend against this member
+        from edge.storage.models import Member
+
+        member = s.scalars(select(Member)).one()
+        member.balance = -200
+        member.overdraft_flagged = True
+    with pytest.raises(Refusal) as err:
+        gifts.redeem_gift(app, card, "G", request_id="q")
+    assert err.value.code == "insufficient_points"
+    assert "200 points owed" in err.value.message

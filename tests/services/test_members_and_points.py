@@ -243,3 +243,15 @@ def test_find_member_id_by_card_and_phone(app):
     assert members.find_member_id(app, phone="13900139000") is None
     with app.db.read() as s:
         assert s.scalar(select(func.count()).select_from(Member)) == 1
+
+
+def test_expiry_leaves_other_stores_lots_to_the_store_that_issued_them(app, clock):
+    card = register(app).card_no
+    points.accrue_purchase(app, card, 30_000, "R-1")
+    with app.db.write() as s:  # a lot replicated from another store's kiosk
+        from edge.storage.models import LedgerEntry, PointsLot
+
+        s.execute(LedgerEntry.__table__.update().values(device_id="K999"))
+        assert s.scalar(select(func.count()).select_from(PointsLot)) == 1
+    run = points.expire_points(app, datetime(2027, 4, 1, 0, 0, tzinfo=UTC))
+    assert run.lots == 0
