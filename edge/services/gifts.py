@@ -196,6 +196,17 @@ def redeem_gift(
             gift.active,
         )
         points = check_redemption(terms, qty, int(already))
+        link = connectivity(tx.session, app, tx.now)
+        if link.offline:
+            since = link.since or tx.now
+            member_used, device_used = _offline_usage(tx, member.id, since)
+            try:
+                check_offline_redemption(
+                    app.offline_limit, points, since, tx.now, member_used, device_used
+                )
+            except Refusal as refusal:
+                refusal.details["offline_member_id"] = member.id
+                raise
         if member.balance < points:
             # Open lots can outnumber the balance after HQ booked an offline double spend
             # against this member: the overdraft is paid back before anything is redeemed.
@@ -208,17 +219,6 @@ def redeem_gift(
                 available=max(0, member.balance),
                 pending=0,
             )
-        link = connectivity(tx.session, app, tx.now)
-        if link.offline:
-            since = link.since or tx.now
-            member_used, device_used = _offline_usage(tx, member.id, since)
-            try:
-                check_offline_redemption(
-                    app.offline_limit, points, since, tx.now, member_used, device_used
-                )
-            except Refusal as refusal:
-                refusal.details["offline_member_id"] = member.id
-                raise
         redemption_id = tx.new_id()
         entries = debit(tx, member, points, EntryKind.REDEMPTION, redemption_id)
         taken = tx.session.execute(
