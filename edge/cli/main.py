@@ -6,6 +6,7 @@ import importlib
 import os
 import sys
 import traceback
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import click
@@ -27,7 +28,6 @@ COMMAND_MODULES = (
     "edge.cli.shell",
     "edge.cli.hardware_commands",
     "edge.cli.sync_commands",
-    "edge.cli.hq_commands",
     "edge.cli.lifecycle_commands",
     "edge.cli.kiosk_commands",
 )
@@ -61,6 +61,11 @@ def cli(
 
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(cli)
+
+# Packages installed beside the core add command groups through the ``member_kiosk.commands``
+# entry point (HQ's reference service and the lane simulator do); the core never imports them.
+for _plugin in entry_points(group="member_kiosk.commands"):
+    _plugin.load()(cli)
 
 
 def main(argv: list[str] | None = None) -> int:
