@@ -5,43 +5,19 @@ SQLite by default, PostgreSQL by URL; times are stored as UTC and come back UTC-
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
-    DateTime,
     Index,
     Integer,
     MetaData,
     String,
     Text,
-    TypeDecorator,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes on every backend (naive values are refused)."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime stored: times must be UTC-aware")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC)
+from edge.storage.types import UTCDateTime
 
 
 class HqBase(DeclarativeBase):
@@ -67,9 +43,9 @@ class StoredEvent(HqBase):
     store_id: Mapped[str] = mapped_column(String(64))
     device_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     kind: Mapped[str] = mapped_column(String(48))
-    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
     payload: Mapped[str] = mapped_column(Text)
-    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class QuarantinedEvent(HqBase):
@@ -81,7 +57,7 @@ class QuarantinedEvent(HqBase):
     device_id: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(String(256))
     payload: Mapped[str] = mapped_column(Text)
-    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class CentralMember(HqBase):
@@ -95,8 +71,8 @@ class CentralMember(HqBase):
     balance: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
     overdraft_flagged: Mapped[bool] = mapped_column(default=False)
     deleted: Mapped[bool] = mapped_column(default=False)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class CentralCard(HqBase):
@@ -119,7 +95,7 @@ class CentralEntry(HqBase):
     ref: Mapped[str] = mapped_column(String(64))
     store_id: Mapped[str] = mapped_column(String(64))
     device_id: Mapped[str] = mapped_column(String(64))
-    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
     event_id: Mapped[str] = mapped_column(String(26))
 
 
@@ -130,7 +106,7 @@ class CardUse(HqBase):
     card_no: Mapped[str] = mapped_column(String(20), primary_key=True)
     store_id: Mapped[str] = mapped_column(String(64))
     device_id: Mapped[str] = mapped_column(String(64))
-    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class FleetDevice(HqBase):
@@ -141,11 +117,11 @@ class FleetDevice(HqBase):
     store_id: Mapped[str] = mapped_column(String(64), default="")
     role: Mapped[str] = mapped_column(String(16), default="kiosk")
     state: Mapped[str] = mapped_column(String(16), default="unknown")
-    state_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    state_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
     version: Mapped[str] = mapped_column(String(64), default="")
     outbox_depth: Mapped[int | None] = mapped_column(Integer)
-    last_sync_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     telemetry: Mapped[str] = mapped_column(Text, default="{}")
     faults: Mapped[str] = mapped_column(Text, default="[]")
 
@@ -161,5 +137,5 @@ class Alert(HqBase):
     store_id: Mapped[str] = mapped_column(String(64), default="")
     device_id: Mapped[str] = mapped_column(String(64), default="")
     detail: Mapped[str] = mapped_column(Text, default="")
-    raised_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    cleared_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

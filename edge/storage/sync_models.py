@@ -7,7 +7,8 @@ from datetime import datetime
 from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from edge.storage.models import Base, UTCDateTime
+from edge.storage.models import Base
+from edge.storage.types import UTCDateTime
 
 
 class InboundMessage(Base):
