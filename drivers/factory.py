@@ -11,7 +11,7 @@ from drivers.config import DispenserConfig, GpioConfig, HardwareConfig, PrinterC
 from drivers.dispenser import CardDispenser, SerialDispenser, VirtualDispenserLink
 from drivers.gpio import GpioPanel, SimulatedPanel
 from drivers.printer import EscposPrinter, PrinterProfile, ReceiptPrinter, SimulatedPrinter
-from drivers.scanner import CameraScanner, CodeScanner, Debouncer, SerialScanEngine
+from drivers.scanner import CodeScanner, Debouncer, SerialScanEngine
 from drivers.scanner.interface import Camera
 from drivers.serialio import open_serial
 
@@ -41,6 +41,8 @@ def open_camera(config: ScannerConfig) -> Camera:
 def open_scanner(config: ScannerConfig) -> CodeScanner:
     if config.backend == "serial":
         return SerialScanEngine(open_serial(config.source, config.baudrate, config.timeout_s))
+    from drivers.scanner.stream import CameraScanner  # NumPy, OpenCV, zxing-cpp: cameras only
+
     return CameraScanner(
         lambda: open_camera(config),
         debouncer=Debouncer(config.debounce_s),

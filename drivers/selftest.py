@@ -10,7 +10,6 @@ from drivers.config import HardwareConfig
 from drivers.errors import DeviceError
 from drivers.factory import open_camera, open_dispenser, open_panel, open_printer
 from drivers.health import Health
-from drivers.scanner import CodeDecoder
 from drivers.serialio import open_serial, stable_name_warning
 
 
@@ -53,6 +52,8 @@ def _scanner(config: HardwareConfig) -> tuple[Health, str]:
         link.close()
         warning = stable_name_warning(cfg.source)
         return (Health.degraded("unstable_name", warning) if warning else Health.ok()), cfg.source
+    from drivers.scanner.decode import CodeDecoder  # the image libraries, cameras only
+
     camera = open_camera(cfg)
     try:
         frame = camera.read_frame(cfg.timeout_s)

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kiosk.boot import tune_allocator
+
 CENTER_FACTORY = "edge.station.center:open_center"
 
 
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--receipts-dir", type=Path, default=None)
     args = parser.parse_args(argv)
 
+    tune_allocator()
     center = open_center(args.data_dir, simulate=args.sim, receipts_dir=args.receipts_dir)
     try:
         settings = center.ui_settings

@@ -34,7 +34,7 @@ from edge.station.api import (
     UiSettings,
 )
 from kiosk.fonts import ensure_fonts
-from kiosk.i18n import N_, Translator
+from kiosk.i18n import LANGUAGES, N_, Translator
 from kiosk.i18n.messages import fault_message
 from kiosk.screens.attract import AttractScreen
 from kiosk.screens.base import KioskScreen
@@ -183,7 +183,8 @@ class KioskApp(App):  # type: ignore[misc]
     # ---- building ----------------------------------------------------------------------
 
     def build(self) -> Root:
-        fonts = ensure_fonts(self.settings.cache_dir / "fonts")
+        terms = (self.center.privacy_terms(language)[1] for language in LANGUAGES)
+        fonts = ensure_fonts(self.settings.cache_dir / "fonts", extra_text=terms)
         # the SC face replaces Kivy's default font everywhere (no fallback in Kivy)
         LabelBase.register("Roboto", str(fonts.regular), None, str(fonts.bold), None)
         global_idmap["_"] = self.tr

@@ -55,12 +55,34 @@ def screen() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+def finger(x: float, y: float) -> Any:
+    """A touch at window position (x, y), delivered through Kivy's input path.
+
+    Kivy's own test touch lives in ``kivy.tests.common``, which imports pytest: not
+    something the appliance has, nor memory the tour should be charged for.
+    """
+    from kivy.base import EventLoop
+    from kivy.input.motionevent import MotionEvent
+
+    class Finger(MotionEvent):  # type: ignore[misc]
+        def depack(self, args: dict[str, float]) -> None:
+            self.sx, self.sy = args["x"], args["y"]
+            super().depack(args)
+
+    window = EventLoop.window
+    args = {"x": x / (window.width - 1.0), "y": y / (window.height - 1.0)}
+    touch = Finger("tour", 99, args, is_touch=True, type_id="touch")
+    touch.profile = ["pos"]
+    return touch
+
+
 class Tour:
     """Touches the running app and keeps a numbered screenshot of each step."""
 
     def __init__(self, app: Any, center: Any, out: Path) -> None:
         self.app, self.center, self.out = app, center, out
         self.step = 0
+        self._fbo: Any = None
 
     def pump(self, seconds: float = 0.1) -> None:
         from kivy.base import EventLoop
@@ -93,23 +115,49 @@ class Tour:
         raise RuntimeError(f"no {tid} on {self.app.current}")
 
     def tap(self, *tids: str, hold: float = 0.03) -> None:
-        from kivy.tests.common import UnitTestTouch
+        from kivy.base import EventLoop
 
         for tid in tids:
             widget = self.find(tid)
-            touch = UnitTestTouch(*widget.to_window(*widget.center))
-            touch.touch_down()
+            touch = finger(*widget.to_window(*widget.center))
+            EventLoop.post_dispatch_input("begin", touch)
             self.pump(hold)
-            touch.touch_up()
+            EventLoop.post_dispatch_input("end", touch)
             self.pump(0.08)
 
     def keys(self, digits: str) -> None:
         self.tap(*(f"key-{d}" for d in digits))
 
     def shot(self, what: str) -> None:
+        """Draws the screen into one offscreen buffer, kept for every shot, and saves it.
+
+        ``Widget.export_to_png`` makes a new framebuffer each time, and the GL driver does
+        not give every one back: about 9 MB over the tour.
+        """
+        from kivy.core.image import Image
+        from kivy.graphics import ClearBuffers, ClearColor, Fbo, Scale, Translate
+
         self.pump(0.25)
         self.step += 1
-        self.app.root.export_to_png(str(self.out / f"screen-{self.step:02d}-{what}.png"))
+        root = self.app.root
+        size = (int(root.width), int(root.height))
+        if self._fbo is None or tuple(self._fbo.size) != size:
+            self._fbo = Fbo(size=size, with_stencilbuffer=True)
+            with self._fbo:
+                ClearColor(0, 0, 0, 0)
+                ClearBuffers()
+                Scale(1, -1, 1)
+                Translate(0, -size[1], 0)
+        window = root.parent.canvas
+        index = window.indexof(root.canvas)
+        window.remove(root.canvas)
+        self._fbo.add(root.canvas)
+        try:
+            self._fbo.draw()
+        finally:
+            self._fbo.remove(root.canvas)
+            window.insert(index, root.canvas)
+        Image(self._fbo.texture).save(str(self.out / f"screen-{self.step:02d}-{what}.png"))
 
 
 def play(tour: Tour, people: Any) -> None:
@@ -239,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("screen-*.png"), *out.glob("receipt-*.png")]:
         old.unlink()
+    from kiosk.boot import tune_allocator
+
+    tune_allocator()
     with tempfile.TemporaryDirectory(prefix="kiosk-demo-") as tmp, screen():
         data, printed = Path(tmp) / "data", Path(tmp) / "receipts"
         config_module = importlib.import_module("edge.config")

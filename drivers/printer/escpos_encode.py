@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from drivers.printer.document import Barcode, Cut, Feed, Qr, Receipt, Rule, Step, Text
 from drivers.printer.profiles import PrinterProfile
-from drivers.printer.raster import raster_line
 
 ESC = b"\x1b"
 GS = b"\x1d"
@@ -48,6 +47,8 @@ def encode_receipt(receipt: Receipt, profile: PrinterProfile) -> bytes:
 
 def _text(step: Text, profile: PrinterProfile) -> bytes:
     if profile.encoding == "raster" and not step.text.isascii():
+        from drivers.printer.raster import raster_line  # Pillow, for raster printers only
+
         return raster_line(step.text, profile.dots, step.align, step.bold, step.big)
     body = profile.encode(step.text)
     out = ALIGN[step.align]

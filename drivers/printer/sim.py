@@ -8,7 +8,6 @@ from drivers.errors import DeviceUnavailableError
 from drivers.health import Health
 from drivers.printer.document import Receipt
 from drivers.printer.interface import ReceiptPrinter
-from drivers.printer.preview import render_preview
 from drivers.printer.profiles import PrinterProfile
 from drivers.printer.status import Paper, PrinterStatus
 
@@ -60,6 +59,8 @@ class SimulatedPrinter(ReceiptPrinter):
 
     def _keep(self, receipt: Receipt, data: bytes) -> None:
         assert self.output_dir is not None
+        from drivers.printer.preview import render_preview  # Pillow, only for the pictures
+
         self.output_dir.mkdir(parents=True, exist_ok=True)
         stem = self.output_dir / f"{len(self.printed):04d}-{receipt.title}"
         stem.with_suffix(".bin").write_bytes(data)

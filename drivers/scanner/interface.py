@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from drivers.health import Health
 from drivers.scanner.code import Code
 
-Frame = npt.NDArray[np.uint8]
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Frame = npt.NDArray[np.uint8]
+
+
+def __getattr__(name: str) -> Any:
+    # ``Frame`` needs NumPy, which a scan engine never loads; it is built on first use
+    if name == "Frame":
+        import numpy as np
+        import numpy.typing as npt
+
+        frame = npt.NDArray[np.uint8]
+        globals()["Frame"] = frame
+        return frame
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Camera(ABC):

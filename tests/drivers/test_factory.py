@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pydantic
@@ -13,7 +17,7 @@ from drivers.factory import open_devices, open_printer, profile_for
 from drivers.health import HealthState
 from drivers.printer import SimulatedPrinter
 from drivers.scanner import SimulatedCamera
-from tests.drivers.conftest import barcode_image
+from tests.drivers.conftest import BARCODES, barcode_image
 
 
 def test_default_hardware_is_all_simulated_and_healthy():
@@ -66,3 +70,49 @@ def test_simulated_camera_plays_a_video_file_in_a_loop(tmp_path):
     frames = [camera.read_frame(1.0) for _ in range(6)]
     assert len(frames) == 6 and frames[0].shape == (320, 320, 3)
     assert np.array_equal(frames[1], frames[4])  # looped: 3 frames, then again
+
+
+IMAGE_LIBRARIES = ("cv2", "zxingcpp", "pyzbar", "numpy", "PIL")
+
+
+def _loaded(script: str) -> list[str]:
+    """The image libraries a fresh interpreter has loaded after running ``script``."""
+    probe = script + f"\nimport sys\nprint([m for m in {IMAGE_LIBRARIES!r} if m in sys.modules])\n"
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return list(ast.literal_eval(run.stdout.strip().splitlines()[-1]))
+
+
+def test_printing_dispensing_and_a_scan_engine_load_no_image_library():
+    script = """
+from drivers.config import HardwareConfig
+from drivers.dispenser import SerialDispenser, VirtualDispenserLink
+from drivers.factory import open_printer
+from drivers.printer import receipts
+from drivers.scanner import SerialScanEngine, VirtualScanEngineLink
+printer = open_printer(HardwareConfig().printer)
+head = receipts.ReceiptHeader("Store", "S001", "K001", "2026-01-01 10:00")
+page = receipts.TechnicianTestPage(head, "sim", 80, "gb18030", ("ok",))
+printer.print_receipt(receipts.technician_test_page(page, printer.profile.columns))
+assert printer.output
+SerialDispenser(VirtualDispenserLink(), 1.0).dispense()
+link = VirtualScanEngineLink()
+engine = SerialScanEngine(link)
+link.present("2900000000018")
+assert engine.read_code(2.0).text == "2900000000018"
+"""
+    assert _loaded(script) == []
+
+
+def test_a_camera_loads_the_image_libraries_when_it_is_opened():
+    image = BARCODES / "qrcode-5" / "01.png"
+    if not image.exists():
+        pytest.skip(f"test images not present: {image}")
+    script = f"""
+from drivers.config import ScannerConfig
+from drivers.factory import open_scanner
+scanner = open_scanner(ScannerConfig(backend="sim", images=[{str(image)!r}]))
+scanner.read_code(5.0)
+scanner.close()
+"""
+    assert {"cv2", "zxingcpp", "numpy"} <= set(_loaded(script))

@@ -28,3 +28,37 @@ def test_wal_and_full_sync_are_on(tmp_path):
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     engine.dispose()
+
+
+def test_the_start_up_check_agrees_with_alembic(tmp_path):
+    from alembic.script import ScriptDirectory
+
+    assert (
+        migrate.head_revision() == ScriptDirectory.from_config(migrate._config()).get_current_head()
+    )
+    engine = make_engine(sqlite_url(tmp_path / "m.db"))
+    assert migrate.current_revision(engine) is None
+    migrate.upgrade(engine, "0001")
+    with engine.connect() as conn:
+        alembic_says = MigrationContext.configure(conn).get_current_revision()
+    assert migrate.current_revision(engine) == alembic_says == "0001"
+    engine.dispose()
+
+
+def test_opening_a_current_database_does_not_import_alembic(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from pathlib import Path; from edge.app import AppContext; "
+        f"AppContext.open(Path({str(tmp_path)!r})).close(); "
+        "print(sorted(m for m in ('alembic', 'mako', 'pygments') if m in sys.modules))"
+    )
+
+    def loaded() -> str:
+        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
+    assert "alembic" in loaded()  # the empty database needed its migrations
+    assert loaded() == "[]"

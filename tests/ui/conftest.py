@@ -151,8 +151,17 @@ def _ui_config(**ui: Any) -> KioskConfig:
     return KioskConfig(ui=KioskUiConfig(fullscreen=False, touch_provider="mouse", **ui))
 
 
+@pytest.fixture(scope="session")
+def font_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The subset fonts, made by the first app of the run and copied into every later one
+    (cutting them down takes seconds, once per data directory)."""
+    return tmp_path_factory.mktemp("fonts")
+
+
 @pytest.fixture
-def make_kiosk(virtual_display: str, tmp_path: Path) -> Iterator[Callable[..., Kiosk]]:
+def make_kiosk(
+    virtual_display: str, tmp_path: Path, font_cache: Path
+) -> Iterator[Callable[..., Kiosk]]:
     made: list[Kiosk] = []
 
     def make(**ui: Any) -> Kiosk:
@@ -163,8 +172,13 @@ def make_kiosk(virtual_display: str, tmp_path: Path) -> Iterator[Callable[..., K
         people = seed_demo(center.app)
         from kiosk.app import KioskApp
 
+        fonts = center.ui_settings.cache_dir / "fonts"
+        if any(font_cache.iterdir()):
+            shutil.copytree(font_cache, fonts, dirs_exist_ok=True)
         app = KioskApp(center)
         app._run_prepare()
+        if not any(font_cache.iterdir()):
+            shutil.copytree(fonts, font_cache, dirs_exist_ok=True)
         kiosk = Kiosk(app, center, people, data)
         made.append(kiosk)
         kiosk.pump(0.3)

@@ -1,0 +1,37 @@
+"""What the touchscreen process loads and how it keeps its memory (no window needed)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+from kiosk.boot import tune_allocator
+
+IMAGE_LIBRARIES = ("cv2", "zxingcpp", "pyzbar", "numpy", "PIL")
+
+
+def test_the_simulated_center_with_kivy_configured_loads_no_image_library(tmp_path):
+    script = f"""
+import sys
+from pathlib import Path
+from kiosk.__main__ import open_center
+from kiosk.boot import configure_kivy
+center = open_center(Path({str(tmp_path / "data")!r}), simulate=True)
+statuses = center.device_status()
+configure_kivy(kivy_home=Path({str(tmp_path / "kivy")!r}), provider="mouse", fullscreen=False,
+               size=(1280, 800))
+import kivy.core.image  # Kivy's image providers: SDL2 only
+center.close()
+print([m for m in {IMAGE_LIBRARIES!r} if m in sys.modules])
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert ast.literal_eval(run.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_allocator_is_tuned_on_glibc():
+    import platform
+
+    libc, _version = platform.libc_ver()
+    assert tune_allocator() is (libc == "glibc")
