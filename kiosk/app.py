@@ -32,6 +32,8 @@ from edge.station.api import (
     MemberSummary,
     TechnicianInfo,
     UiSettings,
+    sd_notify,
+    watchdog_interval_s,
 )
 from kiosk.fonts import ensure_fonts
 from kiosk.i18n import LANGUAGES, N_, Translator
@@ -221,9 +223,29 @@ class KioskApp(App):  # type: ignore[misc]
         self._events.append(Clock.schedule_interval(self._poll_health, HEALTH_POLL_S))
         self.center.on_scan(lambda text: Clock.schedule_once(lambda _dt: self.scanned(text)))
         self.center.on_help_button(lambda: Clock.schedule_once(lambda _dt: self.call_staff()))
+        Window.bind(on_flip=self._drawn)
         self.go("attract")
         self._poll_health()
         return root
+
+    # ---- systemd -----------------------------------------------------------------------
+
+    def _drawn(self, *_args: Any) -> None:
+        """The first frame of the attract screen is on the glass: tell systemd, start pinging.
+
+        The pings come from the clock on the UI thread, so a UI thread stuck in a slow call
+        stops them and systemd restarts the app (``WatchdogSec`` in member-kiosk.service).
+        """
+        if self.current != "attract":
+            return
+        Window.unbind(on_flip=self._drawn)
+        sd_notify("READY=1\nSTATUS=attract screen shown")
+        interval = watchdog_interval_s()
+        if interval is not None:
+            self._events.append(Clock.schedule_interval(self._watchdog, interval))
+
+    def _watchdog(self, _dt: float) -> None:
+        sd_notify("WATCHDOG=1")
 
     def _restyle(self, *_args: Any) -> None:
         width, height = Window.size
@@ -373,7 +395,8 @@ class KioskApp(App):  # type: ignore[misc]
         return "\n".join(lines)
 
     def on_stop(self) -> None:
-        Window.unbind(size=self._restyle, on_touch_down=self._touched)
+        sd_notify("STOPPING=1")
+        Window.unbind(size=self._restyle, on_touch_down=self._touched, on_flip=self._drawn)
         for event in self._events:
             event.cancel()
         self._events.clear()

@@ -1,7 +1,9 @@
 """``kiosk run`` (the touchscreen) and ``kiosk demo`` (a scripted tour with screenshots).
 
-Both start the Kivy app in a child process (``python -m kiosk``): the appliance core never
-imports Kivy, and the touchscreen gets a process of its own.
+Both start the Kivy app in a process of its own (``python -m kiosk``): the appliance core
+never imports Kivy. ``kiosk run`` becomes that process (exec, same PID): systemd accepts
+``READY=1`` and watchdog pings only from the unit's main process (``NotifyAccess=main``), and
+sets ``WATCHDOG_PID`` to it.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def register(group: click.Group) -> None:
                 command.append("--windowed")
             if size:
                 command += ["--size", size]
-        raise SystemExit(subprocess.call(command, env=_child_env(root.data_dir)))
+        sys.stdout.flush()
+        os.execve(sys.executable, command, _child_env(root.data_dir))
 
     @group.command("demo")
     @click.option(

@@ -2,8 +2,11 @@
 
 This module imports nothing beyond the standard library and the domain's errors, so the Kivy
 app can depend on it without reaching storage, MQTT or a device (the import contracts check
-it). :mod:`edge.station.center` implements :class:`MemberCenter` over the services and the
-devices; the app receives an instance at start-up.
+it). It also hands the app systemd's notification helpers (``sd_notify``,
+``watchdog_interval_s``; standard library only), the same ones the sync agent uses, for the
+app's ``READY=1`` and its watchdog pings. :mod:`edge.station.center` implements
+:class:`MemberCenter` over the services and the devices; the app receives an instance at
+start-up.
 
 Every call may block (database, printer, dispenser, network): the app calls them off the UI
 thread. Refusals arrive as :class:`edge.domain.errors.KioskError` with a stable ``code``.
@@ -16,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Protocol
+
+from edge.sync.watchdog import sd_notify, watchdog_interval_s
 
 STAFF_BADGE_PREFIX = "STAFF:"
 
@@ -281,3 +286,29 @@ class MemberCenter(Protocol):
     def touch_feedback(self) -> None: ...
     def call_staff(self) -> None: ...
     def close(self) -> None: ...
+
+
+__all__ = [
+    "STAFF_BADGE_PREFIX",
+    "BonusOutcome",
+    "CardIssue",
+    "DailyReport",
+    "DeviceStatus",
+    "ExpiringPoints",
+    "GiftTile",
+    "HistoryItem",
+    "MemberCenter",
+    "MemberSummary",
+    "NewMember",
+    "PrintOutcome",
+    "RedeemOutcome",
+    "RegistrationOutcome",
+    "ReplacementOutcome",
+    "SelfTestLine",
+    "Simulator",
+    "StaffSession",
+    "TechnicianInfo",
+    "UiSettings",
+    "sd_notify",
+    "watchdog_interval_s",
+]
