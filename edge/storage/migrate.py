@@ -67,7 +67,8 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     """The schema's revision as Alembic recorded it; ``None`` for an empty database."""
-    with engine.connect() as conn:
+    # A read: it must not take the write lock (BEGIN IMMEDIATE) and wait behind a writer.
+    with engine.execution_options(sqlite_begin="DEFERRED").connect() as conn:
         if not inspect(conn).has_table(VERSION_TABLE):
             return None
         rows = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()

@@ -62,3 +62,21 @@ def test_opening_a_current_database_does_not_import_alembic(tmp_path):
 
     assert "alembic" in loaded()  # the empty database needed its migrations
     assert loaded() == "[]"
+
+
+def test_opening_the_data_directory_does_not_wait_for_a_writer(tmp_path):
+    import sqlite3
+
+    from edge.app import AppContext
+    from edge.config import DatabaseConfig, KioskConfig
+
+    AppContext.open(tmp_path).close()
+    writer = sqlite3.connect(tmp_path / "kiosk.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        config = KioskConfig(database=DatabaseConfig(busy_timeout_ms=300))
+        app = AppContext.open(tmp_path, config=config)  # would time out if it took the lock
+        app.close()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
