@@ -18,10 +18,13 @@ class _Strict(BaseModel):
 class ScannerConfig(_Strict):
     """Where codes come from: a camera, a serial scan engine, or the simulator."""
 
-    backend: Literal["sim", "picamera2", "opencv", "serial"] = Field(
+    backend: Literal["sim", "sim-serial", "picamera2", "opencv", "serial"] = Field(
         "sim",
         title="Scanner backend",
-        description="sim plays images; picamera2/opencv use a camera",
+        description=(
+            "sim plays images on a simulated camera; sim-serial is a simulated scan engine "
+            "(codes presented as text); picamera2/opencv use a camera; serial a scan engine"
+        ),
     )
     source: str = Field(
         "",

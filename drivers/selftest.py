@@ -1,4 +1,9 @@
-"""The technician's self-test: open each configured device, exercise it briefly, report."""
+"""The technician's self-test: exercise each device briefly and report.
+
+``kiosk doctor`` opens the configured devices itself. A running app already holds them (its
+serial ports are opened exclusively, a camera has one reader), so it passes its open
+:class:`~drivers.factory.Devices` in, and they are checked through the handles it holds.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from drivers.config import HardwareConfig
+from drivers.dispenser import DispenserStatus
 from drivers.errors import DeviceError
-from drivers.factory import open_camera, open_dispenser, open_panel, open_printer
+from drivers.factory import Devices, open_camera, open_dispenser, open_panel, open_printer
+from drivers.gpio import GpioPanel
 from drivers.health import Health
+from drivers.printer import PrinterStatus
 from drivers.serialio import open_serial, stable_name_warning
 
 
@@ -35,13 +43,43 @@ def _timed(device: str, backend: str, check: Callable[[], tuple[Health, str]]) -
     return CheckResult(device, backend, health, detail, (time.perf_counter() - start) * 1000)
 
 
-def check_hardware(config: HardwareConfig) -> list[CheckResult]:
-    """Checks scanner, printer, dispenser and GPIO panel, each bounded by its timeout."""
+def check_hardware(config: HardwareConfig, devices: Devices | None = None) -> list[CheckResult]:
+    """Checks scanner, printer, dispenser and GPIO panel, each bounded by its timeout.
+
+    Without ``devices`` each device is opened, checked and closed again; with them (already
+    open, as a running app holds them) nothing is opened or closed.
+    """
+    if devices is not None:
+        return _check_open(config, devices)
     return [
         _timed("scanner", config.scanner.backend, lambda: _scanner(config)),
         _timed("printer", config.printer.backend, lambda: _printer(config)),
         _timed("dispenser", config.dispenser.backend, lambda: _dispenser(config)),
         _timed("gpio", config.gpio.backend, lambda: _gpio(config)),
+    ]
+
+
+def _check_open(config: HardwareConfig, devices: Devices) -> list[CheckResult]:
+    def scanner() -> tuple[Health, str]:
+        # a live camera is read by its own threads; its health is what they last saw
+        return devices.scanner.health(), config.scanner.source
+
+    def printer() -> tuple[Health, str]:
+        status = devices.printer.status()
+        return status.health(), _printer_detail(status)
+
+    def dispenser() -> tuple[Health, str]:
+        return _dispenser_health(config, devices.dispenser.status())
+
+    def gpio() -> tuple[Health, str]:
+        devices.panel.beep(0.05)  # the technician hears the buzzer
+        return devices.panel.health(), _panel_detail(devices.panel)
+
+    return [
+        _timed("scanner", config.scanner.backend, scanner),
+        _timed("printer", config.printer.backend, printer),
+        _timed("dispenser", config.dispenser.backend, dispenser),
+        _timed("gpio", config.gpio.backend, gpio),
     ]
 
 
@@ -67,14 +105,26 @@ def _scanner(config: HardwareConfig) -> tuple[Health, str]:
     return camera.health(), f"{width}x{height} frame, decode {ms:.1f} ms, {seen}"
 
 
+def _printer_detail(status: PrinterStatus) -> str:
+    return f"online={status.online} paper={status.paper} cover_open={status.cover_open}"
+
+
 def _printer(config: HardwareConfig) -> tuple[Health, str]:
     printer = open_printer(config.printer)
     try:
         status = printer.status()
     finally:
         printer.close()
-    detail = f"online={status.online} paper={status.paper} cover_open={status.cover_open}"
-    return status.health(), detail
+    return status.health(), _printer_detail(status)
+
+
+def _dispenser_health(config: HardwareConfig, status: DispenserStatus) -> tuple[Health, str]:
+    health = status.health()
+    warning = stable_name_warning(config.dispenser.port)
+    if health.is_ok and warning:
+        health = Health.degraded("unstable_name", warning)
+    flags = f"at_mouth={status.card_at_mouth} low={status.low} empty={status.empty}"
+    return health, f"{flags} jam={status.jam}"
 
 
 def _dispenser(config: HardwareConfig) -> tuple[Health, str]:
@@ -83,17 +133,16 @@ def _dispenser(config: HardwareConfig) -> tuple[Health, str]:
         status = dispenser.status()
     finally:
         dispenser.close()
-    warning = stable_name_warning(config.dispenser.port)
-    health = status.health()
-    if health.is_ok and warning:
-        health = Health.degraded("unstable_name", warning)
-    flags = f"at_mouth={status.card_at_mouth} low={status.low} empty={status.empty}"
-    return health, f"{flags} jam={status.jam}"
+    return _dispenser_health(config, status)
+
+
+def _panel_detail(panel: GpioPanel) -> str:
+    return f"door_open={panel.door_open} paper_low={panel.paper_low}"
 
 
 def _gpio(config: HardwareConfig) -> tuple[Health, str]:
     panel = open_panel(config.gpio)
     try:
-        return panel.health(), f"door_open={panel.door_open} paper_low={panel.paper_low}"
+        return panel.health(), _panel_detail(panel)
     finally:
         panel.close()

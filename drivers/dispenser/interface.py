@@ -14,7 +14,10 @@ class DispenseError(DeviceError):
 
 
 class CardDispenser(ABC):
-    """Gives one blank member card to the customer."""
+    """Gives one blank member card to the customer.
+
+    Backends must override :meth:`dispense`, :meth:`status`, :meth:`reset` and :meth:`close`.
+    """
 
     @abstractmethod
     def dispense(self) -> None:
@@ -23,6 +26,11 @@ class CardDispenser(ABC):
     @abstractmethod
     def status(self) -> DispenserStatus:
         """The dispenser's sensors; raises ``DeviceError`` if it does not answer."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Clears a jam state after a technician opened the card path and took the card out;
+        raises ``DeviceError`` if it does not answer."""
 
     @abstractmethod
     def close(self) -> None:

@@ -6,6 +6,7 @@ Phone numbers are masked here, whatever the caller passes: paper leaves the stor
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from drivers.printer.document import (
@@ -23,8 +24,17 @@ from drivers.printer.document import (
 CENTER_NAME = "会员中心"
 
 
+MASKED_PHONE = re.compile(r"\d{3}\*{4}\d{4}|\*+\d{4}|\**")
+
+
 def mask_phone(phone: str) -> str:
-    """``13812345678`` -> ``138****5678``; short or odd numbers keep only the last four."""
+    """``13812345678`` -> ``138****5678``; short or odd numbers keep only the last four.
+
+    A number masked already (``138****5678`` or ``*******5678``, as the services hand it
+    over: they hold only masked numbers) is printed as it is, not masked a second time.
+    """
+    if MASKED_PHONE.fullmatch(phone):
+        return phone
     digits = "".join(ch for ch in phone if ch.isdigit())
     if len(digits) == 11:
         return f"{digits[:3]}****{digits[7:]}"
@@ -79,13 +89,15 @@ class GiftVoucher:
 
 @dataclass(frozen=True)
 class Coupon:
+    """A coupon slip; ``min_spend_cents`` prints "满¥N可用" only when the coupon has one."""
+
     header: ReceiptHeader
     title: str
     value_cents: int
-    min_spend_cents: int
     coupon_code: str
     valid_until: str
     terms: tuple[str, ...] = ()
+    min_spend_cents: int | None = None
 
 
 @dataclass(frozen=True)
@@ -189,7 +201,7 @@ def coupon(r: Coupon, width: int) -> Receipt:
     steps += [
         Text(r.title, "center", bold=True),
         Text(money(r.value_cents), "center", big=True),
-        Text(f"满{money(r.min_spend_cents)}可用", "center"),
+        *([Text(f"满{money(r.min_spend_cents)}可用", "center")] if r.min_spend_cents else []),
         Barcode(r.coupon_code, "CODE128"),
         Text(f"有效期至 {r.valid_until}", "center"),
         *[Text(term) for term in r.terms],

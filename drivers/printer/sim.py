@@ -20,7 +20,8 @@ class SimulatedPrinter(ReceiptPrinter):
     Paper is counted in dots of feed (``paper_dots``; ``None`` for endless). When it runs
     out, later bytes are still received (a real printer buffers them) but nothing more
     prints, and the status reports paper out. Faults are set by the ``paper_low``,
-    ``offline`` and ``cover_open`` attributes and :meth:`unplug`.
+    ``offline`` and ``cover_open`` attributes and :meth:`unplug`; :meth:`load_paper` puts a
+    new roll in.
 
     Example:
         >>> printer = SimulatedPrinter(PrinterProfile())
@@ -83,6 +84,13 @@ class SimulatedPrinter(ReceiptPrinter):
 
     def unplug(self) -> None:
         self.unplugged = True
+
+    def load_paper(self, dots: int | None = None) -> None:
+        """A new roll: ``dots`` of feed (``None``: endless); clears paper low and paper out."""
+        if dots is not None and dots <= 0:
+            raise ValueError("a roll holds some paper")
+        self.paper_dots = dots
+        self.paper_low = False
 
     def clear(self) -> None:
         self.output.clear()

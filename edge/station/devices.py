@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from drivers.config import HardwareConfig, PrinterConfig
-from drivers.dispenser import CardDispenser, SerialDispenser, VirtualDispenserLink
+from drivers.config import DispenserConfig, GpioConfig, HardwareConfig, ScannerConfig
+from drivers.dispenser import CardDispenser
 from drivers.errors import DeviceError
-from drivers.factory import open_devices, profile_for
-from drivers.gpio import GpioPanel, SimulatedPanel
+from drivers.factory import Devices, Simulators, open_devices
+from drivers.gpio import GpioPanel
 from drivers.health import Health
-from drivers.printer import Receipt, ReceiptPrinter, SimulatedPrinter
-from drivers.scanner import CodeScanner, SerialScanEngine, VirtualScanEngineLink
+from drivers.printer import Receipt, ReceiptPrinter
+from drivers.scanner import CodeScanner
+from drivers.selftest import check_hardware
 from edge.station.api import DeviceStatus, PrintOutcome, SelfTestLine
 
 log = logging.getLogger(__name__)
@@ -31,21 +31,35 @@ def status_of(device: str, health: Health) -> DeviceStatus:
     return DeviceStatus(device, health.state.value, health.code, health.reason)
 
 
-class SimulatedDevices:
-    """The simulators with their hands: present a code, run out of paper, jam the dispenser.
+def simulated(hardware: HardwareConfig, receipts_dir: Path | None) -> HardwareConfig:
+    """``hardware`` with every device simulated: the scanner a scan engine (codes presented
+    as text), the printer keeping a PNG of each receipt in ``receipts_dir``."""
+    return hardware.model_copy(
+        update={
+            "scanner": ScannerConfig(backend="sim-serial"),
+            "printer": hardware.printer.model_copy(
+                update={"backend": "sim", "sim_output": str(receipts_dir or "")}
+            ),
+            "dispenser": DispenserConfig(backend="sim", timeout_s=1.0),
+            "gpio": GpioConfig(backend="sim"),
+        }
+    )
 
-    The scanner is a virtual scan engine (a code is presented as text, as a scan engine
-    reports it); the printer keeps every receipt and, with ``output_dir``, a PNG of each.
+
+class SimulatedDevices:
+    """Hands for the simulators: present a code, run out of paper, jam the dispenser.
+
+    A thin layer over the far sides the driver factory hands out (:class:`Simulators`), in
+    the words of :class:`edge.station.api.Simulator`.
     """
 
-    def __init__(self, output_dir: Path | None, paper_mm: int = 80) -> None:
-        self.scan_link = VirtualScanEngineLink()
-        self.scanner = SerialScanEngine(self.scan_link)
-        profile = profile_for(PrinterConfig(paper_mm=paper_mm))
-        self.printer = SimulatedPrinter(profile, output_dir=output_dir)
-        self.dispenser_link = VirtualDispenserLink()
-        self.dispenser = SerialDispenser(self.dispenser_link, 1.0)
-        self.panel = SimulatedPanel()
+    def __init__(self, sim: Simulators) -> None:
+        assert sim.complete, "every device must be simulated"
+        assert sim.scan_engine and sim.printer and sim.dispenser and sim.panel
+        self.scan_link = sim.scan_engine
+        self.printer = sim.printer
+        self.dispenser_link = sim.dispenser
+        self.panel = sim.panel
 
     # Simulator protocol
     def present_code(self, text: str) -> None:
@@ -77,7 +91,7 @@ class SimulatedDevices:
 
     # what a person does when a staff member clears a fault on the simulators
     def service(self) -> None:
-        self.printer.paper_dots = None
+        self.printer.load_paper()
         if self.dispenser_link.cards == 0:
             self.dispenser_link.cards = 50
         self.dispenser_link.take_card()
@@ -87,11 +101,8 @@ class SimulatedDevices:
 class Station:
     """Scanner, printer, dispenser and GPIO panel of this kiosk."""
 
-    scanner: CodeScanner
-    printer: ReceiptPrinter
-    dispenser: CardDispenser
-    panel: GpioPanel
-    backends: dict[str, str]
+    devices: Devices
+    hardware: HardwareConfig
     sim: SimulatedDevices | None = None
 
     def __post_init__(self) -> None:
@@ -100,35 +111,25 @@ class Station:
         self._stop = threading.Event()
         self._scan_thread: threading.Thread | None = None
         self._scan_callbacks: list[Callable[[str], None]] = []
+        self.scanner: CodeScanner = self.devices.scanner
+        self.printer: ReceiptPrinter = self.devices.printer
+        self.dispenser: CardDispenser = self.devices.dispenser
+        self.panel: GpioPanel = self.devices.panel
 
     @classmethod
     def open(
         cls, hardware: HardwareConfig, *, simulate: bool, receipts_dir: Path | None = None
     ) -> Station:
-        """Opens the configured devices; ``simulate`` uses simulators whatever the config says."""
+        """Opens the configured devices; ``simulate`` uses simulators whatever the config says.
+
+        When every device is simulated (``simulate``, or a config that says ``sim`` and
+        ``sim-serial`` throughout) the station has hands for them (:attr:`sim`).
+        """
         if simulate:
-            sim = SimulatedDevices(receipts_dir, hardware.printer.paper_mm)
-            return cls(
-                sim.scanner,
-                sim.printer,
-                sim.dispenser,
-                sim.panel,
-                dict.fromkeys(("scanner", "printer", "dispenser", "gpio"), "sim"),
-                sim,
-            )
+            hardware = simulated(hardware, receipts_dir)
         devices = open_devices(hardware)
-        return cls(
-            devices.scanner,
-            devices.printer,
-            devices.dispenser,
-            devices.panel,
-            {
-                "scanner": hardware.scanner.backend,
-                "printer": hardware.printer.backend,
-                "dispenser": hardware.dispenser.backend,
-                "gpio": hardware.gpio.backend,
-            },
-        )
+        hands = SimulatedDevices(devices.sim) if devices.sim.complete else None
+        return cls(devices, hardware, hands)
 
     @property
     def columns(self) -> int:
@@ -163,12 +164,10 @@ class Station:
         """A staff member cleared the paper path or the card path: reset and re-read health."""
         if self.sim is not None:
             self.sim.service()
-        reset = getattr(self.dispenser, "reset", None)
-        if callable(reset):
-            try:
-                reset()
-            except DeviceError as exc:
-                log.warning("dispenser reset: %s", exc.health.reason)
+        try:
+            self.dispenser.reset()
+        except DeviceError as exc:
+            log.warning("dispenser reset: %s", exc.health.reason)
         statuses = self.health()
         self.panel.show("ready" if all(s.ok for s in statuses) else "fault")
         return statuses
@@ -182,49 +181,18 @@ class Station:
         ]
 
     def self_test(self) -> list[SelfTestLine]:
-        """Exercises the open devices (the serial ports stay ours, so no second open)."""
-        lines = []
-
-        def run(device: str, check: Callable[[], tuple[Health, str]]) -> None:
-            start = time.perf_counter()
-            try:
-                health, detail = check()
-            except DeviceError as exc:
-                health, detail = exc.health, ""
-            except Exception as exc:  # the self-test reports every failure, whatever its type
-                health, detail = Health.failed("error", f"{type(exc).__name__}: {exc}"), ""
-            ms = (time.perf_counter() - start) * 1000
-            lines.append(
-                SelfTestLine(
-                    device,
-                    self.backends[device],
-                    health.state.value,
-                    health.code,
-                    detail or health.reason,
-                    round(ms, 1),
-                )
+        """The drivers' self-test on the devices held open (the serial ports stay ours)."""
+        return [
+            SelfTestLine(
+                r.device,
+                r.backend,
+                r.health.state.value,
+                r.health.code,
+                r.detail or r.health.reason,
+                round(r.ms, 1),
             )
-
-        def printer() -> tuple[Health, str]:
-            status = self.printer.status()
-            profile = self.printer.profile
-            detail = f"{profile.name}, paper {status.paper}, cover open {status.cover_open}"
-            return status.health(), detail
-
-        def dispenser() -> tuple[Health, str]:
-            status = self.dispenser.status()
-            detail = f"card at mouth {status.card_at_mouth}, low {status.low}, empty {status.empty}"
-            return status.health(), detail
-
-        def gpio() -> tuple[Health, str]:
-            self.panel.beep(0.05)
-            return self.panel.health(), f"door open {self.panel.door_open}"
-
-        run("scanner", lambda: (self.scanner.health(), ""))
-        run("printer", printer)
-        run("dispenser", dispenser)
-        run("gpio", gpio)
-        return lines
+            for r in check_hardware(self.hardware, self.devices)
+        ]
 
     def feedback(self) -> None:
         """A short beep for a touch (the buzzer runs in the background)."""

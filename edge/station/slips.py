@@ -56,7 +56,6 @@ def gift_voucher(
                     header=header(app),
                     title=result.name,
                     value_cents=result.coupon_value_cents,
-                    min_spend_cents=0,
                     coupon_code=code,
                     valid_until=coupon_until,
                     terms=(f"卡号 {result.card_no[-4:]}", "每张限用一次 One use only"),

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from drivers.dispenser import (
+    CardDispenser,
     DispenseError,
     DispenserStatus,
     SerialDispenser,
@@ -123,3 +124,24 @@ def test_open_serial_refuses_missing_port_and_opens_loop_url():
     link.write(b"ping\r")
     assert link.read_until(b"\r") == b"ping\r"
     link.close()
+
+
+def test_contract_reset_answers_and_leaves_a_working_dispenser(dispenser):
+    dispenser.reset()
+    assert dispenser.health().state is HealthState.OK
+    dispenser.dispense()
+    assert dispenser.status().card_at_mouth is True
+
+
+def test_reset_is_part_of_the_interface():
+    assert "reset" in CardDispenser.__abstractmethods__
+
+    class NoReset(CardDispenser):
+        def dispense(self) -> None: ...
+        def status(self) -> DispenserStatus:
+            return DispenserStatus(False, False, False, False)
+
+        def close(self) -> None: ...
+
+    with pytest.raises(TypeError, match="reset"):
+        NoReset()  # type: ignore[abstract]

@@ -11,7 +11,8 @@ import numpy as np
 import pydantic
 import pytest
 
-from drivers.config import HardwareConfig, PrinterConfig
+from drivers.config import HardwareConfig, PrinterConfig, ScannerConfig
+from drivers.dispenser import DispenseError
 from drivers.dispenser.protocol import frame
 from drivers.factory import open_devices, open_printer, profile_for
 from drivers.health import HealthState
@@ -116,3 +117,58 @@ scanner.read_code(5.0)
 scanner.close()
 """
     assert {"cv2", "zxingcpp", "numpy"} <= set(_loaded(script))
+
+
+def test_the_factory_hands_out_the_far_side_of_every_simulated_device():
+    devices = open_devices(HardwareConfig(scanner=ScannerConfig(backend="sim-serial")))
+    try:
+        sim = devices.sim
+        assert sim.complete
+        assert sim.printer is devices.printer and sim.panel is devices.panel
+        sim.dispenser.jam_next = True  # a fault injected through the handle
+        with pytest.raises(DispenseError) as raised:
+            devices.dispenser.dispense()
+        assert raised.value.health.code == "jam"
+        devices.dispenser.reset()
+        devices.dispenser.dispense()
+        assert sim.dispenser.dispensed == 1
+        sim.scan_engine.present("2900000000018")
+        assert devices.scanner.read_code(2.0).text == "2900000000018"
+    finally:
+        devices.close()
+
+
+def test_real_devices_have_no_simulated_far_side(tmp_path):
+    config = HardwareConfig(printer=PrinterConfig(backend="file", target=str(tmp_path / "lp0")))
+    devices = open_devices(config)
+    try:
+        assert devices.sim.printer is None and not devices.sim.complete
+        assert devices.sim.dispenser is not None  # the rest is still simulated
+    finally:
+        devices.close()
+
+
+def test_the_self_test_checks_open_devices_without_opening_any(monkeypatch):
+    from drivers import selftest
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the self-test opened a device the app already holds")
+
+    for opener in ("open_camera", "open_printer", "open_dispenser", "open_panel", "open_serial"):
+        monkeypatch.setattr(selftest, opener, refuse)
+    config = HardwareConfig(scanner=ScannerConfig(backend="sim-serial"))
+    devices = open_devices(config)
+    try:
+        devices.sim.dispenser.cards = 3  # low: the check reads the dispenser it was given
+        results = {r.device: r for r in selftest.check_hardware(config, devices)}
+        assert [r.health.state for r in results.values()] == [
+            HealthState.OK,
+            HealthState.OK,
+            HealthState.DEGRADED,
+            HealthState.OK,
+        ]
+        assert "low=True" in results["dispenser"].detail
+        assert results["printer"].detail.startswith("online=True paper=ok")
+        devices.dispenser.dispense()  # and the devices are still open afterwards
+    finally:
+        devices.close()

@@ -207,3 +207,46 @@ def test_real_time_status_bits():
     assert parse_paper(0x72) == "out"
     assert parse_offline_cause(0x16) is True
     assert PrinterStatus(None, "unknown", None).health().state is HealthState.DEGRADED
+
+
+def test_a_number_the_services_masked_already_is_printed_as_it_is():
+    for masked in ("138****8000", "*******8000"):
+        assert receipts.mask_phone(masked) == masked
+    slip = receipts.new_card_slip(
+        receipts.NewCardSlip(HEADER, "王先生", "2900000000018", "138****8000", "普通卡", 0), 48
+    )
+    data = encode_receipt(slip, PROFILES["generic-80"])
+    assert b"138****8000" in data
+    # anything else with stars in it is still masked down to its last four digits
+    assert receipts.mask_phone("13812345678*") == "138****5678"
+    assert receipts.mask_phone("138*1234") == "***1234"
+
+
+def _coupon(min_spend_cents: int | None) -> bytes:
+    coupon = receipts.Coupon(
+        HEADER, "生鲜满减券", 1000, "CP-S001-000917", "2026-12-15", min_spend_cents=min_spend_cents
+    )
+    return encode_receipt(receipts.coupon(coupon, 48), PROFILES["generic-80"])
+
+
+def test_a_coupon_says_its_minimum_spend_only_when_it_has_one():
+    assert "满¥50.00可用".encode("gb18030") in _coupon(5000)
+    assert "满¥".encode("gb18030") not in _coupon(None)
+    assert "满¥".encode("gb18030") not in _coupon(0)
+    assert len(_coupon(None)) < len(_coupon(5000))
+
+
+def test_a_new_roll_after_paper_out_prints_again():
+    printer = SimulatedPrinter(PROFILES["generic-80"], paper_dots=300)
+    printer.paper_low = True
+    with pytest.raises(PrintIncompleteError):
+        printer.print_receipt(_statement())
+    printer.load_paper()
+    assert printer.health().state is HealthState.OK  # neither out nor low
+    printer.print_receipt(_statement())
+    assert printer.output.endswith(b"\x1dVB\x00")
+    printer.load_paper(60)  # two lines' worth
+    with pytest.raises(PrintIncompleteError):
+        printer.print_receipt(_statement())
+    with pytest.raises(ValueError):
+        printer.load_paper(0)
