@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from edge.domain.errors import InvalidInput, NotFound, PermissionDenied, Refusal
 from edge.services import cards, members, points, staff
@@ -251,7 +251,7 @@ def test_expiry_leaves_other_stores_lots_to_the_store_that_issued_them(app, cloc
     with app.db.write() as s:  # a lot replicated from another store's kiosk
         from edge.storage.models import LedgerEntry, PointsLot
 
-        s.execute(LedgerEntry.__table__.update().values(device_id="K999"))
+        s.execute(update(LedgerEntry).values(device_id="K999"))
         assert s.scalar(select(func.count()).select_from(PointsLot)) == 1
     run = points.expire_points(app, datetime(2027, 4, 1, 0, 0, tzinfo=UTC))
     assert run.lots == 0
