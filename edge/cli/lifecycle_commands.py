@@ -144,7 +144,11 @@ def _update_key(data_dir: Path, path: Path | None) -> Any:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="HQ's update key (default: keys/hq-update.pub in the data directory).",
 )
-@click.option("--restart", is_flag=True, help="Restart the kiosk services (systemctl).")
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Stop the kiosk services for the switch and start them after it (systemctl).",
+)
 @click.option("--lock-timeout", default=600.0, show_default=True, help="Seconds to wait for work.")
 @click.option("--health-timeout", default=120.0, show_default=True, help="Seconds for the check.")
 @click.option("--python", "python", help="Interpreter for new versions (default: the system's).")
@@ -160,7 +164,7 @@ def update_cmd(
     python: str | None,
 ) -> None:
     """Install a signed update BUNDLE; keep it only if the new version's doctor passes."""
-    from edge.lifecycle.update import RESTART_SERVICES, apply_update, drain_inbox
+    from edge.lifecycle.update import SERVICES, apply_update, drain_inbox
 
     if (bundle is None) == (not inbox):
         raise click.UsageError("name one BUNDLE or pass --inbox")
@@ -170,7 +174,7 @@ def update_cmd(
         "public_key": _update_key(data_dir, public_key),
         "config_path": state().config_path,
         "python": python,
-        "restart": RESTART_SERVICES if restart else (),
+        "services": SERVICES if restart else (),
         "health_timeout": health_timeout,
         "lock_timeout": lock_timeout,
     }

@@ -8,6 +8,7 @@ import click
 
 from edge.cli.common import emit, json_option, state
 from edge.domain.clock import ensure_utc
+from edge.lifecycle import busy
 from edge.services import points
 
 
@@ -71,10 +72,12 @@ def expire_cmd(now_text: str | None) -> None:
             now = ensure_utc(datetime.fromisoformat(now_text))
         except ValueError as exc:
             raise click.BadParameter(f"{now_text!r}: {exc}", param_hint="--now") from None
-    emit(
-        points.expire_points(state().app, now),
-        lambda r: f"expired {r.points} points in {r.lots} lots of {r.members} members",
-    )
+    app = state().app
+    # the daily timer's job: an update waits for it, and it waits for an update (the update
+    # stops only the app and the agent, and snapshots the database while they are stopped)
+    with busy.hold("expiring points", app.data_dir):
+        result = points.expire_points(app, now)
+    emit(result, lambda r: f"expired {r.points} points in {r.lots} lots of {r.members} members")
 
 
 @points_group.command("review-tiers")

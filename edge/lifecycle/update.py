@@ -6,12 +6,20 @@ Layout under the install root (``/opt/member-kiosk`` on the appliance)::
     current -> versions/<version>     what the units start (switched atomically)
     previous -> versions/<version>    what a rollback returns to
 
-Steps: verify the bundle's signature and files; wait for the update lock (no transaction,
-print or dispense in progress) and keep it to the end; snapshot the database; install into a
-new virtual environment; switch ``current``; restart the services; run the new version's
-``kiosk doctor`` (database, printer, scanner). On any failure after the switch, ``current``
-goes back, the services restart on the old version, and a database the new version migrated
-is put back from the snapshot. Every attempt is appended to ``updates/history.jsonl``.
+Steps: verify the bundle's signature and files; wait for the update lock (no print or
+dispense in progress) and keep it to the end; install into a new virtual environment beside
+the running version; stop the services; snapshot the database; switch ``current``; run the
+new version's ``kiosk doctor`` (database, printer, scanner) with the services still stopped;
+start the services. Every attempt is appended to ``updates/history.jsonl``.
+
+Why in this order: from the snapshot until the health check's verdict nothing but the new
+version's doctor touches the database, so a failed check can put back a database the new
+version migrated without losing a sale, a registration or an event HQ acknowledged (with the
+services running, as before, anything committed after the snapshot was lost by the restore).
+The doctor also needs the serial ports and the camera, which the running app holds
+exclusively. Once the services run on the new version the database is theirs: if they then
+fail to start, ``current`` goes back but the database is left as it is, and the snapshot is
+kept in ``updates/`` for a technician.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ UPDATES_DIR = "updates"
 INBOX = "inbox"
 UPDATE_KEY_FILE = Path("keys/hq-update.pub")
 SERVICES = ("member-kiosk-sync.service", "member-kiosk.service")
-RESTART_SERVICES = ("systemctl", "restart", *SERVICES)
+SYSTEMCTL = ("systemctl",)
 
 
 class UpdateFailed(KioskError):
@@ -213,7 +221,8 @@ def apply_update(
     config_path: Path | None = None,
     python: str | None = None,
     system_site_packages: bool = True,
-    restart: Sequence[str] = (),
+    services: Sequence[str] = (),
+    systemctl: Sequence[str] = SYSTEMCTL,
     health_timeout: float = 120.0,
     lock_timeout: float | None = 600.0,
     now: datetime | None = None,
@@ -224,7 +233,8 @@ def apply_update(
     the rights to write the install root and restart services).
 
     Args:
-        restart: the command that restarts the appliance's services (empty: none to restart).
+        services: the units to stop for the switch and start after it (empty: none).
+        systemctl: the command that stops and starts them (``systemctl``).
         lock_timeout: how long to wait for work in progress; ``None`` waits for ever.
 
     Raises:
@@ -249,63 +259,94 @@ def apply_update(
                 python=python or default_python(),
                 system_site_packages=system_site_packages,
             )
-            live = database_path(config, data_dir)
-            saved = Path(tmp) / "pre-update.db"
-            revision_before = _schema_revision(live)
-            if live.exists():
-                snapshot(live, saved)
-            if previous is not None:
-                root.switch(root.previous, previous)
-            root.switch(root.current, manifest.version)
-            problems = []
-            if restart and (failure := _run(restart, health_timeout)):
-                problems.append(failure)
-            if not problems:
-                report: HealthReport = run_health_check(
-                    new / "bin/kiosk", data_dir, config_path=config_path, timeout=health_timeout
-                )
-                problems = report.problems
-            if not problems:
-                result = UpdateResult("installed", manifest.version, previous)
+            control = _Services(tuple(services), tuple(systemctl), health_timeout)
+            if failure := control.stop():
+                control.start()  # whatever did stop runs the unchanged version again
+                shutil.rmtree(new, ignore_errors=True)
+                result = UpdateResult("rolled_back", manifest.version, previous, [failure])
             else:
-                result = _roll_back(
-                    root,
-                    manifest,
-                    previous,
-                    problems,
-                    live,
-                    saved,
-                    revision_before,
-                    restart,
-                    health_timeout,
+                result = _switch_and_check(
+                    root, manifest, new, previous, config, data_dir, config_path, control, tmp
                 )
     _record(data_dir, {"at": started, "bundle": bundle.name, **asdict(result)})
     return result
 
 
-def _roll_back(
+@dataclass(frozen=True)
+class _Services:
+    """The appliance's units, stopped for the switch and started after it."""
+
+    units: tuple[str, ...]
+    systemctl: tuple[str, ...]
+    timeout: float
+
+    def stop(self) -> str | None:
+        return _run([*self.systemctl, "stop", *self.units], self.timeout) if self.units else None
+
+    def start(self) -> str | None:
+        return _run([*self.systemctl, "start", *self.units], self.timeout) if self.units else None
+
+
+def _switch_and_check(
     root: InstallRoot,
     manifest: UpdateManifest,
+    new: Path,
     previous: str | None,
-    problems: list[str],
-    live: Path,
-    saved: Path,
-    revision_before: str | None,
-    restart: Sequence[str],
-    timeout: float,
+    config: KioskConfig,
+    data_dir: Path,
+    config_path: Path | None,
+    services: _Services,
+    tmp: str,
 ) -> UpdateResult:
-    restored = False
+    """With the services stopped: snapshot, switch, check; then start on the version kept."""
+    live = database_path(config, data_dir)
+    saved = Path(tmp) / "pre-update.db"
+    revision_before = _schema_revision(live)
+    if live.exists():
+        snapshot(live, saved)
+    if previous is not None:
+        root.switch(root.previous, previous)
+    root.switch(root.current, manifest.version)
+    report: HealthReport = run_health_check(
+        new / "bin/kiosk", data_dir, config_path=config_path, timeout=services.timeout
+    )
+    if report.problems:
+        # nothing but the doctor has run on the database since the snapshot: put it back
+        restored = False
+        if saved.exists() and _schema_revision(live) != revision_before:
+            _put_back_database(saved, live)
+            restored = True
+        problems = _switch_back(root, manifest, previous, report.problems)
+        if previous is not None and (failure := services.start()):
+            problems.append(f"start after rollback: {failure}")
+        return UpdateResult("rolled_back", manifest.version, previous, problems, restored)
+    if not (failure := services.start()):
+        return UpdateResult("installed", manifest.version, previous)
+    # The new version's services may have written to the database: it stays as it is.
+    problems = [f"start: {failure}"]
+    services.stop()
+    if saved.exists() and _schema_revision(live) != revision_before:
+        kept = data_dir / UPDATES_DIR / f"pre-{manifest.version}.db"
+        shutil.copyfile(saved, kept)
+        problems.append(
+            f"the database stays as {manifest.version} migrated it; "
+            f"the copy from before the update is {kept}"
+        )
+    problems = _switch_back(root, manifest, previous, problems)
+    if previous is not None and (failure := services.start()):
+        problems.append(f"start after rollback: {failure}")
+    return UpdateResult("rolled_back", manifest.version, previous, problems)
+
+
+def _switch_back(
+    root: InstallRoot, manifest: UpdateManifest, previous: str | None, problems: list[str]
+) -> list[str]:
     if previous is not None:
         root.switch(root.current, previous)
     else:
         root.current.unlink(missing_ok=True)
-    if saved.exists() and _schema_revision(live) != revision_before:
-        _put_back_database(saved, live)
-        restored = True
     shutil.rmtree(root.versions / manifest.version, ignore_errors=True)
-    if restart and previous is not None and (failure := _run(restart, timeout)):
-        problems = [*problems, f"restart after rollback: {failure}"]
-    return UpdateResult("rolled_back", manifest.version, previous, list(problems), restored)
+    return list(problems)
 
 
 def queue_update(bundle: Path, data_dir: Path) -> Path:

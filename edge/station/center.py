@@ -510,7 +510,9 @@ def open_center(
     """Opens the ledger and the devices of this kiosk (the app's composition root calls it)."""
     app = AppContext.open(data_dir, config_path, config=config)
     try:
-        station = Station.open(app.config.hardware, simulate=simulate, receipts_dir=receipts_dir)
+        station = Station.open(
+            app.config.hardware, app.data_dir, simulate=simulate, receipts_dir=receipts_dir
+        )
     except Exception:
         app.close()
         raise

@@ -3,6 +3,10 @@
 Printing, dispensing and the self-test block for as long as the device takes (bounded by its
 I/O timeout); callers run them off the UI thread. Each device is used by one thread at a
 time (a lock per device), so a reprint never interleaves with a voucher.
+
+A print or a dispense holds the update lock (:func:`edge.lifecycle.busy.hold`): an update
+waits for it to finish before it stops the app, and while an update holds the lock a new one
+waits a few seconds, then is refused with the fault code ``updating``.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from drivers.health import Health
 from drivers.printer import Receipt, ReceiptPrinter
 from drivers.scanner import CodeScanner
 from drivers.selftest import check_hardware
+from edge.lifecycle import busy
 from edge.station.api import DeviceStatus, PrintOutcome, SelfTestLine
 
 log = logging.getLogger(__name__)
+UPDATING = "updating"  # the fault code of work refused while an update holds the lock
+HOLD_TIMEOUT_S = 3.0
 
 
 def status_of(device: str, health: Health) -> DeviceStatus:
@@ -103,7 +110,9 @@ class Station:
 
     devices: Devices
     hardware: HardwareConfig
+    data_dir: Path
     sim: SimulatedDevices | None = None
+    hold_timeout_s: float = HOLD_TIMEOUT_S
 
     def __post_init__(self) -> None:
         self._print_lock = threading.Lock()
@@ -118,7 +127,12 @@ class Station:
 
     @classmethod
     def open(
-        cls, hardware: HardwareConfig, *, simulate: bool, receipts_dir: Path | None = None
+        cls,
+        hardware: HardwareConfig,
+        data_dir: Path,
+        *,
+        simulate: bool,
+        receipts_dir: Path | None = None,
     ) -> Station:
         """Opens the configured devices; ``simulate`` uses simulators whatever the config says.
 
@@ -129,7 +143,7 @@ class Station:
             hardware = simulated(hardware, receipts_dir)
         devices = open_devices(hardware)
         hands = SimulatedDevices(devices.sim) if devices.sim.complete else None
-        return cls(devices, hardware, hands)
+        return cls(devices, hardware, data_dir, hands)
 
     @property
     def columns(self) -> int:
@@ -137,6 +151,14 @@ class Station:
 
     def print_receipt(self, receipt: Receipt) -> PrintOutcome:
         """Prints and says whether it worked; a fault is reported, never raised."""
+        try:
+            with busy.hold(f"printing {receipt.title}", self.data_dir, timeout=self.hold_timeout_s):
+                return self._print(receipt)
+        except busy.LockTimeout:
+            log.info("not printing %s: an update is running", receipt.title)
+            return PrintOutcome(False, UPDATING)
+
+    def _print(self, receipt: Receipt) -> PrintOutcome:
         with self._print_lock:
             self.panel.show("busy")
             try:
@@ -150,6 +172,14 @@ class Station:
 
     def dispense_card(self) -> tuple[bool, str]:
         """Moves a card to the mouth: (True, "") or (False, fault code)."""
+        try:
+            with busy.hold("dispensing a card", self.data_dir, timeout=self.hold_timeout_s):
+                return self._dispense()
+        except busy.LockTimeout:
+            log.info("not dispensing: an update is running")
+            return False, UPDATING
+
+    def _dispense(self) -> tuple[bool, str]:
         with self._dispense_lock:
             try:
                 self.dispenser.dispense()

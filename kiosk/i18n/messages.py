@@ -65,6 +65,7 @@ DEVICE_FAULTS: dict[str, str] = {
     "card_waiting": N_("A card is waiting at the dispenser: please take it."),
     "no_answer": N_("A device does not answer."),
     "door_open": N_("The cabinet door is open."),
+    "updating": N_("The kiosk is being updated. Please wait a moment and try again."),
 }
 
 

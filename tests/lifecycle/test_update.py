@@ -174,7 +174,7 @@ def kiosk_version(root: Path) -> str:
     return out.stdout.strip()
 
 
-def install(bundle_dir, releases, version, key, store, root):
+def install(bundle_dir, releases, version, key, store, root, **options):
     bundle = bundle_dir / f"kiosk-{version}.tar"
     build_bundle([releases[version]], version, key, bundle)
     return apply_update(
@@ -184,18 +184,64 @@ def install(bundle_dir, releases, version, key, store, root):
         public_key=key.public_key(),
         config=KioskConfig(),
         health_timeout=180,
+        **options,
     )
+
+
+FAKE_SYSTEMCTL = """\
+import json, sqlite3, sys
+from pathlib import Path
+store, log = Path(sys.argv[1]), Path(sys.argv[2])
+action, units = sys.argv[3], sys.argv[4:]
+db = sqlite3.connect(store / "kiosk.db")
+revision = db.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+db.close()
+if action == "stop":  # the running services' last sale, committed as they stop
+    from edge.app import AppContext
+    from edge.config import KioskConfig
+    from edge.services import members, points
+    app = AppContext.open(store, config=KioskConfig(), upgrade_schema=False)
+    card = members.show_member(app, phone="13800138000").card_no
+    done = log.read_text().count("stop") if log.exists() else 0
+    points.accrue_purchase(app, card, 10_000, f"R-last-{done}")
+    app.close()
+with log.open("a") as out:
+    out.write(json.dumps([action, units, revision]) + "\\n")
+"""
+
+
+@pytest.fixture
+def systemctl(tmp_path, store):
+    """systemd's stand-in: logs each stop and start with the schema revision it saw then."""
+    import sys
+
+    script = tmp_path / "systemctl.py"
+    script.write_text(FAKE_SYSTEMCTL)
+    log = tmp_path / "systemctl.log"
+    command = (sys.executable, str(script), str(store), str(log))
+
+    def calls():
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    return command, calls
 
 
 @pytest.mark.slow
 def test_a_good_update_is_installed_and_keeps_the_previous_version(
-    tmp_path, hq_key, releases, store
+    tmp_path, hq_key, releases, store, systemctl
 ):
     key, _ = hq_key
     root = tmp_path / "opt"
+    command, calls = systemctl
+    first = install(
+        tmp_path, releases, "1.0.1", key, store, root, services=("k.service",), systemctl=command
+    )
+    assert [(action, units) for action, units, _ in calls()] == [
+        ("stop", ["k.service"]),
+        ("start", ["k.service"]),
+    ]
     before = ledger(store)
-    first = install(tmp_path, releases, "1.0.1", key, store, root)
-    assert (first.status, first.previous) == ("installed", None)
+    assert (first.status, first.previous) == ("installed", None), first.problems
     second = install(tmp_path, releases, "1.0.2", key, store, root)
     assert (second.status, second.version, second.previous) == ("installed", "1.0.2", "1.0.1")
     assert second.problems == []
@@ -210,11 +256,14 @@ def test_a_good_update_is_installed_and_keeps_the_previous_version(
 
 
 @pytest.mark.slow
-def test_an_update_that_fails_its_health_check_is_rolled_back(tmp_path, hq_key, releases, store):
+def test_an_update_that_fails_its_health_check_is_rolled_back(
+    tmp_path, hq_key, releases, store, systemctl
+):
     key, _ = hq_key
     root = tmp_path / "opt"
+    command, calls = systemctl
     assert install(tmp_path, releases, "1.0.1", key, store, root).status == "installed"
-    before = ledger(store)
+    ok, entries, balance = ledger(store)
     # through the inbox, the way HQ's command reaches the root-owned installer
     bundle = tmp_path / "kiosk-1.0.3.tar"
     build_bundle([releases["1.0.3"]], "1.0.3", key, bundle)
@@ -225,6 +274,8 @@ def test_an_update_that_fails_its_health_check_is_rolled_back(tmp_path, hq_key, 
         public_key=key.public_key(),
         config=KioskConfig(),
         health_timeout=180,
+        services=("k.service",),
+        systemctl=command,
     )
     assert not isinstance(result, str)
     assert (result.status, result.version, result.previous) == ("rolled_back", "1.0.3", "1.0.1")
@@ -233,7 +284,14 @@ def test_an_update_that_fails_its_health_check_is_rolled_back(tmp_path, hq_key, 
     assert kiosk_version(root) == "kiosk, version 1.0.1"
     assert not (root / "versions/1.0.3").exists()
     assert not list((store / "updates/inbox").iterdir())
-    assert ledger(store) == before
+    # the services stopped before the snapshot (their last sale is in it) and started again
+    # only after the migrated database was put back: nothing committed in between was lost
+    ((stop, _, seen_at_stop), (start, _, seen_at_start)) = calls()
+    assert (stop, start) == ("stop", "start")
+    assert seen_at_start == seen_at_stop
+    after_ok, after_entries, after_balance = ledger(store)
+    assert (after_ok, after_entries) == (ok, entries + 1)
+    assert after_balance > balance  # the stop hook's sale
     doctor = subprocess.run(
         [str(root / "current/bin/kiosk"), "--data-dir", str(store), "--json", "doctor"],
         capture_output=True,

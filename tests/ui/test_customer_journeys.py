@@ -209,3 +209,19 @@ def test_core_operations_take_three_taps_or_fewer_after_identification(kiosk):
     kiosk.wait_for(lambda: kiosk.app.gifts_vm.stage == "done", what="redemption")
     assert kiosk.app.taps - start == 3
     assert kiosk.center.simulator.receipts()[-1] == "gift-voucher"
+
+
+def test_a_voucher_during_an_update_is_refused_plainly_and_the_redemption_kept(kiosk):
+    from edge.lifecycle import busy
+
+    kiosk.center.station.hold_timeout_s = 0.3
+    identify_by_scan(kiosk, kiosk.people.wang_card)
+    kiosk.tap("gifts")
+    kiosk.wait_for(lambda: kiosk.has("gift-TOWEL"), what="the catalogue")
+    kiosk.tap("gift-TOWEL")
+    with busy.exclusive(kiosk.data_dir, timeout=1):  # the updater holds the lock
+        kiosk.tap("confirm")
+        kiosk.wait_for(lambda: kiosk.app.gifts_vm.stage == "done", what="redemption")
+    assert "自助机正在更新，请稍候再试" in kiosk.notice()
+    assert gift_service.last_redemption(kiosk.center.app).sku == "TOWEL"
+    assert kiosk.center.simulator.receipts() == []  # nothing came out of the printer
