@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                 technician_gesture_s=1.0,
             )
         )
-        from kiosk.__main__ import open_center
+        from kiosk.__main__ import open_center, setup_logging
 
         center = open_center(data, simulate=True, receipts_dir=printed, config=config)
         try:
@@ -310,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             from kiosk.boot import configure_kivy
 
             settings = center.ui_settings
+            setup_logging(settings.log_dir)  # as python -m kiosk: the technician screen shows it
             configure_kivy(
                 kivy_home=settings.cache_dir / "kivy",
                 provider="mouse",

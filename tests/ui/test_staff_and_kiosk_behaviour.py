@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from edge.services import gifts as gift_service
 from edge.services import members as member_service
 from edge.services.status import audit_log
@@ -148,3 +150,52 @@ def test_large_text_high_contrast_and_a_1024x600_screen(kiosk):
     finally:
         Window.size = (1280, 800)
         kiosk.pump(0.2)
+
+
+def _sign_in_as_technician(kiosk):
+    kiosk.tap("logo", hold=0.8)
+    sign_in(kiosk, kiosk.people.technician_id, kiosk.people.technician_pin)
+    kiosk.wait_for(lambda: len(kiosk.app.technician_vm.lines) == 4, what="self-test")
+    kiosk.wait_for(lambda: kiosk.has("tech-info"), what="diagnostics")
+    kiosk.pump(0.3)
+
+
+@pytest.mark.parametrize(("size", "large"), [((1280, 800), False), ((1024, 600), True)])
+def test_the_self_test_heading_is_below_the_top_bar_at_any_size(make_kiosk, size, large):
+    from kivy.core.window import Window
+
+    kiosk = make_kiosk(technician_gesture_s=0.5)
+    Window.size = size
+    try:
+        kiosk.app.large = large
+        _sign_in_as_technician(kiosk)
+        heading = kiosk.find("selftest-heading")
+        screens = kiosk.app.screens.manager
+        heading_top = heading.to_window(heading.x, heading.top)[1]
+        assert heading_top <= screens.to_window(screens.x, screens.top)[1] + 0.5
+        assert heading.texture_size[1] > 0 and heading.height >= heading.texture_size[1]
+        assert kiosk.find("rerun").y >= screens.y  # the button is on the screen as well
+    finally:
+        kiosk.app.large = False
+        Window.size = (1280, 800)
+        kiosk.pump(0.2)
+
+
+def test_the_technician_screen_shows_the_app_log(make_kiosk):
+    import logging
+
+    from kiosk.__main__ import setup_logging
+
+    kiosk = make_kiosk(technician_gesture_s=0.5)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    setup_logging(kiosk.center.ui_settings.log_dir)
+    try:
+        logging.getLogger("edge.station.devices").warning("printer: paper ran out (test)")
+        _sign_in_as_technician(kiosk)
+        assert "printer: paper ran out (test)" in kiosk.find("log").text
+    finally:
+        for handler in set(root.handlers) - set(handlers):
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
