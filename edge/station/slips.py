@@ -69,12 +69,19 @@ def gift_voucher(
         gift_name=result.name if result.qty == 1 else f"{result.name} x{result.qty}",
         points_spent=result.points,
         balance_after=result.balance,
-        card_number=result.card_no,
+        card_number=_masked_card(result.card_no),
         phone=phone_masked,
         redemption_code=result.voucher_code,
         valid_until=until,
     )
     return [receipts.gift_voucher(voucher, width)]
+
+
+def _masked_card(card_no: str) -> str:
+    """Paper that members take away and throw away shows only the card's last four digits
+    (the kiosk asks for them to verify a phone number); the new-card and replacement slips
+    carry the whole number because they stand in for the card."""
+    return "*" * max(0, len(card_no) - 4) + card_no[-4:]
 
 
 def points_statement(app: AppContext, view: MemberView, width: int) -> Receipt:
@@ -83,7 +90,7 @@ def points_statement(app: AppContext, view: MemberView, width: int) -> Receipt:
         receipts.PointsStatement(
             header=header(app),
             member_name=view.name_masked or "会员",
-            card_number=view.card_no or "",
+            card_number=_masked_card(view.card_no or ""),
             phone=view.phone_masked,
             tier=view.tier_name_zh,
             balance=view.balance,
