@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -86,8 +87,6 @@ class AppContext:
 
     @cached_property
     def offline_limit(self) -> OfflineLimit:
-        from datetime import timedelta
-
         o = self.config.offline
         return OfflineLimit(
             o.max_points_per_redemption,

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from edge.app import AppContext
-from edge.domain.cards import CardState, can_replace, can_report_lost, card_number
+from edge.domain.cards import (
+    CardState,
+    can_replace,
+    can_report_lost,
+    card_number,
+    parse_card_number,
+)
 from edge.domain.errors import NotFound, Refusal
 from edge.domain.staff import Permission
 from edge.services.staff import StaffIdentity, require
@@ -69,8 +75,6 @@ class CardChange:
 
 
 def _load(tx: Tx, card_no: str) -> tuple[Card, Member]:
-    from edge.domain.cards import parse_card_number
-
     card = tx.session.get(Card, parse_card_number(card_no))
     if card is None:
         raise NotFound(f"no member card {card_no}", code="unknown_card", card_no=card_no)

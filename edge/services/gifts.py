@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from edge.app import AppContext
 from edge.domain.errors import InvalidInput, NotFound, Refusal
@@ -19,7 +20,7 @@ from edge.services.ledger import debit
 from edge.services.members import usable_member
 from edge.services.staff import StaffIdentity, require
 from edge.services.tx import Tx, run_once, transaction
-from edge.storage.models import Coupon, Gift, Redemption
+from edge.storage.models import Coupon, Gift, Member, Redemption
 
 MAX_STOCK = 1_000_000
 
@@ -322,7 +323,7 @@ def redeem_gift(
         return result, redemption_id
 
     def replay(tx: Tx, redemption_id: str) -> RedemptionResult:
-        return _stored_redemption(tx, redemption_id)
+        return _stored_redemption(tx.session, redemption_id)
 
     try:
         return run_once(app, request_id, "redeem", fingerprint, apply, replay)
@@ -333,17 +334,15 @@ def redeem_gift(
         raise
 
 
-def _stored_redemption(tx: Tx, redemption_id: str) -> RedemptionResult:
-    r = tx.session.get(Redemption, redemption_id)
+def _stored_redemption(session: Session, redemption_id: str) -> RedemptionResult:
+    r = session.get(Redemption, redemption_id)
     assert r is not None
-    gift = tx.session.get(Gift, r.sku)
+    gift = session.get(Gift, r.sku)
     assert gift is not None
     coupons = list(
-        tx.session.scalars(select(Coupon).where(Coupon.redemption_id == r.id).order_by(Coupon.id))
+        session.scalars(select(Coupon).where(Coupon.redemption_id == r.id).order_by(Coupon.id))
     )
-    from edge.storage.models import Member
-
-    member = tx.session.get(Member, r.member_id)
+    member = session.get(Member, r.member_id)
     assert member is not None
     return RedemptionResult(
         r.id,
@@ -366,13 +365,13 @@ def _stored_redemption(tx: Tx, redemption_id: str) -> RedemptionResult:
 
 def last_redemption(app: AppContext) -> RedemptionResult | None:
     """The most recent redemption on this device (for staff to reprint its voucher)."""
-    with transaction(app) as tx:
-        rid = tx.session.scalar(
+    with app.db.read() as session:
+        rid = session.scalar(
             select(Redemption.id)
             .order_by(Redemption.created_at.desc(), Redemption.id.desc())
             .limit(1)
         )
-        return _stored_redemption(tx, rid) if rid else None
+        return _stored_redemption(session, rid) if rid else None
 
 
 def _offline_usage(tx: Tx, member_id: str, since: datetime) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from edge.security.personal import mask_name, mask_phone, normalize_phone
 from edge.services.cards import issue_card
 from edge.services.ledger import as_lots, credit
 from edge.services.staff import StaffIdentity, require
-from edge.services.tiers import tier_measure
+from edge.services.tiers import months_after, tier_measure
 from edge.services.tx import Tx, run_once, transaction
 from edge.storage.models import (
     BonusClaim,
@@ -366,8 +366,6 @@ def register_member(
 
 
 def tier_period_end(app: AppContext, start: datetime) -> datetime:
-    from edge.services.tiers import months_after
-
     return months_after(start, app.config.tiers.period_months)
 
 

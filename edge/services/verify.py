@@ -154,10 +154,7 @@ def _verify_purchases_and_redemptions(s: Session, report: VerifyReport) -> None:
         report.breach(f"request {request_id}: recorded as applied but its redemption is missing")
 
 
-def _verify_audit(s: object, report: VerifyReport) -> None:
-    from sqlalchemy.orm import Session
-
-    assert isinstance(s, Session)
+def _verify_audit(s: Session, report: VerifyReport) -> None:
     prev = GENESIS
     count = 0
     for row in s.execute(
