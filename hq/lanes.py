@@ -1,12 +1,27 @@
 """A checkout lane, simulated: purchases of member cards at a rate, and coupon checks.
 
-It behaves as a lane should: every purchase carries a receipt id and is resent (same id)
-until the kiosk answers on the response topic, so a broker or kiosk restart loses nothing
-and the receipt id makes the resend harmless.
+It behaves as a lane should:
+
+* every purchase carries a receipt id and is resent (same id) until the kiosk answers on the
+  response topic, so a broker or kiosk restart loses nothing and the receipt id makes the
+  resend harmless;
+* it keeps the store's card list: the blocklist HQ pushes to every lane (``hq/blocklist``)
+  and the cards the store's kiosk announces (``store/{store}/lanes/cards``: cards issued,
+  blocked, lost or replaced). A card the list marks blocked, lost or replaced is refused at
+  the till: no purchase is sent for it and it earns nothing. A card the list marks active
+  (a card just issued, or unblocked) is sold to; a card the list has not heard of is sent
+  to the kiosk, which knows every card of the chain and answers for it;
+* coupons are checked with the kiosk (request/response with a transaction id).
+
+Messages are applied in arrival order, before the next purchase is rung up, so a block
+takes effect at this lane from the first purchase after its message arrived.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import queue
 import random
 import secrets
@@ -14,12 +29,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from edge import __version__
 from edge.protocol import (
+    BlocklistUpdate,
     CouponCheck,
     CouponCheckResult,
     DeviceStatus,
+    LaneCards,
     LanePurchase,
     LanePurchaseResult,
     ProtocolError,
@@ -28,6 +46,11 @@ from edge.protocol import (
 )
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
 
+log = logging.getLogger(__name__)
+
+ACTIVE = "active"
+UPDATE_IDS_KEPT = 1000
+
 
 @dataclass
 class LaneReport:
@@ -35,12 +58,74 @@ class LaneReport:
     resent: int = 0
     accepted: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    """Purchases the kiosk answered with a refusal, by its error code."""
+    refused_at_till: dict[str, int] = field(default_factory=dict)
+    """Purchases never sent: the lane's card list marks the card this (blocked, lost ...)."""
     points: int = 0
     receipts: list[str] = field(default_factory=list)
 
 
+class CardList:
+    """The lane's card list: the last word it heard about each card, kept in a file if given.
+
+    ``apply_*`` return the cards whose state changed. A blocklist update is applied once per
+    ``update_id`` and never after its expiry.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.states: dict[str, str] = {}
+        self.updates: list[str] = []
+        if path is not None and path.exists():
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            self.states = {str(k): str(v) for k, v in raw.get("cards", {}).items()}
+            self.updates = [str(u) for u in raw.get("updates", [])]
+
+    def state(self, card_no: str) -> str | None:
+        return self.states.get(card_no)
+
+    def refusal(self, card_no: str) -> str | None:
+        """Why the till refuses this card (its state), or None when it may be sold to."""
+        state = self.states.get(card_no)
+        return state if state is not None and state != ACTIVE else None
+
+    def apply_cards(self, message: LaneCards) -> list[str]:
+        changed = [c.card_no for c in message.cards if self.states.get(c.card_no) != c.state]
+        for card in message.cards:
+            self.states[card.card_no] = card.state
+        self._save(changed)
+        return changed
+
+    def apply_blocklist(self, update: BlocklistUpdate, now: datetime) -> list[str]:
+        if update.expires_at <= now or update.update_id in self.updates:
+            return []
+        blocked = "lost" if update.reason == "lost" else "blocked"
+        changed: list[str] = []
+        for card_no in update.add:
+            if self.states.get(card_no) in (None, ACTIVE):
+                self.states[card_no] = blocked
+                changed.append(card_no)
+        for card_no in update.remove:
+            if self.states.get(card_no) in ("blocked", "lost"):
+                self.states[card_no] = ACTIVE
+                changed.append(card_no)
+        self.updates = [*self.updates, update.update_id][-UPDATE_IDS_KEPT:]
+        self._save(changed or [update.update_id])
+        return changed
+
+    def _save(self, changed: list[str]) -> None:
+        if self.path is None or not changed:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(
+            json.dumps({"cards": self.states, "updates": self.updates}, sort_keys=True),
+            encoding="utf-8",
+        )
+        os.replace(tmp, self.path)
+
+
 class Lane:
-    """One lane's MQTT client (CN = lane id) and its pending requests."""
+    """One lane's MQTT client (CN = lane id), its card list and its pending requests."""
 
     def __init__(
         self,
@@ -50,9 +135,15 @@ class Lane:
         port: int,
         tls: TlsFiles | None,
         prefix: str = "mck/v1",
+        cards_file: Path | None = None,
     ) -> None:
         self.store_id, self.lane_id = store_id, lane_id
         self.topics = Topics(prefix)
+        self.cards = CardList(cards_file)
+        self.dropped = 0
+        self._pending: dict[str, tuple[LanePurchase, float]] = {}
+        self._report = LaneReport()
+        self._coupons: dict[bytes, CouponCheckResult] = {}
 
         def status(state: str) -> Callable[[], bytes]:
             return lambda: DeviceStatus(
@@ -66,6 +157,8 @@ class Lane:
 
         self.result_topic = self.topics.lane_purchase_result(store_id, lane_id)
         self.coupon_topic = self.topics.lane_coupon_result(store_id, lane_id)
+        self.cards_topic = self.topics.lane_cards(store_id)
+        self.blocklist_topic = self.topics.blocklist()
         self.link = MqttLink(
             LinkSettings(
                 client_id=lane_id,
@@ -75,7 +168,12 @@ class Lane:
                 status_topic=self.topics.status(lane_id),
                 online_payload=status("online"),
                 offline_payload=status("offline"),
-                subscriptions=((self.result_topic, 1), (self.coupon_topic, 1)),
+                subscriptions=(
+                    (self.result_topic, 1),
+                    (self.coupon_topic, 1),
+                    (self.cards_topic, 1),
+                    (self.blocklist_topic, 1),
+                ),
                 reconnect_min_s=0.2,
                 reconnect_max_s=3.0,
             )
@@ -98,6 +196,69 @@ class Lane:
             correlation=purchase.receipt_id.encode(),
         )
 
+    # ------------------------------------------------------------------ the card list
+
+    def card_state(self, card_no: str) -> str | None:
+        """What the lane's list says about a card (None: not heard of)."""
+        return self.cards.state(card_no)
+
+    def wait_card_state(self, card_no: str, state: str | None, timeout_s: float) -> bool:
+        """Applies arriving messages until the list says ``state`` for the card."""
+        deadline = time.monotonic() + timeout_s
+        while self.cards.state(card_no) != state:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.poll(min(0.2, remaining))
+        return True
+
+    def poll(self, wait_s: float) -> None:
+        """Applies every message that has arrived, waiting up to ``wait_s`` for the first."""
+        try:
+            item = (
+                self.link.inbox.get(timeout=wait_s) if wait_s > 0 else self.link.inbox.get_nowait()
+            )
+        except queue.Empty:
+            return
+        while True:
+            if isinstance(item, Inbound):
+                self._handle(item)
+            try:
+                item = self.link.inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, item: Inbound) -> None:
+        try:
+            if item.topic == self.result_topic:
+                self._on_result(decode(LanePurchaseResult, item.payload))
+            elif item.topic == self.coupon_topic:
+                if item.correlation is not None:
+                    self._coupons[item.correlation] = decode(CouponCheckResult, item.payload)
+            elif item.topic == self.cards_topic:
+                self.cards.apply_cards(decode(LaneCards, item.payload))
+            elif item.topic == self.blocklist_topic:
+                update = decode(BlocklistUpdate, item.payload)
+                if item.expiry_s is not None and item.expiry_s <= 0:
+                    raise ProtocolError("blocklist update past its MQTT message expiry")
+                self.cards.apply_blocklist(update, datetime.now(UTC))
+        except ProtocolError as exc:
+            self.dropped += 1
+            log.warning("dropped message on %s: %s", item.topic[:120], exc)
+        self.link.ack(item)
+
+    def _on_result(self, result: LanePurchaseResult) -> None:
+        report = self._report
+        if self._pending.pop(result.receipt_id, None) is None:
+            return  # a late answer to a resend already answered
+        if result.ok:
+            report.accepted += 1
+            report.points += result.points
+        else:
+            report.refused[result.error] = report.refused.get(result.error, 0) + 1
+
+    # ------------------------------------------------------------------ selling
+
     def simulate(
         self,
         cards: list[str],
@@ -108,69 +269,52 @@ class Lane:
         deadline_s: float = 600.0,
         rng: random.Random | None = None,
     ) -> LaneReport:
-        """Publishes ``count`` purchases at ``rate_per_s`` and waits until each is answered."""
+        """Rings up ``count`` purchases at ``rate_per_s`` and waits until each sent one is
+        answered; purchases for cards the list refuses are counted, not sent."""
         rng = rng or random.Random()
-        report = LaneReport()
-        pending: dict[str, tuple[LanePurchase, float]] = {}
+        report = self._report = LaneReport()
+        pending = self._pending = {}
         interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
         next_send = time.monotonic()
         end = time.monotonic() + deadline_s
         made = 0
         while (made < count or pending) and time.monotonic() < end:
+            self.poll(0)
             now = time.monotonic()
             if made < count and now >= next_send:
+                card_no = rng.choice(cards)
+                amount = rng.randint(100, 50_000)
+                made += 1
+                next_send += interval
+                refusal = self.cards.refusal(card_no)
+                if refusal is not None:
+                    report.refused_at_till[refusal] = report.refused_at_till.get(refusal, 0) + 1
+                    continue
                 purchase = LanePurchase(
                     receipt_id=f"{self.lane_id}-{secrets.token_hex(6)}-{made}",
                     lane_id=self.lane_id,
-                    card_no=rng.choice(cards),
-                    amount_cents=rng.randint(100, 50_000),
+                    card_no=card_no,
+                    amount_cents=amount,
                     at=datetime.now(UTC),
                 )
                 self.purchase(purchase)
                 pending[purchase.receipt_id] = (purchase, now)
                 report.sent += 1
                 report.receipts.append(purchase.receipt_id)
-                made += 1
-                next_send += interval
             for rid, (p, sent_at) in list(pending.items()):
                 if now - sent_at > resend_after_s and self.link.connected:
                     self.purchase(p)
                     pending[rid] = (p, now)
                     report.resent += 1
-            self._collect(pending, report, 0.01 if made < count else 0.2)
+            self.poll(0.01 if made < count else 0.2)
         return report
-
-    def _collect(
-        self, pending: dict[str, tuple[LanePurchase, float]], report: LaneReport, wait_s: float
-    ) -> None:
-        try:
-            item = self.link.inbox.get(timeout=wait_s)
-        except queue.Empty:
-            return
-        while True:
-            if isinstance(item, Inbound):
-                self.link.ack(item)
-                if item.topic == self.result_topic:
-                    try:
-                        result = decode(LanePurchaseResult, item.payload)
-                    except ProtocolError:
-                        result = None
-                    if result is not None and pending.pop(result.receipt_id, None) is not None:
-                        if result.ok:
-                            report.accepted += 1
-                            report.points += result.points
-                        else:
-                            report.refused[result.error] = report.refused.get(result.error, 0) + 1
-            try:
-                item = self.link.inbox.get_nowait()
-            except queue.Empty:
-                return
 
     def check_coupon(
         self, code: str, use: bool = True, timeout_s: float = 15.0
     ) -> CouponCheckResult:
         """Asks the store's kiosk about a printed coupon (request/response, transaction id)."""
         transaction = secrets.token_hex(8)
+        correlation = transaction.encode()
         check = CouponCheck(
             transaction=transaction, lane_id=self.lane_id, code=code, ref=transaction, use=use
         )
@@ -184,15 +328,11 @@ class Lane:
                     check.to_bytes(),
                     qos=1,
                     response_topic=self.coupon_topic,
-                    correlation=transaction.encode(),
+                    correlation=correlation,
                 )
                 sent_at = time.monotonic()
-            try:
-                item = self.link.inbox.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if isinstance(item, Inbound):
-                self.link.ack(item)
-                if item.topic == self.coupon_topic and item.correlation == transaction.encode():
-                    return decode(CouponCheckResult, item.payload)
+            self.poll(0.2)
+            answer = self._coupons.pop(correlation, None)
+            if answer is not None:
+                return answer
         raise TimeoutError(f"no answer about the coupon in {timeout_s:.0f} s")
