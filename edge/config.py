@@ -164,7 +164,14 @@ class PrivacyConfig(_Section):
     consent_version: str = Field("2026-01", min_length=1, title="Version of the terms in force")
 
 
-DEFAULT_COMMANDS = ("ping", "sync_now", "verify_ledger", "expire_points", "block_card")
+DEFAULT_COMMANDS = (
+    "ping",
+    "sync_now",
+    "verify_ledger",
+    "expire_points",
+    "block_card",
+    "update",
+)
 
 
 class SyncConfig(_Section):
@@ -206,6 +213,15 @@ class SyncConfig(_Section):
     )
     permitted_commands: tuple[str, ...] = Field(
         DEFAULT_COMMANDS, title="Commands HQ may run here", description="others are refused"
+    )
+    update_max_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1024 * 1024,
+        title="Largest update bundle",
+        description="HQ's update command offering more is refused",
+    )
+    update_download_timeout_s: float = Field(
+        900.0, gt=0, le=24 * 3600, title="Longest update download"
     )
     lane_purchases: bool = Field(
         True, title="Accrue lane purchases", description="one kiosk per store does"

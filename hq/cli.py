@@ -1,4 +1,4 @@
-"""HQ's console: ``kiosk hq ...`` (serve, fleet, command, pushes) and ``kiosk lane ...``."""
+"""HQ's console: ``kiosk hq ...`` (serve, fleet, command, update, pushes) and ``kiosk lane ...``."""
 
 from __future__ import annotations
 
@@ -161,6 +161,42 @@ def command(ctx: click.Context, device_id: str, name: str, args: tuple[str, ...]
     )
     result = send_command(config, signed)
     _print(result.model_dump(mode="json"), True, "")
+
+
+@hq_group.command("update")
+@click.argument("device_id")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", required=True, help="Where the device fetches BUNDLE (http or https).")
+@click.option("--ttl", default=300, show_default=True, help="Seconds the command stays valid.")
+@click.option(
+    "--wait", default=900, show_default=True, help="Seconds to wait for the device's answer."
+)
+@click.pass_context
+def update_command(
+    ctx: click.Context, device_id: str, bundle: Path, url: str, ttl: int, wait: int
+) -> None:
+    """Tell DEVICE_ID to fetch the signed update BUNDLE from --url and queue it for its
+    installer; prints the device's result (exit 1 unless it queued the bundle)."""
+    from hq.commands import load_command_key, send_command
+    from hq.commands import update_command as signed_update
+
+    config = _config(ctx)
+    if not config.command_key:
+        raise click.UsageError("no command key: pass --tls-dir or command_key in the config")
+    try:
+        signed = signed_update(
+            load_command_key(Path(config.command_key)),
+            device_id,
+            bundle,
+            url,
+            timedelta(seconds=ttl),
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    result = send_command(config, signed, timeout_s=wait)
+    _print(result.model_dump(mode="json"), True, "")
+    if result.status != "done":
+        raise click.exceptions.Exit(1)
 
 
 @hq_group.command("push-catalogue")

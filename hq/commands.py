@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import secrets
+import tarfile
 import time
+import urllib.parse
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -55,6 +60,68 @@ def sign_command(
     )
     signature = sign_bytes(key, COMMAND_SIGNING_DOMAIN, unsigned.signed_bytes())
     return unsigned.model_copy(update={"signature": base64.b64encode(signature).decode()})
+
+
+@dataclass(frozen=True)
+class BundleFacts:
+    """What an ``update`` command tells the device about the bundle it is to fetch."""
+
+    version: str
+    sha256: str
+    size: int
+
+
+def bundle_facts(bundle: Path) -> BundleFacts:
+    """The version in ``bundle``'s manifest, and the file's SHA-256 and size.
+
+    The device checks the manifest's signature itself; this only reads what to announce.
+
+    Raises:
+        ValueError: ``bundle`` is not an update bundle (a tar with a manifest.json).
+    """
+    try:
+        with tarfile.open(bundle, "r:*") as tar:
+            member = tar.getmember("manifest.json")
+            handle = tar.extractfile(member) if member.isfile() else None
+            if handle is None or member.size > 256 * 1024:
+                raise ValueError("its manifest.json is not a small file")
+            version = json.loads(handle.read())["version"]
+    except (OSError, tarfile.TarError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{bundle} is not an update bundle: {exc}") from None
+    if not isinstance(version, str) or not version:
+        raise ValueError(f"{bundle}: the manifest names no version")
+    digest = hashlib.sha256()
+    with bundle.open("rb") as source:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+    return BundleFacts(version, digest.hexdigest(), bundle.stat().st_size)
+
+
+def update_command(
+    key: Ed25519PrivateKey,
+    device_id: str,
+    bundle: Path,
+    url: str,
+    ttl: timedelta = timedelta(minutes=5),
+    now: datetime | None = None,
+) -> Command:
+    """A signed ``update`` command: fetch ``bundle`` from ``url`` (http or https), check it
+    is exactly this file and signed with HQ's update key, and queue it for the installer.
+
+    Raises:
+        ValueError: ``url`` is not http(s), or ``bundle`` is not an update bundle.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"the device fetches bundles over http(s) only, not {url!r}")
+    facts = bundle_facts(bundle)
+    args: dict[str, str | int | bool] = {
+        "url": url,
+        "sha256": facts.sha256,
+        "size": facts.size,
+        "version": facts.version,
+    }
+    return sign_command(key, device_id, "update", args, ttl, now)
 
 
 def _one_shot(config: HqConfig, subscriptions: tuple[tuple[str, int], ...] = ()) -> MqttLink:

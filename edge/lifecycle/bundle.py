@@ -19,6 +19,7 @@ import io
 import json
 import tarfile
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,10 +101,14 @@ def _read_member(tar: tarfile.TarFile, name: str, limit: int) -> bytes:
     return handle.read()
 
 
-def verify_bundle(bundle: Path, public_key: Ed25519PublicKey, staging: Path) -> UpdateManifest:
+def verify_bundle(
+    bundle: Path, public_key: Ed25519PublicKey, staging: Path | None
+) -> UpdateManifest:
     """Check the signature and every file, and unpack the wheels into ``staging``.
 
     Nothing but the signed manifest's files is written, and each only after its hash matched.
+    With ``staging`` None nothing is written: the bundle is only checked (the sync agent does
+    this before it queues a bundle HQ sent).
 
     Raises:
         IntegrityError: ``bundle_signature`` when HQ did not sign it, ``bundle_invalid`` when
@@ -124,7 +129,8 @@ def verify_bundle(bundle: Path, public_key: Ed25519PublicKey, staging: Path) -> 
                 code="bundle_signature",
             )
         manifest = _parse_manifest(body)
-        staging.mkdir(parents=True, exist_ok=True)
+        if staging is not None:
+            staging.mkdir(parents=True, exist_ok=True)
         seen = set()
         for member in tar.getmembers():
             if member.name in (MANIFEST, SIGNATURE):
@@ -137,14 +143,16 @@ def verify_bundle(bundle: Path, public_key: Ed25519PublicKey, staging: Path) -> 
                 )
             handle = tar.extractfile(member)
             assert handle is not None
-            target = staging / Path(member.name).name
+            target = None if staging is None else staging / Path(member.name).name
             digest = hashlib.sha256()
-            with target.open("wb") as out:
+            with target.open("wb") if target is not None else nullcontext() as out:
                 while chunk := handle.read(_CHUNK):
                     digest.update(chunk)
-                    out.write(chunk)
+                    if out is not None:
+                        out.write(chunk)
             if digest.hexdigest() != expected:
-                target.unlink()
+                if target is not None:
+                    target.unlink()
                 raise IntegrityError(
                     f"{bundle.name}: {member.name} does not match its signed hash",
                     code="bundle_invalid",

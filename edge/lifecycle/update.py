@@ -24,13 +24,21 @@ kept in ``updates/`` for a technician.
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +47,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.config import KioskConfig, load_config
-from edge.domain.errors import KioskError
+from edge.domain.errors import IntegrityError, KioskError, Refusal
 from edge.lifecycle import busy
 from edge.lifecycle.backup import database_path, snapshot
 from edge.lifecycle.bundle import UpdateManifest, verify_bundle
@@ -47,6 +55,7 @@ from edge.lifecycle.health import HealthReport, run_health_check
 
 UPDATES_DIR = "updates"
 INBOX = "inbox"
+DOWNLOADS = "downloads"
 UPDATE_KEY_FILE = Path("keys/hq-update.pub")
 SERVICES = ("member-kiosk-sync.service", "member-kiosk.service")
 SYSTEMCTL = ("systemctl",)
@@ -56,6 +65,12 @@ class UpdateFailed(KioskError):
     """The update did not install; the running version is unchanged."""
 
     code = "update_failed"
+
+
+class UpdateRefused(Refusal):
+    """HQ's update offer was not queued (``code`` says why); nothing was queued."""
+
+    code = "update_refused"
 
 
 @dataclass(frozen=True)
@@ -407,3 +422,185 @@ def prune_versions(install_root: Path) -> list[Path]:
             shutil.rmtree(version, ignore_errors=True)
             removed.append(version)
     return removed
+
+
+# -- HQ's update command: fetch the bundle HQ offers, check it, queue it ----------------------
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+_READ = 64 * 1024
+
+
+@dataclass(frozen=True)
+class BundleOffer:
+    """Where HQ's bundle is and what it must be: its URL, SHA-256, size and version."""
+
+    url: str
+    sha256: str
+    size: int
+    version: str
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, object], max_bytes: int) -> BundleOffer:
+        """The offer in an ``update`` command's arguments.
+
+        Raises:
+            UpdateRefused: ``bad_url`` for anything but an http(s) URL with a host,
+                ``bundle_too_large`` above ``max_bytes``, ``invalid_input`` otherwise.
+        """
+        url, sha256, size, version = (args.get(k) for k in ("url", "sha256", "size", "version"))
+        if not isinstance(url, str) or not url:
+            raise UpdateRefused("the update names no bundle URL", code="invalid_input")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UpdateRefused(f"not an http(s) URL: {url[:200]!r}", code="bad_url")
+        if not isinstance(sha256, str) or not _SHA256_RE.match(sha256):
+            raise UpdateRefused("sha256 must be 64 lower-case hex digits", code="invalid_input")
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise UpdateRefused("size must be a positive number of bytes", code="invalid_input")
+        if size > max_bytes:
+            raise UpdateRefused(
+                f"the bundle is {size} bytes, more than the {max_bytes} allowed",
+                code="bundle_too_large",
+            )
+        if not isinstance(version, str) or not _VERSION_RE.match(version):
+            raise UpdateRefused(f"not a version: {str(version)[:80]!r}", code="invalid_input")
+        return cls(url, sha256, size, version)
+
+
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http(s) only (urllib's default also follows them to ftp)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
+            raise UpdateRefused(f"redirected to {newurl[:200]!r}", code="bad_url")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def download_bundle(
+    offer: BundleOffer,
+    target: Path,
+    *,
+    timeout_s: float,
+    cancel: threading.Event | None = None,
+) -> None:
+    """Fetch ``offer`` into ``target``: at most ``offer.size`` bytes within ``timeout_s``,
+    kept only when its size and SHA-256 are the ones HQ signed.
+
+    Raises:
+        UpdateFailed: ``download_failed`` (unreachable, HTTP error, too slow, cancelled).
+        UpdateRefused: ``bundle_size`` or ``bundle_hash`` when what came is not the bundle.
+    """
+    deadline = time.monotonic() + timeout_s
+    part = target.with_name(f".{target.name}.part")
+    opener = urllib.request.build_opener(_HttpRedirectsOnly())
+    request = urllib.request.Request(offer.url, headers={"Accept-Encoding": "identity"})
+    digest = hashlib.sha256()
+    got = 0
+    done = False
+    try:
+        with (
+            opener.open(request, timeout=min(timeout_s, 30.0)) as response,
+            part.open("wb") as out,
+        ):
+            length = response.headers.get("Content-Length")
+            if length is not None and length.strip().isdigit() and int(length) != offer.size:
+                raise UpdateRefused(
+                    f"the server sends {int(length)} bytes, HQ signed {offer.size}",
+                    code="bundle_size",
+                )
+            while chunk := response.read1(_READ):
+                got += len(chunk)
+                if got > offer.size:
+                    raise UpdateRefused(
+                        f"the download is longer than the {offer.size} bytes HQ signed",
+                        code="bundle_size",
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+                if cancel is not None and cancel.is_set():
+                    raise UpdateFailed("the download was stopped", code="download_failed")
+                if time.monotonic() > deadline:
+                    raise UpdateFailed(
+                        f"the download took longer than {timeout_s:.0f} s", code="download_failed"
+                    )
+            out.flush()
+            os.fsync(out.fileno())
+        if got != offer.size:
+            raise UpdateRefused(
+                f"the download is {got} bytes, HQ signed {offer.size}", code="bundle_size"
+            )
+        if digest.hexdigest() != offer.sha256:
+            raise UpdateRefused(
+                "the download does not match the SHA-256 HQ signed", code="bundle_hash"
+            )
+        os.replace(part, target)
+        done = True
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        plain = isinstance(exc, urllib.error.URLError) and not isinstance(
+            exc, urllib.error.HTTPError
+        )
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) and plain else exc
+        raise UpdateFailed(
+            f"downloading {offer.url[:200]}: {reason}", code="download_failed"
+        ) from None
+    finally:
+        if not done:
+            part.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class QueuedUpdate:
+    """A bundle HQ offered, checked and waiting in the inbox for the installer."""
+
+    version: str
+    path: Path
+    size: int
+
+
+def receive_update(
+    offer: BundleOffer,
+    data_dir: Path,
+    public_key: Ed25519PublicKey,
+    *,
+    running_version: str,
+    timeout_s: float,
+    cancel: threading.Event | None = None,
+) -> QueuedUpdate:
+    """Download HQ's bundle, check its size, SHA-256, signature and version, then queue it.
+
+    What :func:`queue_update` puts in the inbox has passed the same signature and file checks
+    the installer makes, so a tampered or mislabelled bundle never reaches it.
+
+    Raises:
+        UpdateRefused: ``already_current``, ``bundle_size``, ``bundle_hash``,
+            ``bundle_signature``, ``bundle_invalid`` or ``version_mismatch`` (nothing queued).
+        UpdateFailed: ``download_failed`` (nothing queued; HQ may offer it again).
+    """
+    if offer.version == running_version:
+        raise UpdateRefused(f"version {offer.version} is already running", code="already_current")
+    downloads = data_dir / UPDATES_DIR / DOWNLOADS
+    downloads.mkdir(parents=True, exist_ok=True)
+    staged = downloads / f"member-kiosk-{offer.version}.tar"
+    try:
+        download_bundle(offer, staged, timeout_s=timeout_s, cancel=cancel)
+        try:
+            manifest = verify_bundle(staged, public_key, None)
+        except IntegrityError as exc:
+            raise UpdateRefused(exc.message, code=exc.code) from None
+        if manifest.version != offer.version:
+            raise UpdateRefused(
+                f"the bundle holds version {manifest.version}, not {offer.version}",
+                code="version_mismatch",
+            )
+        return QueuedUpdate(manifest.version, queue_update(staged, data_dir), offer.size)
+    finally:
+        staged.unlink(missing_ok=True)

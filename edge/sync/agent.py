@@ -4,6 +4,10 @@ One thread owns the database work (this module's loop); the MQTT link's network 
 queues what arrives. Every inbound message is parsed against its schema, applied in one
 transaction (or not at all) and only then acknowledged to the broker, so a crash at any point
 means redelivery and an idempotent re-apply, never a loss or a double.
+
+A command that waits on the network (``update`` downloads a bundle) runs on a worker thread:
+its message is acknowledged once the work is handed over, and the loop records and publishes
+the result when the work is done, pumping the outbox and pinging the watchdog meanwhile.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge import __version__
 from edge.app import AppContext
@@ -109,6 +116,16 @@ def link_settings(app: AppContext, topics: Topics) -> LinkSettings:
     )
 
 
+@dataclass(frozen=True)
+class _RunningCommand:
+    """A command on the worker thread, and where its result goes when it is done."""
+
+    command: Command
+    reply_topic: str
+    correlation: bytes | None
+    outcome: Future[tuple[str, dict[str, Any]]]
+
+
 class Agent:
     """Wires the outbox pump, the inbound appliers, telemetry and the watchdog to one link."""
 
@@ -127,6 +144,8 @@ class Agent:
             retry_max_s=sync.retry_max_s,
         )
         self.commands = CommandRunner(app, command_public_key(app), self._resync)
+        self._command_worker = ThreadPoolExecutor(1, thread_name_prefix="kiosk-command")
+        self._running: dict[str, _RunningCommand] = {}
         self.clock_offset_s: float | None = None
         self.dropped = 0
         self.applied = 0
@@ -153,6 +172,7 @@ class Agent:
         try:
             while not self._stop.is_set() and not (until and until()):
                 self._drain_inbox(0.05)
+                self._finish_commands()
                 self.pump.pump()
                 now = time.monotonic()
                 if now >= self._next_telemetry and self.link.connected:
@@ -165,6 +185,8 @@ class Agent:
                     next_watchdog = now + watchdog
         finally:
             sd_notify("STOPPING=1")
+            self.commands.stopping.set()
+            self._command_worker.shutdown(wait=False, cancel_futures=True)
             self.link.close()
 
     def _resync(self) -> None:
@@ -219,14 +241,7 @@ class Agent:
             if outcome.cards:
                 self._tell_lanes(outcome.cards)
         elif topic == t.command(me):
-            command = decode(Command, msg.payload)
-            result = self.commands.handle(command, self.app.clock())
-            self.link.publish(
-                msg.response_topic or t.command_result(me),
-                result.to_bytes(),
-                qos=1,
-                correlation=msg.correlation,
-            )
+            self._command(decode(Command, msg.payload), msg)
         elif topic == t.blocklist():
             update = decode(BlocklistUpdate, msg.payload)
             if msg.expiry_s is not None and msg.expiry_s <= 0:
@@ -240,6 +255,41 @@ class Agent:
             apply_rules(self.app, decode(Rules, msg.payload))
         else:
             self._dispatch_lane(msg)
+
+    def _command(self, command: Command, msg: Inbound) -> None:
+        reply = msg.response_topic or self.topics.command_result(self.app.device_id)
+        now = self.app.clock()
+        result = self.commands.screen(command, now)
+        if result is None and self.commands.runs_in_background(command):
+            if command.transaction in self._running:
+                # a repeat while it runs: the one result goes out, correlated, when done
+                log.info("command %s is already running", command.transaction)
+                return
+            outcome = self._command_worker.submit(self.commands.execute, command)
+            self._running[command.transaction] = _RunningCommand(
+                command, reply, msg.correlation, outcome
+            )
+            return
+        if result is None:
+            status, detail = self.commands.execute(command)
+            result = self.commands.record(command, status, detail, now)
+        self.link.publish(reply, result.to_bytes(), qos=1, correlation=msg.correlation)
+
+    def _finish_commands(self) -> None:
+        """Records and publishes the results of commands the worker has finished."""
+        for transaction_id, running in list(self._running.items()):
+            if not running.outcome.done():
+                continue
+            del self._running[transaction_id]
+            try:
+                status, detail = running.outcome.result()
+            except Exception as exc:  # a fault in the worker must not take the loop down
+                log.exception("command %s failed", transaction_id)
+                status, detail = "failed", {"error": "internal", "message": str(exc)[:300]}
+            result = self.commands.record(running.command, status, detail, self.app.clock())
+            self.link.publish(
+                running.reply_topic, result.to_bytes(), qos=1, correlation=running.correlation
+            )
 
     def _dispatch_lane(self, msg: Inbound) -> None:
         parsed = self.topics.parse_lane_topic(msg.topic)

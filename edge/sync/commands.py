@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -11,9 +12,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge import __version__
 from edge.app import AppContext
 from edge.domain.cards import CardState, parse_card_number
 from edge.domain.errors import ConfigError, KioskError
+from edge.lifecycle.update import UPDATE_KEY_FILE, BundleOffer, UpdateRefused, receive_update
 from edge.protocol import COMMAND_SIGNING_DOMAIN, Command, CommandResult
 from edge.security.keys import load_public_key
 from edge.security.signing import verify_bytes
@@ -55,19 +58,28 @@ class CommandRunner:
             "verify_ledger": self._verify,
             "expire_points": self._expire,
             "block_card": self._block_card,
+            "update": self._update,
         }
+        self.background = frozenset({"update"})
+        self.stopping = threading.Event()
         self._on_sync_now = on_sync_now
 
     def handle(self, command: Command, now: datetime) -> CommandResult:
-        def result(status: str, **detail: Any) -> CommandResult:
-            return CommandResult(
-                transaction=command.transaction,
-                device_id=self.app.device_id,
-                status=status,
-                detail=detail,
-                at=now,
-            )
+        """Checks, runs and records ``command`` on the caller's thread."""
+        refused = self.screen(command, now)
+        if refused is not None:
+            return refused
+        status, detail = self.execute(command)
+        return self.record(command, status, detail, now)
 
+    def runs_in_background(self, command: Command) -> bool:
+        """Whether ``command`` waits on the network (``update``): the agent runs
+        :meth:`execute` for it on a worker thread and :meth:`record` when it is done."""
+        return command.command in self.background
+
+    def screen(self, command: Command, now: datetime) -> CommandResult | None:
+        """The answer without running ``command``: a refusal, or the recorded result of a
+        transaction already run; ``None`` when it is to be run."""
         if self.public_key is None or not verify_bytes(
             self.public_key,
             COMMAND_SIGNING_DOMAIN,
@@ -75,25 +87,39 @@ class CommandRunner:
             command.signature_bytes(),
         ):
             log.warning("command %s refused: bad signature", command.transaction)
-            return result("bad_signature")
+            return self._result(command, now, "bad_signature")
         if command.device_id != self.app.device_id:
-            return result("refused", reason="addressed to another device")
+            return self._result(command, now, "refused", reason="addressed to another device")
         if command.expires_at <= now:
-            return result("expired", expired_at=command.expires_at.isoformat())
+            return self._result(command, now, "expired", expired_at=command.expires_at.isoformat())
         permitted = self.app.config.sync.permitted_commands
         if command.command not in permitted or command.command not in self.actions:
-            return result("refused", reason=f"command {command.command} not permitted here")
-        key = f"command:{command.transaction}"
+            return self._result(
+                command, now, "refused", reason=f"command {command.command} not permitted here"
+            )
         with self.app.db.read() as session:
-            seen = session.get(InboundMessage, key)
+            seen = session.get(InboundMessage, _record_key(command))
             if seen is not None:
                 stored = json.loads(seen.result)
-                return result(stored["status"], **stored["detail"], replayed=True)
+                return self._result(
+                    command, now, stored["status"], **stored["detail"], replayed=True
+                )
+        return None
+
+    def execute(self, command: Command) -> tuple[str, dict[str, Any]]:
+        """Runs a screened command: ``done``, ``refused`` (a rule said no) or ``failed``."""
         try:
-            detail = self.actions[command.command](dict(command.args))
-            status = "done"
+            return "done", self.actions[command.command](dict(command.args))
+        except UpdateRefused as exc:
+            return "refused", {"error": exc.code, "reason": exc.message}
         except KioskError as exc:
-            detail, status = {"error": exc.code, "message": exc.message}, "failed"
+            return "failed", {"error": exc.code, "message": exc.message}
+
+    def record(
+        self, command: Command, status: str, detail: dict[str, Any], now: datetime
+    ) -> CommandResult:
+        """Stores the outcome (a repeat of the transaction is answered from it) and audits it."""
+        key = _record_key(command)
         with transaction(self.app) as tx:
             if tx.session.get(InboundMessage, key) is None:
                 tx.session.add(
@@ -105,7 +131,16 @@ class CommandRunner:
                     )
                 )
                 tx.audit("hq", f"command.{command.command}", command.transaction, status=status)
-        return result(status, **detail)
+        return self._result(command, now, status, **detail)
+
+    def _result(self, command: Command, now: datetime, status: str, **detail: Any) -> CommandResult:
+        return CommandResult(
+            transaction=command.transaction,
+            device_id=self.app.device_id,
+            status=status,
+            detail=detail,
+            at=now,
+        )
 
     def _sync_now(self, args: dict[str, Any]) -> dict[str, Any]:
         self._on_sync_now()
@@ -132,3 +167,27 @@ class CommandRunner:
                 tx.audit("hq", "card.block", card_no, before=before)
                 tx.emit("card.blocklist", {"add": [card_no], "reason": "hq"})
             return {"card_no": card_no, "known": True, "before": before, "state": card.state}
+
+    def _update(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Fetch the bundle HQ offers, check it with HQ's update key and queue it for the
+        installer (``member-kiosk-update.path``); see :func:`receive_update`."""
+        sync = self.app.config.sync
+        offer = BundleOffer.from_args(args, sync.update_max_bytes)
+        try:
+            update_key = load_public_key(self.app.data_dir / UPDATE_KEY_FILE)
+        except ConfigError as exc:
+            raise UpdateRefused(f"no HQ update key: {exc.message}", code="no_update_key") from None
+        queued = receive_update(
+            offer,
+            self.app.data_dir,
+            update_key,
+            running_version=__version__,
+            timeout_s=sync.update_download_timeout_s,
+            cancel=self.stopping,
+        )
+        log.info("update %s queued as %s", queued.version, queued.path.name)
+        return {"queued": True, "version": queued.version, "bundle": queued.path.name}
+
+
+def _record_key(command: Command) -> str:
+    return f"command:{command.transaction}"

@@ -1,0 +1,434 @@
+"""HQ's ``update`` command through a real broker: the device fetches the bundle HQ names from a
+web server on 127.0.0.1, checks its size, SHA-256 and signature, and queues it for the
+installer; tampered bundles and bad commands queue nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import queue
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge import __version__
+from edge.config import KioskConfig
+from edge.lifecycle.bundle import build_bundle
+from edge.lifecycle.update import drain_inbox
+from edge.protocol import Command, CommandResult, Telemetry, Topics, decode
+from edge.protocol.link import Inbound, MqttLink
+from edge.sync.agent import Agent
+from hq.commands import (
+    bundle_facts,
+    load_command_key,
+    send_command,
+    sign_command,
+    update_command,
+)
+from hq.service import HqConfig, hq_link
+from tests.lifecycle.releases import build_release, update_key
+from tests.sync.conftest import Broker, Runner, make_data_dir, open_app, start_broker
+from tests.sync.helpers import ROOT, hq_config
+
+
+class BundleServer:
+    """HQ's download server: serves a directory on 127.0.0.1, logs every request, and can
+    hold back the body of ``/slow/...`` requests for ``delay_s``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.requests: list[str] = []
+        self.delay_s = 0.0
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs) -> None:
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                if self.path.startswith("/slow/"):
+                    time.sleep(server.delay_s)
+                    self.path = self.path[len("/slow") :]
+                super().do_GET()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@dataclass
+class Site:
+    broker: Broker
+    server: BundleServer
+    hq: HqConfig
+    command_key: Ed25519PrivateKey
+    update_key: Ed25519PrivateKey
+    update_pub: Path
+    work: Path
+
+    def kiosk(self, device_id: str, store_id: str, card_start: int) -> Path:
+        data = make_data_dir(self.work, self.broker, device_id, store_id, card_start)
+        (data / "keys" / "hq-update.pub").write_bytes(self.update_pub.read_bytes())
+        return data
+
+    def send(self, command: Command, timeout_s: float = 30.0) -> CommandResult:
+        return send_command(self.hq, command, timeout_s=timeout_s)
+
+
+def tiny_wheel(directory: Path, version: str) -> Path:
+    """A well-formed wheel file, enough for bundles that are checked but never installed."""
+    path = directory / f"member_center_kiosk-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("edge_probe.py", f"version = {version!r}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Iterator[Site]:
+    work = tmp_path_factory.mktemp("update-command")
+    broker = start_broker(work / "broker")
+    (work / "www").mkdir()
+    server = BundleServer(work / "www")
+    key, pub = update_key(work)
+    try:
+        yield Site(
+            broker,
+            server,
+            hq_config(broker, work),
+            load_command_key(broker.directory / "hq-command.key"),
+            key,
+            pub,
+            work,
+        )
+    finally:
+        server.close()
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def kiosk(site) -> Iterator[Path]:
+    """K001 with its agent running in this process for the whole module."""
+    data = site.kiosk("K001", "S001", 1)
+    app = open_app(data)
+    runner = Runner(Agent(app).run)
+    try:
+        # the agent is subscribed once it answers
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if site.send(sign_command(site.command_key, "K001", "ping"), 5).status == "done":
+                    break
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+        yield data
+    finally:
+        runner.stop()
+        app.close()
+
+
+def queued(data: Path) -> list[Path]:
+    inbox = data / "updates" / "inbox"
+    return sorted(inbox.iterdir()) if inbox.is_dir() else []
+
+
+def left_behind(data: Path) -> list[Path]:
+    downloads = data / "updates" / "downloads"
+    return sorted(downloads.iterdir()) if downloads.is_dir() else []
+
+
+@pytest.fixture
+def inbox(kiosk) -> Iterator[Path]:
+    """K001's data directory, its update inbox emptied after the test."""
+    yield kiosk
+    for path in queued(kiosk):
+        path.unlink()
+
+
+def small_bundle(site: Site, version: str, signer: Ed25519PrivateKey | None = None) -> Path:
+    name = f"kiosk-{version}-{secrets.token_hex(3)}.tar"
+    work = site.work / name.removesuffix(".tar")
+    work.mkdir()
+    build_bundle(
+        [tiny_wheel(work, version)], version, signer or site.update_key, site.server.root / name
+    )
+    return site.server.root / name
+
+
+def offer(site: Site, bundle: Path, **changed: str | int) -> Command:
+    """An update command for ``bundle`` on the test server, with any argument changed."""
+    facts = bundle_facts(bundle)
+    args: dict[str, str | int | bool] = {
+        "url": site.server.url(bundle.name),
+        "sha256": facts.sha256,
+        "size": facts.size,
+        "version": facts.version,
+    }
+    args.update(changed)
+    return sign_command(site.command_key, "K001", "update", args)
+
+
+# -- a bundle HQ signed is fetched, checked and queued; the loop keeps serving meanwhile --------
+
+
+def test_an_update_command_queues_the_bundle_it_names(site, inbox):
+    bundle = small_bundle(site, "9.9.1")
+    command = update_command(site.command_key, "K001", bundle, site.server.url(bundle.name))
+    result = site.send(command)
+    assert result.status == "done", result.detail
+    assert (result.detail["queued"], result.detail["version"]) == (True, "9.9.1")
+    (waiting,) = queued(inbox)
+    assert waiting.name == result.detail["bundle"]
+    assert waiting.read_bytes() == bundle.read_bytes()
+    assert left_behind(inbox) == []
+    # the same transaction again is answered from the record: no second download or queueing
+    fetched = site.server.requests.count(f"/{bundle.name}")
+    again = site.send(command)
+    assert again.status == "done" and again.detail["replayed"] is True
+    assert site.server.requests.count(f"/{bundle.name}") == fetched == 1
+    assert len(queued(inbox)) == 1
+
+
+def test_the_agent_answers_other_commands_while_a_bundle_downloads(site, inbox):
+    bundle = small_bundle(site, "9.9.2")
+    site.server.delay_s = 4.0
+    results: queue.Queue[tuple[str, CommandResult, float]] = queue.Queue()
+
+    def send(name: str, command: Command) -> None:
+        results.put((name, site.send(command), time.monotonic()))
+
+    try:
+        slow = update_command(
+            site.command_key, "K001", bundle, site.server.url(f"slow/{bundle.name}")
+        )
+        updating = threading.Thread(target=send, args=("update", slow))
+        updating.start()
+        deadline = time.monotonic() + 10
+        while f"/slow/{bundle.name}" not in site.server.requests:
+            assert time.monotonic() < deadline, "the device never asked for the bundle"
+            time.sleep(0.05)
+        started = time.monotonic()
+        send("ping", sign_command(site.command_key, "K001", "ping"))
+        updating.join(30)
+    finally:
+        site.server.delay_s = 0.0
+    (first, ping, ping_at), (second, update, update_at) = results.get(), results.get()
+    assert (first, second) == ("ping", "update")
+    assert ping.status == "done" and ping_at - started < 3.0  # not held up by the download
+    assert update.status == "done" and update.detail["version"] == "9.9.2"
+    assert update_at > ping_at
+    assert [p.name for p in queued(inbox)] == [update.detail["bundle"]]
+
+
+# -- tampered bundles and offers the device must not take: refused, nothing queued ----------
+
+
+def _other_bytes_hash(bundle: Path) -> str:
+    return hashlib.sha256(bundle.read_bytes() + b"\0").hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "error"),
+    [
+        ("bad-hash", "refused", "bundle_hash"),
+        ("wrong-size", "refused", "bundle_size"),
+        ("signed-by-another-key", "refused", "bundle_signature"),
+        ("another-version", "refused", "version_mismatch"),
+        ("not-http", "refused", "bad_url"),
+        ("running-version", "refused", "already_current"),
+        ("too-large", "refused", "bundle_too_large"),
+        ("not-found", "failed", "download_failed"),
+        ("unreachable", "failed", "download_failed"),
+    ],
+)
+def test_bad_bundles_and_offers_are_refused_and_nothing_is_queued(site, inbox, case, status, error):
+    bundle = small_bundle(site, "9.9.3")
+    command = {
+        "bad-hash": lambda: offer(site, bundle, sha256=_other_bytes_hash(bundle)),
+        "wrong-size": lambda: offer(site, bundle, size=bundle.stat().st_size - 1),
+        "signed-by-another-key": lambda: offer(
+            site, small_bundle(site, "9.9.3", signer=Ed25519PrivateKey.generate())
+        ),
+        "another-version": lambda: offer(site, bundle, version="9.9.4"),
+        "not-http": lambda: offer(site, bundle, url=f"file://{bundle}"),
+        "running-version": lambda: offer(site, bundle, version=__version__),
+        "too-large": lambda: offer(site, bundle, size=KioskConfig().sync.update_max_bytes + 1),
+        "not-found": lambda: offer(site, bundle, url=site.server.url("no-such-bundle.tar")),
+        "unreachable": lambda: offer(site, bundle, url="http://127.0.0.1:9/kiosk.tar"),
+    }[case]()
+    requests = len(site.server.requests)
+    result = site.send(command)
+    assert (result.status, result.detail.get("error")) == (status, error), result.detail
+    assert queued(inbox) == []
+    assert left_behind(inbox) == []
+    fetched = len(site.server.requests) - requests
+    expect_fetch = case not in {"not-http", "running-version", "too-large", "unreachable"}
+    assert fetched == (1 if expect_fetch else 0)
+
+
+def test_expired_unsigned_or_foreign_update_commands_are_refused_before_any_download(site, inbox):
+    bundle = small_bundle(site, "9.9.5")
+    url = site.server.url(bundle.name)
+    past = datetime.now(UTC) - timedelta(minutes=10)
+    expired = update_command(site.command_key, "K001", bundle, url, timedelta(minutes=5), past)
+    unsigned = update_command(site.command_key, "K001", bundle, url).model_copy(
+        update={"signature": ""}
+    )
+    forged = update_command(Ed25519PrivateKey.generate(), "K001", bundle, url)
+    altered = update_command(site.command_key, "K001", bundle, url).model_copy(
+        update={"args": {"url": url, "sha256": "0" * 64, "size": 1, "version": "9.9.5"}}
+    )
+    requests = len(site.server.requests)
+    assert site.send(expired).status == "expired"
+    for command in (unsigned, forged, altered):
+        assert site.send(command).status == "bad_signature"
+    assert len(site.server.requests) == requests
+    assert queued(inbox) == []
+
+
+def test_hq_only_offers_http_urls_and_real_bundles(site, tmp_path):
+    bundle = small_bundle(site, "9.9.6")
+    with pytest.raises(ValueError, match="http"):
+        update_command(site.command_key, "K001", bundle, f"file://{bundle}")
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"not a tar")
+    with pytest.raises(ValueError, match="not an update bundle"):
+        update_command(site.command_key, "K001", junk, site.server.url("junk.tar"))
+    facts = bundle_facts(bundle)
+    assert (facts.version, facts.size) == ("9.9.6", bundle.stat().st_size)
+    assert facts.sha256 == hashlib.sha256(bundle.read_bytes()).hexdigest()
+
+
+# -- the whole way: `kiosk hq update`, the installer, and the new version's agent ----------
+
+
+def _telemetry_versions(site: Site, device_id: str) -> tuple[queue.Queue[str], MqttLink]:
+    topic = Topics(site.hq.topic_prefix).telemetry(device_id)
+    link = hq_link(site.hq, f"hq-watch-{secrets.token_hex(3)}", ((topic, 1),), clean_start=True)
+    link.start()
+    assert link.wait_connected(15)
+    versions: queue.Queue[str] = queue.Queue()
+
+    def watch() -> None:
+        while link.connected:
+            try:
+                item = link.inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if isinstance(item, Inbound):
+                link.ack(item)
+                versions.put(decode(Telemetry, item.payload).version)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return versions, link
+
+
+@pytest.mark.slow
+def test_hq_update_reaches_the_installer_and_the_restarted_agent_reports_the_new_version(
+    site, tmp_path
+):
+    wheel = build_release(tmp_path / "releases", "1.0.1")
+    bundle = site.server.root / "member-kiosk-1.0.1.tar"
+    build_bundle([wheel], "1.0.1", site.update_key, bundle)
+    data = site.kiosk("K002", "S002", 50_001)
+    app = open_app(data)
+    runner = Runner(Agent(app).run)
+    try:
+        hq = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edge.cli.main",
+                "hq",
+                "--db",
+                site.hq.database_url,
+                "--broker-port",
+                str(site.broker.port),
+                "--tls-dir",
+                str(site.broker.directory),
+                "update",
+                "K002",
+                str(bundle),
+                "--url",
+                site.server.url(bundle.name),
+                "--wait",
+                "60",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
+    finally:
+        runner.stop()
+        app.close()
+    assert hq.returncode == 0, hq.stdout + hq.stderr
+    result = json.loads(hq.stdout)
+    assert (result["status"], result["detail"]["version"]) == ("done", "1.0.1")
+    assert [p.name for p in queued(data)] == [result["detail"]["bundle"]]
+
+    # what member-kiosk-update.service runs once the inbox is not empty
+    root = tmp_path / "opt"
+    ((_, outcome),) = drain_inbox(
+        data,
+        install_root=root,
+        public_key=site.update_key.public_key(),
+        config_path=data / "config.toml",
+        health_timeout=180,
+    )
+    assert not isinstance(outcome, str), outcome
+    assert (outcome.status, outcome.version) == ("installed", "1.0.1"), outcome.problems
+    assert queued(data) == []
+    kiosk = root / "current" / "bin" / "kiosk"
+    version = subprocess.run([str(kiosk), "--version"], capture_output=True, text=True)
+    assert version.stdout.strip() == "kiosk, version 1.0.1"
+
+    # the agent systemd starts again runs the new version and says so in its telemetry
+    versions, link = _telemetry_versions(site, "K002")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NOTIFY_SOCKET")}
+    with (data / "agent-1.0.1.log").open("wb") as log:
+        agent = subprocess.Popen(
+            [str(kiosk), "--data-dir", str(data), "agent", "--log-level", "WARNING"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+        )
+    try:
+        seen: list[str] = []
+        deadline = time.monotonic() + 60
+        while "1.0.1" not in seen:
+            assert time.monotonic() < deadline, (seen, (data / "agent-1.0.1.log").read_text())
+            try:
+                seen.append(versions.get(timeout=1))
+            except queue.Empty:
+                assert agent.poll() is None, (data / "agent-1.0.1.log").read_text()
+    finally:
+        agent.terminate()
+        agent.wait(20)
+        link.close()
