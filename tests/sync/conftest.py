@@ -113,6 +113,52 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.stop()
 
 
+# A chain: HQ's broker knows every device and store S001's bridge; S001's broker knows its
+# own kiosk and lane and bridges to HQ's with the shipped bridge configuration.
+BRIDGE_S001 = Identity("bridge-S001", "bridge", "S001")
+HQ_IDENTITIES = [*IDENTITIES, BRIDGE_S001]
+STORE_S001_IDENTITIES = [i for i in IDENTITIES if i.store_id == "S001"] + [BRIDGE_S001]
+
+
+@dataclass
+class Chain:
+    """HQ's broker and store S001's broker, bridged; both can be killed and restarted."""
+
+    hq: Broker
+    store: Broker
+
+    def stop(self) -> None:
+        self.store.stop()
+        self.hq.stop()
+
+
+def start_chain(root: Path) -> Chain:
+    """Both brokers from ``render_broker``; the store's certificates come from the same
+    (chain) CA as HQ's, so the bridge's certificate is good at HQ and HQ's at the bridge."""
+    hq_port = store_port = free_port()
+    while store_port == hq_port:
+        store_port = free_port()
+    hq_dir, store_dir = (root / "hq-broker").resolve(), (root / "store-broker").resolve()
+    hq_conf = render_broker(hq_dir, hq_port, HQ_IDENTITIES)
+    store_dir.mkdir(parents=True)
+    for name in ("ca.crt", "ca.key"):
+        shutil.copy(hq_dir / name, store_dir / name)
+    store_conf = render_broker(
+        store_dir, store_port, STORE_S001_IDENTITIES, hq_address=f"127.0.0.1:{hq_port}"
+    )
+    chain = Chain(Broker(hq_dir, hq_port, hq_conf), Broker(store_dir, store_port, store_conf))
+    chain.hq.start()
+    chain.store.start()
+    return chain
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Iterator[Chain]:
+    c = start_chain(tmp_path)
+    yield c
+    c.stop()
+
+
 def kiosk_config(
     device_id: str,
     store_id: str,
@@ -150,9 +196,10 @@ def make_data_dir(
     *,
     port: int | None = None,
     extra: str = "",
+    hq_broker: Broker | None = None,
 ) -> Path:
     """A kiosk's data directory: config for ``device_id`` in ``store_id``, its TLS files, and
-    HQ's command public key."""
+    HQ's command public key (from ``hq_broker``'s directory when HQ has a broker of its own)."""
     data = root / device_id
     (data / "tls").mkdir(parents=True, exist_ok=True)
     (data / "keys").mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -160,7 +207,8 @@ def make_data_dir(
     shutil.copy(ca, data / "tls" / "ca.crt")
     shutil.copy(cert, data / "tls" / "device.crt")
     shutil.copy(key, data / "tls" / "device.key")
-    shutil.copy(broker.directory / "hq-command.pub", data / "keys" / "hq-command.pub")
+    keys_from = (hq_broker or broker).directory
+    shutil.copy(keys_from / "hq-command.pub", data / "keys" / "hq-command.pub")
     text = kiosk_config(device_id, store_id, port or broker.port, card_start, extra)
     (data / "config.toml").write_text(text)
     return data

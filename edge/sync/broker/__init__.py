@@ -1,9 +1,10 @@
 """The shipped Mosquitto configuration, its ACL, bridge, and a development CA.
 
 ``render_broker`` writes a complete, runnable broker directory: CA, server and client
-certificates (CN = device id), HQ's command key pair, ``acl`` and ``mosquitto.conf``. Tests
-start Mosquitto on exactly this output; production uses the same templates with certificates
-from the chain's real CA.
+certificates (CN = device id), HQ's command key pair, ``acl``, ``mosquitto.conf`` and, for a
+store broker (``hq_address`` given), ``conf.d/bridge-<store>.conf``. Tests start Mosquitto on
+exactly this output; production uses the same templates with certificates from the chain's
+real CA.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ class Identity:
     cn: str
     role: Role
     store_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.role == "bridge" and self.cn != f"bridge-{self.store_id}":
+            raise ValueError(
+                f"the bridge of store {self.store_id!r} is called bridge-{self.store_id}, "
+                f"not {self.cn!r}"
+            )
 
     @classmethod
     def parse(cls, spec: str) -> Identity:
@@ -223,6 +231,7 @@ def render_mosquitto_conf(
         tls_dir=directory,
         acl_file=directory / "acl",
         persistence_dir=directory / "data",
+        conf_dir=directory / "conf.d",
         user=getpass.getuser(),
         max_queued=max_queued,
         log_dest=log_dest,
@@ -230,11 +239,30 @@ def render_mosquitto_conf(
 
 
 def render_bridge_conf(
-    store_id: str, hq_address: str, tls_dir: Path, prefix: str = DEFAULT_PREFIX
+    store_id: str,
+    hq_address: str,
+    tls_dir: Path,
+    devices: list[str],
+    prefix: str = DEFAULT_PREFIX,
 ) -> str:
+    """The store's bridge to HQ: chain-wide pushes in, and one block per device of the store."""
+    host, sep, port = hq_address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"HQ's broker address is host:port, got {hq_address!r}")
+    if not devices:
+        raise ValueError(f"store {store_id} has no kiosk or lane to bridge")
+    block = Template((HERE / "bridge-device.template.conf").read_text())
+    blocks = [block.substitute(device=check_name(d), prefix=prefix) for d in devices]
     template = Template((HERE / "bridge.template.conf").read_text())
-    return template.substitute(
-        store=check_name(store_id), hq_address=hq_address, tls_dir=tls_dir, prefix=prefix
+    return (
+        template.substitute(
+            store=check_name(store_id),
+            hq_address=hq_address,
+            tls_dir=tls_dir,
+            prefix=prefix,
+            devices="\n".join(blocks).rstrip() + "\n",
+        ).rstrip()
+        + "\n"
     )
 
 
@@ -246,9 +274,19 @@ def render_broker(
     bind: str = "127.0.0.1",
     max_queued: int = 1000,
     prefix: str = DEFAULT_PREFIX,
+    hq_address: str | None = None,
 ) -> Path:
-    """A runnable broker directory (dev CA included); returns the path of mosquitto.conf."""
+    """A runnable broker directory (dev CA included); returns the path of mosquitto.conf.
+
+    With ``hq_address`` (``host:port`` of HQ's broker) it is a store broker: the one
+    ``bridge:`` identity's configuration goes to ``conf.d/bridge-<store>.conf``, carrying the
+    topics of that store's kiosks and lanes. Without it (HQ's broker, or a single broker for
+    development) nothing is bridged; ``bridge:`` identities only get their ACL sections.
+    """
     directory = directory.resolve()
+    bridges = [i for i in identities if i.role == "bridge"]
+    if hq_address is not None and len(bridges) != 1:
+        raise ValueError("a store broker needs exactly one bridge:bridge-<store>:<store> identity")
     ca = DevCA(directory)
     ca.issue("server", server=True, hosts=("localhost", "127.0.0.1", bind))
     for ident in identities:
@@ -256,12 +294,14 @@ def render_broker(
     if not (directory / "hq-command.key").exists():
         write_command_keys(directory)
     (directory / "data").mkdir(exist_ok=True)
+    (directory / "conf.d").mkdir(exist_ok=True)
     (directory / "acl").write_text(render_acl(identities, prefix))
     conf = directory / "mosquitto.conf"
     conf.write_text(render_mosquitto_conf(directory, port, bind, max_queued))
-    for ident in identities:
-        if ident.role == "bridge":
-            (directory / f"bridge-{ident.store_id}.conf").write_text(
-                render_bridge_conf(ident.store_id, "hq.example.net:8883", directory, prefix)
-            )
+    if hq_address is not None:
+        store = bridges[0].store_id
+        devices = [i.cn for i in identities if i.store_id == store and i.role in ("kiosk", "lane")]
+        (directory / "conf.d" / f"bridge-{store}.conf").write_text(
+            render_bridge_conf(store, hq_address, directory, devices, prefix)
+        )
     return conf
