@@ -1,4 +1,4 @@
-"""HQ's tables: the central ledger, members and cards, the fleet, alerts (SQLAlchemy 2).
+"""HQ's tables: the central ledger, members and cards, the fleet, alerts, enrolment (SQLAlchemy 2).
 
 SQLite by default, PostgreSQL by URL; times are stored as UTC and come back UTC-aware on both.
 """
@@ -139,3 +139,67 @@ class Alert(HqBase):
     detail: Mapped[str] = mapped_column(Text, default="")
     raised_at: Mapped[datetime] = mapped_column(UTCDateTime)
     cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EnrolledDevice(HqBase):
+    """A device HQ's enrolment desk has registered: its identity, store and card range.
+
+    ``state`` is ``active``, ``revoked`` (its certificate is on the revocation list) or
+    ``retired`` (moved to another device id, or replaced by another device).
+    """
+
+    __tablename__ = "hq_enrolled_device"
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64))
+    serial: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    card_range_start: Mapped[int] = mapped_column(BigInteger)
+    card_range_end: Mapped[int] = mapped_column(BigInteger)
+    certificate_serial: Mapped[str] = mapped_column(String(48))
+    certificate_expires: Mapped[datetime] = mapped_column(UTCDateTime)
+    enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    successor: Mapped[str] = mapped_column(String(64), default="")
+
+
+class CardRange(HqBase):
+    """A block of card serials owned by one device; blocks never overlap and are never reused."""
+
+    __tablename__ = "hq_card_range"
+    range_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    range_end: Mapped[int] = mapped_column(BigInteger, unique=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    allocated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class UsedPairingCode(HqBase):
+    """A pairing slip HQ has answered: a code is good for one bundle only."""
+
+    __tablename__ = "hq_pairing_used"
+    code_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    serial: Mapped[str] = mapped_column(String(64))
+    device_id: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RevokedCertificate(HqBase):
+    """A device certificate the broker must refuse (written to the CRL)."""
+
+    __tablename__ = "hq_revoked_certificate"
+    certificate_serial: Mapped[str] = mapped_column(String(48), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(String(256))
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EnrolmentAction(HqBase):
+    """Everything the enrolment desk did: enrol, move, replace, revoke."""
+
+    __tablename__ = "hq_enrolment_action"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    action: Mapped[str] = mapped_column(String(16))
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    store_id: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="{}")

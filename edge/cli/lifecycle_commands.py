@@ -238,18 +238,23 @@ def provision_group() -> None:
     """Pair this device with HQ, enrol it from HQ's bundle, check it before service."""
 
 
+def _config_path() -> Path:
+    return load_config(state().config_path, _data_dir())[1]
+
+
 @provision_group.command("pairing-slip")
 @click.option("--serial", help="Device serial (default: the board's).")
 @click.option("--no-print", is_flag=True, help="Show the pairing code without printing.")
+@click.option("--actor", default="technician", show_default=True, help="Who, for the audit.")
 @json_option
-def pairing_slip_cmd(serial: str | None, no_print: bool) -> None:
+def pairing_slip_cmd(serial: str | None, no_print: bool, actor: str) -> None:
     """A one-time pairing code and this device's certificate request, on the receipt printer."""
     from datetime import datetime
 
     from edge.provisioning.pairing import pairing_slip, start_pairing
 
     data_dir = _data_dir()
-    request = start_pairing(data_dir, serial=serial)
+    request = start_pairing(data_dir, serial=serial, actor=actor, config_path=_config_path())
     printed = False
     if not no_print:
         from drivers.factory import open_printer
@@ -275,12 +280,22 @@ def pairing_slip_cmd(serial: str | None, no_print: bool) -> None:
 
 
 def _enrol_key(path: Path | None) -> Any:
+    """HQ's enrolment public key: ``--hq-key`` (or $KIOSK_HQ_ENROL_KEY, set by the image's
+    /etc/default/member-kiosk), else keys/hq-enrol.pub in the data directory, else the one
+    the image installed (/etc/member-kiosk/hq-enrol.pub)."""
+    from edge.domain.errors import ConfigError
     from edge.provisioning.enrolment import IMAGE_ENROL_KEY
     from edge.security.keys import load_public_key
 
     if path is None:
         local = _data_dir() / "keys" / "hq-enrol.pub"
         path = local if local.exists() else IMAGE_ENROL_KEY
+        if not path.exists():
+            raise ConfigError(
+                "HQ's enrolment key is not installed (this image was built without it): "
+                "give it with --hq-key FILE",
+                code="enrol_key_missing",
+            )
     return load_public_key(path)
 
 
@@ -293,7 +308,51 @@ def _read_qr_image(image: Path) -> bytes:
     for code in CodeDecoder().decode(_load_image(image)):
         if code.text.startswith(QR_PREFIX):
             return bundle_from_qr(code.text)
-    raise InvalidInput(f"{image}: no enrolment QR code found")
+    raise InvalidInput(f"{image}: no enrolment QR code found", code="no_qr")
+
+
+def _read_qr_camera(timeout_s: float, sim: bool, sim_images: tuple[Path, ...]) -> bytes:
+    """The first enrolment QR code the configured scanner sees (other codes are passed over).
+
+    With ``sim`` a simulated camera plays ``sim_images`` (default: the configured images).
+    """
+    import time
+
+    from drivers.config import ScannerConfig
+    from drivers.errors import DeviceError
+    from drivers.factory import open_scanner
+    from edge.domain.errors import InvalidInput
+    from edge.provisioning.enrolment import QR_PREFIX, bundle_from_qr
+
+    config = _config().hardware.scanner
+    if sim:
+        images = [str(p) for p in sim_images] or config.images
+        config = ScannerConfig.model_validate(
+            {**config.model_dump(), "backend": "sim", "images": images}
+        )
+    try:
+        scanner = open_scanner(config)
+    except DeviceError as exc:
+        raise InvalidInput(f"scanner: {exc.health.reason}", code="scanner") from None
+    deadline = time.monotonic() + timeout_s
+    seen: list[str] = []
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                code = scanner.read_code(min(left, 1.0))
+            except DeviceError as exc:
+                raise InvalidInput(f"scanner: {exc.health.reason}", code="scanner") from None
+            if code is None:
+                continue
+            if code.text.startswith(QR_PREFIX):
+                return bundle_from_qr(code.text)
+            seen.append(code.text[:16])
+    finally:
+        scanner.close()
+    other = f" (saw only other codes: {', '.join(seen[:3])})" if seen else ""
+    raise InvalidInput(
+        f"the camera saw no enrolment QR code in {timeout_s:g} s{other}", code="no_qr"
+    )
 
 
 def _run_checks(data_dir: Path) -> Any:
@@ -314,7 +373,7 @@ def _run_checks(data_dir: Path) -> Any:
     return ProvisionReport(lines)
 
 
-@provision_group.command("apply")
+@click.command("enrol")
 @click.argument(
     "bundle", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
@@ -324,35 +383,66 @@ def _run_checks(data_dir: Path) -> Any:
     help="A photo of HQ's enrolment QR code instead of a bundle file.",
 )
 @click.option(
+    "--camera", is_flag=True, help="Read HQ's enrolment QR code with this kiosk's camera."
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(1, 3600),
+    default=120.0,
+    show_default=True,
+    help="Seconds --camera waits for the code.",
+)
+@click.option("--sim", is_flag=True, help="--camera on a simulated camera (development machine).")
+@click.option(
+    "--sim-image",
+    "sim_images",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An image the simulated camera shows (repeatable).",
+)
+@click.option(
     "--hq-key",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="KIOSK_HQ_ENROL_KEY",
     help="HQ's enrolment public key (default: keys/hq-enrol.pub, else the image's).",
 )
 @click.option("--reprovision", is_flag=True, help="Give an enrolled device a new identity.")
 @click.option("--actor", default="technician", show_default=True, help="Who, for the audit.")
 @click.option("--skip-checks", is_flag=True, help="Enrol only; run `provision check` later.")
 @json_option
-def provision_apply_cmd(
+def provision_enrol_cmd(
     bundle: Path | None,
     qr_image: Path | None,
+    camera: bool,
+    timeout_s: float,
+    sim: bool,
+    sim_images: tuple[Path, ...],
     hq_key: Path | None,
     reprovision: bool,
     actor: str,
     skip_checks: bool,
 ) -> None:
-    """Enrol from HQ's signed BUNDLE, then check network, broker login and every peripheral."""
+    """Enrol from HQ's signed BUNDLE (or its QR code), then check network, broker login and
+    every peripheral."""
     from edge.provisioning.enrolment import apply_enrolment, verify_enrolment
 
-    if (bundle is None) == (qr_image is None):
-        raise click.UsageError("give a BUNDLE file or --qr-image")
+    if sum((bundle is not None, qr_image is not None, camera)) != 1:
+        raise click.UsageError("give a BUNDLE file, --qr-image or --camera")
+    if (sim or sim_images) and not camera:
+        raise click.UsageError("--sim and --sim-image go with --camera")
+    public_key = _enrol_key(hq_key)
     if bundle is not None:
         raw = bundle.read_bytes()
-    else:
-        assert qr_image is not None
+    elif qr_image is not None:
         raw = _read_qr_image(qr_image)
-    enrolment = verify_enrolment(raw, _enrol_key(hq_key))
+    else:
+        raw = _read_qr_camera(timeout_s, sim, sim_images)
+    enrolment = verify_enrolment(raw, public_key)
     data_dir = _data_dir()
-    applied = apply_enrolment(data_dir, enrolment, actor=actor, reprovision=reprovision)
+    applied = apply_enrolment(
+        data_dir, enrolment, actor=actor, reprovision=reprovision, config_path=_config_path()
+    )
     head = f"已登记 enrolled: store {applied.store_id}, device {applied.device_id}" + (
         f" (was {applied.previous_device_id})" if applied.previous_device_id else ""
     )
@@ -368,6 +458,10 @@ def provision_apply_cmd(
         raise click.exceptions.Exit(1)
 
 
+provision_group.add_command(provision_enrol_cmd, "enrol")
+provision_group.add_command(provision_enrol_cmd, "apply")  # the earlier name
+
+
 @provision_group.command("check")
 @json_option
 def provision_check_cmd() -> None:
@@ -381,17 +475,14 @@ def provision_check_cmd() -> None:
 @provision_group.command("audit")
 @json_option
 def provision_audit_cmd() -> None:
-    """Every provisioning of this device (hash-chained; an altered log is reported)."""
+    """Every pairing and enrolment of this device, from its audit chain (an altered or cut
+    chain is reported)."""
     from edge.provisioning.enrolment import read_audit
 
-    records = read_audit(_data_dir())
-    emit(
-        records,
-        lambda rs: (
-            "\n".join(
-                f"{r['at']} {r['action']:<11} {r['store_id']}/{r['device_id']} by {r['actor']}"
-                for r in rs
-            )
-            or "never provisioned"
-        ),
-    )
+    records = read_audit(_data_dir(), _config_path())
+
+    def line(r: dict[str, Any]) -> str:
+        what = f"{r.get('store_id', '')}/{r.get('device_id', '')}" if "device_id" in r else ""
+        return f"{r['at']} {r['action']:<18} {what or r['subject']} by {r['actor']}"
+
+    emit(records, lambda rs: "\n".join(line(r) for r in rs) or "never provisioned")

@@ -1,12 +1,13 @@
 """Pairing: a one-time code and the certificate request, printed on a slip for HQ.
 
 The technician registers the device at HQ with the slip (its QR code carries the serial, the
-code and the request); HQ answers with an enrolment bundle bound to that code.
+code and the request); HQ answers with an enrolment bundle bound to that code. Printing a
+slip is recorded in the device's audit chain (the code itself is not: only its hash is kept,
+in ``provisioning/pairing.json``, until an enrolment uses it).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -18,10 +19,22 @@ from pathlib import Path
 
 from drivers.printer.document import Cut, Feed, Qr, Receipt, Rule, Text, columns
 from edge.domain.errors import Refusal
+from edge.provisioning.bundle import PAIR_PREFIX, PairingQr, pairing_qr_text, parse_pairing_qr
+from edge.provisioning.history import record_provisioning
 from edge.provisioning.identity import certificate_request, device_serial, ensure_device_key
 
+__all__ = [
+    "PAIR_PREFIX",
+    "PairingQr",
+    "PairingRequest",
+    "check_pairing",
+    "consume_pairing",
+    "pairing_slip",
+    "parse_pairing_qr",
+    "start_pairing",
+]
+
 PAIRING_FILE = Path("provisioning/pairing.json")
-PAIR_PREFIX = "MCKPAIR1"
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud and typed
 CODE_LENGTH = 10
 PAIRING_TTL = timedelta(days=7)
@@ -36,16 +49,7 @@ class PairingRequest:
 
     @property
     def qr_text(self) -> str:
-        csr = base64.urlsafe_b64encode(self.csr_der).decode().rstrip("=")
-        return f"{PAIR_PREFIX}:{self.serial}:{self.code}:{csr}"
-
-
-def parse_pairing_qr(text: str) -> tuple[str, str, bytes]:
-    """HQ's side: serial, code and CSR (DER) from a slip's QR text."""
-    prefix, serial, code, csr = text.strip().split(":", 3)
-    if prefix != PAIR_PREFIX:
-        raise ValueError("not a member-kiosk pairing code")
-    return serial, code, base64.urlsafe_b64decode(csr + "=" * (-len(csr) % 4))
+        return pairing_qr_text(self.serial, self.code, self.csr_der)
 
 
 def code_digest(code: str) -> str:
@@ -53,9 +57,18 @@ def code_digest(code: str) -> str:
 
 
 def start_pairing(
-    data_dir: Path, *, serial: str | None = None, now: datetime | None = None
+    data_dir: Path,
+    *,
+    serial: str | None = None,
+    now: datetime | None = None,
+    actor: str = "technician",
+    config_path: Path | None = None,
 ) -> PairingRequest:
-    """A fresh one-time code (replacing any earlier one) and the CSR for the device's key."""
+    """A fresh one-time code (replacing any earlier one) and the CSR for the device's key.
+
+    Recorded in the device's audit chain (``provision.pairing``); the database is created
+    if the device has none yet.
+    """
     now = now or datetime.now(UTC)
     serial = serial or device_serial()
     key = ensure_device_key(data_dir / "tls" / "device.key")
@@ -63,23 +76,31 @@ def start_pairing(
     request = PairingRequest(serial, code, certificate_request(key, serial), now + PAIRING_TTL)
     path = data_dir / PAIRING_FILE
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(
-        json.dumps(
-            {
-                "serial": serial,
-                "code_sha256": code_digest(code),
-                "expires_at": request.expires_at.isoformat(),
-            }
-        ),
-        encoding="utf-8",
-    )
-    os.replace(tmp, path)
+    with record_provisioning(data_dir, config_path) as history:
+        history.audit(
+            actor,
+            "provision.pairing",
+            serial,
+            expires_at=request.expires_at.isoformat(),
+            code_sha256=code_digest(code),
+        )
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "serial": serial,
+                    "code_sha256": code_digest(code),
+                    "expires_at": request.expires_at.isoformat(),
+                }
+            ),
+            encoding="utf-8",
+        )
+        os.replace(tmp, path)
     return request
 
 
-def consume_pairing(data_dir: Path, code: str, now: datetime | None = None) -> str:
-    """Check ``code`` against the pending pairing and retire it; returns the serial.
+def check_pairing(data_dir: Path, code: str, now: datetime | None = None) -> str:
+    """The serial of the pending pairing if ``code`` is its code (nothing is changed).
 
     Raises:
         Refusal: no pairing is pending, it expired, or the code is another one.
@@ -95,8 +116,18 @@ def consume_pairing(data_dir: Path, code: str, now: datetime | None = None) -> s
         raise Refusal("the pairing code expired: print a new slip", code="pairing_expired")
     if not hmac.compare_digest(pending["code_sha256"], code_digest(code)):
         raise Refusal("the bundle was issued for another pairing code", code="pairing_mismatch")
-    path.unlink()
     return str(pending["serial"])
+
+
+def consume_pairing(data_dir: Path, code: str, now: datetime | None = None) -> str:
+    """Check ``code`` against the pending pairing and retire it; returns the serial.
+
+    Raises:
+        Refusal: no pairing is pending, it expired, or the code is another one.
+    """
+    serial = check_pairing(data_dir, code, now)
+    (data_dir / PAIRING_FILE).unlink()
+    return serial
 
 
 def pairing_slip(request: PairingRequest, printed_at: str) -> Receipt:

@@ -1,38 +1,94 @@
-"""Provisioning: pairing slip, HQ's signed bundle, config and certificates, re-provisioning."""
+"""Provisioning: pairing slip, HQ's enrolment desk, the signed bundle (file, QR code, camera),
+config and certificates, re-provisioning, revocation, and the audit on both sides."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from drivers.printer import PrinterProfile, encode_receipt
 from drivers.printer.document import Qr
+from drivers.scanner import CodeDecoder
 from edge.config import parse_config
-from edge.domain.errors import IntegrityError, Refusal
+from edge.domain.errors import IntegrityError, InvalidInput, NotFound, Refusal
+from edge.provisioning.bundle import MAX_QR_TEXT, pairing_qr_text, parse_pairing_qr
 from edge.provisioning.enrolment import (
     apply_enrolment,
     bundle_from_qr,
     bundle_to_qr,
+    issue_bundle,
     read_audit,
     verify_enrolment,
 )
 from edge.provisioning.pairing import pairing_slip, start_pairing
-from edge.sync.broker import DevCA
-from tests.lifecycle.hq_desk import HqDesk
+from edge.sync.broker import DevCA, write_command_keys
+from hq.enrol import DeskSettings, EnrolmentDesk, write_enrol_key
+from hq.enrol_cli import add_enrol_commands
+from hq.models import CardRange, EnrolledDevice, EnrolmentAction, UsedPairingCode
+from hq.service import HqConfig, make_hq_engine
 
 KIOSK = str(Path(sys.executable).parent / "kiosk")
 
 
+def make_desk(root: Path, ca_dir: Path, **settings: object) -> EnrolmentDesk:
+    """HQ's desk on a real SQLite database, signing with the CA in ``ca_dir``."""
+    DevCA(ca_dir)
+    if not (ca_dir / "hq-command.key").exists():
+        write_command_keys(ca_dir)
+    if not (ca_dir / "hq-enrol.key").exists():
+        write_enrol_key(ca_dir)
+    update = ca_dir / "hq-update.pub"
+    if not update.exists():
+        update.write_bytes(
+            Ed25519PrivateKey.generate()
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    base = DeskSettings(
+        ca_dir=ca_dir,
+        enrol_key=ca_dir / "hq-enrol.key",
+        command_key=ca_dir / "hq-command.key",
+        update_key=update,
+        broker_host="127.0.0.1",
+        broker_port=8883,
+        rules_version="2026.03",
+        catalogue_version="2026.03-2",
+    )
+    engine = make_hq_engine(f"sqlite+pysqlite:///{root / 'hq.db'}")
+    return EnrolmentDesk(engine, replace(base, **settings))  # type: ignore[arg-type]
+
+
+def enrol_public(desk: EnrolmentDesk):
+    return serialization.load_pem_public_key((desk.settings.ca_dir / "hq-enrol.pub").read_bytes())
+
+
+def table_counts(desk: EnrolmentDesk) -> tuple[int, ...]:
+    with Session(desk.engine) as s:
+        return tuple(
+            s.scalar(select(func.count()).select_from(t)) or 0
+            for t in (EnrolledDevice, CardRange, UsedPairingCode, EnrolmentAction)
+        )
+
+
 @pytest.fixture
-def desk(tmp_path) -> HqDesk:
-    DevCA(tmp_path / "ca")
-    return HqDesk.create(tmp_path / "ca")
+def desk(tmp_path) -> EnrolmentDesk:
+    return make_desk(tmp_path, tmp_path / "ca")
 
 
 @pytest.fixture
@@ -43,8 +99,8 @@ def data(tmp_path) -> Path:
     return d
 
 
-def test_pairing_slip_carries_serial_code_and_a_request_for_the_device_key(data):
-    request = start_pairing(data, serial="10000000abcdef01")
+def test_pairing_slip_carries_serial_code_and_a_request_and_is_audited(data):
+    request = start_pairing(data, serial="10000000abcdef01", actor="tech-wang")
     assert len(request.code) == 10 and request.code.isalnum()
     assert (data / "tls/device.key").stat().st_mode & 0o777 == 0o600
     slip = pairing_slip(request, "2026-03-02 10:00")
@@ -54,132 +110,335 @@ def test_pairing_slip_carries_serial_code_and_a_request_for_the_device_key(data)
     assert "设备配对".encode("gb18030") in raw and request.code[:5].encode() in raw
     again = start_pairing(data, serial="10000000abcdef01")
     assert again.code != request.code  # one-time: a new slip replaces the old code
-    assert again.csr_der != b"" and (data / "tls/device.key").read_bytes()
+    records = read_audit(data)
+    assert [(r["action"], r["subject"], r["actor"]) for r in records] == [
+        ("provision.pairing", "10000000abcdef01", "tech-wang"),
+        ("provision.pairing", "10000000abcdef01", "technician"),
+    ]
+    assert request.code not in json.dumps(records)  # only the code's hash is kept
+    # the provisioning records are in the ledger's audit chain, which `kiosk ledger verify` checks
+    verify = subprocess.run(
+        [KIOSK, "--data-dir", str(data), "--json", "ledger", "verify"],
+        capture_output=True,
+        text=True,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert json.loads(verify.stdout)["audit_records"] == 2
 
 
-def test_a_bundle_enrols_the_device_and_keeps_other_settings(data, desk):
+def test_hq_enrols_a_device_from_its_slip_and_the_device_applies_the_bundle(data, desk):
     request = start_pairing(data, serial="serial-1")
-    bundle = desk.register(request.qr_text, store_id="S007", device_id="K070", broker_port=8883)
-    enrolment = verify_enrolment(bundle, desk.enrol_key.public_key())
+    issued = desk.enrol(request.qr_text, store_id="S007", out_dir=data.parent / "out")
+    assert (issued.device_id, issued.serial) == ("K001", "serial-1")  # the next free id
+    enrolment = verify_enrolment(issued.bundle_path.read_bytes(), enrol_public(desk))
+    cert = x509.load_pem_x509_certificate(enrolment.device_cert_pem.encode())
+    assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "K001"
+    assert format(cert.serial_number, "x") == issued.certificate_serial
     applied = apply_enrolment(data, enrolment, actor="tech-wang")
     assert (applied.store_id, applied.device_id, applied.previous_device_id) == (
         "S007",
-        "K070",
+        "K001",
         None,
     )
     config = parse_config((data / "config.toml").read_text())
-    assert (config.device.store_id, config.device.device_id) == ("S007", "K070")
+    assert (config.device.store_id, config.device.device_id) == ("S007", "K001")
     assert (config.device.card_range_start, config.device.card_range_end) == (100_000, 149_999)
     assert (config.sync.enabled, config.sync.broker_port) == (True, 8883)
     assert config.ui.language == "en" and config.points.checkin_points == 7
     for name in ("tls/ca.crt", "tls/device.crt", "keys/hq-command.pub", "keys/hq-update.pub"):
         assert (data / name).exists(), name
-    (record,) = read_audit(data)
+    pairing, record = read_audit(data)
+    assert pairing["action"] == "provision.pairing"
     assert (record["action"], record["actor"], record["serial"]) == (
-        "provision",
+        "provision.enrol",
         "tech-wang",
         "serial-1",
     )
     assert record["rules_version"] == "2026.03"
-    with pytest.raises(Refusal) as err:  # the code was used up
+    assert record["certificate_serial"] == issued.certificate_serial
+    (row,) = desk.devices()
+    assert (row.device_id, row.store_id, row.state, row.fleet_state) == (
+        "K001",
+        "S007",
+        "active",
+        "never seen",
+    )
+    with pytest.raises(Refusal) as err:  # the code was used up on the device ...
         apply_enrolment(data, enrolment, reprovision=True)
     assert err.value.code == "not_pairing"
+    before = table_counts(desk)
+    with pytest.raises(Refusal) as used:  # ... and at HQ
+        desk.enrol(request.qr_text, store_id="S007", out_dir=data.parent / "out2")
+    assert used.value.code == "pairing_used"
+    assert table_counts(desk) == before and not (data.parent / "out2").exists()
+
+
+def test_card_ranges_never_overlap_and_run_out_with_a_clear_refusal(tmp_path):
+    desk = make_desk(tmp_path, tmp_path / "ca", card_range_size=1000, card_range_limit=102_999)
+    ranges = []
+    for n in range(3):
+        slip = start_pairing(tmp_path / f"d{n}", serial=f"serial-{n}")
+        issued = desk.enrol(slip.qr_text, store_id="S001", out_dir=tmp_path / "out")
+        ranges.append((issued.card_range_start, issued.card_range_end))
+    assert ranges == [(100_000, 100_999), (101_000, 101_999), (102_000, 102_999)]
+    # the desk restarted on the same database continues after the last block
+    again = make_desk(tmp_path, tmp_path / "ca", card_range_size=500)
+    slip = start_pairing(tmp_path / "d3", serial="serial-3")
+    assert again.enrol(
+        slip.qr_text, store_id="S002", out_dir=tmp_path / "out"
+    ).card_range_start == (103_000)
+    before = table_counts(desk)
+    slip = start_pairing(tmp_path / "d4", serial="serial-4")
+    with pytest.raises(Refusal) as err:
+        desk.enrol(slip.qr_text, store_id="S001", out_dir=tmp_path / "out")
+    assert err.value.code == "range_exhausted"
+    assert table_counts(desk) == before
+    assert not (tmp_path / "out" / "K005.enrol").exists()
+
+
+def test_bad_slips_are_refused_and_change_nothing(tmp_path, desk):
+    good = start_pairing(tmp_path / "dev", serial="serial-1")
+    parsed = parse_pairing_qr(good.qr_text)
+    tampered = bytearray(parsed.csr_der)
+    tampered[-5] ^= 0xFF  # the request's signature no longer matches
+    other = start_pairing(tmp_path / "other", serial="serial-2")
+    cases = {
+        "garbled": ("MCKPAIR1:serial-1", "pairing_qr_invalid"),
+        "not ours": ("https://example.com/", "pairing_qr_invalid"),
+        "not a request": (pairing_qr_text("serial-1", parsed.code, b"junk"), "csr_invalid"),
+        "bad signature": (
+            pairing_qr_text("serial-1", parsed.code, bytes(tampered)),
+            "csr_signature",
+        ),
+        "another serial": (
+            pairing_qr_text("serial-9", parsed.code, parse_pairing_qr(other.qr_text).csr_der),
+            "csr_invalid",
+        ),
+    }
+    out = tmp_path / "out"
+    for name, (text, code) in cases.items():
+        with pytest.raises(InvalidInput) as err:
+            desk.enrol(text, store_id="S001", out_dir=out)
+        assert err.value.code == code, name
+    with pytest.raises(InvalidInput) as bad_store:
+        desk.enrol(good.qr_text, store_id="S 1/#", out_dir=out)
+    assert bad_store.value.code == "bad_name"
+    for action in (
+        lambda: desk.revoke("K404", "lost"),
+        lambda: desk.move("K404", good.qr_text, store_id="S002", out_dir=out),
+        lambda: desk.replace("K404", good.qr_text, out_dir=out),
+    ):
+        with pytest.raises(NotFound) as unknown:
+            action()
+        assert unknown.value.code == "unknown_device"
+    assert table_counts(desk) == (0, 0, 0, 0)
+    assert not out.exists() or not any(out.iterdir())
+    assert desk.revoked_serials() == []
+    # a taken device id
+    desk.enrol(good.qr_text, store_id="S001", device_id="K070", out_dir=out)
+    with pytest.raises(Refusal) as taken:
+        desk.enrol(other.qr_text, store_id="S001", device_id="K070", out_dir=out)
+    assert taken.value.code == "device_id_taken"
 
 
 def test_bundles_not_from_hq_or_not_for_this_device_are_refused(data, desk, tmp_path):
     request = start_pairing(data, serial="serial-1")
-    forged = desk.register(
-        request.qr_text,
-        store_id="S007",
-        device_id="K070",
-        broker_port=8883,
-        signer=Ed25519PrivateKey.generate(),
-    )
+    issued = desk.enrol(request.qr_text, store_id="S007", out_dir=tmp_path / "out")
+    genuine = verify_enrolment(issued.bundle_path.read_bytes(), enrol_public(desk))
+    forged = issue_bundle(genuine, Ed25519PrivateKey.generate())
     with pytest.raises(IntegrityError) as forged_err:
-        verify_enrolment(forged, desk.enrol_key.public_key())
+        verify_enrolment(forged, enrol_public(desk))
     assert forged_err.value.code == "bundle_signature"
     # a bundle for another device's pairing (its code and its key)
-    other = tmp_path / "other"
-    other_request = start_pairing(other, serial="serial-2")
-    theirs = desk.register(other_request.qr_text, store_id="S007", device_id="K071", broker_port=1)
+    other_request = start_pairing(tmp_path / "other", serial="serial-2")
+    theirs = desk.enrol(other_request.qr_text, store_id="S007", out_dir=tmp_path / "out")
     with pytest.raises(Refusal) as err:
-        apply_enrolment(data, verify_enrolment(theirs, desk.enrol_key.public_key()))
+        apply_enrolment(data, verify_enrolment(theirs.bundle_path.read_bytes(), enrol_public(desk)))
     assert err.value.code == "certificate_mismatch"
     assert not (data / "tls/device.crt").exists()
-    assert read_audit(data) == []
+    assert [r["action"] for r in read_audit(data)] == ["provision.pairing"]
 
 
-def test_the_qr_form_of_a_bundle_round_trips(data, desk):
+def test_the_bundle_fits_one_qr_code_and_its_png_reads_back(data, desk, tmp_path):
     request = start_pairing(data, serial="serial-1")
-    bundle = desk.register(request.qr_text, store_id="S1", device_id="K1", broker_port=1883)
+    issued = desk.enrol(request.qr_text, store_id="S1", out_dir=tmp_path / "out")
+    bundle = issued.bundle_path.read_bytes()
     text = bundle_to_qr(bundle)
-    assert len(text) < 2900  # fits one QR code (version 40, byte mode)
+    assert issued.qr_chars == len(text) < MAX_QR_TEXT  # one QR code (version 40, byte mode)
     assert bundle_from_qr(text) == bundle
+    import cv2
+
+    image = cv2.imread(str(issued.qr_path), cv2.IMREAD_GRAYSCALE)
+    assert image is not None
+    (code,) = CodeDecoder().decode(image)  # type: ignore[arg-type]
+    assert code.text == text
+    with pytest.raises(InvalidInput):
+        bundle_from_qr(text[:-40] + "!!")
 
 
-def test_reprovisioning_moves_the_device_and_is_audited(data, desk):
+def test_moving_a_device_is_audited_on_both_sides_and_revokes_its_old_certificate(data, desk):
+    out = data.parent / "out"
     first = start_pairing(data, serial="serial-1")
-    apply_enrolment(
-        data,
-        verify_enrolment(
-            desk.register(first.qr_text, store_id="S001", device_id="K001", broker_port=1),
-            desk.enrol_key.public_key(),
-        ),
-    )
+    issued = desk.enrol(first.qr_text, store_id="S001", device_id="K001", out_dir=out)
+    apply_enrolment(data, verify_enrolment(issued.bundle_path.read_bytes(), enrol_public(desk)))
     second = start_pairing(data, serial="serial-1")
-    moved = verify_enrolment(
-        desk.register(
-            second.qr_text,
-            store_id="S002",
-            device_id="K009",
-            broker_port=1,
-            card_range=(200_000, 249_999),
-            replaces="K005",
-        ),
-        desk.enrol_key.public_key(),
-    )
+    moved = desk.move("K001", second.qr_text, store_id="S002", out_dir=out, actor="hq-zhao")
+    assert (moved.device_id, moved.store_id) == ("K001", "S002")
+    assert (moved.card_range_start, moved.card_range_end) == (
+        issued.card_range_start,
+        issued.card_range_end,
+    )  # the same identity keeps its card serials
+    assert moved.revoked == (issued.certificate_serial,)
+    bundle = verify_enrolment(moved.bundle_path.read_bytes(), enrol_public(desk))
     with pytest.raises(Refusal) as err:
-        apply_enrolment(data, moved)
+        apply_enrolment(data, bundle)
     assert err.value.code == "already_provisioned"
-    applied = apply_enrolment(data, moved, reprovision=True, actor="tech-li")
-    assert applied.previous_device_id == "K001"
+    applied = apply_enrolment(data, bundle, reprovision=True, actor="tech-li")
+    assert (applied.previous_device_id, applied.action) == ("K001", "provision.move")
     assert applied.retired_to is not None
-    assert (
-        tomllib.loads((applied.retired_to / "config.toml").read_text())["device"]["device_id"]
-        == "K001"
-    )
-    records = read_audit(data)
-    assert [(r["action"], r["device_id"]) for r in records] == [
-        ("provision", "K001"),
-        ("reprovision", "K009"),
+    retired = tomllib.loads((applied.retired_to / "config.toml").read_text())
+    assert retired["device"]["store_id"] == "S001"
+    records = [r for r in read_audit(data) if r["action"] != "provision.pairing"]
+    assert [(r["action"], r["store_id"], r["actor"]) for r in records] == [
+        ("provision.enrol", "S001", "technician"),
+        ("provision.move", "S002", "tech-li"),
     ]
-    assert records[1]["previous_device_id"] == "K001" and records[1]["replaces_device"] == "K005"
-    # the log is chained: editing an earlier record is detected
-    log = data / "provisioning/audit.jsonl"
-    lines = log.read_text().splitlines()
-    edited = json.loads(lines[0])
-    edited["actor"] = "someone-else"
-    log.write_text(json.dumps(edited) + "\n" + lines[1] + "\n")
+    assert records[1]["previous_store_id"] == "S001"
+    hq_side = desk.actions("K001")
+    assert [(a.action, a.store_id) for a in hq_side] == [("enrol", "S001"), ("move", "S002")]
+    assert hq_side[1].actor == "hq-zhao" and hq_side[1].detail["previous_store_id"] == "S001"
+    crl = x509.load_pem_x509_crl(desk.settings.crl_path.read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(int(issued.certificate_serial, 16))
+    assert crl.get_revoked_certificate_by_serial_number(int(moved.certificate_serial, 16)) is None
+    # the device's chain is tamper-evident: editing an earlier record is detected
+    with sqlite3.connect(data / "kiosk.db") as db:
+        db.execute("UPDATE audit SET actor = 'someone-else' WHERE action = 'provision.enrol'")
     with pytest.raises(IntegrityError):
         read_audit(data)
 
 
-# -- with a real broker: the issued certificate logs in, the device shows in HQ's fleet ------
+def test_replacing_a_broken_device_revokes_its_identity(tmp_path, desk):
+    out = tmp_path / "out"
+    broken = desk.enrol(
+        start_pairing(tmp_path / "old", serial="old").qr_text, store_id="S001", out_dir=out
+    )
+    new_data = tmp_path / "new"
+    spare = start_pairing(new_data, serial="spare")
+    issued = desk.replace(broken.device_id, spare.qr_text, out_dir=out, reason="screen broken")
+    assert (issued.device_id, issued.store_id, issued.serial) == ("K001", "S001", "spare")
+    enrolment = verify_enrolment(issued.bundle_path.read_bytes(), enrol_public(desk))
+    assert enrolment.replaces_device == "K001"
+    applied = apply_enrolment(new_data, enrolment)
+    assert applied.action == "provision.replace"
+    crl = x509.load_pem_x509_crl(desk.settings.crl_path.read_bytes())
+    assert {format(r.serial_number, "x") for r in crl} == {broken.certificate_serial}
+    ca = x509.load_pem_x509_certificate((desk.settings.ca_dir / "ca.crt").read_bytes())
+    assert crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+    # revoking the replacement too (stolen): it joins the list
+    desk.revoke("K001", "stolen from the store")
+    crl = x509.load_pem_x509_crl(desk.settings.crl_path.read_bytes())
+    assert {format(r.serial_number, "x") for r in crl} == {
+        broken.certificate_serial,
+        issued.certificate_serial,
+    }
+    with pytest.raises(Refusal):
+        desk.revoke("K001", "again")
+    assert [a.action for a in desk.actions()] == ["enrol", "replace", "revoke"]
 
 
-def test_provisioned_device_logs_in_and_appears_in_hq_fleet(tmp_path, desk):
+def _hq_cli(config: HqConfig) -> click.Group:
+    @click.group()
+    @click.pass_context
+    def hq(ctx: click.Context) -> None:
+        ctx.obj = {"config": config}
+
+    add_enrol_commands(hq)
+    return hq
+
+
+def test_camera_enrolment_reads_the_bundle_qr_from_the_simulated_camera(data, desk, tmp_path):
+    request = start_pairing(data, serial="serial-cam")
+    config = HqConfig(
+        database_url=str(desk.engine.url), ca_file=str(desk.settings.ca_dir / "ca.crt")
+    )
+    result = CliRunner().invoke(
+        _hq_cli(config),
+        [
+            "enrol",
+            request.qr_text,
+            "--store",
+            "S003",
+            "--device",
+            "K030",
+            "--out",
+            str(tmp_path / "out"),
+            "--rules-version",
+            "2026.04",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    issued = json.loads(result.output)
+    assert issued["device_id"] == "K030"
+    cmd = [
+        KIOSK,
+        "--data-dir",
+        str(data),
+        "provision",
+        "enrol",
+        "--camera",
+        "--sim",
+        "--timeout",
+        "20",
+        "--hq-key",
+        str(desk.settings.ca_dir / "hq-enrol.pub"),
+        "--skip-checks",
+    ]
+    # a camera showing nothing: a clear error after the timeout, nothing changed
+    blank = subprocess.run([*cmd, "--timeout", "2"], capture_output=True, text=True)
+    assert blank.returncode == 1 and "no enrolment QR code" in blank.stderr, blank.stderr
+    assert not (data / "tls/device.crt").exists()
+    shown = subprocess.run([*cmd, "--sim-image", issued["qr_path"]], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "enrolled: store S003, device K030" in shown.stdout
+    config_text = parse_config((data / "config.toml").read_text())
+    assert config_text.device.device_id == "K030"
+    assert read_audit(data)[-1]["rules_version"] == "2026.04"
+    listed = CliRunner().invoke(_hq_cli(config), ["devices", "--json"])
+    assert [d["device_id"] for d in json.loads(listed.output)["devices"]] == ["K030"]
+
+
+def test_hq_cli_refuses_a_garbled_slip_with_a_clear_error(desk, tmp_path):
+    config = HqConfig(
+        database_url=str(desk.engine.url), ca_file=str(desk.settings.ca_dir / "ca.crt")
+    )
+    result = CliRunner().invoke(
+        _hq_cli(config),
+        ["enrol", "MCKPAIR1:garbage", "--store", "S001", "--out", str(tmp_path / "out")],
+    )
+    assert result.exit_code == 1
+    assert "not a member-kiosk pairing code" in result.output
+    assert table_counts(desk) == (0, 0, 0, 0)
+
+
+# -- with a real broker: the issued certificate logs in, the device shows in HQ's fleet, a
+# revoked certificate is refused by a broker reading HQ's CRL ---------------------------------
+
+
+def test_enrolled_device_logs_in_appears_in_hq_fleet_and_is_refused_once_revoked(tmp_path):
+    from edge.provisioning.checks import check_broker_login
     from edge.sync.agent import Agent
     from hq.service import HqService
-    from tests.sync.conftest import Runner, open_app, start_broker, wait_until
+    from tests.sync.conftest import Runner, make_data_dir, open_app, start_broker, wait_until
     from tests.sync.test_end_to_end import hq_config
 
     broker = start_broker(tmp_path / "broker")
     try:
-        desk.ca_dir = broker.directory  # HQ signs with the broker's CA
+        desk = make_desk(tmp_path, broker.directory, broker_port=broker.port)
         data = tmp_path / "K001"
         data.mkdir()
         (data / "keys").mkdir(mode=0o700)
-        (data / "keys/hq-enrol.pub").write_bytes(desk.enrol_public_pem())
+        (data / "keys/hq-enrol.pub").write_bytes((broker.directory / "hq-enrol.pub").read_bytes())
         (data / "config.toml").write_text("[sync]\ntelemetry_interval_s = 1.0\n")
         slip = subprocess.run(
             [
@@ -191,18 +450,16 @@ def test_provisioned_device_logs_in_and_appears_in_hq_fleet(tmp_path, desk):
                 "pairing-slip",
                 "--serial",
                 "10000000feedbeef",
+                "--no-print",
             ],
             capture_output=True,
             text=True,
             check=True,
         )
         qr = json.loads(slip.stdout)["qr"]
-        bundle = tmp_path / "K001.enrol"
-        bundle.write_bytes(
-            desk.register(qr, store_id="S001", device_id="K001", broker_port=broker.port)
-        )
+        issued = desk.enrol(qr, store_id="S001", device_id="K001", out_dir=tmp_path / "out")
         applied = subprocess.run(
-            [KIOSK, "--data-dir", str(data), "provision", "apply", str(bundle)],
+            [KIOSK, "--data-dir", str(data), "provision", "enrol", str(issued.bundle_path)],
             capture_output=True,
             text=True,
         )
@@ -217,21 +474,36 @@ def test_provisioned_device_logs_in_and_appears_in_hq_fleet(tmp_path, desk):
         try:
 
             def in_fleet() -> bool:
-                proc = subprocess.run(
-                    [KIOSK, "hq", "--db", config.database_url, "fleet", "--json"],
-                    capture_output=True,
-                    text=True,
-                )
-                devices = json.loads(proc.stdout)["devices"] if proc.returncode == 0 else []
                 return any(
-                    d["device_id"] == "K001" and d["store_id"] == "S001" and d["state"] == "online"
-                    for d in devices
+                    d.device_id == "K001" and d.store_id == "S001" and d.fleet_state == "online"
+                    for d in desk.devices()
                 )
 
-            wait_until(in_fleet, 30, "K001 online in kiosk hq fleet", every=1.0)
+            wait_until(in_fleet, 30, "K001 online in HQ's enrolled devices", every=0.5)
         finally:
             for r in runners:
                 r.stop()
             app.close()
+
+        # revoked at HQ: a broker reading HQ's CRL refuses the device's certificate
+        desk.revoke("K001", "stolen")
+        broker.stop()
+        conf = broker.conf.read_text()
+        broker.conf.write_text(
+            conf.replace(
+                "require_certificate true",
+                f"require_certificate true\ncrlfile {desk.settings.crl_path}",
+            )
+        )
+        broker.start()
+        checked = subprocess.run(
+            [KIOSK, "--data-dir", str(data), "provision", "check"], capture_output=True, text=True
+        )
+        assert checked.returncode == 1, checked.stdout
+        assert "失败 FAIL  服务器登录 broker login" in checked.stdout, checked.stdout
+        # ... while a certificate not on the list still logs in on that broker
+        other = make_data_dir(tmp_path / "others", broker, "K002", "S002", 200_000)
+        other_config = parse_config((other / "config.toml").read_text())
+        assert check_broker_login(other_config, other).ok
     finally:
         broker.stop()
