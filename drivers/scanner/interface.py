@@ -58,6 +58,11 @@ class CodeScanner(ABC):
     def health(self) -> Health:
         """Whether codes can be read now."""
 
+    def frame_count(self) -> int | None:
+        """Frames captured since the scanner opened; ``None`` when it reads no frames (a scan
+        engine). Sampled over a window, it gives the camera's frame rate."""
+        return None
+
     @abstractmethod
     def close(self) -> None:
         """Stops reading and releases the device; safe to call twice."""

@@ -73,6 +73,9 @@ class CameraScanner(CodeScanner):
     def health(self) -> Health:
         return self._health
 
+    def frame_count(self) -> int | None:
+        return self.frames_captured
+
     def close(self) -> None:
         self._stop.set()
         with self._frame_ready:

@@ -4,10 +4,21 @@ Each method is one thing a person does at the kiosk: it calls the use cases, pri
 dispenses what goes with it, and answers in the plain values of :mod:`edge.station.api`.
 A device fault after a committed change is reported in the answer (the points are
 redeemed; the voucher did not print), never raised as if nothing had happened.
+
+HQ's points and offline rules reach this process through the database: the sync agent (a
+separate process) stores each push, and the center puts the stored rules in force at start,
+before every operation that earns, spends or shows points, and on the station's health poll,
+so a rule HQ pushes applies here without a restart. (The gift catalogue is read from the
+database on every use.)
+
+On first boot (not yet provisioned, real hardware) the center prints the pairing slip the
+technician takes to HQ, once: a restart while that pairing is pending and unexpired prints no
+other code, unless its slip never came out of the printer.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import socket
@@ -34,7 +45,7 @@ from edge.services import members as member_service
 from edge.services import points as points_service
 from edge.services.staff import StaffIdentity, authenticate_staff, require
 from edge.services.status import audit_log, center_status
-from edge.services.tx import transaction
+from edge.services.tx import get_meta, set_meta, transaction
 from edge.station import slips
 from edge.station.api import (
     BonusOutcome,
@@ -56,9 +67,11 @@ from edge.station.api import (
     TechnicianInfo,
     UiSettings,
 )
-from edge.station.devices import Station
+from edge.station.devices import FPS_WINDOW_S, HEALTH_POLL_S, Station
+from edge.station.monitoring import PeripheralLog
 from edge.station.privacy import privacy_terms
 from edge.storage.models import Card, Member
+from edge.sync.inbound import RULES_VERSION, load_stored_rules, put_rules_in_force
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +80,8 @@ PROOF_ATTEMPTS = 3
 PROOF_LOCKOUT = timedelta(minutes=10)
 STAFF_SESSION_TTL = timedelta(minutes=15)
 LOG_FILE = "logs/kiosk.log"
+# the code digest of a pairing whose first-boot slip did not print (printed again at start)
+PAIRING_UNPRINTED = "station.pairing_unprinted"
 
 
 def latest_card(app: AppContext, member_id: str) -> tuple[str, str] | None:
@@ -127,12 +142,23 @@ def gift_tile(line: gift_service.GiftLine) -> GiftTile:
 class KioskCenter:
     """The :class:`edge.station.api.MemberCenter` of one appliance."""
 
-    def __init__(self, app: AppContext, station: Station) -> None:
+    def __init__(
+        self, app: AppContext, station: Station, *, pairing_on_first_boot: bool = False
+    ) -> None:
+        """Puts HQ's stored rules in force and starts the station's telemetry records;
+        with ``pairing_on_first_boot`` an unprovisioned device prints its pairing slip."""
         self.app = app
         self.station = station
         self._proof_failures: dict[str, tuple[int, datetime | None]] = {}
         self._staff: dict[str, tuple[StaffIdentity, datetime]] = {}
         self._lock = threading.Lock()
+        self._rules_lock = threading.Lock()
+        self._rules_version = -1  # the stored version in force here; -1: none looked at yet
+        self._pairing_due = False
+        self.follow_hq_rules()
+        station.monitor(PeripheralLog(app), on_poll=self._on_poll)
+        if pairing_on_first_boot:
+            station.later(self._first_boot_pairing)
 
     @property
     def simulator(self) -> Simulator | None:
@@ -156,6 +182,36 @@ class KioskCenter:
             log_dir=(self.app.data_dir / LOG_FILE).parent,
         )
 
+    # ---- HQ's rules ------------------------------------------------------------------
+
+    def follow_hq_rules(self) -> bool:
+        """Puts HQ's rules in force if the agent stored a version other than the one in
+        force here (one read of a meta value when nothing changed); True if it did.
+
+        A rule set that cannot be read is logged and the rules in force stay: a customer is
+        still served.
+        """
+        try:
+            with self.app.db.read() as session:
+                version = int(get_meta(session, RULES_VERSION) or 0)
+            with self._rules_lock:
+                if version == self._rules_version:
+                    return False
+                rules = load_stored_rules(self.app)
+                if rules is not None:
+                    put_rules_in_force(self.app, rules)
+                    log.info("HQ rules version %s in force", rules.version)
+                self._rules_version = version
+                return rules is not None
+        except Exception:
+            log.exception("HQ's stored rules could not be read; the rules in force stay")
+            return False
+
+    def _on_poll(self) -> None:
+        self.follow_hq_rules()
+        if self._pairing_due:
+            self._print_first_slip()
+
     # ---- customers -------------------------------------------------------------------
 
     def _audit_lookup(self, view: member_service.MemberView, channel: str) -> None:
@@ -163,6 +219,7 @@ class KioskCenter:
             tx.audit("member", "member.lookup", view.member_id, channel=channel)
 
     def identify(self, scanned: str) -> MemberSummary:
+        self.follow_hq_rules()
         view = member_service.identify(self.app, scanned)
         self._audit_lookup(view, "scan")
         return summary(self.app, view)
@@ -175,6 +232,7 @@ class KioskCenter:
         """
         phone_n = normalize_phone(phone)
         now = self.app.clock()
+        self.follow_hq_rules()
         key = self.app.vault.lookup_hash(phone_n)
         with self._lock:
             failures, until = self._proof_failures.get(key, (0, None))
@@ -216,16 +274,19 @@ class KioskCenter:
         return summary(self.app, view)
 
     def refresh(self, card_no: str) -> MemberSummary:
+        self.follow_hq_rules()
         view = member_service.show_member(self.app, card_no=card_no)
         if view.card_state is not None and view.card_no is not None:
             require_usable(view.card_no, view.card_state)
         return summary(self.app, view)
 
     def check_in(self, card_no: str) -> BonusOutcome:
+        self.follow_hq_rules()
         bonus = points_service.check_in(self.app, card_no)
         return BonusOutcome(bonus.kind, bonus.points, bonus.balance)
 
     def claim_birthday_gift(self, card_no: str) -> BonusOutcome:
+        self.follow_hq_rules()
         bonus = points_service.claim_birthday_bonus(self.app, card_no)
         return BonusOutcome(bonus.kind, bonus.points, bonus.balance)
 
@@ -233,6 +294,7 @@ class KioskCenter:
         return [gift_tile(line) for line in gift_service.list_gifts(self.app)]
 
     def redeem(self, card_no: str, sku: str, request_id: str) -> RedeemOutcome:
+        self.follow_hq_rules()
         result = gift_service.redeem_gift(self.app, card_no, sku, 1, request_id)
         view = member_service.show_member(self.app, card_no=card_no)
         printed = self._print_all(
@@ -256,12 +318,14 @@ class KioskCenter:
         return PrintOutcome(True)
 
     def print_statement(self, card_no: str) -> PrintOutcome:
+        self.follow_hq_rules()
         view = member_service.show_member(self.app, card_no=card_no)
         return self.station.print_receipt(
             slips.points_statement(self.app, view, self.station.columns)
         )
 
     def register(self, new: NewMember, request_id: str) -> RegistrationOutcome:
+        self.follow_hq_rules()
         if new.title and new.title not in ("先生", "女士"):
             raise InvalidInput("a form of address is 先生 or 女士", code="bad_name")
         name = f"{new.surname}{new.title}" if new.surname else None
@@ -318,6 +382,7 @@ class KioskCenter:
 
     def find_member(self, staff: StaffSession, phone: str) -> MemberSummary:
         identity = self._identity(staff, Permission.LOOKUP_MEMBER)
+        self.follow_hq_rules()
         view = member_service.show_member(self.app, phone=phone)
         with transaction(self.app) as tx:
             tx.audit(identity.staff_id, "member.lookup", view.member_id, channel="staff")
@@ -326,6 +391,7 @@ class KioskCenter:
     def replace_lost_card(self, staff: StaffSession, card_no: str) -> ReplacementOutcome:
         """Blocks the old card (reported lost if still active) and issues the new one."""
         identity = self._identity(staff, Permission.REPLACE_CARD)
+        self.follow_hq_rules()
         before = member_service.show_member(self.app, card_no=card_no)
         if before.card_state == CardState.ACTIVE:
             card_service.report_lost_card(self.app, card_no, identity)
@@ -424,6 +490,57 @@ class KioskCenter:
     def self_test(self) -> list[SelfTestLine]:
         return self.station.self_test()
 
+    def print_pairing_slip(self) -> PrintOutcome:
+        """A fresh one-time pairing code with this device's certificate request, on a slip
+        for HQ (as ``kiosk provision pairing-slip`` prints it); it replaces any earlier code."""
+        from edge.provisioning.pairing import code_digest, pairing_slip, start_pairing
+
+        now = self.app.clock()
+        request = start_pairing(self.app.data_dir, now=now)
+        printed_at = now.astimezone(self.app.tz).strftime("%Y-%m-%d %H:%M")
+        outcome = self.station.print_receipt(pairing_slip(request, printed_at))
+        if outcome.printed:
+            log.info("pairing slip printed for serial %s", request.serial)
+        else:
+            log.warning("pairing slip for serial %s did not print: %s", request.serial, outcome)
+        self._note_unprinted("" if outcome.printed else code_digest(request.code))
+        return outcome
+
+    def _note_unprinted(self, digest: str) -> None:
+        try:
+            with self.app.db.write() as session:
+                if (get_meta(session, PAIRING_UNPRINTED) or "") != digest:
+                    set_meta(session, PAIRING_UNPRINTED, digest)
+        except Exception:
+            log.exception("could not note whether the pairing slip printed")
+
+    def _first_boot_pairing(self) -> None:
+        """On the station's worker at start: a device not yet provisioned prints its slip,
+        unless a pairing is pending whose slip already came out."""
+        from edge.provisioning.enrolment import is_provisioned
+
+        if is_provisioned(self.app.data_dir):
+            return
+        pending = _pending_pairing(self.app.data_dir, self.app.clock())
+        if pending is not None:
+            with self.app.db.read() as session:
+                unprinted = get_meta(session, PAIRING_UNPRINTED) or ""
+            if pending != unprinted:
+                log.info("not provisioned; the pairing slip printed earlier is still valid")
+                return
+        self._pairing_due = True
+        self._print_first_slip()
+
+    def _print_first_slip(self) -> None:
+        from edge.provisioning.enrolment import is_provisioned
+
+        if is_provisioned(self.app.data_dir):
+            self._pairing_due = False
+            return
+        if not next(s for s in self.station.health() if s.device == "printer").ok:
+            return  # a new code only when it can come out; the poll tries again
+        self._pairing_due = not self.print_pairing_slip().printed
+
     def technician_info(self) -> TechnicianInfo:
         status = center_status(self.app)
         sync = self.app.config.sync
@@ -477,6 +594,20 @@ class KioskCenter:
         self.app.close()
 
 
+def _pending_pairing(data_dir: Path, now: datetime) -> str | None:
+    """The code digest of the pairing request waiting for HQ's bundle, if it has not expired
+    (``start_pairing`` keeps it in ``provisioning/pairing.json`` until an enrolment uses it)."""
+    from edge.provisioning.pairing import PAIRING_FILE
+
+    try:
+        pending = json.loads((data_dir / PAIRING_FILE).read_text(encoding="utf-8"))
+        expires_at = datetime.fromisoformat(pending["expires_at"])
+        digest = str(pending["code_sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return digest if expires_at > now else None
+
+
 def _probe(host: str, port: int, timeout_s: float = 1.0) -> bool:
     start = time.monotonic()
     try:
@@ -506,14 +637,39 @@ def open_center(
     receipts_dir: Path | None = None,
     config_path: Path | None = None,
     config: KioskConfig | None = None,
+    pairing_on_first_boot: bool | None = None,
+    health_poll_s: float = HEALTH_POLL_S,
+    fps_window_s: float = FPS_WINDOW_S,
 ) -> KioskCenter:
-    """Opens the ledger and the devices of this kiosk (the app's composition root calls it)."""
+    """Opens the ledger and the devices of this kiosk (the app's composition root calls it).
+
+    ``pairing_on_first_boot`` (default: with real hardware, not ``simulate``) prints the
+    pairing slip while the device is not provisioned; ``health_poll_s`` and ``fps_window_s``
+    set how often the station re-reads its devices and over how long it counts the camera's
+    frames for telemetry.
+    """
     app = AppContext.open(data_dir, config_path, config=config)
     try:
         station = Station.open(
-            app.config.hardware, app.data_dir, simulate=simulate, receipts_dir=receipts_dir
+            app.config.hardware,
+            app.data_dir,
+            simulate=simulate,
+            receipts_dir=receipts_dir,
+            health_poll_s=health_poll_s,
+            fps_window_s=fps_window_s,
         )
     except Exception:
         app.close()
         raise
-    return KioskCenter(app, station)
+    try:
+        return KioskCenter(
+            app,
+            station,
+            pairing_on_first_boot=not simulate
+            if pairing_on_first_boot is None
+            else pairing_on_first_boot,
+        )
+    except Exception:
+        station.close()
+        app.close()
+        raise

@@ -4,6 +4,12 @@ Printing, dispensing and the self-test block for as long as the device takes (bo
 I/O timeout); callers run them off the UI thread. Each device is used by one thread at a
 time (a lock per device), so a reprint never interleaves with a voucher.
 
+The station also keeps what the agent's telemetry reports (:mod:`edge.station.monitoring`):
+devices' health on start, after every print, dispense, self-test and fault clearing, and on a
+poll every :data:`HEALTH_POLL_S`; the time of each scan and successful print; the camera's
+frame rate, counted over :data:`FPS_WINDOW_S`. Those records are written by the station's own
+worker thread, so a slow or failing database never holds up a customer or the scanner.
+
 A print or a dispense holds the update lock (:func:`edge.lifecycle.busy.hold`): an update
 waits for it to finish before it stops the app, and while an update holds the lock a new one
 waits a few seconds, then is refused with the fault code ``updating``.
@@ -12,9 +18,12 @@ waits a few seconds, then is refused with the fault code ``updating``.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from drivers.config import DispenserConfig, GpioConfig, HardwareConfig, ScannerConfig
@@ -28,10 +37,14 @@ from drivers.scanner import CodeScanner
 from drivers.selftest import check_hardware
 from edge.lifecycle import busy
 from edge.station.api import DeviceStatus, PrintOutcome, SelfTestLine
+from edge.station.monitoring import PeripheralLog
 
 log = logging.getLogger(__name__)
 UPDATING = "updating"  # the fault code of work refused while an update holds the lock
 HOLD_TIMEOUT_S = 3.0
+HEALTH_POLL_S = 30.0  # how often the station re-reads its devices' health
+FPS_WINDOW_S = 60.0  # the camera's frames are counted over this long, then recorded
+STOP_TIMEOUT_S = 5.0
 
 
 def status_of(device: str, health: Health) -> DeviceStatus:
@@ -113,8 +126,15 @@ class Station:
     data_dir: Path
     sim: SimulatedDevices | None = None
     hold_timeout_s: float = HOLD_TIMEOUT_S
+    health_poll_s: float = HEALTH_POLL_S
+    fps_window_s: float = FPS_WINDOW_S
 
     def __post_init__(self) -> None:
+        self._records: PeripheralLog | None = None
+        self._jobs: queue.Queue[Callable[[], object] | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._poll_hooks: list[Callable[[], None]] = []
+        self._printer_seen = DeviceStatus("printer", "ok")
         self._print_lock = threading.Lock()
         self._dispense_lock = threading.Lock()
         self._stop = threading.Event()
@@ -133,6 +153,8 @@ class Station:
         *,
         simulate: bool,
         receipts_dir: Path | None = None,
+        health_poll_s: float = HEALTH_POLL_S,
+        fps_window_s: float = FPS_WINDOW_S,
     ) -> Station:
         """Opens the configured devices; ``simulate`` uses simulators whatever the config says.
 
@@ -143,7 +165,93 @@ class Station:
             hardware = simulated(hardware, receipts_dir)
         devices = open_devices(hardware)
         hands = SimulatedDevices(devices.sim) if devices.sim.complete else None
-        return cls(devices, hardware, data_dir, hands)
+        return cls(
+            devices,
+            hardware,
+            data_dir,
+            hands,
+            health_poll_s=health_poll_s,
+            fps_window_s=fps_window_s,
+        )
+
+    # ---- the station's worker: telemetry records, health polls, background work ------
+
+    def monitor(self, records: PeripheralLog, on_poll: Callable[[], None] | None = None) -> None:
+        """Starts recording for telemetry: devices' health now and on every poll, where
+        ``on_poll`` also runs (on the station's worker thread, never the caller's)."""
+        self._records = records
+        if on_poll is not None:
+            self._poll_hooks.append(on_poll)
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="station-worker", daemon=True)
+            self._worker.start()
+        self.later(self._record_health)
+
+    def later(self, job: Callable[[], object]) -> None:
+        """Runs ``job`` on the station's worker thread (inline if the station has none)."""
+        if self._worker is None:
+            self._run(job)
+        elif not self._stop.is_set():
+            self._jobs.put(job)
+
+    def flush(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+        """Waits until the work queued so far is done; False if it took over ``timeout_s``."""
+        if self._worker is None:
+            return True
+        done = threading.Event()
+        self._jobs.put(done.set)
+        return done.wait(timeout_s)
+
+    def poll(self) -> None:
+        """One health poll (the worker runs one every :attr:`health_poll_s`)."""
+        self._record_health()
+        for hook in list(self._poll_hooks):
+            self._run(hook)
+
+    def _work(self) -> None:
+        next_poll = time.monotonic() + self.health_poll_s
+        while True:
+            wait = next_poll - time.monotonic()
+            if wait <= 0:
+                self.poll()
+                next_poll = time.monotonic() + self.health_poll_s
+                continue
+            try:
+                job = self._jobs.get(timeout=wait)
+            except queue.Empty:
+                continue
+            if job is None:
+                return
+            self._run(job)
+
+    @staticmethod
+    def _run(job: Callable[[], object]) -> None:
+        try:
+            job()
+        except Exception:
+            log.exception("station background work failed")
+
+    def _record_health(self) -> None:
+        if self._records is not None:
+            self._records.devices(self.health())
+
+    def _record(self, statuses: list[DeviceStatus]) -> None:
+        records = self._records
+        if records is not None:
+            self.later(lambda: records.devices(statuses))
+
+    def _record_fps(self, fps: float) -> None:
+        records = self._records
+        if records is not None:
+            self.later(lambda: records.camera_fps(fps))
+
+    def _noted(self, note: Callable[[PeripheralLog, datetime], None]) -> None:
+        records = self._records
+        if records is not None:
+            at = records.now()
+            self.later(lambda: note(records, at))
+
+    # ---- the devices ---------------------------------------------------------------
 
     @property
     def columns(self) -> int:
@@ -153,10 +261,15 @@ class Station:
         """Prints and says whether it worked; a fault is reported, never raised."""
         try:
             with busy.hold(f"printing {receipt.title}", self.data_dir, timeout=self.hold_timeout_s):
-                return self._print(receipt)
+                outcome = self._print(receipt)
         except busy.LockTimeout:
             log.info("not printing %s: an update is running", receipt.title)
             return PrintOutcome(False, UPDATING)
+        if outcome.printed:
+            self._noted(PeripheralLog.printed)
+        if self._records is not None:
+            self.later(self._record_health)
+        return outcome
 
     def _print(self, receipt: Receipt) -> PrintOutcome:
         with self._print_lock:
@@ -174,10 +287,13 @@ class Station:
         """Moves a card to the mouth: (True, "") or (False, fault code)."""
         try:
             with busy.hold("dispensing a card", self.data_dir, timeout=self.hold_timeout_s):
-                return self._dispense()
+                result = self._dispense()
         except busy.LockTimeout:
             log.info("not dispensing: an update is running")
             return False, UPDATING
+        if self._records is not None:
+            self.later(self._record_health)
+        return result
 
     def _dispense(self) -> tuple[bool, str]:
         with self._dispense_lock:
@@ -200,19 +316,31 @@ class Station:
             log.warning("dispenser reset: %s", exc.health.reason)
         statuses = self.health()
         self.panel.show("ready" if all(s.ok for s in statuses) else "fault")
+        self._record(statuses)
         return statuses
 
     def health(self) -> list[DeviceStatus]:
         return [
             status_of("scanner", self.scanner.health()),
-            status_of("printer", self.printer.health()),
+            self._printer_health(),
             status_of("dispenser", self.dispenser.health()),
             status_of("gpio", self.panel.health()),
         ]
 
+    def _printer_health(self) -> DeviceStatus:
+        """The printer's status; while it prints, the status it last gave (asking it then
+        would interleave the status query with the receipt's bytes)."""
+        if not self._print_lock.acquire(blocking=False):
+            return self._printer_seen
+        try:
+            self._printer_seen = status_of("printer", self.printer.health())
+        finally:
+            self._print_lock.release()
+        return self._printer_seen
+
     def self_test(self) -> list[SelfTestLine]:
         """The drivers' self-test on the devices held open (the serial ports stay ours)."""
-        return [
+        lines = [
             SelfTestLine(
                 r.device,
                 r.backend,
@@ -223,6 +351,8 @@ class Station:
             )
             for r in check_hardware(self.hardware, self.devices)
         ]
+        self._record([DeviceStatus(x.device, x.state, x.code, x.detail) for x in lines])
+        return lines
 
     def feedback(self) -> None:
         """A short beep for a touch (the buzzer runs in the background)."""
@@ -244,7 +374,11 @@ class Station:
             self._scan_thread.start()
 
     def _scan_loop(self) -> None:
+        rate = FrameRate(self.scanner.frame_count, self.fps_window_s)
         while not self._stop.is_set():
+            fps = rate.sample(time.monotonic())
+            if fps is not None:
+                self._record_fps(fps)
             try:
                 code = self.scanner.read_code(0.25)
             except DeviceError as exc:
@@ -253,6 +387,7 @@ class Station:
                 continue
             if code is None:
                 continue
+            self._noted(PeripheralLog.scanned)
             for callback in list(self._scan_callbacks):
                 try:
                     callback(code.text)
@@ -260,11 +395,40 @@ class Station:
                     log.exception("scan callback failed")
 
     def close(self) -> None:
+        """Stops the scanner and the worker (after the records already queued), then
+        releases the devices."""
         self._stop.set()
         if self._scan_thread is not None:
             self._scan_thread.join(timeout=2.0)
+        if self._worker is not None:
+            self._jobs.put(None)
+            self._worker.join(timeout=STOP_TIMEOUT_S)
         for device in (self.scanner, self.printer, self.dispenser, self.panel):
             try:
                 device.close()
             except Exception:
                 log.exception("closing %s", type(device).__name__)
+
+
+class FrameRate:
+    """A camera's frame rate, from its frame counter sampled over windows of ``window_s``."""
+
+    def __init__(self, frame_count: Callable[[], int | None], window_s: float) -> None:
+        self._count = frame_count
+        self._window_s = window_s
+        self._start: tuple[float, int] | None = None
+
+    def sample(self, now: float) -> float | None:
+        """The frames per second over the window that ends at ``now``; ``None`` while the
+        window is open, and always for a scanner without a camera."""
+        count = self._count()
+        if count is None:
+            return None
+        if self._start is None:
+            self._start = (now, count)
+            return None
+        started, first = self._start
+        if now - started < self._window_s:
+            return None
+        self._start = (now, count)
+        return max(0, count - first) / (now - started)

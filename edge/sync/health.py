@@ -1,12 +1,17 @@
 """Where the app leaves what telemetry reports: peripherals' health and a few timestamps.
 
 The agent does not own the peripherals (the touchscreen app does), so the app records their
-health and its last scan and print here, and the agent reads them for telemetry.
+health and its last scan and print here, and the agent reads them for telemetry. The app's
+station (:mod:`edge.station.monitoring`) writes a peripheral's row only when its state or
+fault code changes, and the camera's frame rate at most once a minute: the SD card is spared
+the writes of a kiosk that is simply doing fine.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+
+from sqlalchemy import select
 
 from edge.app import AppContext
 from edge.services.tx import set_meta
@@ -30,6 +35,15 @@ def report_peripheral(
             session.add(row)
         row.state, row.code, row.reason = state, code[:64], reason[:256]
         row.updated_at = app.clock()
+
+
+def reported_peripherals(app: AppContext) -> dict[str, tuple[str, str]]:
+    """Each peripheral's recorded (state, code), as telemetry will report it."""
+    with app.db.read() as session:
+        rows = session.execute(
+            select(PeripheralHealth.name, PeripheralHealth.state, PeripheralHealth.code)
+        )
+        return {name: (state, code) for name, state, code in rows}
 
 
 def note_scan(app: AppContext, at: datetime) -> None:

@@ -1,0 +1,317 @@
+"""The touchscreen's station feeds the agent's telemetry, follows HQ's pushed rules and prints
+the pairing slip on first boot: a real center on SQLite and the simulators."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from drivers.printer.document import Qr
+from edge.app import AppContext
+from edge.config import KioskConfig
+from edge.protocol import OfflineRules, PointsRules, Rules
+from edge.provisioning.enrolment import apply_enrolment, is_provisioned, verify_enrolment
+from edge.provisioning.identity import device_serial
+from edge.provisioning.pairing import PAIRING_FILE, code_digest
+from edge.station.center import KioskCenter, open_center
+from edge.station.seed import seed_demo
+from edge.storage.sync_models import PeripheralHealth
+from edge.sync.broker import DevCA
+from edge.sync.inbound import apply_rules
+from edge.sync.telemetry import collect
+from tests.lifecycle.hq_desk import HqDesk
+
+
+@pytest.fixture
+def center(tmp_path: Path):
+    opened = open_center(tmp_path / "data", simulate=True)
+    yield opened
+    opened.close()
+
+
+def _settled(center: KioskCenter) -> None:
+    assert center.station.flush(), "the station's records were not written in time"
+
+
+def _updated_at(app: AppContext) -> dict[str, datetime]:
+    with app.db.read() as session:
+        return {row.name: row.updated_at for row in session.query(PeripheralHealth)}
+
+
+def test_telemetry_shows_what_the_station_saw_scans_prints_and_faults(center):
+    people = seed_demo(center.app)
+    sim = center.simulator
+    assert sim is not None
+    _settled(center)
+    start = collect(center.app, None)
+    assert {n: h.state for n, h in start.devices.items()} == {
+        "scanner": "ok",
+        "printer": "ok",
+        "dispenser": "ok",
+        "gpio": "ok",
+    }
+    assert start.last_scan_at is None and start.last_print_at is None
+    assert start.camera_fps is None  # a scan engine has no frames to count
+    assert start.faults == []
+
+    scanned = threading.Event()
+    codes: list[str] = []
+
+    def read(text: str) -> None:
+        codes.append(text)
+        scanned.set()
+
+    center.on_scan(read)
+    before_scan = center.app.clock()
+    sim.present_code(people.wang_card)
+    assert scanned.wait(5) and codes == [people.wang_card]
+    assert center.identify(codes[0]).card_no == people.wang_card
+    assert center.print_statement(people.wang_card).printed
+    _settled(center)
+    seen = collect(center.app, None)
+    assert seen.last_scan_at is not None and seen.last_scan_at >= before_scan
+    assert seen.last_print_at is not None and seen.last_print_at >= seen.last_scan_at
+    assert seen.faults == []
+
+    # a healthy kiosk polled again writes no row: the SD card is spared
+    rows = _updated_at(center.app)
+    center.station.poll()
+    _settled(center)
+    assert _updated_at(center.app) == rows
+
+    # the dispenser jams on a registration, then the paper runs out
+    sim.dispenser_jam()
+    staff = center.staff_sign_in(people.clerk_id, people.clerk_pin, "replace_card")
+    replaced = center.replace_lost_card(staff, people.li_card)
+    assert not replaced.card.dispensed and replaced.card.dispense_problem == "jam"
+    assert replaced.card.slip.printed  # the number on a slip: the last print that came out
+    _settled(center)
+    last_print = collect(center.app, None).last_print_at
+    sim.printer_out_of_paper()
+    assert center.print_statement(people.wang_card).problem == "paper_out"
+    _settled(center)
+    faulty = collect(center.app, None)
+    assert faulty.devices["dispenser"].state == "failed"
+    assert faulty.devices["dispenser"].code == "jam"
+    assert faulty.devices["printer"].state == "failed"
+    assert faulty.devices["printer"].code == "paper_out"
+    assert faulty.devices["scanner"].state == "ok"
+    assert sorted(faulty.faults) == ["dispenser:jam", "printer:paper_out"]
+    assert faulty.last_print_at == last_print  # paper out: nothing printed
+
+    # a staff member clears both faults; the fleet view sees the kiosk healthy again
+    clerk = center.staff_sign_in(people.clerk_id, people.clerk_pin, "clear_fault")
+    assert all(s.ok for s in center.clear_faults(clerk))
+    _settled(center)
+    healed = collect(center.app, None)
+    assert healed.faults == []
+    assert {h.state for h in healed.devices.values()} == {"ok"}
+
+
+def test_the_self_test_and_the_health_poll_record_changes(tmp_path):
+    center = open_center(tmp_path / "data", simulate=True, health_poll_s=0.2)
+    try:
+        sim = center.simulator
+        assert sim is not None
+        _settled(center)
+        sim.dispenser_empty()  # nobody dispenses: only the poll can see it
+        deadline = time.monotonic() + 5
+        while collect(center.app, None).devices["dispenser"].code != "empty":
+            assert time.monotonic() < deadline, "the poll did not record the empty dispenser"
+            time.sleep(0.05)
+        sim.printer_out_of_paper()
+        lines = {line.device: line for line in center.self_test()}
+        assert lines["printer"].code == "paper_out"
+        _settled(center)
+        assert collect(center.app, None).devices["printer"].code == "paper_out"
+    finally:
+        center.close()
+
+
+def test_the_camera_frame_rate_is_counted_over_a_window_and_recorded(tmp_path):
+    # the default hardware is all simulators, the scanner a camera (an empty grey desk at
+    # 30 frames a second); every device is "real" to the station, so no pairing slip here
+    config = KioskConfig()
+    assert config.hardware.scanner.backend == "sim"
+    center = open_center(
+        tmp_path / "data",
+        simulate=False,
+        config=config,
+        pairing_on_first_boot=False,
+        fps_window_s=1.0,
+    )
+    try:
+        center.on_scan(lambda text: None)
+        deadline = time.monotonic() + 10
+        fps = None
+        while fps is None:
+            assert time.monotonic() < deadline, "no frame rate was recorded"
+            time.sleep(0.2)
+            _settled(center)
+            fps = collect(center.app, None).camera_fps
+        assert 5.0 < fps <= 35.0
+    finally:
+        center.close()
+
+
+def test_with_the_default_window_the_rate_waits_a_minute(tmp_path):
+    center = open_center(
+        tmp_path / "data", simulate=False, config=KioskConfig(), pairing_on_first_boot=False
+    )
+    try:
+        center.on_scan(lambda text: None)
+        time.sleep(1.5)
+        _settled(center)
+        assert collect(center.app, None).camera_fps is None
+    finally:
+        center.close()
+
+
+def _rules(version: int, checkin: int, cap: int) -> Rules:
+    return Rules(
+        version=version,
+        issued_at=datetime.now(UTC),
+        points=PointsRules(
+            points_per_yuan=2,
+            expiry_months=12,
+            pending_days=0,
+            checkin_points=checkin,
+            birthday_bonus_points=100,
+            referral_bonus_points=50,
+        ),
+        offline=OfflineRules(
+            offline_after_s=300,
+            max_points_per_redemption=cap,
+            max_points_per_member=5_000,
+            max_points_per_device=50_000,
+            max_offline_hours=24,
+        ),
+    )
+
+
+def test_rules_the_agent_stores_take_effect_in_the_touchscreen_without_a_restart(center):
+    people = seed_demo(center.app)
+    default = center.app.config.points.checkin_points
+    agent = AppContext.open(center.app.data_dir)  # the sync agent's own process
+    try:
+        assert apply_rules(agent, _rules(1, default + 37, 1_500)).applied
+        # the next operation that earns points sees the version the agent stored
+        assert center.check_in(people.li_card).points == default + 37
+        assert center.app.offline_limit.max_points_per_redemption == 1_500
+        # a later push is picked up by the health poll, before anyone touches the screen
+        assert apply_rules(agent, _rules(2, 3, 900)).applied
+        center.station.poll()
+        assert center.app.config.points.checkin_points == 3
+        assert center.app.config.points.points_per_yuan == 2
+        assert center.app.offline_limit.max_points_per_redemption == 900
+        assert center.check_in(people.wang_card).points == 3
+        assert not center.follow_hq_rules()  # nothing newer: nothing done
+    finally:
+        agent.close()
+
+
+def test_stored_rules_are_in_force_from_the_start(tmp_path):
+    data = tmp_path / "data"
+    agent = AppContext.open(data)
+    try:
+        assert apply_rules(agent, _rules(4, 11, 700)).applied
+    finally:
+        agent.close()
+    center = open_center(data, simulate=True)
+    try:
+        assert center.app.config.points.checkin_points == 11
+        assert center.app.offline_limit.max_points_per_redemption == 700
+    finally:
+        center.close()
+
+
+def _open_first_boot(data: Path) -> KioskCenter:
+    center = open_center(data, simulate=True, pairing_on_first_boot=True)
+    _settled(center)
+    return center
+
+
+def _serial_and_code(qr_text: str) -> tuple[str, str]:
+    """The slip's QR as HQ reads it: ``MCKPAIR1:<serial>:<code>:<certificate request>``."""
+    prefix, serial, code, request = qr_text.split(":", 3)
+    assert prefix == "MCKPAIR1" and request
+    return serial, code
+
+
+def _pairing_qr(center: KioskCenter) -> str:
+    sim = center.station.sim
+    assert sim is not None
+    (slip,) = [r for r in sim.printer.printed if r.title == "pairing-slip"]
+    (qr,) = [step for step in slip.steps if isinstance(step, Qr)]
+    return qr.data
+
+
+def test_first_boot_prints_the_pairing_slip_once_and_not_once_provisioned(tmp_path):
+    data = tmp_path / "data"
+    center = _open_first_boot(data)
+    try:
+        assert center.simulator is not None
+        assert center.simulator.receipts() == ["pairing-slip"]
+        qr_text = _pairing_qr(center)
+        serial, code = _serial_and_code(qr_text)
+        assert serial == device_serial()
+        pending = json.loads((data / PAIRING_FILE).read_text())
+        assert pending["code_sha256"] == code_digest(code)
+        sim = center.station.sim
+        assert sim is not None
+        raw = bytes(sim.printer.output)  # what went to the printer: the serial and the QR
+        assert serial.encode() in raw and qr_text.encode() in raw
+    finally:
+        center.close()
+
+    again = _open_first_boot(data)  # a restart while that code is pending prints nothing
+    try:
+        assert again.simulator is not None and again.simulator.receipts() == []
+    finally:
+        again.close()
+
+    DevCA(tmp_path / "ca")
+    desk = HqDesk.create(tmp_path / "ca")
+    bundle = desk.register(qr_text, store_id="S007", device_id="K070", broker_port=8883)
+    apply_enrolment(data, verify_enrolment(bundle, desk.enrol_key.public_key()))
+    assert is_provisioned(data) and not (data / PAIRING_FILE).exists()
+    provisioned = _open_first_boot(data)
+    try:
+        assert provisioned.simulator is not None and provisioned.simulator.receipts() == []
+        assert provisioned.app.device_id == "K070"
+    finally:
+        provisioned.close()
+
+
+def test_a_slip_that_did_not_print_is_printed_at_the_next_start(tmp_path):
+    data = tmp_path / "data"
+    center = open_center(data, simulate=True)  # simulators: no slip of its own accord
+    try:
+        assert center.simulator is not None
+        center.simulator.printer_out_of_paper()
+        outcome = center.print_pairing_slip()  # the technician's button
+        assert (outcome.printed, outcome.problem) == (False, "paper_out")
+        assert (data / PAIRING_FILE).exists()
+    finally:
+        center.close()
+    pending = json.loads((data / PAIRING_FILE).read_text())
+    restarted = _open_first_boot(data)
+    try:
+        assert restarted.simulator is not None
+        assert restarted.simulator.receipts() == ["pairing-slip"]
+        _serial, code = _serial_and_code(_pairing_qr(restarted))
+        now_pending = json.loads((data / PAIRING_FILE).read_text())
+        assert now_pending["code_sha256"] == code_digest(code) != pending["code_sha256"]
+    finally:
+        restarted.close()
+    # the slip came out this time: the next start leaves the pending code alone
+    quiet = _open_first_boot(data)
+    try:
+        assert quiet.simulator is not None and quiet.simulator.receipts() == []
+    finally:
+        quiet.close()
