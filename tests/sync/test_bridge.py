@@ -184,7 +184,9 @@ def _store_b_is_out_of_reach(chain) -> None:
     try:
         assert observer.wait_connected(10) and intruder.wait_connected(10)
         time.sleep(0.3)
-        received(observer, 0.3)  # retained messages
+        retained = received(observer, 0.3)
+        # The bridge's own state, as the fleet monitor sees it at HQ.
+        assert [m.payload for m in retained if m.topic == "mck/v1/bridge/S001/state"] == [b"1"]
         forged = EventAck(event_ids=[], at=datetime.now(UTC)).to_bytes()
         sent_at = time.monotonic()
         for topic in (T.events("K002"), T.replica_request("K002"), T.command_result("K002")):
