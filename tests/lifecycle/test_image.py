@@ -100,23 +100,39 @@ def test_pi_gen_config_pins_the_release_and_names_the_stage() -> None:
     )
 
 
-def run_install_step(rootfs: Path, wheels: Path, on_chroot: str, **env: str) -> str:
+def hq_enrol_pub(directory: Path) -> Path:
+    """HQ's enrolment public key as `kiosk hq enrol-key` writes it."""
+    from hq.enrol import write_enrol_key
+
+    return write_enrol_key(directory)[1]
+
+
+def install_step(
+    rootfs: Path, wheels: Path, on_chroot: str, **env: str
+) -> subprocess.CompletedProcess[str]:
     """pi-gen's way: 00-run.sh sourced-in environment with ROOTFS_DIR and on_chroot."""
     script = (
         f"on_chroot() {{ {on_chroot}; }}\nexport -f on_chroot\nbash -e {APPLIANCE / '00-run.sh'}\n"
     )
-    proc = subprocess.run(
+    outer = {
+        k: v for k, v in os.environ.items() if k not in ("KIOSK_HQ_ENROL_PUB", "KIOSK_NO_ENROL_KEY")
+    }
+    return subprocess.run(
         ["bash", "-c", script],
         capture_output=True,
         text=True,
         env={
-            **os.environ,
+            **outer,
             "ROOTFS_DIR": str(rootfs),
             "KIOSK_WHEELS": str(wheels),
             **env,
         },
         timeout=1800,
     )
+
+
+def run_install_step(rootfs: Path, wheels: Path, on_chroot: str, **env: str) -> str:
+    proc = install_step(rootfs, wheels, on_chroot, **env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout
 
@@ -128,7 +144,14 @@ def test_install_step_lays_out_the_target_with_chroot_stubbed(tmp_path: Path) ->
     wheels.mkdir()
     (wheels / "member_center_kiosk-0.1.0-py3-none-any.whl").write_bytes(b"PK\x05\x06" + bytes(18))
     recorded = tmp_path / "chroot-commands"
-    run_install_step(rootfs, wheels, f"cat >> {recorded}", KIOSK_STORE_BROKER="1")
+    key = hq_enrol_pub(tmp_path / "hq")
+    run_install_step(
+        rootfs,
+        wheels,
+        f"cat >> {recorded}",
+        KIOSK_STORE_BROKER="1",
+        KIOSK_HQ_ENROL_PUB=str(key),
+    )
     units = {p.name for p in (ROOT / "systemd").iterdir()}
     assert units <= {p.name for p in (rootfs / "etc/systemd/system").iterdir()}
     assert (rootfs / "etc/udev/rules.d/99-member-kiosk.rules").read_bytes() == (
@@ -143,6 +166,67 @@ def test_install_step_lays_out_the_target_with_chroot_stubbed(tmp_path: Path) ->
     commands = recorded.read_text()
     assert "/usr/local/sbin/member-kiosk-install" in commands
     assert 'KIOSK_STORE_BROKER="1"' in commands
+    # HQ's enrolment key, and the services' environment pointing at it
+    installed = rootfs / "etc/member-kiosk/hq-enrol.pub"
+    assert installed.read_bytes() == key.read_bytes()
+    assert installed.stat().st_mode & 0o777 == 0o644
+    defaults = (rootfs / "etc/default/member-kiosk").read_text().splitlines()
+    assert defaults.count("KIOSK_HQ_ENROL_KEY=/etc/member-kiosk/hq-enrol.pub") == 1
+    from edge.security.keys import load_public_key
+
+    load_public_key(installed)  # what `kiosk provision enrol` loads by default
+    # a second run (pi-gen re-runs a stage after a failure) does not repeat the line
+    run_install_step(rootfs, wheels, f"cat >> {recorded}", KIOSK_HQ_ENROL_PUB=str(key))
+    defaults = (rootfs / "etc/default/member-kiosk").read_text().splitlines()
+    assert defaults.count("KIOSK_HQ_ENROL_KEY=/etc/member-kiosk/hq-enrol.pub") == 1
+
+
+def _stub_wheels(tmp_path: Path) -> tuple[Path, Path]:
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "member_center_kiosk-0.1.0-py3-none-any.whl").write_bytes(b"PK\x05\x06" + bytes(18))
+    return rootfs, wheels
+
+
+def test_install_step_refuses_without_hq_enrol_key_unless_waived(tmp_path: Path) -> None:
+    rootfs, wheels = _stub_wheels(tmp_path)
+    missing = install_step(rootfs, wheels, "cat >/dev/null")
+    assert missing.returncode != 0
+    assert "HQ's enrolment public key is missing" in missing.stderr
+    assert "KIOSK_HQ_ENROL_PUB" in missing.stderr and "KIOSK_NO_ENROL_KEY=1" in missing.stderr
+    assert not (rootfs / "etc").exists()  # refused before laying anything out
+    not_a_key = tmp_path / "hq-enrol.pub"
+    not_a_key.write_text("hello\n")
+    bad = install_step(rootfs, wheels, "cat >/dev/null", KIOSK_HQ_ENROL_PUB=str(not_a_key))
+    assert bad.returncode != 0 and "is not a PEM public key file" in bad.stderr
+    waived = run_install_step(rootfs, wheels, "cat >/dev/null", KIOSK_NO_ENROL_KEY="1")
+    assert "no HQ enrolment key in this image" in waived
+    assert not (rootfs / "etc/member-kiosk/hq-enrol.pub").exists()
+    defaults = (rootfs / "etc/default/member-kiosk").read_text()
+    assert "\nKIOSK_HQ_ENROL_KEY=" not in defaults
+
+
+def test_build_script_refuses_early_without_hq_enrol_key(tmp_path: Path) -> None:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("KIOSK_HQ_ENROL_PUB", "KIOSK_NO_ENROL_KEY")
+    }
+    proc = subprocess.run(
+        [str(IMAGES / "build-image.sh")], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode != 0
+    assert "HQ's enrolment public key is missing" in proc.stderr
+    not_a_key = tmp_path / "hq-enrol.pub"
+    not_a_key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    proc = subprocess.run(
+        [str(IMAGES / "build-image.sh")],
+        capture_output=True,
+        text=True,
+        env={**env, "KIOSK_HQ_ENROL_PUB": str(not_a_key)},
+        timeout=60,
+    )
+    assert proc.returncode != 0 and "is not a PEM public key file" in proc.stderr
 
 
 def test_install_step_refuses_without_a_wheel(tmp_path: Path) -> None:
@@ -282,6 +366,7 @@ def test_install_step_for_real_in_a_debian_bookworm_root(tmp_path: Path) -> None
             wheels,
             f'chroot "${{ROOTFS_DIR}}" /usr/bin/env -i {clean} /bin/bash -e',
             KIOSK_STORE_BROKER="0",
+            KIOSK_HQ_ENROL_PUB=str(hq_enrol_pub(tmp_path / "hq")),
         )
         assert "member-kiosk-install: installed" in out
         version = chroot(rootfs, "/opt/member-kiosk/current/bin/kiosk", "--version")

@@ -4,6 +4,11 @@
 # Runs with pi-gen's ROOTFS_DIR and on_chroot; the repository this stage lives in provides
 # the units (systemd/), the udev rules (drivers/udev/) and the wheels (images/build/wheels/,
 # made by images/build-image.sh).
+#
+# HQ's enrolment public key goes to /etc/member-kiosk/hq-enrol.pub: the builder names it in
+# KIOSK_HQ_ENROL_PUB (a PEM file, made at HQ by `kiosk hq enrol-key`). Without it the build
+# stops, unless KIOSK_NO_ENROL_KEY=1 says the devices will be enrolled with
+# `kiosk provision enrol --hq-key FILE` instead.
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "${here}/../../.." && pwd)"
 wheels="${KIOSK_WHEELS:-${repo}/images/build/wheels}"
@@ -14,9 +19,33 @@ if ! compgen -G "${wheels}/member_center_kiosk-*.whl" >/dev/null; then
 	exit 1
 fi
 
+enrol_key="${KIOSK_HQ_ENROL_PUB:-}"
+if [ -n "${enrol_key}" ]; then
+	if [ ! -f "${enrol_key}" ] || ! grep -q -- '-----BEGIN PUBLIC KEY-----' "${enrol_key}"; then
+		echo "KIOSK_HQ_ENROL_PUB=${enrol_key} is not a PEM public key file" >&2
+		exit 1
+	fi
+elif [ "${KIOSK_NO_ENROL_KEY:-0}" != 1 ]; then
+	echo "HQ's enrolment public key is missing: set KIOSK_HQ_ENROL_PUB=/path/to/hq-enrol.pub" \
+		"(made at HQ by 'kiosk hq enrol-key'), or KIOSK_NO_ENROL_KEY=1 to build an image whose" \
+		"devices are enrolled with 'kiosk provision enrol --hq-key FILE'" >&2
+	exit 1
+fi
+
 # The target filesystem as it should look (journald cap, udev touch rule, defaults).
 cp -a "${here}/filesystem/root/." "${ROOTFS_DIR}/"
 chmod 0755 "${ROOTFS_DIR}/usr/local/sbin/member-kiosk-install"
+
+# HQ's enrolment key, and the services' environment pointing at it.
+defaults="${ROOTFS_DIR}/etc/default/member-kiosk"
+sed -i '/^KIOSK_HQ_ENROL_KEY=/d' "${defaults}"
+if [ -n "${enrol_key}" ]; then
+	install -D -m 0644 "${enrol_key}" "${ROOTFS_DIR}/etc/member-kiosk/hq-enrol.pub"
+	echo "KIOSK_HQ_ENROL_KEY=/etc/member-kiosk/hq-enrol.pub" >>"${defaults}"
+else
+	rm -f "${ROOTFS_DIR}/etc/member-kiosk/hq-enrol.pub"
+	echo "no HQ enrolment key in this image (KIOSK_NO_ENROL_KEY=1): enrol with --hq-key FILE"
+fi
 
 install -d -m 0755 "${ROOTFS_DIR}/etc/systemd/system" "${ROOTFS_DIR}/etc/udev/rules.d"
 install -m 0644 "${repo}"/systemd/*.service "${repo}"/systemd/*.timer "${repo}"/systemd/*.path \
