@@ -91,13 +91,17 @@ def _desk_options(func: F) -> F:
     return func
 
 
-def _desk(ctx: click.Context, opts: dict[str, Any]) -> EnrolmentDesk:
+def _desk(ctx: click.Context, opts: dict[str, Any], *, signs: bool = True) -> EnrolmentDesk:
+    """The desk; ``signs``: the command signs (so the CA must be named)."""
     config = _hq_config(ctx)
     ca_dir: Path | None = opts.get("ca_dir")
     if ca_dir is None:
-        if not config.ca_file:
+        if config.ca_file:
+            ca_dir = Path(config.ca_file).parent
+        elif signs:
             raise click.UsageError("name the broker CA with --ca-dir (or --tls-dir on kiosk hq)")
-        ca_dir = Path(config.ca_file).parent
+        else:
+            ca_dir = Path.cwd()
     command_key = opts.get("command_key") or (
         Path(config.command_key) if config.command_key else ca_dir / "hq-command.key"
     )
@@ -311,7 +315,7 @@ def devices_command(ctx: click.Context, /, as_json: bool, **opts: Any) -> None:
     """Every enrolled device: store, state, card range, certificate, last seen by the fleet."""
 
     def run() -> None:
-        rows = _desk(ctx, opts).devices()
+        rows = _desk(ctx, opts, signs=False).devices()
         lines = [
             f"{'device':<10} {'store':<8} {'state':<8} {'card serials':<23} "
             f"{'certificate':<20} {'fleet':<10} serial"
@@ -339,7 +343,7 @@ def enrolments_command(
     """The enrolment desk's record: every enrol, move, replace and revoke."""
 
     def run() -> None:
-        rows = _desk(ctx, opts).actions(device_id)
+        rows = _desk(ctx, opts, signs=False).actions(device_id)
         lines = [
             f"{a.at:%Y-%m-%d %H:%M:%S}Z {a.action:<8} {a.device_id:<10} {a.store_id:<8} "
             f"by {a.actor}"

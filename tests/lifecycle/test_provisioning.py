@@ -419,6 +419,16 @@ def test_hq_cli_refuses_a_garbled_slip_with_a_clear_error(desk, tmp_path):
     assert result.exit_code == 1
     assert "not a member-kiosk pairing code" in result.output
     assert table_counts(desk) == (0, 0, 0, 0)
+    # reading the record needs no CA
+    listed = CliRunner().invoke(
+        _hq_cli(HqConfig(database_url=str(desk.engine.url))), ["enrolments"]
+    )
+    assert (listed.exit_code, listed.output.strip()) == (0, "no enrolments")
+    signing = CliRunner().invoke(
+        _hq_cli(HqConfig(database_url=str(desk.engine.url))),
+        ["revoke", "K001", "--reason", "lost"],
+    )
+    assert signing.exit_code == 2 and "--ca-dir" in signing.output
 
 
 # -- with a real broker: the issued certificate logs in, the device shows in HQ's fleet, a
