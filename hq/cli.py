@@ -1,4 +1,4 @@
-"""HQ's console: ``kiosk hq ...`` (serve, fleet, command, update, pushes) and ``kiosk lane ...``."""
+"""HQ's console: ``kiosk hq ...`` (serve, fleet, commands, updates, enrolment), ``kiosk lane``."""
 
 from __future__ import annotations
 
@@ -316,5 +316,8 @@ def coupon(ctx: click.Context, code: str, check_only: bool) -> None:
 
 
 def register(group: click.Group) -> None:
+    from hq.enrol_cli import add_enrol_commands
+
+    add_enrol_commands(hq_group)
     group.add_command(hq_group)
     group.add_command(lane_group)

@@ -517,3 +517,10 @@ def test_enrolled_device_logs_in_appears_in_hq_fleet_and_is_refused_once_revoked
         assert check_broker_login(other_config, other).ok
     finally:
         broker.stop()
+
+
+def test_the_console_offers_the_enrolment_desk_under_kiosk_hq(desk):
+    listed = subprocess.run(
+        [KIOSK, "hq", "--db", str(desk.engine.url), "enrolments"], capture_output=True, text=True
+    )
+    assert (listed.returncode, listed.stdout.strip()) == (0, "no enrolments"), listed.stderr
