@@ -108,6 +108,7 @@ class NewCardSlip:
     phone: str
     tier: str
     welcome_points: int
+    card_dispensed: bool = True
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class CardReplacementSlip:
     phone: str
     balance_carried: int
     staff_id: str
+    card_dispensed: bool = True
 
 
 @dataclass(frozen=True)
@@ -209,15 +211,38 @@ def coupon(r: Coupon, width: int) -> Receipt:
     return Receipt("coupon", tuple(steps + _tail()))
 
 
+def _card_codes(card_number: str, dispensed: bool) -> list[Step]:
+    """The card's barcode; when no card came out, the slip itself is the card until the
+    member collects one at the service desk: a QR the kiosk's camera reads and the barcode
+    the lanes' scanners read."""
+    barcode = Barcode(card_number, "EAN13" if len(card_number) == 13 else "CODE128")
+    if dispensed:
+        return [barcode]
+    return [
+        Rule(),
+        Text("卡机暂无可发的卡", "center", bold=True),
+        Text("本凭条可当会员卡使用：", "center"),
+        Text("自助机扫二维码，收银台扫条码", "center"),
+        Qr(card_number, module_dots=8),
+        barcode,
+        Text("请凭本凭条到服务台领取实体卡", "center", bold=True),
+        Text("No card came out: this slip is"),
+        Text("your member card until you"),
+        Text("collect one at the service desk."),
+        Rule(),
+    ]
+
+
 def new_card_slip(r: NewCardSlip, width: int) -> Receipt:
-    steps = _head(r.header, "新会员卡 New member card", width)
+    title = "新会员卡 New member card" if r.card_dispensed else "会员卡凭条 Member card slip"
+    steps = _head(r.header, title, width)
     steps += [
         Text(f"欢迎您，{r.member_name}！", "center", bold=True),
         Text(columns("卡号", r.card_number, width)),
         Text(columns("手机", mask_phone(r.phone), width)),
         Text(columns("等级", r.tier, width)),
         Text(columns("入会积分", str(r.welcome_points), width)),
-        Barcode(r.card_number, "EAN13" if len(r.card_number) == 13 else "CODE128"),
+        *_card_codes(r.card_number, r.card_dispensed),
         Text("请妥善保管您的会员卡", "center"),
     ]
     return Receipt("new-card", tuple(steps + _tail()))
@@ -232,6 +257,7 @@ def card_replacement_slip(r: CardReplacementSlip, width: int) -> Receipt:
         Text(columns("新卡", r.new_card_number, width), bold=True),
         Text(columns("转入积分", str(r.balance_carried), width)),
         Text(columns("经办员工", r.staff_id, width)),
+        *_card_codes(r.new_card_number, r.card_dispensed),
         Text("原卡已停用，新卡即时生效。", "center"),
     ]
     return Receipt("card-replacement", tuple(steps + _tail()))

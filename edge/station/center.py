@@ -341,17 +341,22 @@ class KioskCenter:
         )
         card = self._hand_over(
             registration.view,
-            lambda: slips.new_card_slip(self.app, registration.view, 0, self.station.columns),
+            lambda dispensed: slips.new_card_slip(
+                self.app, registration.view, 0, self.station.columns, dispensed
+            ),
         )
         return RegistrationOutcome(
             summary(self.app, registration.view), registration.referral_bonus, card
         )
 
-    def _hand_over(self, view: member_service.MemberView, slip: Callable[[], Receipt]) -> CardIssue:
-        """Dispenses the card; its slip (with the card's barcode) prints either way, so a
-        member whose card did not come out still leaves with a scannable card number."""
+    def _hand_over(
+        self, view: member_service.MemberView, slip: Callable[[bool], Receipt]
+    ) -> CardIssue:
+        """Dispenses the card; its slip prints either way. When no card came out (empty or
+        jammed dispenser) the slip carries the card number as a QR and a barcode, so it
+        serves as the member's card until one is collected at the service desk."""
         dispensed, problem = self.station.dispense_card()
-        printed = self.station.print_receipt(slip())
+        printed = self.station.print_receipt(slip(dispensed))
         return CardIssue(view.card_no or "", dispensed, problem, printed)
 
     def privacy_terms(self, language: str) -> tuple[str, str]:
@@ -400,7 +405,7 @@ class KioskCenter:
         view = member_service.show_member(self.app, card_no=change.new_card_no)
         card = self._hand_over(
             view,
-            lambda: slips.replacement_slip(
+            lambda dispensed: slips.replacement_slip(
                 self.app,
                 view,
                 change.card_no,
@@ -408,6 +413,7 @@ class KioskCenter:
                 change.balance,
                 identity.staff_id,
                 self.station.columns,
+                dispensed,
             ),
         )
         return ReplacementOutcome(

@@ -109,7 +109,9 @@ def points_statement(app: AppContext, view: MemberView, width: int) -> Receipt:
     )
 
 
-def new_card_slip(app: AppContext, view: MemberView, welcome_points: int, width: int) -> Receipt:
+def new_card_slip(
+    app: AppContext, view: MemberView, welcome_points: int, width: int, dispensed: bool = True
+) -> Receipt:
     return receipts.new_card_slip(
         receipts.NewCardSlip(
             header=header(app),
@@ -118,6 +120,7 @@ def new_card_slip(app: AppContext, view: MemberView, welcome_points: int, width:
             phone=view.phone_masked,
             tier=view.tier_name_zh,
             welcome_points=welcome_points,
+            card_dispensed=dispensed,
         ),
         width,
     )
@@ -131,6 +134,7 @@ def replacement_slip(
     balance: int,
     staff_id: str,
     width: int,
+    dispensed: bool = True,
 ) -> Receipt:
     return receipts.card_replacement_slip(
         receipts.CardReplacementSlip(
@@ -141,6 +145,7 @@ def replacement_slip(
             phone=view.phone_masked,
             balance_carried=balance,
             staff_id=staff_id,
+            card_dispensed=dispensed,
         ),
         width,
     )
