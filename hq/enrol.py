@@ -4,8 +4,12 @@ The desk reads the slip's QR code (the text, or a photo of it), checks the certi
 request inside, assigns the device id (or takes the one given), gives the device a block of
 card serials no other device has ever had, signs the request with the broker's CA (common
 name = device id), and issues the enrolment bundle signed with HQ's enrolment key, as a file
-and as a QR code image the kiosk's camera can read. The registration, the card range, the
-pairing code's use and every action are rows in HQ's database, written in one transaction.
+and as a QR code image the kiosk's camera can read. Every bundle carries the chain's phone
+lookup key (``hq-lookup.key`` beside the CA, one for the whole chain so that a member is found
+by phone at every store), sealed to the public key of the device's certificate request and
+bound to its device id and serial: only that device can open it. The registration, the card
+range, the pairing code's use and every action are rows in HQ's database, written in one
+transaction.
 
 Re-provisioning: a device moves to another store with a new slip (same or new device id); a
 broken device is replaced by another that takes its place. The identity a device leaves is
@@ -16,6 +20,7 @@ used, no card serials left, an unknown device) raises and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -38,12 +43,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from edge.domain.errors import ConfigError, InvalidInput, NotFound, Refusal
 from edge.protocol import ProtocolError, check_name
 from edge.provisioning.bundle import (
+    LOOKUP_KEY_BYTES,
     MAX_QR_TEXT,
     Enrolment,
     PairingQr,
     bundle_to_qr,
     issue_bundle,
+    lookup_key_id,
     parse_pairing_qr,
+    seal_lookup_key,
 )
 from edge.security.keys import load_private_key
 from hq.models import (
@@ -57,6 +65,7 @@ from hq.models import (
 
 MAX_CARD_SERIAL = 10**10 - 1  # card serials have at most 10 digits
 CRL_FILE = "crl.pem"
+LOOKUP_KEY_FILE = "hq-lookup.key"
 CRL_VALIDITY = dt.timedelta(days=30)
 _DEVICE_NUMBER = re.compile(r"^K(\d+)$")
 
@@ -113,13 +122,69 @@ def write_enrol_key(directory: Path) -> tuple[Path, Path]:
     return private, public
 
 
+def write_lookup_key(path: Path) -> Path:
+    """Make the chain's phone-lookup key: 32 random bytes in ``path`` (mode 0600). Made once
+    for the whole chain and kept (and backed up) like the CA key: every device's member
+    lookup hashes depend on it. An existing key is never overwritten.
+
+    Raises:
+        Refusal: ``key_exists``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise Refusal(f"{path} already exists", code="key_exists") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(os.urandom(LOOKUP_KEY_BYTES))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
+
+
+def read_lookup_key(path: Path) -> bytes:
+    """The chain's lookup key from ``path`` (32 raw bytes, or 64 hex digits).
+
+    Raises:
+        ConfigError: ``key_missing``, ``key_permissions`` (others may read it) or
+            ``key_invalid``.
+    """
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()[: 4 * LOOKUP_KEY_BYTES]
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist", code="key_missing", path=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}", code="key_missing", path=str(path)) from None
+    if mode & 0o077:
+        raise ConfigError(
+            f"{path} is accessible to other users (mode {mode & 0o777:o}); chmod 600 it",
+            code="key_permissions",
+            path=str(path),
+        )
+    if len(data) == LOOKUP_KEY_BYTES:
+        return data
+    try:
+        key = bytes.fromhex(data.strip().decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        key = b""
+    if len(key) != LOOKUP_KEY_BYTES:
+        raise ConfigError(
+            f"{path} must hold {LOOKUP_KEY_BYTES} raw bytes or {2 * LOOKUP_KEY_BYTES} hex digits",
+            code="key_invalid",
+            path=str(path),
+        )
+    return key
+
+
 @dataclass(frozen=True)
 class DeskSettings:
     """What the desk signs with and what it hands out.
 
     ``ca_dir`` holds the broker CA (``ca.crt``, ``ca.key``); the CRL is written there too
     unless ``crl_file`` says otherwise. ``command_key`` and ``update_key`` may name the
-    private or the public key: only the public half goes into bundles.
+    private or the public key: only the public half goes into bundles. ``lookup_key`` is the
+    chain's phone-lookup key (default ``<ca_dir>/hq-lookup.key``), sealed into every bundle.
     """
 
     ca_dir: Path
@@ -135,10 +200,15 @@ class DeskSettings:
     card_range_size: int = 50_000
     card_range_limit: int = MAX_CARD_SERIAL
     certificate_days: int = 825
+    lookup_key: Path | None = None
 
     @property
     def crl_path(self) -> Path:
         return self.crl_file or self.ca_dir / CRL_FILE
+
+    @property
+    def lookup_key_path(self) -> Path:
+        return self.lookup_key or self.ca_dir / LOOKUP_KEY_FILE
 
 
 @dataclass(frozen=True)
@@ -156,6 +226,7 @@ class Issued:
     qr_path: Path
     qr_chars: int
     revoked: tuple[str, ...] = ()
+    lookup_key_id: str = ""  # fingerprint of the chain lookup key sealed into the bundle
 
 
 @dataclass(frozen=True)
@@ -302,6 +373,49 @@ class EnrolmentDesk:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
+
+    def _lookup_key(self, session: Session) -> bytes:
+        """The chain's lookup key: the file, made on the first enrolment if there is none.
+
+        Refused when the key is gone or differs from the one earlier bundles carried (its
+        fingerprint is in every enrolment record): devices enrolled with another key would
+        hash phone numbers differently and stop finding each other's members.
+        """
+        path = self.settings.lookup_key_path
+        recorded = self._recorded_lookup_key_id(session)
+        if not path.exists():
+            if recorded is not None:
+                raise ConfigError(
+                    f"the chain's lookup key {path} is missing, but devices were enrolled with "
+                    f"key {recorded}: restore it from HQ's backup (a new key would split the "
+                    "chain's phone lookup)",
+                    code="lookup_key_missing",
+                    path=str(path),
+                )
+            with contextlib.suppress(Refusal):  # made at this moment by another desk: use it
+                write_lookup_key(path)
+        key = read_lookup_key(path)
+        if recorded is not None and lookup_key_id(key) != recorded:
+            raise ConfigError(
+                f"{path} is not the lookup key earlier bundles carried ({recorded}): restore "
+                "the chain's key",
+                code="lookup_key_changed",
+                path=str(path),
+            )
+        return key
+
+    @staticmethod
+    def _recorded_lookup_key_id(session: Session) -> str | None:
+        query = (
+            select(EnrolmentAction.detail)
+            .where(EnrolmentAction.detail.like('%"lookup_key_id"%'))
+            .order_by(EnrolmentAction.id.desc())
+            .limit(1)
+        )
+        detail = session.scalar(query)
+        if detail is None:
+            return None
+        return str(json.loads(detail)["lookup_key_id"])
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -512,6 +626,9 @@ class EnrolmentDesk:
                     revoked.append(self._revoke_row(session, old, why))
                 cert = self._sign(csr, new_id)
                 cert_serial = format(cert.serial_number, "x")
+                lookup_key = self._lookup_key(session)
+                device_public = csr.public_key()
+                assert isinstance(device_public, ec.EllipticCurvePublicKey)  # _check_request
                 now = self.clock()
                 enrolment = Enrolment(
                     store_id=store,
@@ -529,6 +646,9 @@ class EnrolmentDesk:
                     hq_update_public_key_pem=update_pem,
                     issued_at=now.isoformat(),
                     replaces_device=previous if action == "replace" and previous else "",
+                    lookup_key_sealed=seal_lookup_key(
+                        lookup_key, device_public, new_id, slip.serial
+                    ),
                 )
                 bundle = issue_bundle(enrolment, enrol_key)
                 qr = bundle_to_qr(bundle)
@@ -582,6 +702,7 @@ class EnrolmentDesk:
                     previous_store_id=previous_store,
                     revoked=revoked,
                     reason=reason,
+                    lookup_key_id=lookup_key_id(lookup_key),
                 )
                 session.flush()
                 out_dir.mkdir(parents=True, exist_ok=True)
@@ -611,6 +732,7 @@ class EnrolmentDesk:
             qr_path=qr_path,
             qr_chars=len(qr),
             revoked=tuple(revoked),
+            lookup_key_id=lookup_key_id(lookup_key),
         )
 
     def revoke(self, device_id: str, reason: str, *, actor: str = "hq") -> str:

@@ -1,11 +1,12 @@
-"""``kiosk hq enrol | move | replace | revoke | devices | enrolments | crl | enrol-key``: HQ's
-enrolment desk on the console.
+"""``kiosk hq enrol | move | replace | revoke | devices | enrolments | crl | enrol-key |
+lookup-key``: HQ's enrolment desk on the console.
 
 The desk signs with the broker CA in ``--ca-dir`` (default: the directory of the HQ
 configuration's ``ca_file``, i.e. ``--tls-dir``), issues bundles signed with HQ's enrolment
 key (``--enrol-key``, default ``<ca dir>/hq-enrol.key``) carrying HQ's command and update
-public keys, and tells devices to connect to ``--device-broker-host``/``--device-broker-port``
-(default: HQ's own broker settings).
+public keys and the chain's phone-lookup key (``--lookup-key``, default
+``<ca dir>/hq-lookup.key``, sealed to each device), and tells devices to connect to
+``--device-broker-host``/``--device-broker-port`` (default: HQ's own broker settings).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from typing import Any, TypeVar
 import click
 
 from edge.domain.errors import KioskError
-from hq.enrol import DeskSettings, EnrolmentDesk, Issued, read_qr_photo, write_enrol_key
+from hq.enrol import (
+    LOOKUP_KEY_FILE,
+    DeskSettings,
+    EnrolmentDesk,
+    Issued,
+    read_qr_photo,
+    write_enrol_key,
+    write_lookup_key,
+)
 from hq.service import HqConfig, make_hq_engine
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,6 +60,13 @@ def _desk_options(func: F) -> F:
             type=click.Path(dir_okay=False, path_type=Path),
             envvar="HQ_ENROL_KEY",
             help="HQ's enrolment signing key (default: <ca dir>/hq-enrol.key).",
+        ),
+        click.option(
+            "--lookup-key",
+            type=click.Path(dir_okay=False, path_type=Path),
+            envvar="HQ_LOOKUP_KEY",
+            help="The chain's phone-lookup key, sealed into every bundle (default: "
+            "<ca dir>/hq-lookup.key, made on the first enrolment if no device has one yet).",
         ),
         click.option(
             "--command-key",
@@ -115,6 +131,7 @@ def _desk(ctx: click.Context, opts: dict[str, Any], *, signs: bool = True) -> En
         rules_version=opts.get("rules_version") or "",
         catalogue_version=opts.get("catalogue_version") or "",
         card_range_size=opts.get("range_size") or 50_000,
+        lookup_key=opts.get("lookup_key"),
     )
     return EnrolmentDesk(make_hq_engine(config.database_url), settings)
 
@@ -131,6 +148,7 @@ def _issued(issued: Issued, as_json: bool) -> None:
         f"(serial {issued.serial})",
         f"card serials {issued.card_range_start}-{issued.card_range_end}",
         f"certificate {issued.certificate_serial}",
+        f"lookup key {issued.lookup_key_id} (sealed to the device)",
         f"bundle  {issued.bundle_path}",
         f"QR code {issued.qr_path} ({issued.qr_chars} characters, one code)",
         *(f"revoked certificate {s}" for s in issued.revoked),
@@ -372,6 +390,24 @@ def enrol_key_command(out_dir: Path) -> None:
     _run(run)
 
 
+@click.command("lookup-key")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help=f"Where {LOOKUP_KEY_FILE} goes (the desk's CA directory; keep and back it up).",
+)
+def lookup_key_command(out_dir: Path) -> None:
+    """Make the chain's phone-lookup key (once for the whole chain; never overwritten)."""
+
+    def run() -> None:
+        path = write_lookup_key(out_dir / LOOKUP_KEY_FILE)
+        click.echo(f"wrote {path} (secret: the chain's phone-lookup key, back it up)")
+
+    _run(run)
+
+
 def add_enrol_commands(group: click.Group) -> None:
     """Add the enrolment desk's commands to ``kiosk hq``."""
     for command in (
@@ -383,5 +419,6 @@ def add_enrol_commands(group: click.Group) -> None:
         devices_command,
         enrolments_command,
         enrol_key_command,
+        lookup_key_command,
     ):
         group.add_command(command)

@@ -6,6 +6,11 @@ An enrolment bundle is JSON ``{"payload": <base64 JSON>, "signature": <base64>}`
 payload is signed with HQ's Ed25519 enrolment key under the domain ``mck/enrol/v1``. The same
 bundle fits in one QR code as ``MCKENROL1:<base64url of the zlib-compressed bundle>``.
 
+Format 2 carries the chain's phone-lookup key (``lookup_key_sealed``), sealed
+(:mod:`edge.security.sealing`) to the public key of the device's certificate request and bound
+to its device id and serial: the bundle travels as a file or a QR code and holds no secret in
+the clear. Format 1 bundles (without it) are refused.
+
 Both sides use these definitions: the device (``edge.provisioning``) and HQ (``hq.enrol``).
 Nothing here touches files, the database or the configuration.
 """
@@ -14,19 +19,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import zlib
 from dataclasses import asdict, dataclass
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.domain.errors import IntegrityError, InvalidInput
+from edge.security.sealing import seal, unseal
 from edge.security.signing import sign_bytes, verify_bytes
 
 ENROL_DOMAIN = b"mck/enrol/v1"
 QR_PREFIX = "MCKENROL1:"
 PAIR_PREFIX = "MCKPAIR1"
-FORMAT = 1
+FORMAT = 2
+LOOKUP_KEY_PURPOSE = b"mck/lookup-key/v1"
+LOOKUP_KEY_BYTES = 32
 MAX_QR_TEXT = 2900  # bytes one QR code (version 40, level L, byte mode) holds, with margin
 
 
@@ -49,6 +60,7 @@ class Enrolment:
     hq_update_public_key_pem: str
     issued_at: str
     replaces_device: str = ""  # the broken device whose identity this one takes (revoked)
+    lookup_key_sealed: str = ""  # base64: the chain's lookup key, sealed to this device's key
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,54 @@ def parse_pairing_qr(text: str) -> PairingQr:
             "the pairing code carries no certificate request", code="pairing_qr_invalid"
         )
     return PairingQr(serial, code.strip().upper(), der)
+
+
+def lookup_key_id(key: bytes) -> str:
+    """A short fingerprint naming a lookup key in records (it reveals nothing of the key)."""
+    return hmac.new(key, b"mck/lookup-key-id", hashlib.sha256).hexdigest()[:16]
+
+
+def seal_lookup_key(
+    key: bytes, device_public_key: ec.EllipticCurvePublicKey, device_id: str, serial: str
+) -> str:
+    """HQ's side: the chain's lookup key sealed to the device's key, id and serial (base64)."""
+    if len(key) != LOOKUP_KEY_BYTES:
+        raise InvalidInput(
+            f"the lookup key must be {LOOKUP_KEY_BYTES} bytes", code="lookup_key_invalid"
+        )
+    blob = seal(device_public_key, key, purpose=LOOKUP_KEY_PURPOSE, context=(device_id, serial))
+    return base64.b64encode(blob).decode()
+
+
+def unseal_lookup_key(
+    sealed: str, device_key: ec.EllipticCurvePrivateKey, device_id: str, serial: str
+) -> bytes:
+    """The device's side: the chain's lookup key from the bundle.
+
+    Raises:
+        IntegrityError: ``lookup_key_invalid``: missing, garbled, or sealed for another
+            device's key, id or serial.
+    """
+    try:
+        blob = base64.b64decode(sealed, validate=True)
+    except (ValueError, binascii.Error):
+        blob = b""
+    if not blob:
+        raise IntegrityError(
+            "the bundle's sealed lookup key is missing or garbled", code="lookup_key_invalid"
+        )
+    try:
+        key = unseal(device_key, blob, purpose=LOOKUP_KEY_PURPOSE, context=(device_id, serial))
+    except IntegrityError as exc:
+        raise IntegrityError(
+            f"the bundle's lookup key cannot be opened by this device: {exc.message}",
+            code="lookup_key_invalid",
+        ) from None
+    if len(key) != LOOKUP_KEY_BYTES:
+        raise IntegrityError(
+            f"the bundle's lookup key is not {LOOKUP_KEY_BYTES} bytes", code="lookup_key_invalid"
+        )
+    return key
 
 
 def issue_bundle(enrolment: Enrolment, hq_key: Ed25519PrivateKey) -> bytes:
@@ -141,8 +201,15 @@ def verify_enrolment(bundle: bytes, hq_public_key: Ed25519PublicKey) -> Enrolmen
         )
     try:
         raw = json.loads(payload)
-        if raw.pop("format") != FORMAT:
-            raise ValueError("unknown format")
-        return Enrolment(**raw)
+        version = raw.pop("format")
+        if version != FORMAT:
+            raise ValueError(
+                f"format {version} is not {FORMAT} (a bundle from an older desk: ask HQ for a "
+                "new one)"
+            )
+        enrolment = Enrolment(**raw)
+        if not enrolment.lookup_key_sealed:
+            raise ValueError("it carries no lookup key")
+        return enrolment
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError(f"enrolment payload unusable: {exc}", code="bundle_invalid") from None

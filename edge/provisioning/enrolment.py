@@ -6,14 +6,25 @@ image (``/etc/member-kiosk/hq-enrol.pub``).
 
 Applying a bundle writes the CA and the device certificate (``tls/``), HQ's command and
 update keys (``keys/``), and the ``[device]`` and ``[sync]`` sections of ``config.toml``;
-every other setting in the file is kept. Each application is an audit record in the device's
-database (``provision.enrol``, ``provision.reenrol``, ``provision.move`` or
-``provision.replace``); moving a provisioned device to another identity needs
+every other setting in the file is kept. It also installs the chain's phone-lookup key, which
+the bundle carries sealed to this device's key (only this device opens it), as
+``keys/lookup.key`` (0600). Members registered here under another lookup key (the dev key made
+on first use, or another chain's) are re-hashed under the chain's key in the same transaction,
+from their encrypted phone number, and a ``member.updated`` event carries each new hash to HQ;
+members that arrived from other stores (no phone number here, only the hash their store sent)
+keep that hash. A ``lookup.key`` given as a systemd credential wins: it is neither replaced nor
+re-hashed for, and the record says whether it is the chain's key.
+
+Each application is an audit record in the device's database (``provision.enrol``,
+``provision.reenrol``, ``provision.move`` or ``provision.replace``), naming the lookup key by
+its fingerprint only; moving a provisioned device to another identity needs
 ``reprovision=True`` and keeps the retired identity's files.
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
 import os
 import shutil
 import tomllib
@@ -24,8 +35,10 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import NameOID
+from sqlalchemy import select
 
 from edge.config import KioskConfig, parse_config
 from edge.domain.errors import IntegrityError, Refusal
@@ -38,11 +51,17 @@ from edge.provisioning.bundle import (
     bundle_from_qr,
     bundle_to_qr,
     issue_bundle,
+    lookup_key_id,
+    unseal_lookup_key,
     verify_enrolment,
 )
 from edge.provisioning.identity import ensure_device_key, public_key_der
 from edge.provisioning.pairing import PAIRING_FILE, check_pairing
 from edge.provisioning.toml_write import dumps_toml
+from edge.security.keys import LOOKUP_KEY_FILE
+from edge.security.personal import PhoneVault
+from edge.services.tx import Tx
+from edge.storage.models import Member
 
 __all__ = [
     "ENROL_DOMAIN",
@@ -64,6 +83,10 @@ RETIRED_DIR = Path("provisioning/retired")
 IMAGE_ENROL_KEY = Path("/etc/member-kiosk/hq-enrol.pub")
 ENROL_KEY_ENV = "KIOSK_HQ_ENROL_KEY"
 _APPLIED = (history.ENROL, history.REENROL, history.MOVE, history.REPLACE)
+LOOKUP_FROM_BUNDLE = "bundle"
+LOOKUP_FROM_CREDENTIAL = "credential"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,6 +98,16 @@ class AppliedEnrolment:
     certificate_expires: str
     retired_to: Path | None
     action: str = history.ENROL
+    lookup_key_id: str = ""  # fingerprint of the chain's lookup key (never the key)
+    lookup_key_source: str = LOOKUP_FROM_BUNDLE  # or "credential": a systemd credential wins
+    members_rehashed: int = 0
+
+
+@dataclass(frozen=True)
+class _Rehash:
+    members: int = 0
+    replica_hashes_kept: int = 0
+    replica_hashes_cleared: int = 0
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -88,7 +121,9 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
-def _check_certificate(enrolment: Enrolment, data_dir: Path) -> x509.Certificate:
+def _check_certificate(
+    enrolment: Enrolment, data_dir: Path
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     try:
         cert = x509.load_pem_x509_certificate(enrolment.device_cert_pem.encode())
         ca = x509.load_pem_x509_certificate(enrolment.ca_cert_pem.encode())
@@ -109,7 +144,58 @@ def _check_certificate(enrolment: Enrolment, data_dir: Path) -> x509.Certificate
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError) as exc:
         raise IntegrityError(f"the certificate is not issued by the bundle's CA: {exc}") from None
-    return cert
+    return cert, key
+
+
+def _rehash_members(tx: Tx, lookup_key: bytes) -> _Rehash:
+    """Re-hash every member registered here (phone number decrypted with the data key) under
+    ``lookup_key``, emitting ``member.updated`` for each; replicas keep their store's hash,
+    except one that collides with a local member's new hash (the local member keeps lookup,
+    as when a replica arrives)."""
+    session = tx.session
+    local = list(session.scalars(select(Member).where(Member.phone_cipher.is_not(None))))
+    replicas = list(
+        session.scalars(
+            select(Member).where(Member.phone_cipher.is_(None), Member.phone_hash.is_not(None))
+        )
+    )
+    if not local:
+        return _Rehash(replica_hashes_kept=len(replicas))
+    vault = PhoneVault(tx.app.keys.data_key, lookup_key)
+    new_hashes: dict[str, str] = {}
+    for member in local:
+        assert member.phone_cipher is not None
+        try:
+            new_hashes[member.id] = vault.lookup_hash(vault.decrypt(member.phone_cipher))
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"member {member.id}'s phone number cannot be read to re-hash it: {exc.message}",
+                code=exc.code,
+                member_id=member.id,
+            ) from None
+    taken = set(new_hashes.values())
+    cleared = 0
+    for replica in replicas:
+        if replica.phone_hash in taken:
+            log.warning("phone of member %s is registered to a member here too", replica.id)
+            replica.phone_hash = None
+            cleared += 1
+    for member in local:  # two steps: no transient clash on the unique index
+        member.phone_hash = None
+    session.flush()
+    for member in local:
+        member.phone_hash = new_hashes[member.id]
+        member.updated_at = tx.now
+        tx.emit(
+            "member.updated",
+            {
+                "member_id": member.id,
+                "phone_hash": member.phone_hash,
+                "phone_masked": member.phone_masked,
+            },
+        )
+    session.flush()
+    return _Rehash(len(local), len(replicas) - cleared, cleared)
 
 
 def read_audit(data_dir: Path, config_path: Path | None = None) -> list[dict[str, Any]]:
@@ -159,8 +245,11 @@ def apply_enrolment(
             "for explicitly",
             code="already_provisioned",
         )
-    cert = _check_certificate(enrolment, data_dir)
+    cert, device_key = _check_certificate(enrolment, data_dir)
     serial = check_pairing(data_dir, enrolment.pairing_code, now)
+    lookup_key = unseal_lookup_key(
+        enrolment.lookup_key_sealed, device_key, enrolment.device_id, serial
+    )
     raw.setdefault("device", {}).update(
         store_id=enrolment.store_id,
         device_id=enrolment.device_id,
@@ -188,37 +277,66 @@ def apply_enrolment(
     else:
         action = history.REENROL
     retired = None
-    with history.record_provisioning(data_dir, config_path) as tx:
-        tx.audit(
-            actor,
-            action,
-            checked.device.device_id,
-            serial=serial,
-            store_id=checked.device.store_id,
-            device_id=checked.device.device_id,
-            previous_device_id=previous,
-            previous_store_id=previous_store,
-            replaces_device=enrolment.replaces_device,
-            certificate_serial=format(cert.serial_number, "x"),
-            card_range_start=checked.device.card_range_start,
-            card_range_end=checked.device.card_range_end,
-            rules_version=enrolment.rules_version,
-            catalogue_version=enrolment.catalogue_version,
-            issued_at=enrolment.issued_at,
-        )
-        if previous is not None:
-            retired = data_dir / RETIRED_DIR / f"{previous}-{now.strftime('%Y%m%dT%H%M%SZ')}"
-            retired.mkdir(parents=True)
-            for name in (config_path.name, "tls/device.crt", "tls/ca.crt"):
-                source = config_path if name == config_path.name else data_dir / name
-                if source.exists():
-                    shutil.copy2(source, retired / Path(name).name)
-        _write(data_dir / "tls" / "ca.crt", enrolment.ca_cert_pem.encode())
-        _write(data_dir / "tls" / "device.crt", enrolment.device_cert_pem.encode())
-        _write(data_dir / "keys" / "hq-command.pub", enrolment.hq_command_public_key_pem.encode())
-        _write(data_dir / "keys" / "hq-update.pub", enrolment.hq_update_public_key_pem.encode())
-        _write(config_path, text.encode(), 0o640)
-        (data_dir / PAIRING_FILE).unlink()  # the one-time code is used up
+    installed: tuple[Path, bytes | None] | None = None  # the key file and what it held
+    try:
+        with history.record_provisioning(data_dir, config_path) as tx:
+            keys = tx.app.keys
+            current = keys.existing_secret(LOOKUP_KEY_FILE)
+            from_credential = keys.credential_path(LOOKUP_KEY_FILE) is not None
+            changes_key = not from_credential and (
+                current is None or not hmac.compare_digest(current, lookup_key)
+            )
+            rehash = _rehash_members(tx, lookup_key) if changes_key else _Rehash()
+            tx.audit(
+                actor,
+                action,
+                checked.device.device_id,
+                serial=serial,
+                store_id=checked.device.store_id,
+                device_id=checked.device.device_id,
+                previous_device_id=previous,
+                previous_store_id=previous_store,
+                replaces_device=enrolment.replaces_device,
+                certificate_serial=format(cert.serial_number, "x"),
+                card_range_start=checked.device.card_range_start,
+                card_range_end=checked.device.card_range_end,
+                rules_version=enrolment.rules_version,
+                catalogue_version=enrolment.catalogue_version,
+                issued_at=enrolment.issued_at,
+                lookup_key_id=lookup_key_id(lookup_key),
+                lookup_key_source=LOOKUP_FROM_CREDENTIAL if from_credential else LOOKUP_FROM_BUNDLE,
+                lookup_key_in_use=lookup_key_id(current) if from_credential and current else "",
+                previous_lookup_key_id=lookup_key_id(current) if changes_key and current else "",
+                members_rehashed=rehash.members,
+                replica_phone_hashes_kept=rehash.replica_hashes_kept,
+                replica_phone_hashes_cleared=rehash.replica_hashes_cleared,
+            )
+            if previous is not None:
+                retired = data_dir / RETIRED_DIR / f"{previous}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+                retired.mkdir(parents=True)
+                for name in (config_path.name, "tls/device.crt", "tls/ca.crt"):
+                    source = config_path if name == config_path.name else data_dir / name
+                    if source.exists():
+                        shutil.copy2(source, retired / Path(name).name)
+            _write(data_dir / "tls" / "ca.crt", enrolment.ca_cert_pem.encode())
+            _write(data_dir / "tls" / "device.crt", enrolment.device_cert_pem.encode())
+            _write(
+                data_dir / "keys" / "hq-command.pub", enrolment.hq_command_public_key_pem.encode()
+            )
+            _write(data_dir / "keys" / "hq-update.pub", enrolment.hq_update_public_key_pem.encode())
+            _write(config_path, text.encode(), 0o640)
+            (data_dir / PAIRING_FILE).unlink()  # the one-time code is used up
+            if changes_key:  # last: the re-hashed members and the key commit together
+                installed = (keys.keys_dir / LOOKUP_KEY_FILE, current)
+                keys.install_secret(LOOKUP_KEY_FILE, lookup_key)
+    except BaseException:
+        if installed is not None:  # the transaction did not commit: the old key stays
+            path, old = installed
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                _write(path, old, 0o600)
+        raise
     return AppliedEnrolment(
         store_id=enrolment.store_id,
         device_id=enrolment.device_id,
@@ -227,4 +345,7 @@ def apply_enrolment(
         certificate_expires=cert.not_valid_after_utc.isoformat(),
         retired_to=retired,
         action=action,
+        lookup_key_id=lookup_key_id(lookup_key),
+        lookup_key_source=LOOKUP_FROM_CREDENTIAL if from_credential else LOOKUP_FROM_BUNDLE,
+        members_rehashed=rehash.members,
     )

@@ -82,13 +82,67 @@ class KeyStore:
         self._public_keys: dict[Path, Ed25519PublicKey] = {}
 
     @property
+    def keys_dir(self) -> Path:
+        """Where this store keeps (and makes) key files that no credential provides."""
+        return self._keys_dir
+
+    def credential_path(self, name: str) -> Path | None:
+        """The systemd credential providing ``name``, if there is one (it wins over a file)."""
+        if self._credentials_dir is None:
+            return None
+        credential = self._credentials_dir / name
+        return credential if credential.exists() else None
+
+    def existing_secret(self, name: str) -> bytes | None:
+        """The secret ``name`` as the store would hand it out, or None when there is none yet
+        (nothing is made: unlike the properties, asking never creates a dev key)."""
+        with self._lock:
+            if name in self._secrets:
+                return self._secrets[name]
+        credential = self.credential_path(name)
+        path = credential or self._keys_dir / name
+        if not path.exists():
+            return None
+        if credential is None:
+            _refuse_loose_permissions(path)
+        return _parse_secret(_read_key_file(path), path)
+
+    def install_secret(self, name: str, secret: bytes) -> Path:
+        """Put ``secret`` in place as the key file ``name`` (0600, written to a temp file,
+        fsynced, renamed over the old one, directory fsynced) and hand it out from now on.
+
+        Raises:
+            ConfigError: ``key_invalid`` (not 32 bytes), ``key_from_credential`` (a systemd
+                credential provides this key; it wins and is never written), or
+                ``key_unwritable``.
+        """
+        if len(secret) != SECRET_BYTES:
+            raise ConfigError(f"{name} must be {SECRET_BYTES} bytes", code="key_invalid")
+        credential = self.credential_path(name)
+        if credential is not None:
+            raise ConfigError(
+                f"{name} is provided as a systemd credential ({credential}); it is not replaced",
+                code="key_from_credential",
+                path=str(credential),
+            )
+        self._ensure_keys_dir()
+        path = self._keys_dir / name
+        with self._lock:
+            _replace_atomically(path, secret)
+            self._secrets[name] = secret
+        return path
+
+    @property
     def data_key(self) -> bytes:
         """AES-256-GCM key for personal data (``data.key``); losing it loses the phone numbers."""
         return self._secret(DATA_KEY_FILE)
 
     @property
     def lookup_key(self) -> bytes:
-        """HMAC key for phone lookup hashes (``lookup.key``); chain-wide in production."""
+        """HMAC key for phone lookup hashes (``lookup.key``): chain-wide, so a member found by
+        phone at one store is found at every store. HQ delivers it sealed in the enrolment
+        bundle (installed by :func:`edge.provisioning.enrolment.apply_enrolment`); before
+        enrolment a dev key is made on first use."""
         return self._secret(LOOKUP_KEY_FILE)
 
     @property
@@ -269,6 +323,34 @@ def _create_exclusively(path: Path, data: bytes) -> bytes:
     except OSError as exc:
         raise ConfigError(
             f"cannot create key file {path}: {exc.strerror or exc}",
+            code="key_unwritable",
+            path=str(path),
+        ) from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+
+
+def _replace_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (0600) so that a crash leaves the old or the new file whole."""
+    try:
+        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write key file {path}: {exc.strerror or exc}",
+            code="key_unwritable",
+            path=str(path),
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+        _fsync_directory(path.parent)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write key file {path}: {exc.strerror or exc}",
             code="key_unwritable",
             path=str(path),
         ) from exc
