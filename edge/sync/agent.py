@@ -55,6 +55,7 @@ from edge.sync.inbound import (
     load_stored_rules,
     put_rules_in_force,
 )
+from edge.sync.lane_cards import LocalCardChanges
 from edge.sync.outbox import OutboxPump
 from edge.sync.replica import apply_replica_batch, replica_cursor
 from edge.sync.telemetry import collect
@@ -63,6 +64,8 @@ from edge.sync.watchdog import sd_notify, watchdog_interval_s
 log = logging.getLogger(__name__)
 
 GAP_REQUEST_EVERY_S = 2.0
+LANE_CARDS_EVERY_S = 1.0
+LANE_CARDS_PER_MESSAGE = 500
 
 
 def _path(app: AppContext, value: str) -> Path:
@@ -151,6 +154,8 @@ class Agent:
         self.applied = 0
         self._last_gap_request = 0.0
         self._next_telemetry = 0.0
+        self.local_cards = LocalCardChanges(app)
+        self._next_lane_cards = 0.0
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -175,6 +180,9 @@ class Agent:
                 self._finish_commands()
                 self.pump.pump()
                 now = time.monotonic()
+                if now >= self._next_lane_cards:
+                    self._announce_local_cards()
+                    self._next_lane_cards = now + LANE_CARDS_EVERY_S
                 if now >= self._next_telemetry and self.link.connected:
                     self._publish_telemetry()
                     self._next_telemetry = now + self.app.config.sync.telemetry_interval_s
@@ -329,12 +337,28 @@ class Agent:
         )
         self.link.publish(self.topics.replica_request(self.app.device_id), request.to_bytes())
 
-    def _tell_lanes(self, cards: list[tuple[str, str]]) -> None:
-        message = LaneCards(
-            cards=[LaneCard(card_no=c, state=s) for c, s in cards[:1000]],
-            at=self.app.clock(),
-        )
-        self.link.publish(self.topics.lane_cards(self.app.store_id), message.to_bytes())
+    def _tell_lanes(self, cards: list[tuple[str, str]]) -> bool:
+        """Publishes the cards' states for the store's lanes; False if the link refused it."""
+        for start in range(0, len(cards), LANE_CARDS_PER_MESSAGE):
+            chunk = cards[start : start + LANE_CARDS_PER_MESSAGE]
+            message = LaneCards(
+                cards=[LaneCard(card_no=c, state=s) for c, s in chunk], at=self.app.clock()
+            )
+            topic = self.topics.lane_cards(self.app.store_id)
+            if not self.link.publish(topic, message.to_bytes()):
+                return False
+        return True
+
+    def _announce_local_cards(self) -> None:
+        """Cards issued, replaced or blocked at this kiosk, to the lanes, HQ or no HQ."""
+        if not self.link.connected:
+            return
+        cards, upto = self.local_cards.pending()
+        if upto == self.local_cards.cursor:
+            return
+        if cards and not self._tell_lanes(cards):
+            return
+        self.local_cards.advance(upto, told=bool(cards))
 
     def _publish_telemetry(self) -> None:
         sample = collect(self.app, self.clock_offset_s)

@@ -136,3 +136,32 @@ def test_the_card_list_outlives_the_lane_process(broker, tmp_path):
         assert lane.wait_card_state("1000000002", "blocked", 10)
         report = lane.simulate(["1000000001", "1000000002"], 6, rate_per_s=100, deadline_s=5)
         assert report.sent == 0 and sum(report.refused_at_till.values()) == 6, report
+
+
+def test_cards_changed_at_the_kiosk_reach_its_lanes_while_hq_is_away(broker, tmp_path):
+    """No HQ service at all: the kiosk itself tells its lanes of a new, a lost and a
+    replacement card, from its own outbox, and a restarted agent does not tell them twice."""
+    a = open_app(make_data_dir(tmp_path, broker, "K001", "S001", 1))
+    agent = Agent(a)
+    runner = Runner(agent.run)
+    try:
+        with lane_for(broker, "S001", "L1") as lane:
+            here = register_member(a, "13800138000", consent=True, name="Li")
+            assert lane.wait_card_state(here.card_no, "active", 10), "new card never listed"
+            clerk = add_staff(a, "c1", "clerk", "2580")
+            report_lost_card(a, here.card_no, clerk)
+            assert lane.wait_card_state(here.card_no, "lost", 10), "the loss never arrived"
+            report = lane.simulate([here.card_no], 3, rate_per_s=50, deadline_s=5)
+            assert report.sent == 0 and report.refused_at_till == {"lost": 3}, report
+            change = replace_card(a, here.card_no, clerk)
+            assert change.new_card_no is not None
+            assert lane.wait_card_state(change.new_card_no, "active", 10)
+            assert lane.card_state(here.card_no) == "replaced"
+            assert not drained(a)()  # none of it has reached HQ
+        runner.stop()
+        told = agent.local_cards.cursor
+        assert told > 0
+        assert Agent(a).local_cards.cursor == told  # kept: a restart tells nothing again
+    finally:
+        runner.stop()
+        a.close()
