@@ -3,12 +3,14 @@ config and certificates, re-provisioning, revocation, and the audit on both side
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import subprocess
 import sys
 import tomllib
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -23,9 +25,18 @@ from sqlalchemy.orm import Session
 from drivers.printer import PrinterProfile, encode_receipt
 from drivers.printer.document import Qr
 from drivers.scanner import CodeDecoder
+from edge.app import AppContext
 from edge.config import parse_config
-from edge.domain.errors import IntegrityError, InvalidInput, NotFound, Refusal
-from edge.provisioning.bundle import MAX_QR_TEXT, pairing_qr_text, parse_pairing_qr
+from edge.domain.cards import card_number
+from edge.domain.errors import ConfigError, IntegrityError, InvalidInput, NotFound, Refusal
+from edge.protocol import Event, ReplicaBatch
+from edge.protocol.messages import ReplicaEvent
+from edge.provisioning.bundle import (
+    MAX_QR_TEXT,
+    lookup_key_id,
+    pairing_qr_text,
+    parse_pairing_qr,
+)
 from edge.provisioning.enrolment import (
     apply_enrolment,
     bundle_from_qr,
@@ -35,7 +46,11 @@ from edge.provisioning.enrolment import (
     verify_enrolment,
 )
 from edge.provisioning.pairing import pairing_slip, start_pairing
+from edge.security.keys import load_private_key
+from edge.services.members import find_member_id, register_member
+from edge.storage.models import Member, OutboxEvent
 from edge.sync.broker import DevCA, write_command_keys
+from edge.sync.replica import apply_replica_batch
 from hq.enrol import DeskSettings, EnrolmentDesk, write_enrol_key
 from hq.enrol_cli import add_enrol_commands
 from hq.models import CardRange, EnrolledDevice, EnrolmentAction, UsedPairingCode
@@ -76,6 +91,10 @@ def make_desk(root: Path, ca_dir: Path, **settings: object) -> EnrolmentDesk:
 
 def enrol_public(desk: EnrolmentDesk):
     return serialization.load_pem_public_key((desk.settings.ca_dir / "hq-enrol.pub").read_bytes())
+
+
+def desk_key(desk: EnrolmentDesk) -> Ed25519PrivateKey:
+    return load_private_key(desk.settings.enrol_key)
 
 
 def table_counts(desk: EnrolmentDesk) -> tuple[int, ...]:
@@ -524,3 +543,245 @@ def test_the_console_offers_the_enrolment_desk_under_kiosk_hq(desk):
         [KIOSK, "hq", "--db", str(desk.engine.url), "enrolments"], capture_output=True, text=True
     )
     assert (listed.returncode, listed.stdout.strip()) == (0, "no enrolments"), listed.stderr
+
+
+# -- the chain's phone-lookup key: sealed in the bundle, installed, members re-hashed ----------
+
+
+def _enrolled(desk: EnrolmentDesk, data: Path, serial: str, store: str, device: str) -> Path:
+    """A device paired, registered at ``desk`` and enrolled from its bundle."""
+    data.mkdir(parents=True, exist_ok=True)
+    slip = start_pairing(data, serial=serial)
+    issued = desk.enrol(slip.qr_text, store_id=store, device_id=device, out_dir=data / "out")
+    apply_enrolment(data, verify_enrolment(issued.bundle_path.read_bytes(), enrol_public(desk)))
+    return data
+
+
+def _outbox(app: AppContext, kind: str) -> list[Event]:
+    with app.db.read() as session:
+        rows = session.execute(
+            select(OutboxEvent.seq, OutboxEvent.payload)
+            .where(OutboxEvent.kind == kind)
+            .order_by(OutboxEvent.seq)
+        ).all()
+    return [Event(**json.loads(payload), seq=seq) for seq, payload in rows]
+
+
+def _replicate(app: AppContext, events: list[Event]) -> None:
+    """HQ's replica batch carrying ``events`` (another device's) to ``app``."""
+    batch = ReplicaBatch(
+        after_seq=0,
+        to_seq=len(events),
+        events=[ReplicaEvent(hq_seq=n, event=e) for n, e in enumerate(events, 1)],
+        at=datetime.now(UTC),
+    )
+    assert apply_replica_batch(app, batch).applied == len(events)
+
+
+def test_devices_of_one_desk_share_the_lookup_key_and_find_each_others_members(tmp_path, desk):
+    a = _enrolled(desk, tmp_path / "A", "serial-a", "S001", "K001")
+    b = _enrolled(desk, tmp_path / "B", "serial-b", "S002", "K002")
+    chain_key = (desk.settings.ca_dir / "hq-lookup.key").read_bytes()
+    assert len(chain_key) == 32
+    assert desk.settings.lookup_key_path.stat().st_mode & 0o777 == 0o600
+    for data in (a, b):
+        installed = data / "keys" / "lookup.key"
+        assert installed.read_bytes() == chain_key
+        assert installed.stat().st_mode & 0o777 == 0o600
+        record = read_audit(data)[-1]
+        assert record["lookup_key_id"] == lookup_key_id(chain_key)
+        assert (record["lookup_key_source"], record["members_rehashed"]) == ("bundle", 0)
+        assert chain_key.hex() not in json.dumps(read_audit(data))
+    assert [a.detail["lookup_key_id"] for a in desk.actions()] == [lookup_key_id(chain_key)] * 2
+    # the key travels sealed: the bundle file holds no copy of it
+    bundle = (a / "out" / "K001.enrol").read_bytes()
+    payload = base64.b64decode(json.loads(bundle)["payload"])
+    assert chain_key not in payload and chain_key.hex().encode() not in payload
+    assert chain_key not in bundle_from_qr(bundle_to_qr(bundle))
+
+    app_a, app_b = AppContext.open(a), AppContext.open(b)
+    alone = tmp_path / "never-enrolled"  # a device with its own dev lookup key
+    alone.mkdir()
+    (alone / "config.toml").write_text('[device]\nstore_id = "S009"\ndevice_id = "K009"\n')
+    loner = AppContext.open(alone)
+    try:
+        member_id = register_member(app_a, "138 0013 8000", consent=True).member_id
+        assert find_member_id(app_b, phone="13800138000") is None
+        registered = _outbox(app_a, "member.registered")
+        _replicate(app_b, registered)
+        _replicate(loner, registered)
+        assert find_member_id(app_b, phone="+86 138-0013-8000") == member_id
+        assert find_member_id(loner, phone="13800138000") is None  # without the chain's key
+    finally:
+        for app in (app_a, app_b, loner):
+            app.close()
+
+
+def test_enrolment_rehashes_members_registered_under_the_dev_key(tmp_path, desk):
+    data = tmp_path / "dev"
+    app = AppContext.open(data)
+    try:
+        first = register_member(app, "13800138000", consent=True).member_id
+        second = register_member(app, "13900139000", consent=True, name="王芳").member_id
+        dev_key = (data / "keys" / "lookup.key").read_bytes()
+        old_hash = app.vault.lookup_hash("13800138000")
+    finally:
+        app.close()
+    # a member of another store, known here only by the hash its store sent
+    other = Event(
+        event_id="01J0000000000000000000000A",
+        kind="member.registered",
+        store_id="S009",
+        device_id="K009",
+        at=datetime.now(UTC),
+        data={
+            "member_id": "01J0000000000000000000000B",
+            "phone_hash": "ab" * 32,
+            "phone_masked": "137****7000",
+            "card_no": card_number(900_001),
+            "card_type": "virtual",
+            "tier": "regular",
+            "consent_version": "2024-01",
+        },
+        seq=1,
+    )
+    app = AppContext.open(data)
+    try:
+        _replicate(app, [other])
+    finally:
+        app.close()
+
+    applied = _enrolled(desk, data, "serial-dev", "S001", "K001")
+    chain_key = desk.settings.lookup_key_path.read_bytes()
+    assert chain_key != dev_key
+    assert (data / "keys" / "lookup.key").read_bytes() == chain_key
+    record = read_audit(applied)[-1]
+    assert record["members_rehashed"] == 2
+    assert record["replica_phone_hashes_kept"] == 1
+    assert record["previous_lookup_key_id"] == lookup_key_id(dev_key)
+    assert dev_key.hex() not in json.dumps(record) and chain_key.hex() not in json.dumps(record)
+    app = AppContext.open(data)
+    try:
+        assert find_member_id(app, phone="13800138000") == first
+        assert find_member_id(app, phone="139 0013 9000") == second
+        with app.db.read() as session:
+            assert session.scalar(select(Member.phone_hash).where(Member.id == first)) != old_hash
+            kept = session.get(Member, "01J0000000000000000000000B")
+            assert kept is not None and kept.phone_hash == "ab" * 32
+        updates = {
+            e.data["member_id"]: e.data["phone_hash"] for e in _outbox(app, "member.updated")
+        }
+        assert updates == {
+            first: app.vault.lookup_hash("13800138000"),
+            second: app.vault.lookup_hash("13900139000"),
+        }
+    finally:
+        app.close()
+    verify = subprocess.run(
+        [KIOSK, "--data-dir", str(data), "--json", "ledger", "verify"],
+        capture_output=True,
+        text=True,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_lookup_key_sealed_for_another_device_is_refused_and_changes_nothing(tmp_path, desk):
+    data = tmp_path / "dev"
+    app = AppContext.open(data)
+    try:
+        member = register_member(app, "13800138000", consent=True).member_id
+    finally:
+        app.close()
+    dev_key = (data / "keys" / "lookup.key").read_bytes()
+    mine = desk.enrol(
+        start_pairing(data, serial="serial-1").qr_text, store_id="S001", out_dir=tmp_path / "out"
+    )
+    theirs = desk.enrol(
+        start_pairing(tmp_path / "other", serial="serial-2").qr_text,
+        store_id="S001",
+        out_dir=tmp_path / "out",
+    )
+    genuine = verify_enrolment(mine.bundle_path.read_bytes(), enrol_public(desk))
+    other = verify_enrolment(theirs.bundle_path.read_bytes(), enrol_public(desk))
+    sealed = base64.b64decode(genuine.lookup_key_sealed)
+    flipped = base64.b64encode(sealed[:-1] + bytes([sealed[-1] ^ 1])).decode()
+    for bad in (other.lookup_key_sealed, flipped, "garbled!", ""):
+        signed = issue_bundle(replace(genuine, lookup_key_sealed=bad), desk_key(desk))
+        if not bad:  # a bundle without the key is not a format 2 bundle
+            with pytest.raises(IntegrityError) as missing:
+                verify_enrolment(signed, enrol_public(desk))
+            assert missing.value.code == "bundle_invalid"
+            continue
+        with pytest.raises(IntegrityError) as err:
+            apply_enrolment(data, verify_enrolment(signed, enrol_public(desk)))
+        assert err.value.code == "lookup_key_invalid", bad
+        assert (data / "keys" / "lookup.key").read_bytes() == dev_key
+        assert not (data / "tls/device.crt").exists()
+        assert [r["action"] for r in read_audit(data)] == ["provision.pairing"]
+    app = AppContext.open(data)
+    try:
+        assert find_member_id(app, phone="13800138000") == member
+    finally:
+        app.close()
+    apply_enrolment(data, genuine)  # the genuine bundle still applies
+    assert (data / "keys" / "lookup.key").read_bytes() == desk.settings.lookup_key_path.read_bytes()
+
+
+def test_a_lookup_key_given_as_a_systemd_credential_wins(tmp_path, desk, monkeypatch):
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    own = bytes(range(32))
+    (credentials / "lookup.key").write_text(own.hex())
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    data = tmp_path / "dev"
+    slip = start_pairing(data, serial="serial-1")
+    issued = desk.enrol(slip.qr_text, store_id="S001", out_dir=tmp_path / "out")
+    applied = apply_enrolment(
+        data, verify_enrolment(issued.bundle_path.read_bytes(), enrol_public(desk))
+    )
+    assert applied.lookup_key_source == "credential"
+    assert not (data / "keys" / "lookup.key").exists()
+    record = read_audit(data)[-1]
+    assert record["lookup_key_in_use"] == lookup_key_id(own) != record["lookup_key_id"]
+    app = AppContext.open(data)
+    try:
+        assert app.keys.lookup_key == own
+    finally:
+        app.close()
+
+
+def test_hq_keeps_one_lookup_key_and_refuses_to_issue_under_another(tmp_path, desk):
+    out = tmp_path / "out"
+    desk.enrol(start_pairing(tmp_path / "d1", serial="s1").qr_text, store_id="S1", out_dir=out)
+    path = desk.settings.lookup_key_path
+    chain_key = path.read_bytes()
+    before = table_counts(desk)
+    path.write_bytes(bytes(32))
+    slip = start_pairing(tmp_path / "d2", serial="s2")
+    with pytest.raises(ConfigError) as changed:
+        desk.enrol(slip.qr_text, store_id="S1", out_dir=out)
+    assert changed.value.code == "lookup_key_changed"
+    path.unlink()
+    with pytest.raises(ConfigError) as missing:
+        desk.enrol(slip.qr_text, store_id="S1", out_dir=out)
+    assert missing.value.code == "lookup_key_missing" and not path.exists()
+    assert table_counts(desk) == before
+    path.write_bytes(chain_key)
+    path.chmod(0o644)
+    with pytest.raises(ConfigError) as loose:
+        desk.enrol(slip.qr_text, store_id="S1", out_dir=out)
+    assert loose.value.code == "key_permissions"
+    path.chmod(0o600)
+    assert desk.enrol(slip.qr_text, store_id="S1", out_dir=out).lookup_key_id == lookup_key_id(
+        chain_key
+    )
+    # the console makes the key once and never overwrites it
+    fresh = tmp_path / "fresh-ca"
+    made = CliRunner().invoke(_hq_cli(HqConfig()), ["lookup-key", "--out", str(fresh)])
+    assert made.exit_code == 0, made.output
+    key_file = fresh / "hq-lookup.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_bytes()) == 32
+    first = key_file.read_bytes()
+    again = CliRunner().invoke(_hq_cli(HqConfig()), ["lookup-key", "--out", str(fresh)])
+    assert again.exit_code == 1 and "already exists" in again.output
+    assert key_file.read_bytes() == first
