@@ -258,6 +258,12 @@ def block(ctx: click.Context, cards: tuple[str, ...], reason: str, ttl: int) -> 
 @click.option("--tls-dir", type=click.Path(file_okay=False, path_type=Path), envvar="LANE_TLS_DIR")
 @click.option("--store", "store_id", required=True, help="Store id.")
 @click.option("--lane", "lane_id", required=True, help="Lane id (its certificate's CN).")
+@click.option(
+    "--cards-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="LANE_CARDS_FILE",
+    help="Keep the lane's card list here between runs (else it starts empty).",
+)
 @click.pass_context
 def lane_group(
     ctx: click.Context,
@@ -266,12 +272,14 @@ def lane_group(
     tls_dir: Path | None,
     store_id: str,
     lane_id: str,
+    cards_file: Path | None,
 ) -> None:
     """A simulated checkout lane."""
     ctx.obj = {
         "host": broker_host,
         "port": broker_port,
         "tls_dir": tls_dir,
+        "cards_file": cards_file,
         "store": store_id,
         "lane": lane_id,
     }
@@ -286,7 +294,7 @@ def _lane(ctx: click.Context) -> Any:
     if o["tls_dir"] is not None:
         d = o["tls_dir"]
         tls = TlsFiles(d / "ca.crt", d / f"{o['lane']}.crt", d / f"{o['lane']}.key")
-    return Lane(o["store"], o["lane"], o["host"], o["port"], tls)
+    return Lane(o["store"], o["lane"], o["host"], o["port"], tls, cards_file=o["cards_file"])
 
 
 @lane_group.command("simulate")

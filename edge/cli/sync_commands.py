@@ -79,18 +79,27 @@ def sync_status() -> None:
 @click.argument("port", type=int)
 @click.argument("identities", nargs=-1, required=True)
 @click.option("--max-queued", default=1000, show_default=True, help="Per-client queue limit.")
-def broker_config(out_dir: Path, port: int, identities: tuple[str, ...], max_queued: int) -> None:
-    """Write a development broker: CA, certificates, ACL, mosquitto.conf.
+@click.option(
+    "--hq-address",
+    default=None,
+    metavar="HOST:PORT",
+    help="Store broker: bridge to HQ's broker there (needs one bridge:bridge-<store>:<store>).",
+)
+def broker_config(
+    out_dir: Path, port: int, identities: tuple[str, ...], max_queued: int, hq_address: str | None
+) -> None:
+    """Write a broker: CA (development), certificates, ACL, mosquitto.conf, the bridge.
 
-    IDENTITIES are role:cn[:store], e.g. hq:hq kiosk:K001:S001 lane:S001-L1:S001.
+    IDENTITIES are role:cn[:store], e.g. hq:hq kiosk:K001:S001 lane:S001-L1:S001
+    bridge:bridge-S001:S001.
     """
     from edge.sync.broker import Identity, render_broker
 
     try:
         idents = [Identity.parse(spec) for spec in identities]
+        conf = render_broker(out_dir, port, idents, max_queued=max_queued, hq_address=hq_address)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
-    conf = render_broker(out_dir, port, idents, max_queued=max_queued)
     emit({"config": str(conf)}, f"broker configuration written: {conf}\nrun: mosquitto -c {conf}")
 
 

@@ -247,3 +247,28 @@ def test_shell_runs_commands_from_stdin(console):
     assert code == 0
     assert "Member Center Kiosk" in out and "TOWEL" in out and "138****8000" in out
     assert "Missing option" in err  # a mistake in the shell is reported, the shell goes on
+
+
+def test_broker_config_renders_a_store_broker_bridged_to_hq(console, tmp_path):
+    out = tmp_path / "S001"
+    console.ok(
+        "sync",
+        "broker-config",
+        str(out),
+        "18883",
+        "kiosk:K001:S001",
+        "lane:S001-L1:S001",
+        "bridge:bridge-S001:S001",
+        "--hq-address",
+        "127.0.0.1:28883",
+    )
+    bridge = (out / "conf.d/bridge-S001.conf").read_text()
+    assert "address 127.0.0.1:28883" in bridge and "K001" in bridge and "S001-L1" in bridge
+    assert (out / "bridge-S001.crt").exists()
+    # a store broker without its bridge identity: one clear line, nothing bridged
+    lonely = tmp_path / "S002"
+    message = console.fails(
+        "sync", "broker-config", str(lonely), "18884", "kiosk:K002:S002", "--hq-address", "h:1"
+    )
+    assert "bridge" in message
+    assert not (lonely / "conf.d").exists() or not list((lonely / "conf.d").iterdir())

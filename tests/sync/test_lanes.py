@@ -165,3 +165,41 @@ def test_cards_changed_at_the_kiosk_reach_its_lanes_while_hq_is_away(broker, tmp
     finally:
         runner.stop()
         a.close()
+
+
+def test_kiosk_lane_simulate_keeps_its_card_list_in_the_cards_file(broker, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cards_file = tmp_path / "L1-cards.json"
+    cards_file.write_text(json.dumps({"cards": {"2900000000018": "lost"}, "updates": []}))
+    kiosk = str(Path(sys.executable).parent / "kiosk")
+    run = subprocess.run(
+        [
+            kiosk,
+            "lane",
+            "--broker-port",
+            str(broker.port),
+            "--tls-dir",
+            str(broker.directory),
+            "--store",
+            "S001",
+            "--lane",
+            "L1",
+            "--cards-file",
+            str(cards_file),
+            "simulate",
+            "--cards",
+            "2900000000018",
+            "--count",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert (report["sent"], report["refused_at_till"]) == (0, {"lost": 3}), report
