@@ -66,7 +66,10 @@ from hq.models import (
 MAX_CARD_SERIAL = 10**10 - 1  # card serials have at most 10 digits
 CRL_FILE = "crl.pem"
 LOOKUP_KEY_FILE = "hq-lookup.key"
-CRL_VALIDITY = dt.timedelta(days=30)
+# A broker whose CRL is past its next update refuses EVERY client (OpenSSL's CRL check), and
+# Mosquitto reads the file only at start: a short validity would take a store offline the day
+# nobody renewed it. The list is rewritten on every revocation, so it is issued for years.
+CRL_VALIDITY = dt.timedelta(days=3650)
 _DEVICE_NUMBER = re.compile(r"^K(\d+)$")
 
 

@@ -321,7 +321,7 @@ def revoke_command(
 @_desk_options
 @click.pass_context
 def crl_command(ctx: click.Context, /, **opts: Any) -> None:
-    """Write the CRL again (it is valid 30 days: run this at least monthly, e.g. by a timer)."""
+    """Write the CRL again from the revocation list (revoke, move and replace already do)."""
     _run(lambda: click.echo(str(_desk(ctx, opts).write_crl())))
 
 

@@ -514,16 +514,12 @@ def test_enrolled_device_logs_in_appears_in_hq_fleet_and_is_refused_once_revoked
                 r.stop()
             app.close()
 
-        # revoked at HQ: a broker reading HQ's CRL refuses the device's certificate
+        # revoked at HQ: the shipped broker configuration reads HQ's CRL from the broker's
+        # directory; restarted with it, the broker refuses the device's certificate
+        assert f"crlfile {broker.directory / 'crl.pem'}" in broker.conf.read_text()
         desk.revoke("K001", "stolen")
+        assert desk.settings.crl_path.resolve() == (broker.directory / "crl.pem").resolve()
         broker.stop()
-        conf = broker.conf.read_text()
-        broker.conf.write_text(
-            conf.replace(
-                "require_certificate true",
-                f"require_certificate true\ncrlfile {desk.settings.crl_path}",
-            )
-        )
         broker.start()
         checked = subprocess.run(
             [KIOSK, "--data-dir", str(data), "provision", "check"], capture_output=True, text=True

@@ -150,6 +150,21 @@ class DevCA:
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cert_path, key_path
 
+    def write_empty_crl(self, path: Path) -> Path:
+        """An empty revocation list signed by this CA, for a broker's ``crlfile`` until HQ's
+        enrolment desk writes the real one (issued for ten years: an expired CRL makes the
+        broker refuse every client)."""
+        now = dt.datetime.now(dt.UTC)
+        crl = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.cert.subject)
+            .last_update(now - dt.timedelta(minutes=5))
+            .next_update(now + dt.timedelta(days=3650))
+            .sign(self.key, hashes.SHA256())
+        )
+        path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        return path
+
 
 def write_command_keys(directory: Path) -> tuple[Path, Path]:
     """HQ's Ed25519 command-signing key pair (``hq-command.key``, ``hq-command.pub``)."""
@@ -293,6 +308,8 @@ def render_broker(
         ca.issue(ident.cn)
     if not (directory / "hq-command.key").exists():
         write_command_keys(directory)
+    if not (directory / "crl.pem").exists():  # HQ's list, once copied here, is kept
+        ca.write_empty_crl(directory / "crl.pem")
     (directory / "data").mkdir(exist_ok=True)
     (directory / "conf.d").mkdir(exist_ok=True)
     (directory / "acl").write_text(render_acl(identities, prefix))
