@@ -425,7 +425,7 @@ def provision_enrol_cmd(
 ) -> None:
     """Enrol from HQ's signed BUNDLE (or its QR code), then check network, broker login and
     every peripheral."""
-    from edge.provisioning.enrolment import apply_enrolment, verify_enrolment
+    from edge.provisioning.enrolment import LOOKUP_FROM_BUNDLE, apply_enrolment, verify_enrolment
 
     if sum((bundle is not None, qr_image is not None, camera)) != 1:
         raise click.UsageError("give a BUNDLE file, --qr-image or --camera")
@@ -446,6 +446,14 @@ def provision_enrol_cmd(
     head = f"已登记 enrolled: store {applied.store_id}, device {applied.device_id}" + (
         f" (was {applied.previous_device_id})" if applied.previous_device_id else ""
     )
+    head += f"\n查询密钥 lookup key {applied.lookup_key_id}"
+    if applied.members_rehashed:
+        head += f" ({applied.members_rehashed} members re-indexed)"
+    if applied.lookup_key_source != LOOKUP_FROM_BUNDLE:
+        head += (
+            "\n注意 note: lookup.key comes from a systemd credential and wins over the chain's"
+            " key in the bundle; it must hold the chain's key or phone lookup fails across stores"
+        )
     if skip_checks:
         emit({"enrolled": applied, "in_service": None}, head)
         return

@@ -420,6 +420,7 @@ def test_camera_enrolment_reads_the_bundle_qr_from_the_simulated_camera(data, de
     shown = subprocess.run([*cmd, "--sim-image", issued["qr_path"]], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "enrolled: store S003, device K030" in shown.stdout
+    assert f"lookup key {issued['lookup_key_id']}" in shown.stdout, shown.stdout
     config_text = parse_config((data / "config.toml").read_text())
     assert config_text.device.device_id == "K030"
     assert read_audit(data)[-1]["rules_version"] == "2026.04"
