@@ -35,6 +35,7 @@ from edge.station.api import (
     sd_notify,
     watchdog_interval_s,
 )
+from kiosk.boot import give_back_memory
 from kiosk.fonts import ensure_fonts
 from kiosk.i18n import LANGUAGES, N_, Translator
 from kiosk.i18n.messages import fault_message
@@ -71,6 +72,11 @@ DESIGN_SIZE = (1280, 800)
 FONT_LADDER = (20, 26, 32, 44, 60, 80)
 HEALTH_POLL_S = 5.0
 HELP_SHOWN_S = 8.0
+# after the attract screen is drawn and the button that led there has been let go (Kivy
+# holds a pressed button, and with it its screen, for its minimum pressed time)
+SETTLE_AFTER_S = 0.25
+# screens a customer or staff member passes through once: released as soon as they are left
+RELEASED_ON_LEAVE = frozenset({"gifts", "register", "staff", "technician"})
 
 NORMAL = {
     "bg": (0.97, 0.95, 0.91, 1),
@@ -128,15 +134,26 @@ class Root(FloatLayout):  # type: ignore[misc]
 
 
 class ScreenRegistry:
-    """Screens by name, built on first use; :meth:`show` switches to one."""
+    """Screens by name, built on first use; :meth:`show` switches to one.
 
-    def __init__(self, manager: ScreenManager) -> None:
+    A screen is built when first shown and kept while it may be shown again soon; the
+    screens a customer visits once (gifts, a new card, staff and technician tools) are
+    released when left, and every screen but the attract screen when the customer is done
+    (:meth:`release_all_but`): their widgets and text textures are memory the attract
+    screen does not need.
+    """
+
+    def __init__(self, manager: ScreenManager, release_on_leave: frozenset[str]) -> None:
         self.manager = manager
+        self.release_on_leave = release_on_leave
         self._factories: dict[str, Callable[[], KioskScreen]] = {}
         self._built: dict[str, KioskScreen] = {}
 
     def register(self, name: str, factory: Callable[[], KioskScreen]) -> None:
         self._factories[name] = factory
+
+    def built(self) -> list[str]:
+        return list(self._built)
 
     def get(self, name: str) -> KioskScreen:
         if name not in self._built:
@@ -147,13 +164,28 @@ class ScreenRegistry:
 
     def show(self, name: str) -> KioskScreen:
         screen = self.get(name)
-        if self.manager.current_screen is not screen:
+        left = self.manager.current_screen
+        if left is not screen:
             self.manager.switch_to(screen, transition=NoTransition())
             # finish now: the manager ignores touches while a transition is running, and a
             # zero-length one would still wait for an animation frame
             self.manager.transition.stop()
+            if left is not None and left.name in self.release_on_leave:
+                self.release(left.name)
         screen.entered()
         return screen
+
+    def release(self, name: str) -> bool:
+        """Forgets screen ``name`` (not the one shown); it is built afresh when next shown."""
+        screen = self._built.get(name)
+        if screen is None or screen is self.manager.current_screen:
+            return False
+        del self._built[name]
+        screen.release()
+        return True
+
+    def release_all_but(self, keep: str) -> int:
+        return sum(self.release(name) for name in list(self._built) if name != keep)
 
 
 class KioskApp(App):  # type: ignore[misc]
@@ -181,6 +213,7 @@ class KioskApp(App):  # type: ignore[misc]
         self.large = self.settings.large_text
         self.title = "Member Center"
         self._events: list[Any] = []
+        self._settle = Clock.create_trigger(self._give_back, SETTLE_AFTER_S)
 
     # ---- building ----------------------------------------------------------------------
 
@@ -204,7 +237,7 @@ class KioskApp(App):  # type: ignore[misc]
         self.identify_vm.bind(on_identified=lambda *_a: self.go("member"))
         self.session.bind(on_timeout=lambda *_a: self.timed_out())
         root = Root()
-        self.screens = ScreenRegistry(root.ids.screens)
+        self.screens = ScreenRegistry(root.ids.screens, RELEASED_ON_LEAVE)
         for name, cls, vm, title in (
             ("attract", AttractScreen, self.identify_vm, ""),
             ("identify", IdentifyScreen, self.identify_vm, N_("Find me by phone")),
@@ -280,6 +313,14 @@ class KioskApp(App):  # type: ignore[misc]
         self.current = name
         self.screens.show(name)
         self._retitle()
+        if name == "attract" and self.screens.release_all_but("attract"):
+            # between customers: the released screens' memory goes back to the system once
+            # the attract screen is on the glass
+            self._settle()
+
+    def _give_back(self, _dt: float) -> None:
+        if self.current == "attract":
+            give_back_memory()
 
     def finish(self) -> None:
         """The customer (or staff member) is done: clear everything personal."""
@@ -397,6 +438,7 @@ class KioskApp(App):  # type: ignore[misc]
     def on_stop(self) -> None:
         sd_notify("STOPPING=1")
         Window.unbind(size=self._restyle, on_touch_down=self._touched, on_flip=self._drawn)
+        self._settle.cancel()
         for event in self._events:
             event.cancel()
         self._events.clear()

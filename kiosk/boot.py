@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 from pathlib import Path
+from typing import Any
 
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
@@ -39,11 +41,7 @@ def tune_allocator() -> bool:
     1 MB trim threshold keep the resident set near what is really in use (about 40 MB less
     after the full tour). Returns False where the C library is not glibc.
     """
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        mallopt = None
+    mallopt = _libc_function("mallopt")
     if mallopt is None:
         return False
     return all(
@@ -54,6 +52,27 @@ def tune_allocator() -> bool:
             (M_TRIM_THRESHOLD, 1024 * 1024),
         )
     )
+
+
+def give_back_memory() -> None:
+    """Collects unreachable objects and returns the C heap's free pages to the system.
+
+    Kivy's widgets reference each other in cycles, so a released screen is only freed by
+    the cycle collector; glibc then keeps the freed pages (in the middle of its heap, where
+    the trim threshold does not reach) until ``malloc_trim`` hands them back.
+    """
+    gc.collect()
+    trim = _libc_function("malloc_trim")
+    if trim is not None:
+        trim(0)
+
+
+def _libc_function(name: str) -> Any:
+    path = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(path), name) if path else None
+    except (OSError, AttributeError):
+        return None
 
 
 def configure_kivy(

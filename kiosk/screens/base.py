@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from kivy.clock import Clock
 from kivy.factory import Factory
+from kivy.lang import Builder
 from kivy.properties import ObjectProperty, StringProperty
 from kivy.uix.behaviors import ButtonBehavior
 from kivy.uix.boxlayout import BoxLayout
@@ -108,11 +110,39 @@ def make(name: str, **props: Any) -> Widget:
 
 
 class KioskScreen(Screen):  # type: ignore[misc]
-    """A screen over one view-model; ``entered`` is called each time it is shown."""
+    """A screen over one view-model; ``entered`` is called each time it is shown.
+
+    A screen listens to the app and its view-model through :meth:`listen`, so that
+    :meth:`release` can take every such callback back: a view-model outlives the screens
+    built over it, and a callback left bound would keep a released screen's widgets alive.
+    """
 
     vm = ObjectProperty(None, rebind=True)
     app = ObjectProperty(None)
     title = StringProperty("")
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._listening: list[tuple[Any, str, Callable[..., Any]]] = []
+        super().__init__(**kwargs)
+
+    def listen(self, dispatcher: Any, **callbacks: Callable[..., Any]) -> None:
+        """Binds ``callbacks`` to ``dispatcher``'s properties or events until :meth:`release`."""
+        for name, callback in callbacks.items():
+            dispatcher.fbind(name, callback)
+            self._listening.append((dispatcher, name, callback))
+
+    def release(self) -> None:
+        """Makes the screen inert before it is dropped; it is not shown again.
+
+        Unbinds what :meth:`listen` bound and every kv rule of its widgets: a rule such as
+        ``app.session.member`` is bound to the app, and would still run (and find its screen
+        gone) for as long as the widgets wait for the cycle collector.
+        """
+        for dispatcher, name, callback in self._listening:
+            dispatcher.funbind(name, callback)
+        self._listening.clear()
+        for widget in list(self.walk(restrict=True)):
+            Builder.unbind_widget(widget.uid)
 
     def entered(self) -> None:
         pass
@@ -128,7 +158,7 @@ class StagedScreen(KioskScreen):
     panels: ClassVar[dict[str, str]] = {}
 
     def on_vm(self, _instance: Any, vm: Any) -> None:
-        vm.bind(**{self.stage_property: lambda *_a: self.show_stage()})
+        self.listen(vm, **{self.stage_property: lambda *_a: self.show_stage()})
         Clock.schedule_once(lambda _dt: self.show_stage(), 0)
 
     def show_stage(self) -> None:

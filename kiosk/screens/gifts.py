@@ -17,8 +17,8 @@ class GiftsScreen(StagedScreen):
 
     def on_vm(self, instance: Any, vm: Any) -> None:
         super().on_vm(instance, vm)
-        vm.bind(gifts=lambda *_a: self.fill_grid())
-        self.app.session.bind(member=lambda *_a: self.fill_grid())
+        self.listen(vm, gifts=lambda *_a: self.fill_grid())
+        self.listen(self.app.session, member=lambda *_a: self.fill_grid())
 
     def show_stage(self) -> None:
         super().show_stage()

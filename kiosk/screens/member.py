@@ -20,8 +20,8 @@ HISTORY_WORDS = {
 
 class MemberScreen(KioskScreen):
     def on_app(self, _instance: Any, app: Any) -> None:
-        app.session.bind(member=lambda *_a: self.fill_history())
-        app.tr.bind(language=lambda *_a: self.fill_history())
+        self.listen(app.session, member=lambda *_a: self.fill_history())
+        self.listen(app.tr, language=lambda *_a: self.fill_history())
 
     def entered(self) -> None:
         self.fill_history()

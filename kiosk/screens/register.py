@@ -21,7 +21,7 @@ class RegisterScreen(StagedScreen):
     }
 
     def on_app(self, _instance: Any, app: Any) -> None:
-        app.tr.bind(language=lambda _i, lang: self.vm and self.vm.load_terms(lang))
+        self.listen(app.tr, language=lambda _i, lang: self.vm and self.vm.load_terms(lang))
 
     def show_stage(self) -> None:
         super().show_stage()

@@ -20,7 +20,7 @@ class StaffScreen(StagedScreen):
 
     def on_vm(self, instance: Any, vm: Any) -> None:
         super().on_vm(instance, vm)
-        vm.bind(gifts=lambda *_a: self.fill(), devices=lambda *_a: self.fill())
+        self.listen(vm, gifts=lambda *_a: self.fill(), devices=lambda *_a: self.fill())
 
     def show_stage(self) -> None:
         super().show_stage()

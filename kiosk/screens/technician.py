@@ -13,7 +13,7 @@ class TechnicianScreen(StagedScreen):
 
     def on_vm(self, instance: Any, vm: Any) -> None:
         super().on_vm(instance, vm)
-        vm.bind(lines=lambda *_a: self.fill())
+        self.listen(vm, lines=lambda *_a: self.fill())
 
     def show_stage(self) -> None:
         super().show_stage()

@@ -199,3 +199,33 @@ def test_the_technician_screen_shows_the_app_log(make_kiosk):
             root.removeHandler(handler)
             handler.close()
         root.setLevel(level)
+
+
+def test_screens_left_behind_are_released_and_built_afresh(kiosk):
+    import gc
+    import weakref
+
+    kiosk.scan(kiosk.people.wang_card)
+    kiosk.wait_for(lambda: kiosk.app.current == "member", what="the member screen")
+    kiosk.tap("gifts")
+    kiosk.wait_for(lambda: kiosk.has("gift-RICE5"), what="the gift catalogue")
+    gifts = weakref.ref(kiosk.app.screens.get("gifts"))
+    kiosk.tap("gifts-back")
+    # the catalogue is released when left, the member screen kept for the customer
+    assert kiosk.app.screens.built() == ["attract", "member"]
+    gc.collect()
+    assert gifts() is None  # nothing (view-model, app, session) still holds its widgets
+    kiosk.tap("gifts")
+    kiosk.wait_for(lambda: kiosk.has("gift-RICE5"), what="the rebuilt gift catalogue")
+    kiosk.tap("gifts-back")
+    member = weakref.ref(kiosk.app.screens.get("member"))
+    kiosk.tap("done")
+    assert kiosk.app.current == "attract"
+    assert kiosk.app.screens.built() == ["attract"]
+    kiosk.pump(0.5)  # then the released screens are collected
+    assert member() is None
+    # the next customer's member screen is a new one, filled for them
+    kiosk.scan(kiosk.people.li_card)
+    kiosk.wait_for(lambda: kiosk.app.current == "member", what="the member screen")
+    assert kiosk.app.screens.get("member") is not None
+    assert "138****8000" not in kiosk.find("member-ids").text
