@@ -5,6 +5,8 @@ current one): the first start on an empty data directory (schema, font subsettin
 normal cold start (caches warm), then the demo tour of every journey; it prints the times
 and the resident set size. Targets: under 3 s to the attract screen, under 200 MB.
 
+The tour ends on the attract screen, where the app (as after every customer) has released
+the other screens and handed their freed memory back; the peak during the tour is printed too.
 The simulated printer keeps each receipt's bytes but draws no PNG of it (``kiosk demo``
 does): an appliance's printer has its own Chinese font, so its touchscreen process never
 loads Pillow, NumPy or zxing-cpp, and neither does the measured one. The resident set is
