@@ -6,8 +6,9 @@ from typing import Any
 
 from kivy.properties import ListProperty, ObjectProperty
 
-from edge.station.api import MemberCenter, SelfTestLine, TechnicianInfo
+from edge.station.api import MemberCenter, PrintOutcome, SelfTestLine, TechnicianInfo
 from kiosk.i18n import N_
+from kiosk.i18n.messages import fault_message
 from kiosk.viewmodels.base import Runner
 from kiosk.viewmodels.session import SessionViewModel
 from kiosk.viewmodels.staff import StaffViewModel
@@ -40,3 +41,16 @@ class TechnicianViewModel(StaffViewModel):
             self.say(N_("{count} device(s) need attention."), "warn", count=len(failed))
         else:
             self.say(N_("All devices passed the self-test."), "ok")
+
+    def print_pairing_slip(self) -> None:
+        """A fresh one-time pairing code for HQ's enrolment desk, on the receipt printer."""
+        self.say(N_("Printing..."), "info")
+        self.work(self.center.print_pairing_slip, self._pairing_printed)
+
+    def _pairing_printed(self, outcome: PrintOutcome) -> None:
+        if outcome.printed:
+            self.say(N_("The pairing slip was printed: register it at HQ."), "ok")
+        else:
+            self.say(
+                N_("{fault} Nothing was printed."), "warn", fault=fault_message(outcome.problem)
+            )

@@ -111,6 +111,16 @@ def test_technician_mode_behind_a_hidden_gesture_and_a_pin(make_kiosk):
     assert "软件版本 0.1.0" in info and "门店 S001" in info and "消息服务器" in info
     assert len(kiosk.find("selftest").children) == 4
     assert "所有设备自检通过" in kiosk.notice()
+    # a fresh pairing code for HQ's enrolment desk, on paper; with no paper, the reason
+    simulator = kiosk.center.simulator
+    kiosk.tap("pairing-slip")
+    kiosk.wait_for(lambda: "配对凭条已打印" in kiosk.notice(), what="pairing slip")
+    assert simulator.receipts()[-1] == "pairing-slip"
+    assert (kiosk.center.app.data_dir / "provisioning/pairing.json").exists()
+    simulator.printer_out_of_paper()
+    kiosk.tap("pairing-slip")
+    kiosk.wait_for(lambda: "未能打印" in kiosk.notice(), what="no paper")
+    assert simulator.receipts()[-1] == "pairing-slip" and len(simulator.receipts()) == 1
 
 
 def test_idle_screen_warns_counts_down_extends_and_clears(make_kiosk):
