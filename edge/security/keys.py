@@ -6,7 +6,7 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -294,6 +294,35 @@ def _refuse_loose_permissions(path: Path) -> None:
         )
 
 
+@contextlib.contextmanager
+def _synced_temp(path: Path, data: bytes, verb: str) -> Iterator[str]:
+    """``data`` in a 0600 temp file beside ``path``, written and fsynced; removed afterwards
+    unless the caller moved it. An OS error becomes a ConfigError naming the key file."""
+    try:
+        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot {verb} key file {path}: {exc.strerror or exc}",
+            code="key_unwritable",
+            path=str(path),
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        yield temp_name
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot {verb} key file {path}: {exc.strerror or exc}",
+            code="key_unwritable",
+            path=str(path),
+        ) from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+
+
 def _create_exclusively(path: Path, data: bytes) -> bytes:
     """Write ``data`` to a new file atomically and without clobbering; return what is there.
 
@@ -301,62 +330,20 @@ def _create_exclusively(path: Path, data: bytes) -> bytes:
     the name exists, so a concurrent creator's key is kept and read back instead of replaced
     (replacing a data key another process already used would orphan what it encrypted).
     """
-    try:
-        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create key file {path}: {exc.strerror or exc}",
-            code="key_unwritable",
-            path=str(path),
-        ) from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with _synced_temp(path, data, "create") as temp_name:
         try:
             os.link(temp_name, path)
         except FileExistsError:
             return _read_key_file(path)
         _fsync_directory(path.parent)
         return data
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create key file {path}: {exc.strerror or exc}",
-            code="key_unwritable",
-            path=str(path),
-        ) from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
 
 
 def _replace_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` (0600) so that a crash leaves the old or the new file whole."""
-    try:
-        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write key file {path}: {exc.strerror or exc}",
-            code="key_unwritable",
-            path=str(path),
-        ) from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with _synced_temp(path, data, "write") as temp_name:
         os.replace(temp_name, path)
         _fsync_directory(path.parent)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write key file {path}: {exc.strerror or exc}",
-            code="key_unwritable",
-            path=str(path),
-        ) from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
 
 
 def _fsync_directory(directory: Path) -> None:

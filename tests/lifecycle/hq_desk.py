@@ -3,7 +3,7 @@ SQLite database beside it. ``register`` answers a pairing slip's QR text with th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -15,6 +15,36 @@ from hq.enrol import DeskSettings, EnrolmentDesk, write_enrol_key
 from hq.service import make_hq_engine
 
 
+def make_desk(root: Path, ca_dir: Path, **settings: object) -> EnrolmentDesk:
+    """HQ's desk on a real SQLite database, signing with the CA in ``ca_dir``."""
+    DevCA(ca_dir)
+    if not (ca_dir / "hq-command.key").exists():
+        write_command_keys(ca_dir)
+    if not (ca_dir / "hq-enrol.key").exists():
+        write_enrol_key(ca_dir)
+    update = ca_dir / "hq-update.pub"
+    if not update.exists():
+        update.write_bytes(
+            Ed25519PrivateKey.generate()
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    base = DeskSettings(
+        ca_dir=ca_dir,
+        enrol_key=ca_dir / "hq-enrol.key",
+        command_key=ca_dir / "hq-command.key",
+        update_key=update,
+        broker_host="127.0.0.1",
+        broker_port=8883,
+        rules_version="2026.03",
+        catalogue_version="2026.03-2",
+    )
+    engine = make_hq_engine(f"sqlite+pysqlite:///{root / 'hq.db'}")
+    return EnrolmentDesk(engine, replace(base, **settings))  # type: ignore[arg-type]
+
+
 @dataclass
 class HqDesk:
     ca_dir: Path
@@ -22,32 +52,7 @@ class HqDesk:
 
     @classmethod
     def create(cls, ca_dir: Path, broker_port: int = 8883) -> HqDesk:
-        DevCA(ca_dir)
-        if not (ca_dir / "hq-command.key").exists():
-            write_command_keys(ca_dir)
-        if not (ca_dir / "hq-enrol.key").exists():
-            write_enrol_key(ca_dir)
-        update = ca_dir / "hq-update.pub"
-        if not update.exists():
-            update.write_bytes(
-                Ed25519PrivateKey.generate()
-                .public_key()
-                .public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
-            )
-        settings = DeskSettings(
-            ca_dir=ca_dir,
-            enrol_key=ca_dir / "hq-enrol.key",
-            command_key=ca_dir / "hq-command.key",
-            update_key=update,
-            broker_host="127.0.0.1",
-            broker_port=broker_port,
-            rules_version="2026.03",
-            catalogue_version="2026.03-2",
-        )
-        engine = make_hq_engine(f"sqlite+pysqlite:///{ca_dir / 'hq-enrol.db'}")
-        return cls(ca_dir, EnrolmentDesk(engine, settings))
+        return cls(ca_dir, make_desk(ca_dir, ca_dir, broker_port=broker_port))
 
     @property
     def enrol_key(self) -> Ed25519PrivateKey:
@@ -61,8 +66,6 @@ class HqDesk:
     ) -> bytes:
         desk = self.desk
         if broker_port is not None and broker_port != desk.settings.broker_port:
-            from dataclasses import replace
-
             desk = EnrolmentDesk(desk.engine, replace(desk.settings, broker_port=broker_port))
         issued = desk.enrol(
             slip_qr, store_id=store_id, device_id=device_id, out_dir=self.ca_dir / "bundles"

@@ -49,44 +49,14 @@ from edge.provisioning.pairing import pairing_slip, start_pairing
 from edge.security.keys import load_private_key
 from edge.services.members import find_member_id, register_member
 from edge.storage.models import Member, OutboxEvent
-from edge.sync.broker import DevCA, write_command_keys
 from edge.sync.replica import apply_replica_batch
-from hq.enrol import DeskSettings, EnrolmentDesk, write_enrol_key
+from hq.enrol import EnrolmentDesk
 from hq.enrol_cli import add_enrol_commands
 from hq.models import CardRange, EnrolledDevice, EnrolmentAction, UsedPairingCode
-from hq.service import HqConfig, make_hq_engine
+from hq.service import HqConfig
+from tests.lifecycle.hq_desk import make_desk
 
 KIOSK = str(Path(sys.executable).parent / "kiosk")
-
-
-def make_desk(root: Path, ca_dir: Path, **settings: object) -> EnrolmentDesk:
-    """HQ's desk on a real SQLite database, signing with the CA in ``ca_dir``."""
-    DevCA(ca_dir)
-    if not (ca_dir / "hq-command.key").exists():
-        write_command_keys(ca_dir)
-    if not (ca_dir / "hq-enrol.key").exists():
-        write_enrol_key(ca_dir)
-    update = ca_dir / "hq-update.pub"
-    if not update.exists():
-        update.write_bytes(
-            Ed25519PrivateKey.generate()
-            .public_key()
-            .public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
-    base = DeskSettings(
-        ca_dir=ca_dir,
-        enrol_key=ca_dir / "hq-enrol.key",
-        command_key=ca_dir / "hq-command.key",
-        update_key=update,
-        broker_host="127.0.0.1",
-        broker_port=8883,
-        rules_version="2026.03",
-        catalogue_version="2026.03-2",
-    )
-    engine = make_hq_engine(f"sqlite+pysqlite:///{root / 'hq.db'}")
-    return EnrolmentDesk(engine, replace(base, **settings))  # type: ignore[arg-type]
 
 
 def enrol_public(desk: EnrolmentDesk):
