@@ -1,8 +1,8 @@
-"""Online backups of the ledger database, kept with rotation and ready for the agent to ship.
+"""Online backups of the ledger database, kept with rotation on the device.
 
 A backup is a gzip of a consistent SQLite copy made with the online backup API while the kiosk
 keeps writing (WAL readers do not block writers), plus a JSON manifest beside it with the
-copy's SHA-256, what it holds and whose it is. The sync agent sends the pair to HQ.
+copy's SHA-256, what it holds and whose it is; the pair is what a restore needs.
 """
 
 from __future__ import annotations
