@@ -142,11 +142,14 @@ class CodeDecoder:
         )
         found = []
         for r in results:
+            symbology = self._from_zxing.get(r.format)
+            if symbology is None:  # a relative of a format asked for (Micro QR for QR): not ours
+                continue
             corners = _corners(r.position)
             (x0, y0), (x1, y1) = corners[0], corners[1]  # top left, top right
             norm = math.hypot(x1 - x0, y1 - y0) or 1.0
             direction = ((x1 - x0) / norm, (y1 - y0) / norm)
-            found.append(ZbarSymbol(Code(self._from_zxing[r.format], r.text), corners, direction))
+            found.append(ZbarSymbol(Code(symbology, r.text), corners, direction))
         return found
 
     def _zbar_pass(self, gray: Gray, with_qr: bool) -> Found:

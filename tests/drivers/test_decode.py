@@ -170,3 +170,14 @@ def test_the_first_reading_of_a_symbol_stands_over_a_later_misreading(decoder):
     result = decoder.scan(barcode_image("code128-1/6.png"))
     assert [c.text for c in result.codes] == [expected_text("code128-1/6.png")]
     assert result.secondary == ()
+
+
+def test_a_micro_qr_code_in_view_is_not_ours_and_breaks_nothing(decoder):
+    # zxing-cpp answers a QR search with Micro QR codes too; they are not member-center codes
+    import zxingcpp
+
+    micro = np.array(
+        zxingcpp.create_barcode("12345", zxingcpp.BarcodeFormat.MicroQRCode).to_image(scale=8)
+    )
+    padded = np.pad(micro, 40, constant_values=255)
+    assert decoder.decode(padded) == ()
