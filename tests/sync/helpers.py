@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from edge.app import AppContext
+from edge.protocol import DeviceStatus, Topics
+from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
 from edge.services.tx import get_meta
 from edge.storage.models import Member, OutboxEvent
 from edge.sync.replica import REPLICA_CURSOR
@@ -160,3 +165,55 @@ def local_balances(app: AppContext) -> dict[str, int]:
 def outbox_ids(app: AppContext) -> list[str]:
     with app.db.read() as s:
         return list(s.scalars(select(OutboxEvent.event_id)))
+
+
+def client(
+    broker,
+    cn: str,
+    subs=(),
+    *,
+    client_id: str | None = None,
+    tls: TlsFiles | None = None,
+    certs=None,
+    store_id: str = "S001",
+) -> MqttLink:
+    """A raw MQTT client of ``broker`` with the certificate of ``cn`` (from ``certs``' broker
+    directory when given, e.g. another broker of the same CA), or with ``tls`` as given."""
+    ca, cert, key = (certs or broker).tls(cn)
+    topics = Topics()
+
+    def status(state: str) -> Callable[[], bytes]:
+        return lambda: DeviceStatus(
+            device_id=cn, store_id=store_id, role="kiosk", state=state, at=datetime.now(UTC)
+        ).to_bytes()
+
+    return MqttLink(
+        LinkSettings(
+            client_id=client_id or f"{cn}-test",
+            host="127.0.0.1",
+            port=broker.port,
+            tls=tls or TlsFiles(ca, cert, key),
+            status_topic=topics.status(cn),
+            online_payload=status("online"),
+            offline_payload=status("offline"),
+            subscriptions=tuple(subs),
+            clean_start=True,
+            reconnect_min_s=0.2,
+            reconnect_max_s=1.0,
+        )
+    )
+
+
+def received(link: MqttLink, seconds: float) -> list[Inbound]:
+    """Every message ``link`` receives within ``seconds``, acknowledged."""
+    out = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            item = link.inbox.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if isinstance(item, Inbound):
+            link.ack(item)
+            out.append(item)
+    return out

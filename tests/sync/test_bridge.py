@@ -7,7 +7,6 @@ the store's bridge certificate.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,14 +16,13 @@ from sqlalchemy.orm import Session
 
 from edge.protocol import (
     BlocklistUpdate,
-    DeviceStatus,
     EventAck,
     OfflineRules,
     PointsRules,
     Rules,
     Topics,
 )
-from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
+from edge.protocol.link import TlsFiles
 from edge.services.members import register_member
 from edge.services.points import accrue_purchase
 from edge.services.tx import get_meta
@@ -37,49 +35,9 @@ from hq.ledger import balances
 from hq.models import StoredEvent
 from hq.service import HqService
 from tests.sync.conftest import Broker, Runner, make_data_dir, open_app, wait_until
-from tests.sync.helpers import drained, hq_config, local_balances, outbox_ids
+from tests.sync.helpers import client, drained, hq_config, local_balances, outbox_ids, received
 
 T = Topics()
-
-
-def client(broker: Broker, cn: str, client_id: str, subs=(), certs: Broker | None = None):
-    """A raw client of ``broker`` with the certificate of ``cn`` (from ``certs``' directory)."""
-    ca, cert, key = (certs or broker).tls(cn)
-
-    def status(state: str):
-        return lambda: DeviceStatus(
-            device_id=cn, store_id="S002", role="kiosk", state=state, at=datetime.now(UTC)
-        ).to_bytes()
-
-    return MqttLink(
-        LinkSettings(
-            client_id=client_id,
-            host="127.0.0.1",
-            port=broker.port,
-            tls=TlsFiles(ca, cert, key),
-            status_topic=T.status(cn),
-            online_payload=status("online"),
-            offline_payload=status("offline"),
-            subscriptions=tuple(subs),
-            clean_start=True,
-            reconnect_min_s=0.2,
-            reconnect_max_s=1.0,
-        )
-    )
-
-
-def received(link: MqttLink, seconds: float) -> list[Inbound]:
-    out = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            item = link.inbox.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        if isinstance(item, Inbound):
-            link.ack(item)
-            out.append(item)
-    return out
 
 
 def lane_on(broker: Broker) -> Lane:
@@ -171,11 +129,12 @@ def test_the_shipped_bridge_carries_the_stores_traffic_and_nothing_else(chain, t
 def _store_b_is_out_of_reach(chain) -> None:
     """A device on store S001's broker using store S002's kiosk certificate (K002, same CA)
     can neither reach HQ on S002's topics nor hear what HQ sends to S002."""
-    observer = client(chain.hq, "hq", "hq-watch", subs=[("mck/v1/#", 1)])
+    observer = client(chain.hq, "hq", [("mck/v1/#", 1)], client_id="hq-watch")
     intruder = client(
         chain.store,
         "K002",
-        "K002",
+        client_id="K002",
+        store_id="S002",
         certs=chain.hq,  # issued for store S002 by the chain's CA
         subs=[(T.command("K002"), 1), (T.ack("K002"), 1), (T.replica("K002"), 1)],
     )

@@ -42,8 +42,7 @@ from hq.commands import load_command_key, sign_command
 from hq.models import Alert, CentralEntry, QuarantinedEvent, StoredEvent
 from hq.service import HqService
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
-from tests.sync.helpers import hq_config, pending
-from tests.sync.test_security import client
+from tests.sync.helpers import client, hq_config, pending
 
 T = Topics()
 NOW = datetime.now(UTC)

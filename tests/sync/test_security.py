@@ -3,62 +3,22 @@
 from __future__ import annotations
 
 import base64
-import queue
 import time
 from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.protocol import DeviceStatus, EventAck, Topics
-from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
+from edge.protocol import EventAck, Topics
+from edge.protocol.link import TlsFiles
 from edge.security.keys import load_public_key
 from edge.sync.agent import Agent
 from edge.sync.broker import DevCA
 from edge.sync.commands import CommandRunner
 from hq.commands import load_command_key, send_command, sign_command
 from tests.sync.conftest import Runner, make_data_dir, open_app
-from tests.sync.helpers import hq_config
+from tests.sync.helpers import client, hq_config, received
 
 T = Topics()
-
-
-def client(broker, cn: str, subs=(), tls: TlsFiles | None = None, client_id: str | None = None):
-    ca, cert, key = broker.tls(cn)
-
-    def status(state):
-        return lambda: DeviceStatus(
-            device_id=cn, store_id="S001", role="kiosk", state=state, at=datetime.now(UTC)
-        ).to_bytes()
-
-    return MqttLink(
-        LinkSettings(
-            client_id=client_id or f"{cn}-test",
-            host="127.0.0.1",
-            port=broker.port,
-            tls=tls or TlsFiles(ca, cert, key),
-            status_topic=T.status(cn),
-            online_payload=status("online"),
-            offline_payload=status("offline"),
-            subscriptions=tuple(subs),
-            clean_start=True,
-            reconnect_min_s=0.2,
-            reconnect_max_s=1.0,
-        )
-    )
-
-
-def received(link: MqttLink, seconds: float) -> list[Inbound]:
-    out = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            item = link.inbox.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        if isinstance(item, Inbound):
-            link.ack(item)
-            out.append(item)
-    return out
 
 
 def test_a_device_cannot_publish_on_another_devices_topics(broker):
