@@ -272,3 +272,35 @@ def test_broker_config_renders_a_store_broker_bridged_to_hq(console, tmp_path):
     )
     assert "bridge" in message
     assert not (lonely / "conf.d").exists() or not list((lonely / "conf.d").iterdir())
+    # a bad HQ address: one clear line, and no broker left half made
+    typo = tmp_path / "S003"
+    message = console.fails(
+        "sync",
+        "broker-config",
+        str(typo),
+        "18885",
+        "kiosk:K003:S003",
+        "bridge:bridge-S003:S003",
+        "--hq-address",
+        "nohost",
+    )
+    assert "host:port" in message
+    assert not typo.exists()
+    # the chain's ca.crt alone (its key left at HQ): refused, the chain's certificate kept
+    alone = tmp_path / "S004"
+    alone.mkdir()
+    chain_ca = (out / "ca.crt").read_bytes()
+    (alone / "ca.crt").write_bytes(chain_ca)
+    message = console.fails(
+        "sync",
+        "broker-config",
+        str(alone),
+        "18886",
+        "kiosk:K004:S004",
+        "bridge:bridge-S004:S004",
+        "--hq-address",
+        "127.0.0.1:28883",
+    )
+    assert "ca.crt and ca.key go together" in message
+    assert (alone / "ca.crt").read_bytes() == chain_ca
+    assert [p.name for p in alone.iterdir()] == ["ca.crt"]

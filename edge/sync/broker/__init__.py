@@ -88,7 +88,10 @@ class DevCA:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         cert_path, key_path = directory / "ca.crt", directory / "ca.key"
-        if cert_path.exists() and key_path.exists():
+        if cert_path.exists() != key_path.exists():
+            # A new CA would overwrite the chain's ca.crt and sign everything with a stray key.
+            raise ValueError(f"{directory}: ca.crt and ca.key go together (copy both, or neither)")
+        if cert_path.exists():
             key = serialization.load_pem_private_key(key_path.read_bytes(), None)
             assert isinstance(key, ec.EllipticCurvePrivateKey)
             self.key = key
@@ -253,6 +256,12 @@ def render_mosquitto_conf(
     )
 
 
+def _check_hq_address(hq_address: str) -> None:
+    host, sep, port = hq_address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"HQ's broker address is host:port, got {hq_address!r}")
+
+
 def render_bridge_conf(
     store_id: str,
     hq_address: str,
@@ -261,9 +270,7 @@ def render_bridge_conf(
     prefix: str = DEFAULT_PREFIX,
 ) -> str:
     """The store's bridge to HQ: chain-wide pushes in, and one block per device of the store."""
-    host, sep, port = hq_address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"HQ's broker address is host:port, got {hq_address!r}")
+    _check_hq_address(hq_address)
     if not devices:
         raise ValueError(f"store {store_id} has no kiosk or lane to bridge")
     block = Template((HERE / "bridge-device.template.conf").read_text())
@@ -300,8 +307,17 @@ def render_broker(
     """
     directory = directory.resolve()
     bridges = [i for i in identities if i.role == "bridge"]
-    if hq_address is not None and len(bridges) != 1:
-        raise ValueError("a store broker needs exactly one bridge:bridge-<store>:<store> identity")
+    bridge_conf = ""
+    if hq_address is not None:
+        if len(bridges) != 1:
+            raise ValueError(
+                "a store broker needs exactly one bridge:bridge-<store>:<store> identity"
+            )
+        _check_hq_address(hq_address)
+        store = bridges[0].store_id
+        devices = [i.cn for i in identities if i.store_id == store and i.role in ("kiosk", "lane")]
+        # rendered (and so checked) before anything is written: bad input leaves no directory
+        bridge_conf = render_bridge_conf(store, hq_address, directory, devices, prefix)
     ca = DevCA(directory)
     ca.issue("server", server=True, hosts=("localhost", "127.0.0.1", bind))
     for ident in identities:
@@ -315,10 +331,6 @@ def render_broker(
     (directory / "acl").write_text(render_acl(identities, prefix))
     conf = directory / "mosquitto.conf"
     conf.write_text(render_mosquitto_conf(directory, port, bind, max_queued))
-    if hq_address is not None:
-        store = bridges[0].store_id
-        devices = [i.cn for i in identities if i.store_id == store and i.role in ("kiosk", "lane")]
-        (directory / "conf.d" / f"bridge-{store}.conf").write_text(
-            render_bridge_conf(store, hq_address, directory, devices, prefix)
-        )
+    if bridge_conf:
+        (directory / "conf.d" / f"bridge-{bridges[0].store_id}.conf").write_text(bridge_conf)
     return conf
