@@ -6,9 +6,9 @@ A device fault after a committed change is reported in the answer (the points ar
 redeemed; the voucher did not print), never raised as if nothing had happened.
 
 HQ's points and offline rules reach this process through the database: the sync agent (a
-separate process) stores each push, and the center puts the stored rules in force at start,
-before every operation that earns, spends or shows points, and on the station's health poll,
-so a rule HQ pushes applies here without a restart. (The gift catalogue is read from the
+separate process) stores each push, and the center puts the stored rules in force at start
+and on every station poll (:func:`edge.sync.inbound.follow_stored_rules`), so a rule HQ
+pushes applies here without a restart, within one poll. (The gift catalogue is read from the
 database on every use.)
 
 On first boot (not yet provisioned, real hardware) the center prints the pairing slip the
@@ -71,7 +71,7 @@ from edge.station.devices import FPS_WINDOW_S, HEALTH_POLL_S, Station
 from edge.station.monitoring import PeripheralLog
 from edge.station.privacy import privacy_terms
 from edge.storage.models import Card, Member
-from edge.sync.inbound import RULES_VERSION, load_stored_rules, put_rules_in_force
+from edge.sync.inbound import follow_stored_rules
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class KioskCenter:
         self._staff: dict[str, tuple[StaffIdentity, datetime]] = {}
         self._lock = threading.Lock()
         self._rules_lock = threading.Lock()
-        self._rules_version = -1  # the stored version in force here; -1: none looked at yet
+        self._rules_version = 0  # the stored rules version in force here; 0: none
         self._pairing_due = False
         self.follow_hq_rules()
         station.monitor(PeripheralLog(app), on_poll=self._on_poll)
@@ -188,21 +188,14 @@ class KioskCenter:
         """Puts HQ's rules in force if the agent stored a version other than the one in
         force here (one read of a meta value when nothing changed); True if it did.
 
-        A rule set that cannot be read is logged and the rules in force stay: a customer is
-        still served.
+        It runs at start and on every station poll. A rule set that cannot be read is logged
+        and the rules in force stay: a customer is still served.
         """
         try:
-            with self.app.db.read() as session:
-                version = int(get_meta(session, RULES_VERSION) or 0)
             with self._rules_lock:
-                if version == self._rules_version:
-                    return False
-                rules = load_stored_rules(self.app)
-                if rules is not None:
-                    put_rules_in_force(self.app, rules)
-                    log.info("HQ rules version %s in force", rules.version)
-                self._rules_version = version
-                return rules is not None
+                before = self._rules_version
+                self._rules_version = follow_stored_rules(self.app, before)
+                return self._rules_version != before
         except Exception:
             log.exception("HQ's stored rules could not be read; the rules in force stay")
             return False
@@ -219,7 +212,6 @@ class KioskCenter:
             tx.audit("member", "member.lookup", view.member_id, channel=channel)
 
     def identify(self, scanned: str) -> MemberSummary:
-        self.follow_hq_rules()
         view = member_service.identify(self.app, scanned)
         self._audit_lookup(view, "scan")
         return summary(self.app, view)
@@ -232,7 +224,6 @@ class KioskCenter:
         """
         phone_n = normalize_phone(phone)
         now = self.app.clock()
-        self.follow_hq_rules()
         key = self.app.vault.lookup_hash(phone_n)
         with self._lock:
             failures, until = self._proof_failures.get(key, (0, None))
@@ -274,19 +265,16 @@ class KioskCenter:
         return summary(self.app, view)
 
     def refresh(self, card_no: str) -> MemberSummary:
-        self.follow_hq_rules()
         view = member_service.show_member(self.app, card_no=card_no)
         if view.card_state is not None and view.card_no is not None:
             require_usable(view.card_no, view.card_state)
         return summary(self.app, view)
 
     def check_in(self, card_no: str) -> BonusOutcome:
-        self.follow_hq_rules()
         bonus = points_service.check_in(self.app, card_no)
         return BonusOutcome(bonus.kind, bonus.points, bonus.balance)
 
     def claim_birthday_gift(self, card_no: str) -> BonusOutcome:
-        self.follow_hq_rules()
         bonus = points_service.claim_birthday_bonus(self.app, card_no)
         return BonusOutcome(bonus.kind, bonus.points, bonus.balance)
 
@@ -294,7 +282,6 @@ class KioskCenter:
         return [gift_tile(line) for line in gift_service.list_gifts(self.app)]
 
     def redeem(self, card_no: str, sku: str, request_id: str) -> RedeemOutcome:
-        self.follow_hq_rules()
         result = gift_service.redeem_gift(self.app, card_no, sku, 1, request_id)
         view = member_service.show_member(self.app, card_no=card_no)
         printed = self._print_all(
@@ -318,14 +305,12 @@ class KioskCenter:
         return PrintOutcome(True)
 
     def print_statement(self, card_no: str) -> PrintOutcome:
-        self.follow_hq_rules()
         view = member_service.show_member(self.app, card_no=card_no)
         return self.station.print_receipt(
             slips.points_statement(self.app, view, self.station.columns)
         )
 
     def register(self, new: NewMember, request_id: str) -> RegistrationOutcome:
-        self.follow_hq_rules()
         if new.title and new.title not in ("先生", "女士"):
             raise InvalidInput("a form of address is 先生 or 女士", code="bad_name")
         name = f"{new.surname}{new.title}" if new.surname else None
@@ -387,7 +372,6 @@ class KioskCenter:
 
     def find_member(self, staff: StaffSession, phone: str) -> MemberSummary:
         identity = self._identity(staff, Permission.LOOKUP_MEMBER)
-        self.follow_hq_rules()
         view = member_service.show_member(self.app, phone=phone)
         with transaction(self.app) as tx:
             tx.audit(identity.staff_id, "member.lookup", view.member_id, channel="staff")
@@ -396,7 +380,6 @@ class KioskCenter:
     def replace_lost_card(self, staff: StaffSession, card_no: str) -> ReplacementOutcome:
         """Blocks the old card (reported lost if still active) and issues the new one."""
         identity = self._identity(staff, Permission.REPLACE_CARD)
-        self.follow_hq_rules()
         before = member_service.show_member(self.app, card_no=card_no)
         if before.card_state == CardState.ACTIVE:
             card_service.report_lost_card(self.app, card_no, identity)

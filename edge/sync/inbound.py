@@ -209,9 +209,31 @@ def put_rules_in_force(app: AppContext, rules: Rules) -> None:
 
 
 def load_stored_rules(app: AppContext) -> Rules | None:
-    """HQ's rules as last received (applied again when the agent starts)."""
+    """HQ's rules as last received."""
     with app.db.read() as session:
         raw = get_meta(session, HQ_RULES)
     if not raw:
         return None
     return Rules.model_validate_json(raw)
+
+
+def follow_stored_rules(app: AppContext, seen: int) -> int:
+    """Puts HQ's stored rules in force in this process if their version is not ``seen`` (the
+    version already in force here; 0 for none) and returns the version now in force.
+
+    The agent calls it at start, the touchscreen at start and on every station poll, so a
+    push the agent stored applies in the touchscreen's process without a restart. When
+    nothing changed this is one read of the stored version; the rules themselves are read
+    (in the same session) only when it differs.
+    """
+    with app.db.read() as session:
+        version = int(get_meta(session, RULES_VERSION) or 0)
+        if version == seen:
+            return seen
+        raw = get_meta(session, HQ_RULES)
+    if not raw:
+        return version
+    rules = Rules.model_validate_json(raw)
+    put_rules_in_force(app, rules)
+    log.info("HQ rules version %s in force", rules.version)
+    return rules.version

@@ -200,7 +200,10 @@ def test_rules_the_agent_stores_take_effect_in_the_touchscreen_without_a_restart
     agent = AppContext.open(center.app.data_dir)  # the sync agent's own process
     try:
         assert apply_rules(agent, _rules(1, default + 37, 1_500)).applied
-        # the next operation that earns points sees the version the agent stored
+        assert center.app.config.points.checkin_points == default  # not before the poll
+        # after the station's next poll, the next operation that earns points sees the
+        # version the agent stored
+        center.station.poll()
         assert center.check_in(people.li_card).points == default + 37
         assert center.app.offline_limit.max_points_per_redemption == 1_500
         # a later push is picked up by the health poll, before anyone touches the screen
@@ -213,6 +216,22 @@ def test_rules_the_agent_stores_take_effect_in_the_touchscreen_without_a_restart
         assert not center.follow_hq_rules()  # nothing newer: nothing done
     finally:
         agent.close()
+
+
+def test_the_station_worker_puts_a_push_in_force_within_one_poll(tmp_path):
+    center = open_center(tmp_path / "data", simulate=True, health_poll_s=0.3)
+    agent = AppContext.open(center.app.data_dir)
+    try:
+        assert apply_rules(agent, _rules(1, 29, 1_100)).applied
+        deadline = time.monotonic() + 0.3 + 5
+        while center.app.config.points.checkin_points != 29:
+            assert time.monotonic() < deadline, "the worker's poll did not follow the push"
+            time.sleep(0.05)
+        assert center.app.offline_limit.max_points_per_redemption == 1_100
+        assert not center.follow_hq_rules()
+    finally:
+        agent.close()
+        center.close()
 
 
 def test_stored_rules_are_in_force_from_the_start(tmp_path):
