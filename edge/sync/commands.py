@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge import __version__
 from edge.app import AppContext
 from edge.domain.cards import CardState, parse_card_number
-from edge.domain.errors import ConfigError, KioskError
-from edge.lifecycle.update import UPDATE_KEY_FILE, BundleOffer, UpdateRefused, receive_update
+from edge.domain.errors import ConfigError, KioskError, Refusal
+from edge.lifecycle.update import UPDATE_KEY_FILE, BundleOffer, receive_update
 from edge.protocol import COMMAND_SIGNING_DOMAIN, Command, CommandResult
 from edge.security.keys import load_public_key
 from edge.security.signing import verify_bytes
@@ -107,10 +107,11 @@ class CommandRunner:
         return None
 
     def execute(self, command: Command) -> tuple[str, dict[str, Any]]:
-        """Runs a screened command: ``done``, ``refused`` (a rule said no) or ``failed``."""
+        """Runs a screened command: ``done``, ``refused`` (a rule said no: any
+        :class:`~edge.domain.errors.Refusal`) or ``failed`` (any other :class:`KioskError`)."""
         try:
             return "done", self.actions[command.command](dict(command.args))
-        except UpdateRefused as exc:
+        except Refusal as exc:
             return "refused", {"error": exc.code, "reason": exc.message}
         except KioskError as exc:
             return "failed", {"error": exc.code, "message": exc.message}
@@ -176,7 +177,7 @@ class CommandRunner:
         try:
             update_key = load_public_key(self.app.data_dir / UPDATE_KEY_FILE)
         except ConfigError as exc:
-            raise UpdateRefused(f"no HQ update key: {exc.message}", code="no_update_key") from None
+            raise Refusal(f"no HQ update key: {exc.message}", code="no_update_key") from None
         queued = receive_update(
             offer,
             self.app.data_dir,
