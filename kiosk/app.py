@@ -70,7 +70,8 @@ KV_FILES = (
 )
 DESIGN_SIZE = (1280, 800)
 FONT_LADDER = (20, 26, 32, 44, 60, 80)
-HEALTH_POLL_S = 5.0
+# how often the fault banner reads the devices' health (the station records what it reads)
+FAULT_BANNER_POLL_S = 5.0
 HELP_SHOWN_S = 8.0
 # after the attract screen is drawn and the button that led there has been let go (Kivy
 # holds a pressed button, and with it its screen, for its minimum pressed time)
@@ -253,7 +254,7 @@ class KioskApp(App):  # type: ignore[misc]
         Window.bind(size=self._restyle, on_touch_down=self._touched)
         self._restyle()
         self._events.append(Clock.schedule_interval(self._tick, 0.25))
-        self._events.append(Clock.schedule_interval(self._poll_health, HEALTH_POLL_S))
+        self._events.append(Clock.schedule_interval(self._poll_health, FAULT_BANNER_POLL_S))
         self.center.on_scan(lambda text: Clock.schedule_once(lambda _dt: self.scanned(text)))
         self.center.on_help_button(lambda: Clock.schedule_once(lambda _dt: self.call_staff()))
         Window.bind(on_flip=self._drawn)

@@ -526,7 +526,7 @@ class KioskCenter:
         if is_provisioned(self.app.data_dir):
             self._pairing_due = False
             return
-        if not next(s for s in self.station.health() if s.device == "printer").ok:
+        if not self.station.printer_health().ok:
             return  # a new code only when it can come out; the poll tries again
         self._pairing_due = not self.print_pairing_slip().printed
 

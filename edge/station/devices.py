@@ -5,10 +5,12 @@ I/O timeout); callers run them off the UI thread. Each device is used by one thr
 time (a lock per device), so a reprint never interleaves with a voucher.
 
 The station also keeps what the agent's telemetry reports (:mod:`edge.station.monitoring`):
-devices' health on start, after every print, dispense, self-test and fault clearing, and on a
-poll every :data:`HEALTH_POLL_S`; the time of each scan and successful print; the camera's
-frame rate, counted over :data:`FPS_WINDOW_S`. Those records are written by the station's own
-worker thread, so a slow or failing database never holds up a customer or the scanner.
+devices' health whenever it is read (the screen's fault banner reads it every few seconds; at
+start, after a self-test and on fault clearing; and on the station's poll every
+:data:`HEALTH_POLL_S` when nobody read it in that time); the time of each scan and successful
+print; the camera's frame rate, counted over :data:`FPS_WINDOW_S`. Those records are written
+by the station's own worker thread, so a slow or failing database never holds up a customer
+or the scanner.
 
 A print or a dispense holds the update lock (:func:`edge.lifecycle.busy.hold`): an update
 waits for it to finish before it stops the app, and while an update holds the lock a new one
@@ -42,7 +44,7 @@ from edge.station.monitoring import PeripheralLog
 log = logging.getLogger(__name__)
 UPDATING = "updating"  # the fault code of work refused while an update holds the lock
 HOLD_TIMEOUT_S = 3.0
-HEALTH_POLL_S = 30.0  # how often the station re-reads its devices' health
+HEALTH_POLL_S = 30.0  # the station's poll: its hooks run, health is read if nobody did
 FPS_WINDOW_S = 60.0  # the camera's frames are counted over this long, then recorded
 STOP_TIMEOUT_S = 5.0
 
@@ -135,6 +137,7 @@ class Station:
         self._worker: threading.Thread | None = None
         self._poll_hooks: list[Callable[[], None]] = []
         self._printer_seen = DeviceStatus("printer", "ok")
+        self._health_read_at: float | None = None  # time.monotonic() of the last health()
         self._print_lock = threading.Lock()
         self._dispense_lock = threading.Lock()
         self._stop = threading.Event()
@@ -177,15 +180,15 @@ class Station:
     # ---- the station's worker: telemetry records, health polls, background work ------
 
     def monitor(self, records: PeripheralLog, on_poll: Callable[[], None] | None = None) -> None:
-        """Starts recording for telemetry: devices' health now and on every poll, where
-        ``on_poll`` also runs (on the station's worker thread, never the caller's)."""
+        """Starts recording for telemetry: devices' health now and whenever it is read, and
+        runs ``on_poll`` on every poll (on the station's worker thread, never the caller's)."""
         self._records = records
         if on_poll is not None:
             self._poll_hooks.append(on_poll)
         if self._worker is None:
             self._worker = threading.Thread(target=self._work, name="station-worker", daemon=True)
             self._worker.start()
-        self.later(self._record_health)
+        self.later(self.health)
 
     def later(self, job: Callable[[], object]) -> None:
         """Runs ``job`` on the station's worker thread (inline if the station has none)."""
@@ -203,19 +206,29 @@ class Station:
         return done.wait(timeout_s)
 
     def poll(self) -> None:
-        """One health poll (the worker runs one every :attr:`health_poll_s`)."""
-        self._record_health()
+        """One poll: reads the devices' health and runs the poll hooks."""
+        self._poll(read_health=True)
+
+    def _poll(self, *, read_health: bool) -> None:
+        if read_health:
+            self._run(self.health)
         for hook in list(self._poll_hooks):
             self._run(hook)
+
+    def _health_due(self, now: float) -> bool:
+        """True when nobody read the devices' health within :attr:`health_poll_s`."""
+        read_at = self._health_read_at
+        return read_at is None or now - read_at >= self.health_poll_s
 
     def _work(self) -> None:
         next_poll = time.monotonic() + self.health_poll_s
         while True:
-            wait = next_poll - time.monotonic()
-            if wait <= 0:
-                self.poll()
+            now = time.monotonic()
+            if next_poll <= now:
+                self._poll(read_health=self._health_due(now))
                 next_poll = time.monotonic() + self.health_poll_s
                 continue
+            wait = next_poll - now
             try:
                 job = self._jobs.get(timeout=wait)
             except queue.Empty:
@@ -230,15 +243,6 @@ class Station:
             job()
         except Exception:
             log.exception("station background work failed")
-
-    def _record_health(self) -> None:
-        if self._records is not None:
-            self._records.devices(self.health())
-
-    def _record(self, statuses: list[DeviceStatus]) -> None:
-        records = self._records
-        if records is not None:
-            self.later(lambda: records.devices(statuses))
 
     def _record_fps(self, fps: float) -> None:
         records = self._records
@@ -267,8 +271,6 @@ class Station:
             return PrintOutcome(False, UPDATING)
         if outcome.printed:
             self._noted(PeripheralLog.printed)
-        if self._records is not None:
-            self.later(self._record_health)
         return outcome
 
     def _print(self, receipt: Receipt) -> PrintOutcome:
@@ -291,8 +293,6 @@ class Station:
         except busy.LockTimeout:
             log.info("not dispensing: an update is running")
             return False, UPDATING
-        if self._records is not None:
-            self.later(self._record_health)
         return result
 
     def _dispense(self) -> tuple[bool, str]:
@@ -316,18 +316,27 @@ class Station:
             log.warning("dispenser reset: %s", exc.health.reason)
         statuses = self.health()
         self.panel.show("ready" if all(s.ok for s in statuses) else "fault")
-        self._record(statuses)
         return statuses
 
     def health(self) -> list[DeviceStatus]:
-        return [
+        """Every device's health, read now; a change is recorded for telemetry (on the
+        worker, so the caller never waits for the database)."""
+        statuses = [
             status_of("scanner", self.scanner.health()),
-            self._printer_health(),
+            self.printer_health(),
             status_of("dispenser", self.dispenser.health()),
             status_of("gpio", self.panel.health()),
         ]
+        self._health_read_at = time.monotonic()
+        records = self._records
+        if records is not None:
+            if threading.current_thread() is self._worker:
+                records.devices(statuses)  # the worker's own read: done before its next job
+            else:
+                self.later(lambda: records.devices(statuses))
+        return statuses
 
-    def _printer_health(self) -> DeviceStatus:
+    def printer_health(self) -> DeviceStatus:
         """The printer's status; while it prints, the status it last gave (asking it then
         would interleave the status query with the receipt's bytes)."""
         if not self._print_lock.acquire(blocking=False):
@@ -351,7 +360,9 @@ class Station:
             )
             for r in check_hardware(self.hardware, self.devices)
         ]
-        self._record([DeviceStatus(x.device, x.state, x.code, x.detail) for x in lines])
+        # what the self-test found, as health reads it (the self-test's own lines carry
+        # details and checks the health poll does not, and would flap against it)
+        self.later(self.health)
         return lines
 
     def feedback(self) -> None:

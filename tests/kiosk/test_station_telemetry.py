@@ -94,6 +94,7 @@ def test_telemetry_shows_what_the_station_saw_scans_prints_and_faults(center):
     last_print = collect(center.app, None).last_print_at
     sim.printer_out_of_paper()
     assert center.print_statement(people.wang_card).problem == "paper_out"
+    center.device_status()  # the screen's fault banner reads health every few seconds
     _settled(center)
     faulty = collect(center.app, None)
     assert faulty.devices["dispenser"].state == "failed"
@@ -113,22 +114,72 @@ def test_telemetry_shows_what_the_station_saw_scans_prints_and_faults(center):
     assert {h.state for h in healed.devices.values()} == {"ok"}
 
 
-def test_the_self_test_and_the_health_poll_record_changes(tmp_path):
+def test_the_health_poll_records_a_change_nobody_else_saw(tmp_path):
     center = open_center(tmp_path / "data", simulate=True, health_poll_s=0.2)
     try:
         sim = center.simulator
         assert sim is not None
         _settled(center)
-        sim.dispenser_empty()  # nobody dispenses: only the poll can see it
+        sim.dispenser_empty()  # nobody dispenses or reads health: only the poll can see it
         deadline = time.monotonic() + 5
         while collect(center.app, None).devices["dispenser"].code != "empty":
             assert time.monotonic() < deadline, "the poll did not record the empty dispenser"
             time.sleep(0.05)
+    finally:
+        center.close()
+
+
+def test_the_self_test_records_what_health_reads(tmp_path):
+    # a poll an hour away: only the self-test can record the paper running out
+    center = open_center(tmp_path / "data", simulate=True, health_poll_s=3600)
+    try:
+        sim = center.simulator
+        assert sim is not None
+        _settled(center)
+        rows = _updated_at(center.app)
         sim.printer_out_of_paper()
         lines = {line.device: line for line in center.self_test()}
         assert lines["printer"].code == "paper_out"
         _settled(center)
+        printer = collect(center.app, None).devices["printer"]
+        assert printer.code == "paper_out"
+        assert printer.reason == "printer is out of paper"  # health's reason, not a detail
+        # only the printer changed: the self-test's other findings leave the rows alone
+        after = _updated_at(center.app)
+        assert {name for name in after if after[name] != rows[name]} == {"printer"}
+        # the same health read again (the screen's banner) writes nothing more
+        center.device_status()
+        _settled(center)
+        assert _updated_at(center.app) == after
+    finally:
+        center.close()
+
+
+def test_health_the_screen_reads_is_recorded_and_spares_the_poll_a_read(tmp_path):
+    poll_s = 1.5
+    center = open_center(tmp_path / "data", simulate=True, health_poll_s=poll_s)
+    try:
+        sim = center.simulator
+        assert sim is not None
+        _settled(center)
+        sim.printer_out_of_paper()
+        read_at = time.monotonic()
+        statuses = {s.device: s for s in center.device_status()}  # as the screen reads it
+        sim.dispenser_empty()
+        _settled(center)
+        assert statuses["printer"].code == "paper_out"
         assert collect(center.app, None).devices["printer"].code == "paper_out"
+        # the health was just read: the station's poll does not read it again before a whole
+        # poll interval has passed, so the dispenser emptied since stays unrecorded for now
+        time.sleep(poll_s * 0.4)
+        _settled(center)
+        assert time.monotonic() - read_at < poll_s, "the machine was too slow to tell"
+        assert collect(center.app, None).devices["dispenser"].code == ""
+        # once nobody has read it for an interval, the poll does
+        deadline = time.monotonic() + poll_s * 2 + 5
+        while collect(center.app, None).devices["dispenser"].code != "empty":
+            assert time.monotonic() < deadline, "the poll did not read health on its own"
+            time.sleep(0.05)
     finally:
         center.close()
 
