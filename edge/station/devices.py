@@ -7,10 +7,10 @@ time (a lock per device), so a reprint never interleaves with a voucher.
 The station also keeps what the agent's telemetry reports (:mod:`edge.station.monitoring`):
 devices' health whenever it is read (the screen's fault banner reads it every few seconds; at
 start, after a self-test and on fault clearing; and on the station's poll every
-:data:`HEALTH_POLL_S` when nobody read it in that time); the time of each scan and successful
-print; the camera's frame rate, counted over :data:`FPS_WINDOW_S`. Those records are written
-by the station's own worker thread, so a slow or failing database never holds up a customer
-or the scanner.
+:data:`HEALTH_POLL_S` when nobody read it in that time); the time of the last scan and
+successful print (kept in memory, written on that poll); the camera's frame rate, counted over
+:data:`FPS_WINDOW_S`. Those records are written by the station's own worker thread, so a slow
+or failing database never holds up a customer or the scanner.
 
 A print or a dispense holds the update lock (:func:`edge.lifecycle.busy.hold`): an update
 waits for it to finish before it stops the app, and while an update holds the lock a new one
@@ -206,12 +206,16 @@ class Station:
         return done.wait(timeout_s)
 
     def poll(self) -> None:
-        """One poll: reads the devices' health and runs the poll hooks."""
+        """One poll: reads the devices' health, writes the last scan and print noted since
+        the last poll, and runs the poll hooks."""
         self._poll(read_health=True)
 
     def _poll(self, *, read_health: bool) -> None:
         if read_health:
             self._run(self.health)
+        records = self._records
+        if records is not None:
+            records.write_activity()
         for hook in list(self._poll_hooks):
             self._run(hook)
 
@@ -252,8 +256,7 @@ class Station:
     def _noted(self, note: Callable[[PeripheralLog, datetime], None]) -> None:
         records = self._records
         if records is not None:
-            at = records.now()
-            self.later(lambda: note(records, at))
+            note(records, records.now())  # in memory; written on the next poll
 
     # ---- the devices ---------------------------------------------------------------
 
@@ -412,6 +415,9 @@ class Station:
         if self._scan_thread is not None:
             self._scan_thread.join(timeout=2.0)
         if self._worker is not None:
+            records = self._records
+            if records is not None:
+                self._jobs.put(records.write_activity)  # what was noted since the last poll
             self._jobs.put(None)
             self._worker.join(timeout=STOP_TIMEOUT_S)
         for device in (self.scanner, self.printer, self.dispenser, self.panel):

@@ -19,6 +19,7 @@ from edge.provisioning.enrolment import apply_enrolment, is_provisioned, verify_
 from edge.provisioning.identity import device_serial
 from edge.provisioning.pairing import PAIRING_FILE, code_digest
 from edge.station.center import KioskCenter, open_center
+from edge.station.monitoring import PeripheralLog
 from edge.station.seed import seed_demo
 from edge.storage.sync_models import PeripheralHealth
 from edge.sync.broker import DevCA
@@ -73,6 +74,11 @@ def test_telemetry_shows_what_the_station_saw_scans_prints_and_faults(center):
     assert center.identify(codes[0]).card_no == people.wang_card
     assert center.print_statement(people.wang_card).printed
     _settled(center)
+    # noted in memory: no commit per scan or print, they are written on the station's poll
+    waiting = collect(center.app, None)
+    assert waiting.last_scan_at is None and waiting.last_print_at is None
+    center.station.poll()
+    _settled(center)
     seen = collect(center.app, None)
     assert seen.last_scan_at is not None and seen.last_scan_at >= before_scan
     assert seen.last_print_at is not None and seen.last_print_at >= seen.last_scan_at
@@ -90,6 +96,7 @@ def test_telemetry_shows_what_the_station_saw_scans_prints_and_faults(center):
     replaced = center.replace_lost_card(staff, people.li_card)
     assert not replaced.card.dispensed and replaced.card.dispense_problem == "jam"
     assert replaced.card.slip.printed  # the number on a slip: the last print that came out
+    center.station.poll()
     _settled(center)
     last_print = collect(center.app, None).last_print_at
     sim.printer_out_of_paper()
@@ -103,7 +110,10 @@ def test_telemetry_shows_what_the_station_saw_scans_prints_and_faults(center):
     assert faulty.devices["printer"].code == "paper_out"
     assert faulty.devices["scanner"].state == "ok"
     assert sorted(faulty.faults) == ["dispenser:jam", "printer:paper_out"]
-    assert faulty.last_print_at == last_print  # paper out: nothing printed
+    center.station.poll()
+    _settled(center)
+    assert last_print is not None and last_print > seen.last_print_at
+    assert collect(center.app, None).last_print_at == last_print  # paper out: nothing printed
 
     # a staff member clears both faults; the fleet view sees the kiosk healthy again
     clerk = center.staff_sign_in(people.clerk_id, people.clerk_pin, "clear_fault")
@@ -208,6 +218,51 @@ def test_the_camera_frame_rate_is_counted_over_a_window_and_recorded(tmp_path):
         assert 5.0 < fps <= 35.0
     finally:
         center.close()
+
+
+def test_the_frame_rate_is_written_only_when_its_whole_number_changes(tmp_path):
+    app = AppContext.open(tmp_path / "data")
+    try:
+        records = PeripheralLog(app)
+        assert records.camera_fps(29.62)
+        assert collect(app, None).camera_fps == pytest.approx(29.62)
+        assert not records.camera_fps(30.38)  # still 30 a second: the SD card is spared
+        assert collect(app, None).camera_fps == pytest.approx(29.62)
+        assert records.camera_fps(24.9)
+        assert collect(app, None).camera_fps == pytest.approx(24.9)
+        # after a restart the recorded rate is known: the same rate writes nothing
+        again = PeripheralLog(app)
+        assert not again.camera_fps(25.3)
+        assert again.camera_fps(12.0)
+        assert collect(app, None).camera_fps == pytest.approx(12.0)
+    finally:
+        app.close()
+
+
+def test_the_last_scan_and_print_noted_since_the_last_poll_are_written_at_close(tmp_path):
+    data = tmp_path / "data"
+    center = open_center(data, simulate=True, health_poll_s=3600)  # no poll meanwhile
+    try:
+        people = seed_demo(center.app)
+        sim = center.simulator
+        assert sim is not None
+        scanned = threading.Event()
+        center.on_scan(lambda _text: scanned.set())
+        before = center.app.clock()
+        sim.present_code(people.wang_card)
+        assert scanned.wait(5)
+        assert center.print_statement(people.wang_card).printed
+        _settled(center)
+        assert collect(center.app, None).last_scan_at is None
+    finally:
+        center.close()  # what was noted since the last poll is written on the way out
+    app = AppContext.open(data)
+    try:
+        closed = collect(app, None)
+        assert closed.last_scan_at is not None and closed.last_scan_at >= before
+        assert closed.last_print_at is not None and closed.last_print_at >= closed.last_scan_at
+    finally:
+        app.close()
 
 
 def test_with_the_default_window_the_rate_waits_a_minute(tmp_path):
