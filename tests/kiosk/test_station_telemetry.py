@@ -18,14 +18,14 @@ from edge.protocol import OfflineRules, PointsRules, Rules
 from edge.provisioning.enrolment import apply_enrolment, is_provisioned, verify_enrolment
 from edge.provisioning.identity import device_serial
 from edge.provisioning.pairing import PAIRING_FILE, code_digest
+from edge.security.keys import load_private_key
 from edge.station.center import KioskCenter, open_center
 from edge.station.monitoring import PeripheralLog
 from edge.station.seed import seed_demo
 from edge.storage.sync_models import PeripheralHealth
-from edge.sync.broker import DevCA
 from edge.sync.inbound import apply_rules
 from edge.sync.telemetry import collect
-from tests.lifecycle.hq_desk import HqDesk
+from tests.lifecycle.hq_desk import make_desk
 
 
 @pytest.fixture
@@ -400,10 +400,10 @@ def test_first_boot_prints_the_pairing_slip_once_and_not_once_provisioned(tmp_pa
     finally:
         again.close()
 
-    DevCA(tmp_path / "ca")
-    desk = HqDesk.create(tmp_path / "ca")
-    bundle = desk.register(qr_text, store_id="S007", device_id="K070", broker_port=8883)
-    apply_enrolment(data, verify_enrolment(bundle, desk.enrol_key.public_key()))
+    desk = make_desk(tmp_path, tmp_path / "ca")
+    issued = desk.enrol(qr_text, store_id="S007", device_id="K070", out_dir=tmp_path / "out")
+    enrol_public = load_private_key(desk.settings.enrol_key).public_key()
+    apply_enrolment(data, verify_enrolment(issued.bundle_path.read_bytes(), enrol_public))
     assert is_provisioned(data) and not (data / PAIRING_FILE).exists()
     provisioned = _open_first_boot(data)
     try:
