@@ -280,9 +280,8 @@ def pairing_slip_cmd(serial: str | None, no_print: bool, actor: str) -> None:
 
 
 def _enrol_key(path: Path | None) -> Any:
-    """HQ's enrolment public key: ``--hq-key`` (or $KIOSK_HQ_ENROL_KEY, set by the image's
-    /etc/default/member-kiosk), else keys/hq-enrol.pub in the data directory, else the one
-    the image installed (/etc/member-kiosk/hq-enrol.pub)."""
+    """HQ's enrolment public key: ``--hq-key``, else keys/hq-enrol.pub in the data directory,
+    else the one the image installed (/etc/member-kiosk/hq-enrol.pub)."""
     from edge.domain.errors import ConfigError
     from edge.provisioning.enrolment import IMAGE_ENROL_KEY
     from edge.security.keys import load_public_key
@@ -303,7 +302,7 @@ def _read_qr_image(image: Path) -> bytes:
     from drivers.scanner import CodeDecoder
     from edge.cli.hardware_commands import _load_image
     from edge.domain.errors import InvalidInput
-    from edge.provisioning.enrolment import QR_PREFIX, bundle_from_qr
+    from edge.provisioning.bundle import QR_PREFIX, bundle_from_qr
 
     for code in CodeDecoder().decode(_load_image(image)):
         if code.text.startswith(QR_PREFIX):
@@ -322,7 +321,7 @@ def _read_qr_camera(timeout_s: float, sim: bool, sim_images: tuple[Path, ...]) -
     from drivers.errors import DeviceError
     from drivers.factory import open_scanner
     from edge.domain.errors import InvalidInput
-    from edge.provisioning.enrolment import QR_PREFIX, bundle_from_qr
+    from edge.provisioning.bundle import QR_PREFIX, bundle_from_qr
 
     config = _config().hardware.scanner
     if sim:
@@ -425,7 +424,8 @@ def provision_enrol_cmd(
 ) -> None:
     """Enrol from HQ's signed BUNDLE (or its QR code), then check network, broker login and
     every peripheral."""
-    from edge.provisioning.enrolment import LOOKUP_FROM_BUNDLE, apply_enrolment, verify_enrolment
+    from edge.provisioning.bundle import verify_enrolment
+    from edge.provisioning.enrolment import LOOKUP_FROM_BUNDLE, apply_enrolment
 
     if sum((bundle is not None, qr_image is not None, camera)) != 1:
         raise click.UsageError("give a BUNDLE file, --qr-image or --camera")

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.domain.errors import IntegrityError, InvalidInput
+from edge.security.keys import SECRET_BYTES
 from edge.security.sealing import seal, unseal
 from edge.security.signing import sign_bytes, verify_bytes
 
@@ -37,7 +38,7 @@ QR_PREFIX = "MCKENROL1:"
 PAIR_PREFIX = "MCKPAIR1"
 FORMAT = 2
 LOOKUP_KEY_PURPOSE = b"mck/lookup-key/v1"
-LOOKUP_KEY_BYTES = 32
+LOOKUP_KEY_BYTES = SECRET_BYTES  # the key is installed as the device's keys/lookup.key
 MAX_QR_TEXT = 2900  # bytes one QR code (version 40, level L, byte mode) holds, with margin
 
 
@@ -103,6 +104,11 @@ def parse_pairing_qr(text: str) -> PairingQr:
             "the pairing code carries no certificate request", code="pairing_qr_invalid"
         )
     return PairingQr(serial, code.strip().upper(), der)
+
+
+def code_digest(code: str) -> str:
+    """A pairing code's SHA-256 (hex), as both sides keep it (never the code itself)."""
+    return hashlib.sha256(code.strip().upper().encode()).hexdigest()
 
 
 def lookup_key_id(key: bytes) -> str:

@@ -38,53 +38,41 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from edge.config import KioskConfig, parse_config
 from edge.domain.errors import IntegrityError, Refusal
 from edge.provisioning import history
 from edge.provisioning.bundle import (
-    ENROL_DOMAIN,
-    FORMAT,
-    QR_PREFIX,
     Enrolment,
-    bundle_from_qr,
-    bundle_to_qr,
-    issue_bundle,
     lookup_key_id,
     unseal_lookup_key,
     verify_enrolment,
 )
 from edge.provisioning.identity import ensure_device_key, public_key_der
-from edge.provisioning.pairing import PAIRING_FILE, check_pairing
+from edge.provisioning.pairing import check_pairing, retire_pairing
 from edge.provisioning.toml_write import dumps_toml
-from edge.security.keys import LOOKUP_KEY_FILE
+from edge.security.keys import LOOKUP_KEY_FILE, KeyStore
 from edge.security.personal import PhoneVault
 from edge.services.tx import Tx
 from edge.storage.models import Member
 
 __all__ = [
-    "ENROL_DOMAIN",
-    "FORMAT",
     "IMAGE_ENROL_KEY",
-    "QR_PREFIX",
     "AppliedEnrolment",
-    "Enrolment",
     "apply_enrolment",
-    "bundle_from_qr",
-    "bundle_to_qr",
     "is_provisioned",
-    "issue_bundle",
     "read_audit",
     "verify_enrolment",
 ]
 
 RETIRED_DIR = Path("provisioning/retired")
 IMAGE_ENROL_KEY = Path("/etc/member-kiosk/hq-enrol.pub")
-ENROL_KEY_ENV = "KIOSK_HQ_ENROL_KEY"
-_APPLIED = (history.ENROL, history.REENROL, history.MOVE, history.REPLACE)
+DATABASE_FILE = "kiosk.db"  # where the device's database is unless its configuration says
 LOOKUP_FROM_BUNDLE = "bundle"
 LOOKUP_FROM_CREDENTIAL = "credential"
+
+_CHUNK = 500  # hashes per IN (...) query, well under SQLite's limit on parameters
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +142,10 @@ def _rehash_members(tx: Tx, lookup_key: bytes) -> _Rehash:
     as when a replica arrives)."""
     session = tx.session
     local = list(session.scalars(select(Member).where(Member.phone_cipher.is_not(None))))
-    replicas = list(
-        session.scalars(
-            select(Member).where(Member.phone_cipher.is_(None), Member.phone_hash.is_not(None))
-        )
-    )
+    replica = (Member.phone_cipher.is_(None), Member.phone_hash.is_not(None))
+    replicas = session.scalar(select(func.count()).select_from(Member).where(*replica)) or 0
     if not local:
-        return _Rehash(replica_hashes_kept=len(replicas))
+        return _Rehash(replica_hashes_kept=replicas)
     vault = PhoneVault(tx.app.keys.data_key, lookup_key)
     new_hashes: dict[str, str] = {}
     for member in local:
@@ -173,12 +158,15 @@ def _rehash_members(tx: Tx, lookup_key: bytes) -> _Rehash:
                 code=exc.code,
                 member_id=member.id,
             ) from None
-    taken = set(new_hashes.values())
+    taken = sorted(set(new_hashes.values()))
     cleared = 0
-    for replica in replicas:
-        if replica.phone_hash in taken:
-            log.warning("phone of member %s is registered to a member here too", replica.id)
-            replica.phone_hash = None
+    for start in range(0, len(taken), _CHUNK):  # only the replicas that clash are loaded
+        chunk = taken[start : start + _CHUNK]
+        for clash in session.scalars(
+            select(Member).where(Member.phone_cipher.is_(None), Member.phone_hash.in_(chunk))
+        ):
+            log.warning("phone of member %s is registered to a member here too", clash.id)
+            clash.phone_hash = None
             cleared += 1
     for member in local:  # two steps: no transient clash on the unique index
         member.phone_hash = None
@@ -195,7 +183,7 @@ def _rehash_members(tx: Tx, lookup_key: bytes) -> _Rehash:
             },
         )
     session.flush()
-    return _Rehash(len(local), len(replicas) - cleared, cleared)
+    return _Rehash(len(local), replicas - cleared, cleared)
 
 
 def read_audit(data_dir: Path, config_path: Path | None = None) -> list[dict[str, Any]]:
@@ -207,10 +195,19 @@ def read_audit(data_dir: Path, config_path: Path | None = None) -> list[dict[str
     return history.read_provisioning_history(data_dir, config_path)
 
 
-def is_provisioned(data_dir: Path, config_path: Path | None = None) -> bool:
+def is_provisioned(data_dir: Path, database: Path | None = None) -> bool:
+    """Whether this device was enrolled: it has its certificate and its audit log records an
+    applied enrolment (or it was enrolled when the history was ``provisioning/audit.jsonl``).
+
+    Cheap enough for every kiosk start: one read-only query on ``database`` (default:
+    ``kiosk.db`` in ``data_dir``), no schema check, no walk of the audit chain (``kiosk
+    provision audit`` checks that).
+    """
     if not (data_dir / "tls" / "device.crt").exists():
         return False
-    return any(r["action"] in _APPLIED for r in read_audit(data_dir, config_path))
+    if history.enrolled_before(data_dir):
+        return True
+    return history.has_applied_enrolment(database or data_dir / DATABASE_FILE)
 
 
 def apply_enrolment(
@@ -225,7 +222,8 @@ def apply_enrolment(
     """Make this device the one ``enrolment`` describes.
 
     Everything is checked before anything is written; the files are written inside the
-    transaction that records the enrolment in the audit chain.
+    transaction that records the enrolment in the audit chain. If that transaction does not
+    commit, the lookup key file is put back as it was.
 
     Raises:
         Refusal: the pairing code does not match, the certificate is for another key or id,
@@ -236,53 +234,55 @@ def apply_enrolment(
     raw: dict[str, Any] = (
         tomllib.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
     )
-    provisioned = is_provisioned(data_dir, config_path)
-    previous = raw.get("device", {}).get("device_id") if provisioned else None
-    previous_store = raw.get("device", {}).get("store_id") if provisioned else None
-    if previous is not None and not reprovision:
-        raise Refusal(
-            f"this device is already provisioned as {previous}; re-provisioning must be asked "
-            "for explicitly",
-            code="already_provisioned",
-        )
-    cert, device_key = _check_certificate(enrolment, data_dir)
-    serial = check_pairing(data_dir, enrolment.pairing_code, now)
-    lookup_key = unseal_lookup_key(
-        enrolment.lookup_key_sealed, device_key, enrolment.device_id, serial
-    )
-    raw.setdefault("device", {}).update(
-        store_id=enrolment.store_id,
-        device_id=enrolment.device_id,
-        card_range_start=enrolment.card_range_start,
-        card_range_end=enrolment.card_range_end,
-    )
-    raw.setdefault("sync", {}).update(
-        enabled=True,
-        broker_host=enrolment.broker_host,
-        broker_port=enrolment.broker_port,
-        tls=True,
-        ca_file="tls/ca.crt",
-        cert_file="tls/device.crt",
-        key_file="tls/device.key",
-        command_public_key="keys/hq-command.pub",
-    )
-    text = dumps_toml(raw)
-    checked: KioskConfig = parse_config(text, str(config_path))  # refuse before writing
-    if enrolment.replaces_device:
-        action = history.REPLACE
-    elif previous is None:
-        action = history.ENROL
-    elif previous_store != enrolment.store_id:
-        action = history.MOVE
-    else:
-        action = history.REENROL
-    retired = None
-    installed: tuple[Path, bytes | None] | None = None  # the key file and what it held
+    keys: KeyStore | None = None  # set once the chain's key is installed: undone on failure
+    current: bytes | None = None
     try:
         with history.record_provisioning(data_dir, config_path) as tx:
-            keys = tx.app.keys
-            current = keys.existing_secret(LOOKUP_KEY_FILE)
-            from_credential = keys.credential_path(LOOKUP_KEY_FILE) is not None
+            database = tx.app.db.engine.url.database
+            provisioned = is_provisioned(data_dir, Path(database) if database else None)
+            previous = raw.get("device", {}).get("device_id") if provisioned else None
+            previous_store = raw.get("device", {}).get("store_id") if provisioned else None
+            if previous is not None and not reprovision:
+                raise Refusal(
+                    f"this device is already provisioned as {previous}; re-provisioning must "
+                    "be asked for explicitly",
+                    code="already_provisioned",
+                )
+            cert, device_key = _check_certificate(enrolment, data_dir)
+            serial = check_pairing(data_dir, enrolment.pairing_code, now)
+            lookup_key = unseal_lookup_key(
+                enrolment.lookup_key_sealed, device_key, enrolment.device_id, serial
+            )
+            raw.setdefault("device", {}).update(
+                store_id=enrolment.store_id,
+                device_id=enrolment.device_id,
+                card_range_start=enrolment.card_range_start,
+                card_range_end=enrolment.card_range_end,
+            )
+            raw.setdefault("sync", {}).update(
+                enabled=True,
+                broker_host=enrolment.broker_host,
+                broker_port=enrolment.broker_port,
+                tls=True,
+                ca_file="tls/ca.crt",
+                cert_file="tls/device.crt",
+                key_file="tls/device.key",
+                command_public_key="keys/hq-command.pub",
+            )
+            text = dumps_toml(raw)
+            checked: KioskConfig = parse_config(text, str(config_path))  # refuse before writing
+            if enrolment.replaces_device:
+                action = history.REPLACE
+            elif previous is None:
+                action = history.ENROL
+            elif previous_store != enrolment.store_id:
+                action = history.MOVE
+            else:
+                action = history.REENROL
+            current = tx.app.keys.existing_secret(LOOKUP_KEY_FILE)
+            from_credential = tx.app.keys.credential_path(LOOKUP_KEY_FILE) is not None
+            source = LOOKUP_FROM_CREDENTIAL if from_credential else LOOKUP_FROM_BUNDLE
+            key_id = lookup_key_id(lookup_key)
             changes_key = not from_credential and (
                 current is None or not hmac.compare_digest(current, lookup_key)
             )
@@ -303,21 +303,22 @@ def apply_enrolment(
                 rules_version=enrolment.rules_version,
                 catalogue_version=enrolment.catalogue_version,
                 issued_at=enrolment.issued_at,
-                lookup_key_id=lookup_key_id(lookup_key),
-                lookup_key_source=LOOKUP_FROM_CREDENTIAL if from_credential else LOOKUP_FROM_BUNDLE,
+                lookup_key_id=key_id,
+                lookup_key_source=source,
                 lookup_key_in_use=lookup_key_id(current) if from_credential and current else "",
                 previous_lookup_key_id=lookup_key_id(current) if changes_key and current else "",
                 members_rehashed=rehash.members,
                 replica_phone_hashes_kept=rehash.replica_hashes_kept,
                 replica_phone_hashes_cleared=rehash.replica_hashes_cleared,
             )
+            retired = None
             if previous is not None:
                 retired = data_dir / RETIRED_DIR / f"{previous}-{now.strftime('%Y%m%dT%H%M%SZ')}"
                 retired.mkdir(parents=True)
                 for name in (config_path.name, "tls/device.crt", "tls/ca.crt"):
-                    source = config_path if name == config_path.name else data_dir / name
-                    if source.exists():
-                        shutil.copy2(source, retired / Path(name).name)
+                    source_file = config_path if name == config_path.name else data_dir / name
+                    if source_file.exists():
+                        shutil.copy2(source_file, retired / Path(name).name)
             _write(data_dir / "tls" / "ca.crt", enrolment.ca_cert_pem.encode())
             _write(data_dir / "tls" / "device.crt", enrolment.device_cert_pem.encode())
             _write(
@@ -325,17 +326,13 @@ def apply_enrolment(
             )
             _write(data_dir / "keys" / "hq-update.pub", enrolment.hq_update_public_key_pem.encode())
             _write(config_path, text.encode(), 0o640)
-            (data_dir / PAIRING_FILE).unlink()  # the one-time code is used up
+            retire_pairing(data_dir)  # the one-time code is used up
             if changes_key:  # last: the re-hashed members and the key commit together
-                installed = (keys.keys_dir / LOOKUP_KEY_FILE, current)
-                keys.install_secret(LOOKUP_KEY_FILE, lookup_key)
+                tx.app.keys.install_secret(LOOKUP_KEY_FILE, lookup_key)
+                keys = tx.app.keys
     except BaseException:
-        if installed is not None:  # the transaction did not commit: the old key stays
-            path, old = installed
-            if old is None:
-                path.unlink(missing_ok=True)
-            else:
-                _write(path, old, 0o600)
+        if keys is not None:  # the transaction did not commit: the old key stays
+            keys.restore_secret(LOOKUP_KEY_FILE, current)
         raise
     return AppliedEnrolment(
         store_id=enrolment.store_id,
@@ -345,7 +342,7 @@ def apply_enrolment(
         certificate_expires=cert.not_valid_after_utc.isoformat(),
         retired_to=retired,
         action=action,
-        lookup_key_id=lookup_key_id(lookup_key),
-        lookup_key_source=LOOKUP_FROM_CREDENTIAL if from_credential else LOOKUP_FROM_BUNDLE,
+        lookup_key_id=key_id,
+        lookup_key_source=source,
         members_rehashed=rehash.members,
     )

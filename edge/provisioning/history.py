@@ -4,21 +4,27 @@ Pairing, enrolment, re-enrolment, a move to another store and taking over a repl
 device's place are audit records like every other use case's (actions ``provision.*``), in
 the same chain ``kiosk ledger verify`` checks. Provisioning often runs before the kiosk has
 ever started: the database is created (and its schema brought up to date) when missing.
+
+Devices enrolled before the history moved into the audit log kept it in
+``provisioning/audit.jsonl``; such a device still counts as enrolled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from edge.app import AppContext
 from edge.domain.errors import IntegrityError
-from edge.security.chain import GENESIS, chain_hash
+from edge.security.chain import GENESIS, verify_chain
 from edge.services.tx import AUDIT_HEAD, Tx, audit_fields, get_meta, transaction
 from edge.storage.models import AuditRecord
 
@@ -28,6 +34,13 @@ ENROL = "provision.enrol"
 REENROL = "provision.reenrol"
 MOVE = "provision.move"
 REPLACE = "provision.replace"
+APPLIED = (ENROL, REENROL, MOVE, REPLACE)  # the actions that give the device an identity
+LEGACY_LOG = Path("provisioning/audit.jsonl")  # the history of devices enrolled before
+
+_APPLIED_QUERY = (
+    f"SELECT EXISTS (SELECT 1 FROM {AuditRecord.__tablename__} "
+    f"WHERE action IN ({', '.join('?' * len(APPLIED))}))"
+)
 
 
 def _open(data_dir: Path, config_path: Path | None) -> AppContext:
@@ -51,6 +64,69 @@ def record_provisioning(data_dir: Path, config_path: Path | None = None) -> Iter
         app.close()
 
 
+def enrolled_before(data_dir: Path) -> bool:
+    """Whether the device was enrolled when its history was kept in ``audit.jsonl``."""
+    legacy = data_dir / LEGACY_LOG
+    try:
+        return legacy.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def has_applied_enrolment(database: Path) -> bool:
+    """Whether the audit log in the SQLite file ``database`` records an applied enrolment.
+
+    One query on a read-only connection: nothing is created, migrated or walked (the chain
+    is checked by :func:`read_provisioning_history`). A missing database, or one without an
+    audit log yet, has none.
+    """
+    if not database.is_file():
+        return False
+    uri = f"{database.resolve().as_uri()}?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5.0)) as db:
+            (found,) = db.execute(_APPLIED_QUERY, APPLIED).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return False
+        raise
+    return bool(found)
+
+
+def _check_chain(session: Session) -> None:
+    """The whole audit chain, link by link, and its head (as ``kiosk ledger verify`` does).
+
+    Raises:
+        IntegrityError: ``audit_broken``.
+    """
+    last = {"seq": 0, "hash": GENESIS}
+
+    def links() -> Iterator[tuple[Mapping[str, Any], str, str]]:
+        for row in session.execute(
+            select(
+                AuditRecord.seq,
+                AuditRecord.at,
+                AuditRecord.actor,
+                AuditRecord.action,
+                AuditRecord.subject,
+                AuditRecord.detail,
+                AuditRecord.prev_hash,
+                AuditRecord.hash,
+            ).order_by(AuditRecord.seq)
+        ).yield_per(5000):
+            last["seq"], last["hash"] = row.seq, row.hash
+            fields = audit_fields(row.at, row.actor, row.action, row.subject, row.detail)
+            yield fields, row.prev_hash, row.hash
+
+    if verify_chain(links()) is not None:
+        raise IntegrityError(
+            f"audit record #{last['seq']} was altered or a record before it removed",
+            code="audit_broken",
+        )
+    if (get_meta(session, AUDIT_HEAD) or GENESIS) != last["hash"]:
+        raise IntegrityError("the latest audit records were removed", code="audit_broken")
+
+
 def read_provisioning_history(
     data_dir: Path, config_path: Path | None = None
 ) -> list[dict[str, Any]]:
@@ -64,29 +140,22 @@ def read_provisioning_history(
     app = _open(data_dir, config_path)
     try:
         with app.db.read() as session:
-            prev = GENESIS
-            found: list[dict[str, Any]] = []
-            for row in session.execute(select(AuditRecord).order_by(AuditRecord.seq)).scalars():
-                fields = audit_fields(row.at, row.actor, row.action, row.subject, row.detail)
-                if row.prev_hash != prev or row.hash != chain_hash(prev, fields):
-                    raise IntegrityError(
-                        f"audit record #{row.seq} was altered or a record before it removed",
-                        code="audit_broken",
-                    )
-                prev = row.hash
-                if row.action.startswith(ACTION_PREFIX):
-                    found.append(
-                        {
-                            **json.loads(row.detail),
-                            "seq": row.seq,
-                            "at": row.at.isoformat(),
-                            "actor": row.actor,
-                            "action": row.action,
-                            "subject": row.subject,
-                        }
-                    )
-            if (get_meta(session, AUDIT_HEAD) or GENESIS) != prev:
-                raise IntegrityError("the latest audit records were removed", code="audit_broken")
+            _check_chain(session)
+            rows = session.scalars(
+                select(AuditRecord)
+                .where(AuditRecord.action.like(f"{ACTION_PREFIX}%"))
+                .order_by(AuditRecord.seq)
+            )
+            return [
+                {
+                    **json.loads(row.detail),
+                    "seq": row.seq,
+                    "at": row.at.isoformat(),
+                    "actor": row.actor,
+                    "action": row.action,
+                    "subject": row.subject,
+                }
+                for row in rows
+            ]
     finally:
         app.close()
-    return found

@@ -8,7 +8,6 @@ in ``provisioning/pairing.json``, until an enrolment uses it).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
@@ -19,18 +18,17 @@ from pathlib import Path
 
 from drivers.printer.document import Cut, Feed, Qr, Receipt, Rule, Text, columns
 from edge.domain.errors import Refusal
-from edge.provisioning.bundle import PAIR_PREFIX, PairingQr, pairing_qr_text, parse_pairing_qr
+from edge.provisioning.bundle import code_digest, pairing_qr_text
 from edge.provisioning.history import record_provisioning
 from edge.provisioning.identity import certificate_request, device_serial, ensure_device_key
 
 __all__ = [
-    "PAIR_PREFIX",
-    "PairingQr",
+    "PAIRING_FILE",
     "PairingRequest",
     "check_pairing",
-    "consume_pairing",
+    "code_digest",
     "pairing_slip",
-    "parse_pairing_qr",
+    "retire_pairing",
     "start_pairing",
 ]
 
@@ -50,10 +48,6 @@ class PairingRequest:
     @property
     def qr_text(self) -> str:
         return pairing_qr_text(self.serial, self.code, self.csr_der)
-
-
-def code_digest(code: str) -> str:
-    return hashlib.sha256(code.strip().upper().encode()).hexdigest()
 
 
 def start_pairing(
@@ -119,15 +113,9 @@ def check_pairing(data_dir: Path, code: str, now: datetime | None = None) -> str
     return str(pending["serial"])
 
 
-def consume_pairing(data_dir: Path, code: str, now: datetime | None = None) -> str:
-    """Check ``code`` against the pending pairing and retire it; returns the serial.
-
-    Raises:
-        Refusal: no pairing is pending, it expired, or the code is another one.
-    """
-    serial = check_pairing(data_dir, code, now)
-    (data_dir / PAIRING_FILE).unlink()
-    return serial
+def retire_pairing(data_dir: Path) -> None:
+    """The pending pairing's one-time code is used up (an enrolment applied it)."""
+    (data_dir / PAIRING_FILE).unlink(missing_ok=True)
 
 
 def pairing_slip(request: PairingRequest, printed_at: str) -> Receipt:

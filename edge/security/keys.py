@@ -99,13 +99,8 @@ class KeyStore:
         with self._lock:
             if name in self._secrets:
                 return self._secrets[name]
-        credential = self.credential_path(name)
-        path = credential or self._keys_dir / name
-        if not path.exists():
-            return None
-        if credential is None:
-            _refuse_loose_permissions(path)
-        return _parse_secret(_read_key_file(path), path)
+            found = self._material(name)
+        return None if found is None else _parse_secret(*found)
 
     def install_secret(self, name: str, secret: bytes) -> Path:
         """Put ``secret`` in place as the key file ``name`` (0600, written to a temp file,
@@ -131,6 +126,19 @@ class KeyStore:
             _replace_atomically(path, secret)
             self._secrets[name] = secret
         return path
+
+    def restore_secret(self, name: str, previous: bytes | None) -> None:
+        """Put back what the key file ``name`` held before :meth:`install_secret` (``None``:
+        there was no file), written the same atomic way, and hand that out from now on."""
+        path = self._keys_dir / name
+        with self._lock:
+            if previous is None:
+                path.unlink(missing_ok=True)
+                _fsync_directory(path.parent)
+                self._secrets.pop(name, None)
+            else:
+                _replace_atomically(path, previous)
+                self._secrets[name] = previous
 
     @property
     def data_key(self) -> bytes:
@@ -183,28 +191,37 @@ class KeyStore:
     def _secret(self, name: str) -> bytes:
         with self._lock:
             if name not in self._secrets:
-                data, path = self._material(name, lambda: os.urandom(SECRET_BYTES))
-                self._secrets[name] = _parse_secret(data, path)
+                self._secrets[name] = _parse_secret(*self._made(name, _new_secret))
             return self._secrets[name]
 
     def _private_key(self, name: str) -> Ed25519PrivateKey:
         with self._lock:
             if name not in self._private_keys:
-                data, path = self._material(name, _new_private_key_pem)
+                data, path = self._made(name, _new_private_key_pem)
                 self._private_keys[name] = _parse_private_key(data, path)
             return self._private_keys[name]
 
-    def _material(self, name: str, make: Callable[[], bytes]) -> tuple[bytes, Path]:
-        if self._credentials_dir is not None:
-            credential = self._credentials_dir / name
-            if credential.exists():
-                return _read_key_file(credential), credential
+    def _material(
+        self, name: str, make: Callable[[], bytes] | None = None
+    ) -> tuple[bytes, Path] | None:
+        """The key file ``name`` (a credential wins) and where it is; none there: a new one
+        from ``make`` when given (created without clobbering a racing creator's), else None."""
+        credential = self.credential_path(name)
+        if credential is not None:
+            return _read_key_file(credential), credential
         path = self._keys_dir / name
         if path.exists():
             _refuse_loose_permissions(path)
             return _read_key_file(path), path
+        if make is None:
+            return None
         self._ensure_keys_dir()
         return _create_exclusively(path, make()), path
+
+    def _made(self, name: str, make: Callable[[], bytes]) -> tuple[bytes, Path]:
+        found = self._material(name, make)
+        assert found is not None  # made when missing
+        return found
 
     def _ensure_keys_dir(self) -> None:
         if self._keys_dir.is_dir():
@@ -218,6 +235,45 @@ class KeyStore:
                 code="key_unwritable",
                 path=str(self._keys_dir),
             ) from exc
+
+
+def load_secret(path: Path, *, check_mode: bool = True) -> bytes:
+    """A 32-byte secret from ``path`` (32 raw bytes, or 64 hex digits).
+
+    ``check_mode``: refuse a file other users may read (a systemd credential is not checked:
+    systemd guards its directory).
+
+    Raises:
+        ConfigError: ``key_unreadable`` (missing or unreadable), ``key_permissions`` or
+            ``key_invalid``.
+    """
+    if check_mode:
+        _refuse_loose_permissions(path)
+    return _parse_secret(_read_key_file(path), path)
+
+
+def create_secret_file(path: Path) -> bool:
+    """A new random 32-byte secret in ``path`` (0600, fsynced, its directory made if missing
+    and fsynced), unless one is there: it is never overwritten. True if this call made it.
+
+    Raises:
+        ConfigError: ``key_unwritable``.
+    """
+    if path.exists():
+        return False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the key directory {path.parent}: {exc.strerror or exc}",
+            code="key_unwritable",
+            path=str(path.parent),
+        ) from exc
+    return _link_new(path, _new_secret())
+
+
+def _new_secret() -> bytes:
+    return os.urandom(SECRET_BYTES)
 
 
 def _new_private_key_pem() -> bytes:
@@ -330,13 +386,19 @@ def _create_exclusively(path: Path, data: bytes) -> bytes:
     the name exists, so a concurrent creator's key is kept and read back instead of replaced
     (replacing a data key another process already used would orphan what it encrypted).
     """
+    return data if _link_new(path, data) else _read_key_file(path)
+
+
+def _link_new(path: Path, data: bytes) -> bool:
+    """``data`` as the new file ``path`` (see :func:`_create_exclusively`); False if one was
+    there already (it is left as it is)."""
     with _synced_temp(path, data, "create") as temp_name:
         try:
             os.link(temp_name, path)
         except FileExistsError:
-            return _read_key_file(path)
+            return False
         _fsync_directory(path.parent)
-        return data
+        return True
 
 
 def _replace_atomically(path: Path, data: bytes) -> None:

@@ -33,24 +33,22 @@ from edge.protocol import Event, ReplicaBatch
 from edge.protocol.messages import ReplicaEvent
 from edge.provisioning.bundle import (
     MAX_QR_TEXT,
-    lookup_key_id,
-    pairing_qr_text,
-    parse_pairing_qr,
-)
-from edge.provisioning.enrolment import (
-    apply_enrolment,
     bundle_from_qr,
     bundle_to_qr,
     issue_bundle,
-    read_audit,
+    lookup_key_id,
+    pairing_qr_text,
+    parse_pairing_qr,
     verify_enrolment,
 )
+from edge.provisioning.enrolment import apply_enrolment, is_provisioned, read_audit
 from edge.provisioning.pairing import pairing_slip, start_pairing
-from edge.security.keys import load_private_key
+from edge.security.keys import load_private_key, load_secret
+from edge.security.personal import PhoneVault
 from edge.services.members import find_member_id, register_member
 from edge.storage.models import Member, OutboxEvent
 from edge.sync.replica import apply_replica_batch
-from hq.enrol import EnrolmentDesk
+from hq.enrol import EnrolmentDesk, write_lookup_key
 from hq.enrol_cli import add_enrol_commands
 from hq.models import CardRange, EnrolledDevice, EnrolmentAction, UsedPairingCode
 from hq.service import HqConfig
@@ -752,3 +750,183 @@ def test_hq_keeps_one_lookup_key_and_refuses_to_issue_under_another(tmp_path, de
     again = CliRunner().invoke(_hq_cli(HqConfig()), ["lookup-key", "--out", str(fresh)])
     assert again.exit_code == 1 and "already exists" in again.output
     assert key_file.read_bytes() == first
+
+
+# -- is this device provisioned? One query at every kiosk start; devices of the old log count --
+
+
+def test_is_provisioned_is_one_read_only_query_and_no_chain_walk(tmp_path, desk):
+    blank = tmp_path / "blank"
+    (blank / "tls").mkdir(parents=True)
+    (blank / "tls/device.crt").write_text("not enrolled through the desk")
+    assert not is_provisioned(blank)
+    assert not (blank / "kiosk.db").exists()  # asking creates no database
+    sqlite3.connect(blank / "kiosk.db").close()  # a database without an audit log yet
+    assert not is_provisioned(blank)
+
+    data = _enrolled(desk, tmp_path / "dev", "serial-1", "S001", "K001")
+    assert is_provisioned(data)
+    moved = tmp_path / "elsewhere.db"  # a database the configuration puts elsewhere
+    (data / "kiosk.db").rename(moved)
+    assert not is_provisioned(data)
+    assert is_provisioned(data, moved)
+    moved.rename(data / "kiosk.db")
+    (data / "tls/device.crt").rename(data / "tls/device.crt.bak")
+    assert not is_provisioned(data)  # no certificate: not in service, whatever the log says
+    (data / "tls/device.crt.bak").rename(data / "tls/device.crt")
+    # an altered record does not stop the kiosk from starting; `provision audit` reports it
+    with sqlite3.connect(data / "kiosk.db") as db:
+        db.execute("UPDATE audit SET actor = 'someone-else' WHERE action = 'provision.pairing'")
+    assert is_provisioned(data)
+    with pytest.raises(IntegrityError) as broken:
+        read_audit(data)
+    assert broken.value.code == "audit_broken"
+    audit = subprocess.run(
+        [KIOSK, "--data-dir", str(data), "provision", "audit"], capture_output=True, text=True
+    )
+    assert audit.returncode == 1 and "was altered" in audit.stderr, audit.stderr
+
+
+def test_a_device_enrolled_under_the_old_provisioning_log_counts_as_provisioned(tmp_path, desk):
+    data = tmp_path / "old"
+    slip = start_pairing(data, serial="serial-old")
+    (data / "tls/device.crt").write_text("the certificate of its first enrolment")
+    (data / "provisioning/audit.jsonl").write_text('{"action": "enrol", "device_id": "K009"}\n')
+    (data / "config.toml").write_text('[device]\nstore_id = "S009"\ndevice_id = "K009"\n')
+    assert is_provisioned(data)
+    issued = desk.enrol(slip.qr_text, store_id="S001", device_id="K010", out_dir=tmp_path / "o")
+    bundle = verify_enrolment(issued.bundle_path.read_bytes(), enrol_public(desk))
+    with pytest.raises(Refusal) as err:
+        apply_enrolment(data, bundle)
+    assert err.value.code == "already_provisioned"
+    assert "K009" in err.value.message
+    assert [r["action"] for r in read_audit(data)] == ["provision.pairing"]
+    applied = apply_enrolment(data, bundle, reprovision=True)
+    assert (applied.previous_device_id, applied.action) == ("K009", "provision.move")
+    (data / "provisioning/audit.jsonl").write_text("")  # an empty old log enrolled nothing
+    assert is_provisioned(data)  # ... but the audit log now records the move
+
+
+def test_enrolment_clears_only_the_replica_hashes_that_clash_with_a_local_member(tmp_path, desk):
+    chain_key = load_secret(write_lookup_key(desk.settings.lookup_key_path))
+    data = tmp_path / "dev"
+    app = AppContext.open(data)
+    try:
+        local = register_member(app, "13800138000", consent=True).member_id
+        clash = PhoneVault(app.keys.data_key, chain_key).lookup_hash("13800138000")
+        replicas = [
+            Event(
+                event_id=f"01J000000000000000000000{n}A",
+                kind="member.registered",
+                store_id="S009",
+                device_id="K009",
+                at=datetime.now(UTC),
+                data={
+                    "member_id": f"01J000000000000000000000{n}B",
+                    "phone_hash": phone_hash,
+                    "phone_masked": "138****8000",
+                    "card_no": card_number(900_001 + n),
+                    "card_type": "virtual",
+                    "tier": "regular",
+                    "consent_version": "2024-01",
+                },
+                seq=n + 1,
+            )
+            for n, phone_hash in enumerate((clash, "cd" * 32, "ef" * 32))
+        ]
+        _replicate(app, replicas)
+    finally:
+        app.close()
+    _enrolled(desk, data, "serial-dev", "S001", "K001")
+    record = read_audit(data)[-1]
+    assert (record["members_rehashed"], record["replica_phone_hashes_kept"]) == (1, 2)
+    assert record["replica_phone_hashes_cleared"] == 1
+    app = AppContext.open(data)
+    try:
+        assert find_member_id(app, phone="13800138000") == local  # the local member keeps it
+        with app.db.read() as session:
+            rows = session.execute(
+                select(Member.id, Member.phone_hash).where(Member.phone_cipher.is_(None))
+            )
+            hashes = {member_id: phone_hash for member_id, phone_hash in rows}
+        assert hashes == {
+            "01J0000000000000000000000B": None,
+            "01J0000000000000000000001B": "cd" * 32,
+            "01J0000000000000000000002B": "ef" * 32,
+        }
+    finally:
+        app.close()
+
+
+# -- what is undone when an enrolment or an issue fails half-way ------------------------------
+
+
+def test_a_bundle_whose_qr_image_cannot_be_written_leaves_no_file_and_no_row(
+    tmp_path, desk, monkeypatch
+):
+    import hq.enrol
+
+    def no_space(text: str, path: Path) -> None:
+        assert (path.parent / "K001.enrol").exists()  # the bundle file is already written
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hq.enrol, "write_qr_png", no_space)
+    out = tmp_path / "out"
+    slip = start_pairing(tmp_path / "dev", serial="serial-1")
+    with pytest.raises(OSError, match="No space left"):
+        desk.enrol(slip.qr_text, store_id="S001", device_id="K001", out_dir=out)
+    assert table_counts(desk) == (0, 0, 0, 0)
+    assert not (out / "K001.enrol").exists()  # it was written before the QR image failed
+    assert not (out / "K001.enrol.png").exists()
+    monkeypatch.undo()
+    issued = desk.enrol(slip.qr_text, store_id="S001", device_id="K001", out_dir=out)
+    assert issued.bundle_path.exists() and issued.qr_path.exists()  # the code was not used up
+
+
+def test_an_enrolment_that_does_not_commit_puts_the_lookup_key_back(tmp_path, desk, monkeypatch):
+    from contextlib import contextmanager
+
+    from edge.provisioning import history
+
+    recording = history.record_provisioning
+
+    @contextmanager
+    def commit_fails(data_dir: Path, config_path: Path | None = None):
+        with recording(data_dir, config_path) as tx:
+            yield tx
+            assert (data_dir / "keys/lookup.key").exists()  # installed inside the transaction
+            raise OSError(5, "Input/output error")
+
+    with_members = tmp_path / "dev"
+    app = AppContext.open(with_members)
+    try:
+        member = register_member(app, "13800138000", consent=True).member_id
+    finally:
+        app.close()
+    dev_key = (with_members / "keys/lookup.key").read_bytes()
+    fresh = tmp_path / "fresh"  # never made a lookup key
+    bundles = {}
+    for n, data in enumerate((with_members, fresh)):
+        slip = start_pairing(data, serial=f"serial-{n}")
+        issued = desk.enrol(slip.qr_text, store_id="S001", out_dir=tmp_path / "out")
+        bundles[data] = verify_enrolment(issued.bundle_path.read_bytes(), enrol_public(desk))
+    assert not (fresh / "keys/lookup.key").exists()
+
+    monkeypatch.setattr(history, "record_provisioning", commit_fails)
+    for data, bundle in bundles.items():
+        with pytest.raises(OSError, match="Input/output"):
+            apply_enrolment(data, bundle)
+    monkeypatch.undo()
+    assert (with_members / "keys/lookup.key").read_bytes() == dev_key
+    assert (with_members / "keys/lookup.key").stat().st_mode & 0o777 == 0o600
+    assert not (fresh / "keys/lookup.key").exists()
+    assert not list((with_members / "keys").glob(".lookup.key.*"))  # no temp file left
+    app = AppContext.open(with_members)
+    try:
+        assert find_member_id(app, phone="13800138000") == member  # under the key it has
+        assert _outbox(app, "member.updated") == []
+    finally:
+        app.close()
+    for data in bundles:
+        assert [r["action"] for r in read_audit(data)] == ["provision.pairing"]
+        assert not is_provisioned(data)
