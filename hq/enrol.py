@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import re
@@ -43,17 +42,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from edge.domain.errors import ConfigError, InvalidInput, NotFound, Refusal
 from edge.protocol import ProtocolError, check_name
 from edge.provisioning.bundle import (
-    LOOKUP_KEY_BYTES,
     MAX_QR_TEXT,
     Enrolment,
     PairingQr,
     bundle_to_qr,
+    code_digest,
     issue_bundle,
     lookup_key_id,
     parse_pairing_qr,
     seal_lookup_key,
 )
-from edge.security.keys import load_private_key
+from edge.security.keys import create_secret_file, load_private_key, load_secret
 from hq.models import (
     CardRange,
     EnrolledDevice,
@@ -132,52 +131,11 @@ def write_lookup_key(path: Path) -> Path:
 
     Raises:
         Refusal: ``key_exists``.
+        ConfigError: ``key_unwritable``.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise Refusal(f"{path} already exists", code="key_exists") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(os.urandom(LOOKUP_KEY_BYTES))
-        handle.flush()
-        os.fsync(handle.fileno())
+    if not create_secret_file(path):
+        raise Refusal(f"{path} already exists", code="key_exists")
     return path
-
-
-def read_lookup_key(path: Path) -> bytes:
-    """The chain's lookup key from ``path`` (32 raw bytes, or 64 hex digits).
-
-    Raises:
-        ConfigError: ``key_missing``, ``key_permissions`` (others may read it) or
-            ``key_invalid``.
-    """
-    try:
-        mode = path.stat().st_mode
-        data = path.read_bytes()[: 4 * LOOKUP_KEY_BYTES]
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist", code="key_missing", path=str(path)) from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}", code="key_missing", path=str(path)) from None
-    if mode & 0o077:
-        raise ConfigError(
-            f"{path} is accessible to other users (mode {mode & 0o777:o}); chmod 600 it",
-            code="key_permissions",
-            path=str(path),
-        )
-    if len(data) == LOOKUP_KEY_BYTES:
-        return data
-    try:
-        key = bytes.fromhex(data.strip().decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        key = b""
-    if len(key) != LOOKUP_KEY_BYTES:
-        raise ConfigError(
-            f"{path} must hold {LOOKUP_KEY_BYTES} raw bytes or {2 * LOOKUP_KEY_BYTES} hex digits",
-            code="key_invalid",
-            path=str(path),
-        )
-    return key
 
 
 @dataclass(frozen=True)
@@ -293,10 +251,6 @@ def write_qr_png(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _code_digest(code: str) -> str:
-    return hashlib.sha256(code.strip().upper().encode()).hexdigest()
-
-
 class EnrolmentDesk:
     """HQ's enrolment desk on HQ's database (see the module docstring)."""
 
@@ -354,8 +308,13 @@ class EnrolmentDesk:
             )
         return csr
 
-    def _sign(self, csr: x509.CertificateSigningRequest, device_id: str) -> x509.Certificate:
-        ca_cert, ca_key = self._ca()
+    def _sign(
+        self,
+        csr: x509.CertificateSigningRequest,
+        device_id: str,
+        ca_cert: x509.Certificate,
+        ca_key: ec.EllipticCurvePrivateKey,
+    ) -> x509.Certificate:
         now = self.clock()
         return (
             x509.CertificateBuilder()
@@ -397,7 +356,7 @@ class EnrolmentDesk:
                 )
             with contextlib.suppress(Refusal):  # made at this moment by another desk: use it
                 write_lookup_key(path)
-        key = read_lookup_key(path)
+        key = load_secret(path)
         if recorded is not None and lookup_key_id(key) != recorded:
             raise ConfigError(
                 f"{path} is not the lookup key earlier bundles carried ({recorded}): restore "
@@ -582,16 +541,17 @@ class EnrolmentDesk:
         previous: str | None = None,
         reason: str = "",
     ) -> Issued:
+        ca_cert, ca_key = self._ca()
         slip = parse_pairing_qr(qr_text)
         csr = self._check_request(slip)
         enrol_key = load_private_key(self.settings.enrol_key)
         command_pem = load_public_pem(self.settings.command_key)
         update_pem = load_public_pem(self.settings.update_key)
-        ca_pem = (self.settings.ca_dir / "ca.crt").read_text(encoding="ascii")
+        ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
         written: list[Path] = []
         try:
             with self._tx() as session:
-                digest = _code_digest(slip.code)
+                digest = code_digest(slip.code)
                 used = session.get(UsedPairingCode, digest)
                 if used is not None:
                     raise Refusal(
@@ -627,7 +587,7 @@ class EnrolmentDesk:
                         else f"replaced: {reason}"
                     )
                     revoked.append(self._revoke_row(session, old, why))
-                cert = self._sign(csr, new_id)
+                cert = self._sign(csr, new_id, ca_cert, ca_key)
                 cert_serial = format(cert.serial_number, "x")
                 lookup_key = self._lookup_key(session)
                 device_public = csr.public_key()
@@ -722,7 +682,8 @@ class EnrolmentDesk:
                 path.unlink(missing_ok=True)
             raise
         if revoked:
-            self.write_crl()
+            with self._tx() as session:
+                self._write_crl(session, ca_cert, ca_key)
         return Issued(
             action=action,
             device_id=new_id,
@@ -812,11 +773,13 @@ class EnrolmentDesk:
 
     def write_crl(self) -> Path:
         """Write the CRL (PEM) for the broker's ``crlfile`` from the revocation list."""
-        with self._tx() as session:
-            return self._write_crl(session)
-
-    def _write_crl(self, session: Session) -> Path:
         ca_cert, ca_key = self._ca()
+        with self._tx() as session:
+            return self._write_crl(session, ca_cert, ca_key)
+
+    def _write_crl(
+        self, session: Session, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
+    ) -> Path:
         now = self.clock()
         builder = (
             x509.CertificateRevocationListBuilder()

@@ -11,7 +11,6 @@ public keys and the chain's phone-lookup key (``--lookup-key``, default
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from edge.domain.errors import KioskError
+from hq.cli import _config, _print
 from hq.enrol import (
     LOOKUP_KEY_FILE,
     DeskSettings,
@@ -29,87 +28,86 @@ from hq.enrol import (
     write_enrol_key,
     write_lookup_key,
 )
-from hq.service import HqConfig, make_hq_engine
+from hq.service import make_hq_engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _hq_config(ctx: click.Context) -> HqConfig:
-    obj: dict[str, Any] = ctx.find_object(dict) or {}
-    config = obj.get("config")
-    return config if isinstance(config, HqConfig) else HqConfig()
-
-
-def _print(data: Any, as_json: bool, human: str) -> None:
-    if as_json:
-        click.echo(json.dumps(data, default=str, sort_keys=True, ensure_ascii=False))
-    else:
-        click.echo(human)
-
-
-def _desk_options(func: F) -> F:
-    options = [
-        click.option(
-            "--ca-dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            envvar="HQ_CA_DIR",
-            help="The broker CA (ca.crt, ca.key); default: where the HQ config's ca_file is.",
-        ),
-        click.option(
-            "--enrol-key",
-            type=click.Path(dir_okay=False, path_type=Path),
-            envvar="HQ_ENROL_KEY",
-            help="HQ's enrolment signing key (default: <ca dir>/hq-enrol.key).",
-        ),
-        click.option(
-            "--lookup-key",
-            type=click.Path(dir_okay=False, path_type=Path),
-            envvar="HQ_LOOKUP_KEY",
-            help="The chain's phone-lookup key, sealed into every bundle (default: "
-            "<ca dir>/hq-lookup.key, made on the first enrolment if no device has one yet).",
-        ),
-        click.option(
-            "--command-key",
-            type=click.Path(dir_okay=False, path_type=Path),
-            envvar="HQ_COMMAND_KEY",
-            help="HQ's command key (default: the HQ config's, else <ca dir>/hq-command.key).",
-        ),
-        click.option(
-            "--update-key",
-            type=click.Path(dir_okay=False, path_type=Path),
-            envvar="HQ_UPDATE_KEY",
-            help="HQ's update key, public or private (default: <ca dir>/hq-update.pub).",
-        ),
-        click.option(
-            "--device-broker-host",
-            envvar="HQ_DEVICE_BROKER_HOST",
-            help="Broker the devices connect to (default: HQ's broker host).",
-        ),
-        click.option(
-            "--device-broker-port",
-            type=int,
-            envvar="HQ_DEVICE_BROKER_PORT",
-            help="Its port (default: HQ's broker port).",
-        ),
-        click.option("--rules-version", default="", envvar="HQ_RULES_VERSION"),
-        click.option("--catalogue-version", default="", envvar="HQ_CATALOGUE_VERSION"),
-        click.option(
-            "--range-size",
-            type=click.IntRange(1, 10**9),
-            default=50_000,
-            show_default=True,
-            help="Card serials a new device gets.",
-        ),
-        click.option("--actor", default="hq", show_default=True, help="Who, for the record."),
-    ]
+def _apply(func: F, options: list[Callable[[F], F]]) -> F:
     for option in reversed(options):
         func = option(func)
     return func
 
 
+# for every desk command; the commands that only read the record or sign the CRL take no other
+_ca_option = click.option(
+    "--ca-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="HQ_CA_DIR",
+    help="The broker CA (ca.crt, ca.key); default: where the HQ config's ca_file is.",
+)
+_actor = click.option("--actor", default="hq", show_default=True, help="Who, for the record.")
+
+
+def _issue_options(func: F) -> F:
+    """For the commands that issue a bundle (enrol, move, replace)."""
+    return _apply(
+        func,
+        [
+            _ca_option,
+            click.option(
+                "--enrol-key",
+                type=click.Path(dir_okay=False, path_type=Path),
+                envvar="HQ_ENROL_KEY",
+                help="HQ's enrolment signing key (default: <ca dir>/hq-enrol.key).",
+            ),
+            click.option(
+                "--lookup-key",
+                type=click.Path(dir_okay=False, path_type=Path),
+                envvar="HQ_LOOKUP_KEY",
+                help="The chain's phone-lookup key, sealed into every bundle (default: "
+                "<ca dir>/hq-lookup.key, made on the first enrolment if no device has one yet).",
+            ),
+            click.option(
+                "--command-key",
+                type=click.Path(dir_okay=False, path_type=Path),
+                envvar="HQ_COMMAND_KEY",
+                help="HQ's command key (default: the HQ config's, else <ca dir>/hq-command.key).",
+            ),
+            click.option(
+                "--update-key",
+                type=click.Path(dir_okay=False, path_type=Path),
+                envvar="HQ_UPDATE_KEY",
+                help="HQ's update key, public or private (default: <ca dir>/hq-update.pub).",
+            ),
+            click.option(
+                "--device-broker-host",
+                envvar="HQ_DEVICE_BROKER_HOST",
+                help="Broker the devices connect to (default: HQ's broker host).",
+            ),
+            click.option(
+                "--device-broker-port",
+                type=int,
+                envvar="HQ_DEVICE_BROKER_PORT",
+                help="Its port (default: HQ's broker port).",
+            ),
+            click.option("--rules-version", default="", envvar="HQ_RULES_VERSION"),
+            click.option("--catalogue-version", default="", envvar="HQ_CATALOGUE_VERSION"),
+            click.option(
+                "--range-size",
+                type=click.IntRange(1, 10**9),
+                default=50_000,
+                show_default=True,
+                help="Card serials a new device gets.",
+            ),
+            _actor,
+        ],
+    )
+
+
 def _desk(ctx: click.Context, opts: dict[str, Any], *, signs: bool = True) -> EnrolmentDesk:
     """The desk; ``signs``: the command signs (so the CA must be named)."""
-    config = _hq_config(ctx)
+    config = _config(ctx)
     ca_dir: Path | None = opts.get("ca_dir")
     if ca_dir is None:
         if config.ca_file:
@@ -156,13 +154,6 @@ def _issued(issued: Issued, as_json: bool) -> None:
     _print(asdict(issued), as_json, "\n".join(human))
 
 
-def _run(action: Callable[[], None]) -> None:
-    try:
-        action()
-    except KioskError as exc:
-        raise click.ClickException(exc.message) from None
-
-
 def _slip_arguments(func: F) -> F:
     func = click.option(
         "--photo",
@@ -187,7 +178,7 @@ _json = click.option("--json", "as_json", is_flag=True)
 @click.option("--store", "store_id", required=True, help="The store the device goes to.")
 @click.option("--device", "device_id", help="Device id (default: the next free K<number>).")
 @_out
-@_desk_options
+@_issue_options
 @_json
 @click.pass_context
 def enrol_command(
@@ -202,19 +193,14 @@ def enrol_command(
     **opts: Any,
 ) -> None:
     """Register a device from its pairing slip (QR_TEXT or --photo) and issue its bundle."""
-
-    def run() -> None:
-        desk = _desk(ctx, opts)
-        issued = desk.enrol(
-            _slip_text(qr_text, photo),
-            store_id=store_id,
-            device_id=device_id,
-            out_dir=out_dir,
-            actor=opts["actor"],
-        )
-        _issued(issued, as_json)
-
-    _run(run)
+    issued = _desk(ctx, opts).enrol(
+        _slip_text(qr_text, photo),
+        store_id=store_id,
+        device_id=device_id,
+        out_dir=out_dir,
+        actor=opts["actor"],
+    )
+    _issued(issued, as_json)
 
 
 @click.command("move")
@@ -223,7 +209,7 @@ def enrol_command(
 @click.option("--store", "store_id", required=True, help="The store the device moves to.")
 @click.option("--new-device", "new_device_id", help="A new device id (default: keep it).")
 @_out
-@_desk_options
+@_issue_options
 @_json
 @click.pass_context
 def move_command(
@@ -240,19 +226,15 @@ def move_command(
 ) -> None:
     """Move DEVICE_ID to another store with its new pairing slip; its old certificate is
     revoked."""
-
-    def run() -> None:
-        issued = _desk(ctx, opts).move(
-            device_id,
-            _slip_text(qr_text, photo),
-            store_id=store_id,
-            new_device_id=new_device_id,
-            out_dir=out_dir,
-            actor=opts["actor"],
-        )
-        _issued(issued, as_json)
-
-    _run(run)
+    issued = _desk(ctx, opts).move(
+        device_id,
+        _slip_text(qr_text, photo),
+        store_id=store_id,
+        new_device_id=new_device_id,
+        out_dir=out_dir,
+        actor=opts["actor"],
+    )
+    _issued(issued, as_json)
 
 
 @click.command("replace")
@@ -261,7 +243,7 @@ def move_command(
 @click.option("--device", "device_id", help="The replacement's id (default: the broken one's).")
 @click.option("--reason", default="device replaced", show_default=True)
 @_out
-@_desk_options
+@_issue_options
 @_json
 @click.pass_context
 def replace_command(
@@ -278,98 +260,82 @@ def replace_command(
 ) -> None:
     """A new device (its pairing slip) takes BROKEN_DEVICE_ID's place; the broken one's
     certificate is revoked."""
-
-    def run() -> None:
-        issued = _desk(ctx, opts).replace(
-            broken_device_id,
-            _slip_text(qr_text, photo),
-            device_id=device_id,
-            reason=reason,
-            out_dir=out_dir,
-            actor=opts["actor"],
-        )
-        _issued(issued, as_json)
-
-    _run(run)
+    issued = _desk(ctx, opts).replace(
+        broken_device_id,
+        _slip_text(qr_text, photo),
+        device_id=device_id,
+        reason=reason,
+        out_dir=out_dir,
+        actor=opts["actor"],
+    )
+    _issued(issued, as_json)
 
 
 @click.command("revoke")
 @click.argument("device_id")
 @click.option("--reason", required=True, help="Why (lost, stolen, broken ...).")
-@_desk_options
+@_ca_option
+@_actor
 @_json
 @click.pass_context
 def revoke_command(
-    ctx: click.Context, /, device_id: str, reason: str, as_json: bool, **opts: Any
+    ctx: click.Context, /, device_id: str, reason: str, actor: str, as_json: bool, **opts: Any
 ) -> None:
     """Revoke DEVICE_ID's certificate and rewrite the CRL the broker reads."""
-
-    def run() -> None:
-        desk = _desk(ctx, opts)
-        serial = desk.revoke(device_id, reason, actor=opts["actor"])
-        crl = desk.settings.crl_path
-        _print(
-            {"device_id": device_id, "certificate_serial": serial, "crl": str(crl)},
-            as_json,
-            f"revoked {device_id} (certificate {serial}); CRL written to {crl}",
-        )
-
-    _run(run)
+    desk = _desk(ctx, opts)
+    serial = desk.revoke(device_id, reason, actor=actor)
+    crl = desk.settings.crl_path
+    _print(
+        {"device_id": device_id, "certificate_serial": serial, "crl": str(crl)},
+        as_json,
+        f"revoked {device_id} (certificate {serial}); CRL written to {crl}",
+    )
 
 
 @click.command("crl")
-@_desk_options
+@_ca_option
 @click.pass_context
 def crl_command(ctx: click.Context, /, **opts: Any) -> None:
     """Write the CRL again from the revocation list (revoke, move and replace already do)."""
-    _run(lambda: click.echo(str(_desk(ctx, opts).write_crl())))
+    click.echo(str(_desk(ctx, opts).write_crl()))
 
 
 @click.command("devices")
-@_desk_options
+@_ca_option
 @_json
 @click.pass_context
 def devices_command(ctx: click.Context, /, as_json: bool, **opts: Any) -> None:
     """Every enrolled device: store, state, card range, certificate, last seen by the fleet."""
-
-    def run() -> None:
-        rows = _desk(ctx, opts, signs=False).devices()
-        lines = [
-            f"{'device':<10} {'store':<8} {'state':<8} {'card serials':<23} "
-            f"{'certificate':<20} {'fleet':<10} serial"
-        ]
-        for r in rows:
-            cards = f"{r.card_range_start}-{r.card_range_end}"
-            lines.append(
-                f"{r.device_id:<10} {r.store_id:<8} {r.state:<8} {cards:<23} "
-                f"{r.certificate_serial[:20]:<20} {r.fleet_state:<10} {r.serial}"
-                + (f" -> {r.successor}" if r.successor else "")
-            )
-        _print({"devices": [asdict(r) for r in rows]}, as_json, "\n".join(lines))
-
-    _run(run)
+    rows = _desk(ctx, opts, signs=False).devices()
+    lines = [
+        f"{'device':<10} {'store':<8} {'state':<8} {'card serials':<23} "
+        f"{'certificate':<20} {'fleet':<10} serial"
+    ]
+    for r in rows:
+        cards = f"{r.card_range_start}-{r.card_range_end}"
+        lines.append(
+            f"{r.device_id:<10} {r.store_id:<8} {r.state:<8} {cards:<23} "
+            f"{r.certificate_serial[:20]:<20} {r.fleet_state:<10} {r.serial}"
+            + (f" -> {r.successor}" if r.successor else "")
+        )
+    _print({"devices": [asdict(r) for r in rows]}, as_json, "\n".join(lines))
 
 
 @click.command("enrolments")
 @click.option("--device", "device_id", help="Only this device's.")
-@_desk_options
+@_ca_option
 @_json
 @click.pass_context
 def enrolments_command(
     ctx: click.Context, /, device_id: str | None, as_json: bool, **opts: Any
 ) -> None:
     """The enrolment desk's record: every enrol, move, replace and revoke."""
-
-    def run() -> None:
-        rows = _desk(ctx, opts, signs=False).actions(device_id)
-        lines = [
-            f"{a.at:%Y-%m-%d %H:%M:%S}Z {a.action:<8} {a.device_id:<10} {a.store_id:<8} "
-            f"by {a.actor}"
-            for a in rows
-        ]
-        _print({"actions": [asdict(a) for a in rows]}, as_json, "\n".join(lines) or "no enrolments")
-
-    _run(run)
+    rows = _desk(ctx, opts, signs=False).actions(device_id)
+    lines = [
+        f"{a.at:%Y-%m-%d %H:%M:%S}Z {a.action:<8} {a.device_id:<10} {a.store_id:<8} by {a.actor}"
+        for a in rows
+    ]
+    _print({"actions": [asdict(a) for a in rows]}, as_json, "\n".join(lines) or "no enrolments")
 
 
 @click.command("enrol-key")
@@ -382,12 +348,8 @@ def enrolments_command(
 )
 def enrol_key_command(out_dir: Path) -> None:
     """Make HQ's enrolment key pair (once; an existing key is never overwritten)."""
-
-    def run() -> None:
-        private, public = write_enrol_key(out_dir)
-        click.echo(f"wrote {private} (secret) and {public} (KIOSK_HQ_ENROL_PUB for the image)")
-
-    _run(run)
+    private, public = write_enrol_key(out_dir)
+    click.echo(f"wrote {private} (secret) and {public} (KIOSK_HQ_ENROL_PUB for the image)")
 
 
 @click.command("lookup-key")
@@ -400,12 +362,8 @@ def enrol_key_command(out_dir: Path) -> None:
 )
 def lookup_key_command(out_dir: Path) -> None:
     """Make the chain's phone-lookup key (once for the whole chain; never overwritten)."""
-
-    def run() -> None:
-        path = write_lookup_key(out_dir / LOOKUP_KEY_FILE)
-        click.echo(f"wrote {path} (secret: the chain's phone-lookup key, back it up)")
-
-    _run(run)
+    path = write_lookup_key(out_dir / LOOKUP_KEY_FILE)
+    click.echo(f"wrote {path} (secret: the chain's phone-lookup key, back it up)")
 
 
 def add_enrol_commands(group: click.Group) -> None:

@@ -13,9 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import click
 import pytest
-from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,6 +24,7 @@ from drivers.printer import PrinterProfile, encode_receipt
 from drivers.printer.document import Qr
 from drivers.scanner import CodeDecoder
 from edge.app import AppContext
+from edge.cli.main import main
 from edge.config import parse_config
 from edge.domain.cards import card_number
 from edge.domain.errors import ConfigError, IntegrityError, InvalidInput, NotFound, Refusal
@@ -49,9 +48,7 @@ from edge.services.members import find_member_id, register_member
 from edge.storage.models import Member, OutboxEvent
 from edge.sync.replica import apply_replica_batch
 from hq.enrol import EnrolmentDesk, write_lookup_key
-from hq.enrol_cli import add_enrol_commands
 from hq.models import CardRange, EnrolledDevice, EnrolmentAction, UsedPairingCode
-from hq.service import HqConfig
 from tests.lifecycle.hq_desk import make_desk
 
 KIOSK = str(Path(sys.executable).parent / "kiosk")
@@ -333,39 +330,41 @@ def test_replacing_a_broken_device_revokes_its_identity(tmp_path, desk):
     assert [a.action for a in desk.actions()] == ["enrol", "replace", "revoke"]
 
 
-def _hq_cli(config: HqConfig) -> click.Group:
-    @click.group()
-    @click.pass_context
-    def hq(ctx: click.Context) -> None:
-        ctx.obj = {"config": config}
-
-    add_enrol_commands(hq)
-    return hq
+def run_kiosk(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    """``kiosk ARGS`` in this process, as the console runs it: exit code, stdout, stderr."""
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
-def test_camera_enrolment_reads_the_bundle_qr_from_the_simulated_camera(data, desk, tmp_path):
+def hq_desk_args(desk: EnrolmentDesk) -> list[str | Path]:
+    """``kiosk hq --db ...`` on the desk's database."""
+    return ["hq", "--db", str(desk.engine.url)]
+
+
+def test_camera_enrolment_reads_the_bundle_qr_from_the_simulated_camera(
+    data, desk, tmp_path, capsys
+):
     request = start_pairing(data, serial="serial-cam")
-    config = HqConfig(
-        database_url=str(desk.engine.url), ca_file=str(desk.settings.ca_dir / "ca.crt")
+    code, out, err = run_kiosk(
+        capsys,
+        *hq_desk_args(desk),
+        "enrol",
+        request.qr_text,
+        "--store",
+        "S003",
+        "--device",
+        "K030",
+        "--out",
+        tmp_path / "out",
+        "--rules-version",
+        "2026.04",
+        "--ca-dir",
+        desk.settings.ca_dir,
+        "--json",
     )
-    result = CliRunner().invoke(
-        _hq_cli(config),
-        [
-            "enrol",
-            request.qr_text,
-            "--store",
-            "S003",
-            "--device",
-            "K030",
-            "--out",
-            str(tmp_path / "out"),
-            "--rules-version",
-            "2026.04",
-            "--json",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    issued = json.loads(result.output)
+    assert code == 0, err
+    issued = json.loads(out)
     assert issued["device_id"] == "K030"
     cmd = [
         KIOSK,
@@ -392,31 +391,67 @@ def test_camera_enrolment_reads_the_bundle_qr_from_the_simulated_camera(data, de
     config_text = parse_config((data / "config.toml").read_text())
     assert config_text.device.device_id == "K030"
     assert read_audit(data)[-1]["rules_version"] == "2026.04"
-    listed = CliRunner().invoke(_hq_cli(config), ["devices", "--json"])
-    assert [d["device_id"] for d in json.loads(listed.output)["devices"]] == ["K030"]
+    code, out, err = run_kiosk(capsys, *hq_desk_args(desk), "devices", "--json")
+    assert code == 0, err
+    assert [d["device_id"] for d in json.loads(out)["devices"]] == ["K030"]
 
 
-def test_hq_cli_refuses_a_garbled_slip_with_a_clear_error(desk, tmp_path):
-    config = HqConfig(
-        database_url=str(desk.engine.url), ca_file=str(desk.settings.ca_dir / "ca.crt")
+def test_hq_cli_refuses_a_garbled_slip_with_a_clear_error(desk, tmp_path, capsys):
+    code, out, err = run_kiosk(
+        capsys,
+        *hq_desk_args(desk),
+        "enrol",
+        "MCKPAIR1:garbage",
+        "--store",
+        "S001",
+        "--out",
+        tmp_path / "out",
+        "--ca-dir",
+        desk.settings.ca_dir,
     )
-    result = CliRunner().invoke(
-        _hq_cli(config),
-        ["enrol", "MCKPAIR1:garbage", "--store", "S001", "--out", str(tmp_path / "out")],
-    )
-    assert result.exit_code == 1
-    assert "not a member-kiosk pairing code" in result.output
+    assert code == 1
+    assert err.startswith("error: not a member-kiosk pairing code"), err
+    assert len(err.strip().splitlines()) == 1
     assert table_counts(desk) == (0, 0, 0, 0)
     # reading the record needs no CA
-    listed = CliRunner().invoke(
-        _hq_cli(HqConfig(database_url=str(desk.engine.url))), ["enrolments"]
+    code, out, err = run_kiosk(capsys, *hq_desk_args(desk), "enrolments")
+    assert (code, out.strip()) == (0, "no enrolments"), err
+    code, out, err = run_kiosk(capsys, *hq_desk_args(desk), "revoke", "K001", "--reason", "lost")
+    assert code == 2 and "--ca-dir" in err
+
+
+def test_hq_desk_commands_offer_only_the_options_they_use(capsys):
+    issuing = ("--enrol-key", "--lookup-key", "--command-key", "--update-key", "--range-size")
+    for command in ("devices", "enrolments", "crl", "revoke"):
+        code, out, _ = run_kiosk(capsys, "hq", command, "--help")
+        assert code == 0 and "--ca-dir" in out, command
+        assert not [o for o in (*issuing, "--device-broker-host", "--rules-version") if o in out]
+    assert "--actor" not in run_kiosk(capsys, "hq", "devices", "--help")[1]
+    assert "--actor" in run_kiosk(capsys, "hq", "revoke", "--help")[1]
+    for command in ("enrol", "move", "replace"):
+        code, out, _ = run_kiosk(capsys, "hq", command, "--help")
+        assert code == 0 and all(o in out for o in (*issuing, "--ca-dir", "--actor")), command
+
+
+def test_a_missing_ca_certificate_is_one_clear_error_and_changes_nothing(desk, tmp_path, capsys):
+    slip = start_pairing(tmp_path / "dev", serial="serial-1")
+    (desk.settings.ca_dir / "ca.crt").unlink()
+    code, _, err = run_kiosk(
+        capsys,
+        *hq_desk_args(desk),
+        "enrol",
+        slip.qr_text,
+        "--store",
+        "S001",
+        "--out",
+        tmp_path / "out",
+        "--ca-dir",
+        desk.settings.ca_dir,
     )
-    assert (listed.exit_code, listed.output.strip()) == (0, "no enrolments")
-    signing = CliRunner().invoke(
-        _hq_cli(HqConfig(database_url=str(desk.engine.url))),
-        ["revoke", "K001", "--reason", "lost"],
-    )
-    assert signing.exit_code == 2 and "--ca-dir" in signing.output
+    assert code == 1, err
+    assert err.startswith(f"error: the broker CA in {desk.settings.ca_dir}"), err
+    assert "ca.crt" in err and "internal error" not in err and len(err.splitlines()) == 1
+    assert table_counts(desk) == (0, 0, 0, 0) and not (tmp_path / "out").exists()
 
 
 # -- with a real broker: the issued certificate logs in, the device shows in HQ's fleet, a
@@ -715,7 +750,7 @@ def test_a_lookup_key_given_as_a_systemd_credential_wins(tmp_path, desk, monkeyp
         app.close()
 
 
-def test_hq_keeps_one_lookup_key_and_refuses_to_issue_under_another(tmp_path, desk):
+def test_hq_keeps_one_lookup_key_and_refuses_to_issue_under_another(tmp_path, desk, capsys):
     out = tmp_path / "out"
     desk.enrol(start_pairing(tmp_path / "d1", serial="s1").qr_text, store_id="S1", out_dir=out)
     path = desk.settings.lookup_key_path
@@ -742,13 +777,13 @@ def test_hq_keeps_one_lookup_key_and_refuses_to_issue_under_another(tmp_path, de
     )
     # the console makes the key once and never overwrites it
     fresh = tmp_path / "fresh-ca"
-    made = CliRunner().invoke(_hq_cli(HqConfig()), ["lookup-key", "--out", str(fresh)])
-    assert made.exit_code == 0, made.output
+    code, out, err = run_kiosk(capsys, "hq", "lookup-key", "--out", fresh)
+    assert code == 0, err
     key_file = fresh / "hq-lookup.key"
     assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_bytes()) == 32
     first = key_file.read_bytes()
-    again = CliRunner().invoke(_hq_cli(HqConfig()), ["lookup-key", "--out", str(fresh)])
-    assert again.exit_code == 1 and "already exists" in again.output
+    code, out, err = run_kiosk(capsys, "hq", "lookup-key", "--out", fresh)
+    assert code == 1 and err.startswith("error: ") and "already exists" in err
     assert key_file.read_bytes() == first
 
 
