@@ -7,7 +7,8 @@ means redelivery and an idempotent re-apply, never a loss or a double.
 
 A command that waits on the network (``update`` downloads a bundle) runs on a worker thread:
 its message is acknowledged once the work is handed over, and the loop records and publishes
-the result when the work is done, pumping the outbox and pinging the watchdog meanwhile.
+the result when the work is done, pumping the outbox and pinging the watchdog meanwhile. A
+result finished while the link is down is published once it is back.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from edge.protocol import (
     BlocklistUpdate,
     Catalogue,
     Command,
+    CommandResult,
     CouponCheck,
     DeviceStatus,
     EventAck,
@@ -119,14 +121,18 @@ def link_settings(app: AppContext, topics: Topics) -> LinkSettings:
     )
 
 
-@dataclass(frozen=True)
+@dataclass
 class _RunningCommand:
-    """A command on the worker thread, and where its result goes when it is done."""
+    """A command on the worker thread, and where its result goes when it is done.
+
+    ``result`` is its recorded outcome once the worker is done; the entry stays until the
+    result is handed to the link (the link may be down just then)."""
 
     command: Command
     reply_topic: str
     correlation: bytes | None
     outcome: Future[tuple[str, dict[str, Any]]]
+    result: CommandResult | None = None
 
 
 class Agent:
@@ -267,37 +273,45 @@ class Agent:
     def _command(self, command: Command, msg: Inbound) -> None:
         reply = msg.response_topic or self.topics.command_result(self.app.device_id)
         now = self.app.clock()
-        result = self.commands.screen(command, now)
-        if result is None and self.commands.runs_in_background(command):
-            if command.transaction in self._running:
-                # a repeat while it runs: the one result goes out, correlated, when done
-                log.info("command %s is already running", command.transaction)
+        if self.commands.runs_in_background(command):
+            screened = self.commands.screen(command, now)
+            if screened is None:
+                if command.transaction in self._running:
+                    # a repeat while it runs: the one result goes out, correlated, when done
+                    log.info("command %s is already running", command.transaction)
+                    return
+                outcome = self._command_worker.submit(self.commands.execute, command)
+                self._running[command.transaction] = _RunningCommand(
+                    command, reply, msg.correlation, outcome
+                )
                 return
-            outcome = self._command_worker.submit(self.commands.execute, command)
-            self._running[command.transaction] = _RunningCommand(
-                command, reply, msg.correlation, outcome
-            )
-            return
-        if result is None:
-            status, detail = self.commands.execute(command)
-            result = self.commands.record(command, status, detail, now)
+            result = screened
+        else:
+            result = self.commands.handle(command, now)
         self.link.publish(reply, result.to_bytes(), qos=1, correlation=msg.correlation)
 
     def _finish_commands(self) -> None:
-        """Records and publishes the results of commands the worker has finished."""
+        """Records the results of commands the worker has finished and publishes them; a
+        result the link did not take (HQ's broker away) is published again next time round."""
         for transaction_id, running in list(self._running.items()):
-            if not running.outcome.done():
-                continue
-            del self._running[transaction_id]
-            try:
-                status, detail = running.outcome.result()
-            except Exception as exc:  # a fault in the worker must not take the loop down
-                log.exception("command %s failed", transaction_id)
-                status, detail = "failed", {"error": "internal", "message": str(exc)[:300]}
-            result = self.commands.record(running.command, status, detail, self.app.clock())
-            self.link.publish(
-                running.reply_topic, result.to_bytes(), qos=1, correlation=running.correlation
-            )
+            if running.result is None:
+                if not running.outcome.done():
+                    continue
+                try:
+                    status, detail = running.outcome.result()
+                except Exception as exc:  # a fault in the worker must not take the loop down
+                    log.exception("command %s failed", transaction_id)
+                    status, detail = "failed", {"error": "internal", "message": str(exc)[:300]}
+                running.result = self.commands.record(
+                    running.command, status, detail, self.app.clock()
+                )
+            if self.link.publish(
+                running.reply_topic,
+                running.result.to_bytes(),
+                qos=1,
+                correlation=running.correlation,
+            ):
+                del self._running[transaction_id]
 
     def _dispatch_lane(self, msg: Inbound) -> None:
         parsed = self.topics.parse_lane_topic(msg.topic)

@@ -434,3 +434,84 @@ def test_hq_update_reaches_the_installer_and_the_restarted_agent_reports_the_new
         agent.terminate()
         agent.wait(20)
         link.close()
+
+
+# -- a result finished while the broker is away is published when it is back ---------------
+
+
+def test_an_update_finished_while_the_broker_is_down_is_answered_after_it_is_back(tmp_path):
+    broker = start_broker(tmp_path / "broker")
+    (tmp_path / "www").mkdir()
+    server = BundleServer(tmp_path / "www")
+    key, pub = update_key(tmp_path)
+    site = Site(
+        broker,
+        server,
+        hq_config(broker, tmp_path),
+        load_command_key(broker.directory / "hq-command.key"),
+        key,
+        pub,
+        tmp_path,
+    )
+    data = site.kiosk("K001", "S001", 1)
+    app = open_app(data)
+    runner = Runner(Agent(app).run)
+    reply = Topics(site.hq.topic_prefix).command_result("K001")
+    # HQ's side keeps its session (and so its subscription) over the broker's restart
+    hq = hq_link(site.hq, "hq-results", ((reply, 1),))
+    try:
+        hq.start()
+        assert hq.wait_connected(15)
+        deadline = time.monotonic() + 20
+        while True:  # the agent is subscribed once it answers
+            try:
+                if site.send(sign_command(site.command_key, "K001", "ping"), 5).status == "done":
+                    break
+            except TimeoutError:
+                assert time.monotonic() < deadline, "the agent never answered"
+        bundle = small_bundle(site, "9.9.7")
+        command = update_command(
+            site.command_key, "K001", bundle, server.url(f"slow/{bundle.name}")
+        )
+        server.delay_s = 3.0
+        correlation = command.transaction.encode()
+        hq.publish(
+            Topics(site.hq.topic_prefix).command("K001"),
+            command.to_bytes(),
+            qos=1,
+            response_topic=reply,
+            correlation=correlation,
+        )
+        deadline = time.monotonic() + 10
+        while f"/slow/{bundle.name}" not in server.requests:
+            assert time.monotonic() < deadline, "the device never asked for the bundle"
+            time.sleep(0.05)
+        broker.stop()  # while the server still holds the bundle back
+        deadline = time.monotonic() + 30
+        while not queued(data):  # the device finishes the download with the broker away
+            assert time.monotonic() < deadline, "the bundle was never queued"
+            time.sleep(0.1)
+        time.sleep(1.0)  # the loop has recorded the result and found no link to publish on
+        broker.start()
+
+        deadline = time.monotonic() + 30
+        answer: CommandResult | None = None
+        while answer is None:
+            assert time.monotonic() < deadline, "the result never reached HQ"
+            try:
+                item = hq.inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if isinstance(item, Inbound):
+                hq.ack(item)
+                if item.correlation == correlation:
+                    answer = decode(CommandResult, item.payload)
+        assert (answer.status, answer.detail["version"]) == ("done", "9.9.7"), answer.detail
+        assert [p.name for p in queued(data)] == [answer.detail["bundle"]]
+    finally:
+        server.delay_s = 0.0
+        hq.close()
+        runner.stop()
+        app.close()
+        server.close()
+        broker.stop()
