@@ -364,18 +364,24 @@ def _switch_back(
     return list(problems)
 
 
-def queue_update(bundle: Path, data_dir: Path) -> Path:
+def queue_update(bundle: Path, data_dir: Path, *, move: bool = False) -> Path:
     """Drop ``bundle`` into the update inbox; ``member-kiosk-update.path`` starts the installer.
 
     For the sync agent, which runs unprivileged: it receives HQ's command and the bundle, and
-    the root-owned installer does the rest. The copy appears in the inbox in one rename.
+    the root-owned installer does the rest. The bundle appears in the inbox in one rename.
+    ``move`` renames ``bundle`` itself into the inbox instead of copying it: for a bundle
+    already written to the same file system (the agent's downloads), so it is not written to
+    the storage a second time.
     """
     inbox = data_dir / UPDATES_DIR / INBOX
     inbox.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = inbox / f"{stamp}-{bundle.name}"
+    if move:
+        os.replace(bundle, target)
+        return target
     partial = inbox.parent / f".{stamp}-{bundle.name}.part"
     shutil.copyfile(bundle, partial)
-    target = inbox / f"{stamp}-{bundle.name}"
     os.replace(partial, target)
     return target
 
@@ -601,6 +607,7 @@ def receive_update(
                 f"the bundle holds version {manifest.version}, not {offer.version}",
                 code="version_mismatch",
             )
-        return QueuedUpdate(manifest.version, queue_update(staged, data_dir), offer.size)
+        queued = queue_update(staged, data_dir, move=True)
+        return QueuedUpdate(manifest.version, queued, offer.size)
     finally:
         staged.unlink(missing_ok=True)

@@ -45,12 +45,16 @@ from tests.sync.helpers import ROOT, hq_config
 
 class BundleServer:
     """HQ's download server: serves a directory on 127.0.0.1, logs every request, and can
-    hold back the body of ``/slow/...`` requests for ``delay_s``."""
+    hold back the body of ``/slow/...`` requests for ``delay_s``. A ``/halves/...`` request
+    gets the first half of the file, sets ``half_sent`` and the rest once ``release`` is
+    set."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.requests: list[str] = []
         self.delay_s = 0.0
+        self.half_sent = threading.Event()
+        self.release = threading.Event()
         server = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
@@ -62,6 +66,17 @@ class BundleServer:
                 if self.path.startswith("/slow/"):
                     time.sleep(server.delay_s)
                     self.path = self.path[len("/slow") :]
+                if self.path.startswith("/halves/"):
+                    body = (root / self.path[len("/halves/") :]).read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    server.half_sent.set()
+                    server.release.wait(30)
+                    self.wfile.write(body[len(body) // 2 :])
+                    return
                 super().do_GET()
 
             def log_message(self, format: str, *args: object) -> None:
@@ -211,6 +226,36 @@ def test_an_update_command_queues_the_bundle_it_names(site, inbox):
     assert again.status == "done" and again.detail["replayed"] is True
     assert site.server.requests.count(f"/{bundle.name}") == fetched == 1
     assert len(queued(inbox)) == 1
+
+
+def test_a_downloaded_bundle_is_moved_into_the_inbox_not_written_again(site, inbox):
+    bundle = small_bundle(site, "9.9.8")
+    command = update_command(
+        site.command_key, "K001", bundle, site.server.url(f"halves/{bundle.name}")
+    )
+    results: queue.Queue[CommandResult] = queue.Queue()
+    site.server.half_sent.clear()
+    site.server.release.clear()
+    sending = threading.Thread(target=lambda: results.put(site.send(command)))
+    sending.start()
+    try:
+        assert site.server.half_sent.wait(15), "the device never asked for the bundle"
+        deadline = time.monotonic() + 10
+        while not left_behind(inbox):  # the device opens its download file
+            assert time.monotonic() < deadline, "no download file appeared"
+            time.sleep(0.02)
+        (downloading,) = left_behind(inbox)  # the download in progress, half written
+        written = downloading.stat().st_ino
+    finally:
+        site.server.release.set()
+        sending.join(30)
+    result = results.get(timeout=1)
+    assert result.status == "done", result.detail
+    (waiting,) = queued(inbox)
+    assert waiting.read_bytes() == bundle.read_bytes()
+    # the very file the download wrote, renamed into the inbox: no copy, nothing left behind
+    assert waiting.stat().st_ino == written
+    assert left_behind(inbox) == []
 
 
 def test_the_agent_answers_other_commands_while_a_bundle_downloads(site, inbox):
