@@ -166,19 +166,20 @@ def test_install_step_lays_out_the_target_with_chroot_stubbed(tmp_path: Path) ->
     commands = recorded.read_text()
     assert "/usr/local/sbin/member-kiosk-install" in commands
     assert 'KIOSK_STORE_BROKER="1"' in commands
-    # HQ's enrolment key, and the services' environment pointing at it
-    installed = rootfs / "etc/member-kiosk/hq-enrol.pub"
-    assert installed.read_bytes() == key.read_bytes()
-    assert installed.stat().st_mode & 0o777 == 0o644
-    defaults = (rootfs / "etc/default/member-kiosk").read_text().splitlines()
-    assert defaults.count("KIOSK_HQ_ENROL_KEY=/etc/member-kiosk/hq-enrol.pub") == 1
+    # HQ's enrolment key where `kiosk provision enrol` looks for it (IMAGE_ENROL_KEY); the
+    # services' environment does not name it (no unit runs an enrolment)
+    from edge.provisioning.enrolment import IMAGE_ENROL_KEY
     from edge.security.keys import load_public_key
 
+    installed = rootfs / IMAGE_ENROL_KEY.relative_to("/")
+    assert installed.read_bytes() == key.read_bytes()
+    assert installed.stat().st_mode & 0o777 == 0o644
     load_public_key(installed)  # what `kiosk provision enrol` loads by default
-    # a second run (pi-gen re-runs a stage after a failure) does not repeat the line
+    assert "KIOSK_HQ_ENROL_KEY" not in (rootfs / "etc/default/member-kiosk").read_text()
+    # a second run (pi-gen re-runs a stage after a failure) installs the same key again
     run_install_step(rootfs, wheels, f"cat >> {recorded}", KIOSK_HQ_ENROL_PUB=str(key))
-    defaults = (rootfs / "etc/default/member-kiosk").read_text().splitlines()
-    assert defaults.count("KIOSK_HQ_ENROL_KEY=/etc/member-kiosk/hq-enrol.pub") == 1
+    assert installed.read_bytes() == key.read_bytes()
+    assert "KIOSK_HQ_ENROL_KEY" not in (rootfs / "etc/default/member-kiosk").read_text()
 
 
 def _stub_wheels(tmp_path: Path) -> tuple[Path, Path]:

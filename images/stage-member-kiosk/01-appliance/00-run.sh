@@ -36,12 +36,9 @@ fi
 cp -a "${here}/filesystem/root/." "${ROOTFS_DIR}/"
 chmod 0755 "${ROOTFS_DIR}/usr/local/sbin/member-kiosk-install"
 
-# HQ's enrolment key, and the services' environment pointing at it.
-defaults="${ROOTFS_DIR}/etc/default/member-kiosk"
-sed -i '/^KIOSK_HQ_ENROL_KEY=/d' "${defaults}"
+# HQ's enrolment key, where `kiosk provision enrol` looks for it.
 if [ -n "${enrol_key}" ]; then
 	install -D -m 0644 "${enrol_key}" "${ROOTFS_DIR}/etc/member-kiosk/hq-enrol.pub"
-	echo "KIOSK_HQ_ENROL_KEY=/etc/member-kiosk/hq-enrol.pub" >>"${defaults}"
 else
 	rm -f "${ROOTFS_DIR}/etc/member-kiosk/hq-enrol.pub"
 	echo "no HQ enrolment key in this image (KIOSK_NO_ENROL_KEY=1): enrol with --hq-key FILE"
