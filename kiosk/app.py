@@ -35,7 +35,7 @@ from edge.station.api import (
     sd_notify,
     watchdog_interval_s,
 )
-from kiosk.boot import give_back_memory
+from kiosk.boot import give_back_memory, keep_startup_objects
 from kiosk.fonts import ensure_fonts
 from kiosk.i18n import LANGUAGES, N_, Translator
 from kiosk.i18n.messages import fault_message
@@ -265,7 +265,8 @@ class KioskApp(App):  # type: ignore[misc]
     # ---- systemd -----------------------------------------------------------------------
 
     def _drawn(self, *_args: Any) -> None:
-        """The first frame of the attract screen is on the glass: tell systemd, start pinging.
+        """The first frame of the attract screen is on the glass: tell systemd, start pinging,
+        and leave the objects made to start out of later collections.
 
         The pings come from the clock on the UI thread, so a UI thread stuck in a slow call
         stops them and systemd restarts the app (``WatchdogSec`` in member-kiosk.service).
@@ -273,6 +274,7 @@ class KioskApp(App):  # type: ignore[misc]
         if self.current != "attract":
             return
         Window.unbind(on_flip=self._drawn)
+        keep_startup_objects()
         sd_notify("READY=1\nSTATUS=attract screen shown")
         interval = watchdog_interval_s()
         if interval is not None:
