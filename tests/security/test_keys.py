@@ -13,7 +13,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.domain.errors import ConfigError
-from edge.security.keys import KeyStore, _create_exclusively, load_private_key, load_public_key
+from edge.security.keys import (
+    LOOKUP_KEY_FILE,
+    KeyStore,
+    _create_exclusively,
+    create_secret_file,
+    load_private_key,
+    load_public_key,
+    load_secret,
+)
 
 
 def _mode(path: Path) -> int:
@@ -213,3 +221,45 @@ def test_encrypted_private_key_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=re.escape(str(path))):
         load_private_key(path)
+
+
+def test_a_secret_file_is_made_once_and_read_back_with_its_mode_checked(tmp_path: Path) -> None:
+    path = tmp_path / "hq" / "ca" / "hq-lookup.key"
+    assert create_secret_file(path)  # the directories are made too
+    made = path.read_bytes()
+    assert len(made) == 32 and _mode(path) == 0o600
+    assert not create_secret_file(path)  # never overwritten
+    assert path.read_bytes() == made == load_secret(path)
+    assert not list(path.parent.glob(".hq-lookup.key.*"))  # no temp file left
+    as_hex = tmp_path / "hex.key"
+    as_hex.write_text(made.hex() + "\n")
+    as_hex.chmod(0o644)
+    with pytest.raises(ConfigError) as loose:
+        load_secret(as_hex)
+    assert loose.value.code == "key_permissions"
+    assert load_secret(as_hex, check_mode=False) == made  # e.g. a systemd credential
+    with pytest.raises(ConfigError) as missing:
+        load_secret(tmp_path / "nothing.key")
+    assert missing.value.code == "key_unreadable"
+    as_hex.chmod(0o600)
+    as_hex.write_text("too short")
+    with pytest.raises(ConfigError) as short:
+        load_secret(as_hex)
+    assert short.value.code == "key_invalid"
+
+
+def test_restoring_a_secret_puts_back_the_file_and_what_the_store_hands_out(
+    tmp_path: Path,
+) -> None:
+    store = KeyStore(tmp_path / "keys")
+    old = store.lookup_key  # a dev key, made on first use
+    new = os.urandom(32)
+    store.install_secret(LOOKUP_KEY_FILE, new)
+    assert store.lookup_key == new
+    store.restore_secret(LOOKUP_KEY_FILE, old)
+    path = tmp_path / "keys" / LOOKUP_KEY_FILE
+    assert path.read_bytes() == old == store.lookup_key and _mode(path) == 0o600
+    assert KeyStore(tmp_path / "keys").existing_secret(LOOKUP_KEY_FILE) == old
+    store.restore_secret(LOOKUP_KEY_FILE, None)  # there was no key file before
+    assert not path.exists() and store.existing_secret(LOOKUP_KEY_FILE) is None
+    assert not list(path.parent.glob(".lookup.key.*"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 
 import pytest
@@ -81,5 +83,13 @@ def test_the_bundle_helpers_name_the_lookup_key_and_refuse_garbage(device_key):
         unseal_lookup_key(sealed, device_key, "K002", "serial-1")
     assert other_id.value.code == "lookup_key_invalid"
     # the fingerprint names a key in records without revealing it
-    assert lookup_key_id(key) == lookup_key_id(bytes(key)) != lookup_key_id(os.urandom(32))
-    assert len(lookup_key_id(key)) == 16 and key.hex()[:16] != lookup_key_id(key)
+    fingerprint = lookup_key_id(key)
+    assert fingerprint == lookup_key_id(bytes(bytearray(key)))  # the same key, another object
+    assert fingerprint != lookup_key_id(os.urandom(32))
+    assert fingerprint != lookup_key_id(key[:-1] + bytes([key[-1] ^ 1]))  # one bit apart
+    assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
+    # keyed (HMAC-SHA256 under the key): neither the key's bytes nor its plain hash
+    assert fingerprint not in key.hex()
+    assert fingerprint != hashlib.sha256(key).hexdigest()[:16]
+    expected = hmac.new(key, b"mck/lookup-key-id", hashlib.sha256).hexdigest()[:16]
+    assert fingerprint == expected
