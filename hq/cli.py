@@ -11,11 +11,14 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hq.service import HqConfig, load_hq_config
+
+if TYPE_CHECKING:
+    from edge.protocol import Command, CommandResult
 
 
 def _tls_paths(tls_dir: Path | None, cn: str) -> dict[str, str | None]:
@@ -133,15 +136,63 @@ def fleet_command(ctx: click.Context, as_json: bool) -> None:
     )
 
 
+def _check_transaction(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from edge.protocol import check_name
+
+    if value is None:
+        return None
+    try:
+        return check_name(value)
+    except ValueError:
+        raise click.BadParameter(
+            "1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
+        ) from None
+
+
+_TRANSACTION_HELP = (
+    "Resend the command that transaction ran (or is running): the device answers from its "
+    "record instead of running it again."
+)
+
+
+def _send(config: HqConfig, signed: Command, wait: int) -> CommandResult:
+    """The device's result; no answer in ``wait`` seconds is one line saying how to read it."""
+    from hq.commands import send_command
+
+    try:
+        return send_command(config, signed, timeout_s=wait)
+    except TimeoutError:
+        raise click.ClickException(
+            f"no answer from {signed.device_id} in {wait} s; run the same command again with "
+            f"--transaction {signed.transaction} to read its result (a device that ran it "
+            "answers from its record, one still at it answers when done, one that never got "
+            "it runs it then)"
+        ) from None
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @hq_group.command("command")
 @click.argument("device_id")
 @click.argument("name")
 @click.argument("args", nargs=-1)
 @click.option("--ttl", default=300, show_default=True, help="Seconds the command stays valid.")
+@click.option(
+    "--wait", default=30, show_default=True, help="Seconds to wait for the device's answer."
+)
+@click.option("--transaction", callback=_check_transaction, help=_TRANSACTION_HELP)
 @click.pass_context
-def command(ctx: click.Context, device_id: str, name: str, args: tuple[str, ...], ttl: int) -> None:
+def command(
+    ctx: click.Context,
+    device_id: str,
+    name: str,
+    args: tuple[str, ...],
+    ttl: int,
+    wait: int,
+    transaction: str | None,
+) -> None:
     """Send a signed command (ARGS as key=value) and print the device's result."""
-    from hq.commands import load_command_key, send_command, sign_command
+    from hq.commands import load_command_key, sign_command
 
     config = _config(ctx)
     if not config.command_key:
@@ -158,8 +209,9 @@ def command(ctx: click.Context, device_id: str, name: str, args: tuple[str, ...]
         name,
         parsed,
         timedelta(seconds=ttl),
+        transaction=transaction,
     )
-    result = send_command(config, signed)
+    result = _send(config, signed, wait)
     _print(result.model_dump(mode="json"), True, "")
 
 
@@ -169,15 +221,25 @@ def command(ctx: click.Context, device_id: str, name: str, args: tuple[str, ...]
 @click.option("--url", required=True, help="Where the device fetches BUNDLE (http or https).")
 @click.option("--ttl", default=300, show_default=True, help="Seconds the command stays valid.")
 @click.option(
-    "--wait", default=900, show_default=True, help="Seconds to wait for the device's answer."
+    "--wait",
+    default=1000,
+    show_default=True,
+    help="Seconds to wait for the device's answer (its download may take up to 900 s).",
 )
+@click.option("--transaction", callback=_check_transaction, help=_TRANSACTION_HELP)
 @click.pass_context
 def update_command(
-    ctx: click.Context, device_id: str, bundle: Path, url: str, ttl: int, wait: int
+    ctx: click.Context,
+    device_id: str,
+    bundle: Path,
+    url: str,
+    ttl: int,
+    wait: int,
+    transaction: str | None,
 ) -> None:
     """Tell DEVICE_ID to fetch the signed update BUNDLE from --url and queue it for its
     installer; prints the device's result (exit 1 unless it queued the bundle)."""
-    from hq.commands import load_command_key, send_command
+    from hq.commands import load_command_key
     from hq.commands import update_command as signed_update
 
     config = _config(ctx)
@@ -190,10 +252,11 @@ def update_command(
             bundle,
             url,
             timedelta(seconds=ttl),
+            transaction=transaction,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    result = send_command(config, signed, timeout_s=wait)
+    result = _send(config, signed, wait)
     _print(result.model_dump(mode="json"), True, "")
     if result.status != "done":
         raise click.exceptions.Exit(1)

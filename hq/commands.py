@@ -104,9 +104,11 @@ def update_command(
     url: str,
     ttl: timedelta = timedelta(minutes=5),
     now: datetime | None = None,
+    transaction: str | None = None,
 ) -> Command:
     """A signed ``update`` command: fetch ``bundle`` from ``url`` (http or https), check it
     is exactly this file and signed with HQ's update key, and queue it for the installer.
+    ``transaction`` resends an earlier one (the device answers it from its record).
 
     Raises:
         ValueError: ``url`` is not http(s), or ``bundle`` is not an update bundle.
@@ -121,7 +123,7 @@ def update_command(
         "size": facts.size,
         "version": facts.version,
     }
-    return sign_command(key, device_id, "update", args, ttl, now)
+    return sign_command(key, device_id, "update", args, ttl, now, transaction)
 
 
 def _one_shot(config: HqConfig, subscriptions: tuple[tuple[str, int], ...] = ()) -> MqttLink:

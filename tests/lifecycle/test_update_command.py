@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import queue
+import re
 import secrets
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from edge.lifecycle.update import drain_inbox
 from edge.protocol import Command, CommandResult, Telemetry, Topics, decode
 from edge.protocol.link import Inbound, MqttLink
 from edge.sync.agent import Agent
+from hq.cli import update_command as hq_update
 from hq.commands import (
     bundle_facts,
     load_command_key,
@@ -289,6 +291,68 @@ def test_the_agent_answers_other_commands_while_a_bundle_downloads(site, inbox):
     assert update.status == "done" and update.detail["version"] == "9.9.2"
     assert update_at > ping_at
     assert [p.name for p in queued(inbox)] == [update.detail["bundle"]]
+
+
+def hq_cli(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    """``kiosk hq ARGS`` against the site's broker, as an operator at HQ runs it."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli.main",
+            "hq",
+            "--db",
+            site.hq.database_url,
+            "--broker-port",
+            str(site.broker.port),
+            "--tls-dir",
+            str(site.broker.directory),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+
+
+def test_hq_update_that_outwaits_its_wait_says_how_to_read_the_result_later(site, inbox):
+    bundle = small_bundle(site, "9.8.1")
+    url = site.server.url(f"slow/{bundle.name}")
+    site.server.delay_s = 5.0
+    try:
+        early = hq_cli(site, "update", "K001", str(bundle), "--url", url, "--wait", "2")
+    finally:
+        site.server.delay_s = 0.0
+    assert early.returncode == 1, early.stdout + early.stderr
+    (line,) = early.stderr.strip().splitlines()  # one clear line, no traceback
+    assert line.startswith("error: no answer from K001 in 2 s"), line
+    transaction = re.search(r"--transaction (\S+)", line)
+    assert transaction is not None, line
+    deadline = time.monotonic() + 30
+    while not queued(inbox):  # the device goes on and queues the bundle
+        assert time.monotonic() < deadline, "the bundle was never queued"
+        time.sleep(0.1)
+
+    again = hq_cli(
+        site, "update", "K001", str(bundle), "--url", url, "--transaction", transaction[1]
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    result = json.loads(again.stdout)
+    assert result["transaction"] == transaction[1]
+    assert (result["status"], result["detail"]["version"]) == ("done", "9.8.1")
+    assert result["detail"]["replayed"] is True  # read from the record: not fetched again
+    assert site.server.requests.count(f"/slow/{bundle.name}") == 1
+    assert [p.name for p in queued(inbox)] == [result["detail"]["bundle"]]
+
+    bad = hq_cli(site, "update", "K001", str(bundle), "--url", url, "--transaction", "a b")
+    assert bad.returncode == 2 and "--transaction" in bad.stderr, bad.stderr
+
+
+def test_hq_update_waits_longer_than_the_device_may_download():
+    (wait,) = [p for p in hq_update.params if p.name == "wait"]
+    assert wait.default > KioskConfig().sync.update_download_timeout_s
 
 
 # -- tampered bundles and offers the device must not take: refused, nothing queued ----------
