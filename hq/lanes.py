@@ -93,7 +93,8 @@ class CardList:
         changed = [c.card_no for c in message.cards if self.states.get(c.card_no) != c.state]
         for card in message.cards:
             self.states[card.card_no] = card.state
-        self._save(changed)
+        if changed:
+            self._save()
         return changed
 
     def apply_blocklist(self, update: BlocklistUpdate, now: datetime) -> list[str]:
@@ -110,11 +111,11 @@ class CardList:
                 self.states[card_no] = ACTIVE
                 changed.append(card_no)
         self.updates = [*self.updates, update.update_id][-UPDATE_IDS_KEPT:]
-        self._save(changed or [update.update_id])
+        self._save()  # the update id at least is new: it must not be applied again
         return changed
 
-    def _save(self, changed: list[str]) -> None:
-        if self.path is None or not changed:
+    def _save(self) -> None:
+        if self.path is None:
             return
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(

@@ -35,8 +35,9 @@ def test_lane_refuses_blocked_cards_at_the_till_and_accepts_new_ones(broker, tmp
     b = open_app(make_data_dir(tmp_path, broker, "K002", "S002", 50_000))
     runners = [Runner(hq.run), Runner(Agent(a).run), Runner(Agent(b).run)]
     lane = lane_for(broker, "S001", "L1")
+    far = lane_for(broker, "S002", "L2")  # a lane of the other store
     try:
-        with lane:
+        with lane, far:
             # A card issued a moment ago at this store's kiosk earns at once.
             here = register_member(a, "13800138000", consent=True, name="Li")
             report = lane.simulate([here.card_no], 3, rate_per_s=20, deadline_s=20)
@@ -49,12 +50,16 @@ def test_lane_refuses_blocked_cards_at_the_till_and_accepts_new_ones(broker, tmp
             report = lane.simulate([there.card_no], 2, rate_per_s=20, deadline_s=20)
             assert (report.accepted, report.refused_at_till) == (2, {}), report
 
-            # Lost at the kiosk: HQ's blocklist reaches the lane, which stops sending at once.
+            # Lost at the kiosk: the kiosk tells its lanes, which stop sending at once.
             clerk = add_staff(a, "c1", "clerk", "2580")
             lost_at = time.monotonic()
             report_lost_card(a, here.card_no, clerk)
             assert lane.wait_card_state(here.card_no, "lost", 20), "the block never arrived"
             arrival_s = time.monotonic() - lost_at
+            # The other store's lanes hear it through HQ (its blocklist, the other kiosk).
+            assert far.wait_card_state(here.card_no, "lost", 20), "never reached store S002"
+            report = far.simulate([here.card_no], 2, rate_per_s=50, deadline_s=10)
+            assert report.sent == 0 and report.refused_at_till == {"lost": 2}, report
             report = lane.simulate([here.card_no], 4, rate_per_s=50, deadline_s=10)
             assert report.sent == 0 and report.accepted == 0, report
             assert report.refused_at_till == {"lost": 4}, report
