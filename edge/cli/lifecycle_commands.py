@@ -61,7 +61,7 @@ def _backup_row(info: Any) -> dict[str, Any]:
 @click.option("--keep-daily", default=14, show_default=True, help="Days of backups kept.")
 @json_option
 def backup_create_cmd(backup_dir: Path | None, keep_daily: int) -> None:
-    """A consistent copy of the ledger while the kiosk runs, rotated, ready to send to HQ."""
+    """A consistent copy of the ledger while the kiosk runs, rotated, kept on the device."""
     from edge.lifecycle.backup import BACKUP_DIR, create_backup, database_path
 
     data_dir = _data_dir()

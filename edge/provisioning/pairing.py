@@ -93,24 +93,40 @@ def start_pairing(
     return request
 
 
+@dataclass(frozen=True)
+class PendingPairing:
+    """The pairing request waiting for HQ's bundle, as ``start_pairing`` stored it."""
+
+    serial: str
+    code_sha256: str
+    expires_at: datetime
+
+
+def pending_pairing(data_dir: Path) -> PendingPairing | None:
+    """The stored pairing request, expired or not; None if there is none (or it is damaged)."""
+    try:
+        raw = json.loads((data_dir / PAIRING_FILE).read_text(encoding="utf-8"))
+        return PendingPairing(
+            str(raw["serial"]), str(raw["code_sha256"]), datetime.fromisoformat(raw["expires_at"])
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def check_pairing(data_dir: Path, code: str, now: datetime | None = None) -> str:
     """The serial of the pending pairing if ``code`` is its code (nothing is changed).
 
     Raises:
         Refusal: no pairing is pending, it expired, or the code is another one.
     """
-    path = data_dir / PAIRING_FILE
-    try:
-        pending = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise Refusal(
-            "no pairing in progress: print a pairing slip first", code="not_pairing"
-        ) from None
-    if datetime.fromisoformat(pending["expires_at"]) < (now or datetime.now(UTC)):
+    pending = pending_pairing(data_dir)
+    if pending is None:
+        raise Refusal("no pairing in progress: print a pairing slip first", code="not_pairing")
+    if pending.expires_at < (now or datetime.now(UTC)):
         raise Refusal("the pairing code expired: print a new slip", code="pairing_expired")
-    if not hmac.compare_digest(pending["code_sha256"], code_digest(code)):
+    if not hmac.compare_digest(pending.code_sha256, code_digest(code)):
         raise Refusal("the bundle was issued for another pairing code", code="pairing_mismatch")
-    return str(pending["serial"])
+    return pending.serial
 
 
 def retire_pairing(data_dir: Path) -> None:

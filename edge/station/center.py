@@ -18,7 +18,6 @@ other code, unless its slip never came out of the printer.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import socket
@@ -482,7 +481,8 @@ class KioskCenter:
     def print_pairing_slip(self) -> PrintOutcome:
         """A fresh one-time pairing code with this device's certificate request, on a slip
         for HQ (as ``kiosk provision pairing-slip`` prints it); it replaces any earlier code."""
-        from edge.provisioning.pairing import code_digest, pairing_slip, start_pairing
+        from edge.provisioning.bundle import code_digest
+        from edge.provisioning.pairing import pairing_slip, start_pairing
 
         now = self.app.clock()
         request = start_pairing(self.app.data_dir, now=now)
@@ -508,7 +508,7 @@ class KioskCenter:
         unless a pairing is pending whose slip already came out."""
         from edge.provisioning.enrolment import is_provisioned
 
-        if is_provisioned(self.app.data_dir):
+        if is_provisioned(self.app.data_dir, self._database_path()):
             return
         pending = _pending_pairing(self.app.data_dir, self.app.clock())
         if pending is not None:
@@ -523,7 +523,7 @@ class KioskCenter:
     def _print_first_slip(self) -> None:
         from edge.provisioning.enrolment import is_provisioned
 
-        if is_provisioned(self.app.data_dir):
+        if is_provisioned(self.app.data_dir, self._database_path()):
             self._pairing_due = False
             return
         if not self.station.printer_health().ok:
@@ -578,23 +578,22 @@ class KioskCenter:
         with transaction(self.app) as tx:
             tx.audit("member", "help.requested", self.app.device_id)
 
+    def _database_path(self) -> Path | None:
+        """The SQLite file the ledger is in (the provisioning check reads it on its own)."""
+        name = self.app.db.engine.url.database
+        return Path(name) if name else None
+
     def close(self) -> None:
         self.station.close()
         self.app.close()
 
 
 def _pending_pairing(data_dir: Path, now: datetime) -> str | None:
-    """The code digest of the pairing request waiting for HQ's bundle, if it has not expired
-    (``start_pairing`` keeps it in ``provisioning/pairing.json`` until an enrolment uses it)."""
-    from edge.provisioning.pairing import PAIRING_FILE
+    """The code digest of the pairing request waiting for HQ's bundle, if it has not expired."""
+    from edge.provisioning.pairing import pending_pairing
 
-    try:
-        pending = json.loads((data_dir / PAIRING_FILE).read_text(encoding="utf-8"))
-        expires_at = datetime.fromisoformat(pending["expires_at"])
-        digest = str(pending["code_sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return digest if expires_at > now else None
+    pending = pending_pairing(data_dir)
+    return pending.code_sha256 if pending is not None and pending.expires_at > now else None
 
 
 def _probe(host: str, port: int, timeout_s: float = 1.0) -> bool:

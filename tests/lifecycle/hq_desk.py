@@ -1,15 +1,14 @@
 """HQ's enrolment desk (``hq.enrol``) set up for a test: a CA directory with HQ's keys and a
-SQLite database beside it. ``register`` answers a pairing slip's QR text with the bundle."""
+SQLite database beside it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.security.keys import load_private_key
 from edge.sync.broker import DevCA, write_command_keys
 from hq.enrol import DeskSettings, EnrolmentDesk, write_enrol_key
 from hq.service import make_hq_engine
@@ -43,31 +42,3 @@ def make_desk(root: Path, ca_dir: Path, **settings: object) -> EnrolmentDesk:
     )
     engine = make_hq_engine(f"sqlite+pysqlite:///{root / 'hq.db'}")
     return EnrolmentDesk(engine, replace(base, **settings))  # type: ignore[arg-type]
-
-
-@dataclass
-class HqDesk:
-    ca_dir: Path
-    desk: EnrolmentDesk
-
-    @classmethod
-    def create(cls, ca_dir: Path, broker_port: int = 8883) -> HqDesk:
-        return cls(ca_dir, make_desk(ca_dir, ca_dir, broker_port=broker_port))
-
-    @property
-    def enrol_key(self) -> Ed25519PrivateKey:
-        return load_private_key(self.ca_dir / "hq-enrol.key")
-
-    def enrol_public_pem(self) -> bytes:
-        return (self.ca_dir / "hq-enrol.pub").read_bytes()
-
-    def register(
-        self, slip_qr: str, *, store_id: str, device_id: str, broker_port: int | None = None
-    ) -> bytes:
-        desk = self.desk
-        if broker_port is not None and broker_port != desk.settings.broker_port:
-            desk = EnrolmentDesk(desk.engine, replace(desk.settings, broker_port=broker_port))
-        issued = desk.enrol(
-            slip_qr, store_id=store_id, device_id=device_id, out_dir=self.ca_dir / "bundles"
-        )
-        return issued.bundle_path.read_bytes()
