@@ -352,6 +352,7 @@ def test_hq_update_that_outwaits_its_wait_says_how_to_read_the_result_later(site
 
 def test_hq_update_waits_longer_than_the_device_may_download():
     (wait,) = [p for p in hq_update.params if p.name == "wait"]
+    assert isinstance(wait.default, int)
     assert wait.default > KioskConfig().sync.update_download_timeout_s
 
 

@@ -42,7 +42,12 @@ def test_a_refusal_from_any_action_is_refused_and_other_errors_failed(broker, tm
 
     # no HQ update key on this device: the update is refused, not failed
     assert not (app.data_dir / "keys" / "hq-update.pub").exists()
-    offer = {"url": "http://127.0.0.1:9/b.tar", "sha256": "0" * 64, "size": 10, "version": "9.9.9"}
+    offer: dict[str, str | int | bool] = {
+        "url": "http://127.0.0.1:9/b.tar",
+        "sha256": "0" * 64,
+        "size": 10,
+        "version": "9.9.9",
+    }
     update = runner.handle(sign_command(hq_key, "K001", "update", offer, now=now), now)
     assert (update.status, update.detail["error"]) == ("refused", "no_update_key"), update.detail
 
