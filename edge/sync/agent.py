@@ -54,8 +54,7 @@ from edge.sync.inbound import (
     apply_catalogue,
     apply_rules,
     check_coupon,
-    load_stored_rules,
-    put_rules_in_force,
+    follow_stored_rules,
 )
 from edge.sync.lane_cards import LocalCardChanges
 from edge.sync.outbox import OutboxPump
@@ -173,9 +172,7 @@ class Agent:
         """Runs until :meth:`stop` (SIGTERM) or ``until()``; says ``offline`` on the way out."""
         with transaction(self.app) as tx:
             remember_first_start(tx.session, tx.now)
-        stored = load_stored_rules(self.app)
-        if stored is not None:
-            put_rules_in_force(self.app, stored)
+        follow_stored_rules(self.app, 0)
         self.link.start()
         sd_notify("READY=1")
         watchdog = watchdog_interval_s()

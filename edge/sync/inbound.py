@@ -208,15 +208,6 @@ def put_rules_in_force(app: AppContext, rules: Rules) -> None:
     app.__dict__.pop("offline_limit", None)  # a cached_property built from the old values
 
 
-def load_stored_rules(app: AppContext) -> Rules | None:
-    """HQ's rules as last received."""
-    with app.db.read() as session:
-        raw = get_meta(session, HQ_RULES)
-    if not raw:
-        return None
-    return Rules.model_validate_json(raw)
-
-
 def follow_stored_rules(app: AppContext, seen: int) -> int:
     """Puts HQ's stored rules in force in this process if their version is not ``seen`` (the
     version already in force here; 0 for none) and returns the version now in force.
