@@ -53,6 +53,7 @@ from edge.provisioning.bundle import (
     seal_lookup_key,
 )
 from edge.security.keys import create_secret_file, load_private_key, load_secret
+from edge.security.revocation import crl_pem
 from hq.models import (
     CardRange,
     EnrolledDevice,
@@ -65,10 +66,6 @@ from hq.models import (
 MAX_CARD_SERIAL = 10**10 - 1  # card serials have at most 10 digits
 CRL_FILE = "crl.pem"
 LOOKUP_KEY_FILE = "hq-lookup.key"
-# A broker whose CRL is past its next update refuses EVERY client (OpenSSL's CRL check), and
-# Mosquitto reads the file only at start: a short validity would take a store offline the day
-# nobody renewed it. The list is rewritten on every revocation, so it is issued for years.
-CRL_VALIDITY = dt.timedelta(days=3650)
 _DEVICE_NUMBER = re.compile(r"^K(\d+)$")
 
 
@@ -780,27 +777,16 @@ class EnrolmentDesk:
     def _write_crl(
         self, session: Session, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
     ) -> Path:
-        now = self.clock()
-        builder = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(ca_cert.subject)
-            .last_update(now - dt.timedelta(minutes=5))
-            .next_update(now + CRL_VALIDITY)
-        )
-        for row in session.scalars(
-            select(RevokedCertificate).order_by(RevokedCertificate.revoked_at)
-        ):
-            builder = builder.add_revoked_certificate(
-                x509.RevokedCertificateBuilder()
-                .serial_number(int(row.certificate_serial, 16))
-                .revocation_date(row.revoked_at)
-                .build()
+        revoked = [
+            (int(row.certificate_serial, 16), row.revoked_at)
+            for row in session.scalars(
+                select(RevokedCertificate).order_by(RevokedCertificate.revoked_at)
             )
-        crl = builder.sign(ca_key, hashes.SHA256())
+        ]
         path = self.settings.crl_path
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        tmp.write_bytes(crl_pem(ca_cert, ca_key, revoked, self.clock()))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
         return path

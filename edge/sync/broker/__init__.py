@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edge.protocol import DEFAULT_PREFIX, check_name
+from edge.security.revocation import crl_pem
 
 HERE = Path(__file__).parent
 Role = Literal["kiosk", "lane", "hq", "bridge"]
@@ -155,17 +156,8 @@ class DevCA:
 
     def write_empty_crl(self, path: Path) -> Path:
         """An empty revocation list signed by this CA, for a broker's ``crlfile`` until HQ's
-        enrolment desk writes the real one (issued for ten years: an expired CRL makes the
-        broker refuse every client)."""
-        now = dt.datetime.now(dt.UTC)
-        crl = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(self.cert.subject)
-            .last_update(now - dt.timedelta(minutes=5))
-            .next_update(now + dt.timedelta(days=3650))
-            .sign(self.key, hashes.SHA256())
-        )
-        path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        enrolment desk writes the real one."""
+        path.write_bytes(crl_pem(self.cert, self.key, (), dt.datetime.now(dt.UTC)))
         return path
 
 
