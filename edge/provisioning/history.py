@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 
 from edge.app import AppContext
 from edge.domain.errors import IntegrityError
-from edge.security.chain import GENESIS, verify_chain
-from edge.services.tx import AUDIT_HEAD, Tx, audit_fields, get_meta, transaction
+from edge.services.tx import Tx, transaction
+from edge.services.verify import VerifyReport, verify_audit
 from edge.storage.models import AuditRecord
 
 ACTION_PREFIX = "provision."
@@ -94,37 +94,15 @@ def has_applied_enrolment(database: Path) -> bool:
 
 
 def _check_chain(session: Session) -> None:
-    """The whole audit chain, link by link, and its head (as ``kiosk ledger verify`` does).
+    """The whole audit chain and its head, as ``kiosk ledger verify`` checks them.
 
     Raises:
-        IntegrityError: ``audit_broken``.
+        IntegrityError: ``audit_broken``, naming the first break.
     """
-    last = {"seq": 0, "hash": GENESIS}
-
-    def links() -> Iterator[tuple[Mapping[str, Any], str, str]]:
-        for row in session.execute(
-            select(
-                AuditRecord.seq,
-                AuditRecord.at,
-                AuditRecord.actor,
-                AuditRecord.action,
-                AuditRecord.subject,
-                AuditRecord.detail,
-                AuditRecord.prev_hash,
-                AuditRecord.hash,
-            ).order_by(AuditRecord.seq)
-        ).yield_per(5000):
-            last["seq"], last["hash"] = row.seq, row.hash
-            fields = audit_fields(row.at, row.actor, row.action, row.subject, row.detail)
-            yield fields, row.prev_hash, row.hash
-
-    if verify_chain(links()) is not None:
-        raise IntegrityError(
-            f"audit record #{last['seq']} was altered or a record before it removed",
-            code="audit_broken",
-        )
-    if (get_meta(session, AUDIT_HEAD) or GENESIS) != last["hash"]:
-        raise IntegrityError("the latest audit records were removed", code="audit_broken")
+    report = VerifyReport()
+    verify_audit(session, report)
+    if not report.ok:
+        raise IntegrityError(report.problems[0], code="audit_broken")
 
 
 def read_provisioning_history(

@@ -109,7 +109,7 @@ def verify_ledger(app: AppContext) -> VerifyReport:
                 parse_card_number(card_no)
             except KioskError:
                 report.breach(f"card {card_no}: bad check digit")
-        _verify_audit(s, report)
+        verify_audit(s, report)
         if app.db.engine.dialect.name == "sqlite":
             check = s.execute(text("PRAGMA integrity_check")).scalar()
             if check != "ok":
@@ -154,7 +154,8 @@ def _verify_purchases_and_redemptions(s: Session, report: VerifyReport) -> None:
         report.breach(f"request {request_id}: recorded as applied but its redemption is missing")
 
 
-def _verify_audit(s: Session, report: VerifyReport) -> None:
+def verify_audit(s: Session, report: VerifyReport) -> None:
+    """The audit chain link by link, and its head; each break is a breach in ``report``."""
     prev = GENESIS
     count = 0
     for row in s.execute(
