@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from edge import __version__
 from edge.protocol import (
+    BackupChunk,
     BlocklistUpdate,
     DeviceStatus,
     EventAck,
@@ -37,6 +38,7 @@ from edge.protocol import (
     decode,
 )
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
+from hq.backups import BackupStore
 from hq.fleet import apply_status, apply_telemetry, check_offline
 from hq.ledger import CentralLedger, Ingest, stored_events
 from hq.models import FleetDevice, HqBase
@@ -63,11 +65,26 @@ class HqConfig(BaseModel):
     offline_alert_s: float = Field(300.0, gt=0, title="Alert when a device is offline this long")
     clone_window_min: float = Field(10.0, ge=0, title="Anti-cloning window in minutes")
     blocklist_ttl_s: int = Field(7 * 24 * 3600, ge=60, title="Lifetime of a blocklist update")
+    backup_dir: str = Field(
+        "", title="Where devices' backups are kept (default: backups/ beside HQ's database)"
+    )
+    backups_keep: int = Field(14, ge=1, le=1000, title="Backups kept per device")
 
     def tls(self) -> TlsFiles | None:
         if not self.ca_file:
             return None
         return TlsFiles(Path(self.ca_file), Path(self.cert_file), Path(self.key_file))
+
+    def backups_path(self) -> Path:
+        """``backup_dir``, or ``backups/`` beside a SQLite database (else the working dir)."""
+        if self.backup_dir:
+            return Path(self.backup_dir)
+        for prefix in ("sqlite+pysqlite:///", "sqlite:///"):
+            if self.database_url.startswith(prefix):
+                database = self.database_url.removeprefix(prefix)
+                if database and not database.startswith(":memory:"):
+                    return Path(database).parent / "backups"
+        return Path("backups")
 
 
 def make_hq_engine(url: str) -> Engine:
@@ -151,8 +168,10 @@ class HqService:
                 (t.every_device("status"), 1),
                 (t.every_device("telemetry"), 0),
                 (t.every_device("command/result"), 1),
+                (t.every_device("backup"), 1),
             ),
         )
+        self.backups = BackupStore(config.backups_path(), config.backups_keep)
         self.counters = Counters()
         self._stop = threading.Event()
         self._next_check = 0.0
@@ -223,6 +242,8 @@ class HqService:
                 apply_telemetry(session, sample, now)
         elif leaf == "command/result":
             log.info("command result from %s: %s", device_id, msg.payload[:300])
+        elif leaf == "backup":
+            self._backup(device_id, decode(BackupChunk, msg.payload), now)
         else:
             raise ProtocolError(f"unexpected device topic {msg.topic[:120]}")
 
@@ -244,6 +265,24 @@ class HqService:
             self._fan_out(result)
         if result.blocked_cards:
             self._publish_blocklist(result, now)
+
+    def _backup(self, device_id: str, chunk: BackupChunk, now: datetime) -> None:
+        if chunk.device_id != device_id:
+            raise ProtocolError(f"backup of {chunk.device_id} on {device_id}'s topic")
+        with self.sessions() as session:
+            device = session.get(FleetDevice, device_id)
+            if device is not None and device.store_id != chunk.manifest.store_id:
+                raise ProtocolError(
+                    f"{device_id} of store {device.store_id} sent a backup of store "
+                    f"{chunk.manifest.store_id}"
+                )
+        try:
+            ack = self.backups.receive(chunk, now)
+        except OSError as exc:
+            log.error("backup chunk of %s could not be written: %s", device_id, exc)
+            ack = BackupStore.refusal(chunk, "HQ could not store it", now)
+        if ack is not None:
+            self.link.publish(self.topics.backup_ack(device_id), ack.to_bytes(), qos=1)
 
     @staticmethod
     def _seen(session: Session, device_id: str, store_id: str, now: datetime) -> None:

@@ -8,6 +8,7 @@ copy's SHA-256, what it holds and whose it is; the pair is what a restore needs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -44,6 +45,8 @@ class BackupInfo:
     ledger_entries: int
     members: int
     schema_revision: str | None
+    delivered_at: datetime | None = None
+    """When HQ acknowledged holding a byte-identical copy (``None``: not yet)."""
 
 
 def database_path(config: KioskConfig, data_dir: Path) -> Path:
@@ -181,22 +184,34 @@ def create_backup(
 
 
 def _manifest_json(info: BackupInfo) -> str:
-    return json.dumps(
-        {
-            "format": FORMAT,
-            "file": info.path.name,
-            "sha256": info.sha256,
-            "size": info.size,
-            "created_at": info.created_at.isoformat(),
-            "store_id": info.store_id,
-            "device_id": info.device_id,
-            "ledger_entries": info.ledger_entries,
-            "members": info.members,
-            "schema_revision": info.schema_revision,
-        },
-        indent=2,
-        sort_keys=True,
-    )
+    body: dict[str, object] = {
+        "format": FORMAT,
+        "file": info.path.name,
+        "sha256": info.sha256,
+        "size": info.size,
+        "created_at": info.created_at.isoformat(),
+        "store_id": info.store_id,
+        "device_id": info.device_id,
+        "ledger_entries": info.ledger_entries,
+        "members": info.members,
+        "schema_revision": info.schema_revision,
+    }
+    if info.delivered_at is not None:
+        body["delivered_at"] = info.delivered_at.isoformat()
+    return json.dumps(body, indent=2, sort_keys=True)
+
+
+def mark_delivered(info: BackupInfo, at: datetime) -> BackupInfo:
+    """Records in the backup's manifest that HQ holds it (the manifest is replaced atomically).
+
+    The mark lives in the manifest, not in the database: it goes away with the backup when
+    rotation removes the pair, and a database restored from a backup carries no stale mark.
+    """
+    delivered = dataclasses.replace(info, delivered_at=at.astimezone(UTC))
+    tmp = info.manifest.with_name(f".{info.manifest.name}.tmp")
+    tmp.write_text(_manifest_json(delivered), encoding="utf-8")
+    os.replace(tmp, info.manifest)
+    return delivered
 
 
 def read_manifest(manifest: Path) -> BackupInfo:
@@ -212,6 +227,7 @@ def read_manifest(manifest: Path) -> BackupInfo:
         backup = manifest.with_name(raw["file"])
         if manifest.name != raw["file"] + ".json":
             raise ValueError(f"it describes {raw['file']}")
+        delivered = raw.get("delivered_at")
         return BackupInfo(
             path=backup,
             manifest=manifest,
@@ -223,6 +239,7 @@ def read_manifest(manifest: Path) -> BackupInfo:
             ledger_entries=int(raw["ledger_entries"]),
             members=int(raw["members"]),
             schema_revision=raw.get("schema_revision"),
+            delivered_at=datetime.fromisoformat(delivered) if delivered else None,
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise IntegrityError(f"backup manifest {manifest} is unusable: {exc}") from None

@@ -1,12 +1,16 @@
 """The member-center MQTT protocol: topics and versioned payloads (see docs/protocol.md)."""
 
 from edge.protocol.messages import (
+    BACKUP_CHUNK_BYTES,
     COMMAND_SIGNING_DOMAIN,
     DEFAULT_PREFIX,
     EVENT_DATA,
     MAX_BATCH_EVENTS,
     TOPIC_TABLE,
     VERSION,
+    BackupAck,
+    BackupChunk,
+    BackupManifest,
     BlocklistUpdate,
     Catalogue,
     CatalogueGift,
@@ -46,12 +50,16 @@ from edge.protocol.messages import (
 )
 
 __all__ = [
+    "BACKUP_CHUNK_BYTES",
     "COMMAND_SIGNING_DOMAIN",
     "DEFAULT_PREFIX",
     "EVENT_DATA",
     "MAX_BATCH_EVENTS",
     "TOPIC_TABLE",
     "VERSION",
+    "BackupAck",
+    "BackupChunk",
+    "BackupManifest",
     "BlocklistUpdate",
     "Catalogue",
     "CatalogueGift",

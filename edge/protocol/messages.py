@@ -23,6 +23,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 VERSION = 1
@@ -487,6 +488,99 @@ class CommandResult(Message):
     at: AwareDatetime
 
 
+# --------------------------------------------------------------------------- backups to HQ
+
+BACKUP_CHUNK_BYTES = 192 * 1024
+MAX_BACKUP_CHUNK_BYTES = 256 * 1024
+MAX_BACKUP_BYTES = 4 * 1024 * 1024 * 1024
+
+# A backup file name: one path level, no dot files, the ``.db.gz`` of edge.lifecycle.backup.
+BackupName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}\.db\.gz$")
+]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class BackupManifest(BaseModel):
+    """The manifest written beside a backup (``edge.lifecycle.backup``), as HQ keeps it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal[1] = 1
+    file: BackupName
+    sha256: Sha256
+    size: int = Field(ge=1, le=MAX_BACKUP_BYTES)
+    created_at: AwareDatetime
+    store_id: Name
+    device_id: Name
+    ledger_entries: int = Field(ge=0)
+    members: int = Field(ge=0)
+    schema_revision: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class BackupChunk(Message):
+    """One piece of a backup file on its way to HQ (QoS 1 on ``backup``).
+
+    Chunk ``index`` of ``count`` holds the bytes at ``index * chunk_bytes`` (the last one the
+    rest); every chunk repeats the whole file's name, SHA-256, size and manifest, so HQ can
+    check each against the others and the finished file against the announced digest.
+    """
+
+    device_id: Name
+    name: BackupName
+    sha256: Sha256
+    size: int = Field(ge=1, le=MAX_BACKUP_BYTES)
+    chunk_bytes: int = Field(ge=1024, le=MAX_BACKUP_CHUNK_BYTES)
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+    data: Annotated[str, StringConstraints(max_length=(MAX_BACKUP_CHUNK_BYTES // 3 + 1) * 4)]
+    manifest: BackupManifest
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BackupChunk:
+        expected = -(-self.size // self.chunk_bytes)
+        if self.count != expected:
+            raise ValueError(
+                f"count {self.count} does not fit {self.size} bytes in {self.chunk_bytes}"
+            )
+        if self.index >= self.count:
+            raise ValueError(f"chunk {self.index} of {self.count}")
+        m = self.manifest
+        if (m.file, m.sha256, m.size, m.device_id) != (
+            self.name,
+            self.sha256,
+            self.size,
+            self.device_id,
+        ):
+            raise ValueError("the manifest describes another file or device")
+        want = min(self.chunk_bytes, self.size - self.index * self.chunk_bytes)
+        if len(self.raw()) != want:
+            raise ValueError(f"chunk {self.index} holds {len(self.raw())} bytes, not {want}")
+        return self
+
+    def raw(self) -> bytes:
+        """The chunk's bytes (the model refuses data that is not base64)."""
+        try:
+            return base64.b64decode(self.data, validate=True)
+        except ValueError:
+            raise ValueError("data is not base64") from None
+
+    @property
+    def offset(self) -> int:
+        return self.index * self.chunk_bytes
+
+
+class BackupAck(Message):
+    """HQ's answer to a complete backup: stored (``ok``), or refused and why."""
+
+    device_id: Name
+    name: BackupName
+    sha256: Sha256
+    ok: bool
+    reason: Text = ""
+    at: AwareDatetime
+
+
 # --------------------------------------------------------------------------- topics
 
 
@@ -529,6 +623,12 @@ class Topics:
 
     def command_result(self, device_id: str) -> str:
         return self.device(device_id, "command/result")
+
+    def backup(self, device_id: str) -> str:
+        return self.device(device_id, "backup")
+
+    def backup_ack(self, device_id: str) -> str:
+        return self.device(device_id, "backup/ack")
 
     def lane_purchase(self, store_id: str, lane_id: str) -> str:
         return f"{self.prefix}/store/{check_name(store_id)}/lane/{check_name(lane_id)}/purchase"
@@ -617,6 +717,9 @@ TOPIC_TABLE: tuple[TopicSpec, ...] = (
               expires=True),
     TopicSpec("command result", "device/{device}/command/result", CommandResult, 1, False,
               "kiosk agent", "HQ"),
+    TopicSpec("backup", "device/{device}/backup", BackupChunk, 1, False, "kiosk agent", "HQ"),
+    TopicSpec("backup ack", "device/{device}/backup/ack", BackupAck, 1, False, "HQ",
+              "kiosk agent"),
     TopicSpec("lane purchase", "store/{store}/lane/{lane}/purchase", LanePurchase, 1, False,
               "lane", "store's kiosk agent"),
     TopicSpec("lane purchase result", "store/{store}/lane/{lane}/result", LanePurchaseResult, 1,

@@ -26,7 +26,9 @@ from typing import Any
 from edge import __version__
 from edge.app import AppContext
 from edge.domain.errors import KioskError
+from edge.lifecycle.backup import BACKUP_DIR
 from edge.protocol import (
+    BackupAck,
     BlocklistUpdate,
     Catalogue,
     Command,
@@ -47,6 +49,7 @@ from edge.protocol import (
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
 from edge.services.connectivity import remember_first_start
 from edge.services.tx import transaction
+from edge.sync.backup_transfer import BackupSender
 from edge.sync.commands import CommandRunner, command_public_key
 from edge.sync.inbound import (
     accrue_lane_purchase,
@@ -67,6 +70,8 @@ log = logging.getLogger(__name__)
 GAP_REQUEST_EVERY_S = 2.0
 LANE_CARDS_EVERY_S = 1.0
 LANE_CARDS_PER_MESSAGE = 500
+# HQ acknowledges a backup once it holds the whole file: allow it this many event-ack timeouts.
+BACKUP_ACK_TIMEOUT_FACTOR = 5
 
 
 def _path(app: AppContext, value: str) -> Path:
@@ -92,6 +97,7 @@ def link_settings(app: AppContext, topics: Topics) -> LinkSettings:
         (topics.ack(me), 1),
         (topics.replica(me), 1),
         (topics.command(me), 1),
+        (topics.backup_ack(me), 1),
         (topics.blocklist(), 1),
         (topics.catalogue(), 1),
         (topics.rules(), 1),
@@ -151,6 +157,13 @@ class Agent:
             ack_timeout_s=sync.ack_timeout_s,
             retry_max_s=sync.retry_max_s,
         )
+        self.backups = BackupSender(
+            self.link,
+            self.topics,
+            app.device_id,
+            app.data_dir / BACKUP_DIR,
+            ack_timeout_s=BACKUP_ACK_TIMEOUT_FACTOR * sync.ack_timeout_s,
+        )
         self.commands = CommandRunner(app, command_public_key(app), self._resync)
         self._command_worker = ThreadPoolExecutor(1, thread_name_prefix="kiosk-command")
         self._running: dict[str, _RunningCommand] = {}
@@ -182,6 +195,7 @@ class Agent:
                 self._drain_inbox(0.05)
                 self._finish_commands()
                 self.pump.pump()
+                self.backups.pump()
                 now = time.monotonic()
                 if now >= self._next_lane_cards:
                     self._announce_local_cards()
@@ -216,6 +230,7 @@ class Agent:
                 return
             if item == "connected":
                 self.pump.restart()
+                self.backups.restart()
                 self._request_replica(force=True)
                 self._next_telemetry = 0.0
             elif isinstance(item, Inbound):
@@ -244,6 +259,11 @@ class Agent:
             received = self.app.clock()
             self.clock_offset_s = round((received - ack.at).total_seconds(), 3)
             self.pump.on_ack(ack)
+        elif topic == t.backup_ack(me):
+            answer = decode(BackupAck, msg.payload)
+            if answer.device_id != me:
+                raise ProtocolError(f"backup ack for {answer.device_id} on {me}'s topic")
+            self.backups.on_ack(answer, self.app.clock())
         elif topic == t.replica(me):
             batch = decode(ReplicaBatch, msg.payload)
             outcome = apply_replica_batch(self.app, batch)
