@@ -48,6 +48,7 @@ def _backup_row(info: Any) -> dict[str, Any]:
         "ledger_entries": info.ledger_entries,
         "members": info.members,
         "schema_revision": info.schema_revision,
+        "delivered_at": info.delivered_at.isoformat() if info.delivered_at else None,
     }
 
 
@@ -91,7 +92,9 @@ def backup_list_cmd(backup_dir: Path | None) -> None:
 
     def human(_: Any) -> str:
         lines = [
-            f"{r['created_at']:<33} {r['ledger_entries']:>9} entries  {r['path']}" for r in rows
+            f"{r['created_at']:<33} {r['ledger_entries']:>9} entries  "
+            f"{'at HQ' if r['delivered_at'] else 'not at HQ yet':<13}  {r['path']}"
+            for r in rows
         ]
         return "\n".join(lines) or "no backups"
 

@@ -237,3 +237,27 @@ def test_rotation_keeps_the_newest_backup_of_each_recent_day(app, tmp_path):
     assert {p.name for p in where.iterdir()} == {
         n for b in kept for n in (b.path.name, b.manifest.name)
     }
+
+
+def test_backup_list_says_which_backups_hq_holds(app, tmp_path):
+    import json
+
+    busy_store(app, 1)
+    first = create_backup(db_file(app), app.data_dir / "backups", store_id="S001", device_id="K1")
+    backups.mark_delivered(first, datetime.now(UTC))
+    kiosk = str(Path(sys.executable).parent / "kiosk")
+    listed = subprocess.run(
+        [kiosk, "--data-dir", str(app.data_dir), "--json", "backup", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (row,) = json.loads(listed.stdout)
+    assert row["path"] == str(first.path) and row["delivered_at"] is not None
+    human = subprocess.run(
+        [kiosk, "--data-dir", str(app.data_dir), "backup", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "at HQ" in human.stdout and "not at HQ yet" not in human.stdout
