@@ -35,7 +35,7 @@ from edge.station.api import (
     sd_notify,
     watchdog_interval_s,
 )
-from kiosk.boot import give_back_memory, keep_startup_objects
+from kiosk.boot import drop_text_surfaces, give_back_memory, keep_startup_objects
 from kiosk.fonts import ensure_fonts
 from kiosk.i18n import LANGUAGES, N_, Translator
 from kiosk.i18n.messages import fault_message
@@ -57,6 +57,7 @@ from kiosk.viewmodels.staff import StaffViewModel
 from kiosk.viewmodels.technician import TechnicianViewModel
 
 log = logging.getLogger(__name__)
+drop_text_surfaces()
 SCREENS_DIR = Path(__file__).resolve().parent / "screens"
 KV_FILES = (
     "widgets",
@@ -97,6 +98,8 @@ NORMAL = {
     "quiet": (0.93, 0.91, 0.87, 1),
     "quiet_text": (0.20, 0.20, 0.20, 1),
     "pressed": (0.05, 0.15, 0.35, 1),
+    "disabled": (0.88, 0.87, 0.85, 1),
+    "disabled_text": (0.50, 0.50, 0.50, 1),
     "outline": (0, 0, 0, 0),
     "notice_info": (0.12, 0.35, 0.66, 1),
     "notice_ok": (0.10, 0.50, 0.20, 1),
@@ -122,6 +125,8 @@ HIGH_CONTRAST = {
     "quiet": (0.85, 0.85, 0.85, 1),
     "quiet_text": (0, 0, 0, 1),
     "pressed": (0.3, 0.6, 1, 1),
+    "disabled": (0.25, 0.25, 0.25, 1),
+    "disabled_text": (0.70, 0.70, 0.70, 1),
     "outline": (1, 1, 1, 1),
     "notice_info": (0.6, 0.85, 1, 1),
     "notice_ok": (0.5, 1, 0.5, 1),

@@ -81,6 +81,33 @@ def give_back_memory() -> None:
         trim(0)
 
 
+def drop_text_surfaces() -> None:
+    """Makes every label let go of its drawing surface once its text is on a texture.
+
+    Kivy's SDL2 text provider draws a label's text on an SDL surface, copies it into the
+    label's texture, and keeps the surface for as long as the label lives: every label on
+    screen held its text's pixels twice (a full-width line of large text, about 230 kB).
+    Call after :func:`configure_kivy`; labels made afterwards use the provider below.
+    """
+    import kivy.core.text as core_text
+    import kivy.uix.label as uix_label
+
+    provider = core_text.Label
+    if getattr(provider, "drops_surface", False):
+        return
+
+    class SurfaceFreeLabel(provider):  # type: ignore[misc,valid-type]
+        drops_surface = True
+
+        def _render_end(self) -> Any:
+            data = super()._render_end()
+            self._surface = None
+            return data
+
+    core_text.Label = core_text.Text = SurfaceFreeLabel
+    uix_label.CoreLabel = SurfaceFreeLabel
+
+
 @functools.cache  # find_library runs ``ldconfig -p``: once per process is enough
 def _libc_function(name: str) -> Any:
     path = ctypes.util.find_library("c")

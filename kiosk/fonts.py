@@ -32,8 +32,9 @@ NOTO_DIRS = (
 COLLECTIONS = {"regular": "NotoSansCJK-Regular.ttc", "bold": "NotoSansCJK-Bold.ttc"}
 STANDALONE = {"regular": "NotoSansSC-Regular.otf", "bold": "NotoSansSC-Bold.otf"}
 WANTED_FAMILY = "Noto Sans CJK SC"
-# Bump when the rule in screen_charset changes (its result is hashed into the file name too).
-CHARSET_VERSION = 1
+# Bump when the rule in screen_charset or the subset options change (the character set is
+# hashed into the file name too).
+CHARSET_VERSION = 2
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Text the screen shows that is not data: catalogues, kv rules, Python (the surname grid).
 TEXT_SOURCES = ("*.po", "*.kv", "*.py")
@@ -193,6 +194,10 @@ def subset_face(source: Path, charset: str) -> bytes:
     options.name_IDs = ["*"]
     options.name_languages = ["*"]
     options.notdef_outline = True
+    # FreeType copies a CFF font's subroutines into memory for every size opened (Kivy opens
+    # one per text size and weight, twenty or more): glyphs without subroutines are read
+    # from the file as they are drawn
+    options.desubroutinize = True
     subsetter = subset.Subsetter(options)
     subsetter.populate(unicodes=[ord(c) for c in charset])
     subsetter.subset(font)

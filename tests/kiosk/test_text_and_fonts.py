@@ -84,6 +84,14 @@ def test_the_subset_face_is_simplified_chinese_small_and_complete(screen_fonts):
         covered = sum(ord(c) in cmap for c in wanted)
         assert covered / len(wanted) > 0.99  # a few GB 2312 symbols are not in Noto at all
         assert all(ord(c) in cmap for c in "会员中心积分隐私条款王先生女士0123456789¥")
+        # no subroutines: FreeType would copy them into memory once per text size opened
+        cff = font["CFF "].cff
+        assert len(cff.GlobalSubrs) == 0
+        top = cff.topDictIndex[0]
+        private_dicts = (
+            [fd.Private for fd in top.FDArray] if hasattr(top, "FDArray") else [top.Private]
+        )
+        assert not any(getattr(private, "Subrs", None) for private in private_dicts)
     sc = ImageFont.truetype(str(fonts.regular), 64)
     japanese = ImageFont.truetype(str(TTC), 64, index=0)
     assert japanese.getname()[0] == "Noto Sans CJK JP"

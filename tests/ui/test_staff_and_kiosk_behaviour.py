@@ -260,3 +260,28 @@ def test_screens_left_behind_are_released_and_built_afresh(kiosk):
     shown = kiosk.find("member-ids").text
     assert "139****5678" in shown  # Li's phone, masked
     assert "138****8000" not in shown
+
+
+def test_labels_keep_only_their_texture_and_buttons_draw_no_theme_image(kiosk):
+    from kivy.cache import Cache
+    from kivy.core.window import Window
+
+    kiosk.scan(kiosk.people.wang_card)
+    kiosk.wait_for(lambda: kiosk.app.current == "member", what="the member screen")
+    # a disabled button is drawn in plain colour: Kivy's theme atlas (a 512x512 texture
+    # kept for the life of the process) is never loaded for it
+    kiosk.find("birthday").disabled = True
+    kiosk.pump(0.3)
+    assert Cache.get("kv.atlas", "data/images/defaulttheme") is None
+    labels = []
+    stack = list(Window.children)
+    while stack:
+        widget = stack.pop()
+        stack.extend(widget.children)
+        core = getattr(widget, "_label", None)
+        if core is not None and widget.text:
+            labels.append(core)
+    assert len(labels) > 10
+    # each label's text is on its texture; the SDL surface it was drawn on is let go
+    assert all(core.texture is not None for core in labels)
+    assert all(getattr(core, "_surface", None) is None for core in labels)
