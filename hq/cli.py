@@ -101,29 +101,33 @@ def serve(ctx: click.Context, log_level: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def fleet_command(ctx: click.Context, as_json: bool) -> None:
-    """Every device (online, last seen, health, outbox, version, faults) and open alerts."""
+    """Every device (online, last seen, health, outbox, version, newest backup at HQ,
+    faults) and open alerts."""
     from sqlalchemy.orm import Session
 
+    from hq.backups import BackupStore
     from hq.fleet import fleet
     from hq.service import make_hq_engine
 
     config = _config(ctx)
     engine = make_hq_engine(config.database_url)
+    backups = BackupStore(config.backups_path(), config.backups_keep)
     with Session(engine) as session, session.begin():
         devices, alerts = fleet(
-            session, datetime.now(UTC), timedelta(seconds=config.offline_alert_s)
+            session, datetime.now(UTC), timedelta(seconds=config.offline_alert_s), backups
         )
     engine.dispose()
     lines = [
         f"{'device':<12} {'store':<8} {'role':<6} {'state':<8} {'last seen':<20} "
-        f"{'health':<9} {'outbox':>7} {'version':<8} faults"
+        f"{'health':<9} {'outbox':>7} {'version':<8} {'backup at HQ':<17} faults"
     ]
     for d in devices:
         seen = d.last_seen.strftime("%Y-%m-%d %H:%M:%S") if d.last_seen else "-"
         depth = "-" if d.outbox_depth is None else str(d.outbox_depth)
+        backup = d.last_backup_at.strftime("%Y-%m-%d %H:%M") if d.last_backup_at else "-"
         lines.append(
             f"{d.device_id:<12} {d.store_id:<8} {d.role:<6} {d.state:<8} {seen:<20} "
-            f"{d.health:<9} {depth:>7} {d.version:<8} {', '.join(d.faults) or '-'}"
+            f"{d.health:<9} {depth:>7} {d.version:<8} {backup:<17} {', '.join(d.faults) or '-'}"
         )
     lines.append("")
     lines.append(f"alerts ({len(alerts)} open)")

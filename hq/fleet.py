@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edge.protocol import DeviceStatus, Telemetry
+from hq.backups import BackupStore
 from hq.ledger import clear_alert, raise_alert
 from hq.models import Alert, FleetDevice
 
@@ -122,6 +123,7 @@ class DeviceRow:
     last_sync_at: datetime | None
     version: str
     faults: list[str]
+    last_backup_at: datetime | None = None  # when the newest backup HQ holds was made
 
 
 @dataclass(frozen=True)
@@ -136,9 +138,10 @@ class AlertRow:
 
 
 def fleet(
-    session: Session, now: datetime, threshold: timedelta
+    session: Session, now: datetime, threshold: timedelta, backups: BackupStore | None = None
 ) -> tuple[list[DeviceRow], list[AlertRow]]:
-    """Every device and every open alert (offline alerts evaluated as of ``now``)."""
+    """Every device and every open alert (offline alerts evaluated as of ``now``); with
+    ``backups``, when each device's newest backup held at HQ was made."""
     check_offline(session, now, threshold)
     session.flush()
     rows = []
@@ -168,6 +171,7 @@ def fleet(
                 d.last_sync_at,
                 d.version,
                 list(faults),
+                _newest_backup(backups, d.store_id, d.device_id),
             )
         )
     alerts = [
@@ -177,3 +181,8 @@ def fleet(
         )
     ]
     return rows, alerts
+
+
+def _newest_backup(backups: BackupStore | None, store_id: str, device_id: str) -> datetime | None:
+    held = backups.backups(store_id, device_id) if backups is not None else []
+    return held[-1].manifest.created_at if held else None

@@ -23,7 +23,7 @@ from edge.sync.agent import Agent
 from hq.backups import BackupStore
 from hq.service import HqService
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
-from tests.sync.helpers import ROOT, client, hq_config, local_balances, received
+from tests.sync.helpers import ROOT, client, fleet_json, hq_config, local_balances, received
 
 T = Topics()
 
@@ -85,6 +85,10 @@ def test_a_backup_reaches_hq_whole_and_restores_a_replacement(broker, tmp_path):
     assert not hq_copy(hq, older).exists()
     manifest = json.loads(copy.with_name(copy.name + ".json").read_text())
     assert manifest["sha256"] == info.sha256 and manifest["ledger_entries"] == info.ledger_entries
+    # HQ's fleet view says when the newest backup it holds was made
+    devices = fleet_json(tmp_path, hq.config.database_url)["devices"]
+    kiosk = next(d for d in devices if d["device_id"] == "K001")
+    assert kiosk["last_backup_at"] == str(info.created_at)
     assert not list((hq.config.backups_path() / ".incoming").glob("*"))
 
     # A replacement device: the chain's keys (data.key) from HQ, HQ's copy of the backup.

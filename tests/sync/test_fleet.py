@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import socket
-import subprocess
-import sys
 
 from edge.services.gifts import add_gift, redeem_gift
 from edge.services.members import register_member
@@ -15,18 +12,7 @@ from edge.sync.health import report_peripheral
 from edge.sync.watchdog import sd_notify
 from hq.service import HqService
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
-from tests.sync.helpers import ROOT, hq_config, pending
-
-
-def fleet_json(tmp_path, db_url: str) -> dict:
-    conf = tmp_path / "hq.toml"
-    conf.write_text("offline_alert_s = 1.0\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "edge.cli.main", "hq", "--hq-config", str(conf), "--db", db_url,
-         "fleet", "--json"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=True,
-    )  # fmt: skip
-    return json.loads(out.stdout)
+from tests.sync.helpers import fleet_json, hq_config, pending
 
 
 def test_fleet_shows_devices_health_and_alerts(broker, tmp_path):
