@@ -41,6 +41,7 @@ from edge.security.personal import mask_phone, normalize_phone
 from edge.services import cards as card_service
 from edge.services import gifts as gift_service
 from edge.services import members as member_service
+from edge.services import phone_proof
 from edge.services import points as points_service
 from edge.services.staff import StaffIdentity, authenticate_staff, require
 from edge.services.status import audit_log, center_status
@@ -74,9 +75,6 @@ from edge.sync.inbound import follow_stored_rules
 
 log = logging.getLogger(__name__)
 
-# Phone identification: wrong verification digits this many times lock that phone out here.
-PROOF_ATTEMPTS = 3
-PROOF_LOCKOUT = timedelta(minutes=10)
 STAFF_SESSION_TTL = timedelta(minutes=15)
 LOG_FILE = "logs/kiosk.log"
 # the code digest of a pairing whose first-boot slip did not print (printed again at start)
@@ -148,7 +146,6 @@ class KioskCenter:
         with ``pairing_on_first_boot`` an unprovisioned device prints its pairing slip."""
         self.app = app
         self.station = station
-        self._proof_failures: dict[str, tuple[int, datetime | None]] = {}
         self._staff: dict[str, tuple[StaffIdentity, datetime]] = {}
         self._lock = threading.Lock()
         self._rules_lock = threading.Lock()
@@ -218,19 +215,11 @@ class KioskCenter:
     def identify_by_phone(self, phone: str, proof: str) -> MemberSummary:
         """The phone number, then the last four digits of the card or the birthday (MMDD).
 
-        Three wrong answers lock that phone number out at this kiosk for ten minutes, so the
-        four digits cannot be guessed at the screen.
+        Three wrong answers within ten minutes lock that member out of phone identification
+        at this kiosk for ten minutes (:mod:`edge.services.phone_proof`), so the four digits
+        cannot be guessed at the screen, not even across a restart.
         """
         phone_n = normalize_phone(phone)
-        now = self.app.clock()
-        key = self.app.vault.lookup_hash(phone_n)
-        with self._lock:
-            failures, until = self._proof_failures.get(key, (0, None))
-            if until is not None and until > now:
-                raise Refusal(
-                    "too many wrong answers; please scan your card or ask the staff",
-                    code="verify_locked",
-                )
         try:
             view = member_service.show_member(self.app, phone=phone_n)
         except NotFound:
@@ -240,26 +229,16 @@ class KioskCenter:
         if view.card_no is None or view.card_state is None:
             raise Refusal("this membership has no active card", code="card_lost")
         require_usable(view.card_no, view.card_state)
+        phone_proof.check_not_locked(self.app, view.member_id)
         with self.app.db.read() as session:
             birthday = session.scalar(select(Member.birthday).where(Member.id == view.member_id))
         answers = {view.card_no[-4:]}
         if birthday is not None:
             answers.add(birthday.strftime("%m%d"))
         if proof.strip() not in answers:
-            with self._lock:
-                failures += 1
-                locked = now + PROOF_LOCKOUT if failures >= PROOF_ATTEMPTS else None
-                self._proof_failures[key] = (0 if locked else failures, locked)
-            with transaction(self.app) as tx:
-                tx.audit("member", "member.verify_failed", view.member_id, locked=bool(locked))
-            if locked:
-                raise Refusal(
-                    "too many wrong answers; please scan your card or ask the staff",
-                    code="verify_locked",
-                )
+            if phone_proof.record_wrong_answer(self.app, view.member_id):
+                raise Refusal(phone_proof.LOCKED_MESSAGE, code="verify_locked")
             raise Refusal("the verification digits do not match", code="verify_failed")
-        with self._lock:
-            self._proof_failures.pop(key, None)
         self._audit_lookup(view, "phone")
         return summary(self.app, view)
 

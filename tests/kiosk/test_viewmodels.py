@@ -7,6 +7,8 @@ from datetime import date
 from edge.services import gifts as gift_service
 from edge.services import members as member_service
 from edge.station.api import GiftTile, MemberSummary
+from edge.station.center import open_center
+from edge.station.seed import seed_demo
 from kiosk.viewmodels.gifts import GiftsViewModel, availability
 from kiosk.viewmodels.identify import IdentifyViewModel
 from kiosk.viewmodels.points import PointsViewModel
@@ -69,6 +71,48 @@ def test_verification_locks_after_three_wrong_answers(center, people, runner, se
     vm.phone, vm.stage, vm.proof = people.li_phone, "proof", people.li_card[-4:]
     vm.submit()
     assert session.member is None  # even the right digits wait out the lockout
+
+
+def test_a_phone_lockout_outlasts_a_restart_and_ends_after_ten_minutes(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    import pytest
+
+    from edge.domain.errors import Refusal
+
+    now = [datetime(2026, 11, 30, 9, 0, tzinfo=UTC)]
+    center = open_center(tmp_path / "data", simulate=True)
+    try:
+        center.app.clock = lambda: now[0]
+        people = seed_demo(center.app)
+        right = people.li_card[-4:]
+        # two wrong answers, then the right one: the count starts again
+        for _ in range(2):
+            with pytest.raises(Refusal, match="do not match"):
+                center.identify_by_phone(people.li_phone, "0000")
+        assert center.identify_by_phone(people.li_phone, right).phone_masked == "139****5678"
+        for _ in range(2):
+            with pytest.raises(Refusal, match="do not match"):
+                center.identify_by_phone(people.li_phone, "0000")
+        with pytest.raises(Refusal) as third:
+            center.identify_by_phone(people.li_phone, "0000")
+        assert third.value.code == "verify_locked"
+    finally:
+        center.close()
+    # the app restarts: the lockout holds, even for the right digits
+    center = open_center(tmp_path / "data", simulate=True)
+    try:
+        center.app.clock = lambda: now[0]
+        now[0] += timedelta(minutes=9)
+        with pytest.raises(Refusal) as locked:
+            center.identify_by_phone(people.li_phone, right)
+        assert locked.value.code == "verify_locked"
+        # another member is not affected
+        assert center.identify_by_phone(people.wang_phone, people.wang_card[-4:])
+        now[0] += timedelta(minutes=1, seconds=1)
+        assert center.identify_by_phone(people.li_phone, right).phone_masked == "139****5678"
+    finally:
+        center.close()
 
 
 def test_staff_badges_are_not_member_codes(center, people, runner, session):

@@ -1,0 +1,81 @@
+"""The second step of finding a member by phone at the screen: wrong answers and lockouts.
+
+A phone number is easy to learn, so the screen also asks for the card's last four digits or
+the birthday (MMDD). Three wrong answers within ten minutes lock that member out of phone
+identification at this kiosk for ten minutes. The count is read from the audit log, where
+every wrong answer and every phone identification is recorded anyway, so a restart of the
+app lifts no lockout.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from edge.app import AppContext
+from edge.domain.errors import Refusal
+from edge.services.tx import transaction
+from edge.storage.models import AuditRecord
+
+ATTEMPTS = 3
+LOCKOUT = timedelta(minutes=10)
+WRONG_ANSWER = "member.verify_failed"
+LOOKUP = "member.lookup"
+LOCKED_MESSAGE = "too many wrong answers; please scan your card or ask the staff"
+
+
+@dataclass(frozen=True)
+class ProofState:
+    """Wrong answers in a row (within the lockout period) and the end of a lockout in force."""
+
+    failures: int
+    locked_until: datetime | None
+
+
+def proof_state(session: Session, member_id: str, now: datetime) -> ProofState:
+    """What the last ``LOCKOUT`` of this kiosk's audit log says about ``member_id``.
+
+    A phone identification clears the count; a wrong answer that locked starts a lockout
+    and clears it too.
+    """
+    rows = session.execute(
+        select(AuditRecord.action, AuditRecord.at, AuditRecord.detail)
+        .where(
+            AuditRecord.at > now - LOCKOUT,
+            AuditRecord.subject == member_id,
+            AuditRecord.action.in_((WRONG_ANSWER, LOOKUP)),
+        )
+        .order_by(AuditRecord.seq)
+    ).all()
+    failures, until = 0, None
+    for action, at, detail in rows:
+        facts = json.loads(detail)
+        if action == LOOKUP:
+            if facts.get("channel") == "phone":
+                failures = 0
+        elif facts.get("locked"):
+            failures, until = 0, at + LOCKOUT
+        else:
+            failures += 1
+    return ProofState(failures, until if until is not None and until > now else None)
+
+
+def check_not_locked(app: AppContext, member_id: str) -> None:
+    """Refuses (``verify_locked``) while a lockout is in force for ``member_id``."""
+    with app.db.read() as session:
+        state = proof_state(session, member_id, app.clock())
+    if state.locked_until is not None:
+        raise Refusal(LOCKED_MESSAGE, code="verify_locked")
+
+
+def record_wrong_answer(app: AppContext, member_id: str) -> bool:
+    """Records a wrong answer; True when it is the one that locks."""
+    with transaction(app) as tx:
+        state = proof_state(tx.session, member_id, tx.now)
+        locked = state.locked_until is not None or state.failures + 1 >= ATTEMPTS
+        tx.audit("member", WRONG_ANSWER, member_id, locked=locked)
+    return locked
