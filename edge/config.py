@@ -15,7 +15,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drivers.config import HardwareConfig
-from edge.domain.errors import ConfigError
+from edge.domain.errors import ConfigError, describe_invalid
 
 INSTALLED_DATA_DIR = Path("/var/lib/member-kiosk")
 
@@ -302,17 +302,6 @@ def default_data_dir(environ: dict[str, str] | None = None) -> Path:
     return INSTALLED_DATA_DIR
 
 
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{where}'")
-        else:
-            parts.append(f"'{where}': {item['msg']}")
-    return "; ".join(parts)
-
-
 def parse_config(text: str, source: str = "<config>") -> KioskConfig:
     """Parse and validate TOML text; raises :class:`ConfigError` naming the bad key."""
     try:
@@ -322,7 +311,7 @@ def parse_config(text: str, source: str = "<config>") -> KioskConfig:
     try:
         return KioskConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_describe(exc)}") from None
+        raise ConfigError(f"{source}: {describe_invalid(exc.errors())}") from None
 
 
 def load_config(path: Path | None, data_dir: Path) -> tuple[KioskConfig, Path]:

@@ -54,6 +54,18 @@ def _print(data: Any, as_json: bool, human: str) -> None:
     envvar="HQ_TLS_DIR",
     help="Directory with ca.crt, hq.crt, hq.key and hq-command.key.",
 )
+@click.option(
+    "--backup-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="HQ_BACKUP_DIR",
+    help="Where devices' backups are kept (default: backups/ beside a SQLite database).",
+)
+@click.option(
+    "--backups-keep",
+    type=click.IntRange(1, 1000),
+    envvar="HQ_BACKUPS_KEEP",
+    help="Backups kept per device (default 14).",
+)
 @click.pass_context
 def hq_group(
     ctx: click.Context,
@@ -62,6 +74,8 @@ def hq_group(
     broker_host: str | None,
     broker_port: int | None,
     tls_dir: Path | None,
+    backup_dir: Path | None,
+    backups_keep: int | None,
 ) -> None:
     """HQ's reference service: central ledger, fleet monitor, pushes and signed commands."""
     extra: dict[str, Any] = _tls_paths(tls_dir, "hq")
@@ -72,6 +86,8 @@ def hq_group(
         database_url=database_url,
         broker_host=broker_host,
         broker_port=broker_port,
+        backup_dir=str(backup_dir) if backup_dir is not None else None,
+        backups_keep=backups_keep,
         **extra,
     )
     ctx.obj = {"config": config}

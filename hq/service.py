@@ -366,14 +366,32 @@ def publish_blocklist(link: MqttLink, topics: Topics, update: BlocklistUpdate) -
 
 
 def load_hq_config(path: Path | None, **overrides: object) -> HqConfig:
-    """HQ's TOML config file (optional), then command-line overrides that are set."""
+    """HQ's TOML config file (optional), then command-line overrides that are set.
+
+    Raises:
+        ConfigError: the file cannot be read, is not TOML, or a value is out of range (one
+            line naming the key).
+    """
     import tomllib
 
+    from pydantic import ValidationError
+
+    from edge.domain.errors import ConfigError, describe_invalid
+
     raw: dict[str, object] = {}
+    source = str(path) if path is not None else "HQ's settings"
     if path is not None:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read HQ's config file {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    return HqConfig.model_validate(raw)
+    try:
+        return HqConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_invalid(exc.errors())}") from None
 
 
 def dump(obj: object) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -59,3 +60,15 @@ class IntegrityError(KioskError):
     """Stored data breaks an invariant (a ledger that does not add up, a broken audit chain)."""
 
     code = "integrity"
+
+
+def describe_invalid(errors: Iterable[Mapping[str, Any]]) -> str:
+    """A settings validation's errors (pydantic's ``errors()``) in one line naming each key."""
+    parts = []
+    for item in errors:
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{where}'")
+        else:
+            parts.append(f"'{where}': {item['msg']}")
+    return "; ".join(parts)

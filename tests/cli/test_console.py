@@ -304,3 +304,19 @@ def test_broker_config_renders_a_store_broker_bridged_to_hq(console, tmp_path):
     assert "ca.crt and ca.key go together" in message
     assert (alone / "ca.crt").read_bytes() == chain_ca
     assert [p.name for p in alone.iterdir()] == ["ca.crt"]
+
+
+def test_hq_settings_that_are_wrong_are_one_line_naming_the_key(console, tmp_path):
+    db = f"sqlite:///{tmp_path / 'hq.db'}"
+    settings = tmp_path / "hq.toml"
+    settings.write_text("backups_keep = 0\n")
+    code, out, err = console("hq", "--hq-config", str(settings), "--db", db, "fleet")
+    assert code == 1 and out == ""
+    wanted = "'backups_keep': Input should be greater than or equal to 1"
+    assert err.strip() == f"error: {settings}: {wanted}"
+    settings.write_text("backups_keep = [")
+    code, _out, err = console("hq", "--hq-config", str(settings), "--db", db, "fleet")
+    assert code == 1 and "not valid TOML" in err and "internal error" not in err
+    code, _out, err = console("hq", "--backups-keep", "0", "--db", db, "fleet")
+    assert code == 2 and "--backups-keep" in err
+    assert not (tmp_path / "hq.db").exists()  # nothing was opened or made

@@ -28,13 +28,13 @@ from hq.service import HqConfig
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def fleet_json(tmp_path: Path, db_url: str) -> dict:
-    """``kiosk hq fleet --json`` over HQ's database, as HQ staff run it."""
+def fleet_json(tmp_path: Path, db_url: str, *options: str) -> dict:
+    """``kiosk hq [options] fleet --json`` over HQ's database, as HQ staff run it."""
     conf = tmp_path / "hq.toml"
     conf.write_text("offline_alert_s = 1.0\n")
     out = subprocess.run(
         [sys.executable, "-m", "edge.cli.main", "hq", "--hq-config", str(conf), "--db", db_url,
-         "fleet", "--json"],
+         *options, "fleet", "--json"],
         capture_output=True, text=True, cwd=ROOT, timeout=60, check=True,
     )  # fmt: skip
     return dict(json.loads(out.stdout))

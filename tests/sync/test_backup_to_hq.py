@@ -89,6 +89,15 @@ def test_a_backup_reaches_hq_whole_and_restores_a_replacement(broker, tmp_path):
     devices = fleet_json(tmp_path, hq.config.database_url)["devices"]
     kiosk = next(d for d in devices if d["device_id"] == "K001")
     assert kiosk["last_backup_at"] == str(info.created_at)
+    # backups kept elsewhere: --backup-dir names the place
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(hq.config.backups_path(), elsewhere)
+    shutil.rmtree(hq.config.backups_path())
+    for where, expected in ((elsewhere, str(info.created_at)), (tmp_path / "none", None)):
+        devices = fleet_json(tmp_path, hq.config.database_url, "--backup-dir", str(where))
+        kiosk = next(d for d in devices["devices"] if d["device_id"] == "K001")
+        assert kiosk["last_backup_at"] == expected
+    shutil.copytree(elsewhere, hq.config.backups_path())
     assert not list((hq.config.backups_path() / ".incoming").glob("*"))
 
     # A replacement device: the chain's keys (data.key) from HQ, HQ's copy of the backup.
