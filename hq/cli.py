@@ -128,6 +128,12 @@ def fleet_command(ctx: click.Context, as_json: bool) -> None:
     config = _config(ctx)
     engine = make_hq_engine(config.database_url)
     backups = BackupStore(config.backups_path(), config.backups_keep)
+    if not backups.root.is_dir():
+        click.echo(
+            f"note: no backups folder at {backups.root.resolve()} (see --backup-dir); "
+            "'-' under 'backup at HQ' means none found there",
+            err=True,
+        )
     with Session(engine) as session, session.begin():
         devices, alerts = fleet(
             session, datetime.now(UTC), timedelta(seconds=config.offline_alert_s), backups

@@ -90,22 +90,28 @@ def drop_text_surfaces() -> None:
     Call after :func:`configure_kivy`; labels made afterwards use the provider below.
     """
     import kivy.core.text as core_text
+    import kivy.core.text.markup as core_markup
     import kivy.uix.label as uix_label
 
-    provider = core_text.Label
-    if getattr(provider, "drops_surface", False):
+    if getattr(uix_label.CoreLabel, "drops_surface", False):
         return
 
-    class SurfaceFreeLabel(provider):  # type: ignore[misc,valid-type]
-        drops_surface = True
+    def surface_free(provider: type) -> type:
+        class SurfaceFree(provider):  # type: ignore[misc]
+            drops_surface = True
 
-        def _render_end(self) -> Any:
-            data = super()._render_end()
-            self._surface = None
-            return data
+            def _render_end(self) -> Any:
+                data = super()._render_end()
+                self._surface = None
+                return data
 
-    core_text.Label = core_text.Text = SurfaceFreeLabel
-    uix_label.CoreLabel = SurfaceFreeLabel
+        SurfaceFree.__name__ = SurfaceFree.__qualname__ = f"SurfaceFree{provider.__name__}"
+        return SurfaceFree
+
+    core_text.Label = core_text.Text = uix_label.CoreLabel = surface_free(core_text.Label)
+    # markup labels subclass the provider Kivy chose; the label widget makes them from its own
+    # name for the class (markup's module keeps its name: its methods call super() by it)
+    uix_label.CoreMarkupLabel = surface_free(core_markup.MarkupLabel)
 
 
 @functools.cache  # find_library runs ``ldconfig -p``: once per process is enough

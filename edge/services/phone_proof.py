@@ -45,7 +45,10 @@ def proof_state(session: Session, member_id: str, now: datetime) -> ProofState:
     rows = session.execute(
         select(AuditRecord.action, AuditRecord.at, AuditRecord.detail)
         .where(
+            # records dated after ``now`` (the clock was set back) do not count: a lockout
+            # never lasts longer than LOCKOUT from now
             AuditRecord.at > now - LOCKOUT,
+            AuditRecord.at <= now,
             AuditRecord.subject == member_id,
             AuditRecord.action.in_((WRONG_ANSWER, LOOKUP)),
         )

@@ -115,6 +115,33 @@ def test_a_phone_lockout_outlasts_a_restart_and_ends_after_ten_minutes(tmp_path)
         center.close()
 
 
+def test_old_wrong_answers_lapse_and_a_clock_set_back_does_not_stretch_a_lockout(center, people):
+    from datetime import UTC, datetime, timedelta
+
+    import pytest
+
+    from edge.domain.errors import Refusal
+
+    now = [datetime(2026, 11, 30, 9, 0, tzinfo=UTC)]
+    center.app.clock = lambda: now[0]
+    for _ in range(2):
+        with pytest.raises(Refusal, match="do not match"):
+            center.identify_by_phone(people.li_phone, "0000")
+    now[0] += timedelta(minutes=11)  # the two are more than ten minutes old: not counted
+    with pytest.raises(Refusal) as third:
+        center.identify_by_phone(people.li_phone, "0000")
+    assert third.value.code == "verify_failed"
+    for _ in range(2):
+        with pytest.raises(Refusal):
+            center.identify_by_phone(people.li_phone, "0000")
+    with pytest.raises(Refusal) as locked:
+        center.identify_by_phone(people.li_phone, people.li_card[-4:])
+    assert locked.value.code == "verify_locked"
+    # the clock is set back an hour: the lock, dated in its future, does not hold it longer
+    now[0] -= timedelta(hours=1)
+    assert center.identify_by_phone(people.li_phone, people.li_card[-4:])
+
+
 def test_staff_badges_are_not_member_codes(center, people, runner, session):
     vm = IdentifyViewModel(center, session, runner)
     vm.scanned("STAFF:1001")

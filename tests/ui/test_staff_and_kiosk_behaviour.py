@@ -266,12 +266,13 @@ def test_labels_keep_only_their_texture_and_buttons_draw_no_theme_image(kiosk):
     from kivy.cache import Cache
     from kivy.core.window import Window
 
-    kiosk.scan(kiosk.people.wang_card)
+    # Li's birthday is not this month: the birthday gift button is there, disabled
+    kiosk.scan(kiosk.people.li_card)
     kiosk.wait_for(lambda: kiosk.app.current == "member", what="the member screen")
+    kiosk.pump(0.3)
+    assert kiosk.find("birthday").disabled
     # a disabled button is drawn in plain colour: Kivy's theme atlas (a 512x512 texture
     # kept for the life of the process) is never loaded for it
-    kiosk.find("birthday").disabled = True
-    kiosk.pump(0.3)
     assert Cache.get("kv.atlas", "data/images/defaulttheme") is None
     labels = []
     stack = list(Window.children)
@@ -285,3 +286,9 @@ def test_labels_keep_only_their_texture_and_buttons_draw_no_theme_image(kiosk):
     # each label's text is on its texture; the SDL surface it was drawn on is let go
     assert all(core.texture is not None for core in labels)
     assert all(getattr(core, "_surface", None) is None for core in labels)
+    # markup labels too
+    from kivy.uix.label import Label
+
+    marked = Label(text="[b]积分[/b] 100", markup=True)
+    marked.texture_update()
+    assert marked.texture is not None and marked._label._surface is None
