@@ -10,7 +10,6 @@ directory. The last ``keep`` backups of each device are kept.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from edge.protocol import BackupAck, BackupChunk, BackupManifest, ProtocolError
+from edge.storage.files import file_sha256, fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +43,6 @@ class _Transfer:
 class StoredBackup:
     path: Path
     manifest: BackupManifest
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BackupStore:
@@ -122,7 +106,7 @@ class BackupStore:
             if size != transfer.size:
                 reason = f"{size} bytes arrived, {transfer.size} announced"
                 return self._refuse(chunk, part, reason, now)
-            actual = _sha256(part)
+            actual = file_sha256(part)
             if actual != transfer.sha256:
                 return self._refuse(chunk, part, f"SHA-256 {actual} is not the announced one", now)
             with part.open("rb+") as handle:
@@ -132,7 +116,7 @@ class BackupStore:
             manifest_tmp.write_text(self._manifest_json(chunk.manifest), encoding="utf-8")
             os.replace(part, final)
             os.replace(manifest_tmp, final.with_name(final.name + ".json"))
-            _fsync_dir(final.parent)
+            fsync_directory(final.parent)
         except OSError as exc:
             part.unlink(missing_ok=True)
             log.error("backup %s of %s could not be stored: %s", chunk.name, chunk.device_id, exc)

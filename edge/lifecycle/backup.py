@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from edge.config import KioskConfig
 from edge.domain.errors import ConfigError, IntegrityError
+from edge.storage.files import file_sha256, fsync_directory
 
 BACKUP_DIR = "backups"
 FORMAT = 1
@@ -58,22 +58,6 @@ def database_path(config: KioskConfig, data_dir: Path) -> Path:
         if url.startswith(prefix):
             return Path(url.removeprefix(prefix))
     raise ConfigError(f"database {url!r} is not SQLite: back it up with its own tools")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _stats(conn: sqlite3.Connection) -> tuple[int, int, str | None]:
@@ -178,7 +162,7 @@ def create_backup(
         manifest_tmp.write_text(_manifest_json(info), encoding="utf-8")
         os.replace(packed, info.path)
         os.replace(manifest_tmp, info.manifest)
-    _fsync_dir(backup_dir)
+    fsync_directory(backup_dir)
     rotate(backup_dir, keep_daily)
     return info
 

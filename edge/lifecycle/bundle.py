@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from edge.domain.errors import IntegrityError
 from edge.security.signing import sign_bytes, verify_bytes
+from edge.storage.files import file_sha256
 
 UPDATE_DOMAIN = b"mck/update/v1"
 FORMAT = 1
@@ -58,7 +59,7 @@ def build_bundle(
     """HQ's side: a signed bundle of ``wheels``; the first is the appliance's own wheel."""
     if not wheels:
         raise ValueError("a bundle needs the appliance's wheel")
-    files = {f"wheels/{w.name}": _sha256_file(w) for w in wheels}
+    files = {f"wheels/{w.name}": file_sha256(w) for w in wheels}
     manifest = UpdateManifest(
         version=version,
         wheel=wheels[0].name,
@@ -80,14 +81,6 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info.size = len(data)
     info.mode = 0o644
     tar.addfile(info, io.BytesIO(data))
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_member(tar: tarfile.TarFile, name: str, limit: int) -> bytes:

@@ -20,13 +20,13 @@ from edge.domain.errors import IntegrityError, KioskError, Refusal
 from edge.lifecycle import busy
 from edge.lifecycle.backup import (
     database_path,
-    file_sha256,
     integrity_problem,
     read_manifest,
     unpacked,
 )
 from edge.services.verify import VerifyReport, verify_ledger
 from edge.storage.db import sqlite_url
+from edge.storage.files import file_sha256, fsync_directory
 from edge.storage.models import Member
 
 REPLACED_DIR = "replaced"
@@ -164,11 +164,7 @@ def restore_backup(
         for suffix in ("-wal", "-shm"):
             candidate.with_name(candidate.name + suffix).unlink(missing_ok=True)
         os.replace(candidate, live)
-        fd = os.open(live.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_directory(live.parent)
     return RestoreResult(
         restored_from=backup,
         database=live,

@@ -52,6 +52,7 @@ from edge.lifecycle import busy
 from edge.lifecycle.backup import database_path, snapshot
 from edge.lifecycle.bundle import UpdateManifest, verify_bundle
 from edge.lifecycle.health import HealthReport, run_health_check
+from edge.storage.files import fsync_directory
 
 UPDATES_DIR = "updates"
 INBOX = "inbox"
@@ -113,11 +114,7 @@ class InstallRoot:
         tmp.unlink(missing_ok=True)
         os.symlink(Path("versions") / version, tmp)
         os.replace(tmp, link)
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_directory(self.path)
 
 
 def default_python() -> str:

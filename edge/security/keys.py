@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.domain.errors import ConfigError
+from edge.storage.files import fsync_directory
 
 DATA_KEY_FILE = "data.key"
 LOOKUP_KEY_FILE = "lookup.key"
@@ -134,7 +135,7 @@ class KeyStore:
         with self._lock:
             if previous is None:
                 path.unlink(missing_ok=True)
-                _fsync_directory(path.parent)
+                fsync_directory(path.parent)
                 self._secrets.pop(name, None)
             else:
                 _replace_atomically(path, previous)
@@ -397,7 +398,7 @@ def _link_new(path: Path, data: bytes) -> bool:
             os.link(temp_name, path)
         except FileExistsError:
             return False
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
         return True
 
 
@@ -405,12 +406,4 @@ def _replace_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` (0600) so that a crash leaves the old or the new file whole."""
     with _synced_temp(path, data, "write") as temp_name:
         os.replace(temp_name, path)
-        _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_directory(path.parent)

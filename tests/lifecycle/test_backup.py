@@ -21,6 +21,7 @@ from edge.lifecycle.backup import create_backup, list_backups, rotate
 from edge.lifecycle.restore import restore_backup
 from edge.services import gifts, members, points
 from edge.services.verify import verify_ledger
+from edge.storage.files import file_sha256
 
 TABLES = ("ledger_entry", "member", "points_lot", "card", "gift", "redemption", "audit", "outbox")
 
@@ -64,7 +65,7 @@ def test_round_trip_restores_the_exact_ledger(app, tmp_path):
     busy_store(app)
     info = create_backup(db_file(app), app.data_dir / "backups", store_id="S001", device_id="K001")
     assert info.ledger_entries == len(entry_ids(db_file(app))) > 5
-    assert info.sha256 == backups.file_sha256(info.path)
+    assert info.sha256 == file_sha256(info.path)
     data = replacement(tmp_path, app)
     result = restore_backup(info.path, data, KioskConfig())
     assert result.warnings == [] and result.replaced == []
@@ -155,7 +156,7 @@ def test_a_damaged_backup_is_refused_and_the_live_database_untouched(app, tmp_pa
             info.path,
             data,
             KioskConfig(),
-            expected_sha256=backups.file_sha256(info.path),
+            expected_sha256=file_sha256(info.path),
         )
     assert (data / "kiosk.db").read_bytes() == before
     assert not list(data.glob(".restore-*"))
@@ -176,9 +177,7 @@ def test_a_backup_whose_ledger_does_not_add_up_is_refused(app, tmp_path):
         shutil.copyfileobj(src, out)
     data = replacement(tmp_path, app)
     with pytest.raises(IntegrityError) as err:
-        restore_backup(
-            info.path, data, KioskConfig(), expected_sha256=backups.file_sha256(info.path)
-        )
+        restore_backup(info.path, data, KioskConfig(), expected_sha256=file_sha256(info.path))
     assert err.value.code == "backup_invalid"
     assert "balance" in err.value.message
     assert not (data / "kiosk.db").exists()
