@@ -136,17 +136,7 @@ class BackupSender:
             index=index,
             count=count,
             data=base64.b64encode(data).decode(),
-            manifest=BackupManifest(
-                file=info.path.name,
-                sha256=info.sha256,
-                size=info.size,
-                created_at=info.created_at,
-                store_id=info.store_id,
-                device_id=info.device_id,
-                ledger_entries=info.ledger_entries,
-                members=info.members,
-                schema_revision=info.schema_revision,
-            ),
+            manifest=manifest_message(info),
         )
 
     def on_ack(self, ack: BackupAck, now: datetime) -> bool:
@@ -169,3 +159,18 @@ class BackupSender:
             self.timeout_s = self.ack_timeout_s
         log.info("HQ holds backup %s", ack.name)
         return True
+
+
+def manifest_message(info: BackupInfo) -> BackupManifest:
+    """A backup's manifest as the protocol carries it with every chunk."""
+    return BackupManifest(
+        file=info.path.name,
+        sha256=info.sha256,
+        size=info.size,
+        created_at=info.created_at,
+        store_id=info.store_id,
+        device_id=info.device_id,
+        ledger_entries=info.ledger_entries,
+        members=info.members,
+        schema_revision=info.schema_revision,
+    )

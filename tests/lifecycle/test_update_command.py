@@ -470,32 +470,10 @@ def test_hq_update_reaches_the_installer_and_the_restarted_agent_reports_the_new
     app = open_app(data)
     runner = Runner(Agent(app).run)
     try:
-        hq = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "edge.cli.main",
-                "hq",
-                "--db",
-                site.hq.database_url,
-                "--broker-port",
-                str(site.broker.port),
-                "--tls-dir",
-                str(site.broker.directory),
-                "update",
-                "K002",
-                str(bundle),
-                "--url",
-                site.server.url(bundle.name),
-                "--wait",
-                "60",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        )
+        hq = hq_cli(
+            site, "update", "K002", str(bundle), "--url", site.server.url(bundle.name),
+            "--wait", "60",
+        )  # fmt: skip
     finally:
         runner.stop()
         app.close()

@@ -20,6 +20,7 @@ from edge.services.members import register_member
 from edge.services.points import accrue_purchase
 from edge.services.verify import verify_ledger
 from edge.sync.agent import Agent
+from edge.sync.backup_transfer import manifest_message
 from hq.backups import BackupStore
 from hq.service import HqService
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
@@ -254,17 +255,7 @@ def test_the_store_bridge_carries_backups_and_acks(chain, tmp_path):
 def _chunks(info: BackupInfo, chunk_bytes: int) -> list[BackupChunk]:
     data = info.path.read_bytes()
     count = -(-len(data) // chunk_bytes)
-    manifest = BackupManifest(
-        file=info.path.name,
-        sha256=info.sha256,
-        size=info.size,
-        created_at=info.created_at,
-        store_id=info.store_id,
-        device_id=info.device_id,
-        ledger_entries=info.ledger_entries,
-        members=info.members,
-        schema_revision=info.schema_revision,
-    )
+    manifest = manifest_message(info)
     return [
         BackupChunk(
             device_id=info.device_id,
