@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -101,6 +102,27 @@ class HoldArea(Label):  # type: ignore[misc]
         pass
 
 
+def _collect(_dt: float) -> None:
+    gc.collect()
+
+
+# Kivy's widgets refer to each other in cycles, so widgets taken off the screen are freed by
+# the cycle collector only. Left to its own schedule it runs a full collection seldom, and a
+# customer's dropped panels and screens pile up meanwhile: the allocator then takes fresh
+# memory for the next ones, and what a tour leaves behind in that memory keeps it with the
+# process. So a collection runs a quarter of a second after widgets are dropped (the touch
+# that dropped them, which refers to the button it pressed, has ended by then); with the
+# start-up objects frozen (``kiosk.boot.keep_startup_objects``) it takes a few milliseconds.
+collect_soon = Clock.create_trigger(_collect, 0.25)
+
+
+def clear(container: Widget) -> None:
+    """Takes every child off ``container``; the collection that follows frees them."""
+    if container.children:
+        container.clear_widgets()
+        collect_soon()
+
+
 def make(name: str, **props: Any) -> Widget:
     """A kv-declared widget with its properties set (kv classes take no constructor kwargs)."""
     widget: Widget = getattr(Factory, name)()
@@ -143,6 +165,7 @@ class KioskScreen(Screen):  # type: ignore[misc]
         self._listening.clear()
         for widget in list(self.walk(restrict=True)):
             Builder.unbind_widget(widget.uid)
+        collect_soon()
 
     def entered(self) -> None:
         pass
@@ -170,7 +193,7 @@ class StagedScreen(KioskScreen):
         current = body.children[0] if body.children else None
         if current is not None and getattr(current, "panel_name", None) == name:
             return
-        body.clear_widgets()
+        clear(body)
         if name:
             panel = make(name, vm=self.vm)
             panel.panel_name = name

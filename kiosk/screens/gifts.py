@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from kiosk.screens.base import StagedScreen, make
+from kiosk.screens.base import StagedScreen, clear, make
 
 
 class GiftsScreen(StagedScreen):
@@ -29,7 +29,7 @@ class GiftsScreen(StagedScreen):
         if body is None or not body.children or body.children[0].panel_name != "GiftGrid":
             return
         grid = body.children[0].ids.grid
-        grid.clear_widgets()
+        clear(grid)
         for tile in self.vm.gifts:
             grid.add_widget(
                 make("GiftTileButton", tile=tile, state_code=self.vm.availability(tile), vm=self.vm)

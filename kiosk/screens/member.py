@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kiosk.i18n import N_
-from kiosk.screens.base import KioskScreen, make
+from kiosk.screens.base import KioskScreen, clear, make
 
 HISTORY_WORDS = {
     "purchase": N_("Purchase"),
@@ -31,7 +31,7 @@ class MemberScreen(KioskScreen):
         member = self.app.session.member
         if box is None:
             return
-        box.clear_widgets()
+        clear(box)
         if member is None:
             return
         for item in member.history[:6]:

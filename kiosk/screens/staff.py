@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from kiosk.screens.base import StagedScreen, make
+from kiosk.screens.base import StagedScreen, clear, make
 
 
 class StaffScreen(StagedScreen):
@@ -33,11 +33,11 @@ class StaffScreen(StagedScreen):
         panel = body.children[0]
         if panel.panel_name == "RestockPanel":
             rows = panel.ids.rows
-            rows.clear_widgets()
+            clear(rows)
             for tile in self.vm.gifts:
                 rows.add_widget(make("RestockRow", tile=tile, vm=self.vm))
         elif panel.panel_name == "DevicesPanel":
             rows = panel.ids.rows
-            rows.clear_widgets()
+            clear(rows)
             for status in self.vm.devices:
                 rows.add_widget(make("DeviceRow", status=status))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from kiosk.screens.base import StagedScreen, make
+from kiosk.screens.base import StagedScreen, clear, make
 
 
 class TechnicianScreen(StagedScreen):
@@ -24,6 +24,6 @@ class TechnicianScreen(StagedScreen):
         if body is None or not body.children or body.children[0].panel_name != "DiagnosticsPanel":
             return
         rows = body.children[0].ids.rows
-        rows.clear_widgets()
+        clear(rows)
         for line in self.vm.lines:
             rows.add_widget(make("SelfTestRow", line=line))

@@ -262,6 +262,40 @@ def test_screens_left_behind_are_released_and_built_afresh(kiosk):
     assert "138****8000" not in shown
 
 
+def test_widgets_taken_off_the_screen_are_freed_by_the_app_straight_away(kiosk):
+    """Panels, rows and screens dropped during a visit do not wait for the collector's own
+    schedule (here: never, it is switched off) to be freed."""
+    import gc
+    import weakref
+
+    kiosk.scan(kiosk.people.wang_card)
+    kiosk.wait_for(lambda: kiosk.app.current == "member", what="the member screen")
+    kiosk.tap("gifts")
+    kiosk.wait_for(lambda: kiosk.has("gift-RICE5"), what="the gift catalogue")
+    gc.collect()
+    gc.disable()
+    try:
+        tile = weakref.ref(kiosk.find("gift-RICE5"))
+        kiosk.tap("gift-RICE5")  # the catalogue panel gives way to the confirmation
+        kiosk.wait_for(lambda: kiosk.has("confirm"), what="the confirmation")
+        kiosk.pump(0.4)
+        assert tile() is None
+        kiosk.tap("cancel")
+        kiosk.wait_for(lambda: kiosk.has("gifts-back"), what="the catalogue again")
+        screen = weakref.ref(kiosk.app.screens.get("gifts"))
+        kiosk.tap("gifts-back")  # the catalogue screen is released when left
+        kiosk.pump(0.4)
+        assert screen() is None
+        history = weakref.ref(kiosk.find("history").children[0])
+        kiosk.tap("checkin")  # the history is filled afresh with the check-in on top
+        kiosk.wait_for(kiosk.notice, what="the check-in")
+        kiosk.pump(0.4)
+        assert kiosk.find("history").children
+        assert history() is None
+    finally:
+        gc.enable()
+
+
 def test_labels_keep_only_their_texture_and_buttons_draw_no_theme_image(kiosk):
     from kivy.cache import Cache
     from kivy.core.window import Window
