@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 
 from kivy.clock import Clock
 from kivy.factory import Factory
+from kivy.graphics import Color, InstructionGroup, Line
 from kivy.lang import Builder
-from kivy.properties import ObjectProperty, StringProperty
+from kivy.properties import BooleanProperty, ColorProperty, ObjectProperty, StringProperty
 from kivy.uix.behaviors import ButtonBehavior
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
@@ -20,11 +21,48 @@ from kivy.uix.widget import Widget
 
 
 class KButton(Button):  # type: ignore[misc]
-    """A large touch target; ``tid`` names it for tests and the demo tour."""
+    """A large touch target; ``tid`` names it for tests and the demo tour.
+
+    In high contrast (``outlined``, bound to the app's large-text switch in widgets.kv) it
+    has an outline. The outline's instructions are on the canvas only then: the GL driver
+    keeps about 64 kB for every vertex instruction drawn, a transparent line or one with
+    no points included.
+    """
 
     tid = StringProperty("")
     vm = ObjectProperty(None, rebind=True)
     kind = StringProperty("primary")  # primary, secondary, danger, quiet
+    outlined = BooleanProperty(False)
+    outline_color = ColorProperty((1, 1, 1, 1))
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._outline: tuple[InstructionGroup, Color, Line] | None = None
+        super().__init__(**kwargs)
+
+    def on_outlined(self, _instance: Any, outlined: bool) -> None:
+        if outlined and self._outline is None:
+            colour, line = Color(rgba=self.outline_color), Line(width=1.5)
+            group = InstructionGroup()
+            group.add(colour)
+            group.add(line)
+            self.canvas.after.add(group)
+            self._outline = (group, colour, line)
+            self.fbind("pos", self._place_outline)
+            self.fbind("size", self._place_outline)
+            self._place_outline()
+        elif not outlined and self._outline is not None:
+            self.funbind("pos", self._place_outline)
+            self.funbind("size", self._place_outline)
+            self.canvas.after.remove(self._outline[0])
+            self._outline = None
+
+    def on_outline_color(self, _instance: Any, rgba: Any) -> None:
+        if self._outline is not None:
+            self._outline[1].rgba = rgba
+
+    def _place_outline(self, *_args: Any) -> None:
+        if self._outline is not None:
+            self._outline[2].rectangle = (self.x, self.y, self.width, self.height)
 
 
 class KLabel(Label):  # type: ignore[misc]

@@ -139,12 +139,31 @@ def test_idle_screen_warns_counts_down_extends_and_clears(make_kiosk):
 
 def test_large_text_high_contrast_and_a_1024x600_screen(kiosk):
     from kivy.core.window import Window
+    from kivy.graphics import Line
 
+    def outlines(tid):
+        button = kiosk.find(tid)
+        found, stack = [], list(button.canvas.after.children)
+        while stack:
+            instruction = stack.pop()
+            stack.extend(getattr(instruction, "children", ()))
+            if isinstance(instruction, Line):
+                found.append(instruction)
+        return found, button
+
+    # the normal palette has no outlines: no line is drawn at all, not even a transparent one
+    assert outlines("register")[0] == []
     scale = kiosk.app.scale
     kiosk.tap("large-text")
     assert kiosk.app.large and kiosk.app.scale > scale
     assert kiosk.app.palette["bg"] == (0, 0, 0, 1)
+    kiosk.pump(0.2)
+    lines, button = outlines("register")
+    assert len(lines) == 1  # high contrast: every button is outlined, where it now is
+    assert lines[0].rectangle == (button.x, button.y, button.width, button.height)
     kiosk.tap("large-text")
+    kiosk.pump(0.2)
+    assert outlines("register")[0] == []
     Window.size = (1024, 600)
     try:
         kiosk.pump(0.3)
