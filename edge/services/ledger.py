@@ -53,7 +53,8 @@ def credit(
     tx: Tx, member: Member, points: int, kind: str, ref: str, pending_days: int = 0
 ) -> EntryRecord:
     """Opens a lot of ``points`` for ``member`` with its ledger entry; updates the balance."""
-    assert points > 0
+    if points <= 0:  # callers refuse these first; this is the ledger's own line
+        raise ValueError(f"a credit is a positive number of points, not {points}")
     lot = PointsLot(
         id=tx.new_id(),
         member_id=member.id,

@@ -76,8 +76,8 @@ class SimulatedDevices:
     """
 
     def __init__(self, sim: Simulators) -> None:
-        assert sim.complete, "every device must be simulated"
-        assert sim.scan_engine and sim.printer and sim.dispenser and sim.panel
+        if not (sim.complete and sim.scan_engine and sim.printer and sim.dispenser and sim.panel):
+            raise ValueError("every device must be simulated")
         self.scan_link = sim.scan_engine
         self.printer = sim.printer
         self.dispenser_link = sim.dispenser

@@ -52,7 +52,8 @@ def head_revision() -> str:
     for path in sorted((MIGRATIONS / "versions").glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         revision = _assigned(tree, "revision")
-        assert isinstance(revision, str), path
+        if not isinstance(revision, str):
+            raise ValueError(f"{path}: no revision")
         revisions.add(revision)
         down = _assigned(tree, "down_revision")
         if isinstance(down, str):

@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import func, select, update
 
 from edge.domain.errors import InvalidInput, NotFound, PermissionDenied, Refusal
-from edge.services import cards, members, points, staff
+from edge.services import cards, ledger, members, points, staff
 from edge.services.tiers import review_tiers
+from edge.services.tx import transaction
 from edge.services.verify import verify_ledger
 from edge.storage.models import Member, OutboxEvent
 
@@ -84,6 +85,17 @@ def test_bad_purchase_amounts_change_nothing(app, amount):
     with pytest.raises(InvalidInput):
         points.accrue_purchase(app, card, amount, "R-x")
     assert events(app, "points.accrued") == []
+
+
+@pytest.mark.parametrize("amount", [0, -5])
+def test_the_ledger_itself_refuses_a_credit_that_is_not_positive(app, amount):
+    card = register(app).card_no
+    before = verify_ledger(app)
+    with pytest.raises(ValueError, match="positive"), transaction(app) as tx:
+        member, _ = members.usable_member(tx, card)
+        ledger.credit(tx, member, amount, "purchase", "R-x")
+    assert verify_ledger(app) == before
+    assert members.show_member(app, card_no=card).balance == 0
 
 
 def test_unknown_and_mistyped_cards(app):
