@@ -24,6 +24,7 @@ kept in ``updates/`` for a technician.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -166,6 +167,15 @@ def install_version(
             shutil.rmtree(target, ignore_errors=True)
             tail = (proc.stderr or proc.stdout).strip()[-800:]
             raise UpdateFailed(f"installing {manifest.version} failed: {tail}")
+    # the optimized bytecode the touchscreen reads (member-kiosk.service runs it optimized and
+    # cannot write it): without it the version still runs, only compiling at every start
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(
+            [str(target / "bin/python"), "-m", "edge.lifecycle.bytecode"],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
     (target / "update-manifest.json").write_text(
         json.dumps(asdict(manifest), indent=2, sort_keys=True), encoding="utf-8"
     )

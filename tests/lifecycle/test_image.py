@@ -381,9 +381,19 @@ def test_install_step_for_real_in_a_debian_bookworm_root(tmp_path: Path) -> None
             "doctor",
             "--sim",
             KIOSK_DATA_DIR="/tmp/doctor",
+            PYTHONOPTIMIZE="2",  # as the touchscreen's unit runs
         )
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
         assert "result: all devices usable" in doctor.stdout
+        # the optimized bytecode the touchscreen reads: the standard library, the app, its
+        # dependencies (the app cannot write it under /usr or /opt itself)
+        for module in (
+            "usr/lib/python3*/json/__pycache__/__init__.*.opt-2.pyc",
+            "opt/member-kiosk/current/lib/python3*/site-packages/edge/__pycache__/app.*.opt-2.pyc",
+            "opt/member-kiosk/current/lib/python3*/site-packages/sqlalchemy/__pycache__/"
+            "__init__.*.opt-2.pyc",
+        ):
+            assert list(rootfs.glob(module)), module
         units = sorted(p.name for p in (ROOT / "systemd").iterdir())
         verify = chroot(
             rootfs,

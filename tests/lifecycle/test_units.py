@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from edge.lifecycle.bytecode import OPTIMIZE
+
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = sorted(
     p for p in (ROOT / "systemd").iterdir() if p.suffix in {".service", ".timer", ".path"}
@@ -120,6 +122,8 @@ def test_touchscreen_app_unit() -> None:
     assert unit["TTYPath"] == "/dev/tty1"
     env = _values(ROOT / "systemd/member-kiosk.service", "Service", "Environment")
     assert "SDL_VIDEODRIVER=kmsdrm" in env and "KIVY_WINDOW=sdl2" in env
+    # optimized at the level the installer compiles the bytecode for
+    assert f"PYTHONOPTIMIZE={OPTIMIZE}" in env
     assert "getty@tty1.service" in _values(
         ROOT / "systemd/member-kiosk.service", "Unit", "Conflicts"
     )

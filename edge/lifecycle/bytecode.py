@@ -1,0 +1,72 @@
+"""Optimized bytecode for every module the appliance's Python can import.
+
+The touchscreen app runs with ``PYTHONOPTIMIZE=2`` (``member-kiosk.service``): docstrings and
+``assert`` statements are left out of its compiled modules, about 5 MB less resident memory
+(SQLAlchemy's docstrings alone are megabytes). Python then looks for ``*.opt-2.pyc`` files,
+which pip does not write, and the app cannot write them itself (the install root and ``/usr``
+are read-only to it): without them every start would compile every module from source again,
+slower and with about 3 MB more left behind. So the installer and ``kiosk update`` run::
+
+    /opt/member-kiosk/versions/<version>/bin/python -m edge.lifecycle.bytecode
+
+which compiles, at that level, every directory on that interpreter's path: the standard
+library, the system's packages (picamera2, lgpio) and the version's own virtual environment.
+Files already compiled are skipped, so a second run takes seconds. Files that do not compile
+(a package's Python 2 example, say) are counted, not fatal: Python compiles them when
+imported, as it would without this step.
+"""
+
+from __future__ import annotations
+
+import compileall
+import os
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+# the level ``PYTHONOPTIMIZE`` in member-kiosk.service asks for: no asserts, no docstrings
+OPTIMIZE = 2
+# test suites and desktop tools the appliance never imports: compiling them is wasted time
+SKIP = re.compile(r"[/\\](test|tests|idle_test|idlelib|turtledemo|lib2to3|tkinter)[/\\]")
+
+
+def path_directories(entries: Iterable[str]) -> list[Path]:
+    """The distinct directories among ``entries`` (a ``sys.path``), nested ones left out.
+
+    A directory inside another one on the path (a source checkout holding its own virtual
+    environment, say) is compiled with its parent, not twice.
+    """
+    dirs: list[Path] = []
+    for entry in entries:
+        if not entry or not os.path.isdir(entry):
+            continue  # the current directory's '' and zip files
+        path = Path(entry).resolve()
+        if path not in dirs:
+            dirs.append(path)
+    return [d for d in dirs if not any(o != d and o in d.parents for o in dirs)]
+
+
+def compile_tree(directory: Path, optimize: int = OPTIMIZE, workers: int = 0) -> bool:
+    """Compiles every module under ``directory``; False if any file failed."""
+    return bool(
+        compileall.compile_dir(
+            directory, quiet=2, optimize=optimize, workers=workers, rx=SKIP, legacy=False
+        )
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Compiles the interpreter's path and the directories given; prints what it did."""
+    args = sys.argv[1:] if argv is None else argv
+    # sys.path[0] is the directory ``python -m`` was started in, not one the app imports from
+    dirs = path_directories([*sys.path[1:], *args])
+    failed = [d for d in dirs if not compile_tree(d)]
+    print(f"optimized bytecode (level {OPTIMIZE}) for {len(dirs)} directories", flush=True)
+    for d in failed:
+        print(f"  some files in {d} did not compile; Python compiles them when imported")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
