@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -23,33 +24,60 @@ from typing import Any
 SIZE = (1280, 800)
 
 
+def start_virtual_display(timeout: float = 10.0) -> tuple[subprocess.Popen[bytes], str]:
+    """Starts Xvfb on a display number it picks itself; returns it and the display's name.
+
+    Xvfb picks the number and writes it to a pipe (``-displayfd``) once it accepts clients:
+    two programs starting a virtual display at the same moment cannot pick the same number
+    (and one of them end up drawing on the other's display).
+
+    Raises:
+        RuntimeError: Xvfb is missing or did not start within ``timeout`` seconds.
+    """
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        raise RuntimeError("no screen and no Xvfb: install the xvfb package (make deps)")
+    read_end, write_end = os.pipe()
+    try:
+        screen_size = f"{SIZE[0]}x{SIZE[1]}x24"
+        proc = subprocess.Popen(
+            [xvfb, "-displayfd", str(write_end), "-screen", "0", screen_size, "-nolisten", "tcp"],
+            pass_fds=(write_end,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(write_end)
+        write_end = -1
+        answer = b""
+        deadline = time.monotonic() + timeout
+        while not answer.endswith(b"\n"):
+            ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(read_end, 16) if ready else b""
+            if not chunk:  # Xvfb exited, or the time is up
+                proc.kill()
+                proc.wait(timeout=10)
+                raise RuntimeError("the virtual display did not start")
+            answer += chunk
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    return proc, f":{int(answer)}"
+
+
 @contextmanager
 def screen() -> Iterator[str]:
     """The display to use: the current one, or a virtual one started here."""
     if os.environ.get("DISPLAY"):
         yield os.environ["DISPLAY"]
         return
-    xvfb = shutil.which("Xvfb")
-    if xvfb is None:
-        raise SystemExit("no screen and no Xvfb: install the xvfb package (make deps)")
-    number = next(
-        n
-        for n in range(90, 300)
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists()
-    )
-    proc = subprocess.Popen(
-        [xvfb, f":{number}", "-screen", "0", f"{SIZE[0]}x{SIZE[1]}x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        deadline = time.monotonic() + 10
-        while not Path(f"/tmp/.X11-unix/X{number}").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the virtual display did not start")
-            time.sleep(0.05)
-        os.environ["DISPLAY"] = f":{number}"
-        yield f":{number}"
+        proc, display = start_virtual_display()
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+    try:
+        os.environ["DISPLAY"] = display
+        yield display
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -65,7 +65,7 @@ def test_the_demo_tour_plays_every_journey_optimized_without_a_screen(tmp_path: 
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
     env["PYTHONOPTIMIZE"] = str(OPTIMIZE)
     run = subprocess.run(
-        [sys.executable, "-m", "kiosk.demo", "--out", str(out), "--idle", "2"],
+        [sys.executable, "-m", "kiosk.demo", "--out", str(out)],
         env=env,
         capture_output=True,
         text=True,

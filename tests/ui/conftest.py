@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,32 +24,15 @@ from edge.station.seed import DemoPeople, seed_demo
 SIZE = (1280, 800)
 
 
-def _free_display() -> int:
-    for n in range(90, 200):
-        if not Path(f"/tmp/.X{n}-lock").exists() and not Path(f"/tmp/.X11-unix/X{n}").exists():
-            return n
-    raise RuntimeError("no free X display number")
-
-
 @pytest.fixture(scope="session")
 def virtual_display(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    xvfb = shutil.which("Xvfb")
-    if xvfb is None:
-        pytest.fail("Xvfb is not installed (make deps installs the xvfb package)")
-    number = _free_display()
-    proc = subprocess.Popen(
-        [xvfb, f":{number}", "-screen", "0", f"{SIZE[0]}x{SIZE[1]}x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    socket = Path(f"/tmp/.X11-unix/X{number}")
-    deadline = time.monotonic() + 10
-    while not socket.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"Xvfb :{number} did not start")
-        time.sleep(0.05)
-    os.environ["DISPLAY"] = f":{number}"
+    from kiosk.demo import start_virtual_display
+
+    try:
+        proc, display = start_virtual_display()
+    except RuntimeError as exc:
+        pytest.fail(f"{exc} (make deps installs the xvfb package)")
+    os.environ["DISPLAY"] = display
     from kiosk.boot import configure_kivy
 
     configure_kivy(
@@ -59,7 +41,7 @@ def virtual_display(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         fullscreen=False,
         size=SIZE,
     )
-    yield f":{number}"
+    yield display
     proc.terminate()
     proc.wait(timeout=10)
 
