@@ -5,7 +5,8 @@ The touchscreen app runs with ``PYTHONOPTIMIZE=2`` (``member-kiosk.service``): d
 (SQLAlchemy's docstrings alone are megabytes). Python then looks for ``*.opt-2.pyc`` files,
 which pip does not write, and the app cannot write them itself (the install root and ``/usr``
 are read-only to it): without them every start would compile every module from source again,
-slower and with about 3 MB more left behind. So the installer and ``kiosk update`` run::
+slower and with about 3 MB more left behind. So the installer, ``kiosk update`` and apt's
+hook after every package change (``/etc/apt/apt.conf.d/80member-kiosk-bytecode``) run::
 
     /opt/member-kiosk/versions/<version>/bin/python -m edge.lifecycle.bytecode
 

@@ -394,6 +394,17 @@ def test_install_step_for_real_in_a_debian_bookworm_root(tmp_path: Path) -> None
             "__init__.*.opt-2.pyc",
         ):
             assert list(rootfs.glob(module)), module
+        # apt compiles it again after changing packages (a Python update, say)
+        stale = next(rootfs.glob("usr/lib/python3*/json/__pycache__/__init__.*.opt-2.pyc"))
+        stale.unlink()
+        hooks = chroot(rootfs, "apt-config", "dump", "DPkg::Post-Invoke").stdout.splitlines()
+        (hook,) = [
+            line.split(" ", 1)[1].removesuffix(";").strip('"')
+            for line in hooks
+            if line.startswith("DPkg::Post-Invoke::") and "edge.lifecycle.bytecode" in line
+        ]
+        assert chroot(rootfs, "/bin/sh", "-c", hook).returncode == 0
+        assert stale.exists()
         units = sorted(p.name for p in (ROOT / "systemd").iterdir())
         verify = chroot(
             rootfs,
