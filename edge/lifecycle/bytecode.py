@@ -48,11 +48,11 @@ def path_directories(entries: Iterable[str]) -> list[Path]:
     return [d for d in dirs if not any(o != d and o in d.parents for o in dirs)]
 
 
-def compile_tree(directory: Path, optimize: int = OPTIMIZE, workers: int = 0) -> bool:
-    """Compiles every module under ``directory``; False if any file failed."""
+def compile_tree(directory: Path) -> bool:
+    """Compiles every module under ``directory`` (on every core); False if any file failed."""
     return bool(
         compileall.compile_dir(
-            directory, quiet=2, optimize=optimize, workers=workers, rx=SKIP, legacy=False
+            directory, quiet=2, optimize=OPTIMIZE, workers=0, rx=SKIP, legacy=False
         )
     )
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     # sys.path[0] is the directory ``python -m`` was started in, not one the app imports from
     dirs = path_directories([*sys.path[1:], *args])
     failed = [d for d in dirs if not compile_tree(d)]
-    print(f"optimized bytecode (level {OPTIMIZE}) for {len(dirs)} directories", flush=True)
+    print(f"optimized bytecode (level {OPTIMIZE}), directories compiled: {len(dirs)}", flush=True)
     for d in failed:
         print(f"  some files in {d} did not compile; Python compiles them when imported")
     return 0
