@@ -34,6 +34,9 @@ from hq.models import (
     CentralCard,
     CentralEntry,
     CentralMember,
+    DeviceSequence,
+    EnrolledDevice,
+    FleetDevice,
     QuarantinedEvent,
     StoredEvent,
 )
@@ -54,6 +57,85 @@ class Ingest:
     to_seq: int = 0
     blocked_cards: list[tuple[str, str]] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
+    gap: bool = False
+    expect_seq: int | None = None  # told to the device when it must resend from there
+    next_seq: int = 1
+
+
+class SequenceMoved(Exception):
+    """Another writer stored events of the same device meanwhile: run the batch again."""
+
+
+def next_seq(session: Session, device_id: str) -> int:
+    """The seq HQ stores next for ``device_id`` (1 for a device never heard of).
+
+    A database from before sequences were kept starts after the device's highest stored seq.
+    """
+    current = session.scalar(
+        select(DeviceSequence.next_seq).where(DeviceSequence.device_id == device_id)
+    )
+    if current is not None:
+        return int(current)
+    highest = session.scalar(
+        select(func.max(StoredEvent.device_seq)).where(StoredEvent.device_id == device_id)
+    )
+    return int(highest or 0) + 1
+
+
+def advance_seq(session: Session, device_id: str, before: int, after: int, now: datetime) -> None:
+    """Moves the device's sequence from ``before`` to ``after``, only if it still is ``before``.
+
+    Raises:
+        SequenceMoved: another writer moved it first (nothing of this batch is kept).
+    """
+    moved = session.execute(
+        update(DeviceSequence)
+        .where(DeviceSequence.device_id == device_id, DeviceSequence.next_seq == before)
+        .values(next_seq=after, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if int(getattr(moved, "rowcount", 0) or 0) == 1:
+        return
+    exists = session.scalar(
+        select(DeviceSequence.device_id).where(DeviceSequence.device_id == device_id)
+    )
+    if exists is not None:
+        raise SequenceMoved(device_id)
+    session.add(DeviceSequence(device_id=device_id, next_seq=after, updated_at=now))
+    session.flush()
+
+
+def device_store(session: Session, device_id: str) -> str | None:
+    """The store a device belongs to: as enrolled at HQ, else as first heard of."""
+    enrolled = session.scalar(
+        select(EnrolledDevice.store_id).where(EnrolledDevice.device_id == device_id)
+    )
+    if enrolled:
+        return str(enrolled)
+    seen = session.scalar(select(FleetDevice.store_id).where(FleetDevice.device_id == device_id))
+    return str(seen) if seen else None
+
+
+def foreign(event: Event, device_id: str, batch_device: str, store_id: str | None) -> str:
+    """Why an event's envelope is not ``device_id``'s own ("" when it is)."""
+    if event.device_id != device_id or batch_device != device_id:
+        return f"device {event.device_id} in a batch from {device_id}"
+    if store_id is not None and event.store_id != store_id:
+        return f"store {event.store_id} in an event of {device_id}, which is at {store_id}"
+    return ""
+
+
+def foreign_entries(event: Event, data: object) -> str:
+    """Why a ledger entry inside the event is not the publishing device's ("" if all are)."""
+    if not isinstance(data, EntriesData):
+        return ""
+    for entry in data.entries:
+        if entry.device_id != event.device_id or entry.store_id != event.store_id:
+            return (
+                f"entry {entry.id} of {entry.device_id} at {entry.store_id} in an event of "
+                f"{event.device_id} at {event.store_id}"
+            )
+    return ""
 
 
 def raise_alert(
@@ -101,42 +183,84 @@ class CentralLedger:
         self.clone_window = clone_window
 
     def ingest(self, session: Session, device_id: str, batch: EventBatch, now: datetime) -> Ingest:
+        """Stores the batch's events that continue ``device_id``'s sequence, in seq order.
+
+        An event already stored (or quarantined) is acknowledged again as it was. An event
+        past the next expected seq is neither stored nor acknowledged: an earlier one is
+        missing, and ``expect_seq`` tells the device to resend from it. An unknown event id
+        on a seq already taken (a cloned device, or a bug) is quarantined and alerted, never
+        stored. An event that does not belong to the device (another device or store in its
+        envelope or in any of its ledger entries) or whose data fails its schema is
+        quarantined too; a quarantined event still takes its seq, so the device's later
+        events are not held up behind it.
+        """
         result = Ingest()
-        ids = [e.event_id for e in batch.events]
+        events = sorted(batch.events, key=lambda e: e.seq)
+        ids = [e.event_id for e in events]
         known = set(
             session.scalars(select(StoredEvent.event_id).where(StoredEvent.event_id.in_(ids)))
         )
+        set_aside = dict(
+            session.execute(
+                select(QuarantinedEvent.event_id, QuarantinedEvent.reason).where(
+                    QuarantinedEvent.event_id.in_(ids), QuarantinedEvent.device_id == device_id
+                )
+            )
+            .tuples()
+            .all()
+        )
+        expected = first_expected = next_seq(session, device_id)
+        store_id = device_store(session, device_id)
         last = session.scalar(select(func.max(StoredEvent.hq_seq))) or 0
         result.after_seq = result.to_seq = last
         rows: list[dict[str, Any]] = []
         typed: list[tuple[Event, Any]] = []
-        for event in batch.events:
+        for event in events:
             if event.event_id in known:
                 result.acked.append(event.event_id)
                 continue
-            reason = ""
-            if event.device_id != device_id or batch.device_id != device_id:
-                reason = f"device {event.device_id} in a batch from {device_id}"
+            if event.event_id in set_aside:
+                result.quarantined.append((event.event_id, set_aside[event.event_id]))
+                continue
+            if event.seq > expected:
+                result.gap = True
+                result.expect_seq = expected
+                break
             data = None
+            reason = ""
+            if event.seq < expected:
+                reason = f"seq {event.seq} of {device_id} is already taken by another event"
+                result.expect_seq = expected
+                if raise_alert(
+                    session,
+                    "event_seq_conflict",
+                    device_id,
+                    f"{device_id} sent event {event.event_id} with seq {event.seq}, which "
+                    "another of its events already holds: a cloned device or a fault",
+                    now,
+                    event.store_id,
+                    device_id,
+                ):
+                    result.alerts.append("event_seq_conflict")
+            else:
+                reason = foreign(event, device_id, batch.device_id, store_id)
             if not reason:
                 try:
                     data = event.typed_data()
                 except ProtocolError as exc:
                     reason = str(exc)
+                else:
+                    reason = foreign_entries(event, data)
             if reason:
-                session.add(
-                    QuarantinedEvent(
-                        event_id=event.event_id,
-                        device_id=device_id,
-                        reason=reason[:256],
-                        payload=event.model_dump_json(),
-                        received_at=now,
-                    )
-                )
-                result.quarantined.append((event.event_id, reason[:256]))
-                known.add(event.event_id)
+                self.quarantine(session, event, device_id, reason, now, result)
+                set_aside[event.event_id] = reason[:256]
+                if event.seq == expected:
+                    expected += 1
                 continue
+            if store_id is None:
+                store_id = event.store_id
             last += 1
+            expected += 1
             known.add(event.event_id)
             rows.append(
                 {
@@ -154,11 +278,30 @@ class CentralLedger:
             typed.append((event, data))
             result.stored.append((last, event))
             result.acked.append(event.event_id)
+        if expected != first_expected:
+            advance_seq(session, device_id, first_expected, expected, now)
         if rows:
             session.execute(insert(StoredEvent), rows)
             self._apply(session, typed, now, result)
         result.to_seq = last
+        result.next_seq = expected
         return result
+
+    @staticmethod
+    def quarantine(
+        session: Session, event: Event, device_id: str, reason: str, now: datetime, result: Ingest
+    ) -> None:
+        session.add(
+            QuarantinedEvent(
+                event_id=event.event_id,
+                device_id=device_id,
+                reason=reason[:256],
+                payload=event.model_dump_json(),
+                received_at=now,
+            )
+        )
+        result.quarantined.append((event.event_id, reason[:256]))
+        log.error("quarantined event %s of %s: %s", event.event_id, device_id, reason[:256])
 
     # ------------------------------------------------------------------ applying
 

@@ -48,6 +48,19 @@ class StoredEvent(HqBase):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class DeviceSequence(HqBase):
+    """The next outbox seq HQ expects from a device: its events are stored in that order only.
+
+    Every seq up to ``next_seq - 1`` is either a stored event or a quarantined one, so a gap
+    in a device's events is never silent.
+    """
+
+    __tablename__ = "hq_device_seq"
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class QuarantinedEvent(HqBase):
     """An event HQ could not apply (bad data): kept for staff, acknowledged so it stops coming."""
 

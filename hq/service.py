@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge import __version__
@@ -26,6 +27,7 @@ from edge.protocol import (
     BackupChunk,
     BlocklistUpdate,
     DeviceStatus,
+    Event,
     EventAck,
     EventBatch,
     ProtocolError,
@@ -40,7 +42,15 @@ from edge.protocol import (
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
 from hq.backups import BackupStore
 from hq.fleet import apply_status, apply_telemetry, check_offline
-from hq.ledger import CentralLedger, Ingest, stored_events
+from hq.ledger import (
+    CentralLedger,
+    Ingest,
+    SequenceMoved,
+    advance_seq,
+    next_seq,
+    raise_alert,
+    stored_events,
+)
 from hq.models import FleetDevice, HqBase
 
 log = logging.getLogger(__name__)
@@ -147,6 +157,8 @@ class Counters:
     dropped: int = 0
     handled: int = 0
     replica_requests: int = 0
+    gaps: int = 0
+    failed: int = 0
 
 
 class HqService:
@@ -202,12 +214,20 @@ class HqService:
             self.link.close()
 
     def handle(self, msg: Inbound) -> None:
-        """Applies one message; malformed ones are logged and dropped, never half-applied."""
+        """Applies one message; malformed ones are logged and dropped, never half-applied.
+
+        Nothing a message holds can stop the service: a fault while applying one is logged
+        and counted, and the message is acknowledged to the broker only if it was dealt with
+        (a device resends its events until HQ's own acknowledgement says they are stored).
+        """
         try:
             self._dispatch(msg)
         except ProtocolError as exc:
             self.counters.dropped += 1
-            log.warning("dropped message on %s: %s", msg.topic[:120], exc)
+            log.warning("dropped message on %r: %s", msg.topic[:120], exc)
+        except Exception:
+            self.counters.failed += 1
+            log.exception("message on %r could not be handled", msg.topic[:120])
         self.counters.handled += 1
         self.link.ack(msg)
 
@@ -248,16 +268,25 @@ class HqService:
             raise ProtocolError(f"unexpected device topic {msg.topic[:120]}")
 
     def _ingest(self, device_id: str, batch: EventBatch, now: datetime) -> None:
-        with self.sessions() as session, session.begin():
-            result = self.ledger.ingest(session, device_id, batch, now)
-            self._seen(session, device_id, batch.events[0].store_id, now)
+        try:
+            result = self._store(device_id, batch, now)
+        except SQLAlchemyError:
+            # One event HQ cannot apply must not hold up the device's others: store them one
+            # by one, and set aside (quarantine, with an alert) the one that fails alone.
+            log.exception(
+                "batch %s of %s failed: storing it event by event", batch.batch_id, device_id
+            )
+            result = self._store_one_by_one(device_id, batch, now)
         self.counters.batches += 1
         self.counters.stored += len(result.stored)
         self.counters.duplicates += len(result.acked) - len(result.stored)
+        if result.gap:
+            self.counters.gaps += 1
         ack = EventAck(
             batch_id=batch.batch_id,
             event_ids=result.acked,
             quarantined=[Quarantined(event_id=i, reason=r) for i, r in result.quarantined],
+            expect_seq=result.expect_seq,
             at=now,
         )
         self.link.publish(self.topics.ack(device_id), ack.to_bytes(), qos=1)
@@ -265,6 +294,63 @@ class HqService:
             self._fan_out(result)
         if result.blocked_cards:
             self._publish_blocklist(result, now)
+
+    def _store(self, device_id: str, batch: EventBatch, now: datetime) -> Ingest:
+        """One transaction for the batch; run again if another writer moved the device's seq."""
+        for _ in range(5):
+            try:
+                with self.sessions() as session, session.begin():
+                    result = self.ledger.ingest(session, device_id, batch, now)
+                    self._seen(session, device_id, batch.events[0].store_id, now)
+                return result
+            except SequenceMoved:
+                continue
+        raise SequenceMoved(device_id)
+
+    def _store_one_by_one(self, device_id: str, batch: EventBatch, now: datetime) -> Ingest:
+        total = Ingest()
+        for one in sorted(batch.events, key=lambda e: e.seq):
+            single = EventBatch(device_id=batch.device_id, batch_id=batch.batch_id, events=[one])
+            try:
+                part = self._store(device_id, single, now)
+            except (SQLAlchemyError, SequenceMoved) as exc:
+                log.exception("event %s of %s cannot be applied", one.event_id, device_id)
+                part = self._set_aside(device_id, one, f"HQ could not apply it: {exc}", now)
+            if not total.to_seq:
+                total.after_seq = part.after_seq
+            total.acked += part.acked
+            total.quarantined += part.quarantined
+            total.stored += part.stored
+            total.blocked_cards += part.blocked_cards
+            total.alerts += part.alerts
+            total.to_seq = max(total.to_seq, part.to_seq)
+            total.expect_seq = part.expect_seq
+            if part.gap:
+                total.gap = True
+                break
+        return total
+
+    def _set_aside(self, device_id: str, event: Event, reason: str, now: datetime) -> Ingest:
+        """Quarantines an event that fails to apply, taking its seq if it is the next one."""
+        result = Ingest()
+        with self.sessions() as session, session.begin():
+            expected = next_seq(session, device_id)
+            if event.seq > expected:
+                result.gap, result.expect_seq = True, expected
+                return result
+            self.ledger.quarantine(session, event, device_id, reason, now, result)
+            raise_alert(
+                session,
+                "event_not_applied",
+                event.event_id,
+                f"event {event.event_id} ({event.kind}) of {device_id}: {reason}"[:1000],
+                now,
+                event.store_id,
+                device_id,
+            )
+            if event.seq == expected:
+                advance_seq(session, device_id, expected, expected + 1, now)
+        return result
 
     def _backup(self, device_id: str, chunk: BackupChunk, now: datetime) -> None:
         if chunk.device_id != device_id:

@@ -66,11 +66,15 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def decode(schema: type[M], payload: bytes) -> M:
-    """Parses ``payload`` as ``schema``; raises :class:`ProtocolError` saying why not."""
+    """Parses ``payload`` as ``schema``; raises :class:`ProtocolError` saying why not.
+
+    Parsing is strict: a number sent as a string (``"seq": "10004"``), a float for an integer
+    or a string for a boolean is a wrong type, not something to coerce.
+    """
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ProtocolError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
-        return schema.model_validate_json(payload, strict=False)
+        return schema.model_validate_json(payload, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(payload)"
@@ -271,12 +275,16 @@ class Event(Message):
     seq: int = Field(ge=1)
 
     def typed_data(self) -> Loose | None:
-        """The data validated against its kind's schema (None for a kind with no schema)."""
+        """The data validated against its kind's schema (None for a kind with no schema).
+
+        Strict, as on the wire: the data is checked as the JSON it travelled as, so times
+        are ISO strings and a number in quotes is refused.
+        """
         schema = EVENT_DATA.get(self.kind)
         if schema is None:
             return None
         try:
-            return schema.model_validate(self.data)
+            return schema.model_validate_json(json.dumps(self.data), strict=True)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
@@ -297,12 +305,24 @@ class Quarantined(Message):
 
 
 class EventAck(Message):
-    """HQ's application-level acknowledgement: these events are stored (exactly once)."""
+    """HQ's application-level acknowledgement: these events are stored (exactly once).
+
+    HQ stores a device's events in outbox order only. When a batch starts past the next seq
+    HQ expects (an earlier batch was lost on the way), or repeats a seq already taken,
+    ``expect_seq`` says which seq HQ needs next, so the device resends from there at once
+    instead of waiting for its ack timeout. It is left out of the JSON when there is nothing
+    to say, so an acknowledgement of an ordinary batch reads as it always did.
+    """
 
     batch_id: EventId | None = None
     event_ids: list[EventId] = Field(max_length=MAX_BATCH_EVENTS)
     quarantined: list[Quarantined] = Field(default_factory=list, max_length=MAX_BATCH_EVENTS)
+    expect_seq: int | None = Field(None, ge=1)
     at: AwareDatetime
+
+    def to_bytes(self) -> bytes:
+        exclude = {"expect_seq"} if self.expect_seq is None else None
+        return self.model_dump_json(exclude=exclude).encode()
 
 
 # --------------------------------------------------------------------------- replica fan-out

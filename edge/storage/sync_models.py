@@ -1,10 +1,10 @@
-"""Tables of the sync agent: inbound messages already handled, and peripherals' health."""
+"""Tables of the sync agent: inbound messages handled or set aside, and peripherals' health."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String, Text
+from sqlalchemy import Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from edge.storage.models import Base
@@ -34,3 +34,23 @@ class PeripheralHealth(Base):
     code: Mapped[str] = mapped_column(String(64), default="")
     reason: Mapped[str] = mapped_column(String(256), default="")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SetAside(Base):
+    """A message the agent could not apply yet, kept instead of dropped or crashed on.
+
+    ``replica:<event id>``: another store's event whose member is not here yet
+    (``waiting_for``), applied as soon as that member arrives; or one that failed to apply
+    (``reason``), kept for a technician with an alert to HQ. ``inbound:<id>``: a message
+    whose applying failed unexpectedly, tried again from time to time.
+    """
+
+    __tablename__ = "sync_set_aside"
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(256), default="")
+    hq_seq: Mapped[int | None] = mapped_column(Integer)
+    waiting_for: Mapped[str | None] = mapped_column(String(26), index=True)
+    reason: Mapped[str] = mapped_column(String(256), default="")
+    payload: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    set_aside_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -13,6 +13,7 @@ result finished while the link is down is published once it is back.
 
 from __future__ import annotations
 
+import base64
 import logging
 import queue
 import threading
@@ -22,6 +23,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import select
 
 from edge import __version__
 from edge.app import AppContext
@@ -49,6 +52,7 @@ from edge.protocol import (
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
 from edge.services.connectivity import remember_first_start
 from edge.services.tx import transaction
+from edge.storage.sync_models import SetAside
 from edge.sync.backup_transfer import BackupSender
 from edge.sync.commands import CommandRunner, command_public_key
 from edge.sync.inbound import (
@@ -68,6 +72,7 @@ from edge.sync.watchdog import sd_notify, watchdog_interval_s
 log = logging.getLogger(__name__)
 
 GAP_REQUEST_EVERY_S = 2.0
+SET_ASIDE_RETRY_S = 300.0
 LANE_CARDS_EVERY_S = 1.0
 LANE_CARDS_PER_MESSAGE = 500
 # HQ acknowledges a backup once it holds the whole file: allow it this many event-ack timeouts.
@@ -170,6 +175,8 @@ class Agent:
         self.clock_offset_s: float | None = None
         self.dropped = 0
         self.applied = 0
+        self.failed = 0
+        self._next_set_aside_retry = 0.0
         self._last_gap_request = 0.0
         self._next_telemetry = 0.0
         self.local_cards = LocalCardChanges(app)
@@ -205,6 +212,9 @@ class Agent:
                     self._next_telemetry = now + self.app.config.sync.telemetry_interval_s
                 if now - self._last_gap_request >= self.app.config.sync.replica_poll_s:
                     self._request_replica(force=True)
+                if now >= self._next_set_aside_retry:
+                    self._next_set_aside_retry = now + SET_ASIDE_RETRY_S
+                    self._retry_set_aside()
                 if watchdog is not None and now >= next_watchdog:
                     sd_notify("WATCHDOG=1")
                     next_watchdog = now + watchdog
@@ -239,17 +249,87 @@ class Agent:
                 return
 
     def handle(self, msg: Inbound) -> None:
-        """Parses, applies and acknowledges one message; bad ones are logged and dropped."""
+        """Parses, applies and acknowledges one message; bad ones are logged and dropped.
+
+        No message can stop the agent: one whose applying fails unexpectedly is set aside in
+        the database (and tried again every ``SET_ASIDE_RETRY_S``) and acknowledged; only if
+        even that cannot be written is it left unacknowledged, for the broker to redeliver.
+        """
         try:
             self._dispatch(msg)
             self.applied += 1
         except ProtocolError as exc:
             self.dropped += 1
-            log.warning("dropped message on %s: %s", msg.topic, exc)
+            log.warning("dropped message on %r: %s", msg.topic, exc)
         except KioskError as exc:
             self.dropped += 1
-            log.warning("refused message on %s: %s", msg.topic, exc.message)
+            log.warning("refused message on %r: %s", msg.topic, exc.message)
+        except Exception as exc:  # a fault in one message must not take the loop down
+            self.failed += 1
+            log.exception("message on %r could not be applied: set aside", msg.topic)
+            if not self._set_aside(msg, exc):
+                return
         self.link.ack(msg)
+
+    def _set_aside(self, msg: Inbound, exc: Exception) -> bool:
+        """Keeps a message that failed to apply, to try again later; False if it cannot."""
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:256]
+        try:
+            with transaction(self.app) as tx:
+                key = f"inbound:{tx.new_id()}"
+                tx.session.add(
+                    SetAside(
+                        key=key,
+                        topic=msg.topic[:256],
+                        payload=base64.b64encode(msg.payload).decode(),
+                        reason=reason,
+                        attempts=1,
+                        set_aside_at=tx.now,
+                    )
+                )
+                tx.audit("agent", "sync.message_set_aside", key, topic=msg.topic, reason=reason)
+                tx.emit(
+                    "alert.device",
+                    {"code": "message_set_aside", "detail": f"{msg.topic}: {reason}"[:256]},
+                )
+        except Exception:
+            log.exception("message on %r could not be set aside either", msg.topic)
+            return False
+        return True
+
+    def _retry_set_aside(self) -> None:
+        """Applies again the messages set aside after a fault; keeps those that still fail."""
+        with self.app.db.read() as session:
+            kept = list(
+                session.execute(
+                    select(SetAside.key, SetAside.topic, SetAside.payload)
+                    .where(SetAside.key.like("inbound:%"))
+                    .order_by(SetAside.set_aside_at, SetAside.key)
+                ).tuples()
+            )
+        for key, topic, payload in kept:
+            msg = Inbound(topic, base64.b64decode(payload), qos=0, mid=0, retain=False)
+            try:
+                self._dispatch(msg)
+                done = True
+            except (ProtocolError, KioskError) as exc:
+                log.warning("set-aside message %s dropped now: %s", key, exc)
+                done = True
+            except Exception as exc:
+                log.warning("set-aside message %s still fails: %s", key, exc)
+                done = False
+            try:
+                with transaction(self.app) as tx:
+                    row = tx.session.get(SetAside, key)
+                    if row is None:
+                        continue
+                    if done:
+                        tx.session.delete(row)
+                        tx.audit("agent", "sync.message_applied_later", key, topic=topic)
+                    else:
+                        row.attempts += 1
+            except Exception:
+                log.exception("set-aside message %s could not be updated", key)
 
     def _dispatch(self, msg: Inbound) -> None:
         t, me = self.topics, self.app.device_id

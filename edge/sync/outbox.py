@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 
 from edge.app import AppContext
 from edge.protocol import EventAck, Topics
@@ -58,6 +58,7 @@ class OutboxPump:
         self.timeout_s = ack_timeout_s
         self.inflight: OrderedDict[str, InFlight] = OrderedDict()
         self.cursor = 0  # last outbox seq sent in the current pass
+        self.replay_to = 0  # HQ asked again for events up to here, delivered or not
         self.delivered = 0
         self.resends = 0
         self.last_ack_at: float | None = None
@@ -66,6 +67,7 @@ class OutboxPump:
         """Start again from the oldest undelivered event (after a reconnect or a timeout)."""
         self.inflight.clear()
         self.cursor = 0
+        self.replay_to = 0
 
     def pump(self) -> int:
         """Sends what the window allows; returns how many events were published."""
@@ -84,10 +86,16 @@ class OutboxPump:
                 self.restart()
         sent = 0
         while len(self.inflight) < self.inflight_max and self.link.connected:
+            wanted: ColumnElement[bool]
+            if self.replay_to > self.cursor:
+                # HQ is missing these: send them whatever this device thought of them
+                wanted = OutboxEvent.seq.between(self.cursor + 1, self.replay_to)
+            else:
+                wanted = OutboxEvent.delivered_at.is_(None) & (OutboxEvent.seq > self.cursor)
             with self.app.db.read() as session:
                 rows = session.execute(
                     select(OutboxEvent.seq, OutboxEvent.payload)
-                    .where(OutboxEvent.delivered_at.is_(None), OutboxEvent.seq > self.cursor)
+                    .where(wanted)
                     .order_by(OutboxEvent.seq)
                     .limit(self.batch_max)
                 ).all()
@@ -113,6 +121,20 @@ class OutboxPump:
                 )
         return sent
 
+    def _resend_from(self, seq: int) -> None:
+        """HQ stores this device's events in order and needs ``seq`` next: go back to it now.
+
+        Only an ack of a batch of the current pass does this (the pass then starts over), so
+        the acks of batches sent before the rewind cannot make it rewind again and again.
+        """
+        if seq > self.cursor:
+            return
+        log.info("HQ needs events from %d on (sent up to %d): sending again", seq, self.cursor)
+        self.replay_to = max(self.replay_to, self.cursor)
+        self.inflight.clear()
+        self.cursor = seq - 1
+        self.resends += 1
+
     def on_ack(self, ack: EventAck) -> int:
         """Marks acknowledged events delivered (and HQ as heard from); returns how many."""
         ids = list(ack.event_ids) + [q.event_id for q in ack.quarantined]
@@ -131,7 +153,9 @@ class OutboxPump:
                 marked += int(getattr(result, "rowcount", 0) or 0)
             record_hq_contact(session, now)
         if ack.batch_id is not None:
-            self.inflight.pop(ack.batch_id, None)
+            sent = self.inflight.pop(ack.batch_id, None)
+            if sent is not None and ack.expect_seq is not None:
+                self._resend_from(ack.expect_seq)
         self.delivered += marked
         self.timeout_s = self.ack_timeout_s
         self.last_ack_at = time.monotonic()

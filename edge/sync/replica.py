@@ -10,6 +10,12 @@ on the way and the device asks HQ to send again from its cursor. Each event is a
 A debit whose lot this store already spent (the same points redeemed at two offline stores)
 is kept whole: it moves to another open lot of the member that can absorb it, or stays
 without a lot; the balance goes negative and the member is flagged for staff.
+
+No event stops the replica. One that names a member not here yet (its registration is still
+on the way) is kept in ``sync_set_aside`` and applied, in HQ's order, as soon as the member
+arrives. One that fails its schema or does not apply is applied in none of its parts (a
+savepoint), kept there for a technician and reported to HQ as an ``alert.device``
+(``replica_set_aside``); the events after it go on.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from edge.app import AppContext
 from edge.domain.cards import CardState
@@ -28,6 +35,7 @@ from edge.protocol import (
     MemberRegisteredData,
     ProtocolError,
     ReplicaBatch,
+    ReplicaEvent,
 )
 from edge.protocol.messages import (
     CardBlocklistData,
@@ -40,6 +48,7 @@ from edge.services.connectivity import record_hq_contact
 from edge.services.tiers import months_after
 from edge.services.tx import Tx, get_meta, set_meta, transaction
 from edge.storage.models import Card, LedgerEntry, Member, PointsLot, Purchase
+from edge.storage.sync_models import SetAside
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,9 @@ class ReplicaOutcome:
 
     applied: int = 0
     skipped: int = 0
+    waiting: int = 0
+    set_aside: int = 0
+    released: int = 0
     stale: bool = False
     gap: bool = False
     cursor: int = 0
@@ -64,7 +76,11 @@ def replica_cursor(tx: Tx) -> int:
 
 
 def apply_replica_batch(app: AppContext, batch: ReplicaBatch) -> ReplicaOutcome:
-    """Applies ``batch`` in one transaction if it continues the cursor (see module doc)."""
+    """Applies ``batch`` in one transaction if it continues the cursor (see module doc).
+
+    No event can make this fail: one whose member is not here yet waits for it, one that
+    does not apply is set aside (see :func:`_apply_one`), and the cursor moves on.
+    """
     with transaction(app) as tx:
         cursor = replica_cursor(tx)
         outcome = ReplicaOutcome(cursor=cursor)
@@ -80,14 +96,8 @@ def apply_replica_batch(app: AppContext, batch: ReplicaBatch) -> ReplicaOutcome:
                 continue
             if item.event.device_id == app.device_id:
                 continue  # our own event coming back: already applied here
-            try:
-                if _apply_event(tx, item.event, touched, outcome):
-                    outcome.applied += 1
-                else:
-                    outcome.skipped += 1
-            except ProtocolError as exc:
-                log.error("replica event %s dropped: %s", item.event.event_id, exc)
-                outcome.skipped += 1
+            _apply_one(tx, item, touched, outcome)
+        _release_waiting(tx, touched, outcome)
         for member_id in touched:
             member = tx.session.get(Member, member_id)
             if member is not None and member.balance < 0 and not member.overdraft_flagged:
@@ -97,7 +107,7 @@ def apply_replica_batch(app: AppContext, batch: ReplicaBatch) -> ReplicaOutcome:
         set_meta(tx.session, REPLICA_CURSOR, str(batch.to_seq))
         record_hq_contact(tx.session, tx.now)
         outcome.cursor = batch.to_seq
-        if outcome.applied:
+        if outcome.applied or outcome.waiting or outcome.set_aside:
             tx.audit(
                 "hq",
                 "sync.replica",
@@ -105,12 +115,125 @@ def apply_replica_batch(app: AppContext, batch: ReplicaBatch) -> ReplicaOutcome:
                 after_seq=batch.after_seq,
                 to_seq=batch.to_seq,
                 applied=outcome.applied,
+                waiting=outcome.waiting,
+                set_aside=outcome.set_aside,
             )
         return outcome
 
 
-def _apply_event(tx: Tx, event: Event, touched: set[str], outcome: ReplicaOutcome) -> bool:
-    data = event.typed_data()
+def _members_needed(data: object) -> set[str]:
+    """The members an event's data changes: they must be here before it can apply."""
+    if isinstance(data, MemberRegisteredData):
+        return {e.member_id for e in data.entries} - {data.member_id}
+    if isinstance(data, EntriesData):
+        return {data.member_id} | {e.member_id for e in data.entries}
+    if isinstance(data, MemberUpdatedData | MemberDeletedData | TierChangedData):
+        return {data.member_id}
+    if isinstance(data, CardReplacedData):
+        return {data.member_id}
+    return set()
+
+
+def _apply_one(tx: Tx, item: ReplicaEvent, touched: set[str], outcome: ReplicaOutcome) -> None:
+    """Applies one event in a savepoint, or keeps it aside: all of it or none of it.
+
+    An event of a member not here yet (its registration is still on the way, or waits
+    itself) is kept until the member arrives. An event that fails its schema or does not
+    apply is kept for a technician, with an ``alert.device`` to HQ; the rest go on.
+    """
+    event = item.event
+    try:
+        data = event.typed_data()
+    except ProtocolError as exc:
+        _set_aside(tx, item, None, str(exc), outcome)
+        return
+    missing = sorted(m for m in _members_needed(data) if tx.session.get(Member, m) is None)
+    if missing:
+        _set_aside(tx, item, missing[0], f"waiting for member {missing[0]}", outcome)
+        return
+    cards, before = len(outcome.cards), set(touched)
+    try:
+        with tx.session.begin_nested():
+            applied = _apply_event(tx, event, data, touched, outcome)
+    except (ProtocolError, SQLAlchemyError) as exc:
+        del outcome.cards[cards:]
+        touched.intersection_update(before)
+        _set_aside(tx, item, None, str(exc).splitlines()[0], outcome)
+        return
+    if applied:
+        outcome.applied += 1
+    else:
+        outcome.skipped += 1
+
+
+def _set_aside(
+    tx: Tx, item: ReplicaEvent, member_id: str | None, reason: str, outcome: ReplicaOutcome
+) -> None:
+    key = f"replica:{item.event.event_id}"
+    kept = tx.session.get(SetAside, key)
+    if kept is None:
+        kept = SetAside(
+            key=key,
+            topic="replica",
+            hq_seq=item.hq_seq,
+            payload=item.model_dump_json(),
+            attempts=0,
+            set_aside_at=tx.now,
+        )
+        tx.session.add(kept)
+    kept.waiting_for = member_id
+    kept.reason = reason[:256]
+    kept.attempts += 1
+    if member_id is not None:
+        outcome.waiting += 1
+        log.info("replica event %s waits for member %s", item.event.event_id, member_id)
+        return
+    outcome.set_aside += 1
+    log.error("replica event %s set aside: %s", item.event.event_id, reason)
+    tx.audit("hq", "sync.replica_set_aside", item.event.event_id, reason=reason[:256])
+    tx.emit(
+        "alert.device",
+        {
+            "code": "replica_set_aside",
+            "detail": f"event {item.event.event_id} ({item.event.kind}) of "
+            f"{item.event.device_id}: {reason}"[:256],
+        },
+    )
+
+
+def _release_waiting(tx: Tx, touched: set[str], outcome: ReplicaOutcome) -> None:
+    """Applies, in HQ's order, the events whose member has arrived (by now, or in this batch)."""
+    while True:
+        ready = list(
+            tx.session.scalars(
+                select(SetAside)
+                .where(SetAside.waiting_for.in_(select(Member.id)))
+                .order_by(SetAside.hq_seq, SetAside.key)
+            )
+        )
+        if not ready:
+            return
+        for kept in ready:
+            item = ReplicaEvent.model_validate_json(kept.payload)
+            tx.session.delete(kept)
+            tx.session.flush()
+            outcome.released += 1
+            _apply_one(tx, item, touched, outcome)
+
+
+def waiting_events(tx: Tx) -> int:
+    """How many replica events wait for their member or are set aside here."""
+    return int(
+        tx.session.scalar(
+            select(func.count()).select_from(SetAside).where(SetAside.key.like("replica:%"))
+        )
+        or 0
+    )
+
+
+def _apply_event(
+    tx: Tx, event: Event, data: object, touched: set[str], outcome: ReplicaOutcome
+) -> bool:
     if data is None:
         return False  # gift stock, coupons, audit-only kinds are each store's own
     if isinstance(data, MemberRegisteredData):

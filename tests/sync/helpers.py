@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from edge.app import AppContext
-from edge.protocol import DeviceStatus, Topics
+from edge.protocol import DeviceStatus, Event, Topics
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
 from edge.services.tx import get_meta
 from edge.storage.models import Member, OutboxEvent
@@ -136,6 +136,21 @@ class HqProcess:
         assert self.proc is not None
         self.proc.terminate()
         return self.proc.wait(30)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def outbox_events(app: AppContext) -> list[Event]:
+    """``app``'s outbox as the agent publishes it: each event with its seq, in order."""
+    with app.db.read() as s:
+        rows = s.execute(select(OutboxEvent.seq, OutboxEvent.payload).order_by(OutboxEvent.seq))
+        return [Event.model_validate_json(f'{{"seq":{seq},{p[1:]}') for seq, p in rows]
 
 
 def drained(app: AppContext) -> Callable[[], bool]:
