@@ -9,7 +9,21 @@ import pytest
 
 from drivers.scanner import CodeDecoder, DecodeSettings, Symbology
 from drivers.scanner._zbar import decode_qr_bytes
-from tests.drivers.conftest import BARCODES, barcode_image, expected_text
+from tests.drivers.conftest import (
+    BARCODES,
+    FULL_SETS,
+    NO_CODE_SET,
+    barcode_image,
+    curated_images,
+    expected_text,
+    full_set,
+)
+
+SYMBOLOGY_OF_SET = {
+    "qrcode": Symbology.QR_CODE,
+    "ean13": Symbology.EAN_13,
+    "code128": Symbology.CODE_128,
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +40,15 @@ def decoder() -> CodeDecoder:
     ],
 )
 def test_reads_each_member_center_symbology(decoder, image, symbology):
+    codes = decoder.decode(barcode_image(image))
+    assert [(c.format, c.text.replace("\r\n", "\n").rstrip()) for c in codes] == [
+        (symbology, expected_text(image))
+    ]
+
+
+@pytest.mark.parametrize("image", curated_images(with_code=True))
+def test_every_curated_photo_reads_as_its_label(decoder, image):
+    symbology = SYMBOLOGY_OF_SET[image.split("-")[0]]
     codes = decoder.decode(barcode_image(image))
     assert [(c.format, c.text.replace("\r\n", "\n").rstrip()) for c in codes] == [
         (symbology, expected_text(image))
@@ -51,12 +74,25 @@ def test_code128_extended_characters_are_read_exactly(decoder):
     ]
 
 
-def test_nothing_is_read_from_photos_without_codes(decoder):
-    folder = BARCODES / "falsepositives-2"
-    if not folder.exists():
-        pytest.skip("test images not present")
-    for path in sorted(folder.glob("*.png")):
-        assert decoder.decode(barcode_image(f"falsepositives-2/{path.name}")) == (), path.name
+@pytest.mark.parametrize("image", curated_images(with_code=False))
+def test_nothing_is_read_from_photos_without_codes(decoder, image):
+    assert decoder.decode(barcode_image(image)) == ()
+
+
+def test_nothing_is_read_from_any_photo_of_the_full_no_code_set(decoder):
+    folder = full_set(NO_CODE_SET)
+    paths = sorted(folder.glob("*.png"))
+    assert paths
+    for path in paths:
+        assert decoder.decode(barcode_image(path.name, folder)) == (), path.name
+
+
+def test_the_curated_photos_are_the_full_sets_own_files():
+    for path in sorted(p for p in BARCODES.glob("*/*") if p.suffix in {".png", ".txt"}):
+        relative = path.relative_to(BARCODES)
+        original = full_set(relative.parent.as_posix()) / relative.name
+        assert path.read_bytes() == original.read_bytes(), relative
+    assert (BARCODES / "LICENSE").read_bytes() == (FULL_SETS / "LICENSE").read_bytes()
 
 
 def test_only_configured_symbologies_are_reported():
