@@ -1,10 +1,12 @@
-"""Exactly once under faults: broker killed, agents SIGKILLed, links cut, all at random.
+"""Exactly once under faults: broker and HQ killed, agents SIGKILLed, links cut, at random.
 
 Two kiosks (stores S001 and S002) run ``kiosk agent`` as processes behind cuttable TCP
 proxies to a real Mosquitto (with a small queue limit, so it also drops messages); HQ runs
-beside them; two lanes publish purchases. More than 10,000 purchases and redemptions go in
-while, every 1-4 s, one fault strikes (at least 20 of each kind). Afterwards HQ must hold
-every event exactly once with no gap per device, and every node's balances must equal HQ's.
+beside them as ``kiosk hq serve``; two lanes publish purchases. At least 10,000 purchases
+and redemptions go in while, every 0.5-3 s, one fault strikes (20 of each kind). Afterwards
+HQ must hold every event exactly once, stored in each device's own order with no gap, every
+outbox must have drained, every node's balances must equal HQ's, every ledger must verify,
+and no service may have exited by itself meanwhile.
 """
 
 from __future__ import annotations
@@ -18,26 +20,31 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from edge.domain.errors import Refusal
+from edge.protocol import Topics
 from edge.protocol.link import TlsFiles
 from edge.services.gifts import add_gift, redeem_gift
 from edge.services.members import register_member
 from edge.services.points import accrue_purchase
 from edge.services.verify import verify_ledger
-from edge.storage.models import Purchase
+from edge.storage.models import Member, Purchase
+from edge.sync.agent import Agent
 from hq.lanes import Lane
 from hq.ledger import balances, ledger_sums
-from hq.models import StoredEvent
-from hq.service import make_hq_engine
-from tests.sync.conftest import make_data_dir, open_app, start_broker, wait_until
+from hq.models import QuarantinedEvent, StoredEvent
+from hq.service import HqService, make_hq_engine
+from tests.sync.conftest import Runner, make_data_dir, open_app, start_broker, wait_until
 from tests.sync.helpers import (
     AgentProcess,
     HqProcess,
     caught_up,
+    client,
     drained,
+    hq_config,
     local_balances,
     outbox_ids,
 )
 from tests.sync.proxy import CuttableProxy
+from tests.sync.test_ordering import batch, kiosk_with_history, stored_order, wait_ack
 
 MEMBERS_PER_STORE = 15
 DRIVER_OPS_PER_KIOSK = 3000  # half accruals, half redemptions
@@ -77,6 +84,7 @@ def test_exactly_once_under_faults(tmp_path):
             wait_until(drained(app), 60, f"{d} to reach HQ before the faults")
 
         errors: list[BaseException] = []
+        exited: list[tuple[str, int | None]] = []
         done = {"driver": 0, "redeemed": 0, "refused": 0}
         lane_reports = {}
 
@@ -111,43 +119,64 @@ def test_exactly_once_under_faults(tmp_path):
             except BaseException as exc:
                 errors.append(exc)
 
-        faults = ["broker", "agent", "cut"] * FAULTS_PER_KIND
+        faults = ["broker", "agent", "cut", "hq"] * FAULTS_PER_KIND
         rng.shuffle(faults)
-        struck = {"broker": 0, "agent": 0, "cut": 0}
+        struck = {"broker": 0, "agent": 0, "cut": 0, "hq": 0}
+        striking = threading.Lock()
+        finished = threading.Event()
 
         def chaos() -> None:
             try:
                 for kind in faults:
-                    time.sleep(rng.uniform(1.0, 4.0))
-                    if kind == "broker":
-                        broker.kill()
-                        time.sleep(rng.uniform(0.1, 0.8))
-                        broker.start()
-                    elif kind == "agent":
-                        victim = agents[rng.choice(list(devices))]
-                        victim.kill()
-                        time.sleep(rng.uniform(0.0, 0.5))
-                        victim.start()
-                    else:
-                        proxies[rng.choice(list(devices))].cut()
+                    time.sleep(rng.uniform(0.5, 3.0))
+                    with striking:
+                        if kind == "broker":
+                            broker.kill()
+                            time.sleep(rng.uniform(0.1, 0.8))
+                            broker.start()
+                        elif kind == "agent":
+                            victim = agents[rng.choice(list(devices))]
+                            victim.kill()
+                            time.sleep(rng.uniform(0.0, 0.5))
+                            victim.start()
+                        elif kind == "hq":
+                            hq.kill()
+                            time.sleep(rng.uniform(0.0, 0.5))
+                            hq.start()
+                        else:
+                            proxies[rng.choice(list(devices))].cut()
                     struck[kind] += 1
             except BaseException as exc:
                 errors.append(exc)
+            finally:
+                finished.set()
+
+        def watch() -> None:
+            """A service that exits when no fault struck it is a failure (restarted to go on)."""
+            while not finished.wait(0.5):
+                with striking:
+                    for d, agent in agents.items():
+                        if not agent.alive():
+                            exited.append((d, agent.proc.returncode if agent.proc else None))
+                            agent.start()
+                    if not hq.alive():
+                        exited.append(("hq", hq.proc.returncode if hq.proc else None))
+                        hq.start()
 
         threads = [threading.Thread(target=drive, args=(d,)) for d in devices]
         threads += [threading.Thread(target=lane, args=(d,)) for d in devices]
         threads.append(threading.Thread(target=chaos))
+        threads.append(threading.Thread(target=watch))
         for t in threads:
             t.start()
         for t in threads:
             t.join(800)
         assert not errors, errors
         assert struck == {k: FAULTS_PER_KIND for k in struck}
+        assert exited == [], f"services exited by themselves: {exited}"
+        assert hq.alive() and all(agent.alive() for agent in agents.values())
 
         # Everything settles once the faults stop.
-        for agent in agents.values():
-            if not agent.alive():
-                agent.start()
         for d, app in apps.items():
             wait_until(drained(app), 180, f"{d}'s outbox to drain", every=0.5)
         for d, app in apps.items():
@@ -181,18 +210,67 @@ def test_exactly_once_under_faults(tmp_path):
 
     with Session(hq_engine) as s:
         stored = list(
-            s.execute(select(StoredEvent.event_id, StoredEvent.device_id, StoredEvent.device_seq))
+            s.execute(
+                select(
+                    StoredEvent.event_id, StoredEvent.device_id, StoredEvent.device_seq
+                ).order_by(StoredEvent.hq_seq)
+            )
         )
+        assert s.scalar(select(func.count()).select_from(QuarantinedEvent)) == 0
         hq_balances = balances(s)
         assert ledger_sums(s) == {k: v for k, v in hq_balances.items() if k in ledger_sums(s)}
     stored_ids = [row[0] for row in stored]
     assert len(stored_ids) == len(set(stored_ids))
     assert set(stored_ids) == set(outbox_ids(apps["K001"])) | set(outbox_ids(apps["K002"]))
     for d in devices:
-        seqs = sorted(seq for _, dev, seq in stored if dev == d)
-        assert seqs == list(range(1, len(seqs) + 1)), f"gap or double in {d}'s events"
+        seqs = [seq for _, dev, seq in stored if dev == d]  # in the order HQ stored them
+        assert seqs == list(range(1, len(seqs) + 1)), f"{d}'s events out of order, gap or double"
     for d, app in apps.items():
         assert local_balances(app) == hq_balances, f"{d} disagrees with HQ"
         verified = verify_ledger(app)
         assert verified.ok, verified.problems
         app.close()
+
+
+def test_an_accrual_published_before_its_registration_stops_nobody(broker, tmp_path):
+    """The reproduction: seq 2 (the accrual) published before seq 1 (the registration),
+    each with K002's own certificate, while K001's agent takes HQ's replica."""
+    source, reg, events = kiosk_with_history(tmp_path, broker, "K002", "S002", 50_000)
+    hq = HqService(hq_config(broker, tmp_path))
+    k001 = open_app(make_data_dir(tmp_path, broker, "K001", "S001", 1))
+    agent = Agent(k001)
+    runners = [Runner(hq.run), Runner(agent.run)]
+    topics = Topics()
+    k002 = client(broker, "K002", [(topics.ack("K002"), 1)], client_id="K002", store_id="S002")
+    k002.start()
+    try:
+        wait_until(lambda: k002.connected and hq.link.connected, 20, "links up")
+        wait_until(lambda: agent.link.connected, 20, "K001's agent up")
+        late = batch("K002", *events[1:])
+        assert k002.publish(topics.events("K002"), late.to_bytes(), qos=1)
+        ack = wait_ack(k002, late.batch_id)
+        assert ack.event_ids == [] and ack.expect_seq == 1
+        first = batch("K002", events[0])
+        assert k002.publish(topics.events("K002"), first.to_bytes(), qos=1)
+        assert wait_ack(k002, first.batch_id).event_ids == [events[0].event_id]
+        assert k002.publish(topics.events("K002"), late.to_bytes(), qos=1)
+        assert set(wait_ack(k002, late.batch_id).event_ids) == {e.event_id for e in events[1:]}
+
+        assert stored_order(hq.engine, "K002") == [e.seq for e in events]
+        with Session(hq.engine) as s:
+            at_hq = balances(s)[reg.member_id]
+        assert at_hq == 123
+
+        def replica_balance() -> int | None:
+            with k001.db.read() as s:
+                member = s.get(Member, reg.member_id)
+                return None if member is None else member.balance
+
+        wait_until(lambda: replica_balance() == at_hq, 20, "K001's replica to agree with HQ")
+    finally:
+        k002.close()
+        for r in runners:
+            r.stop()  # raises if a loop died
+    assert verify_ledger(k001).ok
+    source.close()
+    k001.close()
