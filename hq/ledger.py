@@ -1,7 +1,9 @@
 """The central ledger: stores each event once, applies its entries, reconciles and alerts.
 
 Deduplication is by event id, so a batch resent after a lost ack changes nothing but gets
-acknowledged again. A member whose balance goes negative (the same points redeemed at two
+acknowledged again. A device's events are stored in its outbox order only (``DeviceSequence``
+keeps the next seq expected), and only events that are the device's own: see
+:meth:`CentralLedger.ingest`. A member whose balance goes negative (the same points redeemed at two
 offline stores) is flagged with an ``overdraft`` alert: nothing is dropped, staff decide.
 A card used at two stores within ``clone_window`` raises ``card_clone_suspect``.
 """

@@ -1,8 +1,9 @@
 """``kiosk hq serve``: the reference HQ service on MQTT.
 
-Stores every device's events once and acknowledges them, fans them out to every other kiosk
-(numbered, so a kiosk can ask for what it missed), keeps the fleet's status and telemetry,
-raises alerts, and publishes blocklist updates for blocked cards.
+Stores every device's events once, in each device's outbox order, and acknowledges them
+(saying where to resend from when a batch arrives before the ones it follows); fans them out
+to every other kiosk (numbered, so a kiosk can ask for what it missed), keeps the fleet's
+status and telemetry, raises alerts, and publishes blocklist updates for blocked cards.
 """
 
 from __future__ import annotations
@@ -204,12 +205,15 @@ class HqService:
                 now = time.monotonic()
                 if now >= self._next_check:
                     self._next_check = now + 5.0
-                    with self.sessions() as session, session.begin():
-                        check_offline(
-                            session,
-                            datetime.now(UTC),
-                            timedelta(seconds=self.config.offline_alert_s),
-                        )
+                    try:
+                        with self.sessions() as session, session.begin():
+                            check_offline(
+                                session,
+                                datetime.now(UTC),
+                                timedelta(seconds=self.config.offline_alert_s),
+                            )
+                    except SQLAlchemyError:
+                        log.exception("the offline check failed: trying again in 5 s")
         finally:
             self.link.close()
 
