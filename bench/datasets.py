@@ -1,4 +1,7 @@
-"""Where the camera photos of codes live: read in place, never copied into the project."""
+"""Where the camera photos of codes live: the full sets, read in place by the benchmarks.
+
+The decoder's tests read a small curated subset kept in ``tests/data/barcodes``.
+"""
 
 from __future__ import annotations
 
