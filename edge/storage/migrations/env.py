@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import edge.storage.command_models
 import edge.storage.sync_models  # noqa: F401
 from edge.storage.models import Base
 
