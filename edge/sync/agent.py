@@ -6,9 +6,10 @@ transaction (or not at all) and only then acknowledged to the broker, so a crash
 means redelivery and an idempotent re-apply, never a loss or a double.
 
 A command that waits on the network (``update`` downloads a bundle) runs on a worker thread:
-its message is acknowledged once the work is handed over, and the loop records and publishes
-the result when the work is done, pumping the outbox and pinging the watchdog meanwhile. A
-result finished while the link is down is published once it is back.
+it is stored as taken in the database before its message is acknowledged, and the loop
+records and publishes the result when the work is done, pumping the outbox and pinging the
+watchdog meanwhile. A result finished while the link is down is published once it is back;
+a command a crash or a stop interrupted is run again (or answered) when the agent starts.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from edge.services.connectivity import remember_first_start
 from edge.services.tx import transaction
 from edge.storage.sync_models import SetAside
 from edge.sync.backup_transfer import BackupSender
-from edge.sync.commands import CommandRunner, command_public_key
+from edge.sync.commands import CommandRunner, Taken, command_public_key
 from edge.sync.inbound import (
     accrue_lane_purchase,
     apply_blocklist,
@@ -133,15 +134,16 @@ def link_settings(app: AppContext, topics: Topics) -> LinkSettings:
 
 @dataclass
 class _RunningCommand:
-    """A command on the worker thread, and where its result goes when it is done.
+    """A command on the worker thread, and where its result goes when it is done: to each
+    (response topic, correlation data) that asked for its transaction.
 
-    ``result`` is its recorded outcome once the worker is done; the entry stays until the
-    result is handed to the link (the link may be down just then)."""
+    ``result`` is its recorded outcome once the worker is done (or at once, for one answered
+    when the agent starts); the entry stays until the result is handed to the link for every
+    asker (the link may be down just then)."""
 
     command: Command
-    reply_topic: str
-    correlation: bytes | None
-    outcome: Future[tuple[str, dict[str, Any]]]
+    replies: list[tuple[str, bytes | None]]
+    outcome: Future[tuple[str, dict[str, Any]]] | None
     result: CommandResult | None = None
 
 
@@ -193,6 +195,7 @@ class Agent:
         with transaction(self.app) as tx:
             remember_first_start(tx.session, tx.now)
         follow_stored_rules(self.app, 0)
+        self._resume_commands()
         self.link.start()
         sd_notify("READY=1")
         watchdog = watchdog_interval_s()
@@ -373,26 +376,53 @@ class Agent:
         if self.commands.runs_in_background(command):
             screened = self.commands.screen(command, now)
             if screened is None:
-                if command.transaction in self._running:
-                    # a repeat while it runs: the one result goes out, correlated, when done
+                running = self._running.get(command.transaction)
+                if running is not None:
+                    # a repeat while it runs: the one result goes to every asker when done
+                    if (reply, msg.correlation) not in running.replies:
+                        running.replies.append((reply, msg.correlation))
                     log.info("command %s is already running", command.transaction)
                     return
-                outcome = self._command_worker.submit(self.commands.execute, command)
-                self._running[command.transaction] = _RunningCommand(
-                    command, reply, msg.correlation, outcome
-                )
-                return
+                # stored as taken before the message is acknowledged: a crash cannot lose it
+                if self.commands.take(command, reply, msg.correlation):
+                    self._start_command(Taken(command, reply, msg.correlation))
+                    return
+                screened = self.commands.screen(command, now)  # recorded meanwhile
+                if screened is None:
+                    log.warning("command %s is taken but not running", command.transaction)
+                    return
             result = screened
         else:
             result = self.commands.handle(command, now)
         self.link.publish(reply, result.to_bytes(), qos=1, correlation=msg.correlation)
 
+    def _start_command(self, taken: Taken, resumed: bool = False) -> None:
+        outcome = self._command_worker.submit(self.commands.execute, taken.command, resumed)
+        self._running[taken.command.transaction] = _RunningCommand(
+            taken.command, [(taken.reply_topic, taken.correlation)], outcome
+        )
+
+    def _resume_commands(self) -> None:
+        """Runs again, or answers, the commands taken and not answered before the last stop."""
+        try:
+            again, answered = self.commands.interrupted(self.app.clock())
+        except Exception:  # the agent runs on; the commands stay taken for the next start
+            log.exception("interrupted commands could not be read")
+            return
+        for taken, result in answered:
+            self._running[taken.command.transaction] = _RunningCommand(
+                taken.command, [(taken.reply_topic, taken.correlation)], None, result
+            )
+        for taken in again:
+            self._start_command(taken, resumed=True)
+
     def _finish_commands(self) -> None:
         """Records the results of commands the worker has finished and publishes them; a
-        result the link did not take (HQ's broker away) is published again next time round."""
+        result the link did not take (HQ's broker away) is published again next time round,
+        and the command stays taken in the database until the link has taken it."""
         for transaction_id, running in list(self._running.items()):
             if running.result is None:
-                if not running.outcome.done():
+                if running.outcome is None or not running.outcome.done():
                     continue
                 try:
                     status, detail = running.outcome.result()
@@ -402,12 +432,14 @@ class Agent:
                 running.result = self.commands.record(
                     running.command, status, detail, self.app.clock()
                 )
-            if self.link.publish(
-                running.reply_topic,
-                running.result.to_bytes(),
-                qos=1,
-                correlation=running.correlation,
-            ):
+            payload = running.result.to_bytes()
+            running.replies = [
+                (topic, correlation)
+                for topic, correlation in running.replies
+                if not self.link.publish(topic, payload, qos=1, correlation=correlation)
+            ]
+            if not running.replies:
+                self.commands.answered(transaction_id)
                 del self._running[transaction_id]
 
     def _dispatch_lane(self, msg: Inbound) -> None:
