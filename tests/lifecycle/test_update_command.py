@@ -4,6 +4,7 @@ installer; tampered bundles and bad commands queue nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import json
@@ -11,18 +12,21 @@ import os
 import queue
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
 
 from edge import __version__
 from edge.config import KioskConfig
@@ -30,7 +34,11 @@ from edge.lifecycle.bundle import build_bundle
 from edge.lifecycle.update import drain_inbox
 from edge.protocol import Command, CommandResult, Telemetry, Topics, decode
 from edge.protocol.link import Inbound, MqttLink
+from edge.security.keys import load_public_key
+from edge.services.tx import transaction
+from edge.storage.command_models import RunningCommand
 from edge.sync.agent import Agent
+from edge.sync.commands import MAX_STARTS, CommandRunner
 from hq.cli import update_command as hq_update
 from hq.commands import (
     bundle_facts,
@@ -41,8 +49,15 @@ from hq.commands import (
 )
 from hq.service import HqConfig, hq_link
 from tests.lifecycle.releases import build_release, update_key
-from tests.sync.conftest import Broker, Runner, make_data_dir, open_app, start_broker
-from tests.sync.helpers import ROOT, hq_config
+from tests.sync.conftest import (
+    Broker,
+    Runner,
+    make_data_dir,
+    open_app,
+    start_broker,
+    wait_until,
+)
+from tests.sync.helpers import ROOT, AgentProcess, hq_config
 
 
 class BundleServer:
@@ -77,7 +92,8 @@ class BundleServer:
                     self.wfile.flush()
                     server.half_sent.set()
                     server.release.wait(30)
-                    self.wfile.write(body[len(body) // 2 :])
+                    with contextlib.suppress(OSError):  # the device went away (killed)
+                        self.wfile.write(body[len(body) // 2 :])
                     return
                 super().do_GET()
 
@@ -603,3 +619,264 @@ def test_an_update_finished_while_the_broker_is_down_is_answered_after_it_is_bac
         app.close()
         server.close()
         broker.stop()
+
+
+# -- an agent killed mid-download runs the update again when it starts, or answers it -----------
+
+
+@contextmanager
+def own_site(tmp_path: Path) -> Iterator[Site]:
+    """A site of its own: broker, download server and keys, for tests that kill processes."""
+    broker = start_broker(tmp_path / "broker")
+    (tmp_path / "www").mkdir()
+    server = BundleServer(tmp_path / "www")
+    key, pub = update_key(tmp_path)
+    try:
+        yield Site(
+            broker,
+            server,
+            hq_config(broker, tmp_path),
+            load_command_key(broker.directory / "hq-command.key"),
+            key,
+            pub,
+            tmp_path,
+        )
+    finally:
+        server.release.set()  # lets a download still held back end
+        server.close()
+        broker.stop()
+
+
+class ResultWatch:
+    """HQ's side of one device's commands: publishes them as ``send_command`` does and
+    collects every result on the device's command/result topic, correlated or not."""
+
+    def __init__(self, site: Site, device_id: str) -> None:
+        self.topics = Topics(site.hq.topic_prefix)
+        self.device_id = device_id
+        self.reply = self.topics.command_result(device_id)
+        self.link = hq_link(site.hq, f"hq-results-{secrets.token_hex(3)}", ((self.reply, 1),))
+        self.link.start()
+        assert self.link.wait_connected(15)
+        self.results: list[tuple[CommandResult, bytes | None]] = []
+
+    def send(self, command: Command) -> None:
+        self.link.publish(
+            self.topics.command(self.device_id),
+            command.to_bytes(),
+            qos=1,
+            response_topic=self.reply,
+            correlation=command.transaction.encode(),
+        )
+
+    def result(
+        self, transaction: str, timeout_s: float, log: Path
+    ) -> tuple[CommandResult, bytes | None]:
+        """The first result for ``transaction`` and its correlation data."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for answer, correlation in self.results:
+                if answer.transaction == transaction:
+                    return answer, correlation
+            assert time.monotonic() < deadline, f"no result for {transaction}: {log.read_text()}"
+            try:
+                item = self.link.inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if isinstance(item, Inbound):
+                self.link.ack(item)
+                self.results.append((decode(CommandResult, item.payload), item.correlation))
+
+    def close(self) -> None:
+        self.link.close()
+
+
+def started_agent(site: Site, data: Path) -> AgentProcess:
+    """``kiosk agent`` on ``data`` as a process of its own, once it answers HQ."""
+    agent = AgentProcess(data)
+    agent.start()
+    deadline = time.monotonic() + 30
+    while True:
+        assert agent.alive(), (data / "agent.log").read_text()
+        try:
+            if site.send(sign_command(site.command_key, "K001", "ping"), 5).status == "done":
+                return agent
+        except TimeoutError:
+            assert time.monotonic() < deadline, (data / "agent.log").read_text()
+
+
+def killed_mid_download(site: Site, hq: ResultWatch, agent: AgentProcess, command: Command) -> Path:
+    """Sends ``command`` (an update from the server's ``halves/``) and SIGKILLs ``agent`` while
+    the server holds back the second half of the bundle; returns the download it left."""
+    site.server.half_sent.clear()
+    site.server.release.clear()
+    hq.send(command)
+    assert site.server.half_sent.wait(20), "the device never asked for the bundle"
+    data = agent.data_dir
+    wait_until(lambda: bool(left_behind(data)), 10, "the download file")
+    agent.kill()
+    (partial,) = left_behind(data)  # the crash left the half-written download behind
+    assert partial.name.endswith(".part"), partial
+    return partial
+
+
+def test_an_update_interrupted_by_a_crash_is_run_again_after_the_restart(tmp_path):
+    with own_site(tmp_path) as site:
+        data = site.kiosk("K001", "S001", 1)
+        hq = ResultWatch(site, "K001")
+        agent = started_agent(site, data)
+        try:
+            bundle = small_bundle(site, "9.7.1")
+            path = f"/halves/{bundle.name}"
+            command = update_command(
+                site.command_key, "K001", bundle, site.server.url(path.lstrip("/"))
+            )
+            killed_mid_download(site, hq, agent, command)
+            assert queued(data) == []
+
+            site.server.half_sent.clear()
+            agent.start()  # as systemd restarts it
+            assert site.server.half_sent.wait(30), (data / "agent.log").read_text()
+            assert site.server.requests.count(path) == 2  # fetched again, from the start
+            hq.send(command)  # the same transaction while it runs again: not run a third time
+            site.server.release.set()
+            answer, correlation = hq.result(command.transaction, 60, data / "agent.log")
+            assert answer.status == "done", answer.detail
+            assert answer.detail["version"] == "9.7.1"
+            assert correlation == command.transaction.encode()  # the one HQ sent with it
+            (waiting,) = queued(data)
+            assert waiting.name == answer.detail["bundle"]
+            assert waiting.read_bytes() == bundle.read_bytes()
+            assert left_behind(data) == []
+
+            # HQ's operator reads the result by its transaction: from the record, not run again
+            again = hq_cli(
+                site, "update", "K001", str(bundle), "--url", site.server.url(path.lstrip("/")),
+                "--transaction", command.transaction,
+            )  # fmt: skip
+            assert again.returncode == 0, again.stdout + again.stderr
+            replayed = json.loads(again.stdout)
+            assert (replayed["status"], replayed["detail"]["bundle"]) == ("done", waiting.name)
+            assert replayed["detail"]["replayed"] is True
+            assert site.server.requests.count(path) == 2
+            assert queued(data) == [waiting]
+        finally:
+            agent.stop()
+            hq.close()
+
+
+def test_an_update_found_expired_after_a_crash_is_answered_expired_not_run(tmp_path):
+    with own_site(tmp_path) as site:
+        data = site.kiosk("K001", "S001", 1)
+        hq = ResultWatch(site, "K001")
+        agent = started_agent(site, data)
+        try:
+            bundle = small_bundle(site, "9.7.2")
+            path = f"/halves/{bundle.name}"
+            command = update_command(
+                site.command_key,
+                "K001",
+                bundle,
+                site.server.url(path.lstrip("/")),
+                timedelta(seconds=8),
+            )
+            killed_mid_download(site, hq, agent, command)
+            wait_until(lambda: datetime.now(UTC) > command.expires_at, 20, "the expiry")
+
+            agent.start()
+            answer, correlation = hq.result(command.transaction, 60, data / "agent.log")
+            assert answer.status == "expired", answer.detail
+            assert answer.detail["expired_at"] == command.expires_at.isoformat()
+            assert correlation == command.transaction.encode()
+            assert site.server.requests.count(path) == 1  # not fetched again
+            assert queued(data) == []
+            assert left_behind(data) == []  # the crash's partial download is gone
+            # the answer is recorded: HQ sending the transaction again (signed anew, so not
+            # expired itself) gets the same one, and nothing runs
+            resent = update_command(
+                site.command_key, "K001", bundle, site.server.url(path.lstrip("/")),
+                transaction=command.transaction,
+            )  # fmt: skip
+            again = site.send(resent)
+            assert (again.status, again.detail["replayed"]) == ("expired", True), again.detail
+            assert site.server.requests.count(path) == 1
+            assert queued(data) == []
+        finally:
+            agent.stop()
+            hq.close()
+
+
+def test_commands_taken_before_a_stop_are_run_again_or_answered_at_the_start(site, tmp_path):
+    data = make_data_dir(tmp_path, site.broker, "K002", "S002", 50_001)
+    app = open_app(data)
+    runner = CommandRunner(app, load_public_key(data / "keys" / "hq-command.pub"))
+    runner.background = runner.background | {"verify_ledger"}  # one that cannot run again
+    bundle = small_bundle(site, "9.7.3")
+    url = site.server.url(bundle.name)
+    reply = Topics().command_result("K002")
+
+    def taken(command: Command) -> Command:
+        assert runner.screen(command, datetime.now(UTC)) is None
+        assert runner.take(command, reply, command.transaction.encode())
+        assert not runner.take(command, reply, None)  # taken once only
+        return command
+
+    again = taken(update_command(site.command_key, "K002", bundle, url))
+    other = taken(sign_command(site.command_key, "K002", "verify_ledger"))
+    worn = taken(update_command(site.command_key, "K002", bundle, url))
+    short = taken(update_command(site.command_key, "K002", bundle, url, timedelta(seconds=30)))
+    recorded = taken(update_command(site.command_key, "K002", bundle, url))
+    runner.record(
+        recorded, "done", {"queued": True, "version": "9.7.3", "bundle": "b"}, app.clock()
+    )
+    with transaction(app) as tx:
+        row = tx.session.get(RunningCommand, worn.transaction)
+        assert row is not None
+        row.starts = MAX_STARTS
+    downloads = data / "updates" / "downloads"
+    downloads.mkdir(parents=True)
+    (downloads / ".member-kiosk-9.0.0.tar.part").write_bytes(b"half")
+
+    later = datetime.now(UTC) + timedelta(seconds=60)  # ``short`` has expired by then
+    resumed, answered = runner.interrupted(later)
+    assert [t.command.transaction for t in resumed] == [again.transaction]
+    assert resumed[0].correlation == again.transaction.encode()
+    answers = {t.command.transaction: r for t, r in answered}
+    assert answers[other.transaction].status == "failed"
+    assert answers[other.transaction].detail["error"] == "interrupted"
+    assert answers[worn.transaction].status == "failed"
+    assert f"{MAX_STARTS} times" in answers[worn.transaction].detail["message"]
+    assert answers[short.transaction].status == "expired"
+    assert answers[recorded.transaction].status == "done"  # recorded, not yet published
+    assert answers[recorded.transaction].detail["bundle"] == "b"
+    assert left_behind(data) == []
+    # all but the one running again are answered from their record from now on
+    for command in (other, worn, short, recorded):
+        replay = runner.screen(command, datetime.now(UTC))
+        assert replay is not None and replay.detail["replayed"] is True
+    with app.db.read() as session:
+        starts = session.get(RunningCommand, again.transaction)
+        assert starts is not None and starts.starts == 2
+    for command in (again, other, worn, short, recorded):
+        runner.answered(command.transaction)
+    with app.db.read() as session:
+        assert session.scalars(select(RunningCommand)).all() == []
+
+    # an update interrupted once its bundle was queued is answered by the bundle in the inbox,
+    # or by the version running once the installer put it in place: nothing is fetched again
+    requests = len(site.server.requests)
+    inbox = data / "updates" / "inbox"
+    inbox.mkdir(parents=True)
+    waiting = inbox / "20261206T000000000000Z-member-kiosk-9.7.3.tar"
+    shutil.copyfile(bundle, waiting)
+    assert runner.execute(again, resumed=True) == (
+        "done",
+        {"queued": True, "version": "9.7.3", "bundle": waiting.name},
+    )
+    running = offer(site, bundle, version=__version__)
+    assert runner.execute(running, resumed=True) == (
+        "done",
+        {"queued": False, "version": __version__, "installed": True},
+    )
+    assert len(site.server.requests) == requests
+    app.close()
