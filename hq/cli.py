@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from edge.domain.text import LOG_FORMAT, EscapingFormatter, escape_controls
 from hq.service import HqConfig, load_hq_config
 
 if TYPE_CHECKING:
@@ -100,9 +101,9 @@ def serve(ctx: click.Context, log_level: str) -> None:
     """Run HQ until SIGTERM: ingest, acknowledge, fan out, reconcile, watch the fleet."""
     from hq.service import HqService
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter(LOG_FORMAT))
+    logging.basicConfig(level=log_level.upper(), handlers=[handler])
     service = HqService(_config(ctx))
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -158,7 +159,7 @@ def fleet_command(ctx: click.Context, as_json: bool) -> None:
     _print(
         {"devices": [asdict(d) for d in devices], "alerts": [asdict(a) for a in alerts]},
         as_json,
-        "\n".join(lines),
+        "\n".join(escape_controls(line) for line in lines),  # faults and alerts come from devices
     )
 
 

@@ -8,6 +8,7 @@ import click
 
 from edge.cli.common import emit, json_option, state
 from edge.domain.clock import ensure_utc
+from edge.domain.text import escape_controls
 from edge.services.status import AuditLine, CenterStatus, audit_log, center_status
 from edge.services.verify import VerifyReport, verify_ledger
 
@@ -28,9 +29,11 @@ def audit_cmd(since_text: str | None, limit: int) -> None:
     def human(lines: list[AuditLine]) -> str:
         if not lines:
             return "no audit records"
-        return "\n".join(
-            f"{a.seq:>6}  {a.at:%Y-%m-%d %H:%M:%S}Z  {a.actor:<12} {a.action:<24} {a.subject}"
-            + (f"  {a.detail}" if a.detail else "")
+        return "\n".join(  # one row a record, whatever text the record quotes
+            escape_controls(
+                f"{a.seq:>6}  {a.at:%Y-%m-%d %H:%M:%S}Z  {a.actor:<12} {a.action:<24} {a.subject}"
+                + (f"  {a.detail}" if a.detail else "")
+            )
             for a in lines
         )
 

@@ -15,6 +15,7 @@ import click
 
 from edge.app import AppContext
 from edge.domain.errors import InvalidInput
+from edge.domain.text import escape_controls
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,6 +39,13 @@ class CliState:
         if self._app is not None:
             self._app.close()
             self._app = None
+
+
+def report_error(message: str) -> None:
+    """Prints a failed command's message as the console does every error: ``error: ...`` on
+    stderr, one line, control characters escaped (it may quote an argument or a scanned code).
+    """
+    click.echo(f"error: {escape_controls(message)}", err=True)
 
 
 def state() -> CliState:

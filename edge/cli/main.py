@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from edge import __version__
-from edge.cli.common import CliState
+from edge.cli.common import CliState, report_error
 from edge.domain.errors import KioskError
 
 # Each module exposes ``register(group)``; its heavy imports (OpenCV, Kivy) happen inside
@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
+        report_error(exc.format_message())
         return exc.exit_code
     except KioskError as exc:
-        click.echo(f"error: {exc.message}", err=True)
+        report_error(exc.message)
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -88,10 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug or a broken environment: one line, details on request
         if os.environ.get("KIOSK_DEBUG"):
             traceback.print_exc()
-        click.echo(
-            f"error: internal error ({type(exc).__name__}: {exc}); set KIOSK_DEBUG=1 for details",
-            err=True,
-        )
+        report_error(f"internal error ({type(exc).__name__}: {exc}); set KIOSK_DEBUG=1 for details")
         return 70
     return result if isinstance(result, int) else 0
 

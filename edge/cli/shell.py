@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from edge.cli.common import state
+from edge.cli.common import report_error, state
 
 
 def _dispatch(group: click.Group, line: str) -> None:
@@ -16,12 +16,12 @@ def _dispatch(group: click.Group, line: str) -> None:
     try:
         args = shlex.split(line)
     except ValueError as exc:
-        click.echo(f"error: {exc}", err=True)
+        report_error(str(exc))
         return
     if not args:
         return
     if args[0] in ("shell", "run"):
-        click.echo("error: already in the shell", err=True)
+        report_error("already in the shell")
         return
     root = click.get_current_context().find_root()
     try:
@@ -30,9 +30,9 @@ def _dispatch(group: click.Group, line: str) -> None:
     except click.exceptions.Exit:
         pass
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
+        report_error(exc.format_message())
     except KioskError as exc:
-        click.echo(f"error: {exc.message}", err=True)
+        report_error(exc.message)
     finally:
         root.obj.json_output = False
 

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from edge.cli.common import emit, json_option, state
 from edge.domain.errors import InvalidInput
+from edge.domain.text import LOG_FORMAT, EscapingFormatter
 
 
 @click.command("agent")
@@ -20,9 +21,9 @@ def agent_command(log_level: str) -> None:
     """Run the sync agent until SIGTERM: outbox to HQ, lanes, replica, commands, telemetry."""
     from edge.sync.agent import Agent
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter(LOG_FORMAT))
+    logging.basicConfig(level=log_level.upper(), handlers=[handler])
     app = state().app
     if not app.config.sync.enabled:
         raise InvalidInput("sync is disabled in the configuration ([sync] enabled = true)")
