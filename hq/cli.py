@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from edge.domain.text import LOG_FORMAT, EscapingFormatter, escape_controls
+from edge.domain.errors import InvalidInput
+from edge.domain.text import LOG_FORMAT, EscapingFormatter, escape_controls, fold_digits
 from hq.service import HqConfig, load_hq_config
 
 if TYPE_CHECKING:
@@ -37,6 +38,29 @@ def _config(ctx: click.Context) -> HqConfig:
     return obj["config"]  # type: ignore[no-any-return]
 
 
+class _TypedDigits(click.ParamType[int]):
+    """Reads typed text by the appliance's digits rule (``edge.domain.text.fold_digits``)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            try:
+                value = fold_digits(value)
+            except InvalidInput as exc:
+                self.fail(exc.message, param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class Number(_TypedDigits, click.types.IntParamType):
+    """An integer option a person types: 0-9 or full-width ０-９, no other numerals."""
+
+
+class NumberRange(_TypedDigits, click.IntRange):
+    """:class:`Number` within bounds (as ``click.IntRange``)."""
+
+
+NUMBER = Number()
+
+
 def _print(data: Any, as_json: bool, human: str) -> None:
     if as_json:
         click.echo(json.dumps(data, default=str, sort_keys=True, ensure_ascii=False))
@@ -48,7 +72,7 @@ def _print(data: Any, as_json: bool, human: str) -> None:
 @click.option("--hq-config", type=click.Path(dir_okay=False, path_type=Path), envvar="HQ_CONFIG")
 @click.option("--db", "database_url", envvar="HQ_DATABASE_URL", help="SQLAlchemy URL.")
 @click.option("--broker-host", envvar="HQ_BROKER_HOST")
-@click.option("--broker-port", type=int, envvar="HQ_BROKER_PORT")
+@click.option("--broker-port", type=NUMBER, envvar="HQ_BROKER_PORT")
 @click.option(
     "--tls-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -63,7 +87,7 @@ def _print(data: Any, as_json: bool, human: str) -> None:
 )
 @click.option(
     "--backups-keep",
-    type=click.IntRange(1, 1000),
+    type=NumberRange(1, 1000),
     envvar="HQ_BACKUPS_KEEP",
     help="Backups kept per device (default 14).",
 )
@@ -199,13 +223,28 @@ def _send(config: HqConfig, signed: Command, wait: int) -> CommandResult:
         raise click.ClickException(str(exc)) from None
 
 
+def _typed_int(value: str) -> str | int:
+    """A command argument as typed: a number if it is one by the digits rule, else the text."""
+    try:
+        folded = fold_digits(value)
+    except InvalidInput:
+        return value
+    return int(folded) if folded.isascii() and folded.isdigit() else value
+
+
 @hq_group.command("command")
 @click.argument("device_id")
 @click.argument("name")
 @click.argument("args", nargs=-1)
-@click.option("--ttl", default=300, show_default=True, help="Seconds the command stays valid.")
 @click.option(
-    "--wait", default=30, show_default=True, help="Seconds to wait for the device's answer."
+    "--ttl", default=300, show_default=True, type=NUMBER, help="Seconds the command stays valid."
+)
+@click.option(
+    "--wait",
+    default=30,
+    show_default=True,
+    type=NUMBER,
+    help="Seconds to wait for the device's answer.",
 )
 @click.option("--transaction", callback=_check_transaction, help=_TRANSACTION_HELP)
 @click.pass_context
@@ -229,7 +268,7 @@ def command(
         key, sep, value = arg.partition("=")
         if not sep:
             raise click.UsageError(f"expected key=value, got {arg!r}")
-        parsed[key] = int(value) if value.isdigit() else value
+        parsed[key] = _typed_int(value)
     signed = sign_command(
         load_command_key(Path(config.command_key)),
         device_id,
@@ -246,10 +285,13 @@ def command(
 @click.argument("device_id")
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--url", required=True, help="Where the device fetches BUNDLE (http or https).")
-@click.option("--ttl", default=300, show_default=True, help="Seconds the command stays valid.")
+@click.option(
+    "--ttl", default=300, show_default=True, type=NUMBER, help="Seconds the command stays valid."
+)
 @click.option(
     "--wait",
     default=1000,
+    type=NUMBER,
     show_default=True,
     help="Seconds to wait for the device's answer (its download may take up to 900 s).",
 )
@@ -322,7 +364,9 @@ def push_rules_command(ctx: click.Context, path: Path) -> None:
 @hq_group.command("block")
 @click.argument("cards", nargs=-1, required=True)
 @click.option("--reason", default="hq")
-@click.option("--ttl", default=7 * 24 * 3600, show_default=True, help="Seconds it stays valid.")
+@click.option(
+    "--ttl", default=7 * 24 * 3600, show_default=True, type=NUMBER, help="Seconds it stays valid."
+)
 @click.pass_context
 def block(ctx: click.Context, cards: tuple[str, ...], reason: str, ttl: int) -> None:
     """Publish a blocklist update for CARDS to every kiosk and lane."""
@@ -344,7 +388,9 @@ def block(ctx: click.Context, cards: tuple[str, ...], reason: str, ttl: int) -> 
 
 @click.group("lane")
 @click.option("--broker-host", default="127.0.0.1", show_default=True, envvar="LANE_BROKER_HOST")
-@click.option("--broker-port", default=8883, show_default=True, envvar="LANE_BROKER_PORT")
+@click.option(
+    "--broker-port", default=8883, show_default=True, type=NUMBER, envvar="LANE_BROKER_PORT"
+)
 @click.option("--tls-dir", type=click.Path(file_okay=False, path_type=Path), envvar="LANE_TLS_DIR")
 @click.option("--store", "store_id", required=True, help="Store id.")
 @click.option("--lane", "lane_id", required=True, help="Lane id (its certificate's CN).")
@@ -389,9 +435,9 @@ def _lane(ctx: click.Context) -> Any:
 
 @lane_group.command("simulate")
 @click.option("--cards", required=True, help="Comma-separated member card numbers.")
-@click.option("--count", default=100, show_default=True)
+@click.option("--count", default=100, show_default=True, type=NUMBER)
 @click.option("--rate", default=10.0, show_default=True, help="Purchases per second.")
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=NUMBER, default=None)
 @click.pass_context
 def simulate(ctx: click.Context, cards: str, count: int, rate: float, seed: int | None) -> None:
     """Publish COUNT purchases at RATE for the cards, resending each until it is answered."""

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hq.cli import _config, _print
+from hq.cli import NUMBER, NumberRange, _config, _print
 from hq.enrol import (
     LOOKUP_KEY_FILE,
     DeskSettings,
@@ -87,7 +87,7 @@ def _issue_options(func: F) -> F:
             ),
             click.option(
                 "--device-broker-port",
-                type=int,
+                type=NUMBER,
                 envvar="HQ_DEVICE_BROKER_PORT",
                 help="Its port (default: HQ's broker port).",
             ),
@@ -95,7 +95,7 @@ def _issue_options(func: F) -> F:
             click.option("--catalogue-version", default="", envvar="HQ_CATALOGUE_VERSION"),
             click.option(
                 "--range-size",
-                type=click.IntRange(1, 10**9),
+                type=NumberRange(1, 10**9),
                 default=50_000,
                 show_default=True,
                 help="Card serials a new device gets.",

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import click
 
-from edge.cli.common import emit, json_option, state
+from edge.cli.common import NumberRange, emit, json_option, state
 from edge.domain.clock import ensure_utc
 from edge.domain.text import escape_controls
 from edge.services.status import AuditLine, CenterStatus, audit_log, center_status
@@ -15,7 +15,7 @@ from edge.services.verify import VerifyReport, verify_ledger
 
 @click.command("audit")
 @click.option("--since", "since_text", default=None, help="ISO time with zone.")
-@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--limit", default=1000, show_default=True, type=NumberRange(1, 1_000_000))
 @json_option
 def audit_cmd(since_text: str | None, limit: int) -> None:
     """The audit log (who did what, when)."""

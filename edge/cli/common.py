@@ -15,7 +15,7 @@ import click
 
 from edge.app import AppContext
 from edge.domain.errors import InvalidInput
-from edge.domain.text import escape_controls
+from edge.domain.text import escape_controls, fold_digits
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,6 +46,29 @@ def report_error(message: str) -> None:
     stderr, one line, control characters escaped (it may quote an argument or a scanned code).
     """
     click.echo(f"error: {escape_controls(message)}", err=True)
+
+
+class _TypedDigits(click.ParamType[int]):
+    """Reads typed text by the digits rule (:func:`edge.domain.text.fold_digits`) first."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            try:
+                value = fold_digits(value)
+            except InvalidInput as exc:
+                self.fail(exc.message, param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class Number(_TypedDigits, click.types.IntParamType):
+    """An integer option a person types: 0-9 or full-width ０-９, no other numerals."""
+
+
+class NumberRange(_TypedDigits, click.IntRange):
+    """:class:`Number` within bounds (as ``click.IntRange``)."""
+
+
+NUMBER = Number()
 
 
 def state() -> CliState:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge.cli.common import emit, json_option, state
+from edge.cli.common import NUMBER, emit, json_option, state
 from edge.cli.staff_auth import staff_login
 from edge.domain.staff import Permission
 from edge.services import gifts
@@ -18,12 +18,12 @@ def gift_group() -> None:
 @gift_group.command("add")
 @click.option("--sku", required=True)
 @click.option("--name", required=True)
-@click.option("--points", required=True, type=int)
-@click.option("--stock", required=True, type=int)
-@click.option("--low-stock", default=0, show_default=True, type=int)
-@click.option("--per-member-limit", default=None, type=int)
-@click.option("--coupon-cents", default=None, type=int, help="Makes it a coupon of this value.")
-@click.option("--coupon-days", default=30, show_default=True, type=int)
+@click.option("--points", required=True, type=NUMBER)
+@click.option("--stock", required=True, type=NUMBER)
+@click.option("--low-stock", default=0, show_default=True, type=NUMBER)
+@click.option("--per-member-limit", default=None, type=NUMBER)
+@click.option("--coupon-cents", default=None, type=NUMBER, help="Makes it a coupon of this value.")
+@click.option("--coupon-days", default=30, show_default=True, type=NUMBER)
 @json_option
 def add_cmd(
     sku: str,
@@ -76,7 +76,7 @@ def list_cmd(include_inactive: bool) -> None:
 
 @gift_group.command("restock")
 @click.option("--sku", required=True)
-@click.option("--qty", required=True, type=int)
+@click.option("--qty", required=True, type=NUMBER)
 @click.option("--staff", "staff_id", required=True)
 @json_option
 def restock_cmd(sku: str, qty: int, staff_id: str) -> None:
@@ -89,7 +89,7 @@ def restock_cmd(sku: str, qty: int, staff_id: str) -> None:
 @gift_group.command("redeem")
 @click.option("--card", required=True)
 @click.option("--sku", required=True)
-@click.option("--qty", default=1, show_default=True, type=int)
+@click.option("--qty", default=1, show_default=True, type=NUMBER)
 @click.option("--request-id", required=True, help="Makes a retry harmless.")
 @json_option
 def redeem_cmd(card: str, sku: str, qty: int, request_id: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from edge.cli.common import emit, json_option, state
+from edge.cli.common import NUMBER, emit, json_option, state
 from edge.config import KioskConfig, default_data_dir, load_config
 
 DEFAULT_INSTALL_ROOT = Path("/opt/member-kiosk")
@@ -59,7 +59,9 @@ def _backup_row(info: Any) -> dict[str, Any]:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where backups go (default: backups/ in the data directory).",
 )
-@click.option("--keep-daily", default=14, show_default=True, help="Days of backups kept.")
+@click.option(
+    "--keep-daily", default=14, show_default=True, type=NUMBER, help="Days of backups kept."
+)
 @json_option
 def backup_create_cmd(backup_dir: Path | None, keep_daily: int) -> None:
     """A consistent copy of the ledger while the kiosk runs, rotated, kept on the device."""
@@ -223,7 +225,9 @@ def _plain_result(result: Any) -> dict[str, Any]:
     default=DEFAULT_INSTALL_ROOT,
     show_default=True,
 )
-@click.option("--keep-daily", default=14, show_default=True, help="Days of backups kept.")
+@click.option(
+    "--keep-daily", default=14, show_default=True, type=NUMBER, help="Days of backups kept."
+)
 @json_option
 def cleanup_cmd(install_root: Path, keep_daily: int) -> None:
     """Remove versions other than current and previous, and backups past their rotation."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge.cli.common import emit, json_option, state
+from edge.cli.common import NumberRange, emit, json_option, state
 from edge.cli.staff_auth import staff_login
 from edge.domain.staff import Permission
 from edge.services import members
@@ -85,7 +85,7 @@ def _selector(card: str | None, phone: str | None) -> None:
 @member_group.command("show")
 @click.option("--card", default=None)
 @click.option("--phone", default=None)
-@click.option("--history", default=10, show_default=True, type=click.IntRange(0, 500))
+@click.option("--history", default=10, show_default=True, type=NumberRange(0, 500))
 @json_option
 def show_cmd(card: str | None, phone: str | None, history: int) -> None:
     """Balance, tier, card state, expiring points and recent history."""

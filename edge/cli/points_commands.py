@@ -6,7 +6,7 @@ from datetime import datetime
 
 import click
 
-from edge.cli.common import emit, json_option, state
+from edge.cli.common import NUMBER, emit, json_option, state
 from edge.domain.clock import ensure_utc
 from edge.lifecycle import busy
 from edge.services import points
@@ -19,7 +19,7 @@ def points_group() -> None:
 
 @points_group.command("accrue")
 @click.option("--card", required=True)
-@click.option("--amount-cents", required=True, type=int, help="Purchase amount in cents (fen).")
+@click.option("--amount-cents", required=True, type=NUMBER, help="Purchase amount in cents (fen).")
 @click.option(
     "--ref", "receipt_id", required=True, help="Receipt id (a resent receipt is ignored)."
 )

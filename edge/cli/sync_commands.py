@@ -10,7 +10,7 @@ from types import FrameType
 import click
 from sqlalchemy import func, select
 
-from edge.cli.common import emit, json_option, state
+from edge.cli.common import NUMBER, emit, json_option, state
 from edge.domain.errors import InvalidInput
 from edge.domain.text import LOG_FORMAT, EscapingFormatter
 
@@ -77,9 +77,11 @@ def sync_status() -> None:
 
 @sync_group.command("broker-config")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("port", type=int)
+@click.argument("port", type=NUMBER)
 @click.argument("identities", nargs=-1, required=True)
-@click.option("--max-queued", default=1000, show_default=True, help="Per-client queue limit.")
+@click.option(
+    "--max-queued", default=1000, show_default=True, type=NUMBER, help="Per-client queue limit."
+)
 @click.option(
     "--hq-address",
     default=None,

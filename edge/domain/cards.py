@@ -11,6 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from edge.domain.errors import InvalidInput, Refusal
+from edge.domain.text import fold_digits
 
 CARD_PREFIX = "29"
 CARD_LENGTH = 13
@@ -40,9 +41,17 @@ def card_number(serial: int) -> str:
 
 
 def parse_card_number(text: str) -> str:
-    """Validates typed or scanned card text; returns the canonical 13 digits."""
-    digits = "".join(text.split())
-    if len(digits) != CARD_LENGTH or not digits.isdigit() or not digits.startswith(CARD_PREFIX):
+    """Validates typed or scanned card text; returns the canonical 13 digits.
+
+    Digits follow the one rule for typed numbers (:func:`edge.domain.text.fold_digits`):
+    full-width ones count as 0-9, other numerals are refused.
+    """
+    digits = "".join(fold_digits(text, "a card number", code="bad_card_number").split())
+    if (
+        len(digits) != CARD_LENGTH
+        or not (digits.isascii() and digits.isdigit())
+        or not digits.startswith(CARD_PREFIX)
+    ):
         raise InvalidInput(f"'{text}' is not a member card number", code="bad_card_number")
     if ean13_check_digit(digits[:12]) != digits[12]:
         raise InvalidInput(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from edge.domain.errors import InvalidInput, Refusal
+from edge.domain.text import fold_digits
 
 TITLES = ("先生", "女士")
 
@@ -32,8 +33,9 @@ def validate_name(name: str | None) -> str | None:
 def parse_birthday(text: str | None, today: date) -> date | None:
     if text is None or not text.strip():
         return None
+    typed = fold_digits(text.strip(), "a birthday", code="bad_birthday")
     try:
-        day = date.fromisoformat(text.strip())
+        day = date.fromisoformat(typed)
     except ValueError:
         raise InvalidInput(f"'{text}' is not a date (YYYY-MM-DD)", code="bad_birthday") from None
     if day > today or day.year < today.year - 120:

@@ -1,8 +1,15 @@
-"""Outside text shown to people: one escaping rule for terminals and logs.
+"""Text crossing the appliance's edge: the digits people type, and outside text shown to people.
 
-Text from outside (arguments, scanned codes, what devices report) shown on a terminal or
-written to a log for people goes through :func:`escape_controls`, so a printed QR code cannot
-move the cursor, retitle the window, reorder a line or start a new one.
+Two rules, each kept in this one place:
+
+* **Digits.** Every number a person types (the console's number options, the touchscreen's
+  keypads, phone and card numbers, staff PINs, birthdays) takes the ASCII digits 0-9 and the
+  full-width digits ０-９ a Chinese input method produces, which count as 0-9. Any other numeral
+  (Arabic-Indic ٣, Devanagari ३, superscript ³, circled ③, Chinese 三) is refused with one
+  line, never read as a number: ``int()`` would quietly take some of them and not others.
+* **Escaping.** Text from outside (arguments, scanned codes, what devices report) shown on a
+  terminal or written to a log for people goes through :func:`escape_controls`, so a printed
+  QR code cannot move the cursor, retitle the window, reorder a line or start a new one.
 """
 
 from __future__ import annotations
@@ -11,9 +18,41 @@ import logging
 import unicodedata
 from typing import Any
 
+from edge.domain.errors import InvalidInput
+
+FULLWIDTH_DIGITS = "０１２３４５６７８９"
+_FOLD = str.maketrans(FULLWIDTH_DIGITS, "0123456789")
+DIGITS_RULE = "takes the digits 0-9 or full-width ０-９, no other numerals"
+
 # Unicode categories shown as they are: everything printable, and spaces of every width.
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def fold_digits(
+    text: str, what: str = "a number", *, code: str = "bad_digits", **details: Any
+) -> str:
+    """``text`` with full-width digits turned into ASCII ones; any other numeral refused.
+
+    Only digits change: what else ``text`` holds (separators, letters) is the caller's to judge.
+    The refusal does not echo ``text`` (it may be a phone number or a PIN).
+
+    Raises:
+        InvalidInput: ``code`` (with ``details``), saying ``what`` takes 0-9 or ０-９.
+    """
+    folded = text.translate(_FOLD)
+    if not folded.isascii() and any(ch.isnumeric() and not ch.isascii() for ch in folded):
+        raise InvalidInput(f"{what} {DIGITS_RULE}", code=code, **details)
+    return folded
+
+
+def typed_digit(key: str) -> str | None:
+    """A single typed key as an ASCII digit (``"３"`` is ``"3"``), or None if it is not one."""
+    try:
+        digit = fold_digits(key)
+    except InvalidInput:
+        return None
+    return digit if len(digit) == 1 and "0" <= digit <= "9" else None
 
 
 def escape_controls(text: str) -> str:

@@ -12,6 +12,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge.domain.errors import ConfigError, IntegrityError, InvalidInput
+from edge.domain.text import fold_digits
 
 _MOBILE = re.compile(r"1[3-9][0-9]{9}")
 _SEPARATORS = re.compile(r"[\s\-\u2010\u2011\u2012\u2013\u2014]+")
@@ -28,16 +29,18 @@ def normalize_phone(raw: str) -> str:
     """Reduce a mainland China mobile number to its 11 digits, e.g. ``"13800138000"``.
 
     People type numbers with spaces, dashes, a country prefix (``+86``, ``0086``, ``86``) or on
-    a full-width keyboard (NFKC folds ``１３８`` to ``138``); all of them must find the same
-    member, so every stored number and every lookup goes through here first.
+    a full-width keyboard (``１３８`` is ``138``, by the one rule for typed digits,
+    :func:`edge.domain.text.fold_digits`; NFKC then folds full-width ``＋`` and ``－``); all of
+    them must find the same member, so every stored number and every lookup goes through here.
 
     Raises:
-        InvalidInput: ``bad_phone`` when what is left is not 11 digits matching ``1[3-9]...``.
-            The message does not echo the input: it may be someone's personal data.
+        InvalidInput: ``bad_phone`` when what is left is not 11 digits matching ``1[3-9]...``,
+            or holds another script's numerals. The message does not echo the input: it may be
+            someone's personal data.
     """
     if _MOBILE.fullmatch(raw):
         return raw
-    text = raw[: _MAX_RAW_PHONE + 1]
+    text = fold_digits(raw[: _MAX_RAW_PHONE + 1], "a phone number", code="bad_phone")
     text = _SEPARATORS.sub("", unicodedata.normalize("NFKC", text))
     for prefix in ("+86", "0086", "86"):
         if text.startswith(prefix) and len(text) == len(prefix) + 11:

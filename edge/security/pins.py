@@ -10,6 +10,7 @@ import itertools
 import os
 
 from edge.domain.errors import InvalidInput
+from edge.domain.text import fold_digits
 
 SCRYPT_N = 2**14
 SCRYPT_R = 8
@@ -27,11 +28,14 @@ def validate_pin(pin: str) -> None:
     """Refuse PINs too short, too long, or guessed first (0000, 1234, 4321, 7890).
 
     A 4-digit PIN has only 10,000 values; the lockout in the staff service only helps if the
-    first few guesses an attacker tries are not allowed in the first place.
+    first few guesses an attacker tries are not allowed in the first place. Full-width digits
+    count as 0-9 (the one rule for typed digits, :func:`edge.domain.text.fold_digits`), here
+    and when the PIN is hashed or checked.
 
     Raises:
-        InvalidInput: ``weak_pin`` with the reason.
+        InvalidInput: ``weak_pin`` with the reason (``digits`` for another script's numerals).
     """
+    pin = fold_digits(pin, "a PIN", code="weak_pin", reason="digits")
     if not (pin.isascii() and pin.isdigit() and _MIN_PIN <= len(pin) <= _MAX_PIN):
         raise InvalidInput(
             f"A PIN is {_MIN_PIN} to {_MAX_PIN} digits.", code="weak_pin", reason="length"
@@ -55,7 +59,7 @@ def hash_pin(pin: str) -> str:
     (see :func:`needs_rehash`) without invalidating existing hashes.
     """
     salt = os.urandom(SALT_BYTES)
-    derived = _scrypt(pin, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P, dklen=KEY_BYTES)
+    derived = _scrypt(fold_digits(pin), salt, SCRYPT_N, SCRYPT_R, SCRYPT_P, dklen=KEY_BYTES)
     return "$".join(
         ("scrypt", str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(derived))
     )
@@ -65,10 +69,15 @@ def verify_pin(pin: str, encoded: str) -> bool:
     """Whether ``pin`` matches ``encoded``; compared in constant time.
 
     A malformed or unreadable ``encoded`` is a plain mismatch (False), never an exception, so a
-    damaged row locks its staff member out instead of crashing the sign-in screen.
+    damaged row locks its staff member out instead of crashing the sign-in screen. A PIN typed
+    in full-width digits is the same PIN; one with another script's numerals matches none.
     """
     parsed = _parse(encoded)
     if parsed is None:
+        return False
+    try:
+        pin = fold_digits(pin)
+    except InvalidInput:
         return False
     n, r, p, salt, expected = parsed
     try:

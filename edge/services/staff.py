@@ -19,6 +19,7 @@ from edge.domain.staff import (
     require_permission,
     validate_staff_id,
 )
+from edge.domain.text import fold_digits
 from edge.security.pins import hash_pin, validate_pin, verify_pin
 from edge.services.tx import Tx, transaction
 from edge.storage.models import Staff
@@ -86,9 +87,11 @@ def authenticate_staff(
     """Checks a staff PIN; the 5th wrong PIN in a row locks the account for 30 minutes.
 
     The failure count is committed even though authentication fails, so a locked account
-    stays locked across processes and restarts.
+    stays locked across processes and restarts. A PIN with another script's numerals is
+    refused before anything is counted: it is a typing problem, not a guess.
     """
     ident = validate_staff_id(staff_id)
+    pin = fold_digits(pin, "a PIN", code="weak_pin", reason="digits")
     sec = app.config.security
     policy = LockoutPolicy(sec.pin_max_attempts, timedelta(minutes=sec.pin_lockout_minutes))
     outcome: StaffIdentity | PermissionDenied

@@ -1,4 +1,5 @@
-"""Hostile text at the real ``kiosk`` command: errors stay one line a terminal cannot act on."""
+"""Hostile text at the real ``kiosk`` command: errors stay one line a terminal cannot act on,
+and every typed number follows one digits rule (0-9 or full-width ０-９, nothing else)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 KIOSK = [sys.executable, "-m", "edge.cli.main"]
 CARD = "2900000000018"
 PHONE = "13800138000"
+DIGITS_RULE = "takes the digits 0-9 or full-width ０-９, no other numerals"
 
 
 class Kiosk:
@@ -124,3 +126,92 @@ def test_an_internal_error_is_one_escaped_line_too(
     err = capsys.readouterr().err
     line = error_line(err.encode("utf-8"))
     assert "internal error (RuntimeError: boom\\x1b[31m\\nsecond\\u202e)" in line
+
+
+# -- one rule for typed digits ---------------------------------------------------------------
+
+
+def test_full_width_digits_count_the_same_in_amounts_phones_and_cards(kiosk: Kiosk) -> None:
+    ascii_accrual = kiosk.json(
+        "points", "accrue", "--card", CARD, "--amount-cents", "10000", "--ref", "FW-A"
+    )
+    wide_accrual = kiosk.json(
+        "points",
+        "accrue",
+        "--card",
+        "２９０００００００００１８",
+        "--amount-cents",
+        "１００００",
+        "--ref",
+        "FW-W",
+    )
+    assert isinstance(ascii_accrual, dict) and isinstance(wide_accrual, dict)
+    assert wide_accrual["points"] == ascii_accrual["points"] == 100
+    by_phone = kiosk.json("member", "show", "--phone", "１３８００１３８０００")
+    assert isinstance(by_phone, dict) and by_phone["card_no"] == CARD
+    out = kiosk.ok("member", "show", "--card", CARD, "--history", "２")
+    assert out.count("purchase") == 2
+
+
+REFUSED = [
+    (
+        ("points", "accrue", "--card", CARD, "--amount-cents", "١٠٠", "--ref", "AR-1"),
+        2,
+        "'--amount-cents': a number",
+    ),
+    (
+        ("points", "accrue", "--card", CARD, "--amount-cents", "१००", "--ref", "AR-2"),
+        2,
+        "'--amount-cents': a number",
+    ),
+    (
+        ("points", "accrue", "--card", CARD, "--amount-cents", "1²", "--ref", "AR-3"),
+        2,
+        "'--amount-cents': a number",
+    ),
+    (
+        ("points", "accrue", "--card", "٢٩٠٠٠٠٠٠٠٠٠١٨", "--amount-cents", "100", "--ref", "AR-4"),
+        1,
+        "a card number",
+    ),
+    (("member", "show", "--phone", "١٣٨٠٠١٣٨٠٠٠"), 1, "a phone number"),
+    (
+        ("gift", "redeem", "--card", CARD, "--sku", "TOWEL", "--qty", "١", "--request-id", "AR-5"),
+        2,
+        "'--qty': a number",
+    ),
+    (
+        ("gift", "add", "--sku", "AR", "--name", "x", "--points", "١٠", "--stock", "1"),
+        2,
+        "'--points': a number",
+    ),
+    (("member", "show", "--card", CARD, "--history", "٣"), 2, "'--history': a number"),
+]
+
+
+def test_other_numerals_are_refused_in_one_line_and_change_nothing(kiosk: Kiosk) -> None:
+    before = (kiosk.json("member", "show", "--card", CARD), kiosk.json("gift", "list"))
+    for args, code, what in REFUSED:
+        line = kiosk.fails(*args, code=code)
+        assert f"{what} {DIGITS_RULE}" in line, (args, line)
+    assert (kiosk.json("member", "show", "--card", CARD), kiosk.json("gift", "list")) == before
+
+
+def test_a_pin_in_full_width_digits_signs_in_and_other_numerals_count_no_attempt(
+    kiosk: Kiosk,
+) -> None:
+    out = kiosk.ok(
+        "gift", "restock", "--sku", "TOWEL", "--qty", "２", "--staff", "sup", stdin="２５８０\n"
+    )
+    assert "7 in stock" in out
+    audit_before = kiosk.json("audit")
+    line = kiosk.fails(
+        "gift", "restock", "--sku", "TOWEL", "--qty", "1", "--staff", "sup", stdin="٢٥٨٠\n", code=1
+    )
+    assert f"a PIN {DIGITS_RULE}" in line
+    assert kiosk.json("audit") == audit_before  # no failed sign-in recorded, no stock added
+
+
+def test_hq_commands_read_numbers_by_the_same_rule(kiosk: Kiosk) -> None:
+    line = kiosk.fails("hq", "command", "D1", "ping", "--ttl", "١٠", code=2)
+    assert f"'--ttl': a number {DIGITS_RULE}" in line

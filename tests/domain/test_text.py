@@ -1,16 +1,20 @@
-"""Outside text shown to people is escaped."""
+"""Outside text shown to people is escaped; typed digits follow one rule."""
 
 from __future__ import annotations
 
 import logging
 import sys
 import unicodedata
+from datetime import date
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.domain.text import EscapingFormatter, escape_controls
+from edge.domain.cards import parse_card_number
+from edge.domain.errors import InvalidInput
+from edge.domain.members import parse_birthday
+from edge.domain.text import EscapingFormatter, escape_controls, fold_digits, typed_digit
 
 CONTROL_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
@@ -62,3 +66,50 @@ def test_log_records_are_one_line_with_escapes_and_tracebacks_keep_their_lines()
     text = formatter.format(failed)
     assert "\x1b" not in text and "\x07" not in text and "bad\\x1b]0;x\\x07" in text
     assert text.count("\n") >= 2  # "failed", "Traceback ...", the frames, the error
+
+
+@pytest.mark.parametrize(
+    ("typed", "folded"),
+    [("100", "100"), ("１００", "100"), ("１3８-００", "138-00"), ("", ""), ("abc", "abc")],
+)
+def test_ascii_and_full_width_digits_are_the_digits(typed: str, folded: str) -> None:
+    assert fold_digits(typed) == folded
+
+
+@pytest.mark.parametrize("typed", ["١٠٠", "۱۰۰", "१००", "1²", "①", "三", "𝟏00", "10½"])
+def test_other_numerals_are_refused_without_echoing_them(typed: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        fold_digits(typed, "an amount", code="bad_amount", field="x")
+    assert caught.value.code == "bad_amount" and caught.value.details == {"field": "x"}
+    assert (
+        caught.value.message
+        == "an amount takes the digits 0-9 or full-width ０-９, no other numerals"
+    )
+    assert typed not in caught.value.message
+
+
+def test_a_keypad_key_is_a_digit_by_the_same_rule() -> None:
+    assert [typed_digit(k) for k in ("7", "７", "٧", "७", "⁷", "ok", "back", "77", "")] == [
+        "7",
+        "7",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    ]
+
+
+def test_card_numbers_and_birthdays_follow_the_digits_rule() -> None:
+    assert parse_card_number("２９０００００００００１８") == "2900000000018"
+    assert parse_card_number("２９００ ０００ ０００ ０１８") == "2900000000018"
+    with pytest.raises(InvalidInput) as caught:
+        parse_card_number("٢٩٠٠٠٠٠٠٠٠٠١٨")
+    assert caught.value.code == "bad_card_number" and "0-9" in caught.value.message
+    today = date(2026, 3, 2)
+    assert parse_birthday("１９５０-０３-０９", today) == date(1950, 3, 9)
+    with pytest.raises(InvalidInput) as caught:
+        parse_birthday("١٩٥٠-٠٣-٠٩", today)
+    assert caught.value.code == "bad_birthday"

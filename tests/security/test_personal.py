@@ -54,7 +54,6 @@ def test_accepted_spellings_normalise_to_eleven_digits(raw: str) -> None:
         "86 1380013800",
         "+1 138 0013 8000",
         "1380013800a",
-        "١٣٨٠٠١٣٨٠٠٠",
         "138.0013.8000",
         "1" * 10_000,
     ],
@@ -66,6 +65,15 @@ def test_anything_else_is_bad_phone_without_echoing_it(raw: str) -> None:
     assert "not a mobile phone number" in caught.value.message
     if raw:
         assert raw not in caught.value.message
+
+
+@pytest.mark.parametrize("raw", ["١٣٨٠٠١٣٨٠٠٠", "१३८००१३८०००", "138001380⓪0", "一三八00138000"])
+def test_other_numerals_are_bad_phone_by_the_digits_rule(raw: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        normalize_phone(raw)
+    assert caught.value.code == "bad_phone"
+    assert "digits 0-9 or full-width" in caught.value.message
+    assert raw not in caught.value.message
 
 
 @given(MOBILES, st.sampled_from(["", "+86", "86", "0086", "+86 "]), st.sampled_from(" -"))

@@ -30,8 +30,9 @@ def test_reasonable_pins_pass(pin: str) -> None:
         ("123456789", "length"),
         ("12a4", "length"),
         (" 2580", "length"),
-        ("２５８０", "length"),
-        ("²580", "length"),
+        ("²580", "digits"),
+        ("٢٥٨٠", "digits"),
+        ("२५८०", "digits"),
         ("0000", "repeated"),
         ("99999999", "repeated"),
         ("1234", "run"),
@@ -48,6 +49,13 @@ def test_weak_pins_are_refused_with_a_reason(pin: str, reason: str) -> None:
         validate_pin(pin)
     assert caught.value.code == "weak_pin"
     assert caught.value.details["reason"] == reason
+
+
+def test_full_width_digits_are_the_same_pin() -> None:
+    validate_pin("２５８０")
+    assert verify_pin("２５８０", hash_pin("2580"))
+    assert verify_pin("2580", hash_pin("２５８０"))
+    assert not verify_pin("٢٥٨٠", hash_pin("2580"))  # another script's numerals match nothing
 
 
 def test_hash_round_trip_and_format() -> None:
