@@ -6,6 +6,7 @@ from typing import Any
 
 from kivy.properties import StringProperty
 
+from edge.domain.text import typed_digit
 from edge.station.api import STAFF_BADGE_PREFIX, MemberCenter, MemberSummary
 from kiosk.i18n import N_
 from kiosk.viewmodels.base import Runner, ViewModel
@@ -41,7 +42,7 @@ class IdentifyViewModel(ViewModel):
         return " ".join(x for x in (p[:3], p[3:7], p[7:]) if x)
 
     def press(self, key: str) -> None:
-        """A keypad key: a digit, ``back`` or ``ok``."""
+        """A keypad key: a digit (full-width ones count as 0-9), ``back`` or ``ok``."""
         if self.busy:
             return
         field = "phone" if self.stage == "phone" else "proof"
@@ -51,8 +52,8 @@ class IdentifyViewModel(ViewModel):
             setattr(self, field, value[:-1])
         elif key == "ok":
             self.submit()
-        elif key.isdigit() and len(value) < limit:
-            setattr(self, field, value + key)
+        elif (digit := typed_digit(key)) is not None and len(value) < limit:
+            setattr(self, field, value + digit)
             self.clear_notice()
 
     def submit(self) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from kivy.properties import BooleanProperty, ObjectProperty, StringProperty
 
+from edge.domain.text import typed_digit
 from edge.station.api import MemberCenter, NewMember, RegistrationOutcome
 from kiosk.i18n import N_
 from kiosk.i18n.messages import fault_message
@@ -65,8 +66,8 @@ class RegisterViewModel(ViewModel):
         value = getattr(self, field)
         if key == "back":
             setattr(self, field, value[:-1])
-        elif key.isdigit() and len(value) < limit:
-            setattr(self, field, value + key)
+        elif (digit := typed_digit(key)) is not None and len(value) < limit:
+            setattr(self, field, value + digit)
             self.clear_notice()
 
     def pick_surname(self, surname: str) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from kivy.properties import ListProperty, ObjectProperty, StringProperty
 
+from edge.domain.text import typed_digit
 from edge.station.api import (
     STAFF_BADGE_PREFIX,
     DailyReport,
@@ -91,15 +92,15 @@ class StaffViewModel(ViewModel):
                 setattr(self, self.field, value[:-1])
             elif key == "ok":
                 self._sign_in_step()
-            elif key.isdigit() and len(value) < limit:
-                setattr(self, self.field, value + key)
+            elif (digit := typed_digit(key)) is not None and len(value) < limit:
+                setattr(self, self.field, value + digit)
         elif self.page == "lost":
             if key == "back":
                 self.phone = self.phone[:-1]
             elif key == "ok":
                 self.find_member()
-            elif key.isdigit() and len(self.phone) < 11:
-                self.phone += key
+            elif (digit := typed_digit(key)) is not None and len(self.phone) < 11:
+                self.phone += digit
 
     def _sign_in_step(self) -> None:
         if self.field == "staff_id":

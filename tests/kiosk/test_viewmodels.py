@@ -261,3 +261,23 @@ def test_birthday_date_is_parsed(center, runner, session):
     vm = RegisterViewModel(center, session, runner)
     vm.birthday = "19600229"
     assert vm.parsed_birthday() == date(1960, 2, 29)
+
+
+def test_keypads_take_full_width_digits_and_no_other_numerals(center, people, runner, session):
+    identify = IdentifyViewModel(center, session, runner)
+    for key in ["１", "3", "٩", "९", "²", "①", "９", "x"]:
+        identify.press(key)
+    assert identify.phone == "139"
+    register = RegisterViewModel(center, session, runner)
+    for key in ["１", "٣", "３"]:
+        register.press(key)
+    assert register.phone == "13"
+    staff = StaffViewModel(center, session, runner)
+    staff.start()
+    staff.badge("STAFF:" + people.clerk_id)
+    wide = people.clerk_pin.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    for key in ["٣", *wide]:
+        staff.press(key)
+    assert staff.pin == people.clerk_pin
+    staff.press("ok")
+    assert staff.page == "menu" and staff.staff.staff_id == people.clerk_id
