@@ -40,7 +40,6 @@ from edge.services.points import accrue_purchase
 from edge.services.verify import verify_ledger
 from edge.storage.models import Gift, OutboxEvent
 from edge.storage.sync_models import SetAside
-from edge.sync import agent as agent_module
 from edge.sync.agent import Agent, link_settings
 from edge.sync.outbox import OutboxPump
 from hq.ledger import CentralLedger, balances
@@ -307,12 +306,11 @@ def test_a_message_that_fails_to_apply_is_set_aside_and_the_agent_goes_on(
         gifts=[CatalogueGift(sku="MUG", name="Mug", points_price=50)],
     )
     message = Inbound(Topics().catalogue(), catalogue.to_bytes(), qos=0, mid=0, retain=True)
-    real = agent_module.apply_catalogue
 
     def failing(*args, **kwargs):
         raise RuntimeError("disk I/O error\nsecond line")
 
-    monkeypatch.setattr(agent_module, "apply_catalogue", failing)
+    monkeypatch.setattr("edge.sync.agent.apply_catalogue", failing)
     agent.handle(message)
     assert agent.failed == 1
     with app.db.read() as s:
@@ -324,7 +322,7 @@ def test_a_message_that_fails_to_apply_is_set_aside_and_the_agent_goes_on(
     assert "\n" not in kept[0].reason and "disk I/O error" in kept[0].reason
     assert any("message_set_aside" in a for a in alerts)
 
-    monkeypatch.setattr(agent_module, "apply_catalogue", real)
+    monkeypatch.undo()
     agent._retry_set_aside()
     with app.db.read() as s:
         assert s.scalar(select(func.count()).select_from(SetAside)) == 0
