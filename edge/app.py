@@ -22,6 +22,7 @@ from edge.security.keys import KeyStore
 from edge.security.personal import PhoneVault
 from edge.storage import migrate
 from edge.storage.db import Database, make_engine, sqlite_url
+from edge.storage.nonces import NONCE_FILE, UsedNonces
 
 
 @dataclass
@@ -35,6 +36,13 @@ class AppContext:
     keys: KeyStore
     clock: Clock = system_clock
     ids: IdFactory = field(default_factory=IdFactory)
+    used_codes: UsedNonces = field(init=False, repr=False)
+    """Nonces of the member codes already used (their own file beside the ledger)."""
+
+    def __post_init__(self) -> None:
+        self.used_codes = UsedNonces(
+            self.data_dir / NONCE_FILE, self.config.database.busy_timeout_ms
+        )
 
     @classmethod
     def open(
@@ -121,4 +129,5 @@ class AppContext:
         return True, f"schema {current}, {self.db.engine.url.database}"
 
     def close(self) -> None:
+        self.used_codes.close()
         self.db.close()

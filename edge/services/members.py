@@ -29,7 +29,6 @@ from edge.storage.models import (
     Member,
     PointsLot,
     Purchase,
-    UsedCodeNonce,
 )
 
 
@@ -146,6 +145,32 @@ def usable_member(tx: Tx, card_no: str) -> tuple[Member, Card]:
     return member, card
 
 
+def claim_member_code(app: AppContext, code: str) -> str:
+    """Checks a signed member code and uses it up; returns the card number it names.
+
+    The code must be genuine and fresh (:func:`verify_member_code`) and not used before: its
+    nonce is recorded in the replay guard's own small database (:mod:`edge.storage.nonces`),
+    not in a ledger transaction, so this costs no fsync. A used code stays used across a crash
+    of any process; only a power cut can forget the last few (see that module).
+
+    Raises:
+        Refusal: ``code_replayed``, or what :func:`verify_member_code` refuses.
+    """
+    sec = app.config.security
+    public_key = app.keys.member_code_public_key(sec.member_code_public_key)
+    now = app.clock()
+    claims = verify_member_code(
+        public_key, code, now, sec.member_code_ttl_s, sec.member_code_skew_s
+    )
+    lifetime = timedelta(seconds=sec.member_code_ttl_s + 2 * sec.member_code_skew_s)
+    if not app.used_codes.claim(claims.nonce, claims.issued_at + lifetime, now):
+        raise Refusal(
+            "this member code was already used; please refresh it on your phone",
+            code="code_replayed",
+        )
+    return claims.card_no
+
+
 def identify(app: AppContext, scanned: str) -> MemberView:
     """What the kiosk does with a scanned or typed code: a signed member code or a card number.
 
@@ -153,26 +178,7 @@ def identify(app: AppContext, scanned: str) -> MemberView:
     member code is refused too, so a screenshot of someone's phone is worthless.
     """
     text = scanned.strip()
-    if looks_like_member_code(text):
-        sec = app.config.security
-        public_key = app.keys.member_code_public_key(sec.member_code_public_key)
-        with transaction(app) as tx:
-            claims = verify_member_code(
-                public_key, text, tx.now, sec.member_code_ttl_s, sec.member_code_skew_s
-            )
-            tx.session.query(UsedCodeNonce).filter(UsedCodeNonce.expires_at < tx.now).delete()
-            if tx.session.get(UsedCodeNonce, claims.nonce) is not None:
-                raise Refusal(
-                    "this member code was already used; please refresh it on your phone",
-                    code="code_replayed",
-                )
-            lifetime = timedelta(seconds=sec.member_code_ttl_s + 2 * sec.member_code_skew_s)
-            tx.session.add(
-                UsedCodeNonce(nonce=claims.nonce, expires_at=claims.issued_at + lifetime)
-            )
-            card_no = claims.card_no
-    else:
-        card_no = text
+    card_no = claim_member_code(app, text) if looks_like_member_code(text) else text
     with app.db.read() as session:
         card = _card(session, card_no)
         require_usable(card.card_no, card.state)
