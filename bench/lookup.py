@@ -4,14 +4,19 @@ Run ``python -m bench.lookup [--members N] [--db DIR] [--samples S]`` (``make be
 N members with active cards (``bench.load_members``; ``--db DIR`` keeps the data directory and
 reuses it next time), then times, after a warm-up, S random lookups each of:
 
-* ``find_member_id`` by card number and by phone number (budget: p99 under 1 ms);
+* the member id by card number, by phone number (``find_member_id``) and by a freshly minted
+  signed member code (``claim_member_code``: signature check and replay guard, then the card
+  lookup) (budget: p99 under 1 ms for each), the code against the card as a ratio;
 * ``identify``, the whole member view the kiosk shows after a scan: of a card number for
-  random members (no history yet) and for members with a few purchases, and of a freshly
-  minted signed member code (signature check and replay guard included);
+  random members (no history yet) and for members with a few purchases, and of a member code,
+  again against the card as a ratio;
 
 then the card lookup taken apart layer by layer (SQL alone, the read transaction, SQLAlchemy
 Core, the ORM session), what a member code adds, and finally the write cost of the durability
 settings (``bench.write_cost``; ``--skip-write-cost`` leaves it out).
+
+Each member code is minted just before it is scanned (minting is not timed) and used once, so
+every code lookup records a new nonce in the replay guard (``edge.storage.nonces``).
 """
 
 from __future__ import annotations
@@ -37,9 +42,11 @@ from edge.app import AppContext
 from edge.domain.cards import card_number, parse_card_number
 from edge.security.codes import mint_member_code, verify_member_code
 from edge.security.personal import normalize_phone
-from edge.services.members import find_member_id, identify, show_member
+from edge.services.members import claim_member_code, find_member_id, identify, show_member
 from edge.services.points import accrue_purchase
-from edge.storage.models import Card, UsedCodeNonce
+from edge.services.tx import transaction
+from edge.storage.models import Card
+from edge.storage.nonces import UsedNonces
 
 BUDGET_P99_MS = 1.0
 HISTORY_MEMBERS = 200
@@ -62,6 +69,34 @@ def timed(fn: Callable[[Any], object], inputs: Iterable[Any], warmup: int) -> li
     return out
 
 
+_END = object()
+
+
+def interleaved(
+    cases: dict[str, tuple[Callable[[Any], object], Iterable[Any]]], warmup: int
+) -> dict[str, list[float]]:
+    """:func:`timed` for several cases at once, one call of each in turn.
+
+    Whatever else the machine is doing during the run weighs on every case alike, so their
+    ratios hold even when the absolute figures move with the load.
+    """
+    out: dict[str, list[float]] = {label: [] for label in cases}
+    clock = time.perf_counter_ns
+    streams = [(out[label], fn, iter(inputs)) for label, (fn, inputs) in cases.items()]
+    i = 0
+    while True:
+        for kept, fn, inputs in streams:
+            arg = next(inputs, _END)
+            if arg is _END:
+                return out
+            t0 = clock()
+            fn(arg)
+            t1 = clock()
+            if i >= warmup:
+                kept.append((t1 - t0) / 1e6)
+        i += 1
+
+
 def percentile(sorted_ms: list[float], q: float) -> float:
     return sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))]
 
@@ -71,6 +106,15 @@ def row(label: str, ms: list[float]) -> str:
     return (
         f"  {label:<44} {percentile(s, 0.50):>7.3f} {percentile(s, 0.99):>7.3f} "
         f"{s[-1]:>7.3f} {statistics.fmean(s):>7.3f}"
+    )
+
+
+def ratio(label: str, ms: list[float], base_label: str, base: list[float]) -> str:
+    """``ms`` against ``base`` (same run, same machine): p50 and p99 as multiples."""
+    s, b = sorted(ms), sorted(base)
+    return (
+        f"  {label} / {base_label}: p50 x{percentile(s, 0.50) / percentile(b, 0.50):.2f}, "
+        f"p99 x{percentile(s, 0.99) / percentile(b, 0.99):.2f}"
     )
 
 
@@ -173,17 +217,48 @@ def code_layers(app: AppContext, codes: Iterable[str], count: int, warmup: int) 
         )
     ]
 
-    def nonce_write(_: int) -> None:
-        # The replay guard's durable part: a write transaction recording one nonce.
-        with app.db.write() as session:
-            session.add(
-                UsedCodeNonce(
-                    nonce=os.urandom(8).hex(), expires_at=app.clock() + timedelta(minutes=4)
-                )
+    guard = app.used_codes
+    expiry = timedelta(minutes=4)
+    lines.append(
+        row(
+            "replay guard: claim one nonce (NORMAL)",
+            timed(
+                lambda _: guard.claim(os.urandom(8).hex(), app.clock() + expiry, app.clock()),
+                range(count),
+                warmup,
+            ),
+        )
+    )
+    # The same claim with an fsync per code (the durability of the ledger, where it used to be).
+    fsynced = UsedNonces(app.data_dir / "bench-nonces-full.db")
+    try:
+        fsynced._connection().execute("PRAGMA synchronous = FULL")
+        lines.append(
+            row(
+                "the same claim with synchronous=FULL",
+                timed(
+                    lambda _: fsynced.claim(os.urandom(8).hex(), app.clock() + expiry, app.clock()),
+                    range(count),
+                    warmup,
+                ),
             )
+        )
+    finally:
+        fsynced.close()
+        for suffix in ("", "-wal", "-shm"):
+            (app.data_dir / f"bench-nonces-full.db{suffix}").unlink(missing_ok=True)
+
+    def lookup_audit(_: int) -> None:
+        # What the touchscreen adds after every identification, by code, card or phone
+        # (edge.station.center: MemberCenter._audit_lookup): one audited write transaction.
+        with transaction(app) as tx:
+            tx.audit("member", "member.lookup", "BENCH", channel="scan")
 
     lines.append(
-        row("write transaction of one nonce row (FULL)", timed(nonce_write, range(count), warmup))
+        row(
+            "touchscreen: lookup audit record (FULL)",
+            timed(lookup_audit, range(count), warmup),
+        )
     )
     return lines
 
@@ -219,6 +294,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> None:
         history_s = time.perf_counter() - started
 
         cards = [card_number(rng.randint(1, members)) for _ in range(total)]
+        code_cards = [card_number(rng.randint(1, members)) for _ in range(total)]
         phones = [phone_for(rng.randrange(members)) for _ in range(total)]
         history_cards = [card_number(rng.choice(history_serials)) for _ in range(total)]
 
@@ -228,25 +304,40 @@ def run(args: argparse.Namespace, data_dir: Path) -> None:
         def by_phone(phone: str) -> None:
             _must_find(find_member_id(app, phone=phone), phone)
 
+        def by_code(code: str) -> None:
+            _must_find(find_member_id(app, card_no=claim_member_code(app, code)), code)
+
         signing_key = app.keys.member_code_signing_key(app.config.security.member_code_signing_key)
 
-        def fresh_codes() -> Iterator[str]:
+        def fresh_codes(of: list[str] = code_cards) -> Iterator[str]:
             """Each code minted just before its scan, as a phone shows it (minting not timed)."""
-            for card in cards:
+            for card in of:
                 yield mint_member_code(signing_key, card, app.clock())
 
+        def scan(scanned: str) -> None:
+            identify(app, scanned)
+
         gc.collect()
-        results = {
-            "find_member_id by card": timed(by_card, cards, args.warmup),
-            "find_member_id by phone": timed(by_phone, phones, args.warmup),
-            "identify(card), random member": timed(lambda c: identify(app, c), cards, args.warmup),
-            "identify(member code), random member": timed(
-                lambda c: identify(app, c), fresh_codes(), args.warmup
-            ),
-            f"identify(card), member with {HISTORY_PURCHASES} purchases": timed(
-                lambda c: identify(app, c), history_cards, args.warmup
-            ),
-        }
+        # Card, phone and code lookups take turns, and so do the two views: each code is
+        # compared with the card lookups made at the same moments of the run.
+        results = interleaved(
+            {
+                "find_member_id by card": (by_card, cards),
+                "find_member_id by phone": (by_phone, phones),
+                "member id by member code (claim + card)": (by_code, fresh_codes()),
+            },
+            args.warmup,
+        )
+        results |= interleaved(
+            {
+                "identify(card), random member": (scan, cards),
+                "identify(member code), random member": (scan, fresh_codes()),
+            },
+            args.warmup,
+        )
+        results[f"identify(card), member with {HISTORY_PURCHASES} purchases"] = timed(
+            scan, history_cards, args.warmup
+        )
         print()
         print(
             header(
@@ -260,10 +351,20 @@ def run(args: argparse.Namespace, data_dir: Path) -> None:
             f"  ({HISTORY_MEMBERS} members have {HISTORY_PURCHASES} purchases each, made through "
             f"accrue_purchase: {new_purchases} new ones in {history_s:.1f} s)"
         )
-        for label in ("find_member_id by card", "find_member_id by phone"):
+        for label in (
+            "find_member_id by card",
+            "find_member_id by phone",
+            "member id by member code (claim + card)",
+        ):
             p99 = percentile(sorted(results[label]), 0.99)
             verdict = "met" if p99 < BUDGET_P99_MS else "MISSED"
             print(f"  budget p99 < {BUDGET_P99_MS:g} ms, {label}: {verdict} ({p99:.3f} ms)")
+        card_label, card_view = "find_member_id by card", "identify(card), random member"
+        for label, base in (
+            ("member id by member code (claim + card)", card_label),
+            ("identify(member code), random member", card_view),
+        ):
+            print(ratio(label, results[label], base, results[base]))
 
         print()
         print(header("where the time of a card lookup goes (layer by layer, same random cards)"))
@@ -271,7 +372,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> None:
             print(line)
         print()
         print(header("what a member code adds (identify(code) - identify(card))"))
-        for line in code_layers(app, fresh_codes(), total, args.warmup):
+        for line in code_layers(app, fresh_codes(cards), total, args.warmup):
             print(line)
     finally:
         app.close()
