@@ -280,11 +280,3 @@ class ProcessedRequest(Base):
     intent: Mapped[str] = mapped_column(String(32))
     result: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class UsedCodeNonce(Base):
-    """Nonces of member codes already used, kept until the code could no longer be valid."""
-
-    __tablename__ = "used_code_nonce"
-    nonce: Mapped[str] = mapped_column(String(32), primary_key=True)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -80,3 +80,23 @@ def test_opening_the_data_directory_does_not_wait_for_a_writer(tmp_path):
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+def test_the_ledger_gives_up_its_nonce_table_and_gets_it_back_on_downgrade(tmp_path):
+    from alembic import command
+    from sqlalchemy import inspect
+
+    engine = make_engine(sqlite_url(tmp_path / "m.db"))
+    migrate.upgrade(engine, "0004")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO used_code_nonce (nonce, expires_at) VALUES ('00ff', '2026-03-02 02:00:00')"
+        )
+    migrate.upgrade(engine, "0005")
+    assert "used_code_nonce" not in inspect(engine).get_table_names()
+    cfg = migrate._config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+    assert "used_code_nonce" in inspect(engine).get_table_names()
+    engine.dispose()
