@@ -23,7 +23,8 @@ import hashlib
 import hmac
 import json
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -189,33 +190,73 @@ def bundle_from_qr(text: str) -> bytes:
         raise InvalidInput(f"enrolment QR code is damaged: {exc}", code="bundle_invalid") from None
 
 
-def verify_enrolment(bundle: bytes, hq_public_key: Ed25519PublicKey) -> Enrolment:
-    """The enrolment inside ``bundle`` if HQ signed it.
+_FIELD_TYPES = {"str": (str, "a string"), "int": (int, "an integer")}
+
+
+def _enrolment_from(raw: object) -> Enrolment:
+    """The payload's fields as an :class:`Enrolment`, each of the type the format gives it.
 
     Raises:
-        IntegrityError: ``bundle_signature`` (not HQ's) or ``bundle_invalid`` (malformed).
+        ValueError: a field is missing, unknown, or of another type (the message says which).
+    """
+    if not isinstance(raw, dict):
+        raise ValueError("it is not a JSON object")
+    version = raw.get("format")
+    if version != FORMAT or isinstance(version, bool):
+        raise ValueError(f"format {version!r} is not {FORMAT} (a bundle from an older desk?)")
+    known = {f.name: f for f in fields(Enrolment)}
+    unknown = sorted(set(raw) - set(known) - {"format"})
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r}")
+    values: dict[str, Any] = {}
+    for name, field in known.items():
+        if name not in raw:
+            if field.default is MISSING:
+                raise ValueError(f"it lacks {name}")
+            continue
+        kind, spelled = _FIELD_TYPES[str(field.type)]
+        value = raw[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{name} is not {spelled} but {type(value).__name__}")
+        values[name] = value
+    enrolment = Enrolment(**values)
+    if not enrolment.lookup_key_sealed:
+        raise ValueError("it carries no lookup key")
+    return enrolment
+
+
+def verify_enrolment(bundle: bytes, hq_public_key: Ed25519PublicKey) -> Enrolment:
+    """The enrolment inside ``bundle`` if HQ signed it and every field has its type.
+
+    Raises:
+        IntegrityError: ``bundle_signature`` (not HQ's) or ``bundle_invalid`` (damaged,
+            truncated or malformed); the message is one line saying what to do.
     """
     try:
         envelope = json.loads(bundle)
+        if not isinstance(envelope, dict):
+            raise TypeError("it is not a JSON object")
         payload = base64.b64decode(envelope["payload"], validate=True)
         signature = base64.b64decode(envelope["signature"], validate=True)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IntegrityError(f"not an enrolment bundle: {exc}", code="bundle_invalid") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        reason = f"no {exc}" if isinstance(exc, KeyError) else _one_line(exc)
+        raise IntegrityError(
+            f"not an enrolment bundle, or a damaged or truncated one ({reason}): copy the "
+            "bundle file from HQ again",
+            code="bundle_invalid",
+        ) from None
     if not verify_bytes(hq_public_key, ENROL_DOMAIN, payload, signature):
         raise IntegrityError(
             "enrolment bundle is not signed by HQ's enrolment key", code="bundle_signature"
         )
     try:
-        raw = json.loads(payload)
-        version = raw.pop("format")
-        if version != FORMAT:
-            raise ValueError(
-                f"format {version} is not {FORMAT} (a bundle from an older desk: ask HQ for a "
-                "new one)"
-            )
-        enrolment = Enrolment(**raw)
-        if not enrolment.lookup_key_sealed:
-            raise ValueError("it carries no lookup key")
-        return enrolment
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IntegrityError(f"enrolment payload unusable: {exc}", code="bundle_invalid") from None
+        return _enrolment_from(json.loads(payload))
+    except (ValueError, RecursionError) as exc:
+        raise IntegrityError(
+            f"enrolment payload unusable: {_one_line(exc)}: ask HQ for a new bundle",
+            code="bundle_invalid",
+        ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -15,6 +15,10 @@ members that arrived from other stores (no phone number here, only the hash thei
 keep that hash. A ``lookup.key`` given as a systemd credential wins: it is neither replaced nor
 re-hashed for, and the record says whether it is the chain's key.
 
+Nothing is written, and the database is not opened, until the whole bundle passes: its
+certificates (:mod:`edge.provisioning.certificates`), the pairing code, the sealed lookup key
+and the settings; a bundle that does not is refused in one line.
+
 Each application is an audit record in the device's database (``provision.enrol``,
 ``provision.reenrol``, ``provision.move`` or ``provision.replace``), naming the lookup key by
 its fingerprint only; moving a provisioned device to another identity needs
@@ -33,15 +37,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select
 
 from edge.config import KioskConfig, parse_config
-from edge.domain.errors import IntegrityError, Refusal
+from edge.domain.errors import ConfigError, IntegrityError, Refusal
 from edge.provisioning import history
 from edge.provisioning.bundle import (
     Enrolment,
@@ -49,7 +49,8 @@ from edge.provisioning.bundle import (
     unseal_lookup_key,
     verify_enrolment,
 )
-from edge.provisioning.identity import ensure_device_key, public_key_der
+from edge.provisioning.certificates import check_certificates
+from edge.provisioning.identity import ensure_device_key
 from edge.provisioning.pairing import check_pairing, retire_pairing
 from edge.provisioning.toml_write import dumps_toml
 from edge.security.keys import LOOKUP_KEY_FILE, KeyStore
@@ -109,30 +110,70 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
-def _check_certificate(
-    enrolment: Enrolment, data_dir: Path
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    try:
-        cert = x509.load_pem_x509_certificate(enrolment.device_cert_pem.encode())
-        ca = x509.load_pem_x509_certificate(enrolment.ca_cert_pem.encode())
-        for pem in (enrolment.hq_command_public_key_pem, enrolment.hq_update_public_key_pem):
-            if not isinstance(serialization.load_pem_public_key(pem.encode()), Ed25519PublicKey):
-                raise ValueError("HQ's keys must be Ed25519")
-    except ValueError as exc:
-        raise IntegrityError(f"enrolment carries a bad certificate or key: {exc}") from None
-    key = ensure_device_key(data_dir / "tls" / "device.key")
-    if public_key_der(cert.public_key()) != public_key_der(key):  # type: ignore[arg-type]
+def _previous_identity(
+    data_dir: Path, raw: dict[str, Any], database: Path | None, reprovision: bool
+) -> tuple[str | None, str | None]:
+    """The device and store id this device has if it is enrolled (else None, None).
+
+    Raises:
+        Refusal: ``already_provisioned``: it is enrolled and ``reprovision`` was not asked for.
+    """
+    if not is_provisioned(data_dir, database):
+        return None, None
+    device = raw.get("device", {})
+    previous, previous_store = device.get("device_id"), device.get("store_id")
+    if previous is not None and not reprovision:
         raise Refusal(
-            "the certificate was issued for another device's key", code="certificate_mismatch"
+            f"this device is already provisioned as {previous}; re-provisioning must be asked "
+            "for explicitly",
+            code="already_provisioned",
         )
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not cns or cns[0].value != enrolment.device_id:
-        raise Refusal("the certificate does not name this device id", code="certificate_mismatch")
+    return previous, previous_store
+
+
+def _device_key(data_dir: Path) -> ec.EllipticCurvePrivateKey:
+    """The key pair the pairing slip was made with (never made here: that would write)."""
+    path = data_dir / "tls" / "device.key"
+    if not path.exists():
+        raise Refusal(
+            "this device has no key pair yet: print a pairing slip first and take it to HQ",
+            code="not_pairing",
+        )
+    return ensure_device_key(path)
+
+
+def _merged_config(raw: dict[str, Any], enrolment: Enrolment) -> dict[str, Any]:
+    """The configuration with the bundle's ``[device]`` and ``[sync]`` settings (a copy)."""
+    merged = {**raw, "device": dict(raw.get("device", {})), "sync": dict(raw.get("sync", {}))}
+    merged["device"].update(
+        store_id=enrolment.store_id,
+        device_id=enrolment.device_id,
+        card_range_start=enrolment.card_range_start,
+        card_range_end=enrolment.card_range_end,
+    )
+    merged["sync"].update(
+        enabled=True,
+        broker_host=enrolment.broker_host,
+        broker_port=enrolment.broker_port,
+        tls=True,
+        ca_file="tls/ca.crt",
+        cert_file="tls/device.crt",
+        key_file="tls/device.key",
+        command_public_key="keys/hq-command.pub",
+    )
+    return merged
+
+
+def _checked_config(raw: dict[str, Any], enrolment: Enrolment) -> tuple[str, KioskConfig]:
+    """The merged configuration's text, refused if the bundle's settings do not validate
+    (the configuration as it is was validated before)."""
+    text = dumps_toml(_merged_config(raw, enrolment))
     try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError) as exc:
-        raise IntegrityError(f"the certificate is not issued by the bundle's CA: {exc}") from None
-    return cert, key
+        return text, parse_config(text, "the bundle's settings")
+    except ConfigError as exc:
+        raise IntegrityError(
+            f"{exc.message}: ask HQ for a new bundle", code="bundle_invalid"
+        ) from None
 
 
 def _rehash_members(tx: Tx, lookup_key: bytes) -> _Rehash:
@@ -221,56 +262,42 @@ def apply_enrolment(
 ) -> AppliedEnrolment:
     """Make this device the one ``enrolment`` describes.
 
-    Everything is checked before anything is written; the files are written inside the
-    transaction that records the enrolment in the audit chain. If that transaction does not
-    commit, the lookup key file is put back as it was.
+    The bundle is checked whole before the database is opened or anything is written: its
+    certificates (:func:`edge.provisioning.certificates.check_certificates`: the chain's CA,
+    the signature, this device's key and id, the dates on this device's clock with the member
+    codes' skew allowance), the pairing code, the sealed lookup key and the settings. The files
+    are written inside the transaction that records the enrolment in the audit chain. If that
+    transaction does not commit, the lookup key file is put back as it was.
 
     Raises:
-        Refusal: the pairing code does not match, the certificate is for another key or id,
-            or the device is already provisioned and ``reprovision`` was not asked for.
+        Refusal: the device has no key pair or pairing, the pairing code does not match, a
+            certificate is refused (see ``check_certificates``), or the device is already
+            provisioned and ``reprovision`` was not asked for.
+        IntegrityError: ``bundle_invalid`` (an unreadable certificate or key, settings the
+            configuration refuses) or ``lookup_key_invalid``.
+        ConfigError: the device's configuration file is invalid.
     """
     now = now or datetime.now(UTC)
     config_path = config_path or data_dir / "config.toml"
-    raw: dict[str, Any] = (
-        tomllib.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+    existing = config_path.read_text(encoding="utf-8") if config_path.exists() else None
+    before = parse_config(existing, str(config_path)) if existing is not None else KioskConfig()
+    raw: dict[str, Any] = tomllib.loads(existing) if existing is not None else {}
+    # the bundle is checked whole before the database is opened or anything is written
+    device_key = _device_key(data_dir)
+    cert = check_certificates(enrolment, device_key, now, before.security.member_code_skew_s)
+    serial = check_pairing(data_dir, enrolment.pairing_code, now)
+    lookup_key = unseal_lookup_key(
+        enrolment.lookup_key_sealed, device_key, enrolment.device_id, serial
     )
+    text, checked = _checked_config(raw, enrolment)
     keys: KeyStore | None = None  # set once the chain's key is installed: undone on failure
     current: bytes | None = None
     try:
         with history.record_provisioning(data_dir, config_path) as tx:
-            database = tx.app.db.engine.url.database
-            provisioned = is_provisioned(data_dir, Path(database) if database else None)
-            previous = raw.get("device", {}).get("device_id") if provisioned else None
-            previous_store = raw.get("device", {}).get("store_id") if provisioned else None
-            if previous is not None and not reprovision:
-                raise Refusal(
-                    f"this device is already provisioned as {previous}; re-provisioning must "
-                    "be asked for explicitly",
-                    code="already_provisioned",
-                )
-            cert, device_key = _check_certificate(enrolment, data_dir)
-            serial = check_pairing(data_dir, enrolment.pairing_code, now)
-            lookup_key = unseal_lookup_key(
-                enrolment.lookup_key_sealed, device_key, enrolment.device_id, serial
+            opened = tx.app.db.engine.url.database
+            previous, previous_store = _previous_identity(
+                data_dir, raw, Path(opened) if opened else None, reprovision
             )
-            raw.setdefault("device", {}).update(
-                store_id=enrolment.store_id,
-                device_id=enrolment.device_id,
-                card_range_start=enrolment.card_range_start,
-                card_range_end=enrolment.card_range_end,
-            )
-            raw.setdefault("sync", {}).update(
-                enabled=True,
-                broker_host=enrolment.broker_host,
-                broker_port=enrolment.broker_port,
-                tls=True,
-                ca_file="tls/ca.crt",
-                cert_file="tls/device.crt",
-                key_file="tls/device.key",
-                command_public_key="keys/hq-command.pub",
-            )
-            text = dumps_toml(raw)
-            checked: KioskConfig = parse_config(text, str(config_path))  # refuse before writing
             if enrolment.replaces_device:
                 action = history.REPLACE
             elif previous is None:

@@ -9,14 +9,18 @@ import sqlite3
 import subprocess
 import sys
 import tomllib
-from dataclasses import replace
-from datetime import UTC, datetime
+from dataclasses import asdict, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -32,6 +36,7 @@ from edge.protocol import Event, ReplicaBatch
 from edge.protocol.messages import ReplicaEvent
 from edge.provisioning.bundle import (
     MAX_QR_TEXT,
+    Enrolment,
     bundle_from_qr,
     bundle_to_qr,
     issue_bundle,
@@ -49,7 +54,16 @@ from edge.storage.models import Member, OutboxEvent
 from edge.sync.replica import apply_replica_batch
 from hq.enrol import EnrolmentDesk, write_lookup_key
 from hq.models import CardRange, EnrolledDevice, EnrolmentAction, UsedPairingCode
-from tests.lifecycle.hq_desk import make_desk
+from tests.lifecycle.hq_desk import (
+    certificate,
+    desk_ca,
+    look_alike_ca,
+    make_desk,
+    pem,
+    signed_bundle,
+    signed_payload,
+    with_dates,
+)
 
 KIOSK = str(Path(sys.executable).parent / "kiosk")
 
@@ -965,3 +979,289 @@ def test_an_enrolment_that_does_not_commit_puts_the_lookup_key_back(tmp_path, de
     for data in bundles:
         assert [r["action"] for r in read_audit(data)] == ["provision.pairing"]
         assert not is_provisioned(data)
+
+
+# -- a hostile technician's bundles: each refused in one line, the device exactly as before ----
+
+DAY = timedelta(days=1)
+NEW_BUNDLE = "ask HQ for a new bundle"
+
+
+def _paired(tmp_path: Path, desk: EnrolmentDesk, name: str = "dev") -> tuple[Path, Enrolment]:
+    """A device that printed its slip (and holds HQ's enrolment key, as the image installs it),
+    and the genuine enrolment HQ's desk made from that slip."""
+    data = tmp_path / name
+    slip = start_pairing(data, serial=f"serial-{name}")
+    (data / "keys").mkdir(exist_ok=True)
+    (data / "keys/hq-enrol.pub").write_bytes((desk.settings.ca_dir / "hq-enrol.pub").read_bytes())
+    issued = desk.enrol(slip.qr_text, store_id="S001", out_dir=tmp_path / f"{name}-out")
+    return data, verify_enrolment(issued.bundle_path.read_bytes(), enrol_public(desk))
+
+
+def _device_public(data: Path) -> ec.EllipticCurvePublicKey:
+    key = load_pem_private_key((data / "tls/device.key").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key.public_key()
+
+
+def _snapshot(data: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file and directory under ``data``: its mode and (for a file) its bytes."""
+    return {
+        str(p.relative_to(data)): (p.stat().st_mode, p.read_bytes() if p.is_file() else b"")
+        for p in sorted(data.rglob("*"))
+    }
+
+
+def _enrol(
+    capsys: pytest.CaptureFixture[str], data: Path, bundle: bytes, *extra: str
+) -> tuple[int, str, str]:
+    """``kiosk provision enrol BUNDLE`` as a technician types it."""
+    path = data.parent / "bundle.enrol"
+    path.write_bytes(bundle)
+    return run_kiosk(capsys, "--data-dir", data, "provision", "enrol", path, *extra)
+
+
+def _refused(capsys: pytest.CaptureFixture[str], data: Path, bundle: bytes, *extra: str) -> str:
+    """The error line of a refused ``kiosk provision enrol``: exit 1, one line that is no
+    internal error, and not a byte of the data directory changed."""
+    before = _snapshot(data)
+    code, out, err = _enrol(capsys, data, bundle, *extra)
+    assert (code, out) == (1, ""), out + err
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert "internal error" not in err, err
+    assert _snapshot(data) == before, err
+    return err.strip()
+
+
+def _still_enrols(capsys: pytest.CaptureFixture[str], data: Path, desk, genuine) -> None:
+    """The genuine bundle enrols after the refusals: they used nothing up."""
+    code, out, err = _enrol(capsys, data, signed_bundle(desk, genuine), "--skip-checks")
+    assert code == 0 and "enrolled: store S001" in out, out + err
+
+
+def test_a_device_certificate_expired_or_not_yet_valid_is_refused_and_writes_nothing(
+    tmp_path, desk, capsys
+):
+    data, genuine = _paired(tmp_path, desk)
+    key, ca, now = _device_public(data), desk_ca(desk), datetime.now(UTC)
+    expired = certificate("K001", key, ca, not_before=now - 365 * DAY, not_after=now - DAY)
+    err = _refused(capsys, data, signed_bundle(desk, genuine, device_cert_pem=pem(expired)))
+    assert "the device certificate expired on" in err and err.endswith(NEW_BUNDLE), err
+    next_year = certificate("K001", key, ca, not_before=now + 365 * DAY, not_after=now + 730 * DAY)
+    err = _refused(capsys, data, signed_bundle(desk, genuine, device_cert_pem=pem(next_year)))
+    assert "the device certificate is not valid before" in err, err
+    assert "this device's clock says" in err and "check the device's clock" in err, err
+    # the chain's CA certificate out of its dates (same key: the signatures still verify)
+    old_ca = with_dates(ca[0], ca[1], now - 3650 * DAY, now - DAY)
+    err = _refused(capsys, data, signed_bundle(desk, genuine, ca_cert_pem=pem(old_ca)))
+    assert "the chain's CA certificate in the bundle expired on" in err, err
+    _still_enrols(capsys, data, desk, genuine)
+
+
+def test_the_clock_skew_allowed_for_a_certificate_is_the_member_codes_one(tmp_path, desk):
+    now = datetime.now(UTC)
+    starts, ends = now + timedelta(hours=1), now + 5 * DAY
+    data, genuine = _paired(tmp_path, desk, "default")
+    cert = certificate(
+        "K001", _device_public(data), desk_ca(desk), not_before=starts, not_after=ends
+    )
+    bundle = replace(genuine, device_cert_pem=pem(cert))
+    for moment, code in (
+        (starts - timedelta(seconds=91), "certificate_not_yet_valid"),
+        (ends + timedelta(seconds=91), "certificate_expired"),
+    ):
+        with pytest.raises(Refusal) as err:
+            apply_enrolment(data, bundle, now=moment)
+        assert err.value.code == code
+    assert apply_enrolment(data, bundle, now=starts - timedelta(seconds=90)).device_id == "K001"
+    # a device configured with a wider allowance takes it
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    (wide / "config.toml").write_text("[security]\nmember_code_skew_s = 300\n")
+    wide, genuine = _paired(tmp_path, desk, "wide")
+    cert = certificate(
+        "K002", _device_public(wide), desk_ca(desk), not_before=starts, not_after=ends
+    )
+    bundle = replace(genuine, device_cert_pem=pem(cert))
+    assert apply_enrolment(wide, bundle, now=starts - timedelta(seconds=299)).device_id == "K002"
+
+
+def test_a_certificate_from_a_look_alike_ca_is_refused_as_not_signed_by_the_chains_ca(
+    tmp_path, desk, capsys
+):
+    data, genuine = _paired(tmp_path, desk)
+    now = datetime.now(UTC)
+    look_alike = look_alike_ca(desk)
+    assert look_alike[0].subject == desk_ca(desk)[0].subject
+    forged = certificate(
+        "K001", _device_public(data), look_alike, not_before=now - DAY, not_after=now + 300 * DAY
+    )
+    err = _refused(capsys, data, signed_bundle(desk, genuine, device_cert_pem=pem(forged)))
+    assert "the device certificate is not signed by the chain's CA" in err, err
+    assert err.endswith(NEW_BUNDLE), err
+    _still_enrols(capsys, data, desk, genuine)
+
+
+def test_a_ca_certificate_that_is_not_a_ca_is_refused(tmp_path, desk, capsys):
+    data, genuine = _paired(tmp_path, desk)
+    now = datetime.now(UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Store S001 printer")])
+    no_signing = x509.KeyUsage(True, False, False, False, False, False, False, False, False)
+    for not_a_ca in (
+        certificate(  # a client certificate, not a CA
+            "Store S001 printer",
+            key.public_key(),
+            (name, key),
+            not_before=now - DAY,
+            not_after=now + 300 * DAY,
+        ),
+        certificate(  # a CA that may not sign certificates
+            "Store S001 printer",
+            key.public_key(),
+            (name, key),
+            not_before=now - DAY,
+            not_after=now + 300 * DAY,
+            ca=True,
+            key_usage=no_signing,
+            extended=(),
+        ),
+    ):
+        device = certificate(
+            "K001",
+            _device_public(data),
+            (not_a_ca, key),
+            not_before=now - DAY,
+            not_after=now + 300 * DAY,
+        )
+        bundle = signed_bundle(
+            desk, genuine, ca_cert_pem=pem(not_a_ca), device_cert_pem=pem(device)
+        )
+        err = _refused(capsys, data, bundle)
+        assert "the bundle's CA certificate 'Store S001 printer' is not a CA certificate" in err
+        assert err.endswith(NEW_BUNDLE), err
+    _still_enrols(capsys, data, desk, genuine)
+
+
+def test_a_device_certificate_not_for_a_client_login_is_refused(tmp_path, desk, capsys):
+    data, genuine = _paired(tmp_path, desk)
+    now, key, ca = datetime.now(UTC), _device_public(data), desk_ca(desk)
+    dates: dict[str, Any] = {"not_before": now - DAY, "not_after": now + 300 * DAY}
+    server = certificate("K001", key, ca, extended=(ExtendedKeyUsageOID.SERVER_AUTH,), **dates)
+    err = _refused(capsys, data, signed_bundle(desk, genuine, device_cert_pem=pem(server)))
+    assert "not for a client's TLS login" in err, err
+    sub_ca = certificate("K001", key, ca, ca=True, **dates)
+    err = _refused(capsys, data, signed_bundle(desk, genuine, device_cert_pem=pem(sub_ca)))
+    assert "the device certificate is a CA certificate" in err, err
+
+
+def test_a_truncated_or_damaged_bundle_file_is_refused(tmp_path, desk, capsys):
+    data, genuine = _paired(tmp_path, desk)
+    whole = signed_bundle(desk, genuine)
+    for damaged in (
+        whole[: len(whole) // 2],
+        whole[:-1],
+        b"",
+        b"\x89PNG\r\n\x1a\n\x00\x00",
+        b"[1, 2]",
+        json.dumps({"payload": 5, "signature": "AA=="}).encode(),
+        json.dumps({"signature": "AA=="}).encode(),
+        b"[" * 100_000,
+    ):
+        err = _refused(capsys, data, damaged)
+        assert "not an enrolment bundle, or a damaged or truncated one" in err, (damaged, err)
+        assert err.endswith("copy the bundle file from HQ again"), err
+    _still_enrols(capsys, data, desk, genuine)
+
+
+def test_bundle_fields_of_the_wrong_type_are_refused(tmp_path, desk, capsys):
+    data, genuine = _paired(tmp_path, desk)
+    for field, value, says in (
+        ("device_cert_pem", 5, "device_cert_pem is not a string but int"),
+        ("ca_cert_pem", None, "ca_cert_pem is not a string but NoneType"),
+        ("pairing_code", 12345, "pairing_code is not a string but int"),
+        ("lookup_key_sealed", ["AA=="], "lookup_key_sealed is not a string but list"),
+        ("store_id", {"id": "S001"}, "store_id is not a string but dict"),
+        ("hq_update_public_key_pem", 1.5, "hq_update_public_key_pem is not a string but float"),
+        ("broker_port", "8883", "broker_port is not an integer but str"),
+        ("card_range_start", True, "card_range_start is not an integer but bool"),
+        ("card_range_end", 149_999.0, "card_range_end is not an integer but float"),
+    ):
+        err = _refused(capsys, data, signed_bundle(desk, genuine, **{field: value}))
+        assert says in err and err.endswith(NEW_BUNDLE), (field, err)
+    payload = {"format": 2, **asdict(genuine)}
+    del payload["device_id"]
+    for bad, says in (
+        (payload, "it lacks device_id"),
+        ({**payload, "device_id": "K001", "colour": "red"}, "unknown field 'colour'"),
+        ("an enrolment", "it is not a JSON object"),
+        ([payload], "it is not a JSON object"),
+        ({**payload, "format": True}, "format True is not 2"),
+    ):
+        err = _refused(capsys, data, signed_payload(desk, bad))
+        assert f"enrolment payload unusable: {says}" in err and err.endswith(NEW_BUNDLE), err
+    _still_enrols(capsys, data, desk, genuine)
+
+
+def test_unreadable_certificates_keys_or_settings_in_a_bundle_are_refused(tmp_path, desk, capsys):
+    data, genuine = _paired(tmp_path, desk)
+    garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    ec_key = _device_public(data).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    for changes, says in (
+        ({"device_cert_pem": garbage}, "the bundle's device certificate is not a readable"),
+        ({"ca_cert_pem": "a CA"}, "the bundle's CA certificate is not a readable"),
+        ({"hq_command_public_key_pem": "nope"}, "HQ command key is not an Ed25519 public key"),
+        ({"hq_update_public_key_pem": ec_key.decode()}, "HQ update key is not an Ed25519"),
+        ({"broker_port": 70_000}, "the bundle's settings: 'sync.broker_port'"),
+        ({"card_range_start": 5, "card_range_end": 1}, "card_range_end must not be below"),
+    ):
+        err = _refused(capsys, data, signed_bundle(desk, genuine, **changes))
+        assert says in err and err.endswith(NEW_BUNDLE), (changes, err)
+        assert "config.toml" not in err, err
+    _still_enrols(capsys, data, desk, genuine)
+
+
+def test_a_certificate_for_another_key_or_on_a_device_never_paired_is_refused(
+    tmp_path, desk, capsys
+):
+    data, genuine = _paired(tmp_path, desk)
+    now, other = datetime.now(UTC), ec.generate_private_key(ec.SECP256R1()).public_key()
+    theirs = certificate(
+        "K001", other, desk_ca(desk), not_before=now - DAY, not_after=now + 300 * DAY
+    )
+    err = _refused(capsys, data, signed_bundle(desk, genuine, device_cert_pem=pem(theirs)))
+    assert "the certificate was issued for another device's key" in err, err
+    # a device that never printed a slip: it has no key, and none is made for it
+    blank = tmp_path / "blank"
+    (blank / "keys").mkdir(parents=True)
+    (blank / "keys/hq-enrol.pub").write_bytes((data / "keys/hq-enrol.pub").read_bytes())
+    err = _refused(capsys, blank, signed_bundle(desk, genuine))
+    assert "no key pair yet: print a pairing slip first" in err, err
+    assert not (blank / "tls").exists() and not (blank / "kiosk.db").exists()
+    _still_enrols(capsys, data, desk, genuine)
+
+
+def test_an_enrolled_device_refusing_a_reprovisioning_bundle_keeps_its_identity(
+    tmp_path, desk, capsys
+):
+    data, genuine = _paired(tmp_path, desk)
+    _still_enrols(capsys, data, desk, genuine)
+    slip = start_pairing(data, serial="serial-dev")
+    moved = desk.move("K001", slip.qr_text, store_id="S002", out_dir=tmp_path / "moved")
+    bundle = verify_enrolment(moved.bundle_path.read_bytes(), enrol_public(desk))
+    now = datetime.now(UTC)
+    expired = certificate(
+        "K001", _device_public(data), desk_ca(desk), not_before=now - 9 * DAY, not_after=now - DAY
+    )
+    err = _refused(
+        capsys,
+        data,
+        signed_bundle(desk, bundle, device_cert_pem=pem(expired)),
+        "--reprovision",
+        "--skip-checks",
+    )
+    assert "the device certificate expired on" in err, err
+    assert not (data / "provisioning/retired").exists()
+    assert parse_config((data / "config.toml").read_text()).device.store_id == "S001"
