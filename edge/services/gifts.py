@@ -169,73 +169,34 @@ def redeem_gift(
 
     Stock is taken with a guarded UPDATE (and a CHECK in the schema), so two kiosks or two
     taps can never oversell; points come from the soonest-expiring lots. While HQ is
-    unreachable the offline caps apply and the redemption is marked offline.
+    unreachable the offline caps apply and the redemption is marked offline; a refusal by
+    those caps is audited after the redemption's own transaction has rolled back.
     """
     sku_v = validate_sku(sku)
     fingerprint = {"card_no": card_no.strip(), "sku": sku_v, "qty": qty}
+    refused_offline: list[str] = []  # the member an offline cap refused
 
     def apply(tx: Tx) -> tuple[RedemptionResult, str]:
         member, card = usable_member(tx, card_no)
         gift = tx.session.get(Gift, sku_v)
         if gift is None:
             raise NotFound(f"no gift {sku_v}", code="unknown_gift")
-        already = (
-            tx.session.scalar(
-                select(func.coalesce(func.sum(Redemption.qty), 0)).where(
-                    Redemption.member_id == member.id, Redemption.sku == sku_v
-                )
-            )
-            or 0
-        )
-        terms = GiftTerms(
-            gift.sku,
-            gift.name,
-            gift.points_price,
-            gift.stock,
-            gift.low_stock,
-            gift.per_member_limit,
-            gift.active,
-        )
-        points = check_redemption(terms, qty, int(already))
+        points = check_redemption(_terms(gift), qty, _redeemed_before(tx, member.id, sku_v))
         link = connectivity(tx.session, app, tx.now)
         if link.offline:
-            since = link.since or tx.now
-            member_used, device_used = _offline_usage(tx, member.id, since)
             try:
-                check_offline_redemption(
-                    app.offline_limit, points, since, tx.now, member_used, device_used
-                )
-            except Refusal as refusal:
-                refusal.details["offline_member_id"] = member.id
+                _check_offline_caps(app, tx, member.id, points, link.since or tx.now)
+            except Refusal:
+                refused_offline.append(member.id)
                 raise
-        if member.balance < points:
-            # Open lots can outnumber the balance after HQ booked an offline double spend
-            # against this member: the overdraft is paid back before anything is redeemed.
-            owed = max(0, -member.balance)
-            raise Refusal(
-                f"not enough points: {points} needed, balance {member.balance}"
-                + (f" ({owed} points owed from an earlier offline redemption)" if owed else ""),
-                code="insufficient_points",
-                needed=points,
-                available=max(0, member.balance),
-                pending=0,
-            )
+        _check_balance(member, points)
         redemption_id = tx.new_id()
         entries = debit(tx, member, points, EntryKind.REDEMPTION, redemption_id)
-        taken = tx.session.execute(
-            update(Gift)
-            .where(Gift.sku == sku_v, Gift.stock >= qty)
-            .values(stock=Gift.stock - qty, updated_at=tx.now)
-            .returning(Gift.stock)
-        ).scalar_one_or_none()
-        if taken is None:
-            raise Refusal(f"{gift.name} is out of stock", code="out_of_stock", sku=sku_v)
-        tx.session.refresh(gift)
-        kind = gift.kind
+        _take_stock(tx, gift, qty)
         # A gift is collected with the voucher; a coupon redemption's proof is its coupons.
         voucher = (
             sign_voucher(app.keys.device_signing_key, "gift", redemption_id, app.device_id)
-            if kind == "gift"
+            if gift.kind == "gift"
             else ""
         )
         tx.session.add(
@@ -252,26 +213,7 @@ def redeem_gift(
             )
         )
         tx.session.flush()  # coupons reference the redemption
-        coupons: list[str] = []
-        expires = None
-        if kind == "coupon":
-            expires = tx.now + timedelta(days=gift.coupon_valid_days)
-            for _ in range(qty):
-                coupon_id = tx.new_id()
-                code = sign_voucher(app.keys.device_signing_key, "coupon", coupon_id, app.device_id)
-                tx.session.add(
-                    Coupon(
-                        id=coupon_id,
-                        redemption_id=redemption_id,
-                        member_id=member.id,
-                        sku=sku_v,
-                        value_cents=gift.coupon_value_cents,
-                        code=code,
-                        issued_at=tx.now,
-                        expires_at=expires,
-                    )
-                )
-                coupons.append(code)
+        coupons, expires = _mint_coupons(app, tx, gift, member.id, redemption_id, qty)
         low = is_low_stock(gift.stock, gift.low_stock)
         tx.audit(
             actor,
@@ -298,17 +240,13 @@ def redeem_gift(
             },
         )
         if low:
-            tx.audit("system", "gift.low_stock", sku_v, stock=gift.stock, threshold=gift.low_stock)
-            tx.emit(
-                "alert.low_stock",
-                {"sku": sku_v, "name": gift.name, "stock": gift.stock, "threshold": gift.low_stock},
-            )
+            _emit_low_stock(tx, gift)
         result = RedemptionResult(
             redemption_id,
             card.card_no,
             sku_v,
             gift.name,
-            kind,
+            gift.kind,
             qty,
             points,
             member.balance,
@@ -328,10 +266,103 @@ def redeem_gift(
     try:
         return run_once(app, request_id, "redeem", fingerprint, apply, replay)
     except Refusal as refusal:
-        member_id = refusal.details.pop("offline_member_id", None)
-        if member_id is not None:
-            _audit_refusal(app, member_id, sku_v, refusal)
+        if refused_offline:
+            _audit_refusal(app, refused_offline[-1], sku_v, refusal)
         raise
+
+
+def _terms(gift: Gift) -> GiftTerms:
+    return GiftTerms(
+        gift.sku,
+        gift.name,
+        gift.points_price,
+        gift.stock,
+        gift.low_stock,
+        gift.per_member_limit,
+        gift.active,
+    )
+
+
+def _redeemed_before(tx: Tx, member_id: str, sku: str) -> int:
+    """How many of ``sku`` the member has redeemed so far (for the per-member limit)."""
+    total = tx.session.scalar(
+        select(func.coalesce(func.sum(Redemption.qty), 0)).where(
+            Redemption.member_id == member_id, Redemption.sku == sku
+        )
+    )
+    return int(total or 0)
+
+
+def _check_offline_caps(
+    app: AppContext, tx: Tx, member_id: str, points: int, since: datetime
+) -> None:
+    """The offline caps on redeemed points, per member and per device, since HQ went away."""
+    member_used, device_used = _offline_usage(tx, member_id, since)
+    check_offline_redemption(app.offline_limit, points, since, tx.now, member_used, device_used)
+
+
+def _check_balance(member: Member, points: int) -> None:
+    if member.balance >= points:
+        return
+    # Open lots can outnumber the balance after HQ booked an offline double spend against
+    # this member: the overdraft is paid back before anything is redeemed.
+    owed = max(0, -member.balance)
+    raise Refusal(
+        f"not enough points: {points} needed, balance {member.balance}"
+        + (f" ({owed} points owed from an earlier offline redemption)" if owed else ""),
+        code="insufficient_points",
+        needed=points,
+        available=max(0, member.balance),
+        pending=0,
+    )
+
+
+def _take_stock(tx: Tx, gift: Gift, qty: int) -> None:
+    """Takes ``qty`` from the stock with a guarded UPDATE: never below zero, never oversold."""
+    taken = tx.session.execute(
+        update(Gift)
+        .where(Gift.sku == gift.sku, Gift.stock >= qty)
+        .values(stock=Gift.stock - qty, updated_at=tx.now)
+        .returning(Gift.stock)
+    ).scalar_one_or_none()
+    if taken is None:
+        raise Refusal(f"{gift.name} is out of stock", code="out_of_stock", sku=gift.sku)
+    tx.session.refresh(gift)
+
+
+def _mint_coupons(
+    app: AppContext, tx: Tx, gift: Gift, member_id: str, redemption_id: str, qty: int
+) -> tuple[list[str], datetime | None]:
+    """For a coupon gift, ``qty`` signed coupons and their expiry; nothing for a gift."""
+    if gift.kind != "coupon":
+        return [], None
+    expires = tx.now + timedelta(days=gift.coupon_valid_days)
+    codes: list[str] = []
+    for _ in range(qty):
+        coupon_id = tx.new_id()
+        code = sign_voucher(app.keys.device_signing_key, "coupon", coupon_id, app.device_id)
+        tx.session.add(
+            Coupon(
+                id=coupon_id,
+                redemption_id=redemption_id,
+                member_id=member_id,
+                sku=gift.sku,
+                value_cents=gift.coupon_value_cents,
+                code=code,
+                issued_at=tx.now,
+                expires_at=expires,
+            )
+        )
+        codes.append(code)
+    return codes, expires
+
+
+def _emit_low_stock(tx: Tx, gift: Gift) -> None:
+    tx.audit("system", "gift.low_stock", gift.sku, stock=gift.stock, threshold=gift.low_stock)
+    tx.emit(
+        "alert.low_stock",
+        {"sku": gift.sku, "name": gift.name, "stock": gift.stock, "threshold": gift.low_stock},
+    )
 
 
 def _stored_redemption(session: Session, redemption_id: str) -> RedemptionResult:
