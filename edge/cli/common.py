@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -14,10 +15,13 @@ from typing import Any, TypeVar, cast
 import click
 
 from edge.app import AppContext
-from edge.domain.errors import InvalidInput
+from edge.domain.errors import DiskFull, InvalidInput, KioskError
 from edge.domain.text import escape_controls, fold_digits
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The command line of the command running (``kiosk member register``), for its errors.
+_RUNNING: ContextVar[str] = ContextVar("kiosk_command", default="")
 
 
 class CliState:
@@ -48,6 +52,16 @@ def report_error(message: str) -> None:
     click.echo(f"error: {escape_controls(message)}", err=True)
 
 
+def error_message(exc: KioskError) -> str:
+    """What the console says for a refused command: the error's message, and for a full disk
+    that the command itself was not done (the storage that found the disk full cannot know
+    which command it was)."""
+    command = _RUNNING.get()
+    if isinstance(exc, DiskFull) and not exc.specific and command:
+        return exc.saying(f"{command} was not done").message
+    return exc.message
+
+
 class _TypedDigits(click.ParamType[int]):
     """Reads typed text by the digits rule (:func:`edge.domain.text.fold_digits`) first."""
 
@@ -72,7 +86,14 @@ NUMBER = Number()
 
 
 def state() -> CliState:
-    return cast(CliState, click.get_current_context().find_root().obj)
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    names = []
+    while ctx.parent is not None and ctx.command is not root.command:  # the shell nests one
+        names.append(ctx.info_name or ctx.command.name or "")
+        ctx = ctx.parent
+    _RUNNING.set(" ".join(["kiosk", *reversed(names)]))
+    return cast(CliState, root.obj)
 
 
 def json_option(func: F) -> F:

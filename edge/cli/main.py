@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from edge import __version__
-from edge.cli.common import CliState, report_error
+from edge.cli.common import CliState, error_message, report_error
 from edge.domain.errors import KioskError
 
 # Each module exposes ``register(group)``; its heavy imports (OpenCV, Kivy) happen inside
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         report_error(exc.format_message())
         return exc.exit_code
     except KioskError as exc:
-        report_error(exc.message)
+        report_error(error_message(exc))
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from edge.cli.common import report_error, state
+from edge.cli.common import error_message, report_error, state
 
 
 def _dispatch(group: click.Group, line: str) -> None:
@@ -32,7 +32,7 @@ def _dispatch(group: click.Group, line: str) -> None:
     except click.ClickException as exc:
         report_error(exc.format_message())
     except KioskError as exc:
-        report_error(exc.message)
+        report_error(error_message(exc))
     finally:
         root.obj.json_output = False
 

@@ -56,6 +56,35 @@ class ConfigError(KioskError):
     code = "config_error"
 
 
+class DiskFull(KioskError):
+    """The disk holding the data is full: what was asked was not done and nothing changed.
+
+    Not a :class:`Refusal` (no rule said no: it may work once space is freed), but reported
+    the same way: one line, code ``disk_full``. ``not_done`` says what was not done (``"no
+    backup was made"``); ``where`` is the directory to free space in.
+    """
+
+    code = "disk_full"
+
+    def __init__(self, not_done: str = "", *, where: str = "", **details: Any) -> None:
+        clause = not_done or "nothing was done"
+        place = f" in {where}" if where else " on the device"
+        super().__init__(
+            f"the disk is full: {clause} and nothing was changed"
+            f" (free some space{place}, then try again)",
+            not_done=clause,
+            where=where,
+            **details,
+        )
+        self.not_done = clause
+        self.where = where
+        self.specific = bool(not_done)
+
+    def saying(self, not_done: str) -> DiskFull:
+        """The same error saying what was not done (the caller knows; the storage does not)."""
+        return DiskFull(not_done, where=self.where)
+
+
 class IntegrityError(KioskError):
     """Stored data breaks an invariant (a ledger that does not add up, a broken audit chain)."""
 
