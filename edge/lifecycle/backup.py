@@ -22,8 +22,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from edge.config import KioskConfig
-from edge.domain.errors import ConfigError, IntegrityError
+from edge.domain.errors import ConfigError, DiskFull, IntegrityError
 from edge.storage.files import file_sha256, fsync_directory
+from edge.storage.space import out_of_space
 
 BACKUP_DIR = "backups"
 FORMAT = 1
@@ -124,12 +125,18 @@ def create_backup(
 
     Raises:
         IntegrityError: the copy failed SQLite's integrity check (nothing is kept).
+        DiskFull: no space for the copy (nothing is kept; the database is untouched).
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    backup_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    with _disk_full_means_no_backup(db_path, backup_dir):
+        backup_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
     name = f"ledger-{store_id}-{device_id}-{stamp}{_SUFFIX}"
-    with tempfile.TemporaryDirectory(dir=backup_dir, prefix=".tmp-") as tmp:
+    # the temporary directory (every partial file in it) is gone before a full disk is told
+    with (
+        _disk_full_means_no_backup(db_path, backup_dir),
+        tempfile.TemporaryDirectory(dir=backup_dir, prefix=".tmp-") as tmp,
+    ):
         copy = Path(tmp) / "ledger.db"
         snapshot(db_path, copy)
         problem = integrity_problem(copy)
@@ -165,6 +172,19 @@ def create_backup(
     fsync_directory(backup_dir)
     rotate(backup_dir, keep_daily)
     return info
+
+
+@contextlib.contextmanager
+def _disk_full_means_no_backup(db_path: Path, backup_dir: Path) -> Iterator[None]:
+    """A full disk (where the backup goes, or where the database is: reading a WAL database
+    may need its ``-shm`` file) is :class:`DiskFull` saying that no backup was made."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        for where in (backup_dir, db_path.parent):
+            if out_of_space(exc, where):
+                raise DiskFull("no backup was made", where=str(where)) from None
+        raise
 
 
 def _manifest_json(info: BackupInfo) -> str:

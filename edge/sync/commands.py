@@ -28,13 +28,14 @@ from sqlalchemy import select
 from edge import __version__
 from edge.app import AppContext
 from edge.domain.cards import CardState, parse_card_number
-from edge.domain.errors import ConfigError, KioskError, Refusal
+from edge.domain.errors import ConfigError, DiskFull, KioskError, Refusal
 from edge.lifecycle.update import (
     DOWNLOADS,
     INBOX,
     UPDATE_KEY_FILE,
     UPDATES_DIR,
     BundleOffer,
+    UpdateFailed,
     receive_update,
 )
 from edge.protocol import COMMAND_SIGNING_DOMAIN, Command, CommandResult, ProtocolError, decode
@@ -46,6 +47,7 @@ from edge.services.verify import verify_ledger
 from edge.storage.command_models import RunningCommand
 from edge.storage.files import file_sha256
 from edge.storage.models import Card
+from edge.storage.space import out_of_space
 from edge.storage.sync_models import InboundMessage
 
 log = logging.getLogger(__name__)
@@ -335,14 +337,21 @@ class CommandRunner:
             update_key = load_public_key(self.app.data_dir / UPDATE_KEY_FILE)
         except ConfigError as exc:
             raise Refusal(f"no HQ update key: {exc.message}", code="no_update_key") from None
-        queued = receive_update(
-            offer,
-            self.app.data_dir,
-            update_key,
-            running_version=__version__,
-            timeout_s=sync.update_download_timeout_s,
-            cancel=self.stopping,
-        )
+        try:
+            queued = receive_update(
+                offer,
+                self.app.data_dir,
+                update_key,
+                running_version=__version__,
+                timeout_s=sync.update_download_timeout_s,
+                cancel=self.stopping,
+            )
+        except (UpdateFailed, OSError) as exc:  # the partial download is removed already
+            where = self.app.data_dir / UPDATES_DIR
+            if any(out_of_space(e, where) for e in _causes(exc)):
+                not_done = f"the update to {offer.version} was not downloaded"
+                raise DiskFull(not_done, where=str(where)) from None
+            raise
         log.info("update %s queued as %s", queued.version, queued.path.name)
         return {"queued": True, "version": queued.version, "bundle": queued.path.name}
 
@@ -378,6 +387,16 @@ def clear_downloads(data_dir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def _record_key(command: Command) -> str:
