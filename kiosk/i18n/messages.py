@@ -51,6 +51,9 @@ REFUSALS: dict[str, str] = {
     "no_redemption": N_("No voucher was printed here yet."),
     "member_deleted": N_("This membership was closed."),
     "weak_pin": N_("Wrong staff number or PIN."),
+    "disk_full": N_(
+        "The kiosk's storage is full: nothing was done or changed. Please ask the staff."
+    ),
 }
 
 DEVICE_FAULTS: dict[str, str] = {
