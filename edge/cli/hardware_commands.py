@@ -13,8 +13,9 @@ from typing import Any
 
 import click
 
+from edge.app import AppContext
 from edge.cli.common import emit, json_option, state
-from edge.domain.errors import InvalidInput
+from edge.domain.errors import DiskFull, InvalidInput
 
 
 def register(group: click.Group) -> None:
@@ -133,13 +134,23 @@ def printer_test_cmd(output: Path | None) -> None:
 @click.option("--sim", is_flag=True, help="Use simulated hardware regardless of the configuration.")
 @json_option
 def doctor_cmd(sim: bool) -> None:
-    """Check every configured device and the database; exits 1 when one has failed."""
+    """Check every configured device, the database and free space; exits 1 when one has
+    failed."""
     from drivers.config import HardwareConfig
     from drivers.health import HealthState
     from drivers.selftest import check_hardware
+    from edge.config import default_data_dir, load_config
 
-    app = state().app
-    hardware = HardwareConfig() if sim else app.config.hardware
+    cli = state()
+    try:
+        app: AppContext | None = cli.app
+    except DiskFull:  # the database cannot even be opened: still check the rest
+        app, unopened = None, "the disk is full: the database cannot be opened"
+    data_dir = app.data_dir if app else cli.data_dir or default_data_dir()
+    if sim:
+        hardware = HardwareConfig()
+    else:
+        hardware = (app.config if app else load_config(cli.config_path, data_dir)[0]).hardware
     rows = [
         {
             "device": r.device,
@@ -153,7 +164,7 @@ def doctor_cmd(sim: bool) -> None:
         for r in check_hardware(hardware)
     ]
     start = time.perf_counter()
-    db_ok, db_detail = app.check_database()
+    db_ok, db_detail = app.check_database() if app else (False, unopened)
     rows.append(
         {
             "device": "database",
@@ -165,10 +176,46 @@ def doctor_cmd(sim: bool) -> None:
             "ms": round((time.perf_counter() - start) * 1000, 1),
         }
     )
+    rows.append(_storage_row(data_dir))
     failed = any(r["state"] == HealthState.FAILED.value for r in rows)
     emit({"ok": not failed, "checks": rows}, lambda _: _table(rows, failed))
     if failed:
         raise click.exceptions.Exit(1)
+
+
+def _storage_row(data_dir: Path) -> dict[str, Any]:
+    """Free space where the ledger lives: WARN when low, FAIL when too low to run on (the
+    thresholds telemetry reports by, :func:`edge.sync.telemetry.space_state`)."""
+    import shutil
+
+    from drivers.health import HealthState
+    from edge.sync.telemetry import describe_space, space_state
+
+    start = time.perf_counter()
+    try:
+        usage = shutil.disk_usage(data_dir)
+    except OSError as exc:
+        free = total = 0
+        state, code, reason, detail = HealthState.FAILED, "unreadable", str(exc), ""
+    else:
+        free, total = usage.free, usage.total
+        detail = f"{describe_space(free, total)} in {data_dir}"
+        state, code, reason = {
+            "ok": (HealthState.OK, "", ""),
+            "low": (HealthState.DEGRADED, "low_space", "free space is low"),
+            "full": (HealthState.FAILED, "disk_full", "the disk is nearly full"),
+        }[space_state(free, total)]
+    return {
+        "device": "storage",
+        "backend": "disk",
+        "state": state.value,
+        "code": code,
+        "reason": reason,
+        "detail": detail,
+        "free_bytes": free,
+        "total_bytes": total,
+        "ms": round((time.perf_counter() - start) * 1000, 1),
+    }
 
 
 def _table(rows: list[dict[str, Any]], failed: bool) -> str:

@@ -26,6 +26,13 @@ from edge.sync.health import CAMERA_FPS, LAST_PRINT_AT, LAST_SCAN_AT
 from edge.sync.replica import REPLICA_CURSOR
 
 STARTED = time.monotonic()
+
+# Free space where the ledger lives: low below the larger of 10 % and 200 MB (a nightly
+# backup needs about the database's size again; HQ's ``disk_low`` alert uses the same
+# defaults, configurable there), too low to run on below 50 MB.
+LOW_SPACE_FRACTION = 0.10
+LOW_SPACE_BYTES = 200 * 1000 * 1000
+NO_SPACE_BYTES = 50 * 1000 * 1000
 _THROTTLE_BITS = {
     "undervoltage_now": 0,
     "freq_capped_now": 1,
@@ -94,6 +101,30 @@ def read_storage(data_dir: Path, sys_block: Path = Path("/sys/block")) -> Storag
     )
 
 
+def space_state(free_bytes: int, total_bytes: int) -> str:
+    """``ok``, ``low`` (below the larger of ``LOW_SPACE_FRACTION`` and ``LOW_SPACE_BYTES``)
+    or ``full`` (below ``NO_SPACE_BYTES``)."""
+    if free_bytes < NO_SPACE_BYTES:
+        return "full"
+    if free_bytes < max(total_bytes * LOW_SPACE_FRACTION, LOW_SPACE_BYTES):
+        return "low"
+    return "ok"
+
+
+def describe_space(free_bytes: int, total_bytes: int) -> str:
+    """``1.2 GB free of 31.9 GB (4 %)``."""
+    share = f" ({free_bytes * 100 // total_bytes} %)" if total_bytes else ""
+    return f"{_size(free_bytes)} free of {_size(total_bytes)}{share}"
+
+
+def _size(n: int) -> str:
+    if n >= 10**9:
+        return f"{n / 10**9:.1f} GB"
+    if n >= 10**6:
+        return f"{n / 10**6:.0f} MB"
+    return f"{n / 10**3:.0f} kB"
+
+
 def read_temperature(zone: Path = Path("/sys/class/thermal/thermal_zone0/temp")) -> float | None:
     milli = _read_int(zone)
     return None if milli is None else milli / 1000
@@ -135,8 +166,9 @@ def collect(app: AppContext, clock_offset_s: float | None) -> Telemetry:
     faults = [f"{name}:{h.code or h.state}" for name, h in devices.items() if h.state == "failed"]
     if throttling is not None and throttling.undervoltage_now:
         faults.append("power:undervoltage")
-    if storage.total_bytes and storage.free_bytes / storage.total_bytes < 0.05:
-        faults.append("storage:low_space")
+    space = space_state(storage.free_bytes, storage.total_bytes) if storage.total_bytes else "ok"
+    if space != "ok":
+        faults.append("storage:disk_full" if space == "full" else "storage:low_space")
     if storage.pre_eol is not None and storage.pre_eol >= 2:
         faults.append("storage:wearing_out")
     fps = None

@@ -56,7 +56,11 @@ def test_doctor_passes_on_simulators(kiosk):
         "dispenser",
         "gpio",
         "database",
+        "storage",
     ]
+    storage = report["checks"][-1]
+    assert storage["free_bytes"] > 0 and storage["total_bytes"] >= storage["free_bytes"]
+    assert " free of " in storage["detail"]
 
 
 def test_doctor_fails_on_a_missing_device(kiosk, tmp_path):
