@@ -23,6 +23,22 @@ CODE_ALERTS = {
 }
 
 
+@dataclass(frozen=True)
+class DiskLow:
+    """When a device's free space (where its ledger lives) raises ``disk_low``: below the
+    larger of ``percent`` of the disk and ``mb`` megabytes (10**6 bytes)."""
+
+    percent: float = 10.0
+    mb: int = 200
+
+    def threshold(self, total_bytes: int) -> int:
+        return max(int(total_bytes * self.percent / 100), self.mb * 1000 * 1000)
+
+
+def _size(n: int) -> str:
+    return f"{n / 10**9:.1f} GB" if n >= 10**9 else f"{n / 10**6:.0f} MB"
+
+
 def _device(session: Session, device_id: str) -> FleetDevice:
     device = session.get(FleetDevice, device_id)
     if device is None:
@@ -44,7 +60,9 @@ def apply_status(session: Session, status: DeviceStatus, now: datetime) -> None:
         clear_alert(session, "device_offline", status.device_id, now)
 
 
-def apply_telemetry(session: Session, sample: Telemetry, now: datetime) -> None:
+def apply_telemetry(
+    session: Session, sample: Telemetry, now: datetime, disk_low: DiskLow = DiskLow()
+) -> None:
     device = _device(session, sample.device_id)
     device.store_id = sample.store_id
     device.version = sample.version
@@ -79,16 +97,26 @@ def apply_telemetry(session: Session, sample: Telemetry, now: datetime) -> None:
             sample.store_id,
             sample.device_id,
         )
-    if "storage:low_space" in sample.faults:
-        raise_alert(
-            session,
-            "low_disk",
-            sample.device_id,
-            "under 5 % free",
-            now,
-            sample.store_id,
-            sample.device_id,
+    _check_disk(session, sample, now, disk_low)
+
+
+def _check_disk(session: Session, sample: Telemetry, now: datetime, disk_low: DiskLow) -> None:
+    """``disk_low`` while free space is below the threshold, cleared once it is back."""
+    if sample.storage is None or sample.storage.total_bytes <= 0:  # not measured
+        return
+    free, total = sample.storage.free_bytes, sample.storage.total_bytes
+    threshold = disk_low.threshold(total)
+    if free < threshold:
+        detail = (
+            f"{_size(free)} free of {_size(total)} ({free * 100 // total} %),"
+            f" under {_size(threshold)}"
         )
+        raise_alert(
+            session, "disk_low", sample.device_id, detail, now, sample.store_id, sample.device_id
+        )
+    else:
+        clear_alert(session, "disk_low", sample.device_id, now)
+        clear_alert(session, "low_disk", sample.device_id, now)  # the alert's earlier name
 
 
 def check_offline(session: Session, now: datetime, threshold: timedelta) -> list[str]:

@@ -42,7 +42,7 @@ from edge.protocol import (
 )
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
 from hq.backups import BackupStore
-from hq.fleet import apply_status, apply_telemetry, check_offline
+from hq.fleet import DiskLow, apply_status, apply_telemetry, check_offline
 from hq.ledger import (
     CentralLedger,
     Ingest,
@@ -80,6 +80,12 @@ class HqConfig(BaseModel):
         "", title="Where devices' backups are kept (default: backups/ beside HQ's database)"
     )
     backups_keep: int = Field(14, ge=1, le=1000, title="Backups kept per device")
+    disk_low_percent: float = Field(
+        10.0, ge=0, le=100, title="Alert (disk_low) when a device's free space is under this %"
+    )
+    disk_low_mb: int = Field(
+        200, ge=0, title="... or under this many MB (10**6 bytes), whichever is larger"
+    )
 
     def tls(self) -> TlsFiles | None:
         if not self.ca_file:
@@ -263,7 +269,8 @@ class HqService:
             if sample.device_id != device_id:
                 raise ProtocolError(f"telemetry of {sample.device_id} on {device_id}'s topic")
             with self.sessions() as session, session.begin():
-                apply_telemetry(session, sample, now)
+                disk_low = DiskLow(self.config.disk_low_percent, self.config.disk_low_mb)
+                apply_telemetry(session, sample, now, disk_low)
         elif leaf == "command/result":
             log.info("command result from %s: %s", device_id, msg.payload[:300])
         elif leaf == "backup":

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime, timedelta
 
+from edge.protocol import StorageWear, Telemetry, Topics
+from edge.protocol.link import Inbound
 from edge.services.gifts import add_gift, redeem_gift
 from edge.services.members import register_member
 from edge.services.points import accrue_purchase
 from edge.sync.agent import Agent
 from edge.sync.health import report_peripheral
 from edge.sync.watchdog import sd_notify
-from hq.service import HqService
+from hq.fleet import fleet
+from hq.service import HqConfig, HqService
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
 from tests.sync.helpers import fleet_json, hq_config, pending
 
@@ -67,3 +71,55 @@ def test_sd_notify_reaches_the_socket(tmp_path):
         assert sd_notify("READY=1", {"NOTIFY_SOCKET": str(path)})
         assert server.recv(64) == b"READY=1"
     assert not sd_notify("READY=1", {})
+
+
+def _sample(device_id: str, free: int, total: int) -> Inbound:
+    """A telemetry message from ``device_id`` as the agent publishes it."""
+    sample = Telemetry(
+        device_id=device_id,
+        store_id="S001",
+        at=datetime.now(UTC),
+        version="0.1.0",
+        uptime_s=60.0,
+        outbox_depth=0,
+        storage=StorageWear(device="mmcblk0", free_bytes=free, total_bytes=total),
+    )
+    return Inbound(Topics().telemetry(device_id), sample.to_bytes(), qos=0, mid=0, retain=True)
+
+
+def _disk_alerts(hq: HqService) -> dict[str, str]:
+    with hq.sessions() as session, session.begin():
+        _rows, alerts = fleet(session, datetime.now(UTC), timedelta(hours=1))
+    return {a.device_id: a.detail for a in alerts if a.kind == "disk_low"}
+
+
+def test_low_free_space_raises_disk_low_and_space_back_clears_it(tmp_path):
+    hq = HqService(HqConfig(database_url=f"sqlite+pysqlite:///{tmp_path / 'hq.db'}"))
+    gb = 1000**3
+    # defaults: under the larger of 10 % and 200 MB
+    hq.handle(_sample("K001", 2 * gb, 32 * gb))  # 6 %: low
+    hq.handle(_sample("K002", 150 * 1000**2, 1 * gb))  # 15 %, but under 200 MB: low
+    hq.handle(_sample("K003", 4 * gb, 32 * gb))  # 12 %: fine
+    alerts = _disk_alerts(hq)
+    assert set(alerts) == {"K001", "K002"}
+    assert alerts["K001"] == "2.0 GB free of 32.0 GB (6 %), under 3.2 GB"
+    assert alerts["K002"] == "150 MB free of 1.0 GB (15 %), under 200 MB"
+    hq.handle(_sample("K001", 1 * gb, 32 * gb))  # still low: the one alert stays open
+    hq.handle(_sample("K002", 300 * 1000**2, 1 * gb))  # space is back
+    assert set(_disk_alerts(hq)) == {"K001"}
+    hq.handle(_sample("K001", 8 * gb, 32 * gb))
+    assert _disk_alerts(hq) == {}
+    assert hq.counters.failed == 0 and hq.counters.dropped == 0
+
+
+def test_the_disk_low_threshold_is_hqs_to_set(tmp_path):
+    config = HqConfig(
+        database_url=f"sqlite+pysqlite:///{tmp_path / 'hq.db'}",
+        disk_low_percent=0,
+        disk_low_mb=100,
+    )
+    hq = HqService(config)
+    hq.handle(_sample("K001", 150 * 1000**2, 32 * 1000**3))
+    assert _disk_alerts(hq) == {}
+    hq.handle(_sample("K001", 90 * 1000**2, 32 * 1000**3))
+    assert set(_disk_alerts(hq)) == {"K001"}
