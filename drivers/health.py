@@ -1,4 +1,9 @@
-"""How a device is doing, in one frozen value: ok, degraded with a reason, or failed."""
+"""How a device is doing, in one frozen value: ok, degraded with a reason, or failed.
+
+:class:`HealthState` is the one vocabulary of health: drivers report it, the station records
+it for telemetry, ``kiosk doctor`` prints it, and the protocol's ``DeviceHealth`` carries its
+words.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,28 @@ from enum import StrEnum
 
 
 class HealthState(StrEnum):
-    """Ordered from good to bad so that the worst of several can be taken."""
+    """Ranked from good to bad so that the worst of several can be taken.
+
+    ``UNKNOWN`` is no reading at all: no driver reports it; telemetry says it of a peripheral
+    whose recorded state is a word this version does not know.
+    """
 
     OK = "ok"
     DEGRADED = "degraded"
     FAILED = "failed"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def of(cls, word: str) -> HealthState:
+        """The state ``word`` names, :attr:`UNKNOWN` for any other word."""
+        try:
+            return cls(word)
+        except ValueError:
+            return cls.UNKNOWN
 
 
-_RANK = {HealthState.OK: 0, HealthState.DEGRADED: 1, HealthState.FAILED: 2}
+# Not knowing is as bad as a known fault that still lets the device work.
+_RANK = {HealthState.OK: 0, HealthState.UNKNOWN: 1, HealthState.DEGRADED: 1, HealthState.FAILED: 2}
 
 
 @dataclass(frozen=True)

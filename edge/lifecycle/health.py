@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drivers.health import HealthState
+
 REQUIRED = ("database", "printer", "scanner")
 
 
@@ -76,6 +78,6 @@ def run_health_check(
         check = by_device.get(device)
         if check is None:
             problems.append(f"{device}: not checked")
-        elif check.get("state") == "failed":
+        elif check.get("state") == HealthState.FAILED:
             problems.append(f"{device}: {check.get('reason') or 'failed'}")
     return HealthReport(not problems, problems, checks)

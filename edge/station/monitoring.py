@@ -17,13 +17,12 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
+from drivers.health import HealthState
 from edge.app import AppContext
 from edge.station.api import DeviceStatus
 from edge.sync import health
 
 log = logging.getLogger(__name__)
-
-STATES = ("ok", "degraded", "failed")
 
 
 class PeripheralLog:
@@ -53,13 +52,13 @@ class PeripheralLog:
         """Writes the devices whose state or fault code changed; returns their names."""
         written: list[str] = []
         for status in statuses:
-            state = status.state if status.state in STATES else "unknown"
-            seen = (state, status.code[:64])
+            state = HealthState.of(status.state)
+            seen = (state.value, status.code[:64])
             with self._lock:
                 if self._recorded.get(status.device) == seen:
                     continue
 
-            def write(status: DeviceStatus = status, state: str = state) -> None:
+            def write(status: DeviceStatus = status, state: HealthState = state) -> None:
                 health.report_peripheral(self.app, status.device, state, status.code, status.reason)
 
             if self._guard(f"recording {status.device} health", write):

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from drivers.health import HealthState
 from edge.app import AppContext
 from edge.services.tx import get_meta, set_meta
 from edge.storage.sync_models import PeripheralHealth
@@ -24,17 +25,20 @@ CAMERA_FPS = "hw.camera_fps"
 
 
 def report_peripheral(
-    app: AppContext, name: str, state: str, code: str = "", reason: str = ""
+    app: AppContext, name: str, state: HealthState | str, code: str = "", reason: str = ""
 ) -> None:
-    """Records a peripheral's health: ok, degraded, failed (drivers.health) or unknown."""
-    if state not in ("ok", "degraded", "failed", "unknown"):
-        raise ValueError(f"unknown health state {state!r}")
+    """Records a peripheral's health (a :class:`~drivers.health.HealthState` or its word):
+    the one place a peripheral's row is written."""
+    try:
+        state = HealthState(state)
+    except ValueError:
+        raise ValueError(f"unknown health state {state!r}") from None
     with app.db.write() as session:
         row = session.get(PeripheralHealth, name)
         if row is None:
             row = PeripheralHealth(name=name[:32])
             session.add(row)
-        row.state, row.code, row.reason = state, code[:64], reason[:256]
+        row.state, row.code, row.reason = state.value, code[:64], reason[:256]
         row.updated_at = app.clock()
 
 
