@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drivers.config import HardwareConfig
 from edge.domain.errors import ConfigError, describe_invalid
+from edge.protocol import PointsPolicy
 
 INSTALLED_DATA_DIR = Path("/var/lib/member-kiosk")
 
@@ -62,20 +63,28 @@ class MemberDay(_Section):
         return self
 
 
-class PointsConfig(_Section):
-    """How points are earned, held and expire."""
+POINTS_DEFAULTS: dict[str, int] = {
+    "points_per_yuan": 1,
+    "expiry_months": 12,
+    "pending_days": 0,
+    "checkin_points": 5,
+    "birthday_bonus_points": 100,
+    "referral_bonus_points": 50,
+}
+"""The appliance's own points rules, for whatever the ``[points]`` section leaves out."""
 
-    points_per_yuan: int = Field(1, ge=0, le=100, title="Base points per yuan spent")
-    expiry_months: int = Field(
-        12, ge=1, le=120, title="Lifetime of a lot", description="expires at the end of month N"
-    )
-    pending_days: int = Field(
-        0, ge=0, le=90, title="Return window", description="days before new points can be spent"
-    )
-    checkin_points: int = Field(5, ge=0, le=10_000, title="Daily check-in points")
-    birthday_bonus_points: int = Field(100, ge=0, le=100_000, title="Birthday bonus points")
-    referral_bonus_points: int = Field(50, ge=0, le=100_000, title="Referral bonus points")
+
+class PointsConfig(PointsPolicy, _Section):
+    """How points are earned, held and expire: the fields and bounds HQ's rules have too
+    (:class:`~edge.protocol.PointsPolicy`), which replace them, and the member days, which
+    only this file sets."""
+
     member_days: list[MemberDay] = Field(default_factory=list, title="Member days")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        return {**POINTS_DEFAULTS, **data} if isinstance(data, dict) else data
 
 
 class TierConfig(_Section):
@@ -280,7 +289,7 @@ class KioskConfig(_Section):
     """The whole configuration file."""
 
     device: DeviceConfig = Field(default_factory=DeviceConfig)
-    points: PointsConfig = Field(default_factory=PointsConfig)
+    points: PointsConfig = Field(default_factory=lambda: PointsConfig.model_validate({}))
     tiers: TiersConfig = Field(default_factory=TiersConfig)
     offline: OfflineConfig = Field(default_factory=OfflineConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)

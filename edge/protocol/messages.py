@@ -13,6 +13,8 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
+from string import Formatter
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -105,7 +107,11 @@ class DeviceStatus(Message):
 
 
 class DeviceHealth(Message):
-    """One peripheral's health as its driver reports it."""
+    """One peripheral's health as its driver reports it.
+
+    ``state`` holds the words of ``drivers.health.HealthState``, written out because HQ, which
+    reads this module, may not import the drivers; tests/sync/test_protocol.py holds them equal.
+    """
 
     state: Literal["ok", "degraded", "failed", "unknown"]
     code: Text = ""
@@ -442,13 +448,27 @@ class Catalogue(Message):
     gifts: list[CatalogueGift] = Field(max_length=10_000)
 
 
-class PointsRules(Message):
-    points_per_yuan: int = Field(ge=0, le=100)
-    expiry_months: int = Field(ge=1, le=120)
-    pending_days: int = Field(ge=0, le=90)
-    checkin_points: int = Field(ge=0, le=10_000)
-    birthday_bonus_points: int = Field(ge=0, le=100_000)
-    referral_bonus_points: int = Field(ge=0, le=100_000)
+class PointsPolicy(BaseModel):
+    """How points are earned, held and expire: the one declaration of these fields and their
+    bounds, for HQ's rules (:class:`PointsRules`) and the appliance's ``[points]`` section
+    (``edge.config.PointsConfig``, which adds the defaults and the member days) alike."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    points_per_yuan: int = Field(ge=0, le=100, title="Base points per yuan spent")
+    expiry_months: int = Field(
+        ge=1, le=120, title="Lifetime of a lot", description="expires at the end of month N"
+    )
+    pending_days: int = Field(
+        ge=0, le=90, title="Return window", description="days before new points can be spent"
+    )
+    checkin_points: int = Field(ge=0, le=10_000, title="Daily check-in points")
+    birthday_bonus_points: int = Field(ge=0, le=100_000, title="Birthday bonus points")
+    referral_bonus_points: int = Field(ge=0, le=100_000, title="Referral bonus points")
+
+
+class PointsRules(PointsPolicy, Message):
+    """The points section of HQ's rules: every field of :class:`PointsPolicy`, none left out."""
 
 
 class OfflineRules(Message):
@@ -603,6 +623,12 @@ class BackupAck(Message):
 
 # --------------------------------------------------------------------------- topics
 
+Role = Literal["kiosk", "lane", "hq", "bridge"]
+"""What a broker client is; its certificate's CN is its id (``K001``, ``S001-L1``, ``hq``)."""
+
+DEVICES: tuple[Role, ...] = ("kiosk", "lane")
+"""Every device: each speaks and hears on its own device topics."""
+
 
 def check_name(value: str) -> str:
     """A device, store or lane id used as a topic level."""
@@ -612,78 +638,198 @@ def check_name(value: str) -> str:
 
 
 @dataclass(frozen=True)
+class TopicSpec:
+    """One row of the protocol table: a topic, its payload, and who may publish and subscribe.
+
+    ``publishers`` and ``subscribers`` are what docs/protocol.md lists and what the broker's
+    ACL allows (``edge.sync.broker.render_acl`` renders it from this table), each party on
+    its own part of the tree: a kiosk or a lane where ``{device}`` is its own id and
+    ``{store}`` its own store, a lane where ``{lane}`` is its own id (a kiosk on every lane
+    of its store), HQ everywhere. A store's bridge is no party of its own: it carries the
+    device topics of its store's kiosks and lanes, and the pushes under ``hq/`` they read.
+    """
+
+    name: str
+    pattern: str
+    schema: type[BaseModel]
+    qos: int
+    retain: bool
+    publishers: tuple[Role, ...]
+    subscribers: tuple[Role, ...]
+    expires: bool = False
+
+    @cached_property
+    def ids(self) -> frozenset[str]:
+        """The ids the pattern names: ``device``, ``store``, ``lane``."""
+        return frozenset(field for _, field, _, _ in Formatter().parse(self.pattern) if field)
+
+    @property
+    def tree(self) -> str:
+        """The first level: ``device``, ``store`` or ``hq``."""
+        return self.pattern.partition("/")[0]
+
+    def levels(self, **ids: str) -> str:
+        """The pattern with ``ids`` as given (unchecked: the ACL's lines put ``%u`` there) and
+        ``+`` for any id not given."""
+        return self.pattern.format_map({name: ids.get(name, "+") for name in self.ids})
+
+    def fill(self, prefix: str, **ids: str) -> str:
+        """:meth:`levels` under ``prefix``."""
+        return f"{prefix}/{self.levels(**ids)}"
+
+
+_HQ: tuple[Role, ...] = ("hq",)
+_KIOSK: tuple[Role, ...] = ("kiosk",)
+_LANE: tuple[Role, ...] = ("lane",)
+
+# fmt: off
+# name, pattern (under the prefix), payload, QoS, retained, publishers, subscribers
+STATUS_TOPIC = TopicSpec("status", "device/{device}/status", DeviceStatus, 1, True,
+                         ("kiosk", "lane", "hq"), _HQ)
+TELEMETRY_TOPIC = TopicSpec("telemetry", "device/{device}/telemetry", Telemetry, 0, True,
+                            DEVICES, _HQ)
+EVENTS_TOPIC = TopicSpec("events", "device/{device}/events", EventBatch, 1, False,
+                         DEVICES, _HQ)
+ACK_TOPIC = TopicSpec("ack", "device/{device}/ack", EventAck, 1, False,
+                      _HQ, DEVICES)
+REPLICA_TOPIC = TopicSpec("replica", "device/{device}/replica", ReplicaBatch, 1, False,
+                          _HQ, DEVICES)
+REPLICA_REQUEST_TOPIC = TopicSpec("replica request", "device/{device}/replica/request",
+                                  ReplicaRequest, 1, False, DEVICES, _HQ)
+COMMAND_TOPIC = TopicSpec("command", "device/{device}/command", Command, 1, False,
+                          _HQ, DEVICES, expires=True)
+COMMAND_RESULT_TOPIC = TopicSpec("command result", "device/{device}/command/result",
+                                 CommandResult, 1, False, DEVICES, _HQ)
+BACKUP_TOPIC = TopicSpec("backup", "device/{device}/backup", BackupChunk, 1, False,
+                         DEVICES, _HQ)
+BACKUP_ACK_TOPIC = TopicSpec("backup ack", "device/{device}/backup/ack", BackupAck, 1, False,
+                             _HQ, DEVICES)
+LANE_PURCHASE_TOPIC = TopicSpec("lane purchase", "store/{store}/lane/{lane}/purchase",
+                                LanePurchase, 1, False, _LANE, _KIOSK)
+LANE_RESULT_TOPIC = TopicSpec("lane purchase result", "store/{store}/lane/{lane}/result",
+                              LanePurchaseResult, 1, False, _KIOSK, _LANE)
+COUPON_CHECK_TOPIC = TopicSpec("coupon check", "store/{store}/lane/{lane}/coupon",
+                               CouponCheck, 1, False, _LANE, _KIOSK)
+COUPON_RESULT_TOPIC = TopicSpec("coupon result", "store/{store}/lane/{lane}/coupon/result",
+                                CouponCheckResult, 1, False, _KIOSK, _LANE)
+LANE_CARDS_TOPIC = TopicSpec("lane cards", "store/{store}/lanes/cards", LaneCards, 1, False,
+                             _KIOSK, _LANE)
+BLOCKLIST_TOPIC = TopicSpec("blocklist", "hq/blocklist", BlocklistUpdate, 1, False,
+                            _HQ, DEVICES, expires=True)
+CATALOGUE_TOPIC = TopicSpec("catalogue", "hq/catalogue", Catalogue, 1, True,
+                            _HQ, DEVICES)
+RULES_TOPIC = TopicSpec("rules", "hq/rules", Rules, 1, True,
+                        _HQ, DEVICES)
+# fmt: on
+
+TOPIC_TABLE: tuple[TopicSpec, ...] = (
+    STATUS_TOPIC,
+    TELEMETRY_TOPIC,
+    EVENTS_TOPIC,
+    ACK_TOPIC,
+    REPLICA_TOPIC,
+    REPLICA_REQUEST_TOPIC,
+    COMMAND_TOPIC,
+    COMMAND_RESULT_TOPIC,
+    BACKUP_TOPIC,
+    BACKUP_ACK_TOPIC,
+    LANE_PURCHASE_TOPIC,
+    LANE_RESULT_TOPIC,
+    COUPON_CHECK_TOPIC,
+    COUPON_RESULT_TOPIC,
+    LANE_CARDS_TOPIC,
+    BLOCKLIST_TOPIC,
+    CATALOGUE_TOPIC,
+    RULES_TOPIC,
+)
+
+_DEVICE_LEAVES = {
+    spec.pattern.removeprefix("device/{device}/"): spec
+    for spec in TOPIC_TABLE
+    if spec.tree == "device"
+}
+
+
+@dataclass(frozen=True)
 class Topics:
-    """Topic strings under one prefix (``mck/v1`` unless a deployment says otherwise)."""
+    """Topic strings under one prefix (``mck/v1`` unless a deployment says otherwise), each
+    the pattern of its :data:`TOPIC_TABLE` row with the ids filled in."""
 
     prefix: str = DEFAULT_PREFIX
 
-    def device(self, device_id: str, leaf: str) -> str:
-        return f"{self.prefix}/device/{check_name(device_id)}/{leaf}"
+    def topic(self, spec: TopicSpec, **ids: str) -> str:
+        """The topic of one row: every id its pattern names, each checked."""
+        if ids.keys() != spec.ids:
+            raise ProtocolError(f"{spec.pattern} takes {sorted(spec.ids)}, not {sorted(ids)}")
+        return spec.fill(self.prefix, **{name: check_name(v) for name, v in ids.items()})
 
     def status(self, device_id: str) -> str:
-        return self.device(device_id, "status")
+        return self.topic(STATUS_TOPIC, device=device_id)
 
     def telemetry(self, device_id: str) -> str:
-        return self.device(device_id, "telemetry")
+        return self.topic(TELEMETRY_TOPIC, device=device_id)
 
     def events(self, device_id: str) -> str:
-        return self.device(device_id, "events")
+        return self.topic(EVENTS_TOPIC, device=device_id)
 
     def ack(self, device_id: str) -> str:
-        return self.device(device_id, "ack")
+        return self.topic(ACK_TOPIC, device=device_id)
 
     def replica(self, device_id: str) -> str:
-        return self.device(device_id, "replica")
+        return self.topic(REPLICA_TOPIC, device=device_id)
 
     def replica_request(self, device_id: str) -> str:
-        return self.device(device_id, "replica/request")
+        return self.topic(REPLICA_REQUEST_TOPIC, device=device_id)
 
     def command(self, device_id: str) -> str:
-        return self.device(device_id, "command")
+        return self.topic(COMMAND_TOPIC, device=device_id)
 
     def command_result(self, device_id: str) -> str:
-        return self.device(device_id, "command/result")
+        return self.topic(COMMAND_RESULT_TOPIC, device=device_id)
 
     def backup(self, device_id: str) -> str:
-        return self.device(device_id, "backup")
+        return self.topic(BACKUP_TOPIC, device=device_id)
 
     def backup_ack(self, device_id: str) -> str:
-        return self.device(device_id, "backup/ack")
+        return self.topic(BACKUP_ACK_TOPIC, device=device_id)
 
     def lane_purchase(self, store_id: str, lane_id: str) -> str:
-        return f"{self.prefix}/store/{check_name(store_id)}/lane/{check_name(lane_id)}/purchase"
+        return self.topic(LANE_PURCHASE_TOPIC, store=store_id, lane=lane_id)
 
     def lane_purchase_result(self, store_id: str, lane_id: str) -> str:
-        return f"{self.prefix}/store/{check_name(store_id)}/lane/{check_name(lane_id)}/result"
+        return self.topic(LANE_RESULT_TOPIC, store=store_id, lane=lane_id)
 
     def lane_coupon(self, store_id: str, lane_id: str) -> str:
-        return f"{self.prefix}/store/{check_name(store_id)}/lane/{check_name(lane_id)}/coupon"
+        return self.topic(COUPON_CHECK_TOPIC, store=store_id, lane=lane_id)
 
     def lane_coupon_result(self, store_id: str, lane_id: str) -> str:
-        store, lane = check_name(store_id), check_name(lane_id)
-        return f"{self.prefix}/store/{store}/lane/{lane}/coupon/result"
+        return self.topic(COUPON_RESULT_TOPIC, store=store_id, lane=lane_id)
 
     def lane_cards(self, store_id: str) -> str:
-        return f"{self.prefix}/store/{check_name(store_id)}/lanes/cards"
+        return self.topic(LANE_CARDS_TOPIC, store=store_id)
 
     def blocklist(self) -> str:
-        return f"{self.prefix}/hq/blocklist"
+        return self.topic(BLOCKLIST_TOPIC)
 
     def catalogue(self) -> str:
-        return f"{self.prefix}/hq/catalogue"
+        return self.topic(CATALOGUE_TOPIC)
 
     def rules(self) -> str:
-        return f"{self.prefix}/hq/rules"
+        return self.topic(RULES_TOPIC)
 
-    # Subscriptions (wildcards)
+    # Subscriptions: the ids not given are ``+``
     def all_lane_purchases(self, store_id: str) -> str:
-        return f"{self.prefix}/store/{check_name(store_id)}/lane/+/purchase"
+        return LANE_PURCHASE_TOPIC.fill(self.prefix, store=check_name(store_id))
 
     def all_lane_coupons(self, store_id: str) -> str:
-        return f"{self.prefix}/store/{check_name(store_id)}/lane/+/coupon"
+        return COUPON_CHECK_TOPIC.fill(self.prefix, store=check_name(store_id))
 
     def every_device(self, leaf: str) -> str:
-        return f"{self.prefix}/device/+/{leaf}"
+        """``device/+/<leaf>`` for one of the device topics (``events``, ``backup`` ...)."""
+        spec = _DEVICE_LEAVES.get(leaf)
+        if spec is None:
+            raise ProtocolError(f"no device topic {leaf!r}")
+        return spec.fill(self.prefix)
 
     def parse_device_topic(self, topic: str) -> tuple[str, str] | None:
         """(device id, leaf) of a device topic, or None."""
@@ -707,51 +853,3 @@ class Topics:
         if not (_NAME_RE.match(store_id) and _NAME_RE.match(lane_id)):
             return None
         return store_id, lane_id, leaf
-
-
-@dataclass(frozen=True)
-class TopicSpec:
-    """One row of the protocol table (rendered in docs/protocol.md, enforced by the ACL)."""
-
-    name: str
-    pattern: str
-    schema: type[BaseModel]
-    qos: int
-    retain: bool
-    publisher: str
-    subscribers: str
-    expires: bool = False
-
-
-TOPIC_TABLE: tuple[TopicSpec, ...] = (
-    TopicSpec("status", "device/{device}/status", DeviceStatus, 1, True, "device (will: broker)",
-              "HQ fleet monitor"),
-    TopicSpec("telemetry", "device/{device}/telemetry", Telemetry, 0, True, "device",
-              "HQ fleet monitor"),
-    TopicSpec("events", "device/{device}/events", EventBatch, 1, False, "kiosk agent", "HQ"),
-    TopicSpec("ack", "device/{device}/ack", EventAck, 1, False, "HQ", "kiosk agent"),
-    TopicSpec("replica", "device/{device}/replica", ReplicaBatch, 1, False, "HQ", "kiosk agent"),
-    TopicSpec("replica request", "device/{device}/replica/request", ReplicaRequest, 1, False,
-              "kiosk agent", "HQ"),
-    TopicSpec("command", "device/{device}/command", Command, 1, False, "HQ", "kiosk agent",
-              expires=True),
-    TopicSpec("command result", "device/{device}/command/result", CommandResult, 1, False,
-              "kiosk agent", "HQ"),
-    TopicSpec("backup", "device/{device}/backup", BackupChunk, 1, False, "kiosk agent", "HQ"),
-    TopicSpec("backup ack", "device/{device}/backup/ack", BackupAck, 1, False, "HQ",
-              "kiosk agent"),
-    TopicSpec("lane purchase", "store/{store}/lane/{lane}/purchase", LanePurchase, 1, False,
-              "lane", "store's kiosk agent"),
-    TopicSpec("lane purchase result", "store/{store}/lane/{lane}/result", LanePurchaseResult, 1,
-              False, "kiosk agent", "lane"),
-    TopicSpec("coupon check", "store/{store}/lane/{lane}/coupon", CouponCheck, 1, False, "lane",
-              "store's kiosk agent"),
-    TopicSpec("coupon result", "store/{store}/lane/{lane}/coupon/result", CouponCheckResult, 1,
-              False, "kiosk agent", "lane"),
-    TopicSpec("lane cards", "store/{store}/lanes/cards", LaneCards, 1, False, "kiosk agent",
-              "lanes of the store"),
-    TopicSpec("blocklist", "hq/blocklist", BlocklistUpdate, 1, False, "HQ",
-              "kiosk agents, lanes", expires=True),
-    TopicSpec("catalogue", "hq/catalogue", Catalogue, 1, True, "HQ", "kiosk agents"),
-    TopicSpec("rules", "hq/rules", Rules, 1, True, "HQ", "kiosk agents"),
-)  # fmt: skip

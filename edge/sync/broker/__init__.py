@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import Literal
+from typing import Literal, get_args
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,11 +24,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from edge.protocol import DEFAULT_PREFIX, check_name
+from edge.protocol import DEFAULT_PREFIX, DEVICES, TOPIC_TABLE, Role, TopicSpec, check_name
 from edge.security.revocation import crl_pem
 
 HERE = Path(__file__).parent
-Role = Literal["kiosk", "lane", "hq", "bridge"]
+Access = Literal["write", "read"]
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,11 @@ class Identity:
     def parse(cls, spec: str) -> Identity:
         """``role:cn[:store]``, e.g. ``kiosk:K001:S001``."""
         parts = spec.split(":")
-        if len(parts) not in (2, 3) or parts[0] not in ("kiosk", "lane", "hq", "bridge"):
+        if len(parts) not in (2, 3) or parts[0] not in get_args(Role):
             raise ValueError(f"expected role:cn[:store], got {spec!r}")
         role: Role = parts[0]  # type: ignore[assignment]
         store = parts[2] if len(parts) == 3 else ""
-        if role in ("kiosk", "lane", "bridge") and not store:
+        if role != "hq" and not store:
             raise ValueError(f"a {role} belongs to a store: {spec!r}")
         return cls(check_name(parts[1]), role, check_name(store) if store else "")
 
@@ -181,49 +181,79 @@ def write_command_keys(directory: Path) -> tuple[Path, Path]:
     return private, public
 
 
+def _parties(spec: TopicSpec, access: Access) -> tuple[Role, ...]:
+    return spec.publishers if access == "write" else spec.subscribers
+
+
+def _every_device(spec: TopicSpec, access: Access) -> bool:
+    """A device topic that every device may use on its own id: one ``pattern`` line (``%u``
+    is the client's CN) serves them all, whatever certificate of the chain's CA connects."""
+    return spec.tree == "device" and set(DEVICES) <= set(_parties(spec, access))
+
+
+def _pushes(roles: tuple[Role, ...], access: Access) -> list[tuple[str, int]]:
+    """HQ's pushes (``hq/...``) that any of ``roles`` may use, as (topic levels, QoS): all of
+    them as one ``hq/#`` (what a bridge's ``topic hq/# in`` subscribes to), or one by one."""
+    pushes = [s for s in TOPIC_TABLE if s.tree == "hq"]
+    allowed = [s for s in pushes if set(roles) & set(_parties(s, access))]
+    if allowed == pushes:
+        return [("hq/#", max(s.qos for s in pushes))]
+    return [(s.levels(), s.qos) for s in allowed]
+
+
+def _device_acl(ident: Identity, access: Access, prefix: str) -> list[str]:
+    """What a kiosk or a lane may use beyond the patterns, from the table's rows: its own
+    device id and store filled in, its own lane for a lane and every lane of its store for a
+    kiosk, and HQ's pushes."""
+    own = {"device": ident.cn, "store": ident.store_id}
+    if ident.role == "lane":
+        own["lane"] = ident.cn
+    filters = [
+        spec.fill(prefix, **own)
+        for spec in TOPIC_TABLE
+        if ident.role in _parties(spec, access)
+        and spec.tree != "hq"
+        and not _every_device(spec, access)
+    ]
+    return [*filters, *(f"{prefix}/{levels}" for levels, _ in _pushes((ident.role,), access))]
+
+
+def _bridge_acl(ident: Identity, devices: list[str], prefix: str) -> list[str]:
+    """A store's bridge speaks for that store's kiosks and lanes only: their whole device
+    subtrees both ways, the pushes they read, and its own connection state."""
+    lines = [f"topic readwrite {prefix}/device/{device}/#" for device in devices]
+    lines += [f"topic read {prefix}/{levels}" for levels, _ in _pushes(DEVICES, "read")]
+    return [*lines, f"topic write {prefix}/bridge/{ident.store_id}/#"]
+
+
 def render_acl(identities: list[Identity], prefix: str = DEFAULT_PREFIX) -> str:
-    """The ACL: the shipped patterns, then one section per identity that needs more."""
-    lines = [Template((HERE / "base.acl").read_text()).substitute(prefix=prefix).rstrip(), ""]
-    by_store: dict[str, list[Identity]] = {}
+    """The ACL, from the protocol's table: the patterns every device shares (``base.acl``),
+    then one section per identity that may use more."""
+    patterns = {
+        access: "\n".join(
+            f"pattern {access} {spec.fill(prefix, device='%u')}"
+            for spec in TOPIC_TABLE
+            if _every_device(spec, access)
+        )
+        for access in ("write", "read")
+    }
+    header = Template((HERE / "base.acl").read_text()).substitute(
+        device_writes=patterns["write"], device_reads=patterns["read"]
+    )
+    lines = [header.rstrip(), ""]
     for ident in identities:
-        by_store.setdefault(ident.store_id, []).append(ident)
-    for ident in identities:
-        s = f"{prefix}/store/{ident.store_id}"
-        if ident.role == "hq":
-            lines += [f"user {ident.cn}", f"topic readwrite {prefix}/#", ""]
-        elif ident.role == "kiosk":
-            lines += [
-                f"user {ident.cn}",
-                f"topic read {s}/lane/+/purchase",
-                f"topic read {s}/lane/+/coupon",
-                f"topic write {s}/lane/+/result",
-                f"topic write {s}/lane/+/coupon/result",
-                f"topic write {s}/lanes/cards",
-                f"topic read {prefix}/hq/#",
-                "",
+        lines.append(f"user {ident.cn}")
+        if ident.role == "hq":  # the system of record: every device, every store, the bridges
+            lines.append(f"topic readwrite {prefix}/#")
+        elif ident.role == "bridge":
+            store_devices = [
+                i.cn for i in identities if i.store_id == ident.store_id and i.role in DEVICES
             ]
-        elif ident.role == "lane":
-            lane = f"{s}/lane/{ident.cn}"
-            lines += [
-                f"user {ident.cn}",
-                f"topic write {lane}/purchase",
-                f"topic write {lane}/coupon",
-                f"topic read {lane}/result",
-                f"topic read {lane}/coupon/result",
-                f"topic read {s}/lanes/cards",
-                f"topic read {prefix}/hq/#",
-                "",
-            ]
-        else:  # a store's bridge speaks for the devices of that store only
-            lines.append(f"user {ident.cn}")
-            for dev in by_store.get(ident.store_id, []):
-                if dev.role in ("kiosk", "lane"):
-                    lines.append(f"topic readwrite {prefix}/device/{dev.cn}/#")
-            lines += [
-                f"topic read {prefix}/hq/#",
-                f"topic write {prefix}/bridge/{ident.store_id}/#",
-            ]
-            lines.append("")
+            lines += _bridge_acl(ident, store_devices, prefix)
+        else:
+            for access in ("write", "read"):
+                lines += [f"topic {access} {f}" for f in _device_acl(ident, access, prefix)]
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -254,6 +284,26 @@ def _check_hq_address(hq_address: str) -> None:
         raise ValueError(f"HQ's broker address is host:port, got {hq_address!r}")
 
 
+def _bridge_topics(device: str, prefix: str) -> str:
+    """One device's topics across the bridge, from the table: what a device publishes goes
+    out to HQ, what it subscribes to comes in."""
+    lines = []
+    crossings: tuple[tuple[str, Access], ...] = (("out", "write"), ("in", "read"))
+    for direction, access in crossings:
+        for spec in TOPIC_TABLE:
+            if spec.tree == "device" and set(DEVICES) & set(_parties(spec, access)):
+                level = spec.levels(device=device)
+                lines.append(f"topic {level} {direction} {spec.qos} {prefix}/ {prefix}/")
+    return "\n".join(lines)
+
+
+def _bridge_pushes(prefix: str) -> str:
+    """HQ's pushes that the store's devices read, in from HQ."""
+    return "\n".join(
+        f"topic {levels} in {qos} {prefix}/ {prefix}/" for levels, qos in _pushes(DEVICES, "read")
+    )
+
+
 def render_bridge_conf(
     store_id: str,
     hq_address: str,
@@ -266,7 +316,9 @@ def render_bridge_conf(
     if not devices:
         raise ValueError(f"store {store_id} has no kiosk or lane to bridge")
     block = Template((HERE / "bridge-device.template.conf").read_text())
-    blocks = [block.substitute(device=check_name(d), prefix=prefix) for d in devices]
+    blocks = [
+        block.substitute(device=check_name(d), topics=_bridge_topics(d, prefix)) for d in devices
+    ]
     template = Template((HERE / "bridge.template.conf").read_text())
     return (
         template.substitute(
@@ -274,6 +326,7 @@ def render_bridge_conf(
             hq_address=hq_address,
             tls_dir=tls_dir,
             prefix=prefix,
+            pushes=_bridge_pushes(prefix),
             devices="\n".join(blocks).rstrip() + "\n",
         ).rstrip()
         + "\n"
@@ -307,7 +360,7 @@ def render_broker(
             )
         _check_hq_address(hq_address)
         store = bridges[0].store_id
-        devices = [i.cn for i in identities if i.store_id == store and i.role in ("kiosk", "lane")]
+        devices = [i.cn for i in identities if i.store_id == store and i.role in DEVICES]
         # rendered (and so checked) before anything is written: bad input leaves no directory
         bridge_conf = render_bridge_conf(store, hq_address, directory, devices, prefix)
     ca = DevCA(directory)
