@@ -18,6 +18,7 @@ from edge.domain.ids import IdFactory
 from edge.domain.offline import OfflineLimit
 from edge.domain.points import MemberDayRule
 from edge.domain.tiers import Tier
+from edge.protocol import PointsPolicy, Rules
 from edge.security.keys import KeyStore
 from edge.security.personal import PhoneVault
 from edge.storage import migrate
@@ -86,14 +87,18 @@ class AppContext:
             for t in self.config.tiers.levels
         ]
 
-    @cached_property
+    # The rules HQ may replace (points, offline) are read from ``config`` on every use, never
+    # cached here: :meth:`put_rules_in_force` swaps the whole configuration, and nothing
+    # derived from the one before can outlive it.
+
+    @property
     def member_days(self) -> list[MemberDayRule]:
         return [
             MemberDayRule(d.day_of_month, d.weekday, d.multiplier_pct)
             for d in self.config.points.member_days
         ]
 
-    @cached_property
+    @property
     def offline_limit(self) -> OfflineLimit:
         o = self.config.offline
         return OfflineLimit(
@@ -102,6 +107,16 @@ class AppContext:
             o.max_points_per_device,
             timedelta(hours=o.max_offline_hours),
         )
+
+    def put_rules_in_force(self, rules: Rules) -> None:
+        """Puts HQ's points and offline rules in force in this process, in one assignment of
+        a new configuration (the member days, which HQ's rules do not carry, are kept)."""
+        config = self.config
+        points = config.points.model_copy(
+            update=rules.points.model_dump(include=set(PointsPolicy.model_fields))
+        )
+        offline = config.offline.model_copy(update=rules.offline.model_dump(exclude={"v"}))
+        self.config = config.model_copy(update={"points": points, "offline": offline})
 
     @property
     def store_id(self) -> str:

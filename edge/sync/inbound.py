@@ -196,16 +196,8 @@ def apply_rules(app: AppContext, rules: Rules) -> PushOutcome:
         set_meta(tx.session, RULES_VERSION, str(rules.version))
         set_meta(tx.session, HQ_RULES, rules.model_dump_json())
         tx.audit("hq", "config.rules", str(rules.version))
-    put_rules_in_force(app, rules)
+    app.put_rules_in_force(rules)
     return PushOutcome(True)
-
-
-def put_rules_in_force(app: AppContext, rules: Rules) -> None:
-    """Replaces the points and offline sections of ``app``'s configuration with HQ's."""
-    points = app.config.points.model_copy(update=rules.points.model_dump(exclude={"v"}))
-    offline = app.config.offline.model_copy(update=rules.offline.model_dump(exclude={"v"}))
-    app.config = app.config.model_copy(update={"points": points, "offline": offline})
-    app.__dict__.pop("offline_limit", None)  # a cached_property built from the old values
 
 
 def follow_stored_rules(app: AppContext, seen: int) -> int:
@@ -225,6 +217,6 @@ def follow_stored_rules(app: AppContext, seen: int) -> int:
     if not raw:
         return version
     rules = Rules.model_validate_json(raw)
-    put_rules_in_force(app, rules)
+    app.put_rules_in_force(rules)
     log.info("HQ rules version %s in force", rules.version)
     return rules.version
