@@ -1,14 +1,14 @@
 """``python -m kiosk``: the member center on the touchscreen (``kiosk run`` starts this).
 
 This is the composition root: it opens the edge's implementation of
-:class:`edge.station.api.MemberCenter` by name (the app itself depends only on that
-interface), configures Kivy for the screen and the touch provider, and runs the app.
+:class:`edge.station.api.MemberCenter` (the app itself depends only on that interface; this
+module and ``kiosk.demo`` are the only ones the import contracts let see the station's
+implementation), configures Kivy for the screen and the touch provider, and runs the app.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import logging.handlers
 import os
@@ -16,17 +16,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge.station.center import KioskCenter
+from edge.station.center import open_center as open_kiosk_center
+from edge.station.seed import seed_demo
 from kiosk.boot import tune_allocator
-
-CENTER_FACTORY = "edge.station.center:open_center"
 
 
 def open_center(
     data_dir: Path | None, *, simulate: bool, receipts_dir: Path | None = None, **kw: Any
-) -> Any:
-    module, _, name = CENTER_FACTORY.partition(":")
-    factory = getattr(importlib.import_module(module), name)
-    return factory(data_dir, simulate=simulate, receipts_dir=receipts_dir, **kw)
+) -> KioskCenter:
+    """The station of this kiosk; the app is handed it as a :class:`MemberCenter`."""
+    return open_kiosk_center(data_dir, simulate=simulate, receipts_dir=receipts_dir, **kw)
 
 
 def setup_logging(log_dir: Path) -> None:
@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = center.ui_settings
         setup_logging(settings.log_dir)
         if args.seed:
-            seed = importlib.import_module("edge.station.seed")
-            seed.seed_demo(center.app)
+            seed_demo(center.app)
         size = (settings.width, settings.height)
         if args.size:
             w, _, h = args.size.partition("x")

@@ -8,7 +8,6 @@ receipt printed (``receipt-NN-what.png``) to DIR.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import select
 import shutil
@@ -306,9 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     tune_allocator()
     with tempfile.TemporaryDirectory(prefix="kiosk-demo-") as tmp, screen():
         data, printed = Path(tmp) / "data", Path(tmp) / "receipts"
-        config_module = importlib.import_module("edge.config")
-        config = config_module.KioskConfig(
-            ui=config_module.KioskUiConfig(
+        from edge.config import KioskConfig, KioskUiConfig
+
+        config = KioskConfig(
+            ui=KioskUiConfig(
                 fullscreen=False,
                 touch_provider="mouse",
                 idle_warn_s=args.idle,
@@ -316,11 +316,12 @@ def main(argv: list[str] | None = None) -> int:
                 technician_gesture_s=1.0,
             )
         )
+        from edge.station.seed import seed_demo
         from kiosk.__main__ import open_center, setup_logging
 
         center = open_center(data, simulate=True, receipts_dir=printed, config=config)
         try:
-            people = importlib.import_module("edge.station.seed").seed_demo(center.app)
+            people = seed_demo(center.app)
             from kiosk.boot import configure_kivy
 
             settings = center.ui_settings

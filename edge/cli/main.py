@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import traceback
@@ -12,24 +11,38 @@ from pathlib import Path
 import click
 
 from edge import __version__
+from edge.cli import (
+    audit_commands,
+    card_commands,
+    db_commands,
+    gift_commands,
+    hardware_commands,
+    kiosk_commands,
+    lifecycle_commands,
+    member_commands,
+    points_commands,
+    shell,
+    staff_commands,
+    sync_commands,
+)
 from edge.cli.common import CliState, error_message, report_error
 from edge.domain.errors import KioskError
 
 # Each module exposes ``register(group)``; its heavy imports (OpenCV, Kivy) happen inside
 # its commands so that ``kiosk points accrue`` starts fast.
 COMMAND_MODULES = (
-    "edge.cli.db_commands",
-    "edge.cli.member_commands",
-    "edge.cli.points_commands",
-    "edge.cli.gift_commands",
-    "edge.cli.card_commands",
-    "edge.cli.staff_commands",
-    "edge.cli.audit_commands",
-    "edge.cli.shell",
-    "edge.cli.hardware_commands",
-    "edge.cli.sync_commands",
-    "edge.cli.lifecycle_commands",
-    "edge.cli.kiosk_commands",
+    db_commands,
+    member_commands,
+    points_commands,
+    gift_commands,
+    card_commands,
+    staff_commands,
+    audit_commands,
+    shell,
+    hardware_commands,
+    sync_commands,
+    lifecycle_commands,
+    kiosk_commands,
 )
 
 
@@ -59,8 +72,8 @@ def cli(
         ctx.call_on_close(ctx.obj.close)
 
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(cli)
+for _module in COMMAND_MODULES:
+    _module.register(cli)
 
 # Packages installed beside the core add command groups through the ``member_kiosk.commands``
 # entry point (HQ's reference service and the lane simulator do); the core never imports them.
