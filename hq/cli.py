@@ -392,8 +392,8 @@ def block(ctx: click.Context, cards: tuple[str, ...], reason: str, ttl: int) -> 
     "--broker-port", default=8883, show_default=True, type=NUMBER, envvar="LANE_BROKER_PORT"
 )
 @click.option("--tls-dir", type=click.Path(file_okay=False, path_type=Path), envvar="LANE_TLS_DIR")
-@click.option("--store", "store_id", required=True, help="Store id.")
-@click.option("--lane", "lane_id", required=True, help="Lane id (its certificate's CN).")
+@click.option("--store", "store_id", help="Store id (required).")
+@click.option("--lane", "lane_id", help="Lane id, its certificate's CN (required).")
 @click.option(
     "--cards-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -406,8 +406,8 @@ def lane_group(
     broker_host: str,
     broker_port: int,
     tls_dir: Path | None,
-    store_id: str,
-    lane_id: str,
+    store_id: str | None,
+    lane_id: str | None,
     cards_file: Path | None,
 ) -> None:
     """A simulated checkout lane."""
@@ -422,10 +422,15 @@ def lane_group(
 
 
 def _lane(ctx: click.Context) -> Any:
+    """The lane the group's options describe; checked here, not by click, so that every
+    subcommand's ``--help`` works without them."""
     from edge.protocol.link import TlsFiles
     from hq.lanes import Lane
 
     o = ctx.obj
+    for option, key in (("--store", "store"), ("--lane", "lane")):
+        if not o[key]:
+            raise click.UsageError(f"Missing option '{option}'.", ctx)
     tls = None
     if o["tls_dir"] is not None:
         d = o["tls_dir"]

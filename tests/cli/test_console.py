@@ -160,9 +160,19 @@ def test_staff_pin_comes_from_stdin_and_wrong_pins_lock(console):
 
 
 def test_weak_pins_are_refused(console):
-    console.fails(
+    line = console.fails(
         "staff", "add", "--id", "weak", "--role", "clerk", "--by", "sup", stdin="2580\n1234\n"
     )
+    assert "run of consecutive digits" in line
+    line = console.fails(
+        "staff", "add", "--id", "weak", "--role", "clerk", "--by", "sup", stdin="2580\n7777\n"
+    )
+    assert "repeat a single digit" in line
+    # The supervisor's PIN was right both times: a wrong one is another refusal.
+    line = console.fails(
+        "staff", "add", "--id", "weak", "--role", "clerk", "--by", "sup", stdin="9999\n4862\n"
+    )
+    assert "consecutive" not in line and "repeat" not in line
 
 
 def test_lost_card_then_replacement(console):
