@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 import click
 
-from hq.cli import NUMBER, NumberRange, _config, _print
+from edge.console import NUMBER, NumberRange, show
+from hq.console import config_of
 from hq.enrol import (
     LOOKUP_KEY_FILE,
     DeskSettings,
@@ -107,7 +108,7 @@ def _issue_options(func: F) -> F:
 
 def _desk(ctx: click.Context, opts: dict[str, Any], *, signs: bool = True) -> EnrolmentDesk:
     """The desk; ``signs``: the command signs (so the CA must be named)."""
-    config = _config(ctx)
+    config = config_of(ctx)
     ca_dir: Path | None = opts.get("ca_dir")
     if ca_dir is None:
         if config.ca_file:
@@ -151,7 +152,7 @@ def _issued(issued: Issued, as_json: bool) -> None:
         f"QR code {issued.qr_path} ({issued.qr_chars} characters, one code)",
         *(f"revoked certificate {s}" for s in issued.revoked),
     ]
-    _print(asdict(issued), as_json, "\n".join(human))
+    show(asdict(issued), as_json, "\n".join(human))
 
 
 def _slip_arguments(func: F) -> F:
@@ -285,7 +286,7 @@ def revoke_command(
     desk = _desk(ctx, opts)
     serial = desk.revoke(device_id, reason, actor=actor)
     crl = desk.settings.crl_path
-    _print(
+    show(
         {"device_id": device_id, "certificate_serial": serial, "crl": str(crl)},
         as_json,
         f"revoked {device_id} (certificate {serial}); CRL written to {crl}",
@@ -318,7 +319,7 @@ def devices_command(ctx: click.Context, /, as_json: bool, **opts: Any) -> None:
             f"{r.certificate_serial[:20]:<20} {r.fleet_state:<10} {r.serial}"
             + (f" -> {r.successor}" if r.successor else "")
         )
-    _print({"devices": [asdict(r) for r in rows]}, as_json, "\n".join(lines))
+    show({"devices": [asdict(r) for r in rows]}, as_json, "\n".join(lines))
 
 
 @click.command("enrolments")
@@ -335,7 +336,7 @@ def enrolments_command(
         f"{a.at:%Y-%m-%d %H:%M:%S}Z {a.action:<8} {a.device_id:<10} {a.store_id:<8} by {a.actor}"
         for a in rows
     ]
-    _print({"actions": [asdict(a) for a in rows]}, as_json, "\n".join(lines) or "no enrolments")
+    show({"actions": [asdict(a) for a in rows]}, as_json, "\n".join(lines) or "no enrolments")
 
 
 @click.command("enrol-key")

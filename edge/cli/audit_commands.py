@@ -6,7 +6,8 @@ from datetime import datetime
 
 import click
 
-from edge.cli.common import NumberRange, emit, json_option, state
+from edge.cli.common import emit, json_option, state
+from edge.console import NumberRange
 from edge.domain.clock import ensure_utc
 from edge.domain.text import escape_controls
 from edge.services.status import AuditLine, CenterStatus, audit_log, center_status

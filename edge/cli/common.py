@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import asdict, is_dataclass
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
 
 from edge.app import AppContext
+from edge.console import show
 from edge.domain.errors import DiskFull, InvalidInput, KioskError
-from edge.domain.text import escape_controls, fold_digits
+from edge.domain.text import escape_controls
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,29 +60,6 @@ def error_message(exc: KioskError) -> str:
     return exc.message
 
 
-class _TypedDigits(click.ParamType[int]):
-    """Reads typed text by the digits rule (:func:`edge.domain.text.fold_digits`) first."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str):
-            try:
-                value = fold_digits(value)
-            except InvalidInput as exc:
-                self.fail(exc.message, param, ctx)
-        return super().convert(value, param, ctx)
-
-
-class Number(_TypedDigits, click.types.IntParamType):
-    """An integer option a person types: 0-9 or full-width ０-９, no other numerals."""
-
-
-class NumberRange(_TypedDigits, click.IntRange):
-    """:class:`Number` within bounds (as ``click.IntRange``)."""
-
-
-NUMBER = Number()
-
-
 def state() -> CliState:
     ctx = click.get_current_context()
     root = ctx.find_root()
@@ -109,32 +84,9 @@ def json_option(func: F) -> F:
     return cast(F, wrapper)
 
 
-def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {k: _plain(v) for k, v in asdict(value).items()}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def emit(result: Any, human: Callable[[Any], str] | str | None = None) -> None:
     """Prints ``result`` as JSON under ``--json``, else its human rendering."""
-    if state().json_output:
-        click.echo(json.dumps(_plain(result), ensure_ascii=False, sort_keys=True))
-        return
-    if human is None:
-        text = json.dumps(_plain(result), ensure_ascii=False, indent=2, sort_keys=True)
-    elif isinstance(human, str):
-        text = human
-    else:
-        text = human(result)
-    click.echo(text)
+    show(result, state().json_output, human)
 
 
 def read_secret(prompt: str, confirm: bool = False) -> str:

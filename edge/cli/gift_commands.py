@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from edge.cli.common import NUMBER, emit, json_option, state
+from edge.cli.common import emit, json_option, state
 from edge.cli.staff_auth import staff_login
+from edge.console import NUMBER
 from edge.domain.staff import Permission
 from edge.services import gifts
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import click
 
-from edge.cli.common import NUMBER, emit, json_option, state
+from edge.cli.common import emit, json_option, state
 from edge.config import KioskConfig, default_data_dir, load_config
+from edge.console import NUMBER
 
 DEFAULT_INSTALL_ROOT = Path("/opt/member-kiosk")
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from edge.cli.common import NumberRange, emit, json_option, state
+from edge.cli.common import emit, json_option, state
 from edge.cli.staff_auth import staff_login
+from edge.console import NumberRange
 from edge.domain.staff import Permission
 from edge.services import members
 from edge.services.members import MemberView

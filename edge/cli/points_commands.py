@@ -6,7 +6,8 @@ from datetime import datetime
 
 import click
 
-from edge.cli.common import NUMBER, emit, json_option, state
+from edge.cli.common import emit, json_option, state
+from edge.console import NUMBER
 from edge.domain.clock import ensure_utc
 from edge.lifecycle import busy
 from edge.services import points

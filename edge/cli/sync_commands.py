@@ -10,7 +10,8 @@ from types import FrameType
 import click
 from sqlalchemy import func, select
 
-from edge.cli.common import NUMBER, emit, json_option, state
+from edge.cli.common import emit, json_option, state
+from edge.console import NUMBER
 from edge.domain.errors import InvalidInput
 from edge.domain.text import LOG_FORMAT, EscapingFormatter
 
