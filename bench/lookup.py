@@ -250,7 +250,7 @@ def code_layers(app: AppContext, codes: Iterable[str], count: int, warmup: int) 
 
     def lookup_audit(_: int) -> None:
         # What the touchscreen adds after every identification, by code, card or phone
-        # (edge.station.center: MemberCenter._audit_lookup): one audited write transaction.
+        # (edge.services.lookups.record_lookup): one audited write transaction.
         with transaction(app) as tx:
             tx.audit("member", "member.lookup", "BENCH", channel="scan")
 

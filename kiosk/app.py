@@ -29,7 +29,7 @@ from edge.station.api import (
     STAFF_BADGE_PREFIX,
     DeviceStatus,
     MemberCenter,
-    MemberSummary,
+    MemberView,
     TechnicianInfo,
     UiSettings,
     sd_notify,
@@ -389,7 +389,7 @@ class KioskApp(App):  # type: ignore[misc]
     def fault_text(self, code: str) -> str:
         return fault_message(code)
 
-    def tier_text(self, member: MemberSummary | None, language: str) -> str:
+    def tier_text(self, member: MemberView | None, language: str) -> str:
         if member is None:
             return ""
         english = language == "en"
@@ -405,12 +405,12 @@ class KioskApp(App):  # type: ignore[misc]
             msgid = N_("Tier: {tier}. {missing} more points to reach {next}.")
         return self.tr(msgid).format(tier=tier, missing=missing, next=upcoming)
 
-    def expiring_text(self, member: MemberSummary | None, _language: str) -> str:
+    def expiring_text(self, member: MemberView | None, _language: str) -> str:
         if member is None or not member.expiring:
             return ""
         soonest = member.expiring[0]
         return self.tr("{points} points expire on {date}").format(
-            points=soonest.points, date=soonest.on.isoformat()
+            points=soonest.points, date=soonest.expires_on.isoformat()
         )
 
     def technician_text(self, info: TechnicianInfo) -> str:

@@ -1,7 +1,9 @@
-"""Receipt printers: layouts, ESC/POS encoding, python-escpos transports, and a simulator.
+"""Receipt printers: the receipt document, ESC/POS and raster encoding, python-escpos
+transports, a simulator, and the shared receipt parts with the technician's test page.
 
-:func:`render_preview` (Pillow, NumPy, zxing-cpp) is loaded on first use: a printer with a
-Chinese font of its own never needs it.
+Applications build their own layouts from :mod:`drivers.printer.document` steps and
+:mod:`drivers.printer.receipts`' heading and closing. :func:`render_preview` (Pillow, NumPy,
+zxing-cpp) is loaded on first use: a printer with a Chinese font of its own never needs it.
 """
 
 from __future__ import annotations

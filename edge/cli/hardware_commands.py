@@ -85,6 +85,7 @@ def printer_test_cmd(output: Path | None) -> None:
     from drivers.errors import DeviceError
     from drivers.factory import open_printer, profile_for
     from drivers.printer import encode_receipt, receipts
+    from edge.station.slips import CENTER_NAME
 
     app = state().app
     cfg = app.config.hardware.printer
@@ -94,6 +95,7 @@ def printer_test_cmd(output: Path | None) -> None:
         store_id=app.config.device.store_id,
         device_id=app.config.device.device_id,
         printed_at=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M"),
+        banner=CENTER_NAME,
     )
 
     def page(status_lines: tuple[str, ...]) -> Any:

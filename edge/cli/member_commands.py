@@ -7,9 +7,9 @@ import click
 from edge.cli.common import emit, json_option, state
 from edge.cli.staff_auth import staff_login
 from edge.console import NumberRange
+from edge.domain.member_view import MemberView
 from edge.domain.staff import Permission
 from edge.services import members
-from edge.services.members import MemberView
 
 KIND_LABELS = {
     "purchase": "purchase",

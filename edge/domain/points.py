@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 from edge.domain.errors import InvalidInput, Refusal
@@ -140,14 +140,28 @@ def plan_consumption(lots: Sequence[Lot], points: int, now: datetime) -> list[tu
 
 @dataclass(frozen=True)
 class ExpiringPoints:
+    """'``points`` expire on ``expires_on``': the moment they lapse and the last day (in the
+    store's timezone) they can still be spent."""
+
     points: int
     expires_at: datetime
+    expires_on: date
 
 
-def expiring_soon(lots: Iterable[Lot], now: datetime, limit: int = 3) -> list[ExpiringPoints]:
-    """'N points expire on D', grouped by expiry moment, soonest first."""
+def last_day(expires_at: datetime, tz: tzinfo) -> date:
+    """The last store-local day before ``expires_at``: points lapsing at midnight starting
+    1 April are said to expire on 31 March."""
+    return (expires_at - timedelta(seconds=1)).astimezone(tz).date()
+
+
+def expiring_soon(
+    lots: Iterable[Lot], now: datetime, limit: int = 3, tz: tzinfo = UTC
+) -> list[ExpiringPoints]:
+    """'N points expire on D', grouped by expiry moment, soonest first; D in ``tz``."""
     by_when: dict[datetime, int] = {}
     for lot in lots:
         if lot.remaining > 0 and lot.expires_at > now:
             by_when[lot.expires_at] = by_when.get(lot.expires_at, 0) + lot.remaining
-    return [ExpiringPoints(p, when) for when, p in sorted(by_when.items())[:limit]]
+    return [
+        ExpiringPoints(p, when, last_day(when, tz)) for when, p in sorted(by_when.items())[:limit]
+    ]

@@ -16,7 +16,7 @@ from edge.security.codes import (
     voucher_device_id,
 )
 from edge.security.keys import KeyStore, load_private_key, load_public_key
-from edge.security.personal import PhoneVault, mask_name, mask_phone, normalize_phone
+from edge.security.personal import PhoneVault, mask_card, mask_name, mask_phone, normalize_phone
 from edge.security.pins import hash_pin, needs_rehash, validate_pin, verify_pin
 from edge.security.signing import sign_bytes, verify_bytes
 
@@ -36,6 +36,7 @@ __all__ = [
     "load_public_key",
     "looks_like_member_code",
     "looks_like_voucher",
+    "mask_card",
     "mask_name",
     "mask_phone",
     "mint_member_code",

@@ -15,6 +15,7 @@ from edge.domain.errors import ConfigError, IntegrityError, InvalidInput
 from edge.domain.text import fold_digits
 
 _MOBILE = re.compile(r"1[3-9][0-9]{9}")
+_MASKED_MOBILE = re.compile(r"[0-9]{3}\*{4}[0-9]{4}")
 _SEPARATORS = re.compile(r"[\s\-\u2010\u2011\u2012\u2013\u2014]+")
 _MAX_RAW_PHONE = 64
 _HONORIFICS = ("先生", "女士")
@@ -57,14 +58,23 @@ def mask_phone(phone: str) -> str:
     """Show ``138****8000`` on screen and paper: enough to recognise, too little to call.
 
     Anything that is not a valid mobile number is masked wholesale except its last 4 characters,
-    so a bad stored value never ends up printed in full.
+    so a bad stored value never ends up printed in full. A number masked already is returned
+    as it is (masking twice changes nothing), so paper can mask whatever it is handed.
     """
+    if _MASKED_MOBILE.fullmatch(phone):
+        return phone
     try:
         digits = normalize_phone(phone)
     except InvalidInput:
         visible = phone[-4:] if len(phone) >= 8 else ""
         return "*" * (len(phone) - len(visible)) + visible
     return f"{digits[:3]}****{digits[7:]}"
+
+
+def mask_card(card_no: str) -> str:
+    """Show only a card's last four digits (``*********0018``): the kiosk asks for those four
+    to verify a phone number, so screens and the paper members throw away show no more."""
+    return "*" * max(0, len(card_no) - 4) + card_no[-4:]
 
 
 def mask_name(name: str | None) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -12,11 +12,12 @@ from edge.app import AppContext
 from edge.domain import members as rules
 from edge.domain.cards import CardState, parse_card_number, require_usable
 from edge.domain.errors import InvalidInput, NotFound, Refusal
+from edge.domain.member_view import HistoryLine, MemberView
 from edge.domain.points import expiring_soon, local_date, pending, spendable
 from edge.domain.staff import Permission
 from edge.domain.tiers import find_tier, next_tier
 from edge.security.codes import looks_like_member_code, verify_member_code
-from edge.security.personal import mask_name, mask_phone, normalize_phone
+from edge.security.personal import mask_card, mask_name, mask_phone, normalize_phone
 from edge.services.cards import issue_card
 from edge.services.ledger import as_lots, credit
 from edge.services.staff import StaffIdentity, require
@@ -30,49 +31,6 @@ from edge.storage.models import (
     PointsLot,
     Purchase,
 )
-
-
-@dataclass(frozen=True)
-class HistoryLine:
-    at: datetime
-    kind: str
-    points: int
-    ref: str
-
-
-@dataclass(frozen=True)
-class ExpiringLine:
-    points: int
-    expires_at: datetime
-    expires_on: date
-
-
-@dataclass(frozen=True)
-class MemberView:
-    """What the kiosk and the console show about a member; personal data already masked."""
-
-    member_id: str
-    card_no: str | None
-    card_state: str | None
-    phone_masked: str
-    name_masked: str
-    tier: str
-    tier_name_zh: str
-    tier_name_en: str
-    balance: int
-    available: int
-    pending: int
-    expiring: list[ExpiringLine]
-    next_tier: str | None
-    next_tier_missing: int | None
-    tier_basis: str
-    birthday_month: bool
-    checked_in_today: bool
-    birthday_bonus_claimed: bool
-    overdraft_flagged: bool
-    registered_at: datetime
-    deleted: bool
-    history: list[HistoryLine] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -216,19 +174,20 @@ def build_view(
             select(BonusClaim.kind, BonusClaim.period).where(BonusClaim.member_id == member.id)
         ).all()
     )
-    lines = [
-        HistoryLine(e.created_at, e.kind, e.points, e.ref)
+    lines = tuple(
+        HistoryLine(e.created_at, e.kind, e.points, e.ref, local_date(e.created_at, app.tz))
         for e in session.scalars(
             select(LedgerEntry)
             .where(LedgerEntry.member_id == member.id)
             .order_by(LedgerEntry.created_at.desc(), LedgerEntry.id.desc())
             .limit(history)
         )
-    ]
+    )
     return MemberView(
         member_id=member.id,
         card_no=card.card_no if card else None,
         card_state=card.state if card else None,
+        card_masked=mask_card(card.card_no) if card else "",
         phone_masked=member.phone_masked,
         name_masked=mask_name(member.name),
         tier=tier.code,
@@ -237,15 +196,10 @@ def build_view(
         balance=member.balance,
         available=spendable(lots, now),
         pending=pending(lots, now),
-        expiring=[
-            ExpiringLine(
-                x.points,
-                x.expires_at,
-                (x.expires_at - timedelta(seconds=1)).astimezone(app.tz).date(),
-            )
-            for x in expiring_soon(lots, now)
-        ],
+        expiring=tuple(expiring_soon(lots, now, tz=app.tz)),
         next_tier=upcoming.tier.code if upcoming else None,
+        next_tier_name_zh=upcoming.tier.name_zh if upcoming else "",
+        next_tier_name_en=upcoming.tier.name_en if upcoming else "",
         next_tier_missing=upcoming.missing if upcoming else None,
         tier_basis=app.config.tiers.basis,
         birthday_month=rules.is_birthday_month(member.birthday, today),

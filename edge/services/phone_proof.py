@@ -4,7 +4,7 @@ A phone number is easy to learn, so the screen also asks for the card's last fou
 the birthday (MMDD). Three wrong answers within ten minutes lock that member out of phone
 identification at this kiosk for ten minutes. The count is read from the audit log, where
 every wrong answer and every phone identification is recorded anyway, so a restart of the
-app lifts no lockout.
+app lifts no lockout. :func:`identify_by_phone` is the whole step as the screen takes it.
 """
 
 from __future__ import annotations
@@ -17,14 +17,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edge.app import AppContext
+from edge.domain.cards import require_usable
 from edge.domain.errors import Refusal
+from edge.domain.member_view import MemberView
+from edge.security.personal import normalize_phone
+from edge.services import lookups, members
 from edge.services.tx import transaction
-from edge.storage.models import AuditRecord
+from edge.storage.models import AuditRecord, Member
 
 ATTEMPTS = 3
 LOCKOUT = timedelta(minutes=10)
 WRONG_ANSWER = "member.verify_failed"
-LOOKUP = "member.lookup"
+LOOKUP = lookups.LOOKUP
 LOCKED_MESSAGE = "too many wrong answers; please scan your card or ask the staff"
 
 
@@ -82,3 +86,30 @@ def record_wrong_answer(app: AppContext, member_id: str) -> bool:
         locked = state.locked_until is not None or state.failures + 1 >= ATTEMPTS
         tx.audit("member", WRONG_ANSWER, member_id, locked=locked)
     return locked
+
+
+def identify_by_phone(app: AppContext, phone: str, proof: str) -> MemberView:
+    """The member with ``phone``, once ``proof`` matches the last four digits of their card or
+    their birthday (MMDD); the identification is audited as a phone lookup.
+
+    Raises:
+        NotFound: ``unknown_phone``.
+        Refusal: ``card_lost`` (no active card), the card's own refusal, ``verify_locked``
+            while locked out or on the wrong answer that locks, else ``verify_failed``.
+    """
+    view = members.show_member(app, phone=normalize_phone(phone))
+    if view.card_no is None or view.card_state is None:
+        raise Refusal("this membership has no active card", code="card_lost")
+    require_usable(view.card_no, view.card_state)
+    check_not_locked(app, view.member_id)
+    with app.db.read() as session:
+        birthday = session.scalar(select(Member.birthday).where(Member.id == view.member_id))
+    answers = {view.card_no[-4:]}
+    if birthday is not None:
+        answers.add(birthday.strftime("%m%d"))
+    if proof.strip() not in answers:
+        if record_wrong_answer(app, view.member_id):
+            raise Refusal(LOCKED_MESSAGE, code="verify_locked")
+        raise Refusal("the verification digits do not match", code="verify_failed")
+    lookups.record_lookup(app, "member", view.member_id, "phone")
+    return view

@@ -1,8 +1,12 @@
 """What the touchscreen may ask of the member center: plain values and one interface.
 
-This module imports nothing beyond the standard library and the domain's errors, so the Kivy
+This module imports nothing beyond the standard library and the domain's values, so the Kivy
 app can depend on it without reaching storage, MQTT or a device (the import contracts check
-it). It also hands the app systemd's notification helpers (``sd_notify``,
+it). A member crosses it in one shape, :class:`edge.domain.member_view.MemberView`, the one
+the services build; every outcome that changes a member carries them as they are after it,
+so a journey reads the member once.
+
+It also hands the app systemd's notification helpers (``sd_notify``,
 ``watchdog_interval_s``; standard library only), the same ones the sync agent uses, for the
 app's ``READY=1`` and its watchdog pings. :mod:`edge.station.center` implements
 :class:`MemberCenter` over the services and the devices; the app receives an instance at
@@ -20,51 +24,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Protocol
 
+from edge.domain.day_report import DayFigures
+from edge.domain.member_view import HistoryLine, MemberView
+from edge.domain.points import ExpiringPoints
 from edge.sync.watchdog import sd_notify, watchdog_interval_s
 
 STAFF_BADGE_PREFIX = "STAFF:"
-
-
-@dataclass(frozen=True)
-class ExpiringPoints:
-    points: int
-    on: date
-
-
-@dataclass(frozen=True)
-class HistoryItem:
-    on: date
-    kind: str  # purchase, checkin, birthday, referral, redemption, expiry, adjustment
-    points: int
-
-
-@dataclass(frozen=True)
-class MemberSummary:
-    """A member as the screen shows them: personal data already masked."""
-
-    card_no: str
-    phone_masked: str
-    name_masked: str
-    tier: str
-    tier_name_zh: str
-    tier_name_en: str
-    balance: int
-    available: int
-    pending: int
-    expiring: tuple[ExpiringPoints, ...]
-    next_tier_name_zh: str
-    next_tier_name_en: str
-    next_tier_missing: int | None  # cents of spend or points, per ``tier_basis``
-    tier_basis: str
-    birthday_month: bool
-    birthday_bonus_claimed: bool
-    checked_in_today: bool
-    history: tuple[HistoryItem, ...] = ()
-    card_state: str = "active"
-
-    @property
-    def card_masked(self) -> str:
-        return f"{'*' * (len(self.card_no) - 4)}{self.card_no[-4:]}" if self.card_no else ""
 
 
 @dataclass(frozen=True)
@@ -83,6 +48,7 @@ class BonusOutcome:
     kind: str  # checkin or birthday
     points: int
     balance: int
+    member: MemberView
 
 
 @dataclass(frozen=True)
@@ -102,6 +68,7 @@ class RedeemOutcome:
     balance: int
     voucher: PrintOutcome
     low_stock: bool
+    member: MemberView
 
 
 @dataclass(frozen=True)
@@ -128,7 +95,7 @@ class CardIssue:
 
 @dataclass(frozen=True)
 class RegistrationOutcome:
-    member: MemberSummary
+    member: MemberView
     referral_bonus: int
     card: CardIssue
 
@@ -147,7 +114,7 @@ class ReplacementOutcome:
     old_card_no: str
     new_card_no: str
     balance: int
-    phone_masked: str
+    member: MemberView  # with the new card
     card: CardIssue
 
 
@@ -177,13 +144,7 @@ class SelfTestLine:
 
 @dataclass(frozen=True)
 class DailyReport:
-    business_date: date
-    registrations: int
-    lookups: int
-    redemptions: int
-    points_redeemed: int
-    cards_replaced: int
-    low_stock: tuple[tuple[str, int], ...]
+    figures: DayFigures
     printout: PrintOutcome
 
 
@@ -249,9 +210,8 @@ class MemberCenter(Protocol):
     def ui_settings(self) -> UiSettings: ...
 
     # customers
-    def identify(self, scanned: str) -> MemberSummary: ...
-    def identify_by_phone(self, phone: str, proof: str) -> MemberSummary: ...
-    def refresh(self, card_no: str) -> MemberSummary: ...
+    def identify(self, scanned: str) -> MemberView: ...
+    def identify_by_phone(self, phone: str, proof: str) -> MemberView: ...
     def check_in(self, card_no: str) -> BonusOutcome: ...
     def claim_birthday_gift(self, card_no: str) -> BonusOutcome: ...
     def gifts(self) -> list[GiftTile]: ...
@@ -265,7 +225,7 @@ class MemberCenter(Protocol):
     # staff
     def staff_sign_in(self, staff_id: str, pin: str, permission: str) -> StaffSession: ...
     def staff_sign_out(self, staff: StaffSession) -> None: ...
-    def find_member(self, staff: StaffSession, phone: str) -> MemberSummary: ...
+    def find_member(self, staff: StaffSession, phone: str) -> MemberView: ...
     def replace_lost_card(self, staff: StaffSession, card_no: str) -> ReplacementOutcome: ...
     def restock(self, staff: StaffSession, sku: str, qty: int) -> GiftTile: ...
     def reprint_last_voucher(self, staff: StaffSession) -> PrintOutcome: ...
@@ -296,12 +256,13 @@ __all__ = [
     "BonusOutcome",
     "CardIssue",
     "DailyReport",
+    "DayFigures",
     "DeviceStatus",
     "ExpiringPoints",
     "GiftTile",
-    "HistoryItem",
+    "HistoryLine",
     "MemberCenter",
-    "MemberSummary",
+    "MemberView",
     "NewMember",
     "PrintOutcome",
     "RedeemOutcome",

@@ -14,6 +14,7 @@ from datetime import date, timedelta
 from edge.app import AppContext
 from edge.services import cards as card_service
 from edge.services import gifts as gift_service
+from edge.services import lookups
 from edge.services import members as member_service
 from edge.services import points as points_service
 from edge.services import staff as staff_service
@@ -93,12 +94,9 @@ def seed_demo(app: AppContext) -> DemoPeople:
 
 
 def _known(app: AppContext, birthday: date) -> DemoPeople:
-    from edge.station.center import latest_card
-
     def card(phone: str, active: bool = True) -> str:
         view = member_service.show_member(app, phone=phone)
-        found = latest_card(app, view.member_id)
-        return found[0] if found else ""
+        return lookups.newest_card_no(app, view.member_id) or ""
 
     return dataclasses.replace(
         PEOPLE,

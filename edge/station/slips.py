@@ -1,16 +1,30 @@
-"""Service results mapped to the printer's receipt layouts (plain values in, receipts out)."""
+"""The member center's slips: vouchers, coupons, statements, card slips and the day's report.
+
+Each layout lays a service result out in receipt steps (:mod:`drivers.printer.document`)
+under the store's heading with the 会员中心 banner, and takes the paper's column count so that
+one layout serves 58 and 80 mm rolls. Phone numbers are masked here whatever the caller passes:
+paper leaves the store. Paper a member takes away and throws away shows only the card's last
+four digits (the kiosk asks for them to verify a phone number); the new-card and replacement
+slips carry the whole number because they stand in for the card.
+"""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-from drivers.printer import Receipt, receipts
+from drivers.printer import Barcode, Qr, Receipt, Rule, Text
+from drivers.printer.document import Step, columns
+from drivers.printer.receipts import ReceiptHeader, closing, heading
 from edge.app import AppContext
+from edge.domain.day_report import DayFigures
+from edge.domain.member_view import MemberView
+from edge.domain.points import local_date
+from edge.security.personal import mask_card, mask_phone
 from edge.services.gifts import RedemptionResult
-from edge.services.members import MemberView
-from edge.station.api import DailyReport
 
+CENTER_NAME = "会员中心"
+THANKS = "谢谢惠顾，欢迎再次光临！"
 # What a gift voucher is good for: collect the gift at the desk within this time.
 VOUCHER_VALID_DAYS = 30
 
@@ -25,144 +39,186 @@ HISTORY_WORDS = {
 }
 
 
-def header(app: AppContext) -> receipts.ReceiptHeader:
+def header(app: AppContext) -> ReceiptHeader:
+    """This kiosk's heading, printed now (store-local time)."""
     now = app.clock().astimezone(app.tz)
-    return receipts.ReceiptHeader(
+    return ReceiptHeader(
         store_name=f"门店 {app.store_id}",
         store_id=app.store_id,
         device_id=app.device_id,
         printed_at=now.strftime("%Y-%m-%d %H:%M"),
+        banner=CENTER_NAME,
     )
 
 
-def _local(at: datetime, tz: ZoneInfo) -> date:
-    return at.astimezone(tz).date()
+def money(cents: int) -> str:
+    return f"¥{cents // 100}.{cents % 100:02d}"
 
 
 def gift_voucher(
-    app: AppContext, result: RedemptionResult, phone_masked: str, width: int
+    head: ReceiptHeader, result: RedemptionResult, member: MemberView, tz: ZoneInfo, width: int
 ) -> list[Receipt]:
-    """A gift's voucher, or for a coupon redemption one coupon slip per coupon."""
-    until = (_local(result.at, app.tz) + timedelta(days=VOUCHER_VALID_DAYS)).isoformat()
+    """A gift's voucher (its signed code as a QR), or for a coupon redemption one coupon slip
+    per coupon."""
+    until = (local_date(result.at, tz) + timedelta(days=VOUCHER_VALID_DAYS)).isoformat()
     if result.kind == "coupon":
         coupon_until = (
-            _local(result.coupon_expires_at, app.tz).isoformat()
+            local_date(result.coupon_expires_at, tz).isoformat()
             if result.coupon_expires_at
             else until
         )
+        terms = (f"卡号 {result.card_no[-4:]}", "每张限用一次 One use only")
         return [
-            receipts.coupon(
-                receipts.Coupon(
-                    header=header(app),
-                    title=result.name,
-                    value_cents=result.coupon_value_cents,
-                    coupon_code=code,
-                    valid_until=coupon_until,
-                    terms=(f"卡号 {result.card_no[-4:]}", "每张限用一次 One use only"),
-                ),
-                width,
-            )
+            coupon(head, result.name, result.coupon_value_cents, code, coupon_until, terms, width)
             for code in result.coupon_codes
         ]
-    voucher = receipts.GiftVoucher(
-        header=header(app),
-        gift_name=result.name if result.qty == 1 else f"{result.name} x{result.qty}",
-        points_spent=result.points,
-        balance_after=result.balance,
-        card_number=_masked_card(result.card_no),
-        phone=phone_masked,
-        redemption_code=result.voucher_code,
-        valid_until=until,
-    )
-    return [receipts.gift_voucher(voucher, width)]
-
-
-def _masked_card(card_no: str) -> str:
-    """Paper that members take away and throw away shows only the card's last four digits
-    (the kiosk asks for them to verify a phone number); the new-card and replacement slips
-    carry the whole number because they stand in for the card."""
-    return "*" * max(0, len(card_no) - 4) + card_no[-4:]
-
-
-def points_statement(app: AppContext, view: MemberView, width: int) -> Receipt:
-    soonest = view.expiring[0] if view.expiring else None
-    return receipts.points_statement(
-        receipts.PointsStatement(
-            header=header(app),
-            member_name=view.name_masked or "会员",
-            card_number=_masked_card(view.card_no or ""),
-            phone=view.phone_masked,
-            tier=view.tier_name_zh,
-            balance=view.balance,
-            expiring_points=soonest.points if soonest else 0,
-            expiring_on=soonest.expires_on.isoformat() if soonest else "-",
-            lines=tuple(
-                receipts.LedgerLine(
-                    _local(h.at, app.tz).strftime("%m-%d"),
-                    HISTORY_WORDS.get(h.kind, h.kind),
-                    h.points,
-                )
-                for h in view.history
-            ),
+    steps = heading(head, "礼品兑换券 Gift voucher", width)
+    steps += [
+        Text(
+            result.name if result.qty == 1 else f"{result.name} x{result.qty}",
+            "center",
+            bold=True,
+            big=True,
         ),
-        width,
-    )
+        Text(columns("卡号", mask_card(result.card_no), width)),
+        Text(columns("手机", mask_phone(member.phone_masked), width)),
+        Text(columns("消耗积分", str(result.points), width)),
+        Text(columns("剩余积分", str(result.balance), width)),
+        Qr(result.voucher_code),
+        Text(f"有效期至 {until}", "center"),
+        Text("凭此券到服务台领取礼品", "center"),
+    ]
+    return [Receipt("gift-voucher", tuple(steps + closing(THANKS)))]
+
+
+def coupon(
+    head: ReceiptHeader,
+    title: str,
+    value_cents: int,
+    code: str,
+    valid_until: str,
+    terms: tuple[str, ...],
+    width: int,
+    min_spend_cents: int | None = None,
+) -> Receipt:
+    """A coupon slip (its signed code as a Code 128); "满¥N可用" only with a minimum spend."""
+    steps = heading(head, "优惠券 Coupon", width)
+    steps += [
+        Text(title, "center", bold=True),
+        Text(money(value_cents), "center", big=True),
+        *([Text(f"满{money(min_spend_cents)}可用", "center")] if min_spend_cents else []),
+        Barcode(code, "CODE128"),
+        Text(f"有效期至 {valid_until}", "center"),
+        *[Text(term) for term in terms],
+    ]
+    return Receipt("coupon", tuple(steps + closing(THANKS)))
+
+
+def points_statement(head: ReceiptHeader, member: MemberView, width: int) -> Receipt:
+    """Balance, the recent history and the points that expire soonest."""
+    soonest = member.expiring[0] if member.expiring else None
+    steps = heading(head, "积分对账单 Points statement", width)
+    steps += [
+        Text(columns("会员", member.name_masked or "会员", width)),
+        Text(columns("卡号", member.card_masked, width)),
+        Text(columns("手机", mask_phone(member.phone_masked), width)),
+        Text(columns("等级", member.tier_name_zh, width)),
+        Rule(),
+    ]
+    steps += [
+        Text(columns(f"{h.on:%m-%d} {HISTORY_WORDS.get(h.kind, h.kind)}", f"{h.points:+d}", width))
+        for h in member.history
+    ]
+    expiring_on = soonest.expires_on.isoformat() if soonest else "-"
+    steps += [
+        Rule(),
+        Text(columns("当前积分", str(member.balance), width), bold=True),
+        Text(f"{soonest.points if soonest else 0} 积分将于 {expiring_on} 过期"),
+    ]
+    return Receipt("points-statement", tuple(steps + closing(THANKS)))
+
+
+def _card_codes(card_no: str, dispensed: bool) -> list[Step]:
+    """The card's barcode; when no card came out, the slip itself is the card until the
+    member collects one at the service desk: a QR the kiosk's camera reads and the barcode
+    the lanes' scanners read."""
+    barcode = Barcode(card_no, "EAN13" if len(card_no) == 13 else "CODE128")
+    if dispensed:
+        return [barcode]
+    return [
+        Rule(),
+        Text("卡机暂无可发的卡", "center", bold=True),
+        Text("本凭条可当会员卡使用：", "center"),
+        Text("自助机扫二维码，收银台扫条码", "center"),
+        Qr(card_no, module_dots=8),
+        barcode,
+        Text("请凭本凭条到服务台领取实体卡", "center", bold=True),
+        Text("No card came out: this slip is"),
+        Text("your member card until you"),
+        Text("collect one at the service desk."),
+        Rule(),
+    ]
 
 
 def new_card_slip(
-    app: AppContext, view: MemberView, welcome_points: int, width: int, dispensed: bool = True
+    head: ReceiptHeader, member: MemberView, welcome_points: int, width: int, dispensed: bool = True
 ) -> Receipt:
-    return receipts.new_card_slip(
-        receipts.NewCardSlip(
-            header=header(app),
-            member_name=view.name_masked or "会员",
-            card_number=view.card_no or "",
-            phone=view.phone_masked,
-            tier=view.tier_name_zh,
-            welcome_points=welcome_points,
-            card_dispensed=dispensed,
-        ),
-        width,
-    )
+    """The new member's card number in full, as a barcode, or as the card itself when none
+    came out of the dispenser."""
+    card_no = member.card_no or ""
+    title = "新会员卡 New member card" if dispensed else "会员卡凭条 Member card slip"
+    steps = heading(head, title, width)
+    steps += [
+        Text(f"欢迎您，{member.name_masked or '会员'}！", "center", bold=True),
+        Text(columns("卡号", card_no, width)),
+        Text(columns("手机", mask_phone(member.phone_masked), width)),
+        Text(columns("等级", member.tier_name_zh, width)),
+        Text(columns("入会积分", str(welcome_points), width)),
+        *_card_codes(card_no, dispensed),
+        Text("请妥善保管您的会员卡", "center"),
+    ]
+    return Receipt("new-card", tuple(steps + closing(THANKS)))
 
 
 def replacement_slip(
-    app: AppContext,
-    view: MemberView,
-    old_card: str,
-    new_card: str,
+    head: ReceiptHeader,
+    member: MemberView,
+    old_card_no: str,
     balance: int,
     staff_id: str,
     width: int,
     dispensed: bool = True,
 ) -> Receipt:
-    return receipts.card_replacement_slip(
-        receipts.CardReplacementSlip(
-            header=header(app),
-            member_name=view.name_masked or "会员",
-            old_card_number=old_card,
-            new_card_number=new_card,
-            phone=view.phone_masked,
-            balance_carried=balance,
-            staff_id=staff_id,
-            card_dispensed=dispensed,
-        ),
-        width,
-    )
+    """The replaced card and ``member``'s new one (their ``card_no``), the points carried over
+    and the staff member who did it."""
+    new_card_no = member.card_no or ""
+    steps = heading(head, "补卡凭条 Card replacement", width)
+    steps += [
+        Text(columns("会员", member.name_masked or "会员", width)),
+        Text(columns("手机", mask_phone(member.phone_masked), width)),
+        Text(columns("原卡（已挂失）", old_card_no, width)),
+        Text(columns("新卡", new_card_no, width), bold=True),
+        Text(columns("转入积分", str(balance), width)),
+        Text(columns("经办员工", staff_id, width)),
+        *_card_codes(new_card_no, dispensed),
+        Text("原卡已停用，新卡即时生效。", "center"),
+    ]
+    return Receipt("card-replacement", tuple(steps + closing(THANKS)))
 
 
-def daily_report(app: AppContext, report: DailyReport, staff_id: str, width: int) -> Receipt:
-    return receipts.staff_daily_report(
-        receipts.StaffDailyReport(
-            header=header(app),
-            business_date=report.business_date.isoformat(),
-            staff_id=staff_id,
-            registrations=report.registrations,
-            lookups=report.lookups,
-            redemptions=report.redemptions,
-            points_redeemed=report.points_redeemed,
-            cards_replaced=report.cards_replaced,
-            low_stock=report.low_stock,
-        ),
-        width,
-    )
+def daily_report(head: ReceiptHeader, day: DayFigures, staff_id: str, width: int) -> Receipt:
+    steps = heading(head, "员工日报 Staff daily report", width)
+    steps += [
+        Text(columns("营业日", day.business_date.isoformat(), width)),
+        Text(columns("员工", staff_id, width)),
+        Rule(),
+        Text(columns("新会员注册", str(day.registrations), width)),
+        Text(columns("积分查询", str(day.lookups), width)),
+        Text(columns("礼品兑换", str(day.redemptions), width)),
+        Text(columns("兑换积分", str(day.points_redeemed), width)),
+        Text(columns("补卡", str(day.cards_replaced), width)),
+    ]
+    if day.low_stock:
+        steps += [Rule(), Text("库存不足 Low stock", bold=True)]
+        steps += [Text(columns(name, str(left), width)) for name, left in day.low_stock]
+    return Receipt("staff-daily-report", tuple(steps + closing("— 报表结束 —")))

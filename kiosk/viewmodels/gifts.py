@@ -8,14 +8,14 @@ from typing import Any
 from kivy.properties import ListProperty, ObjectProperty, StringProperty
 
 from edge.domain.errors import KioskError
-from edge.station.api import GiftTile, MemberCenter, MemberSummary, RedeemOutcome
+from edge.station.api import GiftTile, MemberCenter, MemberView, RedeemOutcome
 from kiosk.i18n import N_
 from kiosk.i18n.messages import fault_message, refusal_message
 from kiosk.viewmodels.base import Runner, ViewModel
 from kiosk.viewmodels.session import SessionViewModel
 
 
-def availability(tile: GiftTile, member: MemberSummary | None) -> str:
+def availability(tile: GiftTile, member: MemberView | None) -> str:
     """``ok``, ``out_of_stock`` or ``insufficient_points``: said on the tile, before a tap."""
     if tile.stock <= 0:
         return "out_of_stock"
@@ -60,7 +60,7 @@ class GiftsViewModel(ViewModel):
             self.say(N_("{name} is out of stock right now."), "warn", name=tile.name)
             return
         if state == "insufficient_points":
-            member: MemberSummary = self.session.member
+            member: MemberView = self.session.member
             self.say(
                 N_("{name} needs {price} points; you have {available}."),
                 "warn",
@@ -82,20 +82,15 @@ class GiftsViewModel(ViewModel):
     def confirm(self) -> None:
         if self.stage != "confirm" or self.selected is None:
             return
-        member: MemberSummary = self.session.member
-        sku, card, rid = self.selected.sku, member.card_no, self._request_id
+        member: MemberView = self.session.member
+        sku, card, rid = self.selected.sku, member.card_no or "", self._request_id
         self.stage = "working"
         self.say(N_("Redeeming and printing your voucher..."), "info")
-        self.work(lambda: self._redeem(card, sku, rid), self._redeemed, self._failed)
+        self.work(lambda: self.center.redeem(card, sku, rid), self._redeemed, self._failed)
 
-    def _redeem(self, card: str, sku: str, rid: str) -> tuple[RedeemOutcome, MemberSummary]:
-        outcome = self.center.redeem(card, sku, rid)
-        return outcome, self.center.refresh(card)
-
-    def _redeemed(self, result: tuple[RedeemOutcome, MemberSummary]) -> None:
-        outcome, member = result
+    def _redeemed(self, outcome: RedeemOutcome) -> None:
         if self.session.member is not None:
-            self.session.update(member)
+            self.session.update(outcome.member)
         self.outcome = outcome
         self.stage = "done"
         if outcome.voucher.printed:

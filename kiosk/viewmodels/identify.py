@@ -7,7 +7,7 @@ from typing import Any
 from kivy.properties import StringProperty
 
 from edge.domain.text import typed_digit
-from edge.station.api import STAFF_BADGE_PREFIX, MemberCenter, MemberSummary
+from edge.station.api import STAFF_BADGE_PREFIX, MemberCenter, MemberView
 from kiosk.i18n import N_
 from kiosk.viewmodels.base import Runner, ViewModel
 from kiosk.viewmodels.session import SessionViewModel
@@ -90,10 +90,10 @@ class IdentifyViewModel(ViewModel):
         self.proof = ""
         self.refused(exc)
 
-    def _found(self, member: MemberSummary) -> None:
+    def _found(self, member: MemberView) -> None:
         self.reset()
         self.session.start(member)
         self.dispatch("on_identified", member)
 
-    def on_identified(self, member: MemberSummary) -> None:
+    def on_identified(self, member: MemberView) -> None:
         pass

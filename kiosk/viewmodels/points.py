@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.station.api import BonusOutcome, MemberCenter, MemberSummary, PrintOutcome
+from edge.station.api import BonusOutcome, MemberCenter, MemberView, PrintOutcome
 from kiosk.i18n import N_
 from kiosk.i18n.messages import fault_message
 from kiosk.viewmodels.base import Runner, ViewModel
@@ -12,7 +12,7 @@ from kiosk.viewmodels.session import SessionViewModel
 
 
 class PointsViewModel(ViewModel):
-    """Acts for ``session.member``; after each action the member is re-read."""
+    """Acts for ``session.member``; each action's outcome brings the member as they are now."""
 
     def __init__(
         self, center: MemberCenter, session: SessionViewModel, runner: Runner, **kw: Any
@@ -23,25 +23,20 @@ class PointsViewModel(ViewModel):
 
     @property
     def card_no(self) -> str:
-        member: MemberSummary | None = self.session.member
-        return member.card_no if member else ""
+        member: MemberView | None = self.session.member
+        return (member.card_no or "") if member else ""
 
     def check_in(self) -> None:
         card = self.card_no
-        self.work(lambda: self._bonus(self.center.check_in, card), self._bonus_done)
+        self.work(lambda: self.center.check_in(card), self._bonus_done)
 
     def claim_birthday_gift(self) -> None:
         card = self.card_no
-        self.work(lambda: self._bonus(self.center.claim_birthday_gift, card), self._bonus_done)
+        self.work(lambda: self.center.claim_birthday_gift(card), self._bonus_done)
 
-    def _bonus(self, action: Any, card: str) -> tuple[BonusOutcome, MemberSummary]:
-        outcome = action(card)
-        return outcome, self.center.refresh(card)
-
-    def _bonus_done(self, result: tuple[BonusOutcome, MemberSummary]) -> None:
-        outcome, member = result
+    def _bonus_done(self, outcome: BonusOutcome) -> None:
         if self.session.member is not None:
-            self.session.update(member)
+            self.session.update(outcome.member)
         if outcome.kind == "checkin":
             self.say(N_("Checked in: +{points} points."), "ok", points=outcome.points)
         else:

@@ -7,7 +7,7 @@ from typing import Any
 from kivy.event import EventDispatcher
 from kivy.properties import BooleanProperty, NumericProperty, ObjectProperty
 
-from edge.station.api import MemberSummary
+from edge.station.api import MemberView
 
 
 class SessionViewModel(EventDispatcher):  # type: ignore[misc]
@@ -35,12 +35,12 @@ class SessionViewModel(EventDispatcher):  # type: ignore[misc]
     def active(self) -> bool:
         return self.member is not None or self.private
 
-    def start(self, member: MemberSummary | None = None, private: bool = False) -> None:
+    def start(self, member: MemberView | None = None, private: bool = False) -> None:
         self.member = member
         self.private = private or member is not None
         self.touched()
 
-    def update(self, member: MemberSummary) -> None:
+    def update(self, member: MemberView) -> None:
         self.member = member
 
     def touched(self) -> None:

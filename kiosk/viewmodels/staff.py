@@ -13,7 +13,7 @@ from edge.station.api import (
     DeviceStatus,
     GiftTile,
     MemberCenter,
-    MemberSummary,
+    MemberView,
     PrintOutcome,
     ReplacementOutcome,
     StaffSession,
@@ -40,7 +40,7 @@ class StaffViewModel(ViewModel):
     replacement = ObjectProperty(None, allownone=True)
     gifts = ListProperty([])
     devices = ListProperty([])
-    report = ObjectProperty(None, allownone=True)
+    report = ObjectProperty(None, allownone=True)  # the day's figures (DayFigures)
 
     def __init__(
         self,
@@ -148,7 +148,7 @@ class StaffViewModel(ViewModel):
         staff, phone = self.staff, self.phone
         self.work(lambda: self.center.find_member(staff, phone), self._found)
 
-    def _found(self, member: MemberSummary) -> None:
+    def _found(self, member: MemberView) -> None:
         self.member = member
         self.verified = False
         self.say(N_("Check the member's identity document, then confirm."), "info")
@@ -229,7 +229,7 @@ class StaffViewModel(ViewModel):
         self.work(lambda: self.center.daily_report(staff), self._reported)
 
     def _reported(self, report: DailyReport) -> None:
-        self.report = report
+        self.report = report.figures
         if report.printout.printed:
             self.say(N_("The day's report is printed."), "ok")
         else:

@@ -1,10 +1,26 @@
-"""Paper a member takes away shows the card's last four digits only; card slips show it all."""
+"""The member center's slips: bytes and masking on paper, every layout on every printer.
+
+Paper a member takes away shows the card's last four digits only; card slips show it all.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
+
+from drivers.printer import PROFILES, encode_receipt, render_preview
 from drivers.printer.document import Barcode, Qr, Text
+from drivers.printer.gallery import write_gallery
+from drivers.printer.receipts import ReceiptHeader
+from drivers.scanner import CodeDecoder
+from edge.security.personal import mask_phone
 from edge.services import gifts, members
 from edge.station import slips
+from edge.station.slip_gallery import SAMPLES, TZ, sample_member, sample_redemption
+from tests.drivers.receipt_contract import receipt_contract
+
+HEADER = ReceiptHeader("华联超市", "S001", "K01", "2026-11-23 10:15", slips.CENTER_NAME)
 
 
 def texts(receipt):
@@ -14,13 +30,13 @@ def texts(receipt):
 def test_voucher_and_statement_mask_the_card_number(center, people):
     app = center.app
     result = gifts.redeem_gift(app, people.wang_card, "TOWEL", request_id="slip-test")
-    voucher = slips.gift_voucher(app, result, "138****8000", 32)[0]
+    view = members.show_member(app, card_no=people.wang_card)
+    voucher = slips.gift_voucher(slips.header(app), result, view, app.tz, 32)[0]
     assert people.wang_card not in texts(voucher)
     assert "*" * 9 + people.wang_card[-4:] in texts(voucher)
-    view = members.show_member(app, card_no=people.wang_card)
-    statement = slips.points_statement(app, view, 32)
+    statement = slips.points_statement(slips.header(app), view, 32)
     assert people.wang_card not in texts(statement)
-    card_slip = slips.new_card_slip(app, view, 0, 32)
+    card_slip = slips.new_card_slip(slips.header(app), view, 0, 32)
     assert people.wang_card in texts(card_slip)
     assert any(isinstance(s, Barcode) and s.data == people.wang_card for s in card_slip.steps)
 
@@ -62,3 +78,63 @@ def test_a_dispensed_card_gets_a_slip_with_its_barcode_and_no_qr(center):
     slip = printer.printed[-1]
     assert not [s for s in slip.steps if isinstance(s, Qr)]
     assert [s.data for s in slip.steps if isinstance(s, Barcode)] == [outcome.card.card_no]
+
+
+def _raw_phone(phone: str):
+    """A member whose phone reached the layout unmasked (a caller's mistake)."""
+    return dataclasses.replace(sample_member("2000000000015"), phone_masked=phone)
+
+
+def test_phone_numbers_are_masked_on_every_slip():
+    slip = slips.new_card_slip(HEADER, _raw_phone("13812345678"), 100, 48)
+    data = encode_receipt(slip, PROFILES["generic-80"])
+    assert b"138****5678" in data
+    assert b"13812345678" not in data
+    other = slips.new_card_slip(HEADER, _raw_phone("+86 138-1234-5678"), 100, 48)
+    assert b"1234" not in encode_receipt(other, PROFILES["generic-80"])
+
+
+def test_a_number_the_services_masked_already_is_printed_as_it_is():
+    for masked in ("138****8000", "*******8000"):
+        assert mask_phone(masked) == masked
+    slip = slips.new_card_slip(HEADER, _raw_phone("138****8000"), 0, 48)
+    data = encode_receipt(slip, PROFILES["generic-80"])
+    assert b"138****8000" in data
+    # anything else with stars in it is still masked, all but its last four characters
+    assert mask_phone("13812345678*") == "********678*"
+    assert mask_phone("138*1234") == "****1234"
+
+
+def test_gift_voucher_qr_carries_the_signed_code_readable_by_our_scanner():
+    code = "GV1.S001.K01.000042.5f3a9c"
+    result = dataclasses.replace(sample_redemption(), voucher_code=code)
+    (voucher,) = slips.gift_voucher(HEADER, result, sample_member(), TZ, 48)
+    assert b"\x1d(k" + bytes([len(code) + 3, 0]) + b"1P0" + code.encode() in encode_receipt(
+        voucher, PROFILES["generic-80"]
+    )
+    image = np.asarray(render_preview(voucher, PROFILES["generic-80"]).convert("L"))
+    assert code in [c.text for c in CodeDecoder().decode(image)]
+
+
+def _coupon(min_spend_cents: int | None) -> bytes:
+    coupon = slips.coupon(
+        HEADER, "生鲜满减券", 1000, "CP-S001-000917", "2026-12-15", (), 48, min_spend_cents
+    )
+    return encode_receipt(coupon, PROFILES["generic-80"])
+
+
+def test_a_coupon_says_its_minimum_spend_only_when_it_has_one():
+    assert "满¥50.00可用".encode("gb18030") in _coupon(5000)
+    assert "满¥".encode("gb18030") not in _coupon(None)
+    assert "满¥".encode("gb18030") not in _coupon(0)
+    assert len(_coupon(None)) < len(_coupon(5000))
+
+
+test_layout_encodes_without_replacement_characters, test_preview_is_as_wide_as_the_paper = (
+    receipt_contract(SAMPLES)
+)
+
+
+def test_gallery_writes_both_widths_of_every_layout(tmp_path):
+    written = write_gallery(tmp_path, SAMPLES)
+    assert len(written) == 2 * len(SAMPLES) == 14

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 from edge.services import gifts as gift_service
 from edge.services import members as member_service
-from edge.station.api import GiftTile, MemberSummary
+from edge.station.api import GiftTile, MemberView
 from edge.station.center import open_center
 from edge.station.seed import seed_demo
 from kiosk.viewmodels.gifts import GiftsViewModel, availability
@@ -159,10 +159,16 @@ def test_check_in_updates_the_session_member(center, people, runner, session):
     assert vm.notice_kind == "warn" and "already checked in" in vm.notice
 
 
-def _member(available: int) -> MemberSummary:
-    return MemberSummary(
-        "2900000000018", "138****8000", "王先生", "normal", "普通会员", "Member",
-        available, available, 0, (), "", "", None, "spend", False, False, False,
+def _member(available: int) -> MemberView:
+    return MemberView(
+        member_id="M1", card_no="2900000000018", card_state="active",
+        card_masked="*********0018", phone_masked="138****8000", name_masked="王先生",
+        tier="normal", tier_name_zh="普通会员", tier_name_en="Member",
+        balance=available, available=available, pending=0, expiring=(),
+        next_tier=None, next_tier_name_zh="", next_tier_name_en="", next_tier_missing=None,
+        tier_basis="spend", birthday_month=False, checked_in_today=False,
+        birthday_bonus_claimed=False, overdraft_flagged=False,
+        registered_at=datetime(2026, 1, 1, tzinfo=UTC), deleted=False,
     )  # fmt: skip
 
 
