@@ -32,9 +32,8 @@ from edge.station.api import (
     MemberView,
     TechnicianInfo,
     UiSettings,
-    sd_notify,
-    watchdog_interval_s,
 )
+from edge.systemd import sd_notify, watchdog_interval_s
 from kiosk.boot import drop_text_surfaces, give_back_memory, keep_startup_objects
 from kiosk.fonts import ensure_fonts
 from kiosk.i18n import LANGUAGES, N_, Translator

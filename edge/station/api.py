@@ -6,9 +6,7 @@ it). A member crosses it in one shape, :class:`edge.domain.member_view.MemberVie
 the services build; every outcome that changes a member carries them as they are after it,
 so a journey reads the member once.
 
-It also hands the app systemd's notification helpers (``sd_notify``,
-``watchdog_interval_s``; standard library only), the same ones the sync agent uses, for the
-app's ``READY=1`` and its watchdog pings. :mod:`edge.station.center` implements
+:mod:`edge.station.center` implements
 :class:`MemberCenter` over the services and the devices; the app receives an instance at
 start-up.
 
@@ -27,7 +25,6 @@ from typing import Protocol
 from edge.domain.day_report import DayFigures
 from edge.domain.member_view import HistoryLine, MemberView
 from edge.domain.points import ExpiringPoints
-from edge.sync.watchdog import sd_notify, watchdog_interval_s
 
 STAFF_BADGE_PREFIX = "STAFF:"
 
@@ -273,6 +270,4 @@ __all__ = [
     "StaffSession",
     "TechnicianInfo",
     "UiSettings",
-    "sd_notify",
-    "watchdog_interval_s",
 ]

@@ -68,7 +68,7 @@ from edge.sync.lane_cards import LocalCardChanges
 from edge.sync.outbox import OutboxPump
 from edge.sync.replica import apply_replica_batch, replica_cursor
 from edge.sync.telemetry import collect
-from edge.sync.watchdog import sd_notify, watchdog_interval_s
+from edge.systemd import sd_notify, watchdog_interval_s
 
 log = logging.getLogger(__name__)
 

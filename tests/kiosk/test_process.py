@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from kiosk.__main__ import open_center
 from kiosk.boot import configure_kivy
-from edge.station.api import sd_notify
+from edge.systemd import sd_notify
 center = open_center(Path({str(tmp_path / "data")!r}), simulate=True)
 statuses = center.device_status()
 configure_kivy(kivy_home=Path({str(tmp_path / "kivy")!r}), provider="mouse", fullscreen=False,

@@ -12,7 +12,7 @@ from edge.services.members import register_member
 from edge.services.points import accrue_purchase
 from edge.sync.agent import Agent
 from edge.sync.health import report_peripheral
-from edge.sync.watchdog import sd_notify
+from edge.systemd import sd_notify
 from hq.fleet import fleet
 from hq.service import HqConfig, HqService
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until

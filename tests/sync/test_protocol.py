@@ -9,7 +9,7 @@ import pytest
 
 from edge.protocol import TOPIC_TABLE, EventBatch, LanePurchase, ProtocolError, Topics, decode
 from edge.sync.telemetry import parse_throttled
-from edge.sync.watchdog import watchdog_interval_s
+from edge.systemd import watchdog_interval_s
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 

@@ -1,4 +1,8 @@
-"""systemd notifications (sd_notify) without libsystemd: READY, WATCHDOG, STOPPING."""
+"""systemd notifications (sd_notify) without libsystemd: READY, WATCHDOG, STOPPING.
+
+Standard library only: the sync agent and the touchscreen app (which may import nothing
+else of the core but the station's interface) both tell systemd through it.
+"""
 
 from __future__ import annotations
 
