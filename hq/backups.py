@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from edge.files import file_sha256, fsync_directory
 from edge.protocol import BackupAck, BackupChunk, BackupManifest, ProtocolError
-from edge.storage.files import file_sha256, fsync_directory
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edge.config import KioskConfig
 from edge.domain.errors import ConfigError, DiskFull, IntegrityError
-from edge.storage.files import file_sha256, fsync_directory
+from edge.files import file_sha256, fsync_directory
 from edge.storage.space import out_of_space
 
 BACKUP_DIR = "backups"

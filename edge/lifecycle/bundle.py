@@ -27,8 +27,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.domain.errors import IntegrityError
+from edge.files import file_sha256
 from edge.security.signing import sign_bytes, verify_bytes
-from edge.storage.files import file_sha256
 
 UPDATE_DOMAIN = b"mck/update/v1"
 FORMAT = 1

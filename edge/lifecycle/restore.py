@@ -17,6 +17,7 @@ from sqlalchemy import select
 from edge.app import AppContext
 from edge.config import KioskConfig
 from edge.domain.errors import IntegrityError, KioskError, Refusal
+from edge.files import file_sha256, fsync_directory
 from edge.lifecycle import busy
 from edge.lifecycle.backup import (
     database_path,
@@ -26,7 +27,6 @@ from edge.lifecycle.backup import (
 )
 from edge.services.verify import VerifyReport, verify_ledger
 from edge.storage.db import sqlite_url
-from edge.storage.files import file_sha256, fsync_directory
 from edge.storage.models import Member
 
 REPLACED_DIR = "replaced"

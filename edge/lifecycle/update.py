@@ -49,11 +49,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.config import KioskConfig, load_config
 from edge.domain.errors import IntegrityError, KioskError, Refusal
+from edge.files import fsync_directory
 from edge.lifecycle import busy
 from edge.lifecycle.backup import database_path, snapshot
 from edge.lifecycle.bundle import UpdateManifest, verify_bundle
 from edge.lifecycle.health import HealthReport, run_health_check
-from edge.storage.files import fsync_directory
 
 UPDATES_DIR = "updates"
 INBOX = "inbox"

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.domain.errors import ConfigError
-from edge.storage.files import fsync_directory
+from edge.files import fsync_directory
 
 DATA_KEY_FILE = "data.key"
 LOOKUP_KEY_FILE = "lookup.key"

@@ -29,6 +29,7 @@ from edge import __version__
 from edge.app import AppContext
 from edge.domain.cards import CardState, parse_card_number
 from edge.domain.errors import ConfigError, DiskFull, KioskError, Refusal
+from edge.files import file_sha256
 from edge.lifecycle.update import (
     DOWNLOADS,
     INBOX,
@@ -45,7 +46,6 @@ from edge.services.points import expire_points
 from edge.services.tx import transaction
 from edge.services.verify import verify_ledger
 from edge.storage.command_models import RunningCommand
-from edge.storage.files import file_sha256
 from edge.storage.models import Card
 from edge.storage.space import out_of_space
 from edge.storage.sync_models import InboundMessage

@@ -16,12 +16,12 @@ import pytest
 from edge.app import AppContext
 from edge.config import KioskConfig
 from edge.domain.errors import IntegrityError, Refusal
+from edge.files import file_sha256
 from edge.lifecycle import backup as backups
 from edge.lifecycle.backup import create_backup, list_backups, rotate
 from edge.lifecycle.restore import restore_backup
 from edge.services import gifts, members, points
 from edge.services.verify import verify_ledger
-from edge.storage.files import file_sha256
 
 TABLES = ("ledger_entry", "member", "points_lot", "card", "gift", "redemption", "audit", "outbox")
 
