@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from edge.console import NUMBER, NumberRange, show
 from edge.domain.errors import InvalidInput
 from edge.domain.text import LOG_FORMAT, EscapingFormatter, escape_controls, fold_digits
+from hq.console import config_of
+from hq.enrol_cli import add_enrol_commands
 from hq.service import HqConfig, load_hq_config
 
 if TYPE_CHECKING:
@@ -31,41 +34,6 @@ def _tls_paths(tls_dir: Path | None, cn: str) -> dict[str, str | None]:
         "cert_file": str(tls_dir / f"{cn}.crt"),
         "key_file": str(tls_dir / f"{cn}.key"),
     }
-
-
-def _config(ctx: click.Context) -> HqConfig:
-    obj: dict[str, Any] = ctx.find_object(dict) or {}
-    return obj["config"]  # type: ignore[no-any-return]
-
-
-class _TypedDigits(click.ParamType[int]):
-    """Reads typed text by the appliance's digits rule (``edge.domain.text.fold_digits``)."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str):
-            try:
-                value = fold_digits(value)
-            except InvalidInput as exc:
-                self.fail(exc.message, param, ctx)
-        return super().convert(value, param, ctx)
-
-
-class Number(_TypedDigits, click.types.IntParamType):
-    """An integer option a person types: 0-9 or full-width ０-９, no other numerals."""
-
-
-class NumberRange(_TypedDigits, click.IntRange):
-    """:class:`Number` within bounds (as ``click.IntRange``)."""
-
-
-NUMBER = Number()
-
-
-def _print(data: Any, as_json: bool, human: str) -> None:
-    if as_json:
-        click.echo(json.dumps(data, default=str, sort_keys=True, ensure_ascii=False))
-    else:
-        click.echo(human)
 
 
 @click.group("hq")
@@ -128,7 +96,7 @@ def serve(ctx: click.Context, log_level: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(EscapingFormatter(LOG_FORMAT))
     logging.basicConfig(level=log_level.upper(), handlers=[handler])
-    service = HqService(_config(ctx))
+    service = HqService(config_of(ctx))
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         service.stop()
@@ -150,7 +118,7 @@ def fleet_command(ctx: click.Context, as_json: bool) -> None:
     from hq.fleet import fleet
     from hq.service import make_hq_engine
 
-    config = _config(ctx)
+    config = config_of(ctx)
     engine = make_hq_engine(config.database_url)
     backups = BackupStore(config.backups_path(), config.backups_keep)
     if not backups.root.is_dir():
@@ -180,7 +148,7 @@ def fleet_command(ctx: click.Context, as_json: bool) -> None:
     lines.append(f"alerts ({len(alerts)} open)")
     for a in alerts:
         lines.append(f"  [{a.kind}] {a.subject}: {a.detail} (since {a.raised_at:%H:%M:%S})")
-    _print(
+    show(
         {"devices": [asdict(d) for d in devices], "alerts": [asdict(a) for a in alerts]},
         as_json,
         "\n".join(escape_controls(line) for line in lines),  # faults and alerts come from devices
@@ -260,7 +228,7 @@ def command(
     """Send a signed command (ARGS as key=value) and print the device's result."""
     from hq.commands import load_command_key, sign_command
 
-    config = _config(ctx)
+    config = config_of(ctx)
     if not config.command_key:
         raise click.UsageError("no command key: pass --tls-dir or command_key in the config")
     parsed: dict[str, str | int | bool] = {}
@@ -278,7 +246,7 @@ def command(
         transaction=transaction,
     )
     result = _send(config, signed, wait)
-    _print(result.model_dump(mode="json"), True, "")
+    show(result.model_dump(mode="json"), True, "")
 
 
 @hq_group.command("update")
@@ -311,7 +279,7 @@ def update_command(
     from hq.commands import load_command_key
     from hq.commands import update_command as signed_update
 
-    config = _config(ctx)
+    config = config_of(ctx)
     if not config.command_key:
         raise click.UsageError("no command key: pass --tls-dir or command_key in the config")
     try:
@@ -326,7 +294,7 @@ def update_command(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     result = _send(config, signed, wait)
-    _print(result.model_dump(mode="json"), True, "")
+    show(result.model_dump(mode="json"), True, "")
     if result.status != "done":
         raise click.exceptions.Exit(1)
 
@@ -342,7 +310,7 @@ def push_catalogue_command(ctx: click.Context, path: Path) -> None:
     raw = json.loads(path.read_text(encoding="utf-8"))
     raw.setdefault("issued_at", datetime.now(UTC).isoformat())
     catalogue = Catalogue.model_validate(raw)
-    push_catalogue(_config(ctx), catalogue)
+    push_catalogue(config_of(ctx), catalogue)
     click.echo(f"catalogue v{catalogue.version} published ({len(catalogue.gifts)} gifts)")
 
 
@@ -357,7 +325,7 @@ def push_rules_command(ctx: click.Context, path: Path) -> None:
     raw = json.loads(path.read_text(encoding="utf-8"))
     raw.setdefault("issued_at", datetime.now(UTC).isoformat())
     rules = Rules.model_validate(raw)
-    push_rules(_config(ctx), rules)
+    push_rules(config_of(ctx), rules)
     click.echo(f"rules v{rules.version} published")
 
 
@@ -373,7 +341,7 @@ def block(ctx: click.Context, cards: tuple[str, ...], reason: str, ttl: int) -> 
     from edge.protocol import BlocklistUpdate, Topics
     from hq.commands import publish_once
 
-    config = _config(ctx)
+    config = config_of(ctx)
     now = datetime.now(UTC)
     update = BlocklistUpdate(
         update_id=f"hq-{secrets.token_hex(6)}",
@@ -465,8 +433,6 @@ def coupon(ctx: click.Context, code: str, check_only: bool) -> None:
 
 
 def register(group: click.Group) -> None:
-    from hq.enrol_cli import add_enrol_commands
-
     add_enrol_commands(hq_group)
     group.add_command(hq_group)
     group.add_command(lane_group)
