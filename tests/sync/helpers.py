@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -232,9 +232,8 @@ def client(
     )
 
 
-def received(link: MqttLink, seconds: float) -> list[Inbound]:
-    """Every message ``link`` receives within ``seconds``, acknowledged."""
-    out = []
+def arriving(link: MqttLink, seconds: float) -> Iterator[Inbound]:
+    """Each message ``link`` receives, acknowledged, as it comes, for up to ``seconds``."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -243,5 +242,9 @@ def received(link: MqttLink, seconds: float) -> list[Inbound]:
             continue
         if isinstance(item, Inbound):
             link.ack(item)
-            out.append(item)
-    return out
+            yield item
+
+
+def received(link: MqttLink, seconds: float) -> list[Inbound]:
+    """Every message ``link`` receives within ``seconds``, acknowledged."""
+    return list(arriving(link, seconds))

@@ -11,8 +11,6 @@ member instead of failing, and the agent goes on whatever a message holds.
 from __future__ import annotations
 
 import json
-import queue
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,7 +44,7 @@ from hq.ledger import CentralLedger, balances
 from hq.models import Alert, QuarantinedEvent, StoredEvent
 from hq.service import HqService, make_hq_engine
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
-from tests.sync.helpers import client, local_balances, outbox_events
+from tests.sync.helpers import arriving, client, local_balances, outbox_events
 
 ids = IdFactory()
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
@@ -193,17 +191,10 @@ def test_numbers_in_quotes_are_a_wrong_type_on_the_wire(tmp_path, broker, hq_db)
 
 
 def wait_ack(link: MqttLink, batch_id: str, timeout: float = 20.0) -> EventAck:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            item = link.inbox.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        if isinstance(item, Inbound):
-            link.ack(item)
-            ack = decode(EventAck, item.payload)
-            if ack.batch_id == batch_id:
-                return ack
+    for item in arriving(link, timeout):
+        ack = decode(EventAck, item.payload)
+        if ack.batch_id == batch_id:
+            return ack
     raise AssertionError(f"no ack for batch {batch_id}")
 
 
@@ -283,15 +274,10 @@ def test_the_outbox_goes_back_to_the_seq_hq_asks_for(broker, tmp_path):
 
 def seqs_seen(watcher: MqttLink, count: int) -> list[int]:
     seen: list[int] = []
-    deadline = time.monotonic() + 20
-    while len(seen) < count and time.monotonic() < deadline:
-        try:
-            item = watcher.inbox.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        if isinstance(item, Inbound):
-            watcher.ack(item)
-            seen += [e.seq for e in decode(EventBatch, item.payload).events]
+    for item in arriving(watcher, 20):
+        seen += [e.seq for e in decode(EventBatch, item.payload).events]
+        if len(seen) >= count:
+            break
     return seen
 
 
