@@ -264,6 +264,11 @@ def command(
     help="Seconds to wait for the device's answer (its download may take up to 900 s).",
 )
 @click.option("--transaction", callback=_check_transaction, help=_TRANSACTION_HELP)
+@click.option(
+    "--allow-downgrade-from",
+    metavar="VERSION",
+    help="A rollback: let BUNDLE's older version replace VERSION, the one DEVICE_ID runs.",
+)
 @click.pass_context
 def update_command(
     ctx: click.Context,
@@ -273,6 +278,7 @@ def update_command(
     ttl: int,
     wait: int,
     transaction: str | None,
+    allow_downgrade_from: str | None,
 ) -> None:
     """Tell DEVICE_ID to fetch the signed update BUNDLE from --url and queue it for its
     installer; prints the device's result (exit 1 unless it queued the bundle)."""
@@ -290,6 +296,7 @@ def update_command(
             url,
             timedelta(seconds=ttl),
             transaction=transaction,
+            allow_downgrade_from=allow_downgrade_from,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -105,10 +105,14 @@ def update_command(
     ttl: timedelta = timedelta(minutes=5),
     now: datetime | None = None,
     transaction: str | None = None,
+    allow_downgrade_from: str | None = None,
 ) -> Command:
     """A signed ``update`` command: fetch ``bundle`` from ``url`` (http or https), check it
     is exactly this file and signed with HQ's update key, and queue it for the installer.
     ``transaction`` resends an earlier one (the device answers it from its record).
+    ``allow_downgrade_from`` (the version the device runs) lets an older bundle install: the
+    command carries HQ's signed allowance of exactly that step (``rollback_allowance``, an
+    ``allow_rollback`` command the installer checks, valid a day longer than the command).
 
     Raises:
         ValueError: ``url`` is not http(s), or ``bundle`` is not an update bundle.
@@ -123,6 +127,16 @@ def update_command(
         "size": facts.size,
         "version": facts.version,
     }
+    if allow_downgrade_from is not None:
+        step: dict[str, str | int | bool] = {
+            "from_version": allow_downgrade_from,
+            "to_version": facts.version,
+            "sha256": facts.sha256,
+        }
+        allowance = sign_command(
+            key, device_id, "allow_rollback", step, ttl + timedelta(days=1), now
+        )
+        args["rollback_allowance"] = allowance.to_bytes().decode()
     return sign_command(key, device_id, "update", args, ttl, now, transaction)
 
 

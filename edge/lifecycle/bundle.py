@@ -14,10 +14,13 @@ Only the manifest is signed; every other member is bound to it by its SHA-256.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
+import lzma
 import tarfile
+import zlib
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -109,53 +112,74 @@ def verify_bundle(
     """
     try:
         tar = tarfile.open(bundle, "r:*")  # noqa: SIM115  (closed by the with below)
-    except (OSError, tarfile.TarError) as exc:
+    except (OSError, EOFError, tarfile.TarError, zlib.error, lzma.LZMAError):
         raise IntegrityError(
-            f"{bundle} is not an update bundle: {exc}", code="bundle_invalid"
+            f"{bundle.name} is not an update bundle (not a tar archive); "
+            "an update bundle is the .tar HQ publishes",
+            code="bundle_invalid",
         ) from None
-    with tar:
-        body = _read_member(tar, MANIFEST, _MAX_MANIFEST)
-        signature = _read_member(tar, SIGNATURE, 1024)
-        if not verify_bytes(public_key, UPDATE_DOMAIN, body, signature):
+    try:
+        with tar:
+            return _verify_open(tar, bundle, public_key, staging)
+    except _DAMAGED:
+        raise IntegrityError(
+            f"{bundle.name} is damaged or incomplete (its archive ends early or is corrupt); "
+            "copy the bundle again",
+            code="bundle_invalid",
+        ) from None
+
+
+# What reading a cut or corrupted archive raises (tarfile's own errors, and those of the
+# decompressors it reads through): never a reason for more than a one-line refusal.
+_DAMAGED = (EOFError, tarfile.TarError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+
+
+def _verify_open(
+    tar: tarfile.TarFile, bundle: Path, public_key: Ed25519PublicKey, staging: Path | None
+) -> UpdateManifest:
+    """:func:`verify_bundle` on the opened archive."""
+    body = _read_member(tar, MANIFEST, _MAX_MANIFEST)
+    signature = _read_member(tar, SIGNATURE, 1024)
+    if not verify_bytes(public_key, UPDATE_DOMAIN, body, signature):
+        raise IntegrityError(
+            f"{bundle.name}: signature does not verify with HQ's update key",
+            code="bundle_signature",
+        )
+    manifest = _parse_manifest(body)
+    if staging is not None:
+        staging.mkdir(parents=True, exist_ok=True)
+    seen = set()
+    for member in tar.getmembers():
+        if member.name in (MANIFEST, SIGNATURE):
+            continue
+        expected = manifest.files.get(member.name)
+        if expected is None or not member.isfile():
             raise IntegrityError(
-                f"{bundle.name}: signature does not verify with HQ's update key",
-                code="bundle_signature",
+                f"{bundle.name}: {member.name!r} is not in the signed manifest",
+                code="bundle_invalid",
             )
-        manifest = _parse_manifest(body)
-        if staging is not None:
-            staging.mkdir(parents=True, exist_ok=True)
-        seen = set()
-        for member in tar.getmembers():
-            if member.name in (MANIFEST, SIGNATURE):
-                continue
-            expected = manifest.files.get(member.name)
-            if expected is None or not member.isfile():
-                raise IntegrityError(
-                    f"{bundle.name}: {member.name!r} is not in the signed manifest",
-                    code="bundle_invalid",
-                )
-            handle = tar.extractfile(member)
-            assert handle is not None
-            target = None if staging is None else staging / Path(member.name).name
-            digest = hashlib.sha256()
-            with target.open("wb") if target is not None else nullcontext() as out:
-                while chunk := handle.read(_CHUNK):
-                    digest.update(chunk)
-                    if out is not None:
-                        out.write(chunk)
-            if digest.hexdigest() != expected:
-                if target is not None:
-                    target.unlink()
-                raise IntegrityError(
-                    f"{bundle.name}: {member.name} does not match its signed hash",
-                    code="bundle_invalid",
-                )
-            seen.add(member.name)
-        missing = set(manifest.files) - seen
-        if missing:
+        handle = tar.extractfile(member)
+        assert handle is not None
+        target = None if staging is None else staging / Path(member.name).name
+        digest = hashlib.sha256()
+        with target.open("wb") if target is not None else nullcontext() as out:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+                if out is not None:
+                    out.write(chunk)
+        if digest.hexdigest() != expected:
+            if target is not None:
+                target.unlink()
             raise IntegrityError(
-                f"{bundle.name}: missing {', '.join(sorted(missing))}", code="bundle_invalid"
+                f"{bundle.name}: {member.name} does not match its signed hash",
+                code="bundle_invalid",
             )
+        seen.add(member.name)
+    missing = set(manifest.files) - seen
+    if missing:
+        raise IntegrityError(
+            f"{bundle.name}: missing {', '.join(sorted(missing))}", code="bundle_invalid"
+        )
     return manifest
 
 

@@ -12,6 +12,16 @@ the running version; stop the services; snapshot the database; switch ``current`
 new version's ``kiosk doctor`` (database, printer, scanner) with the services still stopped;
 start the services. Every attempt is appended to ``updates/history.jsonl``.
 
+Before any of that a bundle is refused (one line, nothing changed) when it is larger than
+``sync.update_max_bytes`` (:func:`check_bundle_size`, the one limit of every way in: ``kiosk
+update``, the inbox and HQ's command), is not a complete tar, or holds a version older than
+``current`` (:func:`compare_versions`). Going back needs HQ's signed rollback allowance for
+exactly that step (:func:`check_rollback`): a ``Command`` named ``allow_rollback``, signed with
+HQ's command key, naming this device, the version it leaves, the version it goes to and the
+bundle's SHA-256, valid for a day and used once. HQ's ``update`` command carries it
+(``kiosk hq update ... --allow-downgrade-from VERSION``); the agent checks it matches the
+offer and leaves it in ``updates/allowances/`` beside the bundle it queues.
+
 Why in this order: from the snapshot until the health check's verdict nothing but the new
 version's doctor touches the database, so a failed check can put back a database the new
 version migrated without losing a sale, a registration or an event HQ acknowledged (with the
@@ -31,6 +41,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -40,7 +51,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,16 +59,22 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.config import KioskConfig, load_config
-from edge.domain.errors import IntegrityError, KioskError, Refusal
-from edge.files import fsync_directory
+from edge.domain.errors import ConfigError, IntegrityError, KioskError, Refusal
+from edge.files import file_sha256, fsync_directory
 from edge.lifecycle import busy
 from edge.lifecycle.backup import database_path, snapshot
 from edge.lifecycle.bundle import UpdateManifest, verify_bundle
 from edge.lifecycle.health import HealthReport, run_health_check
+from edge.protocol import COMMAND_SIGNING_DOMAIN, Command, ProtocolError, decode
+from edge.security.keys import load_public_key
+from edge.security.signing import verify_bytes
 
 UPDATES_DIR = "updates"
 INBOX = "inbox"
 DOWNLOADS = "downloads"
+ALLOWANCES = "allowances"
+ROLLBACK_COMMAND = "allow_rollback"
+_MAX_ALLOWANCE = 8 * 1024
 UPDATE_KEY_FILE = Path("keys/hq-update.pub")
 SERVICES = ("member-kiosk-sync.service", "member-kiosk.service")
 SYSTEMCTL = ("systemctl",)
@@ -77,13 +94,136 @@ class UpdateRefused(Refusal):
 
 @dataclass(frozen=True)
 class UpdateResult:
-    """What happened: ``installed``, ``rolled_back``, or ``already_current``."""
+    """What happened: ``installed``, ``rolled_back``, or ``already_current``.
+
+    ``rollback_allowance``: the transaction of HQ's allowance a rollback installed with."""
 
     status: str
     version: str
     previous: str | None
     problems: list[str] = field(default_factory=list)
     database_restored: bool = False
+    rollback_allowance: str | None = None
+
+
+def check_bundle_size(size: int, max_bytes: int, name: str = "the bundle") -> None:
+    """The one size limit of every way a bundle comes in (``sync.update_max_bytes``).
+
+    Raises:
+        UpdateRefused: ``bundle_too_large``.
+    """
+    if size > max_bytes:
+        raise UpdateRefused(
+            f"{name} is {size} bytes, more than the {max_bytes} allowed (sync.update_max_bytes)",
+            code="bundle_too_large",
+        )
+
+
+_NUMERIC_VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def compare_versions(a: str, b: str) -> int | None:
+    """-1, 0 or 1 as ``a`` is older than, the same as or newer than ``b`` (PEP 440 when
+    ``packaging`` is installed, else dotted numbers only); ``None`` when they cannot be
+    ordered (an unordered version is treated as a downgrade: it needs HQ's allowance)."""
+    try:
+        from packaging.version import InvalidVersion, Version
+    except ImportError:  # not a dependency of the appliance: numbers only
+        if not (_NUMERIC_VERSION.match(a) and _NUMERIC_VERSION.match(b)):
+            return None
+        x, y = ([int(p) for p in v.split(".")] for v in (a, b))
+        width = max(len(x), len(y))
+        x, y = x + [0] * (width - len(x)), y + [0] * (width - len(y))
+        return (x > y) - (x < y)
+    try:
+        va, vb = Version(a), Version(b)
+    except InvalidVersion:
+        return None
+    return (va > vb) - (va < vb)
+
+
+def _older(target: str, running: str) -> bool:
+    """Whether going from ``running`` to ``target`` is a downgrade (or cannot be told)."""
+    order = compare_versions(target, running)
+    return order is None or order < 0
+
+
+def _downgrade(running: str, target: str, device_id: str, why: str = "") -> UpdateRefused:
+    order = compare_versions(target, running)
+    what = (
+        f"{target} is older than the running {running}"
+        if order is not None
+        else f"cannot tell whether {target} is newer than the running {running}"
+    )
+    return UpdateRefused(
+        f"{what}{why}: not installed; a rollback installs only with HQ's signed allowance "
+        f"(at HQ: kiosk hq update {device_id} BUNDLE --url URL --allow-downgrade-from {running})",
+        code="downgrade",
+    )
+
+
+def _read_allowance(raw: str) -> Command | None:
+    if len(raw) > _MAX_ALLOWANCE:
+        return None
+    try:
+        command = decode(Command, raw.encode())
+    except ProtocolError:
+        return None
+    return command if command.command == ROLLBACK_COMMAND else None
+
+
+def _binding_problem(allowance: Command | None, running: str, target: str, sha256: str) -> str:
+    """What keeps ``allowance`` from naming exactly this step (empty: nothing)."""
+    if allowance is None:
+        return "is not a rollback allowance"
+    args = allowance.args
+    allowed = (args.get("from_version"), args.get("to_version"))
+    if allowed != (running, target):
+        return f"allows {allowed[0]} to {allowed[1]}, not {running} to {target}"
+    if args.get("sha256") != sha256:
+        return "names another bundle"
+    return ""
+
+
+def check_rollback(
+    raw: str | None,
+    *,
+    running: str,
+    target: str,
+    sha256: str,
+    device_id: str,
+    public_key: Ed25519PublicKey | None,
+    now: datetime,
+    used: Sequence[str] = (),
+) -> str:
+    """The transaction of HQ's allowance when ``raw`` allows exactly going from ``running``
+    to ``target`` with the bundle ``sha256`` on ``device_id``: signed with HQ's command key
+    (``public_key``), not expired, not ``used`` before.
+
+    Raises:
+        UpdateRefused: ``downgrade``, one line naming both versions and what to do.
+    """
+    if raw is None:
+        raise _downgrade(running, target, device_id)
+    allowance = _read_allowance(raw)
+    problem = _binding_problem(allowance, running, target, sha256)
+    if not problem and allowance is not None:
+        if public_key is None or not verify_bytes(
+            public_key,
+            COMMAND_SIGNING_DOMAIN,
+            allowance.signed_bytes(),
+            allowance.signature_bytes(),
+        ):
+            problem = "is not signed with HQ's command key"
+        elif allowance.device_id != device_id:
+            problem = f"is for device {allowance.device_id}"
+        elif allowance.expires_at <= now:
+            problem = f"expired at {allowance.expires_at.isoformat()}"
+        elif allowance.transaction in used:
+            problem = "was used already"
+    if problem or allowance is None:
+        raise _downgrade(running, target, device_id, f", and HQ's rollback allowance {problem}")
+    return allowance.transaction
 
 
 @dataclass(frozen=True)
@@ -248,6 +388,7 @@ def apply_update(
     health_timeout: float = 120.0,
     lock_timeout: float | None = 600.0,
     now: datetime | None = None,
+    allowance: str | None = None,
 ) -> UpdateResult:
     """Install ``bundle`` if HQ signed it; keep it only if the new version proves healthy.
 
@@ -258,8 +399,12 @@ def apply_update(
         services: the units to stop for the switch and start after it (empty: none).
         systemctl: the command that stops and starts them (``systemctl``).
         lock_timeout: how long to wait for work in progress; ``None`` waits for ever.
+        allowance: HQ's signed rollback allowance (see :func:`check_rollback`), needed only
+            when the bundle's version is older than ``current``'s.
 
     Raises:
+        UpdateRefused: larger than ``sync.update_max_bytes``, or older than ``current``
+            without HQ's allowance (nothing changed).
         IntegrityError: the bundle is not signed by HQ or is damaged (nothing changed).
         LockTimeout: the appliance stayed busy (nothing changed).
         UpdateFailed: the new version could not be installed (nothing changed).
@@ -267,12 +412,32 @@ def apply_update(
     root = InstallRoot(install_root)
     if config is None:
         config, config_path = load_config(config_path, data_dir)
-    started = (now or datetime.now(UTC)).isoformat()
+        if not config_path.exists():  # no file: the device runs on the defaults
+            config_path = None
+    at = now or datetime.now(UTC)
+    started = at.isoformat()
+    with contextlib.suppress(OSError):  # one that cannot be read is refused by verify_bundle
+        check_bundle_size(bundle.stat().st_size, config.sync.update_max_bytes, bundle.name)
     with tempfile.TemporaryDirectory(prefix="kiosk-update-") as tmp:
         manifest = verify_bundle(bundle, public_key, Path(tmp) / "wheels")
         previous = root.version_of(root.current)
-        if previous == manifest.version and (root.current / "bin/kiosk").exists():
+        same = previous is not None and (
+            previous == manifest.version or compare_versions(manifest.version, previous) == 0
+        )
+        if same and (root.current / "bin/kiosk").exists():
             return UpdateResult("already_current", manifest.version, previous)
+        used_allowance = None
+        if previous is not None and _older(manifest.version, previous):
+            used_allowance = check_rollback(
+                allowance,
+                running=previous,
+                target=manifest.version,
+                sha256=file_sha256(bundle),
+                device_id=config.device.device_id,
+                public_key=_command_key(config, data_dir),
+                now=at,
+                used=_allowances_used(data_dir),
+            )
         with busy.exclusive(data_dir, timeout=lock_timeout):
             new = install_version(
                 manifest,
@@ -290,8 +455,31 @@ def apply_update(
                 result = _switch_and_check(
                     root, manifest, new, previous, config, data_dir, config_path, control, tmp
                 )
+    if used_allowance is not None and result.status == "installed":
+        result = replace(result, rollback_allowance=used_allowance)
     _record(data_dir, {"at": started, "bundle": bundle.name, **asdict(result)})
     return result
+
+
+def _command_key(config: KioskConfig, data_dir: Path) -> Ed25519PublicKey | None:
+    """HQ's command key, which signs rollback allowances (``sync.command_public_key``)."""
+    path = Path(config.sync.command_public_key)
+    try:
+        return load_public_key(path if path.is_absolute() else data_dir / path)
+    except ConfigError:
+        return None
+
+
+def _allowances_used(data_dir: Path) -> list[str]:
+    """The rollback allowances installed with before (from ``updates/history.jsonl``)."""
+    log = data_dir / UPDATES_DIR / "history.jsonl"
+    used = []
+    for line in log.read_text(encoding="utf-8").splitlines() if log.exists() else []:
+        with contextlib.suppress(ValueError, AttributeError):
+            entry = json.loads(line)
+            if entry.get("status") == "installed" and entry.get("rollback_allowance"):
+                used.append(str(entry["rollback_allowance"]))
+    return used
 
 
 @dataclass(frozen=True)
@@ -326,6 +514,7 @@ def _switch_and_check(
     revision_before = _schema_revision(live)
     if live.exists():
         snapshot(live, saved)
+    older = root.version_of(root.previous)  # put back if the new version is not kept
     if previous is not None:
         root.switch(root.previous, previous)
     root.switch(root.current, manifest.version)
@@ -338,7 +527,7 @@ def _switch_and_check(
         if saved.exists() and _schema_revision(live) != revision_before:
             _put_back_database(saved, live)
             restored = True
-        problems = _switch_back(root, manifest, previous, report.problems)
+        problems = _switch_back(root, manifest, previous, older, report.problems)
         if previous is not None and (failure := services.start()):
             problems.append(f"start after rollback: {failure}")
         return UpdateResult("rolled_back", manifest.version, previous, problems, restored)
@@ -354,36 +543,56 @@ def _switch_and_check(
             f"the database stays as {manifest.version} migrated it; "
             f"the copy from before the update is {kept}"
         )
-    problems = _switch_back(root, manifest, previous, problems)
+    problems = _switch_back(root, manifest, previous, older, problems)
     if previous is not None and (failure := services.start()):
         problems.append(f"start after rollback: {failure}")
     return UpdateResult("rolled_back", manifest.version, previous, problems)
 
 
 def _switch_back(
-    root: InstallRoot, manifest: UpdateManifest, previous: str | None, problems: list[str]
+    root: InstallRoot,
+    manifest: UpdateManifest,
+    previous: str | None,
+    older: str | None,
+    problems: list[str],
 ) -> list[str]:
+    """``current`` back to ``previous`` and ``previous`` back to ``older`` (the rollback
+    target before this attempt, which ``kiosk cleanup`` must keep), the new version removed."""
     if previous is not None:
         root.switch(root.current, previous)
     else:
         root.current.unlink(missing_ok=True)
     shutil.rmtree(root.versions / manifest.version, ignore_errors=True)
+    if older is not None and (root.versions / older).is_dir():
+        root.switch(root.previous, older)
+    else:  # there was none, or it was the version this attempt replaced and removed
+        root.previous.unlink(missing_ok=True)
+        fsync_directory(root.path)
     return list(problems)
 
 
-def queue_update(bundle: Path, data_dir: Path, *, move: bool = False) -> Path:
+def queue_update(
+    bundle: Path, data_dir: Path, *, move: bool = False, allowance: str | None = None
+) -> Path:
     """Drop ``bundle`` into the update inbox; ``member-kiosk-update.path`` starts the installer.
 
     For the sync agent, which runs unprivileged: it receives HQ's command and the bundle, and
     the root-owned installer does the rest. The bundle appears in the inbox in one rename.
     ``move`` renames ``bundle`` itself into the inbox instead of copying it: for a bundle
     already written to the same file system (the agent's downloads), so it is not written to
-    the storage a second time.
+    the storage a second time. ``allowance`` (HQ's signed rollback allowance) is written to
+    ``updates/allowances/<inbox name>.json`` first, so the installer finds it with the bundle.
     """
     inbox = data_dir / UPDATES_DIR / INBOX
     inbox.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     target = inbox / f"{stamp}-{bundle.name}"
+    if allowance is not None:
+        allowances = data_dir / UPDATES_DIR / ALLOWANCES
+        allowances.mkdir(parents=True, exist_ok=True)
+        part = allowances / f".{target.name}.part"
+        part.write_text(allowance, encoding="utf-8")
+        os.replace(part, _allowance_path(data_dir, target))
     if move:
         os.replace(bundle, target)
         return target
@@ -405,9 +614,11 @@ def drain_inbox(data_dir: Path, **options: Any) -> list[tuple[Path, UpdateResult
         work.mkdir(parents=True, exist_ok=True)
         taken = work / bundle.name
         os.replace(bundle, taken)
+        allowance_file = _allowance_path(data_dir, bundle)
         outcome: UpdateResult | str
         try:
-            outcome = apply_update(taken, data_dir=data_dir, **options)
+            allowance = _read_small(allowance_file)
+            outcome = apply_update(taken, data_dir=data_dir, allowance=allowance, **options)
         except KioskError as exc:
             outcome = f"{exc.code}: {exc.message}"
             _record(
@@ -421,8 +632,27 @@ def drain_inbox(data_dir: Path, **options: Any) -> list[tuple[Path, UpdateResult
             )
         finally:
             taken.unlink(missing_ok=True)
+            allowance_file.unlink(missing_ok=True)
         outcomes.append((bundle, outcome))
     return outcomes
+
+
+def _allowance_path(data_dir: Path, queued: Path) -> Path:
+    return data_dir / UPDATES_DIR / ALLOWANCES / f"{queued.name}.json"
+
+
+def _read_small(path: Path) -> str | None:
+    """The allowance queued with a bundle, if any (never more than a few kB is read)."""
+    try:  # a plain file only: the installer runs as root in a directory others write
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ""  # not a file it can read: no allowance (a downgrade is refused)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return handle.read(_MAX_ALLOWANCE + 1).decode("utf-8", errors="replace")
 
 
 def prune_versions(install_root: Path) -> list[Path]:
@@ -452,6 +682,7 @@ class BundleOffer:
     sha256: str
     size: int
     version: str
+    rollback_allowance: str | None = None
 
     @classmethod
     def from_args(cls, args: Mapping[str, object], max_bytes: int) -> BundleOffer:
@@ -459,9 +690,11 @@ class BundleOffer:
 
         Raises:
             UpdateRefused: ``bad_url`` for anything but an http(s) URL with a host,
-                ``bundle_too_large`` above ``max_bytes``, ``invalid_input`` otherwise.
+                ``bundle_too_large`` above ``max_bytes`` (:func:`check_bundle_size`),
+                ``invalid_input`` otherwise.
         """
         url, sha256, size, version = (args.get(k) for k in ("url", "sha256", "size", "version"))
+        allowance = args.get("rollback_allowance")
         if not isinstance(url, str) or not url:
             raise UpdateRefused("the update names no bundle URL", code="invalid_input")
         parts = urllib.parse.urlsplit(url)
@@ -471,14 +704,14 @@ class BundleOffer:
             raise UpdateRefused("sha256 must be 64 lower-case hex digits", code="invalid_input")
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise UpdateRefused("size must be a positive number of bytes", code="invalid_input")
-        if size > max_bytes:
-            raise UpdateRefused(
-                f"the bundle is {size} bytes, more than the {max_bytes} allowed",
-                code="bundle_too_large",
-            )
+        check_bundle_size(size, max_bytes)
         if not isinstance(version, str) or not _VERSION_RE.match(version):
             raise UpdateRefused(f"not a version: {str(version)[:80]!r}", code="invalid_input")
-        return cls(url, sha256, size, version)
+        if allowance is not None and (
+            not isinstance(allowance, str) or len(allowance) > _MAX_ALLOWANCE
+        ):
+            raise UpdateRefused("rollback_allowance is not an allowance", code="invalid_input")
+        return cls(url, sha256, size, version, allowance)
 
 
 class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
@@ -593,13 +826,27 @@ def receive_update(
     What :func:`queue_update` puts in the inbox has passed the same signature and file checks
     the installer makes, so a tampered or mislabelled bundle never reaches it.
 
+    A version older than the running one is fetched only with HQ's rollback allowance for
+    exactly that step (the command's signature vouches for it; the installer checks its own
+    signature again) and queued with it.
+
     Raises:
-        UpdateRefused: ``already_current``, ``bundle_size``, ``bundle_hash``,
+        UpdateRefused: ``already_current``, ``downgrade``, ``bundle_size``, ``bundle_hash``,
             ``bundle_signature``, ``bundle_invalid`` or ``version_mismatch`` (nothing queued).
         UpdateFailed: ``download_failed`` (nothing queued; HQ may offer it again).
     """
-    if offer.version == running_version:
+    if offer.version == running_version or compare_versions(offer.version, running_version) == 0:
         raise UpdateRefused(f"version {offer.version} is already running", code="already_current")
+    if _older(offer.version, running_version):
+        allowance = offer.rollback_allowance
+        read = None if allowance is None else _read_allowance(allowance)
+        device = read.device_id if read is not None else "DEVICE"
+        if allowance is None:
+            raise _downgrade(running_version, offer.version, device)
+        if problem := _binding_problem(read, running_version, offer.version, offer.sha256):
+            raise _downgrade(
+                running_version, offer.version, device, f", and HQ's rollback allowance {problem}"
+            )
     downloads = data_dir / UPDATES_DIR / DOWNLOADS
     downloads.mkdir(parents=True, exist_ok=True)
     staged = downloads / f"member-kiosk-{offer.version}.tar"
@@ -614,7 +861,8 @@ def receive_update(
                 f"the bundle holds version {manifest.version}, not {offer.version}",
                 code="version_mismatch",
             )
-        queued = queue_update(staged, data_dir, move=True)
+        allowance = offer.rollback_allowance if _older(offer.version, running_version) else None
+        queued = queue_update(staged, data_dir, move=True, allowance=allowance)
         return QueuedUpdate(manifest.version, queued, offer.size)
     finally:
         staged.unlink(missing_ok=True)

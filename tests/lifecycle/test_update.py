@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from edge.lifecycle.bundle import build_bundle, verify_bundle
 from edge.lifecycle.update import (
     InstallRoot,
     apply_update,
+    compare_versions,
     drain_inbox,
     prune_versions,
     queue_update,
@@ -113,6 +115,19 @@ def test_no_update_starts_while_a_sale_is_in_progress(tmp_path, hq_key):
         )
     assert "sale" in err.value.message
     assert not (tmp_path / "opt" / "versions").exists()
+
+
+def test_versions_compare_as_versions_with_or_without_packaging(monkeypatch):
+    assert compare_versions("0.10.0", "0.9.0") == 1  # not as text
+    assert compare_versions("0.2.9", "0.3.1") == -1
+    assert compare_versions("1.0", "1.0.0") == 0
+    assert compare_versions("1.0.1rc1", "1.0.1") == -1
+    assert compare_versions("nightly", "1.0") is None  # cannot be ordered: needs HQ's allowance
+    monkeypatch.setitem(sys.modules, "packaging.version", None)  # a device without it
+    assert compare_versions("0.10.0", "0.9.0") == 1
+    assert compare_versions("1.0", "1.0.0") == 0
+    assert compare_versions("0.2.9", "0.3.1") == -1
+    assert compare_versions("1.0.1rc1", "1.0.1") is None  # numbers only
 
 
 def test_switch_and_prune_keep_current_and_previous(tmp_path):
@@ -213,8 +228,6 @@ with log.open("a") as out:
 @pytest.fixture
 def systemctl(tmp_path, store):
     """systemd's stand-in: logs each stop and start with the schema revision it saw then."""
-    import sys
-
     script = tmp_path / "systemctl.py"
     script.write_text(FAKE_SYSTEMCTL)
     log = tmp_path / "systemctl.log"
