@@ -16,8 +16,13 @@ DEB_PACKAGES := mosquitto libzbar0 xvfb xauth fonts-noto-cjk sqlite3 shellcheck 
 run: venv
 	KIOSK_DATA_DIR=$(DATA_DIR) $(BIN)/kiosk run --sim
 
+# One test process per core (pytest-xdist), each given whole files, those with long tests
+# first (tests/conftest.py). PYTEST_ARGS comes after and can override it: PYTEST_ARGS='-n 0'
+# runs everything in one process.
+PYTEST_PARALLEL ?= -n auto --dist loadfile --no-loadscope-reorder
+
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 deps:
 	@scripts/install-debian-packages $(DEB_PACKAGES)

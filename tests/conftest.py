@@ -55,3 +55,19 @@ def make_app(tmp_path: Path, clock: SteppingClock) -> Iterator:
 @pytest.fixture
 def app(make_app) -> AppContext:
     return make_app()
+
+
+# ---- running the suite on several processes (pytest-xdist, as `make test` does) -----------
+#
+# `make test` hands out whole files (--dist loadfile): a file's tests share its fixtures (a
+# console, releases built once, a broker with its agent) and run in its order, in one
+# process. Files holding a long test go first, so that no process is left with one at the
+# end while the other has nothing more to do.
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not hasattr(config, "workerinput"):
+        return  # one process: the files' own order
+    long_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in long_files)

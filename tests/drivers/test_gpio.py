@@ -11,6 +11,7 @@ from gpiozero.pins.mock import MockFactory
 
 from drivers.gpio import GpioPanel, SimulatedPanel
 from drivers.health import HealthState
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -63,8 +64,9 @@ def test_buzzer_beeps_without_blocking(panel, factory):
     start = time.monotonic()
     panel.beep(0.05, times=1)
     assert time.monotonic() - start < 0.04
-    time.sleep(0.2)
-    factory.pin(18).assert_states([False, True, False])
+    pin = factory.pin(18)
+    wait_for(lambda: len(pin.states) >= 3, what="the beep to start and end")
+    pin.assert_states([False, True, False])
 
 
 def test_no_global_pin_factory_is_set(panel):

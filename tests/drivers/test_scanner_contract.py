@@ -25,6 +25,7 @@ from drivers.scanner import (
     classify,
 )
 from tests.drivers.conftest import barcode_image, expected_text
+from tests.waiting import wait_for
 
 QR = "qrcode-5/01.png"
 
@@ -80,8 +81,8 @@ def test_unplugged_device_fails_health_and_never_blocks(rig):
     start = time.monotonic()
     with contextlib.suppress(DeviceUnavailableError):
         assert rig.scanner.read_code(0.5) is None
-    time.sleep(0.3)
     assert time.monotonic() - start < 3.0
+    wait_for(lambda: rig.scanner.health().state is HealthState.FAILED, what="health failed")
     assert rig.scanner.health().state is HealthState.FAILED
     assert rig.scanner.health().code == "disconnected"
 
@@ -91,7 +92,7 @@ def test_camera_scanner_recovers_when_the_camera_is_replugged():
     scanner = CameraScanner(lambda: camera, frame_timeout_s=0.3, retry_s=0.05)
     try:
         camera.unplug()
-        time.sleep(0.2)
+        wait_for(lambda: scanner.health().state is HealthState.FAILED, what="health failed")
         assert scanner.health().state is HealthState.FAILED
         camera.replug()
         camera.show(barcode_image(QR))
@@ -164,7 +165,15 @@ def test_stream_drops_stale_frames_when_decoding_is_slower_than_capture():
     scanner = CameraScanner(lambda: camera, decoder=SlowDecoder())
     try:
         camera.show(barcode_image("qrcode-1/1.png"))
-        time.sleep(0.6)
+        # 40 frames take 0.4 s to capture at 100 a second and 2 s to decode: a scanner that
+        # decoded every frame would never be twice as far in capturing as in decoding
+        wait_for(
+            lambda: (
+                scanner.frames_captured >= 40
+                and scanner.frames_decoded * 2 < scanner.frames_captured
+            ),
+            what="capture to run ahead of decoding",
+        )
         assert scanner.frames_decoded * 2 < scanner.frames_captured
         assert scanner.read_code(1.0) is not None
     finally:

@@ -20,6 +20,7 @@ import pytest
 from edge.app import AppContext
 from edge.config import parse_config
 from edge.sync.broker import Identity, render_broker
+from tests.waiting import wait_for
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -50,12 +51,7 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    wait_for(check, timeout, what, every=every)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import pytest
 from edge.config import KioskConfig, KioskUiConfig
 from edge.station.center import KioskCenter, open_center
 from edge.station.seed import DemoPeople, seed_demo
+from tests.waiting import wait_for
 
 SIZE = (1280, 800)
 
@@ -66,14 +67,14 @@ class Kiosk:
                 return
             time.sleep(1 / 120)
 
-    def wait_for(self, condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            self.pump(0.02)
-            value = condition()
-            if value:
-                return value
-        raise AssertionError(f"timed out waiting for {what or condition}; screen: {self.texts()}")
+    def wait_for(self, condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+        """``condition``'s first true value, the event loop turning meanwhile (frames drawn,
+        clock events run); fails naming ``what`` and the screen's texts after ``timeout``."""
+        self.pump(0.02)  # what a tap set going has a turn of the loop before the first look
+        try:
+            return wait_for(condition, timeout, what, every=0.02, step=self.pump)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; screen: {self.texts()}") from None
 
     # ---- finding and touching ---------------------------------------------------------
     def widgets(self) -> list[Any]:

@@ -157,18 +157,28 @@ def test_large_text_high_contrast_and_a_1024x600_screen(kiosk):
     kiosk.tap("large-text")
     assert kiosk.app.large and kiosk.app.scale > scale
     assert kiosk.app.palette["bg"] == (0, 0, 0, 1)
-    kiosk.pump(0.2)
+    kiosk.wait_for(lambda: outlines("register")[0], what="the outline drawn")
     lines, button = outlines("register")
     assert len(lines) == 1  # high contrast: every button is outlined, where it now is
     assert lines[0].rectangle == (button.x, button.y, button.width, button.height)
     kiosk.tap("large-text")
-    kiosk.pump(0.2)
+    kiosk.wait_for(lambda: outlines("register")[0] == [], what="the outline gone")
     assert outlines("register")[0] == []
+    tids = ("phone", "register", "staff", "help", "language")
+
+    def on_the_screen(tid):
+        button = kiosk.find(tid)
+        x, y = button.to_window(button.x, button.y)
+        return x >= 0 and y >= 0 and x + button.width <= 1024 and y + button.height <= 600
+
     Window.size = (1024, 600)
     try:
-        kiosk.pump(0.3)
+        kiosk.wait_for(
+            lambda: kiosk.app.scale < scale and all(on_the_screen(tid) for tid in tids),
+            what="the attract screen laid out for 1024x600",
+        )
         assert kiosk.app.scale < scale
-        for tid in ("phone", "register", "staff", "help", "language"):
+        for tid in tids:
             button = kiosk.find(tid)
             x, y = button.to_window(button.x, button.y)
             assert x >= 0 and y >= 0
@@ -186,7 +196,6 @@ def _sign_in_as_technician(kiosk):
     sign_in(kiosk, kiosk.people.technician_id, kiosk.people.technician_pin)
     kiosk.wait_for(lambda: len(kiosk.app.technician_vm.lines) == 4, what="self-test")
     kiosk.wait_for(lambda: kiosk.has("tech-info"), what="diagnostics")
-    kiosk.pump(0.3)
 
 
 @pytest.mark.parametrize(("size", "large"), [((1280, 800), False), ((1024, 600), True)])
@@ -198,8 +207,19 @@ def test_the_self_test_heading_is_below_the_top_bar_at_any_size(make_kiosk, size
     try:
         kiosk.app.large = large
         _sign_in_as_technician(kiosk)
-        heading = kiosk.find("selftest-heading")
         screens = kiosk.app.screens.manager
+
+        def laid_out():
+            heading = kiosk.find("selftest-heading")
+            top = heading.to_window(heading.x, heading.top)[1]
+            return (
+                top <= screens.to_window(screens.x, screens.top)[1] + 0.5
+                and 0 < heading.texture_size[1] <= heading.height
+                and kiosk.find("rerun").y >= screens.y
+            )
+
+        kiosk.wait_for(laid_out, what="the self-test screen laid out")
+        heading = kiosk.find("selftest-heading")
         heading_top = heading.to_window(heading.x, heading.top)[1]
         assert heading_top <= screens.to_window(screens.x, screens.top)[1] + 0.5
         assert heading.texture_size[1] > 0 and heading.height >= heading.texture_size[1]
@@ -222,6 +242,7 @@ def test_the_technician_screen_shows_the_app_log(make_kiosk):
     try:
         logging.getLogger("edge.station.devices").warning("printer: paper ran out (test)")
         _sign_in_as_technician(kiosk)
+        kiosk.wait_for(lambda: "paper ran out (test)" in kiosk.find("log").text, what="the log")
         assert "printer: paper ran out (test)" in kiosk.find("log").text
     finally:
         for handler in set(root.handlers) - set(handlers):
@@ -234,6 +255,7 @@ def test_the_first_attract_frame_leaves_the_start_up_objects_out_of_later_collec
     make_kiosk,
 ):
     import gc
+    import weakref
 
     gc.unfreeze()  # whatever earlier kiosks in this process froze
     kiosk = make_kiosk()
@@ -242,8 +264,9 @@ def test_the_first_attract_frame_leaves_the_start_up_objects_out_of_later_collec
     # a customer comes and goes: their screens are not frozen with the rest
     kiosk.scan(kiosk.people.wang_card)
     kiosk.wait_for(lambda: kiosk.app.current == "member", what="the member screen")
+    member = weakref.ref(kiosk.app.screens.get("member"))
     kiosk.tap("done")
-    kiosk.pump(0.5)
+    kiosk.wait_for(lambda: member() is None, what="the member screen collected")
     # frozen objects still go when nothing refers to them: the count only shrinks
     assert gc.get_freeze_count() <= frozen
 
@@ -260,8 +283,15 @@ def test_screens_left_behind_are_released_and_built_afresh(kiosk):
     kiosk.tap("gifts-back")
     # the catalogue is released when left, the member screen kept for the customer
     assert kiosk.app.screens.built() == ["attract", "member"]
-    gc.collect()
-    assert gifts() is None  # nothing (view-model, app, session) still holds its widgets
+
+    def collected(screen):
+        gc.collect()
+        return screen() is None
+
+    # nothing (view-model, app, session) still holds its widgets once the loop has run what
+    # it had queued for the screen
+    kiosk.wait_for(lambda: collected(gifts), what="the catalogue screen collected")
+    assert gifts() is None
     kiosk.tap("gifts")
     kiosk.wait_for(lambda: kiosk.has("gift-RICE5"), what="the rebuilt gift catalogue")
     kiosk.tap("gifts-back")
@@ -269,7 +299,7 @@ def test_screens_left_behind_are_released_and_built_afresh(kiosk):
     kiosk.tap("done")
     assert kiosk.app.current == "attract"
     assert kiosk.app.screens.built() == ["attract"]
-    kiosk.pump(0.5)  # then the released screens are collected
+    kiosk.wait_for(lambda: member() is None, what="the released screens collected")
     assert member() is None
     # the next customer's member screen is a new one, filled for them
     assert "member" not in kiosk.app.screens.built()
@@ -297,18 +327,18 @@ def test_widgets_taken_off_the_screen_are_freed_by_the_app_straight_away(kiosk):
         tile = weakref.ref(kiosk.find("gift-RICE5"))
         kiosk.tap("gift-RICE5")  # the catalogue panel gives way to the confirmation
         kiosk.wait_for(lambda: kiosk.has("confirm"), what="the confirmation")
-        kiosk.pump(0.4)
+        kiosk.wait_for(lambda: tile() is None, what="the catalogue's tiles freed")
         assert tile() is None
         kiosk.tap("cancel")
         kiosk.wait_for(lambda: kiosk.has("gifts-back"), what="the catalogue again")
         screen = weakref.ref(kiosk.app.screens.get("gifts"))
         kiosk.tap("gifts-back")  # the catalogue screen is released when left
-        kiosk.pump(0.4)
+        kiosk.wait_for(lambda: screen() is None, what="the catalogue screen freed")
         assert screen() is None
         history = weakref.ref(kiosk.find("history").children[0])
         kiosk.tap("checkin")  # the history is filled afresh with the check-in on top
         kiosk.wait_for(kiosk.notice, what="the check-in")
-        kiosk.pump(0.4)
+        kiosk.wait_for(lambda: history() is None, what="the old history rows freed")
         assert kiosk.find("history").children
         assert history() is None
     finally:
@@ -322,19 +352,24 @@ def test_labels_keep_only_their_texture_and_buttons_draw_no_theme_image(kiosk):
     # Li's birthday is not this month: the birthday gift button is there, disabled
     kiosk.scan(kiosk.people.li_card)
     kiosk.wait_for(lambda: kiosk.app.current == "member", what="the member screen")
-    kiosk.pump(0.3)
+
+    def drawn_labels():
+        labels = []
+        stack = list(Window.children)
+        while stack:
+            widget = stack.pop()
+            stack.extend(widget.children)
+            core = getattr(widget, "_label", None)
+            if core is not None and widget.text:
+                labels.append(core)
+        return labels if all(core.texture is not None for core in labels) else None
+
+    kiosk.wait_for(lambda: kiosk.find("birthday").disabled, what="the birthday button disabled")
+    labels = kiosk.wait_for(drawn_labels, what="the member screen's labels drawn")
     assert kiosk.find("birthday").disabled
     # a disabled button is drawn in plain colour: Kivy's theme atlas (a 512x512 texture
     # kept for the life of the process) is never loaded for it
     assert Cache.get("kv.atlas", "data/images/defaulttheme") is None
-    labels = []
-    stack = list(Window.children)
-    while stack:
-        widget = stack.pop()
-        stack.extend(widget.children)
-        core = getattr(widget, "_label", None)
-        if core is not None and widget.text:
-            labels.append(core)
     assert len(labels) > 10
     # each label's text is on its texture; the SDL surface it was drawn on is let go
     assert all(core.texture is not None for core in labels)

@@ -38,11 +38,20 @@ def _received(sock: socket.socket) -> list[str]:
 def test_ready_after_the_attract_screen_is_drawn_then_watchdog_pings(make_kiosk, notify_socket):
     kiosk = make_kiosk()
     assert kiosk.app.current == "attract"
-    messages = _received(notify_socket)
+    messages = kiosk.wait_for(lambda: _received(notify_socket), what="the first message")
     assert messages and messages[0].startswith("READY=1")
-    kiosk.pump(1.0)  # the watchdog interval is half of WATCHDOG_USEC: 0.2 s
-    pings = _received(notify_socket)
-    assert 3 <= pings.count("WATCHDOG=1") <= 6
+    # the watchdog interval is half of WATCHDOG_USEC: 0.2 s, so 3 pings take 0.4 s or more,
+    # and in the time they took there is no room for more than one ping every 0.2 s
+    start = time.monotonic()
+    pings: list[str] = []
+
+    def three_pings() -> bool:
+        pings.extend(_received(notify_socket))
+        return pings.count("WATCHDOG=1") >= 3
+
+    kiosk.wait_for(three_pings, what="three watchdog pings")
+    took = time.monotonic() - start
+    assert 3 <= pings.count("WATCHDOG=1") <= took / 0.2 + 2
     assert not any(m.startswith("READY=1") for m in pings)  # ready is said once
 
 
@@ -51,8 +60,9 @@ def test_a_frozen_ui_thread_sends_no_pings(make_kiosk, notify_socket):
     _received(notify_socket)
     time.sleep(1.0)  # the UI thread is busy elsewhere: the clock does not run
     assert _received(notify_socket) == []
-    kiosk.pump(0.5)  # and when it turns again, so do the pings
-    assert "WATCHDOG=1" in _received(notify_socket)
+    # and when it turns again, so do the pings
+    pings = kiosk.wait_for(lambda: _received(notify_socket), what="a ping")
+    assert "WATCHDOG=1" in pings
 
 
 def test_no_pings_without_a_watchdog(make_kiosk, notify_socket, monkeypatch):
