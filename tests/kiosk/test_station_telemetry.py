@@ -26,6 +26,7 @@ from edge.storage.sync_models import PeripheralHealth
 from edge.sync.inbound import apply_rules
 from edge.sync.telemetry import collect
 from tests.lifecycle.hq_desk import make_desk
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -131,10 +132,10 @@ def test_the_health_poll_records_a_change_nobody_else_saw(tmp_path):
         assert sim is not None
         _settled(center)
         sim.dispenser_empty()  # nobody dispenses or reads health: only the poll can see it
-        deadline = time.monotonic() + 5
-        while collect(center.app, None).devices["dispenser"].code != "empty":
-            assert time.monotonic() < deadline, "the poll did not record the empty dispenser"
-            time.sleep(0.05)
+        wait_for(
+            lambda: collect(center.app, None).devices["dispenser"].code == "empty",
+            what="the poll to record the empty dispenser",
+        )
     finally:
         center.close()
 
@@ -186,10 +187,10 @@ def test_health_the_screen_reads_is_recorded_and_spares_the_poll_a_read(tmp_path
         assert time.monotonic() - read_at < poll_s, "the machine was too slow to tell"
         assert collect(center.app, None).devices["dispenser"].code == ""
         # once nobody has read it for an interval, the poll does
-        deadline = time.monotonic() + poll_s * 2 + 5
-        while collect(center.app, None).devices["dispenser"].code != "empty":
-            assert time.monotonic() < deadline, "the poll did not read health on its own"
-            time.sleep(0.05)
+        wait_for(
+            lambda: collect(center.app, None).devices["dispenser"].code == "empty",
+            what="the poll to read health on its own",
+        )
     finally:
         center.close()
 
@@ -208,13 +209,12 @@ def test_the_camera_frame_rate_is_counted_over_a_window_and_recorded(tmp_path):
     )
     try:
         center.on_scan(lambda text: None)
-        deadline = time.monotonic() + 10
-        fps = None
-        while fps is None:
-            assert time.monotonic() < deadline, "no frame rate was recorded"
-            time.sleep(0.2)
+
+        def recorded_fps():
             _settled(center)
-            fps = collect(center.app, None).camera_fps
+            return collect(center.app, None).camera_fps
+
+        fps = wait_for(recorded_fps, what="a frame rate recorded", every=0.2)
         assert 5.0 < fps <= 35.0
     finally:
         center.close()
@@ -329,10 +329,10 @@ def test_the_station_worker_puts_a_push_in_force_within_one_poll(tmp_path):
     agent = AppContext.open(center.app.data_dir)
     try:
         assert apply_rules(agent, _rules(1, 29, 1_100)).applied
-        deadline = time.monotonic() + 0.3 + 5
-        while center.app.config.points.checkin_points != 29:
-            assert time.monotonic() < deadline, "the worker's poll did not follow the push"
-            time.sleep(0.05)
+        wait_for(
+            lambda: center.app.config.points.checkin_points == 29,
+            what="the worker's poll to follow the push",
+        )
         assert center.app.offline_limit.max_points_per_redemption == 1_100
         assert not center.follow_hq_rules()
     finally:
