@@ -61,8 +61,9 @@ def app(make_app) -> AppContext:
 #
 # `make test` hands out whole files (--dist loadfile): a file's tests share its fixtures (a
 # console, releases built once, a broker with its agent) and run in its order, in one
-# process. Files holding a long test go first, so that no process is left with one at the
-# end while the other has nothing more to do.
+# process. Files holding a long test go first, then the code quality gates (mypy alone takes
+# a minute on a fresh clone), so that no process is left with a long file at the end while
+# the other has nothing more to do.
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -70,4 +71,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not hasattr(config, "workerinput"):
         return  # one process: the files' own order
     long_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in long_files)
+    gates = Path(__file__).parent / "test_quality.py"
+    items.sort(key=lambda item: 0 if item.path in long_files else 1 if item.path == gates else 2)
