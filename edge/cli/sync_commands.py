@@ -48,9 +48,9 @@ def sync_group() -> None:
 def sync_status() -> None:
     """Outbox depth, HQ's last contact and the replica cursor."""
     from edge.services.connectivity import HQ_LAST_CONTACT
+    from edge.services.replica import REPLICA_CURSOR
     from edge.services.tx import get_meta
     from edge.storage.models import OutboxEvent
-    from edge.sync.replica import REPLICA_CURSOR
 
     app = state().app
     with app.db.read() as session:

@@ -150,3 +150,30 @@ def replace_card(app: AppContext, card_no: str, staff: StaffIdentity) -> CardCha
         return CardChange(
             old.card_no, old.state, member.id, new.card_no, member.balance, member.phone_masked
         )
+
+
+@dataclass(frozen=True)
+class CardBlock:
+    """What blocking a card did: ``known`` False for a card this kiosk has never heard of."""
+
+    card_no: str
+    known: bool
+    before: str = ""
+    state: str = ""
+
+
+def block_card(app: AppContext, card_no: str, actor: str = "hq") -> CardBlock:
+    """Blocks an active card here and tells HQ (a ``card.blocklist`` event for every lane);
+    a card in any other state is left as it is."""
+    number = parse_card_number(card_no)
+    with transaction(app) as tx:
+        card = tx.session.get(Card, number)
+        if card is None:
+            return CardBlock(number, known=False)
+        before = str(card.state)
+        if card.state == CardState.ACTIVE:
+            card.state = CardState.BLOCKED
+            card.state_changed_at = tx.now
+            tx.audit(actor, "card.block", number, before=before)
+            tx.emit("card.blocklist", {"add": [number], "reason": actor})
+        return CardBlock(number, True, before, str(card.state))

@@ -421,6 +421,39 @@ def _audit_refusal(app: AppContext, member_id: str, sku: str, refusal: Refusal) 
 
 
 @dataclass(frozen=True)
+class CouponStatus:
+    """Whether a coupon printed here can be used now; ``error`` says why not ("" if it can)."""
+
+    coupon_id: str
+    sku: str
+    value_cents: int
+    error: str
+
+
+def coupon_status(app: AppContext, code: str) -> CouponStatus:
+    """Checks a coupon without spending it (a lane asking before it rings the sale up).
+
+    Raises:
+        KioskError: the code is not a valid signed voucher.
+    """
+    text = code.strip()
+    if voucher_device_id(text) != app.device_id:
+        return CouponStatus("", "", 0, "foreign")
+    claims = verify_voucher(app.keys.device_signing_key.public_key(), text)
+    with app.db.read() as session:
+        coupon = session.get(Coupon, claims.voucher_id)
+        if coupon is None or claims.kind != "coupon":
+            return CouponStatus("", "", 0, "unknown_coupon")
+        if coupon.used_at is not None:
+            error = "coupon_used"
+        elif coupon.expires_at <= app.clock():
+            error = "coupon_expired"
+        else:
+            error = ""
+        return CouponStatus(coupon.id, coupon.sku, coupon.value_cents, error)
+
+
+@dataclass(frozen=True)
 class CouponUse:
     coupon_id: str
     sku: str

@@ -9,7 +9,7 @@ if nothing had happened.
 
 HQ's points and offline rules reach this process through the database: the sync agent (a
 separate process) stores each push, and the center puts the stored rules in force at start
-and on every station poll (:func:`edge.sync.inbound.follow_stored_rules`), so a rule HQ
+and on every station poll (:func:`edge.services.pushes.follow_stored_rules`), so a rule HQ
 pushes applies here without a restart, within one poll. (The gift catalogue is read from the
 database on every use.) Beside the center, :mod:`edge.station.first_boot` prints the pairing
 slip of an unprovisioned device, :mod:`edge.station.diagnostics` gathers the technician's
@@ -34,6 +34,7 @@ from edge.services import gifts as gift_service
 from edge.services import members as member_service
 from edge.services import points as points_service
 from edge.services.gifts import RedemptionResult
+from edge.services.pushes import follow_stored_rules
 from edge.station import slips
 from edge.station.api import (
     BonusOutcome,
@@ -58,7 +59,6 @@ from edge.station.first_boot import FirstBootPairing
 from edge.station.monitoring import PeripheralLog
 from edge.station.privacy import privacy_terms
 from edge.station.staff_sessions import StaffSessions
-from edge.sync.inbound import follow_stored_rules
 
 log = logging.getLogger(__name__)
 

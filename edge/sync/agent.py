@@ -52,21 +52,15 @@ from edge.protocol import (
 )
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
 from edge.services.connectivity import remember_first_start
+from edge.services.pushes import apply_blocklist, apply_catalogue, apply_rules, follow_stored_rules
+from edge.services.replica import apply_replica_batch, replica_cursor
 from edge.services.tx import transaction
 from edge.storage.sync_models import SetAside
 from edge.sync.backup_transfer import BackupSender
 from edge.sync.commands import CommandRunner, Taken, command_public_key
-from edge.sync.inbound import (
-    accrue_lane_purchase,
-    apply_blocklist,
-    apply_catalogue,
-    apply_rules,
-    check_coupon,
-    follow_stored_rules,
-)
+from edge.sync.inbound import accrue_lane_purchase, check_coupon
 from edge.sync.lane_cards import LocalCardChanges
 from edge.sync.outbox import OutboxPump
-from edge.sync.replica import apply_replica_batch, replica_cursor
 from edge.sync.telemetry import collect
 from edge.systemd import sd_notify, watchdog_interval_s
 

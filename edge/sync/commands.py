@@ -27,7 +27,6 @@ from sqlalchemy import select
 
 from edge import __version__
 from edge.app import AppContext
-from edge.domain.cards import CardState, parse_card_number
 from edge.domain.errors import ConfigError, DiskFull, KioskError, Refusal
 from edge.files import file_sha256
 from edge.lifecycle.update import (
@@ -42,11 +41,11 @@ from edge.lifecycle.update import (
 from edge.protocol import COMMAND_SIGNING_DOMAIN, Command, CommandResult, ProtocolError, decode
 from edge.security.keys import load_public_key
 from edge.security.signing import verify_bytes
+from edge.services.cards import block_card
 from edge.services.points import expire_points
 from edge.services.tx import transaction
 from edge.services.verify import verify_ledger
 from edge.storage.command_models import RunningCommand
-from edge.storage.models import Card
 from edge.storage.space import out_of_space
 from edge.storage.sync_models import InboundMessage
 
@@ -315,18 +314,15 @@ class CommandRunner:
         return {"lots": run.lots, "points": run.points, "members": run.members}
 
     def _block_card(self, args: dict[str, Any]) -> dict[str, Any]:
-        card_no = parse_card_number(str(args.get("card_no", "")))
-        with transaction(self.app) as tx:
-            card = tx.session.get(Card, card_no)
-            if card is None:
-                return {"card_no": card_no, "known": False}
-            before = card.state
-            if card.state == CardState.ACTIVE:
-                card.state = CardState.BLOCKED
-                card.state_changed_at = tx.now
-                tx.audit("hq", "card.block", card_no, before=before)
-                tx.emit("card.blocklist", {"add": [card_no], "reason": "hq"})
-            return {"card_no": card_no, "known": True, "before": before, "state": card.state}
+        blocked = block_card(self.app, str(args.get("card_no", "")), actor="hq")
+        if not blocked.known:
+            return {"card_no": blocked.card_no, "known": False}
+        return {
+            "card_no": blocked.card_no,
+            "known": True,
+            "before": blocked.before,
+            "state": blocked.state,
+        }
 
     def _update(self, args: dict[str, Any]) -> dict[str, Any]:
         """Fetch the bundle HQ offers, check it with HQ's update key and queue it for the

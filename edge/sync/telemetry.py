@@ -19,11 +19,11 @@ from edge import __version__
 from edge.app import AppContext
 from edge.protocol import DeviceHealth, StorageWear, Telemetry, Throttling
 from edge.services.connectivity import HQ_LAST_CONTACT
+from edge.services.replica import REPLICA_CURSOR
 from edge.services.tx import get_meta
 from edge.storage.models import OutboxEvent
 from edge.storage.sync_models import PeripheralHealth
 from edge.sync.health import CAMERA_FPS, LAST_PRINT_AT, LAST_SCAN_AT
-from edge.sync.replica import REPLICA_CURSOR
 
 STARTED = time.monotonic()
 

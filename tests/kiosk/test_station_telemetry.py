@@ -19,11 +19,11 @@ from edge.provisioning.enrolment import apply_enrolment, is_provisioned, verify_
 from edge.provisioning.identity import device_serial
 from edge.provisioning.pairing import PAIRING_FILE, code_digest
 from edge.security.keys import load_private_key
+from edge.services.pushes import apply_rules
 from edge.station.center import KioskCenter, open_center
 from edge.station.monitoring import PeripheralLog
 from edge.station.seed import seed_demo
 from edge.storage.sync_models import PeripheralHealth
-from edge.sync.inbound import apply_rules
 from edge.sync.telemetry import collect
 from tests.lifecycle.hq_desk import make_desk
 from tests.waiting import wait_for

@@ -50,8 +50,8 @@ from edge.provisioning.pairing import pairing_slip, start_pairing
 from edge.security.keys import load_private_key, load_secret
 from edge.security.personal import PhoneVault
 from edge.services.members import find_member_id, register_member
+from edge.services.replica import apply_replica_batch
 from edge.storage.models import Member, OutboxEvent
-from edge.sync.replica import apply_replica_batch
 from hq.enrol import EnrolmentDesk, write_lookup_key
 from hq.models import CardRange, EnrolledDevice, EnrolmentAction, UsedPairingCode
 from tests.lifecycle.hq_desk import (

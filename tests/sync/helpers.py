@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 from edge.app import AppContext
 from edge.protocol import DeviceStatus, Event, Topics
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
+from edge.services.replica import REPLICA_CURSOR
 from edge.services.tx import get_meta
 from edge.storage.models import Member, OutboxEvent
-from edge.sync.replica import REPLICA_CURSOR
 from hq.models import StoredEvent
 from hq.service import HqConfig
 

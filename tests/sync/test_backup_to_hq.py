@@ -89,12 +89,12 @@ def test_a_backup_reaches_hq_whole_and_restores_a_replacement(broker, tmp_path):
     # HQ's fleet view says when the newest backup it holds was made
     devices = fleet_json(tmp_path, hq.config.database_url)["devices"]
     kiosk = next(d for d in devices if d["device_id"] == "K001")
-    assert kiosk["last_backup_at"] == str(info.created_at)
+    assert kiosk["last_backup_at"] == info.created_at.isoformat()  # ISO 8601, as kiosk --json
     # backups kept elsewhere: --backup-dir names the place
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(hq.config.backups_path(), elsewhere)
     shutil.rmtree(hq.config.backups_path())
-    for where, expected in ((elsewhere, str(info.created_at)), (tmp_path / "none", None)):
+    for where, expected in ((elsewhere, info.created_at.isoformat()), (tmp_path / "none", None)):
         devices = fleet_json(tmp_path, hq.config.database_url, "--backup-dir", str(where))
         kiosk = next(d for d in devices["devices"] if d["device_id"] == "K001")
         assert kiosk["last_backup_at"] == expected

@@ -25,10 +25,10 @@ from edge.protocol import (
 from edge.protocol.link import TlsFiles
 from edge.services.members import register_member
 from edge.services.points import accrue_purchase
+from edge.services.pushes import RULES_VERSION
 from edge.services.tx import get_meta
 from edge.storage.models import Card
 from edge.sync.agent import Agent
-from edge.sync.inbound import RULES_VERSION
 from hq.commands import load_command_key, publish_once, push_rules, send_command, sign_command
 from hq.lanes import Lane, LaneReport
 from hq.ledger import balances

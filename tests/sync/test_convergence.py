@@ -35,11 +35,11 @@ from edge.protocol import Event, EventBatch, ReplicaBatch, ReplicaEvent
 from edge.services.gifts import add_gift, redeem_gift
 from edge.services.members import register_member
 from edge.services.points import accrue_purchase
+from edge.services.replica import apply_replica_batch, replica_cursor
 from edge.services.tx import transaction
 from edge.services.verify import verify_ledger
 from edge.storage.models import OutboxEvent
 from edge.storage.sync_models import SetAside
-from edge.sync.replica import apply_replica_batch, replica_cursor
 from hq.ledger import CentralLedger, balances, next_seq, stored_events
 from hq.models import QuarantinedEvent, StoredEvent
 from hq.service import make_hq_engine

@@ -1,0 +1,149 @@
+"""What HQ pushes to every kiosk: the card blocklist, the gift catalogue, the rules.
+
+Each push is applied through here whoever delivers it (the agent today), idempotent by its
+own id or version, refused when expired, and all of it or none of it in one transaction with
+its audit record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from edge.app import AppContext
+from edge.domain.cards import CardState
+from edge.protocol import BlocklistUpdate, Catalogue, Rules
+from edge.services.tx import get_meta, set_meta, transaction
+from edge.storage.models import Card, Gift
+from edge.storage.sync_models import InboundMessage
+
+log = logging.getLogger(__name__)
+
+CATALOGUE_VERSION = "catalogue_version"
+RULES_VERSION = "rules_version"
+HQ_RULES = "hq_rules"
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    applied: bool
+    reason: str = ""
+    cards: tuple[tuple[str, str], ...] = ()
+
+
+def _seen(app_session: Any, message_id: str) -> bool:
+    return app_session.get(InboundMessage, message_id) is not None
+
+
+def apply_blocklist(app: AppContext, update: BlocklistUpdate, now: datetime) -> PushOutcome:
+    """Blocks (or unblocks) cards here; an expired or repeated update changes nothing."""
+    if update.expires_at <= now:
+        log.warning(
+            "blocklist update %s expired at %s: ignored", update.update_id, update.expires_at
+        )
+        return PushOutcome(False, "expired")
+    key = f"blocklist:{update.update_id}"
+    changed: list[tuple[str, str]] = []
+    with transaction(app) as tx:
+        if _seen(tx.session, key):
+            return PushOutcome(False, "duplicate")
+        for card_no in update.add:
+            card = tx.session.get(Card, card_no)
+            if card is not None and card.state == CardState.ACTIVE:
+                card.state = CardState.BLOCKED
+                card.state_changed_at = tx.now
+                changed.append((card_no, CardState.BLOCKED))
+        for card_no in update.remove:
+            card = tx.session.get(Card, card_no)
+            if card is not None and card.state == CardState.BLOCKED:
+                card.state = CardState.ACTIVE
+                card.state_changed_at = tx.now
+                changed.append((card_no, CardState.ACTIVE))
+        tx.session.add(
+            InboundMessage(
+                message_id=key,
+                kind="blocklist",
+                result=json.dumps({"changed": changed}),
+                received_at=tx.now,
+            )
+        )
+        tx.audit(
+            "hq",
+            "card.blocklist_update",
+            update.update_id,
+            add=len(update.add),
+            remove=len(update.remove),
+            changed=len(changed),
+            reason=update.reason,
+        )
+    return PushOutcome(True, cards=tuple(changed))
+
+
+def apply_catalogue(app: AppContext, catalogue: Catalogue) -> PushOutcome:
+    """Prices, kinds and limits from HQ; each store keeps its own stock (new gifts start at 0)."""
+    with transaction(app) as tx:
+        current = int(get_meta(tx.session, CATALOGUE_VERSION) or 0)
+        if catalogue.version <= current:
+            return PushOutcome(False, "not newer")
+        for item in catalogue.gifts:
+            gift = tx.session.get(Gift, item.sku)
+            if gift is None:
+                gift = Gift(sku=item.sku, stock=0)
+                tx.session.add(gift)
+            gift.name = item.name
+            gift.kind = item.kind
+            gift.points_price = item.points_price
+            gift.low_stock = item.low_stock
+            gift.per_member_limit = item.per_member_limit
+            gift.coupon_value_cents = item.coupon_value_cents
+            gift.coupon_valid_days = item.coupon_valid_days
+            gift.active = item.active
+            gift.updated_at = tx.now
+        listed = {g.sku for g in catalogue.gifts}
+        for gift in tx.session.scalars(select(Gift).where(Gift.active.is_(True))):
+            if gift.sku not in listed:
+                gift.active = False  # withdrawn by HQ; history keeps it
+                gift.updated_at = tx.now
+        set_meta(tx.session, CATALOGUE_VERSION, str(catalogue.version))
+        tx.audit("hq", "gift.catalogue", str(catalogue.version), gifts=len(catalogue.gifts))
+    return PushOutcome(True)
+
+
+def apply_rules(app: AppContext, rules: Rules) -> PushOutcome:
+    """Stores HQ's points and offline rules and puts them in force in this process."""
+    with transaction(app) as tx:
+        current = int(get_meta(tx.session, RULES_VERSION) or 0)
+        if rules.version <= current:
+            return PushOutcome(False, "not newer")
+        set_meta(tx.session, RULES_VERSION, str(rules.version))
+        set_meta(tx.session, HQ_RULES, rules.model_dump_json())
+        tx.audit("hq", "config.rules", str(rules.version))
+    app.put_rules_in_force(rules)
+    return PushOutcome(True)
+
+
+def follow_stored_rules(app: AppContext, seen: int) -> int:
+    """Puts HQ's stored rules in force in this process if their version is not ``seen`` (the
+    version already in force here; 0 for none) and returns the version now in force.
+
+    The agent calls it at start, the touchscreen at start and on every station poll, so a
+    push the agent stored applies in the touchscreen's process without a restart. When
+    nothing changed this is one read of the stored version; the rules themselves are read
+    (in the same session) only when it differs.
+    """
+    with app.db.read() as session:
+        version = int(get_meta(session, RULES_VERSION) or 0)
+        if version == seen:
+            return seen
+        raw = get_meta(session, HQ_RULES)
+    if not raw:
+        return version
+    rules = Rules.model_validate_json(raw)
+    app.put_rules_in_force(rules)
+    log.info("HQ rules version %s in force", rules.version)
+    return rules.version
