@@ -107,9 +107,10 @@ def child(data: Path, tour: bool) -> None:
     from kivy.base import EventLoop
 
     from kiosk.app import KioskApp
+    from kiosk.driver import Driver
 
     app = KioskApp(center)
-    app._run_prepare()
+    Driver.prepare(app)
     EventLoop.idle()  # the first frame, drawn
     assert app.current == "attract"
     result = {"start_s": time.time() - started}

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from kiosk.driver import Driver
+
 SIZE = (1280, 800)
 
 
@@ -82,95 +84,25 @@ def screen() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-def finger(x: float, y: float) -> Any:
-    """A touch at window position (x, y), delivered through Kivy's input path.
-
-    Kivy's own test touch lives in ``kivy.tests.common``, which imports pytest: not
-    something the appliance has, nor memory the tour should be charged for.
-    """
-    from kivy.base import EventLoop
-    from kivy.input.motionevent import MotionEvent
-
-    class Finger(MotionEvent):  # type: ignore[misc]
-        def depack(self, args: dict[str, float]) -> None:
-            self.sx, self.sy = args["x"], args["y"]
-            super().depack(args)
-
-    window = EventLoop.window
-    args = {"x": x / (window.width - 1.0), "y": y / (window.height - 1.0)}
-    touch = Finger("tour", 99, args, is_touch=True, type_id="touch")
-    touch.profile = ["pos"]
-    return touch
-
-
-class Tour:
+class Tour(Driver):
     """Touches the running app and keeps a numbered screenshot of each step."""
 
     def __init__(self, app: Any, center: Any, out: Path) -> None:
-        self.app, self.center, self.out = app, center, out
+        super().__init__(app)
+        self.center, self.out = center, out
         self.step = 0
 
-    def pump(self, seconds: float = 0.1) -> None:
-        from kivy.base import EventLoop
-
-        end = time.monotonic() + seconds
-        while True:
-            EventLoop.idle()
-            if time.monotonic() >= end:
-                return
-            time.sleep(1 / 120)
-
-    def until(self, condition: Callable[[], Any], timeout: float = 10.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            self.pump(0.02)
-            if condition():
-                self.pump(0.2)
-                return
-        raise RuntimeError(f"the tour got stuck at step {self.step} on {self.app.current}")
-
-    def find(self, tid: str) -> Any:
-        from kivy.core.window import Window
-
-        stack = list(Window.children)
-        while stack:
-            widget = stack.pop()
-            if getattr(widget, "tid", None) == tid:
-                return widget
-            stack.extend(widget.children)
-        raise RuntimeError(f"no {tid} on {self.app.current}")
-
-    def tap(self, *tids: str, hold: float = 0.03) -> None:
-        from kivy.base import EventLoop
-
-        for tid in tids:
-            widget = self.find(tid)
-            touch = finger(*widget.to_window(*widget.center))
-            EventLoop.post_dispatch_input("begin", touch)
-            self.pump(hold)
-            EventLoop.post_dispatch_input("end", touch)
-            self.pump(0.08)
-
-    def keys(self, digits: str) -> None:
-        self.tap(*(f"key-{d}" for d in digits))
+    def until(self, condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+        """As :meth:`Driver.until`, then a moment more for the screen to settle."""
+        value = super().until(condition, timeout, what or f"step {self.step}")
+        self.pump(0.2)
+        return value
 
     def shot(self, what: str) -> None:
-        """Draws the window once more and saves what it shows as a PNG.
-
-        The frame is read straight from the window's own buffer, before it is shown: an
-        offscreen framebuffer of the window's size would stay in the process (the GL driver
-        does not give every one back) only for the screenshots' sake.
-        """
-        from kivy.core.window import Window
-        from kivy.graphics.opengl import GL_RGB, GL_UNSIGNED_BYTE, glReadPixels
-
+        """Saves the window, once settled, as the tour's next numbered screenshot."""
         self.pump(0.25)
         self.step += 1
-        width, height = (int(side) for side in Window.size)
-        Window.dispatch("on_draw")
-        pixels = glReadPixels(0, 0, width, height, GL_RGB, GL_UNSIGNED_BYTE)
-        path = self.out / f"screen-{self.step:02d}-{what}.png"
-        Window._win.save_bytes_in_png(str(path), pixels, width, height)
+        self.save_png(self.out / f"screen-{self.step:02d}-{what}.png")
 
 
 def play(tour: Tour, people: Any) -> None:
@@ -335,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             from kiosk.app import KioskApp
 
             app = KioskApp(center)
-            app._run_prepare()
+            Driver.prepare(app)
             tour = Tour(app, center, out)
             tour.pump(0.5)
             play(tour, people)

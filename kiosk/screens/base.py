@@ -151,7 +151,16 @@ def _collect(_dt: float) -> None:
 # process. So a collection runs a quarter of a second after widgets are dropped (the touch
 # that dropped them, which refers to the button it pressed, has ended by then); with the
 # start-up objects frozen (``kiosk.boot.keep_startup_objects``) it takes a few milliseconds.
-collect_soon = Clock.create_trigger(_collect, 0.25)
+# A second collection a second and a half later frees what was still referred to at the
+# first (a loop slowed down by a busy machine can end the touch after the quarter second).
+_collect_soon = Clock.create_trigger(_collect, 0.25)
+_collect_again = Clock.create_trigger(_collect, 1.5)
+
+
+def collect_soon() -> None:
+    """Collects the widgets just dropped a quarter second from now, and once more later."""
+    _collect_soon()
+    _collect_again()
 
 
 def clear(container: Widget) -> None:

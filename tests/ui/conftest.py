@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import pytest
 from edge.config import KioskConfig, KioskUiConfig
 from edge.station.center import KioskCenter, open_center
 from edge.station.seed import DemoPeople, seed_demo
+from kiosk.driver import Driver
 from tests.waiting import wait_for
 
 SIZE = (1280, 800)
@@ -47,25 +46,12 @@ def virtual_display(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc.wait(timeout=10)
 
 
-@dataclass
-class Kiosk:
+class Kiosk(Driver):
     """The running app with its center, the seeded people and hands for the screen."""
 
-    app: Any
-    center: KioskCenter
-    people: DemoPeople
-    data_dir: Path
-
-    # ---- driving the event loop -------------------------------------------------------
-    def pump(self, seconds: float = 0.1) -> None:
-        from kivy.base import EventLoop
-
-        end = time.monotonic() + seconds
-        while True:
-            EventLoop.idle()
-            if time.monotonic() >= end:
-                return
-            time.sleep(1 / 120)
+    def __init__(self, app: Any, center: KioskCenter, people: DemoPeople, data_dir: Path) -> None:
+        super().__init__(app)
+        self.center, self.people, self.data_dir = center, people, data_dir
 
     def wait_for(self, condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
         """``condition``'s first true value, the event loop turning meanwhile (frames drawn,
@@ -76,48 +62,20 @@ class Kiosk:
         except AssertionError as exc:
             raise AssertionError(f"{exc}; screen: {self.texts()}") from None
 
-    # ---- finding and touching ---------------------------------------------------------
-    def widgets(self) -> list[Any]:
-        from kivy.core.window import Window
-
-        found: list[Any] = []
-        stack = list(Window.children)
-        while stack:
-            widget = stack.pop()
-            found.append(widget)
-            stack.extend(widget.children)
-        return found
-
     def find(self, tid: str) -> Any:
-        matches = [w for w in self.widgets() if getattr(w, "tid", None) == tid]
-        assert matches, f"no widget {tid!r} on screen {self.app.current}"
-        assert len(matches) == 1, f"{len(matches)} widgets named {tid!r}"
-        return matches[0]
+        try:
+            return super().find(tid)
+        except LookupError as exc:
+            raise AssertionError(str(exc)) from None
 
-    def has(self, tid: str) -> bool:
-        return any(getattr(w, "tid", None) == tid for w in self.widgets())
-
-    def texts(self) -> str:
-        return " | ".join(
-            w.text for w in self.widgets() if isinstance(getattr(w, "text", None), str) and w.text
-        )
-
-    def tap(self, tid: str, hold: float = 0.0) -> None:
-        """A finger on the widget's centre, through Kivy's input path."""
-        from kivy.tests.common import UnitTestTouch
-
-        widget = self.find(tid)
-        assert not widget.disabled, f"{tid} is disabled"
-        x, y = widget.to_window(*widget.center)
-        touch = UnitTestTouch(x, y)
-        touch.touch_down()
-        self.pump(hold or 0.03)
-        touch.touch_up()
-        self.pump(0.05)
+    def tap(self, *tids: str, hold: float = 0.03) -> None:
+        try:
+            super().tap(*tids, hold=hold)
+        except LookupError as exc:
+            raise AssertionError(str(exc)) from None
 
     def type_digits(self, digits: str) -> None:
-        for digit in digits:
-            self.tap(f"key-{digit}")
+        self.keys(digits)
 
     def notice(self) -> str:
         screen = self.app.screens.manager.current_screen
@@ -159,7 +117,7 @@ def make_kiosk(
         if any(font_cache.iterdir()):
             shutil.copytree(font_cache, fonts, dirs_exist_ok=True)
         app = KioskApp(center)
-        app._run_prepare()
+        Driver.prepare(app)
         if not any(font_cache.iterdir()):
             shutil.copytree(fonts, font_cache, dirs_exist_ok=True)
         kiosk = Kiosk(app, center, people, data)
