@@ -24,6 +24,7 @@ from pathlib import Path
 from edge.config import KioskConfig
 from edge.domain.errors import ConfigError, DiskFull, IntegrityError
 from edge.files import file_sha256, fsync_directory
+from edge.storage import ledger_lock
 from edge.storage.space import out_of_space
 
 BACKUP_DIR = "backups"
@@ -95,21 +96,23 @@ def snapshot(db_path: Path, dest: Path) -> None:
     """A consistent copy of the live database at ``dest`` (a single-file database, no WAL).
 
     The backup API copies every page in one step inside one read transaction, so the copy is
-    the database as of one commit, whatever the kiosk writes meanwhile.
+    the database as of one commit, whatever the kiosk writes meanwhile. It holds the ledger's
+    shared lock like any connection, so it never copies a file a restore is replacing.
     """
     if not db_path.exists():
         raise ConfigError(f"no database at {db_path}")
-    src = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
-    try:
-        dst = sqlite3.connect(dest)
+    with ledger_lock.shared(db_path):
+        src = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
         try:
-            src.backup(dst)
-            dst.execute("PRAGMA journal_mode = DELETE")
-            dst.commit()
+            dst = sqlite3.connect(dest)
+            try:
+                src.backup(dst)
+                dst.execute("PRAGMA journal_mode = DELETE")
+                dst.commit()
+            finally:
+                dst.close()
         finally:
-            dst.close()
-    finally:
-        src.close()
+            src.close()
 
 
 def create_backup(

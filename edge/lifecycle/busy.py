@@ -1,10 +1,15 @@
 """The update lock: work that must not be cut short holds it shared, the updater exclusively.
 
-A transaction, a print or a card dispense wraps itself in :func:`hold`; any number of them
-can run at once. ``kiosk update`` takes the same lock exclusively (:func:`exclusive`), so it
-waits until nothing is in progress, and new work waits (or gives up after its timeout) while
-an update runs. The lock is an ``fcntl`` lock on ``<data dir>/update.lock``: the kernel drops
-it when a holder dies, so a crashed process never leaves the appliance locked.
+A print, a card dispense or the daily expiry wraps itself in :func:`hold`; any number of them
+can run at once. ``kiosk update`` and ``kiosk backup restore`` take the same lock exclusively
+(:func:`exclusive`), so they wait until nothing is in progress, and new work waits (or gives
+up after its timeout) while they run. The lock is an ``fcntl`` lock on
+``<data dir>/update.lock``: the kernel drops it when a holder dies, so a crashed process never
+leaves the appliance locked.
+
+Database transactions do not take it: every connection to the ledger holds the ledger's own
+lock while it is open (:mod:`edge.storage.ledger_lock`), which a restore takes exclusively
+as well, so no process, console command or service, has the ledger open while it is swapped.
 
 Example::
 
@@ -119,8 +124,13 @@ def in_progress(data_dir: Path | None = None) -> list[str]:
 
 
 @contextlib.contextmanager
-def exclusive(data_dir: Path | None = None, *, timeout: float | None = None) -> Iterator[None]:
-    """Hold the lock exclusively: no transaction, print or dispense runs meanwhile.
+def exclusive(
+    data_dir: Path | None = None, *, timeout: float | None = None, what: str = "update"
+) -> Iterator[None]:
+    """Hold the lock exclusively: no print, dispense or expiry runs meanwhile.
+
+    Args:
+        what: the work that needs it, as the message names it when it gives up.
 
     Raises:
         LockTimeout: work in progress kept the lock longer than ``timeout``; the message says
@@ -130,11 +140,11 @@ def exclusive(data_dir: Path | None = None, *, timeout: float | None = None) -> 
     fd = _open(path)
     try:
         try:
-            _acquire(fd, fcntl.LOCK_EX, timeout, "update")
+            _acquire(fd, fcntl.LOCK_EX, timeout, what)
         except LockTimeout:
             busy = ", ".join(in_progress(data_dir)) or "unknown work"
             raise LockTimeout(
-                f"the appliance stayed busy for {timeout:g} s ({busy}); update postponed",
+                f"the appliance stayed busy for {timeout:g} s ({busy}); {what} postponed",
                 in_progress=busy,
             ) from None
         yield

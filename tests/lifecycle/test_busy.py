@@ -1,15 +1,22 @@
-"""The update lock: work holds it shared, an update waits for it and blocks new work."""
+"""The update lock: work holds it shared, an update waits for it and blocks new work; the
+ledger's lock: a restore waits for every connection, and none commits into a swapped file."""
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from edge.lifecycle import busy
+from edge.storage import ledger_lock
+from edge.storage.db import Database, make_engine, sqlite_url
 
 HOLDER = """
 import sys, time
@@ -74,3 +81,64 @@ def test_new_work_waits_while_an_update_runs(tmp_path):
         pytest.fail("a sale ran during the update")
     with busy.hold("sale", tmp_path, timeout=0.2):
         pass
+
+
+# -- the ledger's own lock (edge.storage.ledger_lock) --------------------------------------
+
+
+def _ledger(path: Path, busy_timeout_ms: int = 30_000) -> Database:
+    return Database(make_engine(sqlite_url(path), busy_timeout_ms))
+
+
+def _rows(path: Path) -> list[int]:
+    conn = sqlite3.connect(path)
+    try:
+        return [r[0] for r in conn.execute("SELECT n FROM t ORDER BY n")]
+    finally:
+        conn.close()
+
+
+def test_a_restore_waits_for_open_connections_and_new_ones_wait_for_it(tmp_path):
+    path = tmp_path / "kiosk.db"
+    db = _ledger(path)
+    with db.write() as s:
+        s.execute(text("CREATE TABLE t (n INTEGER)"))
+    assert ledger_lock.try_exclusive(path, 0.2) is None  # a connection is open
+    db.close()
+    hold = ledger_lock.try_exclusive(path, 0.2)
+    assert hold is not None
+    try:
+        late = _ledger(path, busy_timeout_ms=200)
+        with pytest.raises(ledger_lock.LedgerBusy) as err, late.read() as s:
+            s.execute(text("SELECT 1"))
+        assert "being restored" in err.value.message
+    finally:
+        hold.release()
+    with late.write() as s:
+        s.execute(text("INSERT INTO t VALUES (1)"))
+    late.close()
+    assert _rows(path) == [1]
+
+
+def test_a_connection_never_commits_into_a_file_swapped_under_it(tmp_path):
+    path = tmp_path / "kiosk.db"
+    db = _ledger(path)
+    with db.write() as s:
+        s.execute(text("CREATE TABLE t (n INTEGER)"))
+        s.execute(text("INSERT INTO t VALUES (1)"))
+    # someone swaps the file by hand while the connection stays open
+    moved = tmp_path / "moved.db"
+    for suffix in ("", "-wal", "-shm"):
+        os.replace(f"{path}{suffix}", f"{moved}{suffix}")
+    other = sqlite3.connect(path)
+    other.execute("CREATE TABLE t (n INTEGER)")
+    other.commit()
+    other.close()
+    with pytest.raises(ledger_lock.LedgerReplaced) as err, db.write() as s:
+        s.execute(text("INSERT INTO t VALUES (2)"))
+    assert "nothing was written" in err.value.message
+    with db.write() as s:  # a new connection, to the file now in place
+        s.execute(text("INSERT INTO t VALUES (3)"))
+    db.close()
+    assert _rows(moved) == [1]
+    assert _rows(path) == [3]
