@@ -106,18 +106,25 @@ def backup_list_cmd(backup_dir: Path | None) -> None:
 
 @backup_group.command("restore")
 @click.argument("backup", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--sha256", "expected", help="Expected SHA-256 when the manifest is not beside it.")
-@click.option("--lock-timeout", default=60.0, show_default=True, help="Seconds to wait for work.")
+@click.option("--sha256", "expected", help="A SHA-256 the backup must also have (from HQ, say).")
+@click.option(
+    "--lock-timeout",
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for commands and work in progress to finish.",
+)
 @json_option
 def backup_restore_cmd(backup: Path, expected: str | None, lock_timeout: float) -> None:
-    """Verify BACKUP and make it the live ledger (stop member-kiosk and its agent first)."""
+    """Verify BACKUP (this device's, with its .json manifest beside it) and make it the live
+    ledger (stop member-kiosk and its agent first)."""
     from edge.lifecycle.restore import restore_backup
 
     result = restore_backup(
         backup, _data_dir(), _config(), expected_sha256=expected, lock_timeout=lock_timeout
     )
     lines = [
-        f"restored {result.database} from {backup}",
+        f"restored {result.database} from {backup} (device {result.device_id}, "
+        f"store {result.store_id})",
         f"{result.ledger_entries} ledger entries, {result.members} members, "
         f"{result.audit_records} audit records: verified",
         *(f"kept the replaced file {p}" for p in result.replaced),
