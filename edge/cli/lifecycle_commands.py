@@ -210,6 +210,12 @@ def update_cmd(
     def human(_: Any) -> str:
         lines = []
         for r in rows:
+            if r["status"] == "already_current":
+                lines.append(f"{r['bundle']}: {r['version']} is already the current version")
+                continue
+            if r["status"] == "refused":
+                lines.append(f"{r['bundle']}: refused: {'; '.join(r['problems'])}")
+                continue
             version = f" {r['version']}" if "version" in r else ""
             lines.append(f"{r['bundle']}: {r['status']}{version}")
             lines += [f"  problem: {p}" for p in r.get("problems", [])]
