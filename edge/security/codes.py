@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import math
 import os
 import re
@@ -50,6 +49,13 @@ _KIND_NAMES = {number: name for name, number in _VOUCHER_KINDS.items()}
 _MAX_MEMBER_TEXT = 256
 _MAX_VOUCHER_TEXT = 512
 _BASE32 = re.compile(r"[A-Z2-7]+")
+# RFC 4648 base32 digits to the digits int(..., 32) reads (0-9 then A-V), value for value.
+_TO_BASE32HEX = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789ABCDEFGHIJKLMNOPQRSTUV"
+)
+# Unpadded base32 length mod 8 -> bits left over after the last whole byte (other lengths
+# encode no whole number of bytes).
+_UNUSED_BITS = {0: 0, 2: 2, 4: 4, 5: 1, 7: 3}
 
 
 @dataclass(frozen=True)
@@ -245,20 +251,25 @@ def _b32(raw: bytes) -> str:
 
 
 def _unarmour(prefix: str, code: str, max_text: int) -> bytes:
-    """Prefix, then upper-case base32 without padding, in its one canonical spelling."""
+    """Prefix, then upper-case base32 without padding, in its one canonical spelling.
+
+    Decoded as one big integer, in C: the standard library's base32 is pure Python and took
+    about a fifth of a member code's check. The text's 5-bit digits make the bytes, less the
+    unused bits at the end, which must be zero, or the same bytes would have two spellings.
+    """
     if not isinstance(code, str) or len(code) > max_text:
         _malformed()
     text = code.strip()
     body = text[len(prefix) :]
     if not text.startswith(prefix) or not _BASE32.fullmatch(body):
         _malformed()
-    try:
-        raw = base64.b32decode(body + "=" * (-len(body) % 8))
-    except (binascii.Error, ValueError):
+    unused = _UNUSED_BITS.get(len(body) % 8)
+    if unused is None:  # a length no whole number of bytes encodes to
         _malformed()
-    if _b32(raw) != body:  # unused trailing bits set: a second spelling of the same bytes
+    value = int(body.translate(_TO_BASE32HEX), 32)
+    if value & ((1 << unused) - 1):  # unused trailing bits set: a second spelling
         _malformed()
-    return raw
+    return (value >> unused).to_bytes(len(body) * 5 // 8, "big")
 
 
 def _malformed() -> NoReturn:

@@ -275,3 +275,30 @@ def test_mint_refuses_naive_time_and_odd_nonces(hq_key: Ed25519PrivateKey) -> No
 )
 def test_looks_like_member_code(text: str, expected: bool) -> None:
     assert looks_like_member_code(text) is expected
+
+
+def _stdlib_unarmour(body: str) -> bytes | None:
+    """The reference: the standard library's base32, canonical spellings only."""
+    try:
+        raw = base64.b32decode(body + "=" * (-len(body) % 8))
+    except ValueError:  # binascii.Error is a ValueError
+        return None
+    return raw if base64.b32encode(raw).decode().rstrip("=") == body else None
+
+
+@settings(max_examples=500)
+@given(
+    data=st.one_of(
+        st.binary(max_size=90).map(lambda raw: base64.b32encode(raw).decode().rstrip("=")),
+        st.text(alphabet=BASE32, min_size=1, max_size=150),
+    )
+)
+def test_codes_decode_exactly_as_the_standard_librarys_base32(data: str) -> None:
+    from edge.security.codes import _unarmour
+
+    expected = _stdlib_unarmour(data)
+    if expected is None or not data:
+        with pytest.raises(Refusal):
+            _unarmour("M1", "M1" + data, 256)
+    else:
+        assert _unarmour("M1", "M1" + data, 256) == expected
