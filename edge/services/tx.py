@@ -98,7 +98,12 @@ def audit_fields(
 
 @contextmanager
 def transaction(app: AppContext) -> Iterator[Tx]:
-    """A write transaction (BEGIN IMMEDIATE on SQLite); everything in it commits or nothing."""
+    """A write transaction (BEGIN IMMEDIATE on SQLite); everything in it commits or nothing.
+
+    Raises:
+        DiskFull: the disk is full (``disk_full``): rolled back, nothing was changed. Every
+            use case reports a full disk this way, whatever statement or commit found it.
+    """
     with app.db.write() as session:
         yield Tx(app, session, app.clock())
 

@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
+
+from edge.domain.errors import DiskFull
+from edge.storage import ledger_lock
+from edge.storage.space import disk_full_mapped, out_of_space
 
 
 def sqlite_url(path: Path) -> str:
@@ -46,6 +51,20 @@ def make_engine(url: str, busy_timeout_ms: int = 30_000) -> Engine:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
         conn.exec_driver_sql("BEGIN" if mode == "DEFERRED" else "BEGIN IMMEDIATE")
 
+    # no connection while a restore swaps the file, no commit into a file swapped since
+    ledger_lock.guard(engine, busy_timeout_ms / 1000)
+
+    database = engine.url.database
+    where = Path(database).resolve().parent if database and database != ":memory:" else None
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        # Every statement, commit and connect (its PRAGMAs open the -shm file) of every
+        # caller, migrations and raw reads included: a full disk is DiskFull, never an
+        # OperationalError. SQLite rolls the failed statement or commit back.
+        if out_of_space(context.original_exception, where):
+            raise DiskFull(where=str(where or "")) from context.original_exception
+
     return engine
 
 
@@ -54,6 +73,11 @@ class Database:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+        # where the file lives, for telling a full disk from another I/O error
+        self.directory = (
+            Path(database).resolve().parent if database and database != ":memory:" else None
+        )
         self._writer = sessionmaker(engine, expire_on_commit=False)
         self._reader = sessionmaker(
             engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
@@ -61,14 +85,22 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """One transaction holding the write lock from its first statement; commit or roll back."""
-        with self._writer() as session, session.begin():
+        """One transaction holding the write lock from its first statement; commit or roll back.
+
+        Raises:
+            DiskFull: the disk is full (rolled back: nothing was changed).
+        """
+        with disk_full_mapped(self.directory), self._writer() as session, session.begin():
             yield session
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A consistent snapshot for lookups; never takes the write lock."""
-        with self._reader() as session, session.begin():
+        """A consistent snapshot for lookups; never takes the write lock.
+
+        Raises:
+            DiskFull: the disk is too full to open the database (its ``-shm`` file).
+        """
+        with disk_full_mapped(self.directory), self._reader() as session, session.begin():
             yield session
 
     def close(self) -> None:
