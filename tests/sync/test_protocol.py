@@ -2,23 +2,80 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, get_args
 
 import pytest
 
-from edge.protocol import TOPIC_TABLE, EventBatch, LanePurchase, ProtocolError, Topics, decode
+from drivers.health import HealthState
+from edge.config import POINTS_DEFAULTS, PointsConfig, parse_config
+from edge.domain.errors import ConfigError
+from edge.protocol import (
+    TOPIC_TABLE,
+    DeviceHealth,
+    EventBatch,
+    LanePurchase,
+    PointsPolicy,
+    PointsRules,
+    ProtocolError,
+    Rules,
+    Topics,
+    TopicSpec,
+    decode,
+)
 from edge.sync.telemetry import parse_throttled
 from edge.systemd import watchdog_interval_s
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
 
-def test_every_topic_of_the_module_is_documented():
-    text = DOC.read_text()
-    for spec in TOPIC_TABLE:
-        assert f"`{spec.pattern}`" in text, spec.pattern
-        assert spec.schema.__name__ in text
+def _doc_row(spec: TopicSpec) -> str:
+    payload = f"`{spec.schema.__name__}`" + (" (expires)" if spec.expires else "")
+    retained = "yes" if spec.retain else "no"
+    publishers, subscribers = ", ".join(spec.publishers), ", ".join(spec.subscribers)
+    return (
+        f"| `{spec.pattern}` | {payload} | {spec.qos} | {retained} | {publishers} | {subscribers} |"
+    )
+
+
+def test_the_documents_topic_table_is_the_modules():
+    section = DOC.read_text().split("## Topics\n", 1)[1]
+    table = section.split("|---|---|---|---|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    assert table.splitlines() == [_doc_row(spec) for spec in TOPIC_TABLE]
+
+
+def test_every_topic_is_its_rows_pattern_filled_in():
+    t = Topics("p")
+    filled = {
+        "status": t.status("K1"),
+        "telemetry": t.telemetry("K1"),
+        "events": t.events("K1"),
+        "ack": t.ack("K1"),
+        "replica": t.replica("K1"),
+        "replica request": t.replica_request("K1"),
+        "command": t.command("K1"),
+        "command result": t.command_result("K1"),
+        "backup": t.backup("K1"),
+        "backup ack": t.backup_ack("K1"),
+        "lane purchase": t.lane_purchase("S1", "L1"),
+        "lane purchase result": t.lane_purchase_result("S1", "L1"),
+        "coupon check": t.lane_coupon("S1", "L1"),
+        "coupon result": t.lane_coupon_result("S1", "L1"),
+        "lane cards": t.lane_cards("S1"),
+        "blocklist": t.blocklist(),
+        "catalogue": t.catalogue(),
+        "rules": t.rules(),
+    }
+    ids = {"device": "K1", "store": "S1", "lane": "L1"}
+    assert filled == {spec.name: spec.fill("p", **ids) for spec in TOPIC_TABLE}
+    assert t.all_lane_purchases("S1") == "p/store/S1/lane/+/purchase"
+    assert t.every_device("command/result") == "p/device/+/command/result"
+    with pytest.raises(ProtocolError):
+        t.every_device("nothing")
+    with pytest.raises(ProtocolError):
+        t.topic(TOPIC_TABLE[0])  # a device topic needs its device
 
 
 def test_topics_refuse_wildcards_and_separators_in_ids():
@@ -56,3 +113,41 @@ def test_throttling_bits_and_watchdog_interval():
     assert parse_throttled("error") is None
     assert watchdog_interval_s({"WATCHDOG_USEC": "20000000"}) == 10.0
     assert watchdog_interval_s({}) is None
+
+
+def test_device_health_carries_the_words_of_health_state():
+    assert set(get_args(DeviceHealth.model_fields["state"].annotation)) == set(HealthState)
+    assert HealthState.of("degraded") is HealthState.DEGRADED
+    assert HealthState.of("on fire") is HealthState.UNKNOWN
+
+
+def test_points_rules_and_the_points_section_are_one_model():
+    policy = set(PointsPolicy.model_fields)
+    assert set(PointsRules.model_fields) == policy | {"v"}
+    assert set(PointsConfig.model_fields) == policy | {"member_days"}
+    assert set(POINTS_DEFAULTS) == policy
+    # The same bounds on both sides: HQ's rules and the file refuse the same value.
+    with pytest.raises(ConfigError, match="checkin_points"):
+        parse_config("[points]\ncheckin_points = 10001\n")
+    rules: dict[str, Any] = {
+        "v": 1,
+        "version": 1,
+        "issued_at": "2026-01-01T00:00:00+00:00",
+        "points": {"v": 1, **POINTS_DEFAULTS, "checkin_points": 10_001},
+        "offline": {
+            "v": 1,
+            "offline_after_s": 300,
+            "max_points_per_redemption": 0,
+            "max_points_per_member": 0,
+            "max_points_per_device": 0,
+            "max_offline_hours": 24,
+        },
+    }
+    with pytest.raises(ProtocolError, match="checkin_points"):
+        decode(Rules, json.dumps(rules).encode())
+    # HQ's rules name every field (the defaults are the file's alone) ...
+    del rules["points"]["checkin_points"]
+    with pytest.raises(ProtocolError, match="checkin_points"):
+        decode(Rules, json.dumps(rules).encode())
+    # ... and the file may leave any out.
+    assert parse_config("[points]\npending_days = 3\n").points.checkin_points == 5
