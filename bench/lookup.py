@@ -190,7 +190,7 @@ def layers(app: AppContext, db_path: Path, cards: list[str], warmup: int) -> lis
         with app.db.read() as session:
             return session.scalar(select(Card.member_id).where(Card.card_no == card))
 
-    lines.append(row("ORM session read (= find_member_id)", timed(session_only, cards, warmup)))
+    lines.append(row("ORM session read, statement built", timed(session_only, cards, warmup)))
     lines.append(
         row(
             "find_member_id(card_no=...)",

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -79,9 +79,8 @@ class Database:
             Path(database).resolve().parent if database and database != ":memory:" else None
         )
         self._writer = sessionmaker(engine, expire_on_commit=False)
-        self._reader = sessionmaker(
-            engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
-        )
+        self._read_engine = engine.execution_options(sqlite_begin="DEFERRED")
+        self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -102,6 +101,19 @@ class Database:
         """
         with disk_full_mapped(self.directory), self._reader() as session, session.begin():
             yield session
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """The snapshot of :meth:`read` on a Core connection, without an ORM session.
+
+        For the hottest lookups (a member by card, phone or code): with a statement built
+        once, it costs about half of a session's read.
+
+        Raises:
+            DiskFull: the disk is too full to open the database (its ``-shm`` file).
+        """
+        with disk_full_mapped(self.directory), self._read_engine.connect() as conn, conn.begin():
+            yield conn
 
     def close(self) -> None:
         self.engine.dispose()
