@@ -34,9 +34,11 @@ from datetime import datetime
 from pathlib import Path
 
 from edge.domain.clock import ensure_utc
+from edge.storage.space import disk_full_mapped
 
 NONCE_FILE = "nonces.db"
 PRUNE_INTERVAL_S = 60.0
+NOT_CLAIMED = "the member code was not accepted (use the card or the phone number)"
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS used_code_nonce ("
@@ -70,9 +72,13 @@ class UsedNonces:
         """Records ``nonce`` as used until ``expires_at``; False when it already was (a replay).
 
         ``now`` is the caller's clock, only for pruning the nonces that expired before it.
+
+        Raises:
+            DiskFull: the disk is too full to record the nonce: the code is not accepted (it
+                could otherwise be used again), and nothing was changed.
         """
         until = int(ensure_utc(expires_at).timestamp())
-        with self._lock:
+        with self._lock, disk_full_mapped(self.path.parent, NOT_CLAIMED):
             conn = self._connection()
             if self._monotonic() >= self._next_prune:
                 conn.execute(

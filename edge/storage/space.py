@@ -56,11 +56,14 @@ def free_bytes(where: Path) -> int:
 
 
 @contextmanager
-def disk_full_mapped(where: Path | None) -> Iterator[None]:
-    """Turns the disk being full (see :func:`out_of_space`) into :class:`DiskFull`."""
+def disk_full_mapped(where: Path | None, not_done: str = "") -> Iterator[None]:
+    """Turns the disk being full (see :func:`out_of_space`) into :class:`DiskFull`.
+
+    ``not_done`` says what was not done (the :class:`DiskFull`'s own words when empty).
+    """
     try:
         yield
     except (DBAPIError, sqlite3.Error, OSError) as exc:
         if out_of_space(exc, where):
-            raise DiskFull(where=str(where) if where is not None else "") from exc
+            raise DiskFull(not_done, where=str(where) if where is not None else "") from exc
         raise

@@ -176,6 +176,35 @@ def test_a_full_disk_refuses_writes_in_one_line_and_changes_nothing(small_disk, 
     kiosk.ok("backup", "create")
 
 
+def test_a_member_code_on_a_full_disk_is_refused_and_stays_usable(small_disk):
+    """The replay guard cannot record the code's nonce: the code is not accepted (it could be
+    shown again otherwise) and stays good for one use once there is space again."""
+    data = small_disk / "data"
+    kiosk = Console(data)
+    kiosk.ok("db", "upgrade")
+    kiosk.ok("member", "register", "--phone", PHONE, "--consent")
+    first = json.loads(kiosk.ok("member", "code", "--card", CARD, "--json"))["code"]
+    kiosk.ok("member", "identify", first)  # nonces.db is there, as on a kiosk in service
+    code = json.loads(kiosk.ok("member", "code", "--card", CARD, "--json"))["code"]
+    nonces_before = contents(data / "nonces.db")
+    # the touchscreen keeps the ledger open: the lookup can read it, the nonce is the write
+    holder = sqlite3.connect(data / "kiosk.db")
+    holder.execute("SELECT count(*) FROM member").fetchall()
+    filler = fill(small_disk)
+    try:
+        line = kiosk.refused("member", "identify", code)
+    finally:
+        holder.close()
+        filler.unlink()
+    assert line.startswith(
+        f"{FULL}the member code was not accepted (use the card or the phone number)"
+        f"{NOTHING_CHANGED}{data}"
+    ), line
+    assert contents(data / "nonces.db") == nonces_before
+    assert json.loads(kiosk.ok("member", "identify", code, "--json"))["card_no"] == CARD
+    assert "already used" in kiosk.refused("member", "identify", code)
+
+
 def test_the_touchscreen_says_the_disk_is_full_as_a_refusal(small_disk, tmp_path):
     from edge.services.members import register_member
     from edge.station.center import open_center
