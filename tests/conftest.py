@@ -10,6 +10,7 @@ import pytest
 
 from edge.app import AppContext
 from edge.config import KioskConfig, parse_config
+from tests.disk import small_tmpfs
 
 
 class SteppingClock:
@@ -24,6 +25,13 @@ class SteppingClock:
     def advance(self, **delta: float) -> datetime:
         self.now += timedelta(**delta)
         return self.now
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MB tmpfs, to fill up (:func:`tests.disk.fill`); skipped where it cannot be mounted."""
+    with small_tmpfs(tmp_path / "disk") as mount:
+        yield mount
 
 
 @pytest.fixture

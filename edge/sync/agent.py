@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from edge import __version__
 from edge.app import AppContext
-from edge.domain.errors import KioskError
+from edge.domain.errors import DiskFull, KioskError
 from edge.lifecycle.backup import BACKUP_DIR
 from edge.protocol import (
     BackupAck,
@@ -72,6 +72,10 @@ LANE_CARDS_EVERY_S = 1.0
 LANE_CARDS_PER_MESSAGE = 500
 # HQ acknowledges a backup once it holds the whole file: allow it this many event-ack timeouts.
 BACKUP_ACK_TIMEOUT_FACTOR = 5
+# While the disk is full: messages held unacknowledged, tried again this often; one log line
+# about it at most this often.
+HELD_RETRY_S = 5.0
+DISK_FULL_LOG_EVERY_S = 60.0
 
 
 def _path(app: AppContext, value: str) -> Path:
@@ -177,6 +181,13 @@ class Agent:
         self._next_telemetry = 0.0
         self.local_cards = LocalCardChanges(app)
         self._next_lane_cards = 0.0
+        # Messages that found the disk full: unacknowledged (the broker keeps them for a
+        # restart), applied in arrival order once there is space, and only then acknowledged.
+        # Each with the link's connection it came on: an acknowledgement is only for that one
+        # (after a reconnect the broker sends it again if it kept the session).
+        self._held: list[tuple[Inbound, int]] = []
+        self._next_held_retry = 0.0
+        self._disk_full_logged = 0.0
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -185,9 +196,13 @@ class Agent:
         self._stop.set()
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
-        """Runs until :meth:`stop` (SIGTERM) or ``until()``; says ``offline`` on the way out."""
-        with transaction(self.app) as tx:
-            remember_first_start(tx.session, tx.now)
+        """Runs until :meth:`stop` (SIGTERM) or ``until()``; says ``offline`` on the way out.
+
+        A full disk stops nothing: each step that needs to write is skipped (and logged once a
+        minute) until there is space again, while the link, the acknowledgements already
+        applied and telemetry (which reports the full disk to HQ) go on.
+        """
+        self._step(self._remember_first_start)
         follow_stored_rules(self.app, 0)
         self._resume_commands()
         self.link.start()
@@ -197,21 +212,24 @@ class Agent:
         try:
             while not self._stop.is_set() and not (until and until()):
                 self._drain_inbox(0.05)
-                self._finish_commands()
-                self.pump.pump()
-                self.backups.pump()
+                self._step(self._finish_commands)
+                self._step(self.pump.pump)
+                self._step(self.backups.pump)
                 now = time.monotonic()
+                if self._held and now >= self._next_held_retry:
+                    self._next_held_retry = now + HELD_RETRY_S
+                    self._apply_held()
                 if now >= self._next_lane_cards:
-                    self._announce_local_cards()
+                    self._step(self._announce_local_cards)
                     self._next_lane_cards = now + LANE_CARDS_EVERY_S
                 if now >= self._next_telemetry and self.link.connected:
                     self._publish_telemetry()
                     self._next_telemetry = now + self.app.config.sync.telemetry_interval_s
                 if now - self._last_gap_request >= self.app.config.sync.replica_poll_s:
-                    self._request_replica(force=True)
+                    self._step(lambda: self._request_replica(force=True))
                 if now >= self._next_set_aside_retry:
                     self._next_set_aside_retry = now + SET_ASIDE_RETRY_S
-                    self._retry_set_aside()
+                    self._step(self._retry_set_aside)
                 if watchdog is not None and now >= next_watchdog:
                     sd_notify("WATCHDOG=1")
                     next_watchdog = now + watchdog
@@ -224,6 +242,23 @@ class Agent:
     def _resync(self) -> None:
         self.pump.restart()
         self._request_replica(force=True)
+
+    def _remember_first_start(self) -> None:
+        with transaction(self.app) as tx:
+            remember_first_start(tx.session, tx.now)
+
+    def _step(self, work: Callable[[], object]) -> None:
+        """Runs one step of the loop; a full disk skips it (it is done again next time)."""
+        try:
+            work()
+        except DiskFull as exc:
+            self._log_disk_full(exc)
+
+    def _log_disk_full(self, exc: DiskFull) -> None:
+        now = time.monotonic()
+        if now - self._disk_full_logged >= DISK_FULL_LOG_EVERY_S or not self._disk_full_logged:
+            self._disk_full_logged = now
+            log.error("%s; %d message(s) held until then", exc.message, len(self._held))
 
     # ------------------------------------------------------------------ inbound
 
@@ -241,23 +276,34 @@ class Agent:
                 self._request_replica(force=True)
                 self._next_telemetry = 0.0
             elif isinstance(item, Inbound):
-                self.handle(item)
+                if self._held:  # behind those already held, in arrival order
+                    self._held.append((item, self.link.connects))
+                else:
+                    self.handle(item)
             if time.monotonic() >= deadline and self.link.inbox.empty():
                 return
 
-    def handle(self, msg: Inbound) -> None:
+    def handle(self, msg: Inbound, connection: int | None = None) -> None:
         """Parses, applies and acknowledges one message; bad ones are logged and dropped.
 
         No message can stop the agent: one whose applying fails unexpectedly is set aside in
         the database (and tried again every ``SET_ASIDE_RETRY_S``) and acknowledged; only if
         even that cannot be written is it left unacknowledged, for the broker to redeliver.
+        One that finds the disk full is held, unacknowledged, and applied once there is space.
+        ``connection`` is the link's connection the message came on (the current one if None).
         """
+        if connection is None:
+            connection = self.link.connects
         try:
             self._dispatch(msg)
             self.applied += 1
         except ProtocolError as exc:
             self.dropped += 1
             log.warning("dropped message on %r: %s", msg.topic, exc)
+        except DiskFull as exc:  # nothing was applied: held, to be applied when there is space
+            self._held.append((msg, connection))
+            self._log_disk_full(exc)
+            return
         except KioskError as exc:
             self.dropped += 1
             log.warning("refused message on %r: %s", msg.topic, exc.message)
@@ -266,7 +312,18 @@ class Agent:
             log.exception("message on %r could not be applied: set aside", msg.topic)
             if not self._set_aside(msg, exc):
                 return
-        self.link.ack(msg)
+        if connection == self.link.connects:
+            self.link.ack(msg)
+
+    def _apply_held(self) -> None:
+        """Applies the messages held while the disk was full, in order, until one still
+        finds it full."""
+        held, self._held = self._held, []
+        for n, (msg, connection) in enumerate(held):
+            self.handle(msg, connection)
+            if self._held:  # full again: it is held once more, the rest stay behind it
+                self._held.extend(held[n + 1 :])
+                return
 
     def _set_aside(self, msg: Inbound, exc: Exception) -> bool:
         """Keeps a message that failed to apply, to try again later; False if it cannot."""
@@ -309,6 +366,8 @@ class Agent:
             try:
                 self._dispatch(msg)
                 done = True
+            except DiskFull:
+                raise  # tried again once there is space, like every step of the loop
             except (ProtocolError, KioskError) as exc:
                 log.warning("set-aside message %s dropped now: %s", key, exc)
                 done = True

@@ -14,7 +14,6 @@ nothing else running (opening the database cannot create the ``-shm`` file: SQLI
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import http.server
 import json
@@ -24,13 +23,14 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.disk import fill
 
 os.environ.setdefault("KIVY_NO_ARGS", "1")
 os.environ.setdefault("KIVY_NO_CONSOLELOG", "1")
@@ -43,46 +43,6 @@ PHONE, OTHER_PHONE = "13800138000", "13900139000"
 CARD = "2900000000018"
 FULL = "error: the disk is full: "
 NOTHING_CHANGED = " and nothing was changed (free some space in "
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MB tmpfs, unmounted afterwards; skipped where mounting is not permitted."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command here: a small tmpfs is needed for a real full disk")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        reason = done.stderr.strip() or f"exit {done.returncode}"
-        pytest.skip(f"mounting a tmpfs is not permitted here ({reason}): needs root")
-    try:
-        yield mount
-    finally:
-        if subprocess.run(["umount", str(mount)], capture_output=True, check=False).returncode:
-            subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path, leave: int = 0) -> Path:
-    """Writes a file until at most ``leave`` bytes are free on ``disk`` (ENOSPC ends it)."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        while (free := shutil.disk_usage(disk).free) > leave:
-            try:
-                os.write(fd, b"\0" * max(4096, min(1 << 20, free - leave)))
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-                break
-    finally:
-        os.close(fd)
-    assert shutil.disk_usage(disk).free <= max(leave, 4096)
-    return filler
 
 
 class Console:
