@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from packaging.version import InvalidVersion, Version
 
 from edge.config import KioskConfig, load_config
 from edge.domain.errors import ConfigError, IntegrityError, KioskError, Refusal
@@ -119,22 +120,10 @@ def check_bundle_size(size: int, max_bytes: int, name: str = "the bundle") -> No
         )
 
 
-_NUMERIC_VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
 def compare_versions(a: str, b: str) -> int | None:
-    """-1, 0 or 1 as ``a`` is older than, the same as or newer than ``b`` (PEP 440 when
-    ``packaging`` is installed, else dotted numbers only); ``None`` when they cannot be
-    ordered (an unordered version is treated as a downgrade: it needs HQ's allowance)."""
-    try:
-        from packaging.version import InvalidVersion, Version
-    except ImportError:  # not a dependency of the appliance: numbers only
-        if not (_NUMERIC_VERSION.match(a) and _NUMERIC_VERSION.match(b)):
-            return None
-        x, y = ([int(p) for p in v.split(".")] for v in (a, b))
-        width = max(len(x), len(y))
-        x, y = x + [0] * (width - len(x)), y + [0] * (width - len(y))
-        return (x > y) - (x < y)
+    """-1, 0 or 1 as ``a`` is older than, the same as or newer than ``b`` (PEP 440: ``0.4.0rc1``
+    comes before ``0.4.0``); ``None`` when they cannot be ordered (an unordered version is
+    treated as a downgrade: it needs HQ's allowance)."""
     try:
         va, vb = Version(a), Version(b)
     except InvalidVersion:
