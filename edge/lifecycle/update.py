@@ -69,6 +69,7 @@ from edge.lifecycle.health import HealthReport, run_health_check
 from edge.protocol import COMMAND_SIGNING_DOMAIN, Command, ProtocolError, decode
 from edge.security.keys import load_public_key
 from edge.security.signing import verify_bytes
+from edge.storage import ledger_lock
 
 UPDATES_DIR = "updates"
 INBOX = "inbox"
@@ -332,14 +333,27 @@ def _same_owner(path: Path, like: Path) -> None:
         os.chown(path, st.st_uid, st.st_gid)
 
 
-def _put_back_database(saved: Path, live: Path) -> None:
-    """Return the database to the snapshot taken under the update lock (nothing ran since)."""
-    for suffix in ("-wal", "-shm"):
-        live.with_name(live.name + suffix).unlink(missing_ok=True)
-    tmp = live.with_name(f".{live.name}.rollback")
-    shutil.copyfile(saved, tmp)
-    _same_owner(tmp, live.parent)
-    os.replace(tmp, live)
+def _put_back_database(saved: Path, live: Path, wait_s: float) -> bool:
+    """Return the database to the snapshot taken under the update lock (nothing ran since).
+
+    Like a restore, only while no process has the file open (the ledger's lock, held
+    exclusively: a console command that opened it meanwhile is waited for, and none opens it
+    until this is done); False, and nothing touched, if one kept it open for ``wait_s``.
+    """
+    hold = ledger_lock.try_exclusive(live, wait_s)
+    if hold is None:
+        return False
+    try:
+        for suffix in ("-wal", "-shm"):
+            live.with_name(live.name + suffix).unlink(missing_ok=True)
+        tmp = live.with_name(f".{live.name}.rollback")
+        shutil.copyfile(saved, tmp)
+        _same_owner(tmp, live.parent)
+        os.replace(tmp, live)
+        fsync_directory(live.parent)
+    finally:
+        hold.release()
+    return True
 
 
 def _run(command: Sequence[str], timeout: float) -> str | None:
@@ -513,10 +527,16 @@ def _switch_and_check(
     if report.problems:
         # nothing but the doctor has run on the database since the snapshot: put it back
         restored = False
-        if saved.exists() and _schema_revision(live) != revision_before:
-            _put_back_database(saved, live)
-            restored = True
         problems = _switch_back(root, manifest, previous, older, report.problems)
+        if saved.exists() and _schema_revision(live) != revision_before:
+            restored = _put_back_database(saved, live, services.timeout)
+            if not restored:
+                kept = data_dir / UPDATES_DIR / f"pre-{manifest.version}.db"
+                shutil.copyfile(saved, kept)
+                problems.append(
+                    f"the database was kept open by another process: not put back; "
+                    f"the copy from before the update is {kept}"
+                )
         if previous is not None and (failure := services.start()):
             problems.append(f"start after rollback: {failure}")
         return UpdateResult("rolled_back", manifest.version, previous, problems, restored)

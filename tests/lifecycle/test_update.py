@@ -311,3 +311,36 @@ def test_an_update_that_fails_its_health_check_is_rolled_back(
         text=True,
     )
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+
+
+def test_a_migrated_database_is_put_back_only_while_no_process_has_it_open(tmp_path):
+    from sqlalchemy import func, select
+
+    from edge.lifecycle.backup import snapshot
+    from edge.lifecycle.update import _put_back_database
+    from edge.storage.models import Member
+
+    def registered(app: AppContext) -> int:
+        with app.db.read() as session:
+            return int(session.scalar(select(func.count()).select_from(Member)) or 0)
+
+    app = AppContext.open(tmp_path / "data", config=KioskConfig())
+    members.register_member(app, "13800138000", consent=True)
+    live = app.data_dir / "kiosk.db"
+    saved = tmp_path / "pre-update.db"
+    snapshot(live, saved)
+    members.register_member(app, "13900139000", consent=True)
+    try:
+        assert registered(app) == 2
+        # a console command (here: this app) has the ledger open: it is not swapped under it
+        assert _put_back_database(saved, live, wait_s=0.2) is False
+        assert registered(app) == 2
+    finally:
+        app.close()
+    assert _put_back_database(saved, live, wait_s=5) is True
+    again = AppContext.open(tmp_path / "data", config=KioskConfig())
+    try:
+        assert registered(again) == 1
+        assert verify_ledger(again).ok
+    finally:
+        again.close()
