@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from drivers.health import HealthState
 from edge.app import AppContext
 from edge.cli.common import emit, json_option, state
 from edge.domain.errors import DiskFull, InvalidInput
@@ -139,7 +140,6 @@ def doctor_cmd(sim: bool) -> None:
     """Check every configured device, the database and free space; exits 1 when one has
     failed."""
     from drivers.config import HardwareConfig
-    from drivers.health import HealthState
     from drivers.selftest import check_hardware
     from edge.config import default_data_dir, load_config
 
@@ -190,7 +190,6 @@ def _storage_row(data_dir: Path) -> dict[str, Any]:
     thresholds telemetry reports by, :func:`edge.sync.telemetry.space_state`)."""
     import shutil
 
-    from drivers.health import HealthState
     from edge.sync.telemetry import describe_space, space_state
 
     start = time.perf_counter()
@@ -221,7 +220,7 @@ def _storage_row(data_dir: Path) -> dict[str, Any]:
 
 
 def _table(rows: list[dict[str, Any]], failed: bool) -> str:
-    marks = {"ok": "OK  ", "degraded": "WARN", "failed": "FAIL"}
+    marks = {HealthState.OK: "OK  ", HealthState.DEGRADED: "WARN", HealthState.FAILED: "FAIL"}
     lines = [f"{'':4}  {'device':<10} {'backend':<9} {'ms':>7}  detail"]
     for r in rows:
         text = r["reason"] or r["detail"]

@@ -10,6 +10,7 @@ from types import FrameType
 import click
 from sqlalchemy import func, select
 
+from drivers.health import HealthState
 from edge.cli.common import emit, json_option, state
 from edge.console import NUMBER
 from edge.domain.errors import InvalidInput
@@ -109,7 +110,7 @@ def broker_config(
 
 @sync_group.command("health")
 @click.argument("name")
-@click.argument("health", type=click.Choice(["ok", "degraded", "failed", "unknown"]))
+@click.argument("health", type=click.Choice([s.value for s in HealthState]))
 @click.option("--code", default="", help="Stable machine word, e.g. paper_out.")
 @click.option("--reason", default="", help="What a technician should look at.")
 def sync_health(name: str, health: str, code: str, reason: str) -> None:

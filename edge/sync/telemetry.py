@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from drivers.health import HealthState
 from edge import __version__
 from edge.app import AppContext
 from edge.protocol import DeviceHealth, StorageWear, Telemetry, Throttling
@@ -149,7 +150,7 @@ def collect(app: AppContext, clock_offset_s: float | None) -> Telemetry:
         ).one()
         devices = {
             row.name: DeviceHealth(
-                state=row.state if row.state in ("ok", "degraded", "failed") else "unknown",
+                state=HealthState.of(row.state).value,
                 code=row.code,
                 reason=row.reason,
                 at=row.updated_at,
