@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from drivers.config import HardwareConfig
 from edge.domain.errors import ConfigError, describe_invalid
-from edge.protocol import PointsPolicy
+from edge.protocol import OfflinePolicy, PointsPolicy
 
 INSTALLED_DATA_DIR = Path("/var/lib/member-kiosk")
 
@@ -139,16 +139,24 @@ class TiersConfig(_Section):
         return self
 
 
-class OfflineConfig(_Section):
-    """Caps that bound double-spend risk while HQ is unreachable."""
+OFFLINE_DEFAULTS: dict[str, int] = {
+    "offline_after_s": 300,
+    "max_points_per_redemption": 2_000,
+    "max_points_per_member": 5_000,
+    "max_points_per_device": 50_000,
+    "max_offline_hours": 24,
+}
+"""The appliance's own offline caps, for whatever the ``[offline]`` section leaves out."""
 
-    offline_after_s: int = Field(300, ge=10, title="HQ silence before the device counts offline")
-    max_points_per_redemption: int = Field(2_000, ge=0, title="Cap per redemption")
-    max_points_per_member: int = Field(5_000, ge=0, title="Cap per member while offline")
-    max_points_per_device: int = Field(50_000, ge=0, title="Cap per device while offline")
-    max_offline_hours: int = Field(
-        24, ge=1, le=720, title="Window", description="after it redemption pauses"
-    )
+
+class OfflineConfig(OfflinePolicy, _Section):
+    """Caps that bound double-spend risk while HQ is unreachable: the fields and bounds HQ's
+    rules have too (:class:`~edge.protocol.OfflinePolicy`), which replace them."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        return {**OFFLINE_DEFAULTS, **data} if isinstance(data, dict) else data
 
 
 class SecurityConfig(_Section):
@@ -291,7 +299,7 @@ class KioskConfig(_Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     points: PointsConfig = Field(default_factory=lambda: PointsConfig.model_validate({}))
     tiers: TiersConfig = Field(default_factory=TiersConfig)
-    offline: OfflineConfig = Field(default_factory=OfflineConfig)
+    offline: OfflineConfig = Field(default_factory=lambda: OfflineConfig.model_validate({}))
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     sync: SyncConfig = Field(default_factory=SyncConfig)

@@ -471,12 +471,24 @@ class PointsRules(PointsPolicy, Message):
     """The points section of HQ's rules: every field of :class:`PointsPolicy`, none left out."""
 
 
-class OfflineRules(Message):
-    offline_after_s: int = Field(ge=10)
-    max_points_per_redemption: int = Field(ge=0)
-    max_points_per_member: int = Field(ge=0)
-    max_points_per_device: int = Field(ge=0)
-    max_offline_hours: int = Field(ge=1, le=720)
+class OfflinePolicy(BaseModel):
+    """The caps that bound double-spend risk while HQ is unreachable: the one declaration of
+    these fields and their bounds, for HQ's rules (:class:`OfflineRules`) and the appliance's
+    ``[offline]`` section (``edge.config.OfflineConfig``, which adds the defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    offline_after_s: int = Field(ge=10, title="HQ silence before the device counts offline")
+    max_points_per_redemption: int = Field(ge=0, title="Cap per redemption")
+    max_points_per_member: int = Field(ge=0, title="Cap per member while offline")
+    max_points_per_device: int = Field(ge=0, title="Cap per device while offline")
+    max_offline_hours: int = Field(
+        ge=1, le=720, title="Window", description="after it redemption pauses"
+    )
+
+
+class OfflineRules(OfflinePolicy, Message):
+    """The offline section of HQ's rules: every field of :class:`OfflinePolicy`."""
 
 
 class Rules(Message):
