@@ -11,20 +11,9 @@ os.environ.setdefault("KIVY_NO_FILELOG", "1")
 
 import pytest
 
-from edge.station.center import open_center
-from edge.station.seed import seed_demo
+from tests.station.conftest import center, people
 
-
-@pytest.fixture
-def center(tmp_path):
-    c = open_center(tmp_path / "data", simulate=True)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def people(center):
-    return seed_demo(center.app)
+__all__ = ["center", "people"]
 
 
 @pytest.fixture

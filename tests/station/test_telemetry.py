@@ -29,13 +29,6 @@ from tests.lifecycle.hq_desk import make_desk
 from tests.waiting import wait_for
 
 
-@pytest.fixture
-def center(tmp_path: Path):
-    opened = open_center(tmp_path / "data", simulate=True)
-    yield opened
-    opened.close()
-
-
 def _settled(center: KioskCenter) -> None:
     assert center.station.flush(), "the station's records were not written in time"
 

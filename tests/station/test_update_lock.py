@@ -8,15 +8,13 @@ import pytest
 
 from drivers.printer import receipts
 from edge.lifecycle import busy
-from edge.station.center import open_center
 
 
 @pytest.fixture
-def center(tmp_path):
-    opened = open_center(tmp_path / "data", simulate=True)
-    opened.station.hold_timeout_s = 0.2
-    yield opened
-    opened.close()
+def center(center):
+    """The station's center, holding a slip for an update only briefly."""
+    center.station.hold_timeout_s = 0.2
+    return center
 
 
 def _slip(center):
