@@ -177,3 +177,15 @@ def block_card(app: AppContext, card_no: str, actor: str = "hq") -> CardBlock:
             tx.audit(actor, "card.block", number, before=before)
             tx.emit("card.blocklist", {"add": [number], "reason": actor})
         return CardBlock(number, True, before, str(card.state))
+
+
+def card_states(app: AppContext, card_nos: set[str]) -> list[tuple[str, str]]:
+    """The state of each of these cards this kiosk knows (for the store's lanes' card
+    list), sorted by card number; cards it does not know are left out."""
+    if not card_nos:
+        return []
+    with app.db.read() as session:
+        rows = session.execute(
+            select(Card.card_no, Card.state).where(Card.card_no.in_(card_nos))
+        ).all()
+    return sorted((card_no, str(state)) for card_no, state in rows)

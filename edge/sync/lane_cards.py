@@ -17,8 +17,9 @@ from sqlalchemy import func, select
 from edge.app import AppContext
 from edge.protocol import EVENT_DATA
 from edge.protocol.messages import CardBlocklistData, CardReplacedData, MemberRegisteredData
+from edge.services.cards import card_states
 from edge.services.tx import get_meta, set_meta
-from edge.storage.models import Card, OutboxEvent
+from edge.storage.models import OutboxEvent
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,8 @@ class LocalCardChanges:
                     OutboxEvent.kind.in_(CARD_EVENTS),
                 )
             ).all()
-            card_nos = {c for kind, payload in rows for c in _cards_in(kind, payload)}
-            cards = [
-                (card.card_no, str(card.state))
-                for card in session.scalars(select(Card).where(Card.card_no.in_(card_nos)))
-            ]
-        return sorted(cards), int(upto)
+        card_nos = {c for kind, payload in rows for c in _cards_in(kind, payload)}
+        return card_states(self.app, card_nos), int(upto)
 
     def advance(self, to_seq: int, told: bool) -> None:
         """Moves the cursor; it is written down only when cards were told (a restart reads
