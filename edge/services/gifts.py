@@ -20,7 +20,7 @@ from edge.services.ledger import debit
 from edge.services.members import usable_member
 from edge.services.staff import StaffIdentity, require
 from edge.services.tx import Tx, run_once, transaction
-from edge.storage.models import Coupon, Gift, Member, Redemption
+from edge.storage.models import Card, Coupon, Gift, Member, Redemption
 
 MAX_STOCK = 1_000_000
 
@@ -190,75 +190,8 @@ def redeem_gift(
                 refused_offline.append(member.id)
                 raise
         _check_balance(member, points)
-        redemption_id = tx.new_id()
-        entries = debit(tx, member, points, EntryKind.REDEMPTION, redemption_id)
-        _take_stock(tx, gift, qty)
-        # A gift is collected with the voucher; a coupon redemption's proof is its coupons.
-        voucher = (
-            sign_voucher(app.keys.device_signing_key, "gift", redemption_id, app.device_id)
-            if gift.kind == "gift"
-            else ""
-        )
-        tx.session.add(
-            Redemption(
-                id=redemption_id,
-                member_id=member.id,
-                card_no=card.card_no,
-                sku=sku_v,
-                qty=qty,
-                points=points,
-                voucher_code=voucher,
-                offline=link.offline,
-                created_at=tx.now,
-            )
-        )
-        tx.session.flush()  # coupons reference the redemption
-        coupons, expires = _mint_coupons(app, tx, gift, member.id, redemption_id, qty)
-        low = is_low_stock(gift.stock, gift.low_stock)
-        tx.audit(
-            actor,
-            "gift.redeem",
-            member.id,
-            redemption_id=redemption_id,
-            sku=sku_v,
-            qty=qty,
-            points=points,
-            offline=link.offline,
-        )
-        tx.emit(
-            "gift.redeemed",
-            {
-                "member_id": member.id,
-                "card_no": card.card_no,
-                "redemption_id": redemption_id,
-                "sku": sku_v,
-                "qty": qty,
-                "points": points,
-                "offline": link.offline,
-                "coupons": len(coupons),
-                "entries": [e.as_dict() for e in entries],
-            },
-        )
-        if low:
-            _emit_low_stock(tx, gift)
-        result = RedemptionResult(
-            redemption_id,
-            card.card_no,
-            sku_v,
-            gift.name,
-            gift.kind,
-            qty,
-            points,
-            member.balance,
-            voucher,
-            coupons,
-            gift.coupon_value_cents,
-            expires,
-            link.offline,
-            low,
-            tx.now,
-        )
-        return result, redemption_id
+        result = _record_redemption(app, tx, actor, member, card, gift, qty, points, link.offline)
+        return result, result.redemption_id
 
     def replay(tx: Tx, redemption_id: str) -> RedemptionResult:
         return _stored_redemption(tx.session, redemption_id)
@@ -269,6 +202,89 @@ def redeem_gift(
         if refused_offline:
             _audit_refusal(app, refused_offline[-1], sku_v, refusal)
         raise
+
+
+def _record_redemption(
+    app: AppContext,
+    tx: Tx,
+    actor: str,
+    member: Member,
+    card: Card,
+    gift: Gift,
+    qty: int,
+    points: int,
+    offline: bool,
+) -> RedemptionResult:
+    """Takes the points and the stock, writes the redemption with its voucher or coupons,
+    and records it in the audit chain and the outbox."""
+    redemption_id = tx.new_id()
+    entries = debit(tx, member, points, EntryKind.REDEMPTION, redemption_id)
+    _take_stock(tx, gift, qty)
+    # A gift is collected with the voucher; a coupon redemption's proof is its coupons.
+    voucher = (
+        sign_voucher(app.keys.device_signing_key, "gift", redemption_id, app.device_id)
+        if gift.kind == "gift"
+        else ""
+    )
+    tx.session.add(
+        Redemption(
+            id=redemption_id,
+            member_id=member.id,
+            card_no=card.card_no,
+            sku=gift.sku,
+            qty=qty,
+            points=points,
+            voucher_code=voucher,
+            offline=offline,
+            created_at=tx.now,
+        )
+    )
+    tx.session.flush()  # coupons reference the redemption
+    coupons, expires = _mint_coupons(app, tx, gift, member.id, redemption_id, qty)
+    low = is_low_stock(gift.stock, gift.low_stock)
+    tx.audit(
+        actor,
+        "gift.redeem",
+        member.id,
+        redemption_id=redemption_id,
+        sku=gift.sku,
+        qty=qty,
+        points=points,
+        offline=offline,
+    )
+    tx.emit(
+        "gift.redeemed",
+        {
+            "member_id": member.id,
+            "card_no": card.card_no,
+            "redemption_id": redemption_id,
+            "sku": gift.sku,
+            "qty": qty,
+            "points": points,
+            "offline": offline,
+            "coupons": len(coupons),
+            "entries": [e.as_dict() for e in entries],
+        },
+    )
+    if low:
+        _emit_low_stock(tx, gift)
+    return RedemptionResult(
+        redemption_id,
+        card.card_no,
+        gift.sku,
+        gift.name,
+        gift.kind,
+        qty,
+        points,
+        member.balance,
+        voucher,
+        coupons,
+        gift.coupon_value_cents,
+        expires,
+        offline,
+        low,
+        tx.now,
+    )
 
 
 def _terms(gift: Gift) -> GiftTerms:
