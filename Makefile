@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= var
 STAMP := $(VENV)/.installed
 # Debian packages the appliance and its tests use.
-DEB_PACKAGES := mosquitto libzbar0 xvfb xauth fonts-noto-cjk sqlite3 shellcheck \
+DEB_PACKAGES := mosquitto postgresql libzbar0 xvfb xauth fonts-noto-cjk sqlite3 shellcheck \
 	debootstrap udev systemd openssl \
 	libgl1 libegl1 libgles2 libgl1-mesa-dri libx11-6 libxext6 libxrender1 libxi6 \
 	libxrandr2 libxcursor1 libxfixes3 libxss1 libxxf86vm1 libmtdev1

@@ -106,6 +106,56 @@ def serve(ctx: click.Context, log_level: str) -> None:
     service.run()
 
 
+@hq_group.group("db")
+def db_group() -> None:
+    """HQ's database schema (its own Alembic migrations)."""
+
+
+@db_group.command("upgrade")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def db_upgrade(ctx: click.Context, as_json: bool) -> None:
+    """Bring HQ's database schema up to date, in one transaction (safe to run any time;
+    back the database up first). Run it before starting a new version's workers."""
+    from hq.schema import upgrade
+    from hq.service import make_hq_engine
+
+    engine = make_hq_engine(config_of(ctx).database_url)
+    try:
+        before, after = upgrade(engine)
+    finally:
+        engine.dispose()
+    show(
+        {"before": before, "after": after, "changed": before != after},
+        as_json,
+        f"HQ schema {before or '(empty)'} -> {after}"
+        if before != after
+        else f"HQ schema {after} (up to date)",
+    )
+
+
+@db_group.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def db_status(ctx: click.Context, as_json: bool) -> None:
+    """Say which schema revision HQ's database is at and which one this HQ needs."""
+    from hq.schema import HQ_SCHEMA
+    from hq.service import make_hq_engine
+
+    engine = make_hq_engine(config_of(ctx).database_url)
+    try:
+        current = HQ_SCHEMA.current_revision(engine)
+    finally:
+        engine.dispose()
+    head = HQ_SCHEMA.head_revision()
+    show(
+        {"current": current, "needed": head, "up_to_date": current == head},
+        as_json,
+        f"HQ schema {current or '(empty)'}, this HQ needs {head}"
+        + ("" if current == head else ": run `kiosk hq db upgrade`"),
+    )
+
+
 @hq_group.command("fleet")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -116,10 +166,10 @@ def fleet_command(ctx: click.Context, as_json: bool) -> None:
 
     from hq.backups import BackupStore
     from hq.fleet import fleet
-    from hq.service import make_hq_engine
+    from hq.service import open_hq_engine
 
     config = config_of(ctx)
-    engine = make_hq_engine(config.database_url)
+    engine = open_hq_engine(config.database_url)
     backups = BackupStore(config.backups_path(), config.backups_keep)
     if not backups.root.is_dir():
         click.echo(

@@ -29,7 +29,7 @@ from hq.enrol import (
     write_enrol_key,
     write_lookup_key,
 )
-from hq.service import make_hq_engine
+from hq.service import open_hq_engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -132,7 +132,7 @@ def _desk(ctx: click.Context, opts: dict[str, Any], *, signs: bool = True) -> En
         card_range_size=opts.get("range_size") or 50_000,
         lookup_key=opts.get("lookup_key"),
     )
-    return EnrolmentDesk(make_hq_engine(config.database_url), settings)
+    return EnrolmentDesk(open_hq_engine(config.database_url), settings)
 
 
 def _slip_text(qr_text: str | None, photo: Path | None) -> str:

@@ -52,7 +52,8 @@ from hq.ledger import (
     raise_alert,
     stored_events,
 )
-from hq.models import FleetDevice, HqBase
+from hq.models import FleetDevice
+from hq.schema import require_current
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class HqConfig(BaseModel):
 
 
 def make_hq_engine(url: str) -> Engine:
-    """An engine for HQ's database (tables created if missing)."""
+    """An engine for HQ's database; it creates nothing (``kiosk hq db upgrade`` does)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -117,7 +118,18 @@ def make_hq_engine(url: str) -> Engine:
             cur.close()
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    HqBase.metadata.create_all(engine)
+    return engine
+
+
+def open_hq_engine(url: str) -> Engine:
+    """An engine for HQ's database, refused in one line unless its schema is the one this
+    build expects."""
+    engine = make_hq_engine(url)
+    try:
+        require_current(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 
@@ -174,7 +186,8 @@ class HqService:
     def __init__(self, config: HqConfig, engine: Engine | None = None) -> None:
         self.config = config
         self.topics = Topics(config.topic_prefix)
-        self.engine = engine or make_hq_engine(config.database_url)
+        self.engine = engine or open_hq_engine(config.database_url)
+        require_current(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.ledger = CentralLedger(timedelta(minutes=config.clone_window_min))
         t = self.topics

@@ -11,6 +11,7 @@ import pytest
 from edge.app import AppContext
 from edge.config import KioskConfig, parse_config
 from tests.disk import small_tmpfs
+from tests.postgres import PostgresCluster, fresh_schema, postgres_cluster
 
 
 class SteppingClock:
@@ -32,6 +33,20 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An 8 MB tmpfs, to fill up (:func:`tests.disk.fill`); skipped where it cannot be mounted."""
     with small_tmpfs(tmp_path / "disk") as mount:
         yield mount
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """This test process's own throwaway PostgreSQL cluster, started when first asked for."""
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresCluster) -> Iterator[str]:
+    """A URL into a new, empty schema of the throwaway cluster, dropped after the test."""
+    with fresh_schema(postgres.url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from edge.sync.health import report_peripheral
 from edge.systemd import sd_notify
 from hq.fleet import fleet
 from hq.service import HqConfig, HqService
+from tests.hq.database import sqlite_hq_url
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
 from tests.sync.helpers import fleet_json, hq_config, pending
 
@@ -94,7 +95,7 @@ def _disk_alerts(hq: HqService) -> dict[str, str]:
 
 
 def test_low_free_space_raises_disk_low_and_space_back_clears_it(tmp_path):
-    hq = HqService(HqConfig(database_url=f"sqlite+pysqlite:///{tmp_path / 'hq.db'}"))
+    hq = HqService(HqConfig(database_url=sqlite_hq_url(tmp_path / "hq.db")))
     gb = 1000**3
     # defaults: under the larger of 10 % and 200 MB
     hq.handle(_sample("K001", 2 * gb, 32 * gb))  # 6 %: low
@@ -114,7 +115,7 @@ def test_low_free_space_raises_disk_low_and_space_back_clears_it(tmp_path):
 
 def test_the_disk_low_threshold_is_hqs_to_set(tmp_path):
     config = HqConfig(
-        database_url=f"sqlite+pysqlite:///{tmp_path / 'hq.db'}",
+        database_url=sqlite_hq_url(tmp_path / "hq.db"),
         disk_low_percent=0,
         disk_low_mb=100,
     )

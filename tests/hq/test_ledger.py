@@ -1,60 +1,36 @@
 """HQ's central ledger on SQLite and on PostgreSQL: dedup, reconciliation, anti-cloning.
 
-PostgreSQL runs only where a server answers (HQ_TEST_POSTGRES_URL, default the local one);
-each run gets its own schema, dropped afterwards.
+PostgreSQL is the tests' own throwaway cluster; each test gets its own schema, migrated as
+`kiosk hq db upgrade` does and dropped afterwards.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from edge.domain.ids import IdFactory
 from edge.protocol import Event, EventBatch
 from hq.ledger import CentralLedger, balances, ledger_sums
-from hq.models import Alert, CentralMember, HqBase, StoredEvent
-from hq.service import make_hq_engine
+from hq.models import Alert, CentralMember, StoredEvent
+from tests.hq.database import migrated_engine, sqlite_hq_engine
 
-PG_URL = os.environ.get("HQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ids = IdFactory()
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
-
-
-def _postgres() -> Iterator[Engine]:
-    try:
-        probe = create_engine(PG_URL, connect_args={"connect_timeout": 3})
-        with probe.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:  # no server on this machine
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}")
-    schema = f"hq_test_{secrets.token_hex(4)}"
-    with probe.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = create_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    HqBase.metadata.create_all(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with probe.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        probe.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request, tmp_path) -> Iterator[Engine]:
     if request.param == "sqlite":
-        e = make_hq_engine(f"sqlite+pysqlite:///{tmp_path / 'hq.db'}")
-        yield e
-        e.dispose()
+        e = sqlite_hq_engine(tmp_path / "hq.db")
     else:
-        yield from _postgres()
+        e = migrated_engine(request.getfixturevalue("postgres_url"))
+    yield e
+    e.dispose()
 
 
 def event(kind, device, store, seq, data, at=T0) -> Event:

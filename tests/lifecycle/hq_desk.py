@@ -23,7 +23,7 @@ from edge.security.keys import load_private_key
 from edge.security.signing import sign_bytes
 from edge.sync.broker import DevCA, write_command_keys
 from hq.enrol import DeskSettings, EnrolmentDesk, write_enrol_key
-from hq.service import make_hq_engine
+from tests.hq.database import sqlite_hq_engine
 
 
 def make_desk(root: Path, ca_dir: Path, **settings: object) -> EnrolmentDesk:
@@ -52,7 +52,7 @@ def make_desk(root: Path, ca_dir: Path, **settings: object) -> EnrolmentDesk:
         rules_version="2026.03",
         catalogue_version="2026.03-2",
     )
-    engine = make_hq_engine(f"sqlite+pysqlite:///{root / 'hq.db'}")
+    engine = sqlite_hq_engine(root / "hq.db")
     return EnrolmentDesk(engine, replace(base, **settings))  # type: ignore[arg-type]
 
 

@@ -24,6 +24,7 @@ from edge.services.tx import get_meta
 from edge.storage.models import Member, OutboxEvent
 from hq.models import StoredEvent
 from hq.service import HqConfig
+from tests.hq.database import sqlite_hq_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +44,7 @@ def fleet_json(tmp_path: Path, db_url: str, *options: str) -> dict:
 def hq_config(broker, tmp_path: Path, **extra) -> HqConfig:
     ca, cert, key = broker.tls("hq")
     return HqConfig(
-        database_url=f"sqlite+pysqlite:///{tmp_path / 'hq.db'}",
+        database_url=sqlite_hq_url(tmp_path / "hq.db"),
         broker_port=broker.port,
         ca_file=str(ca),
         cert_file=str(cert),

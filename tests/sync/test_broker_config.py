@@ -21,6 +21,7 @@ from edge.sync.agent import link_settings
 from edge.sync.broker import DevCA, Identity, render_acl, render_bridge_conf, render_broker
 from hq.lanes import Lane
 from hq.service import HqConfig, HqService, make_hq_engine
+from tests.hq.database import sqlite_hq_url
 from tests.sync.conftest import HQ_IDENTITIES, Broker, free_port, kiosk_config
 from tests.sync.helpers import client, received
 
@@ -282,7 +283,7 @@ def lane_uses() -> tuple[list[str], list[str]]:
 
 
 def hq_uses(tmp_path: Path) -> tuple[list[str], list[str]]:
-    url = f"sqlite+pysqlite:///{tmp_path / 'hq.db'}"
+    url = sqlite_hq_url(tmp_path / "hq.db")
     service = HqService(HqConfig(database_url=url), make_hq_engine(url))
     settings = service.link.settings
     service.engine.dispose()

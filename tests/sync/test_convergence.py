@@ -42,7 +42,7 @@ from edge.storage.models import OutboxEvent
 from edge.storage.sync_models import SetAside
 from hq.ledger import CentralLedger, balances, next_seq, stored_events
 from hq.models import QuarantinedEvent, StoredEvent
-from hq.service import make_hq_engine
+from tests.hq.database import migrated_engine, sqlite_hq_engine
 from tests.sync.conftest import kiosk_config
 from tests.sync.helpers import local_balances, outbox_events
 
@@ -99,7 +99,7 @@ def batch(device: str, events: list[Event]) -> EventBatch:
 class Streams:
     def __init__(self, root: Path) -> None:
         self.root = root
-        engine = make_hq_engine(f"sqlite+pysqlite:///{root / 'hq.db'}")
+        engine = sqlite_hq_engine(root / "hq.db")
         a = kiosk(root, "K001", "S001", 1)
         b = kiosk(root, "K002", "S002", 50_000)
         for app in (a, b):
@@ -147,7 +147,7 @@ FAST = settings(
 @FAST
 @given(data=st.data())
 def test_hq_stores_each_device_in_order_whatever_the_network_does(streams, data):
-    engine = make_hq_engine("sqlite+pysqlite:///:memory:")
+    engine = migrated_engine("sqlite+pysqlite:///:memory:")
     devices = sorted(streams.streams)
     shuffle = data.draw(st.randoms(use_true_random=False))
     steps = data.draw(

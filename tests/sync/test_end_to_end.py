@@ -16,13 +16,14 @@ from hq.lanes import Lane
 from hq.ledger import balances, ledger_sums
 from hq.models import StoredEvent
 from hq.service import HqConfig, HqService
+from tests.hq.database import sqlite_hq_url
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
 
 
 def hq_config(broker, tmp_path) -> HqConfig:
     ca, cert, key = broker.tls("hq")
     return HqConfig(
-        database_url=f"sqlite+pysqlite:///{tmp_path / 'hq.db'}",
+        database_url=sqlite_hq_url(tmp_path / "hq.db"),
         broker_port=broker.port,
         ca_file=str(ca),
         cert_file=str(cert),

@@ -32,6 +32,7 @@ from hq.lanes import Lane
 from hq.ledger import balances, ledger_sums
 from hq.models import QuarantinedEvent, StoredEvent
 from hq.service import HqService, make_hq_engine
+from tests.hq.database import sqlite_hq_url
 from tests.sync.conftest import Runner, make_data_dir, open_app, start_broker, wait_until
 from tests.sync.helpers import (
     AgentProcess,
@@ -65,7 +66,7 @@ def test_exactly_once_under_faults(tmp_path):
         for d, s in devices.items()
     }
     apps = {d: open_app(dirs[d]) for d in devices}
-    hq_url = f"sqlite+pysqlite:///{tmp_path / 'hq.db'}"
+    hq_url = sqlite_hq_url(tmp_path / "hq.db")
     hq = HqProcess(broker, hq_url, tmp_path / "hq.log")
     hq.start()
     hq_engine = make_hq_engine(hq_url)

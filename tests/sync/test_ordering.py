@@ -42,7 +42,8 @@ from edge.sync.agent import Agent, link_settings
 from edge.sync.outbox import OutboxPump
 from hq.ledger import CentralLedger, balances
 from hq.models import Alert, QuarantinedEvent, StoredEvent
-from hq.service import HqService, make_hq_engine
+from hq.service import HqService
+from tests.hq.database import sqlite_hq_engine
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
 from tests.sync.helpers import arriving, client, local_balances, outbox_events
 
@@ -67,7 +68,7 @@ def kiosk_with_history(tmp_path: Path, broker, device: str, store: str, start: i
 
 @pytest.fixture
 def hq_db(tmp_path):
-    engine = make_hq_engine(f"sqlite+pysqlite:///{tmp_path / 'hq.db'}")
+    engine = sqlite_hq_engine(tmp_path / "hq.db")
     yield engine
     engine.dispose()
 
