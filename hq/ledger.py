@@ -31,11 +31,13 @@ from edge.protocol.messages import (
     TierChangedData,
 )
 from hq.models import (
+    EVENT_COUNTER,
     Alert,
     CardUse,
     CentralCard,
     CentralEntry,
     CentralMember,
+    ChainCounter,
     DeviceSequence,
     EnrolledDevice,
     FleetDevice,
@@ -54,9 +56,7 @@ class Ingest:
 
     acked: list[str] = field(default_factory=list)
     quarantined: list[tuple[str, str]] = field(default_factory=list)
-    stored: list[tuple[int, Event]] = field(default_factory=list)
-    after_seq: int = 0
-    to_seq: int = 0
+    stored: list[tuple[int, Event]] = field(default_factory=list)  # (hq_seq, event), in order
     blocked_cards: list[tuple[str, str]] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
     gap: bool = False
@@ -105,6 +105,23 @@ def advance_seq(session: Session, device_id: str, before: int, after: int, now: 
         raise SequenceMoved(device_id)
     session.add(DeviceSequence(device_id=device_id, next_seq=after, updated_at=now))
     session.flush()
+
+
+def take_numbers(session: Session, count: int) -> int:
+    """Gives ``count`` consecutive chain numbers (``hq_seq``) and returns the first.
+
+    Called last in a writer's transaction: the counter's row stays locked until the
+    transaction ends, so writers commit their numbers in order and a rolled-back one gives
+    them back (see :class:`~hq.models.ChainCounter`).
+    """
+    last = session.execute(
+        update(ChainCounter)
+        .where(ChainCounter.name == EVENT_COUNTER)
+        .values(value=ChainCounter.value + count)
+        .returning(ChainCounter.value)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    return int(last) - count + 1
 
 
 def device_store(session: Session, device_id: str) -> str | None:
@@ -213,8 +230,6 @@ class CentralLedger:
         )
         expected = first_expected = next_seq(session, device_id)
         store_id = device_store(session, device_id)
-        last = session.scalar(select(func.max(StoredEvent.hq_seq))) or 0
-        result.after_seq = result.to_seq = last
         rows: list[dict[str, Any]] = []
         typed: list[tuple[Event, Any]] = []
         for event in events:
@@ -261,12 +276,10 @@ class CentralLedger:
                 continue
             if store_id is None:
                 store_id = event.store_id
-            last += 1
             expected += 1
             known.add(event.event_id)
             rows.append(
                 {
-                    "hq_seq": last,
                     "event_id": event.event_id,
                     "device_id": event.device_id,
                     "store_id": event.store_id,
@@ -278,14 +291,17 @@ class CentralLedger:
                 }
             )
             typed.append((event, data))
-            result.stored.append((last, event))
             result.acked.append(event.event_id)
         if expected != first_expected:
             advance_seq(session, device_id, first_expected, expected, now)
         if rows:
-            session.execute(insert(StoredEvent), rows)
             self._apply(session, typed, now, result)
-        result.to_seq = last
+            # The chain's numbers last, so the counter is held only for the insert and commit.
+            first = take_numbers(session, len(rows))
+            for number, row in enumerate(rows, start=first):
+                row["hq_seq"] = number
+            session.execute(insert(StoredEvent), rows)
+            result.stored = [(first + i, event) for i, (event, _) in enumerate(typed)]
         result.next_seq = expected
         return result
 
@@ -422,7 +438,7 @@ class CentralLedger:
         session.flush()
         if entries:
             session.execute(insert(CentralEntry), entries)
-        for member_id, delta in deltas.items():
+        for member_id, delta in sorted(deltas.items()):  # one lock order for every writer
             if delta:
                 session.execute(
                     update(CentralMember)
@@ -524,7 +540,13 @@ class CentralLedger:
         last_use: dict[str, CardUse] = {}
         for start in range(0, len(card_nos), 900):
             chunk = card_nos[start : start + 900]
-            for row in session.scalars(select(CardUse).where(CardUse.card_no.in_(chunk))):
+            # Locked (on PostgreSQL) so two workers' uses of one card are compared in turn.
+            for row in session.scalars(
+                select(CardUse)
+                .where(CardUse.card_no.in_(chunk))
+                .order_by(CardUse.card_no)
+                .with_for_update()
+            ):
                 last_use[row.card_no] = row
         for event in uses:
             card_no = str(event.data.get("card_no"))

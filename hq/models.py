@@ -14,6 +14,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -46,6 +47,23 @@ class StoredEvent(HqBase):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     payload: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ChainCounter(HqBase):
+    """The chain's event numbering (``hq_seq``): one row, ``value`` the last number given.
+
+    A writer takes its numbers last in its transaction with one UPDATE, which keeps the row
+    locked until it commits: numbers are committed in the order they are given, a rolled
+    back transaction gives its numbers back, and a reader never sees a number before a
+    smaller one (so a replica cursor never passes an event still being stored).
+    """
+
+    __tablename__ = "hq_counter"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+
+
+EVENT_COUNTER = "event"
 
 
 class DeviceSequence(HqBase):
@@ -143,7 +161,17 @@ class Alert(HqBase):
     """Something HQ staff must look at; open until ``cleared_at``."""
 
     __tablename__ = "hq_alert"
-    __table_args__ = (Index("ix_hq_alert_open", "kind", "subject", "cleared_at"),)
+    # One open alert per kind and subject, however many HQ workers raise it at once.
+    __table_args__ = (
+        Index(
+            "uq_hq_alert_open",
+            "kind",
+            "subject",
+            unique=True,
+            postgresql_where=text("cleared_at IS NULL"),
+            sqlite_where=text("cleared_at IS NULL"),
+        ),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(32))
     subject: Mapped[str] = mapped_column(String(96))

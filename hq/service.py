@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, create_engine, event, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge import __version__
@@ -58,6 +59,16 @@ from hq.schema import require_current
 log = logging.getLogger(__name__)
 
 REPLICA_CHUNK = 1000
+RACE_RETRIES = 8
+# PostgreSQL's serialization failure and deadlock victim: the transaction may simply run again.
+RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def lost_race(exc: BaseException) -> bool:
+    """Whether a failed transaction lost a race with another writer (and may run again)."""
+    if isinstance(exc, SequenceMoved | IntegrityError):
+        return True
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in RETRY_SQLSTATES
 
 
 class HqConfig(BaseModel):
@@ -178,6 +189,7 @@ class Counters:
     replica_requests: int = 0
     gaps: int = 0
     failed: int = 0
+    races: int = 0  # transactions run again after another writer got in first
 
 
 class HqService:
@@ -293,7 +305,7 @@ class HqService:
 
     def _ingest(self, device_id: str, batch: EventBatch, now: datetime) -> None:
         try:
-            result = self._store(device_id, batch, now)
+            result = self.store_batch(device_id, batch, now)
         except SQLAlchemyError:
             # One event HQ cannot apply must not hold up the device's others: store them one
             # by one, and set aside (quarantine, with an alert) the one that fails alone.
@@ -319,35 +331,42 @@ class HqService:
         if result.blocked_cards:
             self._publish_blocklist(result, now)
 
-    def _store(self, device_id: str, batch: EventBatch, now: datetime) -> Ingest:
-        """One transaction for the batch; run again if another writer moved the device's seq."""
-        for _ in range(5):
+    def store_batch(self, device_id: str, batch: EventBatch, now: datetime) -> Ingest:
+        """One transaction for the batch, run again when another writer got in first.
+
+        Several HQ workers share the devices' traffic: another may have moved the device's
+        seq, stored the same event, opened the same alert or first seen the same member or
+        card (a unique constraint refuses the second), or PostgreSQL may have chosen this
+        transaction as a deadlock's victim. Each is a race, not a fault: the batch is read
+        again and finds what the other writer stored.
+        """
+        for attempt in range(RACE_RETRIES):
             try:
                 with self.sessions() as session, session.begin():
                     result = self.ledger.ingest(session, device_id, batch, now)
                     self._seen(session, device_id, batch.events[0].store_id, now)
                 return result
-            except SequenceMoved:
-                continue
-        raise SequenceMoved(device_id)
+            except (SequenceMoved, SQLAlchemyError) as exc:
+                if attempt + 1 == RACE_RETRIES or not lost_race(exc):
+                    raise
+                self.counters.races += 1
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+        raise AssertionError("unreachable")
 
     def _store_one_by_one(self, device_id: str, batch: EventBatch, now: datetime) -> Ingest:
         total = Ingest()
         for one in sorted(batch.events, key=lambda e: e.seq):
             single = EventBatch(device_id=batch.device_id, batch_id=batch.batch_id, events=[one])
             try:
-                part = self._store(device_id, single, now)
+                part = self.store_batch(device_id, single, now)
             except (SQLAlchemyError, SequenceMoved) as exc:
                 log.exception("event %s of %s cannot be applied", one.event_id, device_id)
                 part = self._set_aside(device_id, one, f"HQ could not apply it: {exc}", now)
-            if not total.to_seq:
-                total.after_seq = part.after_seq
             total.acked += part.acked
             total.quarantined += part.quarantined
             total.stored += part.stored
             total.blocked_cards += part.blocked_cards
             total.alerts += part.alerts
-            total.to_seq = max(total.to_seq, part.to_seq)
             total.expect_seq = part.expect_seq
             if part.gap:
                 total.gap = True
@@ -418,19 +437,28 @@ class HqService:
             )
 
     def _fan_out(self, result: Ingest) -> None:
-        """Every kiosk gets the new range; a kiosk's own events are left out of its copy."""
+        """Every kiosk gets the new events, one batch per run of consecutive chain numbers
+        (events stored one by one may have others' between them); a kiosk's own events are
+        left out of its copy."""
+        runs: list[list[tuple[int, Event]]] = []
+        for seq, ev in result.stored:
+            if runs and runs[-1][-1][0] + 1 == seq:
+                runs[-1].append((seq, ev))
+            else:
+                runs.append([(seq, ev)])
         for device_id in self._kiosks():
-            batch = ReplicaBatch(
-                after_seq=result.after_seq,
-                to_seq=result.to_seq,
-                events=[
-                    ReplicaEvent(hq_seq=seq, event=ev)
-                    for seq, ev in result.stored
-                    if ev.device_id != device_id
-                ],
-                at=datetime.now(UTC),
-            )
-            self.link.publish(self.topics.replica(device_id), batch.to_bytes(), qos=1)
+            for run in runs:
+                batch = ReplicaBatch(
+                    after_seq=run[0][0] - 1,
+                    to_seq=run[-1][0],
+                    events=[
+                        ReplicaEvent(hq_seq=seq, event=ev)
+                        for seq, ev in run
+                        if ev.device_id != device_id
+                    ],
+                    at=datetime.now(UTC),
+                )
+                self.link.publish(self.topics.replica(device_id), batch.to_bytes(), qos=1)
 
     def _serve_replica(self, request: ReplicaRequest, now: datetime) -> None:
         self.counters.replica_requests += 1
@@ -460,7 +488,7 @@ class HqService:
     def _publish_blocklist(self, result: Ingest, now: datetime) -> None:
         reasons = sorted({r for _, r in result.blocked_cards})
         update = BlocklistUpdate(
-            update_id=f"ev-{result.to_seq}",
+            update_id=f"ev-{result.stored[-1][0]}",
             add=[c for c, _ in result.blocked_cards],
             reason=",".join(reasons)[:256],
             issued_at=now,

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy.orm import Session
 
 from edge.domain.errors import KioskError
-from hq.models import HqBase
+from hq.ledger import take_numbers
+from hq.models import Alert, HqBase
 from hq.schema import HQ_SCHEMA, upgrade
 from hq.service import HqConfig, HqService, make_hq_engine
 
@@ -93,3 +95,39 @@ def test_an_operator_upgrades_hq_before_serving(tmp_path: Path):
     assert '"changed": false' in again.stdout
     status = _hq(db, "db", "status", "--json")
     assert '"up_to_date": true' in status.stdout
+
+
+def test_an_earlier_hqs_events_and_alerts_carry_over_to_the_chain_counter(database_url):
+    """hq_0002 numbers on from the events already stored, and closes duplicate open alerts
+    a single HQ could leave, before one open alert per kind and subject becomes a rule."""
+    engine = make_hq_engine(database_url)
+    try:
+        upgrade(engine, "hq_0001")
+        at = "2026-12-01 02:00:00.000000"
+        with engine.begin() as conn:
+            for seq in (1, 2, 3):
+                conn.execute(
+                    text(
+                        "INSERT INTO hq_event (hq_seq, event_id, device_id, store_id, "
+                        "device_seq, kind, at, payload, received_at) VALUES "
+                        "(:seq, :id, 'K001', 'S001', :seq, 'x', :at, '{}', :at)"
+                    ),
+                    {"seq": seq, "id": f"E{seq}", "at": at},
+                )
+            for _ in range(2):
+                conn.execute(
+                    text(
+                        "INSERT INTO hq_alert (kind, subject, store_id, device_id, detail, "
+                        "raised_at) VALUES ('overdraft', 'M1', '', '', '', :at)"
+                    ),
+                    {"at": at},
+                )
+        upgrade(engine)
+        with Session(engine) as s, s.begin():
+            assert take_numbers(s, 2) == 4
+            open_alerts = s.scalars(
+                select(Alert.id).where(Alert.kind == "overdraft", Alert.cleared_at.is_(None))
+            ).all()
+        assert len(open_alerts) == 1
+    finally:
+        engine.dispose()

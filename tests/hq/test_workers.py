@@ -1,0 +1,221 @@
+"""Several HQ workers on one PostgreSQL database store each event once, number the chain's
+events without a gap, and keep balances, alerts and each device's order right when they
+race for the same device, member and card.
+
+Each worker here is an :class:`HqService` with its own engine (as a separate process has),
+storing batches through the same method the MQTT handler uses.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from edge.domain.ids import IdFactory
+from edge.protocol import Event, EventBatch
+from hq.ledger import balances, ledger_sums
+from hq.models import Alert, StoredEvent
+from hq.service import HqConfig, HqService
+from tests.hq.database import migrated_engine
+from tests.waiting import wait_for
+
+ids = IdFactory()
+T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+DEVICES = [("K001", "S001"), ("K002", "S002"), ("K003", "S003"), ("K004", "S004")]
+
+
+def _entry(member: str, points: int, device: str, store: str, at: datetime) -> dict:
+    e = {
+        "id": ids.new(),
+        "member_id": member,
+        "kind": "purchase" if points > 0 else "redemption",
+        "points": points,
+        "lot_id": ids.new(),
+        "ref": "r",
+        "at": at.isoformat(),
+        "store_id": store,
+        "device_id": device,
+    }
+    if points > 0:
+        e |= {"expires_at": (at + timedelta(days=365)).isoformat(), "available_at": at.isoformat()}
+    return e
+
+
+@dataclass
+class Chain:
+    """Every device's outbox, cut into batches, and what HQ must end up with."""
+
+    batches: list[tuple[str, EventBatch]] = field(default_factory=list)
+    sums: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    events: dict[str, list[Event]] = field(default_factory=lambda: defaultdict(list))
+
+
+def _chain(rng: random.Random, per_device: int) -> Chain:
+    chain = Chain()
+    members = {d: [(ids.new(), f"29{i:02d}{n:09d}") for n in range(5)] for i, (d, _) in
+               enumerate(DEVICES)}  # fmt: skip
+    everyone = [m for ms in members.values() for m in ms]
+    for device, store in DEVICES:
+        events = chain.events[device]
+
+        def add(
+            kind: str,
+            data: dict,
+            at: datetime,
+            device: str = device,
+            store: str = store,
+            events: list[Event] = events,
+        ) -> None:
+            events.append(
+                Event(
+                    event_id=ids.new(),
+                    kind=kind,
+                    store_id=store,
+                    device_id=device,
+                    at=at,
+                    data=data,
+                    seq=len(events) + 1,
+                )
+            )
+
+        for member, card in members[device]:
+            add(
+                "member.registered",
+                {
+                    "member_id": member,
+                    "card_no": card,
+                    "tier": "normal",
+                    "consent_version": "2026-01",
+                    "entries": [],
+                },
+                T0,
+            )
+        for n in range(per_device):
+            member, card = rng.choice(everyone)  # members shop at every store
+            at = T0 + timedelta(seconds=n)
+            points = rng.choice([100, 250, 40]) if rng.random() < 0.8 else -60
+            e = _entry(member, points, device, store, at)
+            chain.sums[member] += points
+            kind = "points.accrued" if points > 0 else "gift.redeemed"
+            add(kind, {"member_id": member, "card_no": card, "entries": [e]}, at)
+        start = 0
+        while start < len(events):
+            size = rng.randint(1, 6)
+            chain.batches.append(
+                (device, EventBatch(device_id=device, batch_id=ids.new(),
+                                    events=events[start : start + size]))
+            )  # fmt: skip
+            start += size
+    return chain
+
+
+def _workers(url: str, count: int) -> list[HqService]:
+    return [
+        HqService(HqConfig(database_url=url, client_id=f"hq-{n}"), migrated_engine(url))
+        for n in range(count)
+    ]
+
+
+def test_four_workers_storing_every_batch_twice_in_any_order_store_each_event_once(
+    postgres_url,
+):
+    rng = random.Random(20261206)
+    chain = _chain(rng, per_device=150)
+    workers = _workers(postgres_url, 4)
+    # Every batch is delivered twice (a resend after a lost ack), to any worker, in any
+    # order; a batch that arrives before the ones it follows is told to wait (expect_seq)
+    # and comes again later, as a device resends.
+    deliveries = [b for b in chain.batches for _ in range(2)]
+    rng.shuffle(deliveries)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work(hq: HqService) -> None:
+        while True:
+            with lock:
+                if not deliveries or errors:
+                    return
+                device, batch = deliveries.pop(0)
+            try:
+                result = hq.store_batch(device, batch, datetime.now(UTC))
+            except BaseException as exc:  # reported below, with the others stopped
+                errors.append(exc)
+                return
+            if result.gap:
+                with lock:
+                    deliveries.insert(rng.randint(0, len(deliveries)), (device, batch))
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    engine = workers[0].engine
+    with Session(engine) as s:
+        stored = s.execute(
+            select(StoredEvent.hq_seq, StoredEvent.event_id, StoredEvent.device_id,
+                   StoredEvent.device_seq).order_by(StoredEvent.hq_seq)
+        ).all()  # fmt: skip
+        total = sum(len(v) for v in chain.events.values())
+        assert [row.hq_seq for row in stored] == list(range(1, total + 1))  # no gap
+        assert len({row.event_id for row in stored}) == total  # each once
+        for device, events in chain.events.items():
+            in_order = [row.device_seq for row in stored if row.device_id == device]
+            assert in_order == [e.seq for e in events]
+        assert balances(s) == ledger_sums(s)
+        assert {m: b for m, b in balances(s).items() if m in chain.sums} == dict(chain.sums)
+        open_alerts = Counter(
+            (a.kind, a.subject) for a in s.scalars(select(Alert).where(Alert.cleared_at.is_(None)))
+        )
+        assert all(n == 1 for n in open_alerts.values()), open_alerts
+    for w in workers:
+        w.engine.dispose()
+
+
+def test_a_worker_racing_another_for_the_same_batch_waits_and_acknowledges_it(postgres_url):
+    """Two workers get the same batch at the same moment: the second waits for the first's
+    transaction, then finds the events stored and acknowledges them without storing them
+    again."""
+    chain = _chain(random.Random(7), per_device=3)
+    device, batch = chain.batches[0]
+    first, second = _workers(postgres_url, 2)
+    with Session(first.engine) as held:
+        held.begin()
+        from hq.ledger import CentralLedger
+
+        taken = CentralLedger(timedelta(minutes=10)).ingest(held, device, batch, T0)
+        assert len(taken.stored) == len(batch.events)
+        outcome: list = []
+        racer = threading.Thread(
+            target=lambda: outcome.append(second.store_batch(device, batch, T0))
+        )
+        racer.start()
+        with Session(first.engine) as probe:
+            wait_for(
+                lambda: (
+                    probe.scalar(
+                        text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                    )
+                    >= 1
+                ),
+                timeout=30,
+                what="the second worker waiting for the first one's lock",
+            )
+        held.commit()
+    racer.join(60)
+    (result,) = outcome
+    assert result.stored == [] and set(result.acked) == {e.event_id for e in batch.events}
+    assert second.counters.races >= 1
+    with Session(first.engine) as s:
+        assert s.scalar(select(StoredEvent.hq_seq).order_by(StoredEvent.hq_seq.desc())) == len(
+            batch.events
+        )
+    first.engine.dispose()
+    second.engine.dispose()
