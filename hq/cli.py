@@ -42,6 +42,11 @@ def _tls_paths(tls_dir: Path | None, cn: str) -> dict[str, str | None]:
 @click.option("--broker-host", envvar="HQ_BROKER_HOST")
 @click.option("--broker-port", type=NUMBER, envvar="HQ_BROKER_PORT")
 @click.option(
+    "--client-id",
+    envvar="HQ_CLIENT_ID",
+    help="This HQ worker's MQTT client id: stable, and different for each worker (default hq).",
+)
+@click.option(
     "--tls-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="HQ_TLS_DIR",
@@ -66,6 +71,7 @@ def hq_group(
     database_url: str | None,
     broker_host: str | None,
     broker_port: int | None,
+    client_id: str | None,
     tls_dir: Path | None,
     backup_dir: Path | None,
     backups_keep: int | None,
@@ -79,6 +85,7 @@ def hq_group(
         database_url=database_url,
         broker_host=broker_host,
         broker_port=broker_port,
+        client_id=client_id,
         backup_dir=str(backup_dir) if backup_dir is not None else None,
         backups_keep=backups_keep,
         **extra,

@@ -67,6 +67,11 @@ def apply_telemetry(
     device.store_id = sample.store_id
     device.version = sample.version
     device.last_seen = now
+    if device.state != "online":
+        # A device sending telemetry is connected, whether or not HQ heard its status (a
+        # shared subscription is not handed the retained status when a worker starts).
+        device.state, device.state_since = "online", now
+        clear_alert(session, "device_offline", sample.device_id, now)
     device.outbox_depth = sample.outbox_depth
     device.last_sync_at = sample.last_sync_at
     device.telemetry = sample.model_dump_json()

@@ -79,7 +79,16 @@ class HqConfig(BaseModel):
     database_url: str = Field("sqlite+pysqlite:///hq.db", title="SQLAlchemy URL of the ledger")
     broker_host: str = Field("127.0.0.1", title="Broker host")
     broker_port: int = Field(8883, ge=1, le=65535, title="Broker port")
-    client_id: str = Field("hq", title="MQTT client id")
+    client_id: str = Field(
+        "hq",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        title="MQTT client id (stable and different for each HQ worker: hq-1, hq-2 ...)",
+    )
+    share_group: str = Field(
+        "hq",
+        pattern=r"^[A-Za-z0-9_.-]{0,32}$",
+        title="Shared-subscription group of HQ's workers ('' : every worker gets everything)",
+    )
     ca_file: str = Field("", title="CA certificate (PEM)")
     cert_file: str = Field("", title="HQ's client certificate (CN hq)")
     key_file: str = Field("", title="HQ's client key")
@@ -149,6 +158,7 @@ def hq_link(
     client_id: str,
     subscriptions: tuple[tuple[str, int], ...],
     clean_start: bool = False,
+    session_expiry_s: int = 7 * 24 * 3600,
 ) -> MqttLink:
     topics = Topics(config.topic_prefix)
 
@@ -173,6 +183,7 @@ def hq_link(
             offline_payload=status("offline"),
             subscriptions=subscriptions,
             clean_start=clean_start,
+            session_expiry_s=session_expiry_s,
             reconnect_min_s=0.2,
             reconnect_max_s=5.0,
         )
@@ -203,17 +214,25 @@ class HqService:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.ledger = CentralLedger(timedelta(minutes=config.clone_window_min))
         t = self.topics
+        # The devices' traffic is shared among HQ's workers: each message goes to one.
+        leaves = (
+            ("events", 1),
+            ("replica/request", 1),
+            ("status", 1),
+            ("telemetry", 0),
+            ("command/result", 1),
+            ("backup", 1),
+        )
+        # A worker in a group keeps no session when it is gone: the broker would go on handing
+        # a dead worker's session its share of the messages. Nothing is lost: the devices send
+        # again what HQ did not acknowledge, whichever worker takes it.
+        shared = bool(config.share_group)
         self.link = hq_link(
             config,
             config.client_id,
-            (
-                (t.every_device("events"), 1),
-                (t.every_device("replica/request"), 1),
-                (t.every_device("status"), 1),
-                (t.every_device("telemetry"), 0),
-                (t.every_device("command/result"), 1),
-                (t.every_device("backup"), 1),
-            ),
+            tuple((t.shared(config.share_group, t.every_device(leaf)), q) for leaf, q in leaves),
+            clean_start=shared,
+            session_expiry_s=0 if shared else 7 * 24 * 3600,
         )
         self.backups = BackupStore(config.backups_path(), config.backups_keep)
         self.counters = Counters()

@@ -843,6 +843,12 @@ class Topics:
             raise ProtocolError(f"no device topic {leaf!r}")
         return spec.fill(self.prefix)
 
+    @staticmethod
+    def shared(group: str, topic_filter: str) -> str:
+        """``topic_filter`` as an MQTT 5 shared subscription of ``group`` (each message goes
+        to one subscriber of the group); an empty group leaves the filter as it is."""
+        return f"$share/{group}/{topic_filter}" if group else topic_filter
+
     def parse_device_topic(self, topic: str) -> tuple[str, str] | None:
         """(device id, leaf) of a device topic, or None."""
         head = f"{self.prefix}/device/"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import socket
 from datetime import UTC, datetime, timedelta
 
-from edge.protocol import StorageWear, Telemetry, Topics
+from sqlalchemy import select
+
+from edge.protocol import DeviceStatus, StorageWear, Telemetry, Topics
 from edge.protocol.link import Inbound
 from edge.services.gifts import add_gift, redeem_gift
 from edge.services.members import register_member
@@ -13,7 +15,8 @@ from edge.services.points import accrue_purchase
 from edge.sync.agent import Agent
 from edge.sync.health import report_peripheral
 from edge.systemd import sd_notify
-from hq.fleet import fleet
+from hq.fleet import check_offline, fleet
+from hq.models import Alert
 from hq.service import HqConfig, HqService
 from tests.hq.database import sqlite_hq_url
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
@@ -124,3 +127,32 @@ def test_the_disk_low_threshold_is_hqs_to_set(tmp_path):
     assert _disk_alerts(hq) == {}
     hq.handle(_sample("K001", 90 * 1000**2, 32 * 1000**3))
     assert set(_disk_alerts(hq)) == {"K001"}
+
+
+def test_telemetry_shows_a_device_online_whose_status_hq_did_not_hear(tmp_path):
+    """A worker that starts is not handed the retained status of devices (shared
+    subscriptions): a device HQ last knew offline is online again by its telemetry."""
+    hq = HqService(HqConfig(database_url=sqlite_hq_url(tmp_path / "hq.db")))
+    went = datetime.now(UTC) - timedelta(hours=2)
+    offline = DeviceStatus(
+        device_id="K001", store_id="S001", role="kiosk", state="offline", at=went, version="0.1.0"
+    )
+    hq.handle(Inbound(Topics().status("K001"), offline.to_bytes(), qos=1, mid=0, retain=False))
+    with hq.sessions() as session, session.begin():
+        check_offline(session, datetime.now(UTC), timedelta(minutes=5))
+    assert _open(hq, "device_offline") == ["K001"]
+    hq.handle(_sample("K001", 8 * 1000**3, 32 * 1000**3))
+    with hq.sessions() as session, session.begin():
+        rows, _alerts = fleet(session, datetime.now(UTC), timedelta(minutes=5))
+        check_offline(session, datetime.now(UTC), timedelta(minutes=5))
+    assert [(r.device_id, r.state) for r in rows] == [("K001", "online")]
+    assert _open(hq, "device_offline") == []
+
+
+def _open(hq: HqService, kind: str) -> list[str]:
+    with hq.sessions() as session:
+        return list(
+            session.scalars(
+                select(Alert.subject).where(Alert.kind == kind, Alert.cleared_at.is_(None))
+            )
+        )

@@ -14,15 +14,21 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from edge.domain.ids import IdFactory
 from edge.protocol import Event, EventBatch
+from edge.services.members import register_member
+from edge.services.points import accrue_purchase
+from edge.services.verify import verify_ledger
+from edge.sync.agent import Agent
 from hq.ledger import balances, ledger_sums
 from hq.models import Alert, StoredEvent
 from hq.service import HqConfig, HqService
 from tests.hq.database import migrated_engine
+from tests.sync.conftest import Runner, make_data_dir, open_app
+from tests.sync.helpers import HqProcess, drained, hq_config, local_balances, outbox_events
 from tests.waiting import wait_for
 
 ids = IdFactory()
@@ -219,3 +225,57 @@ def test_a_worker_racing_another_for_the_same_batch_waits_and_acknowledges_it(po
         )
     first.engine.dispose()
     second.engine.dispose()
+
+
+def test_a_worker_killed_mid_stream_loses_and_doubles_nothing(broker, tmp_path, postgres_url):
+    """Two `kiosk hq serve` workers share a kiosk's events through the broker's shared
+    subscription; one is SIGKILLed while events flow: the kiosk resends what was not
+    acknowledged, the other worker takes it, and HQ holds every event once, in order."""
+    migrated_engine(postgres_url).dispose()
+    worker_a = HqService(hq_config(broker, tmp_path, database_url=postgres_url, client_id="hq-a"))
+    worker_b = HqProcess(broker, postgres_url, tmp_path / "hq-b.log", client_id="hq-b")
+    app = open_app(make_data_dir(tmp_path, broker, "K001", "S001", 1))
+    runners = [Runner(worker_a.run), Runner(Agent(app).run)]
+    worker_b.start()
+    engine = worker_a.engine
+    member = register_member(app, "13800138000", consent=True)
+    made = 0
+
+    def more(n: int) -> None:
+        nonlocal made
+        for _ in range(n):
+            made += 1
+            accrue_purchase(app, member.card_no, 1_000 + made, f"R-{made}")
+
+    def stored() -> int:
+        with Session(engine) as s:
+            return int(s.scalar(select(func.count()).select_from(StoredEvent)) or 0)
+
+    try:
+        # Events flow until worker B has stored a share of them, then B is killed mid-flow.
+        def b_has_a_share() -> bool:
+            more(5)
+            return stored() - worker_a.counters.stored > 0
+
+        wait_for(b_has_a_share, timeout=60, what="worker B storing some of the events")
+        more(20)
+        worker_b.kill()
+        more(100)
+        wait_for(drained(app), timeout=120, what="the kiosk's outbox drained by worker A")
+    finally:
+        for r in runners:
+            r.stop()
+        if worker_b.alive():
+            worker_b.kill()
+    with Session(engine) as s:
+        rows = s.execute(
+            select(StoredEvent.hq_seq, StoredEvent.device_seq).order_by(StoredEvent.hq_seq)
+        ).all()
+        total = len(outbox_events(app))  # the registration, the accruals, tier changes
+        assert total > made
+        assert [r.hq_seq for r in rows] == list(range(1, total + 1))
+        assert [r.device_seq for r in rows] == list(range(1, total + 1))
+        assert balances(s) == ledger_sums(s) == local_balances(app)
+    assert verify_ledger(app).ok
+    app.close()
+    engine.dispose()

@@ -42,9 +42,12 @@ def fleet_json(tmp_path: Path, db_url: str, *options: str) -> dict:
 
 
 def hq_config(broker, tmp_path: Path, **extra) -> HqConfig:
+    """HQ's settings for the test broker; a migrated SQLite database unless ``database_url``
+    is given."""
     ca, cert, key = broker.tls("hq")
+    if "database_url" not in extra:
+        extra["database_url"] = sqlite_hq_url(tmp_path / "hq.db")
     return HqConfig(
-        database_url=sqlite_hq_url(tmp_path / "hq.db"),
         broker_port=broker.port,
         ca_file=str(ca),
         cert_file=str(cert),
@@ -107,7 +110,7 @@ class AgentProcess:
 class HqProcess:
     """``kiosk hq serve`` as a real process."""
 
-    def __init__(self, broker, db_url: str, log: Path) -> None:
+    def __init__(self, broker, db_url: str, log: Path, client_id: str = "hq") -> None:
         self.args = [
             sys.executable,
             "-m",
@@ -115,6 +118,8 @@ class HqProcess:
             "hq",
             "--db",
             db_url,
+            "--client-id",
+            client_id,
             "--broker-port",
             str(broker.port),
             "--tls-dir",

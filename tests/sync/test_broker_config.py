@@ -137,6 +137,8 @@ class Acl:
         return acl
 
     def allows(self, user: str, access: str, topic: str) -> bool:
+        if topic.startswith("$share/"):  # a shared subscription is checked on its filter
+            topic = topic.split("/", 2)[2]
         grants = [(a, t.replace("%u", user)) for a, t in self.patterns]
         grants += self.users.get(user, [])
         return any(a in (access, "readwrite") and covers(t, topic) for a, t in grants)
@@ -388,10 +390,20 @@ def test_mosquitto_lets_through_what_the_matcher_says(chain_broker, cn):
         observer.close()
     assert arrived == {p.topic for p in PROBES if acl.allows(cn, "write", p.topic)}
 
-    # What it may read: of HQ's message on every probe, exactly those reach it.
+    # What it may read: of HQ's message on every probe, exactly those reach it, and not one
+    # more through a shared subscription (the way HQ's workers subscribe).
     readable = [p.topic for p in PROBES if acl.allows(cn, "read", p.topic)]
-    listener = client(chain_broker, cn, [(p.topic, 1) for p in PROBES], client_id=f"{cn}-listens")
-    sender = client(chain_broker, "hq", client_id=f"hq-tells-{cn}")
+    plain = [(p.topic, 1) for p in PROBES]
+    assert _heard(chain_broker, cn, plain, readable, "listens") == set(readable)
+    shared = [(T.shared(f"probe-{cn}", p.topic), 1) for p in PROBES]
+    assert _heard(chain_broker, cn, shared, readable, "shares") == set(readable)
+
+
+def _heard(chain_broker, cn: str, subscriptions, readable: list[str], how: str) -> set[str]:
+    """The probe topics ``cn`` hears on ``subscriptions`` when HQ speaks on every probe."""
+    probe, end = f"probe {cn} {how}".encode(), f"end {cn} {how}".encode()
+    listener = client(chain_broker, cn, subscriptions, client_id=f"{cn}-{how}")
+    sender = client(chain_broker, "hq", client_id=f"hq-tells-{cn}-{how}")
     listener.start()
     sender.start()
     try:
@@ -401,8 +413,7 @@ def test_mosquitto_lets_through_what_the_matcher_says(chain_broker, cn):
         for p in PROBES:
             assert sender.publish(p.topic, probe, qos=1)
         sender.publish(readable[0], end, qos=1)
-        heard = _collect(listener, probe, end)
+        return _collect(listener, probe, end)
     finally:
         sender.close()
         listener.close()
-    assert heard == set(readable)
