@@ -15,9 +15,9 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from edge.protocol import EntriesData, Event, EventBatch, MemberRegisteredData, ProtocolError
@@ -438,14 +438,16 @@ class CentralLedger:
         session.flush()
         if entries:
             session.execute(insert(CentralEntry), entries)
-        for member_id, delta in sorted(deltas.items()):  # one lock order for every writer
-            if delta:
-                session.execute(
-                    update(CentralMember)
-                    .where(CentralMember.id == member_id)
-                    .values(balance=CentralMember.balance + delta, updated_at=now)
-                    .execution_options(synchronize_session=False)
-                )
+        # One statement for every member (executemany), in one lock order for every writer.
+        changes = [{"m": m, "d": d} for m, d in sorted(deltas.items()) if d]
+        if changes:
+            members_table = cast(Table, CentralMember.__table__)
+            session.execute(
+                update(members_table)
+                .where(members_table.c.id == bindparam("m"))
+                .values(balance=members_table.c.balance + bindparam("d"), updated_at=now),
+                changes,
+            )
         self._reconcile(session, list(deltas), now, result)
         self._check_clones(session, uses, now, result)
 

@@ -359,18 +359,19 @@ class HqService:
         transaction as a deadlock's victim. Each is a race, not a fault: the batch is read
         again and finds what the other writer stored.
         """
-        for attempt in range(RACE_RETRIES):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 with self.sessions() as session, session.begin():
                     result = self.ledger.ingest(session, device_id, batch, now)
                     self._seen(session, device_id, batch.events[0].store_id, now)
                 return result
             except (SequenceMoved, SQLAlchemyError) as exc:
-                if attempt + 1 == RACE_RETRIES or not lost_race(exc):
+                if attempt == RACE_RETRIES or not lost_race(exc):
                     raise
                 self.counters.races += 1
-                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
-        raise AssertionError("unreachable")
+                time.sleep(random.uniform(0, 0.005 * attempt))
 
     def _store_one_by_one(self, device_id: str, batch: EventBatch, now: datetime) -> Ingest:
         total = Ingest()

@@ -1,0 +1,231 @@
+"""HQ's ingest on PostgreSQL with 1, 2 and 4 worker processes, against plain INSERTs.
+
+    .venv/bin/python -m bench.hq_ingest [--devices 200] [--events-per-device 200] [--batch 50]
+
+A throwaway PostgreSQL cluster (as the tests start one) holds a fresh, migrated schema for
+each run. The devices' outboxes are made first: each device registers members and accrues
+points for members of every store, the events cut into batches of ``--batch``. Each device
+has one batch in flight at a time, as a device waiting for HQ's acknowledgement does; worker
+processes (each an :class:`~hq.service.HqService` with its own engine, storing through the
+same method the MQTT handler uses) take whichever batch is ready. Printed beside them, in
+the same run and database: the rate of plain batched INSERTs of the rows HQ stores for the
+same events (``hq_event`` and ``hq_entry``), with no checks at all.
+
+The figures: events stored per second, and the time from a batch being ready to its commit
+(p50 and p99), which is what a device waits for its acknowledgement beyond the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from edge.domain.ids import IdFactory
+from edge.progress import Progress
+from edge.protocol import Event, EventBatch
+from hq.models import CentralEntry, StoredEvent
+from hq.schema import upgrade
+from hq.service import HqConfig, HqService, make_hq_engine
+from tests.postgres import fresh_schema, postgres_cluster
+
+T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+
+
+@dataclass
+class Workload:
+    """Each device's batches, in order."""
+
+    batches: dict[str, list[EventBatch]]
+
+    @property
+    def events(self) -> int:
+        return sum(len(b.events) for bs in self.batches.values() for b in bs)
+
+
+def make_workload(
+    devices: int, per_device: int, batch: int, away: float = 0.1, seed: int = 1
+) -> Workload:
+    """``per_device`` events of each device, ``away`` of the purchases by members of other
+    stores; a purchase every 30 s at each device."""
+    rng = random.Random(seed)
+    ids = IdFactory()
+    members: dict[str, list[tuple[str, str]]] = {}
+    out: dict[str, list[EventBatch]] = {}
+    names = [(f"K{n:04d}", f"S{n // 2:04d}") for n in range(devices)]
+    for n, (device, _store) in enumerate(names):
+        members[device] = [(ids.new(), f"29{n:05d}{m:06d}") for m in range(10)]
+    everyone = [m for ms in members.values() for m in ms]
+    total = devices * per_device
+    with Progress("making the devices' events", total, "events") as bar:
+        for device, store in names:
+            events: list[Event] = []
+
+            def add(
+                kind: str,
+                data: dict,
+                at: datetime,
+                events: list[Event] = events,
+                device: str = device,
+                store: str = store,
+            ) -> None:
+                events.append(
+                    Event(event_id=ids.new(), kind=kind, store_id=store, device_id=device,
+                          at=at, data=data, seq=len(events) + 1)
+                )  # fmt: skip
+
+            for member, card in members[device]:
+                add(
+                    "member.registered",
+                    {"member_id": member, "card_no": card, "tier": "normal",
+                     "consent_version": "2026-01", "entries": []},
+                    T0,
+                )  # fmt: skip
+            while len(events) < per_device:
+                # Most purchases are by the store's own members; some by members of others.
+                pool = everyone if rng.random() < away else members[device]
+                member, card = rng.choice(pool)
+                at = T0 + timedelta(seconds=30 * len(events))
+                entry = {
+                    "id": ids.new(), "member_id": member, "kind": "purchase", "points": 120,
+                    "lot_id": ids.new(), "ref": "r", "at": at.isoformat(), "store_id": store,
+                    "device_id": device, "expires_at": (at + timedelta(days=365)).isoformat(),
+                    "available_at": at.isoformat(),
+                }  # fmt: skip
+                add("points.accrued", {"member_id": member, "card_no": card,
+                    "entries": [entry]}, at)  # fmt: skip
+            out[device] = [
+                EventBatch(device_id=device, batch_id=ids.new(), events=events[i : i + batch])
+                for i in range(0, len(events), batch)
+            ]
+            bar.advance(len(events))
+    return Workload(out)
+
+
+def _worker(url: str, tasks: mp.Queue, results: mp.Queue) -> None:
+    hq = HqService(HqConfig(database_url=url, client_id="bench"), make_hq_engine(url))
+    while True:
+        task = tasks.get()
+        if task is None:
+            break
+        device, index, batch = task
+        result = hq.store_batch(device, batch, datetime.now(UTC))
+        results.put((device, index, result.gap, len(result.stored)))
+    hq.engine.dispose()
+
+
+def run_workers(url: str, work: Workload, count: int) -> tuple[float, list[float]]:
+    """Stores the workload with ``count`` worker processes; returns (seconds, the time from
+    each batch being ready to its commit)."""
+    ctx = mp.get_context("fork")
+    tasks: mp.Queue = ctx.Queue()
+    results: mp.Queue = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(url, tasks, results)) for _ in range(count)]
+    for p in procs:
+        p.start()
+    ready_at: dict[str, float] = {}
+    latencies: list[float] = []
+    started = time.perf_counter()
+    for device, batches in work.batches.items():
+        ready_at[device] = time.perf_counter()
+        tasks.put((device, 0, batches[0]))
+    left = len(work.batches)
+    with Progress(f"  {count} worker(s)", work.events, "events") as bar:
+        while left:
+            device, index, gap, stored = results.get()
+            now = time.perf_counter()
+            latencies.append(now - ready_at[device])
+            bar.advance(stored)
+            nxt = index if gap else index + 1
+            if nxt < len(work.batches[device]):
+                ready_at[device] = now
+                tasks.put((device, nxt, work.batches[device][nxt]))
+            else:
+                left -= 1
+    elapsed = time.perf_counter() - started
+    for _ in procs:
+        tasks.put(None)
+    for p in procs:
+        p.join(60)
+    return elapsed, latencies
+
+
+def plain_inserts(url: str, work: Workload) -> float:
+    """Seconds to INSERT the same hq_event and hq_entry rows in the same batches, unchecked."""
+    engine = make_hq_engine(url)
+    number = 0
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    with Progress("  plain INSERTs", work.events, "events") as bar:
+        for batches in work.batches.values():
+            for batch in batches:
+                rows, entries = [], []
+                for event in batch.events:
+                    number += 1
+                    rows.append({
+                        "hq_seq": number, "event_id": event.event_id,
+                        "device_id": event.device_id, "store_id": event.store_id,
+                        "device_seq": event.seq, "kind": event.kind, "at": event.at,
+                        "payload": event.model_dump_json(), "received_at": now,
+                    })  # fmt: skip
+                    for e in event.data.get("entries", []):
+                        entries.append({
+                            "id": e["id"], "member_id": e["member_id"], "kind": e["kind"],
+                            "points": e["points"], "lot_id": e["lot_id"], "ref": e["ref"],
+                            "store_id": e["store_id"], "device_id": e["device_id"],
+                            "at": datetime.fromisoformat(e["at"]),
+                            "event_id": event.event_id,
+                        })  # fmt: skip
+                with Session(engine) as s, s.begin():
+                    s.execute(insert(StoredEvent), rows)
+                    if entries:
+                        s.execute(insert(CentralEntry), entries)
+                bar.advance(len(rows))
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return elapsed
+
+
+def _pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--events-per-device", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--workers", default="1,2,4")
+    args = parser.parse_args()
+    work = make_workload(args.devices, args.events_per_device, args.batch)
+    print(f"{work.events:,} events from {args.devices} devices, batches of {args.batch}")
+    with postgres_cluster() as cluster:
+        with fresh_schema(cluster.url) as url:
+            engine = make_hq_engine(url)
+            upgrade(engine)
+            engine.dispose()
+            baseline = work.events / plain_inserts(url, work)
+        print(f"plain batched INSERTs: {baseline:,.0f} events/s")
+        for count in (int(c) for c in args.workers.split(",")):
+            with fresh_schema(cluster.url) as url:
+                engine = make_hq_engine(url)
+                upgrade(engine)
+                engine.dispose()
+                seconds, latencies = run_workers(url, work, count)
+            rate = work.events / seconds
+            print(
+                f"HQ ingest, {count} worker(s): {rate:,.0f} events/s "
+                f"({rate / baseline:.2f} of plain INSERTs); batch ready to committed "
+                f"p50 {_pct(latencies, 50) * 1000:.0f} ms, p99 {_pct(latencies, 99) * 1000:.0f} ms"
+            )
+
+
+if __name__ == "__main__":
+    main()
