@@ -187,9 +187,18 @@ def test_hostile_messages_are_dropped_and_nothing_is_applied(broker, tmp_path):
             # Pace the attack so the broker's per-client queue limit does not drop any.
             wait_until(reached(sent - 20), 30, "the fuzz to be handled")
         assert sent >= 3000
-        wait_until(
-            lambda: agent.dropped + hq.counters.dropped >= sent, 120, "every message dropped"
-        )
+
+        def tally() -> str:
+            return (
+                f"{sent} sent; agent applied {agent.applied}, dropped {agent.dropped}, failed "
+                f"{agent.failed}, held {len(agent._held)}; HQ handled {hq.counters.handled}, "
+                f"dropped {hq.counters.dropped}, failed {hq.counters.failed}"
+            )
+
+        try:
+            wait_until(lambda: agent.dropped + hq.counters.dropped >= sent, 120, "all dropped")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc} ({tally()})") from None
         # Expired but otherwise valid: a blocklist update and a signed command.
         old = NOW - timedelta(days=2)
         late_block = BlocklistUpdate(
