@@ -34,6 +34,7 @@ from edge.protocol import Event, EventBatch
 from hq.models import CentralEntry, StoredEvent
 from hq.schema import upgrade
 from hq.service import HqConfig, HqService, make_hq_engine
+from tests.hq.events import entry
 from tests.postgres import fresh_schema, postgres_cluster
 
 T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
@@ -93,14 +94,9 @@ def make_workload(
                 pool = everyone if rng.random() < away else members[device]
                 member, card = rng.choice(pool)
                 at = T0 + timedelta(seconds=30 * len(events))
-                entry = {
-                    "id": ids.new(), "member_id": member, "kind": "purchase", "points": 120,
-                    "lot_id": ids.new(), "ref": "r", "at": at.isoformat(), "store_id": store,
-                    "device_id": device, "expires_at": (at + timedelta(days=365)).isoformat(),
-                    "available_at": at.isoformat(),
-                }  # fmt: skip
+                credit = entry(member, 120, device, store, at=at)
                 add("points.accrued", {"member_id": member, "card_no": card,
-                    "entries": [entry]}, at)  # fmt: skip
+                    "entries": [credit]}, at)  # fmt: skip
             out[device] = [
                 EventBatch(device_id=device, batch_id=ids.new(), events=events[i : i + batch])
                 for i in range(0, len(events), batch)

@@ -18,6 +18,7 @@ from edge.protocol import Event, EventBatch
 from hq.ledger import CentralLedger, balances, ledger_sums
 from hq.models import Alert, CentralMember, StoredEvent
 from tests.hq.database import migrated_engine, sqlite_hq_engine
+from tests.hq.events import entry
 
 ids = IdFactory()
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -37,23 +38,6 @@ def event(kind, device, store, seq, data, at=T0) -> Event:
     return Event(
         event_id=ids.new(), kind=kind, store_id=store, device_id=device, at=at, data=data, seq=seq
     )
-
-
-def entry(member, points, device, store, lot=None, at=T0, kind="purchase"):
-    e = {
-        "id": ids.new(),
-        "member_id": member,
-        "kind": kind,
-        "points": points,
-        "lot_id": lot or ids.new(),
-        "ref": "r",
-        "at": at.isoformat(),
-        "store_id": store,
-        "device_id": device,
-    }
-    if points > 0:
-        e |= {"expires_at": (at + timedelta(days=365)).isoformat(), "available_at": at.isoformat()}
-    return e
 
 
 def test_dedup_reconcile_and_clone_alerts(engine):

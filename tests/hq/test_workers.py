@@ -27,6 +27,7 @@ from hq.ledger import balances, ledger_sums
 from hq.models import Alert, StoredEvent
 from hq.service import HqConfig, HqService
 from tests.hq.database import migrated_engine
+from tests.hq.events import entry
 from tests.sync.conftest import Runner, make_data_dir, open_app
 from tests.sync.helpers import HqProcess, drained, hq_config, local_balances, outbox_events
 from tests.waiting import wait_for
@@ -34,23 +35,6 @@ from tests.waiting import wait_for
 ids = IdFactory()
 T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 DEVICES = [("K001", "S001"), ("K002", "S002"), ("K003", "S003"), ("K004", "S004")]
-
-
-def _entry(member: str, points: int, device: str, store: str, at: datetime) -> dict:
-    e = {
-        "id": ids.new(),
-        "member_id": member,
-        "kind": "purchase" if points > 0 else "redemption",
-        "points": points,
-        "lot_id": ids.new(),
-        "ref": "r",
-        "at": at.isoformat(),
-        "store_id": store,
-        "device_id": device,
-    }
-    if points > 0:
-        e |= {"expires_at": (at + timedelta(days=365)).isoformat(), "available_at": at.isoformat()}
-    return e
 
 
 @dataclass
@@ -106,7 +90,7 @@ def _chain(rng: random.Random, per_device: int) -> Chain:
             member, card = rng.choice(everyone)  # members shop at every store
             at = T0 + timedelta(seconds=n)
             points = rng.choice([100, 250, 40]) if rng.random() < 0.8 else -60
-            e = _entry(member, points, device, store, at)
+            e = entry(member, points, device, store, at=at)
             chain.sums[member] += points
             kind = "points.accrued" if points > 0 else "gift.redeemed"
             add(kind, {"member_id": member, "card_no": card, "entries": [e]}, at)
