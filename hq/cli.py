@@ -20,6 +20,7 @@ from edge.domain.errors import InvalidInput
 from edge.domain.text import LOG_FORMAT, EscapingFormatter, escape_controls, fold_digits
 from hq.console import config_of
 from hq.enrol_cli import add_enrol_commands
+from hq.import_cli import add_import_commands
 from hq.service import HqConfig, load_hq_config
 
 if TYPE_CHECKING:
@@ -498,5 +499,6 @@ def coupon(ctx: click.Context, code: str, check_only: bool) -> None:
 
 def register(group: click.Group) -> None:
     add_enrol_commands(hq_group)
+    add_import_commands(hq_group)
     group.add_command(hq_group)
     group.add_command(lane_group)

@@ -5,12 +5,14 @@ SQLite by default, PostgreSQL by URL; times are stored as UTC and come back UTC-
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Date,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -104,6 +106,55 @@ class CentralMember(HqBase):
     deleted: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Known to HQ for members brought in from the chain's earlier system (kiosk hq import):
+    # the phone sealed with HQ's data key and hashed with the chain's lookup key, as the
+    # kiosks keep it, and what the perks need.
+    phone_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    phone_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    name: Mapped[str | None] = mapped_column(String(64))
+    birthday: Mapped[date | None] = mapped_column(Date)
+
+
+class CentralLot(HqBase):
+    """Points a member holds with their expiry, where HQ made the credit (an opening balance
+    brought in by ``kiosk hq import``); each has its ledger entry with the same ``lot_id``."""
+
+    __tablename__ = "hq_lot"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(26), index=True)
+    points: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(26))  # the import that made it
+
+
+class MemberImport(HqBase):
+    """One CSV export brought in, by its SHA-256: how far it got, so a second run of the same
+    file resumes (or, when finished, changes nothing)."""
+
+    __tablename__ = "hq_import"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    file_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    file_name: Mapped[str] = mapped_column(String(256))
+    lines_done: Mapped[int] = mapped_column(Integer, default=0)
+    imported: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[int] = mapped_column(Integer, default=0)
+    points: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
+    expired_points: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), default=0
+    )
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ImportRefusal(HqBase):
+    """A row of an import that was not brought in, and why."""
+
+    __tablename__ = "hq_import_refusal"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    import_id: Mapped[str] = mapped_column(String(26), index=True)
+    line: Mapped[int] = mapped_column(Integer)
+    card_no: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(256))
 
 
 class CentralCard(HqBase):
