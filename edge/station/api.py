@@ -22,6 +22,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Protocol
 
+from drivers.health import HealthState
 from edge.domain.day_report import DayFigures
 from edge.domain.member_view import HistoryLine, MemberView
 from edge.domain.points import ExpiringPoints
@@ -126,7 +127,7 @@ class DeviceStatus:
 
     @property
     def ok(self) -> bool:
-        return self.state == "ok"
+        return self.state == HealthState.OK
 
 
 @dataclass(frozen=True)

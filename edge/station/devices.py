@@ -33,7 +33,7 @@ from drivers.dispenser import CardDispenser
 from drivers.errors import DeviceError
 from drivers.factory import Devices, Simulators, open_devices
 from drivers.gpio import GpioPanel
-from drivers.health import Health
+from drivers.health import Health, HealthState
 from drivers.printer import Receipt, ReceiptPrinter
 from drivers.scanner import CodeScanner
 from drivers.selftest import check_hardware
@@ -136,7 +136,7 @@ class Station:
         self._jobs: queue.Queue[Callable[[], object] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._poll_hooks: list[Callable[[], None]] = []
-        self._printer_seen = DeviceStatus("printer", "ok")
+        self._printer_seen = DeviceStatus("printer", HealthState.OK)
         self._health_read_at: float | None = None  # time.monotonic() of the last health()
         self._print_lock = threading.Lock()
         self._dispense_lock = threading.Lock()
