@@ -189,10 +189,16 @@ def test_hostile_messages_are_dropped_and_nothing_is_applied(broker, tmp_path):
         assert sent >= 3000
 
         def tally() -> str:
+            warnings = [
+                line
+                for line in broker.log.read_text(errors="replace").splitlines()
+                if "drop" in line.lower() or "warning" in line.lower()
+            ]
             return (
                 f"{sent} sent; agent applied {agent.applied}, dropped {agent.dropped}, failed "
                 f"{agent.failed}, held {len(agent._held)}; HQ handled {hq.counters.handled}, "
-                f"dropped {hq.counters.dropped}, failed {hq.counters.failed}"
+                f"dropped {hq.counters.dropped}, failed {hq.counters.failed}; the broker's "
+                f"warnings: {warnings[-5:]}"
             )
 
         try:
