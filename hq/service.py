@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, create_engine, event, select
@@ -57,6 +58,7 @@ from hq.models import FleetDevice
 from hq.schema import require_current
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REPLICA_CHUNK = 1000
 RACE_RETRIES = 8
@@ -256,16 +258,15 @@ class HqService:
                 if now >= self._next_check:
                     self._next_check = now + 5.0
                     try:
-                        with self.sessions() as session, session.begin():
-                            check_offline(
-                                session,
-                                datetime.now(UTC),
-                                timedelta(seconds=self.config.offline_alert_s),
-                            )
+                        self.in_transaction(self._check_offline)
                     except SQLAlchemyError:
                         log.exception("the offline check failed: trying again in 5 s")
         finally:
             self.link.close()
+
+    def _check_offline(self, session: Session) -> list[str]:
+        threshold = timedelta(seconds=self.config.offline_alert_s)
+        return check_offline(session, datetime.now(UTC), threshold)
 
     def handle(self, msg: Inbound) -> None:
         """Applies one message; malformed ones are logged and dropped, never half-applied.
@@ -304,17 +305,15 @@ class HqService:
             status = decode(DeviceStatus, msg.payload)
             if status.device_id != device_id:
                 raise ProtocolError(f"status of {status.device_id} on {device_id}'s topic")
-            with self.sessions() as session, session.begin():
-                apply_status(session, status, now)
+            self.in_transaction(lambda session: apply_status(session, status, now))
         elif leaf == "telemetry":
             if not msg.payload:
                 return
             sample = decode(Telemetry, msg.payload)
             if sample.device_id != device_id:
                 raise ProtocolError(f"telemetry of {sample.device_id} on {device_id}'s topic")
-            with self.sessions() as session, session.begin():
-                disk_low = DiskLow(self.config.disk_low_percent, self.config.disk_low_mb)
-                apply_telemetry(session, sample, now, disk_low)
+            disk_low = DiskLow(self.config.disk_low_percent, self.config.disk_low_mb)
+            self.in_transaction(lambda session: apply_telemetry(session, sample, now, disk_low))
         elif leaf == "command/result":
             log.info("command result from %s: %s", device_id, msg.payload[:300])
         elif leaf == "backup":
@@ -359,14 +358,23 @@ class HqService:
         transaction as a deadlock's victim. Each is a race, not a fault: the batch is read
         again and finds what the other writer stored.
         """
+
+        def store(session: Session) -> Ingest:
+            result = self.ledger.ingest(session, device_id, batch, now)
+            self._seen(session, device_id, batch.events[0].store_id, now)
+            return result
+
+        return self.in_transaction(store)
+
+    def in_transaction(self, work: Callable[[Session], T]) -> T:
+        """Runs ``work`` in one transaction, again (up to ``RACE_RETRIES`` times) when it lost
+        a race with another HQ worker (:func:`lost_race`); other faults are raised."""
         attempt = 0
         while True:
             attempt += 1
             try:
                 with self.sessions() as session, session.begin():
-                    result = self.ledger.ingest(session, device_id, batch, now)
-                    self._seen(session, device_id, batch.events[0].store_id, now)
-                return result
+                    return work(session)
             except (SequenceMoved, SQLAlchemyError) as exc:
                 if attempt == RACE_RETRIES or not lost_race(exc):
                     raise

@@ -263,3 +263,32 @@ def test_a_worker_killed_mid_stream_loses_and_doubles_nothing(broker, tmp_path, 
     assert verify_ledger(app).ok
     app.close()
     engine.dispose()
+
+
+def test_workers_raising_the_same_alert_at_once_open_one_and_fail_nothing(postgres_url):
+    """Two workers handle low-disk telemetry of the same devices at the same moment: each
+    device gets one open disk_low alert and neither worker counts a failure."""
+    from tests.hq.test_fleet import _sample
+
+    workers = _workers(postgres_url, 2)
+    devices = [f"K{n:03d}" for n in range(40)]
+    start = threading.Barrier(2)
+
+    def run(hq: HqService) -> None:
+        start.wait(10)
+        for device in devices:
+            hq.handle(_sample(device, 100 * 1000**2, 32 * 1000**3))
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [w.counters.failed for w in workers] == [0, 0]
+    with Session(workers[0].engine) as s:
+        subjects = s.scalars(
+            select(Alert.subject).where(Alert.kind == "disk_low", Alert.cleared_at.is_(None))
+        ).all()
+    assert sorted(subjects) == devices
+    for w in workers:
+        w.engine.dispose()
