@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from edge.progress import Progress
 from edge.security.personal import PhoneVault
-from hq.importer import MemberImporter
+from hq.importer import MemberImporter, read_export
 from hq.models import CentralMember
 from hq.schema import upgrade
 from hq.service import make_hq_engine
@@ -64,7 +64,7 @@ def main() -> None:
             importer = MemberImporter(engine, vault, stores)
             started = time.perf_counter()
             with Progress("importing", args.members, "rows") as bar:
-                report = importer.run(export, bar.advance)
+                report = importer.run(read_export(export), bar.advance)
             seconds = time.perf_counter() - started
             with Session(engine) as s:
                 count = s.scalar(select(func.count()).select_from(CentralMember))

@@ -14,7 +14,7 @@ from edge.security.keys import create_secret_file, load_secret
 from edge.security.personal import PhoneVault
 from hq.console import config_of
 from hq.enrol import LOOKUP_KEY_FILE
-from hq.importer import DEFAULT_TIERS, ImportReport, MemberImporter, read_rows
+from hq.importer import DEFAULT_TIERS, ImportReport, MemberImporter, read_export
 
 DATA_KEY_FILE = "hq-data.key"
 
@@ -109,14 +109,14 @@ def import_command(
     if key_dir is None:
         key_dir = Path(config.ca_file).parent if config.ca_file else Path(".")
     vault = _vault(key_dir)
-    _digest, rows, _ = read_rows(csv_file)  # a bad file is refused before the database opens
+    export = read_export(csv_file)  # a bad file is refused before the database opens
     engine = open_hq_engine(config.database_url)
     importer = MemberImporter(
         engine, vault, set(stores), tuple(t.strip() for t in tiers.split(",") if t.strip())
     )
     try:
-        with Progress("importing", rows, "rows") as bar:
-            report = importer.run(csv_file, bar.advance)
+        with Progress("importing", export.rows, "rows") as bar:
+            report = importer.run(export, bar.advance)
     finally:
         engine.dispose()
     if report_path is not None:

@@ -188,9 +188,19 @@ def _decode(data: bytes) -> str:
     raise InvalidInput("the file is neither UTF-8 nor GB18030 text", code="bad_import_file")
 
 
-def read_rows(path: Path) -> tuple[str, int, Iterator[tuple[int, dict[str, str]]]]:
-    """The file's SHA-256, its number of data rows, and its rows as field -> text, with the
-    file's line number of each.
+@dataclass
+class Export:
+    """A CSV export, read once: its SHA-256, how many data rows it has, and its rows as
+    field -> text with the file's line number of each."""
+
+    path: Path
+    sha256: str
+    rows: int
+    lines: Iterator[tuple[int, dict[str, str]]]
+
+
+def read_export(path: Path) -> Export:
+    """Reads and checks an export (see :class:`Export`).
 
     Raises:
         InvalidInput: unreadable, not text, or a required column missing (one line, naming
@@ -226,7 +236,7 @@ def read_rows(path: Path) -> tuple[str, int, Iterator[tuple[int, dict[str, str]]
                 continue
             yield number, {n: values[i] if i < len(values) else "" for n, i in positions.items()}
 
-    return digest, rows, iterate()
+    return Export(path, digest, rows, iterate())
 
 
 class MemberImporter:
@@ -251,8 +261,8 @@ class MemberImporter:
         enrolled = set(session.scalars(select(EnrolledDevice.store_id).distinct()))
         return enrolled | self.extra_stores
 
-    def run(self, path: Path, progress: Callable[[int], None] = lambda n: None) -> ImportReport:
-        digest, _rows, rows = read_rows(path)
+    def run(self, export: Export, progress: Callable[[int], None] = lambda n: None) -> ImportReport:
+        path, digest, rows = export.path, export.sha256, export.lines
         with Session(self.engine) as session, session.begin():
             record = session.scalar(select(MemberImport).where(MemberImport.file_sha256 == digest))
             if record is None:

@@ -160,7 +160,7 @@ def hq_link(
     client_id: str,
     subscriptions: tuple[tuple[str, int], ...],
     clean_start: bool = False,
-    session_expiry_s: int = 7 * 24 * 3600,
+    session_expiry_s: int = LinkSettings.session_expiry_s,
 ) -> MqttLink:
     topics = Topics(config.topic_prefix)
 
@@ -211,8 +211,11 @@ class HqService:
     def __init__(self, config: HqConfig, engine: Engine | None = None) -> None:
         self.config = config
         self.topics = Topics(config.topic_prefix)
-        self.engine = engine or open_hq_engine(config.database_url)
-        require_current(self.engine)
+        if engine is None:
+            engine = open_hq_engine(config.database_url)
+        else:
+            require_current(engine)
+        self.engine = engine
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.ledger = CentralLedger(timedelta(minutes=config.clone_window_min))
         t = self.topics
@@ -234,7 +237,7 @@ class HqService:
             config.client_id,
             tuple((t.shared(config.share_group, t.every_device(leaf)), q) for leaf, q in leaves),
             clean_start=shared,
-            session_expiry_s=0 if shared else 7 * 24 * 3600,
+            session_expiry_s=0 if shared else LinkSettings.session_expiry_s,
         )
         self.backups = BackupStore(config.backups_path(), config.backups_keep)
         self.counters = Counters()
@@ -403,8 +406,9 @@ class HqService:
 
     def _set_aside(self, device_id: str, event: Event, reason: str, now: datetime) -> Ingest:
         """Quarantines an event that fails to apply, taking its seq if it is the next one."""
-        result = Ingest()
-        with self.sessions() as session, session.begin():
+
+        def set_aside(session: Session) -> Ingest:
+            result = Ingest()
             expected = next_seq(session, device_id)
             if event.seq > expected:
                 result.gap, result.expect_seq = True, expected
@@ -421,7 +425,9 @@ class HqService:
             )
             if event.seq == expected:
                 advance_seq(session, device_id, expected, expected + 1, now)
-        return result
+            return result
+
+        return self.in_transaction(set_aside)
 
     def _backup(self, device_id: str, chunk: BackupChunk, now: datetime) -> None:
         if chunk.device_id != device_id:
