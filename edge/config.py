@@ -225,6 +225,13 @@ class SyncConfig(_Section):
     replica_poll_s: float = Field(
         60.0, ge=1, le=3600, title="Ask HQ for missed replica events this often when idle"
     )
+    fetch_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        title="Wait this long for HQ when a member of another store is met",
+        description="then the kiosk answers as offline",
+    )
     command_public_key: str = Field(
         "keys/hq-command.pub", title="HQ's command public key (PEM)", description="Ed25519"
     )

@@ -30,6 +30,7 @@ from edge.domain.errors import InvalidInput
 from edge.domain.ids import IdFactory
 from edge.domain.text import escape_controls, fold_digits
 from edge.security.personal import PhoneVault, mask_phone, normalize_phone
+from hq.feeds import IMPORTED_CONSENT, add_members_to_stores
 from hq.models import (
     CentralCard,
     CentralEntry,
@@ -379,7 +380,8 @@ class MemberImporter:
                         {"id": self.ids.new(), "member_id": member_id, "kind": "opening",
                          "points": lot.points, "lot_id": lot_id, "ref": report.import_id,
                          "store_id": row.home_store, "device_id": IMPORT_DEVICE, "at": at,
-                         "event_id": report.import_id}
+                         "event_id": report.import_id, "available_at": at,
+                         "expires_at": expires_at}
                     )  # fmt: skip
                     balance += lot.points
                 members.append(
@@ -388,7 +390,8 @@ class MemberImporter:
                      "balance": balance, "overdraft_flagged": False, "deleted": False,
                      "created_at": at, "updated_at": now, "phone_hash": phone_hash,
                      "phone_enc": self.vault.encrypt(row.phone) if row.phone else None,
-                     "name": row.name, "birthday": row.birthday}
+                     "name": row.name, "birthday": row.birthday,
+                     "consent_version": IMPORTED_CONSENT}
                 )  # fmt: skip
                 card_rows.append(
                     {"card_no": row.card_no, "member_id": member_id, "state": "active",
@@ -404,6 +407,11 @@ class MemberImporter:
             ):
                 if new_rows:
                     session.execute(insert(table), new_rows)
+            # Each home store's kiosks receive their new members through the store's feed.
+            homes: dict[str, list[str]] = {}
+            for member in members:
+                homes.setdefault(str(member["store_id"]), []).append(str(member["id"]))
+            add_members_to_stores(session, homes, now)
             if refusals:
                 session.execute(
                     insert(ImportRefusal),

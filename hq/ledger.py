@@ -30,6 +30,15 @@ from edge.protocol.messages import (
     MemberUpdatedData,
     TierChangedData,
 )
+from hq.feeds import (
+    UNKNOWN_TIER,
+    FeedNumbered,
+    append,
+    event_members,
+    hold,
+    holders,
+    lock_members,
+)
 from hq.models import (
     EVENT_COUNTER,
     Alert,
@@ -62,6 +71,8 @@ class Ingest:
     gap: bool = False
     expect_seq: int | None = None  # told to the device when it must resend from there
     next_seq: int = 1
+    # The stores' feeds this batch added to: {store: [(feed_seq, hq_seq, member_id)]}.
+    feed: dict[str, list[FeedNumbered]] = field(default_factory=dict)
 
 
 class SequenceMoved(Exception):
@@ -295,15 +306,42 @@ class CentralLedger:
         if expected != first_expected:
             advance_seq(session, device_id, first_expected, expected, now)
         if rows:
+            # The members the events name, locked before anything reads who holds them.
+            named = [event_members(session, data) for _, data in typed]
+            lock_members(session, set().union(*named))
             self._apply(session, typed, now, result)
-            # The chain's numbers last, so the counter is held only for the insert and commit.
+            # The chain's numbers, then the stores' feeds, last: their counters are held only
+            # for the inserts and the commit.
             first = take_numbers(session, len(rows))
             for number, row in enumerate(rows, start=first):
                 row["hq_seq"] = number
             session.execute(insert(StoredEvent), rows)
             result.stored = [(first + i, event) for i, (event, _) in enumerate(typed)]
+            result.feed = self._feed(session, result.stored, named, now)
         result.next_seq = expected
         return result
+
+    @staticmethod
+    def _feed(
+        session: Session,
+        stored: list[tuple[int, Event]],
+        named: list[set[str]],
+        now: datetime,
+    ) -> dict[str, list[FeedNumbered]]:
+        """Each stored event goes to the feeds of the stores that hold a member it names;
+        the store it comes from holds them from now on."""
+        hold(
+            session,
+            ((m, event.store_id) for (_, event), members in zip(stored, named, strict=True)
+             for m in members),
+            now,
+        )  # fmt: skip
+        held = holders(session, set().union(*named))
+        items: dict[str, list[tuple[int | None, str | None]]] = defaultdict(list)
+        for (hq_seq, _event), members in zip(stored, named, strict=True):
+            for store_id in sorted(set().union(*(held.get(m, set()) for m in members))):
+                items[store_id].append((hq_seq, None))
+        return append(session, items)
 
     @staticmethod
     def quarantine(
@@ -374,6 +412,8 @@ class CentralLedger:
                             "device_id": e.device_id,
                             "at": e.at,
                             "event_id": event.event_id,
+                            "available_at": e.available_at if e.points > 0 else None,
+                            "expires_at": e.expires_at if e.points > 0 else None,
                         }
                     )
                     deltas[e.member_id] += e.points
@@ -383,12 +423,14 @@ class CentralLedger:
                 member = session.get(CentralMember, data.member_id)
                 if member is not None:
                     member.phone_masked = data.phone_masked
+                    member.phone_hash = data.phone_hash
                     member.updated_at = event.at
             elif isinstance(data, MemberDeletedData):
                 member = session.get(CentralMember, data.member_id)
                 if member is not None:
                     member.deleted = True
                     member.phone_masked = ""
+                    member.phone_hash = member.phone_enc = member.name = member.birthday = None
                     member.updated_at = event.at
                 for card_no in data.cards_blocked:
                     self._card_state(session, card_no, "blocked")
@@ -459,6 +501,8 @@ class CentralLedger:
                     store_id=event.store_id,
                     tier=data.tier,
                     phone_masked=data.phone_masked,
+                    phone_hash=data.phone_hash,
+                    consent_version=data.consent_version,
                     balance=0,
                     overdraft_flagged=False,
                     deleted=False,
@@ -466,6 +510,14 @@ class CentralLedger:
                     updated_at=event.at,
                 )
             )
+        else:
+            member = session.get(CentralMember, data.member_id)
+            if member is not None and member.tier == UNKNOWN_TIER:
+                # Entries came first and made a placeholder: the registration completes it.
+                member.store_id, member.tier = event.store_id, data.tier
+                member.phone_masked, member.phone_hash = data.phone_masked, data.phone_hash
+                member.consent_version = data.consent_version
+                member.created_at = event.at
         if session.get(CentralCard, data.card_no) is None:
             session.add(
                 CentralCard(
@@ -483,7 +535,7 @@ class CentralLedger:
             CentralMember(
                 id=member_id,
                 store_id=event.store_id,
-                tier="unknown",
+                tier=UNKNOWN_TIER,
                 balance=0,
                 created_at=event.at,
                 updated_at=event.at,

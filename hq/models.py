@@ -113,6 +113,7 @@ class CentralMember(HqBase):
     phone_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     name: Mapped[str | None] = mapped_column(String(64))
     birthday: Mapped[date | None] = mapped_column(Date)
+    consent_version: Mapped[str | None] = mapped_column(String(32))
 
 
 class CentralLot(HqBase):
@@ -179,6 +180,9 @@ class CentralEntry(HqBase):
     device_id: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     event_id: Mapped[str] = mapped_column(String(26))
+    # A credit's lot dates, so a member's snapshot rebuilds the lot (NULL before hq_0004).
+    available_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class CardUse(HqBase):
@@ -206,6 +210,9 @@ class FleetDevice(HqBase):
     last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     telemetry: Mapped[str] = mapped_column(Text, default="{}")
     faults: Mapped[str] = mapped_column(Text, default="[]")
+    # What the device's replica follows: "store" (its store's feed), or "chain" (every event
+    # of the chain, for a kiosk of protocol 1.0 until it is updated).
+    replica_feed: Mapped[str] = mapped_column(String(8), default="chain", server_default="chain")
 
 
 class Alert(HqBase):
@@ -295,3 +302,36 @@ class EnrolmentAction(HqBase):
     store_id: Mapped[str] = mapped_column(String(64))
     actor: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class MemberHolder(HqBase):
+    """A store that holds a member: their home store, a store where their points moved, or
+    one that fetched them. HQ sends a member's changes to the stores that hold them."""
+
+    __tablename__ = "hq_member_store"
+    __table_args__ = (Index("ix_hq_member_store_store_id", "store_id"),)
+    member_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FeedHead(HqBase):
+    """The last number of a store's feed. Taken last in a writer's transaction, like the
+    chain's counter, so feed items commit in order with no gap."""
+
+    __tablename__ = "hq_feed_head"
+    store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+
+
+class FeedItem(HqBase):
+    """One item of a store's feed: a stored event (``hq_seq``) or a member to send whole
+    (``member_id``, snapshotted when it is sent)."""
+
+    __tablename__ = "hq_feed"
+    store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    feed_seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    hq_seq: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    member_id: Mapped[str | None] = mapped_column(String(26))

@@ -33,6 +33,9 @@ from edge.protocol import (
     Event,
     EventAck,
     EventBatch,
+    MemberFetch,
+    MemberFetchResult,
+    MemberSnapshot,
     ProtocolError,
     Quarantined,
     ReplicaBatch,
@@ -44,12 +47,15 @@ from edge.protocol import (
 )
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
 from hq.backups import BackupStore
+from hq.feeds import FeedNumbered, feed_chunk
+from hq.feeds import fetch as fetch_member
 from hq.fleet import DiskLow, apply_status, apply_telemetry, check_offline
 from hq.ledger import (
     CentralLedger,
     Ingest,
     SequenceMoved,
     advance_seq,
+    device_store,
     next_seq,
     raise_alert,
     stored_events,
@@ -203,6 +209,7 @@ class Counters:
     gaps: int = 0
     failed: int = 0
     races: int = 0  # transactions run again after another writer got in first
+    fetches: int = 0
 
 
 class HqService:
@@ -223,6 +230,7 @@ class HqService:
         leaves = (
             ("events", 1),
             ("replica/request", 1),
+            ("member/request", 1),
             ("status", 1),
             ("telemetry", 0),
             ("command/result", 1),
@@ -302,6 +310,8 @@ class HqService:
             if request.device_id != device_id:
                 raise ProtocolError(f"{device_id} asked for {request.device_id}'s replica")
             self._serve_replica(request, now)
+        elif leaf == "member/request":
+            self._fetch_member(device_id, msg, decode(MemberFetch, msg.payload), now)
         elif leaf == "status":
             if not msg.payload:
                 return  # a retained status being cleared
@@ -399,6 +409,8 @@ class HqService:
             total.blocked_cards += part.blocked_cards
             total.alerts += part.alerts
             total.expect_seq = part.expect_seq
+            for store_id, items in part.feed.items():
+                total.feed.setdefault(store_id, []).extend(items)
             if part.gap:
                 total.gap = True
                 break
@@ -464,23 +476,37 @@ class HqService:
         else:
             device.last_seen = now
 
-    def _kiosks(self) -> list[str]:
+    def _kiosks(self, stores: set[str]) -> list[tuple[str, str, str]]:
+        """(device, store, feed) of the kiosks that follow the whole chain (protocol 1.0) or
+        one of ``stores``' feeds."""
         with self.sessions() as session:
             return list(
-                session.scalars(select(FleetDevice.device_id).where(FleetDevice.role == "kiosk"))
+                session.execute(
+                    select(FleetDevice.device_id, FleetDevice.store_id, FleetDevice.replica_feed)
+                    .where(FleetDevice.role == "kiosk")
+                    .where((FleetDevice.replica_feed == "chain") | FleetDevice.store_id.in_(stores))
+                ).tuples()
             )
 
     def _fan_out(self, result: Ingest) -> None:
-        """Every kiosk gets the new events, one batch per run of consecutive chain numbers
-        (events stored one by one may have others' between them); a kiosk's own events are
-        left out of its copy."""
+        """Each store's kiosks get the items their store's feed gained; a kiosk of protocol
+        1.0 gets every new event of the chain, one batch per run of consecutive chain numbers
+        (events stored one by one may have others' between them). A kiosk's own events are
+        left out of its copy (the numbers they took are covered all the same)."""
         runs: list[list[tuple[int, Event]]] = []
         for seq, ev in result.stored:
             if runs and runs[-1][-1][0] + 1 == seq:
                 runs[-1].append((seq, ev))
             else:
                 runs.append([(seq, ev)])
-        for device_id in self._kiosks():
+        events = dict(result.stored)
+        now = datetime.now(UTC)
+        for device_id, store_id, feed in self._kiosks(set(result.feed)):
+            if feed == "store":
+                items = result.feed.get(store_id)
+                if items:
+                    self._publish_feed(device_id, items, events, now)
+                continue
             for run in runs:
                 batch = ReplicaBatch(
                     after_seq=run[0][0] - 1,
@@ -490,12 +516,43 @@ class HqService:
                         for seq, ev in run
                         if ev.device_id != device_id
                     ],
-                    at=datetime.now(UTC),
+                    at=now,
                 )
                 self.link.publish(self.topics.replica(device_id), batch.to_bytes(), qos=1)
 
+    def _publish_feed(
+        self,
+        device_id: str,
+        items: list[FeedNumbered],
+        events: dict[int, Event],
+        now: datetime,
+        members: dict[str, MemberSnapshot] | None = None,
+    ) -> None:
+        """New items of the device's store feed, one batch per run of consecutive numbers."""
+        runs: list[list[FeedNumbered]] = []
+        for item in items:
+            if runs and runs[-1][-1][0] + 1 == item[0]:
+                runs[-1].append(item)
+            else:
+                runs.append([item])
+        for run in runs:
+            listed: list[ReplicaEvent] = []
+            for feed_seq, hq_seq, member_id in run:
+                if hq_seq is not None and hq_seq in events:
+                    if events[hq_seq].device_id != device_id:
+                        listed.append(ReplicaEvent(hq_seq=feed_seq, event=events[hq_seq]))
+                elif member_id is not None and members and member_id in members:
+                    listed.append(ReplicaEvent(hq_seq=feed_seq, member=members[member_id]))
+            batch = ReplicaBatch(
+                after_seq=run[0][0] - 1, to_seq=run[-1][0], events=listed, at=now, feed="store"
+            )
+            self.link.publish(self.topics.replica(device_id), batch.to_bytes(), qos=1)
+
     def _serve_replica(self, request: ReplicaRequest, now: datetime) -> None:
         self.counters.replica_requests += 1
+        if request.feed == "store":
+            self._serve_store_feed(request, now)
+            return
         with self.sessions() as session, session.begin():
             self._seen(session, request.device_id, request.store_id, now)
         after = request.after_seq
@@ -518,6 +575,70 @@ class HqService:
             after = chunk[-1][0]
             if len(chunk) < REPLICA_CHUNK:
                 return
+
+    def _serve_store_feed(self, request: ReplicaRequest, now: datetime) -> None:
+        """Sends the device its store's feed after its cursor, in chunks; from now on it
+        follows the store's feed, not the chain's."""
+
+        def follow(session: Session) -> None:
+            store_id = device_store(session, request.device_id)
+            if store_id is not None and store_id != request.store_id:
+                raise ProtocolError(
+                    f"{request.device_id} of store {store_id} asked for store "
+                    f"{request.store_id}'s feed"
+                )
+            self._seen(session, request.device_id, request.store_id, now)
+            device = session.get(FleetDevice, request.device_id)
+            if device is not None:
+                device.replica_feed = "store"
+
+        self.in_transaction(follow)
+        after = request.after_seq
+        while True:
+            with self.sessions() as session:
+                last, items = feed_chunk(session, request.store_id, after)
+            if last == after:
+                return
+            batch = ReplicaBatch(
+                after_seq=after,
+                to_seq=last,
+                events=[
+                    i for i in items if i.event is None or i.event.device_id != request.device_id
+                ],
+                at=now,
+                feed="store",
+            )
+            self.link.publish(self.topics.replica(request.device_id), batch.to_bytes(), qos=1)
+            after = last
+
+    def _fetch_member(
+        self, device_id: str, msg: Inbound, request: MemberFetch, now: datetime
+    ) -> None:
+        """Answers a kiosk's request for a member it does not hold (MQTT 5 request/response),
+        and puts the member in its store's feed from now on."""
+        if request.device_id != device_id:
+            raise ProtocolError(f"{device_id} asked for a member as {request.device_id}")
+        reply = self.topics.member(device_id)
+        if msg.response_topic not in (None, reply):
+            raise ProtocolError(f"{device_id} asked for an answer on {msg.response_topic!r}")
+
+        def fetch(session: Session) -> tuple[MemberSnapshot | None, list[FeedNumbered]]:
+            store_id = device_store(session, device_id)
+            if store_id is not None and store_id != request.store_id:
+                raise ProtocolError(
+                    f"{device_id} of store {store_id} asked for a member for {request.store_id}"
+                )
+            return fetch_member(session, request.store_id, now, request.card_no, request.phone_hash)
+
+        self.counters.fetches += 1
+        found, items = self.in_transaction(fetch)
+        answer = MemberFetchResult(found=found is not None, member=found, at=now)
+        self.link.publish(reply, answer.to_bytes(), qos=1, correlation=msg.correlation)
+        if found is not None and items:
+            members = {found.member_id: found}
+            for kiosk, store_id, feed in self._kiosks({request.store_id}):
+                if feed == "store" and store_id == request.store_id:
+                    self._publish_feed(kiosk, items, {}, now, members)
 
     def _publish_blocklist(self, result: Ingest, now: datetime) -> None:
         reasons = sorted({r for _, r in result.blocked_cards})

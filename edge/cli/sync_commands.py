@@ -49,7 +49,7 @@ def sync_group() -> None:
 def sync_status() -> None:
     """Outbox depth, HQ's last contact and the replica cursor."""
     from edge.services.connectivity import HQ_LAST_CONTACT
-    from edge.services.replica import REPLICA_CURSOR
+    from edge.services.replica import STORE_FEED_CURSOR
     from edge.services.tx import get_meta
     from edge.storage.models import OutboxEvent
 
@@ -69,7 +69,7 @@ def sync_status() -> None:
             "outbox_pending": int(pending or 0),
             "outbox_delivered": int(delivered or 0),
             "hq_last_contact": get_meta(session, HQ_LAST_CONTACT),
-            "replica_cursor": int(get_meta(session, REPLICA_CURSOR) or 0),
+            "replica_cursor": int(get_meta(session, STORE_FEED_CURSOR) or 0),
         }
     emit(
         result,

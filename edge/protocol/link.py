@@ -14,6 +14,7 @@ What it guarantees, so callers need not care about paho:
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import ssl
@@ -74,6 +75,14 @@ class Inbound:
     received_at: float = field(default_factory=time.monotonic)
 
 
+@dataclass
+class _Pending:
+    """A request waiting for its answer."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    answer: Inbound | None = None
+
+
 class MqttLink:
     """One MQTT 5 client with the conventions above; inbound messages land on :attr:`inbox`."""
 
@@ -103,6 +112,8 @@ class MqttLink:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self.connects = 0
+        self._waiting: dict[bytes, _Pending] = {}
+        self._waiting_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -183,6 +194,28 @@ class MqttLink:
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    def request(
+        self, topic: str, payload: bytes, response_topic: str, timeout_s: float
+    ) -> Inbound | None:
+        """An MQTT 5 request: publishes with ``response_topic`` and fresh correlation data,
+        and waits for the answer that carries them back (None: not connected, or no answer
+        within ``timeout_s``). The answer is taken here, not queued on :attr:`inbox`, so any
+        thread but paho's own may wait, the one that reads the inbox included."""
+        correlation = os.urandom(16)
+        pending = _Pending()
+        with self._waiting_lock:
+            self._waiting[correlation] = pending
+        try:
+            if not self.publish(
+                topic, payload, qos=1, response_topic=response_topic, correlation=correlation
+            ):
+                return None
+            pending.done.wait(timeout_s)
+            return pending.answer
+        finally:
+            with self._waiting_lock:
+                self._waiting.pop(correlation, None)
+
     def ack(self, message: Inbound) -> None:
         """Tells the broker ``message`` is applied (QoS 1); before that it will be redelivered."""
         if message.qos > 0:
@@ -232,15 +265,22 @@ class MqttLink:
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None
         expiry = getattr(props, "MessageExpiryInterval", None) if props else None
-        self.inbox.put(
-            Inbound(
-                msg.topic,
-                bytes(msg.payload),
-                msg.qos,
-                msg.mid,
-                bool(msg.retain),
-                response_topic,
-                correlation,
-                expiry,
-            )
+        inbound = Inbound(
+            msg.topic,
+            bytes(msg.payload),
+            msg.qos,
+            msg.mid,
+            bool(msg.retain),
+            response_topic,
+            correlation,
+            expiry,
         )
+        if correlation is not None:
+            with self._waiting_lock:
+                pending = self._waiting.get(bytes(correlation))
+            if pending is not None:
+                pending.answer = inbound
+                pending.done.set()
+                self.ack(inbound)
+                return
+        self.inbox.put(inbound)

@@ -12,7 +12,7 @@ import base64
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import cached_property
 from string import Formatter
 from typing import Annotated, Any, Literal, TypeVar
@@ -32,6 +32,7 @@ VERSION = 1
 DEFAULT_PREFIX = "mck/v1"
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 MAX_BATCH_EVENTS = 1000
+MAX_SNAPSHOT_ENTRIES = 20000
 
 # A name that is safe as one topic level: no wildcards, separators or control characters.
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
@@ -334,31 +335,123 @@ class EventAck(Message):
 # --------------------------------------------------------------------------- replica fan-out
 
 
+Feed = Literal["chain", "store"]
+"""What a replica follows: ``store`` (HQ's numbering of what concerns the device's own store:
+the events of the members it holds, and snapshots of members as it comes to hold them), or
+``chain`` (every event of the chain, by ``hq_seq``: what a kiosk of protocol 1.0 asks for)."""
+
+CardStateName = Literal["active", "lost", "blocked", "replaced"]
+
+
+class SnapshotCard(Message):
+    card_no: CardNo
+    state: CardStateName
+    card_type: Annotated[str, StringConstraints(max_length=16)] = "physical"
+    replaced_by: CardNo | None = None
+
+
+class MemberSnapshot(Message):
+    """A member as HQ holds them: their cards and every ledger entry (credits with their
+    lot's dates), so a kiosk that has never seen them builds the same balance and lots.
+
+    Applying one is idempotent (entries, lots and cards keep their ids), so a snapshot that
+    overlaps events the kiosk already applied, or arrives twice, changes nothing twice.
+    """
+
+    member_id: EventId
+    store_id: Name
+    tier: Annotated[str, StringConstraints(min_length=1, max_length=16)]
+    phone_hash: Annotated[str, StringConstraints(max_length=64)] | None = None
+    phone_masked: Annotated[str, StringConstraints(max_length=16)] = ""
+    name: Annotated[str, StringConstraints(max_length=32)] | None = None
+    birthday: date | None = None
+    consent_version: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    created_at: AwareDatetime
+    deleted: bool = False
+    cards: list[SnapshotCard] = Field(default_factory=list, max_length=100)
+    entries: list[LedgerEntryData] = Field(default_factory=list, max_length=MAX_SNAPSHOT_ENTRIES)
+
+
 class ReplicaEvent(Message):
+    """One item of a feed, numbered ``hq_seq`` in it: an event, or (store feed only) a
+    member's snapshot."""
+
     hq_seq: int = Field(ge=1)
-    event: Event
+    event: Event | None = None
+    member: MemberSnapshot | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ReplicaEvent:
+        if (self.event is None) == (self.member is None):
+            raise ValueError("an item is an event or a member, not both or neither")
+        return self
 
 
 class ReplicaBatch(Message):
-    """Events of other devices, numbered by HQ: ``(after_seq, to_seq]`` with none missing.
+    """Items of one feed, numbered by HQ: ``(after_seq, to_seq]`` with none missing.
 
-    A device applies a batch only if ``after_seq`` is the cursor it holds; a gap makes it ask
-    for a resend (:class:`ReplicaRequest`) from its cursor, so a message the broker dropped is
-    fetched again, and one that arrives twice is ignored.
+    A device applies a batch only if ``after_seq`` is the cursor it holds for that feed; a
+    gap makes it ask for a resend (:class:`ReplicaRequest`) from its cursor, so a message the
+    broker dropped is fetched again, and one that arrives twice is ignored.
     """
 
     after_seq: int = Field(ge=0)
     to_seq: int = Field(ge=0)
     events: list[ReplicaEvent] = Field(max_length=MAX_BATCH_EVENTS)
     at: AwareDatetime
+    feed: Feed = "chain"
+
+    def to_bytes(self) -> bytes:
+        """A chain batch reads exactly as protocol 1.0 wrote it (no ``feed``, no ``member``),
+        so a kiosk not yet updated takes it."""
+        if self.feed == "chain":
+            exclude: Any = {"feed": True, "events": {"__all__": {"member"}}}
+            return self.model_dump_json(exclude=exclude).encode()
+        return self.model_dump_json().encode()
 
 
 class ReplicaRequest(Message):
-    """The device's cursor: send me everything after it."""
+    """The device's cursor in its feed: send me everything after it."""
 
     device_id: Name
     store_id: Name
     after_seq: int = Field(ge=0)
+    feed: Feed = "chain"
+
+
+# --------------------------------------------------------------------------- members on demand
+
+
+class MemberFetch(Message):
+    """A kiosk asks HQ for a member it does not hold (met at its store: a card, a member code
+    or a phone), as an MQTT 5 request: the response topic is the device's own ``member``
+    topic and the correlation data is the kiosk's; HQ answers with :class:`MemberFetchResult`
+    and from then on sends the member's changes to the kiosk's store."""
+
+    device_id: Name
+    store_id: Name
+    card_no: CardNo | None = None
+    phone_hash: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> MemberFetch:
+        if (self.card_no is None) == (self.phone_hash is None):
+            raise ValueError("name the member by exactly one of card_no or phone_hash")
+        return self
+
+
+class MemberFetchResult(Message):
+    """HQ's answer: the member's snapshot, or ``found`` false (no such card or phone at HQ)."""
+
+    found: bool
+    member: MemberSnapshot | None = None
+    at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MemberFetchResult:
+        if self.found != (self.member is not None):
+            raise ValueError("a found member comes with its snapshot, and only then")
+        return self
 
 
 # --------------------------------------------------------------------------- lanes
@@ -708,6 +801,10 @@ REPLICA_TOPIC = TopicSpec("replica", "device/{device}/replica", ReplicaBatch, 1,
                           _HQ, DEVICES)
 REPLICA_REQUEST_TOPIC = TopicSpec("replica request", "device/{device}/replica/request",
                                   ReplicaRequest, 1, False, DEVICES, _HQ)
+MEMBER_FETCH_TOPIC = TopicSpec("member request", "device/{device}/member/request", MemberFetch,
+                                1, False, _KIOSK, _HQ)
+MEMBER_TOPIC = TopicSpec("member", "device/{device}/member", MemberFetchResult, 1, False,
+                         _HQ, _KIOSK)
 COMMAND_TOPIC = TopicSpec("command", "device/{device}/command", Command, 1, False,
                           _HQ, DEVICES, expires=True)
 COMMAND_RESULT_TOPIC = TopicSpec("command result", "device/{device}/command/result",
@@ -741,6 +838,8 @@ TOPIC_TABLE: tuple[TopicSpec, ...] = (
     ACK_TOPIC,
     REPLICA_TOPIC,
     REPLICA_REQUEST_TOPIC,
+    MEMBER_FETCH_TOPIC,
+    MEMBER_TOPIC,
     COMMAND_TOPIC,
     COMMAND_RESULT_TOPIC,
     BACKUP_TOPIC,
@@ -792,6 +891,12 @@ class Topics:
 
     def replica_request(self, device_id: str) -> str:
         return self.topic(REPLICA_REQUEST_TOPIC, device=device_id)
+
+    def member_fetch(self, device_id: str) -> str:
+        return self.topic(MEMBER_FETCH_TOPIC, device=device_id)
+
+    def member(self, device_id: str) -> str:
+        return self.topic(MEMBER_TOPIC, device=device_id)
 
     def command(self, device_id: str) -> str:
         return self.topic(COMMAND_TOPIC, device=device_id)

@@ -16,6 +16,7 @@ from edge.domain.cards import (
 )
 from edge.domain.errors import NotFound, Refusal
 from edge.domain.staff import Permission
+from edge.services.remote import ensure_here
 from edge.services.staff import StaffIdentity, require
 from edge.services.tx import Tx, transaction
 from edge.storage.models import Card, CardRange, Member
@@ -88,6 +89,7 @@ def _load(tx: Tx, card_no: str) -> tuple[Card, Member]:
 def report_lost_card(app: AppContext, card_no: str, staff: StaffIdentity) -> CardChange:
     """Blocks a lost card at once, here and (through the blocklist event) at every lane."""
     require(staff, Permission.REPORT_LOST_CARD)
+    ensure_here(app, card_no=card_no)
     with transaction(app) as tx:
         card, member = _load(tx, card_no)
         if not can_report_lost(card.state):
@@ -111,6 +113,7 @@ def replace_card(app: AppContext, card_no: str, staff: StaffIdentity) -> CardCha
     Points belong to the member, not the card, so the whole balance is on the new card.
     """
     require(staff, Permission.REPLACE_CARD)
+    ensure_here(app, card_no=card_no)
     with transaction(app) as tx:
         old, member = _load(tx, card_no)
         if not can_replace(old.state):

@@ -18,6 +18,7 @@ from edge.security.codes import sign_voucher, verify_voucher, voucher_device_id
 from edge.services.connectivity import connectivity
 from edge.services.ledger import debit
 from edge.services.members import usable_member
+from edge.services.remote import ensure_here
 from edge.services.staff import StaffIdentity, require
 from edge.services.tx import Tx, run_once, transaction
 from edge.storage.models import Card, Coupon, Gift, Member, Redemption
@@ -175,6 +176,8 @@ def redeem_gift(
     sku_v = validate_sku(sku)
     fingerprint = {"card_no": card_no.strip(), "sku": sku_v, "qty": qty}
     refused_offline: list[str] = []  # the member an offline cap refused
+
+    ensure_here(app, card_no=card_no)
 
     def apply(tx: Tx) -> tuple[RedemptionResult, str]:
         member, card = usable_member(tx, card_no)

@@ -16,6 +16,7 @@ from edge.domain.cards import CardState
 from edge.domain.member_view import MemberView
 from edge.domain.staff import Permission
 from edge.services import members
+from edge.services.remote import ensure_here
 from edge.services.staff import StaffIdentity, require
 from edge.services.tx import transaction
 from edge.storage.models import Card
@@ -57,6 +58,7 @@ def newest_card_no(app: AppContext, member_id: str) -> str | None:
 def find_member_for_staff(app: AppContext, staff: StaffIdentity, phone: str) -> MemberView:
     """The member with ``phone`` as the desk sees them, with their newest card, audited."""
     require(staff, Permission.LOOKUP_MEMBER)
+    ensure_here(app, phone=phone)
     with app.db.read() as session:
         member, _card = members.resolve_member(session, app, phone=phone)
         view = members.build_view(session, app, member, newest_card(session, member.id))

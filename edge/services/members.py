@@ -20,6 +20,7 @@ from edge.security.codes import looks_like_member_code, verify_member_code
 from edge.security.personal import mask_card, mask_name, mask_phone, normalize_phone
 from edge.services.cards import issue_card
 from edge.services.ledger import as_lots, credit
+from edge.services.remote import ensure_here, fetch_if_unknown
 from edge.services.staff import StaffIdentity, require
 from edge.services.tiers import months_after, tier_measure
 from edge.services.tx import Tx, run_once, transaction
@@ -137,6 +138,7 @@ def identify(app: AppContext, scanned: str) -> MemberView:
     """
     text = scanned.strip()
     card_no = claim_member_code(app, text) if looks_like_member_code(text) else text
+    ensure_here(app, card_no=card_no)
     with app.db.read() as session:
         card = _card(session, card_no)
         require_usable(card.card_no, card.state)
@@ -149,6 +151,7 @@ def show_member(
     app: AppContext, card_no: str | None = None, phone: str | None = None, history: int = 10
 ) -> MemberView:
     """A member's full picture for staff: works for lost and blocked cards too."""
+    ensure_here(app, card_no=card_no, phone=phone)
     with app.db.read() as session:
         member, card = resolve_member(session, app, card_no, phone)
         return build_view(session, app, member, card, history)
@@ -256,6 +259,10 @@ def register_member(
     referrer_n = normalize_phone(referrer_phone) if referrer_phone else None
     if referrer_n == phone_n:
         raise Refusal("a member cannot refer themselves", code="self_referral")
+    # A member of another store is fetched first, so their phone is not registered twice.
+    fetch_if_unknown(app, phone=phone_n)
+    if referrer_n is not None:
+        fetch_if_unknown(app, phone=referrer_n)
     fingerprint = {"phone_hash": app.vault.lookup_hash(phone_n)}
 
     def apply(tx: Tx) -> tuple[Registration, str]:
@@ -342,6 +349,7 @@ def update_contact(
 ) -> MemberView:
     """Changes a member's phone number (still unique)."""
     phone_n = normalize_phone(new_phone)
+    ensure_here(app, card_no=card_no)
     with transaction(app) as tx:
         member, card = usable_member(tx, card_no)
         other = _member_by_phone(tx.session, app, phone_n)

@@ -14,6 +14,7 @@ from edge.domain.points import EntryKind, local_date, member_day_multiplier, pur
 from edge.domain.tiers import find_tier
 from edge.services.ledger import EntryRecord, credit, expire_lot
 from edge.services.members import usable_member
+from edge.services.remote import ensure_here
 from edge.services.tiers import upgrade_if_earned
 from edge.services.tx import Tx, transaction
 from edge.storage.models import BonusClaim, LedgerEntry, Member, PointsLot, Purchase
@@ -50,6 +51,7 @@ def accrue_purchase(
     if isinstance(amount_cents, bool) or not isinstance(amount_cents, int):
         raise InvalidInput("amount must be whole cents", code="bad_amount")
     rid = _receipt_id(receipt_id)
+    ensure_here(app, card_no=card_no)
     with transaction(app) as tx:
         seen = tx.session.get(Purchase, rid)
         if seen is not None:
@@ -150,6 +152,7 @@ def _bonus(tx: Tx, member: Member, card_no: str, kind: str, points: int, ref: st
 
 
 def check_in(app: AppContext, card_no: str) -> Bonus:
+    ensure_here(app, card_no=card_no)
     """Daily check-in: once per store-local day."""
     with transaction(app) as tx:
         member, card = usable_member(tx, card_no)
@@ -172,6 +175,7 @@ def check_in(app: AppContext, card_no: str) -> Bonus:
 
 
 def claim_birthday_bonus(app: AppContext, card_no: str) -> Bonus:
+    ensure_here(app, card_no=card_no)
     """The birthday gift of points: in the birthday month, once a year."""
     with transaction(app) as tx:
         member, card = usable_member(tx, card_no)

@@ -31,8 +31,10 @@ from edge.domain.cards import CardState
 from edge.protocol import (
     EntriesData,
     Event,
+    Feed,
     LedgerEntryData,
     MemberRegisteredData,
+    MemberSnapshot,
     ProtocolError,
     ReplicaBatch,
     ReplicaEvent,
@@ -52,7 +54,12 @@ from edge.storage.sync_models import SetAside
 
 log = logging.getLogger(__name__)
 
-REPLICA_CURSOR = "replica_cursor"
+REPLICA_CURSOR = "replica_cursor"  # in the chain's numbering (protocol 1.0)
+STORE_FEED_CURSOR = "store_feed_cursor"  # in the store's feed
+
+
+def cursor_key(feed: Feed) -> str:
+    return STORE_FEED_CURSOR if feed == "store" else REPLICA_CURSOR
 
 
 @dataclass
@@ -71,8 +78,8 @@ class ReplicaOutcome:
     cards: list[tuple[str, str]] = field(default_factory=list)
 
 
-def replica_cursor(tx: Tx) -> int:
-    return int(get_meta(tx.session, REPLICA_CURSOR) or 0)
+def replica_cursor(tx: Tx, feed: Feed = "store") -> int:
+    return int(get_meta(tx.session, cursor_key(feed)) or 0)
 
 
 def apply_replica_batch(app: AppContext, batch: ReplicaBatch) -> ReplicaOutcome:
@@ -82,7 +89,7 @@ def apply_replica_batch(app: AppContext, batch: ReplicaBatch) -> ReplicaOutcome:
     does not apply is set aside (see :func:`_apply_one`), and the cursor moves on.
     """
     with transaction(app) as tx:
-        cursor = replica_cursor(tx)
+        cursor = replica_cursor(tx, batch.feed)
         outcome = ReplicaOutcome(cursor=cursor)
         if batch.to_seq <= cursor:
             outcome.stale = True
@@ -94,17 +101,15 @@ def apply_replica_batch(app: AppContext, batch: ReplicaBatch) -> ReplicaOutcome:
         for item in batch.events:
             if item.hq_seq <= cursor:
                 continue
+            if item.member is not None:
+                apply_snapshot(tx, item.member, touched, outcome)
+                continue
+            assert item.event is not None
             if item.event.device_id == app.device_id:
                 continue  # our own event coming back: already applied here
             _apply_one(tx, item, touched, outcome)
-        _release_waiting(tx, touched, outcome)
-        for member_id in touched:
-            member = tx.session.get(Member, member_id)
-            if member is not None and member.balance < 0 and not member.overdraft_flagged:
-                member.overdraft_flagged = True
-                outcome.flagged.append(member_id)
-                tx.audit("hq", "member.overdraft_flagged", member_id, balance=member.balance)
-        set_meta(tx.session, REPLICA_CURSOR, str(batch.to_seq))
+        _settle(tx, touched, outcome)
+        set_meta(tx.session, cursor_key(batch.feed), str(batch.to_seq))
         record_hq_contact(tx.session, tx.now)
         outcome.cursor = batch.to_seq
         if outcome.applied or outcome.waiting or outcome.set_aside:
@@ -112,6 +117,7 @@ def apply_replica_batch(app: AppContext, batch: ReplicaBatch) -> ReplicaOutcome:
                 "hq",
                 "sync.replica",
                 "",
+                feed=batch.feed,
                 after_seq=batch.after_seq,
                 to_seq=batch.to_seq,
                 applied=outcome.applied,
@@ -119,6 +125,118 @@ def apply_replica_batch(app: AppContext, batch: ReplicaBatch) -> ReplicaOutcome:
                 set_aside=outcome.set_aside,
             )
         return outcome
+
+
+def _settle(tx: Tx, touched: set[str], outcome: ReplicaOutcome) -> None:
+    """Applies what waited for the members now here, and flags those driven negative."""
+    _release_waiting(tx, touched, outcome)
+    for member_id in touched:
+        member = tx.session.get(Member, member_id)
+        if member is not None and member.balance < 0 and not member.overdraft_flagged:
+            member.overdraft_flagged = True
+            outcome.flagged.append(member_id)
+            tx.audit("hq", "member.overdraft_flagged", member_id, balance=member.balance)
+
+
+def apply_fetched_member(app: AppContext, snap: MemberSnapshot) -> ReplicaOutcome:
+    """A member HQ sent on request (see :func:`apply_snapshot`), in one transaction."""
+    with transaction(app) as tx:
+        outcome = ReplicaOutcome(cursor=replica_cursor(tx))
+        touched: set[str] = set()
+        apply_snapshot(tx, snap, touched, outcome)
+        _settle(tx, touched, outcome)
+        record_hq_contact(tx.session, tx.now)
+        tx.audit("hq", "sync.member_fetched", snap.member_id, entries=len(snap.entries))
+        return outcome
+
+
+def apply_snapshot(
+    tx: Tx, snap: MemberSnapshot, touched: set[str], outcome: ReplicaOutcome
+) -> None:
+    """A member as HQ holds them: made here if new, their cards and entries added by id.
+
+    Idempotent, and all of it or none of it (a savepoint): a snapshot that cannot apply is
+    kept aside for a technician with an ``alert.device``, like an event.
+    """
+    cards, before = len(outcome.cards), set(touched)
+    try:
+        with tx.session.begin_nested():
+            _apply_snapshot(tx, snap, touched, outcome)
+    except (ProtocolError, SQLAlchemyError) as exc:
+        del outcome.cards[cards:]
+        touched.intersection_update(before)
+        reason = f"member {snap.member_id} from HQ: {str(exc).splitlines()[0]}"
+        outcome.set_aside += 1
+        log.error("replica snapshot set aside: %s", reason)
+        tx.audit("hq", "sync.replica_set_aside", snap.member_id, reason=reason[:256])
+        tx.emit("alert.device", {"code": "replica_set_aside", "detail": reason[:256]})
+        return
+    outcome.applied += 1
+
+
+def _apply_snapshot(
+    tx: Tx, snap: MemberSnapshot, touched: set[str], outcome: ReplicaOutcome
+) -> None:
+    member = tx.session.get(Member, snap.member_id)
+    if member is None:
+        member = Member(
+            id=snap.member_id,
+            phone_hash=_free_phone_hash(tx, snap.phone_hash, snap.member_id),
+            phone_cipher=None,
+            phone_masked=snap.phone_masked,
+            name=snap.name,
+            birthday=snap.birthday,
+            referrer_id=None,
+            consent_version=snap.consent_version,
+            consented_at=snap.created_at,
+            tier=snap.tier,
+            tier_review_at=months_after(snap.created_at, tx.app.config.tiers.period_months),
+            balance=0,
+            overdraft_flagged=False,
+            store_id=snap.store_id,
+            created_at=snap.created_at,
+            updated_at=snap.created_at,
+        )
+        tx.session.add(member)
+        tx.session.flush()
+        touched.add(member.id)
+    for card in snap.cards:
+        here = tx.session.get(Card, card.card_no)
+        if here is None:
+            tx.session.add(
+                Card(
+                    card_no=card.card_no,
+                    member_id=member.id,
+                    state=card.state,
+                    card_type=card.card_type,
+                    issued_at=snap.created_at,
+                    state_changed_at=snap.created_at,
+                    replaced_by=card.replaced_by,
+                    device_id="hq",
+                )
+            )
+            outcome.cards.append((card.card_no, card.state))
+        elif here.member_id != member.id:
+            raise ProtocolError(f"card {card.card_no} belongs to another member here")
+        elif here.state == CardState.ACTIVE and card.state != "active":
+            here.state = card.state
+            here.state_changed_at = tx.now
+            outcome.cards.append((card.card_no, card.state))
+    tx.session.flush()
+    for entry in snap.entries:
+        if entry.member_id != member.id:
+            raise ProtocolError(f"entry {entry.id} of another member in {member.id}'s snapshot")
+        if _apply_entry(tx, entry):
+            touched.add(member.id)
+    if snap.deleted and member.deleted_at is None:
+        member.phone_hash = member.phone_cipher = member.name = member.birthday = None
+        member.phone_masked = ""
+        member.deleted_at = tx.now
+        for held in tx.session.scalars(select(Card).where(Card.member_id == member.id)):
+            if held.state in (CardState.ACTIVE, CardState.LOST):
+                held.state = CardState.BLOCKED
+                held.state_changed_at = tx.now
+                outcome.cards.append((held.card_no, CardState.BLOCKED))
 
 
 def _members_needed(data: object) -> set[str]:
@@ -142,6 +260,7 @@ def _apply_one(tx: Tx, item: ReplicaEvent, touched: set[str], outcome: ReplicaOu
     apply is kept for a technician, with an ``alert.device`` to HQ; the rest go on.
     """
     event = item.event
+    assert event is not None  # a member's snapshot is applied by apply_snapshot
     try:
         data = event.typed_data()
     except ProtocolError as exc:
@@ -169,7 +288,9 @@ def _apply_one(tx: Tx, item: ReplicaEvent, touched: set[str], outcome: ReplicaOu
 def _set_aside(
     tx: Tx, item: ReplicaEvent, member_id: str | None, reason: str, outcome: ReplicaOutcome
 ) -> None:
-    key = f"replica:{item.event.event_id}"
+    event = item.event
+    assert event is not None
+    key = f"replica:{event.event_id}"
     kept = tx.session.get(SetAside, key)
     if kept is None:
         kept = SetAside(
@@ -186,17 +307,16 @@ def _set_aside(
     kept.attempts += 1
     if member_id is not None:
         outcome.waiting += 1
-        log.info("replica event %s waits for member %s", item.event.event_id, member_id)
+        log.info("replica event %s waits for member %s", event.event_id, member_id)
         return
     outcome.set_aside += 1
-    log.error("replica event %s set aside: %s", item.event.event_id, reason)
-    tx.audit("hq", "sync.replica_set_aside", item.event.event_id, reason=reason[:256])
+    log.error("replica event %s set aside: %s", event.event_id, reason)
+    tx.audit("hq", "sync.replica_set_aside", event.event_id, reason=reason[:256])
     tx.emit(
         "alert.device",
         {
             "code": "replica_set_aside",
-            "detail": f"event {item.event.event_id} ({item.event.kind}) of "
-            f"{item.event.device_id}: {reason}"[:256],
+            "detail": f"event {event.event_id} ({event.kind}) of {event.device_id}: {reason}"[:256],
         },
     )
 

@@ -43,6 +43,7 @@ from edge.protocol import (
     LaneCard,
     LaneCards,
     LanePurchase,
+    MemberFetchResult,
     ProtocolError,
     ReplicaBatch,
     ReplicaRequest,
@@ -60,6 +61,7 @@ from edge.sync.backup_transfer import BackupSender
 from edge.sync.commands import CommandRunner, Taken, command_public_key
 from edge.sync.inbound import accrue_lane_purchase, check_coupon
 from edge.sync.lane_cards import LocalCardChanges
+from edge.sync.member_fetch import FetchServer, MemberFetcher
 from edge.sync.outbox import OutboxPump
 from edge.sync.telemetry import collect
 from edge.systemd import sd_notify, watchdog_interval_s
@@ -100,6 +102,7 @@ def link_settings(app: AppContext, topics: Topics) -> LinkSettings:
     subs = [
         (topics.ack(me), 1),
         (topics.replica(me), 1),
+        (topics.member(me), 1),
         (topics.command(me), 1),
         (topics.backup_ack(me), 1),
         (topics.blocklist(), 1),
@@ -189,6 +192,8 @@ class Agent:
         self._next_held_retry = 0.0
         self._disk_full_logged = 0.0
         self._stop = threading.Event()
+        self.fetcher = MemberFetcher(app, self.link, self.topics, self._tell_lanes)
+        self.fetch_server = FetchServer(app, self.fetcher)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -206,6 +211,7 @@ class Agent:
         follow_stored_rules(self.app, 0)
         self._resume_commands()
         self.link.start()
+        self.fetch_server.start()
         sd_notify("READY=1")
         watchdog = watchdog_interval_s()
         next_watchdog = 0.0
@@ -237,6 +243,7 @@ class Agent:
             sd_notify("STOPPING=1")
             self.commands.stopping.set()
             self._command_worker.shutdown(wait=False, cancel_futures=True)
+            self.fetch_server.close()
             self.link.close()
 
     def _resync(self) -> None:
@@ -402,11 +409,17 @@ class Agent:
             self.backups.on_ack(answer, self.app.clock())
         elif topic == t.replica(me):
             batch = decode(ReplicaBatch, msg.payload)
+            if batch.feed != "store":
+                # Sent before HQ heard this kiosk follows its store's feed: not for us.
+                raise ProtocolError("a batch of the chain's feed; this kiosk follows its store's")
             outcome = apply_replica_batch(self.app, batch)
             if outcome.gap:
                 self._request_replica()
             if outcome.cards:
                 self._tell_lanes(outcome.cards)
+        elif topic == t.member(me):
+            # An answer that came after its request gave up waiting: applied all the same.
+            self.fetcher.apply(decode(MemberFetchResult, msg.payload))
         elif topic == t.command(me):
             self._command(decode(Command, msg.payload), msg)
         elif topic == t.blocklist():
@@ -527,9 +540,12 @@ class Agent:
             return
         self._last_gap_request = now
         with transaction(self.app) as tx:
-            cursor = replica_cursor(tx)
+            cursor = replica_cursor(tx, "store")
         request = ReplicaRequest(
-            device_id=self.app.device_id, store_id=self.app.store_id, after_seq=cursor
+            device_id=self.app.device_id,
+            store_id=self.app.store_id,
+            after_seq=cursor,
+            feed="store",
         )
         self.link.publish(self.topics.replica_request(self.app.device_id), request.to_bytes())
 

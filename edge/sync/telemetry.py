@@ -20,7 +20,7 @@ from edge import __version__
 from edge.app import AppContext
 from edge.protocol import DeviceHealth, StorageWear, Telemetry, Throttling
 from edge.services.connectivity import HQ_LAST_CONTACT
-from edge.services.replica import REPLICA_CURSOR
+from edge.services.replica import STORE_FEED_CURSOR
 from edge.services.tx import get_meta
 from edge.storage.models import OutboxEvent
 from edge.storage.sync_models import PeripheralHealth
@@ -158,7 +158,7 @@ def collect(app: AppContext, clock_offset_s: float | None) -> Telemetry:
             for row in session.scalars(select(PeripheralHealth))
         }
         last_sync = _when(get_meta(session, HQ_LAST_CONTACT))
-        cursor = int(get_meta(session, REPLICA_CURSOR) or 0)
+        cursor = int(get_meta(session, STORE_FEED_CURSOR) or 0)
         fps_raw = get_meta(session, CAMERA_FPS)
         last_scan = _when(get_meta(session, LAST_SCAN_AT))
         last_print = _when(get_meta(session, LAST_PRINT_AT))

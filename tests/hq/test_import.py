@@ -168,3 +168,41 @@ def test_an_interrupted_import_resumes_and_ends_as_one_run_would(tmp_path, keys,
         assert {m: b for m, b in balances(s).items() if b} == ledger_sums(s)
         assert record.points == sum(n % 500 for n in range(rows) if n % 97)
     engine.dispose()
+
+
+def test_imported_members_reach_their_home_stores_kiosks_with_their_lots(tmp_path, keys):
+    """Each home store's feed carries its imported members; a kiosk there builds them with
+    their balances and lots (expiry dates kept), its ledger sound, its card lookups served."""
+    from edge.services.members import show_member
+    from edge.services.verify import verify_ledger
+    from edge.storage.models import PointsLot
+    from tests.hq.test_feeds import follow, kiosk
+
+    db = sqlite_hq_url(tmp_path / "hq.db")
+    export = tmp_path / "members.csv"
+    export.write_bytes(("\ufeff" + HEADER + "\n".join(ROWS) + "\n").encode("utf-8"))
+    args = ("import", str(export), "--keys", str(keys), "--store", "S001", "--store", "S002")
+    done = hq(db, *args)
+    assert done.returncode == 0, done.stderr
+    engine = make_hq_engine(db)
+    s001 = kiosk(tmp_path, "K001", "S001", 1)
+    s002 = kiosk(tmp_path, "K002", "S002", 50_000)
+    try:
+        assert follow(engine, s001) == 1 and follow(engine, s002) == 1
+        wang = show_member(s001, card_no="2900000000018")
+        assert (wang.balance, wang.tier) == (500, "gold")
+        with s001.db.read() as s:
+            lots = [(p.remaining, p.expires_at.date().isoformat()) for p in s.scalars(
+                select(PointsLot))]  # fmt: skip
+        assert lots == [(500, "2027-06-30")]
+        assert show_member(s002, card_no="2900000000070").balance == 120
+        with pytest.raises(Exception) as other_store:
+            show_member(s002, card_no="2900000000018")
+        assert getattr(other_store.value, "code", "") == "unknown_card"
+        for app in (s001, s002):
+            report = verify_ledger(app)
+            assert report.ok, report.problems
+    finally:
+        s001.close()
+        s002.close()
+        engine.dispose()

@@ -28,6 +28,9 @@ IDENTITIES = [
     Identity("hq", "hq"),
     Identity("K001", "kiosk", "S001"),
     Identity("K002", "kiosk", "S002"),
+    Identity("K003", "kiosk", "S001"),  # a second kiosk at S001
+    Identity("K004", "kiosk", "S002"),  # a second kiosk at S002
+    Identity("K009", "kiosk", "S009"),
     Identity("L1", "lane", "S001"),
     Identity("L2", "lane", "S002"),
 ]

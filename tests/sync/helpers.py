@@ -19,10 +19,11 @@ from sqlalchemy.orm import Session
 from edge.app import AppContext
 from edge.protocol import DeviceStatus, Event, Topics
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
-from edge.services.replica import REPLICA_CURSOR
+from edge.services.replica import STORE_FEED_CURSOR
 from edge.services.tx import get_meta
 from edge.storage.models import Member, OutboxEvent
-from hq.models import StoredEvent
+from hq.feeds import feed_head
+from hq.models import CentralMember, MemberHolder, StoredEvent
 from hq.service import HqConfig
 from tests.hq.database import sqlite_hq_url
 
@@ -165,8 +166,24 @@ def drained(app: AppContext) -> Callable[[], bool]:
 
 
 def caught_up(app: AppContext, engine) -> Callable[[], bool]:
-    """A check for wait_until: ``app``'s replica cursor is at HQ's last event."""
-    return lambda: cursor(app) == hq_last_seq(engine)
+    """A check for wait_until: ``app``'s replica cursor is at the head of its store's feed."""
+    return lambda: cursor(app) == store_feed_head(engine, app.store_id)
+
+
+def store_balances(engine, store_id: str) -> dict[str, int]:
+    """HQ's balances of the members ``store_id`` holds (what its kiosks must agree with)."""
+    with Session(engine) as s:
+        rows = s.execute(
+            select(CentralMember.id, CentralMember.balance)
+            .join(MemberHolder, MemberHolder.member_id == CentralMember.id)
+            .where(MemberHolder.store_id == store_id)
+        )
+        return dict(rows.tuples().all())
+
+
+def store_feed_head(engine, store_id: str) -> int:
+    with Session(engine) as s:
+        return feed_head(s, store_id)
 
 
 def pending(app: AppContext) -> int:
@@ -183,7 +200,7 @@ def pending(app: AppContext) -> int:
 
 def cursor(app: AppContext) -> int:
     with app.db.read() as s:
-        return int(get_meta(s, REPLICA_CURSOR) or 0)
+        return int(get_meta(s, STORE_FEED_CURSOR) or 0)
 
 
 def hq_last_seq(engine) -> int:

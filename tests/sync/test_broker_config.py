@@ -244,11 +244,12 @@ def test_a_device_cannot_speak_or_hear_for_another():
 
 
 # What each client publishes, as its code does it; subscriptions are read from its settings.
-KIOSK_PUBLISHES = [  # edge/sync/agent.py, outbox.py, backup_transfer.py
+KIOSK_PUBLISHES = [  # edge/sync/agent.py, outbox.py, backup_transfer.py, member_fetch.py
     T.status("K001"),
     T.telemetry("K001"),
     T.events("K001"),
     T.replica_request("K001"),
+    T.member_fetch("K001"),
     T.command_result("K001"),
     T.backup("K001"),
     LANE_RESULT_TOPIC.fill("mck/v1", store="S001"),  # to whichever lane of the store asks
@@ -260,6 +261,7 @@ HQ_PUBLISHES = [  # hq/service.py, hq/commands.py
     T.status("hq"),
     T.ack("K001"),
     T.replica("K001"),
+    T.member("K001"),
     T.backup_ack("K001"),
     T.command("K001"),
     T.blocklist(),

@@ -67,7 +67,7 @@ def sync(engine, apps: list[AppContext]) -> None:
                 s.execute(update(OutboxEvent).values(delivered_at=NOW))
     for app in apps:
         with transaction(app) as tx:
-            cursor = replica_cursor(tx)
+            cursor = replica_cursor(tx, "chain")
         with Session(engine) as s:
             stored = stored_events(s, cursor, 100_000)
         if stored:

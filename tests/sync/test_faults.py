@@ -43,6 +43,7 @@ from tests.sync.helpers import (
     hq_config,
     local_balances,
     outbox_ids,
+    store_balances,
 )
 from tests.sync.proxy import CuttableProxy
 from tests.sync.test_ordering import batch, kiosk_with_history, stored_order, wait_ack
@@ -237,7 +238,10 @@ def test_exactly_once_under_faults(tmp_path):
         seqs = [seq for _, dev, seq in stored if dev == d]  # in the order HQ stored them
         assert seqs == list(range(1, len(seqs) + 1)), f"{d}'s events out of order, gap or double"
     for d, app in apps.items():
-        assert local_balances(app) == hq_balances, f"{d} disagrees with HQ"
+        # Each store holds its own members (no one shopped at the other), at HQ's balances.
+        held = store_balances(hq_engine, devices[d])
+        assert set(held) and set(held) < set(hq_balances)
+        assert local_balances(app) == held, f"{d} disagrees with HQ"
         verified = verify_ledger(app)
         assert verified.ok, verified.problems
         app.close()
@@ -245,18 +249,19 @@ def test_exactly_once_under_faults(tmp_path):
 
 def test_an_accrual_published_before_its_registration_stops_nobody(broker, tmp_path):
     """The reproduction: seq 2 (the accrual) published before seq 1 (the registration),
-    each with K002's own certificate, while K001's agent takes HQ's replica."""
+    each with K002's own certificate, while K004's agent (the other kiosk of K002's store)
+    takes HQ's replica."""
     source, reg, events = kiosk_with_history(tmp_path, broker, "K002", "S002", 50_000)
     hq = HqService(hq_config(broker, tmp_path))
-    k001 = open_app(make_data_dir(tmp_path, broker, "K001", "S001", 1))
-    agent = Agent(k001)
+    k004 = open_app(make_data_dir(tmp_path, broker, "K004", "S002", 1))
+    agent = Agent(k004)
     runners = [Runner(hq.run), Runner(agent.run)]
     topics = Topics()
     k002 = client(broker, "K002", [(topics.ack("K002"), 1)], client_id="K002", store_id="S002")
     k002.start()
     try:
         wait_until(lambda: k002.connected and hq.link.connected, 20, "links up")
-        wait_until(lambda: agent.link.connected, 20, "K001's agent up")
+        wait_until(lambda: agent.link.connected, 20, "K004's agent up")
         late = batch("K002", *events[1:])
         assert k002.publish(topics.events("K002"), late.to_bytes(), qos=1)
         ack = wait_ack(k002, late.batch_id)
@@ -273,15 +278,15 @@ def test_an_accrual_published_before_its_registration_stops_nobody(broker, tmp_p
         assert at_hq == 123
 
         def replica_balance() -> int | None:
-            with k001.db.read() as s:
+            with k004.db.read() as s:
                 member = s.get(Member, reg.member_id)
                 return None if member is None else member.balance
 
-        wait_until(lambda: replica_balance() == at_hq, 20, "K001's replica to agree with HQ")
+        wait_until(lambda: replica_balance() == at_hq, 20, "K004's replica to agree with HQ")
     finally:
         k002.close()
         for r in runners:
             r.stop()  # raises if a loop died
-    assert verify_ledger(k001).ok
+    assert verify_ledger(k004).ok
     source.close()
-    k001.close()
+    k004.close()

@@ -51,8 +51,9 @@ def test_an_agent_on_a_full_disk_keeps_running_and_catches_up(broker, tmp_path):
 
 def _full_disk_and_back(broker, tmp_path: Path, small_disk: Path) -> None:
     hq = HqService(hq_config(broker, tmp_path))
+    # two kiosks of one store: K001 holds K003's members too
     a = open_app(make_data_dir(small_disk, broker, "K001", "S001", 1))
-    b = open_app(make_data_dir(tmp_path, broker, "K002", "S002", 50_000))
+    b = open_app(make_data_dir(tmp_path, broker, "K003", "S001", 50_000))
     runners = [Runner(hq.run), Runner(Agent(b).run)]
     agent_a: Runner | None = None
     try:
@@ -60,7 +61,7 @@ def _full_disk_and_back(broker, tmp_path: Path, small_disk: Path) -> None:
         accrue_purchase(a, here.card_no, 12_800, "A-1")
         there = register_member(b, "13700000002", consent=True)
         accrue_purchase(b, there.card_no, 25_600, "B-1")
-        wait_until(drained(b), 30, "K002's events at HQ")
+        wait_until(drained(b), 30, "K003's events at HQ")
         ours = pending(a)
         assert ours == 2
 
@@ -76,7 +77,7 @@ def _full_disk_and_back(broker, tmp_path: Path, small_disk: Path) -> None:
         finally:
             filler.unlink()
 
-        # with space again it applies what it held: the acks, then K002's entries
+        # with space again it applies what it held: the acks, then K003's entries
         wait_until(drained(a), 30, "K001's acknowledgements applied")
         wait_until(caught_up(a, hq.engine), 30, "K001's replica")
         with Session(hq.engine) as s:

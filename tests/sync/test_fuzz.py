@@ -25,6 +25,8 @@ from edge.protocol import (
     EventAck,
     EventBatch,
     LanePurchase,
+    MemberFetch,
+    MemberFetchResult,
     OfflineRules,
     PointsRules,
     ReplicaBatch,
@@ -64,8 +66,13 @@ def samples(key) -> dict[str, bytes]:
     return {
         T.ack("K001"): EventAck(event_ids=[ULID], at=NOW).to_bytes(),
         T.replica("K001"): ReplicaBatch(
-            after_seq=0, to_seq=1, events=[ReplicaEvent(hq_seq=1, event=event)], at=NOW
+            after_seq=0,
+            to_seq=1,
+            events=[ReplicaEvent(hq_seq=1, event=event)],
+            at=NOW,
+            feed="store",
         ).to_bytes(),
+        T.member("K001"): MemberFetchResult(found=False, at=NOW).to_bytes(),
         T.command("K001"): cmd.to_bytes(),
         T.blocklist(): BlocklistUpdate(
             update_id="u1", add=["1000000001"], issued_at=NOW, expires_at=NOW + timedelta(days=1)
@@ -101,7 +108,10 @@ def samples(key) -> dict[str, bytes]:
         # HQ's side
         T.events("K001"): EventBatch(device_id="K001", batch_id=ULID, events=[event]).to_bytes(),
         T.replica_request("K001"): ReplicaRequest(
-            device_id="K001", store_id="S001", after_seq=0
+            device_id="K001", store_id="S001", after_seq=0, feed="store"
+        ).to_bytes(),
+        T.member_fetch("K001"): MemberFetch(
+            device_id="K001", store_id="S001", card_no="1000000001"
         ).to_bytes(),
         T.telemetry("K001"): Telemetry(
             device_id="K001", store_id="S001", at=NOW, version="x", uptime_s=1, outbox_depth=0

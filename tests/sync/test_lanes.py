@@ -44,11 +44,15 @@ def test_lane_refuses_blocked_cards_at_the_till_and_accepts_new_ones(broker, tmp
             assert (report.accepted, report.sent, report.refused_at_till) == (3, 3, {}), report
             assert report.points > 0
 
-            # A card issued at another store reaches this lane's list as new, and earns here.
+            # A card issued at another store is not on this store's lists (it does not hold
+            # the member), yet earns here: the kiosk fetches the member from HQ, and from then
+            # on the card is on this lane's list.
             there = register_member(b, "13900139000", consent=True, name="Wang")
-            assert lane.wait_card_state(there.card_no, "active", 20), "new card never listed"
+            wait_until(drained(b), 20, "the registration at HQ")
+            assert lane.card_state(there.card_no) is None
             report = lane.simulate([there.card_no], 2, rate_per_s=20, deadline_s=20)
             assert (report.accepted, report.refused_at_till) == (2, {}), report
+            assert lane.wait_card_state(there.card_no, "active", 20), "fetched card not listed"
 
             # Lost at the kiosk: the kiosk tells its lanes, which stop sending at once.
             clerk = add_staff(a, "c1", "clerk", "2580")

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from edge.domain.errors import Refusal
 from edge.services.gifts import add_gift, redeem_gift
-from edge.services.members import register_member
+from edge.services.members import register_member, show_member
 from edge.services.points import accrue_purchase
 from edge.services.verify import verify_ledger
 from edge.storage.models import Member
@@ -21,12 +21,11 @@ from hq.service import HqService
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
 from tests.sync.helpers import (
     caught_up,
-    cursor,
     drained,
     hq_config,
-    hq_last_seq,
     local_balances,
     pending,
+    store_balances,
 )
 from tests.sync.proxy import CuttableProxy
 
@@ -62,7 +61,11 @@ def test_double_spend_at_two_offline_stores_is_flagged_and_capped(broker, tmp_pa
             accrue_purchase(a, reg.card_no, 300_000, f"SEED-{m}")  # 3000 points
             members.append(reg)
         wait_until(lambda: pending(a) == 0, 30, "A's events at HQ")
-        wait_until(lambda: cursor(b) == hq_last_seq(hq.engine), 30, "B's replica")
+        # Store B holds its own members only: A's are fetched from HQ when first met there.
+        assert not set(local_balances(b)) & {r.member_id for r in members}
+        for reg in members:
+            assert show_member(b, card_no=reg.card_no).balance == 3000
+        wait_until(caught_up(b, hq.engine), 30, "B's replica")
         assert all(local_balances(b)[r.member_id] == 3000 for r in members)
 
         # Both stores lose HQ: the links are cut and stay cut (the proxies refuse nothing,
@@ -115,7 +118,10 @@ def test_double_spend_at_two_offline_stores_is_flagged_and_capped(broker, tmp_pa
         for reg in members:
             accrue_purchase(a, reg.card_no, 300_000, f"TOPUP-{reg.member_id}")
         wait_until(lambda: pending(a) == 0, 30, "top-ups at HQ")
-        wait_until(lambda: cursor(b) == hq_last_seq(hq.engine), 30, "top-ups at B")
+        wait_until(
+            lambda: all(local_balances(b)[r.member_id] > 0 for r in members), 30, "top-ups at B"
+        )
+        wait_until(caught_up(b, hq.engine), 30, "B's replica")
         with Session(hq.engine) as s:
             before = balances(s)  # the top-up earns silver-tier points: under 6000 each
         for r in runners[1:]:
@@ -160,8 +166,13 @@ def test_double_spend_at_two_offline_stores_is_flagged_and_capped(broker, tmp_pa
             assert -person.balance <= cap  # no overdraft beyond the offline cap
         assert alerts == {r.member_id for r in members}  # 100 % flagged for staff
         assert newcomer.member_id in hq_balances  # the offline registration reached HQ
-        for app in (a, b):
-            assert local_balances(app) == hq_balances
+        assert set(store_balances(hq.engine, "S001")) == {r.member_id for r in members}
+        assert set(store_balances(hq.engine, "S002")) == {
+            *(r.member_id for r in members),
+            newcomer.member_id,
+        }
+        for app in (a, b):  # each holds its store's members, B the visitors from A too
+            assert local_balances(app) == store_balances(hq.engine, app.store_id)
             with app.db.read() as s:
                 flagged = {m.id for m in s.scalars(select(Member).where(Member.overdraft_flagged))}
             assert flagged == {r.member_id for r in members}

@@ -219,6 +219,7 @@ def test_a_replica_entry_before_its_member_waits_for_the_member(broker, tmp_path
                 to_seq=max(seq for seq, _ in items),
                 events=[ReplicaEvent(hq_seq=seq, event=e) for seq, e in items],
                 at=datetime.now(UTC),
+                feed="store",
             )
             assert hq_link.publish(topics.replica("K001"), message.to_bytes(), qos=1)
 

@@ -1,0 +1,129 @@
+"""Members this kiosk does not hold, fetched from HQ through the local sync agent.
+
+A kiosk holds its own store's members. When a card, a member code or a phone number it does
+not know is met (a member of another store shopping here), the service asks the sync agent,
+over a Unix socket in the data directory, to fetch the member from HQ; the agent applies
+HQ's snapshot to the ledger and answers, and the service reads the member as if they had
+always been here. Without an agent, or with HQ out of reach, the answer is ``offline`` and
+the kiosk refuses as it would have, saying HQ could not be asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy import select
+
+from edge.app import AppContext
+from edge.domain.cards import parse_card_number
+from edge.domain.errors import KioskError, NotFound
+from edge.security.personal import normalize_phone
+from edge.storage.models import Card, Member
+
+log = logging.getLogger(__name__)
+
+FETCH_SOCKET = "agent.sock"
+MAX_LINE = 4096
+UNIX_PATH_MAX = 100  # sun_path holds 108 bytes
+
+
+def fetch_socket_path(app: AppContext) -> Path:
+    """``<data dir>/agent.sock``, or one named after the data directory in the temporary
+    directory when that path is too long for a Unix socket."""
+    path = app.data_dir / FETCH_SOCKET
+    if len(os.fsencode(path)) <= UNIX_PATH_MAX:
+        return path
+    digest = hashlib.sha256(os.fsencode(app.data_dir.resolve())).hexdigest()[:20]
+    return Path(tempfile.gettempdir()) / f"mck-{digest}.sock"
+
+
+class Fetched(StrEnum):
+    FOUND = "found"  # the member is here now
+    UNKNOWN = "unknown"  # HQ has no such member
+    OFFLINE = "offline"  # no agent, or HQ did not answer in time
+
+
+def fetch_member(
+    app: AppContext, card_no: str | None = None, phone_hash: str | None = None
+) -> Fetched:
+    """Asks the agent to fetch a member by card number or phone hash (exactly one)."""
+    path = fetch_socket_path(app)
+    if not app.config.sync.enabled or not path.exists():
+        return Fetched.OFFLINE
+    request = json.dumps({"card_no": card_no, "phone_hash": phone_hash}).encode() + b"\n"
+    timeout = app.config.sync.fetch_timeout_s
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(timeout + 0.5)
+            conn.connect(str(path))
+            conn.sendall(request)
+            answer = conn.makefile("rb").readline(MAX_LINE)
+    except OSError as exc:
+        log.info("the sync agent could not be asked for a member: %s", exc)
+        return Fetched.OFFLINE
+    try:
+        return Fetched(json.loads(answer)["result"])
+    except (ValueError, KeyError, TypeError):
+        log.warning("the sync agent answered a member fetch with %r", answer[:200])
+        return Fetched.OFFLINE
+
+
+def _held_here(app: AppContext, card_no: str | None, phone_hash: str | None) -> bool:
+    with app.db.read_connection() as conn:
+        if card_no is not None:
+            statement = select(Card.member_id).where(Card.card_no == card_no)
+        else:
+            statement = select(Member.id).where(Member.phone_hash == phone_hash)
+        return conn.execute(statement).first() is not None
+
+
+def fetch_if_unknown(
+    app: AppContext, card_no: str | None = None, phone: str | None = None
+) -> Fetched | None:
+    """Fetches from HQ the member of a card or phone this kiosk does not hold.
+
+    Returns None when the member is here already (or the card or phone is malformed: the
+    service's own check refuses it), else what the fetch found.
+    """
+    try:
+        number = parse_card_number(card_no) if card_no is not None else None
+        digest = app.vault.lookup_hash(normalize_phone(phone)) if phone is not None else None
+    except KioskError:
+        return None
+    if (number is None) == (digest is None) or _held_here(app, number, digest):
+        return None
+    return fetch_member(app, card_no=number, phone_hash=digest)
+
+
+def ensure_here(app: AppContext, card_no: str | None = None, phone: str | None = None) -> None:
+    """A member met at this kiosk is here before the service reads them: one of another
+    store is fetched from HQ first (:func:`fetch_if_unknown`).
+
+    Raises:
+        NotFound: the member is not here and HQ could not be asked (the kiosk syncs, but
+            the agent or HQ did not answer in time). A member HQ does not know either is
+            left to the service, which refuses as it always did.
+    """
+    if fetch_if_unknown(app, card_no, phone) is not Fetched.OFFLINE:
+        return
+    if not app.config.sync.enabled:
+        return
+    if card_no is not None:
+        raise NotFound(
+            f"card {card_no} is not known at this store, and HQ cannot be asked right now; "
+            "please try again in a moment",
+            code="unknown_card",
+            card_no=card_no,
+        )
+    raise NotFound(
+        "this phone number is not known at this store, and HQ cannot be asked right now; "
+        "please try again in a moment",
+        code="unknown_phone",
+    )

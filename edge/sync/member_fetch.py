@@ -1,0 +1,146 @@
+"""The agent's side of fetching a member of another store from HQ.
+
+The kiosk's processes (the touchscreen, the console, the agent's own lane handling) ask
+through a Unix socket in the data directory (:mod:`edge.services.remote`). The agent asks HQ
+with an MQTT 5 request (:class:`~edge.protocol.MemberFetch`, answered on the device's own
+``member`` topic with the correlation data it sent), applies the snapshot in one transaction
+(:func:`~edge.services.replica.apply_fetched_member`) and answers ``found``, ``unknown`` or
+``offline``. Each connection is served on its own thread, so a slow HQ holds up no one else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from edge.app import AppContext
+from edge.domain.errors import DiskFull
+from edge.protocol import MemberFetch, MemberFetchResult, ProtocolError, Topics, decode
+from edge.protocol.link import MqttLink
+from edge.services.remote import MAX_LINE, Fetched, fetch_socket_path
+from edge.services.replica import apply_fetched_member
+
+log = logging.getLogger(__name__)
+
+
+class MemberFetcher:
+    """Asks HQ for a member and applies the answer; ``on_cards`` tells the store's lanes."""
+
+    def __init__(
+        self,
+        app: AppContext,
+        link: MqttLink,
+        topics: Topics,
+        on_cards: Callable[[list[tuple[str, str]]], object],
+    ) -> None:
+        self.app = app
+        self.link = link
+        self.topics = topics
+        self.on_cards = on_cards
+        self.asked = 0
+        self.found = 0
+
+    def fetch(self, card_no: str | None = None, phone_hash: str | None = None) -> Fetched:
+        me = self.app.device_id
+        try:
+            request = MemberFetch(
+                device_id=me, store_id=self.app.store_id, card_no=card_no, phone_hash=phone_hash
+            )
+        except ValueError as exc:
+            raise ProtocolError(f"not a member fetch: {exc}") from None
+        self.asked += 1
+        answer = self.link.request(
+            self.topics.member_fetch(me),
+            request.to_bytes(),
+            self.topics.member(me),
+            self.app.config.sync.fetch_timeout_s,
+        )
+        if answer is None:
+            return Fetched.OFFLINE
+        return self.apply(decode(MemberFetchResult, answer.payload))
+
+    def apply(self, result: MemberFetchResult) -> Fetched:
+        """HQ's answer, on time or late (a late one is applied all the same)."""
+        if result.member is None:
+            return Fetched.UNKNOWN
+        outcome = apply_fetched_member(self.app, result.member)
+        self.found += 1
+        if outcome.cards:
+            self.on_cards(outcome.cards)
+        return Fetched.FOUND
+
+
+class FetchServer:
+    """Serves :mod:`edge.services.remote`'s requests on ``<data dir>/agent.sock``."""
+
+    def __init__(self, app: AppContext, fetcher: MemberFetcher) -> None:
+        self.path = fetch_socket_path(app)
+        self.fetcher = fetcher
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o117)  # the kiosk's user and group only
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        sock.listen(16)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve, name="member-fetch", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            _unlink_if_ours(self.path)
+
+    def _serve(self) -> None:
+        while self._sock is not None:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(
+                target=self._answer, args=(conn,), name="member-fetch-conn", daemon=True
+            ).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(self.fetcher.app.config.sync.fetch_timeout_s + 1.0)
+            try:
+                line = conn.makefile("rb").readline(MAX_LINE)
+                asked = json.loads(line)
+                card_no, phone_hash = asked.get("card_no"), asked.get("phone_hash")
+                if not isinstance(card_no, str | None) or not isinstance(phone_hash, str | None):
+                    raise ProtocolError("card_no and phone_hash are strings")
+                result = self.fetcher.fetch(card_no=card_no, phone_hash=phone_hash)
+            except (ValueError, AttributeError) as exc:
+                log.warning("a member fetch was not understood: %s", exc)
+                result = Fetched.OFFLINE
+            except DiskFull as exc:
+                log.error("a fetched member could not be stored: %s", exc.message)
+                result = Fetched.OFFLINE
+            except Exception:
+                log.exception("a member fetch failed")
+                result = Fetched.OFFLINE
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps({"result": str(result)}).encode() + b"\n")
+
+
+def _unlink_if_ours(path: Path) -> None:
+    if path.is_socket():
+        path.unlink()

@@ -1,0 +1,360 @@
+"""Replication scoped to the store: who holds a member, each store's feed, member snapshots.
+
+A kiosk holds its own store's members, not the chain's. HQ keeps which stores hold each
+member (:class:`~hq.models.MemberHolder`: the home store, every store where the member's
+points moved, every store that fetched them) and one numbered feed per store
+(:class:`~hq.models.FeedItem`): the stored events that name a member the store holds, and a
+member's snapshot when the store comes to hold them (a fetch, an import). A kiosk follows
+its store's feed with a cursor, as it followed the chain's, so its inbound traffic grows
+with its own store's members, not with the chain.
+
+Locks, on PostgreSQL: a writer locks the members an event names before it reads who holds
+them, and a fetch locks the member before it adds its store, so an event stored while a
+store fetches the member is either in the snapshot or in the store's feed (or both; both
+are idempotent). Feed numbers are taken last in the transaction, store by store in one
+order, like the chain's counter: items commit in number order with no gap.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from edge.protocol import (
+    EntriesData,
+    Event,
+    LedgerEntryData,
+    MemberSnapshot,
+    ProtocolError,
+    ReplicaEvent,
+    SnapshotCard,
+)
+from edge.protocol.messages import (
+    MAX_SNAPSHOT_ENTRIES,
+    CardBlocklistData,
+    CardReplacedData,
+    MemberDeletedData,
+    MemberUpdatedData,
+    TierChangedData,
+)
+from hq.models import (
+    CentralCard,
+    CentralEntry,
+    CentralMember,
+    FeedHead,
+    FeedItem,
+    MemberHolder,
+    StoredEvent,
+)
+
+UNKNOWN_TIER = "unknown"  # a member HQ knows only from entries (registration on the way)
+IMPORTED_CONSENT = "import"
+FEED_CHUNK = 1000
+FeedNumbered = tuple[int, int | None, str | None]  # (feed_seq, hq_seq, member_id)
+FEED_CHUNK_ENTRIES = 20_000  # snapshots' entries in one batch, to keep it under 4 MB
+
+
+def members_named(data: object) -> set[str]:
+    """The members an event's data is about (cards are resolved by :func:`cards_members`)."""
+    if isinstance(data, EntriesData):  # a registration too
+        return {data.member_id} | {e.member_id for e in data.entries}
+    if isinstance(data, MemberUpdatedData | MemberDeletedData | TierChangedData):
+        return {data.member_id}
+    if isinstance(data, CardReplacedData):
+        return {data.member_id}
+    return set()
+
+
+def cards_members(session: Session, card_nos: Iterable[str]) -> set[str]:
+    listed = sorted(set(card_nos))
+    found: set[str] = set()
+    for start in range(0, len(listed), 900):
+        chunk = listed[start : start + 900]
+        found |= set(
+            session.scalars(select(CentralCard.member_id).where(CentralCard.card_no.in_(chunk)))
+        )
+    return found
+
+
+def event_members(session: Session, data: object) -> set[str]:
+    named = members_named(data)
+    if isinstance(data, CardBlocklistData):
+        named |= cards_members(session, data.add)
+    return named
+
+
+def lock_members(session: Session, member_ids: Iterable[str]) -> set[str]:
+    """Locks (on PostgreSQL) the members that exist, in id order; returns their ids."""
+    listed = sorted(set(member_ids))
+    found: set[str] = set()
+    for start in range(0, len(listed), 900):
+        chunk = listed[start : start + 900]
+        found |= set(
+            session.scalars(
+                select(CentralMember.id)
+                .where(CentralMember.id.in_(chunk))
+                .order_by(CentralMember.id)
+                .with_for_update()
+            )
+        )
+    return found
+
+
+def hold(
+    session: Session, pairs: Iterable[tuple[str, str]], now: datetime
+) -> list[tuple[str, str]]:
+    """Records that each store holds each member; returns the (member, store) pairs new."""
+    wanted = sorted(set(pairs))
+    if not wanted:
+        return []
+    members = sorted({m for m, _ in wanted})
+    have: set[tuple[str, str]] = set()
+    for start in range(0, len(members), 900):
+        chunk = members[start : start + 900]
+        have |= set(
+            session.execute(
+                select(MemberHolder.member_id, MemberHolder.store_id).where(
+                    MemberHolder.member_id.in_(chunk)
+                )
+            )
+            .tuples()
+            .all()
+        )
+    new = [p for p in wanted if p not in have]
+    if new:
+        session.execute(
+            insert(MemberHolder),
+            [{"member_id": m, "store_id": s, "since": now} for m, s in new],
+        )
+    return new
+
+
+def holders(session: Session, member_ids: Iterable[str]) -> dict[str, set[str]]:
+    """The stores that hold each member."""
+    listed = sorted(set(member_ids))
+    held: dict[str, set[str]] = defaultdict(set)
+    for start in range(0, len(listed), 900):
+        chunk = listed[start : start + 900]
+        for member_id, store_id in session.execute(
+            select(MemberHolder.member_id, MemberHolder.store_id).where(
+                MemberHolder.member_id.in_(chunk)
+            )
+        ).tuples():
+            held[member_id].add(store_id)
+    return held
+
+
+def take_feed_numbers(session: Session, store_id: str, count: int) -> int:
+    """``count`` consecutive numbers of ``store_id``'s feed; returns the first.
+
+    The head's row stays locked until the transaction ends (see :func:`hq.ledger.take_numbers`).
+    A store's first item makes its head; two writers making it at once collide on its key
+    and the loser runs again (:func:`hq.service.lost_race`).
+    """
+    last = session.execute(
+        update(FeedHead)
+        .where(FeedHead.store_id == store_id)
+        .values(last_seq=FeedHead.last_seq + count)
+        .returning(FeedHead.last_seq)
+        .execution_options(synchronize_session=False)
+    ).scalar()
+    if last is None:
+        session.execute(insert(FeedHead).values(store_id=store_id, last_seq=count))
+        last = count
+    return int(last) - count + 1
+
+
+def append(
+    session: Session, items: Mapping[str, list[tuple[int | None, str | None]]]
+) -> dict[str, list[FeedNumbered]]:
+    """Numbers and stores feed items, store by store in id order: ``{store: [(hq_seq,
+    member_id)]}`` becomes ``{store: [(feed_seq, hq_seq, member_id)]}``."""
+    numbered: dict[str, list[FeedNumbered]] = {}
+    rows: list[dict[str, object]] = []
+    for store_id in sorted(items):
+        listed = items[store_id]
+        if not listed:
+            continue
+        first = take_feed_numbers(session, store_id, len(listed))
+        numbered[store_id] = [
+            (first + i, hq_seq, member_id) for i, (hq_seq, member_id) in enumerate(listed)
+        ]
+        rows += [
+            {"store_id": store_id, "feed_seq": n, "hq_seq": h, "member_id": m}
+            for n, h, m in numbered[store_id]
+        ]
+    if rows:
+        session.execute(insert(FeedItem), rows)
+    return numbered
+
+
+def feed_head(session: Session, store_id: str) -> int:
+    return int(session.scalar(select(FeedHead.last_seq).where(FeedHead.store_id == store_id)) or 0)
+
+
+def add_members_to_stores(
+    session: Session, homes: Mapping[str, list[str]], now: datetime
+) -> dict[str, list[FeedNumbered]]:
+    """New members (an import) held by their home stores, each a snapshot in that feed."""
+    new = hold(session, ((m, s) for s, ms in homes.items() for m in ms), now)
+    items: dict[str, list[tuple[int | None, str | None]]] = defaultdict(list)
+    for member_id, store_id in new:
+        items[store_id].append((None, member_id))
+    return append(session, items)
+
+
+def snapshot(session: Session, member_id: str) -> MemberSnapshot | None:
+    """The member as HQ holds them now, or None (unknown, or known only from entries)."""
+    member = session.get(CentralMember, member_id)
+    if member is None or member.tier == UNKNOWN_TIER:
+        return None
+    cards = list(
+        session.scalars(
+            select(CentralCard)
+            .where(CentralCard.member_id == member_id)
+            .order_by(CentralCard.card_no)
+        )
+    )
+    rows = list(
+        session.scalars(
+            select(CentralEntry)
+            .where(CentralEntry.member_id == member_id)
+            .order_by(CentralEntry.at, CentralEntry.points.desc(), CentralEntry.id)
+            .limit(MAX_SNAPSHOT_ENTRIES)
+        )
+    )
+    dates = _lot_dates(session, [r for r in rows if r.points > 0 and r.expires_at is None])
+    entries = []
+    for row in rows:
+        available, expires = row.available_at, row.expires_at
+        if row.points > 0 and expires is None:
+            available, expires = dates.get(row.id, (None, None))
+        lot_id = row.lot_id if expires is not None or row.points < 0 else None
+        entries.append(
+            LedgerEntryData(
+                id=row.id,
+                member_id=row.member_id,
+                kind=row.kind,
+                points=row.points,
+                lot_id=lot_id,
+                ref=row.ref,
+                at=row.at,
+                store_id=row.store_id,
+                device_id=row.device_id,
+                expires_at=expires,
+                available_at=available or (row.at if expires is not None else None),
+            )
+        )
+    return MemberSnapshot(
+        member_id=member.id,
+        store_id=member.store_id,
+        tier=member.tier,
+        phone_hash=None if member.deleted else member.phone_hash,
+        phone_masked="" if member.deleted else member.phone_masked,
+        name=None if member.deleted or not member.name else member.name[:32],
+        birthday=None if member.deleted else member.birthday,
+        consent_version=member.consent_version or IMPORTED_CONSENT,
+        created_at=member.created_at,
+        deleted=member.deleted,
+        cards=[
+            SnapshotCard(card_no=c.card_no, state=c.state, card_type="physical")
+            for c in cards
+            if c.state in ("active", "lost", "blocked", "replaced")
+        ],
+        entries=entries,
+    )
+
+
+def _lot_dates(
+    session: Session, credits: list[CentralEntry]
+) -> dict[str, tuple[datetime | None, datetime | None]]:
+    """Lot dates of credits stored before HQ kept them, read from their events."""
+    if not credits:
+        return {}
+    wanted = {c.id for c in credits}
+    events = sorted({c.event_id for c in credits})
+    dates: dict[str, tuple[datetime | None, datetime | None]] = {}
+    for start in range(0, len(events), 900):
+        chunk = events[start : start + 900]
+        for payload in session.scalars(
+            select(StoredEvent.payload).where(StoredEvent.event_id.in_(chunk))
+        ):
+            try:
+                data = Event.model_validate_json(payload).typed_data()
+            except (ProtocolError, ValueError):
+                continue
+            if isinstance(data, EntriesData):
+                for entry in data.entries:
+                    if entry.id in wanted:
+                        dates[entry.id] = (entry.available_at, entry.expires_at)
+    return dates
+
+
+def find_member(
+    session: Session, card_no: str | None = None, phone_hash: str | None = None
+) -> str | None:
+    if card_no is not None:
+        return session.scalar(select(CentralCard.member_id).where(CentralCard.card_no == card_no))
+    return session.scalar(
+        select(CentralMember.id)
+        .where(CentralMember.phone_hash == phone_hash, CentralMember.deleted.is_(False))
+        .limit(1)
+    )
+
+
+def fetch(
+    session: Session,
+    store_id: str,
+    now: datetime,
+    card_no: str | None = None,
+    phone_hash: str | None = None,
+) -> tuple[MemberSnapshot | None, list[FeedNumbered]]:
+    """A store asks for a member it does not hold: their snapshot, and from now on their
+    changes in the store's feed (a snapshot item there too, for the store's other kiosks).
+
+    Returns the snapshot (None: no such member at HQ, or known only from entries) and the
+    feed items this made.
+    """
+    member_id = find_member(session, card_no, phone_hash)
+    if member_id is None or not lock_members(session, [member_id]):
+        return None, []
+    found = snapshot(session, member_id)
+    if found is None:
+        return None, []
+    new = hold(session, [(member_id, store_id)], now)
+    items = append(session, {store_id: [(None, member_id)]}) if new else {}
+    return found, items.get(store_id, [])
+
+
+def feed_chunk(session: Session, store_id: str, after: int) -> tuple[int, list[ReplicaEvent]]:
+    """Items of ``store_id``'s feed after ``after``: (the last number covered, the items).
+
+    Members known only from entries have no snapshot yet and are left out (their
+    registration comes as an event); the numbers they took are covered all the same.
+    """
+    rows = session.execute(
+        select(FeedItem.feed_seq, FeedItem.hq_seq, FeedItem.member_id, StoredEvent.payload)
+        .outerjoin(StoredEvent, StoredEvent.hq_seq == FeedItem.hq_seq)
+        .where(FeedItem.store_id == store_id, FeedItem.feed_seq > after)
+        .order_by(FeedItem.feed_seq)
+        .limit(FEED_CHUNK)
+    ).all()
+    items: list[ReplicaEvent] = []
+    last = after
+    entries = 0
+    for feed_seq, _hq_seq, member_id, payload in rows:
+        if member_id is not None:
+            found = snapshot(session, member_id)
+            if found is not None:
+                if items and entries + len(found.entries) > FEED_CHUNK_ENTRIES:
+                    break
+                entries += len(found.entries)
+                items.append(ReplicaEvent(hq_seq=feed_seq, member=found))
+        elif payload is not None:
+            items.append(ReplicaEvent(hq_seq=feed_seq, event=Event.model_validate_json(payload)))
+        last = feed_seq
+    return last, items
