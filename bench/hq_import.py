@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from edge.domain.cards import card_number
 from edge.progress import Progress
 from edge.security.personal import PhoneVault
 from hq.importer import MemberImporter, read_export
@@ -28,6 +29,7 @@ from hq.schema import upgrade
 from hq.service import make_hq_engine
 from tests.postgres import fresh_schema, postgres_cluster
 
+FIRST_SERIAL = 5_000_000  # cards of the earlier system: clear of the kiosks' own ranges
 TIERS = ("普通会员", "普通会员", "普通会员", "银卡会员", "金卡会员")
 
 
@@ -38,7 +40,7 @@ def write_export(path: Path, members: int, stores: int, seed: int = 1) -> None:
         for n in range(members):
             lots = f"{rng.randrange(1, 3000)}@2027-06-30;{rng.randrange(1, 900)}@2027-12-31"
             out.write(
-                f"{2_900_000_000_000 + n},1{rng.choice('3456789')}{n:09d},会员{n},"
+                f"{card_number(FIRST_SERIAL + n)},1{rng.choice('3456789')}{n:09d},会员{n},"
                 f"19{rng.randrange(40, 99)}-0{rng.randrange(1, 10)}-1{rng.randrange(0, 10)},"
                 f"S{rng.randrange(stores):03d},{rng.choice(TIERS)},{lots},2020-05-01\n"
             )

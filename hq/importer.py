@@ -26,7 +26,8 @@ from pathlib import Path
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
-from edge.domain.errors import InvalidInput
+from edge.domain.cards import CARD_PREFIX, parse_card_number
+from edge.domain.errors import InvalidInput, KioskError
 from edge.domain.ids import IdFactory
 from edge.domain.text import escape_controls, fold_digits
 from edge.security.personal import PhoneVault, mask_phone, normalize_phone
@@ -139,6 +140,15 @@ def parse_row(line: int, raw: dict[str, str], stores: set[str], tiers: set[str])
     card_no = fold_digits(get("card_no"), "the card number") if get("card_no") else ""
     if not CARD.fullmatch(card_no):
         raise Refused("the card number must be 6 to 20 digits")
+    try:
+        card_no = parse_card_number(card_no)
+    except KioskError:
+        # The kiosks and lanes read the chain's own numbering only: such a card would be
+        # imported but refused at every till. Replacing it at the desk issues one they read.
+        raise Refused(
+            f"card {card_no} is not a card number the kiosks read (13 digits from "
+            f"{CARD_PREFIX}, with its check digit)"
+        ) from None
     phone = None
     if get("phone"):
         try:

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, create_engine, event, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge import __version__
@@ -70,6 +70,15 @@ REPLICA_CHUNK = 1000
 RACE_RETRIES = 8
 # PostgreSQL's serialization failure and deadlock victim: the transaction may simply run again.
 RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether the database could not be reached (a restart, a lost connection, a locked
+    SQLite file): nothing about the message is wrong, so it is neither stored nor set aside,
+    and the device sends it again."""
+    return isinstance(exc, OperationalError | InterfaceError) or bool(
+        getattr(exc, "connection_invalidated", False)
+    )
 
 
 def lost_race(exc: BaseException) -> bool:
@@ -291,6 +300,13 @@ class HqService:
         except ProtocolError as exc:
             self.counters.dropped += 1
             log.warning("dropped message on %r: %s", msg.topic[:120], exc)
+        except SQLAlchemyError as exc:
+            self.counters.failed += 1
+            if unreachable(exc):
+                log.error("HQ's database cannot be reached: %s", str(exc).splitlines()[0])
+                self._stop.wait(0.5)  # the devices send again; no need to spin meanwhile
+            else:
+                log.exception("message on %r could not be handled", msg.topic[:120])
         except Exception:
             self.counters.failed += 1
             log.exception("message on %r could not be handled", msg.topic[:120])
@@ -337,7 +353,9 @@ class HqService:
     def _ingest(self, device_id: str, batch: EventBatch, now: datetime) -> None:
         try:
             result = self.store_batch(device_id, batch, now)
-        except SQLAlchemyError:
+        except SQLAlchemyError as exc:
+            if unreachable(exc):
+                raise  # nothing stored or acknowledged: the device sends the batch again
             # One event HQ cannot apply must not hold up the device's others: store them one
             # by one, and set aside (quarantine, with an alert) the one that fails alone.
             log.exception(
@@ -401,6 +419,8 @@ class HqService:
             try:
                 part = self.store_batch(device_id, single, now)
             except (SQLAlchemyError, SequenceMoved) as exc:
+                if unreachable(exc):
+                    raise
                 log.exception("event %s of %s cannot be applied", one.event_id, device_id)
                 part = self._set_aside(device_id, one, f"HQ could not apply it: {exc}", now)
             total.acked += part.acked

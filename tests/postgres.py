@@ -52,6 +52,7 @@ class PostgresCluster:
     port: int
     bindir: Path
     user: str | None
+    durable: bool = False
 
     @property
     def data(self) -> Path:
@@ -72,11 +73,17 @@ class PostgresCluster:
             raise RuntimeError(f"{args[0]} failed: {done.stderr.strip()}\n{tail}")
 
     def start(self) -> None:
+        # Fast and forgetful unless durable: a crash (an ``immediate`` stop) of a forgetful
+        # cluster may lose the last commits, as a real one configured so would.
+        durability = (
+            ""
+            if self.durable
+            else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+        )
         options = (
             f"-c port={self.port} -c listen_addresses=127.0.0.1 "
-            f"-c unix_socket_directories={self.root} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-            "-c shared_buffers=64MB"
+            f"-c unix_socket_directories={self.root} {durability}"
+            "-c max_connections=200 -c shared_buffers=64MB"
         )
         self._run(
             "pg_ctl",
@@ -102,8 +109,9 @@ class PostgresCluster:
 
 
 @contextmanager
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    """Makes, starts and afterwards removes a cluster."""
+def postgres_cluster(durable: bool = False) -> Iterator[PostgresCluster]:
+    """Makes, starts and afterwards removes a cluster (``durable``: every commit flushed, as
+    in production, so a crash loses nothing committed)."""
     bindir = _bindir()
     user = "postgres" if os.geteuid() == 0 else None
     root = Path(tempfile.mkdtemp(prefix="mck-pg-"))
@@ -111,7 +119,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         entry = pwd.getpwnam(user)
         os.chown(root, entry.pw_uid, entry.pw_gid)
     root.chmod(0o700)
-    cluster = PostgresCluster(root, _free_port(), bindir, user)
+    cluster = PostgresCluster(root, _free_port(), bindir, user, durable)
     try:
         cluster._run(
             "initdb",
@@ -138,7 +146,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 def fresh_schema(url: str) -> Iterator[str]:
     """A URL whose every connection works in a new, empty schema, dropped afterwards."""
     schema = f"t_{secrets.token_hex(6)}"
-    admin = create_engine(url)
+    admin = create_engine(url, pool_pre_ping=True)  # it may outlive a restart
     with admin.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     try:

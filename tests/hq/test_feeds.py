@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from edge.app import AppContext
 from edge.config import parse_config
 from edge.domain.ids import IdFactory
-from edge.protocol import Event, EventBatch, ReplicaBatch
+from edge.protocol import Event, EventBatch, MemberSnapshot, ReplicaBatch
 from edge.services.members import register_member
 from edge.services.points import accrue_purchase
 from edge.services.replica import apply_fetched_member, apply_replica_batch, replica_cursor
@@ -157,7 +157,7 @@ def test_a_fetch_racing_an_accrual_misses_nothing(engine, tmp_path):
         accrue_purchase(a, reg.card_no, 1_000 + n, f"R-{n}")
     events = [e for e in outbox_events(a) if e.kind == "points.accrued"]
     store = [f"S1{n:02d}" for n in range(rounds)]
-    got: dict[str, object] = {}
+    got: dict[str, MemberSnapshot | None] = {}
 
     def fetcher(n: int) -> None:
         with Session(engine) as s, s.begin():
@@ -188,6 +188,7 @@ def test_a_fetch_racing_an_accrual_misses_nothing(engine, tmp_path):
                 if i.event is not None
                 for e in i.event.data.get("entries", [])
             }
+            assert snap is not None, f"store {store[n]} did not find the member"
             snapshot_ids = {e.id for e in snap.entries} | {
                 e.id for i in items if i.member is not None for e in i.member.entries
             }

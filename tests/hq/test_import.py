@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from edge.domain.cards import card_number
 from edge.security.keys import load_secret
 from edge.security.personal import PhoneVault
 from hq.importer import CHUNK
@@ -138,7 +139,7 @@ def test_an_interrupted_import_resumes_and_ends_as_one_run_would(tmp_path, keys,
         f.write("card_no,phone,home_store,points,points_expire\n")
         for n in range(rows):
             phone = f"139{n:08d}" if n % 97 else "12345"  # every 97th refused
-            f.write(f"{3_000_000_000 + n},{phone},S001,{n % 500},2030-12-31\n")
+            f.write(f"{card_number(5_000_000 + n)},{phone},S001,{n % 500},2030-12-31\n")
     args = [*KIOSK, "hq", "--db", postgres_url, "import", str(export), "--keys", str(keys),
             "--store", "S001"]  # fmt: skip
     engine = make_hq_engine(postgres_url)
@@ -206,3 +207,19 @@ def test_imported_members_reach_their_home_stores_kiosks_with_their_lots(tmp_pat
         s001.close()
         s002.close()
         engine.dispose()
+
+
+def test_a_card_the_kiosks_cannot_read_is_refused_with_the_reason(tmp_path, keys):
+    db = sqlite_hq_url(tmp_path / "hq.db")
+    export = tmp_path / "members.csv"
+    export.write_text(HEADER + "2900000000019,,,,S001,,,\n" + ROWS[0] + "\n", encoding="utf-8")
+    report = tmp_path / "refused.csv"
+    done = hq(db, "import", str(export), "--keys", str(keys), "--store", "S001",
+              "--report", str(report))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with report.open(encoding="utf-8") as f:
+        refused = {int(r["line"]): r["reason"] for r in csv.DictReader(f)}
+    assert refused == {
+        2: "card 2900000000019 is not a card number the kiosks read (13 digits from 29, with "
+        "its check digit)"
+    }

@@ -240,7 +240,7 @@ def test_a_device_cannot_speak_or_hear_for_another():
     assert not acl.allows("K001", "write", T.catalogue())
     assert not acl.allows("bridge-S001", "write", T.events("K002"))  # another store's kiosk
     assert not acl.allows("bridge-S001", "read", T.command("L2"))
-    assert not acl.allows("K009", "read", T.blocklist())  # a certificate of no inventory
+    assert not acl.allows("K099", "read", T.blocklist())  # a certificate of no inventory
 
 
 # What each client publishes, as its code does it; subscriptions are read from its settings.
