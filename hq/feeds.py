@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.orm import Session
 
 from edge.protocol import (
@@ -125,12 +125,17 @@ def hold(
             .all()
         )
     new = [p for p in wanted if p not in have]
-    if new:
-        session.execute(
-            insert(MemberHolder),
-            [{"member_id": m, "store_id": s, "since": now} for m, s in new],
-        )
+    add_holders(session, new, now)
     return new
+
+
+def add_holders(session: Session, pairs: list[tuple[str, str]], now: datetime) -> None:
+    """Records (member, store) pairs known not to be recorded yet."""
+    if pairs:
+        session.connection().execute(
+            insert(MemberHolder),
+            [{"member_id": m, "store_id": s, "since": now} for m, s in pairs],
+        )
 
 
 def holders(session: Session, member_ids: Iterable[str]) -> dict[str, set[str]]:
@@ -139,56 +144,65 @@ def holders(session: Session, member_ids: Iterable[str]) -> dict[str, set[str]]:
     held: dict[str, set[str]] = defaultdict(set)
     for start in range(0, len(listed), 900):
         chunk = listed[start : start + 900]
-        for member_id, store_id in session.execute(
-            select(MemberHolder.member_id, MemberHolder.store_id).where(
-                MemberHolder.member_id.in_(chunk)
+        for member_id, store_id in (
+            session.connection()
+            .execute(
+                select(MemberHolder.member_id, MemberHolder.store_id).where(
+                    MemberHolder.member_id.in_(chunk)
+                )
             )
-        ).tuples():
+            .tuples()
+        ):
             held[member_id].add(store_id)
     return held
 
 
-def take_feed_numbers(session: Session, store_id: str, count: int) -> int:
-    """``count`` consecutive numbers of ``store_id``'s feed; returns the first.
+def take_feed_numbers(session: Session, counts: Mapping[str, int]) -> dict[str, int]:
+    """``counts[store]`` consecutive numbers of each store's feed; returns the first of each.
 
-    The head's row stays locked until the transaction ends (see :func:`hq.ledger.take_numbers`).
-    A store's first item makes its head; two writers making it at once collide on its key
-    and the loser runs again (:func:`hq.service.lost_race`).
+    One statement for every store of a batch. The heads' rows stay locked until the
+    transaction ends (see :func:`hq.ledger.take_numbers`). A store's first item makes its
+    head; two writers making it at once collide on its key and the loser runs again
+    (:func:`hq.service.lost_race`).
     """
-    last = session.execute(
+    stores = sorted(counts)
+    conn = session.connection()  # Core statements: no ORM bookkeeping on the hot path
+    have = set(
+        conn.execute(select(FeedHead.store_id).where(FeedHead.store_id.in_(stores))).scalars()
+    )
+    missing = [s for s in stores if s not in have]
+    if missing:
+        conn.execute(insert(FeedHead), [{"store_id": s, "last_seq": 0} for s in missing])
+    moved = conn.execute(
         update(FeedHead)
-        .where(FeedHead.store_id == store_id)
-        .values(last_seq=FeedHead.last_seq + count)
-        .returning(FeedHead.last_seq)
-        .execution_options(synchronize_session=False)
-    ).scalar()
-    if last is None:
-        session.execute(insert(FeedHead).values(store_id=store_id, last_seq=count))
-        last = count
-    return int(last) - count + 1
+        .where(FeedHead.store_id.in_(stores))
+        .values(last_seq=FeedHead.last_seq + case(dict(counts), value=FeedHead.store_id))
+        .returning(FeedHead.store_id, FeedHead.last_seq)
+    ).tuples()
+    return {store: int(last) - counts[store] + 1 for store, last in moved}
 
 
 def append(
     session: Session, items: Mapping[str, list[tuple[int | None, str | None]]]
 ) -> dict[str, list[FeedNumbered]]:
-    """Numbers and stores feed items, store by store in id order: ``{store: [(hq_seq,
-    member_id)]}`` becomes ``{store: [(feed_seq, hq_seq, member_id)]}``."""
+    """Numbers and stores feed items: ``{store: [(hq_seq, member_id)]}`` becomes
+    ``{store: [(feed_seq, hq_seq, member_id)]}``."""
+    wanted = {store: len(listed) for store, listed in items.items() if listed}
+    if not wanted:
+        return {}
+    firsts = take_feed_numbers(session, wanted)
     numbered: dict[str, list[FeedNumbered]] = {}
     rows: list[dict[str, object]] = []
-    for store_id in sorted(items):
-        listed = items[store_id]
-        if not listed:
-            continue
-        first = take_feed_numbers(session, store_id, len(listed))
+    for store_id in sorted(wanted):
+        first = firsts[store_id]
         numbered[store_id] = [
-            (first + i, hq_seq, member_id) for i, (hq_seq, member_id) in enumerate(listed)
+            (first + i, hq_seq, member_id) for i, (hq_seq, member_id) in enumerate(items[store_id])
         ]
         rows += [
             {"store_id": store_id, "feed_seq": n, "hq_seq": h, "member_id": m}
             for n, h, m in numbered[store_id]
         ]
-    if rows:
-        session.execute(insert(FeedItem), rows)
+    session.connection().execute(insert(FeedItem), rows)
     return numbered
 
 

@@ -18,6 +18,8 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from edge.protocol import EntriesData, Event, EventBatch, MemberRegisteredData, ProtocolError
@@ -33,9 +35,9 @@ from edge.protocol.messages import (
 from hq.feeds import (
     UNKNOWN_TIER,
     FeedNumbered,
+    add_holders,
     append,
     event_members,
-    hold,
     holders,
     lock_members,
 )
@@ -177,16 +179,16 @@ def raise_alert(
     store_id: str = "",
     device_id: str = "",
 ) -> bool:
-    """Opens an alert unless one of the same kind and subject is open; True if new."""
-    open_ = session.scalar(
-        select(Alert.id).where(
-            Alert.kind == kind, Alert.subject == subject[:96], Alert.cleared_at.is_(None)
-        )
-    )
-    if open_ is not None:
-        return False
-    session.add(
-        Alert(
+    """Opens an alert unless one of the same kind and subject is open; True if new.
+
+    One statement: the open alerts' unique index (``uq_hq_alert_open``) decides, so two
+    workers raising the same alert at once open it once.
+    """
+    dialect = session.get_bind().dialect.name
+    make = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        make(Alert)
+        .values(
             kind=kind,
             subject=subject[:96],
             detail=detail,
@@ -194,8 +196,11 @@ def raise_alert(
             device_id=device_id,
             raised_at=at,
         )
+        .on_conflict_do_nothing(
+            index_elements=["kind", "subject"], index_where=Alert.cleared_at.is_(None)
+        )
     )
-    return True
+    return int(session.connection().execute(statement).rowcount or 0) == 1
 
 
 def clear_alert(session: Session, kind: str, subject: str, at: datetime) -> None:
@@ -330,13 +335,17 @@ class CentralLedger:
     ) -> dict[str, list[FeedNumbered]]:
         """Each stored event goes to the feeds of the stores that hold a member it names;
         the store it comes from holds them from now on."""
-        hold(
-            session,
-            ((m, event.store_id) for (_, event), members in zip(stored, named, strict=True)
-             for m in members),
-            now,
-        )  # fmt: skip
         held = holders(session, set().union(*named))
+        fresh = {
+            (m, event.store_id)
+            for (_, event), members in zip(stored, named, strict=True)
+            for m in members
+            if event.store_id not in held.get(m, ())
+        }
+        if fresh:
+            add_holders(session, sorted(fresh), now)
+            for m, store_id in fresh:
+                held.setdefault(m, set()).add(store_id)
         items: dict[str, list[tuple[int | None, str | None]]] = defaultdict(list)
         for (hq_seq, _event), members in zip(stored, named, strict=True):
             for store_id in sorted(set().union(*(held.get(m, set()) for m in members))):
@@ -490,7 +499,8 @@ class CentralLedger:
                 .values(balance=members_table.c.balance + bindparam("d"), updated_at=now),
                 changes,
             )
-        self._reconcile(session, list(deltas), now, result)
+        # Only a debit can drive a balance below zero.
+        self._reconcile(session, [m for m, d in deltas.items() if d < 0], now, result)
         self._check_clones(session, uses, now, result)
 
     def _register(self, session: Session, event: Event, data: MemberRegisteredData) -> None:

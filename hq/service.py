@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REPLICA_CHUNK = 1000
+FLEET_CACHE_S = 5.0
+SEEN_EVERY_S = 10.0
 RACE_RETRIES = 8
 # PostgreSQL's serialization failure and deadlock victim: the transaction may simply run again.
 RETRY_SQLSTATES = frozenset({"40001", "40P01"})
@@ -239,7 +241,6 @@ class HqService:
         leaves = (
             ("events", 1),
             ("replica/request", 1),
-            ("member/request", 1),
             ("status", 1),
             ("telemetry", 0),
             ("command/result", 1),
@@ -256,8 +257,20 @@ class HqService:
             clean_start=shared,
             session_expiry_s=0 if shared else LinkSettings.session_expiry_s,
         )
+        # A kiosk waits for a member it fetches while a customer stands there: the requests
+        # come on a connection and a thread of their own, never behind a backlog of events.
+        self.fetch_link = hq_link(
+            config,
+            f"{config.client_id}-fetch",
+            ((t.shared(config.share_group, t.every_device("member/request")), 1),),
+            clean_start=shared,
+            session_expiry_s=0 if shared else LinkSettings.session_expiry_s,
+        )
         self.backups = BackupStore(config.backups_path(), config.backups_keep)
         self.counters = Counters()
+        self._counting = threading.Lock()
+        self._fleet: tuple[float, list[tuple[str, str, str]]] = (-FLEET_CACHE_S, [])
+        self._seen_at: dict[str, float] = {}
         self._stop = threading.Event()
         self._next_check = 0.0
 
@@ -266,6 +279,12 @@ class HqService:
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
         self.link.start()
+        self.fetch_link.start()
+        done = threading.Event()
+        fetches = threading.Thread(
+            target=self._serve_fetches, args=(done,), name="hq-fetch", daemon=True
+        )
+        fetches.start()
         try:
             while not self._stop.is_set() and not (until and until()):
                 try:
@@ -282,36 +301,52 @@ class HqService:
                     except SQLAlchemyError:
                         log.exception("the offline check failed: trying again in 5 s")
         finally:
+            done.set()
+            fetches.join(5)
+            self.fetch_link.close()
             self.link.close()
+
+    def _serve_fetches(self, done: threading.Event) -> None:
+        while not done.is_set():
+            try:
+                item = self.fetch_link.inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if isinstance(item, Inbound):
+                self.handle(item, self.fetch_link)
 
     def _check_offline(self, session: Session) -> list[str]:
         threshold = timedelta(seconds=self.config.offline_alert_s)
         return check_offline(session, datetime.now(UTC), threshold)
 
-    def handle(self, msg: Inbound) -> None:
+    def handle(self, msg: Inbound, link: MqttLink | None = None) -> None:
         """Applies one message; malformed ones are logged and dropped, never half-applied.
 
         Nothing a message holds can stop the service: a fault while applying one is logged
         and counted, and the message is acknowledged to the broker only if it was dealt with
         (a device resends its events until HQ's own acknowledgement says they are stored).
         """
+        outcome = "handled"
         try:
             self._dispatch(msg)
         except ProtocolError as exc:
-            self.counters.dropped += 1
+            outcome = "dropped"
             log.warning("dropped message on %r: %s", msg.topic[:120], exc)
         except SQLAlchemyError as exc:
-            self.counters.failed += 1
+            outcome = "failed"
             if unreachable(exc):
                 log.error("HQ's database cannot be reached: %s", str(exc).splitlines()[0])
                 self._stop.wait(0.5)  # the devices send again; no need to spin meanwhile
             else:
                 log.exception("message on %r could not be handled", msg.topic[:120])
         except Exception:
-            self.counters.failed += 1
+            outcome = "failed"
             log.exception("message on %r could not be handled", msg.topic[:120])
-        self.counters.handled += 1
-        self.link.ack(msg)
+        with self._counting:  # two threads handle messages (events, and member fetches)
+            if outcome != "handled":
+                setattr(self.counters, outcome, getattr(self.counters, outcome) + 1)
+            self.counters.handled += 1
+        (link or self.link).ack(msg)
 
     def _dispatch(self, msg: Inbound) -> None:
         parsed = self.topics.parse_device_topic(msg.topic)
@@ -392,7 +427,12 @@ class HqService:
 
         def store(session: Session) -> Ingest:
             result = self.ledger.ingest(session, device_id, batch, now)
-            self._seen(session, device_id, batch.events[0].store_id, now)
+            # A device's last_seen moves at most every SEEN_EVERY_S: its telemetry and status
+            # keep the fleet's view; this only saves a write per batch.
+            tick = time.monotonic()
+            if tick - self._seen_at.get(device_id, -SEEN_EVERY_S) >= SEEN_EVERY_S:
+                self._seen(session, device_id, batch.events[0].store_id, now)
+                self._seen_at[device_id] = tick
             return result
 
         return self.in_transaction(store)
@@ -409,7 +449,8 @@ class HqService:
             except (SequenceMoved, SQLAlchemyError) as exc:
                 if attempt == RACE_RETRIES or not lost_race(exc):
                     raise
-                self.counters.races += 1
+                with self._counting:
+                    self.counters.races += 1
                 time.sleep(random.uniform(0, 0.005 * attempt))
 
     def _store_one_by_one(self, device_id: str, batch: EventBatch, now: datetime) -> Ingest:
@@ -498,15 +539,25 @@ class HqService:
 
     def _kiosks(self, stores: set[str]) -> list[tuple[str, str, str]]:
         """(device, store, feed) of the kiosks that follow the whole chain (protocol 1.0) or
-        one of ``stores``' feeds."""
-        with self.sessions() as session:
-            return list(
-                session.execute(
-                    select(FleetDevice.device_id, FleetDevice.store_id, FleetDevice.replica_feed)
-                    .where(FleetDevice.role == "kiosk")
-                    .where((FleetDevice.replica_feed == "chain") | FleetDevice.store_id.in_(stores))
-                ).tuples()
-            )
+        one of ``stores``' feeds.
+
+        The fleet is read at most every ``FLEET_CACHE_S``: a kiosk this worker does not know
+        follows its store's feed yet misses the items published meanwhile, sees the gap at the
+        next batch and asks for them.
+        """
+        tick = time.monotonic()
+        read_at, fleet = self._fleet
+        if tick - read_at >= FLEET_CACHE_S:
+            with self.sessions() as session:
+                fleet = list(
+                    session.execute(
+                        select(
+                            FleetDevice.device_id, FleetDevice.store_id, FleetDevice.replica_feed
+                        ).where(FleetDevice.role == "kiosk")
+                    ).tuples()
+                )
+            self._fleet = (tick, fleet)
+        return [k for k in fleet if k[2] == "chain" or k[1] in stores]
 
     def _fan_out(self, result: Ingest) -> None:
         """Each store's kiosks get the items their store's feed gained; a kiosk of protocol
@@ -613,6 +664,7 @@ class HqService:
                 device.replica_feed = "store"
 
         self.in_transaction(follow)
+        self._fleet = (-FLEET_CACHE_S, [])  # read the fleet again: this kiosk follows its store
         after = request.after_seq
         while True:
             with self.sessions() as session:
@@ -650,10 +702,11 @@ class HqService:
                 )
             return fetch_member(session, request.store_id, now, request.card_no, request.phone_hash)
 
-        self.counters.fetches += 1
         found, items = self.in_transaction(fetch)
+        with self._counting:
+            self.counters.fetches += 1
         answer = MemberFetchResult(found=found is not None, member=found, at=now)
-        self.link.publish(reply, answer.to_bytes(), qos=1, correlation=msg.correlation)
+        self.fetch_link.publish(reply, answer.to_bytes(), qos=1, correlation=msg.correlation)
         if found is not None and items:
             members = {found.member_id: found}
             for kiosk, store_id, feed in self._kiosks({request.store_id}):
