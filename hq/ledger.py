@@ -75,6 +75,8 @@ class Ingest:
     next_seq: int = 1
     # The stores' feeds this batch added to: {store: [(feed_seq, hq_seq, member_id)]}.
     feed: dict[str, list[FeedNumbered]] = field(default_factory=dict)
+    # Applied but not numbered yet (see CentralLedger.number): rows, events, members named.
+    unnumbered: tuple[list[dict[str, Any]], list[Event], list[set[str]]] | None = None
 
 
 class SequenceMoved(Exception):
@@ -217,7 +219,14 @@ class CentralLedger:
     def __init__(self, clone_window: timedelta) -> None:
         self.clone_window = clone_window
 
-    def ingest(self, session: Session, device_id: str, batch: EventBatch, now: datetime) -> Ingest:
+    def ingest(
+        self,
+        session: Session,
+        device_id: str,
+        batch: EventBatch,
+        now: datetime,
+        number: bool = True,
+    ) -> Ingest:
         """Stores the batch's events that continue ``device_id``'s sequence, in seq order.
 
         An event already stored (or quarantined) is acknowledged again as it was. An event
@@ -315,16 +324,41 @@ class CentralLedger:
             named = [event_members(session, data) for _, data in typed]
             lock_members(session, set().union(*named))
             self._apply(session, typed, now, result)
-            # The chain's numbers, then the stores' feeds, last: their counters are held only
-            # for the inserts and the commit.
-            first = take_numbers(session, len(rows))
-            for number, row in enumerate(rows, start=first):
-                row["hq_seq"] = number
-            session.execute(insert(StoredEvent), rows)
-            result.stored = [(first + i, event) for i, (event, _) in enumerate(typed)]
-            result.feed = self._feed(session, result.stored, named, now)
+            result.unnumbered = (rows, [event for event, _ in typed], named)
+            if number:
+                self.number(session, [result], now)
         result.next_seq = expected
         return result
+
+    def number(self, session: Session, results: list[Ingest], now: datetime) -> None:
+        """Numbers and stores the events the batches applied, last in the transaction: the
+        chain's numbers, then the stores' feeds, whose counters are then held only for these
+        inserts and the commit. Several batches stored in one transaction are numbered
+        together, in their order."""
+        waiting = [r for r in results if r.unnumbered is not None]
+        rows: list[dict[str, Any]] = []
+        stored: list[tuple[int, Event]] = []
+        named: list[set[str]] = []
+        count = sum(len(r.unnumbered[0]) for r in waiting if r.unnumbered is not None)
+        if not count:
+            return
+        first = take_numbers(session, count)
+        for result in waiting:
+            assert result.unnumbered is not None
+            batch_rows, events, batch_named = result.unnumbered
+            result.unnumbered = None
+            for offset, (row, event) in enumerate(zip(batch_rows, events, strict=True)):
+                row["hq_seq"] = first + len(rows) + offset
+                result.stored.append((row["hq_seq"], event))
+            rows += batch_rows
+            stored += result.stored
+            named += batch_named
+        session.execute(insert(StoredEvent), rows)
+        owner = {hq_seq: result for result in waiting for hq_seq, _ in result.stored}
+        for store_id, items in self._feed(session, stored, named, now).items():
+            for item in items:
+                assert item[1] is not None
+                owner[item[1]].feed.setdefault(store_id, []).append(item)
 
     @staticmethod
     def _feed(

@@ -68,6 +68,7 @@ T = TypeVar("T")
 
 REPLICA_CHUNK = 1000
 FLEET_CACHE_S = 5.0
+GROUP_MAX = 32  # event batches stored in one transaction
 SEEN_EVERY_S = 10.0
 RACE_RETRIES = 8
 # PostgreSQL's serialization failure and deadlock victim: the transaction may simply run again.
@@ -292,7 +293,7 @@ class HqService:
                 except queue.Empty:
                     item = None
                 if isinstance(item, Inbound):
-                    self.handle(item)
+                    self._take(item)
                 now = time.monotonic()
                 if now >= self._next_check:
                     self._next_check = now + 5.0
@@ -305,6 +306,30 @@ class HqService:
             fetches.join(5)
             self.fetch_link.close()
             self.link.close()
+
+    def _take(self, item: Inbound) -> None:
+        """Handles ``item``; with event batches of several devices waiting behind it, stores
+        them together (:meth:`handle_events`), in the order they came."""
+        if not item.topic.endswith("/events"):
+            self.handle(item)
+            return
+        group, after = [item], None
+        while len(group) < GROUP_MAX:
+            try:
+                waiting = self.link.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(waiting, Inbound) and waiting.topic.endswith("/events"):
+                group.append(waiting)
+            else:
+                after = waiting
+                break
+        if len(group) == 1:
+            self.handle(item)
+        else:
+            self.handle_events(group)
+        if isinstance(after, Inbound):
+            self.handle(after)
 
     def _serve_fetches(self, done: threading.Event) -> None:
         while not done.is_set():
@@ -397,11 +422,16 @@ class HqService:
                 "batch %s of %s failed: storing it event by event", batch.batch_id, device_id
             )
             result = self._store_one_by_one(device_id, batch, now)
-        self.counters.batches += 1
-        self.counters.stored += len(result.stored)
-        self.counters.duplicates += len(result.acked) - len(result.stored)
-        if result.gap:
-            self.counters.gaps += 1
+        self._answer(device_id, batch, result, now)
+
+    def _answer(self, device_id: str, batch: EventBatch, result: Ingest, now: datetime) -> None:
+        """After the commit: the device's acknowledgement, the stores' feeds, the blocklist."""
+        with self._counting:
+            self.counters.batches += 1
+            self.counters.stored += len(result.stored)
+            self.counters.duplicates += len(result.acked) - len(result.stored)
+            if result.gap:
+                self.counters.gaps += 1
         ack = EventAck(
             batch_id=batch.batch_id,
             event_ids=result.acked,
@@ -425,17 +455,78 @@ class HqService:
         again and finds what the other writer stored.
         """
 
-        def store(session: Session) -> Ingest:
-            result = self.ledger.ingest(session, device_id, batch, now)
-            # A device's last_seen moves at most every SEEN_EVERY_S: its telemetry and status
-            # keep the fleet's view; this only saves a write per batch.
-            tick = time.monotonic()
-            if tick - self._seen_at.get(device_id, -SEEN_EVERY_S) >= SEEN_EVERY_S:
-                self._seen(session, device_id, batch.events[0].store_id, now)
-                self._seen_at[device_id] = tick
-            return result
+        return self.in_transaction(lambda session: self._store(session, device_id, batch, now))
 
-        return self.in_transaction(store)
+    def _store(
+        self,
+        session: Session,
+        device_id: str,
+        batch: EventBatch,
+        now: datetime,
+        number: bool = True,
+    ) -> Ingest:
+        result = self.ledger.ingest(session, device_id, batch, now, number)
+        # A device's last_seen moves at most every SEEN_EVERY_S: its telemetry and status keep
+        # the fleet's view; this only saves a write per batch.
+        tick = time.monotonic()
+        if tick - self._seen_at.get(device_id, -SEEN_EVERY_S) >= SEEN_EVERY_S:
+            self._seen(session, device_id, batch.events[0].store_id, now)
+            self._seen_at[device_id] = tick
+        return result
+
+    def handle_events(self, group: list[Inbound]) -> None:
+        """Several devices' batches, waiting together, stored in one transaction (one commit
+        for all), then each acknowledged. Anything but a clean run of the group (a lost race,
+        a batch HQ cannot apply) falls back to storing each on its own, as :meth:`handle`
+        does, so the group changes nothing but the number of commits."""
+        now = datetime.now(UTC)
+        parsed: list[tuple[Inbound, str, EventBatch]] = []
+        for msg in group:
+            topic = self.topics.parse_device_topic(msg.topic)
+            try:
+                if topic is None or topic[1] != "events":
+                    raise ProtocolError(f"unexpected topic {msg.topic[:120]}")
+                parsed.append((msg, topic[0], decode(EventBatch, msg.payload)))
+            except ProtocolError:
+                self.handle(msg)  # dropped there, with its reason
+        if len(parsed) < 2:
+            for msg, _, _ in parsed:
+                self.handle(msg)
+            return
+
+        def store_all(session: Session) -> list[Ingest]:
+            results: list[Ingest] = []
+            devices: set[str] = set()
+            for _, device_id, batch in parsed:
+                if device_id in devices:  # its earlier batch's events must be stored first
+                    self.ledger.number(session, results, now)
+                    devices.clear()
+                results.append(self._store(session, device_id, batch, now, number=False))
+                devices.add(device_id)
+            self.ledger.number(session, results, now)
+            return results
+
+        try:
+            with self.sessions() as session, session.begin():
+                results = store_all(session)
+        except (SequenceMoved, SQLAlchemyError) as exc:
+            if isinstance(exc, SQLAlchemyError) and unreachable(exc):
+                log.error("HQ's database cannot be reached: %s", str(exc).splitlines()[0])
+                with self._counting:
+                    self.counters.failed += len(parsed)
+                    self.counters.handled += len(parsed)
+                for msg, _, _ in parsed:
+                    self.link.ack(msg)  # the devices send them again
+                self._stop.wait(0.5)
+                return
+            for msg, _, _ in parsed:
+                self.handle(msg)
+            return
+        for (msg, device_id, batch), result in zip(parsed, results, strict=True):
+            self._answer(device_id, batch, result, now)
+            with self._counting:
+                self.counters.handled += 1
+            self.link.ack(msg)
 
     def in_transaction(self, work: Callable[[Session], T]) -> T:
         """Runs ``work`` in one transaction, again (up to ``RACE_RETRIES`` times) when it lost

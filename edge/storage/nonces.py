@@ -108,6 +108,19 @@ class UsedNonces:
                 self._conn.close()
                 self._conn = None
 
+    def _wal(self, conn: sqlite3.Connection) -> str:
+        """Puts the file in WAL mode. Two processes opening a new file at once both try to,
+        and SQLite refuses the second at once ("database is locked") instead of waiting its
+        busy timeout: the second tries again until the first has done it."""
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             # Autocommit: each statement is its own transaction, committed when it returns.
@@ -119,7 +132,7 @@ class UsedNonces:
             )
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = self._wal(conn)
                 if mode != "wal":
                     raise sqlite3.OperationalError(f"{self.path}: journal mode {mode}, not wal")
                 conn.execute("PRAGMA synchronous = NORMAL")

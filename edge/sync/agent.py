@@ -410,7 +410,10 @@ class Agent:
         elif topic == t.replica(me):
             batch = decode(ReplicaBatch, msg.payload)
             if batch.feed != "store":
-                # Sent before HQ heard this kiosk follows its store's feed: not for us.
+                # HQ has not heard yet that this kiosk follows its store's feed (the request
+                # went out before HQ's workers subscribed, say): tell it again, at once. HQ
+                # sends no more such batches once it has heard.
+                self._request_replica(force=True)
                 raise ProtocolError("a batch of the chain's feed; this kiosk follows its store's")
             outcome = apply_replica_batch(self.app, batch)
             if outcome.gap:
