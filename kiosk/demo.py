@@ -141,11 +141,15 @@ def play(tour: Tour, people: Any) -> None:
     tour.until(lambda: app.current == "member")
     tour.shot("points-by-phone")
     sim.printer_out_of_paper()
+    # The fault strip comes and goes with the health poll and moves the buttons: each change
+    # is waited for before the next tap, or a tap could start on a button and end beside it.
+    tour.until(lambda: app.fault, what="the fault strip")
     tour.tap("statement")
     tour.until(lambda: not app.points_vm.busy and app.points_vm.notice)
     tour.shot("printer-out-of-paper")
     tour.tap("done")
     tour.center.station.clear_faults()
+    tour.until(lambda: not app.fault, what="the fault strip to go")
     tour.tap("register")
     tour.keys("13655556666")
     tour.tap("key-ok", "surname-陈", "title-ms")
