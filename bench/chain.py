@@ -75,7 +75,7 @@ from tests.sync.conftest import (
     open_app,
     wait_until,
 )
-from tests.sync.helpers import HqProcess
+from tests.sync.helpers import HqProcess, drained
 
 PROCESSES = 2  # simulated devices' processes (the machine has two cores)
 REAL = {"S000": "K000a", "S001": "K001a"}
@@ -248,7 +248,7 @@ class Run:
             answer = pipe.recv()
             assert answer[0] == "settled", answer
         for store, app in self.real.items():
-            wait_until(partial(drained, app), timeout_s, f"{store}'s real kiosk")
+            wait_until(drained(app), timeout_s, f"{store}'s real kiosk")
 
     def stored(self) -> int:
         with Session(self.engine) as s:
@@ -265,24 +265,6 @@ class Run:
         for worker in self.workers:
             worker.stop()
         self.engine.dispose()
-
-
-def pending(app: AppContext) -> int:
-    from edge.storage.models import OutboxEvent
-
-    with app.db.read() as s:
-        return int(
-            s.scalar(
-                select(func.count())
-                .select_from(OutboxEvent)
-                .where(OutboxEvent.delivered_at.is_(None))
-            )
-            or 0
-        )
-
-
-def drained(app: AppContext) -> bool:
-    return pending(app) == 0
 
 
 def holds(app: AppContext, members: int) -> bool:

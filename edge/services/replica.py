@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import date, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -179,23 +180,17 @@ def _apply_snapshot(
 ) -> None:
     member = tx.session.get(Member, snap.member_id)
     if member is None:
-        member = Member(
-            id=snap.member_id,
-            phone_hash=_free_phone_hash(tx, snap.phone_hash, snap.member_id),
-            phone_cipher=None,
-            phone_masked=snap.phone_masked,
+        member = _new_member(
+            tx,
+            snap.member_id,
+            snap.phone_hash,
+            snap.phone_masked,
+            snap.consent_version,
+            snap.tier,
+            snap.store_id,
+            snap.created_at,
             name=snap.name,
             birthday=snap.birthday,
-            referrer_id=None,
-            consent_version=snap.consent_version,
-            consented_at=snap.created_at,
-            tier=snap.tier,
-            tier_review_at=months_after(snap.created_at, tx.app.config.tiers.period_months),
-            balance=0,
-            overdraft_flagged=False,
-            store_id=snap.store_id,
-            created_at=snap.created_at,
-            updated_at=snap.created_at,
         )
         tx.session.add(member)
         tx.session.flush()
@@ -435,26 +430,51 @@ def _ensure_member(tx: Tx, event: Event, data: MemberRegisteredData) -> None:
     if tx.session.get(Member, data.member_id) is not None:
         return
     tx.session.add(
-        Member(
-            id=data.member_id,
-            phone_hash=_free_phone_hash(tx, data.phone_hash, data.member_id),
-            phone_cipher=None,
-            phone_masked=data.phone_masked,
-            name=None,
-            birthday=None,
-            referrer_id=None,
-            consent_version=data.consent_version,
-            consented_at=event.at,
-            tier=data.tier,
-            tier_review_at=months_after(event.at, tx.app.config.tiers.period_months),
-            balance=0,
-            overdraft_flagged=False,
-            store_id=event.store_id,
-            created_at=event.at,
-            updated_at=event.at,
+        _new_member(
+            tx,
+            data.member_id,
+            data.phone_hash,
+            data.phone_masked,
+            data.consent_version,
+            data.tier,
+            event.store_id,
+            event.at,
         )
     )
     tx.session.flush()
+
+
+def _new_member(
+    tx: Tx,
+    member_id: str,
+    phone_hash: str | None,
+    phone_masked: str,
+    consent_version: str,
+    tier: str,
+    store_id: str,
+    at: datetime,
+    name: str | None = None,
+    birthday: date | None = None,
+) -> Member:
+    """A member of another device, as the replica keeps them (no sealed phone, no referrer)."""
+    return Member(
+        id=member_id,
+        phone_hash=_free_phone_hash(tx, phone_hash, member_id),
+        phone_cipher=None,
+        phone_masked=phone_masked,
+        name=name,
+        birthday=birthday,
+        referrer_id=None,
+        consent_version=consent_version,
+        consented_at=at,
+        tier=tier,
+        tier_review_at=months_after(at, tx.app.config.tiers.period_months),
+        balance=0,
+        overdraft_flagged=False,
+        store_id=store_id,
+        created_at=at,
+        updated_at=at,
+    )
 
 
 def _ensure_card(tx: Tx, card_no: str, member_id: str, card_type: str, event: Event) -> None:
