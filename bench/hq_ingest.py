@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import queue
 import random
 import statistics
 import time
@@ -26,14 +27,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import SQLAlchemyError
 
 from edge.domain.ids import IdFactory
 from edge.progress import Progress
 from edge.protocol import Event, EventBatch
+from hq.bulk import insert_rows
+from hq.ledger import SequenceMoved
 from hq.models import CentralEntry, StoredEvent
 from hq.schema import upgrade
-from hq.service import HqConfig, HqService, make_hq_engine
+from hq.service import GROUP_MAX, HqConfig, HqService, make_hq_engine
 from tests.hq.events import entry
 from tests.postgres import fresh_schema, postgres_cluster
 
@@ -52,17 +55,24 @@ class Workload:
 
 
 def make_workload(
-    devices: int, per_device: int, batch: int, away: float = 0.1, seed: int = 1
+    devices: int,
+    per_device: int,
+    batch: int,
+    away: float = 0.1,
+    members_each: int = 25,
+    seed: int = 1,
 ) -> Workload:
-    """``per_device`` events of each device, ``away`` of the purchases by members of other
-    stores; a purchase every 30 s at each device."""
+    """``per_device`` events of each device: ``members_each`` registrations, then a purchase
+    every 30 s, ``away`` of them by members of other stores (from the third batch on, when
+    the other stores' registrations have reached HQ, as they would have in a running
+    chain)."""
     rng = random.Random(seed)
     ids = IdFactory()
     members: dict[str, list[tuple[str, str]]] = {}
     out: dict[str, list[EventBatch]] = {}
     names = [(f"K{n:04d}", f"S{n // 2:04d}") for n in range(devices)]
     for n, (device, _store) in enumerate(names):
-        members[device] = [(ids.new(), f"29{n:05d}{m:06d}") for m in range(10)]
+        members[device] = [(ids.new(), f"29{n:05d}{m:06d}") for m in range(members_each)]
     everyone = [m for ms in members.values() for m in ms]
     total = devices * per_device
     with Progress("making the devices' events", total, "events") as bar:
@@ -91,7 +101,8 @@ def make_workload(
                 )  # fmt: skip
             while len(events) < per_device:
                 # Most purchases are by the store's own members; some by members of others.
-                pool = everyone if rng.random() < away else members[device]
+                later = len(events) >= 2 * batch
+                pool = everyone if later and rng.random() < away else members[device]
                 member, card = rng.choice(pool)
                 at = T0 + timedelta(seconds=30 * len(events))
                 credit = entry(member, 120, device, store, at=at)
@@ -106,14 +117,31 @@ def make_workload(
 
 
 def _worker(url: str, tasks: mp.Queue, results: mp.Queue) -> None:
+    """Stores batches as the MQTT handler does: the batches waiting together (up to
+    ``GROUP_MAX``) in one transaction, one by one when that transaction loses a race."""
     hq = HqService(HqConfig(database_url=url, client_id="bench"), make_hq_engine(url))
-    while True:
-        task = tasks.get()
-        if task is None:
+    stop = False
+    while not stop:
+        group = [tasks.get()]
+        while len(group) < GROUP_MAX:
+            try:
+                group.append(tasks.get_nowait())
+            except queue.Empty:
+                break
+        if None in group:
+            stop = True
+            for _ in range(group.count(None) - 1):
+                tasks.put(None)  # another worker's
+            group = [task for task in group if task is not None]
+        if not group:
             break
-        device, index, batch = task
-        result = hq.store_batch(device, batch, datetime.now(UTC))
-        results.put((device, index, result.gap, len(result.stored)))
+        now = datetime.now(UTC)
+        try:
+            done = hq.store_batches([(device, batch) for device, _, batch in group], now)
+        except (SequenceMoved, SQLAlchemyError):
+            done = [hq.store_batch(device, batch, now) for device, _, batch in group]
+        for (device, index, _), result in zip(group, done, strict=True):
+            results.put((device, index, result.gap, len(result.stored)))
     hq.engine.dispose()
 
 
@@ -153,13 +181,16 @@ def run_workers(url: str, work: Workload, count: int) -> tuple[float, list[float
     return elapsed, latencies
 
 
-def plain_inserts(url: str, work: Workload) -> float:
-    """Seconds to INSERT the same hq_event and hq_entry rows in the same batches, unchecked."""
+def plain_inserts(url: str, work: Workload, arrays: bool) -> float:
+    """Seconds to INSERT the same hq_event and hq_entry rows in the devices' batches,
+    unchecked, one transaction per batch: with executemany, or with HQ's own array INSERTs
+    (:mod:`hq.bulk`)."""
     engine = make_hq_engine(url)
     number = 0
     started = time.perf_counter()
     now = datetime.now(UTC)
-    with Progress("  plain INSERTs", work.events, "events") as bar:
+    how = "arrays" if arrays else "executemany"
+    with Progress(f"  plain INSERTs ({how})", work.events, "events") as bar:
         for batches in work.batches.values():
             for batch in batches:
                 rows, entries = [], []
@@ -179,10 +210,14 @@ def plain_inserts(url: str, work: Workload) -> float:
                             "at": datetime.fromisoformat(e["at"]),
                             "event_id": event.event_id,
                         })  # fmt: skip
-                with Session(engine) as s, s.begin():
-                    s.execute(insert(StoredEvent), rows)
-                    if entries:
-                        s.execute(insert(CentralEntry), entries)
+                with engine.begin() as conn:
+                    if arrays:
+                        insert_rows(conn, StoredEvent, rows)
+                        insert_rows(conn, CentralEntry, entries)
+                    else:
+                        conn.execute(insert(StoredEvent), rows)
+                        if entries:
+                            conn.execute(insert(CentralEntry), entries)
                 bar.advance(len(rows))
     elapsed = time.perf_counter() - started
     engine.dispose()
@@ -203,12 +238,18 @@ def main() -> None:
     work = make_workload(args.devices, args.events_per_device, args.batch)
     print(f"{work.events:,} events from {args.devices} devices, batches of {args.batch}")
     with postgres_cluster() as cluster:
-        with fresh_schema(cluster.url) as url:
-            engine = make_hq_engine(url)
-            upgrade(engine)
-            engine.dispose()
-            baseline = work.events / plain_inserts(url, work)
-        print(f"plain batched INSERTs: {baseline:,.0f} events/s")
+        plain = {}
+        for arrays in (False, True):
+            with fresh_schema(cluster.url) as url:
+                engine = make_hq_engine(url)
+                upgrade(engine)
+                engine.dispose()
+                plain[arrays] = work.events / plain_inserts(url, work, arrays)
+        baseline = max(plain.values())
+        print(
+            f"plain batched INSERTs: {plain[False]:,.0f} events/s with executemany, "
+            f"{plain[True]:,.0f} with arrays; the faster is the baseline"
+        )
         for count in (int(c) for c in args.workers.split(",")):
             with fresh_schema(cluster.url) as url:
                 engine = make_hq_engine(url)

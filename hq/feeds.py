@@ -41,6 +41,7 @@ from edge.protocol.messages import (
     MemberUpdatedData,
     TierChangedData,
 )
+from hq.bulk import among, insert_rows
 from hq.models import (
     CentralCard,
     CentralEntry,
@@ -93,13 +94,14 @@ def lock_members(session: Session, member_ids: Iterable[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(listed), 900):
         chunk = listed[start : start + 900]
+        conn = session.connection()
         found |= set(
-            session.scalars(
+            conn.execute(
                 select(CentralMember.id)
-                .where(CentralMember.id.in_(chunk))
+                .where(among(conn, CentralMember.id, chunk))
                 .order_by(CentralMember.id)
                 .with_for_update()
-            )
+            ).scalars()
         )
     return found
 
@@ -132,8 +134,9 @@ def hold(
 def add_holders(session: Session, pairs: list[tuple[str, str]], now: datetime) -> None:
     """Records (member, store) pairs known not to be recorded yet."""
     if pairs:
-        session.connection().execute(
-            insert(MemberHolder),
+        insert_rows(
+            session.connection(),
+            MemberHolder,
             [{"member_id": m, "store_id": s, "since": now} for m, s in pairs],
         )
 
@@ -144,15 +147,12 @@ def holders(session: Session, member_ids: Iterable[str]) -> dict[str, set[str]]:
     held: dict[str, set[str]] = defaultdict(set)
     for start in range(0, len(listed), 900):
         chunk = listed[start : start + 900]
-        for member_id, store_id in (
-            session.connection()
-            .execute(
-                select(MemberHolder.member_id, MemberHolder.store_id).where(
-                    MemberHolder.member_id.in_(chunk)
-                )
+        conn = session.connection()
+        for member_id, store_id in conn.execute(
+            select(MemberHolder.member_id, MemberHolder.store_id).where(
+                among(conn, MemberHolder.member_id, chunk)
             )
-            .tuples()
-        ):
+        ).tuples():
             held[member_id].add(store_id)
     return held
 
@@ -202,7 +202,7 @@ def append(
             {"store_id": store_id, "feed_seq": n, "hq_seq": h, "member_id": m}
             for n, h, m in numbered[store_id]
         ]
-    session.connection().execute(insert(FeedItem), rows)
+    insert_rows(session.connection(), FeedItem, rows)
     return numbered
 
 

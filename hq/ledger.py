@@ -14,10 +14,10 @@ import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, case, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -32,6 +32,7 @@ from edge.protocol.messages import (
     MemberUpdatedData,
     TierChangedData,
 )
+from hq.bulk import among, insert_rows
 from hq.feeds import (
     UNKNOWN_TIER,
     FeedNumbered,
@@ -122,6 +123,96 @@ def advance_seq(session: Session, device_id: str, before: int, after: int, now: 
     session.flush()
 
 
+def next_seqs(session: Session, device_ids: list[str]) -> dict[str, int]:
+    """:func:`next_seq` of several devices, in one or two queries."""
+    conn = session.connection()
+    found = {
+        str(d): int(n)
+        for d, n in conn.execute(
+            select(DeviceSequence.device_id, DeviceSequence.next_seq).where(
+                DeviceSequence.device_id.in_(device_ids)
+            )
+        ).tuples()
+    }
+    missing = [d for d in device_ids if d not in found]
+    if missing:
+        highest = dict(
+            conn.execute(
+                select(StoredEvent.device_id, func.max(StoredEvent.device_seq))
+                .where(StoredEvent.device_id.in_(missing))
+                .group_by(StoredEvent.device_id)
+            )
+            .tuples()
+            .all()
+        )
+        for d in missing:
+            found[d] = int(highest.get(d) or 0) + 1
+    return found
+
+
+def advance_seqs(session: Session, moves: dict[str, tuple[int, int]], now: datetime) -> None:
+    """:func:`advance_seq` of several devices: ``moves[device] = (before, after)``, in one
+    statement (two more for devices never heard of).
+
+    Raises:
+        SequenceMoved: another writer moved one of them first (nothing of this transaction
+            is kept).
+    """
+    if not moves:
+        return
+    conn = session.connection()
+    table = cast(Table, DeviceSequence.__table__)
+    devices = sorted(moves)
+    moved = set(
+        conn.execute(
+            update(table)
+            .where(
+                tuple_(table.c.device_id, table.c.next_seq).in_([(d, moves[d][0]) for d in devices])
+            )
+            .values(
+                next_seq=case({d: moves[d][1] for d in devices}, value=table.c.device_id),
+                updated_at=now,
+            )
+            .returning(table.c.device_id)
+        ).scalars()
+    )
+    rest = [d for d in devices if d not in moved]
+    if not rest:
+        return
+    exists = conn.execute(select(table.c.device_id).where(table.c.device_id.in_(rest))).first()
+    if exists is not None:
+        raise SequenceMoved(str(exists[0]))
+    conn.execute(
+        insert(table), [{"device_id": d, "next_seq": moves[d][1], "updated_at": now} for d in rest]
+    )
+
+
+def device_stores(session: Session, device_ids: list[str]) -> dict[str, str]:
+    """:func:`device_store` of several devices (those HQ knows of), in one or two queries."""
+    conn = session.connection()
+    found = {
+        str(d): str(s)
+        for d, s in conn.execute(
+            select(EnrolledDevice.device_id, EnrolledDevice.store_id).where(
+                EnrolledDevice.device_id.in_(device_ids)
+            )
+        ).tuples()
+        if s
+    }
+    rest = [d for d in device_ids if d not in found]
+    if rest:
+        found.update(
+            (str(d), str(s))
+            for d, s in conn.execute(
+                select(FleetDevice.device_id, FleetDevice.store_id).where(
+                    FleetDevice.device_id.in_(rest)
+                )
+            ).tuples()
+            if s
+        )
+    return found
+
+
 def take_numbers(session: Session, count: int) -> int:
     """Gives ``count`` consecutive chain numbers (``hq_seq``) and returns the first.
 
@@ -172,6 +263,17 @@ def foreign_entries(event: Event, data: object) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class AlertRow:
+    """An alert to open: see :func:`raise_alerts`."""
+
+    kind: str
+    subject: str
+    detail: str
+    store_id: str = ""
+    device_id: str = ""
+
+
 def raise_alert(
     session: Session,
     kind: str,
@@ -181,28 +283,47 @@ def raise_alert(
     store_id: str = "",
     device_id: str = "",
 ) -> bool:
-    """Opens an alert unless one of the same kind and subject is open; True if new.
+    """Opens an alert unless one of the same kind and subject is open; True if new."""
+    return bool(raise_alerts(session, [AlertRow(kind, subject, detail, store_id, device_id)], at))
+
+
+def raise_alerts(session: Session, alerts: list[AlertRow], at: datetime) -> set[tuple[str, str]]:
+    """Opens each alert unless one of the same kind and subject is open; returns the (kind,
+    subject) of those opened.
 
     One statement: the open alerts' unique index (``uq_hq_alert_open``) decides, so two
     workers raising the same alert at once open it once.
     """
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for a in alerts:
+        rows.setdefault(
+            (a.kind, a.subject[:96]),
+            {
+                "kind": a.kind,
+                "subject": a.subject[:96],
+                "detail": a.detail,
+                "store_id": a.store_id,
+                "device_id": a.device_id,
+                "raised_at": at,
+            },
+        )
+    if not rows:
+        return set()
     dialect = session.get_bind().dialect.name
     make = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = (
-        make(Alert)
-        .values(
-            kind=kind,
-            subject=subject[:96],
-            detail=detail,
-            store_id=store_id,
-            device_id=device_id,
-            raised_at=at,
+    opened: set[tuple[str, str]] = set()
+    listed = list(rows.values())
+    for start in range(0, len(listed), 500):
+        statement = (
+            make(Alert)
+            .values(listed[start : start + 500])
+            .on_conflict_do_nothing(
+                index_elements=["kind", "subject"], index_where=Alert.cleared_at.is_(None)
+            )
+            .returning(Alert.kind, Alert.subject)
         )
-        .on_conflict_do_nothing(
-            index_elements=["kind", "subject"], index_where=Alert.cleared_at.is_(None)
-        )
-    )
-    return int(session.connection().execute(statement).rowcount or 0) == 1
+        opened |= {(k, s) for k, s in session.connection().execute(statement).tuples()}
+    return opened
 
 
 def clear_alert(session: Session, kind: str, subject: str, at: datetime) -> None:
@@ -238,97 +359,133 @@ class CentralLedger:
         quarantined too; a quarantined event still takes its seq, so the device's later
         events are not held up behind it.
         """
-        result = Ingest()
-        events = sorted(batch.events, key=lambda e: e.seq)
-        ids = [e.event_id for e in events]
-        known = set(
-            session.scalars(select(StoredEvent.event_id).where(StoredEvent.event_id.in_(ids)))
-        )
-        set_aside = dict(
-            session.execute(
-                select(QuarantinedEvent.event_id, QuarantinedEvent.reason).where(
-                    QuarantinedEvent.event_id.in_(ids), QuarantinedEvent.device_id == device_id
-                )
+        return self.ingest_many(session, [(device_id, batch)], now, number)[0]
+
+    def ingest_many(
+        self,
+        session: Session,
+        batches: list[tuple[str, EventBatch]],
+        now: datetime,
+        number: bool = True,
+    ) -> list[Ingest]:
+        """:meth:`ingest` of several devices' batches (each device once) in one transaction,
+        with the same statements whatever their number: what HQ reads and writes for them
+        is read and written for all of them at once."""
+        devices = [device_id for device_id, _ in batches]
+        if len(set(devices)) != len(devices):
+            raise ValueError("one batch per device: store a device's next batch after this one")
+        conn = session.connection()
+        ids = [e.event_id for _, batch in batches for e in batch.events]
+        known: set[str] = set()
+        set_aside: dict[tuple[str, str], str] = {}
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            known |= set(
+                conn.execute(
+                    select(StoredEvent.event_id).where(among(conn, StoredEvent.event_id, chunk))
+                ).scalars()
             )
-            .tuples()
-            .all()
-        )
-        expected = first_expected = next_seq(session, device_id)
-        store_id = device_store(session, device_id)
-        rows: list[dict[str, Any]] = []
-        typed: list[tuple[Event, Any]] = []
-        for event in events:
-            if event.event_id in known:
-                result.acked.append(event.event_id)
-                continue
-            if event.event_id in set_aside:
-                result.quarantined.append((event.event_id, set_aside[event.event_id]))
-                continue
-            if event.seq > expected:
-                result.gap = True
-                result.expect_seq = expected
-                break
-            data = None
-            reason = ""
-            if event.seq < expected:
-                reason = f"seq {event.seq} of {device_id} is already taken by another event"
-                result.expect_seq = expected
-                if raise_alert(
-                    session,
-                    "event_seq_conflict",
-                    device_id,
-                    f"{device_id} sent event {event.event_id} with seq {event.seq}, which "
-                    "another of its events already holds: a cloned device or a fault",
-                    now,
-                    event.store_id,
-                    device_id,
-                ):
-                    result.alerts.append("event_seq_conflict")
-            else:
-                reason = foreign(event, device_id, batch.device_id, store_id)
-            if not reason:
-                try:
-                    data = event.typed_data()
-                except ProtocolError as exc:
-                    reason = str(exc)
+            for event_id, device_id, reason in conn.execute(
+                select(
+                    QuarantinedEvent.event_id, QuarantinedEvent.device_id, QuarantinedEvent.reason
+                ).where(among(conn, QuarantinedEvent.event_id, chunk))
+            ).tuples():
+                set_aside[(event_id, device_id)] = reason
+        expected_of = next_seqs(session, devices)
+        stores = device_stores(session, devices)
+        results: list[Ingest] = []
+        typed: list[tuple[Event, Any, Ingest]] = []
+        rows_of: list[list[dict[str, Any]]] = []
+        moves: dict[str, tuple[int, int]] = {}
+        for device_id, batch in batches:
+            result = Ingest()
+            results.append(result)
+            rows: list[dict[str, Any]] = []
+            rows_of.append(rows)
+            expected = first_expected = expected_of[device_id]
+            store_id = stores.get(device_id)
+            for event in sorted(batch.events, key=lambda e: e.seq):
+                if event.event_id in known:
+                    result.acked.append(event.event_id)
+                    continue
+                if (event.event_id, device_id) in set_aside:
+                    result.quarantined.append(
+                        (event.event_id, set_aside[(event.event_id, device_id)])
+                    )
+                    continue
+                if event.seq > expected:
+                    result.gap = True
+                    result.expect_seq = expected
+                    break
+                data = None
+                reason = ""
+                if event.seq < expected:
+                    reason = f"seq {event.seq} of {device_id} is already taken by another event"
+                    result.expect_seq = expected
+                    if raise_alert(
+                        session,
+                        "event_seq_conflict",
+                        device_id,
+                        f"{device_id} sent event {event.event_id} with seq {event.seq}, which "
+                        "another of its events already holds: a cloned device or a fault",
+                        now,
+                        event.store_id,
+                        device_id,
+                    ):
+                        result.alerts.append("event_seq_conflict")
                 else:
-                    reason = foreign_entries(event, data)
-            if reason:
-                self.quarantine(session, event, device_id, reason, now, result)
-                set_aside[event.event_id] = reason[:256]
-                if event.seq == expected:
-                    expected += 1
-                continue
-            if store_id is None:
-                store_id = event.store_id
-            expected += 1
-            known.add(event.event_id)
-            rows.append(
-                {
-                    "event_id": event.event_id,
-                    "device_id": event.device_id,
-                    "store_id": event.store_id,
-                    "device_seq": event.seq,
-                    "kind": event.kind,
-                    "at": event.at,
-                    "payload": event.model_dump_json(),
-                    "received_at": now,
-                }
-            )
-            typed.append((event, data))
-            result.acked.append(event.event_id)
-        if expected != first_expected:
-            advance_seq(session, device_id, first_expected, expected, now)
-        if rows:
+                    reason = foreign(event, device_id, batch.device_id, store_id)
+                if not reason:
+                    try:
+                        data = event.typed_data()
+                    except ProtocolError as exc:
+                        reason = str(exc)
+                    else:
+                        reason = foreign_entries(event, data)
+                if reason:
+                    self.quarantine(session, event, device_id, reason, now, result)
+                    set_aside[(event.event_id, device_id)] = reason[:256]
+                    if event.seq == expected:
+                        expected += 1
+                    continue
+                if store_id is None:
+                    store_id = event.store_id
+                expected += 1
+                known.add(event.event_id)
+                rows.append(
+                    {
+                        "event_id": event.event_id,
+                        "device_id": event.device_id,
+                        "store_id": event.store_id,
+                        "device_seq": event.seq,
+                        "kind": event.kind,
+                        "at": event.at,
+                        "payload": event.model_dump_json(),
+                        "received_at": now,
+                    }
+                )
+                typed.append((event, data, result))
+                result.acked.append(event.event_id)
+            if expected != first_expected:
+                moves[device_id] = (first_expected, expected)
+            result.next_seq = expected
+        advance_seqs(session, moves, now)
+        if typed:
             # The members the events name, locked before anything reads who holds them.
-            named = [event_members(session, data) for _, data in typed]
+            named = [event_members(session, data) for _, data, _ in typed]
             lock_members(session, set().union(*named))
-            self._apply(session, typed, now, result)
-            result.unnumbered = (rows, [event for event, _ in typed], named)
+            self._apply(session, typed, now)
+            named_of: dict[int, list[set[str]]] = defaultdict(list)
+            events_of: dict[int, list[Event]] = defaultdict(list)
+            for (event, _, result), members in zip(typed, named, strict=True):
+                named_of[id(result)].append(members)
+                events_of[id(result)].append(event)
+            for result, rows in zip(results, rows_of, strict=True):
+                if rows:
+                    result.unnumbered = (rows, events_of[id(result)], named_of[id(result)])
             if number:
-                self.number(session, [result], now)
-        result.next_seq = expected
-        return result
+                self.number(session, results, now)
+        return results
 
     def number(self, session: Session, results: list[Ingest], now: datetime) -> None:
         """Numbers and stores the events the batches applied, last in the transaction: the
@@ -353,7 +510,7 @@ class CentralLedger:
             rows += batch_rows
             stored += result.stored
             named += batch_named
-        session.execute(insert(StoredEvent), rows)
+        insert_rows(session.connection(), StoredEvent, rows)
         owner = {hq_seq: result for result in waiting for hq_seq, _ in result.stored}
         for store_id, items in self._feed(session, stored, named, now).items():
             for item in items:
@@ -405,44 +562,57 @@ class CentralLedger:
     # ------------------------------------------------------------------ applying
 
     def _apply(
-        self, session: Session, typed: list[tuple[Event, Any]], now: datetime, result: Ingest
+        self, session: Session, typed: list[tuple[Event, Any, Ingest]], now: datetime
     ) -> None:
-        entries: list[dict[str, Any]] = []
-        deltas: dict[str, int] = defaultdict(int)
-        seen_entries: set[str] = set()
-        all_entry_ids = [e.id for _, d in typed if isinstance(d, EntriesData) for e in d.entries]
-        existing = set()
+        """Applies the events, each batch's alerts and blocked cards going to its result.
+
+        Registrations first (members and cards, one INSERT each), then every event's entries
+        (one INSERT), balances (one UPDATE), the rest in order, the overdraft and clone checks.
+        """
+        conn = session.connection()
+        all_entry_ids = [e.id for _, d, _ in typed if isinstance(d, EntriesData) for e in d.entries]
+        existing: set[str] = set()
         for start in range(0, len(all_entry_ids), 900):
             chunk = all_entry_ids[start : start + 900]
             existing |= set(
-                session.scalars(select(CentralEntry.id).where(CentralEntry.id.in_(chunk)))
+                conn.execute(
+                    select(CentralEntry.id).where(among(conn, CentralEntry.id, chunk))
+                ).scalars()
             )
-        # One query for every member the batch names, instead of one per event.
-        named = {e.member_id for _, d in typed if isinstance(d, EntriesData) for e in d.entries}
-        named |= {d.member_id for _, d in typed if isinstance(d, EntriesData)}
-        members: set[str] = set()
+        # One query for every member the events name, instead of one per event.
+        named = {e.member_id for _, d, _ in typed if isinstance(d, EntriesData) for e in d.entries}
+        named |= {d.member_id for _, d, _ in typed if isinstance(d, EntriesData)}
+        tiers: dict[str, str] = {}
         listed = sorted(named)
         for start in range(0, len(listed), 900):
             chunk = listed[start : start + 900]
-            members |= set(
-                session.scalars(select(CentralMember.id).where(CentralMember.id.in_(chunk)))
+            tiers.update(
+                conn.execute(
+                    select(CentralMember.id, CentralMember.tier).where(
+                        among(conn, CentralMember.id, chunk)
+                    )
+                )
+                .tuples()
+                .all()
             )
-        uses: list[Event] = []
-        for event, data in typed:
-            if isinstance(data, MemberRegisteredData):
-                self._register(session, event, data)
-                members.add(data.member_id)
+        self._register(
+            session, [(e, d) for e, d, _ in typed if isinstance(d, MemberRegisteredData)], tiers
+        )
+        entries: list[dict[str, Any]] = []
+        deltas: dict[str, int] = defaultdict(int)
+        debited: dict[str, Ingest] = {}
+        seen_entries: set[str] = set()
+        uses: list[tuple[Event, Ingest]] = []
+        for event, data, result in typed:
             if isinstance(data, EntriesData):
-                if data.member_id not in members:
-                    self._placeholder(session, event, data.member_id)
-                    members.add(data.member_id)
+                for member_id in [data.member_id, *(e.member_id for e in data.entries)]:
+                    if member_id not in tiers:
+                        self._placeholder(session, event, member_id)
+                        tiers[member_id] = UNKNOWN_TIER
                 for e in data.entries:
                     if e.id in existing or e.id in seen_entries:
                         continue
                     seen_entries.add(e.id)
-                    if e.member_id not in members:
-                        self._placeholder(session, event, e.member_id)
-                        members.add(e.member_id)
                     entries.append(
                         {
                             "id": e.id,
@@ -460,8 +630,10 @@ class CentralLedger:
                         }
                     )
                     deltas[e.member_id] += e.points
+                    if e.points < 0:
+                        debited[e.member_id] = result
                 if event.kind in CARD_USE_KINDS and data.card_no:
-                    uses.append(event)
+                    uses.append((event, result))
             elif isinstance(data, MemberUpdatedData):
                 member = session.get(CentralMember, data.member_id)
                 if member is not None:
@@ -522,56 +694,76 @@ class CentralLedger:
                 result.alerts.append(data.code)
         session.flush()
         if entries:
-            session.execute(insert(CentralEntry), entries)
-        # One statement for every member (executemany), in one lock order for every writer.
-        changes = [{"m": m, "d": d} for m, d in sorted(deltas.items()) if d]
-        if changes:
-            members_table = cast(Table, CentralMember.__table__)
-            session.execute(
-                update(members_table)
-                .where(members_table.c.id == bindparam("m"))
-                .values(balance=members_table.c.balance + bindparam("d"), updated_at=now),
-                changes,
-            )
+            insert_rows(conn, CentralEntry, entries)
+        # The members are locked already (lock_members), so the order does not matter here.
+        add_to_balances(session, {m: d for m, d in deltas.items() if d}, now)
         # Only a debit can drive a balance below zero.
-        self._reconcile(session, [m for m, d in deltas.items() if d < 0], now, result)
-        self._check_clones(session, uses, now, result)
+        self._reconcile(session, debited, now)
+        self._check_clones(session, uses, now)
 
-    def _register(self, session: Session, event: Event, data: MemberRegisteredData) -> None:
-        if session.get(CentralMember, data.member_id) is None:
-            session.add(
-                CentralMember(
-                    id=data.member_id,
-                    store_id=event.store_id,
-                    tier=data.tier,
-                    phone_masked=data.phone_masked,
-                    phone_hash=data.phone_hash,
-                    consent_version=data.consent_version,
-                    balance=0,
-                    overdraft_flagged=False,
-                    deleted=False,
-                    created_at=event.at,
-                    updated_at=event.at,
-                )
+    @staticmethod
+    def _register(
+        session: Session,
+        registrations: list[tuple[Event, MemberRegisteredData]],
+        tiers: dict[str, str],
+    ) -> None:
+        """New members and their cards, one INSERT each; a member known only from entries
+        (a placeholder) is completed."""
+        if not registrations:
+            return
+        conn = session.connection()
+        card_nos = sorted({data.card_no for _, data in registrations})
+        cards: set[str] = set()
+        for start in range(0, len(card_nos), 900):
+            chunk = card_nos[start : start + 900]
+            cards |= set(
+                conn.execute(
+                    select(CentralCard.card_no).where(CentralCard.card_no.in_(chunk))
+                ).scalars()
             )
-        else:
-            member = session.get(CentralMember, data.member_id)
-            if member is not None and member.tier == UNKNOWN_TIER:
+        new_members: list[dict[str, Any]] = []
+        new_cards: list[dict[str, Any]] = []
+        for event, data in registrations:
+            if data.member_id not in tiers:
+                new_members.append(
+                    {
+                        "id": data.member_id,
+                        "store_id": event.store_id,
+                        "tier": data.tier,
+                        "phone_masked": data.phone_masked,
+                        "phone_hash": data.phone_hash,
+                        "consent_version": data.consent_version,
+                        "balance": 0,
+                        "overdraft_flagged": False,
+                        "deleted": False,
+                        "created_at": event.at,
+                        "updated_at": event.at,
+                    }
+                )
+                tiers[data.member_id] = data.tier
+            elif tiers[data.member_id] == UNKNOWN_TIER:
                 # Entries came first and made a placeholder: the registration completes it.
-                member.store_id, member.tier = event.store_id, data.tier
-                member.phone_masked, member.phone_hash = data.phone_masked, data.phone_hash
-                member.consent_version = data.consent_version
-                member.created_at = event.at
-        if session.get(CentralCard, data.card_no) is None:
-            session.add(
-                CentralCard(
-                    card_no=data.card_no,
-                    member_id=data.member_id,
-                    state="active",
-                    store_id=event.store_id,
+                member = session.get(CentralMember, data.member_id)
+                if member is not None:
+                    member.store_id, member.tier = event.store_id, data.tier
+                    member.phone_masked, member.phone_hash = data.phone_masked, data.phone_hash
+                    member.consent_version = data.consent_version
+                    member.created_at = event.at
+                    tiers[data.member_id] = data.tier
+            if data.card_no not in cards:
+                cards.add(data.card_no)
+                new_cards.append(
+                    {
+                        "card_no": data.card_no,
+                        "member_id": data.member_id,
+                        "state": "active",
+                        "store_id": event.store_id,
+                    }
                 )
-            )
-        session.flush()
+        if new_members:
+            insert_rows(conn, CentralMember, new_members)
+        if new_cards:
+            insert_rows(conn, CentralCard, new_cards)
 
     def _placeholder(self, session: Session, event: Event, member_id: str) -> None:
         """Entries for a member HQ has not heard of: keep them, and tell staff."""
@@ -602,13 +794,13 @@ class CentralLedger:
         if card is not None and card.state in ("active", "lost"):
             card.state = state
 
-    def _reconcile(
-        self, session: Session, member_ids: list[str], now: datetime, result: Ingest
-    ) -> None:
-        """Flags members driven negative (offline double spend) and alerts staff."""
-        if not member_ids:
+    def _reconcile(self, session: Session, debited: dict[str, Ingest], now: datetime) -> None:
+        """Flags members driven negative (offline double spend) and alerts staff; the alert
+        goes to the result of the batch that debited them last."""
+        if not debited:
             return
         session.expire_all()
+        member_ids = sorted(debited)
         for start in range(0, len(member_ids), 900):
             chunk = member_ids[start : start + 900]
             for member in session.scalars(
@@ -627,53 +819,137 @@ class CentralLedger:
                     now,
                     member.store_id,
                 )
-                result.alerts.append("overdraft")
+                debited[member.id].alerts.append("overdraft")
 
     def _check_clones(
-        self, session: Session, uses: list[Event], now: datetime, result: Ingest
+        self, session: Session, uses: list[tuple[Event, Ingest]], now: datetime
     ) -> None:
+        """A card used at two stores within ``clone_window`` raises ``card_clone_suspect``.
+
+        The cards' last uses are read locked (on PostgreSQL), so two workers' uses of one card
+        are compared in turn; then one statement records the new last uses
+        (:func:`record_card_uses`), one opens the alerts."""
         if not uses:
             return
-        card_nos = sorted({str(e.data.get("card_no")) for e in uses})
-        last_use: dict[str, CardUse] = {}
+        conn = session.connection()
+        table = cast(Table, CardUse.__table__)
+        card_nos = sorted({str(e.data.get("card_no")) for e, _ in uses})
+        last_use: dict[str, list[Any]] = {}  # card: [store, device, at]
         for start in range(0, len(card_nos), 900):
             chunk = card_nos[start : start + 900]
-            # Locked (on PostgreSQL) so two workers' uses of one card are compared in turn.
-            for row in session.scalars(
-                select(CardUse)
-                .where(CardUse.card_no.in_(chunk))
-                .order_by(CardUse.card_no)
+            for card_no, store_id, device_id, at in conn.execute(
+                select(table.c.card_no, table.c.store_id, table.c.device_id, table.c.at)
+                .where(among(conn, table.c.card_no, chunk))
+                .order_by(table.c.card_no)
                 .with_for_update()
-            ):
-                last_use[row.card_no] = row
-        for event in uses:
+            ).tuples():
+                last_use[card_no] = [store_id, device_id, at]
+        touched: set[str] = set()  # the cards whose last use this changes
+        suspects: list[tuple[AlertRow, Ingest]] = []
+        for event, result in uses:
             card_no = str(event.data.get("card_no"))
             last = last_use.get(card_no)
             if last is None:
-                last = CardUse(
-                    card_no=card_no,
-                    store_id=event.store_id,
-                    device_id=event.device_id,
-                    at=event.at,
-                )
-                session.add(last)
-                last_use[card_no] = last
+                last_use[card_no] = [event.store_id, event.device_id, event.at]
+                touched.add(card_no)
                 continue
-            if last.store_id != event.store_id and abs(event.at - last.at) <= self.clone_window:
-                minutes = abs(event.at - last.at).total_seconds() / 60
-                if raise_alert(
-                    session,
-                    "card_clone_suspect",
-                    card_no,
-                    f"card {card_no} used at {last.store_id} and {event.store_id} "
-                    f"{minutes:.1f} min apart",
-                    now,
-                    event.store_id,
-                    event.device_id,
-                ):
-                    result.alerts.append("card_clone_suspect")
-            if event.at >= last.at:
-                last.store_id, last.device_id, last.at = event.store_id, event.device_id, event.at
+            if last[0] != event.store_id and abs(event.at - last[2]) <= self.clone_window:
+                minutes = abs(event.at - last[2]).total_seconds() / 60
+                suspects.append(
+                    (
+                        AlertRow(
+                            "card_clone_suspect",
+                            card_no,
+                            f"card {card_no} used at {last[0]} and {event.store_id} "
+                            f"{minutes:.1f} min apart",
+                            event.store_id,
+                            event.device_id,
+                        ),
+                        result,
+                    )
+                )
+            if event.at >= last[2]:
+                last[0], last[1], last[2] = event.store_id, event.device_id, event.at
+                touched.add(card_no)
+        record_card_uses(session, {c: last_use[c] for c in touched})
+        new = raise_alerts(session, [alert for alert, _ in suspects], now)
+        for alert, result in suspects:
+            if (alert.kind, alert.subject[:96]) in new:
+                new.discard((alert.kind, alert.subject[:96]))
+                result.alerts.append(alert.kind)
+
+
+def _naive(at: datetime) -> datetime:
+    """As :class:`~edge.storage.types.UTCDateTime` stores it."""
+    return at.astimezone(UTC).replace(tzinfo=None)
+
+
+def add_to_balances(session: Session, deltas: dict[str, int], now: datetime) -> None:
+    """Adds ``deltas[member]`` to each member's balance: on PostgreSQL one statement for all
+    (arrays, so its text and plan stay the same whatever their number); on SQLite, in the
+    process, one UPDATE each."""
+    if not deltas:
+        return
+    conn = session.connection()
+    listed = sorted(deltas)
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text(
+                "UPDATE hq_member AS m SET balance = m.balance + u.d, updated_at = :now "
+                "FROM unnest(CAST(:ids AS varchar[]), CAST(:ds AS bigint[])) AS u(id, d) "
+                "WHERE m.id = u.id"
+            ),
+            {"ids": listed, "ds": [deltas[m] for m in listed], "now": _naive(now)},
+        )
+        return
+    table = cast(Table, CentralMember.__table__)
+    conn.execute(
+        update(table)
+        .where(table.c.id == bindparam("m"))
+        .values(balance=table.c.balance + bindparam("d"), updated_at=now),
+        [{"m": m, "d": deltas[m]} for m in listed],
+    )
+
+
+def record_card_uses(session: Session, uses: dict[str, list[Any]]) -> None:
+    """Each card's last use (``uses[card] = [store, device, at]``), made or replaced: on
+    PostgreSQL one statement for all, on SQLite one each."""
+    if not uses:
+        return
+    conn = session.connection()
+    listed = sorted(uses)
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text(
+                "INSERT INTO hq_card_use (card_no, store_id, device_id, at) "
+                "SELECT * FROM unnest(CAST(:c AS varchar[]), CAST(:s AS varchar[]), "
+                "CAST(:d AS varchar[]), CAST(:t AS timestamp[])) "
+                "ON CONFLICT (card_no) DO UPDATE SET store_id = excluded.store_id, "
+                "device_id = excluded.device_id, at = excluded.at"
+            ),
+            {
+                "c": listed,
+                "s": [uses[c][0] for c in listed],
+                "d": [uses[c][1] for c in listed],
+                "t": [_naive(uses[c][2]) for c in listed],
+            },
+        )
+        return
+    statement = sqlite_insert(CardUse)
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["card_no"],
+            set_={
+                "store_id": statement.excluded.store_id,
+                "device_id": statement.excluded.device_id,
+                "at": statement.excluded.at,
+            },
+        ),
+        [
+            {"card_no": c, "store_id": uses[c][0], "device_id": uses[c][1], "at": uses[c][2]}
+            for c in listed
+        ],
+    )
 
 
 def stored_events(session: Session, after_seq: int, limit: int) -> list[tuple[int, Event]]:

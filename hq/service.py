@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, Table, create_engine, event, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -465,14 +465,28 @@ class HqService:
         now: datetime,
         number: bool = True,
     ) -> Ingest:
-        result = self.ledger.ingest(session, device_id, batch, now, number)
+        return self._store_many(session, [(device_id, batch)], now, number)[0]
+
+    def _store_many(
+        self,
+        session: Session,
+        batches: list[tuple[str, EventBatch]],
+        now: datetime,
+        number: bool = True,
+    ) -> list[Ingest]:
+        results = self.ledger.ingest_many(session, batches, now, number)
         # A device's last_seen moves at most every SEEN_EVERY_S: its telemetry and status keep
         # the fleet's view; this only saves a write per batch.
         tick = time.monotonic()
-        if tick - self._seen_at.get(device_id, -SEEN_EVERY_S) >= SEEN_EVERY_S:
-            self._seen(session, device_id, batch.events[0].store_id, now)
-            self._seen_at[device_id] = tick
-        return result
+        due = {
+            device_id: batch.events[0].store_id
+            for device_id, batch in batches
+            if batch.events and tick - self._seen_at.get(device_id, -SEEN_EVERY_S) >= SEEN_EVERY_S
+        }
+        if due:
+            self._seen(session, due, now)
+            self._seen_at.update(dict.fromkeys(due, tick))
+        return results
 
     def handle_events(self, group: list[Inbound]) -> None:
         """Several devices' batches, waiting together, stored in one transaction (one commit
@@ -494,21 +508,10 @@ class HqService:
                 self.handle(msg)
             return
 
-        def store_all(session: Session) -> list[Ingest]:
-            results: list[Ingest] = []
-            devices: set[str] = set()
-            for _, device_id, batch in parsed:
-                if device_id in devices:  # its earlier batch's events must be stored first
-                    self.ledger.number(session, results, now)
-                    devices.clear()
-                results.append(self._store(session, device_id, batch, now, number=False))
-                devices.add(device_id)
-            self.ledger.number(session, results, now)
-            return results
-
         try:
-            with self.sessions() as session, session.begin():
-                results = store_all(session)
+            results = self.store_batches(
+                [(device_id, batch) for _, device_id, batch in parsed], now
+            )
         except (SequenceMoved, SQLAlchemyError) as exc:
             if isinstance(exc, SQLAlchemyError) and unreachable(exc):
                 log.error("HQ's database cannot be reached: %s", str(exc).splitlines()[0])
@@ -527,6 +530,24 @@ class HqService:
             with self._counting:
                 self.counters.handled += 1
             self.link.ack(msg)
+
+    def store_batches(self, batches: list[tuple[str, EventBatch]], now: datetime) -> list[Ingest]:
+        """Several devices' batches stored in one transaction, with the same statements for
+        all of them (:meth:`~hq.ledger.CentralLedger.ingest_many`); a device's later batch is
+        stored after its earlier one. A lost race raises: the caller stores them one by one."""
+        # Each device once in a part: a device's later batch waits for the next part.
+        parts: list[list[tuple[str, EventBatch]]] = [[]]
+        for device_id, batch in batches:
+            if any(device_id == d for d, _ in parts[-1]):
+                parts.append([])
+            parts[-1].append((device_id, batch))
+        results: list[Ingest] = []
+        with self.sessions() as session, session.begin():
+            for part in parts:
+                done = self._store_many(session, part, now, number=False)
+                self.ledger.number(session, done, now)
+                results += done
+        return results
 
     def in_transaction(self, work: Callable[[Session], T]) -> T:
         """Runs ``work`` in one transaction, again (up to ``RACE_RETRIES`` times) when it lost
@@ -612,21 +633,36 @@ class HqService:
             self.link.publish(self.topics.backup_ack(device_id), ack.to_bytes(), qos=1)
 
     @staticmethod
-    def _seen(session: Session, device_id: str, store_id: str, now: datetime) -> None:
-        device = session.get(FleetDevice, device_id)
-        if device is None:
-            session.add(
-                FleetDevice(
-                    device_id=device_id,
-                    store_id=store_id,
-                    role="kiosk",
-                    state="online",
-                    state_since=now,
-                    last_seen=now,
-                )
+    def _seen(session: Session, stores: dict[str, str], now: datetime) -> None:
+        """Moves ``last_seen`` of the devices (``{device: store}``); a device never seen
+        before is added to the fleet as a kiosk."""
+        conn = session.connection()
+        table = cast(Table, FleetDevice.__table__)
+        listed = sorted(stores)
+        seen = set(
+            conn.execute(
+                update(table)
+                .where(table.c.device_id.in_(listed))
+                .values(last_seen=now)
+                .returning(table.c.device_id)
+            ).scalars()
+        )
+        new = [d for d in listed if d not in seen]
+        if new:
+            conn.execute(
+                insert(table),
+                [
+                    {
+                        "device_id": d,
+                        "store_id": stores[d],
+                        "role": "kiosk",
+                        "state": "online",
+                        "state_since": now,
+                        "last_seen": now,
+                    }
+                    for d in new
+                ],
             )
-        else:
-            device.last_seen = now
 
     def _kiosks(self, stores: set[str]) -> list[tuple[str, str, str]]:
         """(device, store, feed) of the kiosks that follow the whole chain (protocol 1.0) or
@@ -716,7 +752,7 @@ class HqService:
             self._serve_store_feed(request, now)
             return
         with self.sessions() as session, session.begin():
-            self._seen(session, request.device_id, request.store_id, now)
+            self._seen(session, {request.device_id: request.store_id}, now)
         after = request.after_seq
         while True:
             with self.sessions() as session:
@@ -749,7 +785,7 @@ class HqService:
                     f"{request.device_id} of store {store_id} asked for store "
                     f"{request.store_id}'s feed"
                 )
-            self._seen(session, request.device_id, request.store_id, now)
+            self._seen(session, {request.device_id: request.store_id}, now)
             device = session.get(FleetDevice, request.device_id)
             if device is not None:
                 device.replica_feed = "store"

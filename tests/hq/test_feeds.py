@@ -10,11 +10,9 @@ then on their changes reach S002 and nowhere else they are not held.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -30,23 +28,12 @@ from edge.services.verify import verify_ledger
 from hq.feeds import feed_chunk, feed_head, fetch, holders
 from hq.ledger import CentralLedger, balances, next_seq
 from hq.models import FeedItem
-from tests.hq.database import migrated_engine, sqlite_hq_engine
 from tests.sync.conftest import kiosk_config
 from tests.sync.helpers import local_balances, outbox_events
 
 ids = IdFactory()
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 LEDGER = CentralLedger(timedelta(minutes=10))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        e = sqlite_hq_engine(tmp_path / "hq.db")
-    else:
-        e = migrated_engine(request.getfixturevalue("postgres_url"))
-    yield e
-    e.dispose()
 
 
 def kiosk(root: Path, device: str, store: str, start: int) -> AppContext:

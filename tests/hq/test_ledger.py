@@ -6,32 +6,19 @@ PostgreSQL is the tests' own throwaway cluster; each test gets its own schema, m
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edge.domain.ids import IdFactory
 from edge.protocol import Event, EventBatch
 from hq.ledger import CentralLedger, balances, ledger_sums
 from hq.models import Alert, CentralMember, StoredEvent
-from tests.hq.database import migrated_engine, sqlite_hq_engine
 from tests.hq.events import entry
 
 ids = IdFactory()
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        e = sqlite_hq_engine(tmp_path / "hq.db")
-    else:
-        e = migrated_engine(request.getfixturevalue("postgres_url"))
-    yield e
-    e.dispose()
 
 
 def event(kind, device, store, seq, data, at=T0) -> Event:

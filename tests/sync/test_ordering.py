@@ -152,7 +152,7 @@ def test_entries_of_another_device_or_store_are_refused(tmp_path, broker, hq_db)
     assert "entry" in result.quarantined[0][1] and "K002" in result.quarantined[0][1]
     # The envelope of another store from a device HQ knows at S001 is refused too.
     with Session(hq_db) as s, s.begin():
-        HqService._seen(s, "K001", "S001", NOW)
+        HqService._seen(s, {"K001": "S001"}, NOW)
     moved = accrual.model_copy(
         update={"event_id": ids.new(), "seq": len(events) + 2, "store_id": "S002"}
     )

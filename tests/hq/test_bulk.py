@@ -1,0 +1,70 @@
+"""HQ's bulk statements (hq.bulk) store and find exactly what executemany and IN would, on
+both engines: awkward text, NULLs, times, bytes, none and many rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, select
+
+from hq.bulk import among, insert_rows
+from hq.models import CentralMember, StoredEvent
+
+T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+AWKWARD = ['{"a": "b\\\\c"}', "quote ' and \" and , { } NULL", "会员 \u00e9\t\n", "", "x" * 5000]
+
+
+def test_insert_rows_stores_every_value_as_given(engine: Engine) -> None:
+    rows = [
+        {
+            "hq_seq": n + 1,
+            "event_id": f"E{n:05d}",
+            "device_id": "K001",
+            "store_id": "S001",
+            "device_seq": n + 1,
+            "kind": "points.accrued",
+            "at": T0 + timedelta(microseconds=n),
+            "payload": AWKWARD[n % len(AWKWARD)],
+            "received_at": T0,
+        }
+        for n in range(1200)
+    ]
+    members = [
+        {"id": "M1", "store_id": "S001", "tier": "gold", "phone_masked": "", "balance": 2**40,
+         "overdraft_flagged": False, "deleted": False, "created_at": T0, "updated_at": T0,
+         "phone_hash": None, "phone_enc": b"\x00\xff\\", "name": "王\"小'明", "birthday": None},
+    ]  # fmt: skip
+    with engine.begin() as conn:
+        insert_rows(conn, StoredEvent, rows)
+        insert_rows(conn, StoredEvent, [])  # nothing to do
+        insert_rows(conn, CentralMember, members)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            select(
+                StoredEvent.hq_seq, StoredEvent.event_id, StoredEvent.at, StoredEvent.payload
+            ).order_by(StoredEvent.hq_seq)
+        ).all()
+        member = conn.execute(select(CentralMember)).one()
+    assert [tuple(r) for r in stored] == [
+        (r["hq_seq"], r["event_id"], r["at"], r["payload"]) for r in rows
+    ]
+    assert member.balance == 2**40 and member.phone_enc == b"\x00\xff\\"
+    assert member.name == "王\"小'明" and member.phone_hash is None and member.deleted is False
+
+
+def test_among_matches_in(engine: Engine) -> None:
+    rows = [
+        {"id": f"M{n}", "store_id": "S001", "tier": "normal", "created_at": T0, "updated_at": T0}
+        for n in range(50)
+    ]
+    with engine.begin() as conn:
+        insert_rows(conn, CentralMember, rows)
+    with engine.connect() as conn:
+
+        def found(values: list[str]) -> set[str]:
+            query = select(CentralMember.id).where(among(conn, CentralMember.id, values))
+            return set(conn.execute(query).scalars())
+
+        assert found([]) == set()
+        assert found(["M3", "M49", "nobody", "M3"]) == {"M3", "M49"}
+        assert found([f"M{n}" for n in range(2000)]) == {f"M{n}" for n in range(50)}
