@@ -218,7 +218,7 @@ class SyncConfig(_Section):
     reconnect_min_s: float = Field(0.5, gt=0, le=60, title="First reconnect delay")
     reconnect_max_s: float = Field(30.0, gt=0, le=3600, title="Longest reconnect delay")
     batch_max_events: int = Field(500, ge=1, le=1000, title="Events per published batch")
-    inflight_batches: int = Field(8, ge=1, le=64, title="Batches awaiting HQ's ack at once")
+    inflight_batches: int = Field(16, ge=1, le=64, title="Batches awaiting HQ's ack at once")
     ack_timeout_s: float = Field(10.0, gt=0, le=600, title="Resend a batch unacked this long")
     retry_max_s: float = Field(60.0, gt=0, le=3600, title="Longest resend backoff")
     telemetry_interval_s: float = Field(30.0, ge=1, le=3600, title="Telemetry period")

@@ -4,7 +4,7 @@ On PostgreSQL an executemany sends one INSERT per row (pipelined), and a multi-r
 has a different text (and plan) for every row count. :func:`insert_rows` sends each column
 as one array (in binary) and inserts ``SELECT * FROM unnest(...)``: one statement, prepared
 once, whatever the number of rows. SQLite runs in the process, where executemany costs no round
-trips, and keeps it.
+trips: the rows go to it as tuples, without SQLAlchemy's work on each parameter.
 """
 
 from __future__ import annotations
@@ -12,47 +12,53 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, any_, bindparam, insert
+from sqlalchemy import ColumnElement, Connection, Table, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, QueryableAttribute
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
-_statements: dict[tuple[str, tuple[str, ...]], str] = {}
+_statements: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
 
 def insert_rows(
     conn: Connection, model: type[DeclarativeBase] | Table, rows: Sequence[dict[str, Any]]
 ) -> None:
-    """Inserts ``rows`` (dicts with the same keys, the column names) into the table."""
+    """Inserts ``rows`` (dicts with the same keys, the column names) into the table, each
+    value through its column's type as an INSERT of the model would, the columns' own
+    defaults filled in."""
     if not rows:
         return
     table = cast(Table, model if isinstance(model, Table) else model.__table__)
-    if conn.dialect.name != "postgresql":
-        conn.execute(insert(table), list(rows))
-        return
     given = tuple(rows[0])
-    # The columns' own defaults, as an INSERT of the model would fill them.
     defaults = {
         c.name: c.default.arg
         for c in table.columns
         if c.name not in given and isinstance(c.default, ScalarElementColumnDefault)
     }
     names = given + tuple(defaults)
-    key = (table.name, names)
+    postgresql = conn.dialect.name == "postgresql"
+    key = (conn.dialect.name, table.name, names)
     statement = _statements.get(key)
     if statement is None:
-        # %(name)b: psycopg sends the array in binary, with no quoting of its text.
-        arrays = ", ".join(
-            f"CAST(%({n})b AS {table.c[n].type.compile(dialect=conn.dialect)}[])" for n in names
-        )
-        statement = f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays})"
+        if postgresql:
+            # %(name)b: psycopg sends the array in binary, with no quoting of its text.
+            arrays = ", ".join(
+                f"CAST(%({n})b AS {table.c[n].type.compile(dialect=conn.dialect)}[])" for n in names
+            )
+            values = f"SELECT * FROM unnest({arrays})"
+        else:
+            values = f"VALUES ({', '.join('?' for _ in names)})"
+        statement = f"INSERT INTO {table.name} ({', '.join(names)}) {values}"
         _statements[key] = statement
-    params: dict[str, list[Any]] = {}
+    columns: list[list[Any]] = []
     for n in names:
         process = cast(Callable[[Any], Any] | None, table.c[n].type.bind_processor(conn.dialect))
-        values = [row[n] for row in rows] if n not in defaults else [defaults[n]] * len(rows)
-        params[n] = [process(v) for v in values] if process else values
-    conn.exec_driver_sql(statement, params)
+        values_of = [row[n] for row in rows] if n not in defaults else [defaults[n]] * len(rows)
+        columns.append([process(v) for v in values_of] if process else values_of)
+    if postgresql:
+        conn.exec_driver_sql(statement, dict(zip(names, columns, strict=True)))
+    else:
+        conn.exec_driver_sql(statement, list(zip(*columns, strict=True)))
 
 
 def among(

@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import to_json
 
 VERSION = 1
 DEFAULT_PREFIX = "mck/v1"
@@ -291,7 +292,7 @@ class Event(Message):
         if schema is None:
             return None
         try:
-            return schema.model_validate_json(json.dumps(self.data), strict=True)
+            return schema.model_validate_json(to_json(self.data), strict=True)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
