@@ -232,6 +232,14 @@ class SyncConfig(_Section):
         title="Wait this long for HQ when a member of another store is met",
         description="then the kiosk answers as offline",
     )
+    hold_months: int = Field(
+        12,
+        ge=1,
+        le=120,
+        title="Trust what is held of a member of another store this many months after last "
+        "seeing them here",
+        description="then fetch them from HQ again when met; never more than HQ's hold_months",
+    )
     command_public_key: str = Field(
         "keys/hq-command.pub", title="HQ's command public key (PEM)", description="Ed25519"
     )

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import Table, case, delete, insert, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from edge.protocol import (
@@ -56,7 +57,10 @@ UNKNOWN_TIER = "unknown"  # a member HQ knows only from entries (registration on
 IMPORTED_CONSENT = "import"
 FEED_CHUNK = 1000
 FeedNumbered = tuple[int, int | None, str | None]  # (feed_seq, hq_seq, member_id)
-FEED_CHUNK_ENTRIES = 20_000  # snapshots' entries in one batch, to keep it under 4 MB
+FEED_CHUNK_ENTRIES = 20_000
+RENEW_SEEN = timedelta(days=1)  # a holding's seen_at moves at most this often
+RELEASE_GRACE = timedelta(days=30)
+DAYS_PER_MONTH = 30.44  # snapshots' entries in one batch, to keep it under 4 MB
 
 
 def members_named(data: object) -> set[str]:
@@ -128,6 +132,7 @@ def hold(
         )
     new = [p for p in wanted if p not in have]
     add_holders(session, new, now)
+    touch_holders(session, [p for p in wanted if p in have], now)
     return new
 
 
@@ -137,8 +142,77 @@ def add_holders(session: Session, pairs: list[tuple[str, str]], now: datetime) -
         insert_rows(
             session.connection(),
             MemberHolder,
-            [{"member_id": m, "store_id": s, "since": now} for m, s in pairs],
+            [{"member_id": m, "store_id": s, "since": now, "seen_at": now} for m, s in pairs],
         )
+
+
+def touch_holders(session: Session, pairs: list[tuple[str, str]], now: datetime) -> None:
+    """Each store saw each member now: ``seen_at`` moves, if it is a day old or more (so a
+    member's daily purchases cost one write a day, not one each)."""
+    if not pairs:
+        return
+    conn = session.connection()
+    table = cast(Table, MemberHolder.__table__)
+    stale = now - RENEW_SEEN
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text(
+                "UPDATE hq_member_store AS h SET seen_at = :now "
+                "FROM unnest(CAST(:m AS varchar[]), CAST(:s AS varchar[])) AS p(m, s) "
+                "WHERE h.member_id = p.m AND h.store_id = p.s AND h.seen_at < :stale"
+            ),
+            {
+                "m": [m for m, _ in pairs],
+                "s": [s for _, s in pairs],
+                "now": now.astimezone(UTC).replace(tzinfo=None),
+                "stale": stale.astimezone(UTC).replace(tzinfo=None),
+            },
+        )
+        return
+    for start in range(0, len(pairs), 400):
+        conn.execute(
+            update(table)
+            .where(
+                tuple_(table.c.member_id, table.c.store_id).in_(pairs[start : start + 400]),
+                table.c.seen_at < stale,
+            )
+            .values(seen_at=now)
+        )
+
+
+def release_unseen(session: Session, now: datetime, months: int, limit: int = 10_000) -> int:
+    """Stores stop holding the members of other stores they have not seen for ``months``
+    (and a grace of ``RELEASE_GRACE`` more, for a kiosk that counts from a day later than
+    HQ); returns how many holdings ended. A member's home store holds them for good.
+
+    From then on HQ sends the store nothing more of the member; its kiosks, which stop
+    trusting what they hold of such a member after ``months`` themselves
+    (``sync.hold_months``), fetch the member again when they meet them.
+    """
+    cutoff = now - timedelta(days=round(months * DAYS_PER_MONTH)) - RELEASE_GRACE
+    holder = cast(Table, MemberHolder.__table__)
+    member = cast(Table, CentralMember.__table__)
+    conn = session.connection()
+    pairs = (
+        conn.execute(
+            select(holder.c.member_id, holder.c.store_id)
+            .join(member, member.c.id == holder.c.member_id)
+            .where(holder.c.seen_at < cutoff, holder.c.store_id != member.c.store_id)
+            .order_by(holder.c.seen_at)
+            .limit(limit)
+        )
+        .tuples()
+        .all()
+    )
+    for start in range(0, len(pairs), 400):
+        chunk = pairs[start : start + 400]
+        conn.execute(
+            delete(holder).where(
+                tuple_(holder.c.member_id, holder.c.store_id).in_(chunk),
+                holder.c.seen_at < cutoff,  # not seen again meanwhile
+            )
+        )
+    return len(pairs)
 
 
 def holders(session: Session, member_ids: Iterable[str]) -> dict[str, set[str]]:

@@ -41,6 +41,7 @@ from hq.feeds import (
     event_members,
     holders,
     lock_members,
+    touch_holders,
 )
 from hq.models import (
     EVENT_COUNTER,
@@ -537,6 +538,12 @@ class CentralLedger:
             add_holders(session, sorted(fresh), now)
             for m, store_id in fresh:
                 held.setdefault(m, set()).add(store_id)
+        seen = {
+            (m, event.store_id)
+            for (_, event), members in zip(stored, named, strict=True)
+            for m in members
+        }
+        touch_holders(session, sorted(seen - fresh), now)
         items: dict[str, list[tuple[int | None, str | None]]] = defaultdict(list)
         for (hq_seq, _event), members in zip(stored, named, strict=True):
             for store_id in sorted(set().union(*(held.get(m, set()) for m in members))):

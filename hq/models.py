@@ -306,13 +306,21 @@ class EnrolmentAction(HqBase):
 
 class MemberHolder(HqBase):
     """A store that holds a member: their home store, a store where their points moved, or
-    one that fetched them. HQ sends a member's changes to the stores that hold them."""
+    one that fetched them. HQ sends a member's changes to the stores that hold them.
+
+    ``seen_at`` is the last time the member's points moved at the store or the store fetched
+    them (renewed at most daily); a store other than the home store stops holding a member
+    it has not seen for HQ's ``hold_months`` (:func:`hq.feeds.release_unseen`)."""
 
     __tablename__ = "hq_member_store"
-    __table_args__ = (Index("ix_hq_member_store_store_id", "store_id"),)
+    __table_args__ = (
+        Index("ix_hq_member_store_store_id", "store_id"),
+        Index("ix_hq_member_store_seen_at", "seen_at"),
+    )
     member_id: Mapped[str] = mapped_column(String(26), primary_key=True)
     store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     since: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class FeedHead(HqBase):

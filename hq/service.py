@@ -47,7 +47,7 @@ from edge.protocol import (
 )
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
 from hq.backups import BackupStore
-from hq.feeds import FeedNumbered, feed_chunk
+from hq.feeds import FeedNumbered, feed_chunk, release_unseen
 from hq.feeds import fetch as fetch_member
 from hq.fleet import DiskLow, apply_status, apply_telemetry, check_offline
 from hq.ledger import (
@@ -70,6 +70,7 @@ REPLICA_CHUNK = 1000
 FLEET_CACHE_S = 5.0
 GROUP_MAX = 32  # event batches stored in one transaction
 SEEN_EVERY_S = 10.0
+RELEASE_EVERY_S = 6 * 3600.0  # how often a worker ends the holdings of unseen members
 RACE_RETRIES = 8
 # PostgreSQL's serialization failure and deadlock victim: the transaction may simply run again.
 RETRY_SQLSTATES = frozenset({"40001", "40P01"})
@@ -126,6 +127,13 @@ class HqConfig(BaseModel):
     )
     disk_low_mb: int = Field(
         200, ge=0, title="... or under this many MB (10**6 bytes), whichever is larger"
+    )
+    hold_months: int = Field(
+        12,
+        ge=1,
+        le=120,
+        title="A store holds a member of another store this many months after last seeing them",
+        description="never less than the kiosks' sync.hold_months",
     )
 
     def tls(self) -> TlsFiles | None:
@@ -274,6 +282,7 @@ class HqService:
         self._seen_at: dict[str, float] = {}
         self._stop = threading.Event()
         self._next_check = 0.0
+        self._next_release = time.monotonic() + 60.0  # not in the way of a start
 
     def stop(self) -> None:
         self._stop.set()
@@ -301,11 +310,37 @@ class HqService:
                         self.in_transaction(self._check_offline)
                     except SQLAlchemyError:
                         log.exception("the offline check failed: trying again in 5 s")
+                if now >= self._next_release:
+                    self._next_release = now + RELEASE_EVERY_S
+                    self.release_holdings()
         finally:
             done.set()
             fetches.join(5)
             self.fetch_link.close()
             self.link.close()
+
+    def release_holdings(self) -> int:
+        """Ends the holdings of members not seen at a store for ``hold_months``
+        (:func:`~hq.feeds.release_unseen`), in chunks; returns how many ended."""
+        ended = 0
+        while not self._stop.is_set():
+            try:
+                done = self.in_transaction(
+                    lambda session: release_unseen(
+                        session, datetime.now(UTC), self.config.hold_months
+                    )
+                )
+            except SQLAlchemyError:
+                log.exception("releasing unseen members failed: trying again later")
+                break
+            ended += done
+            if done == 0:
+                break
+        if ended:
+            log.info(
+                "%d holdings of members unseen for %d months ended", ended, self.config.hold_months
+            )
+        return ended
 
     def _take(self, item: Inbound) -> None:
         """Handles ``item``; with event batches of several devices waiting behind it, stores

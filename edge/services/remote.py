@@ -16,22 +16,24 @@ import logging
 import os
 import socket
 import tempfile
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from edge.app import AppContext
 from edge.domain.cards import parse_card_number
 from edge.domain.errors import KioskError, NotFound
 from edge.security.personal import normalize_phone
-from edge.storage.models import Card, Member
+from edge.storage.models import Card, LedgerEntry, Member
 
 log = logging.getLogger(__name__)
 
 FETCH_SOCKET = "agent.sock"
 MAX_LINE = 4096
 UNIX_PATH_MAX = 100  # sun_path holds 108 bytes
+DAYS_PER_MONTH = 30.44
 
 
 def fetch_socket_path(app: AppContext) -> Path:
@@ -75,31 +77,73 @@ def fetch_member(
         return Fetched.OFFLINE
 
 
-def _held_here(app: AppContext, card_no: str | None, phone_hash: str | None) -> bool:
+class Holding(StrEnum):
+    HELD = "held"  # here, and kept current by HQ
+    STALE = "stale"  # of another store, not seen here for sync.hold_months
+    ABSENT = "absent"
+
+
+def holding(app: AppContext, card_no: str | None, phone_hash: str | None) -> Holding:
+    """Whether this kiosk holds the member of a card or phone hash.
+
+    Members of this store are held for good. One of another store is held while seen here:
+    their points moved here, or this store fetched them, within ``sync.hold_months``. After
+    that HQ stops sending their changes here (a while later: see
+    :func:`hq.feeds.release_unseen`), so what is here may be out of date: fetch them again.
+    """
     with app.db.read_connection() as conn:
         if card_no is not None:
-            statement = select(Card.member_id).where(Card.card_no == card_no)
+            key = select(Card.member_id).where(Card.card_no == card_no).scalar_subquery()
         else:
-            statement = select(Member.id).where(Member.phone_hash == phone_hash)
-        return conn.execute(statement).first() is not None
+            key = select(Member.id).where(Member.phone_hash == phone_hash).scalar_subquery()
+        row = conn.execute(
+            select(Member.id, Member.store_id, Member.held_at).where(Member.id == key)
+        ).first()
+        if row is None:
+            return Holding.ABSENT
+        member_id, store_id, held_at = row
+        if store_id == app.store_id:
+            return Holding.HELD
+        since = app.clock() - timedelta(days=round(app.config.sync.hold_months * DAYS_PER_MONTH))
+        if held_at is not None and held_at >= since:
+            return Holding.HELD
+        last_here = conn.execute(
+            select(func.max(LedgerEntry.created_at)).where(
+                LedgerEntry.member_id == member_id, LedgerEntry.store_id == app.store_id
+            )
+        ).scalar()
+    if last_here is not None and last_here >= since:
+        return Holding.HELD
+    return Holding.STALE
 
 
 def fetch_if_unknown(
     app: AppContext, card_no: str | None = None, phone: str | None = None
 ) -> Fetched | None:
-    """Fetches from HQ the member of a card or phone this kiosk does not hold.
+    """Fetches from HQ the member of a card or phone this kiosk does not hold (or holds but
+    has not seen for ``sync.hold_months``: see :func:`holding`).
 
-    Returns None when the member is here already (or the card or phone is malformed: the
-    service's own check refuses it), else what the fetch found.
+    Returns None when the member is held here (or the card or phone is malformed: the
+    service's own check refuses it; or HQ cannot be asked about a member who is here, not
+    seen for months, and is served from what is here), else what the fetch found.
     """
     try:
         number = parse_card_number(card_no) if card_no is not None else None
         digest = app.vault.lookup_hash(normalize_phone(phone)) if phone is not None else None
     except KioskError:
         return None
-    if (number is None) == (digest is None) or _held_here(app, number, digest):
+    if (number is None) == (digest is None):
         return None
-    return fetch_member(app, card_no=number, phone_hash=digest)
+    held = holding(app, number, digest)
+    if held is Holding.HELD:
+        return None
+    fetched = fetch_member(app, card_no=number, phone_hash=digest)
+    if fetched is Fetched.OFFLINE and held is Holding.STALE:
+        log.info(
+            "a member not seen here for months is served from what is here: HQ cannot be asked"
+        )
+        return None
+    return fetched
 
 
 def ensure_here(app: AppContext, card_no: str | None = None, phone: str | None = None) -> None:

@@ -145,6 +145,9 @@ def apply_fetched_member(app: AppContext, snap: MemberSnapshot) -> ReplicaOutcom
         outcome = ReplicaOutcome(cursor=replica_cursor(tx))
         touched: set[str] = set()
         apply_snapshot(tx, snap, touched, outcome)
+        member = tx.session.get(Member, snap.member_id)
+        if member is not None and outcome.applied:
+            member.held_at = tx.now  # held here from now on (edge.services.remote)
         _settle(tx, touched, outcome)
         record_hq_contact(tx.session, tx.now)
         tx.audit("hq", "sync.member_fetched", snap.member_id, entries=len(snap.entries))

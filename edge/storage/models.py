@@ -65,6 +65,9 @@ class Member(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A member of another store: when this store last fetched them from HQ (see
+    # edge.services.remote: such a member is held here while seen here).
+    held_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Card(Base):

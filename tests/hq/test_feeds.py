@@ -22,10 +22,11 @@ from edge.domain.ids import IdFactory
 from edge.protocol import Event, EventBatch, MemberSnapshot, ReplicaBatch
 from edge.services.members import register_member
 from edge.services.points import accrue_purchase
+from edge.services.remote import Holding, fetch_if_unknown, holding
 from edge.services.replica import apply_fetched_member, apply_replica_batch, replica_cursor
 from edge.services.tx import transaction
 from edge.services.verify import verify_ledger
-from hq.feeds import feed_chunk, feed_head, fetch, holders
+from hq.feeds import feed_chunk, feed_head, fetch, holders, release_unseen
 from hq.ledger import CentralLedger, balances, next_seq
 from hq.models import FeedItem
 from tests.sync.conftest import kiosk_config
@@ -41,15 +42,16 @@ def kiosk(root: Path, device: str, store: str, start: int) -> AppContext:
     return AppContext.open(root / device, config=parse_config(text))
 
 
-def send(engine: Engine, app: AppContext) -> None:
-    """What the agent does: the outbox from the seq HQ expects, in one batch."""
+def send(engine: Engine, app: AppContext, now: datetime = NOW) -> None:
+    """What the agent does: the outbox from the seq HQ expects, in one batch (HQ storing
+    it at ``now``)."""
     with Session(engine) as s:
         expected = next_seq(s, app.device_id)
     pending = [e for e in outbox_events(app) if e.seq >= expected]
     if pending:
         batch = EventBatch(device_id=app.device_id, batch_id=ids.new(), events=pending)
         with Session(engine) as s, s.begin():
-            LEDGER.ingest(s, app.device_id, batch, NOW)
+            LEDGER.ingest(s, app.device_id, batch, now)
 
 
 def follow(engine: Engine, app: AppContext) -> int:
@@ -203,3 +205,94 @@ def test_feed_numbers_stay_gap_free_per_store(engine, tmp_path):
         assert numbers == list(range(1, len(numbers) + 1))
         assert feed_head(s, "S001") == len(numbers) == 10
     a.close()
+
+
+def test_a_store_stops_holding_a_member_it_no_longer_sees(engine, tmp_path):
+    a = kiosk(tmp_path, "K001", "S001", 1)
+    b = kiosk(tmp_path, "K002", "S002", 50_000)
+    visitor = register_member(a, "13810000001", consent=True)
+    regular = register_member(a, "13810000002", consent=True)
+    send(engine, a)
+    for reg in (visitor, regular):  # both shop once at S002
+        with Session(engine) as s, s.begin():
+            found, _ = fetch(s, "S002", NOW, card_no=reg.card_no)
+        assert found is not None
+        apply_fetched_member(b, found)
+        accrue_purchase(b, reg.card_no, 1_000, f"B-{reg.card_no}")
+    send(engine, b)
+    # The regular comes back eleven months later, and again the next day (one renewal).
+    accrue_purchase(b, regular.card_no, 500, "B-again")
+    send(engine, b, NOW + timedelta(days=335))
+    accrue_purchase(b, regular.card_no, 500, "B-next-day")
+    send(engine, b, NOW + timedelta(days=336))
+
+    # Thirteen months on, S002 stops holding the visitor; the regular and S001's holding of
+    # its own members stay. Running it again ends nothing more.
+    with Session(engine) as s, s.begin():
+        assert release_unseen(s, NOW + timedelta(days=13 * 31 + 30), months=12) == 1
+    with Session(engine) as s, s.begin():
+        assert release_unseen(s, NOW + timedelta(days=13 * 31 + 30), months=12) == 0
+        held = holders(s, [visitor.member_id, regular.member_id])
+        head = feed_head(s, "S002")
+    assert held == {visitor.member_id: {"S001"}, regular.member_id: {"S001", "S002"}}
+    # The visitor's points moving at S001 no longer reach S002; the regular's still do.
+    accrue_purchase(a, visitor.card_no, 2_000, "A-visitor")
+    send(engine, a, NOW + timedelta(days=13 * 31 + 31))
+    with Session(engine) as s:
+        assert feed_head(s, "S002") == head
+    accrue_purchase(a, regular.card_no, 2_000, "A-regular")
+    send(engine, a, NOW + timedelta(days=13 * 31 + 31))
+    with Session(engine) as s:
+        assert feed_head(s, "S002") == head + 1
+    # Met again at S002, the visitor is fetched and held again, at HQ's balance.
+    with Session(engine) as s, s.begin():
+        found, items = fetch(s, "S002", NOW + timedelta(days=13 * 31 + 32), card_no=visitor.card_no)
+        assert found is not None and items  # a new holding: a snapshot in S002's feed
+        assert holders(s, [visitor.member_id])[visitor.member_id] == {"S001", "S002"}
+        hq = balances(s)
+    apply_fetched_member(b, found)
+    assert local_balances(b)[visitor.member_id] == hq[visitor.member_id]
+    for app in (a, b):
+        app.close()
+
+
+def test_a_kiosk_fetches_again_a_member_of_another_store_it_has_not_seen_for_months(
+    engine, tmp_path
+):
+    a = kiosk(tmp_path, "K001", "S001", 1)
+    b = kiosk(tmp_path, "K002", "S002", 50_000)
+    visitor = register_member(a, "13810000001", consent=True)
+    fetched_only = register_member(a, "13810000002", consent=True)
+    own = register_member(b, "13810000003", consent=True)
+    send(engine, a)
+    for reg in (visitor, fetched_only):
+        with Session(engine) as s, s.begin():
+            found, _ = fetch(s, "S002", NOW, card_no=reg.card_no)
+        assert found is not None
+        apply_fetched_member(b, found)
+    accrue_purchase(b, visitor.card_no, 1_000, "B-visitor")
+    today = b.clock()
+
+    def at(days: int) -> Holding:
+        b.clock = lambda: today + timedelta(days=days)
+        return holding(b, visitor.card_no, None)
+
+    assert at(0) is Holding.HELD
+    assert at(360) is Holding.HELD  # the purchase here, within the 12 months
+    assert at(380) is Holding.STALE
+    b.clock = lambda: today + timedelta(days=380)
+    assert holding(b, fetched_only.card_no, None) is Holding.STALE
+    assert holding(b, own.card_no, None) is Holding.HELD  # its own, for good
+    assert holding(b, None, b.vault.lookup_hash("13810000003")) is Holding.HELD
+    assert holding(b, "2900999999994", None) is Holding.ABSENT
+    # HQ cannot be asked (this kiosk does not sync): a stale member is served as held, an
+    # absent one is not found.
+    assert fetch_if_unknown(b, card_no=visitor.card_no) is None
+    # A fetch renews the holding.
+    with Session(engine) as s, s.begin():
+        found, _ = fetch(s, "S002", NOW, card_no=visitor.card_no)
+    assert found is not None
+    apply_fetched_member(b, found)
+    assert holding(b, visitor.card_no, None) is Holding.HELD
+    for app in (a, b):
+        app.close()
