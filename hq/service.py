@@ -71,6 +71,7 @@ FLEET_CACHE_S = 5.0
 GROUP_MAX = 32  # event batches stored in one transaction
 SEEN_EVERY_S = 10.0
 RELEASE_EVERY_S = 6 * 3600.0  # how often a worker ends the holdings of unseen members
+RELEASE_CHUNK = 10_000  # holdings ended in one transaction
 RACE_RETRIES = 8
 # PostgreSQL's serialization failure and deadlock victim: the transaction may simply run again.
 RETRY_SQLSTATES = frozenset({"40001", "40P01"})
@@ -319,17 +320,18 @@ class HqService:
             self.fetch_link.close()
             self.link.close()
 
-    def release_holdings(self) -> int:
+    def release_holdings(self, now: datetime | None = None) -> int:
         """Ends the holdings of members not seen at a store for ``hold_months``
         (:func:`~hq.feeds.release_unseen`), in chunks; returns how many ended."""
+        months = self.config.hold_months
+
+        def release(session: Session) -> int:
+            return release_unseen(session, now or datetime.now(UTC), months, RELEASE_CHUNK)
+
         ended = 0
         while not self._stop.is_set():
             try:
-                done = self.in_transaction(
-                    lambda session: release_unseen(
-                        session, datetime.now(UTC), self.config.hold_months
-                    )
-                )
+                done = self.in_transaction(release)
             except SQLAlchemyError:
                 log.exception("releasing unseen members failed: trying again later")
                 break
@@ -337,9 +339,7 @@ class HqService:
             if done == 0:
                 break
         if ended:
-            log.info(
-                "%d holdings of members unseen for %d months ended", ended, self.config.hold_months
-            )
+            log.info("%d holdings of members unseen for %d months ended", ended, months)
         return ended
 
     def _take(self, item: Inbound) -> None:

@@ -29,6 +29,7 @@ from edge.services.verify import verify_ledger
 from hq.feeds import feed_chunk, feed_head, fetch, holders, release_unseen
 from hq.ledger import CentralLedger, balances, next_seq
 from hq.models import FeedItem
+from hq.service import HqConfig, HqService
 from tests.sync.conftest import kiosk_config
 from tests.sync.helpers import local_balances, outbox_events
 
@@ -226,12 +227,15 @@ def test_a_store_stops_holding_a_member_it_no_longer_sees(engine, tmp_path):
     accrue_purchase(b, regular.card_no, 500, "B-next-day")
     send(engine, b, NOW + timedelta(days=336))
 
-    # Thirteen months on, S002 stops holding the visitor; the regular and S001's holding of
-    # its own members stay. Running it again ends nothing more.
+    # Twelve months and a half on, nothing ends yet (the 30 days' grace); thirteen months on,
+    # S002 stops holding the visitor; the regular and S001's holding of its own members stay.
+    # Running it again ends nothing more.
+    hq_worker = HqService(HqConfig(database_url="sqlite://", hold_months=12), engine)
+    assert hq_worker.release_holdings(NOW + timedelta(days=380)) == 0
+    assert hq_worker.release_holdings(NOW + timedelta(days=13 * 31 + 30)) == 1
     with Session(engine) as s, s.begin():
-        assert release_unseen(s, NOW + timedelta(days=13 * 31 + 30), months=12) == 1
+        assert release_unseen(s, NOW + timedelta(days=13 * 31 + 30), months=12, limit=1) == 0
     with Session(engine) as s, s.begin():
-        assert release_unseen(s, NOW + timedelta(days=13 * 31 + 30), months=12) == 0
         held = holders(s, [visitor.member_id, regular.member_id])
         head = feed_head(s, "S002")
     assert held == {visitor.member_id: {"S001"}, regular.member_id: {"S001", "S002"}}
