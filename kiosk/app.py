@@ -48,6 +48,7 @@ from kiosk.screens.staff import StaffScreen
 from kiosk.screens.technician import TechnicianScreen
 from kiosk.viewmodels.base import Runner, ThreadRunner
 from kiosk.viewmodels.gifts import GiftsViewModel
+from kiosk.viewmodels.health import HealthViewModel
 from kiosk.viewmodels.identify import IdentifyViewModel
 from kiosk.viewmodels.points import PointsViewModel
 from kiosk.viewmodels.register import RegisterViewModel
@@ -239,6 +240,9 @@ class KioskApp(App):  # type: ignore[misc]
         self.register_vm = RegisterViewModel(c, s, r)
         self.staff_vm = StaffViewModel(c, s, r)
         self.technician_vm = TechnicianViewModel(c, s, r)
+        self.health_vm = HealthViewModel()
+        self.health_vm.follow(self.staff_vm)
+        self.health_vm.bind(fault=lambda _vm, fault: setattr(self, "fault", fault))
         self.identify_vm.bind(on_identified=lambda *_a: self.go("member"))
         self.session.bind(on_timeout=lambda *_a: self.timed_out())
         root = Root()
@@ -375,10 +379,7 @@ class KioskApp(App):  # type: ignore[misc]
         self.runner.run(self.center.device_status, self._health, lambda _e: None)
 
     def _health(self, statuses: list[DeviceStatus]) -> None:
-        bad = [s for s in statuses if s.state == "failed"] or [
-            s for s in statuses if not s.ok and s.code not in ("starting", "no_status")
-        ]
-        self.fault = fault_message(bad[0].code) if bad else ""
+        self.health_vm.seen(statuses)
 
     # ---- text helpers for kv rules -------------------------------------------------------
 

@@ -9,7 +9,9 @@ from edge.services import members as member_service
 from edge.station.api import GiftTile, MemberView
 from edge.station.center import open_center
 from edge.station.seed import seed_demo
+from kiosk.i18n.messages import fault_message
 from kiosk.viewmodels.gifts import GiftsViewModel, availability
+from kiosk.viewmodels.health import HealthViewModel
 from kiosk.viewmodels.identify import IdentifyViewModel
 from kiosk.viewmodels.points import PointsViewModel
 from kiosk.viewmodels.register import RegisterViewModel
@@ -287,3 +289,26 @@ def test_keypads_take_full_width_digits_and_no_other_numerals(center, people, ru
     assert staff.pin == people.clerk_pin
     staff.press("ok")
     assert staff.page == "menu" and staff.staff.staff_id == people.clerk_id
+
+
+def test_the_fault_strip_says_what_the_device_list_says(center, people, runner, session):
+    health = HealthViewModel()
+    vm = StaffViewModel(center, session, runner)
+    health.follow(vm)
+    center.simulator.dispenser_jam()
+    staff = center.staff_sign_in(people.clerk_id, people.clerk_pin, "replace_card")
+    assert center.replace_lost_card(staff, people.li_card).card.dispense_problem == "jam"
+    health.seen(center.device_status())  # the app's poll, every few seconds
+    assert health.fault == fault_message("jam")
+    vm.start()
+    vm.badge("STAFF:" + people.clerk_id)
+    for key in people.clerk_pin:
+        vm.press(key)
+    vm.press("ok")
+    vm.clear_faults()
+    assert vm.devices and all(d.ok for d in vm.devices)
+    assert health.fault == ""  # at once, not at the next poll
+    center.simulator.dispenser_jam()
+    center.replace_lost_card(staff, people.wang_card)
+    vm.open_page("devices")  # the list read again: the strip follows
+    assert not all(d.ok for d in vm.devices) and health.fault == fault_message("jam")
