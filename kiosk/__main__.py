@@ -40,6 +40,9 @@ def setup_logging(log_dir: Path) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # font subsetting at start-up logs every glyph id at INFO: lines of 50-90 kB that bury
+    # what the technician screen's log is for
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,14 +63,18 @@ def probe(host: str, port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def tail(path: Path, lines: int) -> list[str]:
-    """The last ``lines`` lines of a text file (from its last 16 kB); none if unreadable."""
+def tail(path: Path, lines: int, window: int = 16_384) -> list[str]:
+    """The last ``lines`` whole lines of a text file (read from its last ``window`` bytes);
+    none if unreadable. A line cut by the window's start is left out."""
     try:
         with path.open("rb") as f:
             f.seek(0, 2)
             size = f.tell()
-            f.seek(max(0, size - 16_384))
+            f.seek(max(0, size - window))
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return []
-    return text.splitlines()[-lines:]
+    found = text.splitlines()
+    if size > window and found:
+        found = found[1:]  # began before the window
+    return found[-lines:]
