@@ -6,7 +6,7 @@ import uuid
 from datetime import date
 from typing import Any
 
-from kivy.properties import BooleanProperty, ObjectProperty, StringProperty
+from kivy.properties import BooleanProperty, ListProperty, ObjectProperty, StringProperty
 
 from edge.domain.text import typed_digit
 from edge.station.api import MemberCenter, NewMember, RegistrationOutcome
@@ -38,6 +38,8 @@ class RegisterViewModel(ViewModel):
     terms_text = StringProperty("")
     terms_version = StringProperty("")
     outcome = ObjectProperty(None, allownone=True)
+    take = StringProperty("")  # the customer's next step once the card is issued
+    slots = ListProperty([])  # where to take it from: "card", "slip", or "staff"
 
     def __init__(
         self, center: MemberCenter, session: SessionViewModel, runner: Runner, **kw: Any
@@ -50,6 +52,7 @@ class RegisterViewModel(ViewModel):
     def start(self, language: str) -> None:
         self.step, self.phone, self.surname, self.title = "phone", "", "", ""
         self.birthday, self.referrer, self.consent, self.outcome = "", "", False, None
+        self.take, self.slots = "", []
         self._request_id = f"kiosk-{uuid.uuid4().hex}"
         self.clear_notice()
         self.session.start(private=True)
@@ -157,22 +160,20 @@ class RegisterViewModel(ViewModel):
         self.step = "done"
         self.session.start(outcome.member)
         card = outcome.card
+        # What the customer must do now, the largest text on the screen, with a picture of
+        # where; the notice under it says what went wrong, if anything did.
         if card.dispensed and card.slip.printed:
-            self.say(N_("Welcome! Please take your card and your slip."), "ok")
+            self.take, self.slots = N_("Please take your card and your slip"), ["card", "slip"]
+            self.say(N_("Welcome!"), "ok")
         elif card.dispensed:
-            self.say(
-                N_("Welcome! Please take your card. {fault}"),
-                "warn",
-                fault=fault_message(card.slip.problem),
-            )
+            self.take, self.slots = N_("Please take your card"), ["card"]
+            self.say(N_("Welcome! {fault}"), "warn", fault=fault_message(card.slip.problem))
         elif card.slip.printed:
-            self.say(
-                N_("Welcome! {fault} Your card number is on the slip; staff will give you a card."),
-                "warn",
-                fault=fault_message(card.dispense_problem),
+            self.take, self.slots = (
+                N_("Please take your slip: staff will give you your card"),
+                ["slip"],
             )
+            self.say(N_("Welcome! {fault}"), "warn", fault=fault_message(card.dispense_problem))
         else:
-            self.say(
-                N_("Welcome! Your card could not be issued here. Please ask the staff."),
-                "warn",
-            )
+            self.take, self.slots = N_("Please ask the staff for your card"), ["staff"]
+            self.say(N_("Welcome! Your card could not be issued here."), "warn")

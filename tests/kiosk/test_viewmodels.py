@@ -224,6 +224,8 @@ def test_registration_validates_each_step(center, people, runner, session):
     vm.toggle_consent()
     vm.next()
     assert vm.step == "done" and vm.outcome.card.dispensed
+    # the next step is said first, with where: the card slot and the printer's
+    assert vm.take == "Please take your card and your slip" and vm.slots == ["card", "slip"]
     view = member_service.show_member(center.app, phone="13633334444")
     assert view.name_masked == "李先生"
     assert vm.outcome.member.card_no == view.card_no
@@ -312,3 +314,18 @@ def test_the_fault_strip_says_what_the_device_list_says(center, people, runner, 
     center.replace_lost_card(staff, people.wang_card)
     vm.open_page("devices")  # the list read again: the strip follows
     assert not all(d.ok for d in vm.devices) and health.fault == fault_message("jam")
+
+
+def test_a_jammed_dispenser_sends_the_new_member_to_the_slip_and_the_staff(
+    center, people, runner, session
+):
+    vm = RegisterViewModel(center, session, runner)
+    vm.start("zh_CN")
+    center.simulator.dispenser_jam()
+    vm.phone, vm.step, vm.consent = "13633335555", "terms", True
+    vm.next()
+    assert vm.step == "done" and not vm.outcome.card.dispensed
+    assert vm.take == "Please take your slip: staff will give you your card"
+    assert vm.slots == ["slip"] and vm.notice_kind == "warn"
+    vm.start("zh_CN")  # the next customer starts clean
+    assert vm.take == "" and vm.slots == []
