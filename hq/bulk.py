@@ -10,6 +10,7 @@ trips: the rows go to it as tuples, without SQLAlchemy's work on each parameter.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Connection, Table, any_, bindparam
@@ -69,3 +70,9 @@ def among(
     if conn.dialect.name == "postgresql":
         return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
     return column.in_(values)
+
+
+def stored_time(at: datetime) -> datetime:
+    """``at`` as :class:`~edge.storage.types.UTCDateTime` stores it (naive UTC), for a
+    statement written in SQL."""
+    return at.astimezone(UTC).replace(tzinfo=None)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 from sqlalchemy import Table, case, delete, insert, select, text, tuple_, update
@@ -33,6 +33,7 @@ from edge.protocol import (
     ProtocolError,
     ReplicaEvent,
     SnapshotCard,
+    months_before,
 )
 from edge.protocol.messages import (
     MAX_SNAPSHOT_ENTRIES,
@@ -42,7 +43,7 @@ from edge.protocol.messages import (
     MemberUpdatedData,
     TierChangedData,
 )
-from hq.bulk import among, insert_rows
+from hq.bulk import among, insert_rows, stored_time
 from hq.models import (
     CentralCard,
     CentralEntry,
@@ -57,10 +58,9 @@ UNKNOWN_TIER = "unknown"  # a member HQ knows only from entries (registration on
 IMPORTED_CONSENT = "import"
 FEED_CHUNK = 1000
 FeedNumbered = tuple[int, int | None, str | None]  # (feed_seq, hq_seq, member_id)
-FEED_CHUNK_ENTRIES = 20_000
+FEED_CHUNK_ENTRIES = 20_000  # snapshots' entries in one batch, to keep it under 4 MB
 RENEW_SEEN = timedelta(days=1)  # a holding's seen_at moves at most this often
 RELEASE_GRACE = timedelta(days=30)
-DAYS_PER_MONTH = 30.44  # snapshots' entries in one batch, to keep it under 4 MB
 
 
 def members_named(data: object) -> set[str]:
@@ -164,8 +164,8 @@ def touch_holders(session: Session, pairs: list[tuple[str, str]], now: datetime)
             {
                 "m": [m for m, _ in pairs],
                 "s": [s for _, s in pairs],
-                "now": now.astimezone(UTC).replace(tzinfo=None),
-                "stale": stale.astimezone(UTC).replace(tzinfo=None),
+                "now": stored_time(now),
+                "stale": stored_time(stale),
             },
         )
         return
@@ -189,7 +189,7 @@ def release_unseen(session: Session, now: datetime, months: int, limit: int = 10
     trusting what they hold of such a member after ``months`` themselves
     (``sync.hold_months``), fetch the member again when they meet them.
     """
-    cutoff = now - timedelta(days=round(months * DAYS_PER_MONTH)) - RELEASE_GRACE
+    cutoff = months_before(now, months) - RELEASE_GRACE
     holder = cast(Table, MemberHolder.__table__)
     member = cast(Table, CentralMember.__table__)
     conn = session.connection()

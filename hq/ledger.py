@@ -14,7 +14,7 @@ import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, func, insert, select, text, tuple_, update
@@ -32,7 +32,7 @@ from edge.protocol.messages import (
     MemberUpdatedData,
     TierChangedData,
 )
-from hq.bulk import among, insert_rows
+from hq.bulk import among, insert_rows, stored_time
 from hq.feeds import (
     UNKNOWN_TIER,
     FeedNumbered,
@@ -86,19 +86,8 @@ class SequenceMoved(Exception):
 
 
 def next_seq(session: Session, device_id: str) -> int:
-    """The seq HQ stores next for ``device_id`` (1 for a device never heard of).
-
-    A database from before sequences were kept starts after the device's highest stored seq.
-    """
-    current = session.scalar(
-        select(DeviceSequence.next_seq).where(DeviceSequence.device_id == device_id)
-    )
-    if current is not None:
-        return int(current)
-    highest = session.scalar(
-        select(func.max(StoredEvent.device_seq)).where(StoredEvent.device_id == device_id)
-    )
-    return int(highest or 0) + 1
+    """The seq HQ stores next for ``device_id`` (1 for a device never heard of)."""
+    return next_seqs(session, [device_id])[device_id]
 
 
 def advance_seq(session: Session, device_id: str, before: int, after: int, now: datetime) -> None:
@@ -107,25 +96,13 @@ def advance_seq(session: Session, device_id: str, before: int, after: int, now: 
     Raises:
         SequenceMoved: another writer moved it first (nothing of this batch is kept).
     """
-    moved = session.execute(
-        update(DeviceSequence)
-        .where(DeviceSequence.device_id == device_id, DeviceSequence.next_seq == before)
-        .values(next_seq=after, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if int(getattr(moved, "rowcount", 0) or 0) == 1:
-        return
-    exists = session.scalar(
-        select(DeviceSequence.device_id).where(DeviceSequence.device_id == device_id)
-    )
-    if exists is not None:
-        raise SequenceMoved(device_id)
-    session.add(DeviceSequence(device_id=device_id, next_seq=after, updated_at=now))
-    session.flush()
+    advance_seqs(session, {device_id: (before, after)}, now)
 
 
 def next_seqs(session: Session, device_ids: list[str]) -> dict[str, int]:
-    """:func:`next_seq` of several devices, in one or two queries."""
+    """The seq HQ stores next for each device (1 for a device never heard of), in one or two
+    queries. A database from before sequences were kept starts after the device's highest
+    stored seq."""
     conn = session.connection()
     found = {
         str(d): int(n)
@@ -152,8 +129,8 @@ def next_seqs(session: Session, device_ids: list[str]) -> dict[str, int]:
 
 
 def advance_seqs(session: Session, moves: dict[str, tuple[int, int]], now: datetime) -> None:
-    """:func:`advance_seq` of several devices: ``moves[device] = (before, after)``, in one
-    statement (two more for devices never heard of).
+    """Moves each device's sequence, ``moves[device] = (before, after)``, only if it still is
+    ``before``: one statement (two more for devices never heard of).
 
     Raises:
         SequenceMoved: another writer moved one of them first (nothing of this transaction
@@ -189,7 +166,7 @@ def advance_seqs(session: Session, moves: dict[str, tuple[int, int]], now: datet
 
 
 def device_stores(session: Session, device_ids: list[str]) -> dict[str, str]:
-    """:func:`device_store` of several devices (those HQ knows of), in one or two queries."""
+    """The store of each device HQ knows of (:func:`device_store`), in one or two queries."""
     conn = session.connection()
     found = {
         str(d): str(s)
@@ -233,13 +210,7 @@ def take_numbers(session: Session, count: int) -> int:
 
 def device_store(session: Session, device_id: str) -> str | None:
     """The store a device belongs to: as enrolled at HQ, else as first heard of."""
-    enrolled = session.scalar(
-        select(EnrolledDevice.store_id).where(EnrolledDevice.device_id == device_id)
-    )
-    if enrolled:
-        return str(enrolled)
-    seen = session.scalar(select(FleetDevice.store_id).where(FleetDevice.device_id == device_id))
-    return str(seen) if seen else None
+    return device_stores(session, [device_id]).get(device_id)
 
 
 def foreign(event: Event, device_id: str, batch_device: str, store_id: str | None) -> str:
@@ -476,14 +447,13 @@ class CentralLedger:
             named = [event_members(session, data) for _, data, _ in typed]
             lock_members(session, set().union(*named))
             self._apply(session, typed, now)
-            named_of: dict[int, list[set[str]]] = defaultdict(list)
-            events_of: dict[int, list[Event]] = defaultdict(list)
-            for (event, _, result), members in zip(typed, named, strict=True):
-                named_of[id(result)].append(members)
-                events_of[id(result)].append(event)
+            # Each batch's applied events are a run of ``typed``, as long as its rows.
+            start = 0
             for result, rows in zip(results, rows_of, strict=True):
                 if rows:
-                    result.unnumbered = (rows, events_of[id(result)], named_of[id(result)])
+                    mine = slice(start, start + len(rows))
+                    result.unnumbered = (rows, [e for e, _, _ in typed[mine]], named[mine])
+                    start += len(rows)
             if number:
                 self.number(session, results, now)
         return results
@@ -886,11 +856,6 @@ class CentralLedger:
                 result.alerts.append(alert.kind)
 
 
-def _naive(at: datetime) -> datetime:
-    """As :class:`~edge.storage.types.UTCDateTime` stores it."""
-    return at.astimezone(UTC).replace(tzinfo=None)
-
-
 def add_to_balances(session: Session, deltas: dict[str, int], now: datetime) -> None:
     """Adds ``deltas[member]`` to each member's balance: on PostgreSQL one statement for all
     (arrays, so its text and plan stay the same whatever their number); on SQLite, in the
@@ -906,7 +871,7 @@ def add_to_balances(session: Session, deltas: dict[str, int], now: datetime) -> 
                 "FROM unnest(CAST(:ids AS varchar[]), CAST(:ds AS bigint[])) AS u(id, d) "
                 "WHERE m.id = u.id"
             ),
-            {"ids": listed, "ds": [deltas[m] for m in listed], "now": _naive(now)},
+            {"ids": listed, "ds": [deltas[m] for m in listed], "now": stored_time(now)},
         )
         return
     table = cast(Table, CentralMember.__table__)
@@ -938,7 +903,7 @@ def record_card_uses(session: Session, uses: dict[str, list[Any]]) -> None:
                 "c": listed,
                 "s": [uses[c][0] for c in listed],
                 "d": [uses[c][1] for c in listed],
-                "t": [_naive(uses[c][2]) for c in listed],
+                "t": [stored_time(uses[c][2]) for c in listed],
             },
         )
         return

@@ -27,7 +27,6 @@ from kivy.uix.screenmanager import NoTransition, ScreenManager
 
 from edge.station.api import (
     STAFF_BADGE_PREFIX,
-    DeviceStatus,
     MemberCenter,
     MemberView,
     TechnicianInfo,
@@ -376,10 +375,7 @@ class KioskApp(App):  # type: ignore[misc]
         Clock.schedule_once(lambda _dt: setattr(self, "help_called", False), HELP_SHOWN_S)
 
     def _poll_health(self, *_args: Any) -> None:
-        self.runner.run(self.center.device_status, self._health, lambda _e: None)
-
-    def _health(self, statuses: list[DeviceStatus]) -> None:
-        self.health_vm.seen(statuses)
+        self.runner.run(self.center.device_status, self.health_vm.seen, lambda _e: None)
 
     # ---- text helpers for kv rules -------------------------------------------------------
 

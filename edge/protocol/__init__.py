@@ -55,6 +55,7 @@ from edge.protocol.messages import (
     TopicSpec,
     check_name,
     decode,
+    months_before,
     utc_now,
 )
 
@@ -113,5 +114,6 @@ __all__ = [
     "Topics",
     "check_name",
     "decode",
+    "months_before",
     "utc_now",
 ]

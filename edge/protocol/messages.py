@@ -12,7 +12,7 @@ import base64
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from string import Formatter
 from typing import Annotated, Any, Literal, TypeVar
@@ -34,6 +34,14 @@ DEFAULT_PREFIX = "mck/v1"
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 MAX_BATCH_EVENTS = 1000
 MAX_SNAPSHOT_ENTRIES = 20000
+DAYS_PER_MONTH = 30.44
+
+
+def months_before(at: datetime, months: int) -> datetime:
+    """``months`` before ``at``, as kiosks (``sync.hold_months``) and HQ (``hold_months``)
+    both count how long a store holds a member of another store it does not see."""
+    return at - timedelta(days=round(months * DAYS_PER_MONTH))
+
 
 # A name that is safe as one topic level: no wildcards, separators or control characters.
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]

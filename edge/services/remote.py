@@ -16,7 +16,6 @@ import logging
 import os
 import socket
 import tempfile
-from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from sqlalchemy import func, select
 from edge.app import AppContext
 from edge.domain.cards import parse_card_number
 from edge.domain.errors import KioskError, NotFound
+from edge.protocol import months_before
 from edge.security.personal import normalize_phone
 from edge.storage.models import Card, LedgerEntry, Member
 
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 FETCH_SOCKET = "agent.sock"
 MAX_LINE = 4096
 UNIX_PATH_MAX = 100  # sun_path holds 108 bytes
-DAYS_PER_MONTH = 30.44
 
 
 def fetch_socket_path(app: AppContext) -> Path:
@@ -104,7 +103,7 @@ def holding(app: AppContext, card_no: str | None, phone_hash: str | None) -> Hol
         member_id, store_id, held_at = row
         if store_id == app.store_id:
             return Holding.HELD
-        since = app.clock() - timedelta(days=round(app.config.sync.hold_months * DAYS_PER_MONTH))
+        since = months_before(app.clock(), app.config.sync.hold_months)
         if held_at is not None and held_at >= since:
             return Holding.HELD
         last_here = conn.execute(

@@ -22,7 +22,7 @@ from edge.domain.ids import IdFactory
 from edge.protocol import Event, EventBatch, MemberSnapshot, ReplicaBatch
 from edge.services.members import register_member
 from edge.services.points import accrue_purchase
-from edge.services.remote import Holding, fetch_if_unknown, holding
+from edge.services.remote import Fetched, Holding, fetch_if_unknown, holding
 from edge.services.replica import apply_fetched_member, apply_replica_batch, replica_cursor
 from edge.services.tx import transaction
 from edge.services.verify import verify_ledger
@@ -288,10 +288,11 @@ def test_a_kiosk_fetches_again_a_member_of_another_store_it_has_not_seen_for_mon
     assert holding(b, fetched_only.card_no, None) is Holding.STALE
     assert holding(b, own.card_no, None) is Holding.HELD  # its own, for good
     assert holding(b, None, b.vault.lookup_hash("13810000003")) is Holding.HELD
-    assert holding(b, "2900999999994", None) is Holding.ABSENT
+    assert holding(b, "2900999999997", None) is Holding.ABSENT
     # HQ cannot be asked (this kiosk does not sync): a stale member is served as held, an
     # absent one is not found.
     assert fetch_if_unknown(b, card_no=visitor.card_no) is None
+    assert fetch_if_unknown(b, card_no="2900999999997") is Fetched.OFFLINE
     # A fetch renews the holding.
     with Session(engine) as s, s.begin():
         found, _ = fetch(s, "S002", NOW, card_no=visitor.card_no)
