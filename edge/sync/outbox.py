@@ -144,13 +144,23 @@ class OutboxPump:
         marked = 0
         with self.app.db.write() as session:
             for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                result = session.execute(
-                    update(OutboxEvent)
-                    .where(OutboxEvent.event_id.in_(chunk), OutboxEvent.delivered_at.is_(None))
-                    .values(delivered_at=now)
-                )
-                marked += int(getattr(result, "rowcount", 0) or 0)
+                # Found by their unique ids, then marked by seq. Asked in one statement for
+                # "these ids and not delivered yet", SQLite walks the pending index instead,
+                # a scan of the whole backlog for every acknowledgement.
+                found = session.execute(
+                    select(OutboxEvent.seq, OutboxEvent.delivered_at).where(
+                        OutboxEvent.event_id.in_(ids[start : start + 500])
+                    )
+                ).all()
+                pending = [seq for seq, delivered_at in found if delivered_at is None]
+                if pending:
+                    session.execute(
+                        update(OutboxEvent)
+                        .where(OutboxEvent.seq.in_(pending))
+                        .values(delivered_at=now)
+                        .execution_options(synchronize_session=False)
+                    )
+                marked += len(pending)
             record_hq_contact(session, now)
         if ack.batch_id is not None:
             sent = self.inflight.pop(ack.batch_id, None)

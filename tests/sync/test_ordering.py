@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, insert, select
 from sqlalchemy.orm import Session
 
 from edge.domain.ids import IdFactory
@@ -315,4 +315,52 @@ def test_a_message_that_fails_to_apply_is_set_aside_and_the_agent_goes_on(
     with app.db.read() as s:
         assert s.scalar(select(func.count()).select_from(SetAside)) == 0
         assert s.get(Gift, "MUG") is not None
+    app.close()
+
+
+def test_an_acknowledgement_finds_its_events_by_their_ids(broker, tmp_path):
+    """Marking a batch delivered looks its events up by id, whatever the backlog: asked for
+    "these ids, not yet delivered", SQLite would walk the index of every pending event for
+    each acknowledgement, and a backlog's drain would slow down with its length."""
+    app = open_app(make_data_dir(tmp_path, broker, "K003", "S003", 60_000))
+    with app.db.write() as s:
+        s.execute(
+            insert(OutboxEvent),
+            [
+                {"event_id": ids.new(), "kind": "points.accrued", "payload": "{}",
+                 "created_at": NOW, "attempts": 0}
+                for _ in range(3000)
+            ],
+        )  # fmt: skip
+        acked = list(s.scalars(select(OutboxEvent.event_id).order_by(OutboxEvent.seq)))[:500]
+    topics = Topics(app.config.sync.topic_prefix)
+    pump = OutboxPump(
+        app, MqttLink(link_settings(app, topics)), topics,
+        batch_max=500, inflight_max=16, ack_timeout_s=60, retry_max_s=60,
+    )  # fmt: skip
+    statements: list[tuple[str, object]] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "outbox" in statement and not statement.lstrip().upper().startswith("EXPLAIN"):
+            statements.append((statement, parameters))
+
+    event.listen(app.db.engine, "before_cursor_execute", seen)
+    try:
+        marked = pump.on_ack(EventAck(event_ids=[*acked, acked[0]], at=NOW))
+    finally:
+        event.remove(app.db.engine, "before_cursor_execute", seen)
+    assert marked == 500
+    with app.db.read() as s:
+        delivered = set(s.scalars(select(OutboxEvent.event_id).where(
+            OutboxEvent.delivered_at.is_not(None))))  # fmt: skip
+        assert delivered == set(acked)
+        assert statements
+        for statement, parameters in statements:
+            plan = " ".join(
+                str(row[-1])
+                for row in s.connection().exec_driver_sql(
+                    f"EXPLAIN QUERY PLAN {statement}", parameters
+                )
+            )
+            assert "ix_outbox_pending" not in plan and "SCAN" not in plan, (statement, plan)
     app.close()
