@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import random
 import secrets
 import signal
@@ -17,7 +16,8 @@ import click
 
 from edge.console import NUMBER, NumberRange, show
 from edge.domain.errors import InvalidInput
-from edge.domain.text import LOG_FORMAT, EscapingFormatter, escape_controls, fold_digits
+from edge.domain.text import escape_controls, fold_digits
+from edge.process import log_to_stderr, settle_heap
 from hq.console import config_of
 from hq.enrol_cli import add_enrol_commands
 from hq.import_cli import add_import_commands
@@ -101,9 +101,7 @@ def serve(ctx: click.Context, log_level: str) -> None:
     """Run HQ until SIGTERM: ingest, acknowledge, fan out, reconcile, watch the fleet."""
     from hq.service import HqService
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(EscapingFormatter(LOG_FORMAT))
-    logging.basicConfig(level=log_level.upper(), handlers=[handler])
+    log_to_stderr(log_level)
     service = HqService(config_of(ctx))
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -111,6 +109,7 @@ def serve(ctx: click.Context, log_level: str) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    settle_heap()
     service.run()
 
 

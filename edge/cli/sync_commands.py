@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 from pathlib import Path
 from types import FrameType
@@ -14,7 +13,7 @@ from drivers.health import HealthState
 from edge.cli.common import emit, json_option, state
 from edge.console import NUMBER
 from edge.domain.errors import InvalidInput
-from edge.domain.text import LOG_FORMAT, EscapingFormatter
+from edge.process import log_to_stderr, settle_heap
 
 
 @click.command("agent")
@@ -23,9 +22,7 @@ def agent_command(log_level: str) -> None:
     """Run the sync agent until SIGTERM: outbox to HQ, lanes, replica, commands, telemetry."""
     from edge.sync.agent import Agent
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(EscapingFormatter(LOG_FORMAT))
-    logging.basicConfig(level=log_level.upper(), handlers=[handler])
+    log_to_stderr(log_level)
     app = state().app
     if not app.config.sync.enabled:
         raise InvalidInput("sync is disabled in the configuration ([sync] enabled = true)")
@@ -36,6 +33,7 @@ def agent_command(log_level: str) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    settle_heap()
     agent.run()
 
 
