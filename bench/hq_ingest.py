@@ -30,6 +30,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from edge.domain.ids import IdFactory
+from edge.process import settle_heap
 from edge.progress import Progress
 from edge.protocol import Event, EventBatch
 from hq.bulk import insert_rows
@@ -120,6 +121,7 @@ def _worker(url: str, tasks: mp.Queue, results: mp.Queue) -> None:
     """Stores batches as the MQTT handler does: the batches waiting together (up to
     ``GROUP_MAX``) in one transaction, one by one when that transaction loses a race."""
     hq = HqService(HqConfig(database_url=url, client_id="bench"), make_hq_engine(url))
+    settle_heap()  # as `kiosk hq serve` does before it runs
     stop = False
     while not stop:
         group = [tasks.get()]
@@ -181,15 +183,15 @@ def run_workers(url: str, work: Workload, count: int) -> tuple[float, list[float
     return elapsed, latencies
 
 
-def plain_inserts(url: str, work: Workload, arrays: bool) -> float:
+def plain_inserts(url: str, work: Workload, copy: bool) -> float:
     """Seconds to INSERT the same hq_event and hq_entry rows in the devices' batches,
-    unchecked, one transaction per batch: with executemany, or with HQ's own array INSERTs
-    (:mod:`hq.bulk`)."""
+    unchecked, one transaction per batch: with executemany, or with HQ's own bulk inserts
+    (COPY, :mod:`hq.bulk`)."""
     engine = make_hq_engine(url)
     number = 0
     started = time.perf_counter()
     now = datetime.now(UTC)
-    how = "arrays" if arrays else "executemany"
+    how = "COPY" if copy else "executemany"
     with Progress(f"  plain INSERTs ({how})", work.events, "events") as bar:
         for batches in work.batches.values():
             for batch in batches:
@@ -211,7 +213,7 @@ def plain_inserts(url: str, work: Workload, arrays: bool) -> float:
                             "event_id": event.event_id,
                         })  # fmt: skip
                 with engine.begin() as conn:
-                    if arrays:
+                    if copy:
                         insert_rows(conn, StoredEvent, rows)
                         insert_rows(conn, CentralEntry, entries)
                     else:
@@ -236,19 +238,20 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     args = parser.parse_args()
     work = make_workload(args.devices, args.events_per_device, args.batch)
+    settle_heap()  # the workload stays, out of the collector's way of every run below
     print(f"{work.events:,} events from {args.devices} devices, batches of {args.batch}")
     with postgres_cluster() as cluster:
         plain = {}
-        for arrays in (False, True):
+        for copy in (False, True):
             with fresh_schema(cluster.url) as url:
                 engine = make_hq_engine(url)
                 upgrade(engine)
                 engine.dispose()
-                plain[arrays] = work.events / plain_inserts(url, work, arrays)
+                plain[copy] = work.events / plain_inserts(url, work, copy)
         baseline = max(plain.values())
         print(
             f"plain batched INSERTs: {plain[False]:,.0f} events/s with executemany, "
-            f"{plain[True]:,.0f} with arrays; the faster is the baseline"
+            f"{plain[True]:,.0f} with COPY; the faster is the baseline"
         )
         for count in (int(c) for c in args.workers.split(",")):
             with fresh_schema(cluster.url) as url:

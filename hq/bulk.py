@@ -1,10 +1,11 @@
 """Many rows in one statement, the same statement whatever their number.
 
 On PostgreSQL an executemany sends one INSERT per row (pipelined), and a multi-row VALUES
-has a different text (and plan) for every row count. :func:`insert_rows` sends each column
-as one array (in binary) and inserts ``SELECT * FROM unnest(...)``: one statement, prepared
-once, whatever the number of rows. SQLite runs in the process, where executemany costs no round
-trips: the rows go to it as tuples, without SQLAlchemy's work on each parameter.
+has a different text (and plan) for every row count. :func:`insert_rows` sends the rows with
+``COPY ... FROM STDIN`` in binary: one statement whatever the number of rows, and the server
+writes them a page at a time (an INSERT writes the log row by row). SQLite runs in the
+process, where executemany costs no round trips: the rows go to it as tuples, without
+SQLAlchemy's work on each parameter.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Connection, Table, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, QueryableAttribute
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
@@ -37,29 +39,55 @@ def insert_rows(
         if c.name not in given and isinstance(c.default, ScalarElementColumnDefault)
     }
     names = given + tuple(defaults)
-    postgresql = conn.dialect.name == "postgresql"
-    key = (conn.dialect.name, table.name, names)
-    statement = _statements.get(key)
-    if statement is None:
-        if postgresql:
-            # %(name)b: psycopg sends the array in binary, with no quoting of its text.
-            arrays = ", ".join(
-                f"CAST(%({n})b AS {table.c[n].type.compile(dialect=conn.dialect)}[])" for n in names
-            )
-            values = f"SELECT * FROM unnest({arrays})"
-        else:
-            values = f"VALUES ({', '.join('?' for _ in names)})"
-        statement = f"INSERT INTO {table.name} ({', '.join(names)}) {values}"
-        _statements[key] = statement
     columns: list[list[Any]] = []
     for n in names:
         process = cast(Callable[[Any], Any] | None, table.c[n].type.bind_processor(conn.dialect))
         values_of = [row[n] for row in rows] if n not in defaults else [defaults[n]] * len(rows)
         columns.append([process(v) for v in values_of] if process else values_of)
-    if postgresql:
-        conn.exec_driver_sql(statement, dict(zip(names, columns, strict=True)))
-    else:
-        conn.exec_driver_sql(statement, list(zip(*columns, strict=True)))
+    if conn.dialect.name == "postgresql":
+        _copy(conn, table, names, columns)
+        return
+    key = (conn.dialect.name, table.name, names)
+    statement = _statements.get(key)
+    if statement is None:
+        values = ", ".join("?" for _ in names)
+        statement = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({values})"
+        _statements[key] = statement
+    conn.exec_driver_sql(statement, list(zip(*columns, strict=True)))
+
+
+def _copy(conn: Connection, table: Table, names: tuple[str, ...], columns: list[list[Any]]) -> None:
+    """The rows into ``table`` with a binary COPY, in the connection's transaction."""
+    types = [_pg_type(table.c[n].type.compile(dialect=conn.dialect)) for n in names]
+    statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)"
+    driver = conn.connection.dbapi_connection
+    cursor = driver.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(statement) as copy:
+            copy.set_types(types)
+            for row in zip(*columns, strict=True):
+                copy.write_row(row)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        # Raised as SQLAlchemy raises what its own statements meet (an IntegrityError, an
+        # OperationalError, a lost connection invalidated), so callers handle it the same.
+        lost = conn.dialect.is_disconnect(exc, driver, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            statement,
+            None,
+            exc,
+            conn.dialect.loaded_dbapi.Error,
+            connection_invalidated=lost,
+            dialect=conn.dialect,
+        ) from exc
+    finally:
+        cursor.close()
+
+
+def _pg_type(compiled: str) -> str:
+    """The PostgreSQL type name COPY is told a column has: ``VARCHAR(26)`` is ``varchar``."""
+    return compiled.split("(", maxsplit=1)[0].strip().lower()
 
 
 def among(

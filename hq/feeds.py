@@ -372,7 +372,7 @@ def _lot_dates(
             select(StoredEvent.payload).where(StoredEvent.event_id.in_(chunk))
         ):
             try:
-                data = Event.model_validate_json(payload).typed_data()
+                data = Event.model_validate_json(payload).typed_data
             except (ProtocolError, ValueError):
                 continue
             if isinstance(data, EntriesData):

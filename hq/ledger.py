@@ -340,12 +340,10 @@ class CentralLedger:
         now: datetime,
         number: bool = True,
     ) -> list[Ingest]:
-        """:meth:`ingest` of several devices' batches (each device once) in one transaction,
-        with the same statements whatever their number: what HQ reads and writes for them
-        is read and written for all of them at once."""
-        devices = [device_id for device_id, _ in batches]
-        if len(set(devices)) != len(devices):
-            raise ValueError("one batch per device: store a device's next batch after this one")
+        """:meth:`ingest` of several batches in one transaction, with the same statements
+        whatever their number: what HQ reads and writes for them is read and written for all
+        of them at once. A device's batches follow each other in its outbox order."""
+        devices = list(dict.fromkeys(device_id for device_id, _ in batches))
         conn = session.connection()
         ids = [e.event_id for _, batch in batches for e in batch.events]
         known: set[str] = set()
@@ -374,7 +372,7 @@ class CentralLedger:
             results.append(result)
             rows: list[dict[str, Any]] = []
             rows_of.append(rows)
-            expected = first_expected = expected_of[device_id]
+            expected = expected_of[device_id]
             store_id = stores.get(device_id)
             for event in sorted(batch.events, key=lambda e: e.seq):
                 if event.event_id in known:
@@ -409,7 +407,7 @@ class CentralLedger:
                     reason = foreign(event, device_id, batch.device_id, store_id)
                 if not reason:
                     try:
-                        data = event.typed_data()
+                        data = event.typed_data
                     except ProtocolError as exc:
                         reason = str(exc)
                     else:
@@ -438,8 +436,11 @@ class CentralLedger:
                 )
                 typed.append((event, data, result))
                 result.acked.append(event.event_id)
-            if expected != first_expected:
-                moves[device_id] = (first_expected, expected)
+            if expected != expected_of[device_id]:
+                moves[device_id] = (moves.get(device_id, (expected_of[device_id], 0))[0], expected)
+                expected_of[device_id] = expected
+            if store_id is not None:
+                stores[device_id] = store_id
             result.next_seq = expected
         advance_seqs(session, moves, now)
         if typed:

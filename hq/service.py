@@ -8,6 +8,7 @@ status and telemetry, raises alerts, and publishes blocklist updates for blocked
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -69,6 +70,7 @@ T = TypeVar("T")
 REPLICA_CHUNK = 1000
 FLEET_CACHE_S = 5.0
 GROUP_MAX = 32  # event batches stored in one transaction
+READ_AHEAD = 2 * GROUP_MAX  # messages parsed ahead of the one being stored
 SEEN_EVERY_S = 10.0
 RELEASE_EVERY_S = 6 * 3600.0  # how often a worker ends the holdings of unseen members
 RELEASE_CHUNK = 10_000  # holdings ended in one transaction
@@ -219,6 +221,14 @@ def hq_link(
     )
 
 
+@dataclass(frozen=True)
+class Arrived:
+    """A message off the link, an event batch already parsed (:meth:`HqService.arrive`)."""
+
+    msg: Inbound
+    batch: EventBatch | None = None
+
+
 @dataclass
 class Counters:
     batches: int = 0
@@ -234,7 +244,8 @@ class Counters:
 
 
 class HqService:
-    """The HQ loop: one thread applies messages in order; the link thread only queues them."""
+    """The HQ loop: one thread applies messages in order; the link thread queues them and a
+    reading thread parses event batches a few messages ahead."""
 
     def __init__(self, config: HqConfig, engine: Engine | None = None) -> None:
         self.config = config
@@ -292,18 +303,22 @@ class HqService:
         self.link.start()
         self.fetch_link.start()
         done = threading.Event()
-        fetches = threading.Thread(
-            target=self._serve_fetches, args=(done,), name="hq-fetch", daemon=True
-        )
-        fetches.start()
+        arrived: queue.Queue[Arrived] = queue.Queue(READ_AHEAD)
+        helpers = [
+            threading.Thread(target=self._serve_fetches, args=(done,), name="hq-fetch"),
+            threading.Thread(target=self._read, args=(arrived, done), name="hq-read"),
+        ]
+        for helper in helpers:
+            helper.daemon = True
+            helper.start()
         try:
             while not self._stop.is_set() and not (until and until()):
                 try:
-                    item = self.link.inbox.get(timeout=0.2)
+                    item = arrived.get(timeout=0.2)
                 except queue.Empty:
-                    item = None
-                if isinstance(item, Inbound):
-                    self._take(item)
+                    pass
+                else:
+                    self._take(item, arrived)
                 now = time.monotonic()
                 if now >= self._next_check:
                     self._next_check = now + 5.0
@@ -316,7 +331,8 @@ class HqService:
                     self.release_holdings()
         finally:
             done.set()
-            fetches.join(5)
+            for helper in helpers:
+                helper.join(5)
             self.fetch_link.close()
             self.link.close()
 
@@ -342,29 +358,65 @@ class HqService:
             log.info("%d holdings of members unseen for %d months ended", ended, months)
         return ended
 
-    def _take(self, item: Inbound) -> None:
+    def arrive(self, msg: Inbound) -> Arrived:
+        """``msg``, an event batch parsed with each event's data checked: the reading thread
+        does this for the next messages while the loop stores the batches before them. A
+        batch that does not parse is left for :meth:`handle` to drop, with its reason."""
+        parsed = self.topics.parse_device_topic(msg.topic)
+        if parsed is None or parsed[1] != "events":
+            return Arrived(msg)
+        try:
+            batch = decode(EventBatch, msg.payload)
+        except ProtocolError:
+            return Arrived(msg)
+        for one in batch.events:
+            # Worked out now and kept on the event; the ledger sets aside one that fails.
+            with contextlib.suppress(ProtocolError):
+                one.typed_data  # noqa: B018
+        return Arrived(msg, batch)
+
+    def _read(self, arrived: queue.Queue[Arrived], done: threading.Event) -> None:
+        """The reading thread: parses what the link received, a few messages ahead."""
+        while not done.is_set():
+            try:
+                item = self.link.inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if not isinstance(item, Inbound):
+                continue
+            try:
+                ready = self.arrive(item)
+            except Exception:  # the loop's handle() deals with it, and logs why
+                ready = Arrived(item)
+            while not done.is_set():
+                try:
+                    arrived.put(ready, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    def _take(self, item: Arrived, arrived: queue.Queue[Arrived]) -> None:
         """Handles ``item``; with event batches of several devices waiting behind it, stores
         them together (:meth:`handle_events`), in the order they came."""
-        if not item.topic.endswith("/events"):
-            self.handle(item)
+        if item.batch is None:
+            self.handle(item.msg)
             return
         group, after = [item], None
         while len(group) < GROUP_MAX:
             try:
-                waiting = self.link.inbox.get_nowait()
+                waiting = arrived.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(waiting, Inbound) and waiting.topic.endswith("/events"):
-                group.append(waiting)
-            else:
+            if waiting.batch is None:
                 after = waiting
                 break
+            group.append(waiting)
         if len(group) == 1:
-            self.handle(item)
+            self.handle(item.msg, batch=item.batch)
         else:
             self.handle_events(group)
-        if isinstance(after, Inbound):
-            self.handle(after)
+        if after is not None:
+            self.handle(after.msg)
 
     def _serve_fetches(self, done: threading.Event) -> None:
         while not done.is_set():
@@ -379,16 +431,19 @@ class HqService:
         threshold = timedelta(seconds=self.config.offline_alert_s)
         return check_offline(session, datetime.now(UTC), threshold)
 
-    def handle(self, msg: Inbound, link: MqttLink | None = None) -> None:
+    def handle(
+        self, msg: Inbound, link: MqttLink | None = None, batch: EventBatch | None = None
+    ) -> None:
         """Applies one message; malformed ones are logged and dropped, never half-applied.
 
         Nothing a message holds can stop the service: a fault while applying one is logged
         and counted, and the message is acknowledged to the broker only if it was dealt with
         (a device resends its events until HQ's own acknowledgement says they are stored).
+        ``batch`` is the message's event batch where :meth:`arrive` parsed it already.
         """
         outcome = "handled"
         try:
-            self._dispatch(msg)
+            self._dispatch(msg, batch)
         except ProtocolError as exc:
             outcome = "dropped"
             log.warning("dropped message on %r: %s", msg.topic[:120], exc)
@@ -408,14 +463,14 @@ class HqService:
             self.counters.handled += 1
         (link or self.link).ack(msg)
 
-    def _dispatch(self, msg: Inbound) -> None:
+    def _dispatch(self, msg: Inbound, batch: EventBatch | None = None) -> None:
         parsed = self.topics.parse_device_topic(msg.topic)
         if parsed is None:
             raise ProtocolError(f"unexpected topic {msg.topic[:120]}")
         device_id, leaf = parsed
         now = datetime.now(UTC)
         if leaf == "events":
-            self._ingest(device_id, decode(EventBatch, msg.payload), now)
+            self._ingest(device_id, batch or decode(EventBatch, msg.payload), now)
         elif leaf == "replica/request":
             request = decode(ReplicaRequest, msg.payload)
             if request.device_id != device_id:
@@ -523,24 +578,22 @@ class HqService:
             self._seen_at.update(dict.fromkeys(due, tick))
         return results
 
-    def handle_events(self, group: list[Inbound]) -> None:
-        """Several devices' batches, waiting together, stored in one transaction (one commit
-        for all), then each acknowledged. Anything but a clean run of the group (a lost race,
-        a batch HQ cannot apply) falls back to storing each on its own, as :meth:`handle`
-        does, so the group changes nothing but the number of commits."""
+    def handle_events(self, group: list[Arrived]) -> None:
+        """Several devices' batches (:meth:`arrive`), waiting together, stored in one
+        transaction (one commit for all), then each acknowledged. Anything but a clean run of
+        the group (a lost race, a batch HQ cannot apply) falls back to storing each on its
+        own, as :meth:`handle` does, so the group changes nothing but the number of commits."""
         now = datetime.now(UTC)
         parsed: list[tuple[Inbound, str, EventBatch]] = []
-        for msg in group:
-            topic = self.topics.parse_device_topic(msg.topic)
-            try:
-                if topic is None or topic[1] != "events":
-                    raise ProtocolError(f"unexpected topic {msg.topic[:120]}")
-                parsed.append((msg, topic[0], decode(EventBatch, msg.payload)))
-            except ProtocolError:
-                self.handle(msg)  # dropped there, with its reason
+        for item in group:
+            topic = self.topics.parse_device_topic(item.msg.topic)
+            if item.batch is None or topic is None:
+                self.handle(item.msg)  # dropped there, with its reason
+            else:
+                parsed.append((item.msg, topic[0], item.batch))
         if len(parsed) < 2:
-            for msg, _, _ in parsed:
-                self.handle(msg)
+            for msg, _, batch in parsed:
+                self.handle(msg, batch=batch)
             return
 
         try:
@@ -557,8 +610,8 @@ class HqService:
                     self.link.ack(msg)  # the devices send them again
                 self._stop.wait(0.5)
                 return
-            for msg, _, _ in parsed:
-                self.handle(msg)
+            for msg, _, batch in parsed:
+                self.handle(msg, batch=batch)
             return
         for (msg, device_id, batch), result in zip(parsed, results, strict=True):
             self._answer(device_id, batch, result, now)
@@ -567,22 +620,11 @@ class HqService:
             self.link.ack(msg)
 
     def store_batches(self, batches: list[tuple[str, EventBatch]], now: datetime) -> list[Ingest]:
-        """Several devices' batches stored in one transaction, with the same statements for
-        all of them (:meth:`~hq.ledger.CentralLedger.ingest_many`); a device's later batch is
-        stored after its earlier one. A lost race raises: the caller stores them one by one."""
-        # Each device once in a part: a device's later batch waits for the next part.
-        parts: list[list[tuple[str, EventBatch]]] = [[]]
-        for device_id, batch in batches:
-            if any(device_id == d for d, _ in parts[-1]):
-                parts.append([])
-            parts[-1].append((device_id, batch))
-        results: list[Ingest] = []
+        """Several batches stored in one transaction, with the same statements for all of them
+        (:meth:`~hq.ledger.CentralLedger.ingest_many`), a device's in the order they came. A
+        lost race raises: the caller stores them one by one."""
         with self.sessions() as session, session.begin():
-            for part in parts:
-                done = self._store_many(session, part, now, number=False)
-                self.ledger.number(session, done, now)
-                results += done
-        return results
+            return self._store_many(session, batches, now)
 
     def in_transaction(self, work: Callable[[Session], T]) -> T:
         """Runs ``work`` in one transaction, again (up to ``RACE_RETRIES`` times) when it lost

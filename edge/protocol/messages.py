@@ -290,8 +290,10 @@ class Event(Message):
     data: dict[str, Any]
     seq: int = Field(ge=1)
 
+    @cached_property
     def typed_data(self) -> Loose | None:
-        """The data validated against its kind's schema (None for a kind with no schema).
+        """The data validated against its kind's schema (None for a kind with no schema);
+        raises :class:`ProtocolError` when it does not fit. Worked out once an event.
 
         Strict, as on the wire: the data is checked as the JSON it travelled as, so times
         are ISO strings and a number in quotes is refused.

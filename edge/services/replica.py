@@ -260,7 +260,7 @@ def _apply_one(tx: Tx, item: ReplicaEvent, touched: set[str], outcome: ReplicaOu
     event = item.event
     assert event is not None  # a member's snapshot is applied by apply_snapshot
     try:
-        data = event.typed_data()
+        data = event.typed_data
     except ProtocolError as exc:
         _set_aside(tx, item, None, str(exc), outcome)
         return

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 
 from hq.bulk import among, insert_rows
 from hq.models import CentralMember, StoredEvent
@@ -68,3 +70,17 @@ def test_among_matches_in(engine: Engine) -> None:
         assert found([]) == set()
         assert found(["M3", "M49", "nobody", "M3"]) == {"M3", "M49"}
         assert found([f"M{n}" for n in range(2000)]) == {f"M{n}" for n in range(50)}
+
+
+def test_insert_rows_raises_what_an_insert_would(engine: Engine) -> None:
+    """A row that breaks a unique constraint fails as an INSERT of SQLAlchemy's would (the
+    service takes IntegrityError for a race lost to another worker), and nothing of the
+    rows is kept."""
+    row = {"id": "M1", "store_id": "S001", "tier": "normal", "created_at": T0, "updated_at": T0}
+    with engine.begin() as conn:
+        insert_rows(conn, CentralMember, [row])
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        insert_rows(conn, CentralMember, [{**row, "id": "M2"}, row])
+    with engine.connect() as conn:
+        assert list(conn.execute(select(CentralMember.id)).scalars()) == ["M1"]
+        conn.execute(select(1))  # the connection is still usable

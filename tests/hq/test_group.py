@@ -113,7 +113,7 @@ def test_a_group_stores_what_one_by_one_stores(tmp_path):
     alone, grouped = service(tmp_path, "alone"), service(tmp_path, "grouped")
     for msg in arriving:
         alone.handle(msg)
-    grouped.handle_events(arriving)
+    grouped.handle_events([grouped.arrive(m) for m in arriving])
     expected = outcome(alone.engine)
     per_device, numbers, feeds, quarantined, _ = expected
     assert per_device == {"K001": list(range(1, 10)), "K002": list(range(1, 10)),
@@ -139,7 +139,7 @@ def test_a_batch_that_cannot_go_with_the_others_is_stored_alone(tmp_path):
     arriving.append(Inbound(T.events("K001"), batch.to_bytes(), 1, 100, False))
     arriving.append(Inbound(T.events("K001"), b"{not json", 1, 101, False))
     hq = service(tmp_path, "mixed")
-    hq.handle_events(arriving)
+    hq.handle_events([hq.arrive(m) for m in arriving])
     per_device, numbers, _, quarantined, _ = outcome(hq.engine)
     assert per_device["K001"] == list(range(1, 10)) and quarantined == 1
     assert numbers == list(range(1, 28))
