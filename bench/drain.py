@@ -176,10 +176,13 @@ def main() -> int:
         with open_app(backlog).db.read() as s:
             size = int(s.scalar(select(func.avg(func.length(OutboxEvent.payload)))) or 500)
         raw_count = min(total, 20_000)
-        rate = raw_paho_rate(broker, raw_count, size)
+        # The best of three runs: the machine's load moves a single run by half.
+        rates = [raw_paho_rate(broker, raw_count, size) for _ in range(3)]
+        rate = max(rates)
         print(
-            f"raw paho QoS 1 publish, {raw_count} messages of {size} bytes (one event each): "
-            f"{rate:,.0f} msg/s, i.e. {total / rate:.1f} s for {total} one by one"
+            f"raw paho QoS 1 publish, {raw_count} messages of {size} bytes (one event each), "
+            f"best of {', '.join(f'{r:,.0f}' for r in rates)} msg/s: {rate:,.0f} msg/s, i.e. "
+            f"{total / rate:.1f} s for {total} one by one"
         )
         seconds = {}
         engines = args.engines.split(",")
