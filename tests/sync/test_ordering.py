@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event, func, insert, select
@@ -338,7 +339,7 @@ def test_an_acknowledgement_finds_its_events_by_their_ids(broker, tmp_path):
         app, MqttLink(link_settings(app, topics)), topics,
         batch_max=500, inflight_max=16, ack_timeout_s=60, retry_max_s=60,
     )  # fmt: skip
-    statements: list[tuple[str, object]] = []
+    statements: list[tuple[str, Any]] = []
 
     def seen(conn, cursor, statement, parameters, context, executemany) -> None:
         if "outbox" in statement and not statement.lstrip().upper().startswith("EXPLAIN"):
