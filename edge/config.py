@@ -284,8 +284,21 @@ class KioskUiConfig(_Section):
     )
     language: Literal["zh_CN", "en"] = Field("zh_CN", title="Default language")
     fullscreen: bool = Field(True, title="Full screen", description="off for a desktop window")
-    width: int = Field(1280, ge=800, le=3840, title="Window width when not full screen")
-    height: int = Field(800, ge=480, le=2160, title="Window height when not full screen")
+    width: int = Field(1280, ge=480, le=3840, title="Window width when not full screen")
+    height: int = Field(800, ge=480, le=3840, title="Window height when not full screen")
+    rotation: Literal[0, 90, 180, 270] = Field(
+        0,
+        title="Screen rotation",
+        description="degrees: a landscape monitor mounted on its side shows portrait with 90",
+    )
+    panel_width_mm: float = Field(
+        0,
+        ge=0,
+        le=3000,
+        title="Visible width of the panel in mm, as mounted",
+        description="0: known from the resolution (docs/hardware.md), else 96 dpi",
+    )
+    panel_height_mm: float = Field(0, ge=0, le=3000, title="Visible height of the panel in mm")
     touch_provider: Literal["mouse", "mtdev", "hidinput", "probesysfs"] = Field(
         "hidinput",
         title="Touch input provider",
@@ -296,6 +309,13 @@ class KioskUiConfig(_Section):
         title="Touch device",
         description="event device for mtdev/hidinput, e.g. /dev/input/event0",
     )
+    touch_rotation: Literal[0, 90, 180, 270] = Field(
+        0,
+        title="Touch rotation",
+        description="degrees, as the touch panel is mounted (mtdev and hidinput)",
+    )
+    touch_invert_x: bool = Field(False, title="Touch panel's x axis reversed")
+    touch_invert_y: bool = Field(False, title="Touch panel's y axis reversed")
     large_text: bool = Field(False, title="Start in large-text, high-contrast mode")
     technician_gesture_s: float = Field(
         3.0, gt=0, le=30, title="Technician gesture", description="hold the logo this long"
@@ -305,6 +325,8 @@ class KioskUiConfig(_Section):
     def _clear_after_warning(self) -> Self:
         if self.idle_clear_s <= self.idle_warn_s:
             raise ValueError("idle_clear_s must be later than idle_warn_s")
+        if (self.panel_width_mm > 0) != (self.panel_height_mm > 0):
+            raise ValueError("give both panel_width_mm and panel_height_mm, or neither")
         return self
 
 

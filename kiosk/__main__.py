@@ -19,7 +19,7 @@ from typing import Any
 from edge.station.center import KioskCenter
 from edge.station.center import open_center as open_kiosk_center
 from edge.station.seed import seed_demo
-from kiosk.boot import tune_allocator
+from kiosk.boot import tune_allocator, window_size
 
 
 def open_center(
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim", action="store_true", help="simulated hardware")
     parser.add_argument("--seed", action="store_true", help="seed a demo center if empty")
     parser.add_argument("--windowed", action="store_true", help="a window, not full screen")
-    parser.add_argument("--size", default="", help="window size, e.g. 1024x600")
+    parser.add_argument("--size", type=window_size, help="window size, e.g. 1080x1920")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--receipts-dir", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -62,10 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(settings.log_dir)
         if args.seed:
             seed_demo(center.app)
-        size = (settings.width, settings.height)
-        if args.size:
-            w, _, h = args.size.partition("x")
-            size = (int(w), int(h))
+        size = args.size or (settings.width, settings.height)
         from kiosk.boot import configure_kivy
 
         configure_kivy(
@@ -75,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             device=settings.touch_device,
             fullscreen=settings.fullscreen and not args.windowed,
             size=size,
+            rotation=settings.rotation,
+            touch_rotation=settings.touch_rotation,
+            touch_invert_x=settings.touch_invert_x,
+            touch_invert_y=settings.touch_invert_y,
         )
         from kiosk.app import KioskApp
 

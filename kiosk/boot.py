@@ -6,6 +6,7 @@ window's synthesised mouse events plus ``hidinput``, say) deliver every touch tw
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import ctypes.util
 import functools
@@ -14,22 +15,50 @@ import os
 from pathlib import Path
 from typing import Any
 
+from edge.station.displays import parse_size
+
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
 
-def input_providers(provider: str, device: str) -> dict[str, str]:
-    """The ``[input]`` section: one entry, for the configured provider."""
+def input_providers(
+    provider: str,
+    device: str,
+    rotation: int = 0,
+    invert_x: bool = False,
+    invert_y: bool = False,
+) -> dict[str, str]:
+    """The ``[input]`` section: one entry, for the configured provider, with how the touch
+    panel is mounted (rotated, an axis reversed) for the providers that read it raw."""
     if provider == "mouse":
         # SDL turns touches into mouse events; no red multitouch-emulation dots
         return {"mouse": "mouse,disable_multitouch"}
+    mount = [
+        f"{name}={value}"
+        for name, value, given in (
+            ("rotation", rotation, rotation != 0),
+            ("invert_x", 1, invert_x),
+            ("invert_y", 1, invert_y),
+        )
+        if given
+    ]
     if provider == "probesysfs":
-        return {"touch": "probesysfs,provider=hidinput,select_all=0"}
+        # probesysfs hands each param=... to the hidinput provider it makes for the device
+        return {"touch": ",".join(["probesysfs,provider=hidinput,select_all=0"]
+                                  + [f"param={m}" for m in mount])}  # fmt: skip
     if not device:
         raise ValueError(f"the {provider} provider needs ui.touch_device (e.g. /dev/input/event0)")
-    return {"touch": f"{provider},{device}"}
+    return {"touch": ",".join([provider, device, *mount])}
+
+
+def window_size(text: str) -> tuple[int, int]:
+    """``--size WxH`` for argparse: the size, or a one-line error saying what is wrong."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def tune_allocator() -> bool:
@@ -130,8 +159,15 @@ def configure_kivy(
     device: str = "",
     fullscreen: bool,
     size: tuple[int, int],
+    rotation: int = 0,
+    touch_rotation: int = 0,
+    touch_invert_x: bool = False,
+    touch_invert_y: bool = False,
 ) -> None:
-    """Sets Kivy's environment and config; call before anything imports ``kivy.core``."""
+    """Sets Kivy's environment and config; call before anything imports ``kivy.core``.
+
+    ``rotation`` turns what is drawn (a monitor mounted on its side); the touch panel's own
+    mounting is given apart, as the two are often mounted differently."""
     os.environ["KIVY_NO_ARGS"] = "1"
     os.environ["KIVY_NO_CONSOLELOG"] = "1"
     os.environ["KIVY_NO_CONFIG"] = "1"
@@ -152,9 +188,11 @@ def configure_kivy(
     Config.set("graphics", "resizable", "0" if fullscreen else "1")
     Config.set("graphics", "width", str(size[0]))
     Config.set("graphics", "height", str(size[1]))
+    Config.set("graphics", "rotation", str(rotation))
     Config.set("graphics", "multisamples", "0")
     Config.set("graphics", "show_cursor", "1" if provider == "mouse" else "0")
     for name in list(Config.options("input")):
         Config.remove_option("input", name)
-    for name, value in input_providers(provider, device).items():
+    touch = input_providers(provider, device, touch_rotation, touch_invert_x, touch_invert_y)
+    for name, value in touch.items():
         Config.set("input", name, value)

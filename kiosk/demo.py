@@ -1,6 +1,7 @@
-"""``python -m kiosk.demo --out DIR``: a scripted tour of every journey on the simulators.
+"""``python -m kiosk.demo --out DIR [--size WxH]``: a scripted tour of every journey.
 
-It runs the real app (starting a virtual display when there is no screen), touches it as a
+It runs the real app on the simulators (starting a virtual display of the window's size when
+there is no screen), touches it as a
 person would, and writes a screenshot of each step (``screen-NN-what.png``) and a PNG of each
 receipt printed (``receipt-NN-what.png``) to DIR.
 """
@@ -20,13 +21,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from kiosk.boot import window_size
 from kiosk.driver import Driver
 
 SIZE = (1280, 800)
 
 
-def start_virtual_display(timeout: float = 10.0) -> tuple[subprocess.Popen[bytes], str]:
-    """Starts Xvfb on a display number it picks itself; returns it and the display's name.
+def start_virtual_display(
+    size: tuple[int, int] = SIZE, timeout: float = 10.0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Starts Xvfb, its screen ``size``, on a display number it picks itself; returns it and
+    the display's name.
 
     Xvfb picks the number and writes it to a pipe (``-displayfd``) once it accepts clients:
     two programs starting a virtual display at the same moment cannot pick the same number
@@ -40,7 +45,7 @@ def start_virtual_display(timeout: float = 10.0) -> tuple[subprocess.Popen[bytes
         raise RuntimeError("no screen and no Xvfb: install the xvfb package (make deps)")
     read_end, write_end = os.pipe()
     try:
-        screen_size = f"{SIZE[0]}x{SIZE[1]}x24"
+        screen_size = f"{size[0]}x{size[1]}x24"
         proc = subprocess.Popen(
             [xvfb, "-displayfd", str(write_end), "-screen", "0", screen_size, "-nolisten", "tcp"],
             pass_fds=(write_end,),
@@ -67,13 +72,13 @@ def start_virtual_display(timeout: float = 10.0) -> tuple[subprocess.Popen[bytes
 
 
 @contextmanager
-def screen() -> Iterator[str]:
-    """The display to use: the current one, or a virtual one started here."""
+def screen(size: tuple[int, int] = SIZE) -> Iterator[str]:
+    """The display to use: the current one, or a virtual one of ``size`` started here."""
     if os.environ.get("DISPLAY"):
         yield os.environ["DISPLAY"]
         return
     try:
-        proc, display = start_virtual_display()
+        proc, display = start_virtual_display(size)
     except RuntimeError as exc:
         raise SystemExit(str(exc)) from None
     try:
@@ -231,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kiosk.demo", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
     parser.add_argument("--idle", type=float, default=4.0, help="idle warning after s (tour)")
+    parser.add_argument("--size", type=window_size, default=SIZE, help="e.g. 1080x1920")
     args = parser.parse_args(argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -239,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     from kiosk.boot import tune_allocator
 
     tune_allocator()
-    with tempfile.TemporaryDirectory(prefix="kiosk-demo-") as tmp, screen():
+    with tempfile.TemporaryDirectory(prefix="kiosk-demo-") as tmp, screen(args.size):
         data, printed = Path(tmp) / "data", Path(tmp) / "receipts"
         from edge.config import KioskConfig, KioskUiConfig
 
@@ -266,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                 kivy_home=settings.cache_dir / "kivy",
                 provider="mouse",
                 fullscreen=False,
-                size=SIZE,
+                size=args.size,
             )
             from kiosk.app import KioskApp
 

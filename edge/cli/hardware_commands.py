@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +17,9 @@ from drivers.health import HealthState
 from edge.app import AppContext
 from edge.cli.common import emit, json_option, state
 from edge.domain.errors import DiskFull, InvalidInput
+
+if TYPE_CHECKING:
+    from edge.config import KioskUiConfig
 
 
 def register(group: click.Group) -> None:
@@ -149,10 +152,8 @@ def doctor_cmd(sim: bool) -> None:
     except DiskFull:  # the database cannot even be opened: still check the rest
         app, unopened = None, "the disk is full: the database cannot be opened"
     data_dir = app.data_dir if app else cli.data_dir or default_data_dir()
-    if sim:
-        hardware = HardwareConfig()
-    else:
-        hardware = (app.config if app else load_config(cli.config_path, data_dir)[0]).hardware
+    config = app.config if app else load_config(cli.config_path, data_dir)[0]
+    hardware = HardwareConfig() if sim else config.hardware
     rows = [
         {
             "device": r.device,
@@ -179,10 +180,67 @@ def doctor_cmd(sim: bool) -> None:
         }
     )
     rows.append(_storage_row(data_dir))
+    rows.append(_display_row(config.ui, sim))
     failed = any(r["state"] == HealthState.FAILED.value for r in rows)
     emit({"ok": not failed, "checks": rows}, lambda _: _table(rows, failed))
     if failed:
         raise click.exceptions.Exit(1)
+
+
+def _display_row(ui: KioskUiConfig, sim: bool) -> dict[str, Any]:
+    """The touchscreen as the app will lay it out: the size (the connected display's, or the
+    window's), the rotation, the panel's size in mm and so the smallest touch target, and
+    the touch input. FAIL when the touch device is missing; WARN when nothing says how large
+    the panel is (targets are then sized for 96 dpi)."""
+    from edge.station.displays import connected_size, known_panel, min_target_px
+
+    start = time.perf_counter()
+    found = connected_size() if ui.fullscreen else None
+    if found is not None:
+        output, (width, height) = found
+        where = f"{output} {width}x{height}"
+    else:
+        width, height = ui.width, ui.height
+        where = (
+            f"{width}x{height} {'full screen (no display found)' if ui.fullscreen else 'window'}"
+        )
+    if ui.rotation in (90, 270):
+        width, height = height, width  # what the app lays out
+    mm = (ui.panel_width_mm, ui.panel_height_mm)
+    panel = known_panel(width, height)
+    if mm[0] > 0:
+        size = f"panel {mm[0]:g}x{mm[1]:g} mm (configured)"
+    elif panel is not None:
+        size = f"panel {panel.width_mm:g}x{panel.height_mm:g} mm ({panel.name})"
+    else:
+        size = "panel size unknown: set [ui] panel_width_mm and panel_height_mm"
+    touch = ui.touch_provider if sim or ui.touch_provider == "mouse" else (
+        f"{ui.touch_provider} {ui.touch_device or '(no touch_device)'}"
+        f"{f' rotation {ui.touch_rotation}' if ui.touch_rotation else ''}"
+        f"{' invert_x' if ui.touch_invert_x else ''}{' invert_y' if ui.touch_invert_y else ''}"
+    )  # fmt: skip
+    target = min_target_px(width, height, *mm)
+    detail = (
+        f"{where}, laid out {width}x{height} {'portrait' if height > width else 'landscape'}, "
+        f"rotation {ui.rotation}, {size}, touch targets >= {target:.0f} px, touch {touch}"
+    )
+    raw = ui.touch_provider in ("mtdev", "hidinput") and not sim
+    state, code, reason = HealthState.OK, "", ""
+    if raw and not (ui.touch_device and Path(ui.touch_device).exists()):
+        # a warning: the touch panel may be plugged in after the check (an update's)
+        state, code = HealthState.DEGRADED, "touch_missing"
+        reason = f"touch device {ui.touch_device or '(none configured)'} not found"
+    elif mm[0] <= 0 and panel is None:
+        state, code, reason = HealthState.DEGRADED, "panel_unknown", "panel size unknown"
+    return {
+        "device": "display",
+        "backend": "sdl2",
+        "state": state.value,
+        "code": code,
+        "reason": reason,
+        "detail": detail,
+        "ms": round((time.perf_counter() - start) * 1000, 1),
+    }
 
 
 def _storage_row(data_dir: Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from edge.cli.common import state
+from edge.station.displays import parse_size
 
 DEMO_DIR = Path("var/demo")
 
@@ -26,6 +27,15 @@ def has_screen(environ: dict[str, str] | None = None) -> bool:
     if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
         return True
     return any(Path("/dev/dri").glob("card*")) and not env.get("SSH_CONNECTION")
+
+
+def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if value:
+        try:
+            parse_size(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def _child_env(data_dir: Path | None) -> dict[str, str]:
@@ -39,7 +49,7 @@ def register(group: click.Group) -> None:
     @group.command("run")
     @click.option("--sim", is_flag=True, help="Simulated hardware (for a development machine).")
     @click.option("--windowed", is_flag=True, help="A window instead of full screen.")
-    @click.option("--size", default="", help="Window size, e.g. 1024x600.")
+    @click.option("--size", default="", callback=_size, help="Window size, e.g. 1080x1920.")
     def run_cmd(sim: bool, windowed: bool, size: str) -> None:
         """Start the member center on the touchscreen."""
         root = state()
@@ -69,7 +79,12 @@ def register(group: click.Group) -> None:
         show_default=True,
         help="Folder for screen-NN-*.png and receipt-NN-*.png.",
     )
-    def demo_cmd(out: Path) -> None:
+    @click.option(
+        "--size", default="", callback=_size, help="Window size, e.g. 1080x1920 (portrait)."
+    )
+    def demo_cmd(out: Path, size: str) -> None:
         """Play a scripted tour of every journey on the simulators, with screenshots."""
-        code = subprocess.call([sys.executable, "-m", "kiosk.demo", "--out", str(out)])
-        raise SystemExit(code)
+        command = [sys.executable, "-m", "kiosk.demo", "--out", str(out)]
+        if size:
+            command += ["--size", size]
+        raise SystemExit(subprocess.call(command))

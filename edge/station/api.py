@@ -177,6 +177,11 @@ class UiSettings:
     height: int
     touch_provider: str
     touch_device: str
+    touch_rotation: int
+    touch_invert_x: bool
+    touch_invert_y: bool
+    rotation: int
+    panel_mm: tuple[float, float]  # (0, 0): known from the resolution
     large_text: bool
     technician_gesture_s: float
     cache_dir: Path

@@ -57,8 +57,9 @@ def test_doctor_passes_on_simulators(kiosk):
         "gpio",
         "database",
         "storage",
+        "display",
     ]
-    storage = report["checks"][-1]
+    storage = report["checks"][-2]
     assert storage["free_bytes"] > 0 and storage["total_bytes"] >= storage["free_bytes"]
     assert " free of " in storage["detail"]
 
@@ -71,3 +72,28 @@ def test_doctor_fails_on_a_missing_device(kiosk, tmp_path):
     assert code == 1
     assert "FAIL  dispenser" in out
     assert "result: FAILED" in out
+
+
+def test_doctor_shows_the_screen_as_the_app_will_lay_it_out(kiosk, tmp_path):
+    """A landscape monitor turned on its side: the size, rotation and panel in force, the
+    smallest touch target from the panel's millimetres; a touch device not found warns."""
+    (tmp_path / "config.toml").write_text(
+        "[ui]\nfullscreen = false\nwidth = 1920\nheight = 1080\nrotation = 90\n"
+        'touch_provider = "hidinput"\ntouch_device = "/dev/input/by-id/usb-no-such-panel"\n'
+        "touch_rotation = 90\npanel_width_mm = 400\npanel_height_mm = 711\n"
+    )
+    code, out, _ = kiosk("doctor", "--json")
+    display = next(c for c in json.loads(out)["checks"] if c["device"] == "display")
+    assert display["state"] == "degraded" and display["code"] == "touch_missing"
+    assert "laid out 1080x1920 portrait, rotation 90" in display["detail"]
+    assert "panel 400x711 mm (configured)" in display["detail"]
+    assert "touch targets >= 24 px" in display["detail"]  # 9 mm at 2.7 px/mm
+    assert "hidinput /dev/input/by-id/usb-no-such-panel rotation 90" in display["detail"]
+    assert code == 0  # a warning, not a failure
+
+
+def test_a_window_size_is_refused_in_one_line(kiosk):
+    code, _, err = kiosk("demo", "--size", "1080by1920")
+    assert code == 2 and "write it as WIDTHxHEIGHT" in err
+    code, _, err = kiosk("run", "--size", "100x100")
+    assert code == 2 and "from 480 to 3840 pixels" in err

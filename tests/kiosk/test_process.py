@@ -6,7 +6,9 @@ import ast
 import subprocess
 import sys
 
-from kiosk.boot import _libc_function, give_back_memory, tune_allocator
+import pytest
+
+from kiosk.boot import _libc_function, give_back_memory, input_providers, tune_allocator
 
 # image libraries (cameras, receipt pictures), MQTT (the sync agent's), migrations
 NOT_IN_THE_TOUCHSCREEN = ("cv2", "zxingcpp", "pyzbar", "numpy", "PIL", "paho", "alembic")
@@ -50,3 +52,19 @@ def test_giving_memory_back_looks_the_c_library_up_once():
     after = _libc_function.cache_info()
     assert after.misses == before.misses  # no ``ldconfig -p`` per customer
     assert after.hits == before.hits + 2
+
+
+def test_one_touch_provider_with_the_panel_as_mounted():
+
+    assert input_providers("mouse", "", 90, True) == {"mouse": "mouse,disable_multitouch"}
+    assert input_providers("hidinput", "/dev/input/event3") == {
+        "touch": "hidinput,/dev/input/event3"
+    }
+    assert input_providers("mtdev", "/dev/input/event3", 270, False, True) == {
+        "touch": "mtdev,/dev/input/event3,rotation=270,invert_y=1"
+    }
+    assert input_providers("probesysfs", "", 90, True) == {
+        "touch": "probesysfs,provider=hidinput,select_all=0,param=rotation=90,param=invert_x=1"
+    }
+    with pytest.raises(ValueError, match="touch_device"):
+        input_providers("hidinput", "")
