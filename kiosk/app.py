@@ -32,6 +32,7 @@ from edge.station.api import (
     TechnicianInfo,
     UiSettings,
 )
+from edge.station.displays import min_target_px
 from edge.systemd import sd_notify, watchdog_interval_s
 from kiosk.boot import drop_text_surfaces, give_back_memory, keep_startup_objects
 from kiosk.fonts import ensure_fonts
@@ -68,7 +69,10 @@ KV_FILES = (
     "staff",
     "technician",
 )
+# The layouts are drawn for these windows, landscape and portrait, and scaled by the smaller
+# ratio to the window's.
 DESIGN_SIZE = (1280, 800)
+PORTRAIT_DESIGN_SIZE = (800, 1280)
 FONT_LADDER = (20, 26, 32, 44, 60, 80)
 # how often the fault banner reads the devices' health (the station records what it reads)
 FAULT_BANNER_POLL_S = 5.0
@@ -197,6 +201,10 @@ class KioskApp(App):  # type: ignore[misc]
     """The member center on the touchscreen."""
 
     scale = NumericProperty(1.0)
+    # The window is taller than wide: every screen stacks what landscape puts side by side.
+    portrait = BooleanProperty(False)
+    # The smallest touch target in pixels (9 mm on the panel, see edge.station.displays).
+    touch_min = NumericProperty(34.0)
     # Text comes in five sizes only: the SDL2 text provider keeps a copy of the CJK font's
     # outlines (16 MB) for every size in use, so sizes are a short ladder, not a continuum.
     font = ListProperty([20, 26, 32, 44, 60])
@@ -292,8 +300,11 @@ class KioskApp(App):  # type: ignore[misc]
 
     def _restyle(self, *_args: Any) -> None:
         width, height = Window.size
-        base = min(width / DESIGN_SIZE[0], height / DESIGN_SIZE[1])
+        self.portrait = height > width
+        design = PORTRAIT_DESIGN_SIZE if self.portrait else DESIGN_SIZE
+        base = min(width / design[0], height / design[1])
         self.scale = base * (1.2 if self.large else 1.0)
+        self.touch_min = min_target_px(width, height, *self.settings.panel_mm)
         # large text moves every text one step up the ladder (one new size, not five)
         ladder = FONT_LADDER[1:] if self.large else FONT_LADDER[:-1]
         self.font = [round(size * base) for size in ladder]

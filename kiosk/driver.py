@@ -119,6 +119,51 @@ class Driver:
     def keys(self, digits: str) -> None:
         self.tap(*(f"key-{d}" for d in digits))
 
+    # ---- how the screen is laid out ------------------------------------------------------
+    def layout_faults(self) -> list[str]:
+        """What the current screen gets wrong at this window size, a line each: a widget
+        (outside a scrolling area) reaching past the window, text larger than its box (cut
+        off or spilling over), and a touch target smaller than the app's smallest
+        (``touch_min``, 9 mm on the panel)."""
+        from kivy.core.window import Window
+        from kivy.uix.behaviors import ButtonBehavior
+        from kivy.uix.label import Label
+        from kivy.uix.scrollview import ScrollView
+
+        width, height = Window.size
+        smallest = float(self.app.touch_min)
+        faults: list[str] = []
+        stack: list[tuple[Any, bool]] = [(w, False) for w in Window.children]
+        while stack:
+            widget, scrolled = stack.pop()
+            if widget.opacity == 0 or widget.width <= 0 or widget.height <= 0:
+                continue  # not shown, nor anything in it
+            stack.extend((child, scrolled or isinstance(widget, ScrollView))
+                         for child in widget.children)  # fmt: skip
+            name = _name(widget)
+            x, y = widget.to_window(widget.x, widget.y)
+            if not scrolled and (
+                x < -1 or y < -1 or x + widget.width > width + 1 or y + widget.height > height + 1
+            ):
+                faults.append(
+                    f"{name} at ({x:.0f}, {y:.0f}) size {widget.width:.0f}x{widget.height:.0f} "
+                    f"reaches past the {width}x{height} window"
+                )
+            if isinstance(widget, Label) and widget.text.strip():
+                tw, th = widget.texture_size
+                if tw > widget.width + 1 or th > widget.height + 1:
+                    faults.append(
+                        f"{name}: text of {tw:.0f}x{th:.0f} in a box of "
+                        f"{widget.width:.0f}x{widget.height:.0f}"
+                    )
+            small = min(widget.width, widget.height) < smallest - 0.5
+            if isinstance(widget, ButtonBehavior) and not widget.disabled and small:
+                faults.append(
+                    f"{name}: a touch target of {widget.width:.0f}x{widget.height:.0f}, "
+                    f"under {smallest:.0f} px (9 mm)"
+                )
+        return faults
+
     # ---- what the window shows --------------------------------------------------------
     def save_png(self, path: Path) -> None:
         """Draws the window once more and saves what it shows as a PNG.
@@ -134,3 +179,9 @@ class Driver:
         Window.dispatch("on_draw")
         pixels = glReadPixels(0, 0, width, height, GL_RGB, GL_UNSIGNED_BYTE)
         Window._win.save_bytes_in_png(str(path), pixels, width, height)
+
+
+def _name(widget: Any) -> str:
+    """A widget as a layout fault names it: its class and its ``tid`` or the start of its text."""
+    label = getattr(widget, "tid", "") or str(getattr(widget, "text", "") or "")[:30]
+    return f"{type(widget).__name__} {label!r}" if label else type(widget).__name__

@@ -22,6 +22,7 @@ from kiosk.driver import Driver
 from tests.waiting import wait_for
 
 SIZE = (1280, 800)
+SCREEN = (1280, 1920)  # room for every supported window, portrait ones included
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +30,7 @@ def virtual_display(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from kiosk.demo import start_virtual_display
 
     try:
-        proc, display = start_virtual_display()
+        proc, display = start_virtual_display(SCREEN)
     except RuntimeError as exc:
         pytest.fail(f"{exc} (make deps installs the xvfb package)")
     os.environ["DISPLAY"] = display
