@@ -430,7 +430,7 @@ class CentralLedger:
                         "device_seq": event.seq,
                         "kind": event.kind,
                         "at": event.at,
-                        "payload": event.model_dump_json(),
+                        "payload": event.stored_json,
                         "received_at": now,
                     }
                 )

@@ -370,7 +370,9 @@ class HqService:
         except ProtocolError:
             return Arrived(msg)
         for one in batch.events:
-            # Worked out now and kept on the event; the ledger sets aside one that fails.
+            # Worked out now and kept on the event: its data checked (the ledger sets aside
+            # one that fails) and the JSON HQ stores.
+            one.stored_json  # noqa: B018
             with contextlib.suppress(ProtocolError):
                 one.typed_data  # noqa: B018
         return Arrived(msg, batch)

@@ -291,6 +291,11 @@ class Event(Message):
     seq: int = Field(ge=1)
 
     @cached_property
+    def stored_json(self) -> str:
+        """The event as JSON, as HQ stores it; worked out once an event."""
+        return self.model_dump_json()
+
+    @cached_property
     def typed_data(self) -> Loose | None:
         """The data validated against its kind's schema (None for a kind with no schema);
         raises :class:`ProtocolError` when it does not fit. Worked out once an event.
