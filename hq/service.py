@@ -166,6 +166,9 @@ def make_hq_engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
             cur.execute("PRAGMA journal_mode = WAL")
             cur.execute("PRAGMA synchronous = NORMAL")
+            # a checkpoint (which flushes the database file) every 64 MB of log, not 4 MB:
+            # a backlog's large transactions would each set one off
+            cur.execute("PRAGMA wal_autocheckpoint = 16384")
             cur.close()
     else:
         engine = create_engine(url, pool_pre_ping=True)
