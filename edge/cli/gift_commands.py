@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from edge.cli.common import emit, json_option, state
 from edge.cli.staff_auth import staff_login
 from edge.console import NUMBER
 from edge.domain.staff import Permission
-from edge.services import gifts
+from edge.services import gifts, pictures
+
+IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 @click.group("gift")
@@ -25,6 +29,7 @@ def gift_group() -> None:
 @click.option("--per-member-limit", default=None, type=NUMBER)
 @click.option("--coupon-cents", default=None, type=NUMBER, help="Makes it a coupon of this value.")
 @click.option("--coupon-days", default=30, show_default=True, type=NUMBER)
+@click.option("--image", type=IMAGE, default=None, help="Its picture: a PNG or JPEG file.")
 @json_option
 def add_cmd(
     sku: str,
@@ -35,6 +40,7 @@ def add_cmd(
     per_member_limit: int | None,
     coupon_cents: int | None,
     coupon_days: int,
+    image: Path | None,
 ) -> None:
     """Add a gift (or, with --coupon-cents, a coupon) to the catalogue."""
     kind = "coupon" if coupon_cents is not None else "gift"
@@ -49,11 +55,28 @@ def add_cmd(
         kind,
         coupon_cents or 0,
         coupon_days,
+        image=read_image(image) if image else None,
     )
     emit(
         line,
         lambda g: f"added {g.kind} {g.sku} '{g.name}': {g.points_price} points, {g.stock} in stock",
     )
+
+
+@gift_group.command("picture")
+@click.argument("sku")
+@click.argument("image", type=IMAGE)
+@json_option
+def picture_cmd(sku: str, image: Path) -> None:
+    """Give gift SKU the picture in IMAGE (a PNG or JPEG file) on this kiosk's screen."""
+    line = gifts.set_gift_picture(state().app, sku, read_image(image))
+    emit(line, lambda g: f"{g.sku} '{g.name}' shows picture {g.picture}")
+
+
+def read_image(path: Path) -> bytes:
+    """The file's bytes, read no further than the largest picture allowed (and one more)."""
+    with path.open("rb") as f:
+        return f.read(pictures.MAX_BYTES + 1)
 
 
 @gift_group.command("list")

@@ -18,6 +18,7 @@ from edge.security.codes import sign_voucher, verify_voucher, voucher_device_id
 from edge.services.connectivity import connectivity
 from edge.services.ledger import debit
 from edge.services.members import usable_member
+from edge.services.pictures import prune_pictures, take_picture
 from edge.services.remote import ensure_here
 from edge.services.staff import StaffIdentity, require
 from edge.services.tx import Tx, run_once, transaction
@@ -38,6 +39,7 @@ class GiftLine:
     coupon_value_cents: int
     active: bool
     is_low: bool
+    picture: str | None = None  # the SHA-256 of its picture (edge.services.pictures)
 
 
 def _line(g: Gift) -> GiftLine:
@@ -52,6 +54,7 @@ def _line(g: Gift) -> GiftLine:
         g.coupon_value_cents,
         g.active,
         is_low_stock(g.stock, g.low_stock),
+        g.picture,
     )
 
 
@@ -75,8 +78,10 @@ def add_gift(
     coupon_value_cents: int = 0,
     coupon_valid_days: int = 30,
     actor: str = "console",
+    image: bytes | None = None,
 ) -> GiftLine:
-    """Adds a gift or coupon to the catalogue."""
+    """Adds a gift or coupon to the catalogue, with ``image`` as its picture if given (a
+    picture that fails its checks refuses the whole addition)."""
     sku_v = validate_sku(sku)
     name_v = name.strip()
     if not name_v or len(name_v) > 64 or not name_v.isprintable():
@@ -91,6 +96,7 @@ def add_gift(
     if kind == "coupon":
         _count(coupon_value_cents, "coupon value in cents", 1, 10_000_000)
         _count(coupon_valid_days, "coupon validity in days", 1, 3650)
+    picture = take_picture(app, image) if image is not None else None
     with transaction(app) as tx:
         if tx.session.get(Gift, sku_v) is not None:
             raise Refusal(f"gift {sku_v} already exists (restock it instead)", code="gift_exists")
@@ -106,14 +112,43 @@ def add_gift(
             coupon_valid_days=coupon_valid_days,
             active=True,
             updated_at=tx.now,
+            picture=picture.sha256 if picture else None,
         )
         tx.session.add(gift)
-        tx.audit(actor, "gift.add", sku_v, name=name_v, points=points, stock=stock, kind=kind)
+        tx.audit(
+            actor,
+            "gift.add",
+            sku_v,
+            name=name_v,
+            points=points,
+            stock=stock,
+            kind=kind,
+            picture=gift.picture,
+        )
         tx.emit(
             "gift.changed",
             {"sku": sku_v, "name": name_v, "kind": kind, "points_price": points, "stock": stock},
         )
         return _line(gift)
+
+
+def set_gift_picture(app: AppContext, sku: str, image: bytes, actor: str = "console") -> GiftLine:
+    """Gives gift ``sku`` the picture ``image`` (checked and scaled, see
+    :func:`~edge.services.pictures.take_picture`); pictures no gift shows any more are
+    pruned."""
+    sku_v = validate_sku(sku)
+    picture = take_picture(app, image)
+    with transaction(app) as tx:
+        gift = tx.session.get(Gift, sku_v)
+        if gift is None:
+            raise NotFound(f"no gift {sku_v}", code="unknown_gift")
+        before, gift.picture = gift.picture, picture.sha256
+        gift.updated_at = tx.now
+        tx.audit(actor, "gift.picture", sku_v, before=before, after=picture.sha256)
+        line = _line(gift)
+        named = set(tx.session.scalars(select(Gift.picture).where(Gift.picture.is_not(None))))
+    prune_pictures(app, {str(n) for n in named})
+    return line
 
 
 def list_gifts(app: AppContext, include_inactive: bool = False) -> list[GiftLine]:

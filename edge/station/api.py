@@ -38,6 +38,7 @@ class GiftTile:
     stock: int
     low: bool
     coupon_value_cents: int
+    picture: str = ""  # the picture to show, scaled to a tile's size ('' : none on disk)
 
 
 @dataclass(frozen=True)

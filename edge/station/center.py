@@ -34,6 +34,7 @@ from edge.services import gifts as gift_service
 from edge.services import members as member_service
 from edge.services import points as points_service
 from edge.services.gifts import RedemptionResult
+from edge.services.pictures import shown_path
 from edge.services.pushes import follow_stored_rules
 from edge.station import slips
 from edge.station.api import (
@@ -63,7 +64,10 @@ from edge.station.staff_sessions import StaffSessions
 log = logging.getLogger(__name__)
 
 
-def gift_tile(line: gift_service.GiftLine) -> GiftTile:
+def gift_tile(app: AppContext, line: gift_service.GiftLine) -> GiftTile:
+    """A gift as a tile shows it; its picture only if the scaled copy is on disk (else the
+    tile shows the gift's first character)."""
+    shown = shown_path(app, line.picture)
     return GiftTile(
         line.sku,
         line.name,
@@ -72,6 +76,7 @@ def gift_tile(line: gift_service.GiftLine) -> GiftTile:
         line.stock,
         line.is_low,
         line.coupon_value_cents,
+        str(shown) if shown else "",
     )
 
 
@@ -166,7 +171,7 @@ class KioskCenter:
         return member_service.show_member(self.app, card_no=card_no)
 
     def gifts(self) -> list[GiftTile]:
-        return [gift_tile(line) for line in gift_service.list_gifts(self.app)]
+        return [gift_tile(self.app, line) for line in gift_service.list_gifts(self.app)]
 
     def redeem(self, card_no: str, sku: str, request_id: str) -> RedeemOutcome:
         result = gift_service.redeem_gift(self.app, card_no, sku, 1, request_id)
@@ -265,7 +270,7 @@ class KioskCenter:
 
     def restock(self, staff: StaffSession, sku: str, qty: int) -> GiftTile:
         identity = self.sessions.identity(staff, Permission.RESTOCK)
-        return gift_tile(gift_service.restock_gift(self.app, sku, qty, identity))
+        return gift_tile(self.app, gift_service.restock_gift(self.app, sku, qty, identity))
 
     def reprint_last_voucher(self, staff: StaffSession) -> PrintOutcome:
         identity = self.sessions.identity(staff, Permission.REPRINT_VOUCHER)

@@ -190,6 +190,8 @@ class Gift(Base):
     coupon_valid_days: Mapped[int] = mapped_column(Integer, default=30)
     active: Mapped[bool] = mapped_column(default=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # the SHA-256 of its picture (edge.services.pictures), or none
+    picture: Mapped[str | None] = mapped_column(String(64))
 
 
 class Redemption(Base):

@@ -6,6 +6,10 @@ screen says and what the ledger holds.
 
 from __future__ import annotations
 
+import io
+
+from PIL import Image
+
 from edge.services import gifts as gift_service
 from edge.services import members as member_service
 from edge.services.status import audit_log
@@ -101,12 +105,21 @@ def test_blocked_card_is_refused_with_the_reason(kiosk):
 
 def test_redeeming_a_gift_prints_the_voucher(kiosk):
     card = kiosk.people.wang_card
+    out = io.BytesIO()
+    Image.new("RGB", (900, 600), "teal").save(out, format="JPEG")
+    gift_service.set_gift_picture(kiosk.center.app, "TOWEL", out.getvalue())
     identify_by_scan(kiosk, card)
     stock = {g.sku: g.stock for g in gift_service.list_gifts(kiosk.center.app)}
     kiosk.tap("gifts")
     kiosk.wait_for(lambda: kiosk.has("gift-TOWEL"), what="the catalogue")
+    # the towel's picture, scaled once to a tile's size; the rice, without one, its character
+    picture = kiosk.find("picture-TOWEL")
+    assert picture.opacity == 1 and picture.texture is not None
+    assert max(picture.texture.size) <= 320
+    assert kiosk.find("picture-RICE5").opacity == 0 and "东" in kiosk.texts()
     kiosk.tap("gift-TOWEL")
     assert "用 300 积分兑换纯棉毛巾" in kiosk.find("confirm-text").text
+    assert kiosk.find("confirm-picture").height > 0
     kiosk.tap("confirm")
     kiosk.wait_for(lambda: kiosk.app.gifts_vm.stage == "done", what="redemption")
     assert "兑换成功" in kiosk.notice()
