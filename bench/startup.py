@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -195,8 +196,12 @@ def main() -> int:
         first = run(data, tour=False)
         print(f"first start on an empty data dir (schema, fonts): {first['start_s']:.2f} s")
         for size in sizes:
-            warm = [run(data, tour=False, size=size)["start_s"] for _ in range(3)]
-            toured = run(data, tour=True, size=size)
+            # each size's tour on a copy of the center as the first start left it: a tour
+            # spends points and claims a birthday gift once
+            here = Path(tmp) / f"data-{size[0]}x{size[1]}"
+            shutil.copytree(data, here)
+            warm = [run(here, tour=False, size=size)["start_s"] for _ in range(3)]
+            toured = run(here, tour=True, size=size)
             passed = report(size, sorted(warm)[1], toured) and passed
     return 0 if passed else 1
 
