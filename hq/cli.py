@@ -367,15 +367,33 @@ def update_command(
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.pass_context
 def push_catalogue_command(ctx: click.Context, path: Path) -> None:
-    """Publish the gift catalogue (JSON: version, gifts) retained for every kiosk."""
+    """Publish the gift catalogue (JSON: version, gifts) retained for every kiosk; a gift's
+    "picture_file" (a PNG or JPEG, relative to the JSON's folder) goes with it."""
     from edge.protocol import Catalogue
+    from edge.protocol.pictures import PictureRefused, check_picture
     from hq.commands import push_catalogue
 
     raw = json.loads(path.read_text(encoding="utf-8"))
     raw.setdefault("issued_at", datetime.now(UTC).isoformat())
+    pictures: dict[str, bytes] = {}
+    for gift in raw.get("gifts", []) if isinstance(raw.get("gifts"), list) else []:
+        name = gift.pop("picture_file", None) if isinstance(gift, dict) else None
+        if name is None:
+            continue
+        file = path.parent / str(name)
+        try:
+            data = file.read_bytes()
+            checked = check_picture(data)
+        except (OSError, PictureRefused) as exc:
+            raise InvalidInput(f"{gift.get('sku', '?')}'s picture {name}: {exc}") from None
+        pictures[checked.sha256] = data
+        gift["picture"] = {"sha256": checked.sha256, "size": len(data)}
     catalogue = Catalogue.model_validate(raw)
-    push_catalogue(config_of(ctx), catalogue)
-    click.echo(f"catalogue v{catalogue.version} published ({len(catalogue.gifts)} gifts)")
+    push_catalogue(config_of(ctx), catalogue, pictures)
+    click.echo(
+        f"catalogue v{catalogue.version} published ({len(catalogue.gifts)} gifts, "
+        f"{len(pictures)} pictures)"
+    )
 
 
 @hq_group.command("push-rules")

@@ -26,6 +26,7 @@ from edge.protocol import (
     Rules,
     Topics,
     decode,
+    picture_chunks,
 )
 from edge.protocol.link import Inbound, MqttLink
 from edge.security.signing import sign_bytes
@@ -203,8 +204,23 @@ def publish_once(
         link.close()
 
 
-def push_catalogue(config: HqConfig, catalogue: Catalogue) -> None:
-    publish_once(config, Topics(config.topic_prefix).catalogue(), catalogue, retain=True)
+def push_catalogue(
+    config: HqConfig, catalogue: Catalogue, pictures: dict[str, bytes] | None = None
+) -> None:
+    """Publishes the catalogue, retained; first the chunks of the pictures it names that are
+    given (``{sha256: file}``, each already checked), retained too, for the kiosks that lack
+    them to fetch (:mod:`edge.sync.pictures`)."""
+    topics = Topics(config.topic_prefix)
+    link = _one_shot(config)
+    try:
+        for data in (pictures or {}).values():
+            for chunk in picture_chunks(data):
+                link.publish(
+                    topics.picture(chunk.sha256, chunk.index), chunk.to_bytes(), 1, retain=True
+                )
+        link.publish(topics.catalogue(), catalogue.to_bytes(), qos=1, retain=True)
+    finally:
+        link.close()
 
 
 def push_rules(config: HqConfig, rules: Rules) -> None:

@@ -10,7 +10,8 @@ from edge.cli.common import emit, json_option, state
 from edge.cli.staff_auth import staff_login
 from edge.console import NUMBER
 from edge.domain.staff import Permission
-from edge.services import gifts, pictures
+from edge.protocol import MAX_PICTURE_BYTES
+from edge.services import gifts
 
 IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -76,7 +77,7 @@ def picture_cmd(sku: str, image: Path) -> None:
 def read_image(path: Path) -> bytes:
     """The file's bytes, read no further than the largest picture allowed (and one more)."""
     with path.open("rb") as f:
-        return f.read(pictures.MAX_BYTES + 1)
+        return f.read(MAX_PICTURE_BYTES + 1)
 
 
 @gift_group.command("list")

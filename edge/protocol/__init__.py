@@ -7,6 +7,7 @@ from edge.protocol.messages import (
     DEVICES,
     EVENT_DATA,
     MAX_BATCH_EVENTS,
+    MAX_PICTURE_BYTES,
     TOPIC_TABLE,
     VERSION,
     BackupAck,
@@ -38,6 +39,8 @@ from edge.protocol.messages import (
     Message,
     OfflinePolicy,
     OfflineRules,
+    PictureChunk,
+    PictureRef,
     PointsPolicy,
     PointsRules,
     ProtocolError,
@@ -56,6 +59,7 @@ from edge.protocol.messages import (
     check_name,
     decode,
     months_before,
+    picture_chunks,
     utc_now,
 )
 
@@ -66,6 +70,7 @@ __all__ = [
     "DEVICES",
     "EVENT_DATA",
     "MAX_BATCH_EVENTS",
+    "MAX_PICTURE_BYTES",
     "TOPIC_TABLE",
     "VERSION",
     "BackupAck",
@@ -97,6 +102,8 @@ __all__ = [
     "Message",
     "OfflinePolicy",
     "OfflineRules",
+    "PictureChunk",
+    "PictureRef",
     "PointsPolicy",
     "PointsRules",
     "ProtocolError",
@@ -115,5 +122,6 @@ __all__ = [
     "check_name",
     "decode",
     "months_before",
+    "picture_chunks",
     "utc_now",
 ]

@@ -224,6 +224,9 @@ class MqttLink:
     def subscribe(self, topic: str, qos: int = 1) -> None:
         self._client.subscribe(topic, qos=qos)
 
+    def unsubscribe(self, topic: str) -> None:
+        self._client.unsubscribe(topic)
+
     # ------------------------------------------------------------------ paho callbacks
 
     def _on_connect(

@@ -9,6 +9,7 @@ that is not exactly a valid message of the expected schema.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ EventId = Annotated[str, StringConstraints(pattern=r"^[0-9A-HJKMNP-TV-Z]{26}$")]
 CardNo = Annotated[str, StringConstraints(pattern=r"^[0-9]{6,20}$")]
 Ref = Annotated[str, StringConstraints(max_length=64)]
 Text = Annotated[str, StringConstraints(max_length=256)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
@@ -537,6 +539,20 @@ class BlocklistUpdate(Message):
     expires_at: AwareDatetime
 
 
+MAX_PICTURE_BYTES = 2_000_000
+PICTURE_CHUNK_BYTES = 256 * 1024
+
+
+class PictureRef(BaseModel):
+    """A gift's picture as the catalogue names it: the SHA-256 and size of the file, whose
+    chunks HQ keeps retained on ``hq/picture/<sha256>/<index>`` (:class:`PictureChunk`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: Sha256
+    size: int = Field(ge=1, le=MAX_PICTURE_BYTES)
+
+
 class CatalogueGift(Message):
     sku: Name
     name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -547,6 +563,62 @@ class CatalogueGift(Message):
     coupon_value_cents: int = Field(0, ge=0, le=10_000_000)
     coupon_valid_days: int = Field(30, ge=1, le=3650)
     active: bool = True
+    # Left out of the JSON when there is none, so a catalogue without pictures reads as it
+    # did for kiosks of the version before pictures.
+    picture: PictureRef | None = Field(None, exclude_if=lambda v: v is None)
+
+
+class PictureChunk(Message):
+    """One piece of a gift's picture, retained on ``hq/picture/<sha256>/<index>``.
+
+    Chunk ``index`` of ``count`` holds the bytes at ``index * PICTURE_CHUNK_BYTES`` (the last
+    one the rest). A kiosk that lacks a picture its catalogue names subscribes to its chunks,
+    joins them and keeps the picture only if the whole has the SHA-256 the catalogue gave
+    and passes the checks of :mod:`edge.domain.pictures`.
+    """
+
+    sha256: Sha256
+    size: int = Field(ge=1, le=MAX_PICTURE_BYTES)
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+    data: Annotated[str, StringConstraints(max_length=(PICTURE_CHUNK_BYTES // 3 + 1) * 4)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PictureChunk:
+        expected = -(-self.size // PICTURE_CHUNK_BYTES)
+        if self.count != expected:
+            raise ValueError(f"count {self.count} does not fit {self.size} bytes")
+        if self.index >= self.count:
+            raise ValueError(f"chunk {self.index} of {self.count}")
+        want = min(PICTURE_CHUNK_BYTES, self.size - self.index * PICTURE_CHUNK_BYTES)
+        if len(self.raw()) != want:
+            raise ValueError(f"chunk {self.index} holds {len(self.raw())} bytes, not {want}")
+        return self
+
+    def raw(self) -> bytes:
+        """The chunk's bytes (the model refuses data that is not base64)."""
+        try:
+            return base64.b64decode(self.data, validate=True)
+        except ValueError:
+            raise ValueError("data is not base64") from None
+
+
+def picture_chunks(data: bytes) -> list[PictureChunk]:
+    """``data`` (a picture file) as the chunks HQ publishes."""
+    digest = hashlib.sha256(data).hexdigest()
+    count = -(-len(data) // PICTURE_CHUNK_BYTES)
+    return [
+        PictureChunk(
+            sha256=digest,
+            size=len(data),
+            index=i,
+            count=count,
+            data=base64.b64encode(
+                data[i * PICTURE_CHUNK_BYTES : (i + 1) * PICTURE_CHUNK_BYTES]
+            ).decode(),
+        )
+        for i in range(count)
+    ]
 
 
 class Catalogue(Message):
@@ -659,7 +731,6 @@ MAX_BACKUP_BYTES = 4 * 1024 * 1024 * 1024
 BackupName = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}\.db\.gz$")
 ]
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
 class BackupManifest(BaseModel):
@@ -845,6 +916,8 @@ CATALOGUE_TOPIC = TopicSpec("catalogue", "hq/catalogue", Catalogue, 1, True,
                             _HQ, DEVICES)
 RULES_TOPIC = TopicSpec("rules", "hq/rules", Rules, 1, True,
                         _HQ, DEVICES)
+PICTURE_TOPIC = TopicSpec("picture", "hq/picture/{picture}/{chunk}", PictureChunk, 1, True,
+                          _HQ, _KIOSK)
 # fmt: on
 
 TOPIC_TABLE: tuple[TopicSpec, ...] = (
@@ -868,6 +941,7 @@ TOPIC_TABLE: tuple[TopicSpec, ...] = (
     BLOCKLIST_TOPIC,
     CATALOGUE_TOPIC,
     RULES_TOPIC,
+    PICTURE_TOPIC,
 )
 
 _DEVICE_LEAVES = {
@@ -949,6 +1023,17 @@ class Topics:
 
     def rules(self) -> str:
         return self.topic(RULES_TOPIC)
+
+    def picture(self, sha256: str, index: int) -> str:
+        return self.topic(PICTURE_TOPIC, picture=sha256, chunk=str(index))
+
+    def picture_chunks(self, sha256: str) -> str:
+        """Every chunk of one picture (a subscription)."""
+        return PICTURE_TOPIC.fill(self.prefix, picture=check_name(sha256))
+
+    def is_picture(self, topic: str) -> bool:
+        """Whether ``topic`` is a picture chunk's."""
+        return topic.startswith(f"{self.prefix}/hq/picture/")
 
     # Subscriptions: the ids not given are ``+``
     def all_lane_purchases(self, store_id: str) -> str:

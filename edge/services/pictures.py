@@ -1,18 +1,9 @@
-"""Pictures of the gifts: checked, scaled once to the size a tile shows, kept on disk.
-
-A picture comes from outside (a file a technician names, later HQ's catalogue), so it is
-checked before anything keeps it: at most :data:`MAX_BYTES`, a PNG or a JPEG by its content
-(not its name), at most :data:`MAX_SIDE` pixels a side and :data:`MAX_PIXELS` in all (read
-from the header, before any pixel is decoded), and, when the catalogue names its SHA-256, that
-hash. What is kept is a copy no larger than :data:`SHOWN` pixels a side, named by the
-original's SHA-256, in ``pictures/`` beside the ledger: the touchscreen loads that small copy
-and never a full-size image. Pillow is imported here only, never by the touchscreen's process.
+"""Pictures of the gifts on this kiosk: checked (:mod:`edge.protocol.pictures`), the copy a
+tile shows kept in ``pictures/`` beside the ledger, named by the original's SHA-256.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import re
 from dataclasses import dataclass
@@ -20,11 +11,8 @@ from pathlib import Path
 
 from edge.app import AppContext
 from edge.domain.errors import InvalidInput
+from edge.protocol.pictures import PictureRefused, check_picture
 
-MAX_BYTES = 2_000_000
-MAX_SIDE = 4096
-MAX_PIXELS = 16_000_000
-SHOWN = 320  # the longer side of the copy a tile draws
 KEPT_MAX = 500  # pictures kept on disk at most; those no gift names go first
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -52,49 +40,20 @@ def shown_path(app: AppContext, sha256: str | None) -> Path | None:
 def take_picture(app: AppContext, data: bytes, sha256: str | None = None) -> Picture:
     """Checks ``data`` and keeps its scaled copy; the picture, or :class:`InvalidInput`
     saying in one line what is wrong with it (nothing is kept then)."""
-    if len(data) > MAX_BYTES:
-        raise InvalidInput(
-            f"the picture is {len(data) / 1e6:.1f} MB: at most {MAX_BYTES / 1e6:.0f} MB",
-            code="picture_too_large",
-        )
-    digest = hashlib.sha256(data).hexdigest()
-    if sha256 is not None and digest != sha256.lower():
-        raise InvalidInput(
-            "the picture is not the one the catalogue names (SHA-256 differs)",
-            code="picture_hash",
-        )
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as image:
-            width, height = image.size
-            if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
-                raise InvalidInput(
-                    f"the picture is {width}x{height} pixels: at most {MAX_SIDE} a side and "
-                    f"{MAX_PIXELS // 1_000_000} million in all",
-                    code="picture_too_large",
-                )
-            image.verify()  # the whole file, its checksums included
-        with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as image:
-            image.draft("RGB", (SHOWN, SHOWN))  # a JPEG is decoded at a fraction of its size
-            shown = image.convert("RGBA")
-            shown.thumbnail((SHOWN, SHOWN))
-    except UnidentifiedImageError:
-        raise InvalidInput("the file is not a PNG or JPEG picture", code="picture_type") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidInput(
-            f"the picture cannot be read: {str(exc)[:120]}", code="picture_broken"
-        ) from None
+        checked = check_picture(data, sha256)
+    except PictureRefused as exc:
+        raise InvalidInput(str(exc), code=exc.code) from None
     folder = pictures_dir(app)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{digest}.png"
+    path = folder / f"{checked.sha256}.png"
     partial = path.with_suffix(".part")
     with partial.open("wb") as out:
-        shown.save(out, format="PNG", optimize=True)
+        out.write(checked.shown)
         out.flush()
         os.fsync(out.fileno())
     partial.replace(path)
-    return Picture(digest, path, width, height)
+    return Picture(checked.sha256, path, checked.width, checked.height)
 
 
 def prune_pictures(app: AppContext, named: set[str], kept_max: int = KEPT_MAX) -> int:

@@ -103,6 +103,10 @@ def apply_catalogue(app: AppContext, catalogue: Catalogue) -> PushOutcome:
             gift.coupon_value_cents = item.coupon_value_cents
             gift.coupon_valid_days = item.coupon_valid_days
             gift.active = item.active
+            if item.picture is not None:
+                # shown once the picture is here (the agent fetches it); the tile shows the
+                # gift's first character until then
+                gift.picture = item.picture.sha256
             gift.updated_at = tx.now
         listed = {g.sku for g in catalogue.gifts}
         for gift in tx.session.scalars(select(Gift).where(Gift.active.is_(True))):

@@ -44,6 +44,7 @@ from edge.protocol import (
     LaneCards,
     LanePurchase,
     MemberFetchResult,
+    PictureChunk,
     ProtocolError,
     ReplicaBatch,
     ReplicaRequest,
@@ -63,6 +64,7 @@ from edge.sync.inbound import accrue_lane_purchase, check_coupon
 from edge.sync.lane_cards import LocalCardChanges
 from edge.sync.member_fetch import FetchServer, MemberFetcher
 from edge.sync.outbox import OutboxPump
+from edge.sync.pictures import PictureFetcher
 from edge.sync.telemetry import collect
 from edge.systemd import sd_notify, watchdog_interval_s
 
@@ -70,6 +72,7 @@ log = logging.getLogger(__name__)
 
 GAP_REQUEST_EVERY_S = 2.0
 SET_ASIDE_RETRY_S = 300.0
+PICTURES_EVERY_S = 60.0  # how often the agent looks for pictures its gifts lack
 LANE_CARDS_EVERY_S = 1.0
 LANE_CARDS_PER_MESSAGE = 500
 # HQ acknowledges a backup once it holds the whole file: allow it this many event-ack timeouts.
@@ -194,6 +197,8 @@ class Agent:
         self._stop = threading.Event()
         self.fetcher = MemberFetcher(app, self.link, self.topics, self._tell_lanes)
         self.fetch_server = FetchServer(app, self.fetcher)
+        self.pictures = PictureFetcher(app, self.link, self.topics)
+        self._next_pictures = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -236,6 +241,9 @@ class Agent:
                 if now >= self._next_set_aside_retry:
                     self._next_set_aside_retry = now + SET_ASIDE_RETRY_S
                     self._step(self._retry_set_aside)
+                if now >= self._next_pictures:
+                    self._next_pictures = now + PICTURES_EVERY_S
+                    self._step(self.pictures.ask)
                 if watchdog is not None and now >= next_watchdog:
                     sd_notify("WATCHDOG=1")
                     next_watchdog = now + watchdog
@@ -280,8 +288,10 @@ class Agent:
             if item == "connected":
                 self.pump.restart()
                 self.backups.restart()
+                self.pictures.restart()
                 self._request_replica(force=True)
                 self._next_telemetry = 0.0
+                self._next_pictures = 0.0
             elif isinstance(item, Inbound):
                 if self._held:  # behind those already held, in arrival order
                     self._held.append((item, self.link.connects))
@@ -433,7 +443,10 @@ class Agent:
             if pushed.cards:
                 self._tell_lanes(list(pushed.cards))
         elif topic == t.catalogue():
-            apply_catalogue(self.app, decode(Catalogue, msg.payload))
+            if apply_catalogue(self.app, decode(Catalogue, msg.payload)).applied:
+                self._next_pictures = 0.0  # the pictures it names, now
+        elif t.is_picture(topic):
+            self.pictures.take(topic, decode(PictureChunk, msg.payload))
         elif topic == t.rules():
             apply_rules(self.app, decode(Rules, msg.payload))
         else:

@@ -15,8 +15,9 @@ from sqlalchemy import select
 
 from edge.cli import main as cli
 from edge.domain.errors import InvalidInput
+from edge.protocol.pictures import SHOWN
 from edge.services import gifts
-from edge.services.pictures import SHOWN, pictures_dir, prune_pictures, take_picture
+from edge.services.pictures import pictures_dir, prune_pictures, take_picture
 from edge.station.center import gift_tile
 from edge.storage.models import Gift
 

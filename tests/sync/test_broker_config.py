@@ -16,7 +16,7 @@ import pytest
 from edge.app import AppContext
 from edge.config import parse_config
 from edge.protocol import DEVICES, TOPIC_TABLE, Topics, TopicSpec
-from edge.protocol.messages import COUPON_RESULT_TOPIC, LANE_RESULT_TOPIC
+from edge.protocol.messages import COUPON_RESULT_TOPIC, LANE_RESULT_TOPIC, PICTURE_TOPIC
 from edge.sync.agent import link_settings
 from edge.sync.broker import DevCA, Identity, render_acl, render_bridge_conf, render_broker
 from hq.lanes import Lane
@@ -151,6 +151,8 @@ IDS = {
     "device": [*(i.cn for i in CHAIN), "K009"],
     "store": ["S001", "S002", "S009"],
     "lane": ["L1", "L2", "L9"],
+    "picture": ["3" * 64],
+    "chunk": ["0", "7"],
 }
 T = Topics()
 
@@ -277,7 +279,12 @@ def kiosk_uses(tmp_path: Path) -> tuple[list[str], list[str]]:
         settings = link_settings(app, T)
     finally:
         app.close()
-    return [settings.status_topic, *KIOSK_PUBLISHES], [t for t, _ in settings.subscriptions]
+    # and, while it fetches one, the chunks of a picture its catalogue names (edge.sync.pictures)
+    fetched = PICTURE_TOPIC.fill(T.prefix)
+    return [settings.status_topic, *KIOSK_PUBLISHES], [
+        *(t for t, _ in settings.subscriptions),
+        fetched,
+    ]
 
 
 def lane_uses() -> tuple[list[str], list[str]]:

@@ -69,8 +69,9 @@ def test_every_topic_is_its_rows_pattern_filled_in():
         "blocklist": t.blocklist(),
         "catalogue": t.catalogue(),
         "rules": t.rules(),
+        "picture": t.picture("ab" * 32, 3),
     }
-    ids = {"device": "K1", "store": "S1", "lane": "L1"}
+    ids = {"device": "K1", "store": "S1", "lane": "L1", "picture": "ab" * 32, "chunk": "3"}
     assert filled == {spec.name: spec.fill("p", **ids) for spec in TOPIC_TABLE}
     assert t.all_lane_purchases("S1") == "p/store/S1/lane/+/purchase"
     assert t.every_device("command/result") == "p/device/+/command/result"
