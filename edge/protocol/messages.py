@@ -585,22 +585,33 @@ class PictureChunk(Message):
 
     @model_validator(mode="after")
     def _consistent(self) -> PictureChunk:
-        expected = -(-self.size // PICTURE_CHUNK_BYTES)
-        if self.count != expected:
-            raise ValueError(f"count {self.count} does not fit {self.size} bytes")
-        if self.index >= self.count:
-            raise ValueError(f"chunk {self.index} of {self.count}")
-        want = min(PICTURE_CHUNK_BYTES, self.size - self.index * PICTURE_CHUNK_BYTES)
-        if len(self.raw()) != want:
-            raise ValueError(f"chunk {self.index} holds {len(self.raw())} bytes, not {want}")
+        check_chunk(self.size, PICTURE_CHUNK_BYTES, self.index, self.count, len(self.raw()))
         return self
 
     def raw(self) -> bytes:
         """The chunk's bytes (the model refuses data that is not base64)."""
-        try:
-            return base64.b64decode(self.data, validate=True)
-        except ValueError:
-            raise ValueError("data is not base64") from None
+        return chunk_data(self.data)
+
+
+def check_chunk(size: int, chunk_bytes: int, index: int, count: int, held: int) -> None:
+    """That chunk ``index`` of ``count`` of a ``size``-byte file cut in ``chunk_bytes``
+    holds ``held`` bytes, as it must (``ValueError`` saying what is wrong)."""
+    expected = -(-size // chunk_bytes)
+    if count != expected:
+        raise ValueError(f"count {count} does not fit {size} bytes in {chunk_bytes}")
+    if index >= count:
+        raise ValueError(f"chunk {index} of {count}")
+    want = min(chunk_bytes, size - index * chunk_bytes)
+    if held != want:
+        raise ValueError(f"chunk {index} holds {held} bytes, not {want}")
+
+
+def chunk_data(data: str) -> bytes:
+    """A chunk's base64 ``data`` as bytes (``ValueError`` if it is not base64)."""
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError:
+        raise ValueError("data is not base64") from None
 
 
 def picture_chunks(data: bytes) -> list[PictureChunk]:
@@ -770,13 +781,7 @@ class BackupChunk(Message):
 
     @model_validator(mode="after")
     def _consistent(self) -> BackupChunk:
-        expected = -(-self.size // self.chunk_bytes)
-        if self.count != expected:
-            raise ValueError(
-                f"count {self.count} does not fit {self.size} bytes in {self.chunk_bytes}"
-            )
-        if self.index >= self.count:
-            raise ValueError(f"chunk {self.index} of {self.count}")
+        check_chunk(self.size, self.chunk_bytes, self.index, self.count, len(self.raw()))
         m = self.manifest
         if (m.file, m.sha256, m.size, m.device_id) != (
             self.name,
@@ -785,17 +790,11 @@ class BackupChunk(Message):
             self.device_id,
         ):
             raise ValueError("the manifest describes another file or device")
-        want = min(self.chunk_bytes, self.size - self.index * self.chunk_bytes)
-        if len(self.raw()) != want:
-            raise ValueError(f"chunk {self.index} holds {len(self.raw())} bytes, not {want}")
         return self
 
     def raw(self) -> bytes:
         """The chunk's bytes (the model refuses data that is not base64)."""
-        try:
-            return base64.b64decode(self.data, validate=True)
-        except ValueError:
-            raise ValueError("data is not base64") from None
+        return chunk_data(self.data)
 
     @property
     def offset(self) -> int:
