@@ -17,7 +17,7 @@ from edge.protocol.messages import MAX_PICTURE_BYTES, ProtocolError
 
 MAX_SIDE = 4096
 MAX_PIXELS = 16_000_000
-SHOWN = 320  # the longer side of the copy a tile draws
+SHOWN = 200  # the longer side of the copy a tile draws (about its size on the screens)
 
 
 class PictureRefused(ProtocolError):

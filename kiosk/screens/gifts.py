@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from kiosk.screens.base import StagedScreen, clear, make
+from kiosk.screens.base import StagedScreen
 
 
 class GiftsScreen(StagedScreen):
@@ -28,9 +28,7 @@ class GiftsScreen(StagedScreen):
         body = self.ids.get("body")
         if body is None or not body.children or body.children[0].panel_name != "GiftGrid":
             return
-        grid = body.children[0].ids.grid
-        clear(grid)
-        for tile in self.vm.gifts:
-            grid.add_widget(
-                make("GiftTileButton", tile=tile, state_code=self.vm.availability(tile), vm=self.vm)
-            )
+        body.children[0].ids.grid.data = [
+            {"tile": tile, "state_code": self.vm.availability(tile), "vm": self.vm}
+            for tile in self.vm.gifts
+        ]

@@ -10,6 +10,7 @@ import io
 
 from PIL import Image
 
+from edge.protocol.pictures import SHOWN
 from edge.services import gifts as gift_service
 from edge.services import members as member_service
 from edge.services.status import audit_log
@@ -115,7 +116,7 @@ def test_redeeming_a_gift_prints_the_voucher(kiosk):
     # the towel's picture, scaled once to a tile's size; the rice, without one, its character
     picture = kiosk.find("picture-TOWEL")
     assert picture.opacity == 1 and picture.texture is not None
-    assert max(picture.texture.size) <= 320
+    assert max(picture.texture.size) <= SHOWN
     assert kiosk.find("picture-RICE5").opacity == 0 and "东" in kiosk.texts()
     kiosk.tap("gift-TOWEL")
     assert "用 300 积分兑换纯棉毛巾" in kiosk.find("confirm-text").text
