@@ -32,10 +32,7 @@ class StaffScreen(StagedScreen):
             return
         panel = body.children[0]
         if panel.panel_name == "RestockPanel":
-            rows = panel.ids.rows
-            clear(rows)
-            for tile in self.vm.gifts:
-                rows.add_widget(make("RestockRow", tile=tile, vm=self.vm))
+            panel.ids.rows.data = [{"tile": tile, "vm": self.vm} for tile in self.vm.gifts]
         elif panel.panel_name == "DevicesPanel":
             rows = panel.ids.rows
             clear(rows)
