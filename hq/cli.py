@@ -10,7 +10,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -18,10 +18,13 @@ from edge.console import NUMBER, NumberRange, show
 from edge.domain.errors import InvalidInput
 from edge.domain.text import escape_controls, fold_digits
 from edge.process import log_to_stderr, settle_heap
+from edge.protocol import Message, ProtocolError, decode
 from hq.console import config_of
 from hq.enrol_cli import add_enrol_commands
 from hq.import_cli import add_import_commands
 from hq.service import HqConfig, load_hq_config
+
+M = TypeVar("M", bound=Message)
 
 if TYPE_CHECKING:
     from edge.protocol import Command, CommandResult
@@ -363,6 +366,26 @@ def update_command(
         raise click.exceptions.Exit(1)
 
 
+def _push_file(path: Path) -> dict[str, Any]:
+    """A push's JSON object, dated now unless it says when; a one-line error otherwise."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInput(f"{path.name}: not a readable JSON file: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{path.name}: a JSON object is expected")
+    raw.setdefault("issued_at", datetime.now(UTC).isoformat())
+    return raw
+
+
+def _push_message(schema: type[M], raw: dict[str, Any]) -> M:
+    """``raw`` as the push ``schema``, checked as the devices will check it (one line)."""
+    try:
+        return decode(schema, json.dumps(raw).encode())
+    except ProtocolError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
 @hq_group.command("push-catalogue")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.pass_context
@@ -373,22 +396,21 @@ def push_catalogue_command(ctx: click.Context, path: Path) -> None:
     from edge.protocol.pictures import PictureRefused, check_picture
     from hq.commands import push_catalogue
 
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    raw.setdefault("issued_at", datetime.now(UTC).isoformat())
+    raw = _push_file(path)
+    gifts = raw.get("gifts")
     pictures: dict[str, bytes] = {}
-    for gift in raw.get("gifts", []) if isinstance(raw.get("gifts"), list) else []:
+    for gift in gifts if isinstance(gifts, list) else []:
         name = gift.pop("picture_file", None) if isinstance(gift, dict) else None
         if name is None:
             continue
-        file = path.parent / str(name)
         try:
-            data = file.read_bytes()
+            data = (path.parent / str(name)).read_bytes()
             checked = check_picture(data)
         except (OSError, PictureRefused) as exc:
             raise InvalidInput(f"{gift.get('sku', '?')}'s picture {name}: {exc}") from None
         pictures[checked.sha256] = data
         gift["picture"] = {"sha256": checked.sha256, "size": len(data)}
-    catalogue = Catalogue.model_validate(raw)
+    catalogue = _push_message(Catalogue, raw)
     push_catalogue(config_of(ctx), catalogue, pictures)
     click.echo(
         f"catalogue v{catalogue.version} published ({len(catalogue.gifts)} gifts, "
@@ -404,9 +426,7 @@ def push_rules_command(ctx: click.Context, path: Path) -> None:
     from edge.protocol import Rules
     from hq.commands import push_rules
 
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    raw.setdefault("issued_at", datetime.now(UTC).isoformat())
-    rules = Rules.model_validate(raw)
+    rules = _push_message(Rules, _push_file(path))
     push_rules(config_of(ctx), rules)
     click.echo(f"rules v{rules.version} published")
 

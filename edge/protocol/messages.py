@@ -1032,7 +1032,7 @@ class Topics:
 
     def is_picture(self, topic: str) -> bool:
         """Whether ``topic`` is a picture chunk's."""
-        return topic.startswith(f"{self.prefix}/hq/picture/")
+        return topic.startswith(PICTURE_TOPIC.fill(self.prefix).removesuffix("+/+"))
 
     # Subscriptions: the ids not given are ``+``
     def all_lane_purchases(self, store_id: str) -> str:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import shutil
 import tomllib
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from sqlalchemy import func, select
 
 from edge.config import KioskConfig, parse_config
 from edge.domain.errors import ConfigError, IntegrityError, Refusal
+from edge.files import write_durably
 from edge.provisioning import history
 from edge.provisioning.bundle import (
     Enrolment,
@@ -97,17 +97,6 @@ class _Rehash:
     members: int = 0
     replica_hashes_kept: int = 0
     replica_hashes_cleared: int = 0
-
-
-def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _previous_identity(
@@ -346,13 +335,15 @@ def apply_enrolment(
                     source_file = config_path if name == config_path.name else data_dir / name
                     if source_file.exists():
                         shutil.copy2(source_file, retired / Path(name).name)
-            _write(data_dir / "tls" / "ca.crt", enrolment.ca_cert_pem.encode())
-            _write(data_dir / "tls" / "device.crt", enrolment.device_cert_pem.encode())
-            _write(
+            write_durably(data_dir / "tls" / "ca.crt", enrolment.ca_cert_pem.encode())
+            write_durably(data_dir / "tls" / "device.crt", enrolment.device_cert_pem.encode())
+            write_durably(
                 data_dir / "keys" / "hq-command.pub", enrolment.hq_command_public_key_pem.encode()
             )
-            _write(data_dir / "keys" / "hq-update.pub", enrolment.hq_update_public_key_pem.encode())
-            _write(config_path, text.encode(), 0o640)
+            write_durably(
+                data_dir / "keys" / "hq-update.pub", enrolment.hq_update_public_key_pem.encode()
+            )
+            write_durably(config_path, text.encode(), 0o640)
             retire_pairing(data_dir)  # the one-time code is used up
             if changes_key:  # last: the re-hashed members and the key commit together
                 tx.app.keys.install_secret(LOOKUP_KEY_FILE, lookup_key)

@@ -146,8 +146,9 @@ def set_gift_picture(app: AppContext, sku: str, image: bytes, actor: str = "cons
         gift.updated_at = tx.now
         tx.audit(actor, "gift.picture", sku_v, before=before, after=picture.sha256)
         line = _line(gift)
-        named = set(tx.session.scalars(select(Gift.picture).where(Gift.picture.is_not(None))))
-    prune_pictures(app, {str(n) for n in named})
+        shown = select(Gift.picture).where(Gift.picture.is_not(None))
+        named = {str(sha) for sha in tx.session.scalars(shown)}
+    prune_pictures(app, named)
     return line
 
 

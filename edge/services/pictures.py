@@ -4,13 +4,13 @@ tile shows kept in ``pictures/`` beside the ledger, named by the original's SHA-
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.app import AppContext
 from edge.domain.errors import InvalidInput
+from edge.files import write_durably
 from edge.protocol.pictures import PictureRefused, check_picture
 
 KEPT_MAX = 500  # pictures kept on disk at most; those no gift names go first
@@ -44,15 +44,8 @@ def take_picture(app: AppContext, data: bytes, sha256: str | None = None) -> Pic
         checked = check_picture(data, sha256)
     except PictureRefused as exc:
         raise InvalidInput(str(exc), code=exc.code) from None
-    folder = pictures_dir(app)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{checked.sha256}.png"
-    partial = path.with_suffix(".part")
-    with partial.open("wb") as out:
-        out.write(checked.shown)
-        out.flush()
-        os.fsync(out.fileno())
-    partial.replace(path)
+    path = pictures_dir(app) / f"{checked.sha256}.png"
+    write_durably(path, checked.shown)
     return Picture(checked.sha256, path, checked.width, checked.height)
 
 
@@ -63,7 +56,7 @@ def prune_pictures(app: AppContext, named: set[str], kept_max: int = KEPT_MAX) -
     if not folder.is_dir():
         return 0
     removed = 0
-    for partial in folder.glob("*.part"):
+    for partial in folder.glob(".*.tmp"):
         partial.unlink(missing_ok=True)
         removed += 1
     kept = sorted(folder.glob("*.png"), key=lambda p: p.stat().st_mtime)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
+import pytest
 from PIL import Image
 
 from edge.protocol import Catalogue, CatalogueGift, PictureRef
@@ -96,3 +97,22 @@ def test_hq_checks_a_picture_file_before_it_publishes_anything(tmp_path):
     assert done.returncode != 0
     assert "KETTLE's picture kettle.png: the file is not a PNG or JPEG picture" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1  # said before any broker is tried
+
+
+@pytest.mark.parametrize(
+    ("command", "text", "said"),
+    [
+        ("push-catalogue", '{"version": 0, "gifts": []}', "Catalogue: version: Input should be"),
+        ("push-catalogue", "[1, 2]", "a JSON object is expected"),
+        ("push-rules", "{not json", "not a readable JSON file"),
+    ],
+)
+def test_a_bad_push_file_is_refused_in_one_line(tmp_path, command, text, said):
+    (tmp_path / "push.json").write_text(text)
+    done = subprocess.run(
+        [sys.executable, "-m", "edge.cli.main", "hq", "--db", "sqlite://",
+         "--broker-port", "1", command, str(tmp_path / "push.json")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and said in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
