@@ -318,7 +318,6 @@ class CentralLedger:
         device_id: str,
         batch: EventBatch,
         now: datetime,
-        number: bool = True,
     ) -> Ingest:
         """Stores the batch's events that continue ``device_id``'s sequence, in seq order.
 
@@ -331,14 +330,13 @@ class CentralLedger:
         quarantined too; a quarantined event still takes its seq, so the device's later
         events are not held up behind it.
         """
-        return self.ingest_many(session, [(device_id, batch)], now, number)[0]
+        return self.ingest_many(session, [(device_id, batch)], now)[0]
 
     def ingest_many(
         self,
         session: Session,
         batches: list[tuple[str, EventBatch]],
         now: datetime,
-        number: bool = True,
     ) -> list[Ingest]:
         """:meth:`ingest` of several batches in one transaction, with the same statements
         whatever their number: what HQ reads and writes for them is read and written for all
@@ -455,8 +453,7 @@ class CentralLedger:
                     mine = slice(start, start + len(rows))
                     result.unnumbered = (rows, [e for e, _, _ in typed[mine]], named[mine])
                     start += len(rows)
-            if number:
-                self.number(session, results, now)
+            self.number(session, results, now)
         return results
 
     def number(self, session: Session, results: list[Ingest], now: datetime) -> None:

@@ -558,18 +558,16 @@ class HqService:
         device_id: str,
         batch: EventBatch,
         now: datetime,
-        number: bool = True,
     ) -> Ingest:
-        return self._store_many(session, [(device_id, batch)], now, number)[0]
+        return self._store_many(session, [(device_id, batch)], now)[0]
 
     def _store_many(
         self,
         session: Session,
         batches: list[tuple[str, EventBatch]],
         now: datetime,
-        number: bool = True,
     ) -> list[Ingest]:
-        results = self.ledger.ingest_many(session, batches, now, number)
+        results = self.ledger.ingest_many(session, batches, now)
         # A device's last_seen moves at most every SEEN_EVERY_S: its telemetry and status keep
         # the fleet's view; this only saves a write per batch.
         tick = time.monotonic()
