@@ -582,10 +582,11 @@ class HqService:
         return results
 
     def handle_events(self, group: list[Arrived]) -> None:
-        """Several devices' batches (:meth:`arrive`), waiting together, stored in one
-        transaction (one commit for all), then each acknowledged. Anything but a clean run of
-        the group (a lost race, a batch HQ cannot apply) falls back to storing each on its
-        own, as :meth:`handle` does, so the group changes nothing but the number of commits."""
+        """Batches waiting together (:meth:`arrive`; several devices', or a device's next
+        ones), stored in one transaction (one commit for all), then each acknowledged.
+        Anything but a clean run of the group (a lost race, a batch HQ cannot apply) falls
+        back to storing each on its own, as :meth:`handle` does, so the group changes nothing
+        but the number of commits."""
         now = datetime.now(UTC)
         parsed: list[tuple[Inbound, str, EventBatch]] = []
         for item in group:

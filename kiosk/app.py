@@ -25,6 +25,7 @@ from kivy.properties import (
 from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.screenmanager import NoTransition, ScreenManager
 
+from edge.process import freeze_startup_objects
 from edge.station.api import (
     STAFF_BADGE_PREFIX,
     MemberCenter,
@@ -34,7 +35,7 @@ from edge.station.api import (
 )
 from edge.station.displays import min_target_px
 from edge.systemd import sd_notify, watchdog_interval_s
-from kiosk.boot import drop_text_surfaces, give_back_memory, keep_startup_objects
+from kiosk.boot import drop_text_surfaces, give_back_memory
 from kiosk.fonts import ensure_fonts
 from kiosk.i18n import LANGUAGES, N_, Translator
 from kiosk.i18n.messages import fault_message
@@ -289,7 +290,9 @@ class KioskApp(App):  # type: ignore[misc]
         if self.current != "attract":
             return
         Window.unbind(on_flip=self._drawn)
-        keep_startup_objects()
+        # the collection between two customers (give_back_memory) then takes a few
+        # milliseconds instead of a hundred or more just as the next customer may touch
+        freeze_startup_objects()
         sd_notify("READY=1\nSTATUS=attract screen shown")
         interval = watchdog_interval_s()
         if interval is not None:

@@ -84,19 +84,6 @@ def tune_allocator() -> bool:
     )
 
 
-def keep_startup_objects() -> None:
-    """Leaves what the app built to start (modules, kv rules, fonts, the attract screen) out
-    of every later cycle collection: collects once, then moves what is alive into the
-    collector's permanent generation.
-
-    The collection between two customers (:func:`give_back_memory`) then looks only at what
-    was made since, a few milliseconds instead of a hundred or more on the UI thread just as
-    the next customer may touch; screens built later are still freed when released.
-    """
-    gc.collect()
-    gc.freeze()
-
-
 def give_back_memory() -> None:
     """Collects unreachable objects and returns the C heap's free pages to the system.
 

@@ -150,7 +150,7 @@ def _collect(_dt: float) -> None:
 # memory for the next ones, and what a tour leaves behind in that memory keeps it with the
 # process. So a collection runs a quarter of a second after widgets are dropped (the touch
 # that dropped them, which refers to the button it pressed, has ended by then); with the
-# start-up objects frozen (``kiosk.boot.keep_startup_objects``) it takes a few milliseconds.
+# start-up objects frozen (``edge.process.freeze_startup_objects``) it takes a few milliseconds.
 # A second collection a second and a half later frees what was still referred to at the
 # first (a loop slowed down by a busy machine can end the touch after the quarter second).
 _collect_soon = Clock.create_trigger(_collect, 0.25)
