@@ -190,8 +190,9 @@ def doctor_cmd(sim: bool) -> None:
 def _display_row(ui: KioskUiConfig, sim: bool) -> dict[str, Any]:
     """The touchscreen as the app will lay it out: the size (the connected display's, or the
     window's), the rotation, the panel's size in mm and so the smallest touch target, and
-    the touch input. FAIL when the touch device is missing; WARN when nothing says how large
-    the panel is (targets are then sized for 96 dpi)."""
+    the touch input. WARN when the touch device is missing (the panel may be plugged in
+    after an update's check), or when nothing says how large the panel is (targets are then
+    sized for 96 dpi)."""
     from edge.station.displays import connected_size, known_panel, min_target_px
 
     start = time.perf_counter()
@@ -227,7 +228,6 @@ def _display_row(ui: KioskUiConfig, sim: bool) -> dict[str, Any]:
     raw = ui.touch_provider in ("mtdev", "hidinput") and not sim
     state, code, reason = HealthState.OK, "", ""
     if raw and not (ui.touch_device and Path(ui.touch_device).exists()):
-        # a warning: the touch panel may be plugged in after the check (an update's)
         state, code = HealthState.DEGRADED, "touch_missing"
         reason = f"touch device {ui.touch_device or '(none configured)'} not found"
     elif mm[0] <= 0 and panel is None:
