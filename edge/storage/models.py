@@ -158,6 +158,44 @@ class Purchase(Base):
     store_id: Mapped[str] = mapped_column(String(32))
 
 
+class Refund(Base):
+    """Money a lane returned on a receipt, and the points that took back; the refund id makes
+    a resent refund harmless."""
+
+    __tablename__ = "refund"
+    __table_args__ = (
+        CheckConstraint("amount_cents > 0", name="amount_positive"),
+        CheckConstraint("points >= 0", name="points_not_negative"),
+        Index("ix_refund_receipt", "receipt_id"),
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    receipt_id: Mapped[str] = mapped_column(ForeignKey("purchase.receipt_id"))
+    member_id: Mapped[str] = mapped_column(ForeignKey("member.id"))
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    points: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(64))
+    store_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Adjustment(Base):
+    """Points credited or taken by staff, with the reason, the note and who approved it."""
+
+    __tablename__ = "adjustment"
+    __table_args__ = (
+        CheckConstraint("points != 0", name="points_nonzero"),
+        Index("ix_adjustment_member", "member_id", "created_at"),
+    )
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("member.id"))
+    points: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(24))
+    note: Mapped[str] = mapped_column(Text, default="")
+    staff_id: Mapped[str] = mapped_column(String(32))
+    approved_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class BonusClaim(Base):
     """Once-per-period bonuses: a check-in per day, a birthday bonus per year."""
 
