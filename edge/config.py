@@ -181,6 +181,18 @@ class PrivacyConfig(_Section):
     consent_version: str = Field("2026-01", min_length=1, title="Version of the terms in force")
 
 
+class DeskConfig(_Section):
+    """The member desk's corrections."""
+
+    adjust_approval_above: int = Field(
+        500,
+        ge=0,
+        le=1_000_000,
+        title="Adjustments that need a supervisor",
+        description="points; a larger credit or debit needs a second staff member's approval",
+    )
+
+
 DEFAULT_COMMANDS = (
     "ping",
     "sync_now",
@@ -339,6 +351,7 @@ class KioskConfig(_Section):
     offline: OfflineConfig = Field(default_factory=lambda: OfflineConfig.model_validate({}))
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    desk: DeskConfig = Field(default_factory=DeskConfig, title="Member desk")
     sync: SyncConfig = Field(default_factory=SyncConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)

@@ -534,6 +534,23 @@ def coupon(ctx: click.Context, code: str, check_only: bool) -> None:
     click.echo(result.model_dump_json())
 
 
+@lane_group.command("refund")
+@click.option("--receipt", "receipt_id", required=True, help="The original receipt's id.")
+@click.option("--amount-cents", required=True, type=NUMBER, help="Money returned, in cents.")
+@click.option("--refund-id", default=None, help="The refund's id (default: a new one).")
+@click.pass_context
+def refund(ctx: click.Context, receipt_id: str, amount_cents: int, refund_id: str | None) -> None:
+    """Return money on a receipt: the store's kiosk takes back the points it earned."""
+    from edge.protocol import ProtocolError
+
+    try:
+        with _lane(ctx) as lane:
+            result = lane.refund(receipt_id, amount_cents, refund_id)
+    except (ProtocolError, ValueError) as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+    click.echo(result.model_dump_json())
+
+
 def register(group: click.Group) -> None:
     add_enrol_commands(hq_group)
     add_import_commands(hq_group)

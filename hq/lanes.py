@@ -1,4 +1,4 @@
-"""A checkout lane, simulated: purchases of member cards at a rate, and coupon checks.
+"""A checkout lane, simulated: purchases of member cards at a rate, refunds, coupon checks.
 
 It behaves as a lane should:
 
@@ -11,7 +11,8 @@ It behaves as a lane should:
   the till: no purchase is sent for it and it earns nothing. A card the list marks active
   (a card just issued, or unblocked) is sold to; a card the list has not heard of is sent
   to the kiosk, which knows every card of the chain and answers for it;
-* coupons are checked with the kiosk (request/response with a transaction id).
+* coupons are checked with the kiosk, and refunds told to it (request/response, correlated
+  by the transaction or refund id; a refund is resent with its id until answered).
 
 Messages are applied in arrival order, before the next purchase is rung up, so a block
 takes effect at this lane from the first purchase after its message arrived.
@@ -40,6 +41,8 @@ from edge.protocol import (
     LaneCards,
     LanePurchase,
     LanePurchaseResult,
+    LaneRefund,
+    LaneRefundResult,
     ProtocolError,
     Topics,
     decode,
@@ -144,7 +147,7 @@ class Lane:
         self.dropped = 0
         self._pending: dict[str, tuple[LanePurchase, float]] = {}
         self._report = LaneReport()
-        self._coupons: dict[bytes, CouponCheckResult] = {}
+        self._answers: dict[bytes, bytes] = {}  # coupon and refund answers, by correlation
 
         def status(state: str) -> Callable[[], bytes]:
             return lambda: DeviceStatus(
@@ -158,6 +161,7 @@ class Lane:
 
         self.result_topic = self.topics.lane_purchase_result(store_id, lane_id)
         self.coupon_topic = self.topics.lane_coupon_result(store_id, lane_id)
+        self.refund_topic = self.topics.lane_refund_result(store_id, lane_id)
         self.cards_topic = self.topics.lane_cards(store_id)
         self.blocklist_topic = self.topics.blocklist()
         self.link = MqttLink(
@@ -172,6 +176,7 @@ class Lane:
                 subscriptions=(
                     (self.result_topic, 1),
                     (self.coupon_topic, 1),
+                    (self.refund_topic, 1),
                     (self.cards_topic, 1),
                     (self.blocklist_topic, 1),
                 ),
@@ -233,9 +238,9 @@ class Lane:
         try:
             if item.topic == self.result_topic:
                 self._on_result(decode(LanePurchaseResult, item.payload))
-            elif item.topic == self.coupon_topic:
+            elif item.topic in (self.coupon_topic, self.refund_topic):
                 if item.correlation is not None:
-                    self._coupons[item.correlation] = decode(CouponCheckResult, item.payload)
+                    self._answers[item.correlation] = item.payload
             elif item.topic == self.cards_topic:
                 self.cards.apply_cards(decode(LaneCards, item.payload))
             elif item.topic == self.blocklist_topic:
@@ -315,25 +320,53 @@ class Lane:
     ) -> CouponCheckResult:
         """Asks the store's kiosk about a printed coupon (request/response, transaction id)."""
         transaction = secrets.token_hex(8)
-        correlation = transaction.encode()
         check = CouponCheck(
             transaction=transaction, lane_id=self.lane_id, code=code, ref=transaction, use=use
         )
         topic = self.topics.lane_coupon(self.store_id, self.lane_id)
+        answer = self._ask(topic, check.to_bytes(), self.coupon_topic, transaction, timeout_s)
+        if answer is None:
+            raise TimeoutError(f"no answer about the coupon in {timeout_s:.0f} s")
+        return decode(CouponCheckResult, answer)
+
+    def refund(
+        self,
+        receipt_id: str,
+        amount_cents: int,
+        refund_id: str | None = None,
+        timeout_s: float = 15.0,
+    ) -> LaneRefundResult:
+        """Tells the store's kiosk that money was returned on a receipt; resent (same refund
+        id) until the kiosk answers with the points it took back, or why it refused."""
+        refund = LaneRefund(
+            refund_id=refund_id or f"{self.lane_id}-RF-{secrets.token_hex(6)}",
+            receipt_id=receipt_id,
+            lane_id=self.lane_id,
+            amount_cents=amount_cents,
+            at=datetime.now(UTC),
+        )
+        topic = self.topics.lane_refund(self.store_id, self.lane_id)
+        answer = self._ask(topic, refund.to_bytes(), self.refund_topic, refund.refund_id, timeout_s)
+        if answer is None:
+            raise TimeoutError(f"no answer about refund {refund.refund_id} in {timeout_s:.0f} s")
+        return decode(LaneRefundResult, answer)
+
+    def _ask(
+        self, topic: str, payload: bytes, response_topic: str, key: str, timeout_s: float
+    ) -> bytes | None:
+        """Publishes a request (again every 5 s while unanswered) and waits for the answer
+        correlated with ``key``; None when none came in ``timeout_s``."""
+        correlation = key.encode()
         deadline = time.monotonic() + timeout_s
         sent_at = 0.0
         while time.monotonic() < deadline:
             if time.monotonic() - sent_at > 5.0 and self.link.connected:
                 self.link.publish(
-                    topic,
-                    check.to_bytes(),
-                    qos=1,
-                    response_topic=self.coupon_topic,
-                    correlation=correlation,
+                    topic, payload, qos=1, response_topic=response_topic, correlation=correlation
                 )
                 sent_at = time.monotonic()
             self.poll(0.2)
-            answer = self._coupons.pop(correlation, None)
+            answer = self._answers.pop(correlation, None)
             if answer is not None:
                 return answer
-        raise TimeoutError(f"no answer about the coupon in {timeout_s:.0f} s")
+        return None

@@ -22,7 +22,14 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from edge.protocol import EntriesData, Event, EventBatch, MemberRegisteredData, ProtocolError
+from edge.protocol import (
+    AdjustmentData,
+    EntriesData,
+    Event,
+    EventBatch,
+    MemberRegisteredData,
+    ProtocolError,
+)
 from edge.protocol.messages import (
     CardBlocklistData,
     CardReplacedData,
@@ -672,8 +679,11 @@ class CentralLedger:
             insert_rows(conn, CentralEntry, entries)
         # The members are locked already (lock_members), so the order does not matter here.
         add_to_balances(session, {m: d for m, d in deltas.items() if d}, now)
-        # Only a debit can drive a balance below zero.
+        # Only a debit can drive a balance below zero; only an adjustment settles it.
         self._reconcile(session, debited, now)
+        self._clear_settled(
+            session, {d.member_id for _, d, _ in typed if isinstance(d, AdjustmentData)}, now
+        )
         self._check_clones(session, uses, now)
 
     @staticmethod
@@ -790,11 +800,31 @@ class CentralLedger:
                     session,
                     "overdraft",
                     member.id,
-                    f"balance {member.balance} after offline redemptions at several stores",
+                    f"balance {member.balance}: points taken back after they were spent (a "
+                    "refund or a correction) or redeemed offline at several stores",
                     now,
                     member.store_id,
                 )
                 debited[member.id].alerts.append("overdraft")
+
+    @staticmethod
+    def _clear_settled(session: Session, member_ids: set[str], now: datetime) -> None:
+        """Members an adjustment brought back to zero or above: the overdraft is settled,
+        the flag and its alert clear together."""
+        if not member_ids:
+            return
+        settled = session.scalars(
+            select(CentralMember)
+            .where(
+                CentralMember.id.in_(sorted(member_ids)),
+                CentralMember.overdraft_flagged.is_(True),
+                CentralMember.balance >= 0,
+            )
+            .execution_options(populate_existing=True)  # balances were updated in SQL
+        )
+        for member in settled:
+            member.overdraft_flagged = False
+            clear_alert(session, "overdraft", member.id, now)
 
     def _check_clones(
         self, session: Session, uses: list[tuple[Event, Ingest]], now: datetime

@@ -18,7 +18,7 @@ class HistoryLine:
     """One ledger entry: when (UTC, and its store-local day), what kind, how many points."""
 
     at: datetime
-    kind: str  # purchase, checkin, birthday, referral, redemption, expiry, adjustment
+    kind: str  # purchase, checkin, birthday, referral, redemption, expiry, adjustment, refund
     points: int
     ref: str
     on: date

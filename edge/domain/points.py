@@ -26,6 +26,7 @@ class EntryKind:
     REDEMPTION = "redemption"
     EXPIRY = "expiry"
     ADJUSTMENT = "adjustment"
+    REFUND = "refund"  # points a receipt earned, taken back when its money is returned
 
     EARNING = frozenset({PURCHASE, CHECKIN, BIRTHDAY, REFERRAL})
 

@@ -27,6 +27,7 @@ class Permission(StrEnum):
     DELETE_MEMBER = "delete_member"
     MANAGE_STAFF = "manage_staff"
     ADJUST_POINTS = "adjust_points"
+    APPROVE_ADJUSTMENT = "approve_adjustment"
     TECHNICIAN_TOOLS = "technician_tools"
 
 
@@ -38,6 +39,7 @@ _CLERK = {
     Permission.REPRINT_VOUCHER,
     Permission.CLEAR_FAULT,
     Permission.DAILY_REPORT,
+    Permission.ADJUST_POINTS,  # within [desk] adjust_approval_above; larger needs approval
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -48,7 +50,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.MANAGE_CATALOGUE,
             Permission.DELETE_MEMBER,
             Permission.MANAGE_STAFF,
-            Permission.ADJUST_POINTS,
+            Permission.APPROVE_ADJUSTMENT,
         }
     ),
     # Technicians keep devices running; they do not touch members' data or points.

@@ -213,6 +213,24 @@ class EntriesData(Loose):
     card_no: CardNo | None = None
 
 
+class AdjustmentData(EntriesData):
+    """Points staff credited or took, with why; a settlement clears the member's overdraft."""
+
+    adjustment_id: EventId
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=24)]
+    note: Text = ""
+    staff_id: Name
+    approved_by: Name | None = None
+
+
+class RefundData(EntriesData):
+    """Points a receipt earned, taken back when a lane refunded (part of) its money."""
+
+    refund_id: Ref
+    receipt_id: Ref
+    amount_cents: int = Field(gt=0, le=10**8)
+
+
 class MemberRegisteredData(EntriesData):
     phone_hash: Annotated[str, StringConstraints(max_length=64)] | None = None
     phone_masked: Annotated[str, StringConstraints(max_length=16)] = ""
@@ -275,6 +293,8 @@ EVENT_DATA: dict[str, type[Loose]] = {
     "points.checkin": EntriesData,
     "points.birthday": EntriesData,
     "points.expired": EntriesData,
+    "points.adjusted": AdjustmentData,
+    "points.refunded": RefundData,
     "gift.redeemed": EntriesData,
     "alert.low_stock": LowStockData,
     "alert.device": DeviceAlertData,
@@ -492,6 +512,30 @@ class LanePurchaseResult(Message):
     balance: int = 0
     duplicate: bool = False
     error: Text = ""
+
+
+class LaneRefund(Message):
+    """Money a lane returned on a receipt (all of it or part); the refund id is the key."""
+
+    refund_id: Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,64}$")]
+    receipt_id: Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,64}$")]
+    lane_id: Name
+    amount_cents: int = Field(gt=0, le=100_000_000)
+    at: AwareDatetime
+
+
+class LaneRefundResult(Message):
+    """The points the refund took back, the balance after, and whether the member now owes
+    points; or why it was refused (``unknown_receipt``, ``refund_too_large`` ...)."""
+
+    refund_id: Annotated[str, StringConstraints(max_length=64)]
+    ok: bool
+    points: int = 0
+    balance: int = 0
+    overdraft: bool = False
+    duplicate: bool = False
+    error: Text = ""
+    message: Text = ""
 
 
 class CouponCheck(Message):
@@ -903,6 +947,11 @@ LANE_PURCHASE_TOPIC = TopicSpec("lane purchase", "store/{store}/lane/{lane}/purc
                                 LanePurchase, 1, False, _LANE, _KIOSK)
 LANE_RESULT_TOPIC = TopicSpec("lane purchase result", "store/{store}/lane/{lane}/result",
                               LanePurchaseResult, 1, False, _KIOSK, _LANE)
+LANE_REFUND_TOPIC = TopicSpec("lane refund", "store/{store}/lane/{lane}/refund",
+                              LaneRefund, 1, False, _LANE, _KIOSK)
+LANE_REFUND_RESULT_TOPIC = TopicSpec("lane refund result",
+                                     "store/{store}/lane/{lane}/refund/result",
+                                     LaneRefundResult, 1, False, _KIOSK, _LANE)
 COUPON_CHECK_TOPIC = TopicSpec("coupon check", "store/{store}/lane/{lane}/coupon",
                                CouponCheck, 1, False, _LANE, _KIOSK)
 COUPON_RESULT_TOPIC = TopicSpec("coupon result", "store/{store}/lane/{lane}/coupon/result",
@@ -934,6 +983,8 @@ TOPIC_TABLE: tuple[TopicSpec, ...] = (
     BACKUP_ACK_TOPIC,
     LANE_PURCHASE_TOPIC,
     LANE_RESULT_TOPIC,
+    LANE_REFUND_TOPIC,
+    LANE_REFUND_RESULT_TOPIC,
     COUPON_CHECK_TOPIC,
     COUPON_RESULT_TOPIC,
     LANE_CARDS_TOPIC,
@@ -1005,6 +1056,12 @@ class Topics:
     def lane_purchase_result(self, store_id: str, lane_id: str) -> str:
         return self.topic(LANE_RESULT_TOPIC, store=store_id, lane=lane_id)
 
+    def lane_refund(self, store_id: str, lane_id: str) -> str:
+        return self.topic(LANE_REFUND_TOPIC, store=store_id, lane=lane_id)
+
+    def lane_refund_result(self, store_id: str, lane_id: str) -> str:
+        return self.topic(LANE_REFUND_RESULT_TOPIC, store=store_id, lane=lane_id)
+
     def lane_coupon(self, store_id: str, lane_id: str) -> str:
         return self.topic(COUPON_CHECK_TOPIC, store=store_id, lane=lane_id)
 
@@ -1037,6 +1094,9 @@ class Topics:
     # Subscriptions: the ids not given are ``+``
     def all_lane_purchases(self, store_id: str) -> str:
         return LANE_PURCHASE_TOPIC.fill(self.prefix, store=check_name(store_id))
+
+    def all_lane_refunds(self, store_id: str) -> str:
+        return LANE_REFUND_TOPIC.fill(self.prefix, store=check_name(store_id))
 
     def all_lane_coupons(self, store_id: str) -> str:
         return COUPON_CHECK_TOPIC.fill(self.prefix, store=check_name(store_id))

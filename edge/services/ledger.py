@@ -97,6 +97,28 @@ def as_lots(rows: list[PointsLot]) -> list[Lot]:
     return [Lot(r.id, r.remaining, r.available_at, r.expires_at, r.earned_at) for r in rows]
 
 
+def _book(
+    tx: Tx, member: Member, kind: str, points: int, lot_id: str | None, ref: str
+) -> EntryRecord:
+    """One ledger entry moving ``points`` (signed) for ``member``; updates the balance. The
+    caller has already changed the lot's remaining points, if the entry names a lot."""
+    entry = LedgerEntry(
+        id=tx.new_id(),
+        member_id=member.id,
+        kind=kind,
+        points=points,
+        lot_id=lot_id,
+        ref=ref,
+        store_id=tx.app.store_id,
+        device_id=tx.app.device_id,
+        created_at=tx.now,
+    )
+    tx.session.add(entry)
+    member.balance += points
+    member.updated_at = tx.now
+    return _record(tx, entry)
+
+
 def debit(tx: Tx, member: Member, points: int, kind: str, ref: str) -> list[EntryRecord]:
     """Consumes ``points`` from the member's spendable lots, soonest-expiring first."""
     rows = open_lots(tx, member.id)
@@ -104,23 +126,41 @@ def debit(tx: Tx, member: Member, points: int, kind: str, ref: str) -> list[Entr
     by_id = {r.id: r for r in rows}
     records = []
     for lot_id, take in plan:
-        lot = by_id[lot_id]
-        lot.remaining -= take
-        entry = LedgerEntry(
-            id=tx.new_id(),
-            member_id=member.id,
-            kind=kind,
-            points=-take,
-            lot_id=lot_id,
-            ref=ref,
-            store_id=tx.app.store_id,
-            device_id=tx.app.device_id,
-            created_at=tx.now,
-        )
-        tx.session.add(entry)
-        records.append(_record(tx, entry))
-    member.balance -= points
-    member.updated_at = tx.now
+        by_id[lot_id].remaining -= take
+        records.append(_book(tx, member, kind, -take, lot_id, ref))
+    return records
+
+
+def take_back(
+    tx: Tx, member: Member, points: int, kind: str, ref: str, lots: list[PointsLot]
+) -> list[EntryRecord]:
+    """Takes ``points`` from ``lots`` in order, whether spendable yet or not; what they no
+    longer hold (already spent or expired) is a debit with no lot, and the balance goes below
+    zero by that much: an overdraft for staff to settle, never a silent loss."""
+    records = []
+    left = points
+    for lot in lots:
+        take = min(lot.remaining, left)
+        if take > 0:
+            lot.remaining -= take
+            records.append(_book(tx, member, kind, -take, lot.id, ref))
+            left -= take
+    if left > 0:
+        records.append(_book(tx, member, kind, -left, None, ref))
+    return records
+
+
+def pay_back_then_credit(
+    tx: Tx, member: Member, points: int, kind: str, ref: str
+) -> list[EntryRecord]:
+    """Credits ``points``: an overdraft (a negative balance) is paid back first, by an entry
+    with no lot, and only the rest opens a lot the member can spend."""
+    owed = max(0, -member.balance)
+    records = []
+    if owed:
+        records.append(_book(tx, member, kind, min(owed, points), None, ref))
+    if points > owed:
+        records.append(credit(tx, member, points - owed, kind, ref))
     return records
 
 

@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from edge.app import AppContext
 from edge.domain.cards import CardState
 from edge.protocol import (
+    AdjustmentData,
     EntriesData,
     Event,
     Feed,
@@ -364,6 +365,8 @@ def _apply_event(
         for entry in data.entries:
             if _apply_entry(tx, entry):
                 touched.add(entry.member_id)
+        if isinstance(data, AdjustmentData):
+            _clear_settled(tx, data.member_id)
         return True
     if isinstance(data, MemberUpdatedData):
         member = tx.session.get(Member, data.member_id)
@@ -519,6 +522,15 @@ def _ensure_purchase(tx: Tx, event: Event, data: EntriesData) -> None:
             store_id=event.store_id,
         )
     )
+
+
+def _clear_settled(tx: Tx, member_id: str) -> None:
+    """An adjustment that brought a flagged member back to zero or above settled the
+    overdraft (as at the store that made it)."""
+    member = tx.session.get(Member, member_id)
+    if member is not None and member.overdraft_flagged and member.balance >= 0:
+        member.overdraft_flagged = False
+        tx.audit("hq", "member.overdraft_cleared", member_id, balance=member.balance)
 
 
 def _apply_entry(tx: Tx, entry: LedgerEntryData) -> bool:

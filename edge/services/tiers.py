@@ -13,7 +13,7 @@ from edge.app import AppContext
 from edge.domain.points import EntryKind
 from edge.domain.tiers import rank, review_at_period_end, upgrade_to
 from edge.services.tx import Tx, transaction
-from edge.storage.models import LedgerEntry, Member, Purchase
+from edge.storage.models import LedgerEntry, Member, Purchase, Refund
 
 
 def months_after(moment: datetime, months: int) -> datetime:
@@ -28,13 +28,20 @@ def tier_measure(session: Session, app: AppContext, member_id: str, now: datetim
     """Spend in cents, or points earned, over the rolling period ending ``now``."""
     since = months_after(now, -app.config.tiers.period_months)
     if app.config.tiers.basis == "spend":
-        stmt = select(func.coalesce(func.sum(Purchase.amount_cents), 0)).where(
+        spent = select(func.coalesce(func.sum(Purchase.amount_cents), 0)).where(
             Purchase.member_id == member_id, Purchase.at > since
         )
+        # money returned on those receipts was not spent
+        returned = (
+            select(func.coalesce(func.sum(Refund.amount_cents), 0))
+            .join(Purchase, Purchase.receipt_id == Refund.receipt_id)
+            .where(Purchase.member_id == member_id, Purchase.at > since)
+        )
+        return int(session.scalar(spent) or 0) - int(session.scalar(returned) or 0)
     else:
         stmt = select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
             LedgerEntry.member_id == member_id,
-            LedgerEntry.kind.in_(EntryKind.EARNING),
+            LedgerEntry.kind.in_(EntryKind.EARNING | {EntryKind.REFUND}),
             LedgerEntry.created_at > since,
         )
     return int(session.scalar(stmt) or 0)

@@ -13,6 +13,7 @@ from edge.domain.errors import KioskError
 from edge.security.chain import GENESIS, chain_hash
 from edge.services.tx import AUDIT_HEAD, audit_fields, get_meta
 from edge.storage.models import (
+    Adjustment,
     AuditRecord,
     Card,
     Gift,
@@ -22,6 +23,7 @@ from edge.storage.models import (
     ProcessedRequest,
     Purchase,
     Redemption,
+    Refund,
 )
 
 
@@ -143,6 +145,7 @@ def _verify_purchases_and_redemptions(s: Session, report: VerifyReport) -> None:
         .where(func.coalesce(debits.c.points, 0) != -Redemption.points)
     ):
         report.breach(f"redemption {redemption_id}: {points} points, ledger debits {debited}")
+    _verify_corrections(s, report)
     for (request_id,) in s.execute(
         select(ProcessedRequest.request_id).where(
             ProcessedRequest.intent == "redeem",
@@ -152,6 +155,42 @@ def _verify_purchases_and_redemptions(s: Session, report: VerifyReport) -> None:
         )
     ):
         report.breach(f"request {request_id}: recorded as applied but its redemption is missing")
+
+
+def _verify_corrections(s: Session, report: VerifyReport) -> None:
+    """Every refund and adjustment has its entries, and no receipt is refunded beyond its
+    amount."""
+    taken = (
+        select(LedgerEntry.ref, func.sum(LedgerEntry.points).label("points"))
+        .where(LedgerEntry.kind == "refund")
+        .group_by(LedgerEntry.ref)
+        .subquery()
+    )
+    for refund_id, points, booked in s.execute(
+        select(Refund.id, Refund.points, taken.c.points)
+        .outerjoin(taken, taken.c.ref == Refund.id)
+        .where(func.coalesce(taken.c.points, 0) != -Refund.points)
+    ):
+        report.breach(f"refund {refund_id}: {points} points taken back, ledger debits {booked}")
+    for receipt_id, amount, refunded in s.execute(
+        select(Purchase.receipt_id, Purchase.amount_cents, func.sum(Refund.amount_cents))
+        .join(Refund, Refund.receipt_id == Purchase.receipt_id)
+        .group_by(Purchase.receipt_id, Purchase.amount_cents)
+        .having(func.sum(Refund.amount_cents) > Purchase.amount_cents)
+    ):
+        report.breach(f"purchase {receipt_id}: {refunded} cents refunded of {amount}")
+    moved = (
+        select(LedgerEntry.ref, func.sum(LedgerEntry.points).label("points"))
+        .where(LedgerEntry.kind == "adjustment")
+        .group_by(LedgerEntry.ref)
+        .subquery()
+    )
+    for adjustment_id, points, booked in s.execute(
+        select(Adjustment.id, Adjustment.points, moved.c.points)
+        .outerjoin(moved, moved.c.ref == Adjustment.reason + ":" + Adjustment.id)
+        .where(func.coalesce(moved.c.points, 0) != Adjustment.points)
+    ):
+        report.breach(f"adjustment {adjustment_id}: {points} points, ledger moves {booked}")
 
 
 def verify_audit(s: Session, report: VerifyReport) -> None:

@@ -43,7 +43,9 @@ from edge.protocol import (
     LaneCard,
     LaneCards,
     LanePurchase,
+    LaneRefund,
     MemberFetchResult,
+    Message,
     PictureChunk,
     ProtocolError,
     ReplicaBatch,
@@ -60,7 +62,7 @@ from edge.services.tx import transaction
 from edge.storage.sync_models import SetAside
 from edge.sync.backup_transfer import BackupSender
 from edge.sync.commands import CommandRunner, Taken, command_public_key
-from edge.sync.inbound import accrue_lane_purchase, check_coupon
+from edge.sync.inbound import accrue_lane_purchase, check_coupon, refund_lane_purchase
 from edge.sync.lane_cards import LocalCardChanges
 from edge.sync.member_fetch import FetchServer, MemberFetcher
 from edge.sync.outbox import OutboxPump
@@ -113,7 +115,10 @@ def link_settings(app: AppContext, topics: Topics) -> LinkSettings:
         (topics.rules(), 1),
     ]
     if sync.lane_purchases:
-        subs += [(topics.all_lane_purchases(app.store_id), 1)]
+        subs += [
+            (topics.all_lane_purchases(app.store_id), 1),
+            (topics.all_lane_refunds(app.store_id), 1),
+        ]
     subs += [(topics.all_lane_coupons(app.store_id), 1)]
     tls = None
     if sync.tls:
@@ -529,22 +534,32 @@ class Agent:
         if parsed is None or parsed[0] != self.app.store_id:
             raise ProtocolError(f"not a topic this agent handles: {msg.topic[:120]}")
         store, lane, leaf = parsed
+        answer: Message
         if leaf == "purchase":
             purchase = decode(LanePurchase, msg.payload)
-            if purchase.lane_id != lane:
-                raise ProtocolError(f"lane {purchase.lane_id} published on lane {lane}'s topic")
-            result = accrue_lane_purchase(self.app, purchase)
-            reply = msg.response_topic or self.topics.lane_purchase_result(store, lane)
-            self.link.publish(reply, result.to_bytes(), qos=1, correlation=msg.correlation)
+            self._own_lane(purchase.lane_id, lane)
+            answer = accrue_lane_purchase(self.app, purchase)
+            default = self.topics.lane_purchase_result(store, lane)
+        elif leaf == "refund":
+            refund = decode(LaneRefund, msg.payload)
+            self._own_lane(refund.lane_id, lane)
+            answer = refund_lane_purchase(self.app, refund)
+            default = self.topics.lane_refund_result(store, lane)
         elif leaf == "coupon":
             check = decode(CouponCheck, msg.payload)
-            if check.lane_id != lane:
-                raise ProtocolError(f"lane {check.lane_id} published on lane {lane}'s topic")
+            self._own_lane(check.lane_id, lane)
             answer = check_coupon(self.app, check)
-            reply = msg.response_topic or self.topics.lane_coupon_result(store, lane)
-            self.link.publish(reply, answer.to_bytes(), qos=1, correlation=msg.correlation)
+            default = self.topics.lane_coupon_result(store, lane)
         else:
             raise ProtocolError(f"unknown lane topic {msg.topic[:120]}")
+        reply = msg.response_topic or default
+        self.link.publish(reply, answer.to_bytes(), qos=1, correlation=msg.correlation)
+
+    @staticmethod
+    def _own_lane(named: str, lane: str) -> None:
+        """A lane speaks for itself only: the message's lane id is its topic's."""
+        if named != lane:
+            raise ProtocolError(f"lane {named} published on lane {lane}'s topic")
 
     # ------------------------------------------------------------------ outbound
 

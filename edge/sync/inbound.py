@@ -1,4 +1,5 @@
-"""What the agent answers a lane with: its purchases and coupons, through the services.
+"""What the agent answers a lane with: its purchases, refunds and coupons, through the
+services.
 
 The services do the work (an accrual is idempotent by its receipt id, a coupon is spent
 once); this module turns the lane's message into their call and their outcome or refusal
@@ -10,7 +11,15 @@ from __future__ import annotations
 
 from edge.app import AppContext
 from edge.domain.errors import KioskError
-from edge.protocol import CouponCheck, CouponCheckResult, LanePurchase, LanePurchaseResult
+from edge.protocol import (
+    CouponCheck,
+    CouponCheckResult,
+    LanePurchase,
+    LanePurchaseResult,
+    LaneRefund,
+    LaneRefundResult,
+)
+from edge.services.corrections import refund_purchase
 from edge.services.gifts import coupon_status, use_coupon
 from edge.services.points import accrue_purchase
 
@@ -33,6 +42,27 @@ def accrue_lane_purchase(app: AppContext, purchase: LanePurchase) -> LanePurchas
         points=accrual.points,
         balance=accrual.balance,
         duplicate=accrual.duplicate,
+    )
+
+
+def refund_lane_purchase(app: AppContext, refund: LaneRefund) -> LaneRefundResult:
+    """A lane's refund takes back the receipt's points; a resent refund returns the first
+    result, a refusal says why in a code and a sentence the till can show."""
+    try:
+        done = refund_purchase(
+            app, refund.receipt_id, refund.refund_id, refund.amount_cents, f"lane:{refund.lane_id}"
+        )
+    except KioskError as exc:
+        return LaneRefundResult(
+            refund_id=refund.refund_id, ok=False, error=exc.code, message=exc.message[:256]
+        )
+    return LaneRefundResult(
+        refund_id=refund.refund_id,
+        ok=True,
+        points=done.points,
+        balance=done.balance,
+        overdraft=done.overdraft,
+        duplicate=done.duplicate,
     )
 
 

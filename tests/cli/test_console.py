@@ -330,3 +330,30 @@ def test_hq_settings_that_are_wrong_are_one_line_naming_the_key(console, tmp_pat
     code, _out, err = console("hq", "--backups-keep", "0", "--db", db, "fleet")
     assert code == 2 and "Invalid value for '--backups-keep': 0 is not in the range" in err
     assert not (tmp_path / "hq.db").exists()  # nothing was opened or made
+
+
+def test_desk_corrections_adjust_refund_and_settle(console):
+    card = console.json("member", "register", "--phone", "13700137000", "--consent")["card_no"]
+    console.ok("points", "accrue", "--card", card, "--amount-cents", "30000", "--ref", "RC-D1")
+    out = console.ok(
+        "points", "adjust", "--card", card, "--points", "50", "--reason", "missed_points",
+        "--note", "小票漏扫", "--staff", "clerk", stdin="1357\n",
+    )  # fmt: skip
+    assert "+50 points (missed_points) for card" in out and "balance 350" in out
+    take = ("points", "adjust", "--card", card, "--points", "-900", "--reason", "correction")
+    refused = console.fails(*take, "--staff", "clerk", stdin="1357\n")
+    assert "needs a supervisor's approval" in refused
+    taken = console.json(*take, "--staff", "clerk", "--approver", "sup", stdin="1357\n2580\n")
+    assert (taken["balance"], taken["overdraft"], taken["approved_by"]) == (-550, True, "sup")
+    refund = ("points", "refund", "--receipt", "RC-D1", "--refund-id", "RF-D1")
+    out = console.ok(*refund, "--amount-cents", "10000")
+    assert "-100 points for refund RF-D1" in out and "owes points" in out
+    assert "larger than what is left" in console.fails(
+        *refund[:-1], "RF-D2", "--amount-cents", "20001"
+    )
+    settle = ("points", "settle", "--card", card, "--how", "overdraft_written_off")
+    settled = console.json(
+        *settle, "--note", "店长同意", "--staff", "clerk", "--approver", "sup", stdin="1357\n2580\n"
+    )
+    assert (settled["points"], settled["balance"], settled["overdraft"]) == (650, 0, False)
+    assert "ok" in console.ok("ledger", "verify").lower()

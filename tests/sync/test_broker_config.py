@@ -16,7 +16,12 @@ import pytest
 from edge.app import AppContext
 from edge.config import parse_config
 from edge.protocol import DEVICES, TOPIC_TABLE, Topics, TopicSpec
-from edge.protocol.messages import COUPON_RESULT_TOPIC, LANE_RESULT_TOPIC, PICTURE_TOPIC
+from edge.protocol.messages import (
+    COUPON_RESULT_TOPIC,
+    LANE_REFUND_RESULT_TOPIC,
+    LANE_RESULT_TOPIC,
+    PICTURE_TOPIC,
+)
 from edge.sync.agent import link_settings
 from edge.sync.broker import DevCA, Identity, render_acl, render_bridge_conf, render_broker
 from hq.lanes import Lane
@@ -255,10 +260,15 @@ KIOSK_PUBLISHES = [  # edge/sync/agent.py, outbox.py, backup_transfer.py, member
     T.command_result("K001"),
     T.backup("K001"),
     LANE_RESULT_TOPIC.fill("mck/v1", store="S001"),  # to whichever lane of the store asks
+    LANE_REFUND_RESULT_TOPIC.fill("mck/v1", store="S001"),
     COUPON_RESULT_TOPIC.fill("mck/v1", store="S001"),
     T.lane_cards("S001"),
 ]
-LANE_PUBLISHES = [T.lane_purchase("S001", "L1"), T.lane_coupon("S001", "L1")]  # hq/lanes.py
+LANE_PUBLISHES = [  # hq/lanes.py
+    T.lane_purchase("S001", "L1"),
+    T.lane_refund("S001", "L1"),
+    T.lane_coupon("S001", "L1"),
+]
 HQ_PUBLISHES = [  # hq/service.py, hq/commands.py
     T.status("hq"),
     T.ack("K001"),

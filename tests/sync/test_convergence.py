@@ -1,7 +1,8 @@
 """Every node converges to HQ's balances, whatever order and repeats the network delivers.
 
-Two kiosks build real event streams (registrations, purchases, redemptions, each store
-serving the other's members through the replica). Hypothesis then delivers them:
+Two kiosks build real event streams (registrations, purchases, redemptions, a refund and
+adjustments, each store serving the other's members through the replica). Hypothesis then
+delivers them:
 
 - to HQ's ingest in arbitrary slices, out of order and repeated, the device going back to
   the seq HQ asks for, as the agent does; HQ must store each event once, in each device's
@@ -32,10 +33,12 @@ from edge.config import parse_config
 from edge.domain.errors import Refusal
 from edge.domain.ids import IdFactory
 from edge.protocol import Event, EventBatch, ReplicaBatch, ReplicaEvent
+from edge.services.corrections import adjust_points, refund_purchase
 from edge.services.gifts import add_gift, redeem_gift
 from edge.services.members import register_member
 from edge.services.points import accrue_purchase
 from edge.services.replica import apply_replica_batch, replica_cursor
+from edge.services.staff import StaffIdentity
 from edge.services.tx import transaction
 from edge.services.verify import verify_ledger
 from edge.storage.models import OutboxEvent
@@ -49,6 +52,7 @@ from tests.sync.helpers import local_balances, outbox_events
 ids = IdFactory()
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 LEDGER = CentralLedger(timedelta(minutes=10))
+CLERK = StaffIdentity("c1", "clerk")
 
 
 def kiosk(root: Path, device: str, store: str, start: int) -> AppContext:
@@ -117,6 +121,10 @@ class Streams:
         for app, reg, n in ((a, own[0], 1), (b, own[1], 2), (b, theirs, 3), (a, own[0], 4)):
             with contextlib.suppress(Refusal):
                 redeem_gift(app, reg.card_no, "PEN", request_id=f"RQ-{n}")
+        # the desk's corrections: a refund at the store that sold, adjustments both ways
+        refund_purchase(b, "B-0", "RF-B0", 1_000)
+        adjust_points(a, theirs.card_no, 25, "goodwill", "", CLERK)
+        adjust_points(b, own[1].card_no, -3, "correction", "", CLERK)
         accrue_purchase(b, own[2].card_no, 700, "B-2")
         sync(engine, [a, b])
         self.streams = {app.device_id: outbox_events(app) for app in (a, b)}
@@ -238,6 +246,7 @@ def test_the_streams_hold_what_the_properties_need(streams):
     """Cross-store entries, so an entry can arrive before its member's registration."""
     kinds = {e.kind for stream in streams.streams.values() for e in stream}
     assert {"member.registered", "points.accrued", "gift.redeemed"} <= kinds
+    assert {"points.refunded", "points.adjusted"} <= kinds
     registered_at = {
         e.data["member_id"]: e.device_id
         for stream in streams.streams.values()

@@ -63,6 +63,8 @@ def test_every_topic_is_its_rows_pattern_filled_in():
         "backup ack": t.backup_ack("K1"),
         "lane purchase": t.lane_purchase("S1", "L1"),
         "lane purchase result": t.lane_purchase_result("S1", "L1"),
+        "lane refund": t.lane_refund("S1", "L1"),
+        "lane refund result": t.lane_refund_result("S1", "L1"),
         "coupon check": t.lane_coupon("S1", "L1"),
         "coupon result": t.lane_coupon_result("S1", "L1"),
         "lane cards": t.lane_cards("S1"),
@@ -74,6 +76,7 @@ def test_every_topic_is_its_rows_pattern_filled_in():
     ids = {"device": "K1", "store": "S1", "lane": "L1", "picture": "ab" * 32, "chunk": "3"}
     assert filled == {spec.name: spec.fill("p", **ids) for spec in TOPIC_TABLE}
     assert t.all_lane_purchases("S1") == "p/store/S1/lane/+/purchase"
+    assert t.all_lane_refunds("S1") == "p/store/S1/lane/+/refund"
     assert t.every_device("command/result") == "p/device/+/command/result"
     with pytest.raises(ProtocolError):
         t.every_device("nothing")
