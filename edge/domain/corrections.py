@@ -42,6 +42,15 @@ def parse_reason(text: str, allowed: frozenset[Reason] = ADJUSTMENT_REASONS) -> 
     return reason
 
 
+def reason_of(ref: str) -> Reason | None:
+    """The reason an adjustment's ledger entry names in its ref (``reason:adjustment id``)."""
+    head, sep, _ = ref.partition(":")
+    try:
+        return Reason(head) if sep else None
+    except ValueError:
+        return None
+
+
 def clean_note(text: str) -> str:
     """A free note: one line of printable text, at most :data:`MAX_NOTE` characters."""
     note = " ".join(text.split())

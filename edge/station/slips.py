@@ -17,6 +17,7 @@ from drivers.printer import Barcode, Qr, Receipt, Rule, Text
 from drivers.printer.document import Step, columns
 from drivers.printer.receipts import ReceiptHeader, closing, heading
 from edge.app import AppContext
+from edge.domain.corrections import Reason, reason_of
 from edge.domain.day_report import DayFigures
 from edge.domain.member_view import MemberView
 from edge.domain.points import local_date
@@ -36,7 +37,21 @@ HISTORY_WORDS = {
     "redemption": "兑换",
     "expiry": "过期",
     "adjustment": "调整",
+    "refund": "退货",
 }
+REASON_WORDS = {
+    Reason.MISSED_POINTS: "漏积分补录",
+    Reason.GOODWILL: "服务补偿",
+    Reason.CORRECTION: "积分更正",
+    Reason.OVERDRAFT_SETTLED: "欠分结清",
+    Reason.OVERDRAFT_WRITTEN_OFF: "欠分核销",
+}
+
+
+def history_word(kind: str, ref: str) -> str:
+    """A history line's words on a slip: its kind, or an adjustment's reason."""
+    reason = reason_of(ref) if kind == "adjustment" else None
+    return REASON_WORDS[reason] if reason is not None else HISTORY_WORDS.get(kind, kind)
 
 
 def header(app: AppContext) -> ReceiptHeader:
@@ -126,7 +141,7 @@ def points_statement(head: ReceiptHeader, member: MemberView, width: int) -> Rec
         Rule(),
     ]
     steps += [
-        Text(columns(f"{h.on:%m-%d} {HISTORY_WORDS.get(h.kind, h.kind)}", f"{h.points:+d}", width))
+        Text(columns(f"{h.on:%m-%d} {history_word(h.kind, h.ref)}", f"{h.points:+d}", width))
         for h in member.history
     ]
     expiring_on = soonest.expires_on.isoformat() if soonest else "-"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edge.domain.corrections import Reason, reason_of
 from kiosk.i18n import N_
 from kiosk.screens.base import KioskScreen, clear, make
 
@@ -15,7 +16,22 @@ HISTORY_WORDS = {
     "redemption": N_("Gift exchange"),
     "expiry": N_("Expired"),
     "adjustment": N_("Adjustment"),
+    "refund": N_("Refund"),
 }
+# an adjustment says why
+REASON_WORDS = {
+    Reason.MISSED_POINTS: N_("Missed points added"),
+    Reason.GOODWILL: N_("Goodwill points"),
+    Reason.CORRECTION: N_("Correction"),
+    Reason.OVERDRAFT_SETTLED: N_("Owed points settled"),
+    Reason.OVERDRAFT_WRITTEN_OFF: N_("Owed points written off"),
+}
+
+
+def history_word(kind: str, ref: str) -> str:
+    """What a history line is called (to be translated): its kind, or an adjustment's reason."""
+    reason = reason_of(ref) if kind == "adjustment" else None
+    return REASON_WORDS[reason] if reason is not None else HISTORY_WORDS.get(kind, kind)
 
 
 class MemberScreen(KioskScreen):
@@ -39,7 +55,7 @@ class MemberScreen(KioskScreen):
                 make(
                     "HistoryRow",
                     text_when=item.on.isoformat(),
-                    text_what=self.app.tr(HISTORY_WORDS.get(item.kind, item.kind)),
+                    text_what=self.app.tr(history_word(item.kind, item.ref)),
                     points=item.points,
                 )
             )

@@ -138,3 +138,20 @@ test_layout_encodes_without_replacement_characters, test_preview_is_as_wide_as_t
 def test_gallery_writes_both_widths_of_every_layout(tmp_path):
     written = write_gallery(tmp_path, SAMPLES)
     assert len(written) == 2 * len(SAMPLES) == 14
+
+
+def test_the_statement_names_why_points_were_adjusted_and_refunds(center, people):
+    from edge.services.corrections import adjust_points, refund_purchase
+    from edge.services.points import accrue_purchase
+    from edge.services.staff import StaffIdentity
+
+    app = center.app
+    clerk = StaffIdentity("c1", "clerk")
+    accrue_purchase(app, people.wang_card, 20_000, "SLIP-R1")
+    adjust_points(app, people.wang_card, 30, "missed_points", "", clerk)
+    adjust_points(app, people.wang_card, -5, "correction", "", clerk)
+    refund_purchase(app, "SLIP-R1", "SLIP-RF1", 10_000)
+    view = members.show_member(app, card_no=people.wang_card)
+    printed = texts(slips.points_statement(slips.header(app), view, 32))
+    assert all(word in printed for word in ("漏积分补录", "积分更正", "退货")), printed
+    assert slips.history_word("adjustment", "not-a-reason") == "调整"
