@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 
 import edge.storage.sync_models  # noqa: F401  (complete metadata for the migrations)
-from edge.config import KioskConfig, default_data_dir, load_config
+from edge.config import KioskConfig, MemberDay, TierConfig, default_data_dir, load_config
 from edge.domain.clock import Clock, system_clock
 from edge.domain.ids import IdFactory
 from edge.domain.offline import OfflineLimit
@@ -39,6 +39,10 @@ class AppContext:
     ids: IdFactory = field(default_factory=IdFactory)
     used_codes: UsedNonces = field(init=False, repr=False)
     """Nonces of the member codes already used (their own file beside the ledger)."""
+    rules_version: int = field(default=0, init=False)
+    """The version of HQ's rules in force in this process (0: the device's own)."""
+    rules_scheduled: Rules | None = field(default=None, init=False, repr=False)
+    """HQ's rules stored here and waiting for their ``effective_from``."""
 
     def __post_init__(self) -> None:
         self.used_codes = UsedNonces(
@@ -80,16 +84,16 @@ class AppContext:
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.config.device.timezone)
 
-    @cached_property
+    # The rules HQ may replace (points, offline, member days, tiers) are read from ``config``
+    # on every use, never cached here: :meth:`put_rules_in_force` swaps the whole
+    # configuration, and nothing derived from the one before can outlive it.
+
+    @property
     def ladder(self) -> list[Tier]:
         return [
-            Tier(t.code, t.name_zh, t.name_en, t.threshold, t.multiplier_pct)
+            Tier(t.code, t.name_zh, t.name_en, t.threshold, t.multiplier_pct, t.member_price_pct)
             for t in self.config.tiers.levels
         ]
-
-    # The rules HQ may replace (points, offline) are read from ``config`` on every use, never
-    # cached here: :meth:`put_rules_in_force` swaps the whole configuration, and nothing
-    # derived from the one before can outlive it.
 
     @property
     def member_days(self) -> list[MemberDayRule]:
@@ -109,14 +113,42 @@ class AppContext:
         )
 
     def put_rules_in_force(self, rules: Rules) -> None:
-        """Puts HQ's points and offline rules in force in this process, in one assignment of
-        a new configuration (the member days, which HQ's rules do not carry, are kept)."""
+        """Puts HQ's rules in force in this process, in one assignment of a new configuration:
+        points and offline caps always, the member days and the tier ladder when the rules
+        carry them (else the device's own stay)."""
         config = self.config
         points = config.points.model_copy(
             update=rules.points.model_dump(include=set(PointsPolicy.model_fields))
         )
+        if rules.member_days is not None:
+            days = [MemberDay.model_validate(d.model_dump()) for d in rules.member_days]
+            points = points.model_copy(update={"member_days": days})
         offline = config.offline.model_copy(update=rules.offline.model_dump(exclude={"v"}))
-        self.config = config.model_copy(update={"points": points, "offline": offline})
+        tiers = config.tiers
+        if rules.tiers is not None:
+            levels = [TierConfig.model_validate(t.model_dump()) for t in rules.tiers]
+            tiers = tiers.model_copy(update={"levels": levels})
+        self.config = config.model_copy(
+            update={"points": points, "offline": offline, "tiers": tiers}
+        )
+        self.rules_version = rules.version
+        if self.rules_scheduled is not None and self.rules_scheduled.version <= rules.version:
+            self.rules_scheduled = None
+
+    def schedule_rules(self, rules: Rules) -> None:
+        """Puts ``rules`` in force when they take effect: at once if they already have, else
+        at the first transaction from their ``effective_from`` (:meth:`rules_due`)."""
+        if rules.in_force_at(self.clock()):
+            self.put_rules_in_force(rules)
+        else:
+            self.rules_scheduled = rules
+
+    def rules_due(self, now: datetime) -> None:
+        """Puts the scheduled rules in force once ``now`` reaches their effective time; every
+        transaction calls it first, so a lane purchase from that moment earns by them."""
+        scheduled = self.rules_scheduled
+        if scheduled is not None and scheduled.in_force_at(now):
+            self.put_rules_in_force(scheduled)
 
     @property
     def store_id(self) -> str:

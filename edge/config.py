@@ -16,7 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from drivers.config import HardwareConfig
 from edge.domain.errors import ConfigError, describe_invalid
-from edge.protocol import OfflinePolicy, PointsPolicy
+from edge.protocol import (
+    MemberDayPolicy,
+    OfflinePolicy,
+    PointsPolicy,
+    TierPolicy,
+    check_ladder,
+)
 
 INSTALLED_DATA_DIR = Path("/var/lib/member-kiosk")
 
@@ -49,18 +55,9 @@ class DeviceConfig(_Section):
         return self
 
 
-class MemberDay(_Section):
-    """A day on which accruals are multiplied (e.g. the 8th of every month, or Wednesdays)."""
-
-    day_of_month: int | None = Field(None, ge=1, le=31, title="Day of month")
-    weekday: int | None = Field(None, ge=0, le=6, title="Weekday, Monday = 0")
-    multiplier_pct: int = Field(200, ge=100, le=1000, title="Multiplier in percent")
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Self:
-        if (self.day_of_month is None) == (self.weekday is None):
-            raise ValueError("a member day names exactly one of day_of_month or weekday")
-        return self
+class MemberDay(MemberDayPolicy, _Section):
+    """A day on which accruals are multiplied (e.g. the 8th of every month, or Wednesdays):
+    the fields of :class:`~edge.protocol.MemberDayPolicy`, which HQ's rules carry too."""
 
 
 POINTS_DEFAULTS: dict[str, int] = {
@@ -77,7 +74,7 @@ POINTS_DEFAULTS: dict[str, int] = {
 class PointsConfig(PointsPolicy, _Section):
     """How points are earned, held and expire: the fields and bounds HQ's rules have too
     (:class:`~edge.protocol.PointsPolicy`), which replace them, and the member days, which
-    only this file sets."""
+    HQ's rules replace when they carry some."""
 
     member_days: list[MemberDay] = Field(default_factory=list, title="Member days")
 
@@ -87,14 +84,9 @@ class PointsConfig(PointsPolicy, _Section):
         return {**POINTS_DEFAULTS, **data} if isinstance(data, dict) else data
 
 
-class TierConfig(_Section):
-    """One membership tier: reached at ``threshold`` (cents or points, per ``basis``)."""
-
-    code: str = Field(min_length=1, max_length=16, title="Tier code")
-    name_zh: str = Field(min_length=1, title="Chinese name")
-    name_en: str = Field(min_length=1, title="English name")
-    threshold: int = Field(ge=0, title="Threshold", description="rolling-period spend or points")
-    multiplier_pct: int = Field(100, ge=100, le=1000, title="Accrual multiplier in percent")
+class TierConfig(TierPolicy, _Section):
+    """One membership tier: the fields of :class:`~edge.protocol.TierPolicy`, which HQ's rules
+    carry too (and then replace the ladder)."""
 
 
 def _default_tiers() -> list[TierConfig]:
@@ -129,13 +121,7 @@ class TiersConfig(_Section):
 
     @model_validator(mode="after")
     def _ladder(self) -> Self:
-        if not self.levels or self.levels[0].threshold != 0:
-            raise ValueError("the first tier must have threshold 0")
-        thresholds = [t.threshold for t in self.levels]
-        if thresholds != sorted(set(thresholds)):
-            raise ValueError("tier thresholds must be strictly increasing")
-        if len({t.code for t in self.levels}) != len(self.levels):
-            raise ValueError("tier codes must be unique")
+        check_ladder(list(self.levels))
         return self
 
 

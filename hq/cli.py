@@ -422,13 +422,18 @@ def push_catalogue_command(ctx: click.Context, path: Path) -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.pass_context
 def push_rules_command(ctx: click.Context, path: Path) -> None:
-    """Publish points and offline rules (JSON: version, points, offline), retained."""
+    """Publish the chain's rules, signed, retained (JSON: version, issued_at, points, offline;
+    optional effective_from, member_days, tiers)."""
     from edge.protocol import Rules
     from hq.commands import push_rules
 
     rules = _push_message(Rules, _push_file(path))
-    push_rules(config_of(ctx), rules)
-    click.echo(f"rules v{rules.version} published")
+    config = config_of(ctx)
+    if not config.command_key:
+        raise click.UsageError("no command key: pass --tls-dir or command_key in the config")
+    push_rules(config, rules)
+    when = rules.effective_from.isoformat() if rules.effective_from else "at once"
+    click.echo(f"rules v{rules.version} published, signed; in force {when}")
 
 
 @hq_group.command("block")

@@ -1,4 +1,4 @@
-"""HQ's pushes: signed commands to one device, and the catalogue, rules and blocklist."""
+"""HQ's pushes: signed commands to one device, signed rules, the catalogue and blocklist."""
 
 from __future__ import annotations
 
@@ -12,18 +12,21 @@ import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.protocol import (
     COMMAND_SIGNING_DOMAIN,
+    RULES_SIGNING_DOMAIN,
     Catalogue,
     Command,
     CommandResult,
     Message,
     ProtocolError,
     Rules,
+    Signed,
     Topics,
     decode,
     picture_chunks,
@@ -59,8 +62,16 @@ def sign_command(
         issued_at=at,
         expires_at=at + ttl,
     )
-    signature = sign_bytes(key, COMMAND_SIGNING_DOMAIN, unsigned.signed_bytes())
-    return unsigned.model_copy(update={"signature": base64.b64encode(signature).decode()})
+    return sign_message(key, COMMAND_SIGNING_DOMAIN, unsigned)
+
+
+S = TypeVar("S", bound=Signed)
+
+
+def sign_message(key: Ed25519PrivateKey, domain: bytes, message: S) -> S:
+    """``message`` with HQ's signature over every other field."""
+    signature = sign_bytes(key, domain, message.signed_bytes())
+    return message.model_copy(update={"signature": base64.b64encode(signature).decode()})
 
 
 @dataclass(frozen=True)
@@ -223,5 +234,16 @@ def push_catalogue(
         link.close()
 
 
-def push_rules(config: HqConfig, rules: Rules) -> None:
-    publish_once(config, Topics(config.topic_prefix).rules(), rules, retain=True)
+def push_rules(config: HqConfig, rules: Rules) -> Rules:
+    """Signs ``rules`` with HQ's command key (kiosks refuse rules it did not sign) and
+    publishes them, retained; returns what was published.
+
+    Raises:
+        ValueError: no command key is configured.
+    """
+    if not config.command_key:
+        raise ValueError("no command key to sign the rules: pass --tls-dir or command_key")
+    key = load_command_key(Path(config.command_key))
+    signed = sign_message(key, RULES_SIGNING_DOMAIN, rules)
+    publish_once(config, Topics(config.topic_prefix).rules(), signed, retain=True)
+    return signed

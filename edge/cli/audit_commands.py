@@ -80,8 +80,17 @@ def render_status(s: CenterStatus) -> str:
             f"gifts        {s.gifts} offered"
             + (f"; low stock: {', '.join(s.low_stock)}" if s.low_stock else ""),
             f"HQ           {link}; {s.outbox_pending} events waiting",
+            f"rules        {_rules_line(s)}",
         ]
     )
+
+
+def _rules_line(s: CenterStatus) -> str:
+    r = s.rules
+    now = f"HQ's version {r.in_force} in force" if r.in_force else "this device's own"
+    if r.next_version is None or r.next_from is None:
+        return now
+    return f"{now}; version {r.next_version} from {r.next_from.isoformat()}"
 
 
 @click.command("status")

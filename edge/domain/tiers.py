@@ -13,6 +13,7 @@ class Tier:
     name_en: str
     threshold: int
     multiplier_pct: int
+    member_price_pct: int = 0  # percent off at the lanes
 
 
 def tier_for(measure: int, ladder: Sequence[Tier]) -> Tier:

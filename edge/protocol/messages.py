@@ -168,6 +168,7 @@ class Telemetry(Message):
     oldest_pending_at: AwareDatetime | None = None
     last_sync_at: AwareDatetime | None = None
     replica_cursor: int = Field(0, ge=0)
+    rules_version: int = Field(0, ge=0)  # HQ's rules in force (0: the device's own)
     devices: dict[Name, DeviceHealth] = Field(default_factory=dict, max_length=64)
     storage: StorageWear | None = None
     temperature_c: float | None = Field(None, ge=-60, le=200)
@@ -727,28 +728,53 @@ class OfflineRules(OfflinePolicy, Message):
     """The offline section of HQ's rules: every field of :class:`OfflinePolicy`."""
 
 
-class Rules(Message):
-    """Points and offline rules, pushed by HQ (retained); a newer version replaces an older."""
+class MemberDayPolicy(BaseModel):
+    """A member day (会员日): accruals multiplied on a day of every month or a weekday. The
+    one declaration, for HQ's rules and the appliance's ``[[points.member_days]]`` alike."""
 
-    version: int = Field(ge=1)
-    issued_at: AwareDatetime
-    points: PointsRules
-    offline: OfflineRules
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    day_of_month: int | None = Field(None, ge=1, le=31, title="Day of month")
+    weekday: int | None = Field(None, ge=0, le=6, title="Weekday, Monday = 0")
+    multiplier_pct: int = Field(200, ge=100, le=1000, title="Multiplier in percent")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> MemberDayPolicy:
+        if (self.day_of_month is None) == (self.weekday is None):
+            raise ValueError("a member day names exactly one of day_of_month or weekday")
+        return self
 
 
-class Command(Message):
-    """A command from HQ to one device, signed with HQ's command key.
+class TierPolicy(BaseModel):
+    """One membership tier and its benefits: reached at ``threshold`` (cents or points, per
+    the ladder's basis). The one declaration, for HQ's rules and ``[[tiers.levels]]``."""
 
-    The signature covers every other field (:meth:`signed_bytes`), including the device id
-    and the expiry, so it can be neither redirected to another device nor replayed late.
-    """
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    transaction: Name
-    device_id: Name
-    command: Name
-    args: dict[str, str | int | bool] = Field(default_factory=dict, max_length=32)
-    issued_at: AwareDatetime
-    expires_at: AwareDatetime
+    code: str = Field(min_length=1, max_length=16, title="Tier code")
+    name_zh: str = Field(min_length=1, max_length=16, title="Chinese name")
+    name_en: str = Field(min_length=1, max_length=24, title="English name")
+    threshold: int = Field(ge=0, title="Threshold", description="rolling-period spend or points")
+    multiplier_pct: int = Field(100, ge=100, le=1000, title="Accrual multiplier in percent")
+    member_price_pct: int = Field(
+        0, ge=0, le=50, title="Member price", description="percent off at the lanes"
+    )
+
+
+def check_ladder(levels: list[TierPolicy]) -> None:
+    """A tier ladder starts at 0, climbs strictly and names each tier once."""
+    if not levels or levels[0].threshold != 0:
+        raise ValueError("the first tier must have threshold 0")
+    thresholds = [t.threshold for t in levels]
+    if thresholds != sorted(set(thresholds)):
+        raise ValueError("tier thresholds must be strictly increasing")
+    if len({t.code for t in levels}) != len(levels):
+        raise ValueError("tier codes must be unique")
+
+
+class Signed(Message):
+    """A message HQ signs with its command key over every other field (:meth:`signed_bytes`)."""
+
     key_id: Name = "hq"
     signature: Annotated[str, StringConstraints(max_length=128)] = ""
 
@@ -761,6 +787,48 @@ class Command(Message):
             return base64.b64decode(self.signature, validate=True)
         except ValueError:
             return b""
+
+
+class Rules(Signed):
+    """HQ's rules for the chain, one versioned and signed document (retained): points,
+    offline caps and, when given, the member days and the tier ladder, which then replace the
+    device's own. A newer version replaces an older one from ``effective_from`` (at once
+    when absent); until then the rules before it stay in force."""
+
+    version: int = Field(ge=1)
+    issued_at: AwareDatetime
+    effective_from: AwareDatetime | None = None
+    points: PointsRules
+    offline: OfflineRules
+    member_days: list[MemberDayPolicy] | None = Field(None, max_length=62)
+    tiers: list[TierPolicy] | None = Field(None, min_length=1, max_length=12)
+
+    @model_validator(mode="after")
+    def _ladder(self) -> Rules:
+        if self.tiers is not None:
+            check_ladder(self.tiers)
+        return self
+
+    def in_force_at(self, now: datetime) -> bool:
+        return self.effective_from is None or self.effective_from <= now
+
+
+RULES_SIGNING_DOMAIN = b"mck/rules/v1"
+
+
+class Command(Signed):
+    """A command from HQ to one device, signed with HQ's command key.
+
+    The signature covers every other field (:meth:`signed_bytes`), including the device id
+    and the expiry, so it can be neither redirected to another device nor replayed late.
+    """
+
+    transaction: Name
+    device_id: Name
+    command: Name
+    args: dict[str, str | int | bool] = Field(default_factory=dict, max_length=32)
+    issued_at: AwareDatetime
+    expires_at: AwareDatetime
 
 
 COMMAND_SIGNING_DOMAIN = b"mck/command/v1"

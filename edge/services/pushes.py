@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 
 from edge.app import AppContext
 from edge.domain.cards import CardState
-from edge.protocol import BlocklistUpdate, Catalogue, Rules
+from edge.protocol import RULES_SIGNING_DOMAIN, BlocklistUpdate, Catalogue, Rules
+from edge.security.signing import verify_bytes
 from edge.services.tx import get_meta, set_meta, transaction
 from edge.storage.models import Card, Gift
 from edge.storage.sync_models import InboundMessage
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 CATALOGUE_VERSION = "catalogue_version"
 RULES_VERSION = "rules_version"
 HQ_RULES = "hq_rules"
+HQ_RULES_BEFORE = "hq_rules_before"  # in force until the latest takes effect
 
 
 @dataclass(frozen=True)
@@ -118,22 +121,82 @@ def apply_catalogue(app: AppContext, catalogue: Catalogue) -> PushOutcome:
     return PushOutcome(True)
 
 
-def apply_rules(app: AppContext, rules: Rules) -> PushOutcome:
-    """Stores HQ's points and offline rules and puts them in force in this process."""
+def rules_signed(rules: Rules, public_key: Ed25519PublicKey | None) -> bool:
+    """Whether HQ's command key signed ``rules`` (False without a key to check it with)."""
+    return public_key is not None and verify_bytes(
+        public_key, RULES_SIGNING_DOMAIN, rules.signed_bytes(), rules.signature_bytes()
+    )
+
+
+def apply_rules(app: AppContext, rules: Rules, public_key: Ed25519PublicKey | None) -> PushOutcome:
+    """Stores HQ's signed rules and puts them in force here from their effective time.
+
+    A document not signed by HQ's command key, or not newer than the last one stored, changes
+    nothing. The rules in force until a new document takes effect are kept beside it, so a
+    restart before that moment goes on with them.
+    """
+    if not rules_signed(rules, public_key):
+        log.warning("rules version %s refused: not signed by HQ's command key", rules.version)
+        return PushOutcome(False, "bad signature")
     with transaction(app) as tx:
         current = int(get_meta(tx.session, RULES_VERSION) or 0)
         if rules.version <= current:
             return PushOutcome(False, "not newer")
+        in_force = _stored_in_force(tx.session, tx.now)
+        set_meta(tx.session, HQ_RULES_BEFORE, in_force.model_dump_json() if in_force else "")
         set_meta(tx.session, RULES_VERSION, str(rules.version))
         set_meta(tx.session, HQ_RULES, rules.model_dump_json())
-        tx.audit("hq", "config.rules", str(rules.version))
-    app.put_rules_in_force(rules)
+        tx.audit(
+            "hq",
+            "config.rules",
+            str(rules.version),
+            effective_from=rules.effective_from.isoformat() if rules.effective_from else "now",
+            member_days=None if rules.member_days is None else len(rules.member_days),
+            tiers=None if rules.tiers is None else [t.code for t in rules.tiers],
+        )
+    app.schedule_rules(rules)
     return PushOutcome(True)
 
 
+def _stored(session: Any, key: str) -> Rules | None:
+    raw = get_meta(session, key)
+    return Rules.model_validate_json(raw) if raw else None
+
+
+def _stored_in_force(session: Any, now: datetime) -> Rules | None:
+    """The stored rules in force at ``now``: the latest once it took effect, else the ones
+    before it."""
+    latest = _stored(session, HQ_RULES)
+    if latest is None or latest.in_force_at(now):
+        return latest
+    return _stored(session, HQ_RULES_BEFORE)
+
+
+@dataclass(frozen=True)
+class RulesState:
+    """Which of HQ's rules are in force (0: the device's own) and which wait for their time."""
+
+    in_force: int
+    next_version: int | None = None
+    next_from: datetime | None = None
+
+
+def rules_state(app: AppContext) -> RulesState:
+    """What the stored documents say at this moment, whichever process asks."""
+    with app.db.read() as session:
+        now = app.clock()
+        latest = _stored(session, HQ_RULES)
+        in_force = _stored_in_force(session, now)
+    current = in_force.version if in_force is not None else 0
+    if latest is None or latest.in_force_at(now):
+        return RulesState(current)
+    return RulesState(current, latest.version, latest.effective_from)
+
+
 def follow_stored_rules(app: AppContext, seen: int) -> int:
-    """Puts HQ's stored rules in force in this process if their version is not ``seen`` (the
-    version already in force here; 0 for none) and returns the version now in force.
+    """Puts HQ's stored rules in force in this process if the latest version stored is not
+    ``seen`` (0 for none) and returns it: the rules in force now, and the latest scheduled
+    for its effective time if that is still to come.
 
     The agent calls it at start, the touchscreen at start and on every station poll, so a
     push the agent stored applies in the touchscreen's process without a restart. When
@@ -143,11 +206,18 @@ def follow_stored_rules(app: AppContext, seen: int) -> int:
     with app.db.read() as session:
         version = int(get_meta(session, RULES_VERSION) or 0)
         if version == seen:
+            app.rules_due(app.clock())
             return seen
-        raw = get_meta(session, HQ_RULES)
-    if not raw:
+        latest = _stored(session, HQ_RULES)
+        before = _stored(session, HQ_RULES_BEFORE)
+    if latest is None:
         return version
-    rules = Rules.model_validate_json(raw)
-    app.put_rules_in_force(rules)
-    log.info("HQ rules version %s in force", rules.version)
-    return rules.version
+    if not latest.in_force_at(app.clock()) and before is not None:
+        app.put_rules_in_force(before)
+    app.schedule_rules(latest)
+    log.info(
+        "HQ rules version %s %s",
+        latest.version,
+        "in force" if app.rules_version == latest.version else f"from {latest.effective_from}",
+    )
+    return latest.version

@@ -12,6 +12,7 @@ from edge import __version__
 from edge.app import AppContext
 from edge.domain.cards import CardState
 from edge.services.connectivity import connectivity
+from edge.services.pushes import RulesState, rules_state
 from edge.storage.models import AuditRecord, Card, Gift, LedgerEntry, Member, OutboxEvent
 
 
@@ -30,6 +31,7 @@ class CenterStatus:
     offline: bool
     hq_last_contact: datetime | None
     sync_enabled: bool
+    rules: RulesState
 
 
 def center_status(app: AppContext) -> CenterStatus:
@@ -68,6 +70,7 @@ def center_status(app: AppContext) -> CenterStatus:
             offline=link.offline,
             hq_last_contact=link.since if app.config.sync.enabled else None,
             sync_enabled=app.config.sync.enabled,
+            rules=rules_state(app),
         )
 
 

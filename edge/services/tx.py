@@ -104,8 +104,10 @@ def transaction(app: AppContext) -> Iterator[Tx]:
         DiskFull: the disk is full (``disk_full``): rolled back, nothing was changed. Every
             use case reports a full disk this way, whatever statement or commit found it.
     """
+    now = app.clock()
+    app.rules_due(now)  # HQ's rules scheduled for this moment are in force for this write
     with app.db.write() as session:
-        yield Tx(app, session, app.clock())
+        yield Tx(app, session, now)
 
 
 def validate_request_id(request_id: str) -> str:

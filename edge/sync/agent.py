@@ -453,7 +453,7 @@ class Agent:
         elif t.is_picture(topic):
             self.pictures.take(topic, decode(PictureChunk, msg.payload))
         elif topic == t.rules():
-            apply_rules(self.app, decode(Rules, msg.payload))
+            apply_rules(self.app, decode(Rules, msg.payload), self.commands.public_key)
         else:
             self._dispatch_lane(msg)
 

@@ -20,6 +20,7 @@ from edge import __version__
 from edge.app import AppContext
 from edge.protocol import DeviceHealth, StorageWear, Telemetry, Throttling
 from edge.services.connectivity import HQ_LAST_CONTACT
+from edge.services.pushes import rules_state
 from edge.services.replica import STORE_FEED_CURSOR
 from edge.services.tx import get_meta
 from edge.storage.models import OutboxEvent
@@ -188,6 +189,7 @@ def collect(app: AppContext, clock_offset_s: float | None) -> Telemetry:
         oldest_pending_at=oldest,
         last_sync_at=last_sync,
         replica_cursor=cursor,
+        rules_version=rules_state(app).in_force,
         devices=devices,
         storage=storage,
         temperature_c=read_temperature(),

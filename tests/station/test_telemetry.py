@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.printer.document import Qr
 from edge.app import AppContext
 from edge.config import KioskConfig
-from edge.protocol import OfflineRules, PointsRules, Rules
+from edge.protocol import RULES_SIGNING_DOMAIN, OfflineRules, PointsRules, Rules
 from edge.provisioning.enrolment import apply_enrolment, is_provisioned, verify_enrolment
 from edge.provisioning.identity import device_serial
 from edge.provisioning.pairing import PAIRING_FILE, code_digest
@@ -25,6 +26,7 @@ from edge.station.monitoring import PeripheralLog
 from edge.station.seed import seed_demo
 from edge.storage.sync_models import PeripheralHealth
 from edge.sync.telemetry import collect
+from hq.commands import sign_message
 from tests.lifecycle.hq_desk import make_desk
 from tests.waiting import wait_for
 
@@ -271,7 +273,14 @@ def test_with_the_default_window_the_rate_waits_a_minute(tmp_path):
         center.close()
 
 
+HQ_KEY = Ed25519PrivateKey.generate()
+
+
 def _rules(version: int, checkin: int, cap: int) -> Rules:
+    return sign_message(HQ_KEY, RULES_SIGNING_DOMAIN, _unsigned(version, checkin, cap))
+
+
+def _unsigned(version: int, checkin: int, cap: int) -> Rules:
     return Rules(
         version=version,
         issued_at=datetime.now(UTC),
@@ -298,7 +307,7 @@ def test_rules_the_agent_stores_take_effect_in_the_touchscreen_without_a_restart
     default = center.app.config.points.checkin_points
     agent = AppContext.open(center.app.data_dir)  # the sync agent's own process
     try:
-        assert apply_rules(agent, _rules(1, default + 37, 1_500)).applied
+        assert apply_rules(agent, _rules(1, default + 37, 1_500), HQ_KEY.public_key()).applied
         assert center.app.config.points.checkin_points == default  # not before the poll
         # after the station's next poll, the next operation that earns points sees the
         # version the agent stored
@@ -306,7 +315,7 @@ def test_rules_the_agent_stores_take_effect_in_the_touchscreen_without_a_restart
         assert center.check_in(people.li_card).points == default + 37
         assert center.app.offline_limit.max_points_per_redemption == 1_500
         # a later push is picked up by the health poll, before anyone touches the screen
-        assert apply_rules(agent, _rules(2, 3, 900)).applied
+        assert apply_rules(agent, _rules(2, 3, 900), HQ_KEY.public_key()).applied
         center.station.poll()
         assert center.app.config.points.checkin_points == 3
         assert center.app.config.points.points_per_yuan == 2
@@ -321,7 +330,7 @@ def test_the_station_worker_puts_a_push_in_force_within_one_poll(tmp_path):
     center = open_center(tmp_path / "data", simulate=True, health_poll_s=0.3)
     agent = AppContext.open(center.app.data_dir)
     try:
-        assert apply_rules(agent, _rules(1, 29, 1_100)).applied
+        assert apply_rules(agent, _rules(1, 29, 1_100), HQ_KEY.public_key()).applied
         wait_for(
             lambda: center.app.config.points.checkin_points == 29,
             what="the worker's poll to follow the push",
@@ -337,7 +346,7 @@ def test_stored_rules_are_in_force_from_the_start(tmp_path):
     data = tmp_path / "data"
     agent = AppContext.open(data)
     try:
-        assert apply_rules(agent, _rules(4, 11, 700)).applied
+        assert apply_rules(agent, _rules(4, 11, 700), HQ_KEY.public_key()).applied
     finally:
         agent.close()
     center = open_center(data, simulate=True)

@@ -4,16 +4,23 @@ alert) and at the other store that holds the member; settled at the desk, all th
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from edge.app import AppContext
+from edge.config import OFFLINE_DEFAULTS, POINTS_DEFAULTS, parse_config
+from edge.protocol import MemberDayPolicy, OfflineRules, PointsRules, Rules
 from edge.services.corrections import adjust_points, settle_overdraft
 from edge.services.gifts import add_gift, redeem_gift
 from edge.services.members import register_member, show_member
+from edge.services.pushes import rules_state
 from edge.services.staff import StaffIdentity
 from edge.services.verify import verify_ledger
 from edge.storage.models import Purchase
 from edge.sync.agent import Agent
+from hq.commands import push_rules
 from hq.models import Alert, CentralMember
 from hq.service import HqService
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
@@ -92,3 +99,59 @@ def test_a_lane_refund_after_a_redemption_is_owed_alerted_and_settled(broker, tm
             r.stop()
         a.close()
         b.close()
+
+
+class ShiftedClock:
+    """The real clock, moved forward when the test says so (the agent's clock too)."""
+
+    def __init__(self) -> None:
+        self.shift = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.shift
+
+
+def test_a_member_day_pushed_by_hq_changes_lane_points_from_its_effective_time(broker, tmp_path):
+    config = hq_config(broker, tmp_path)
+    hq = HqService(config)
+    clock = ShiftedClock()
+    data = make_data_dir(tmp_path, broker, "K001", "S001", 1)
+    a = AppContext.open(data, config=parse_config((data / "config.toml").read_text()), clock=clock)
+    runners = [Runner(hq.run), Runner(Agent(a).run)]
+    lane = lane_for(broker, "S001", "L1")
+    try:
+        with lane:
+            member = register_member(a, "13800138000", consent=True)
+            start = clock()
+            rules = Rules(
+                version=3,
+                issued_at=start,
+                effective_from=start + timedelta(hours=2),
+                points=PointsRules(**{**POINTS_DEFAULTS, "points_per_yuan": 1}),
+                offline=OfflineRules(**OFFLINE_DEFAULTS),
+                member_days=[MemberDayPolicy(weekday=d, multiplier_pct=300) for d in range(7)],
+            )
+            push_rules(config, rules)
+            wait_until(lambda: rules_state(a).next_version == 3, 15, "the rules at the kiosk")
+
+            def earned(receipt: str) -> tuple[int, int]:
+                """The points a receipt earned, and the amount in cents."""
+                with a.db.read() as s:
+                    bought = s.get(Purchase, receipt)
+                    assert bought is not None
+                    return bought.points, bought.amount_cents
+
+            before = lane.simulate([member.card_no], 1, rate_per_s=20, deadline_s=20)
+            assert before.accepted == 1, before
+            clock.shift = timedelta(hours=2)  # the effective time has come
+            after = lane.simulate([member.card_no], 1, rate_per_s=20, deadline_s=20)
+            assert after.accepted == 1, after
+            got, cents = earned(before.receipts[0])
+            assert got == cents // 100  # the rules before: 1 point a yuan, no member day
+            got, cents = earned(after.receipts[0])
+            assert got == cents * 3 // 100  # the member day's x3
+            assert rules_state(a).in_force == 3 and a.rules_version == 3
+    finally:
+        for r in reversed(runners):
+            r.stop()
+        a.close()
