@@ -159,6 +159,18 @@ class OfflineConfig(OfflinePolicy, _Section):
         return {**OFFLINE_DEFAULTS, **data} if isinstance(data, dict) else data
 
 
+class GiftsConfig(_Section):
+    """Gift vouchers: how long one can be collected at the desk."""
+
+    voucher_valid_days: int = Field(
+        30,
+        ge=1,
+        le=365,
+        title="Voucher validity (days)",
+        description="printed on the voucher; kept with each redemption",
+    )
+
+
 class SecurityConfig(_Section):
     """Keys, codes and staff lockout."""
 
@@ -349,6 +361,7 @@ class KioskConfig(_Section):
     points: PointsConfig = Field(default_factory=lambda: PointsConfig.model_validate({}))
     tiers: TiersConfig = Field(default_factory=TiersConfig)
     offline: OfflineConfig = Field(default_factory=lambda: OfflineConfig.model_validate({}))
+    gifts: GiftsConfig = Field(default_factory=GiftsConfig, title="Gift vouchers")
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     desk: DeskConfig = Field(default_factory=DeskConfig, title="Member desk")

@@ -282,6 +282,23 @@ class DeviceAlertData(Loose):
     detail: Text = ""
 
 
+class GiftCollectedData(Loose):
+    """A gift handed over against its voucher (``gift.collected``).
+
+    ``verified`` is False for a voucher of another kiosk taken offline on the collecting
+    desk's own record; then ``redemption_id`` is None and ``sku`` empty.
+    """
+
+    voucher_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    issuer_device_id: Name
+    redemption_id: EventId | None = None
+    sku: Annotated[str, StringConstraints(max_length=32)] = ""
+    qty: int = Field(0, ge=0, le=1000)
+    staff_id: Annotated[str, StringConstraints(max_length=32)] = ""
+    verified: bool
+    offline: bool = False
+
+
 EVENT_DATA: dict[str, type[Loose]] = {
     "member.registered": MemberRegisteredData,
     "member.updated": MemberUpdatedData,
@@ -296,6 +313,7 @@ EVENT_DATA: dict[str, type[Loose]] = {
     "points.adjusted": AdjustmentData,
     "points.refunded": RefundData,
     "gift.redeemed": EntriesData,
+    "gift.collected": GiftCollectedData,
     "alert.low_stock": LowStockData,
     "alert.device": DeviceAlertData,
 }
