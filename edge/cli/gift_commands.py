@@ -177,5 +177,20 @@ def collect_cmd(code: str, staff_id: str) -> None:
     emit(vouchers.collect_voucher(app, code, staff), human)
 
 
+@gift_group.command("lapse-vouchers")
+@json_option
+def lapse_vouchers_cmd() -> None:
+    """Gift vouchers not collected by their printed date lapse: their gifts go back in stock,
+    their points too if HQ's rules say so (also run daily by a timer on the appliance)."""
+    run = vouchers.lapse_vouchers(state().app)
+    emit(
+        run,
+        lambda r: (
+            f"{r.vouchers} vouchers lapsed, their gifts back in stock; "
+            + (f"{r.points_returned} points returned" if r.refund else "no points returned (rule)")
+        ),
+    )
+
+
 def register(group: click.Group) -> None:
     group.add_command(gift_group)

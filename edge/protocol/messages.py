@@ -299,6 +299,16 @@ class GiftCollectedData(Loose):
     offline: bool = False
 
 
+class VoucherLapsedData(EntriesData):
+    """A gift voucher not collected by its printed date (``gift.voucher_lapsed``): its gift
+    went back in stock, and its points too when HQ's rules say so (``entries``)."""
+
+    redemption_id: EventId
+    sku: Annotated[str, StringConstraints(max_length=32)]
+    qty: int = Field(ge=1, le=1000)
+    points_returned: int = Field(ge=0)
+
+
 EVENT_DATA: dict[str, type[Loose]] = {
     "member.registered": MemberRegisteredData,
     "member.updated": MemberUpdatedData,
@@ -314,6 +324,7 @@ EVENT_DATA: dict[str, type[Loose]] = {
     "points.refunded": RefundData,
     "gift.redeemed": EntriesData,
     "gift.collected": GiftCollectedData,
+    "gift.voucher_lapsed": VoucherLapsedData,
     "alert.low_stock": LowStockData,
     "alert.device": DeviceAlertData,
 }
@@ -719,6 +730,12 @@ class PointsPolicy(BaseModel):
     checkin_points: int = Field(ge=0, le=10_000, title="Daily check-in points")
     birthday_bonus_points: int = Field(ge=0, le=100_000, title="Birthday bonus points")
     referral_bonus_points: int = Field(ge=0, le=100_000, title="Referral bonus points")
+    expired_voucher_refund: bool = Field(
+        False,
+        title="Expired gift vouchers return their points",
+        description="a voucher not collected by its printed date gives its points back; "
+        "its gift goes back in stock either way",
+    )
 
 
 class PointsRules(PointsPolicy, Message):

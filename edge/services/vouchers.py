@@ -1,20 +1,25 @@
-"""Handing a redeemed gift over at the desk (核销): its voucher is collected once, ever."""
+"""Handing a redeemed gift over at the desk (核销): its voucher is collected once, ever; one
+not collected by its printed date lapses (its gift back in stock, its points by HQ's rule)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from sqlalchemy import select
+
 from edge.app import AppContext
 from edge.domain.errors import NotFound, Refusal
 from edge.domain.gifts import check_voucher_collectable
+from edge.domain.points import EntryKind, local_date
 from edge.domain.staff import Permission
 from edge.security.codes import VoucherClaims, unverified_voucher_claims, verify_voucher
 from edge.services.connectivity import connectivity
 from edge.services.gifts import stored_valid_until
+from edge.services.ledger import pay_back_then_credit
 from edge.services.staff import StaffIdentity, require
 from edge.services.tx import Tx, transaction
-from edge.storage.models import Gift, Redemption, VoucherCollection
+from edge.storage.models import Gift, Member, Redemption, VoucherCollection
 
 _MAX_CODE = 512
 
@@ -186,3 +191,84 @@ def _foreign(
         staff.staff_id,
         tx.now,
     )
+
+
+@dataclass(frozen=True)
+class VoucherLapseRun:
+    """What a run of :func:`lapse_vouchers` did; ``refund`` is the rule it ran under."""
+
+    vouchers: int
+    points_returned: int
+    refund: bool
+    at: datetime
+
+
+def lapse_vouchers(app: AppContext, now: datetime | None = None) -> VoucherLapseRun:
+    """Gift vouchers printed here and not collected by their printed date lapse: each gift
+    goes back in stock, and when HQ's rules say so (``points.expired_voucher_refund``) its
+    points go back to the member (paying back what they owe first).
+
+    Run daily with the points expiry; running it again changes nothing. Vouchers printed
+    before their date was kept with them never lapse: whether they were handed over was not
+    recorded then.
+    """
+    refund = app.config.points.expired_voucher_refund
+    vouchers = returned = 0
+    with transaction(app) as tx:
+        at = now or tx.now
+        collected = select(VoucherCollection.redemption_id).where(
+            VoucherCollection.redemption_id.is_not(None)
+        )
+        due = tx.session.scalars(
+            select(Redemption)
+            .where(
+                Redemption.voucher_valid_until < local_date(at, app.tz),
+                Redemption.voucher_lapsed_at.is_(None),
+                Redemption.id.not_in(collected),
+            )
+            .order_by(Redemption.created_at, Redemption.id)
+        ).all()
+        for redemption in due:
+            returned += _lapse(tx, redemption, refund, at)
+            vouchers += 1
+        if due:
+            tx.audit(
+                "system",
+                "gift.vouchers_lapse",
+                "",
+                vouchers=vouchers,
+                points_returned=returned,
+                refund=refund,
+            )
+    return VoucherLapseRun(vouchers, returned, refund, at)
+
+
+def _lapse(tx: Tx, redemption: Redemption, refund: bool, at: datetime) -> int:
+    """One voucher lapsed: its gift back in stock, its points back if ``refund``; returns
+    the points returned."""
+    redemption.voucher_lapsed_at = at
+    gift = tx.session.get(Gift, redemption.sku)
+    if gift is not None:
+        gift.stock += redemption.qty
+        gift.updated_at = tx.now
+        tx.emit("gift.stock", {"sku": gift.sku, "stock": gift.stock, "delta": redemption.qty})
+    member = tx.session.get(Member, redemption.member_id)
+    entries = []
+    if refund and member is not None and member.deleted_at is None:
+        entries = pay_back_then_credit(
+            tx, member, redemption.points, EntryKind.VOUCHER_RETURN, redemption.id
+        )
+    points = sum(e.points for e in entries)
+    tx.emit(
+        "gift.voucher_lapsed",
+        {
+            "member_id": redemption.member_id,
+            "card_no": redemption.card_no,
+            "redemption_id": redemption.id,
+            "sku": redemption.sku,
+            "qty": redemption.qty,
+            "points_returned": points,
+            "entries": [e.as_dict() for e in entries],
+        },
+    )
+    return points

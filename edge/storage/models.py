@@ -253,6 +253,9 @@ class Redemption(Base):
     # The last day (store-local) its gift voucher can be collected, as printed; None for a
     # coupon redemption, and for vouchers printed before it was kept (30 days, as printed).
     voucher_valid_until: Mapped[date | None] = mapped_column(Date)
+    # When its voucher lapsed uncollected (its gift went back in stock); None while it can be
+    # collected, and once it was.
+    voucher_lapsed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class VoucherCollection(Base):

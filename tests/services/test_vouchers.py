@@ -9,13 +9,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 
+from edge.config import OFFLINE_DEFAULTS, POINTS_DEFAULTS
 from edge.domain.errors import KioskError, NotFound, PermissionDenied, Refusal
-from edge.protocol import Event
+from edge.protocol import Event, OfflineRules, PointsRules, Rules
 from edge.security.codes import mint_member_code, sign_voucher
 from edge.services import gifts, members, points, staff
 from edge.services.connectivity import record_hq_contact
-from edge.services.vouchers import collect_voucher
-from edge.storage.models import AuditRecord, OutboxEvent, VoucherCollection
+from edge.services.pushes import apply_rules
+from edge.services.verify import verify_ledger
+from edge.services.vouchers import collect_voucher, lapse_vouchers
+from edge.storage.models import AuditRecord, Gift, OutboxEvent, Redemption, VoucherCollection
 
 CLERK = staff.StaffIdentity("c1", "clerk")
 
@@ -223,3 +226,66 @@ def test_another_kiosks_voucher_is_taken_offline_on_this_desks_record(make_app, 
     with pytest.raises(Refusal) as err:
         collect_voucher(app, coupon, CLERK)
     assert err.value.code == "not_a_gift_voucher"
+
+
+def stock(app, sku="TOWEL"):
+    with app.db.read() as s:
+        return s.get(Gift, sku).stock
+
+
+@pytest.mark.parametrize("refund", [False, True], ids=["points-kept", "points-returned"])
+def test_an_uncollected_voucher_lapses_after_its_date_by_hqs_rule(make_app, clock, refund):
+    app = make_app(f"[points]\nexpired_voucher_refund = {str(refund).lower()}\n")
+    r = redeemed(app)  # 300 points, valid until 1 April
+    done = redeemed_second(app)
+    collect_voucher(app, done.voucher_code, CLERK)
+    assert (stock(app), balance(app, r.card_no)) == (3, 700)
+    clock.advance(days=30, hours=13)  # 23:00 on 1 April in Shanghai: still good
+    assert lapse_vouchers(app).vouchers == 0
+    clock.advance(hours=1)
+    run = lapse_vouchers(app)
+    assert (run.vouchers, run.points_returned, run.refund) == (1, 300 if refund else 0, refund)
+    assert stock(app) == 4  # the collected one's gift stays handed over
+    assert balance(app, r.card_no) == (1000 if refund else 700)
+    [event] = events(app, "gift.voucher_lapsed")
+    data = Event.model_validate({**event, "seq": 1}).typed_data
+    assert data is not None and data.model_dump()["points_returned"] == run.points_returned
+    assert [e["kind"] for e in event["data"]["entries"]] == (["voucher_return"] if refund else [])
+    before = counts(app)
+    assert lapse_vouchers(app).vouchers == 0  # again: nothing changes
+    assert counts(app) == before
+    with pytest.raises(Refusal) as err:
+        collect_voucher(app, r.voucher_code, CLERK)
+    assert err.value.code == "voucher_expired"
+    assert verify_ledger(app).ok
+
+
+def balance(app, card_no):
+    return members.show_member(app, card_no=card_no).balance
+
+
+def test_hqs_rules_set_whether_lapsed_vouchers_return_points(app):
+    assert app.config.points.expired_voucher_refund is False
+    rules = Rules(
+        version=2,
+        issued_at=app.clock(),
+        points=PointsRules(**{**POINTS_DEFAULTS, "expired_voucher_refund": True}),
+        offline=OfflineRules(**OFFLINE_DEFAULTS),
+    )
+    assert apply_rules(app, rules).applied
+    assert app.config.points.expired_voucher_refund is True
+    older = Rules.model_validate_json(
+        rules.model_dump_json(exclude={"points": {"expired_voucher_refund"}})
+    )
+    assert older.points.expired_voucher_refund is False  # rules from before it: none returned
+
+
+def test_vouchers_printed_before_their_date_was_kept_never_lapse(app, clock):
+    r = redeemed(app)
+    with app.db.write() as s:
+        s.get(Redemption, r.redemption_id).voucher_valid_until = None
+    clock.advance(days=40)
+    assert lapse_vouchers(app).vouchers == 0 and stock(app) == 4
+    with pytest.raises(Refusal) as err:  # its printed 30 days are past all the same
+        collect_voucher(app, r.voucher_code, CLERK)
+    assert err.value.code == "voucher_expired"

@@ -1,4 +1,4 @@
-"""gift vouchers handed over, and how long each stays good
+"""gift vouchers handed over, how long each stays good, and when one lapsed
 
 Revision ID: 0009
 Revises: 0008
@@ -8,6 +8,8 @@ Create Date: 2026-12-07 06:00:00
 device that printed it and its id, so a reprint (the same code) is never collected twice.
 ``redemption.voucher_valid_until`` keeps the date printed on each new voucher; vouchers
 printed before this revision have none and stay good for the 30 days printed on them.
+``redemption.voucher_lapsed_at`` marks a voucher not collected by that date, once its gift
+went back in stock (and its points, by HQ's rule).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("redemption", schema=None) as batch_op:
         batch_op.add_column(sa.Column("voucher_valid_until", sa.Date(), nullable=True))
+        batch_op.add_column(sa.Column("voucher_lapsed_at", UTCDateTime(), nullable=True))
     op.create_table(
         "voucher_collection",
         sa.Column("issuer_device_id", sa.String(length=64), nullable=False),
@@ -48,4 +51,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("voucher_collection")
     with op.batch_alter_table("redemption", schema=None) as batch_op:
+        batch_op.drop_column("voucher_lapsed_at")
         batch_op.drop_column("voucher_valid_until")
