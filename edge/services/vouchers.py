@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from edge.app import AppContext
@@ -13,6 +14,7 @@ from edge.domain.errors import NotFound, Refusal
 from edge.domain.gifts import check_voucher_collectable
 from edge.domain.points import EntryKind, local_date
 from edge.domain.staff import Permission
+from edge.protocol.messages import GiftCollectedData
 from edge.security.codes import VoucherClaims, unverified_voucher_claims, verify_voucher
 from edge.services.connectivity import connectivity
 from edge.services.gifts import stored_valid_until
@@ -171,6 +173,12 @@ def _foreign(
 ) -> VoucherHandover:
     if before is not None:
         check_voucher_collectable(date.max, before.collected_at, tx.now, app.tz)
+    try:  # what HQ would set aside is no voucher any kiosk printed
+        GiftCollectedData(
+            voucher_id=claims.voucher_id, issuer_device_id=claims.device_id, verified=False
+        )
+    except ValidationError:
+        raise Refusal("this is not a gift voucher code", code="voucher_malformed") from None
     if not offline:
         raise Refusal(
             f"this voucher was printed at another kiosk ({claims.device_id}); "

@@ -197,9 +197,8 @@ def test_only_staff_allowed_to_hand_gifts_over_may(app):
 
 def test_another_kiosks_voucher_is_taken_offline_on_this_desks_record(make_app, clock):
     app = make_app(SYNCED)
-    theirs = sign_voucher(
-        Ed25519PrivateKey.generate(), "gift", "01JD0THEIRREDEMPTION000000", "K777"
-    )
+    key = Ed25519PrivateKey.generate()  # K777's, which this kiosk does not hold
+    theirs = sign_voucher(key, "gift", "01JD0THEIRREDEMPTION000000", "K777")
     with app.db.write() as s:
         record_hq_contact(s, clock.now)
     before = counts(app)
@@ -219,10 +218,13 @@ def test_another_kiosks_voucher_is_taken_offline_on_this_desks_record(make_app, 
     [event] = events(app, "gift.collected")
     assert event["data"]["verified"] is False and event["data"]["redemption_id"] is None
     assert event["data"]["issuer_device_id"] == "K777"
+    # a device id no kiosk has is no voucher any kiosk printed
+    odd = sign_voucher(key, "gift", "01JD0THEIRREDEMPTION000001", "K 777")
+    with pytest.raises(Refusal) as err:
+        collect_voucher(app, odd, CLERK)
+    assert err.value.code == "voucher_malformed"
     # another kiosk's coupon is still not a gift voucher
-    coupon = sign_voucher(
-        Ed25519PrivateKey.generate(), "coupon", "01JD0THEIRCOUPON0000000000", "K777"
-    )
+    coupon = sign_voucher(key, "coupon", "01JD0THEIRCOUPON0000000000", "K777")
     with pytest.raises(Refusal) as err:
         collect_voucher(app, coupon, CLERK)
     assert err.value.code == "not_a_gift_voucher"
