@@ -70,6 +70,7 @@ POINTS_DEFAULTS: dict[str, int] = {
     "checkin_points": 5,
     "birthday_bonus_points": 100,
     "referral_bonus_points": 50,
+    "expired_voucher_refund": False,
 }
 """The appliance's own points rules, for whatever the ``[points]`` section leaves out."""
 

@@ -730,6 +730,8 @@ class PointsPolicy(BaseModel):
     checkin_points: int = Field(ge=0, le=10_000, title="Daily check-in points")
     birthday_bonus_points: int = Field(ge=0, le=100_000, title="Birthday bonus points")
     referral_bonus_points: int = Field(ge=0, le=100_000, title="Referral bonus points")
+    # The one field with a default here: rules HQ published and devices stored before it
+    # existed must still read (as False, what those devices did).
     expired_voucher_refund: bool = Field(
         False,
         title="Expired gift vouchers return their points",
