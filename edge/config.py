@@ -67,6 +67,7 @@ POINTS_DEFAULTS: dict[str, int] = {
     "checkin_points": 5,
     "birthday_bonus_points": 100,
     "referral_bonus_points": 50,
+    "expired_voucher_refund": False,
 }
 """The appliance's own points rules, for whatever the ``[points]`` section leaves out."""
 
@@ -143,6 +144,18 @@ class OfflineConfig(OfflinePolicy, _Section):
     @classmethod
     def _defaults(cls, data: Any) -> Any:
         return {**OFFLINE_DEFAULTS, **data} if isinstance(data, dict) else data
+
+
+class GiftsConfig(_Section):
+    """Gift vouchers: how long one can be collected at the desk."""
+
+    voucher_valid_days: int = Field(
+        30,
+        ge=1,
+        le=365,
+        title="Voucher validity (days)",
+        description="printed on the voucher; kept with each redemption",
+    )
 
 
 class SecurityConfig(_Section):
@@ -335,6 +348,7 @@ class KioskConfig(_Section):
     points: PointsConfig = Field(default_factory=lambda: PointsConfig.model_validate({}))
     tiers: TiersConfig = Field(default_factory=TiersConfig)
     offline: OfflineConfig = Field(default_factory=lambda: OfflineConfig.model_validate({}))
+    gifts: GiftsConfig = Field(default_factory=GiftsConfig, title="Gift vouchers")
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     desk: DeskConfig = Field(default_factory=DeskConfig, title="Member desk")

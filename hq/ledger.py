@@ -34,6 +34,7 @@ from edge.protocol.messages import (
     CardBlocklistData,
     CardReplacedData,
     DeviceAlertData,
+    GiftCollectedData,
     LowStockData,
     MemberDeletedData,
     MemberUpdatedData,
@@ -63,6 +64,7 @@ from hq.models import (
     FleetDevice,
     QuarantinedEvent,
     StoredEvent,
+    VoucherCollection,
 )
 
 log = logging.getLogger(__name__)
@@ -652,6 +654,8 @@ class CentralLedger:
                         session, card_no, "lost" if data.reason == "lost" else "blocked"
                     )
                     result.blocked_cards.append((card_no, data.reason))
+            elif isinstance(data, GiftCollectedData):
+                self._collected(session, event, data, now, result)
             elif isinstance(data, LowStockData):
                 if raise_alert(
                     session,
@@ -778,6 +782,48 @@ class CentralLedger:
         card = session.get(CentralCard, card_no)
         if card is not None and card.state in ("active", "lost"):
             card.state = state
+
+    @staticmethod
+    def _collected(
+        session: Session, event: Event, data: GiftCollectedData, now: datetime, result: Ingest
+    ) -> None:
+        """Keeps the first collection of each gift voucher; a later one (the same voucher
+        handed over at two desks, one of them offline, or a copy) raises
+        ``voucher_collected_twice``: the gift is gone, staff decide."""
+        conn = session.connection()
+        make = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        first_time = conn.execute(
+            make(VoucherCollection)
+            .values(
+                issuer_device_id=data.issuer_device_id,
+                voucher_id=data.voucher_id,
+                store_id=event.store_id,
+                device_id=event.device_id,
+                event_id=event.event_id,
+                at=event.at,
+            )
+            .on_conflict_do_nothing(index_elements=["issuer_device_id", "voucher_id"])
+            .returning(VoucherCollection.voucher_id)
+        ).first()
+        if first_time is not None:
+            return
+        first = session.get(VoucherCollection, (data.issuer_device_id, data.voucher_id))
+        before = (
+            f"; first at {first.store_id} ({first.device_id}) {first.at:%Y-%m-%d %H:%M} UTC"
+            if first is not None
+            else ""
+        )
+        if raise_alert(
+            session,
+            "voucher_collected_twice",
+            f"{data.issuer_device_id}:{data.voucher_id}",
+            f"gift voucher {data.voucher_id} printed by {data.issuer_device_id} collected again "
+            f"at {event.store_id} ({event.device_id}) {event.at:%Y-%m-%d %H:%M} UTC" + before,
+            now,
+            event.store_id,
+            event.device_id,
+        ):
+            result.alerts.append("voucher_collected_twice")
 
     def _reconcile(self, session: Session, debited: dict[str, Ingest], now: datetime) -> None:
         """Flags members driven negative (offline double spend) and alerts staff; the alert

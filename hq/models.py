@@ -195,6 +195,19 @@ class CardUse(HqBase):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class VoucherCollection(HqBase):
+    """The first collection HQ heard of for each gift voucher (keyed by the device that
+    printed it and its id): a second one raises ``voucher_collected_twice``."""
+
+    __tablename__ = "hq_voucher_collection"
+    issuer_device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    voucher_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64))
+    device_id: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(26))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class FleetDevice(HqBase):
     """The latest status and telemetry of one device."""
 

@@ -373,13 +373,16 @@ class KioskApp(App):  # type: ignore[misc]
         self.session.tick(dt)
 
     def scanned(self, text: str) -> None:
-        """A code from the scanner: a staff badge, or a member's code on the customer screens."""
+        """A code from the scanner: a staff badge, a gift voucher on the staff screen, or a
+        member's code on the customer screens."""
         self.session.touched()
         if text.startswith(STAFF_BADGE_PREFIX):
             if self.current not in ("staff", "technician"):
                 self.go("staff")
             vm = self.technician_vm if self.current == "technician" else self.staff_vm
             vm.badge(text)
+        elif self.current == "staff":
+            self.staff_vm.voucher(text)
         elif self.current in ("attract", "identify"):
             self.identify_vm.scanned(text)
 

@@ -1,4 +1,4 @@
-"""``kiosk gift``: catalogue, restock, redeem."""
+"""``kiosk gift``: catalogue, restock, redeem, hand over."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from edge.cli.staff_auth import staff_login
 from edge.console import NUMBER
 from edge.domain.staff import Permission
 from edge.protocol import MAX_PICTURE_BYTES
-from edge.services import gifts
+from edge.security.personal import mask_card
+from edge.services import gifts, vouchers
 
 IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -148,6 +149,46 @@ def use_coupon_cmd(code: str, ref: str) -> None:
     emit(
         gifts.use_coupon(state().app, code, ref, actor="console"),
         lambda u: f"coupon {u.coupon_id} accepted: {u.value_cents / 100:.2f} yuan off",
+    )
+
+
+@gift_group.command("collect")
+@click.argument("code")
+@click.option("--staff", "staff_id", required=True)
+@json_option
+def collect_cmd(code: str, staff_id: str) -> None:
+    """Hand a gift over against its voucher CODE (核销; staff PIN required): once per voucher,
+    reprints included."""
+    app = state().app
+    staff = staff_login(app, staff_id, Permission.HAND_OVER_GIFT)
+
+    def human(h: vouchers.VoucherHandover) -> str:
+        if not h.verified:
+            return (
+                f"voucher {h.voucher_id} of kiosk {h.issuer_device_id} collected on this "
+                "desk's record (HQ unreachable): hand over the gift printed on it; HQ checks it"
+            )
+        until = h.valid_until.isoformat() if h.valid_until else "-"
+        return (
+            f"hand over {h.qty} x {h.name} ({h.sku}) to card {mask_card(h.card_no)}: "
+            f"voucher {h.voucher_id} collected (valid until {until})"
+        )
+
+    emit(vouchers.collect_voucher(app, code, staff), human)
+
+
+@gift_group.command("lapse-vouchers")
+@json_option
+def lapse_vouchers_cmd() -> None:
+    """Gift vouchers not collected by their printed date lapse: their gifts go back in stock,
+    their points too if HQ's rules say so (also run daily by a timer on the appliance)."""
+    run = vouchers.lapse_vouchers(state().app)
+    emit(
+        run,
+        lambda r: (
+            f"{r.vouchers} vouchers lapsed, their gifts back in stock; "
+            + (f"{r.points_returned} points returned" if r.refund else "no points returned (rule)")
+        ),
     )
 
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from edge.domain.errors import InvalidInput, Refusal
+from edge.domain.points import local_date
 
 MAX_QTY = 20
+# How long a gift voucher printed before its validity was kept with it stays good: what those
+# vouchers say on paper.
+DEFAULT_VOUCHER_VALID_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -59,3 +65,32 @@ def check_redemption(gift: GiftTerms, qty: int, already_redeemed: int) -> int:
 
 def is_low_stock(stock_after: int, low_stock: int) -> bool:
     return stock_after <= low_stock
+
+
+def voucher_valid_until(redeemed_at: datetime, tz: ZoneInfo, valid_days: int) -> date:
+    """The last day (store-local) a gift voucher can be collected: the date printed on it."""
+    return local_date(redeemed_at, tz) + timedelta(days=valid_days)
+
+
+def check_voucher_collectable(
+    valid_until: date, collected_before: datetime | None, now: datetime, tz: ZoneInfo
+) -> None:
+    """Refuses a gift voucher that was collected already (a reprint carries the same code, so
+    it is refused too) or whose printed date has passed.
+
+    Raises:
+        Refusal: ``voucher_collected`` or ``voucher_expired``.
+    """
+    if collected_before is not None:
+        when = collected_before.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+        raise Refusal(
+            f"this voucher was already collected on {when}",
+            code="voucher_collected",
+            collected_at=collected_before.isoformat(),
+        )
+    if local_date(now, tz) > valid_until:
+        raise Refusal(
+            f"this voucher expired on {valid_until.isoformat()}",
+            code="voucher_expired",
+            valid_until=valid_until.isoformat(),
+        )

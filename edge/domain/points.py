@@ -27,6 +27,7 @@ class EntryKind:
     EXPIRY = "expiry"
     ADJUSTMENT = "adjustment"
     REFUND = "refund"  # points a receipt earned, taken back when its money is returned
+    VOUCHER_RETURN = "voucher_return"  # a gift voucher's points, back when it lapsed uncollected
 
     EARNING = frozenset({PURCHASE, CHECKIN, BIRTHDAY, REFERRAL})
 

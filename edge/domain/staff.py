@@ -21,6 +21,7 @@ class Permission(StrEnum):
     REPLACE_CARD = "replace_card"
     RESTOCK = "restock"
     REPRINT_VOUCHER = "reprint_voucher"
+    HAND_OVER_GIFT = "hand_over_gift"
     CLEAR_FAULT = "clear_fault"
     DAILY_REPORT = "daily_report"
     MANAGE_CATALOGUE = "manage_catalogue"
@@ -37,6 +38,7 @@ _CLERK = {
     Permission.REPLACE_CARD,
     Permission.RESTOCK,
     Permission.REPRINT_VOUCHER,
+    Permission.HAND_OVER_GIFT,
     Permission.CLEAR_FAULT,
     Permission.DAILY_REPORT,
     Permission.ADJUST_POINTS,  # within [desk] adjust_approval_above; larger needs approval

@@ -283,6 +283,33 @@ class DeviceAlertData(Loose):
     detail: Text = ""
 
 
+class GiftCollectedData(Loose):
+    """A gift handed over against its voucher (``gift.collected``).
+
+    ``verified`` is False for a voucher of another kiosk taken offline on the collecting
+    desk's own record; then ``redemption_id`` is None and ``sku`` empty.
+    """
+
+    voucher_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    issuer_device_id: Name
+    redemption_id: EventId | None = None
+    sku: Annotated[str, StringConstraints(max_length=32)] = ""
+    qty: int = Field(0, ge=0, le=1000)
+    staff_id: Annotated[str, StringConstraints(max_length=32)] = ""
+    verified: bool
+    offline: bool = False
+
+
+class VoucherLapsedData(EntriesData):
+    """A gift voucher not collected by its printed date (``gift.voucher_lapsed``): its gift
+    went back in stock, and its points too when HQ's rules say so (``entries``)."""
+
+    redemption_id: EventId
+    sku: Annotated[str, StringConstraints(max_length=32)]
+    qty: int = Field(ge=1, le=1000)
+    points_returned: int = Field(ge=0)
+
+
 EVENT_DATA: dict[str, type[Loose]] = {
     "member.registered": MemberRegisteredData,
     "member.updated": MemberUpdatedData,
@@ -297,6 +324,8 @@ EVENT_DATA: dict[str, type[Loose]] = {
     "points.adjusted": AdjustmentData,
     "points.refunded": RefundData,
     "gift.redeemed": EntriesData,
+    "gift.collected": GiftCollectedData,
+    "gift.voucher_lapsed": VoucherLapsedData,
     "alert.low_stock": LowStockData,
     "alert.device": DeviceAlertData,
 }
@@ -702,6 +731,14 @@ class PointsPolicy(BaseModel):
     checkin_points: int = Field(ge=0, le=10_000, title="Daily check-in points")
     birthday_bonus_points: int = Field(ge=0, le=100_000, title="Birthday bonus points")
     referral_bonus_points: int = Field(ge=0, le=100_000, title="Referral bonus points")
+    # The one field with a default here: rules HQ published and devices stored before it
+    # existed must still read (as False, what those devices did).
+    expired_voucher_refund: bool = Field(
+        False,
+        title="Expired gift vouchers return their points",
+        description="a voucher not collected by its printed date gives its points back; "
+        "its gift goes back in stock either way",
+    )
 
 
 class PointsRules(PointsPolicy, Message):

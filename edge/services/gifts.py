@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from edge.app import AppContext
 from edge.domain.errors import InvalidInput, NotFound, Refusal
-from edge.domain.gifts import GiftTerms, check_redemption, is_low_stock, validate_sku
+from edge.domain.gifts import (
+    DEFAULT_VOUCHER_VALID_DAYS,
+    GiftTerms,
+    check_redemption,
+    is_low_stock,
+    validate_sku,
+    voucher_valid_until,
+)
 from edge.domain.offline import check_offline_redemption
 from edge.domain.points import EntryKind
 from edge.domain.staff import Permission
@@ -192,6 +200,8 @@ class RedemptionResult:
     offline: bool
     low_stock: bool
     at: datetime
+    # The last day its gift voucher can be collected, as printed (None for coupons).
+    voucher_valid_until: date | None = None
 
 
 def redeem_gift(
@@ -233,7 +243,7 @@ def redeem_gift(
         return result, result.redemption_id
 
     def replay(tx: Tx, redemption_id: str) -> RedemptionResult:
-        return _stored_redemption(tx.session, redemption_id)
+        return _stored_redemption(tx.session, redemption_id, app.tz)
 
     try:
         return run_once(app, request_id, "redeem", fingerprint, apply, replay)
@@ -265,6 +275,11 @@ def _record_redemption(
         if gift.kind == "gift"
         else ""
     )
+    valid_until = (
+        voucher_valid_until(tx.now, app.tz, app.config.gifts.voucher_valid_days)
+        if voucher
+        else None
+    )
     tx.session.add(
         Redemption(
             id=redemption_id,
@@ -276,6 +291,7 @@ def _record_redemption(
             voucher_code=voucher,
             offline=offline,
             created_at=tx.now,
+            voucher_valid_until=valid_until,
         )
     )
     tx.session.flush()  # coupons reference the redemption
@@ -323,6 +339,7 @@ def _record_redemption(
         offline,
         low,
         tx.now,
+        valid_until,
     )
 
 
@@ -420,7 +437,7 @@ def _emit_low_stock(tx: Tx, gift: Gift) -> None:
     )
 
 
-def _stored_redemption(session: Session, redemption_id: str) -> RedemptionResult:
+def _stored_redemption(session: Session, redemption_id: str, tz: ZoneInfo) -> RedemptionResult:
     r = session.get(Redemption, redemption_id)
     assert r is not None
     gift = session.get(Gift, r.sku)
@@ -446,7 +463,18 @@ def _stored_redemption(session: Session, redemption_id: str) -> RedemptionResult
         r.offline,
         is_low_stock(gift.stock, gift.low_stock),
         r.created_at,
+        stored_valid_until(r, tz),
     )
+
+
+def stored_valid_until(r: Redemption, tz: ZoneInfo) -> date | None:
+    """The last day ``r``'s gift voucher can be collected: as kept with it, or for a voucher
+    printed before that was kept, the 30 days printed on it."""
+    if not r.voucher_code:
+        return None
+    if r.voucher_valid_until is not None:
+        return r.voucher_valid_until
+    return voucher_valid_until(r.created_at, tz, DEFAULT_VOUCHER_VALID_DAYS)
 
 
 def last_redemption(app: AppContext) -> RedemptionResult | None:
@@ -457,7 +485,7 @@ def last_redemption(app: AppContext) -> RedemptionResult | None:
             .order_by(Redemption.created_at.desc(), Redemption.id.desc())
             .limit(1)
         )
-        return _stored_redemption(session, rid) if rid else None
+        return _stored_redemption(session, rid, app.tz) if rid else None
 
 
 def _offline_usage(tx: Tx, member_id: str, since: datetime) -> tuple[int, int]:

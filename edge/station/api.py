@@ -70,6 +70,21 @@ class RedeemOutcome:
 
 
 @dataclass(frozen=True)
+class GiftHandover:
+    """A gift handed over against its voucher (核销): what to give, and to which card.
+
+    ``verified`` is False for another kiosk's voucher taken while HQ is unreachable: the
+    gift is the one printed on the slip, and ``name`` is empty.
+    """
+
+    name: str
+    qty: int
+    card_masked: str
+    valid_until: str  # the printed date, ISO ('' when not known here)
+    verified: bool
+
+
+@dataclass(frozen=True)
 class NewMember:
     """What registration collected: digits and taps only (no free text on the appliance)."""
 
@@ -232,6 +247,10 @@ class MemberCenter(Protocol):
     def replace_lost_card(self, staff: StaffSession, card_no: str) -> ReplacementOutcome: ...
     def restock(self, staff: StaffSession, sku: str, qty: int) -> GiftTile: ...
     def reprint_last_voucher(self, staff: StaffSession) -> PrintOutcome: ...
+    def hand_over_gift(self, staff: StaffSession, voucher_code: str) -> GiftHandover:
+        """Marks the scanned gift voucher collected, once (a reprint is refused)."""
+        ...
+
     def clear_faults(self, staff: StaffSession) -> list[DeviceStatus]: ...
     def daily_report(self, staff: StaffSession) -> DailyReport: ...
 
@@ -262,6 +281,7 @@ __all__ = [
     "DayFigures",
     "DeviceStatus",
     "ExpiringPoints",
+    "GiftHandover",
     "GiftTile",
     "HistoryLine",
     "MemberCenter",

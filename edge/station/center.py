@@ -29,7 +29,8 @@ from edge.config import KioskConfig
 from edge.domain.errors import InvalidInput, NotFound
 from edge.domain.member_view import MemberView
 from edge.domain.staff import Permission
-from edge.services import desk, lookups, phone_proof
+from edge.security.personal import mask_card
+from edge.services import desk, lookups, phone_proof, vouchers
 from edge.services import gifts as gift_service
 from edge.services import members as member_service
 from edge.services import points as points_service
@@ -42,6 +43,7 @@ from edge.station.api import (
     CardIssue,
     DailyReport,
     DeviceStatus,
+    GiftHandover,
     GiftTile,
     NewMember,
     PrintOutcome,
@@ -280,6 +282,17 @@ class KioskCenter:
         _member, outcome = self._print_voucher(result)
         desk.record_voucher_reprint(self.app, identity, result.redemption_id, outcome.printed)
         return outcome
+
+    def hand_over_gift(self, staff: StaffSession, voucher_code: str) -> GiftHandover:
+        identity = self.sessions.identity(staff, Permission.HAND_OVER_GIFT)
+        handover = vouchers.collect_voucher(self.app, voucher_code, identity)
+        return GiftHandover(
+            handover.name,
+            handover.qty,
+            mask_card(handover.card_no) if handover.card_no else "",
+            handover.valid_until.isoformat() if handover.valid_until else "",
+            handover.verified,
+        )
 
     def clear_faults(self, staff: StaffSession) -> list[DeviceStatus]:
         identity = self.sessions.identity(staff, Permission.CLEAR_FAULT)

@@ -10,7 +10,7 @@ slips carry the whole number because they stand in for the card.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date
 from zoneinfo import ZoneInfo
 
 from drivers.printer import Barcode, Qr, Receipt, Rule, Text
@@ -19,6 +19,7 @@ from drivers.printer.receipts import ReceiptHeader, closing, heading
 from edge.app import AppContext
 from edge.domain.corrections import Reason, reason_of
 from edge.domain.day_report import DayFigures
+from edge.domain.gifts import DEFAULT_VOUCHER_VALID_DAYS, voucher_valid_until
 from edge.domain.member_view import MemberView
 from edge.domain.points import local_date
 from edge.security.personal import mask_card, mask_phone
@@ -26,8 +27,6 @@ from edge.services.gifts import RedemptionResult
 
 CENTER_NAME = "会员中心"
 THANKS = "谢谢惠顾，欢迎再次光临！"
-# What a gift voucher is good for: collect the gift at the desk within this time.
-VOUCHER_VALID_DAYS = 30
 
 HISTORY_WORDS = {
     "purchase": "购物",
@@ -75,12 +74,11 @@ def gift_voucher(
 ) -> list[Receipt]:
     """A gift's voucher (its signed code as a QR), or for a coupon redemption one coupon slip
     per coupon."""
-    until = (local_date(result.at, tz) + timedelta(days=VOUCHER_VALID_DAYS)).isoformat()
     if result.kind == "coupon":
         coupon_until = (
             local_date(result.coupon_expires_at, tz).isoformat()
             if result.coupon_expires_at
-            else until
+            else _valid_until(result, tz).isoformat()
         )
         terms = (f"卡号 {result.card_no[-4:]}", "每张限用一次 One use only")
         return [
@@ -100,10 +98,18 @@ def gift_voucher(
         Text(columns("消耗积分", str(result.points), width)),
         Text(columns("剩余积分", str(result.balance), width)),
         Qr(result.voucher_code),
-        Text(f"有效期至 {until}", "center"),
+        Text(f"有效期至 {_valid_until(result, tz).isoformat()}", "center"),
         Text("凭此券到服务台领取礼品", "center"),
     ]
     return [Receipt("gift-voucher", tuple(steps + closing(THANKS)))]
+
+
+def _valid_until(result: RedemptionResult, tz: ZoneInfo) -> date:
+    """The date a gift voucher is collected by: kept with its redemption (a reprint prints
+    the same), or for a result that does not say, the 30 days vouchers always had."""
+    if result.voucher_valid_until is not None:
+        return result.voucher_valid_until
+    return voucher_valid_until(result.at, tz, DEFAULT_VOUCHER_VALID_DAYS)
 
 
 def coupon(

@@ -250,6 +250,30 @@ class Redemption(Base):
     voucher_code: Mapped[str] = mapped_column(Text)
     offline: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The last day (store-local) its gift voucher can be collected, as printed; None for a
+    # coupon redemption, and for vouchers printed before it was kept (30 days, as printed).
+    voucher_valid_until: Mapped[date | None] = mapped_column(Date)
+    # When its voucher lapsed uncollected (its gift went back in stock); None while it can be
+    # collected, and once it was.
+    voucher_lapsed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class VoucherCollection(Base):
+    """A gift voucher handed over at this desk (核销): one row per voucher, so a reprint,
+    which carries the same code, is never collected twice here.
+
+    ``redemption_id`` is None for a voucher another device printed: its signature cannot be
+    checked here, so ``verified`` is False and HQ judges it when the event arrives.
+    """
+
+    __tablename__ = "voucher_collection"
+    issuer_device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    voucher_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    redemption_id: Mapped[str | None] = mapped_column(ForeignKey("redemption.id"), unique=True)
+    staff_id: Mapped[str] = mapped_column(String(32))
+    verified: Mapped[bool] = mapped_column()
+    offline: Mapped[bool] = mapped_column()
+    collected_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Coupon(Base):

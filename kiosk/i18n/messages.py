@@ -49,6 +49,13 @@ REFUSALS: dict[str, str] = {
     "card_not_active": N_("This card is not active."),
     "card_already_replaced": N_("This card was already replaced."),
     "no_redemption": N_("No voucher was printed here yet."),
+    "voucher_collected": N_("This voucher was already collected. Do not hand the gift over."),
+    "voucher_expired": N_("This voucher has expired. Do not hand the gift over."),
+    "voucher_forged": N_("This voucher is not genuine. Do not hand the gift over."),
+    "voucher_malformed": N_("This is not a gift voucher. Please scan the QR code on it."),
+    "not_a_gift_voucher": N_("This is a coupon, not a gift voucher: it is used at the checkout."),
+    "unknown_voucher": N_("No gift was redeemed with this voucher here."),
+    "voucher_foreign": N_("This voucher is from another kiosk and cannot be checked here yet."),
     "member_deleted": N_("This membership was closed."),
     "weak_pin": N_("Wrong staff number or PIN."),
     "disk_full": N_(

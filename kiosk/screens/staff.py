@@ -1,4 +1,5 @@
-"""Staff tools behind badge and PIN: lost card, restock, reprint, clear faults, day report."""
+"""Staff tools behind badge and PIN: lost card, restock, gift handover, reprint, clear faults,
+day report."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ class StaffScreen(StagedScreen):
         "menu": "StaffMenu",
         "lost": "LostCardPanel",
         "restock": "RestockPanel",
+        "handover": "HandoverPanel",
         "devices": "DevicesPanel",
         "report": "ReportPanel",
     }

@@ -1,4 +1,5 @@
-"""Staff tools: sign in with badge and PIN, lost card, restock, reprint, faults, day report."""
+"""Staff tools: sign in with badge and PIN, lost card, restock, gift handover, reprint,
+faults, day report."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ from typing import Any
 
 from kivy.properties import ListProperty, ObjectProperty, StringProperty
 
+from edge.domain.errors import KioskError
 from edge.domain.text import typed_digit
 from edge.station.api import (
     STAFF_BADGE_PREFIX,
     DailyReport,
     DeviceStatus,
+    GiftHandover,
     GiftTile,
     MemberCenter,
     MemberView,
@@ -27,7 +30,8 @@ PIN_DIGITS = 6
 
 
 class StaffViewModel(ViewModel):
-    """``page``: sign_in (``field`` staff_id then pin) -> menu -> lost/restock/report/devices."""
+    """``page``: sign_in (``field`` staff_id then pin) -> menu -> lost/restock/handover/
+    report/devices."""
 
     page = StringProperty("sign_in")
     field = StringProperty("staff_id")
@@ -41,6 +45,7 @@ class StaffViewModel(ViewModel):
     gifts = ListProperty([])
     devices = ListProperty([])
     report = ObjectProperty(None, allownone=True)  # the day's figures (DayFigures)
+    handover = ObjectProperty(None, allownone=True)  # the last gift handed over (GiftHandover)
 
     def __init__(
         self,
@@ -134,6 +139,9 @@ class StaffViewModel(ViewModel):
             self.phone, self.member, self.verified, self.replacement = "", None, False, None
         elif page == "restock":
             self.work(self.center.gifts, self._gifts)
+        elif page == "handover":
+            self.handover = None
+            self.say(N_("Scan the QR code on the gift voucher."), "info")
         elif page == "devices":
             self.work(self.center.device_status, self._devices)
 
@@ -194,6 +202,45 @@ class StaffViewModel(ViewModel):
     def _restocked(self, tile: GiftTile) -> None:
         self.gifts = [tile if g.sku == tile.sku else g for g in self.gifts]
         self.say(N_("{name}: {stock} in stock."), "ok", name=tile.name, stock=tile.stock)
+
+    # gift handover (核销)
+    def voucher(self, text: str) -> None:
+        """A code scanned while signed in, on the menu or the handover page: the voucher of
+        a gift to hand over."""
+        if self.staff is None or self.busy or self.page not in ("menu", "handover"):
+            return
+        staff, code = self.staff, text
+        self.page, self.handover = "handover", None
+        self.say(N_("Checking the voucher..."), "info")
+        self.work(
+            lambda: self.center.hand_over_gift(staff, code),
+            self._handed_over,
+            self._handover_refused,
+        )
+
+    def _handed_over(self, handover: GiftHandover) -> None:
+        self.handover = handover
+        if handover.verified:
+            self.say(
+                N_("Hand over {qty} x {name}. The voucher is now collected."),
+                "ok",
+                qty=handover.qty,
+                name=handover.name,
+            )
+        else:
+            self.say(
+                N_("Voucher of another kiosk, accepted offline: hand over the gift printed on it."),
+                "warn",
+            )
+
+    def _handover_refused(self, exc: Exception) -> None:
+        if isinstance(exc, KioskError) and exc.code == "voucher_expired":
+            date = str(exc.details.get("valid_until", ""))
+            self.say(
+                N_("This voucher expired on {date}. Do not hand the gift over."), "warn", date=date
+            )
+        else:
+            self.refused(exc)
 
     # reprint, faults, report
     def reprint(self) -> None:

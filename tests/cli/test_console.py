@@ -146,6 +146,42 @@ def test_out_of_stock(console):
     )
 
 
+def test_a_gift_is_handed_over_once_against_its_voucher(console):
+    console.ok("gift", "add", "--sku", "MUG", "--name", "马克杯", "--points", "1", "--stock", "5")
+    coupon_gift = ("--sku", "C1", "--name", "1元券", "--points", "1", "--stock", "5")
+    console.ok("gift", "add", *coupon_gift, "--coupon-cents", "100")
+    console.ok("points", "accrue", "--card", CARD, "--amount-cents", "1000", "--ref", "RV-1")
+    mug = console.json("gift", "redeem", "--card", CARD, "--sku", "MUG", "--request-id", "V-1")
+    other = console.json("gift", "redeem", "--card", CARD, "--sku", "MUG", "--request-id", "V-2")
+    coupon = console.json("gift", "redeem", "--card", CARD, "--sku", "C1", "--request-id", "V-3")
+    code = mug["voucher_code"]
+    out = console.ok("gift", "collect", code, "--staff", "clerk", stdin="1357\n")
+    assert out.startswith("hand over 1 x 马克杯 (MUG) to card *********0018: voucher ")
+    assert "collected (valid until 2" in out and CARD not in out
+    assert "already collected" in console.fails(
+        "gift", "collect", code, "--staff", "clerk", stdin="1357\n"
+    )
+    done = console.json(
+        "gift", "collect", other["voucher_code"], "--staff", "clerk", stdin="1357\n"
+    )
+    assert (done["voucher_id"], done["sku"], done["verified"]) == (
+        other["redemption_id"],
+        "MUG",
+        True,
+    )
+    for bad, message in [
+        (coupon["coupon_codes"][0], "this is a coupon, not a gift voucher"),
+        (code[:-2] + ("AA" if code[-2:] != "AA" else "BB"), "not genuine"),
+        ("hello", "not a gift voucher code"),
+    ]:
+        assert message in console.fails("gift", "collect", bad, "--staff", "clerk", stdin="1357\n")
+    assert "wrong PIN" in console.fails(
+        "gift", "collect", other["voucher_code"], "--staff", "clerk", stdin="0000\n"
+    )
+    actions = [a["action"] for a in console.json("audit")]
+    assert actions.count("gift.collect") == 2
+
+
 def test_staff_pin_comes_from_stdin_and_wrong_pins_lock(console):
     console.ok(
         "staff", "add", "--id", "temp", "--role", "clerk", "--by", "sup", stdin="2580\n4826\n"

@@ -114,3 +114,44 @@ def test_events_from_a_device_speaking_for_another_are_quarantined(engine):
     assert (
         result.stored == [] and result.quarantined and result.quarantined[0][0] == forged.event_id
     )
+
+
+def test_a_voucher_collected_twice_is_flagged_once_and_everything_is_kept(engine):
+    ledger = CentralLedger(timedelta(minutes=10))
+    voucher = ids.new()
+
+    def collected(device, store, seq, verified, at):
+        data = {
+            "voucher_id": voucher,
+            "issuer_device_id": "K001",
+            "redemption_id": voucher if verified else None,
+            "sku": "TOWEL" if verified else "",
+            "qty": 1 if verified else 0,
+            "staff_id": "c1",
+            "verified": verified,
+            "offline": not verified,
+        }
+        return event("gift.collected", device, store, seq, data, at)
+
+    def ingest(device, *events):
+        batch = EventBatch(device_id=device, batch_id=ids.new(), events=list(events))
+        with Session(engine) as s, s.begin():
+            return ledger.ingest(s, device, batch, T0)
+
+    # Printed at S001's K001 and collected there; taken offline at S002 as well.
+    at_home = collected("K001", "S001", 1, True, T0 + timedelta(hours=1))
+    first = ingest("K001", at_home)
+    assert first.alerts == [] and len(first.stored) == 1
+    assert ingest("K001", at_home).stored == []  # a resend: still one collection
+    other = ingest("K002", collected("K002", "S002", 1, False, T0 + timedelta(hours=2)))
+    assert other.alerts == ["voucher_collected_twice"] and len(other.stored) == 1
+    third = ingest("K003", collected("K003", "S003", 1, False, T0 + timedelta(hours=3)))
+    assert third.alerts == [] and len(third.stored) == 1  # the alert is open already
+    with Session(engine) as s:
+        alerts = s.scalars(select(Alert).where(Alert.kind == "voucher_collected_twice")).all()
+        assert [(a.subject, a.store_id, a.device_id) for a in alerts] == [
+            (f"K001:{voucher}", "S002", "K002")
+        ]
+        assert "first at S001 (K001) 2026-03-02 03:00 UTC" in alerts[0].detail
+        kinds = s.scalars(select(StoredEvent.kind).order_by(StoredEvent.hq_seq)).all()
+        assert kinds == ["gift.collected"] * 3

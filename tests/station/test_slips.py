@@ -41,6 +41,18 @@ def test_voucher_and_statement_mask_the_card_number(center, people):
     assert any(isinstance(s, Barcode) and s.data == people.wang_card for s in card_slip.steps)
 
 
+def test_the_voucher_prints_the_date_it_can_be_collected_by_and_a_reprint_the_same(center, people):
+    app = center.app
+    result = gifts.redeem_gift(app, people.wang_card, "TOWEL", request_id="slip-date")
+    view = members.show_member(app, card_no=people.wang_card)
+    assert result.voucher_valid_until is not None
+    printed = f"有效期至 {result.voucher_valid_until.isoformat()}"
+    assert printed in texts(slips.gift_voucher(slips.header(app), result, view, app.tz, 32)[0])
+    reprint = gifts.last_redemption(app)
+    assert reprint is not None and reprint.voucher_valid_until == result.voucher_valid_until
+    assert printed in texts(slips.gift_voucher(slips.header(app), reprint, view, app.tz, 32)[0])
+
+
 def _register(center, phone: str):
     from edge.station.api import NewMember
 

@@ -94,6 +94,43 @@ def test_staff_tools_restock_reprint_clear_fault_and_report(kiosk):
     assert kiosk.app.current == "attract" and kiosk.app.staff_vm.staff is None
 
 
+def printed_qr(kiosk):
+    """The code of the QR on the last receipt the simulated printer printed."""
+    from drivers.printer import Qr
+
+    receipt = kiosk.center.simulator.printer.printed[-1]
+    return next(step.data for step in receipt.steps if isinstance(step, Qr))
+
+
+def test_a_gift_is_handed_over_once_and_its_reprinted_voucher_is_refused(kiosk):
+    people = kiosk.people
+    kiosk.center.redeem(people.wang_card, "TOWEL", "before-handover")
+    voucher = printed_qr(kiosk)
+    kiosk.tap("staff")
+    sign_in(kiosk, people.clerk_id, people.clerk_pin)
+    kiosk.wait_for(lambda: kiosk.has("handover"), what="staff menu")
+    kiosk.tap("handover")
+    assert "请扫描礼品兑换券上的二维码" in kiosk.notice()
+    kiosk.scan(voucher)
+    kiosk.wait_for(lambda: kiosk.app.staff_vm.handover is not None, what="handed over")
+    assert "请交付 纯棉毛巾 ×1。此券已核销。" in kiosk.notice()
+    result = kiosk.find("handover-result").text
+    assert "纯棉毛巾 ×1" in result and people.wang_card[-4:] in result
+    assert people.wang_card not in result
+    kiosk.tap("staff-menu")
+    kiosk.tap("reprint")
+    kiosk.wait_for(lambda: "已补打" in kiosk.notice(), what="reprinted")
+    reprint = printed_qr(kiosk)
+    assert reprint == voucher  # a reprint carries the same code
+    kiosk.scan(reprint)  # from the menu: the handover page opens and refuses it
+    kiosk.wait_for(lambda: "此券已核销过" in kiosk.notice(), what="reprint refused")
+    assert kiosk.app.staff_vm.page == "handover" and kiosk.app.staff_vm.handover is None
+    kiosk.scan(people.wang_card)  # a member card is not a voucher
+    kiosk.wait_for(lambda: "这不是礼品兑换券" in kiosk.notice(), what="card refused")
+    collected = [a for a in audit_log(kiosk.center.app) if a.action == "gift.collect"]
+    assert len(collected) == 1 and collected[0].actor == people.clerk_id
+
+
 def test_technician_mode_behind_a_hidden_gesture_and_a_pin(make_kiosk):
     kiosk = make_kiosk(technician_gesture_s=0.5)
     kiosk.tap("logo", hold=0.1)  # a short touch does nothing
