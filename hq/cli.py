@@ -524,7 +524,7 @@ def simulate(ctx: click.Context, cards: str, count: int, rate: float, seed: int 
     card_list = [c.strip() for c in cards.split(",") if c.strip()]
     with _lane(ctx) as lane:
         report = lane.simulate(card_list, count, rate, rng=random.Random(seed))
-    summary = {k: v for k, v in asdict(report).items() if k != "receipts"}
+    summary = {k: v for k, v in asdict(report).items() if k not in ("receipts", "prices")}
     click.echo(json.dumps(summary, sort_keys=True))
 
 

@@ -11,6 +11,8 @@ It behaves as a lane should:
   the till: no purchase is sent for it and it earns nothing. A card the list marks active
   (a card just issued, or unblocked) is sold to; a card the list has not heard of is sent
   to the kiosk, which knows every card of the chain and answers for it;
+* a member's card comes with the member's tier and its member price (percent off); the
+  lane charges that price and reports what was paid, which is what earns points;
 * coupons are checked with the kiosk, and refunds told to it (request/response, correlated
   by the transaction or refund id; a refund is resent with its id until answered).
 
@@ -66,6 +68,10 @@ class LaneReport:
     """Purchases never sent: the lane's card list marks the card this (blocked, lost ...)."""
     points: int = 0
     receipts: list[str] = field(default_factory=list)
+    member_price_cents: int = 0
+    """Taken off the prices of the purchases sent, by the members' tiers (会员价)."""
+    prices: dict[str, int] = field(default_factory=dict)
+    """Each receipt's price before the member price (what was charged is in the purchase)."""
 
 
 class CardList:
@@ -78,14 +84,20 @@ class CardList:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self.states: dict[str, str] = {}
+        self.tiers: dict[str, tuple[str, int]] = {}  # card: its member's tier, member price
         self.updates: list[str] = []
         if path is not None and path.exists():
             raw = json.loads(path.read_text(encoding="utf-8"))
             self.states = {str(k): str(v) for k, v in raw.get("cards", {}).items()}
+            self.tiers = {str(k): (str(t), int(p)) for k, (t, p) in raw.get("tiers", {}).items()}
             self.updates = [str(u) for u in raw.get("updates", [])]
 
     def state(self, card_no: str) -> str | None:
         return self.states.get(card_no)
+
+    def member_price_pct(self, card_no: str) -> int:
+        """Percent off the price for this card's member's tier (0 when the list has none)."""
+        return self.tiers.get(card_no, ("", 0))[1]
 
     def refusal(self, card_no: str) -> str | None:
         """Why the till refuses this card (its state), or None when it may be sold to."""
@@ -94,9 +106,14 @@ class CardList:
 
     def apply_cards(self, message: LaneCards) -> list[str]:
         changed = [c.card_no for c in message.cards if self.states.get(c.card_no) != c.state]
+        priced = False
         for card in message.cards:
             self.states[card.card_no] = card.state
-        if changed:
+            if card.tier is not None:
+                benefit = (card.tier, card.member_price_pct)
+                priced = priced or self.tiers.get(card.card_no) != benefit
+                self.tiers[card.card_no] = benefit
+        if changed or priced:
             self._save()
         return changed
 
@@ -122,7 +139,10 @@ class CardList:
             return
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(
-            json.dumps({"cards": self.states, "updates": self.updates}, sort_keys=True),
+            json.dumps(
+                {"cards": self.states, "tiers": self.tiers, "updates": self.updates},
+                sort_keys=True,
+            ),
             encoding="utf-8",
         )
         os.replace(tmp, self.path)
@@ -289,24 +309,28 @@ class Lane:
             now = time.monotonic()
             if made < count and now >= next_send:
                 card_no = rng.choice(cards)
-                amount = rng.randint(100, 50_000)
+                price = rng.randint(100, 50_000)
                 made += 1
                 next_send += interval
                 refusal = self.cards.refusal(card_no)
                 if refusal is not None:
                     report.refused_at_till[refusal] = report.refused_at_till.get(refusal, 0) + 1
                     continue
+                # the member pays the member price of their tier; points follow what is paid
+                off = price * self.cards.member_price_pct(card_no) // 100
+                report.member_price_cents += off
                 purchase = LanePurchase(
                     receipt_id=f"{self.lane_id}-{secrets.token_hex(6)}-{made}",
                     lane_id=self.lane_id,
                     card_no=card_no,
-                    amount_cents=amount,
+                    amount_cents=price - off,
                     at=datetime.now(UTC),
                 )
                 self.purchase(purchase)
                 pending[purchase.receipt_id] = (purchase, now)
                 report.sent += 1
                 report.receipts.append(purchase.receipt_id)
+                report.prices[purchase.receipt_id] = price
             for rid, (p, sent_at) in list(pending.items()):
                 if now - sent_at > resend_after_s and self.link.connected:
                     self.purchase(p)

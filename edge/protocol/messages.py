@@ -588,8 +588,13 @@ class CouponCheckResult(Message):
 
 
 class LaneCard(Message):
+    """A card's state for the lanes' list and, for a member's card, the member's tier and
+    its benefit at the till: ``member_price_pct`` off the price (会员价)."""
+
     card_no: CardNo
     state: Literal["active", "lost", "blocked", "replaced"]
+    tier: Annotated[str, StringConstraints(max_length=16)] | None = None
+    member_price_pct: int = Field(0, ge=0, le=50)
 
 
 class LaneCards(Message):

@@ -192,3 +192,62 @@ def card_states(app: AppContext, card_nos: set[str]) -> list[tuple[str, str]]:
             select(Card.card_no, Card.state).where(Card.card_no.in_(card_nos))
         ).all()
     return sorted((card_no, str(state)) for card_no, state in rows)
+
+
+@dataclass(frozen=True)
+class LaneCardFacts:
+    """What the store's lanes keep about a card: its state, and its member's tier with the
+    tier's member price (percent off) in the rules in force."""
+
+    card_no: str
+    state: str
+    tier: str | None
+    member_price_pct: int
+
+
+def lane_card_facts(app: AppContext, cards: list[tuple[str, str]]) -> list[LaneCardFacts]:
+    """``cards`` (number, state) with their members' tiers and member prices, in order."""
+    if not cards:
+        return []
+    prices = {t.code: t.member_price_pct for t in app.ladder}
+    tiers: dict[str, str] = {}
+    numbers = [c for c, _ in cards]
+    with app.db.read() as session:
+        for start in range(0, len(numbers), 500):
+            tiers.update(
+                session.execute(
+                    select(Card.card_no, Member.tier)
+                    .join(Member, Member.id == Card.member_id)
+                    .where(Card.card_no.in_(numbers[start : start + 500]))
+                )
+                .tuples()
+                .all()
+            )
+    return [
+        LaneCardFacts(c, state, tiers.get(c), prices.get(tiers.get(c, ""), 0)) for c, state in cards
+    ]
+
+
+def member_cards(app: AppContext, member_ids: set[str]) -> list[tuple[str, str]]:
+    """The cards of these members that lanes sell to now (active), with their state."""
+    if not member_ids:
+        return []
+    with app.db.read() as session:
+        rows = session.execute(
+            select(Card.card_no, Card.state).where(
+                Card.member_id.in_(sorted(member_ids)), Card.state == CardState.ACTIVE
+            )
+        ).all()
+    return sorted((c, str(state)) for c, state in rows)
+
+
+def active_cards(app: AppContext, after: str = "", limit: int = 500) -> list[tuple[str, str]]:
+    """Active cards by number after ``after``, ``limit`` at a time (to tell every lane)."""
+    with app.db.read() as session:
+        rows = session.execute(
+            select(Card.card_no, Card.state)
+            .where(Card.state == CardState.ACTIVE, Card.card_no > after)
+            .order_by(Card.card_no)
+            .limit(limit)
+        ).all()
+    return [(c, str(state)) for c, state in rows]

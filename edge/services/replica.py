@@ -395,6 +395,15 @@ def _apply_event(
         if member is None:
             raise ProtocolError(f"member {data.member_id} unknown here")
         member.tier = data.after
+        # the member's cards carry another member price at the lanes now
+        outcome.cards.extend(
+            (c, CardState.ACTIVE)
+            for c in tx.session.scalars(
+                select(Card.card_no).where(
+                    Card.member_id == member.id, Card.state == CardState.ACTIVE
+                )
+            )
+        )
         return True
     if isinstance(data, CardReplacedData):
         old = tx.session.get(Card, data.old_card_no)

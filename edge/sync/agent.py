@@ -55,10 +55,11 @@ from edge.protocol import (
     decode,
 )
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
+from edge.services.cards import active_cards, lane_card_facts
 from edge.services.connectivity import remember_first_start
 from edge.services.pushes import apply_blocklist, apply_catalogue, apply_rules, follow_stored_rules
 from edge.services.replica import apply_replica_batch, replica_cursor
-from edge.services.tx import transaction
+from edge.services.tx import get_meta, set_meta, transaction
 from edge.storage.sync_models import SetAside
 from edge.sync.backup_transfer import BackupSender
 from edge.sync.commands import CommandRunner, Taken, command_public_key
@@ -77,6 +78,7 @@ SET_ASIDE_RETRY_S = 300.0
 PICTURES_EVERY_S = 60.0  # how often the agent looks for pictures its gifts lack
 LANE_CARDS_EVERY_S = 1.0
 LANE_CARDS_PER_MESSAGE = 500
+LANE_PRICES_VERSION = "lanes.prices_rules_version"  # the rules whose member prices lanes have
 # HQ acknowledges a backup once it holds the whole file: allow it this many event-ack timeouts.
 BACKUP_ACK_TIMEOUT_FACTOR = 5
 # While the disk is full: messages held unacknowledged, tried again this often; one log line
@@ -191,6 +193,8 @@ class Agent:
         self._last_gap_request = 0.0
         self._next_telemetry = 0.0
         self.local_cards = LocalCardChanges(app)
+        with app.db.read() as session:
+            self._prices_told = get_meta(session, LANE_PRICES_VERSION) or ""
         self._next_lane_cards = 0.0
         # Messages that found the disk full: unacknowledged (the broker keeps them for a
         # restart), applied in arrival order once there is space, and only then acknowledged.
@@ -237,6 +241,8 @@ class Agent:
                     self._apply_held()
                 if now >= self._next_lane_cards:
                     self._step(self._announce_local_cards)
+                    if self.app.config.sync.lane_purchases:  # the store's lanes' kiosk
+                        self._step(self._announce_member_prices)
                     self._next_lane_cards = now + LANE_CARDS_EVERY_S
                 if now >= self._next_telemetry and self.link.connected:
                     self._publish_telemetry()
@@ -581,16 +587,42 @@ class Agent:
         self.link.publish(self.topics.replica_request(self.app.device_id), request.to_bytes())
 
     def _tell_lanes(self, cards: list[tuple[str, str]]) -> bool:
-        """Publishes the cards' states for the store's lanes; False if the link refused it."""
+        """Publishes the cards' states, with their members' tiers and member prices, for the
+        store's lanes; False if the link refused it."""
         for start in range(0, len(cards), LANE_CARDS_PER_MESSAGE):
-            chunk = cards[start : start + LANE_CARDS_PER_MESSAGE]
+            chunk = lane_card_facts(self.app, cards[start : start + LANE_CARDS_PER_MESSAGE])
             message = LaneCards(
-                cards=[LaneCard(card_no=c, state=s) for c, s in chunk], at=self.app.clock()
+                cards=[
+                    LaneCard(
+                        card_no=f.card_no,
+                        state=f.state,
+                        tier=f.tier,
+                        member_price_pct=f.member_price_pct,
+                    )
+                    for f in chunk
+                ],
+                at=self.app.clock(),
             )
             topic = self.topics.lane_cards(self.app.store_id)
             if not self.link.publish(topic, message.to_bytes()):
                 return False
         return True
+
+    def _announce_member_prices(self) -> None:
+        """After HQ's rules put another tier ladder in force, every active card again, with
+        the member price its tier now has (the version told is kept in the database)."""
+        self.app.rules_due(self.app.clock())
+        version = str(self.app.rules_version)
+        if not self.link.connected or version == self._prices_told:
+            return
+        after = ""
+        while cards := active_cards(self.app, after, LANE_CARDS_PER_MESSAGE):
+            if not self._tell_lanes(cards):
+                return  # the link went: again from the start next time
+            after = cards[-1][0]
+        with self.app.db.write() as session:
+            set_meta(session, LANE_PRICES_VERSION, version)
+        self._prices_told = version
 
     def _announce_local_cards(self) -> None:
         """Cards issued, replaced or blocked at this kiosk, to the lanes, HQ or no HQ."""

@@ -1,4 +1,5 @@
-"""Cards this kiosk issued, replaced or blocked, told to the store's lanes straight away.
+"""Cards this kiosk issued, replaced or blocked, and members whose tier changed here, told to
+the store's lanes straight away.
 
 The lanes keep a card list (new cards accepted, lost and blocked ones refused at the till).
 Cards changed at other stores reach them through the replica and HQ's blocklist; cards
@@ -16,32 +17,40 @@ from sqlalchemy import func, select
 
 from edge.app import AppContext
 from edge.protocol import EVENT_DATA
-from edge.protocol.messages import CardBlocklistData, CardReplacedData, MemberRegisteredData
-from edge.services.cards import card_states
+from edge.protocol.messages import (
+    CardBlocklistData,
+    CardReplacedData,
+    MemberRegisteredData,
+    TierChangedData,
+)
+from edge.services.cards import card_states, member_cards
 from edge.services.tx import get_meta, set_meta
 from edge.storage.models import OutboxEvent
 
 log = logging.getLogger(__name__)
 
 LANE_CARDS_CURSOR = "lanes.cards_cursor"
-CARD_EVENTS = ("member.registered", "card.replaced", "card.blocklist")
+CARD_EVENTS = ("member.registered", "card.replaced", "card.blocklist", "member.tier_changed")
 SCAN_ROWS = 2000
 
 
-def _cards_in(kind: str, payload: str) -> list[str]:
-    """The card numbers a card event names, read through the protocol's own schema."""
+def _cards_in(kind: str, payload: str) -> tuple[list[str], str | None]:
+    """The card numbers a card event names and, for a tier change, the member whose cards
+    now carry another member price; read through the protocol's own schema."""
     try:
         data = EVENT_DATA[kind].model_validate(json.loads(payload)["data"])
     except (ValueError, KeyError, TypeError, ValidationError):
         log.warning("unreadable %s event in the outbox", kind)
-        return []
+        return [], None
     if isinstance(data, MemberRegisteredData):
-        return [data.card_no]
+        return [data.card_no], None
     if isinstance(data, CardReplacedData):
-        return [data.old_card_no, data.new_card_no]
+        return [data.old_card_no, data.new_card_no], None
     if isinstance(data, CardBlocklistData):
-        return list(data.add)
-    return []
+        return list(data.add), None
+    if isinstance(data, TierChangedData):
+        return [], data.member_id
+    return [], None
 
 
 class LocalCardChanges:
@@ -68,8 +77,16 @@ class LocalCardChanges:
                     OutboxEvent.kind.in_(CARD_EVENTS),
                 )
             ).all()
-        card_nos = {c for kind, payload in rows for c in _cards_in(kind, payload)}
-        return card_states(self.app, card_nos), int(upto)
+        card_nos: set[str] = set()
+        members: set[str] = set()
+        for kind, payload in rows:
+            cards, member_id = _cards_in(kind, payload)
+            card_nos.update(cards)
+            if member_id is not None:
+                members.add(member_id)
+        told = dict(card_states(self.app, card_nos))
+        told.update(member_cards(self.app, members))
+        return sorted(told.items()), int(upto)
 
     def advance(self, to_seq: int, told: bool) -> None:
         """Moves the cursor; it is written down only when cards were told (a restart reads

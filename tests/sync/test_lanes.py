@@ -9,18 +9,21 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from edge.protocol import BlocklistUpdate, Topics
+from edge.protocol import BlocklistUpdate, TierPolicy, Topics
 from edge.protocol.link import TlsFiles
 from edge.services.cards import replace_card, report_lost_card
 from edge.services.gifts import add_gift, redeem_gift
 from edge.services.members import register_member
+from edge.services.points import accrue_purchase
 from edge.services.staff import add_staff
+from edge.storage.models import Purchase
 from edge.sync.agent import Agent
-from hq.commands import publish_once
+from hq.commands import publish_once, push_rules
 from hq.lanes import Lane
 from hq.service import HqService
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
 from tests.sync.helpers import drained, hq_config
+from tests.sync.test_bridge import rules
 
 
 def lane_for(broker, store: str, lane_id: str, **kwargs) -> Lane:
@@ -212,3 +215,43 @@ def test_kiosk_lane_simulate_keeps_its_card_list_in_the_cards_file(broker, tmp_p
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     assert (report["sent"], report["refused_at_till"]) == (0, {"lost": 3}), report
+
+
+def test_lanes_charge_each_members_tier_price_and_hear_of_new_prices_and_tiers(broker, tmp_path):
+    config = hq_config(broker, tmp_path)
+    hq = HqService(config)
+    a = open_app(make_data_dir(tmp_path, broker, "K001", "S001", 1))
+    runners = [Runner(hq.run), Runner(Agent(a).run)]
+    lane = lane_for(broker, "S001", "L1")
+
+    def price_at_lane(card_no: str, want: tuple[str, int]) -> bool:
+        lane.poll(0.2)
+        return lane.cards.tiers.get(card_no) == want
+
+    try:
+        with lane:
+            member = register_member(a, "13800138000", consent=True)
+            wait_until(lambda: price_at_lane(member.card_no, ("normal", 0)), 20, "the new card")
+            ladder = [
+                TierPolicy(code="normal", name_zh="会员", name_en="Member", threshold=0,
+                           member_price_pct=5),
+                TierPolicy(code="vip", name_zh="贵宾", name_en="VIP", threshold=100_000,
+                           multiplier_pct=200, member_price_pct=10),
+            ]  # fmt: skip
+            push_rules(config, rules(8).model_copy(update={"tiers": ladder}))
+            wait_until(lambda: price_at_lane(member.card_no, ("normal", 5)), 20, "new prices")
+
+            report = lane.simulate([member.card_no], 3, rate_per_s=20, deadline_s=20)
+            assert report.accepted == 3 and report.member_price_cents > 0, report
+            with a.db.read() as s:
+                paid = {r: s.get(Purchase, r).amount_cents for r in report.receipts}
+            # each price was charged less 5 %, rounded down; the points follow what was paid
+            assert paid == {r: p - p * 5 // 100 for r, p in report.prices.items()}
+            assert report.member_price_cents == sum(report.prices.values()) - sum(paid.values())
+
+            accrue_purchase(a, member.card_no, 100_000, "BIG-1")  # reaches vip at once
+            wait_until(lambda: price_at_lane(member.card_no, ("vip", 10)), 20, "the new tier")
+    finally:
+        for r in reversed(runners):
+            r.stop()
+        a.close()
