@@ -722,6 +722,8 @@ class CentralLedger:
                         "phone_masked": data.phone_masked,
                         "phone_hash": data.phone_hash,
                         "consent_version": data.consent_version,
+                        "name": data.name,
+                        "birthday": data.birthday,
                         "balance": 0,
                         "overdraft_flagged": False,
                         "deleted": False,
@@ -737,6 +739,7 @@ class CentralLedger:
                     member.store_id, member.tier = event.store_id, data.tier
                     member.phone_masked, member.phone_hash = data.phone_masked, data.phone_hash
                     member.consent_version = data.consent_version
+                    member.name, member.birthday = data.name, data.birthday
                     member.created_at = event.at
                     tiers[data.member_id] = data.tier
             if data.card_no not in cards:

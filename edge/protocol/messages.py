@@ -240,6 +240,8 @@ class MemberRegisteredData(EntriesData):
     tier: Annotated[str, StringConstraints(min_length=1, max_length=16)]
     consent_version: Annotated[str, StringConstraints(min_length=1, max_length=32)]
     referrer_id: EventId | None = None
+    name: Annotated[str, StringConstraints(max_length=32)] | None = None
+    birthday: date | None = None
 
 
 class MemberUpdatedData(Loose):

@@ -323,6 +323,9 @@ def register_member(
                 "tier": member.tier,
                 "consent_version": member.consent_version,
                 "referrer_id": member.referrer_id,
+                # for the perks at every store that holds the member (the birthday gift)
+                "name": member.name,
+                "birthday": member.birthday.isoformat() if member.birthday else None,
                 "entries": [e.as_dict() for e in entries],
             },
         )

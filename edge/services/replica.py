@@ -51,7 +51,7 @@ from edge.protocol.messages import (
 from edge.services.connectivity import record_hq_contact
 from edge.services.tiers import months_after
 from edge.services.tx import Tx, get_meta, set_meta, transaction
-from edge.storage.models import Card, LedgerEntry, Member, PointsLot, Purchase
+from edge.storage.models import BonusClaim, Card, LedgerEntry, Member, PointsLot, Purchase
 from edge.storage.sync_models import SetAside
 
 log = logging.getLogger(__name__)
@@ -362,6 +362,8 @@ def _apply_event(
     if isinstance(data, EntriesData):
         if event.kind == "points.accrued":
             _ensure_purchase(tx, event, data)
+        elif event.kind in ("points.birthday", "points.checkin"):
+            _ensure_claim(tx, data)
         for entry in data.entries:
             if _apply_entry(tx, entry):
                 touched.add(entry.member_id)
@@ -454,6 +456,8 @@ def _ensure_member(tx: Tx, event: Event, data: MemberRegisteredData) -> None:
             data.tier,
             event.store_id,
             event.at,
+            data.name,
+            data.birthday,
         )
     )
     tx.session.flush()
@@ -531,6 +535,34 @@ def _ensure_purchase(tx: Tx, event: Event, data: EntriesData) -> None:
             store_id=event.store_id,
         )
     )
+
+
+def _ensure_claim(tx: Tx, data: EntriesData) -> None:
+    """A birthday gift or check-in claimed at another store counts here too: once a year
+    (a day) wherever it was claimed. The period is in the entries' ref (``birthday:2026``)."""
+    for entry in data.entries:
+        kind, _, period = entry.ref.partition(":")
+        if kind not in ("birthday", "checkin") or not period:
+            continue
+        if tx.session.get(Member, entry.member_id) is None:
+            continue
+        claimed = tx.session.scalar(
+            select(BonusClaim.id).where(
+                BonusClaim.member_id == entry.member_id,
+                BonusClaim.kind == kind,
+                BonusClaim.period == period,
+            )
+        )
+        if claimed is None:
+            tx.session.add(
+                BonusClaim(
+                    id=tx.new_id(),
+                    member_id=entry.member_id,
+                    kind=kind,
+                    period=period,
+                    at=entry.at,
+                )
+            )
 
 
 def _clear_settled(tx: Tx, member_id: str) -> None:
