@@ -230,6 +230,28 @@ def play(tour: Tour, people: Any) -> None:
     tour.shot("idle-warning")
     tour.until(lambda: app.current == "attract", timeout=app.settings.idle_clear_s + 5)
     tour.shot("idle-cleared")
+    # the member desk's corrections and handover, last, so the screenshots before keep
+    # their numbers
+    tour.tap("staff")
+    tour.keys(people.clerk_id)
+    tour.tap("key-ok")
+    tour.keys(people.clerk_pin)
+    tour.tap("key-ok")
+    tour.until(lambda: app.staff_vm.page == "menu")
+    tour.tap("adjust")
+    tour.keys(people.wang_phone)
+    tour.tap("key-ok")
+    tour.until(lambda: app.staff_vm.member is not None)
+    tour.tap("reason-goodwill")
+    tour.keys("30")
+    tour.shot("adjust-points")
+    tour.tap("key-ok")
+    tour.until(lambda: app.staff_vm.adjusted is not None)
+    tour.shot("points-adjusted")
+    tour.tap("staff-menu", "handover")
+    tour.shot("gift-handover")
+    tour.tap("sign-out")
+    tour.until(lambda: app.current == "attract")
 
 
 def main(argv: list[str] | None = None) -> int:

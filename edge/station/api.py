@@ -85,6 +85,17 @@ class GiftHandover:
 
 
 @dataclass(frozen=True)
+class AdjustOutcome:
+    """Points staff credited or took at the staff screen, and the member's balance after."""
+
+    points: int
+    reason: str
+    balance: int
+    approved_by: str | None
+    overdraft: bool  # the member now owes points
+
+
+@dataclass(frozen=True)
 class NewMember:
     """What registration collected: digits and taps only (no free text on the appliance)."""
 
@@ -251,6 +262,23 @@ class MemberCenter(Protocol):
         """Marks the scanned gift voucher collected, once (a reprint is refused)."""
         ...
 
+    @property
+    def approval_limit(self) -> int:
+        """Adjustments of more points than this need a supervisor's approval."""
+        ...
+
+    def adjust_points(
+        self,
+        staff: StaffSession,
+        card_no: str,
+        points: int,
+        reason: str,
+        approver: tuple[str, str] | None = None,
+    ) -> AdjustOutcome:
+        """Credits (> 0) or takes (< 0) points with a reason; ``approver`` is a supervisor's
+        staff number and PIN, typed on the screen, for an amount above the limit."""
+        ...
+
     def clear_faults(self, staff: StaffSession) -> list[DeviceStatus]: ...
     def daily_report(self, staff: StaffSession) -> DailyReport: ...
 
@@ -275,6 +303,7 @@ class MemberCenter(Protocol):
 
 __all__ = [
     "STAFF_BADGE_PREFIX",
+    "AdjustOutcome",
     "BonusOutcome",
     "CardIssue",
     "DailyReport",

@@ -30,15 +30,17 @@ from edge.domain.errors import InvalidInput, NotFound
 from edge.domain.member_view import MemberView
 from edge.domain.staff import Permission
 from edge.security.personal import mask_card
-from edge.services import desk, lookups, phone_proof, vouchers
+from edge.services import corrections, desk, lookups, phone_proof, vouchers
 from edge.services import gifts as gift_service
 from edge.services import members as member_service
 from edge.services import points as points_service
+from edge.services import staff as staff_service
 from edge.services.gifts import RedemptionResult
 from edge.services.pictures import shown_path
 from edge.services.pushes import follow_stored_rules
 from edge.station import slips
 from edge.station.api import (
+    AdjustOutcome,
     BonusOutcome,
     CardIssue,
     DailyReport,
@@ -292,6 +294,29 @@ class KioskCenter:
             mask_card(handover.card_no) if handover.card_no else "",
             handover.valid_until.isoformat() if handover.valid_until else "",
             handover.verified,
+        )
+
+    @property
+    def approval_limit(self) -> int:
+        return self.app.config.desk.adjust_approval_above
+
+    def adjust_points(
+        self,
+        staff: StaffSession,
+        card_no: str,
+        points: int,
+        reason: str,
+        approver: tuple[str, str] | None = None,
+    ) -> AdjustOutcome:
+        identity = self.sessions.identity(staff, Permission.ADJUST_POINTS)
+        approving = None
+        if approver is not None:
+            approving = staff_service.authenticate_staff(
+                self.app, approver[0], approver[1], Permission.APPROVE_ADJUSTMENT
+            )
+        done = corrections.adjust_points(self.app, card_no, points, reason, "", identity, approving)
+        return AdjustOutcome(
+            done.points, done.reason, done.balance, done.approved_by, done.overdraft
         )
 
     def clear_faults(self, staff: StaffSession) -> list[DeviceStatus]:

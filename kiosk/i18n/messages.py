@@ -57,6 +57,10 @@ REFUSALS: dict[str, str] = {
     "unknown_voucher": N_("No gift was redeemed with this voucher here."),
     "voucher_foreign": N_("This voucher is from another kiosk and cannot be checked here yet."),
     "member_deleted": N_("This membership was closed."),
+    "approval_needed": N_("This many points needs a supervisor's approval."),
+    "approval_by_self": N_("The approval must come from a second staff member."),
+    "beyond_balance": N_("The member does not have that many points; a supervisor must approve."),
+    "bad_points": N_("Please type a number of points."),
     "weak_pin": N_("Wrong staff number or PIN."),
     "disk_full": N_(
         "The kiosk's storage is full: nothing was done or changed. Please ask the staff."

@@ -1,5 +1,5 @@
-"""Staff tools behind badge and PIN: lost card, restock, gift handover, reprint, clear faults,
-day report."""
+"""Staff tools behind badge and PIN: lost card, points adjustment, restock, gift handover,
+reprint, clear faults, day report."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ class StaffScreen(StagedScreen):
         "sign_in": "SignInPanel",
         "menu": "StaffMenu",
         "lost": "LostCardPanel",
+        "adjust": "AdjustPanel",
         "restock": "RestockPanel",
         "handover": "HandoverPanel",
         "devices": "DevicesPanel",

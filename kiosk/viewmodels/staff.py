@@ -1,5 +1,5 @@
-"""Staff tools: sign in with badge and PIN, lost card, restock, gift handover, reprint,
-faults, day report."""
+"""Staff tools: sign in with badge and PIN, lost card, points adjustment, restock, gift
+handover, reprint, faults, day report."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from edge.domain.errors import KioskError
 from edge.domain.text import typed_digit
 from edge.station.api import (
     STAFF_BADGE_PREFIX,
+    AdjustOutcome,
     DailyReport,
     DeviceStatus,
     GiftHandover,
@@ -30,8 +31,8 @@ PIN_DIGITS = 6
 
 
 class StaffViewModel(ViewModel):
-    """``page``: sign_in (``field`` staff_id then pin) -> menu -> lost/restock/handover/
-    report/devices."""
+    """``page``: sign_in (``field`` staff_id then pin) -> menu -> lost/adjust/restock/
+    handover/report/devices."""
 
     page = StringProperty("sign_in")
     field = StringProperty("staff_id")
@@ -46,6 +47,15 @@ class StaffViewModel(ViewModel):
     devices = ListProperty([])
     report = ObjectProperty(None, allownone=True)  # the day's figures (DayFigures)
     handover = ObjectProperty(None, allownone=True)  # the last gift handed over (GiftHandover)
+    # adjusting a member's points: the amount typed, credit or debit, the reason, and a
+    # supervisor's staff number and PIN when the amount needs approval
+    amount = StringProperty("")
+    credit = ObjectProperty(True)
+    reason = StringProperty("missed_points")
+    approver_field = StringProperty("")  # '', 'staff_id' or 'pin'
+    approver_id = StringProperty("")
+    approver_pin = StringProperty("")
+    adjusted = ObjectProperty(None, allownone=True)  # the last adjustment (AdjustOutcome)
 
     def __init__(
         self,
@@ -99,13 +109,15 @@ class StaffViewModel(ViewModel):
                 self._sign_in_step()
             elif (digit := typed_digit(key)) is not None and len(value) < limit:
                 setattr(self, self.field, value + digit)
-        elif self.page == "lost":
+        elif self.page == "lost" or (self.page == "adjust" and self.member is None):
             if key == "back":
                 self.phone = self.phone[:-1]
             elif key == "ok":
                 self.find_member()
             elif (digit := typed_digit(key)) is not None and len(self.phone) < 11:
                 self.phone += digit
+        elif self.page == "adjust":
+            self._adjust_key(key)
 
     def _sign_in_step(self) -> None:
         if self.field == "staff_id":
@@ -135,8 +147,10 @@ class StaffViewModel(ViewModel):
     def open_page(self, page: str) -> None:
         self.clear_notice()
         self.page = page
-        if page == "lost":
+        if page in ("lost", "adjust"):
             self.phone, self.member, self.verified, self.replacement = "", None, False, None
+            self.amount, self.credit, self.reason, self.adjusted = "", True, "missed_points", None
+            self.approver_field, self.approver_id, self.approver_pin = "", "", ""
         elif page == "restock":
             self.work(self.center.gifts, self._gifts)
         elif page == "handover":
@@ -193,6 +207,83 @@ class StaffViewModel(ViewModel):
                 card=outcome.new_card_no,
                 fault=fault_message(problem),
             )
+
+    # adjusting points (a member found by phone, as for a lost card)
+    def _adjust_key(self, key: str) -> None:
+        field = {"staff_id": "approver_id", "pin": "approver_pin"}.get(
+            self.approver_field, "amount"
+        )
+        value = getattr(self, field)
+        limit = {"approver_id": 12, "approver_pin": PIN_DIGITS}.get(field, 7)
+        if key == "back":
+            setattr(self, field, value[:-1])
+        elif key == "ok":
+            self.submit_adjustment()
+        elif (digit := typed_digit(key)) is not None and len(value) < limit:
+            leading_zero = field == "amount" and not value and digit == "0"
+            setattr(self, field, value if leading_zero else value + digit)
+
+    def toggle_sign(self) -> None:
+        self.credit = not self.credit
+
+    def choose_reason(self, reason: str) -> None:
+        self.reason = reason
+
+    def submit_adjustment(self) -> None:
+        """Books the adjustment; above the approval limit it first asks for a supervisor's
+        staff number, then their PIN."""
+        if self.member is None:
+            return
+        if not self.amount:
+            self.say(N_("Type the number of points."), "warn")
+            return
+        points = int(self.amount) * (1 if self.credit else -1)
+        if self.approver_field == "staff_id":
+            if not self.approver_id:
+                self.say(N_("Please enter a staff number."), "warn")
+                return
+            self.approver_field = "pin"
+            self.say(
+                N_("Supervisor {staff_id}: enter your PIN."), "info", staff_id=self.approver_id
+            )
+            return
+        if not self.approver_field and abs(points) > self.center.approval_limit:
+            self.approver_field = "staff_id"
+            self.say(
+                N_("More than {limit} points: a supervisor approves. Supervisor's staff number?"),
+                "info",
+                limit=self.center.approval_limit,
+            )
+            return
+        approver = (self.approver_id, self.approver_pin) if self.approver_field else None
+        staff, card, reason = self.staff, self.member.card_no, self.reason
+        self.work(
+            lambda: self.center.adjust_points(staff, card, points, reason, approver),
+            self._adjusted,
+            self._adjust_refused,
+        )
+
+    def _adjusted(self, outcome: AdjustOutcome) -> None:
+        self.adjusted = outcome
+        self.amount, self.approver_field, self.approver_id, self.approver_pin = "", "", "", ""
+        if outcome.overdraft:
+            self.say(
+                N_("{points:+d} points booked. The member now owes {owed} points."),
+                "warn",
+                points=outcome.points,
+                owed=-outcome.balance,
+            )
+        else:
+            self.say(
+                N_("{points:+d} points booked. Balance {balance}."),
+                "ok",
+                points=outcome.points,
+                balance=outcome.balance,
+            )
+
+    def _adjust_refused(self, exc: Exception) -> None:
+        self.approver_field, self.approver_id, self.approver_pin = "", "", ""
+        self.refused(exc)
 
     # restock
     def restock(self, sku: str, qty: int) -> None:

@@ -48,6 +48,9 @@ STEPS = (
     "large-text",
     "idle-warning",
     "idle-cleared",
+    "adjust-points",
+    "points-adjusted",
+    "gift-handover",
 )
 RECEIPTS = {"gift-voucher", "new-card", "card-replacement", "staff-daily-report"}
 

@@ -6,6 +6,8 @@ import pytest
 
 from edge.services import gifts as gift_service
 from edge.services import members as member_service
+from edge.services import staff as staff_service
+from edge.services.staff import StaffIdentity
 from edge.services.status import audit_log
 
 
@@ -42,6 +44,51 @@ def test_lost_card_is_blocked_and_replaced_with_the_balance(kiosk):
     assert fresh.card_state == "active" and fresh.balance == balance
     assert kiosk.center.simulator.receipts()[-1] == "card-replacement"
     assert "card.replace" in [a.action for a in audit_log(kiosk.center.app)]
+
+
+def test_staff_adjust_points_with_a_supervisors_approval_above_the_limit(kiosk):
+    people, app = kiosk.people, kiosk.center.app
+    before = member_service.show_member(app, card_no=people.wang_card).balance
+    kiosk.tap("staff")
+    sign_in(kiosk, people.clerk_id, people.clerk_pin)
+    kiosk.wait_for(lambda: kiosk.has("adjust"), what="staff menu")
+    kiosk.tap("adjust")
+    kiosk.type_digits(people.wang_phone)
+    kiosk.tap("key-ok")
+    kiosk.wait_for(lambda: kiosk.app.staff_vm.member is not None, what="member found")
+    kiosk.tap("reason-goodwill")
+    kiosk.type_digits("30")
+    kiosk.tap("key-ok")
+    kiosk.wait_for(lambda: kiosk.app.staff_vm.adjusted is not None, what="adjusted")
+    assert "已记账 +30 积分" in kiosk.notice()
+    assert member_service.show_member(app, card_no=people.wang_card).balance == before + 30
+
+    kiosk.tap("adjust-sign")  # take points: more than the limit, so a supervisor approves
+    kiosk.type_digits(str(app.config.desk.adjust_approval_above + 1))
+    kiosk.tap("key-ok")
+    kiosk.wait_for(lambda: kiosk.app.staff_vm.approver_field == "staff_id", what="approval")
+    assert "主管" in kiosk.notice()
+    kiosk.type_digits(people.clerk_id)  # nobody approves their own
+    kiosk.tap("key-ok")
+    kiosk.type_digits(people.clerk_pin)
+    kiosk.tap("key-ok")
+    kiosk.wait_for(lambda: "第二位员工" in kiosk.notice(), what="refused: approved by oneself")
+    assert member_service.show_member(app, card_no=people.wang_card).balance == before + 30
+    supervisor = StaffIdentity(people.clerk_id, "supervisor")  # the demo's first account
+    staff_service.add_staff(app, "2002", "supervisor", "4826", by=supervisor)
+    kiosk.type_digits(str(app.config.desk.adjust_approval_above + 1))
+    kiosk.tap("key-ok")
+    kiosk.type_digits("2002")
+    kiosk.tap("key-ok")
+    kiosk.type_digits("4826")
+    kiosk.tap("key-ok")
+    kiosk.wait_for(
+        lambda: kiosk.app.staff_vm.adjusted and kiosk.app.staff_vm.adjusted.points < 0,
+        what="the approved debit",
+    )
+    assert kiosk.app.staff_vm.adjusted.approved_by == "2002"
+    history = member_service.show_member(app, card_no=people.wang_card).history
+    assert [h.kind for h in history[:2]] == ["adjustment", "adjustment"]
 
 
 def test_wrong_staff_pin_is_refused_then_locks(kiosk):
