@@ -21,6 +21,7 @@ from edge.domain.staff import (
 )
 from edge.domain.text import fold_digits
 from edge.security.pins import hash_pin, validate_pin, verify_pin
+from edge.services.staff_lists import listed_by_hq, staff_list_version
 from edge.services.tx import Tx, transaction
 from edge.storage.models import Staff
 
@@ -50,12 +51,22 @@ def add_staff(
     name: str = "",
     by: StaffIdentity | None = None,
 ) -> StaffIdentity:
-    """Adds a staff member. The very first one needs no authoriser; later ones a supervisor."""
+    """Adds a staff member. The very first one needs no authoriser; later ones a supervisor.
+
+    Once HQ's staff list for the store is in force, HQ alone adds staff (``kiosk hq staff
+    add``): adding one here is refused.
+    """
     ident = validate_staff_id(staff_id)
     role_v = parse_role(role)
     validate_pin(pin)
     pin_hash = hash_pin(pin)
     with transaction(app) as tx:
+        if staff_list_version(tx.session):
+            raise PermissionDenied(
+                f"staff accounts of store {app.store_id} are managed by HQ: "
+                "add them there (kiosk hq staff add)",
+                code="staff_managed_by_hq",
+            )
         existing = tx.session.scalar(select(func.count()).select_from(Staff)) or 0
         if existing and by is None:
             raise PermissionDenied(
@@ -89,6 +100,11 @@ def authenticate_staff(
     The failure count is committed even though authentication fails, so a locked account
     stays locked across processes and restarts. A PIN with another script's numerals is
     refused before anything is counted: it is a typing problem, not a guess.
+
+    Once HQ's staff list is in force, an account it disabled (or one of this device that is
+    not on the list) is refused at the next sign-in: the right PIN gets ``staff_disabled``
+    ("this account was disabled by HQ") or ``staff_not_listed``, a wrong one the usual
+    answer and a count towards the lockout, so neither tells a guesser more than before.
     """
     ident = validate_staff_id(staff_id)
     pin = fold_digits(pin, "a PIN", code="weak_pin", reason="digits")
@@ -97,7 +113,8 @@ def authenticate_staff(
     outcome: StaffIdentity | PermissionDenied
     with transaction(app) as tx:
         staff = tx.session.get(Staff, ident)
-        if staff is None or not staff.active:
+        managed = bool(staff is not None and not staff.active and staff_list_version(tx.session))
+        if staff is None or not (staff.active or managed):
             verify_pin(pin, _dummy_hash())  # same cost either way: no oracle for valid ids
             tx.audit(ident, "staff.auth_failed", ident, reason="unknown")
             outcome = PermissionDenied("unknown staff id or wrong PIN", code="bad_credentials")
@@ -108,7 +125,7 @@ def authenticate_staff(
                 tx.audit(ident, "staff.auth_refused", ident, reason="locked")
                 outcome = locked_error
             else:
-                outcome = _check_pin(tx, staff, pin, permission, policy)
+                outcome = _check_pin(tx, app, staff, pin, permission, policy)
     if isinstance(outcome, PermissionDenied):
         raise outcome
     return outcome
@@ -120,7 +137,12 @@ def _dummy_hash() -> str:
 
 
 def _check_pin(
-    tx: Tx, staff: Staff, pin: str, permission: Permission | None, policy: LockoutPolicy
+    tx: Tx,
+    app: AppContext,
+    staff: Staff,
+    pin: str,
+    permission: Permission | None,
+    policy: LockoutPolicy,
 ) -> StaffIdentity | PermissionDenied:
     if not verify_pin(pin, staff.pin_hash):
         staff.failed_attempts, staff.locked_until = after_failure(
@@ -135,6 +157,8 @@ def _check_pin(
                 code="staff_locked",
             )
         return PermissionDenied("unknown staff id or wrong PIN", code="bad_credentials")
+    if not staff.active:  # only with HQ's list in force (authenticate_staff)
+        return _refused_by_hq(tx, app, staff)
     staff.failed_attempts = 0
     staff.locked_until = None
     identity = StaffIdentity(staff.id, staff.role)
@@ -146,3 +170,21 @@ def _check_pin(
             return denied
     tx.audit(staff.id, "staff.login", staff.id)
     return identity
+
+
+def _refused_by_hq(tx: Tx, app: AppContext, staff: Staff) -> PermissionDenied:
+    """The refusal of the right PIN of an account HQ's list does not let in."""
+    if listed_by_hq(tx.session, staff.id):
+        tx.audit(staff.id, "staff.auth_refused", staff.id, reason="disabled_by_hq")
+        return PermissionDenied(
+            f"staff {staff.id}: this account was disabled by HQ",
+            code="staff_disabled",
+            staff_id=staff.id,
+        )
+    tx.audit(staff.id, "staff.auth_refused", staff.id, reason="not_on_hq_list")
+    return PermissionDenied(
+        f"staff {staff.id} is not on HQ's staff list for store {app.store_id}; "
+        "HQ manages this store's staff accounts",
+        code="staff_not_listed",
+        staff_id=staff.id,
+    )
