@@ -92,6 +92,30 @@ def add_staff(
     return StaffIdentity(ident, role_v.value)
 
 
+def recheck_staff(app: AppContext, identity: StaffIdentity) -> StaffIdentity:
+    """``identity`` as the account stands now, for a sign-in that lasts (the touchscreen's
+    session): HQ may have disabled it or changed its role since the PIN was entered.
+
+    Raises:
+        PermissionDenied: ``staff_disabled`` (HQ disabled it), ``staff_not_listed``, or
+            ``staff_session_expired`` when the account is gone.
+    """
+    with app.db.read() as session:
+        staff = session.get(Staff, identity.staff_id)
+        if staff is not None and staff.active:
+            return StaffIdentity(staff.id, staff.role)
+        if staff is None or not staff_list_version(session):
+            raise PermissionDenied("please sign in again", code="staff_session_expired")
+        if listed_by_hq(session, staff.id):
+            raise PermissionDenied(
+                f"staff {staff.id}: this account was disabled by HQ", code="staff_disabled"
+            )
+    raise PermissionDenied(
+        f"staff {identity.staff_id} is not on HQ's staff list for store {app.store_id}",
+        code="staff_not_listed",
+    )
+
+
 def authenticate_staff(
     app: AppContext, staff_id: str, pin: str, permission: Permission | None = None
 ) -> StaffIdentity:

@@ -14,7 +14,7 @@ from edge.domain.errors import PermissionDenied
 from edge.domain.staff import Permission
 from edge.protocol import STAFF_SIGNING_DOMAIN, StaffAccount, StaffList
 from edge.security.pins import hash_pin
-from edge.services.staff import add_staff, authenticate_staff
+from edge.services.staff import add_staff, authenticate_staff, recheck_staff
 from edge.services.staff_lists import apply_staff_list
 from edge.services.status import audit_log
 from edge.storage.models import Staff
@@ -155,3 +155,15 @@ def test_an_account_needs_a_pin_hash_and_a_known_role():
         StaffAccount(staff_id="c1", role="clerk", pin_hash="2580", active=True)
     with pytest.raises(ValidationError):
         StaffAccount(staff_id="c1", role="cashier", pin_hash=pin_hash("2580"), active=True)
+
+
+def test_a_lasting_sign_in_follows_what_hq_changed_since(app):
+    apply_staff_list(app, staff_list(1, account("c1", role="supervisor")), HQ.public_key())
+    signed_in = authenticate_staff(app, "c1", "2580")
+    assert recheck_staff(app, signed_in).role == "supervisor"
+    apply_staff_list(app, staff_list(2, account("c1", role="clerk")), HQ.public_key())
+    assert recheck_staff(app, signed_in).role == "clerk"
+    apply_staff_list(app, staff_list(3, account("c1", active=False)), HQ.public_key())
+    with pytest.raises(PermissionDenied) as caught:
+        recheck_staff(app, signed_in)
+    assert caught.value.code == "staff_disabled"

@@ -4,6 +4,7 @@ of the store, and a disabled account fails on the next PIN entry at each of them
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 from sqlalchemy import select
@@ -80,6 +81,7 @@ def test_a_disabled_staff_account_fails_on_the_next_pin_entry_at_every_kiosk_of_
         for sign_in in (at_k1, at_k3):
             assert sign_in("c1", "1357")
             assert sign_in("c2", "4826")
+        open_session = screen.sign_in("c1", "1357", "lookup_member")  # signed in at K003
         # HQ manages the store now: the local set-up account is done
         assert refusal(lambda: at_k1("setup", "2580")) == "staff_not_listed"
 
@@ -89,15 +91,18 @@ def test_a_disabled_staff_account_fails_on_the_next_pin_entry_at_every_kiosk_of_
             wait_until(has_list(app, 3), 30, f"the disable at {app.device_id}")
         # the very next PIN entry, at each kiosk of the store
         for sign_in in (at_k1, at_k3):
-            assert refusal(lambda s=sign_in: s("c1", "1357")) == "staff_disabled"
+            assert refusal(partial(sign_in, "c1", "1357")) == "staff_disabled"
             assert sign_in("c2", "4826")  # the others go on
+        # and the touchscreen session c1 opened before ends at its next action
+        gone = partial(screen.identity, open_session, Permission.LOOKUP_MEMBER)
+        assert refusal(gone) == "staff_disabled"
 
         desk.set_pin("S001", "c2", "9173")
         assert publish() == 4
         for app in (k1, k3):
             wait_until(has_list(app, 4), 30, f"the new PIN at {app.device_id}")
         for sign_in in (at_k1, at_k3):
-            assert refusal(lambda s=sign_in: s("c2", "4826")) == "bad_credentials"
+            assert refusal(partial(sign_in, "c2", "4826")) == "bad_credentials"
             assert sign_in("c2", "9173")
         assert authenticate_staff(k3, "c2", "9173", Permission.MANAGE_STAFF).role == "supervisor"
 
