@@ -10,13 +10,14 @@ from datetime import UTC, datetime
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.cli.audit_commands import render_status
 from edge.domain.errors import PermissionDenied
 from edge.domain.staff import Permission
 from edge.protocol import STAFF_SIGNING_DOMAIN, StaffAccount, StaffList
 from edge.security.pins import hash_pin
 from edge.services.staff import add_staff, authenticate_staff, recheck_staff
 from edge.services.staff_lists import apply_staff_list
-from edge.services.status import audit_log
+from edge.services.status import audit_log, center_status
 from edge.storage.models import Staff
 from hq.commands import sign_message
 
@@ -59,6 +60,8 @@ def test_hq_accounts_are_created_and_sign_in_with_the_pin_hq_hashed(app):
         assert row is not None and row.name == "n-c1" and row.pin_hash == pin_hash("2580")
     (record,) = [a for a in audit_log(app) if a.action == "staff.list"]
     assert record.actor == "hq" and record.subject == "1"
+    assert center_status(app).staff_list_version == 1
+    assert "staff        HQ's list version 1" in render_status(center_status(app))
 
 
 def test_unsigned_foreign_older_and_other_store_lists_change_nothing(app, caplog):
@@ -124,6 +127,7 @@ def test_a_new_pin_from_hq_replaces_the_old_one_and_the_lockout_stays_local(app)
 
 
 def test_the_local_set_up_account_works_only_until_hq_manages_the_store(app):
+    assert "this device's own accounts" in render_status(center_status(app))
     setup = add_staff(app, "setup", "supervisor", "2580")  # the first one: no authoriser
     add_staff(app, "local2", "clerk", "1357", by=setup)
     assert authenticate_staff(app, "setup", "2580")
