@@ -988,6 +988,12 @@ class StaffList(Signed):
     issued_at: AwareDatetime
     accounts: list[StaffAccount] = Field(max_length=2_000)
 
+    @model_validator(mode="after")
+    def _one_each(self) -> StaffList:
+        if len({a.staff_id for a in self.accounts}) != len(self.accounts):
+            raise ValueError("a staff id is listed twice")
+        return self
+
 
 STAFF_SIGNING_DOMAIN = b"mck/staff/v1"
 

@@ -152,13 +152,16 @@ def test_the_local_set_up_account_works_only_until_hq_manages_the_store(app):
 
 
 def test_an_account_needs_a_pin_hash_and_a_known_role():
-    """A plaintext PIN or an unknown role makes the whole list unreadable: refused as such."""
+    """A plaintext PIN, an unknown role or an account listed twice makes the whole list
+    unreadable: the agent drops it as it does any malformed message."""
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError):
         StaffAccount(staff_id="c1", role="clerk", pin_hash="2580", active=True)
     with pytest.raises(ValidationError):
         StaffAccount(staff_id="c1", role="cashier", pin_hash=pin_hash("2580"), active=True)
+    with pytest.raises(ValidationError, match="listed twice"):
+        staff_list(1, account("c1"), account("c1", active=False))
 
 
 def test_a_lasting_sign_in_follows_what_hq_changed_since(app):

@@ -13,11 +13,12 @@ from sqlalchemy.orm import Session
 from edge.app import AppContext
 from edge.domain.errors import PermissionDenied
 from edge.domain.staff import Permission
+from edge.protocol import Topics
 from edge.services.staff import add_staff, authenticate_staff
 from edge.services.staff_lists import staff_list_version
 from edge.station.staff_sessions import StaffSessions
 from edge.sync.agent import Agent
-from hq.commands import push_staff_list
+from hq.commands import publish_once, push_staff_list
 from hq.models import FleetDevice
 from hq.service import HqService
 from hq.staff import StaffDesk
@@ -105,6 +106,16 @@ def test_a_disabled_staff_account_fails_on_the_next_pin_entry_at_every_kiosk_of_
             assert refusal(partial(sign_in, "c2", "4826")) == "bad_credentials"
             assert sign_in("c2", "9173")
         assert authenticate_staff(k3, "c2", "9173", Permission.MANAGE_STAFF).role == "supervisor"
+
+        # a list HQ's key did not sign (on the store's topic, retained) changes nothing, and
+        # the agents go on: HQ's next list is applied (a forged v99 would have blocked it)
+        forged = desk.staff_list("S001").model_copy(update={"version": 99, "accounts": []})
+        publish_once(config, Topics(config.topic_prefix).staff("S001"), forged, retain=True)
+        desk.enable("S001", "c1")
+        assert publish() == 5
+        for app in (k1, k3):
+            wait_until(has_list(app, 5), 30, f"HQ's next list at {app.device_id}")
+        assert at_k1("c1", "1357") and at_k3("c2", "9173")
 
         # the other store heard nothing of it (its kiosks may not even read S001's topic)
         with other.db.read() as session:
