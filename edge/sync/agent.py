@@ -57,9 +57,14 @@ from edge.protocol import (
 )
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
 from edge.services.connectivity import remember_first_start
-from edge.services.pushes import apply_blocklist, apply_catalogue, apply_rules, follow_stored_rules
+from edge.services.pushes import (
+    apply_blocklist,
+    apply_catalogue,
+    apply_rules,
+    apply_staff_list,
+    follow_stored_rules,
+)
 from edge.services.replica import apply_replica_batch, replica_cursor
-from edge.services.staff_lists import apply_staff_list
 from edge.services.tx import transaction
 from edge.storage.sync_models import SetAside
 from edge.sync.backup_transfer import BackupSender

@@ -18,7 +18,7 @@ from edge.domain.errors import InvalidInput, NotFound, Refusal
 from edge.protocol import StaffList, Topics, decode
 from edge.security.keys import load_public_key
 from edge.security.pins import verify_pin
-from edge.services.staff_lists import staff_list_signed
+from edge.services.pushes import staff_list_signed
 from hq.models import FleetDevice, HqStaffAccount, HqStaffChange
 from hq.service import make_hq_engine
 from hq.staff import StaffDesk

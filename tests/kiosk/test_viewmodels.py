@@ -338,7 +338,7 @@ def test_a_staff_account_hq_disabled_is_refused_on_the_screen_saying_so(
 
     from edge.protocol import STAFF_SIGNING_DOMAIN, StaffAccount, StaffList
     from edge.security.pins import hash_pin
-    from edge.services.staff_lists import apply_staff_list
+    from edge.services.pushes import apply_staff_list
     from hq.commands import sign_message
 
     hq = Ed25519PrivateKey.generate()
