@@ -85,7 +85,7 @@ def render_status(s: CenterStatus) -> str:
             + (
                 f"HQ's list version {s.staff_list_version}"
                 if s.staff_list_version
-                else "this device's own accounts (no list from HQ yet)"
+                else "no list from HQ for this store yet"
             ),
         ]
     )

@@ -28,7 +28,12 @@ from edge.protocol import (
     StaffList,
 )
 from edge.security.signing import verify_bytes
-from edge.services.staff_lists import HQ_STAFF_IDS, STAFF_LIST_VERSION
+from edge.services.staff_lists import (
+    HQ_STAFF_IDS,
+    HQ_STAFF_STORE,
+    STAFF_LIST_VERSION,
+    staff_list_version,
+)
 from edge.services.tx import get_meta, set_meta, transaction
 from edge.storage.models import Card, Gift, Staff
 from edge.storage.sync_models import InboundMessage
@@ -261,7 +266,7 @@ def apply_staff_list(
         )
         return PushOutcome(False, "another store")
     with transaction(app) as tx:
-        current = int(get_meta(tx.session, STAFF_LIST_VERSION) or 0)
+        current = staff_list_version(tx.session, app.store_id)  # 0 on a device moved since
         if staff_list.version <= current:
             if staff_list.version < current:
                 log.warning(
@@ -303,6 +308,7 @@ def apply_staff_list(
             staff.active = False  # HQ manages the store now: its list alone signs in
         set_meta(tx.session, STAFF_LIST_VERSION, str(staff_list.version))
         set_meta(tx.session, HQ_STAFF_IDS, json.dumps(sorted(listed)))
+        set_meta(tx.session, HQ_STAFF_STORE, staff_list.store_id)
         tx.audit(
             "hq",
             "staff.list",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from edge.app import AppContext
 from edge.domain.errors import PermissionDenied, Refusal
@@ -21,7 +22,7 @@ from edge.domain.staff import (
 )
 from edge.domain.text import fold_digits
 from edge.security.pins import hash_pin, validate_pin, verify_pin
-from edge.services.staff_lists import listed_by_hq, staff_list_version
+from edge.services.staff_lists import hq_manages_staff, listed_by_hq
 from edge.services.tx import Tx, transaction
 from edge.storage.models import Staff
 
@@ -61,7 +62,7 @@ def add_staff(
     validate_pin(pin)
     pin_hash = hash_pin(pin)
     with transaction(app) as tx:
-        if staff_list_version(tx.session):
+        if hq_manages_staff(tx.session):
             raise PermissionDenied(
                 f"staff accounts of store {app.store_id} are managed by HQ: "
                 "add them there (kiosk hq staff add)",
@@ -102,18 +103,11 @@ def recheck_staff(app: AppContext, identity: StaffIdentity) -> StaffIdentity:
     """
     with app.db.read() as session:
         staff = session.get(Staff, identity.staff_id)
-        if staff is not None and staff.active:
-            return StaffIdentity(staff.id, staff.role)
-        if staff is None or not staff_list_version(session):
+        if staff is None:
             raise PermissionDenied("please sign in again", code="staff_session_expired")
-        if listed_by_hq(session, staff.id):
-            raise PermissionDenied(
-                f"staff {staff.id}: this account was disabled by HQ", code="staff_disabled"
-            )
-    raise PermissionDenied(
-        f"staff {identity.staff_id} is not on HQ's staff list for store {app.store_id}",
-        code="staff_not_listed",
-    )
+        if _may_sign_in(session, app, staff):
+            return StaffIdentity(staff.id, staff.role)
+        raise _refusal(session, app, staff)
 
 
 def authenticate_staff(
@@ -137,7 +131,7 @@ def authenticate_staff(
     outcome: StaffIdentity | PermissionDenied
     with transaction(app) as tx:
         staff = tx.session.get(Staff, ident)
-        managed = bool(staff is not None and not staff.active and staff_list_version(tx.session))
+        managed = hq_manages_staff(tx.session)
         if staff is None or not (staff.active or managed):
             verify_pin(pin, _dummy_hash())  # same cost either way: no oracle for valid ids
             tx.audit(ident, "staff.auth_failed", ident, reason="unknown")
@@ -181,8 +175,10 @@ def _check_pin(
                 code="staff_locked",
             )
         return PermissionDenied("unknown staff id or wrong PIN", code="bad_credentials")
-    if not staff.active:  # only with HQ's list in force (authenticate_staff)
-        return _refused_by_hq(tx, app, staff)
+    if not _may_sign_in(tx.session, app, staff):
+        refusal = _refusal(tx.session, app, staff)
+        tx.audit(staff.id, "staff.auth_refused", staff.id, reason=refusal.code)
+        return refusal
     staff.failed_attempts = 0
     staff.locked_until = None
     identity = StaffIdentity(staff.id, staff.role)
@@ -196,16 +192,22 @@ def _check_pin(
     return identity
 
 
-def _refused_by_hq(tx: Tx, app: AppContext, staff: Staff) -> PermissionDenied:
-    """The refusal of the right PIN of an account HQ's list does not let in."""
-    if listed_by_hq(tx.session, staff.id):
-        tx.audit(staff.id, "staff.auth_refused", staff.id, reason="disabled_by_hq")
+def _may_sign_in(session: Session, app: AppContext, staff: Staff) -> bool:
+    """An enabled account, and once HQ manages the staff here, one on this store's list."""
+    if not staff.active:
+        return False
+    return not hq_manages_staff(session) or listed_by_hq(session, app.store_id, staff.id)
+
+
+def _refusal(session: Session, app: AppContext, staff: Staff) -> PermissionDenied:
+    """Why an account :func:`_may_sign_in` refuses does not sign in (said only to the right
+    PIN, or to a session already open)."""
+    if listed_by_hq(session, app.store_id, staff.id):
         return PermissionDenied(
             f"staff {staff.id}: this account was disabled by HQ",
             code="staff_disabled",
             staff_id=staff.id,
         )
-    tx.audit(staff.id, "staff.auth_refused", staff.id, reason="not_on_hq_list")
     return PermissionDenied(
         f"staff {staff.id} is not on HQ's staff list for store {app.store_id}; "
         "HQ manages this store's staff accounts",

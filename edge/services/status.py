@@ -33,7 +33,7 @@ class CenterStatus:
     hq_last_contact: datetime | None
     sync_enabled: bool
     rules: RulesState
-    staff_list_version: int = 0  # HQ's staff list in force; 0: the device's own accounts
+    staff_list_version: int = 0  # HQ's staff list for this store in force; 0: none yet
 
 
 def center_status(app: AppContext) -> CenterStatus:
@@ -73,7 +73,7 @@ def center_status(app: AppContext) -> CenterStatus:
             hq_last_contact=link.since if app.config.sync.enabled else None,
             sync_enabled=app.config.sync.enabled,
             rules=rules_state(app),
-            staff_list_version=staff_list_version(s),
+            staff_list_version=staff_list_version(s, app.store_id),
         )
 
 

@@ -107,7 +107,7 @@ def test_an_account_hq_disabled_is_refused_at_its_next_pin_entry(app):
         assert row is not None and row.failed_attempts == 1
     assert authenticate_staff(app, "c2", "2580")  # the others go on
     refusals = [a for a in audit_log(app) if a.action == "staff.auth_refused"]
-    assert [r.detail["reason"] for r in refusals] == ["disabled_by_hq"]
+    assert [r.detail["reason"] for r in refusals] == ["staff_disabled"]
     # enabled again by HQ: signs in
     apply_staff_list(app, staff_list(3, account("c1"), account("c2")), HQ.public_key())
     assert authenticate_staff(app, "c1", "2580").staff_id == "c1"
@@ -126,7 +126,7 @@ def test_a_new_pin_from_hq_replaces_the_old_one_and_the_lockout_stays_local(app)
 
 
 def test_the_local_set_up_account_works_only_until_hq_manages_the_store(app):
-    assert "this device's own accounts" in render_status(center_status(app))
+    assert "no list from HQ for this store yet" in render_status(center_status(app))
     setup = add_staff(app, "setup", "supervisor", "2580")  # the first one: no authoriser
     add_staff(app, "local2", "clerk", "1357", by=setup)
     assert authenticate_staff(app, "setup", "2580")
@@ -173,3 +173,28 @@ def test_a_lasting_sign_in_follows_what_hq_changed_since(app):
     with pytest.raises(PermissionDenied) as caught:
         recheck_staff(app, signed_in)
     assert caught.value.code == "staff_disabled"
+
+
+def test_a_device_moved_to_another_store_takes_that_stores_list_whatever_its_version(
+    make_app,
+):
+    before = make_app()  # at S001
+    apply_staff_list(before, staff_list(7, account("c1")), HQ.public_key())
+    assert authenticate_staff(before, "c1", "2580")
+    before.close()
+    moved = make_app('[device]\ndevice_id = "K001"\nstore_id = "S002"\n')
+    assert moved.store_id == "S002"
+    # S001's accounts are not S002's: none signs in until S002's list comes, nor is one added
+    assert refused_code(moved, "c1", "2580") == "staff_not_listed"
+    with pytest.raises(PermissionDenied):
+        add_staff(moved, "local", "clerk", "1357")
+    assert "no list from HQ for this store yet" in render_status(center_status(moved))
+    # S002's list, though its version is lower than S001's was
+    assert apply_staff_list(
+        moved, staff_list(2, account("d1"), store="S002"), HQ.public_key()
+    ).applied
+    assert authenticate_staff(moved, "d1", "2580").staff_id == "d1"
+    assert refused_code(moved, "c1", "2580") == "staff_not_listed"
+    assert center_status(moved).staff_list_version == 2
+    older = staff_list(1, account("d1", active=False), store="S002")
+    assert apply_staff_list(moved, older, HQ.public_key()).reason == "not newer"

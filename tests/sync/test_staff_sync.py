@@ -15,7 +15,7 @@ from edge.domain.errors import PermissionDenied
 from edge.domain.staff import Permission
 from edge.protocol import Topics
 from edge.services.staff import add_staff, authenticate_staff
-from edge.services.staff_lists import staff_list_version
+from edge.services.staff_lists import hq_manages_staff, staff_list_version
 from edge.station.staff_sessions import StaffSessions
 from edge.sync.agent import Agent
 from hq.commands import publish_once, push_staff_list
@@ -29,7 +29,7 @@ from tests.sync.helpers import hq_config
 def has_list(app: AppContext, version: int) -> Callable[[], bool]:
     def check() -> bool:
         with app.db.read() as session:
-            return staff_list_version(session) == version
+            return staff_list_version(session, app.store_id) == version
 
     return check
 
@@ -119,7 +119,7 @@ def test_a_disabled_staff_account_fails_on_the_next_pin_entry_at_every_kiosk_of_
 
         # the other store heard nothing of it (its kiosks may not even read S001's topic)
         with other.db.read() as session:
-            assert staff_list_version(session) == 0
+            assert not hq_manages_staff(session)
     finally:
         for r in reversed(runners):
             r.stop()
