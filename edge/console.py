@@ -8,6 +8,7 @@ the numbers a person types by one rule and print results the same way: JSON unde
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
@@ -70,3 +71,16 @@ def render(result: Any, as_json: bool, human: Callable[[Any], str] | str | None 
 def show(result: Any, as_json: bool, human: Callable[[Any], str] | str | None = None) -> None:
     """Prints :func:`render`'s text."""
     click.echo(render(result, as_json, human))
+
+
+def read_secret(prompt: str, confirm: bool = False) -> str:
+    """A PIN from the terminal (hidden), or one line of standard input when it is not a terminal.
+
+    PINs are never taken from arguments: they would land in shell history and ``ps``.
+    """
+    if sys.stdin.isatty():
+        return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+    line = sys.stdin.readline()
+    if not line:
+        raise InvalidInput(f"{prompt}: expected a PIN on standard input")
+    return line.rstrip("\r\n")

@@ -23,6 +23,7 @@ from hq.console import config_of
 from hq.enrol_cli import add_enrol_commands
 from hq.import_cli import add_import_commands
 from hq.service import HqConfig, load_hq_config
+from hq.staff_cli import add_staff_commands
 
 M = TypeVar("M", bound=Message)
 
@@ -559,5 +560,6 @@ def refund(ctx: click.Context, receipt_id: str, amount_cents: int, refund_id: st
 def register(group: click.Group) -> None:
     add_enrol_commands(hq_group)
     add_import_commands(hq_group)
+    add_staff_commands(hq_group)
     group.add_command(hq_group)
     group.add_command(lane_group)

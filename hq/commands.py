@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge.protocol import (
     COMMAND_SIGNING_DOMAIN,
     RULES_SIGNING_DOMAIN,
+    STAFF_SIGNING_DOMAIN,
     Catalogue,
     Command,
     CommandResult,
@@ -27,6 +28,7 @@ from edge.protocol import (
     ProtocolError,
     Rules,
     Signed,
+    StaffList,
     Topics,
     decode,
     picture_chunks,
@@ -246,4 +248,22 @@ def push_rules(config: HqConfig, rules: Rules) -> Rules:
     key = load_command_key(Path(config.command_key))
     signed = sign_message(key, RULES_SIGNING_DOMAIN, rules)
     publish_once(config, Topics(config.topic_prefix).rules(), signed, retain=True)
+    return signed
+
+
+def push_staff_list(config: HqConfig, staff_list: StaffList) -> StaffList:
+    """Signs a store's staff list with HQ's command key (kiosks refuse lists it did not sign)
+    and publishes it, retained, on the store's topic; returns what was published.
+
+    Raises:
+        ValueError: no command key is configured.
+        ConnectionError: the broker is unreachable.
+    """
+    if not config.command_key:
+        raise ValueError("no command key to sign the staff list: pass --tls-dir or command_key")
+    key = load_command_key(Path(config.command_key))
+    signed = sign_message(key, STAFF_SIGNING_DOMAIN, staff_list)
+    publish_once(
+        config, Topics(config.topic_prefix).staff(staff_list.store_id), signed, retain=True
+    )
     return signed

@@ -356,3 +356,42 @@ class FeedItem(HqBase):
     )
     hq_seq: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     member_id: Mapped[str | None] = mapped_column(String(26))
+
+
+class HqStaffAccount(HqBase):
+    """A staff account of one store, kept by HQ: the PIN only as its scrypt hash (hashed at
+    HQ, never stored or sent in clear), pushed to the store's kiosks in its staff list."""
+
+    __tablename__ = "hq_staff"
+    store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    staff_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), default="")
+    role: Mapped[str] = mapped_column(String(16))
+    pin_hash: Mapped[str] = mapped_column(String(160))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class HqStaffList(HqBase):
+    """The version of one store's staff list: one more on every change to its accounts."""
+
+    __tablename__ = "hq_staff_list"
+    store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class HqStaffChange(HqBase):
+    """Every change HQ made to a staff account: who, what, when, and the list version it made.
+    Never a PIN or its hash."""
+
+    __tablename__ = "hq_staff_change"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    store_id: Mapped[str] = mapped_column(String(64), index=True)
+    staff_id: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text, default="{}")

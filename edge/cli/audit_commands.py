@@ -81,6 +81,12 @@ def render_status(s: CenterStatus) -> str:
             + (f"; low stock: {', '.join(s.low_stock)}" if s.low_stock else ""),
             f"HQ           {link}; {s.outbox_pending} events waiting",
             f"rules        {_rules_line(s)}",
+            "staff        "
+            + (
+                f"HQ's list version {s.staff_list_version}"
+                if s.staff_list_version
+                else "no list from HQ for this store yet"
+            ),
         ]
     )
 

@@ -1,9 +1,9 @@
-"""What every console command shares: the app context, --json output, PIN prompts."""
+"""What every console command shares: the app context, --json output, errors (PIN prompts
+are :func:`edge.console.read_secret`, which HQ's console shares)."""
 
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
@@ -13,7 +13,7 @@ import click
 
 from edge.app import AppContext
 from edge.console import show
-from edge.domain.errors import DiskFull, InvalidInput, KioskError
+from edge.domain.errors import DiskFull, KioskError
 from edge.domain.text import escape_controls
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,16 +87,3 @@ def json_option(func: F) -> F:
 def emit(result: Any, human: Callable[[Any], str] | str | None = None) -> None:
     """Prints ``result`` as JSON under ``--json``, else its human rendering."""
     show(result, state().json_output, human)
-
-
-def read_secret(prompt: str, confirm: bool = False) -> str:
-    """A PIN from the terminal (hidden), or one line of standard input when it is not a terminal.
-
-    PINs are never taken from arguments: they would land in shell history and ``ps``.
-    """
-    if sys.stdin.isatty():
-        return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
-    line = sys.stdin.readline()
-    if not line:
-        raise InvalidInput(f"{prompt}: expected a PIN on standard input")
-    return line.rstrip("\r\n")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edge.app import AppContext
-from edge.cli.common import read_secret
+from edge.console import read_secret
 from edge.domain.staff import Permission
 from edge.services.staff import StaffIdentity, authenticate_staff
 

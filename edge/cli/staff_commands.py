@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from edge.cli.common import emit, json_option, read_secret, state
+from edge.cli.common import emit, json_option, state
 from edge.cli.staff_auth import staff_login
+from edge.console import read_secret
 from edge.domain.staff import Permission
 from edge.services import staff as staff_service
 

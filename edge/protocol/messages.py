@@ -968,6 +968,43 @@ class BackupAck(Message):
     at: AwareDatetime
 
 
+# --------------------------------------------------------------------------- staff lists
+
+StaffId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
+
+
+class StaffAccount(BaseModel):
+    """One staff account of a store as HQ keeps it: the PIN only as its scrypt hash."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    staff_id: StaffId
+    name: Annotated[str, StringConstraints(max_length=32)] = ""
+    role: Literal["clerk", "supervisor", "technician"]
+    pin_hash: Annotated[str, StringConstraints(pattern=r"^scrypt\$[0-9A-Za-z$+/=]{1,150}$")]
+    active: bool
+
+
+class StaffList(Signed):
+    """Every staff account of one store, from HQ, signed with its command key (retained on
+    the store's topic). A newer ``version`` replaces the list before it whole: once a store
+    has one, only the accounts it names (and active) sign in at its kiosks."""
+
+    store_id: Name
+    version: int = Field(ge=1)
+    issued_at: AwareDatetime
+    accounts: list[StaffAccount] = Field(max_length=2_000)
+
+    @model_validator(mode="after")
+    def _one_each(self) -> StaffList:
+        if len({a.staff_id for a in self.accounts}) != len(self.accounts):
+            raise ValueError("a staff id is listed twice")
+        return self
+
+
+STAFF_SIGNING_DOMAIN = b"mck/staff/v1"
+
+
 # --------------------------------------------------------------------------- topics
 
 Role = Literal["kiosk", "lane", "hq", "bridge"]
@@ -1078,6 +1115,8 @@ RULES_TOPIC = TopicSpec("rules", "hq/rules", Rules, 1, True,
                         _HQ, DEVICES)
 PICTURE_TOPIC = TopicSpec("picture", "hq/picture/{picture}/{chunk}", PictureChunk, 1, True,
                           _HQ, _KIOSK)
+STAFF_TOPIC = TopicSpec("staff", "hq/staff/{store}", StaffList, 1, True,
+                        _HQ, _KIOSK)
 # fmt: on
 
 TOPIC_TABLE: tuple[TopicSpec, ...] = (
@@ -1104,6 +1143,7 @@ TOPIC_TABLE: tuple[TopicSpec, ...] = (
     CATALOGUE_TOPIC,
     RULES_TOPIC,
     PICTURE_TOPIC,
+    STAFF_TOPIC,
 )
 
 _DEVICE_LEAVES = {
@@ -1191,6 +1231,9 @@ class Topics:
 
     def rules(self) -> str:
         return self.topic(RULES_TOPIC)
+
+    def staff(self, store_id: str) -> str:
+        return self.topic(STAFF_TOPIC, store=store_id)
 
     def picture(self, sha256: str, index: int) -> str:
         return self.topic(PICTURE_TOPIC, picture=sha256, chunk=str(index))

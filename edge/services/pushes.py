@@ -1,4 +1,5 @@
-"""What HQ pushes to every kiosk: the card blocklist, the gift catalogue, the rules.
+"""What HQ pushes to every kiosk: the card blocklist, the gift catalogue, the rules, and to
+the kiosks of one store its staff list.
 
 Each push is applied through here whoever delivers it (the agent today), idempotent by its
 own id or version, refused when expired, and all of it or none of it in one transaction with
@@ -18,10 +19,23 @@ from sqlalchemy import select
 
 from edge.app import AppContext
 from edge.domain.cards import CardState
-from edge.protocol import RULES_SIGNING_DOMAIN, BlocklistUpdate, Catalogue, Rules
+from edge.protocol import (
+    RULES_SIGNING_DOMAIN,
+    STAFF_SIGNING_DOMAIN,
+    BlocklistUpdate,
+    Catalogue,
+    Rules,
+    StaffList,
+)
 from edge.security.signing import verify_bytes
+from edge.services.staff_lists import (
+    HQ_STAFF_IDS,
+    HQ_STAFF_STORE,
+    STAFF_LIST_VERSION,
+    staff_list_version,
+)
 from edge.services.tx import get_meta, set_meta, transaction
-from edge.storage.models import Card, Gift
+from edge.storage.models import Card, Gift, Staff
 from edge.storage.sync_models import InboundMessage
 
 log = logging.getLogger(__name__)
@@ -221,3 +235,92 @@ def follow_stored_rules(app: AppContext, seen: int) -> int:
         "in force" if app.rules_version == latest.version else f"from {latest.effective_from}",
     )
     return latest.version
+
+
+def staff_list_signed(staff_list: StaffList, public_key: Ed25519PublicKey | None) -> bool:
+    """Whether HQ's command key signed ``staff_list`` (False without a key to check it with)."""
+    return public_key is not None and verify_bytes(
+        public_key, STAFF_SIGNING_DOMAIN, staff_list.signed_bytes(), staff_list.signature_bytes()
+    )
+
+
+def apply_staff_list(
+    app: AppContext, staff_list: StaffList, public_key: Ed25519PublicKey | None
+) -> PushOutcome:
+    """Puts HQ's staff list for this store in force here (:mod:`edge.services.staff_lists`
+    says what that means for signing in).
+
+    A list HQ's command key did not sign, one for another store, or one not newer than the
+    list in force changes nothing (a log line says why; the agent goes on).
+    """
+    if not staff_list_signed(staff_list, public_key):
+        log.warning(
+            "staff list version %s refused: not signed by HQ's command key", staff_list.version
+        )
+        return PushOutcome(False, "bad signature")
+    if staff_list.store_id != app.store_id:
+        log.warning(
+            "staff list of store %s refused: this kiosk is in store %s",
+            staff_list.store_id,
+            app.store_id,
+        )
+        return PushOutcome(False, "another store")
+    with transaction(app) as tx:
+        current = staff_list_version(tx.session, app.store_id)  # 0 on a device moved since
+        if staff_list.version <= current:
+            if staff_list.version < current:
+                log.warning(
+                    "staff list version %s refused: version %s is in force",
+                    staff_list.version,
+                    current,
+                )
+            return PushOutcome(False, "not newer")
+        listed = {a.staff_id for a in staff_list.accounts}
+        added, changed = [], []
+        for account in staff_list.accounts:
+            staff = tx.session.get(Staff, account.staff_id)
+            if staff is None:
+                tx.session.add(
+                    Staff(
+                        id=account.staff_id,
+                        name=account.name,
+                        role=account.role,
+                        pin_hash=account.pin_hash,
+                        failed_attempts=0,
+                        locked_until=None,
+                        active=account.active,
+                        created_at=tx.now,
+                    )
+                )
+                added.append(account.staff_id)
+                continue
+            before = (staff.name, staff.role, staff.pin_hash, staff.active)
+            staff.name, staff.role = account.name, account.role
+            staff.pin_hash, staff.active = account.pin_hash, account.active
+            if before != (staff.name, staff.role, staff.pin_hash, staff.active):
+                changed.append(account.staff_id)
+        unlisted = [
+            staff
+            for staff in tx.session.scalars(select(Staff).where(Staff.active.is_(True)))
+            if staff.id not in listed
+        ]
+        for staff in unlisted:
+            staff.active = False  # HQ manages the store now: its list alone signs in
+        set_meta(tx.session, STAFF_LIST_VERSION, str(staff_list.version))
+        set_meta(tx.session, HQ_STAFF_IDS, json.dumps(sorted(listed)))
+        set_meta(tx.session, HQ_STAFF_STORE, staff_list.store_id)
+        tx.audit(
+            "hq",
+            "staff.list",
+            str(staff_list.version),
+            added=added,
+            changed=changed,
+            disabled=sorted(a.staff_id for a in staff_list.accounts if not a.active),
+            local_disabled=sorted(s.id for s in unlisted),
+        )
+    log.info(
+        "staff list version %s in force: %d account(s)",
+        staff_list.version,
+        len(staff_list.accounts),
+    )
+    return PushOutcome(True)

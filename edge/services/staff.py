@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from edge.app import AppContext
 from edge.domain.errors import PermissionDenied, Refusal
@@ -21,6 +22,7 @@ from edge.domain.staff import (
 )
 from edge.domain.text import fold_digits
 from edge.security.pins import hash_pin, validate_pin, verify_pin
+from edge.services.staff_lists import hq_manages_staff, listed_by_hq
 from edge.services.tx import Tx, transaction
 from edge.storage.models import Staff
 
@@ -50,12 +52,22 @@ def add_staff(
     name: str = "",
     by: StaffIdentity | None = None,
 ) -> StaffIdentity:
-    """Adds a staff member. The very first one needs no authoriser; later ones a supervisor."""
+    """Adds a staff member. The very first one needs no authoriser; later ones a supervisor.
+
+    Once HQ's staff list for the store is in force, HQ alone adds staff (``kiosk hq staff
+    add``): adding one here is refused.
+    """
     ident = validate_staff_id(staff_id)
     role_v = parse_role(role)
     validate_pin(pin)
     pin_hash = hash_pin(pin)
     with transaction(app) as tx:
+        if hq_manages_staff(tx.session):
+            raise PermissionDenied(
+                f"staff accounts of store {app.store_id} are managed by HQ: "
+                "add them there (kiosk hq staff add)",
+                code="staff_managed_by_hq",
+            )
         existing = tx.session.scalar(select(func.count()).select_from(Staff)) or 0
         if existing and by is None:
             raise PermissionDenied(
@@ -81,6 +93,23 @@ def add_staff(
     return StaffIdentity(ident, role_v.value)
 
 
+def recheck_staff(app: AppContext, identity: StaffIdentity) -> StaffIdentity:
+    """``identity`` as the account stands now, for a sign-in that lasts (the touchscreen's
+    session): HQ may have disabled it or changed its role since the PIN was entered.
+
+    Raises:
+        PermissionDenied: ``staff_disabled`` (HQ disabled it), ``staff_not_listed``, or
+            ``staff_session_expired`` when the account is gone.
+    """
+    with app.db.read() as session:
+        staff = session.get(Staff, identity.staff_id)
+        if staff is None:
+            raise PermissionDenied("please sign in again", code="staff_session_expired")
+        if _may_sign_in(session, app, staff):
+            return StaffIdentity(staff.id, staff.role)
+        raise _refusal(session, app, staff)
+
+
 def authenticate_staff(
     app: AppContext, staff_id: str, pin: str, permission: Permission | None = None
 ) -> StaffIdentity:
@@ -89,6 +118,11 @@ def authenticate_staff(
     The failure count is committed even though authentication fails, so a locked account
     stays locked across processes and restarts. A PIN with another script's numerals is
     refused before anything is counted: it is a typing problem, not a guess.
+
+    Once HQ's staff list is in force, an account it disabled (or one of this device that is
+    not on the list) is refused at the next sign-in: the right PIN gets ``staff_disabled``
+    ("this account was disabled by HQ") or ``staff_not_listed``, a wrong one the usual
+    answer and a count towards the lockout, so neither tells a guesser more than before.
     """
     ident = validate_staff_id(staff_id)
     pin = fold_digits(pin, "a PIN", code="weak_pin", reason="digits")
@@ -97,7 +131,8 @@ def authenticate_staff(
     outcome: StaffIdentity | PermissionDenied
     with transaction(app) as tx:
         staff = tx.session.get(Staff, ident)
-        if staff is None or not staff.active:
+        managed = hq_manages_staff(tx.session)
+        if staff is None or not (staff.active or managed):
             verify_pin(pin, _dummy_hash())  # same cost either way: no oracle for valid ids
             tx.audit(ident, "staff.auth_failed", ident, reason="unknown")
             outcome = PermissionDenied("unknown staff id or wrong PIN", code="bad_credentials")
@@ -108,7 +143,7 @@ def authenticate_staff(
                 tx.audit(ident, "staff.auth_refused", ident, reason="locked")
                 outcome = locked_error
             else:
-                outcome = _check_pin(tx, staff, pin, permission, policy)
+                outcome = _check_pin(tx, app, staff, pin, permission, policy)
     if isinstance(outcome, PermissionDenied):
         raise outcome
     return outcome
@@ -120,7 +155,12 @@ def _dummy_hash() -> str:
 
 
 def _check_pin(
-    tx: Tx, staff: Staff, pin: str, permission: Permission | None, policy: LockoutPolicy
+    tx: Tx,
+    app: AppContext,
+    staff: Staff,
+    pin: str,
+    permission: Permission | None,
+    policy: LockoutPolicy,
 ) -> StaffIdentity | PermissionDenied:
     if not verify_pin(pin, staff.pin_hash):
         staff.failed_attempts, staff.locked_until = after_failure(
@@ -135,6 +175,10 @@ def _check_pin(
                 code="staff_locked",
             )
         return PermissionDenied("unknown staff id or wrong PIN", code="bad_credentials")
+    if not _may_sign_in(tx.session, app, staff):
+        refusal = _refusal(tx.session, app, staff)
+        tx.audit(staff.id, "staff.auth_refused", staff.id, reason=refusal.code)
+        return refusal
     staff.failed_attempts = 0
     staff.locked_until = None
     identity = StaffIdentity(staff.id, staff.role)
@@ -146,3 +190,27 @@ def _check_pin(
             return denied
     tx.audit(staff.id, "staff.login", staff.id)
     return identity
+
+
+def _may_sign_in(session: Session, app: AppContext, staff: Staff) -> bool:
+    """An enabled account, and once HQ manages the staff here, one on this store's list."""
+    if not staff.active:
+        return False
+    return not hq_manages_staff(session) or listed_by_hq(session, app.store_id, staff.id)
+
+
+def _refusal(session: Session, app: AppContext, staff: Staff) -> PermissionDenied:
+    """Why an account :func:`_may_sign_in` refuses does not sign in (said only to the right
+    PIN, or to a session already open)."""
+    if listed_by_hq(session, app.store_id, staff.id):
+        return PermissionDenied(
+            f"staff {staff.id}: this account was disabled by HQ",
+            code="staff_disabled",
+            staff_id=staff.id,
+        )
+    return PermissionDenied(
+        f"staff {staff.id} is not on HQ's staff list for store {app.store_id}; "
+        "HQ manages this store's staff accounts",
+        code="staff_not_listed",
+        staff_id=staff.id,
+    )

@@ -13,6 +13,7 @@ from edge.app import AppContext
 from edge.domain.cards import CardState
 from edge.services.connectivity import connectivity
 from edge.services.pushes import RulesState, rules_state
+from edge.services.staff_lists import staff_list_version
 from edge.storage.models import AuditRecord, Card, Gift, LedgerEntry, Member, OutboxEvent
 
 
@@ -32,6 +33,7 @@ class CenterStatus:
     hq_last_contact: datetime | None
     sync_enabled: bool
     rules: RulesState
+    staff_list_version: int = 0  # HQ's staff list for this store in force; 0: none yet
 
 
 def center_status(app: AppContext) -> CenterStatus:
@@ -71,6 +73,7 @@ def center_status(app: AppContext) -> CenterStatus:
             hq_last_contact=link.since if app.config.sync.enabled else None,
             sync_enabled=app.config.sync.enabled,
             rules=rules_state(app),
+            staff_list_version=staff_list_version(s, app.store_id),
         )
 
 

@@ -51,13 +51,20 @@ from edge.protocol import (
     ReplicaBatch,
     ReplicaRequest,
     Rules,
+    StaffList,
     Topics,
     decode,
 )
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
 from edge.services.cards import active_cards, lane_card_facts
 from edge.services.connectivity import remember_first_start
-from edge.services.pushes import apply_blocklist, apply_catalogue, apply_rules, follow_stored_rules
+from edge.services.pushes import (
+    apply_blocklist,
+    apply_catalogue,
+    apply_rules,
+    apply_staff_list,
+    follow_stored_rules,
+)
 from edge.services.replica import apply_replica_batch, replica_cursor
 from edge.services.tx import get_meta, set_meta, transaction
 from edge.storage.sync_models import SetAside
@@ -115,6 +122,7 @@ def link_settings(app: AppContext, topics: Topics) -> LinkSettings:
         (topics.blocklist(), 1),
         (topics.catalogue(), 1),
         (topics.rules(), 1),
+        (topics.staff(app.store_id), 1),
     ]
     if sync.lane_purchases:
         subs += [
@@ -460,6 +468,8 @@ class Agent:
             self.pictures.take(topic, decode(PictureChunk, msg.payload))
         elif topic == t.rules():
             apply_rules(self.app, decode(Rules, msg.payload), self.commands.public_key)
+        elif topic == t.staff(self.app.store_id):
+            apply_staff_list(self.app, decode(StaffList, msg.payload), self.commands.public_key)
         else:
             self._dispatch_lane(msg)
 

@@ -43,6 +43,8 @@ REFUSALS: dict[str, str] = {
     "card_range_exhausted": N_("No new cards can be issued here now. Please ask the staff."),
     "bad_credentials": N_("Wrong staff number or PIN."),
     "staff_locked": N_("Too many wrong PINs: this staff number is locked for a while."),
+    "staff_disabled": N_("This account was disabled by HQ."),
+    "staff_not_listed": N_("This staff number is not on HQ's staff list for this store."),
     "not_permitted": N_("This staff member may not do this."),
     "bad_staff_id": N_("Please enter a staff number."),
     "staff_session_expired": N_("Please sign in again."),

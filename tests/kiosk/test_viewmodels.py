@@ -329,3 +329,35 @@ def test_a_jammed_dispenser_sends_the_new_member_to_the_slip_and_the_staff(
     assert vm.slots == ["slip"] and vm.notice_kind == "warn"
     vm.start("zh_CN")  # the next customer starts clean
     assert vm.take == "" and vm.slots == []
+
+
+def test_a_staff_account_hq_disabled_is_refused_on_the_screen_saying_so(
+    center, people, runner, session
+):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edge.protocol import STAFF_SIGNING_DOMAIN, StaffAccount, StaffList
+    from edge.security.pins import hash_pin
+    from edge.services.pushes import apply_staff_list
+    from hq.commands import sign_message
+
+    hq = Ed25519PrivateKey.generate()
+    disabled = StaffAccount(
+        staff_id=people.clerk_id,
+        role="supervisor",
+        pin_hash=hash_pin(people.clerk_pin),
+        active=False,
+    )
+    pushed = StaffList(
+        store_id=center.app.store_id, version=1, issued_at=datetime.now(UTC), accounts=[disabled]
+    )
+    signed = sign_message(hq, STAFF_SIGNING_DOMAIN, pushed)
+    assert apply_staff_list(center.app, signed, hq.public_key()).applied
+    vm = StaffViewModel(center, session, runner)
+    vm.start()
+    vm.badge("STAFF:" + people.clerk_id)
+    for key in people.clerk_pin:
+        vm.press(key)
+    vm.press("ok")
+    assert vm.page == "sign_in" and vm.staff is None
+    assert (vm.notice, vm.notice_kind) == ("This account was disabled by HQ.", "warn")

@@ -26,14 +26,24 @@ from edge.protocol.link import TlsFiles
 from edge.services.members import register_member
 from edge.services.points import accrue_purchase
 from edge.services.pushes import RULES_VERSION
+from edge.services.staff import authenticate_staff
+from edge.services.staff_lists import STAFF_LIST_VERSION
 from edge.services.tx import get_meta
 from edge.storage.models import Card
 from edge.sync.agent import Agent
-from hq.commands import load_command_key, publish_once, push_rules, send_command, sign_command
+from hq.commands import (
+    load_command_key,
+    publish_once,
+    push_rules,
+    push_staff_list,
+    send_command,
+    sign_command,
+)
 from hq.lanes import Lane, LaneReport
 from hq.ledger import balances
 from hq.models import StoredEvent
 from hq.service import HqService
+from hq.staff import StaffDesk, known_stores
 from tests.sync.conftest import Broker, Runner, make_data_dir, open_app, wait_until
 from tests.sync.helpers import client, drained, hq_config, local_balances, outbox_ids, received
 
@@ -100,6 +110,15 @@ def test_the_shipped_bridge_carries_the_stores_traffic_and_nothing_else(chain, t
                 lambda: _meta(app, RULES_VERSION) == "7", 15, "HQ's rules to reach the kiosk"
             )
             assert app.config.points.points_per_yuan == 2
+            # and the store's own staff list (HQ's broker lets bridge-S001 read S001's only)
+            desk = StaffDesk(hq.engine)
+            wait_until(lambda: "S001" in _stores(hq.engine), 15, "HQ to know store S001")
+            desk.add("S001", "c1", "clerk", "1357")
+            push_staff_list(config, desk.staff_list("S001"))
+            wait_until(
+                lambda: _meta(app, STAFF_LIST_VERSION) == "1", 15, "HQ's staff list at the kiosk"
+            )
+            assert authenticate_staff(app, "c1", "1357").staff_id == "c1"
             now = datetime.now(UTC)
             block = BlocklistUpdate(
                 update_id="hq-b1",
@@ -124,6 +143,11 @@ def test_the_shipped_bridge_carries_the_stores_traffic_and_nothing_else(chain, t
         for r in reversed(runners):
             r.stop()
         app.close()
+
+
+def _stores(engine) -> set[str]:
+    with Session(engine) as session:
+        return known_stores(session)
 
 
 def _store_b_is_out_of_reach(chain) -> None:

@@ -199,7 +199,8 @@ def table_allows(ident: Identity, access: str, probe: Probe) -> bool:
         if spec.tree == "device" and ids["device"] in store_devices:
             return True  # it speaks for its store's kiosks and lanes, both ways
         if spec.tree == "hq" and access == "read" and set(DEVICES) & set(parties):
-            return True  # and brings in the pushes they read
+            # and brings in the pushes they read: the chain's, and its own store's
+            return ids.get("store", ident.store_id) == ident.store_id
     elif ident.role in parties:
         own = {"device": ident.cn, "store": ident.store_id}
         if ident.role == "lane":
@@ -248,6 +249,11 @@ def test_a_device_cannot_speak_or_hear_for_another():
     assert not acl.allows("bridge-S001", "write", T.events("K002"))  # another store's kiosk
     assert not acl.allows("bridge-S001", "read", T.command("L2"))
     assert not acl.allows("K099", "read", T.blocklist())  # a certificate of no inventory
+    assert acl.allows("K001", "read", T.staff("S001"))  # its own store's staff list
+    assert not acl.allows("K001", "read", T.staff("S002"))  # and no other store's
+    assert not acl.allows("L1", "read", T.staff("S001"))  # lanes have no staff sign-in
+    assert not acl.allows("bridge-S001", "read", T.staff("S002"))
+    assert not acl.allows("K001", "write", T.staff("S001"))  # HQ alone publishes it
 
 
 # What each client publishes, as its code does it; subscriptions are read from its settings.
@@ -279,6 +285,7 @@ HQ_PUBLISHES = [  # hq/service.py, hq/commands.py
     T.blocklist(),
     T.catalogue(),
     T.rules(),
+    T.staff("S001"),
 ]
 
 

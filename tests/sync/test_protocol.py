@@ -72,6 +72,7 @@ def test_every_topic_is_its_rows_pattern_filled_in():
         "catalogue": t.catalogue(),
         "rules": t.rules(),
         "picture": t.picture("ab" * 32, 3),
+        "staff": t.staff("S1"),
     }
     ids = {"device": "K1", "store": "S1", "lane": "L1", "picture": "ab" * 32, "chunk": "3"}
     assert filled == {spec.name: spec.fill("p", **ids) for spec in TOPIC_TABLE}

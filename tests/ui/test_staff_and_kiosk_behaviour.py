@@ -107,6 +107,34 @@ def test_wrong_staff_pin_is_refused_then_locks(kiosk):
     assert kiosk.app.staff_vm.staff is None
 
 
+def test_an_account_hq_disabled_is_refused_saying_so(kiosk):
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edge.protocol import STAFF_SIGNING_DOMAIN, StaffAccount, StaffList
+    from edge.security.pins import hash_pin
+    from edge.services.pushes import apply_staff_list
+    from hq.commands import sign_message
+
+    people, app, hq = kiosk.people, kiosk.center.app, Ed25519PrivateKey.generate()
+    account = StaffAccount(
+        staff_id=people.clerk_id,
+        role="supervisor",
+        pin_hash=hash_pin(people.clerk_pin),
+        active=False,
+    )
+    pushed = StaffList(
+        store_id=app.store_id, version=1, issued_at=datetime.now(UTC), accounts=[account]
+    )
+    signed = sign_message(hq, STAFF_SIGNING_DOMAIN, pushed)
+    assert apply_staff_list(app, signed, hq.public_key()).applied
+    kiosk.tap("staff")
+    sign_in(kiosk, people.clerk_id, people.clerk_pin)
+    kiosk.wait_for(lambda: "此账号已被总部停用" in kiosk.notice(), what="disabled by HQ")
+    assert not kiosk.has("lost-card") and kiosk.app.staff_vm.staff is None
+
+
 def test_staff_tools_restock_reprint_clear_fault_and_report(kiosk):
     people = kiosk.people
     kiosk.center.redeem(people.wang_card, "TOWEL", "before-staff")

@@ -191,14 +191,22 @@ def _every_device(spec: TopicSpec, access: Access) -> bool:
     return spec.tree == "device" and set(DEVICES) <= set(_parties(spec, access))
 
 
-def _pushes(roles: tuple[Role, ...], access: Access) -> list[tuple[str, int]]:
-    """HQ's pushes (``hq/...``) that any of ``roles`` may use, as (topic levels, QoS): all of
-    them as one ``hq/#`` (what a bridge's ``topic hq/# in`` subscribes to), or one by one."""
+def _pushes(roles: tuple[Role, ...], access: Access, store_id: str) -> list[tuple[str, int]]:
+    """HQ's pushes (``hq/...``) that any of ``roles`` of ``store_id`` may use, as (topic
+    levels, QoS): all of them as one ``hq/#`` (what a bridge's ``topic hq/# in`` subscribes
+    to), or one by one. A push to one store (``{store}`` in its pattern, the staff list) is
+    that store's only, so once the table has one the pushes are listed one by one: ``hq/#``
+    would let a kiosk read every store's."""
     pushes = [s for s in TOPIC_TABLE if s.tree == "hq"]
     allowed = [s for s in pushes if set(roles) & set(_parties(s, access))]
-    if allowed == pushes:
+    if allowed == pushes and not any("store" in s.ids for s in pushes):
         return [("hq/#", max(s.qos for s in pushes))]
-    return [(s.levels(), s.qos) for s in allowed]
+    if not store_id and any("store" in s.ids for s in allowed):
+        raise ValueError("a push to one store needs the store of whoever reads it")
+    return [
+        (s.levels(store=check_name(store_id)) if "store" in s.ids else s.levels(), s.qos)
+        for s in allowed
+    ]
 
 
 def _device_acl(ident: Identity, access: Access, prefix: str) -> list[str]:
@@ -215,14 +223,16 @@ def _device_acl(ident: Identity, access: Access, prefix: str) -> list[str]:
         and spec.tree != "hq"
         and not _every_device(spec, access)
     ]
-    return [*filters, *(f"{prefix}/{levels}" for levels, _ in _pushes((ident.role,), access))]
+    pushes = _pushes((ident.role,), access, ident.store_id)
+    return [*filters, *(f"{prefix}/{levels}" for levels, _ in pushes)]
 
 
 def _bridge_acl(ident: Identity, devices: list[str], prefix: str) -> list[str]:
     """A store's bridge speaks for that store's kiosks and lanes only: their whole device
     subtrees both ways, the pushes they read, and its own connection state."""
     lines = [f"topic readwrite {prefix}/device/{device}/#" for device in devices]
-    lines += [f"topic read {prefix}/{levels}" for levels, _ in _pushes(DEVICES, "read")]
+    pushes = _pushes(DEVICES, "read", ident.store_id)
+    lines += [f"topic read {prefix}/{levels}" for levels, _ in pushes]
     return [*lines, f"topic write {prefix}/bridge/{ident.store_id}/#"]
 
 
@@ -297,10 +307,11 @@ def _bridge_topics(device: str, prefix: str) -> str:
     return "\n".join(lines)
 
 
-def _bridge_pushes(prefix: str) -> str:
-    """HQ's pushes that the store's devices read, in from HQ."""
+def _bridge_pushes(store_id: str, prefix: str) -> str:
+    """HQ's pushes that the store's devices read, in from HQ: the chain's and the store's."""
     return "\n".join(
-        f"topic {levels} in {qos} {prefix}/ {prefix}/" for levels, qos in _pushes(DEVICES, "read")
+        f"topic {levels} in {qos} {prefix}/ {prefix}/"
+        for levels, qos in _pushes(DEVICES, "read", store_id)
     )
 
 
@@ -326,7 +337,7 @@ def render_bridge_conf(
             hq_address=hq_address,
             tls_dir=tls_dir,
             prefix=prefix,
-            pushes=_bridge_pushes(prefix),
+            pushes=_bridge_pushes(store_id, prefix),
             devices="\n".join(blocks).rstrip() + "\n",
         ).rstrip()
         + "\n"
