@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Subquery
 
 from edge.app import AppContext
 from edge.domain.cards import CardState, parse_card_number
@@ -119,26 +120,27 @@ def verify_ledger(app: AppContext) -> VerifyReport:
     return report
 
 
-def _verify_purchases_and_redemptions(s: Session, report: VerifyReport) -> None:
-    """Every purchase has its credit and every redemption its debits, no more and no less."""
-    credits = (
+def _points_by_ref(kind: str) -> Subquery:
+    """The points entries of ``kind`` move, summed by their ref (the receipt, redemption,
+    refund or adjustment they belong to)."""
+    return (
         select(LedgerEntry.ref, func.sum(LedgerEntry.points).label("points"))
-        .where(LedgerEntry.kind == "purchase")
+        .where(LedgerEntry.kind == kind)
         .group_by(LedgerEntry.ref)
         .subquery()
     )
+
+
+def _verify_purchases_and_redemptions(s: Session, report: VerifyReport) -> None:
+    """Every purchase has its credit and every redemption its debits, no more and no less."""
+    credits = _points_by_ref("purchase")
     for receipt_id, points, credited in s.execute(
         select(Purchase.receipt_id, Purchase.points, credits.c.points)
         .outerjoin(credits, credits.c.ref == Purchase.receipt_id)
         .where(func.coalesce(credits.c.points, 0) != Purchase.points)
     ):
         report.breach(f"purchase {receipt_id}: {points} points earned, ledger credits {credited}")
-    debits = (
-        select(LedgerEntry.ref, func.sum(LedgerEntry.points).label("points"))
-        .where(LedgerEntry.kind == "redemption")
-        .group_by(LedgerEntry.ref)
-        .subquery()
-    )
+    debits = _points_by_ref("redemption")
     for redemption_id, points, debited in s.execute(
         select(Redemption.id, Redemption.points, debits.c.points)
         .outerjoin(debits, debits.c.ref == Redemption.id)
@@ -160,12 +162,7 @@ def _verify_purchases_and_redemptions(s: Session, report: VerifyReport) -> None:
 def _verify_corrections(s: Session, report: VerifyReport) -> None:
     """Every refund and adjustment has its entries, and no receipt is refunded beyond its
     amount."""
-    taken = (
-        select(LedgerEntry.ref, func.sum(LedgerEntry.points).label("points"))
-        .where(LedgerEntry.kind == "refund")
-        .group_by(LedgerEntry.ref)
-        .subquery()
-    )
+    taken = _points_by_ref("refund")
     for refund_id, points, booked in s.execute(
         select(Refund.id, Refund.points, taken.c.points)
         .outerjoin(taken, taken.c.ref == Refund.id)
@@ -179,12 +176,7 @@ def _verify_corrections(s: Session, report: VerifyReport) -> None:
         .having(func.sum(Refund.amount_cents) > Purchase.amount_cents)
     ):
         report.breach(f"purchase {receipt_id}: {refunded} cents refunded of {amount}")
-    moved = (
-        select(LedgerEntry.ref, func.sum(LedgerEntry.points).label("points"))
-        .where(LedgerEntry.kind == "adjustment")
-        .group_by(LedgerEntry.ref)
-        .subquery()
-    )
+    moved = _points_by_ref("adjustment")
     for adjustment_id, points, booked in s.execute(
         select(Adjustment.id, Adjustment.points, moved.c.points)
         .outerjoin(moved, moved.c.ref == Adjustment.reason + ":" + Adjustment.id)

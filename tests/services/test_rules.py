@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from edge.app import AppContext
+from edge.config import OFFLINE_DEFAULTS, POINTS_DEFAULTS
 from edge.protocol import (
     RULES_SIGNING_DOMAIN,
     MemberDayPolicy,
@@ -24,21 +25,8 @@ from edge.services.status import center_status
 from hq.commands import sign_message
 
 HQ = Ed25519PrivateKey.generate()
-POINTS = PointsRules(
-    points_per_yuan=1,
-    expiry_months=12,
-    pending_days=0,
-    checkin_points=5,
-    birthday_bonus_points=100,
-    referral_bonus_points=50,
-)
-OFFLINE = OfflineRules(
-    offline_after_s=300,
-    max_points_per_redemption=2_000,
-    max_points_per_member=5_000,
-    max_points_per_device=50_000,
-    max_offline_hours=24,
-)
+POINTS = PointsRules(**POINTS_DEFAULTS)
+OFFLINE = OfflineRules(**OFFLINE_DEFAULTS)
 
 
 def rules(version, at, key=HQ, **extra) -> Rules:
