@@ -178,6 +178,7 @@ def _hq_refusals(app: AppContext, hq: VoucherCheckResult | None, own: bool) -> N
             f"this voucher was already collected on {when} at store {hq.collected_store_id}",
             code="voucher_collected",
             collected_at=hq.collected_at.isoformat(),
+            when=when,
             store_id=hq.collected_store_id or "",
             device_id=hq.collected_device_id or "",
         )
