@@ -54,7 +54,8 @@ def test_a_voucher_of_store_a_is_collected_once_at_store_b_checked_with_hq(broke
     runners = [Runner(hq.run), Runner(Agent(a).run), Runner(Agent(b).run)]
     try:
         member = register_member(a, "13800138000", consent=True)
-        adjust_points(a, member.card_no, 500, "goodwill", "welcome", CLERK)
+        adjust_points(a, member.card_no, 300, "goodwill", "welcome", CLERK)
+        adjust_points(a, member.card_no, 300, "goodwill", "welcome", CLERK)
         add_gift(a, "TOWEL", "毛巾", 300, 5)
         voucher = redeem_gift(a, member.card_no, "TOWEL", request_id="q-1").voucher_code
         wait_until(drained(a), 20, "the redemption at HQ")
@@ -113,6 +114,17 @@ def test_a_voucher_of_store_a_is_collected_once_at_store_b_checked_with_hq(broke
                 )
             ]
         assert event["data"]["verified"] is True and event["data"]["sku"] == "TOWEL"
+
+        # HQ stops answering (its service is down, the broker and the agents are up): the
+        # next voucher of A is taken at B on B's own record once the check times out
+        second = redeem_gift(a, member.card_no, "TOWEL", request_id="q-2").voucher_code
+        runners[0].stop()
+        assert online(b)()  # B heard from HQ within offline_after_s: it asks, and waits
+        taken = collect_voucher(b, second, CLERK)
+        assert not taken.verified and taken.offline and (taken.sku, taken.name) == ("", "")
+        with pytest.raises(Refusal) as again:
+            collect_voucher(b, second, CLERK)
+        assert again.value.code == "voucher_collected"
     finally:
         for r in runners:
             r.stop()
