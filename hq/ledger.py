@@ -35,6 +35,7 @@ from edge.protocol.messages import (
     CardReplacedData,
     DeviceAlertData,
     GiftCollectedData,
+    GiftRedeemedData,
     LowStockData,
     MemberDeletedData,
     MemberUpdatedData,
@@ -66,6 +67,7 @@ from hq.models import (
     StoredEvent,
     VoucherCollection,
 )
+from hq.vouchers import CLAIMED, record_voucher
 
 log = logging.getLogger(__name__)
 
@@ -618,6 +620,8 @@ class CentralLedger:
                         debited[e.member_id] = result
                 if event.kind in CARD_USE_KINDS and data.card_no:
                     uses.append((event, result))
+                if isinstance(data, GiftRedeemedData):
+                    record_voucher(session, event, data)
             elif isinstance(data, MemberUpdatedData):
                 member = session.get(CentralMember, data.member_id)
                 if member is not None:
@@ -811,6 +815,9 @@ class CentralLedger:
         if first_time is not None:
             return
         first = session.get(VoucherCollection, (data.issuer_device_id, data.voucher_id))
+        if first is not None and first.event_id == CLAIMED and first.device_id == event.device_id:
+            first.event_id = event.event_id  # the collection HQ granted this kiosk, as it told
+            return
         before = (
             f"; first at {first.store_id} ({first.device_id}) {first.at:%Y-%m-%d %H:%M} UTC"
             if first is not None

@@ -197,13 +197,34 @@ class CardUse(HqBase):
 
 class VoucherCollection(HqBase):
     """The first collection HQ heard of for each gift voucher (keyed by the device that
-    printed it and its id): a second one raises ``voucher_collected_twice``."""
+    printed it and its id): a second one raises ``voucher_collected_twice``. A collection
+    HQ granted a kiosk on its ``voucher/request`` (a claim) has no ``event_id`` until that
+    kiosk's ``gift.collected`` event arrives."""
 
     __tablename__ = "hq_voucher_collection"
     issuer_device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     voucher_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     store_id: Mapped[str] = mapped_column(String(64))
     device_id: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(26))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class GiftVoucher(HqBase):
+    """Each gift voucher a kiosk printed, as its ``gift.redeemed`` event told HQ (keyed like
+    :class:`VoucherCollection`; the voucher id is the redemption id), so that another store
+    can check it (``voucher/request``)."""
+
+    __tablename__ = "hq_gift_voucher"
+    issuer_device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    voucher_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[str] = mapped_column(String(26))
+    card_no: Mapped[str] = mapped_column(String(20), default="")
+    sku: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(256), default="")
+    qty: Mapped[int] = mapped_column(Integer)
+    valid_until: Mapped[date | None] = mapped_column(Date)
     event_id: Mapped[str] = mapped_column(String(26))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 

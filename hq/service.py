@@ -44,6 +44,8 @@ from edge.protocol import (
     ReplicaRequest,
     Telemetry,
     Topics,
+    VoucherCheck,
+    VoucherCheckResult,
     decode,
 )
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
@@ -63,6 +65,7 @@ from hq.ledger import (
 )
 from hq.models import FleetDevice
 from hq.schema import require_current
+from hq.vouchers import check_voucher
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -244,6 +247,7 @@ class Counters:
     failed: int = 0
     races: int = 0  # transactions run again after another writer got in first
     fetches: int = 0
+    voucher_checks: int = 0
 
 
 class HqService:
@@ -286,7 +290,10 @@ class HqService:
         self.fetch_link = hq_link(
             config,
             f"{config.client_id}-fetch",
-            ((t.shared(config.share_group, t.every_device("member/request")), 1),),
+            tuple(
+                (t.shared(config.share_group, t.every_device(leaf)), 1)
+                for leaf in ("member/request", "voucher/request")
+            ),
             clean_start=shared,
             session_expiry_s=0 if shared else LinkSettings.session_expiry_s,
         )
@@ -483,6 +490,8 @@ class HqService:
             self._serve_replica(request, now)
         elif leaf == "member/request":
             self._fetch_member(device_id, msg, decode(MemberFetch, msg.payload), now)
+        elif leaf == "voucher/request":
+            self._check_voucher(device_id, msg, decode(VoucherCheck, msg.payload), now)
         elif leaf == "status":
             if not msg.payload:
                 return  # a retained status being cleared
@@ -920,6 +929,31 @@ class HqService:
             for kiosk, store_id, feed in self._kiosks({request.store_id}):
                 if feed == "store" and store_id == request.store_id:
                     self._publish_feed(kiosk, items, {}, now, members)
+
+    def _check_voucher(
+        self, device_id: str, msg: Inbound, request: VoucherCheck, now: datetime
+    ) -> None:
+        """Answers a kiosk's check of a gift voucher another kiosk printed (MQTT 5
+        request/response); a claim is recorded in the same transaction (see
+        :func:`hq.vouchers.check_voucher`)."""
+        if request.device_id != device_id:
+            raise ProtocolError(f"{device_id} asked about a voucher as {request.device_id}")
+        reply = self.topics.voucher(device_id)
+        if msg.response_topic not in (None, reply):
+            raise ProtocolError(f"{device_id} asked for an answer on {msg.response_topic!r}")
+
+        def check(session: Session) -> VoucherCheckResult:
+            store_id = device_store(session, device_id)
+            if store_id is not None and store_id != request.store_id:
+                raise ProtocolError(
+                    f"{device_id} of store {store_id} asked about a voucher for {request.store_id}"
+                )
+            return check_voucher(session, request, request.store_id, now)
+
+        answer = self.in_transaction(check)
+        with self._counting:
+            self.counters.voucher_checks += 1
+        self.fetch_link.publish(reply, answer.to_bytes(), qos=1, correlation=msg.correlation)
 
     def _publish_blocklist(self, result: Ingest, now: datetime) -> None:
         reasons = sorted({r for _, r in result.blocked_cards})

@@ -166,7 +166,8 @@ def collect_cmd(code: str, staff_id: str) -> None:
         if not h.verified:
             return (
                 f"voucher {h.voucher_id} of kiosk {h.issuer_device_id} collected on this "
-                "desk's record (HQ unreachable): hand over the gift printed on it; HQ checks it"
+                "desk's record (HQ unreachable or not answering): hand over the gift printed "
+                "on it; HQ checks it"
             )
         until = h.valid_until.isoformat() if h.valid_until else "-"
         return (

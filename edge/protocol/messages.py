@@ -302,6 +302,19 @@ class GiftCollectedData(Loose):
     offline: bool = False
 
 
+class GiftRedeemedData(EntriesData):
+    """Points redeemed for a gift or coupons (``gift.redeemed``). A gift's voucher id is the
+    redemption id; ``name`` and ``valid_until`` (the date printed on the voucher) came with
+    the voucher check, and events from before it lack them."""
+
+    redemption_id: EventId | None = None
+    sku: Annotated[str, StringConstraints(max_length=32)] = ""
+    name: Text = ""
+    qty: int = Field(0, ge=0, le=1000)
+    coupons: int = Field(0, ge=0)
+    valid_until: date | None = None
+
+
 class VoucherLapsedData(EntriesData):
     """A gift voucher not collected by its printed date (``gift.voucher_lapsed``): its gift
     went back in stock, and its points too when HQ's rules say so (``entries``)."""
@@ -325,7 +338,7 @@ EVENT_DATA: dict[str, type[Loose]] = {
     "points.expired": EntriesData,
     "points.adjusted": AdjustmentData,
     "points.refunded": RefundData,
-    "gift.redeemed": EntriesData,
+    "gift.redeemed": GiftRedeemedData,
     "gift.collected": GiftCollectedData,
     "gift.voucher_lapsed": VoucherLapsedData,
     "alert.low_stock": LowStockData,
@@ -521,6 +534,52 @@ class MemberFetchResult(Message):
     def _consistent(self) -> MemberFetchResult:
         if self.found != (self.member is not None):
             raise ValueError("a found member comes with its snapshot, and only then")
+        return self
+
+
+# --------------------------------------------------------------------------- vouchers
+
+
+class VoucherCheck(Message):
+    """A kiosk asks HQ about a gift voucher another kiosk printed (MQTT 5 request: the
+    response topic is the device's own ``voucher`` topic); with ``claim`` HQ records it
+    collected at this kiosk at once if nobody collected it before."""
+
+    device_id: Name
+    store_id: Name
+    issuer_device_id: Name
+    voucher_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    claim: bool = False
+    today: date | None = None  # the kiosk's local date: a voucher past its date is not claimed
+
+
+VoucherState = Literal["unknown", "known", "collected", "claimed"]
+
+
+class VoucherCheckResult(Message):
+    """HQ's answer: ``unknown`` (no gift redeemed with it that HQ heard of), ``known`` (not
+    collected; asked without ``claim``), ``collected`` (where and when, first) or ``claimed``
+    (collected for the asking kiosk now). The gift comes with every state but ``unknown``."""
+
+    issuer_device_id: Name
+    voucher_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    state: VoucherState
+    sku: Annotated[str, StringConstraints(max_length=32)] = ""
+    name: Text = ""
+    qty: int = Field(0, ge=0, le=1000)
+    card_masked: Annotated[str, StringConstraints(max_length=32)] = ""
+    valid_until: date | None = None
+    collected_store_id: Name | None = None
+    collected_device_id: Name | None = None
+    collected_at: AwareDatetime | None = None
+    at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VoucherCheckResult:
+        if (self.state == "collected") != (self.collected_at is not None):
+            raise ValueError("a collected voucher says when, and only then")
+        if self.state != "unknown" and not self.sku:
+            raise ValueError("a known voucher names its gift")
         return self
 
 
@@ -1084,6 +1143,10 @@ MEMBER_FETCH_TOPIC = TopicSpec("member request", "device/{device}/member/request
                                 1, False, _KIOSK, _HQ)
 MEMBER_TOPIC = TopicSpec("member", "device/{device}/member", MemberFetchResult, 1, False,
                          _HQ, _KIOSK)
+VOUCHER_CHECK_TOPIC = TopicSpec("voucher request", "device/{device}/voucher/request",
+                                VoucherCheck, 1, False, _KIOSK, _HQ)
+VOUCHER_TOPIC = TopicSpec("voucher", "device/{device}/voucher", VoucherCheckResult, 1, False,
+                          _HQ, _KIOSK)
 COMMAND_TOPIC = TopicSpec("command", "device/{device}/command", Command, 1, False,
                           _HQ, DEVICES, expires=True)
 COMMAND_RESULT_TOPIC = TopicSpec("command result", "device/{device}/command/result",
@@ -1128,6 +1191,8 @@ TOPIC_TABLE: tuple[TopicSpec, ...] = (
     REPLICA_REQUEST_TOPIC,
     MEMBER_FETCH_TOPIC,
     MEMBER_TOPIC,
+    VOUCHER_CHECK_TOPIC,
+    VOUCHER_TOPIC,
     COMMAND_TOPIC,
     COMMAND_RESULT_TOPIC,
     BACKUP_TOPIC,
@@ -1189,6 +1254,12 @@ class Topics:
 
     def member(self, device_id: str) -> str:
         return self.topic(MEMBER_TOPIC, device=device_id)
+
+    def voucher_check(self, device_id: str) -> str:
+        return self.topic(VOUCHER_CHECK_TOPIC, device=device_id)
+
+    def voucher(self, device_id: str) -> str:
+        return self.topic(VOUCHER_TOPIC, device=device_id)
 
     def command(self, device_id: str) -> str:
         return self.topic(COMMAND_TOPIC, device=device_id)

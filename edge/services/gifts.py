@@ -314,10 +314,12 @@ def _record_redemption(
             "card_no": card.card_no,
             "redemption_id": redemption_id,
             "sku": gift.sku,
+            "name": gift.name,
             "qty": qty,
             "points": points,
             "offline": offline,
             "coupons": len(coupons),
+            "valid_until": valid_until.isoformat() if valid_until else None,
             "entries": [e.as_dict() for e in entries],
         },
     )

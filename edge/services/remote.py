@@ -1,4 +1,5 @@
-"""Members this kiosk does not hold, fetched from HQ through the local sync agent.
+"""Members this kiosk does not hold, fetched from HQ through the local sync agent; and gift
+vouchers another kiosk printed, checked with HQ the same way.
 
 A kiosk holds its own store's members. When a card, a member code or a phone number it does
 not know is met (a member of another store shopping here), the service asks the sync agent,
@@ -16,6 +17,7 @@ import logging
 import os
 import socket
 import tempfile
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from sqlalchemy import func, select
 from edge.app import AppContext
 from edge.domain.cards import parse_card_number
 from edge.domain.errors import KioskError, NotFound
-from edge.protocol import months_before
+from edge.protocol import VoucherCheckResult, months_before
 from edge.security.personal import normalize_phone
 from edge.storage.models import Card, LedgerEntry, Member
 
@@ -74,6 +76,54 @@ def fetch_member(
     except (ValueError, KeyError, TypeError):
         log.warning("the sync agent answered a member fetch with %r", answer[:200])
         return Fetched.OFFLINE
+
+
+def _ask_agent(app: AppContext, request: dict[str, object], what: str) -> dict[str, object] | None:
+    """One line to the agent and its one-line answer (None: no agent, or no answer)."""
+    path = fetch_socket_path(app)
+    if not app.config.sync.enabled or not path.exists():
+        return None
+    line = json.dumps(request).encode() + b"\n"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(app.config.sync.fetch_timeout_s + 0.5)
+            conn.connect(str(path))
+            conn.sendall(line)
+            answer = conn.makefile("rb").readline(MAX_LINE)
+    except OSError as exc:
+        log.info("the sync agent could not be asked %s: %s", what, exc)
+        return None
+    try:
+        parsed = json.loads(answer)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        log.warning("the sync agent answered %s with %r", what, answer[:200])
+        return None
+    return parsed
+
+
+def check_voucher_with_hq(
+    app: AppContext, issuer_device_id: str, voucher_id: str, claim: bool, today: date
+) -> VoucherCheckResult | None:
+    """Asks HQ, through the agent, about a gift voucher (claiming it for collection here
+    when ``claim``); None when there is no agent or HQ did not answer in time."""
+    asked: dict[str, object] = {
+        "voucher": {
+            "issuer_device_id": issuer_device_id,
+            "voucher_id": voucher_id,
+            "claim": claim,
+            "today": today.isoformat(),
+        }
+    }
+    parsed = _ask_agent(app, asked, "about a voucher")
+    if parsed is None or parsed.get("result") != "answered":
+        return None
+    try:
+        return VoucherCheckResult.model_validate(parsed.get("answer"))
+    except ValueError:
+        log.warning("the sync agent passed on an answer about a voucher that does not read")
+        return None
 
 
 class Holding(StrEnum):

@@ -14,11 +14,12 @@ from edge.domain.errors import NotFound, Refusal
 from edge.domain.gifts import check_voucher_collectable
 from edge.domain.points import EntryKind, local_date
 from edge.domain.staff import Permission
-from edge.protocol.messages import GiftCollectedData
+from edge.protocol.messages import GiftCollectedData, VoucherCheckResult
 from edge.security.codes import VoucherClaims, unverified_voucher_claims, verify_voucher
 from edge.services.connectivity import connectivity
 from edge.services.gifts import stored_valid_until
 from edge.services.ledger import pay_back_then_credit
+from edge.services.remote import check_voucher_with_hq
 from edge.services.staff import StaffIdentity, require
 from edge.services.tx import Tx, transaction
 from edge.storage.models import Gift, Member, Redemption, VoucherCollection
@@ -30,9 +31,11 @@ _MAX_CODE = 512
 class VoucherHandover:
     """A gift handed over against its voucher.
 
-    ``verified`` is False for a voucher another kiosk printed, taken while HQ was unreachable
-    on this desk's own record alone: its gift, card and signature are HQ's to check, and
-    ``sku``, ``name`` and ``card_no`` are empty (staff read them from the slip).
+    ``verified`` is False for a voucher another kiosk printed, taken on this desk's own
+    record alone (HQ unreachable, or not answering in time): its gift, card and signature
+    are HQ's to check, and ``sku``, ``name`` and ``card_no`` are empty (staff read them from
+    the slip). One HQ checked and granted is verified, with the gift as HQ knows it
+    (``card_no`` masked).
     """
 
     voucher_id: str
@@ -51,34 +54,61 @@ class VoucherHandover:
 def collect_voucher(app: AppContext, code: str, staff: StaffIdentity) -> VoucherHandover:
     """Marks the gift voucher ``code`` collected, once: a reprint carries the same code and
     is refused like the original, as is a voucher past its printed date, a coupon, a code
-    that is not genuine or that no redemption here printed.
+    that is not genuine or that no redemption printed.
 
-    A voucher another kiosk printed cannot be checked here (this kiosk does not hold that
-    kiosk's key). While HQ is unreachable this desk's record decides: it is taken unless
-    collected here before, and HQ, told by the ``gift.collected`` event, flags a second
-    collection elsewhere. While HQ is reachable it is refused, to be checked with HQ.
+    While HQ is reachable, HQ decides first, for every voucher this desk would hand over:
+    the kiosk asks it to claim the voucher for collection here (through the agent, within
+    ``sync.fetch_timeout_s``), and HQ records the first claim only, so a voucher is handed
+    over at one store of the chain. A voucher another kiosk printed cannot be checked here
+    (this kiosk does not hold that kiosk's key): HQ's claim verifies it, with the gift's name
+    and quantity. HQ not knowing it refuses it; one of this kiosk that HQ has not heard of
+    yet (its events still on the way) is handed over on this kiosk's record.
+
+    While HQ is unreachable, or does not answer in time, this desk's record decides: a
+    voucher of another kiosk is taken unless collected here before, and HQ, told by the
+    ``gift.collected`` event, flags a second collection elsewhere.
 
     Raises:
         PermissionDenied: ``staff`` may not hand gifts over.
         Refusal: ``voucher_malformed``, ``voucher_forged``, ``not_a_gift_voucher``,
-            ``voucher_collected``, ``voucher_expired`` or ``voucher_foreign``.
-        NotFound: ``unknown_voucher``, a genuine code of no redemption here.
+            ``voucher_collected`` (here, or where and when HQ says), ``voucher_expired`` or
+            ``voucher_foreign`` (another kiosk's, at a kiosk that does not sync with HQ).
+        NotFound: ``unknown_voucher``, a genuine code of no redemption here, or a voucher
+            of another kiosk HQ has no record of.
     """
     require(staff, Permission.HAND_OVER_GIFT)
     text = code.strip() if isinstance(code, str) else ""
     claims = _claims(app, text)
+    own = claims.device_id == app.device_id
+    # What this desk's record says first (nothing claimed at HQ for a voucher refused here),
+    # then HQ is asked outside the write transaction, which then checks the record again.
     with transaction(app) as tx:
         before = tx.session.get(VoucherCollection, (claims.device_id, claims.voucher_id))
-        link = connectivity(tx.session, app, tx.now)
-        if claims.device_id == app.device_id:
-            handover = _own(app, tx, claims, before, staff, link.offline)
+        offline = connectivity(tx.session, app, tx.now).offline
+        if own:
+            _own(app, tx, claims, before, staff, offline)
         else:
-            handover = _foreign(app, tx, claims, before, staff, link.offline)
+            _foreign(app, tx, claims, before, staff, offline, None)
+        today = local_date(tx.now, app.tz)
+    asks = app.config.sync.enabled and not offline
+    hq = (
+        check_voucher_with_hq(app, claims.device_id, claims.voucher_id, True, today)
+        if asks
+        else None
+    )
+    with transaction(app) as tx:
+        before = tx.session.get(VoucherCollection, (claims.device_id, claims.voucher_id))
+        unanswered = asks and hq is None
+        if own:
+            handover = _own(app, tx, claims, before, staff, offline or unanswered)
+            _hq_refusals(app, hq, own=True)
+        else:
+            handover = _foreign(app, tx, claims, before, staff, offline or unanswered, hq)
         tx.session.add(
             VoucherCollection(
                 issuer_device_id=claims.device_id,
                 voucher_id=claims.voucher_id,
-                redemption_id=claims.voucher_id if handover.verified else None,
+                redemption_id=claims.voucher_id if own else None,
                 staff_id=staff.staff_id,
                 verified=handover.verified,
                 offline=handover.offline,
@@ -93,6 +123,7 @@ def collect_voucher(app: AppContext, code: str, staff: StaffIdentity) -> Voucher
             sku=handover.sku,
             verified=handover.verified,
             offline=handover.offline,
+            hq=hq.state if hq is not None else "",
         )
         tx.emit(
             "gift.collected",
@@ -133,6 +164,39 @@ def _claims(app: AppContext, text: str) -> VoucherClaims:
     return claims
 
 
+def _hq_refusals(app: AppContext, hq: VoucherCheckResult | None, own: bool) -> None:
+    """Refuses what HQ's answer refuses: collected elsewhere (where and when), past its
+    date, or (for another kiosk's voucher) unknown. ``claimed`` and no answer pass."""
+    if hq is None or hq.state == "claimed":
+        return
+    if hq.state == "collected" and hq.collected_device_id == app.device_id:
+        return  # HQ granted it here before, and this desk did not finish: it is ours
+    if hq.state == "collected":
+        assert hq.collected_at is not None
+        when = hq.collected_at.astimezone(app.tz).strftime("%Y-%m-%d %H:%M")
+        raise Refusal(
+            f"this voucher was already collected on {when} at store {hq.collected_store_id}",
+            code="voucher_collected",
+            collected_at=hq.collected_at.isoformat(),
+            when=when,
+            store_id=hq.collected_store_id or "",
+            device_id=hq.collected_device_id or "",
+        )
+    if hq.state == "unknown":
+        if own:
+            return  # HQ has not heard of this kiosk's redemption yet: its record decides
+        raise NotFound(
+            "HQ has no record of a gift redeemed with this voucher", code="unknown_voucher"
+        )
+    # known, not claimed: HQ found it past its printed date
+    valid_until = hq.valid_until or date.min
+    raise Refusal(
+        f"this voucher expired on {valid_until.isoformat()}",
+        code="voucher_expired",
+        valid_until=valid_until.isoformat(),
+    )
+
+
 def _own(
     app: AppContext,
     tx: Tx,
@@ -170,6 +234,7 @@ def _foreign(
     before: VoucherCollection | None,
     staff: StaffIdentity,
     offline: bool,
+    hq: VoucherCheckResult | None,
 ) -> VoucherHandover:
     if before is not None:
         check_voucher_collectable(date.max, before.collected_at, tx.now, app.tz)
@@ -179,12 +244,27 @@ def _foreign(
         )
     except ValidationError:
         raise Refusal("this is not a gift voucher code", code="voucher_malformed") from None
-    if not offline:
+    if not app.config.sync.enabled:
         raise Refusal(
-            f"this voucher was printed at another kiosk ({claims.device_id}); "
-            "it can be handed over here only while HQ is unreachable",
+            f"this voucher was printed at another kiosk ({claims.device_id}), and this kiosk "
+            "has no HQ to check it with",
             code="voucher_foreign",
             issuer=claims.device_id,
+        )
+    if hq is not None and not offline:
+        _hq_refusals(app, hq, own=False)
+        return VoucherHandover(
+            claims.voucher_id,
+            claims.device_id,
+            hq.sku,
+            hq.name or hq.sku,
+            hq.qty,
+            hq.card_masked,
+            hq.valid_until,
+            True,
+            False,
+            staff.staff_id,
+            tx.now,
         )
     return VoucherHandover(
         claims.voucher_id,

@@ -53,6 +53,7 @@ from edge.protocol import (
     Rules,
     StaffList,
     Topics,
+    VoucherCheckResult,
     decode,
 )
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
@@ -76,6 +77,7 @@ from edge.sync.member_fetch import FetchServer, MemberFetcher
 from edge.sync.outbox import OutboxPump
 from edge.sync.pictures import PictureFetcher
 from edge.sync.telemetry import collect
+from edge.sync.voucher_check import VoucherChecker
 from edge.systemd import sd_notify, watchdog_interval_s
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,7 @@ def link_settings(app: AppContext, topics: Topics) -> LinkSettings:
         (topics.ack(me), 1),
         (topics.replica(me), 1),
         (topics.member(me), 1),
+        (topics.voucher(me), 1),
         (topics.command(me), 1),
         (topics.backup_ack(me), 1),
         (topics.blocklist(), 1),
@@ -213,7 +216,8 @@ class Agent:
         self._disk_full_logged = 0.0
         self._stop = threading.Event()
         self.fetcher = MemberFetcher(app, self.link, self.topics, self._tell_lanes)
-        self.fetch_server = FetchServer(app, self.fetcher)
+        self.vouchers = VoucherChecker(app, self.link, self.topics)
+        self.fetch_server = FetchServer(app, self.fetcher, self.vouchers)
         self.pictures = PictureFetcher(app, self.link, self.topics)
         self._next_pictures = 0.0
 
@@ -452,6 +456,12 @@ class Agent:
         elif topic == t.member(me):
             # An answer that came after its request gave up waiting: applied all the same.
             self.fetcher.apply(decode(MemberFetchResult, msg.payload))
+        elif topic == t.voucher(me):
+            # An answer that came after its check gave up waiting: the desk went by its own
+            # record then (a claim it carries is this kiosk's, and its gift.collected event
+            # tells HQ the rest).
+            late = decode(VoucherCheckResult, msg.payload)
+            log.info("HQ's late answer about voucher %s: %s", late.voucher_id, late.state)
         elif topic == t.command(me):
             self._command(decode(Command, msg.payload), msg)
         elif topic == t.blocklist():

@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 from edge.app import AppContext
@@ -25,6 +26,7 @@ from edge.protocol import MemberFetch, MemberFetchResult, ProtocolError, Topics,
 from edge.protocol.link import MqttLink
 from edge.services.remote import MAX_LINE, Fetched, fetch_socket_path
 from edge.services.replica import apply_fetched_member
+from edge.sync.voucher_check import VoucherChecker
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +79,15 @@ class MemberFetcher:
 
 
 class FetchServer:
-    """Serves :mod:`edge.services.remote`'s requests on ``<data dir>/agent.sock``."""
+    """Serves :mod:`edge.services.remote`'s requests on ``<data dir>/agent.sock``: member
+    fetches, and voucher checks (a line ``{"voucher": {...}}``) when ``vouchers`` is given."""
 
-    def __init__(self, app: AppContext, fetcher: MemberFetcher) -> None:
+    def __init__(
+        self, app: AppContext, fetcher: MemberFetcher, vouchers: VoucherChecker | None = None
+    ) -> None:
         self.path = fetch_socket_path(app)
         self.fetcher = fetcher
+        self.vouchers = vouchers
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
@@ -124,6 +130,11 @@ class FetchServer:
             try:
                 line = conn.makefile("rb").readline(MAX_LINE)
                 asked = json.loads(line)
+                if isinstance(asked, dict) and "voucher" in asked:
+                    answer = self._check_voucher(asked["voucher"])
+                    with contextlib.suppress(OSError):
+                        conn.sendall(answer + b"\n")
+                    return
                 card_no, phone_hash = asked.get("card_no"), asked.get("phone_hash")
                 if not isinstance(card_no, str | None) or not isinstance(phone_hash, str | None):
                     raise ProtocolError("card_no and phone_hash are strings")
@@ -139,6 +150,30 @@ class FetchServer:
                 result = Fetched.OFFLINE
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps({"result": str(result)}).encode() + b"\n")
+
+    def _check_voucher(self, asked: object) -> bytes:
+        """``{"result": "answered", "answer": <HQ's VoucherCheckResult>}``, or ``offline``."""
+        try:
+            if self.vouchers is None or not isinstance(asked, dict):
+                raise ProtocolError("not a voucher check")
+            issuer, voucher_id = asked.get("issuer_device_id"), asked.get("voucher_id")
+            claim, today = asked.get("claim", False), asked.get("today")
+            if not isinstance(issuer, str) or not isinstance(voucher_id, str):
+                raise ProtocolError("issuer_device_id and voucher_id are strings")
+            if not isinstance(claim, bool) or not isinstance(today, str | None):
+                raise ProtocolError("claim is true or false, today a date")
+            result = self.vouchers.check(
+                issuer, voucher_id, claim, date.fromisoformat(today) if today else None
+            )
+        except (ValueError, AttributeError) as exc:
+            log.warning("a voucher check was not understood: %s", exc)
+            result = None
+        except Exception:
+            log.exception("a voucher check failed")
+            result = None
+        if result is None:
+            return json.dumps({"result": "offline"}).encode()
+        return json.dumps({"result": "answered", "answer": result.model_dump(mode="json")}).encode()
 
 
 def _unlink_if_ours(path: Path) -> None:

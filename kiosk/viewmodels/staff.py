@@ -330,6 +330,20 @@ class StaffViewModel(ViewModel):
             self.say(
                 N_("This voucher expired on {date}. Do not hand the gift over."), "warn", date=date
             )
+        elif (
+            isinstance(exc, KioskError)
+            and exc.code == "voucher_collected"
+            and "store_id" in (exc.details)
+        ):  # HQ says where and when
+            self.say(
+                N_(
+                    "This voucher was already collected at store {store} on {when}. Do not hand "
+                    "the gift over."
+                ),
+                "warn",
+                store=str(exc.details.get("store_id", "")),
+                when=str(exc.details.get("when", "")),
+            )
         else:
             self.refused(exc)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from edge.domain.errors import KioskError
 from hq.ledger import take_numbers
-from hq.models import Alert, HqBase
+from hq.models import Alert, GiftVoucher, HqBase
 from hq.schema import HQ_SCHEMA, upgrade
 from hq.service import HqConfig, HqService, make_hq_engine
 
@@ -129,5 +130,40 @@ def test_an_earlier_hqs_events_and_alerts_carry_over_to_the_chain_counter(databa
                 select(Alert.id).where(Alert.kind == "overdraft", Alert.cleared_at.is_(None))
             ).all()
         assert len(open_alerts) == 1
+    finally:
+        engine.dispose()
+
+
+def test_hq_0008_fills_in_the_gift_vouchers_of_the_events_stored_before(database_url):
+    """Vouchers printed before HQ kept them are found by another store's check all the same
+    (without the gift's name and date, which their events did not carry)."""
+    engine = make_hq_engine(database_url)
+    try:
+        upgrade(engine, "hq_0007")
+        at = "2026-12-01 02:00:00.000000"
+        gift = {"redemption_id": "01JGIFT0000000000000000001", "sku": "TOWEL", "qty": 1}
+        coupon = {"redemption_id": "01JCOUPON00000000000000001", "sku": "C10", "qty": 2}
+        datas = [
+            gift | {"member_id": "01JMEMBER0000000000000001", "card_no": "1000000018"},
+            coupon | {"member_id": "01JMEMBER0000000000000001", "coupons": 2},
+            {"member_id": "01JMEMBER0000000000000001", "entries": []},  # no voucher named
+        ]
+        with engine.begin() as conn:
+            for seq, data in enumerate(datas, 1):
+                conn.execute(
+                    text(
+                        "INSERT INTO hq_event (hq_seq, event_id, device_id, store_id, "
+                        "device_seq, kind, at, payload, received_at) VALUES "
+                        "(:seq, :id, 'K001', 'S001', :seq, 'gift.redeemed', :at, :p, :at)"
+                    ),
+                    {"seq": seq, "id": f"E{seq}", "at": at, "p": json.dumps({"data": data})},
+                )
+        upgrade(engine)
+        with Session(engine) as s:
+            kept = s.scalars(select(GiftVoucher)).all()
+        assert [(v.issuer_device_id, v.voucher_id, v.sku, v.qty, v.card_no) for v in kept] == [
+            ("K001", gift["redemption_id"], "TOWEL", 1, "1000000018")
+        ]
+        assert (kept[0].name, kept[0].valid_until, kept[0].event_id) == ("", None, "E1")
     finally:
         engine.dispose()

@@ -361,3 +361,34 @@ def test_a_staff_account_hq_disabled_is_refused_on_the_screen_saying_so(
     vm.press("ok")
     assert vm.page == "sign_in" and vm.staff is None
     assert (vm.notice, vm.notice_kind) == ("This account was disabled by HQ.", "warn")
+
+
+def test_a_voucher_hq_says_was_collected_elsewhere_says_where_and_when(
+    center, people, runner, session, monkeypatch
+):
+    from edge.domain.errors import Refusal
+
+    def collected_elsewhere(staff, code):
+        raise Refusal(
+            "this voucher was already collected on 2026-03-02 11:00 at store S002",
+            code="voucher_collected",
+            collected_at="2026-03-02T03:00:00+00:00",
+            when="2026-03-02 11:00",
+            store_id="S002",
+            device_id="K002",
+        )
+
+    monkeypatch.setattr(center, "hand_over_gift", collected_elsewhere)
+    vm = StaffViewModel(center, session, runner)
+    vm.start()
+    vm.badge("STAFF:" + people.clerk_id)
+    for key in people.clerk_pin:
+        vm.press(key)
+    vm.press("ok")
+    vm.voucher("MCK1-some-voucher")
+    assert vm.page == "handover" and vm.handover is None
+    assert vm.notice_kind == "warn"
+    assert vm.notice.format(**vm.notice_args) == (
+        "This voucher was already collected at store S002 on 2026-03-02 11:00. "
+        "Do not hand the gift over."
+    )

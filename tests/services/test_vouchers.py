@@ -196,18 +196,16 @@ def test_only_staff_allowed_to_hand_gifts_over_may(app):
     assert counts(app) == before
 
 
-def test_another_kiosks_voucher_is_taken_offline_on_this_desks_record(make_app, clock):
+@pytest.mark.parametrize("hq", ["unreachable", "not answering"])
+def test_another_kiosks_voucher_is_taken_on_this_desks_record_without_hq(make_app, clock, hq):
+    """HQ unreachable, or reachable but not answering in time (here no agent answers)."""
     app = make_app(SYNCED)
     key = Ed25519PrivateKey.generate()  # K777's, which this kiosk does not hold
     theirs = sign_voucher(key, "gift", "01JD0THEIRREDEMPTION000000", "K777")
     with app.db.write() as s:
         record_hq_contact(s, clock.now)
-    before = counts(app)
-    with pytest.raises(Refusal) as err:  # HQ is reachable: HQ is to check it
-        collect_voucher(app, theirs, CLERK)
-    assert err.value.code == "voucher_foreign" and "K777" in err.value.message
-    assert counts(app) == before
-    clock.advance(minutes=5)  # HQ silent: this desk's record decides
+    if hq == "unreachable":
+        clock.advance(minutes=5)  # HQ silent: this desk's record decides
     done = collect_voucher(app, theirs, CLERK)
     assert not done.verified and done.offline and done.issuer_device_id == "K777"
     assert (done.sku, done.qty, done.valid_until) == ("", 0, None)

@@ -263,6 +263,7 @@ KIOSK_PUBLISHES = [  # edge/sync/agent.py, outbox.py, backup_transfer.py, member
     T.events("K001"),
     T.replica_request("K001"),
     T.member_fetch("K001"),
+    T.voucher_check("K001"),
     T.command_result("K001"),
     T.backup("K001"),
     LANE_RESULT_TOPIC.fill("mck/v1", store="S001"),  # to whichever lane of the store asks
@@ -280,6 +281,7 @@ HQ_PUBLISHES = [  # hq/service.py, hq/commands.py
     T.ack("K001"),
     T.replica("K001"),
     T.member("K001"),
+    T.voucher("K001"),
     T.backup_ack("K001"),
     T.command("K001"),
     T.blocklist(),
@@ -314,8 +316,11 @@ def hq_uses(tmp_path: Path) -> tuple[list[str], list[str]]:
     url = sqlite_hq_url(tmp_path / "hq.db")
     service = HqService(HqConfig(database_url=url), make_hq_engine(url))
     settings = service.link.settings
+    requests = service.fetch_link.settings  # members and vouchers asked while people wait
     service.engine.dispose()
-    return [settings.status_topic, *HQ_PUBLISHES], [t for t, _ in settings.subscriptions]
+    return [settings.status_topic, *HQ_PUBLISHES], [
+        t for t, _ in (*settings.subscriptions, *requests.subscriptions)
+    ]
 
 
 def bridge_uses() -> tuple[list[str], list[str]]:

@@ -57,6 +57,8 @@ def test_every_topic_is_its_rows_pattern_filled_in():
         "replica request": t.replica_request("K1"),
         "member request": t.member_fetch("K1"),
         "member": t.member("K1"),
+        "voucher request": t.voucher_check("K1"),
+        "voucher": t.voucher("K1"),
         "command": t.command("K1"),
         "command result": t.command_result("K1"),
         "backup": t.backup("K1"),
