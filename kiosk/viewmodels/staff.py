@@ -336,10 +336,7 @@ class StaffViewModel(ViewModel):
             and "store_id" in (exc.details)
         ):  # HQ says where and when
             self.say(
-                N_(
-                    "This voucher was already collected at store {store} on {when}. Do not hand "
-                    "the gift over."
-                ),
+                N_("Collected before, at store {store} on {when}. Do not hand the gift over."),
                 "warn",
                 store=str(exc.details.get("store_id", "")),
                 when=str(exc.details.get("when", "")),

@@ -389,6 +389,5 @@ def test_a_voucher_hq_says_was_collected_elsewhere_says_where_and_when(
     assert vm.page == "handover" and vm.handover is None
     assert vm.notice_kind == "warn"
     assert vm.notice.format(**vm.notice_args) == (
-        "This voucher was already collected at store S002 on 2026-03-02 11:00. "
-        "Do not hand the gift over."
+        "Collected before, at store S002 on 2026-03-02 11:00. Do not hand the gift over."
     )
