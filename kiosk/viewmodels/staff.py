@@ -3,6 +3,7 @@ handover, reprint, faults, day report."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from kivy.properties import ListProperty, ObjectProperty, StringProperty
@@ -173,7 +174,10 @@ class StaffViewModel(ViewModel):
     def _found(self, member: MemberView) -> None:
         self.member = member
         self.verified = False
-        self.say(N_("Check the member's identity document, then confirm."), "info")
+        if self.page == "adjust":
+            self.say(N_("Choose credit or take and the reason, type the points, then Book."))
+        else:
+            self.say(N_("Check the member's identity document, then confirm."), "info")
 
     def confirm_identity(self) -> None:
         if self.member is not None:
@@ -265,6 +269,8 @@ class StaffViewModel(ViewModel):
 
     def _adjusted(self, outcome: AdjustOutcome) -> None:
         self.adjusted = outcome
+        if self.member is not None:  # the line above the keypad shows the balance now
+            self.member = replace(self.member, balance=outcome.balance)
         self.amount, self.approver_field, self.approver_id, self.approver_pin = "", "", "", ""
         if outcome.overdraft:
             self.say(
