@@ -37,16 +37,17 @@ def test_fleet_shows_devices_health_and_alerts(broker, tmp_path):
         redeem_gift(app, reg.card_no, "TEA")  # stock 1: low
         wait_until(lambda: pending(app) == 0, 20, "events at HQ")
         wait_until(lambda: hq.counters.handled > 5, 10, "telemetry")
-        view = fleet_json(tmp_path, config.database_url)
-        wait_until(
-            lambda: (
-                {a["kind"] for a in fleet_json(tmp_path, config.database_url)["alerts"]}
-                >= {"printer_out_of_paper", "door_opened", "gift_low_stock"}
-            ),
-            20,
-            "alerts from telemetry and events",
-            every=1.0,
-        )
+
+        def settled() -> bool:
+            """The alerts are raised, and a telemetry sample taken after the outbox drained
+            has arrived (one taken before says what was still pending then)."""
+            view = fleet_json(tmp_path, config.database_url)
+            kiosk = next(d for d in view["devices"] if d["device_id"] == "K001")
+            kinds = {a["kind"] for a in view["alerts"]}
+            raised = kinds >= {"printer_out_of_paper", "door_opened", "gift_low_stock"}
+            return raised and kiosk["outbox_depth"] == 0
+
+        wait_until(settled, 20, "alerts from telemetry and events", every=1.0)
         view = fleet_json(tmp_path, config.database_url)
         kiosk = next(d for d in view["devices"] if d["device_id"] == "K001")
         assert kiosk["state"] == "online" and kiosk["health"] == "failed"
