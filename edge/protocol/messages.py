@@ -433,9 +433,20 @@ class SnapshotCard(Message):
     replaced_by: CardNo | None = None
 
 
+class SnapshotRedemption(Message):
+    """One gift or coupon redemption of the member, at any device of the chain: what a
+    gift's per-member limit counts."""
+
+    redemption_id: EventId
+    sku: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    qty: int = Field(ge=1, le=1000)
+
+
 class MemberSnapshot(Message):
     """A member as HQ holds them: their cards and every ledger entry (credits with their
-    lot's dates), so a kiosk that has never seen them builds the same balance and lots.
+    lot's dates), so a kiosk that has never seen them builds the same balance and lots,
+    and their gift and coupon redemptions (``redemptions``, left out by an HQ from before
+    they came with it), so the kiosk counts them against a gift's per-member limit.
 
     Applying one is idempotent (entries, lots and cards keep their ids), so a snapshot that
     overlaps events the kiosk already applied, or arrives twice, changes nothing twice.
@@ -453,6 +464,11 @@ class MemberSnapshot(Message):
     deleted: bool = False
     cards: list[SnapshotCard] = Field(default_factory=list, max_length=100)
     entries: list[LedgerEntryData] = Field(default_factory=list, max_length=MAX_SNAPSHOT_ENTRIES)
+    # Left out of the JSON when there are none, so such a snapshot reads as it did for
+    # kiosks of the version before them.
+    redemptions: list[SnapshotRedemption] = Field(
+        default_factory=list, max_length=MAX_SNAPSHOT_ENTRIES, exclude_if=lambda v: not v
+    )
 
 
 class ReplicaEvent(Message):
