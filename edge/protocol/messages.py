@@ -470,6 +470,13 @@ class MemberSnapshot(Message):
         default_factory=list, max_length=MAX_SNAPSHOT_ENTRIES, exclude_if=lambda v: not v
     )
 
+    def for_reader(self, reads_redemptions: bool) -> MemberSnapshot:
+        """The snapshot as a kiosk reads it: without ``redemptions`` for one that does not
+        say it reads them (a kiosk from before them refuses a field it does not know)."""
+        if reads_redemptions or not self.redemptions:
+            return self
+        return self.model_copy(update={"redemptions": []})
+
 
 class ReplicaEvent(Message):
     """One item of a feed, numbered ``hq_seq`` in it: an event, or (store feed only) a
@@ -516,6 +523,9 @@ class ReplicaRequest(Message):
     store_id: Name
     after_seq: int = Field(ge=0)
     feed: Feed = "chain"
+    # The device reads a member snapshot's ``redemptions``: HQ leaves them out of what it
+    # sends a kiosk that does not say so (left out of the JSON when false, as before it).
+    redemptions: bool = Field(False, exclude_if=lambda v: not v)
 
 
 # --------------------------------------------------------------------------- members on demand
@@ -531,6 +541,8 @@ class MemberFetch(Message):
     store_id: Name
     card_no: CardNo | None = None
     phone_hash: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    # As in :class:`ReplicaRequest`: the kiosk reads the snapshot's ``redemptions``.
+    redemptions: bool = Field(False, exclude_if=lambda v: not v)
 
     @model_validator(mode="after")
     def _one_key(self) -> MemberFetch:
