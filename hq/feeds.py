@@ -33,12 +33,14 @@ from edge.protocol import (
     ProtocolError,
     ReplicaEvent,
     SnapshotCard,
+    SnapshotRedemption,
     months_before,
 )
 from edge.protocol.messages import (
     MAX_SNAPSHOT_ENTRIES,
     CardBlocklistData,
     CardReplacedData,
+    GiftRedeemedData,
     MemberDeletedData,
     MemberUpdatedData,
     TierChangedData,
@@ -354,7 +356,44 @@ def snapshot(session: Session, member_id: str) -> MemberSnapshot | None:
             if c.state in ("active", "lost", "blocked", "replaced")
         ],
         entries=entries,
+        redemptions=_redemptions(session, member_id),
     )
+
+
+def _redemptions(session: Session, member_id: str) -> list[SnapshotRedemption]:
+    """The member's gift and coupon redemptions at every device, read from the
+    ``gift.redeemed`` events of their redemption entries (what a per-member limit counts)."""
+    events = sorted(
+        set(
+            session.scalars(
+                select(CentralEntry.event_id).where(
+                    CentralEntry.member_id == member_id, CentralEntry.kind == "redemption"
+                )
+            )
+        )
+    )
+    found: dict[str, SnapshotRedemption] = {}
+    for start in range(0, len(events), 900):
+        chunk = events[start : start + 900]
+        for payload in session.scalars(
+            select(StoredEvent.payload).where(StoredEvent.event_id.in_(chunk))
+        ):
+            try:
+                data = Event.model_validate_json(payload).typed_data
+            except (ProtocolError, ValueError):
+                continue
+            if (
+                not isinstance(data, GiftRedeemedData)
+                or data.member_id != member_id
+                or not data.redemption_id
+                or not data.sku
+                or data.qty < 1
+            ):
+                continue
+            found[data.redemption_id] = SnapshotRedemption(
+                redemption_id=data.redemption_id, sku=data.sku, qty=data.qty
+            )
+    return [found[k] for k in sorted(found)][:MAX_SNAPSHOT_ENTRIES]
 
 
 def _lot_dates(

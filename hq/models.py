@@ -16,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -247,6 +248,9 @@ class FleetDevice(HqBase):
     # What the device's replica follows: "store" (its store's feed), or "chain" (every event
     # of the chain, for a kiosk of protocol 1.0 until it is updated).
     replica_feed: Mapped[str] = mapped_column(String(8), default="chain", server_default="chain")
+    # Whether its replica reads a member snapshot's redemptions (it says so when it asks for
+    # its feed); a kiosk from before them is sent snapshots without them.
+    reads_redemptions: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Alert(HqBase):

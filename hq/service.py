@@ -301,6 +301,7 @@ class HqService:
         self.counters = Counters()
         self._counting = threading.Lock()
         self._fleet: tuple[float, list[tuple[str, str, str]]] = (-FLEET_CACHE_S, [])
+        self._readers: set[str] = set()  # kiosks that read a snapshot's redemptions
         self._seen_at: dict[str, float] = {}
         self._stop = threading.Event()
         self._next_check = 0.0
@@ -766,14 +767,21 @@ class HqService:
         read_at, fleet = self._fleet
         if tick - read_at >= FLEET_CACHE_S:
             with self.sessions() as session:
-                fleet = list(
-                    session.execute(
-                        select(
-                            FleetDevice.device_id, FleetDevice.store_id, FleetDevice.replica_feed
-                        ).where(FleetDevice.role == "kiosk")
-                    ).tuples()
-                )
-            self._fleet = (tick, fleet)
+                rows = session.execute(
+                    select(
+                        FleetDevice.device_id,
+                        FleetDevice.store_id,
+                        FleetDevice.replica_feed,
+                        FleetDevice.reads_redemptions,
+                    ).where(FleetDevice.role == "kiosk")
+                ).tuples()
+                fleet = []
+                readers = set()
+                for device_id, store_id, feed, reads in rows:
+                    fleet.append((device_id, store_id, feed))
+                    if reads:
+                        readers.add(device_id)
+            self._fleet, self._readers = (tick, fleet), readers
         return [k for k in fleet if k[2] == "chain" or k[1] in stores]
 
     def _fan_out(self, result: Ingest) -> None:
@@ -830,7 +838,8 @@ class HqService:
                     if events[hq_seq].device_id != device_id:
                         listed.append(ReplicaEvent(hq_seq=feed_seq, event=events[hq_seq]))
                 elif member_id is not None and members and member_id in members:
-                    listed.append(ReplicaEvent(hq_seq=feed_seq, member=members[member_id]))
+                    snap = members[member_id].for_reader(device_id in self._readers)
+                    listed.append(ReplicaEvent(hq_seq=feed_seq, member=snap))
             batch = ReplicaBatch(
                 after_seq=run[0][0] - 1, to_seq=run[-1][0], events=listed, at=now, feed="store"
             )
@@ -879,6 +888,7 @@ class HqService:
             device = session.get(FleetDevice, request.device_id)
             if device is not None:
                 device.replica_feed = "store"
+                device.reads_redemptions = request.redemptions
 
         self.in_transaction(follow)
         self._fleet = (-FLEET_CACHE_S, [])  # read the fleet again: this kiosk follows its store
@@ -892,7 +902,11 @@ class HqService:
                 after_seq=after,
                 to_seq=last,
                 events=[
-                    i for i in items if i.event is None or i.event.device_id != request.device_id
+                    i
+                    if i.member is None
+                    else i.model_copy(update={"member": i.member.for_reader(request.redemptions)})
+                    for i in items
+                    if i.event is None or i.event.device_id != request.device_id
                 ],
                 at=now,
                 feed="store",
@@ -922,7 +936,11 @@ class HqService:
         found, items = self.in_transaction(fetch)
         with self._counting:
             self.counters.fetches += 1
-        answer = MemberFetchResult(found=found is not None, member=found, at=now)
+        answer = MemberFetchResult(
+            found=found is not None,
+            member=None if found is None else found.for_reader(request.redemptions),
+            at=now,
+        )
         self.fetch_link.publish(reply, answer.to_bytes(), qos=1, correlation=msg.correlation)
         if found is not None and items:
             members = {found.member_id: found}

@@ -433,9 +433,20 @@ class SnapshotCard(Message):
     replaced_by: CardNo | None = None
 
 
+class SnapshotRedemption(Message):
+    """One gift or coupon redemption of the member, at any device of the chain: what a
+    gift's per-member limit counts."""
+
+    redemption_id: EventId
+    sku: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    qty: int = Field(ge=1, le=1000)
+
+
 class MemberSnapshot(Message):
     """A member as HQ holds them: their cards and every ledger entry (credits with their
-    lot's dates), so a kiosk that has never seen them builds the same balance and lots.
+    lot's dates), so a kiosk that has never seen them builds the same balance and lots,
+    and their gift and coupon redemptions (``redemptions``, left out by an HQ from before
+    they came with it), so the kiosk counts them against a gift's per-member limit.
 
     Applying one is idempotent (entries, lots and cards keep their ids), so a snapshot that
     overlaps events the kiosk already applied, or arrives twice, changes nothing twice.
@@ -453,6 +464,18 @@ class MemberSnapshot(Message):
     deleted: bool = False
     cards: list[SnapshotCard] = Field(default_factory=list, max_length=100)
     entries: list[LedgerEntryData] = Field(default_factory=list, max_length=MAX_SNAPSHOT_ENTRIES)
+    # Left out of the JSON when there are none, so such a snapshot reads as it did for
+    # kiosks of the version before them.
+    redemptions: list[SnapshotRedemption] = Field(
+        default_factory=list, max_length=MAX_SNAPSHOT_ENTRIES, exclude_if=lambda v: not v
+    )
+
+    def for_reader(self, reads_redemptions: bool) -> MemberSnapshot:
+        """The snapshot as a kiosk reads it: without ``redemptions`` for one that does not
+        say it reads them (a kiosk from before them refuses a field it does not know)."""
+        if reads_redemptions or not self.redemptions:
+            return self
+        return self.model_copy(update={"redemptions": []})
 
 
 class ReplicaEvent(Message):
@@ -500,6 +523,9 @@ class ReplicaRequest(Message):
     store_id: Name
     after_seq: int = Field(ge=0)
     feed: Feed = "chain"
+    # The device reads a member snapshot's ``redemptions``: HQ leaves them out of what it
+    # sends a kiosk that does not say so (left out of the JSON when false, as before it).
+    redemptions: bool = Field(False, exclude_if=lambda v: not v)
 
 
 # --------------------------------------------------------------------------- members on demand
@@ -515,6 +541,8 @@ class MemberFetch(Message):
     store_id: Name
     card_no: CardNo | None = None
     phone_hash: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    # As in :class:`ReplicaRequest`: the kiosk reads the snapshot's ``redemptions``.
+    redemptions: bool = Field(False, exclude_if=lambda v: not v)
 
     @model_validator(mode="after")
     def _one_key(self) -> MemberFetch:

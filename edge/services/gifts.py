@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from edge.app import AppContext
@@ -30,7 +30,7 @@ from edge.services.pictures import prune_pictures, take_picture
 from edge.services.remote import ensure_here
 from edge.services.staff import StaffIdentity, require
 from edge.services.tx import Tx, run_once, transaction
-from edge.storage.models import Card, Coupon, Gift, Member, Redemption
+from edge.storage.models import Card, ChainRedemption, Coupon, Gift, Member, Redemption
 
 MAX_STOCK = 1_000_000
 
@@ -358,13 +358,22 @@ def _terms(gift: Gift) -> GiftTerms:
 
 
 def _redeemed_before(tx: Tx, member_id: str, sku: str) -> int:
-    """How many of ``sku`` the member has redeemed so far (for the per-member limit)."""
-    total = tx.session.scalar(
+    """How many of ``sku`` the member has redeemed so far (for the per-member limit): here,
+    and at the other devices of the chain as far as this one has heard (the replica keeps
+    those in ``chain_redemption``; offline, what has not reached it yet is not counted)."""
+    here = tx.session.scalar(
         select(func.coalesce(func.sum(Redemption.qty), 0)).where(
             Redemption.member_id == member_id, Redemption.sku == sku
         )
     )
-    return int(total or 0)
+    elsewhere = tx.session.scalar(
+        select(func.coalesce(func.sum(ChainRedemption.qty), 0)).where(
+            ChainRedemption.member_id == member_id,
+            ChainRedemption.sku == sku,
+            ~exists().where(Redemption.id == ChainRedemption.id),
+        )
+    )
+    return int(here or 0) + int(elsewhere or 0)
 
 
 def _check_offline_caps(

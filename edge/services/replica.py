@@ -44,6 +44,7 @@ from edge.protocol import (
 from edge.protocol.messages import (
     CardBlocklistData,
     CardReplacedData,
+    GiftRedeemedData,
     MemberDeletedData,
     MemberUpdatedData,
     TierChangedData,
@@ -51,7 +52,16 @@ from edge.protocol.messages import (
 from edge.services.connectivity import record_hq_contact
 from edge.services.tiers import months_after
 from edge.services.tx import Tx, get_meta, set_meta, transaction
-from edge.storage.models import BonusClaim, Card, LedgerEntry, Member, PointsLot, Purchase
+from edge.storage.models import (
+    BonusClaim,
+    Card,
+    ChainRedemption,
+    LedgerEntry,
+    Member,
+    PointsLot,
+    Purchase,
+    Redemption,
+)
 from edge.storage.sync_models import SetAside
 
 log = logging.getLogger(__name__)
@@ -227,6 +237,8 @@ def _apply_snapshot(
             raise ProtocolError(f"entry {entry.id} of another member in {member.id}'s snapshot")
         if _apply_entry(tx, entry):
             touched.add(member.id)
+    for r in snap.redemptions:
+        _ensure_redemption(tx, r.redemption_id, member.id, r.sku, r.qty, "hq", tx.now)
     if snap.deleted and member.deleted_at is None:
         member.phone_hash = member.phone_cipher = member.name = member.birthday = None
         member.phone_masked = ""
@@ -364,6 +376,16 @@ def _apply_event(
             _ensure_purchase(tx, event, data)
         elif event.kind in ("points.birthday", "points.checkin"):
             _ensure_claim(tx, data)
+        if isinstance(data, GiftRedeemedData) and data.redemption_id and data.sku and data.qty:
+            _ensure_redemption(
+                tx,
+                data.redemption_id,
+                data.member_id,
+                data.sku,
+                data.qty,
+                event.device_id,
+                event.at,
+            )
         for entry in data.entries:
             if _apply_entry(tx, entry):
                 touched.add(entry.member_id)
@@ -563,6 +585,24 @@ def _ensure_claim(tx: Tx, data: EntriesData) -> None:
                     at=entry.at,
                 )
             )
+
+
+def _ensure_redemption(
+    tx: Tx, redemption_id: str, member_id: str, sku: str, qty: int, device_id: str, at: datetime
+) -> None:
+    """A redemption another device made counts here against the gift's per-member limit,
+    once by its id (the event and the member's snapshot may both bring it); one made here
+    is in ``redemption`` already."""
+    if tx.session.get(ChainRedemption, redemption_id) is not None:
+        return
+    if tx.session.get(Redemption, redemption_id) is not None:
+        return
+    tx.session.add(
+        ChainRedemption(
+            id=redemption_id, member_id=member_id, sku=sku, qty=qty, device_id=device_id, at=at
+        )
+    )
+    tx.session.flush()
 
 
 def _clear_settled(tx: Tx, member_id: str) -> None:

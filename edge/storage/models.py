@@ -258,6 +258,27 @@ class Redemption(Base):
     voucher_lapsed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class ChainRedemption(Base):
+    """A gift or coupon redemption of a member held here, made at another device, as the
+    replica heard of it (its ``gift.redeemed`` event, or the member's snapshot from HQ).
+    Counted with this device's own redemptions against a gift's per-member limit; the id
+    is the redemption id its device gave it, so hearing of it twice counts it once."""
+
+    __tablename__ = "chain_redemption"
+    __table_args__ = (
+        CheckConstraint("qty > 0", name="qty_positive"),
+        Index("ix_chain_redemption_member_sku", "member_id", "sku"),
+    )
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("member.id"))
+    sku: Mapped[str] = mapped_column(String(32))
+    qty: Mapped[int] = mapped_column(Integer)
+    # The device that made it ("hq" when it came in a snapshot), and when it was made (when
+    # it was heard of, from a snapshot).
+    device_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class VoucherCollection(Base):
     """A gift voucher handed over at this desk (核销): one row per voucher, so a reprint,
     which carries the same code, is never collected twice here.

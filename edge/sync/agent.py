@@ -603,6 +603,7 @@ class Agent:
             store_id=self.app.store_id,
             after_seq=cursor,
             feed="store",
+            redemptions=True,
         )
         self.link.publish(self.topics.replica_request(self.app.device_id), request.to_bytes())
 

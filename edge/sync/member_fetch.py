@@ -52,7 +52,11 @@ class MemberFetcher:
         me = self.app.device_id
         try:
             request = MemberFetch(
-                device_id=me, store_id=self.app.store_id, card_no=card_no, phone_hash=phone_hash
+                device_id=me,
+                store_id=self.app.store_id,
+                card_no=card_no,
+                phone_hash=phone_hash,
+                redemptions=True,
             )
         except ValueError as exc:
             raise ProtocolError(f"not a member fetch: {exc}") from None

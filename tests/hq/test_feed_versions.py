@@ -13,10 +13,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from edge.protocol import MemberFetch, MemberFetchResult, ReplicaBatch, Topics, decode
+from edge.services.gifts import add_gift, redeem_gift
 from hq.models import FeedItem, FleetDevice
 from hq.service import HqService
 from tests.sync.conftest import Runner, wait_until
-from tests.sync.helpers import arriving, client, hq_config
+from tests.sync.helpers import arriving, client, hq_config, outbox_events
 from tests.sync.test_ordering import batch, kiosk_with_history, wait_ack
 
 T = Topics()
@@ -111,6 +112,68 @@ def test_an_old_kiosk_gets_the_chain_and_a_new_one_only_its_store(broker, tmp_pa
         # K002 is known at S002 (its replica request said so): it cannot ask for S001.
         assert new.request(T.member_fetch("K002"), other.to_bytes(), T.member("K002"), 1) is None
         wait_until(lambda: hq.counters.dropped >= dropped + 2, 10, "the second refusal")
+    finally:
+        for link in links:
+            link.close()
+        runner.stop()
+        source.close()
+
+
+def test_a_kiosk_from_before_redemptions_gets_snapshots_without_them(broker, tmp_path):
+    """A member's snapshot carries their redemptions only to a kiosk that says it reads
+    them (a kiosk from before them refuses a field it does not know)."""
+    source, reg, _ = kiosk_with_history(tmp_path, broker, "K001", "S001", 1)
+    add_gift(source, "MUG", "Mug", points=10, stock=5, per_member_limit=1)
+    mug = redeem_gift(source, reg.card_no, "MUG")
+    events = outbox_events(source)
+    hq = HqService(hq_config(broker, tmp_path))
+    runner = Runner(hq.run)
+    k001 = client(broker, "K001", [(T.ack("K001"), 1)], client_id="K001", store_id="S001")
+    kiosks = {
+        device: client(
+            broker,
+            device,
+            [(T.replica(device), 1), (T.member(device), 1)],
+            client_id=device,
+            store_id=store,
+        )
+        for device, store in (("K009", "S009"), ("K002", "S002"))
+    }
+    links = (k001, *kiosks.values())
+    for link in links:
+        link.start()
+    try:
+        wait_until(lambda: all(x.connected for x in links) and hq.link.connected, 20, "links")
+        sent = batch("K001", *events)
+        assert k001.publish(T.events("K001"), sent.to_bytes(), qos=1)
+        assert len(wait_ack(k001, sent.batch_id).event_ids) == len(events)
+        for device, store, reads in (("K009", "S009", False), ("K002", "S002", True)):
+            link = kiosks[device]
+            fetch = MemberFetch(
+                device_id=device, store_id=store, card_no=reg.card_no, redemptions=reads
+            )
+            assert ("redemptions" in fetch.to_bytes().decode()) == reads
+            answer = link.request(T.member_fetch(device), fetch.to_bytes(), T.member(device), 10)
+            assert answer is not None
+            assert (b'"redemptions"' in answer.payload) == reads
+            member = decode(MemberFetchResult, answer.payload).member
+            assert member is not None
+            assert [(r.redemption_id, r.sku, r.qty) for r in member.redemptions] == (
+                [(mug.redemption_id, "MUG", 1)] if reads else []
+            )
+            # ... and the snapshot in the store's feed, asked for from the start
+            asked = {"v": 1, "device_id": device, "store_id": store, "after_seq": 0}
+            asked |= {"feed": "store"} | ({"redemptions": True} if reads else {})
+            assert link.publish(T.replica_request(device), json.dumps(asked).encode(), qos=1)
+            for item in arriving(link, 20):
+                if item.topic != T.replica(device):
+                    continue
+                pushed = decode(ReplicaBatch, item.payload)
+                if pushed.after_seq == 0 and any(e.member is not None for e in pushed.events):
+                    assert (b'"redemptions"' in item.payload) == reads
+                    break
+            else:
+                raise AssertionError(f"no snapshot in {store}'s feed")
     finally:
         for link in links:
             link.close()

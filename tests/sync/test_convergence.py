@@ -41,7 +41,7 @@ from edge.services.replica import apply_replica_batch, replica_cursor
 from edge.services.staff import StaffIdentity
 from edge.services.tx import transaction
 from edge.services.verify import verify_ledger
-from edge.storage.models import OutboxEvent
+from edge.storage.models import ChainRedemption, OutboxEvent
 from edge.storage.sync_models import SetAside
 from hq.ledger import CentralLedger, balances, next_seq, stored_events
 from hq.models import QuarantinedEvent, StoredEvent
@@ -132,6 +132,11 @@ class Streams:
             self.expected = balances(s)
             self.hq_order = [e for _, e in stored_events(s, 0, 100_000)]
         assert len(self.expected) == 4 and all(self.expected.values())
+        self.redeemed: dict[tuple[str, str], int] = {}
+        for e in self.hq_order:
+            if e.kind == "gift.redeemed":
+                key = (e.data["member_id"], e.data["sku"])
+                self.redeemed[key] = self.redeemed.get(key, 0) + e.data["qty"]
         self.template = root / "template"
         kiosk(root, "K003", "S003", 100_000).close()
         shutil.copytree(root / "K003", self.template)
@@ -233,6 +238,7 @@ def test_a_replica_converges_whatever_order_and_repeats_it_is_fed(streams, data)
                 assert apply_replica_batch(app, batches[number - 1]).stale
         held = local_balances(app)
         assert {m: held.get(m) for m in streams.expected} == streams.expected
+        assert chain_redeemed(app) == streams.redeemed  # what gift limits count, each once
         with app.db.read() as s:
             assert s.scalar(select(func.count()).select_from(SetAside)) == 0
         report = verify_ledger(app)
@@ -242,11 +248,22 @@ def test_a_replica_converges_whatever_order_and_repeats_it_is_fed(streams, data)
         shutil.rmtree(work, ignore_errors=True)
 
 
+def chain_redeemed(app: AppContext) -> dict[tuple[str, str], int]:
+    with app.db.read() as s:
+        rows = s.execute(
+            select(
+                ChainRedemption.member_id, ChainRedemption.sku, func.sum(ChainRedemption.qty)
+            ).group_by(ChainRedemption.member_id, ChainRedemption.sku)
+        )
+        return {(m, sku): int(qty) for m, sku, qty in rows}
+
+
 def test_the_streams_hold_what_the_properties_need(streams):
     """Cross-store entries, so an entry can arrive before its member's registration."""
     kinds = {e.kind for stream in streams.streams.values() for e in stream}
     assert {"member.registered", "points.accrued", "gift.redeemed"} <= kinds
     assert {"points.refunded", "points.adjusted"} <= kinds
+    assert sum(streams.redeemed.values()) >= 2  # redemptions the replica counts for limits
     registered_at = {
         e.data["member_id"]: e.device_id
         for stream in streams.streams.values()
