@@ -16,11 +16,30 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Connection, Table, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, QueryableAttribute
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 _statements: dict[tuple[str, str, tuple[str, ...]], str] = {}
+
+
+def insert_new(
+    conn: Connection, model: type[DeclarativeBase], values: dict[str, Any], key: list[str]
+) -> bool:
+    """Inserts one row unless a row with the same ``key`` columns is there (``ON CONFLICT DO
+    NOTHING`` on both engines); whether it was inserted. The unique index decides, so of two
+    workers inserting the same key at the same moment, one inserts it and the other is told."""
+    make = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    table = cast(Table, model.__table__)
+    statement = (
+        make(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=key)
+        .returning(*(table.c[name] for name in key))
+    )
+    return conn.execute(statement).first() is not None
 
 
 def insert_rows(

@@ -535,8 +535,11 @@ def simulate(ctx: click.Context, cards: str, count: int, rate: float, seed: int 
 @click.pass_context
 def coupon(ctx: click.Context, code: str, check_only: bool) -> None:
     """Check (and by default spend) a printed coupon with the store's kiosk."""
-    with _lane(ctx) as lane:
-        result = lane.check_coupon(code, use=not check_only)
+    try:
+        with _lane(ctx) as lane:
+            result = lane.check_coupon(code, use=not check_only)
+    except TimeoutError as exc:
+        raise click.ClickException(f"the store's kiosk did not answer: {exc}") from None
     click.echo(result.model_dump_json())
 
 
@@ -554,6 +557,8 @@ def refund(ctx: click.Context, receipt_id: str, amount_cents: int, refund_id: st
             result = lane.refund(receipt_id, amount_cents, refund_id)
     except (ProtocolError, ValueError) as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
+    except TimeoutError as exc:
+        raise click.ClickException(f"the store's kiosk did not answer: {exc}") from None
     click.echo(result.model_dump_json())
 
 

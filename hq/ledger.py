@@ -67,7 +67,7 @@ from hq.models import (
     StoredEvent,
     VoucherCollection,
 )
-from hq.vouchers import CLAIMED, record_voucher
+from hq.vouchers import CLAIMED, collect_first, record_voucher
 
 log = logging.getLogger(__name__)
 
@@ -797,22 +797,15 @@ class CentralLedger:
         """Keeps the first collection of each gift voucher; a later one (the same voucher
         handed over at two desks, one of them offline, or a copy) raises
         ``voucher_collected_twice``: the gift is gone, staff decide."""
-        conn = session.connection()
-        make = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        first_time = conn.execute(
-            make(VoucherCollection)
-            .values(
-                issuer_device_id=data.issuer_device_id,
-                voucher_id=data.voucher_id,
-                store_id=event.store_id,
-                device_id=event.device_id,
-                event_id=event.event_id,
-                at=event.at,
-            )
-            .on_conflict_do_nothing(index_elements=["issuer_device_id", "voucher_id"])
-            .returning(VoucherCollection.voucher_id)
-        ).first()
-        if first_time is not None:
+        if collect_first(
+            session,
+            data.issuer_device_id,
+            data.voucher_id,
+            event.store_id,
+            event.device_id,
+            event.event_id,
+            event.at,
+        ):
             return
         first = session.get(VoucherCollection, (data.issuer_device_id, data.voucher_id))
         if first is not None and first.event_id == CLAIMED and first.device_id == event.device_id:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from edge.protocol import Event, VoucherCheck, VoucherCheckResult
 from edge.protocol.messages import GiftRedeemedData
 from edge.security.personal import mask_card
+from hq.bulk import insert_new
 from hq.models import GiftVoucher, VoucherCollection
 
+VOUCHER_KEY = ["issuer_device_id", "voucher_id"]  # a voucher's identity, in both tables
 CLAIMED = ""  # the event id of a collection HQ granted before the kiosk's event came
 
 
@@ -27,24 +27,49 @@ def record_voucher(session: Session, event: Event, data: GiftRedeemedData) -> No
     the same event again changes nothing."""
     if data.coupons or not data.redemption_id or not data.sku or data.qty < 1:
         return
-    conn = session.connection()
-    make = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    conn.execute(
-        make(GiftVoucher)
-        .values(
-            issuer_device_id=event.device_id,
-            voucher_id=data.redemption_id,
-            store_id=event.store_id,
-            member_id=data.member_id,
-            card_no=data.card_no or "",
-            sku=data.sku,
-            name=data.name,
-            qty=data.qty,
-            valid_until=data.valid_until,
-            event_id=event.event_id,
-            at=event.at,
-        )
-        .on_conflict_do_nothing(index_elements=["issuer_device_id", "voucher_id"])
+    insert_new(
+        session.connection(),
+        GiftVoucher,
+        {
+            "issuer_device_id": event.device_id,
+            "voucher_id": data.redemption_id,
+            "store_id": event.store_id,
+            "member_id": data.member_id,
+            "card_no": data.card_no or "",
+            "sku": data.sku,
+            "name": data.name,
+            "qty": data.qty,
+            "valid_until": data.valid_until,
+            "event_id": event.event_id,
+            "at": event.at,
+        },
+        VOUCHER_KEY,
+    )
+
+
+def collect_first(
+    session: Session,
+    issuer_device_id: str,
+    voucher_id: str,
+    store_id: str,
+    device_id: str,
+    event_id: str,
+    at: datetime,
+) -> bool:
+    """Records the voucher collected at ``device_id`` unless it was collected before;
+    whether this is its first collection (the collection's primary key decides a race)."""
+    return insert_new(
+        session.connection(),
+        VoucherCollection,
+        {
+            "issuer_device_id": issuer_device_id,
+            "voucher_id": voucher_id,
+            "store_id": store_id,
+            "device_id": device_id,
+            "event_id": event_id,
+            "at": at,
+        },
+        VOUCHER_KEY,
     )
 
 
@@ -71,22 +96,16 @@ def check_voucher(
         and voucher.valid_until < request.today
     )
     if request.claim and not lapsed:
-        conn = session.connection()
-        make = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        taken = conn.execute(
-            make(VoucherCollection)
-            .values(
-                issuer_device_id=request.issuer_device_id,
-                voucher_id=request.voucher_id,
-                store_id=store_id,
-                device_id=request.device_id,
-                event_id=CLAIMED,
-                at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["issuer_device_id", "voucher_id"])
-            .returning(VoucherCollection.voucher_id)
-        ).first()
-        if taken is not None:
+        taken = collect_first(
+            session,
+            request.issuer_device_id,
+            request.voucher_id,
+            store_id,
+            request.device_id,
+            CLAIMED,
+            now,
+        )
+        if taken:
             return VoucherCheckResult(**ids, state="claimed", **gift, at=now)
     first = session.get(VoucherCollection, key, populate_existing=True)
     if first is None:

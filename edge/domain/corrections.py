@@ -51,6 +51,13 @@ def reason_of(ref: str) -> Reason | None:
         return None
 
 
+def history_key(kind: str, ref: str) -> str:
+    """What names a history line: an adjustment's reason when its ref gives one, else the
+    entry's kind (the screen and the slip each have their words for both)."""
+    reason = reason_of(ref) if kind == "adjustment" else None
+    return reason.value if reason is not None else kind
+
+
 def clean_note(text: str) -> str:
     """A free note: one line of printable text, at most :data:`MAX_NOTE` characters."""
     note = " ".join(text.split())
@@ -86,6 +93,15 @@ class RefundShare:
     refunded_cents: int
 
 
+def refund_amount(amount_cents: int) -> int:
+    """Money a refund returns: whole cents, positive, no more than a purchase can be."""
+    if isinstance(amount_cents, bool) or not isinstance(amount_cents, int):
+        raise InvalidInput("a refund amount must be whole cents", code="bad_amount")
+    if not 0 < amount_cents <= MAX_PURCHASE_CENTS:
+        raise InvalidInput("a refund amount must be positive", code="bad_amount")
+    return amount_cents
+
+
 def refund_share(
     purchase_cents: int, purchase_points: int, refunded_cents: int, amount_cents: int
 ) -> RefundShare:
@@ -95,10 +111,7 @@ def refund_share(
     back exactly what one full refund would: each refund takes the floor of the cumulative
     share less what earlier refunds took. Refuses a refund larger than what is left.
     """
-    if isinstance(amount_cents, bool) or not isinstance(amount_cents, int):
-        raise InvalidInput("a refund amount must be whole cents", code="bad_amount")
-    if not 0 < amount_cents <= MAX_PURCHASE_CENTS:
-        raise InvalidInput("a refund amount must be positive", code="bad_amount")
+    refund_amount(amount_cents)
     left = purchase_cents - refunded_cents
     if amount_cents > left:
         raise InvalidInput(

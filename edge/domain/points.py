@@ -55,6 +55,16 @@ class MemberDayRule:
         return day.weekday() == self.weekday
 
 
+def reference_id(text: str, what: str = "receipt id") -> str:
+    """A lane's own id (a receipt, a refund): 1-64 printable characters, the idempotency key
+    of what it names. The code says which (``bad_receipt_id``, ``bad_refund_id``)."""
+    value = text.strip()
+    if not 1 <= len(value) <= 64 or not value.isprintable():
+        code = "bad_" + what.replace(" ", "_")
+        raise InvalidInput(f"a {what} is 1-64 printable characters", code=code)
+    return value
+
+
 def purchase_points(
     amount_cents: int, points_per_yuan: int, tier_multiplier_pct: int, member_day_pct: int = 100
 ) -> int:

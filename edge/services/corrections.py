@@ -20,10 +20,11 @@ from edge.domain.corrections import (
     clean_note,
     needs_approval,
     parse_reason,
+    refund_amount,
     refund_share,
 )
 from edge.domain.errors import InvalidInput, PermissionDenied, Refusal
-from edge.domain.points import EntryKind
+from edge.domain.points import EntryKind, reference_id
 from edge.domain.staff import Permission
 from edge.services.ledger import EntryRecord, open_lots, pay_back_then_credit, take_back
 from edge.services.members import usable_member
@@ -228,15 +229,6 @@ class RefundResult:
     duplicate: bool
 
 
-def _ident(text: str, what: str) -> str:
-    value = text.strip()
-    if not 1 <= len(value) <= 64 or not value.isprintable():
-        raise InvalidInput(
-            f"a {what} is 1-64 printable characters", code=f"bad_{what}".replace(" ", "_")
-        )
-    return value
-
-
 def refund_purchase(
     app: AppContext, receipt_id: str, refund_id: str, amount_cents: int, actor: str = "lane"
 ) -> RefundResult:
@@ -250,10 +242,9 @@ def refund_purchase(
         InvalidInput: a bad id or amount, or a refund larger than what is left of the receipt.
         Refusal: the receipt is not known here, or the refund id was used with other details.
     """
-    rid = _ident(receipt_id, "receipt id")
-    fid = _ident(refund_id, "refund id")
-    if isinstance(amount_cents, bool) or not isinstance(amount_cents, int):
-        raise InvalidInput("a refund amount must be whole cents", code="bad_amount")
+    rid = reference_id(receipt_id)
+    fid = reference_id(refund_id, "refund id")
+    refund_amount(amount_cents)
     with transaction(app) as tx:
         seen = tx.session.get(Refund, fid)
         if seen is not None:

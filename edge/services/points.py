@@ -10,7 +10,13 @@ from sqlalchemy import select
 from edge.app import AppContext
 from edge.domain.errors import InvalidInput, Refusal
 from edge.domain.members import is_birthday_month
-from edge.domain.points import EntryKind, local_date, member_day_multiplier, purchase_points
+from edge.domain.points import (
+    EntryKind,
+    local_date,
+    member_day_multiplier,
+    purchase_points,
+    reference_id,
+)
 from edge.domain.tiers import find_tier
 from edge.services.ledger import EntryRecord, credit, expire_lot
 from edge.services.members import usable_member
@@ -32,13 +38,6 @@ class Accrual:
     duplicate: bool
 
 
-def _receipt_id(ref: str) -> str:
-    rid = ref.strip()
-    if not 1 <= len(rid) <= 64 or not rid.isprintable():
-        raise InvalidInput("a receipt id is 1-64 printable characters", code="bad_receipt_id")
-    return rid
-
-
 def accrue_purchase(
     app: AppContext, card_no: str, amount_cents: int, receipt_id: str, actor: str = "lane"
 ) -> Accrual:
@@ -50,7 +49,7 @@ def accrue_purchase(
     """
     if isinstance(amount_cents, bool) or not isinstance(amount_cents, int):
         raise InvalidInput("amount must be whole cents", code="bad_amount")
-    rid = _receipt_id(receipt_id)
+    rid = reference_id(receipt_id)
     ensure_here(app, card_no=card_no)
     with transaction(app) as tx:
         seen = tx.session.get(Purchase, rid)

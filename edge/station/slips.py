@@ -17,7 +17,7 @@ from drivers.printer import Barcode, Qr, Receipt, Rule, Text
 from drivers.printer.document import Step, columns
 from drivers.printer.receipts import ReceiptHeader, closing, heading
 from edge.app import AppContext
-from edge.domain.corrections import Reason, reason_of
+from edge.domain.corrections import Reason, history_key
 from edge.domain.day_report import DayFigures
 from edge.domain.gifts import DEFAULT_VOUCHER_VALID_DAYS, voucher_valid_until
 from edge.domain.member_view import MemberView
@@ -38,19 +38,19 @@ HISTORY_WORDS = {
     "adjustment": "调整",
     "refund": "退货",
 }
-REASON_WORDS = {
+REASON_WORDS: dict[str, str] = {
     Reason.MISSED_POINTS: "漏积分补录",
     Reason.GOODWILL: "服务补偿",
     Reason.CORRECTION: "积分更正",
     Reason.OVERDRAFT_SETTLED: "欠分结清",
     Reason.OVERDRAFT_WRITTEN_OFF: "欠分核销",
 }
+WORDS: dict[str, str] = {**HISTORY_WORDS, **REASON_WORDS}
 
 
 def history_word(kind: str, ref: str) -> str:
     """A history line's words on a slip: its kind, or an adjustment's reason."""
-    reason = reason_of(ref) if kind == "adjustment" else None
-    return REASON_WORDS[reason] if reason is not None else HISTORY_WORDS.get(kind, kind)
+    return WORDS.get(history_key(kind, ref), kind)
 
 
 def header(app: AppContext) -> ReceiptHeader:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.domain.corrections import Reason, reason_of
+from edge.domain.corrections import Reason, history_key
 from kiosk.i18n import N_
 from kiosk.screens.base import KioskScreen, clear, make
 
@@ -19,19 +19,14 @@ HISTORY_WORDS = {
     "refund": N_("Refund"),
 }
 # an adjustment says why
-REASON_WORDS = {
+REASON_WORDS: dict[str, str] = {
     Reason.MISSED_POINTS: N_("Missed points added"),
     Reason.GOODWILL: N_("Goodwill points"),
     Reason.CORRECTION: N_("Correction"),
     Reason.OVERDRAFT_SETTLED: N_("Owed points settled"),
     Reason.OVERDRAFT_WRITTEN_OFF: N_("Owed points written off"),
 }
-
-
-def history_word(kind: str, ref: str) -> str:
-    """What a history line is called (to be translated): its kind, or an adjustment's reason."""
-    reason = reason_of(ref) if kind == "adjustment" else None
-    return REASON_WORDS[reason] if reason is not None else HISTORY_WORDS.get(kind, kind)
+WORDS: dict[str, str] = {**HISTORY_WORDS, **REASON_WORDS}
 
 
 class MemberScreen(KioskScreen):
@@ -55,7 +50,7 @@ class MemberScreen(KioskScreen):
                 make(
                     "HistoryRow",
                     text_when=item.on.isoformat(),
-                    text_what=self.app.tr(history_word(item.kind, item.ref)),
+                    text_what=self.app.tr(WORDS.get(history_key(item.kind, item.ref), item.kind)),
                     points=item.points,
                 )
             )
