@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -9,21 +10,25 @@ from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import text
 
 import edge.storage.sync_models  # noqa: F401  (complete metadata for the migrations)
 from edge.config import KioskConfig, MemberDay, TierConfig, default_data_dir, load_config
 from edge.domain.clock import Clock, system_clock
+from edge.domain.errors import ConfigError
 from edge.domain.ids import IdFactory
 from edge.domain.offline import OfflineLimit
 from edge.domain.points import MemberDayRule
 from edge.domain.tiers import Tier
 from edge.protocol import PointsPolicy, Rules
-from edge.security.keys import KeyStore
+from edge.security.keys import KeyStore, load_public_key
 from edge.security.personal import PhoneVault
 from edge.storage import migrate
 from edge.storage.db import Database, make_engine, sqlite_url
 from edge.storage.nonces import NONCE_FILE, UsedNonces
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -157,6 +162,18 @@ class AppContext:
     @property
     def device_id(self) -> str:
         return self.config.device.device_id
+
+    def command_public_key(self) -> Ed25519PublicKey | None:
+        """HQ's command key from the configured PEM (relative to the data directory): it
+        signs HQ's commands, rules, staff lists, campaigns and coupons. None without one."""
+        path = Path(self.config.sync.command_public_key)
+        if not path.is_absolute():
+            path = self.data_dir / path
+        try:
+            return load_public_key(path)
+        except ConfigError as exc:
+            log.warning("no HQ command key: %s", exc.message)
+            return None
 
     def check_database(self) -> tuple[bool, str]:
         """Whether the ledger database answers and its schema is current (for ``kiosk doctor``)."""

@@ -132,6 +132,7 @@ OFFLINE_DEFAULTS: dict[str, int] = {
     "max_points_per_member": 5_000,
     "max_points_per_device": 50_000,
     "max_offline_hours": 24,
+    "max_hq_coupons": 20,
 }
 """The appliance's own offline caps, for whatever the ``[offline]`` section leaves out."""
 

@@ -19,6 +19,7 @@ from edge.domain.errors import InvalidInput
 from edge.domain.text import escape_controls, fold_digits
 from edge.process import log_to_stderr, settle_heap
 from edge.protocol import Message, ProtocolError, decode
+from hq.campaign_cli import add_campaign_commands
 from hq.console import config_of
 from hq.enrol_cli import add_enrol_commands
 from hq.import_cli import add_import_commands
@@ -566,5 +567,6 @@ def register(group: click.Group) -> None:
     add_enrol_commands(hq_group)
     add_import_commands(hq_group)
     add_staff_commands(hq_group)
+    add_campaign_commands(hq_group)
     group.add_command(hq_group)
     group.add_command(lane_group)

@@ -18,9 +18,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.protocol import (
+    CAMPAIGNS_SIGNING_DOMAIN,
     COMMAND_SIGNING_DOMAIN,
     RULES_SIGNING_DOMAIN,
     STAFF_SIGNING_DOMAIN,
+    Campaigns,
     Catalogue,
     Command,
     CommandResult,
@@ -266,4 +268,20 @@ def push_staff_list(config: HqConfig, staff_list: StaffList) -> StaffList:
     publish_once(
         config, Topics(config.topic_prefix).staff(staff_list.store_id), signed, retain=True
     )
+    return signed
+
+
+def push_campaigns(config: HqConfig, campaigns: Campaigns) -> Campaigns:
+    """Signs HQ's campaigns document with the command key (kiosks refuse one it did not
+    sign) and publishes it, retained; returns what was published.
+
+    Raises:
+        ValueError: no command key is configured.
+        ConnectionError: the broker is unreachable.
+    """
+    if not config.command_key:
+        raise ValueError("no command key to sign the campaigns: pass --tls-dir or command_key")
+    key = load_command_key(Path(config.command_key))
+    signed = sign_message(key, CAMPAIGNS_SIGNING_DOMAIN, campaigns)
+    publish_once(config, Topics(config.topic_prefix).campaigns(), signed, retain=True)
     return signed

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from edge.domain.ids import IdFactory
 from edge.protocol import (
     AdjustmentData,
     EntriesData,
@@ -33,6 +34,7 @@ from edge.protocol import (
 from edge.protocol.messages import (
     CardBlocklistData,
     CardReplacedData,
+    CouponUsedData,
     DeviceAlertData,
     GiftCollectedData,
     GiftRedeemedData,
@@ -42,6 +44,7 @@ from edge.protocol.messages import (
     TierChangedData,
 )
 from hq.bulk import among, insert_rows, stored_time
+from hq.coupons import issue_at_registration, record_use
 from hq.feeds import (
     UNKNOWN_TIER,
     FeedNumbered,
@@ -322,6 +325,7 @@ class CentralLedger:
 
     def __init__(self, clone_window: timedelta) -> None:
         self.clone_window = clone_window
+        self.ids = IdFactory()  # for the coupons registrations earn
 
     def ingest(
         self,
@@ -581,9 +585,9 @@ class CentralLedger:
                 .tuples()
                 .all()
             )
-        self._register(
-            session, [(e, d) for e, d, _ in typed if isinstance(d, MemberRegisteredData)], tiers
-        )
+        registrations = [(e, d) for e, d, _ in typed if isinstance(d, MemberRegisteredData)]
+        self._register(session, registrations, tiers)
+        issue_at_registration(session, registrations, self.ids)
         entries: list[dict[str, Any]] = []
         deltas: dict[str, int] = defaultdict(int)
         debited: dict[str, Ingest] = {}
@@ -660,6 +664,13 @@ class CentralLedger:
                     result.blocked_cards.append((card_no, data.reason))
             elif isinstance(data, GiftCollectedData):
                 self._collected(session, event, data, now, result)
+            elif isinstance(data, CouponUsedData):
+                used = record_use(session, event, data)
+                if used is not None and raise_alert(
+                    session, used.kind, used.subject, used.detail, now,
+                    event.store_id, event.device_id,
+                ):  # fmt: skip
+                    result.alerts.append(used.kind)
             elif isinstance(data, LowStockData):
                 if raise_alert(
                     session,

@@ -420,3 +420,48 @@ class HqStaffChange(HqBase):
     actor: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer)
     detail: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class Campaign(HqBase):
+    """A coupon campaign (coupon template): what its coupons give, when they can be used,
+    who gets them, and how many (``pool_total`` in all, ``issued`` so far, at most
+    ``per_member_limit`` a member). ``finished_at`` when HQ ended it before its time."""
+
+    __tablename__ = "hq_campaign"
+    campaign_id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    title: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    value_cents: Mapped[int] = mapped_column(Integer, default=0)
+    threshold_cents: Mapped[int] = mapped_column(Integer, default=0)
+    percent: Mapped[int] = mapped_column(Integer, default=0)
+    gift_sku: Mapped[str] = mapped_column(String(32), default="")
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    audience: Mapped[str] = mapped_column(String(16))
+    audience_tier: Mapped[str | None] = mapped_column(String(16))
+    pool_total: Mapped[int] = mapped_column(Integer)
+    per_member_limit: Mapped[int] = mapped_column(Integer)
+    issued: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(64))
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class CampaignCoupon(HqBase):
+    """One coupon of a campaign in a member's wallet. Its code is HQ's signature over its id,
+    made again whenever it is shown (Ed25519 signs the same id the same way). Used once in
+    the whole chain: the first use HQ hears of is kept here; a second raises
+    ``coupon_used_twice``."""
+
+    __tablename__ = "hq_coupon"
+    __table_args__ = (Index("ix_hq_coupon_member", "member_id", "campaign_id"),)
+    coupon_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(String(24), index=True)
+    member_id: Mapped[str] = mapped_column(String(26))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    used_store_id: Mapped[str | None] = mapped_column(String(64))
+    used_device_id: Mapped[str | None] = mapped_column(String(64))
+    used_ref: Mapped[str | None] = mapped_column(String(64))
+    used_offline: Mapped[bool] = mapped_column(default=False)

@@ -18,9 +18,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar, cast
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, Table, create_engine, event, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
@@ -30,6 +32,8 @@ from edge import __version__
 from edge.protocol import (
     BackupChunk,
     BlocklistUpdate,
+    CouponAnswer,
+    CouponAsk,
     DeviceStatus,
     Event,
     EventAck,
@@ -50,6 +54,7 @@ from edge.protocol import (
 )
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
 from hq.backups import BackupStore
+from hq.coupons import answer as answer_coupon
 from hq.feeds import FeedNumbered, feed_chunk, release_unseen
 from hq.feeds import fetch as fetch_member
 from hq.fleet import DiskLow, apply_status, apply_telemetry, check_offline
@@ -248,6 +253,7 @@ class Counters:
     races: int = 0  # transactions run again after another writer got in first
     fetches: int = 0
     voucher_checks: int = 0
+    coupon_asks: int = 0
 
 
 class HqService:
@@ -292,7 +298,7 @@ class HqService:
             f"{config.client_id}-fetch",
             tuple(
                 (t.shared(config.share_group, t.every_device(leaf)), 1)
-                for leaf in ("member/request", "voucher/request")
+                for leaf in ("member/request", "voucher/request", "coupon/request")
             ),
             clean_start=shared,
             session_expiry_s=0 if shared else LinkSettings.session_expiry_s,
@@ -493,6 +499,8 @@ class HqService:
             self._fetch_member(device_id, msg, decode(MemberFetch, msg.payload), now)
         elif leaf == "voucher/request":
             self._check_voucher(device_id, msg, decode(VoucherCheck, msg.payload), now)
+        elif leaf == "coupon/request":
+            self._answer_coupon(device_id, msg, decode(CouponAsk, msg.payload), now)
         elif leaf == "status":
             if not msg.payload:
                 return  # a retained status being cleared
@@ -972,6 +980,37 @@ class HqService:
         with self._counting:
             self.counters.voucher_checks += 1
         self.fetch_link.publish(reply, answer.to_bytes(), qos=1, correlation=msg.correlation)
+
+    def _answer_coupon(self, device_id: str, msg: Inbound, ask: CouponAsk, now: datetime) -> None:
+        """Answers a kiosk about HQ's coupons (MQTT 5 request/response): a member's wallet,
+        signed, or one coupon checked or used (see :func:`hq.coupons.answer`)."""
+        if ask.device_id != device_id:
+            raise ProtocolError(f"{device_id} asked about coupons as {ask.device_id}")
+        reply = self.topics.coupon_answer(device_id)
+        if msg.response_topic not in (None, reply):
+            raise ProtocolError(f"{device_id} asked for an answer on {msg.response_topic!r}")
+
+        def ask_hq(session: Session) -> CouponAnswer:
+            store_id = device_store(session, device_id)
+            if store_id is not None and store_id != ask.store_id:
+                raise ProtocolError(
+                    f"{device_id} of store {store_id} asked about coupons for {ask.store_id}"
+                )
+            return answer_coupon(session, ask, device_id, now, self.coupon_key)
+
+        answer = self.in_transaction(ask_hq)
+        with self._counting:
+            self.counters.coupon_asks += 1
+        self.fetch_link.publish(reply, answer.to_bytes(), qos=1, correlation=msg.correlation)
+
+    @cached_property
+    def coupon_key(self) -> Ed25519PrivateKey | None:
+        """HQ's command key, which signs the coupons in members' wallets (None without one)."""
+        from hq.commands import load_command_key  # hq.commands reads this module's config
+
+        if not self.config.command_key or not Path(self.config.command_key).is_file():
+            return None
+        return load_command_key(Path(self.config.command_key))
 
     def _publish_blocklist(self, result: Ingest, now: datetime) -> None:
         reasons = sorted({r for _, r in result.blocked_cards})

@@ -325,6 +325,20 @@ class VoucherLapsedData(EntriesData):
     points_returned: int = Field(ge=0)
 
 
+class CouponUsedData(Loose):
+    """A coupon used at this device (``coupon.used``): one it printed, or one of HQ's
+    (``issuer`` ``HQ``, with its ``campaign_id``), accepted ``offline`` when HQ could not be
+    asked: HQ then records the use when the event comes and flags a second one."""
+
+    coupon_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    sku: Annotated[str, StringConstraints(max_length=32)] = ""
+    value_cents: int = Field(0, ge=0)
+    ref: Annotated[str, StringConstraints(max_length=64)] = ""
+    issuer: Annotated[str, StringConstraints(max_length=64)] = ""
+    campaign_id: Annotated[str, StringConstraints(max_length=24)] = ""
+    offline: bool = False
+
+
 EVENT_DATA: dict[str, type[Loose]] = {
     "member.registered": MemberRegisteredData,
     "member.updated": MemberUpdatedData,
@@ -341,6 +355,7 @@ EVENT_DATA: dict[str, type[Loose]] = {
     "gift.redeemed": GiftRedeemedData,
     "gift.collected": GiftCollectedData,
     "gift.voucher_lapsed": VoucherLapsedData,
+    "coupon.used": CouponUsedData,
     "alert.low_stock": LowStockData,
     "alert.device": DeviceAlertData,
 }
@@ -668,12 +683,98 @@ class CouponCheck(Message):
 
 
 class CouponCheckResult(Message):
+    """The kiosk's answer to a lane. A coupon of an HQ campaign also says what it gives
+    (``kind``; ``threshold_cents`` for 满减, ``percent`` for a percentage off, ``sku`` for a
+    gift); those fields are left out of the JSON for a coupon a kiosk printed."""
+
     transaction: Name
     ok: bool
     coupon_id: Annotated[str, StringConstraints(max_length=64)] = ""
     sku: Annotated[str, StringConstraints(max_length=32)] = ""
     value_cents: int = 0
     error: Text = ""
+    message: Text = Field("", exclude_if=lambda v: not v)
+    campaign_id: Annotated[str, StringConstraints(max_length=24)] = Field(
+        "", exclude_if=lambda v: not v
+    )
+    kind: Annotated[str, StringConstraints(max_length=16)] = Field("", exclude_if=lambda v: not v)
+    threshold_cents: int = Field(0, ge=0, exclude_if=lambda v: not v)
+    percent: int = Field(0, ge=0, le=100, exclude_if=lambda v: not v)
+    offline: bool = Field(False, exclude_if=lambda v: not v)
+
+
+# --------------------------------------------------------------------------- HQ's coupons
+
+CampaignIdText = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9][A-Z0-9_-]{0,23}$")]
+CouponIdText = Annotated[str, StringConstraints(min_length=3, max_length=64)]
+
+
+class CampaignTerms(BaseModel):
+    """What the coupons of one of HQ's campaigns give and when they can be used
+    (:class:`edge.domain.coupons.Terms`, as it travels)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    campaign_id: CampaignIdText
+    title: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    kind: Literal["amount_off", "threshold_off", "percent_off", "gift"]
+    value_cents: int = Field(0, ge=0, le=10_000_000)
+    threshold_cents: int = Field(0, ge=0, le=100_000_000)
+    percent: int = Field(0, ge=0, le=90)
+    gift_sku: Annotated[str, StringConstraints(max_length=32)] = ""
+    valid_from: AwareDatetime
+    valid_until: AwareDatetime
+    finished: bool = False
+
+
+class WalletCoupon(BaseModel):
+    """One coupon in a member's wallet, as HQ tells a kiosk: its signed code and terms."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    coupon_id: CouponIdText
+    code: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    terms: CampaignTerms
+    issued_at: AwareDatetime
+    used_at: AwareDatetime | None = None
+
+
+class CouponAsk(Message):
+    """A kiosk asks HQ about its coupons (MQTT 5 request; the response topic is the device's
+    own ``coupon`` topic): a member's ``wallet``, or one coupon to ``check`` or ``use``
+    (used once in the whole chain: HQ records where)."""
+
+    device_id: Name
+    store_id: Name
+    action: Literal["wallet", "check", "use"]
+    member_id: EventId | None = None
+    coupon_id: CouponIdText | None = None
+    ref: Ref = ""
+
+    @model_validator(mode="after")
+    def _asks_about_something(self) -> CouponAsk:
+        if (self.action == "wallet") != (self.member_id is not None):
+            raise ValueError("a wallet names the member, and only a wallet does")
+        if (self.action != "wallet") != (self.coupon_id is not None):
+            raise ValueError("a check or a use names the coupon, and only they do")
+        return self
+
+
+class CouponAnswer(Message):
+    """HQ's answer: ``ok`` or why not (``error`` a code, ``message`` a sentence), where and
+    when a used coupon was used, and for a wallet its coupons."""
+
+    action: Literal["wallet", "check", "use"]
+    ok: bool
+    error: Annotated[str, StringConstraints(max_length=48)] = ""
+    message: Text = ""
+    member_id: EventId | None = None
+    coupon_id: CouponIdText | None = None
+    used_store_id: Name | None = None
+    used_at: AwareDatetime | None = None
+    terms: CampaignTerms | None = None  # a checked or used coupon's campaign
+    coupons: list[WalletCoupon] = Field(default_factory=list, max_length=200)
+    at: AwareDatetime
 
 
 class LaneCard(Message):
@@ -853,6 +954,9 @@ class OfflinePolicy(BaseModel):
     max_offline_hours: int = Field(
         ge=1, le=720, title="Window", description="after it redemption pauses"
     )
+    max_hq_coupons: int = Field(
+        20, ge=0, le=10_000, title="HQ coupons a device accepts while offline"
+    )
 
 
 class OfflineRules(OfflinePolicy, Message):
@@ -945,6 +1049,19 @@ class Rules(Signed):
 
 
 RULES_SIGNING_DOMAIN = b"mck/rules/v1"
+
+
+class Campaigns(Signed):
+    """HQ's campaigns whose coupons can still be met at a till, one versioned, signed
+    document (retained): a kiosk checks an HQ coupon against its campaign's terms here, and
+    offline decides from them alone."""
+
+    version: int = Field(ge=1)
+    issued_at: AwareDatetime
+    campaigns: list[CampaignTerms] = Field(default_factory=list, max_length=1000)
+
+
+CAMPAIGNS_SIGNING_DOMAIN = b"mck/campaigns/v1"
 
 
 class Command(Signed):
@@ -1175,6 +1292,10 @@ VOUCHER_CHECK_TOPIC = TopicSpec("voucher request", "device/{device}/voucher/requ
                                 VoucherCheck, 1, False, _KIOSK, _HQ)
 VOUCHER_TOPIC = TopicSpec("voucher", "device/{device}/voucher", VoucherCheckResult, 1, False,
                           _HQ, _KIOSK)
+COUPON_ASK_TOPIC = TopicSpec("coupon request", "device/{device}/coupon/request", CouponAsk,
+                             1, False, _KIOSK, _HQ)
+COUPON_ANSWER_TOPIC = TopicSpec("coupon", "device/{device}/coupon", CouponAnswer, 1, False,
+                                _HQ, _KIOSK)
 COMMAND_TOPIC = TopicSpec("command", "device/{device}/command", Command, 1, False,
                           _HQ, DEVICES, expires=True)
 COMMAND_RESULT_TOPIC = TopicSpec("command result", "device/{device}/command/result",
@@ -1208,6 +1329,8 @@ PICTURE_TOPIC = TopicSpec("picture", "hq/picture/{picture}/{chunk}", PictureChun
                           _HQ, _KIOSK)
 STAFF_TOPIC = TopicSpec("staff", "hq/staff/{store}", StaffList, 1, True,
                         _HQ, _KIOSK)
+CAMPAIGNS_TOPIC = TopicSpec("campaigns", "hq/campaigns", Campaigns, 1, True,
+                            _HQ, _KIOSK)
 # fmt: on
 
 TOPIC_TABLE: tuple[TopicSpec, ...] = (
@@ -1221,6 +1344,8 @@ TOPIC_TABLE: tuple[TopicSpec, ...] = (
     MEMBER_TOPIC,
     VOUCHER_CHECK_TOPIC,
     VOUCHER_TOPIC,
+    COUPON_ASK_TOPIC,
+    COUPON_ANSWER_TOPIC,
     COMMAND_TOPIC,
     COMMAND_RESULT_TOPIC,
     BACKUP_TOPIC,
@@ -1237,6 +1362,7 @@ TOPIC_TABLE: tuple[TopicSpec, ...] = (
     RULES_TOPIC,
     PICTURE_TOPIC,
     STAFF_TOPIC,
+    CAMPAIGNS_TOPIC,
 )
 
 _DEVICE_LEAVES = {
@@ -1289,6 +1415,12 @@ class Topics:
     def voucher(self, device_id: str) -> str:
         return self.topic(VOUCHER_TOPIC, device=device_id)
 
+    def coupon_ask(self, device_id: str) -> str:
+        return self.topic(COUPON_ASK_TOPIC, device=device_id)
+
+    def coupon_answer(self, device_id: str) -> str:
+        return self.topic(COUPON_ANSWER_TOPIC, device=device_id)
+
     def command(self, device_id: str) -> str:
         return self.topic(COMMAND_TOPIC, device=device_id)
 
@@ -1330,6 +1462,9 @@ class Topics:
 
     def rules(self) -> str:
         return self.topic(RULES_TOPIC)
+
+    def campaigns(self) -> str:
+        return self.topic(CAMPAIGNS_TOPIC)
 
     def staff(self, store_id: str) -> str:
         return self.topic(STAFF_TOPIC, store=store_id)

@@ -20,9 +20,11 @@ from sqlalchemy import select
 from edge.app import AppContext
 from edge.domain.cards import CardState
 from edge.protocol import (
+    CAMPAIGNS_SIGNING_DOMAIN,
     RULES_SIGNING_DOMAIN,
     STAFF_SIGNING_DOMAIN,
     BlocklistUpdate,
+    Campaigns,
     Catalogue,
     Rules,
     StaffList,
@@ -44,6 +46,7 @@ CATALOGUE_VERSION = "catalogue_version"
 RULES_VERSION = "rules_version"
 HQ_RULES = "hq_rules"
 HQ_RULES_BEFORE = "hq_rules_before"  # in force until the latest takes effect
+HQ_CAMPAIGNS = "hq_campaigns"  # HQ's campaigns document, as signed
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,36 @@ def follow_stored_rules(app: AppContext, seen: int) -> int:
         "in force" if app.rules_version == latest.version else f"from {latest.effective_from}",
     )
     return latest.version
+
+
+def apply_campaigns(
+    app: AppContext, campaigns: Campaigns, public_key: Ed25519PublicKey | None
+) -> PushOutcome:
+    """Keeps HQ's signed campaigns document: the terms this kiosk checks HQ's coupons
+    against (offline, the only word it has). Not signed by HQ's command key, or not newer
+    than the one kept: nothing changes."""
+    signed = public_key is not None and verify_bytes(
+        public_key, CAMPAIGNS_SIGNING_DOMAIN, campaigns.signed_bytes(), campaigns.signature_bytes()
+    )
+    if not signed:
+        log.warning(
+            "campaigns version %s refused: not signed by HQ's command key", campaigns.version
+        )
+        return PushOutcome(False, "bad signature")
+    with transaction(app) as tx:
+        kept = stored_campaigns(tx.session)
+        if kept is not None and campaigns.version <= kept.version:
+            return PushOutcome(False, "not newer")
+        set_meta(tx.session, HQ_CAMPAIGNS, campaigns.model_dump_json())
+        tx.audit(
+            "hq", "config.campaigns", str(campaigns.version), campaigns=len(campaigns.campaigns)
+        )
+    return PushOutcome(True)
+
+
+def stored_campaigns(session: Any) -> Campaigns | None:
+    raw = get_meta(session, HQ_CAMPAIGNS)
+    return Campaigns.model_validate_json(raw) if raw else None
 
 
 def staff_list_signed(staff_list: StaffList, public_key: Ed25519PublicKey | None) -> bool:

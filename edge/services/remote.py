@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from edge.app import AppContext
 from edge.domain.cards import parse_card_number
 from edge.domain.errors import KioskError, NotFound
-from edge.protocol import VoucherCheckResult, months_before
+from edge.protocol import CouponAnswer, VoucherCheckResult, months_before
 from edge.security.personal import normalize_phone
 from edge.storage.models import Card, LedgerEntry, Member
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 FETCH_SOCKET = "agent.sock"
 MAX_LINE = 4096
+MAX_WALLET_LINE = 512 * 1024  # a wallet of 200 coupons, each with its code and terms
 UNIX_PATH_MAX = 100  # sun_path holds 108 bytes
 
 
@@ -78,7 +79,9 @@ def fetch_member(
         return Fetched.OFFLINE
 
 
-def _ask_agent(app: AppContext, request: dict[str, object], what: str) -> dict[str, object] | None:
+def _ask_agent(
+    app: AppContext, request: dict[str, object], what: str, max_line: int = MAX_LINE
+) -> dict[str, object] | None:
     """One line to the agent and its one-line answer (None: no agent, or no answer)."""
     path = fetch_socket_path(app)
     if not app.config.sync.enabled or not path.exists():
@@ -89,7 +92,7 @@ def _ask_agent(app: AppContext, request: dict[str, object], what: str) -> dict[s
             conn.settimeout(app.config.sync.fetch_timeout_s + 0.5)
             conn.connect(str(path))
             conn.sendall(line)
-            answer = conn.makefile("rb").readline(MAX_LINE)
+            answer = conn.makefile("rb").readline(max_line)
     except OSError as exc:
         log.info("the sync agent could not be asked %s: %s", what, exc)
         return None
@@ -123,6 +126,20 @@ def check_voucher_with_hq(
         return VoucherCheckResult.model_validate(parsed.get("answer"))
     except ValueError:
         log.warning("the sync agent passed on an answer about a voucher that does not read")
+        return None
+
+
+def ask_hq_about_coupons(app: AppContext, asked: dict[str, object]) -> CouponAnswer | None:
+    """Asks HQ, through the agent, for a member's wallet (``{"action": "wallet",
+    "member_id": ...}``) or to check or use a coupon (``{"action": "use", "coupon_id": ...,
+    "ref": ...}``); None when there is no agent or HQ did not answer in time."""
+    parsed = _ask_agent(app, {"coupon": asked}, "about coupons", MAX_WALLET_LINE)
+    if parsed is None or parsed.get("result") != "answered":
+        return None
+    try:
+        return CouponAnswer.model_validate(parsed.get("answer"))
+    except ValueError:
+        log.warning("the sync agent passed on an answer about coupons that does not read")
         return None
 
 

@@ -314,6 +314,22 @@ class Coupon(Base):
     used_ref: Mapped[str | None] = mapped_column(String(64))
 
 
+class HqCouponUse(Base):
+    """A coupon of one of HQ's campaigns used at this device: HQ granted the use, or (with
+    ``offline``) HQ could not be asked and the device accepted it within its offline cap.
+    Its id is the key, so a coupon is used here once whatever HQ says."""
+
+    __tablename__ = "hq_coupon_use"
+    coupon_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(String(24))
+    kind: Mapped[str] = mapped_column(String(16))
+    value_cents: Mapped[int] = mapped_column(Integer)
+    ref: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(64))
+    offline: Mapped[bool] = mapped_column()
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class Staff(Base):
     """A staff member; the PIN is stored only as a memory-hard hash."""
 

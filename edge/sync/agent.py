@@ -34,6 +34,7 @@ from edge.lifecycle.backup import BACKUP_DIR
 from edge.protocol import (
     BackupAck,
     BlocklistUpdate,
+    Campaigns,
     Catalogue,
     Command,
     CommandResult,
@@ -61,6 +62,7 @@ from edge.services.cards import active_cards, lane_card_facts
 from edge.services.connectivity import remember_first_start
 from edge.services.pushes import (
     apply_blocklist,
+    apply_campaigns,
     apply_catalogue,
     apply_rules,
     apply_staff_list,
@@ -71,6 +73,7 @@ from edge.services.tx import get_meta, set_meta, transaction
 from edge.storage.sync_models import SetAside
 from edge.sync.backup_transfer import BackupSender
 from edge.sync.commands import CommandRunner, Taken, command_public_key
+from edge.sync.coupon_ask import CouponAsker
 from edge.sync.inbound import accrue_lane_purchase, check_coupon, refund_lane_purchase
 from edge.sync.lane_cards import LocalCardChanges
 from edge.sync.member_fetch import FetchServer, MemberFetcher
@@ -120,12 +123,14 @@ def link_settings(app: AppContext, topics: Topics) -> LinkSettings:
         (topics.replica(me), 1),
         (topics.member(me), 1),
         (topics.voucher(me), 1),
+        (topics.coupon_answer(me), 1),
         (topics.command(me), 1),
         (topics.backup_ack(me), 1),
         (topics.blocklist(), 1),
         (topics.catalogue(), 1),
         (topics.rules(), 1),
         (topics.staff(app.store_id), 1),
+        (topics.campaigns(), 1),
     ]
     if sync.lane_purchases:
         subs += [
@@ -195,6 +200,8 @@ class Agent:
         )
         self.commands = CommandRunner(app, command_public_key(app), self._resync)
         self._command_worker = ThreadPoolExecutor(1, thread_name_prefix="kiosk-command")
+        # A coupon of HQ's is asked of HQ while the lane waits: never on the loop's thread.
+        self._coupon_worker = ThreadPoolExecutor(2, thread_name_prefix="kiosk-coupon")
         self._running: dict[str, _RunningCommand] = {}
         self.clock_offset_s: float | None = None
         self.dropped = 0
@@ -217,7 +224,8 @@ class Agent:
         self._stop = threading.Event()
         self.fetcher = MemberFetcher(app, self.link, self.topics, self._tell_lanes)
         self.vouchers = VoucherChecker(app, self.link, self.topics)
-        self.fetch_server = FetchServer(app, self.fetcher, self.vouchers)
+        self.coupons = CouponAsker(app, self.link, self.topics)
+        self.fetch_server = FetchServer(app, self.fetcher, self.vouchers, self.coupons)
         self.pictures = PictureFetcher(app, self.link, self.topics)
         self._next_pictures = 0.0
 
@@ -274,6 +282,7 @@ class Agent:
             sd_notify("STOPPING=1")
             self.commands.stopping.set()
             self._command_worker.shutdown(wait=False, cancel_futures=True)
+            self._coupon_worker.shutdown(wait=False, cancel_futures=True)
             self.fetch_server.close()
             self.link.close()
 
@@ -480,6 +489,8 @@ class Agent:
             apply_rules(self.app, decode(Rules, msg.payload), self.commands.public_key)
         elif topic == t.staff(self.app.store_id):
             apply_staff_list(self.app, decode(StaffList, msg.payload), self.commands.public_key)
+        elif topic == t.campaigns():
+            apply_campaigns(self.app, decode(Campaigns, msg.payload), self.commands.public_key)
         else:
             self._dispatch_lane(msg)
 
@@ -574,12 +585,22 @@ class Agent:
         elif leaf == "coupon":
             check = decode(CouponCheck, msg.payload)
             self._own_lane(check.lane_id, lane)
-            answer = check_coupon(self.app, check)
-            default = self.topics.lane_coupon_result(store, lane)
+            reply_to = msg.response_topic or self.topics.lane_coupon_result(store, lane)
+            self._coupon_worker.submit(self._answer_coupon, check, reply_to, msg.correlation)
+            return
         else:
             raise ProtocolError(f"unknown lane topic {msg.topic[:120]}")
         reply = msg.response_topic or default
         self.link.publish(reply, answer.to_bytes(), qos=1, correlation=msg.correlation)
+
+    def _answer_coupon(self, check: CouponCheck, reply: str, correlation: bytes | None) -> None:
+        """On the coupon worker: the kiosk's answer about a lane's coupon (a fault in it is
+        logged, never raised into the pool where nobody would see it)."""
+        try:
+            answer = check_coupon(self.app, check)
+            self.link.publish(reply, answer.to_bytes(), qos=1, correlation=correlation)
+        except Exception:
+            log.exception("a lane's coupon %s could not be answered", check.transaction)
 
     @staticmethod
     def _own_lane(named: str, lane: str) -> None:

@@ -67,14 +67,7 @@ class Taken:
 
 def command_public_key(app: AppContext) -> Ed25519PublicKey | None:
     """HQ's command key from the configured PEM (relative to the data directory)."""
-    path = Path(app.config.sync.command_public_key)
-    if not path.is_absolute():
-        path = app.data_dir / path
-    try:
-        return load_public_key(path)
-    except ConfigError as exc:
-        log.warning("no HQ command key: %s", exc.message)
-        return None
+    return app.command_public_key()
 
 
 class CommandRunner:

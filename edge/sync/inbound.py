@@ -20,7 +20,7 @@ from edge.protocol import (
     LaneRefundResult,
 )
 from edge.services.corrections import refund_purchase
-from edge.services.gifts import coupon_status, use_coupon
+from edge.services.coupons import take_coupon
 from edge.services.points import accrue_purchase
 
 
@@ -67,27 +67,25 @@ def refund_lane_purchase(app: AppContext, refund: LaneRefund) -> LaneRefundResul
 
 
 def check_coupon(app: AppContext, check: CouponCheck) -> CouponCheckResult:
-    """Validates a printed coupon for a lane, and spends it when the lane asks to."""
+    """Validates a coupon for a lane, and spends it when the lane asks to: one this kiosk
+    printed, or one of HQ's campaigns (asked of HQ, see :mod:`edge.services.coupons`)."""
     try:
-        if check.use:
-            used = use_coupon(
-                app, check.code, check.ref or check.transaction, actor=f"lane:{check.lane_id}"
-            )
-            return CouponCheckResult(
-                transaction=check.transaction,
-                ok=True,
-                coupon_id=used.coupon_id,
-                sku=used.sku,
-                value_cents=used.value_cents,
-            )
-        status = coupon_status(app, check.code)
+        taken = take_coupon(
+            app, check.code, check.ref or check.transaction, f"lane:{check.lane_id}", check.use
+        )
     except KioskError as exc:
-        return CouponCheckResult(transaction=check.transaction, ok=False, error=exc.code)
+        return CouponCheckResult(
+            transaction=check.transaction, ok=False, error=exc.code, message=exc.message[:256]
+        )
     return CouponCheckResult(
         transaction=check.transaction,
-        ok=not status.error,
-        coupon_id=status.coupon_id,
-        sku=status.sku,
-        value_cents=status.value_cents,
-        error=status.error,
+        ok=True,
+        coupon_id=taken.coupon_id,
+        sku=taken.sku,
+        value_cents=taken.value_cents,
+        campaign_id=taken.campaign_id,
+        kind=taken.kind if taken.campaign_id else "",
+        threshold_cents=taken.threshold_cents,
+        percent=taken.percent,
+        offline=taken.offline,
     )

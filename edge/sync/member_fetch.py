@@ -26,6 +26,7 @@ from edge.protocol import MemberFetch, MemberFetchResult, ProtocolError, Topics,
 from edge.protocol.link import MqttLink
 from edge.services.remote import MAX_LINE, Fetched, fetch_socket_path
 from edge.services.replica import apply_fetched_member
+from edge.sync.coupon_ask import CouponAsker
 from edge.sync.voucher_check import VoucherChecker
 
 log = logging.getLogger(__name__)
@@ -84,14 +85,20 @@ class MemberFetcher:
 
 class FetchServer:
     """Serves :mod:`edge.services.remote`'s requests on ``<data dir>/agent.sock``: member
-    fetches, and voucher checks (a line ``{"voucher": {...}}``) when ``vouchers`` is given."""
+    fetches, voucher checks (a line ``{"voucher": {...}}``) when ``vouchers`` is given, and
+    questions about HQ's coupons (``{"coupon": {...}}``) when ``coupons`` is."""
 
     def __init__(
-        self, app: AppContext, fetcher: MemberFetcher, vouchers: VoucherChecker | None = None
+        self,
+        app: AppContext,
+        fetcher: MemberFetcher,
+        vouchers: VoucherChecker | None = None,
+        coupons: CouponAsker | None = None,
     ) -> None:
         self.path = fetch_socket_path(app)
         self.fetcher = fetcher
         self.vouchers = vouchers
+        self.coupons = coupons
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
@@ -134,8 +141,12 @@ class FetchServer:
             try:
                 line = conn.makefile("rb").readline(MAX_LINE)
                 asked = json.loads(line)
-                if isinstance(asked, dict) and "voucher" in asked:
-                    answer = self._check_voucher(asked["voucher"])
+                if isinstance(asked, dict) and ("voucher" in asked or "coupon" in asked):
+                    answer = (
+                        self._check_voucher(asked["voucher"])
+                        if "voucher" in asked
+                        else self._ask_coupons(asked["coupon"])
+                    )
                     with contextlib.suppress(OSError):
                         conn.sendall(answer + b"\n")
                     return
@@ -174,6 +185,22 @@ class FetchServer:
             result = None
         except Exception:
             log.exception("a voucher check failed")
+            result = None
+        if result is None:
+            return json.dumps({"result": "offline"}).encode()
+        return json.dumps({"result": "answered", "answer": result.model_dump(mode="json")}).encode()
+
+    def _ask_coupons(self, asked: object) -> bytes:
+        """``{"result": "answered", "answer": <HQ's CouponAnswer>}``, or ``offline``."""
+        try:
+            if self.coupons is None or not isinstance(asked, dict):
+                raise ProtocolError("not a question about coupons")
+            result = self.coupons.ask(asked)
+        except (ValueError, AttributeError) as exc:
+            log.warning("a question about coupons was not understood: %s", exc)
+            result = None
+        except Exception:
+            log.exception("a question about coupons failed")
             result = None
         if result is None:
             return json.dumps({"result": "offline"}).encode()

@@ -264,6 +264,7 @@ KIOSK_PUBLISHES = [  # edge/sync/agent.py, outbox.py, backup_transfer.py, member
     T.replica_request("K001"),
     T.member_fetch("K001"),
     T.voucher_check("K001"),
+    T.coupon_ask("K001"),
     T.command_result("K001"),
     T.backup("K001"),
     LANE_RESULT_TOPIC.fill("mck/v1", store="S001"),  # to whichever lane of the store asks
@@ -282,12 +283,14 @@ HQ_PUBLISHES = [  # hq/service.py, hq/commands.py
     T.replica("K001"),
     T.member("K001"),
     T.voucher("K001"),
+    T.coupon_answer("K001"),
     T.backup_ack("K001"),
     T.command("K001"),
     T.blocklist(),
     T.catalogue(),
     T.rules(),
     T.staff("S001"),
+    T.campaigns(),
 ]
 
 

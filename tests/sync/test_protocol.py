@@ -59,6 +59,8 @@ def test_every_topic_is_its_rows_pattern_filled_in():
         "member": t.member("K1"),
         "voucher request": t.voucher_check("K1"),
         "voucher": t.voucher("K1"),
+        "coupon request": t.coupon_ask("K1"),
+        "coupon": t.coupon_answer("K1"),
         "command": t.command("K1"),
         "command result": t.command_result("K1"),
         "backup": t.backup("K1"),
@@ -75,6 +77,7 @@ def test_every_topic_is_its_rows_pattern_filled_in():
         "rules": t.rules(),
         "picture": t.picture("ab" * 32, 3),
         "staff": t.staff("S1"),
+        "campaigns": t.campaigns(),
     }
     ids = {"device": "K1", "store": "S1", "lane": "L1", "picture": "ab" * 32, "chunk": "3"}
     assert filled == {spec.name: spec.fill("p", **ids) for spec in TOPIC_TABLE}
