@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import BaseModel
 
 from edge.domain.errors import InvalidInput
 from edge.domain.text import fold_digits
@@ -45,7 +46,9 @@ NUMBER = Number()
 
 
 def plain(value: Any) -> Any:
-    """``value`` with dataclasses, times and paths turned into what JSON holds."""
+    """``value`` with dataclasses, messages, times and paths turned into what JSON holds."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
     if is_dataclass(value) and not isinstance(value, type):
         return {k: plain(v) for k, v in asdict(value).items()}
     if isinstance(value, dict):

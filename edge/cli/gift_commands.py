@@ -12,7 +12,7 @@ from edge.console import NUMBER
 from edge.domain.staff import Permission
 from edge.protocol import MAX_PICTURE_BYTES
 from edge.security.personal import mask_card
-from edge.services import gifts, vouchers
+from edge.services import coupons, gifts, vouchers
 
 IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -145,11 +145,22 @@ def redeem_cmd(card: str, sku: str, qty: int, request_id: str) -> None:
 @click.option("--ref", required=True, help="The receipt the coupon is used on.")
 @json_option
 def use_coupon_cmd(code: str, ref: str) -> None:
-    """Validate and spend a coupon this kiosk printed."""
-    emit(
-        gifts.use_coupon(state().app, code, ref, actor="console"),
-        lambda u: f"coupon {u.coupon_id} accepted: {u.value_cents / 100:.2f} yuan off",
-    )
+    """Validate and spend a coupon: one this kiosk printed, or one of HQ's campaigns (used
+    once in the whole chain; HQ is asked)."""
+
+    def human(u: coupons.CouponTaken) -> str:
+        gives = {
+            "amount_off": f"{u.value_cents / 100:.2f} yuan off",
+            "threshold_off": (
+                f"{u.value_cents / 100:.2f} yuan off a basket of {u.threshold_cents / 100:.2f}"
+            ),
+            "percent_off": f"{u.percent}% off",
+            "gift": f"the gift {u.sku}",
+        }[u.kind]
+        note = " (HQ unreachable: accepted on this kiosk's offline allowance)" if u.offline else ""
+        return f"coupon {u.coupon_id} accepted: {gives}{note}"
+
+    emit(coupons.take_coupon(state().app, code, ref, actor="console"), human)
 
 
 @gift_group.command("collect")

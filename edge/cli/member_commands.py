@@ -9,7 +9,8 @@ from edge.cli.staff_auth import staff_login
 from edge.console import NumberRange
 from edge.domain.member_view import MemberView
 from edge.domain.staff import Permission
-from edge.services import members
+from edge.domain.text import escape_controls
+from edge.services import coupons, members
 
 KIND_LABELS = {
     "purchase": "purchase",
@@ -147,6 +148,29 @@ def code_cmd(card: str) -> None:
 def identify_cmd(scanned: str) -> None:
     """What the kiosk does with a scanned member code or card number."""
     emit(members.identify(state().app, scanned), render_member)
+
+
+def render_wallet(wallet: coupons.Wallet) -> str:
+    if not wallet.reachable:
+        return "HQ cannot be asked now: the member's coupons cannot be shown"
+    if not wallet.coupons:
+        return "no coupons"
+    lines = []
+    for c in wallet.coupons:
+        t = c.terms
+        lines.append(
+            f"{escape_controls(t.title)}  ({t.kind}, until {t.valid_until:%Y-%m-%d %H:%M} UTC)\n"
+            f"  {c.code}"
+        )
+    return "\n".join(lines)
+
+
+@member_group.command("coupons")
+@click.option("--card", required=True)
+@json_option
+def coupons_cmd(card: str) -> None:
+    """The member's coupons from HQ's campaigns, with their codes for the till."""
+    emit(coupons.wallet_for_card(state().app, card), render_wallet)
 
 
 def register(group: click.Group) -> None:

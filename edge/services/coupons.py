@@ -23,8 +23,9 @@ from edge.domain.errors import NotFound, Refusal
 from edge.protocol import CampaignTerms, CouponAnswer, WalletCoupon
 from edge.security.codes import verify_voucher, voucher_device_id
 from edge.services.gifts import coupon_status, use_coupon
+from edge.services.members import find_member_id
 from edge.services.pushes import stored_campaigns
-from edge.services.remote import ask_hq_about_coupons
+from edge.services.remote import ask_hq_about_coupons, ensure_here
 from edge.services.tx import transaction
 from edge.storage.models import HqCouponUse
 
@@ -288,3 +289,17 @@ def take_coupon(
     return CouponTaken(
         status.coupon_id, CouponKind.AMOUNT_OFF.value, status.value_cents, sku=status.sku
     )
+
+
+def wallet_for_card(app: AppContext, card_no: str) -> Wallet:
+    """The wallet of the member holding ``card_no`` (fetched from HQ first if they are of
+    another store).
+
+    Raises:
+        NotFound: no member has this card.
+    """
+    ensure_here(app, card_no=card_no)
+    member_id = find_member_id(app, card_no=card_no)
+    if member_id is None:
+        raise NotFound("no member has this card", code="unknown_card")
+    return member_wallet(app, member_id)

@@ -31,6 +31,7 @@ from hq.coupons import issue_campaign as issue
 from hq.lanes import Lane
 from hq.models import Alert, CampaignCoupon, CentralMember
 from hq.service import HqService
+from tests.cli.test_console import Console
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
 from tests.sync.helpers import drained, hq_config
 
@@ -113,6 +114,15 @@ def test_an_hq_coupon_is_taken_once_in_the_chain(broker, tmp_path):
             assert [c.terms.campaign_id for c in member_wallet(b, member.member_id).coupons] == [
                 "AUTUMN"
             ]
+
+            # The console at store B: the same wallet, and the same refusal, in one line.
+            console = Console(b.data_dir)
+            listed = console.json("member", "coupons", "--card", member.card_no)
+            assert [c["terms"]["campaign_id"] for c in listed["coupons"]] == ["AUTUMN"]
+            before = counts(b)  # the console fetched the member of store A to this kiosk
+            line = console.fails("gift", "use-coupon", spring.code, "--ref", "R-9")
+            assert "used at S001" in line
+            assert counts(b) == before
 
             # A forged coupon (not HQ's key) is refused at the till; nothing changes.
             forged = sign_voucher(Ed25519PrivateKey.generate(), "coupon", "SPRING.X", HQ_ISSUER)
