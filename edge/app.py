@@ -78,7 +78,7 @@ class AppContext:
         keys = KeyStore(keys_dir, Path(credentials) if credentials else None)
         app = cls(config, config_path, data_dir, db, keys, clock or system_clock)
         if upgrade_schema and migrate.current_revision(db.engine) != migrate.head_revision():
-            migrate.upgrade(db.engine)
+            migrate.upgrade(db.engine, vault=lambda: app.vault)
         return app
 
     @cached_property

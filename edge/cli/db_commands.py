@@ -22,7 +22,7 @@ def upgrade() -> None:
     cli = state()
     app = AppContext.open(cli.data_dir, cli.config_path, upgrade_schema=False)
     try:
-        before, after = migrate.upgrade(app.db.engine)
+        before, after = migrate.upgrade(app.db.engine, vault=lambda: app.vault)
     finally:
         app.close()
     emit(

@@ -17,7 +17,14 @@ from edge.security.codes import (
     voucher_device_id,
 )
 from edge.security.keys import KeyStore, load_private_key, load_public_key
-from edge.security.personal import PhoneVault, mask_card, mask_name, mask_phone, normalize_phone
+from edge.security.personal import (
+    PhoneVault,
+    TextVault,
+    mask_card,
+    mask_name,
+    mask_phone,
+    normalize_phone,
+)
 from edge.security.pins import hash_pin, needs_rehash, validate_pin, verify_pin
 from edge.security.signing import sign_bytes, verify_bytes
 
@@ -28,6 +35,7 @@ __all__ = [
     "KeyStore",
     "MemberCodeClaims",
     "PhoneVault",
+    "TextVault",
     "VoucherClaims",
     "VoucherKind",
     "canonical_json",

@@ -1,4 +1,4 @@
-"""Phone numbers and names: normalised, encrypted at rest, found by keyed hash, masked on show."""
+"""Phone numbers, names and birthdays: encrypted at rest, phones found by hash, masked on show."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hmac
 import os
 import re
 import unicodedata
+from datetime import date
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -22,6 +23,8 @@ _HONORIFICS = ("先生", "女士")
 
 _PHONE_BLOB_VERSION = 1
 _PHONE_AAD = b"phone:v1"
+_TEXT_BLOB_VERSION = 1
+_MAX_TEXT_BYTES = 1024
 _NONCE_BYTES = 12
 _TAG_BYTES = 16
 
@@ -94,12 +97,101 @@ def mask_name(name: str | None) -> str:
     return masked + honorific
 
 
-class PhoneVault:
+class TextVault:
+    """Encrypts a member's other personal fields (name, birthday) with the data key.
+
+    AES-256-GCM as for the phone number; the field's name is the associated data, so a name's
+    blob copied into the birthday column fails to open instead of reading as a birthday. Each
+    call draws a fresh nonce: equal names give different blobs, so nothing can be counted.
+
+    Example::
+
+        vault = TextVault(keys.data_key)
+        row.name_cipher = vault.encrypt_text("name", "王先生")
+    """
+
+    def __init__(self, data_key: bytes) -> None:
+        if len(data_key) != 32:
+            raise ConfigError("the data key must be 32 bytes (AES-256)", code="key_invalid")
+        self._aead = AESGCM(data_key)
+
+    def encrypt_text(self, field: str, text: str) -> bytes:
+        """Encrypt ``text`` as the value of ``field``: version byte, 12-byte nonce, ciphertext+tag.
+
+        Raises:
+            InvalidInput: ``text_too_long`` past 1 KiB (no personal field is that long).
+        """
+        plain = text.encode("utf-8")
+        if len(plain) > _MAX_TEXT_BYTES:
+            raise InvalidInput(f"the {field} is too long to keep", code="text_too_long")
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = self._aead.encrypt(nonce, plain, _text_aad(field))
+        return bytes([_TEXT_BLOB_VERSION]) + nonce + sealed
+
+    def decrypt_text(self, field: str, blob: bytes) -> str:
+        """Recover what :meth:`encrypt_text` encrypted as ``field``.
+
+        Raises:
+            IntegrityError: ``personal_undecryptable`` when the blob was altered, truncated,
+                has an unknown version, belongs to another field or another data key.
+        """
+        if len(blob) < 1 + _NONCE_BYTES + _TAG_BYTES or blob[0] != _TEXT_BLOB_VERSION:
+            raise IntegrityError(
+                f"A stored {field} is damaged or in an unknown format.",
+                code="personal_undecryptable",
+            )
+        nonce, sealed = blob[1 : 1 + _NONCE_BYTES], blob[1 + _NONCE_BYTES :]
+        try:
+            plain = self._aead.decrypt(nonce, sealed, _text_aad(field))
+        except InvalidTag as exc:
+            raise IntegrityError(
+                f"A stored {field} fails its integrity check (tampered or wrong key).",
+                code="personal_undecryptable",
+            ) from exc
+        return plain.decode("utf-8")
+
+    def encrypt_name(self, name: str | None) -> bytes | None:
+        """A member's name as stored (``None`` stays ``None``: nothing to keep)."""
+        return None if name is None else self.encrypt_text("name", name)
+
+    def decrypt_name(self, blob: bytes | None) -> str | None:
+        """The name :meth:`encrypt_name` stored, or ``None``."""
+        return None if blob is None else self.decrypt_text("name", blob)
+
+    def encrypt_birthday(self, birthday: date | None) -> bytes | None:
+        """A member's birthday as stored (its ISO date encrypted), or ``None``."""
+        return None if birthday is None else self.encrypt_text("birthday", birthday.isoformat())
+
+    def decrypt_birthday(self, blob: bytes | None) -> date | None:
+        """The birthday :meth:`encrypt_birthday` stored, or ``None``.
+
+        Raises:
+            IntegrityError: ``personal_undecryptable`` as :meth:`decrypt_text`, or when what
+                it holds is not a date.
+        """
+        if blob is None:
+            return None
+        text = self.decrypt_text("birthday", blob)
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            raise IntegrityError(
+                "A stored birthday decrypts to something that is not a date.",
+                code="personal_undecryptable",
+            ) from None
+
+
+def _text_aad(field: str) -> bytes:
+    return f"{field}:v1".encode("ascii")
+
+
+class PhoneVault(TextVault):
     """Encrypts phone numbers for storage and derives the keyed hash used to find them.
 
     The ledger stores ``encrypt(phone)`` (AES-256-GCM; a stolen database shows nothing) next to
     ``lookup_hash(phone)`` (HMAC-SHA256; equal numbers give equal hashes, so an index finds the
-    member, but without the key nobody can run all 10^10 numbers through it).
+    member, but without the key nobody can run all 10^10 numbers through it). The same data
+    key encrypts the name and birthday (:class:`TextVault`).
 
     Example::
 
@@ -108,13 +200,11 @@ class PhoneVault:
     """
 
     def __init__(self, data_key: bytes, lookup_key: bytes) -> None:
-        if len(data_key) != 32:
-            raise ConfigError("the data key must be 32 bytes (AES-256)", code="key_invalid")
+        super().__init__(data_key)
         if len(lookup_key) < 32:
             raise ConfigError("the lookup key must be at least 32 bytes", code="key_invalid")
         if hmac.compare_digest(data_key, lookup_key):
             raise ConfigError("the data key and the lookup key must differ", code="key_invalid")
-        self._aead = AESGCM(data_key)
         # Keying HMAC costs two compressions; do it once and copy the prepared state per call.
         self._lookup = hmac.new(lookup_key, digestmod=hashlib.sha256)
 

@@ -20,6 +20,7 @@ from edge.security.codes import looks_like_member_code, verify_member_code
 from edge.security.personal import mask_card, mask_name, mask_phone, normalize_phone
 from edge.services.cards import issue_card
 from edge.services.ledger import as_lots, credit
+from edge.services.personal import birthday_of, erase_personal, name_of, set_personal
 from edge.services.remote import ensure_here, fetch_if_unknown
 from edge.services.staff import StaffIdentity, require
 from edge.services.tiers import months_after, tier_measure
@@ -192,7 +193,7 @@ def build_view(
         card_state=card.state if card else None,
         card_masked=mask_card(card.card_no) if card else "",
         phone_masked=member.phone_masked,
-        name_masked=mask_name(member.name),
+        name_masked=mask_name(name_of(app, member)),
         tier=tier.code,
         tier_name_zh=tier.name_zh,
         tier_name_en=tier.name_en,
@@ -205,7 +206,7 @@ def build_view(
         next_tier_name_en=upcoming.tier.name_en if upcoming else "",
         next_tier_missing=upcoming.missing if upcoming else None,
         tier_basis=app.config.tiers.basis,
-        birthday_month=rules.is_birthday_month(member.birthday, today),
+        birthday_month=rules.is_birthday_month(birthday_of(app, member), today),
         checked_in_today=("checkin", today.isoformat()) in claims,
         birthday_bonus_claimed=("birthday", str(today.year)) in claims,
         overdraft_flagged=member.overdraft_flagged,
@@ -284,8 +285,6 @@ def register_member(
             phone_hash=fingerprint["phone_hash"],
             phone_cipher=app.vault.encrypt(phone_n),
             phone_masked=mask_phone(phone_n),
-            name=name_v,
-            birthday=birthday_v,
             referrer_id=referrer.id if referrer else None,
             consent_version=app.config.privacy.consent_version,
             consented_at=tx.now,
@@ -297,6 +296,7 @@ def register_member(
             created_at=tx.now,
             updated_at=tx.now,
         )
+        set_personal(app, member, name_v, birthday_v)
         tx.session.add(member)
         tx.session.flush()
         card = issue_card(tx, member)
@@ -324,8 +324,8 @@ def register_member(
                 "consent_version": member.consent_version,
                 "referrer_id": member.referrer_id,
                 # for the perks at every store that holds the member (the birthday gift)
-                "name": member.name,
-                "birthday": member.birthday.isoformat() if member.birthday else None,
+                "name": name_v,
+                "birthday": birthday_v.isoformat() if birthday_v else None,
                 "entries": [e.as_dict() for e in entries],
             },
         )
@@ -398,11 +398,7 @@ def delete_member(
         member, _card_row = resolve_member(tx.session, app, card_no, phone)
         if member.deleted_at is not None:
             raise Refusal("this member was already deleted", code="member_deleted")
-        member.phone_hash = None
-        member.phone_cipher = None
-        member.phone_masked = ""
-        member.name = None
-        member.birthday = None
+        erase_personal(member)
         member.deleted_at = tx.now
         member.updated_at = tx.now
         blocked = []

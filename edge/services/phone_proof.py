@@ -22,6 +22,7 @@ from edge.domain.errors import Refusal
 from edge.domain.member_view import MemberView
 from edge.security.personal import normalize_phone
 from edge.services import lookups, members
+from edge.services.personal import birthday_of
 from edge.services.tx import transaction
 from edge.storage.models import AuditRecord, Member
 
@@ -103,7 +104,8 @@ def identify_by_phone(app: AppContext, phone: str, proof: str) -> MemberView:
     require_usable(view.card_no, view.card_state)
     check_not_locked(app, view.member_id)
     with app.db.read() as session:
-        birthday = session.scalar(select(Member.birthday).where(Member.id == view.member_id))
+        member = session.get(Member, view.member_id)
+        birthday = birthday_of(app, member) if member is not None else None
     answers = {view.card_no[-4:]}
     if birthday is not None:
         answers.add(birthday.strftime("%m%d"))

@@ -20,6 +20,7 @@ from edge.domain.points import (
 from edge.domain.tiers import find_tier
 from edge.services.ledger import EntryRecord, credit, expire_lot
 from edge.services.members import usable_member
+from edge.services.personal import birthday_of
 from edge.services.remote import ensure_here
 from edge.services.tiers import upgrade_if_earned
 from edge.services.tx import Tx, transaction
@@ -179,9 +180,10 @@ def claim_birthday_bonus(app: AppContext, card_no: str) -> Bonus:
     with transaction(app) as tx:
         member, card = usable_member(tx, card_no)
         today = local_date(tx.now, app.tz)
-        if member.birthday is None:
+        birthday = birthday_of(app, member)
+        if birthday is None:
             raise Refusal("no birthday on file for this member", code="no_birthday")
-        if not is_birthday_month(member.birthday, today):
+        if not is_birthday_month(birthday, today):
             raise Refusal(
                 "the birthday gift can be claimed in the birthday month", code="not_birthday_month"
             )

@@ -50,6 +50,7 @@ from edge.protocol.messages import (
     TierChangedData,
 )
 from edge.services.connectivity import record_hq_contact
+from edge.services.personal import erase_personal, set_personal
 from edge.services.tiers import months_after
 from edge.services.tx import Tx, get_meta, set_meta, transaction
 from edge.storage.models import (
@@ -240,8 +241,7 @@ def _apply_snapshot(
     for r in snap.redemptions:
         _ensure_redemption(tx, r.redemption_id, member.id, r.sku, r.qty, "hq", tx.now)
     if snap.deleted and member.deleted_at is None:
-        member.phone_hash = member.phone_cipher = member.name = member.birthday = None
-        member.phone_masked = ""
+        erase_personal(member)
         member.deleted_at = tx.now
         for held in tx.session.scalars(select(Card).where(Card.member_id == member.id)):
             if held.state in (CardState.ACTIVE, CardState.LOST):
@@ -404,8 +404,7 @@ def _apply_event(
         member = tx.session.get(Member, data.member_id)
         if member is None:
             raise ProtocolError(f"member {data.member_id} unknown here")
-        member.phone_hash = member.phone_cipher = member.name = member.birthday = None
-        member.phone_masked = ""
+        erase_personal(member)
         member.deleted_at = member.deleted_at or event.at
         member.updated_at = event.at
         for card in tx.session.scalars(select(Card).where(Card.member_id == member.id)):
@@ -497,14 +496,13 @@ def _new_member(
     name: str | None = None,
     birthday: date | None = None,
 ) -> Member:
-    """A member of another device, as the replica keeps them (no sealed phone, no referrer)."""
-    return Member(
+    """A member of another device, as the replica keeps them (no sealed phone, no referrer;
+    the name and birthday encrypted with this device's data key, for the perks here)."""
+    member = Member(
         id=member_id,
         phone_hash=_free_phone_hash(tx, phone_hash, member_id),
         phone_cipher=None,
         phone_masked=phone_masked,
-        name=name,
-        birthday=birthday,
         referrer_id=None,
         consent_version=consent_version,
         consented_at=at,
@@ -516,6 +514,8 @@ def _new_member(
         created_at=at,
         updated_at=at,
     )
+    set_personal(tx.app, member, name, birthday)
+    return member
 
 
 def _ensure_card(tx: Tx, card_no: str, member_id: str, card_type: str, event: Event) -> None:

@@ -16,7 +16,11 @@ from sqlalchemy import Engine
 from edge.storage.schema_versions import VERSION_TABLE, Migrations
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from alembic.config import Config
+
+    from edge.security.personal import TextVault
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 APPLIANCE = Migrations(MIGRATIONS)
@@ -24,6 +28,7 @@ APPLIANCE = Migrations(MIGRATIONS)
 __all__ = [
     "APPLIANCE",
     "MIGRATIONS",
+    "VAULT_ATTRIBUTE",
     "VERSION_TABLE",
     "current_revision",
     "head_revision",
@@ -46,9 +51,21 @@ def current_revision(engine: Engine) -> str | None:
     return APPLIANCE.current_revision(engine)
 
 
-def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
-    """Brings the schema to ``revision``; returns (before, after)."""
-    return APPLIANCE.upgrade(engine, revision)
+VAULT_ATTRIBUTE = "text_vault"
+"""The migrations' attribute holding a callable that returns the device's
+:class:`~edge.security.personal.TextVault` (called only when a migration has rows to encrypt)."""
+
+
+def upgrade(
+    engine: Engine, revision: str = "head", *, vault: Callable[[], TextVault] | None = None
+) -> tuple[str | None, str]:
+    """Brings the schema to ``revision``; returns (before, after).
+
+    ``vault`` gives the data key to the migrations that encrypt personal data in place
+    (0015: names and birthdays); without it such a migration refuses a database that holds
+    any, rather than leave them in clear.
+    """
+    return APPLIANCE.upgrade(engine, revision, {VAULT_ATTRIBUTE: vault} if vault else None)
 
 
 def revision(engine: Engine, message: str) -> None:

@@ -45,15 +45,19 @@ class Meta(Base):
 
 
 class Member(Base):
-    """A member. Personal data is encrypted; erased on deletion while the ledger stays."""
+    """A member. Personal data is encrypted; erased on deletion while the ledger stays.
+
+    Phone, name and birthday are kept only as ciphertext under the device's data key; read
+    and write the name and birthday through :mod:`edge.services.personal`.
+    """
 
     __tablename__ = "member"
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     phone_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     phone_cipher: Mapped[bytes | None] = mapped_column(LargeBinary)
     phone_masked: Mapped[str] = mapped_column(String(16), default="")
-    name: Mapped[str | None] = mapped_column(String(32))
-    birthday: Mapped[date | None] = mapped_column(Date)
+    name_cipher: Mapped[bytes | None] = mapped_column(LargeBinary)
+    birthday_cipher: Mapped[bytes | None] = mapped_column(LargeBinary)
     referrer_id: Mapped[str | None] = mapped_column(ForeignKey("member.id"))
     consent_version: Mapped[str] = mapped_column(String(32))
     consented_at: Mapped[datetime] = mapped_column(UTCDateTime)

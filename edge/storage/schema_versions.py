@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, inspect, text
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from alembic.config import Config
 
 VERSION_TABLE = "alembic_version"
@@ -93,13 +95,23 @@ class Migrations:
             raise RuntimeError(f"the database records {len(rows)} schema heads: {rows}")
         return rows[0] if rows else None
 
-    def upgrade(self, engine: Engine, revision: str = "head") -> tuple[str | None, str]:
-        """Brings the schema to ``revision`` in one transaction; returns (before, after)."""
+    def upgrade(
+        self,
+        engine: Engine,
+        revision: str = "head",
+        attributes: Mapping[str, object] | None = None,
+    ) -> tuple[str | None, str]:
+        """Brings the schema to ``revision`` in one transaction; returns (before, after).
+
+        ``attributes`` reach the migrations as ``op.get_context().config.attributes`` (e.g.
+        what opens the data key, for a migration that encrypts rows in place).
+        """
         from alembic import command
 
         before = self.current_revision(engine)
         cfg = self.config()
         with engine.begin() as conn:
+            cfg.attributes.update(attributes or {})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
         return before, self.current_revision(engine) or ""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import sqlite3
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, update
 
 from edge.domain.errors import InvalidInput, NotFound, PermissionDenied, Refusal
-from edge.services import cards, ledger, members, points, staff
+from edge.services import cards, ledger, members, personal, points, staff
 from edge.services.tiers import review_tiers
 from edge.services.tx import transaction
 from edge.services.verify import verify_ledger
@@ -36,6 +37,25 @@ def test_registration_issues_a_card_and_records_consent(app):
         assert b"13800138000" not in m.phone_cipher  # encrypted at rest
         assert app.vault.decrypt(m.phone_cipher) == "13800138000"
     assert events(app) == ["member.registered"]
+
+
+def test_name_and_birthday_are_encrypted_at_rest(app):
+    reg = register(app, name="欧阳秀英", birthday="1950-03-09")
+    with app.db.read() as s:
+        m = s.get(Member, reg.member_id)
+        assert personal.name_of(app, m) == "欧阳秀英"
+        assert personal.birthday_of(app, m) == date(1950, 3, 9)
+        assert "欧阳秀英".encode() not in m.name_cipher
+    app.db.engine.dispose()
+    raw = sqlite3.connect(app.data_dir / "kiosk.db")  # as whoever copies the file reads it
+    try:
+        rows = raw.execute("SELECT * FROM member").fetchall()
+    finally:
+        raw.close()
+    stored = repr(rows).encode() + b"".join(v for row in rows for v in row if isinstance(v, bytes))
+    assert rows and "欧阳秀英".encode() not in stored and "欧阳秀英" not in repr(rows)
+    for clear in (b"1950-03-09", b"19500309", b"1950"):
+        assert clear not in stored
 
 
 def test_registration_refusals(app):
@@ -227,7 +247,9 @@ def test_deletion_erases_personal_data_and_keeps_the_ledger(app):
     assert done.cards_blocked == [card] and done.ledger_entries_kept == 1
     with app.db.read() as s:
         m = s.get(Member, done.member_id)
-        assert (m.phone_hash, m.phone_cipher, m.name, m.birthday) == (None, None, None, None)
+        assert (m.phone_hash, m.phone_cipher) == (None, None)
+        assert (m.name_cipher, m.birthday_cipher) == (None, None)
+        assert (personal.name_of(app, m), personal.birthday_of(app, m)) == (None, None)
     register(app)  # the phone number is free again
     assert verify_ledger(app).ok
 
