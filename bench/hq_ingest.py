@@ -23,9 +23,11 @@ import multiprocessing as mp
 import queue
 import random
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,6 +36,7 @@ from edge.domain.ids import IdFactory
 from edge.process import settle_heap
 from edge.progress import Progress
 from edge.protocol import Event, EventBatch
+from edge.security.keys import create_secret_file
 from hq.bulk import insert_rows
 from hq.ledger import SequenceMoved
 from hq.models import CentralEntry, StoredEvent
@@ -118,10 +121,11 @@ def make_workload(
     return Workload(out)
 
 
-def _worker(url: str, tasks: mp.Queue, results: mp.Queue) -> None:
+def _worker(url: str, key_file: str, tasks: mp.Queue, results: mp.Queue) -> None:
     """Stores batches as the MQTT handler does: the batches waiting together (up to
     ``GROUP_MAX``) in one transaction, one by one when that transaction loses a race."""
-    hq = HqService(HqConfig(database_url=url, client_id="bench"), make_hq_engine(url))
+    config = HqConfig(database_url=url, client_id="bench", data_key_file=key_file)
+    hq = HqService(config, make_hq_engine(url))
     settle_heap()  # as `kiosk hq serve` does before it runs
     stop = False
     while not stop:
@@ -154,7 +158,11 @@ def run_workers(url: str, work: Workload, count: int) -> tuple[float, list[float
     ctx = mp.get_context("fork")
     tasks: mp.Queue = ctx.Queue()
     results: mp.Queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(url, tasks, results)) for _ in range(count)]
+    key_file = Path(tempfile.mkdtemp(prefix="mck-bench-key-")) / "hq-data.key"
+    create_secret_file(key_file)  # the workers share HQ's data key, as a chain's do
+    procs = [
+        ctx.Process(target=_worker, args=(url, str(key_file), tasks, results)) for _ in range(count)
+    ]
     for p in procs:
         p.start()
     ready_at: dict[str, float] = {}

@@ -33,7 +33,8 @@ FIRST_PHONE = 13_000_000_000
 BATCH = 100_000
 
 MEMBER_COLUMNS = (
-    "id, phone_hash, phone_cipher, phone_masked, name, birthday, referrer_id, consent_version, "
+    "id, phone_hash, phone_cipher, phone_masked, name_cipher, birthday_cipher, referrer_id, "
+    "consent_version, "
     "consented_at, tier, tier_review_at, balance, overdraft_flagged, store_id, created_at, "
     "updated_at, deleted_at"
 )

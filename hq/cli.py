@@ -132,9 +132,10 @@ def db_upgrade(ctx: click.Context, as_json: bool) -> None:
     from hq.schema import upgrade
     from hq.service import make_hq_engine
 
-    engine = make_hq_engine(config_of(ctx).database_url)
+    config = config_of(ctx)
+    engine = make_hq_engine(config.database_url)
     try:
-        before, after = upgrade(engine)
+        before, after = upgrade(engine, vault=config.personal_vault)
     finally:
         engine.dispose()
     show(

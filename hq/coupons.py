@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine, extract, func, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from edge.domain.coupons import (
@@ -294,7 +294,7 @@ def audience_members(session: Session, campaign: Campaign, now: datetime) -> lis
     if audience == Audience.TIER:
         query = query.where(CentralMember.tier == campaign.audience_tier)
     elif audience == Audience.BIRTHDAY_MONTH:
-        query = query.where(extract("month", CentralMember.birthday) == now.month)
+        query = query.where(CentralMember.birth_month == now.month)
     elif audience != Audience.ALL:
         raise InvalidInput(
             f"campaign {campaign.campaign_id} goes to {audience.value}: its coupons are issued "

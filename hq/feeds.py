@@ -45,6 +45,7 @@ from edge.protocol.messages import (
     MemberUpdatedData,
     TierChangedData,
 )
+from edge.security.personal import TextVault
 from hq.bulk import among, insert_rows, stored_time
 from hq.models import (
     CentralCard,
@@ -55,6 +56,7 @@ from hq.models import (
     MemberHolder,
     StoredEvent,
 )
+from hq.personal import birthday_of, name_of
 
 UNKNOWN_TIER = "unknown"  # a member HQ knows only from entries (registration on the way)
 IMPORTED_CONSENT = "import"
@@ -297,11 +299,16 @@ def add_members_to_stores(
     return append(session, items)
 
 
-def snapshot(session: Session, member_id: str) -> MemberSnapshot | None:
-    """The member as HQ holds them now, or None (unknown, or known only from entries)."""
+def snapshot(session: Session, vault: TextVault, member_id: str) -> MemberSnapshot | None:
+    """The member as HQ holds them now, or None (unknown, or known only from entries).
+
+    The name and birthday are opened with HQ's data key (``vault``): the store's kiosks need
+    them for the perks, and the feed travels over TLS to the stores holding the member only.
+    """
     member = session.get(CentralMember, member_id)
     if member is None or member.tier == UNKNOWN_TIER:
         return None
+    name = None if member.deleted else name_of(vault, member)
     cards = list(
         session.scalars(
             select(CentralCard)
@@ -345,8 +352,8 @@ def snapshot(session: Session, member_id: str) -> MemberSnapshot | None:
         tier=member.tier,
         phone_hash=None if member.deleted else member.phone_hash,
         phone_masked="" if member.deleted else member.phone_masked,
-        name=None if member.deleted or not member.name else member.name[:32],
-        birthday=None if member.deleted else member.birthday,
+        name=None if member.deleted or not name else name[:32],
+        birthday=None if member.deleted else birthday_of(vault, member),
         consent_version=member.consent_version or IMPORTED_CONSENT,
         created_at=member.created_at,
         deleted=member.deleted,
@@ -435,6 +442,7 @@ def find_member(
 
 def fetch(
     session: Session,
+    vault: TextVault,
     store_id: str,
     now: datetime,
     card_no: str | None = None,
@@ -449,7 +457,7 @@ def fetch(
     member_id = find_member(session, card_no, phone_hash)
     if member_id is None or not lock_members(session, [member_id]):
         return None, []
-    found = snapshot(session, member_id)
+    found = snapshot(session, vault, member_id)
     if found is None:
         return None, []
     new = hold(session, [(member_id, store_id)], now)
@@ -457,7 +465,9 @@ def fetch(
     return found, items.get(store_id, [])
 
 
-def feed_chunk(session: Session, store_id: str, after: int) -> tuple[int, list[ReplicaEvent]]:
+def feed_chunk(
+    session: Session, vault: TextVault, store_id: str, after: int
+) -> tuple[int, list[ReplicaEvent]]:
     """Items of ``store_id``'s feed after ``after``: (the last number covered, the items).
 
     Members known only from entries have no snapshot yet and are left out (their
@@ -475,7 +485,7 @@ def feed_chunk(session: Session, store_id: str, after: int) -> tuple[int, list[R
     entries = 0
     for feed_seq, _hq_seq, member_id, payload in rows:
         if member_id is not None:
-            found = snapshot(session, member_id)
+            found = snapshot(session, vault, member_id)
             if found is not None:
                 if items and entries + len(found.entries) > FEED_CHUNK_ENTRIES:
                     break

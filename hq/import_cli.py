@@ -15,8 +15,7 @@ from edge.security.personal import PhoneVault
 from hq.console import config_of
 from hq.enrol import LOOKUP_KEY_FILE
 from hq.importer import DEFAULT_TIERS, ImportReport, MemberImporter, read_export
-
-DATA_KEY_FILE = "hq-data.key"
+from hq.personal import DATA_KEY_FILE
 
 
 @click.command("data-key")
@@ -28,11 +27,14 @@ DATA_KEY_FILE = "hq-data.key"
     help=f"Where {DATA_KEY_FILE} goes (beside the lookup key; keep and back it up).",
 )
 def data_key_command(out_dir: Path) -> None:
-    """Make HQ's data key, which seals the phone numbers HQ keeps (once; never overwritten)."""
+    """Make HQ's data key, which seals the personal data HQ keeps (once; never overwritten)."""
     path = out_dir / DATA_KEY_FILE
     if not create_secret_file(path):
         raise Refusal(f"{path} already exists", code="key_exists")
-    click.echo(f"wrote {path} (secret: seals the members' phone numbers at HQ, back it up)")
+    click.echo(
+        f"wrote {path} (secret: seals the members' phone numbers, names and birthdays at HQ, "
+        "back it up)"
+    )
 
 
 def _vault(key_dir: Path) -> PhoneVault:

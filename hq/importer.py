@@ -41,6 +41,7 @@ from hq.models import (
     ImportRefusal,
     MemberImport,
 )
+from hq.personal import personal_columns
 
 # The field each header names: the common spellings of the chain systems' exports.
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -400,7 +401,7 @@ class MemberImporter:
                      "balance": balance, "overdraft_flagged": False, "deleted": False,
                      "created_at": at, "updated_at": now, "phone_hash": phone_hash,
                      "phone_enc": self.vault.encrypt(row.phone) if row.phone else None,
-                     "name": row.name, "birthday": row.birthday,
+                     **personal_columns(self.vault, row.name, row.birthday),
                      "consent_version": IMPORTED_CONSENT}
                 )  # fmt: skip
                 card_rows.append(

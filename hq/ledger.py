@@ -43,6 +43,7 @@ from edge.protocol.messages import (
     MemberUpdatedData,
     TierChangedData,
 )
+from edge.security.personal import TextVault
 from hq.bulk import among, insert_rows, stored_time
 from hq.coupons import issue_at_registration, record_use
 from hq.feeds import (
@@ -70,6 +71,7 @@ from hq.models import (
     StoredEvent,
     VoucherCollection,
 )
+from hq.personal import erase_personal, personal_columns, set_personal
 from hq.vouchers import CLAIMED, collect_first, record_voucher
 
 log = logging.getLogger(__name__)
@@ -323,8 +325,10 @@ def clear_alert(session: Session, kind: str, subject: str, at: datetime) -> None
 class CentralLedger:
     """Applies batches to the central tables (one transaction per batch, by the caller)."""
 
-    def __init__(self, clone_window: timedelta) -> None:
+    def __init__(self, clone_window: timedelta, vault: TextVault) -> None:
+        """``vault``: HQ's data key, which seals the names and birthdays registrations bring."""
         self.clone_window = clone_window
+        self.vault = vault
         self.ids = IdFactory()  # for the coupons registrations earn
 
     def ingest(
@@ -586,7 +590,7 @@ class CentralLedger:
                 .all()
             )
         registrations = [(e, d) for e, d, _ in typed if isinstance(d, MemberRegisteredData)]
-        self._register(session, registrations, tiers)
+        self._register(session, registrations, tiers, self.vault)
         issue_at_registration(session, registrations, self.ids)
         entries: list[dict[str, Any]] = []
         deltas: dict[str, int] = defaultdict(int)
@@ -636,8 +640,7 @@ class CentralLedger:
                 member = session.get(CentralMember, data.member_id)
                 if member is not None:
                     member.deleted = True
-                    member.phone_masked = ""
-                    member.phone_hash = member.phone_enc = member.name = member.birthday = None
+                    erase_personal(member)
                     member.updated_at = event.at
                 for card_no in data.cards_blocked:
                     self._card_state(session, card_no, "blocked")
@@ -710,6 +713,7 @@ class CentralLedger:
         session: Session,
         registrations: list[tuple[Event, MemberRegisteredData]],
         tiers: dict[str, str],
+        vault: TextVault,
     ) -> None:
         """New members and their cards, one INSERT each; a member known only from entries
         (a placeholder) is completed."""
@@ -737,8 +741,7 @@ class CentralLedger:
                         "phone_masked": data.phone_masked,
                         "phone_hash": data.phone_hash,
                         "consent_version": data.consent_version,
-                        "name": data.name,
-                        "birthday": data.birthday,
+                        **personal_columns(vault, data.name, data.birthday),
                         "balance": 0,
                         "overdraft_flagged": False,
                         "deleted": False,
@@ -754,7 +757,7 @@ class CentralLedger:
                     member.store_id, member.tier = event.store_id, data.tier
                     member.phone_masked, member.phone_hash = data.phone_masked, data.phone_hash
                     member.consent_version = data.consent_version
-                    member.name, member.birthday = data.name, data.birthday
+                    set_personal(vault, member, data.name, data.birthday)
                     member.created_at = event.at
                     tiers[data.member_id] = data.tier
             if data.card_no not in cards:

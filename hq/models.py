@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     false,
@@ -112,8 +113,11 @@ class CentralMember(HqBase):
     # kiosks keep it, and what the perks need.
     phone_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     phone_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
-    name: Mapped[str | None] = mapped_column(String(64))
-    birthday: Mapped[date | None] = mapped_column(Date)
+    # The name and birthday sealed with HQ's data key too (read them through hq.personal);
+    # the birthday's month in clear for the campaigns' "birthday this month" audience.
+    name_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    birthday_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    birth_month: Mapped[int | None] = mapped_column(SmallInteger)
     consent_version: Mapped[str | None] = mapped_column(String(32))
 
 

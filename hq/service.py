@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import queue
 import random
 import threading
@@ -29,6 +30,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQL
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge import __version__
+from edge.domain.errors import ConfigError
 from edge.protocol import (
     BackupChunk,
     BlocklistUpdate,
@@ -53,6 +55,8 @@ from edge.protocol import (
     decode,
 )
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
+from edge.security.keys import create_secret_file, load_secret
+from edge.security.personal import TextVault
 from hq.backups import BackupStore
 from hq.coupons import answer as answer_coupon
 from hq.feeds import FeedNumbered, feed_chunk, release_unseen
@@ -69,6 +73,7 @@ from hq.ledger import (
     stored_events,
 )
 from hq.models import FleetDevice
+from hq.personal import DATA_KEY_FILE as HQ_DATA_KEY_FILE
 from hq.schema import require_current
 from hq.vouchers import check_voucher
 
@@ -146,6 +151,41 @@ class HqConfig(BaseModel):
         title="A store holds a member of another store this many months after last seeing them",
         description="never less than the kiosks' sync.hold_months",
     )
+
+    data_key_file: str = Field(
+        "",
+        title="HQ's data key (hq-data.key, from `kiosk hq data-key`)",
+        description="seals the members' phone numbers, names and birthdays HQ keeps; required "
+        "on PostgreSQL (default on SQLite: hq-data.key beside the database, made on first use)",
+    )
+
+    def personal_vault(self) -> TextVault:
+        """What seals and opens the members' personal data HQ keeps (its data key).
+
+        A trial on SQLite needs no setup: its key is made beside the database on first use
+        (an in-memory database gets a key for the life of the process, as its data). A chain
+        on PostgreSQL names its key: a key made by accident would seal new members with a key
+        nobody backs up.
+
+        Raises:
+            ConfigError: ``key_missing`` on PostgreSQL without ``data_key_file``, or the key
+                file's own errors (unreadable, loose permissions, malformed).
+        """
+        if self.data_key_file:
+            return TextVault(load_secret(Path(self.data_key_file)))
+        for prefix in ("sqlite+pysqlite:///", "sqlite:///", "sqlite://"):
+            if self.database_url.startswith(prefix):
+                database = self.database_url.removeprefix(prefix)
+                if not database or database.startswith(":memory:"):
+                    return TextVault(os.urandom(32))
+                path = Path(database).parent / HQ_DATA_KEY_FILE
+                create_secret_file(path)
+                return TextVault(load_secret(path))
+        raise ConfigError(
+            "HQ needs its data key to keep members' personal data: make it with "
+            "`kiosk hq data-key --out DIR` and set data_key_file",
+            code="key_missing",
+        )
 
     def tls(self) -> TlsFiles | None:
         if not self.ca_file:
@@ -269,7 +309,8 @@ class HqService:
             require_current(engine)
         self.engine = engine
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.ledger = CentralLedger(timedelta(minutes=config.clone_window_min))
+        self.vault = config.personal_vault()
+        self.ledger = CentralLedger(timedelta(minutes=config.clone_window_min), self.vault)
         t = self.topics
         # The devices' traffic is shared among HQ's workers: each message goes to one.
         leaves = (
@@ -903,7 +944,7 @@ class HqService:
         after = request.after_seq
         while True:
             with self.sessions() as session:
-                last, items = feed_chunk(session, request.store_id, after)
+                last, items = feed_chunk(session, self.vault, request.store_id, after)
             if last == after:
                 return
             batch = ReplicaBatch(
@@ -939,7 +980,9 @@ class HqService:
                 raise ProtocolError(
                     f"{device_id} of store {store_id} asked for a member for {request.store_id}"
                 )
-            return fetch_member(session, request.store_id, now, request.card_no, request.phone_hash)
+            return fetch_member(
+                session, self.vault, request.store_id, now, request.card_no, request.phone_hash
+            )
 
         found, items = self.in_transaction(fetch)
         with self._counting:

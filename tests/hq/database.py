@@ -13,8 +13,23 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from edge.security.personal import TextVault
 from hq.schema import upgrade
 from hq.service import make_hq_engine
+
+HQ_VAULT = TextVault(bytes(range(32)))
+"""HQ's data key in the tests that drive HQ's ledger and feeds directly (a service opens its
+own, :meth:`hq.service.HqConfig.personal_vault`)."""
+
+
+@functools.cache
+def hq_data_key_file() -> str:
+    """A file holding :data:`HQ_VAULT`'s key (0600), for a service's ``data_key_file``: HQ's
+    workers on one database share its data key, and tests read what they sealed."""
+    path = Path(tempfile.mkdtemp(prefix="mck-hq-key-")) / "hq-data.key"
+    path.write_bytes(bytes(range(32)))
+    path.chmod(0o600)
+    return str(path)
 
 
 def migrated_engine(url: str) -> Engine:

@@ -34,7 +34,8 @@ def test_insert_rows_stores_every_value_as_given(engine: Engine) -> None:
     members = [
         {"id": "M1", "store_id": "S001", "tier": "gold", "phone_masked": "", "balance": 2**40,
          "overdraft_flagged": False, "deleted": False, "created_at": T0, "updated_at": T0,
-         "phone_hash": None, "phone_enc": b"\x00\xff\\", "name": "王\"小'明", "birthday": None},
+         "phone_hash": None, "phone_enc": b"\x00\xff\\", "name_enc": b"\x01'\"",
+         "birthday_enc": None, "birth_month": 3},
     ]  # fmt: skip
     with engine.begin() as conn:
         insert_rows(conn, StoredEvent, rows)
@@ -51,7 +52,8 @@ def test_insert_rows_stores_every_value_as_given(engine: Engine) -> None:
         (r["hq_seq"], r["event_id"], r["at"], r["payload"]) for r in rows
     ]
     assert member.balance == 2**40 and member.phone_enc == b"\x00\xff\\"
-    assert member.name == "王\"小'明" and member.phone_hash is None and member.deleted is False
+    assert member.name_enc == b"\x01'\"" and member.birth_month == 3
+    assert member.phone_hash is None and member.deleted is False
 
 
 def test_among_matches_in(engine: Engine) -> None:

@@ -5,7 +5,7 @@ once in the chain with a second use flagged; on SQLite and PostgreSQL, a race in
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -17,6 +17,7 @@ from edge.domain.errors import InvalidInput, KioskError, NotFound
 from edge.domain.ids import IdFactory
 from edge.protocol import CouponAsk, Event, EventBatch
 from edge.security.codes import verify_voucher
+from hq import personal
 from hq.coupons import (
     CampaignSpec,
     answer,
@@ -26,7 +27,8 @@ from hq.coupons import (
     issue_campaign,
 )
 from hq.ledger import CentralLedger
-from hq.models import Alert, Campaign, CampaignCoupon
+from hq.models import Alert, Campaign, CampaignCoupon, CentralMember
+from tests.hq.database import HQ_VAULT
 
 ids = IdFactory()
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -57,7 +59,7 @@ def event(kind, device, store, seq, data, at=T0) -> Event:
 def ingest(engine, device, *events):
     batch = EventBatch(device_id=device, batch_id=ids.new(), events=list(events))
     with Session(engine) as s, s.begin():
-        return CentralLedger(timedelta(minutes=10)).ingest(s, device, batch, T0)
+        return CentralLedger(timedelta(minutes=10), HQ_VAULT).ingest(s, device, batch, T0)
 
 
 def registered(member, card, seq, tier="normal", referrer=None, device="K001", store="S001"):
@@ -135,6 +137,29 @@ def test_an_audience_gets_one_coupon_each_within_the_pool_and_again_changes_noth
     assert (report.issued, report.at_limit) == (0, 5)
     with pytest.raises(NotFound):
         issue_campaign(engine, "ALL5", T0, ids, [ids.new()])
+
+
+def test_a_birthday_month_campaign_goes_to_the_members_born_this_month(engine):
+    """HQ keeps birthdays sealed; the month it keeps in clear selects the audience in SQL."""
+    born = {"march": "1950-03-09", "march_too": "1988-03-31", "april": "1950-04-09"}
+    members = {who: ids.new() for who in [*born, "unknown"]}
+    events = []
+    for seq, (who, member) in enumerate(members.items(), 1):
+        e = registered(member, f"2000000{seq}", seq)
+        e.data |= {"birthday": born.get(who), "name": f"会员{seq}"}
+        events.append(e)
+    ingest(engine, "K001", *events)
+    with Session(engine) as s:
+        kept = s.get(CentralMember, members["march"])
+        assert kept is not None and kept.birth_month == 3
+        assert personal.birthday_of(HQ_VAULT, kept) == date(1950, 3, 9)
+        assert personal.name_of(HQ_VAULT, kept) == "会员1"
+    create(engine, CampaignSpec(terms("BDAY"), Audience.BIRTHDAY_MONTH, pool_total=100))
+    assert issue_campaign(engine, "BDAY", T0, ids).issued == 2  # T0 is in March
+    assert {c.member_id for c in coupons(engine, "BDAY")} == {
+        members["march"],
+        members["march_too"],
+    }
 
 
 def test_registrations_earn_the_new_member_and_referral_coupons(engine):

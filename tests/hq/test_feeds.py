@@ -30,12 +30,13 @@ from hq.feeds import feed_chunk, feed_head, fetch, holders, release_unseen
 from hq.ledger import CentralLedger, balances, next_seq
 from hq.models import FeedItem
 from hq.service import HqConfig, HqService
+from tests.hq.database import HQ_VAULT, hq_data_key_file
 from tests.sync.conftest import kiosk_config
 from tests.sync.helpers import local_balances, outbox_events
 
 ids = IdFactory()
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
-LEDGER = CentralLedger(timedelta(minutes=10))
+LEDGER = CentralLedger(timedelta(minutes=10), HQ_VAULT)
 
 
 def kiosk(root: Path, device: str, store: str, start: int) -> AppContext:
@@ -62,7 +63,7 @@ def follow(engine: Engine, app: AppContext) -> int:
         with transaction(app) as tx:
             cursor = replica_cursor(tx, "store")
         with Session(engine) as s:
-            last, items = feed_chunk(s, app.store_id, cursor)
+            last, items = feed_chunk(s, HQ_VAULT, app.store_id, cursor)
         if last == cursor:
             return seen
         items = [i for i in items if i.event is None or i.event.device_id != app.device_id]
@@ -86,7 +87,7 @@ def test_a_new_kiosk_gets_its_stores_members_and_hears_only_about_them(engine, t
     # S002 meets one of S001's members: fetched from HQ, held by S002 from now on.
     visitor = own_a[0]
     with Session(engine) as s, s.begin():
-        found, items = fetch(s, "S002", NOW, card_no=visitor.card_no)
+        found, items = fetch(s, HQ_VAULT, "S002", NOW, card_no=visitor.card_no)
     assert found is not None and items
     apply_fetched_member(b, found)
     accrue_purchase(b, visitor.card_no, 2_000, "B-visitor")
@@ -117,13 +118,13 @@ def test_a_new_kiosk_gets_its_stores_members_and_hears_only_about_them(engine, t
     # Following again brings nothing new; a second snapshot of the same member changes nothing.
     assert follow(engine, c) == 0
     with Session(engine) as s:
-        again, more = fetch(s, "S002", NOW, card_no=visitor.card_no)
+        again, more = fetch(s, HQ_VAULT, "S002", NOW, card_no=visitor.card_no)
     assert again is not None and not more  # already held: no new feed item
     apply_fetched_member(c, again)
     assert local_balances(c) == here
     # S001's feed never carried S002's own member.
     with Session(engine) as s:
-        _, s001 = feed_chunk(s, "S001", 0)
+        _, s001 = feed_chunk(s, HQ_VAULT, "S001", 0)
     named = {i.event.data.get("member_id") for i in s001 if i.event is not None}
     assert own_b.member_id not in named
     for app in (a, b, c):
@@ -132,8 +133,8 @@ def test_a_new_kiosk_gets_its_stores_members_and_hears_only_about_them(engine, t
 
 def test_a_member_hq_does_not_know_is_not_found(engine):
     with Session(engine) as s, s.begin():
-        assert fetch(s, "S002", NOW, card_no="1000000009") == (None, [])
-        assert fetch(s, "S002", NOW, phone_hash="0" * 64) == (None, [])
+        assert fetch(s, HQ_VAULT, "S002", NOW, card_no="1000000009") == (None, [])
+        assert fetch(s, HQ_VAULT, "S002", NOW, phone_hash="0" * 64) == (None, [])
 
 
 def test_a_fetch_racing_an_accrual_misses_nothing(engine, tmp_path):
@@ -151,7 +152,7 @@ def test_a_fetch_racing_an_accrual_misses_nothing(engine, tmp_path):
 
     def fetcher(n: int) -> None:
         with Session(engine) as s, s.begin():
-            got[store[n]] = fetch(s, store[n], NOW, card_no=reg.card_no)[0]
+            got[store[n]] = fetch(s, HQ_VAULT, store[n], NOW, card_no=reg.card_no)[0]
 
     def ingest(event: Event) -> None:
         batch = EventBatch(device_id="K001", batch_id=ids.new(), events=[event])
@@ -171,7 +172,7 @@ def test_a_fetch_racing_an_accrual_misses_nothing(engine, tmp_path):
         final = balances(s)[reg.member_id]
         for n in range(rounds):
             snap = got[store[n]]
-            _, items = feed_chunk(s, store[n], 0)
+            _, items = feed_chunk(s, HQ_VAULT, store[n], 0)
             ids_in_feed = {
                 e["id"]
                 for i in items
@@ -216,7 +217,7 @@ def test_a_store_stops_holding_a_member_it_no_longer_sees(engine, tmp_path):
     send(engine, a)
     for reg in (visitor, regular):  # both shop once at S002
         with Session(engine) as s, s.begin():
-            found, _ = fetch(s, "S002", NOW, card_no=reg.card_no)
+            found, _ = fetch(s, HQ_VAULT, "S002", NOW, card_no=reg.card_no)
         assert found is not None
         apply_fetched_member(b, found)
         accrue_purchase(b, reg.card_no, 1_000, f"B-{reg.card_no}")
@@ -230,7 +231,9 @@ def test_a_store_stops_holding_a_member_it_no_longer_sees(engine, tmp_path):
     # Twelve months and a half on, nothing ends yet (the 30 days' grace); thirteen months on,
     # S002 stops holding the visitor; the regular and S001's holding of its own members stay.
     # Running it again ends nothing more.
-    hq_worker = HqService(HqConfig(database_url="sqlite://", hold_months=12), engine)
+    hq_worker = HqService(
+        HqConfig(database_url="sqlite://", hold_months=12, data_key_file=hq_data_key_file()), engine
+    )
     assert hq_worker.release_holdings(NOW + timedelta(days=380)) == 0
     assert hq_worker.release_holdings(NOW + timedelta(days=13 * 31 + 30)) == 1
     with Session(engine) as s, s.begin():
@@ -250,7 +253,9 @@ def test_a_store_stops_holding_a_member_it_no_longer_sees(engine, tmp_path):
         assert feed_head(s, "S002") == head + 1
     # Met again at S002, the visitor is fetched and held again, at HQ's balance.
     with Session(engine) as s, s.begin():
-        found, items = fetch(s, "S002", NOW + timedelta(days=13 * 31 + 32), card_no=visitor.card_no)
+        found, items = fetch(
+            s, HQ_VAULT, "S002", NOW + timedelta(days=13 * 31 + 32), card_no=visitor.card_no
+        )
         assert found is not None and items  # a new holding: a snapshot in S002's feed
         assert holders(s, [visitor.member_id])[visitor.member_id] == {"S001", "S002"}
         hq = balances(s)
@@ -271,7 +276,7 @@ def test_a_kiosk_fetches_again_a_member_of_another_store_it_has_not_seen_for_mon
     send(engine, a)
     for reg in (visitor, fetched_only):
         with Session(engine) as s, s.begin():
-            found, _ = fetch(s, "S002", NOW, card_no=reg.card_no)
+            found, _ = fetch(s, HQ_VAULT, "S002", NOW, card_no=reg.card_no)
         assert found is not None
         apply_fetched_member(b, found)
     accrue_purchase(b, visitor.card_no, 1_000, "B-visitor")
@@ -295,7 +300,7 @@ def test_a_kiosk_fetches_again_a_member_of_another_store_it_has_not_seen_for_mon
     assert fetch_if_unknown(b, card_no="2900999999997") is Fetched.OFFLINE
     # A fetch renews the holding.
     with Session(engine) as s, s.begin():
-        found, _ = fetch(s, "S002", NOW, card_no=visitor.card_no)
+        found, _ = fetch(s, HQ_VAULT, "S002", NOW, card_no=visitor.card_no)
     assert found is not None
     apply_fetched_member(b, found)
     assert holding(b, visitor.card_no, None) is Holding.HELD

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from edge.domain.cards import card_number
 from edge.security.keys import load_secret
 from edge.security.personal import PhoneVault
+from hq import personal
 from hq.importer import CHUNK
 from hq.ledger import balances, ledger_sums
 from hq.models import CentralCard, CentralLot, CentralMember, MemberImport
@@ -79,13 +80,16 @@ def test_a_chain_export_comes_in_row_by_row_and_says_why_rows_were_refused(tmp_p
     }
     engine = make_hq_engine(db)
     with Session(engine) as s:
-        wang = s.scalar(select(CentralMember).where(CentralMember.name == "王女士"))
-        assert wang is not None
+        v = vault(keys)
+        wang = s.scalar(
+            select(CentralMember).where(CentralMember.phone_hash == v.lookup_hash("13800138000"))
+        )
+        assert wang is not None and personal.name_of(v, wang) == "王女士"
         assert (wang.store_id, wang.tier, wang.balance, wang.phone_masked) == (
             "S001", "gold", 500, "138****8000"
         )  # fmt: skip
-        assert str(wang.birthday) == "1950-03-09" and wang.created_at.year == 2019
-        v = vault(keys)
+        assert str(personal.birthday_of(v, wang)) == "1950-03-09" and wang.birth_month == 3
+        assert wang.created_at.year == 2019
         assert wang.phone_hash == v.lookup_hash("13800138000")  # as the kiosks hash it
         assert wang.phone_enc is not None and v.decrypt(wang.phone_enc) == "13800138000"
         lots = s.execute(select(CentralLot.points, CentralLot.expires_at)).all()

@@ -15,6 +15,7 @@ from edge.domain.ids import IdFactory
 from edge.protocol import Event, EventBatch
 from hq.ledger import CentralLedger, balances, ledger_sums
 from hq.models import Alert, CentralMember, StoredEvent
+from tests.hq.database import HQ_VAULT
 from tests.hq.events import entry
 
 ids = IdFactory()
@@ -28,7 +29,7 @@ def event(kind, device, store, seq, data, at=T0) -> Event:
 
 
 def test_dedup_reconcile_and_clone_alerts(engine):
-    ledger = CentralLedger(timedelta(minutes=10))
+    ledger = CentralLedger(timedelta(minutes=10), HQ_VAULT)
     member = ids.new()
     credit = entry(member, 3000, "K001", "S001")
     registered = event(
@@ -105,7 +106,7 @@ def test_dedup_reconcile_and_clone_alerts(engine):
 
 
 def test_events_from_a_device_speaking_for_another_are_quarantined(engine):
-    ledger = CentralLedger(timedelta(minutes=10))
+    ledger = CentralLedger(timedelta(minutes=10), HQ_VAULT)
     forged = event("points.accrued", "K002", "S002", 1, {"member_id": ids.new(), "entries": []})
     with Session(engine) as s, s.begin():
         result = ledger.ingest(
@@ -117,7 +118,7 @@ def test_events_from_a_device_speaking_for_another_are_quarantined(engine):
 
 
 def test_a_voucher_collected_twice_is_flagged_once_and_everything_is_kept(engine):
-    ledger = CentralLedger(timedelta(minutes=10))
+    ledger = CentralLedger(timedelta(minutes=10), HQ_VAULT)
     voucher = ids.new()
 
     def collected(device, store, seq, verified, at):

@@ -13,7 +13,7 @@ from edge.protocol import Event, EventBatch, Topics
 from edge.protocol.link import Inbound
 from hq.models import QuarantinedEvent, StoredEvent
 from hq.service import HqConfig, HqService
-from tests.hq.database import migrated_engine
+from tests.hq.database import hq_data_key_file, migrated_engine
 from tests.postgres import fresh_schema, postgres_cluster
 
 ids = IdFactory()
@@ -54,7 +54,10 @@ def counts(engine) -> tuple[int, int]:
 def test_a_database_restart_quarantines_nothing_and_the_resend_is_stored():
     with postgres_cluster(durable=True) as cluster, fresh_schema(cluster.url) as url:
         engine = migrated_engine(url)
-        hq = HqService(HqConfig(database_url=url, client_id="hq-outage"), engine)
+        hq = HqService(
+            HqConfig(database_url=url, client_id="hq-outage", data_key_file=hq_data_key_file()),
+            engine,
+        )
         hq.handle(message(registration(1)))
         assert counts(engine) == (1, 0)
         cluster.stop("immediate")

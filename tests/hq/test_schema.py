@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,12 @@ from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.orm import Session
 
 from edge.domain.errors import KioskError
+from hq import personal
 from hq.ledger import take_numbers
-from hq.models import Alert, GiftVoucher, HqBase
+from hq.models import Alert, CentralMember, GiftVoucher, HqBase
 from hq.schema import HQ_SCHEMA, upgrade
 from hq.service import HqConfig, HqService, make_hq_engine
+from tests.hq.database import HQ_VAULT
 
 KIOSK = [sys.executable, "-m", "edge.cli.main"]
 
@@ -165,5 +168,60 @@ def test_hq_0008_fills_in_the_gift_vouchers_of_the_events_stored_before(database
             ("K001", gift["redemption_id"], "TOWEL", 1, "1000000018")
         ]
         assert (kept[0].name, kept[0].valid_until, kept[0].event_id) == ("", None, "E1")
+    finally:
+        engine.dispose()
+
+
+def test_hq_0014_seals_the_names_and_birthdays_kept_before(database_url, tmp_path):
+    """Members kept in clear before hq_0014 are sealed with HQ's data key in place; their
+    birthday's month stays in clear for the campaigns. Without the key the upgrade refuses."""
+    engine = make_hq_engine(database_url)
+    try:
+        upgrade(engine, "hq_0012")
+        at = "2026-12-01 02:00:00.000000"
+        with engine.begin() as conn:
+            for member_id, name, birthday in (
+                ("M1", "欧阳秀英", "1950-03-09"),
+                ("M2", None, "1961-11-30"),
+                ("M3", "李四", None),
+                ("M4", None, None),
+            ):
+                conn.execute(
+                    text(
+                        "INSERT INTO hq_member (id, store_id, tier, phone_masked, balance, "
+                        "overdraft_flagged, deleted, created_at, updated_at, name, birthday) "
+                        "VALUES (:id, 'S001', 'normal', '', 0, false, false, :at, :at, :name, "
+                        ":birthday)"
+                    ),
+                    {"id": member_id, "at": at, "name": name, "birthday": birthday},
+                )
+        with pytest.raises(KioskError) as refused:
+            upgrade(engine)
+        assert refused.value.code == "key_missing"
+        assert HQ_SCHEMA.current_revision(engine) == "hq_0012"  # nothing half done
+        upgrade(engine, vault=lambda: HQ_VAULT)
+        with engine.connect() as conn:
+            raw = conn.execute(text("SELECT * FROM hq_member ORDER BY id")).all()
+        assert "name" not in raw[0]._fields and "birthday" not in raw[0]._fields
+        stored = repr(raw).encode() + b"".join(
+            bytes(v) for row in raw for v in row if isinstance(v, bytes | memoryview)
+        )
+        for clear in ("欧阳秀英".encode(), "李四".encode(), b"1950-03-09", b"1961-11-30"):
+            assert clear not in stored
+        with Session(engine) as s:
+            members = {m.id: m for m in s.scalars(select(CentralMember))}
+            assert {
+                m.id: (personal.name_of(HQ_VAULT, m), personal.birthday_of(HQ_VAULT, m))
+                for m in members.values()
+            } == {
+                "M1": ("欧阳秀英", date(1950, 3, 9)),
+                "M2": (None, date(1961, 11, 30)),
+                "M3": ("李四", None),
+                "M4": (None, None),
+            }
+            assert {m.id: m.birth_month for m in members.values()} == {
+                "M1": 3, "M2": 11, "M3": None, "M4": None
+            }  # fmt: skip
+        assert _differences(engine) == []
     finally:
         engine.dispose()

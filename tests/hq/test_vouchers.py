@@ -15,6 +15,7 @@ from edge.protocol import Event, EventBatch, VoucherCheck
 from hq.ledger import CentralLedger
 from hq.models import Alert, GiftVoucher, VoucherCollection
 from hq.vouchers import check_voucher
+from tests.hq.database import HQ_VAULT
 
 ids = IdFactory()
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -30,7 +31,7 @@ def event(kind, device, store, seq, data, at=T0) -> Event:
 def ingest(engine, device, *events):
     batch = EventBatch(device_id=device, batch_id=ids.new(), events=list(events))
     with Session(engine) as s, s.begin():
-        return CentralLedger(timedelta(minutes=10)).ingest(s, device, batch, T0)
+        return CentralLedger(timedelta(minutes=10), HQ_VAULT).ingest(s, device, batch, T0)
 
 
 def redeemed(voucher: str, seq: int, **extra) -> Event:

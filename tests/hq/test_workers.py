@@ -26,7 +26,7 @@ from edge.sync.agent import Agent
 from hq.ledger import balances, ledger_sums
 from hq.models import Alert, StoredEvent
 from hq.service import HqConfig, HqService
-from tests.hq.database import migrated_engine
+from tests.hq.database import HQ_VAULT, hq_data_key_file, migrated_engine
 from tests.hq.events import entry
 from tests.sync.conftest import Runner, make_data_dir, open_app
 from tests.sync.helpers import HqProcess, drained, hq_config, local_balances, outbox_events
@@ -107,7 +107,10 @@ def _chain(rng: random.Random, per_device: int) -> Chain:
 
 def _workers(url: str, count: int) -> list[HqService]:
     return [
-        HqService(HqConfig(database_url=url, client_id=f"hq-{n}"), migrated_engine(url))
+        HqService(
+            HqConfig(database_url=url, client_id=f"hq-{n}", data_key_file=hq_data_key_file()),
+            migrated_engine(url),
+        )
         for n in range(count)
     ]
 
@@ -180,7 +183,7 @@ def test_a_worker_racing_another_for_the_same_batch_waits_and_acknowledges_it(po
         held.begin()
         from hq.ledger import CentralLedger
 
-        taken = CentralLedger(timedelta(minutes=10)).ingest(held, device, batch, T0)
+        taken = CentralLedger(timedelta(minutes=10), HQ_VAULT).ingest(held, device, batch, T0)
         assert len(taken.stored) == len(batch.events)
         outcome: list = []
         racer = threading.Thread(

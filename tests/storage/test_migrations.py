@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -100,3 +101,61 @@ def test_the_ledger_gives_up_its_nonce_table_and_gets_it_back_on_downgrade(tmp_p
         command.downgrade(cfg, "0004")
     assert "used_code_nonce" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_0015_encrypts_the_names_and_birthdays_kept_before(tmp_path):
+    """A ledger holding names and birthdays in clear has them encrypted in place with the
+    device's data key; without the key the upgrade refuses and leaves the database as it was."""
+    import sqlite3
+    from datetime import date
+
+    from edge.domain.errors import KioskError
+    from edge.security.personal import TextVault
+
+    db_path = tmp_path / "m.db"
+    engine = make_engine(sqlite_url(db_path))
+    migrate.upgrade(engine, "0013")
+    at = "2026-03-02 02:00:00.000000"
+    with engine.begin() as conn:
+        for member_id, name, birthday in (
+            ("M1", "欧阳秀英", "1950-03-09"),
+            ("M2", None, "1961-11-30"),
+            ("M3", "李四", None),
+        ):
+            conn.exec_driver_sql(
+                "INSERT INTO member (id, phone_masked, name, birthday, consent_version, "
+                "consented_at, tier, tier_review_at, balance, overdraft_flagged, store_id, "
+                "created_at, updated_at) VALUES (?, '', ?, ?, 'v1', ?, 'normal', ?, 0, 0, "
+                "'S001', ?, ?)",
+                (member_id, name, birthday, at, at, at, at),
+            )
+        conn.exec_driver_sql(  # a card holds the member: the columns go without a rebuild
+            "INSERT INTO card (card_no, member_id, state, card_type, issued_at, "
+            "state_changed_at, device_id) VALUES ('2900000000018', 'M1', 'active', 'physical', "
+            "?, ?, 'K001')",
+            (at, at),
+        )
+    with pytest.raises(KioskError) as refused:
+        migrate.upgrade(engine)
+    assert refused.value.code == "key_missing"
+    assert migrate.current_revision(engine) == "0013"
+    vault = TextVault(bytes(range(32)))
+    migrate.upgrade(engine, vault=lambda: vault)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    engine.dispose()
+    raw = sqlite3.connect(db_path)
+    try:
+        query = "SELECT id, name_cipher, birthday_cipher FROM member ORDER BY id"
+        rows = raw.execute(query).fetchall()
+    finally:
+        raw.close()
+    stored = b"".join(v for row in rows for v in row if isinstance(v, bytes))
+    for clear in ("欧阳秀英".encode(), "李四".encode(), b"1950-03-09", b"1961-11-30"):
+        assert clear not in stored
+    assert [(i, vault.decrypt_name(n), vault.decrypt_birthday(b)) for i, n, b in rows] == [
+        ("M1", "欧阳秀英", date(1950, 3, 9)),
+        ("M2", None, date(1961, 11, 30)),
+        ("M3", "李四", None),
+    ]

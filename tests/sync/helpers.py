@@ -25,7 +25,7 @@ from edge.storage.models import Member, OutboxEvent
 from hq.feeds import feed_head
 from hq.models import CentralMember, MemberHolder, StoredEvent
 from hq.service import HqConfig
-from tests.hq.database import sqlite_hq_url
+from tests.hq.database import hq_data_key_file, sqlite_hq_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,6 +48,7 @@ def hq_config(broker, tmp_path: Path, **extra) -> HqConfig:
     ca, cert, key = broker.tls("hq")
     if "database_url" not in extra:
         extra["database_url"] = sqlite_hq_url(tmp_path / "hq.db")
+    extra.setdefault("data_key_file", hq_data_key_file())
     return HqConfig(
         broker_port=broker.port,
         ca_file=str(ca),

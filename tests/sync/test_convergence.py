@@ -45,13 +45,13 @@ from edge.storage.models import ChainRedemption, OutboxEvent
 from edge.storage.sync_models import SetAside
 from hq.ledger import CentralLedger, balances, next_seq, stored_events
 from hq.models import QuarantinedEvent, StoredEvent
-from tests.hq.database import migrated_engine, sqlite_hq_engine
+from tests.hq.database import HQ_VAULT, migrated_engine, sqlite_hq_engine
 from tests.sync.conftest import kiosk_config
 from tests.sync.helpers import local_balances, outbox_events
 
 ids = IdFactory()
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
-LEDGER = CentralLedger(timedelta(minutes=10))
+LEDGER = CentralLedger(timedelta(minutes=10), HQ_VAULT)
 CLERK = StaffIdentity("c1", "clerk")
 
 

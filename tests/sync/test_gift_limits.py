@@ -28,13 +28,13 @@ from edge.sync.agent import Agent
 from hq.feeds import snapshot
 from hq.ledger import CentralLedger, next_seq, stored_events
 from hq.service import HqService
-from tests.hq.database import sqlite_hq_engine
+from tests.hq.database import HQ_VAULT, sqlite_hq_engine
 from tests.sync.conftest import Runner, kiosk_config, make_data_dir, open_app, wait_until
 from tests.sync.helpers import caught_up, drained, hq_config, outbox_events
 
 ids = IdFactory()
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
-LEDGER = CentralLedger(timedelta(minutes=10))
+LEDGER = CentralLedger(timedelta(minutes=10), HQ_VAULT)
 
 
 def kiosk(root: Path, device: str, store: str, start: int) -> AppContext:
@@ -88,7 +88,7 @@ class Chain:
 
     def snapshot(self, member_id: str) -> MemberSnapshot:
         with Session(self.hq) as s:
-            snap = snapshot(s, member_id)
+            snap = snapshot(s, HQ_VAULT, member_id)
         assert snap is not None
         return snap
 

@@ -44,7 +44,7 @@ from edge.sync.outbox import OutboxPump
 from hq.ledger import CentralLedger, balances
 from hq.models import Alert, QuarantinedEvent, StoredEvent
 from hq.service import HqService
-from tests.hq.database import sqlite_hq_engine
+from tests.hq.database import HQ_VAULT, sqlite_hq_engine
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
 from tests.sync.helpers import arriving, client, local_balances, outbox_events
 
@@ -76,7 +76,7 @@ def hq_db(tmp_path):
 
 def ingest(engine, device: str, b: EventBatch):
     with Session(engine) as s, s.begin():
-        return CentralLedger(timedelta(minutes=10)).ingest(s, device, b, NOW)
+        return CentralLedger(timedelta(minutes=10), HQ_VAULT).ingest(s, device, b, NOW)
 
 
 def stored_order(engine, device: str) -> list[int]:
