@@ -6,13 +6,14 @@ PostgreSQL is the tests' own throwaway cluster; each test gets its own schema, m
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from edge.domain.ids import IdFactory
 from edge.protocol import Event, EventBatch
+from hq import personal
 from hq.ledger import CentralLedger, balances, ledger_sums
 from hq.models import Alert, CentralMember, StoredEvent
 from tests.hq.database import HQ_VAULT
@@ -156,3 +157,50 @@ def test_a_voucher_collected_twice_is_flagged_once_and_everything_is_kept(engine
         assert "first at S001 (K001) 2026-03-02 03:00 UTC" in alerts[0].detail
         kinds = s.scalars(select(StoredEvent.kind).order_by(StoredEvent.hq_seq)).all()
         assert kinds == ["gift.collected"] * 3
+
+
+def test_names_and_birthdays_are_sealed_at_hq_and_erased_with_the_member(engine):
+    ledger = CentralLedger(timedelta(minutes=10), HQ_VAULT)
+    member = ids.new()
+    registered = event(
+        "member.registered",
+        "K001",
+        "S001",
+        1,
+        {
+            "member_id": member,
+            "card_no": "1000000001",
+            "tier": "normal",
+            "consent_version": "2026-01",
+            "name": "欧阳秀英",
+            "birthday": "1950-03-09",
+            "entries": [],
+        },
+    )
+    batch = EventBatch(device_id="K001", batch_id=ids.new(), events=[registered])
+    with Session(engine) as s, s.begin():
+        ledger.ingest(s, "K001", batch, T0)
+    with engine.connect() as conn:  # as whoever reads the table itself sees it
+        raw = conn.execute(text("SELECT * FROM hq_member")).all()
+    stored = repr(raw).encode() + b"".join(
+        bytes(v) for row in raw for v in row if isinstance(v, bytes | memoryview)
+    )
+    for clear in ("欧阳秀英".encode(), b"1950-03-09", b"1950"):
+        assert clear not in stored
+    with Session(engine) as s:
+        kept = s.get(CentralMember, member)
+        assert kept is not None and kept.birth_month == 3
+        assert personal.name_of(HQ_VAULT, kept) == "欧阳秀英"
+        assert personal.birthday_of(HQ_VAULT, kept) == date(1950, 3, 9)
+
+    deleted = event(
+        "member.deleted", "K001", "S001", 2, {"member_id": member, "cards_blocked": ["1000000001"]}
+    )
+    batch = EventBatch(device_id="K001", batch_id=ids.new(), events=[deleted])
+    with Session(engine) as s, s.begin():
+        ledger.ingest(s, "K001", batch, T0)
+    with Session(engine) as s:
+        gone = s.get(CentralMember, member)
+        assert gone is not None and gone.deleted
+        assert (gone.name_enc, gone.birthday_enc, gone.birth_month) == (None, None, None)
+        assert (gone.phone_hash, gone.phone_enc, gone.phone_masked) == (None, None, "")
