@@ -146,7 +146,7 @@ def test_a_birthday_month_campaign_goes_to_the_members_born_this_month(engine):
     events = []
     for seq, (who, member) in enumerate(members.items(), 1):
         e = registered(member, f"2000000{seq}", seq)
-        e.data |= {"birthday": born.get(who), "name": f"会员{seq}"}
+        e.data.update(birthday=born.get(who), name=f"会员{seq}")
         events.append(e)
     ingest(engine, "K001", *events)
     with Session(engine) as s:

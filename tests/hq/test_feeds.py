@@ -20,6 +20,7 @@ from edge.app import AppContext
 from edge.config import parse_config
 from edge.domain.ids import IdFactory
 from edge.protocol import Event, EventBatch, MemberSnapshot, ReplicaBatch
+from edge.security.personal import TextVault
 from edge.services.members import register_member
 from edge.services.points import accrue_purchase
 from edge.services.remote import Fetched, Holding, fetch_if_unknown, holding
@@ -56,14 +57,15 @@ def send(engine: Engine, app: AppContext, now: datetime = NOW) -> None:
             LEDGER.ingest(s, app.device_id, batch, now)
 
 
-def follow(engine: Engine, app: AppContext) -> int:
-    """Applies ``app``'s store feed after its cursor, chunk by chunk; returns items seen."""
+def follow(engine: Engine, app: AppContext, vault: TextVault = HQ_VAULT) -> int:
+    """Applies ``app``'s store feed after its cursor, chunk by chunk; returns items seen
+    (``vault``: HQ's data key, which opens the names and birthdays the snapshots carry)."""
     seen = 0
     while True:
         with transaction(app) as tx:
             cursor = replica_cursor(tx, "store")
         with Session(engine) as s:
-            last, items = feed_chunk(s, HQ_VAULT, app.store_id, cursor)
+            last, items = feed_chunk(s, vault, app.store_id, cursor)
         if last == cursor:
             return seen
         items = [i for i in items if i.event is None or i.event.device_id != app.device_id]

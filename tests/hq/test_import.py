@@ -193,9 +193,10 @@ def test_imported_members_reach_their_home_stores_kiosks_with_their_lots(tmp_pat
     s001 = kiosk(tmp_path, "K001", "S001", 1)
     s002 = kiosk(tmp_path, "K002", "S002", 50_000)
     try:
-        assert follow(engine, s001) == 1 and follow(engine, s002) == 1
+        hq_key = vault(keys)  # the key the import sealed with is the one HQ serves with
+        assert follow(engine, s001, hq_key) == 1 and follow(engine, s002, hq_key) == 1
         wang = show_member(s001, card_no="2900000000018")
-        assert (wang.balance, wang.tier) == (500, "gold")
+        assert (wang.balance, wang.tier, wang.name_masked) == (500, "gold", "王女士")
         with s001.db.read() as s:
             lots = [(p.remaining, p.expires_at.date().isoformat()) for p in s.scalars(
                 select(PointsLot))]  # fmt: skip

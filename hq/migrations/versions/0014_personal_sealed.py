@@ -56,12 +56,15 @@ def _vault(why: str) -> TextVault:
 
 
 def upgrade() -> None:
+    conn = op.get_bind()
+    wanted = sa.or_(_member.c.name.is_not(None), _member.c.birthday.is_not(None))
+    # The key first, before any ALTER: a refusal must leave the schema as it was (SQLite
+    # commits DDL as it goes).
+    any_kept = conn.execute(sa.select(_member.c.id).where(wanted).limit(1)).first()
+    vault = _vault("members' names and birthdays to seal") if any_kept else None
     op.add_column("hq_member", sa.Column("name_enc", sa.LargeBinary(), nullable=True))
     op.add_column("hq_member", sa.Column("birthday_enc", sa.LargeBinary(), nullable=True))
     op.add_column("hq_member", sa.Column("birth_month", sa.SmallInteger(), nullable=True))
-    conn = op.get_bind()
-    wanted = sa.or_(_member.c.name.is_not(None), _member.c.birthday.is_not(None))
-    vault: TextVault | None = None
     after = ""
     while True:  # in chunks by id: a chain holds millions of members
         rows = conn.execute(
@@ -70,9 +73,8 @@ def upgrade() -> None:
             .order_by(_member.c.id)
             .limit(_CHUNK)
         ).all()
-        if not rows:
+        if not rows or vault is None:
             break
-        vault = vault or _vault("members' names and birthdays to seal")
         for member_id, name, birthday in rows:
             conn.execute(
                 sa.update(_member)
@@ -89,16 +91,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.add_column("hq_member", sa.Column("name", sa.String(length=64), nullable=True))
-    op.add_column("hq_member", sa.Column("birthday", sa.Date(), nullable=True))
     conn = op.get_bind()
     rows = conn.execute(
         sa.select(_member.c.id, _member.c.name_enc, _member.c.birthday_enc).where(
             sa.or_(_member.c.name_enc.is_not(None), _member.c.birthday_enc.is_not(None))
         )
     ).all()
-    if rows:
-        vault = _vault("sealed names and birthdays to open")
+    vault = _vault("sealed names and birthdays to open") if rows else None
+    op.add_column("hq_member", sa.Column("name", sa.String(length=64), nullable=True))
+    op.add_column("hq_member", sa.Column("birthday", sa.Date(), nullable=True))
+    if vault is not None:
         for member_id, name_enc, birthday_enc in rows:
             conn.execute(
                 sa.update(_member)

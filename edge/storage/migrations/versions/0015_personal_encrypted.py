@@ -56,16 +56,17 @@ def _vault(why: str) -> TextVault:
 
 
 def upgrade() -> None:
-    op.add_column("member", sa.Column("name_cipher", sa.LargeBinary(), nullable=True))
-    op.add_column("member", sa.Column("birthday_cipher", sa.LargeBinary(), nullable=True))
     conn = op.get_bind()
     rows = conn.execute(
         sa.select(_member.c.id, _member.c.name, _member.c.birthday).where(
             sa.or_(_member.c.name.is_not(None), _member.c.birthday.is_not(None))
         )
     ).all()
-    if rows:
-        vault = _vault("members' names and birthdays to encrypt")
+    # The key first, before any ALTER: a refusal leaves the schema as it was.
+    vault = _vault("members' names and birthdays to encrypt") if rows else None
+    op.add_column("member", sa.Column("name_cipher", sa.LargeBinary(), nullable=True))
+    op.add_column("member", sa.Column("birthday_cipher", sa.LargeBinary(), nullable=True))
+    if vault is not None:
         for member_id, name, birthday in rows:
             conn.execute(
                 sa.update(_member)
@@ -80,16 +81,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.add_column("member", sa.Column("name", sa.String(length=32), nullable=True))
-    op.add_column("member", sa.Column("birthday", sa.Date(), nullable=True))
     conn = op.get_bind()
     rows = conn.execute(
         sa.select(_member.c.id, _member.c.name_cipher, _member.c.birthday_cipher).where(
             sa.or_(_member.c.name_cipher.is_not(None), _member.c.birthday_cipher.is_not(None))
         )
     ).all()
-    if rows:
-        vault = _vault("encrypted names and birthdays to decrypt")
+    vault = _vault("encrypted names and birthdays to decrypt") if rows else None
+    op.add_column("member", sa.Column("name", sa.String(length=32), nullable=True))
+    op.add_column("member", sa.Column("birthday", sa.Date(), nullable=True))
+    if vault is not None:
         for member_id, name_cipher, birthday_cipher in rows:
             birthday: date | None = vault.decrypt_birthday(birthday_cipher)
             conn.execute(
