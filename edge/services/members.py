@@ -323,10 +323,13 @@ def register_member(
                 "tier": member.tier,
                 "consent_version": member.consent_version,
                 "referrer_id": member.referrer_id,
-                # for the perks at every store that holds the member (the birthday gift)
+                "entries": [e.as_dict() for e in entries],
+            },
+            # for the perks at every store that holds the member (the birthday gift); they
+            # wait in the outbox encrypted, as in the member row
+            personal={
                 "name": name_v,
                 "birthday": birthday_v.isoformat() if birthday_v else None,
-                "entries": [e.as_dict() for e in entries],
             },
         )
         tx.session.flush()
@@ -398,7 +401,7 @@ def delete_member(
         member, _card_row = resolve_member(tx.session, app, card_no, phone)
         if member.deleted_at is not None:
             raise Refusal("this member was already deleted", code="member_deleted")
-        erase_personal(member)
+        erase_personal(tx.session, member)
         member.deleted_at = tx.now
         member.updated_at = tx.now
         blocked = []

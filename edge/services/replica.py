@@ -241,7 +241,7 @@ def _apply_snapshot(
     for r in snap.redemptions:
         _ensure_redemption(tx, r.redemption_id, member.id, r.sku, r.qty, "hq", tx.now)
     if snap.deleted and member.deleted_at is None:
-        erase_personal(member)
+        erase_personal(tx.session, member)
         member.deleted_at = tx.now
         for held in tx.session.scalars(select(Card).where(Card.member_id == member.id)):
             if held.state in (CardState.ACTIVE, CardState.LOST):
@@ -404,7 +404,7 @@ def _apply_event(
         member = tx.session.get(Member, data.member_id)
         if member is None:
             raise ProtocolError(f"member {data.member_id} unknown here")
-        erase_personal(member)
+        erase_personal(tx.session, member)
         member.deleted_at = member.deleted_at or event.at
         member.updated_at = event.at
         for card in tx.session.scalars(select(Card).where(Card.member_id == member.id)):

@@ -8,7 +8,7 @@ result without applying anything twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from edge.app import AppContext
 from edge.domain.errors import InvalidInput, Refusal
 from edge.security.chain import GENESIS, chain_hash
+from edge.services.personal import OUTBOX_FIELD, sealed_for_outbox
 from edge.storage.models import AuditRecord, Meta, OutboxEvent, ProcessedRequest
 
 R = TypeVar("R")
@@ -61,8 +62,15 @@ class Tx:
         else:
             head.value = digest
 
-    def emit(self, kind: str, payload: dict[str, Any]) -> str:
-        """Queues a business event for HQ; it leaves only if this transaction commits."""
+    def emit(
+        self, kind: str, payload: dict[str, Any], personal: Mapping[str, Any] | None = None
+    ) -> str:
+        """Queues a business event for HQ; it leaves only if this transaction commits.
+
+        ``personal``: fields of the event's data that are a member's personal data (name,
+        birthday); they wait in the outbox encrypted and join the data as the event is sent
+        (:mod:`edge.services.personal`).
+        """
         event_id = self.new_id()
         body = {
             "event_id": event_id,
@@ -72,6 +80,9 @@ class Tx:
             "at": self.now.isoformat(),
             "data": payload,
         }
+        sealed = sealed_for_outbox(self.app, personal) if personal else None
+        if sealed is not None:
+            body[OUTBOX_FIELD] = sealed
         self.session.add(
             OutboxEvent(
                 event_id=event_id,

@@ -20,6 +20,7 @@ from edge.app import AppContext
 from edge.protocol import EventAck, Topics
 from edge.protocol.link import MqttLink
 from edge.services.connectivity import record_hq_contact
+from edge.services.personal import as_sent
 from edge.storage.models import OutboxEvent
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,9 @@ class OutboxPump:
             batch_id = self.app.ids.new()
             # The stored payload is already the event's JSON: splice the seq in rather than
             # parsing and re-serialising a hundred thousand events.
-            body = ",".join(f'{{"seq":{seq},{payload[1:]}' for seq, payload in rows)
+            body = ",".join(
+                f'{{"seq":{seq},{as_sent(self.app, payload)[1:]}' for seq, payload in rows
+            )
             head = f'{{"v":1,"device_id":"{self.app.device_id}","batch_id":"{batch_id}"'
             message = f'{head},"events":[{body}]}}'.encode()
             if not self.link.publish(self.topic, message, qos=1):

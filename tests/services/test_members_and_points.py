@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, date, datetime, timedelta
 
@@ -46,6 +47,10 @@ def test_name_and_birthday_are_encrypted_at_rest(app):
         assert personal.name_of(app, m) == "欧阳秀英"
         assert personal.birthday_of(app, m) == date(1950, 3, 9)
         assert "欧阳秀英".encode() not in m.name_cipher
+    with app.db.read() as s:  # the registration goes to HQ with them, as it is sent
+        payload = s.scalar(select(OutboxEvent.payload))
+    sent = json.loads(personal.as_sent(app, payload))["data"]
+    assert (sent["name"], sent["birthday"]) == ("欧阳秀英", "1950-03-09")
     app.db.engine.dispose()
     raw = sqlite3.connect(app.data_dir / "kiosk.db")  # as whoever copies the file reads it
     try:
@@ -56,6 +61,10 @@ def test_name_and_birthday_are_encrypted_at_rest(app):
     assert rows and "欧阳秀英".encode() not in stored and "欧阳秀英" not in repr(rows)
     for clear in (b"1950-03-09", b"19500309", b"1950"):
         assert clear not in stored
+    # nor anywhere in the files, the outbox and the write-ahead log included
+    on_disk = b"".join(p.read_bytes() for p in app.data_dir.glob("kiosk.db*"))
+    for clear in ("欧阳秀英".encode(), b"1950-03-09"):
+        assert clear not in on_disk
 
 
 def test_registration_refusals(app):
@@ -250,6 +259,13 @@ def test_deletion_erases_personal_data_and_keeps_the_ledger(app):
         assert (m.phone_hash, m.phone_cipher) == (None, None)
         assert (m.name_cipher, m.birthday_cipher) == (None, None)
         assert (personal.name_of(app, m), personal.birthday_of(app, m)) == (None, None)
+    with app.db.read() as s:  # the registration still waiting for HQ forgot them too
+        payload = s.scalar(
+            select(OutboxEvent.payload).where(OutboxEvent.kind == "member.registered")
+        )
+    assert "personal" not in json.loads(payload)
+    sent = json.loads(personal.as_sent(app, payload))["data"]
+    assert "name" not in sent and "birthday" not in sent
     register(app)  # the phone number is free again
     assert verify_ledger(app).ok
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from edge.app import AppContext
 from edge.protocol import DeviceStatus, Event, Topics
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
+from edge.services.personal import as_sent
 from edge.services.replica import STORE_FEED_CURSOR
 from edge.services.tx import get_meta
 from edge.storage.models import Member, OutboxEvent
@@ -158,7 +159,9 @@ def outbox_events(app: AppContext) -> list[Event]:
     """``app``'s outbox as the agent publishes it: each event with its seq, in order."""
     with app.db.read() as s:
         rows = s.execute(select(OutboxEvent.seq, OutboxEvent.payload).order_by(OutboxEvent.seq))
-        return [Event.model_validate_json(f'{{"seq":{seq},{p[1:]}') for seq, p in rows]
+        return [
+            Event.model_validate_json(f'{{"seq":{seq},{as_sent(app, p)[1:]}') for seq, p in rows
+        ]
 
 
 def drained(app: AppContext) -> Callable[[], bool]:
