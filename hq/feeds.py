@@ -56,7 +56,7 @@ from hq.models import (
     MemberHolder,
     StoredEvent,
 )
-from hq.personal import birthday_of, name_of
+from hq.personal import as_relayed, birthday_of, name_of
 
 UNKNOWN_TIER = "unknown"  # a member HQ knows only from entries (registration on the way)
 IMPORTED_CONSENT = "import"
@@ -492,6 +492,7 @@ def feed_chunk(
                 entries += len(found.entries)
                 items.append(ReplicaEvent(hq_seq=feed_seq, member=found))
         elif payload is not None:
-            items.append(ReplicaEvent(hq_seq=feed_seq, event=Event.model_validate_json(payload)))
+            event = as_relayed(session, vault, Event.model_validate_json(payload))
+            items.append(ReplicaEvent(hq_seq=feed_seq, event=event))
         last = feed_seq
     return last, items

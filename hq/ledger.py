@@ -71,7 +71,13 @@ from hq.models import (
     StoredEvent,
     VoucherCollection,
 )
-from hq.personal import erase_personal, personal_columns, set_personal
+from hq.personal import (
+    as_relayed,
+    erase_personal,
+    personal_columns,
+    set_personal,
+    stored_json,
+)
 from hq.vouchers import CLAIMED, collect_first, record_voucher
 
 log = logging.getLogger(__name__)
@@ -447,7 +453,7 @@ class CentralLedger:
                         "device_seq": event.seq,
                         "kind": event.kind,
                         "at": event.at,
-                        "payload": event.stored_json,
+                        "payload": stored_json(event),
                         "received_at": now,
                     }
                 )
@@ -1015,15 +1021,21 @@ def record_card_uses(session: Session, uses: dict[str, list[Any]]) -> None:
     )
 
 
-def stored_events(session: Session, after_seq: int, limit: int) -> list[tuple[int, Event]]:
-    """Stored events after ``after_seq``, in order (for a device catching up)."""
+def stored_events(
+    session: Session, vault: TextVault, after_seq: int, limit: int
+) -> list[tuple[int, Event]]:
+    """Stored events after ``after_seq``, in order (for a device catching up), as they are
+    relayed (a registration with the name and birthday, opened with ``vault``)."""
     rows = session.execute(
         select(StoredEvent.hq_seq, StoredEvent.payload)
         .where(StoredEvent.hq_seq > after_seq)
         .order_by(StoredEvent.hq_seq)
         .limit(limit)
     ).all()
-    return [(seq, Event.model_validate_json(payload)) for seq, payload in rows]
+    return [
+        (seq, as_relayed(session, vault, Event.model_validate_json(payload)))
+        for seq, payload in rows
+    ]
 
 
 def balances(session: Session) -> dict[str, int]:

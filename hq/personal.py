@@ -4,6 +4,10 @@
 (AES-256-GCM, HQ's ``hq-data.key``). ``birth_month`` (1-12) stays in clear because the
 coupon campaigns select "members whose birthday is this month" in SQL over the whole chain;
 a month alone identifies nobody.
+
+The registration's event brings them; HQ stores that event without them (the member row
+keeps them sealed, so deleting the member there forgets them everywhere at HQ) and puts them
+back, opened, only as it relays the event to a store (:func:`stored_json`, :func:`as_relayed`).
 """
 
 from __future__ import annotations
@@ -11,21 +15,30 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from edge.protocol import Event
 from edge.security.personal import TextVault
+from hq.models import CentralMember
 
 if TYPE_CHECKING:
-    from hq.models import CentralMember
+    from sqlalchemy.orm import Session
 
 DATA_KEY_FILE = "hq-data.key"
 """HQ's data key's file name (``kiosk hq data-key`` makes it)."""
 
+REGISTERED = "member.registered"
+PERSONAL_KEYS = ("name", "birthday")
+"""The personal fields of a registration's data (the phone travels only hashed and masked)."""
+
 __all__ = [
     "DATA_KEY_FILE",
+    "PERSONAL_KEYS",
+    "as_relayed",
     "birthday_of",
     "erase_personal",
     "name_of",
     "personal_columns",
     "set_personal",
+    "stored_json",
 ]
 
 
@@ -70,3 +83,30 @@ def erase_personal(member: CentralMember) -> None:
     member.phone_hash = member.phone_enc = None
     member.name_enc = member.birthday_enc = None
     member.birth_month = None
+
+
+def stored_json(event: Event) -> str:
+    """The event's JSON as HQ stores it: a registration without its name and birthday.
+
+    Every other event is the JSON worked out once per event (:attr:`Event.stored_json`).
+    """
+    if event.kind != REGISTERED or all(event.data.get(k) is None for k in PERSONAL_KEYS):
+        return event.stored_json
+    data = {k: v for k, v in event.data.items() if k not in PERSONAL_KEYS}
+    return event.model_copy(update={"data": data}).model_dump_json()
+
+
+def as_relayed(session: Session, vault: TextVault, event: Event) -> Event:
+    """A stored event as it goes on to a store: a registration gets back the member's name
+    and birthday as HQ keeps them now (none once the member is deleted)."""
+    if event.kind != REGISTERED:
+        return event
+    member = session.get(CentralMember, event.data.get("member_id"))
+    if member is None or member.deleted:
+        return event
+    name, birthday = name_of(vault, member), birthday_of(vault, member)
+    extra = {"name": name, "birthday": birthday.isoformat() if birthday else None}
+    present = {k: v for k, v in extra.items() if v is not None}
+    if not present:
+        return event
+    return event.model_copy(update={"data": event.data | present})

@@ -904,7 +904,7 @@ class HqService:
         after = request.after_seq
         while True:
             with self.sessions() as session:
-                chunk = stored_events(session, after, REPLICA_CHUNK)
+                chunk = stored_events(session, self.vault, after, REPLICA_CHUNK)
             if not chunk:
                 return
             batch = ReplicaBatch(

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from edge.domain.ids import IdFactory
 from edge.protocol import Event, EventBatch
 from hq import personal
-from hq.ledger import CentralLedger, balances, ledger_sums
+from hq.ledger import CentralLedger, balances, ledger_sums, stored_events
 from hq.models import Alert, CentralMember, StoredEvent
 from tests.hq.database import HQ_VAULT
 from tests.hq.events import entry
@@ -180,8 +180,9 @@ def test_names_and_birthdays_are_sealed_at_hq_and_erased_with_the_member(engine)
     batch = EventBatch(device_id="K001", batch_id=ids.new(), events=[registered])
     with Session(engine) as s, s.begin():
         ledger.ingest(s, "K001", batch, T0)
-    with engine.connect() as conn:  # as whoever reads the table itself sees it
+    with engine.connect() as conn:  # as whoever reads the tables themselves sees them
         raw = conn.execute(text("SELECT * FROM hq_member")).all()
+        raw += conn.execute(text("SELECT * FROM hq_event")).all()
     stored = repr(raw).encode() + b"".join(
         bytes(v) for row in raw for v in row if isinstance(v, bytes | memoryview)
     )
@@ -192,6 +193,8 @@ def test_names_and_birthdays_are_sealed_at_hq_and_erased_with_the_member(engine)
         assert kept is not None and kept.birth_month == 3
         assert personal.name_of(HQ_VAULT, kept) == "欧阳秀英"
         assert personal.birthday_of(HQ_VAULT, kept) == date(1950, 3, 9)
+        [(_, relayed)] = stored_events(s, HQ_VAULT, 0, 10)  # as a store hears of it
+        assert (relayed.data["name"], relayed.data["birthday"]) == ("欧阳秀英", "1950-03-09")
 
     deleted = event(
         "member.deleted", "K001", "S001", 2, {"member_id": member, "cards_blocked": ["1000000001"]}
@@ -204,3 +207,5 @@ def test_names_and_birthdays_are_sealed_at_hq_and_erased_with_the_member(engine)
         assert gone is not None and gone.deleted
         assert (gone.name_enc, gone.birthday_enc, gone.birth_month) == (None, None, None)
         assert (gone.phone_hash, gone.phone_enc, gone.phone_masked) == (None, None, "")
+        relayed = stored_events(s, HQ_VAULT, 0, 10)[0][1]
+        assert "name" not in relayed.data and "birthday" not in relayed.data

@@ -195,6 +195,17 @@ def test_hq_0014_seals_the_names_and_birthdays_kept_before(database_url, tmp_pat
                     ),
                     {"id": member_id, "at": at, "name": name, "birthday": birthday},
                 )
+            registration = {
+                "data": {"member_id": "M1", "name": "欧阳秀英", "birthday": "1950-03-09"}
+            }
+            conn.execute(
+                text(
+                    "INSERT INTO hq_event (hq_seq, event_id, device_id, store_id, "
+                    "device_seq, kind, at, payload, received_at) VALUES "
+                    "(1, 'E1', 'K001', 'S001', 1, 'member.registered', :at, :p, :at)"
+                ),
+                {"at": at, "p": json.dumps(registration, ensure_ascii=False)},
+            )
         with pytest.raises(KioskError) as refused:
             upgrade(engine)
         assert refused.value.code == "key_missing"
@@ -202,7 +213,9 @@ def test_hq_0014_seals_the_names_and_birthdays_kept_before(database_url, tmp_pat
         upgrade(engine, vault=lambda: HQ_VAULT)
         with engine.connect() as conn:
             raw = conn.execute(text("SELECT * FROM hq_member ORDER BY id")).all()
+            kept_event = conn.execute(text("SELECT payload FROM hq_event")).scalar_one()
         assert "name" not in raw[0]._fields and "birthday" not in raw[0]._fields
+        assert json.loads(kept_event) == {"data": {"member_id": "M1"}}
         stored = repr(raw).encode() + b"".join(
             bytes(v) for row in raw for v in row if isinstance(v, bytes | memoryview)
         )

@@ -73,7 +73,7 @@ def sync(engine, apps: list[AppContext]) -> None:
         with transaction(app) as tx:
             cursor = replica_cursor(tx, "chain")
         with Session(engine) as s:
-            stored = stored_events(s, cursor, 100_000)
+            stored = stored_events(s, HQ_VAULT, cursor, 100_000)
         if stored:
             outcome = apply_replica_batch(
                 app,
@@ -130,7 +130,7 @@ class Streams:
         self.streams = {app.device_id: outbox_events(app) for app in (a, b)}
         with Session(engine) as s:
             self.expected = balances(s)
-            self.hq_order = [e for _, e in stored_events(s, 0, 100_000)]
+            self.hq_order = [e for _, e in stored_events(s, HQ_VAULT, 0, 100_000)]
         assert len(self.expected) == 4 and all(self.expected.values())
         self.redeemed: dict[tuple[str, str], int] = {}
         for e in self.hq_order:

@@ -75,7 +75,7 @@ class Chain:
         with transaction(app) as tx:
             cursor = replica_cursor(tx, "chain")
         with Session(self.hq) as s:
-            stored = stored_events(s, cursor, 100_000)
+            stored = stored_events(s, HQ_VAULT, cursor, 100_000)
         if not stored:
             return
         events = [
@@ -158,7 +158,7 @@ def test_a_redemption_heard_of_twice_counts_once(chain):
     with transaction(chain.b) as tx:
         cursor = replica_cursor(tx, "chain")
     with Session(chain.hq) as s:
-        stored = [e for _, e in stored_events(s, 0, 100_000) if e.device_id != "K002"]
+        stored = [e for _, e in stored_events(s, HQ_VAULT, 0, 100_000) if e.device_id != "K002"]
     outcome = apply_replica_batch(
         chain.b,
         ReplicaBatch(

@@ -10,10 +10,15 @@ clear for the campaigns' "birthday this month" audience. The rows there are seal
 in the migration's transaction, with the key ``kiosk hq db upgrade`` passes (the one the
 service is configured with); a database holding names or birthdays upgraded without it is
 refused rather than left in clear.
+
+The registrations' events HQ stored (``hq_event``) lose their name and birthday: HQ keeps
+them in the member row only, and puts them back as it relays a registration to a store.
+A downgrade does not put them back into the stored events.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import sqlalchemy as sa
@@ -88,6 +93,40 @@ def upgrade() -> None:
         after = rows[-1][0]
     op.drop_column("hq_member", "name")
     op.drop_column("hq_member", "birthday")
+    _forget_in_stored_registrations(conn)
+
+
+_event = sa.table(
+    "hq_event",
+    sa.column("hq_seq", sa.BigInteger),
+    sa.column("kind", sa.String),
+    sa.column("payload", sa.Text),
+)
+
+
+def _forget_in_stored_registrations(conn: sa.Connection) -> None:
+    after = 0
+    while True:
+        rows = conn.execute(
+            sa.select(_event.c.hq_seq, _event.c.payload)
+            .where(_event.c.kind == "member.registered", _event.c.hq_seq > after)
+            .order_by(_event.c.hq_seq)
+            .limit(_CHUNK)
+        ).all()
+        if not rows:
+            return
+        for hq_seq, payload in rows:
+            body = json.loads(payload)
+            data = body.get("data")
+            if isinstance(data, dict) and ({"name", "birthday"} & data.keys()):
+                for key in ("name", "birthday"):
+                    data.pop(key, None)
+                conn.execute(
+                    sa.update(_event)
+                    .where(_event.c.hq_seq == hq_seq)
+                    .values(payload=json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+                )
+        after = rows[-1][0]
 
 
 def downgrade() -> None:
