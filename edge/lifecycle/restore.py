@@ -46,6 +46,7 @@ from edge.lifecycle.backup import (
     unpacked,
 )
 from edge.provisioning.history import APPLIED
+from edge.services.personal import name_of
 from edge.services.verify import VerifyReport, verify_ledger
 from edge.storage import ledger_lock, migrate
 from edge.storage.db import sqlite_url
@@ -287,18 +288,22 @@ def _check_enrolment(app: AppContext, info: BackupInfo) -> None:
 
 
 def _key_warnings(app: AppContext) -> list[str]:
-    """Whether this device's data key opens the backup's phone numbers."""
+    """Whether this device's data key opens the backup's phone numbers and names (a store's
+    replica of other stores' members holds names without phones)."""
     warnings = []
     with app.db.read() as s:
         cipher = s.scalars(
             select(Member.phone_cipher).where(Member.phone_cipher.is_not(None))
         ).first()
-    if cipher is not None:
+        held = s.scalars(select(Member).where(Member.name_cipher.is_not(None))).first()
         try:
-            app.vault.decrypt(cipher)
+            if cipher is not None:
+                app.vault.decrypt(cipher)
+            if held is not None:
+                name_of(app, held)
         except IntegrityError:
             warnings.append(
-                "phone numbers were sealed with another data key: install the original "
+                "phone numbers and names were sealed with another data key: install the original "
                 "device's data.key and lookup.key (keys/ or systemd credentials)"
             )
     return warnings
