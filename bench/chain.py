@@ -51,6 +51,7 @@ from bench.swarm import raise_fd_limit
 from edge.app import AppContext
 from edge.domain.errors import KioskError
 from edge.progress import Progress
+from edge.security.keys import load_secret
 from edge.security.personal import PhoneVault
 from edge.services.cards import report_lost_card
 from edge.services.members import show_member
@@ -65,6 +66,7 @@ from hq.importer import MemberImporter, read_export
 from hq.models import CentralCard, CentralMember, QuarantinedEvent, StoredEvent
 from hq.schema import upgrade
 from hq.service import make_hq_engine
+from tests.hq.database import hq_data_key_file
 from tests.postgres import PostgresCluster, fresh_schema, postgres_cluster
 from tests.sync.conftest import (
     MOSQUITTO,
@@ -164,7 +166,8 @@ class Run:
     def _import(self, stores: int, members: int) -> None:
         export = self.root / "members.csv"
         write_export(export, stores * members, stores)
-        vault = PhoneVault(os.urandom(32), os.urandom(32))
+        # sealed with the data key the HQ workers (HqProcess) serve with
+        vault = PhoneVault(load_secret(Path(hq_data_key_file())), os.urandom(32))
         importer = MemberImporter(self.engine, vault, {store_name(n) for n in range(stores)})
         with Progress(f"importing {stores} stores' members", stores * members, "rows") as bar:
             importer.run(read_export(export), bar.advance)

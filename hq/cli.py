@@ -23,6 +23,7 @@ from hq.campaign_cli import add_campaign_commands
 from hq.console import config_of
 from hq.enrol_cli import add_enrol_commands
 from hq.import_cli import add_import_commands
+from hq.personal import DATA_KEY_FILE
 from hq.service import HqConfig, load_hq_config
 from hq.staff_cli import add_staff_commands
 
@@ -59,6 +60,13 @@ def _tls_paths(tls_dir: Path | None, cn: str) -> dict[str, str | None]:
     help="Directory with ca.crt, hq.crt, hq.key and hq-command.key.",
 )
 @click.option(
+    "--data-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="HQ_DATA_KEY",
+    help="HQ's data key, which seals members' personal data (default: hq-data.key in "
+    "--tls-dir when it is there).",
+)
+@click.option(
     "--backup-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="HQ_BACKUP_DIR",
@@ -79,6 +87,7 @@ def hq_group(
     broker_port: int | None,
     client_id: str | None,
     tls_dir: Path | None,
+    data_key: Path | None,
     backup_dir: Path | None,
     backups_keep: int | None,
 ) -> None:
@@ -86,6 +95,10 @@ def hq_group(
     extra: dict[str, Any] = _tls_paths(tls_dir, "hq")
     if tls_dir is not None:
         extra["command_key"] = str(tls_dir / "hq-command.key")
+        if data_key is None and (tls_dir / DATA_KEY_FILE).exists():
+            data_key = tls_dir / DATA_KEY_FILE
+    if data_key is not None:
+        extra["data_key_file"] = str(data_key)
     config = load_hq_config(
         hq_config,
         database_url=database_url,

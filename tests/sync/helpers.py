@@ -113,7 +113,9 @@ class AgentProcess:
 class HqProcess:
     """``kiosk hq serve`` as a real process."""
 
-    def __init__(self, broker, db_url: str, log: Path, client_id: str = "hq") -> None:
+    def __init__(
+        self, broker, db_url: str, log: Path, client_id: str = "hq", data_key: str = ""
+    ) -> None:
         self.args = [
             sys.executable,
             "-m",
@@ -127,6 +129,8 @@ class HqProcess:
             str(broker.port),
             "--tls-dir",
             str(broker.directory),
+            "--data-key",
+            data_key or hq_data_key_file(),  # the key of the tests' own HqService
             "serve",
             "--log-level",
             "WARNING",
