@@ -97,7 +97,11 @@ def test_an_hq_coupon_is_taken_once_in_the_chain(broker, tmp_path):
             spring = next(c for c in wallet.coupons if c.terms.campaign_id == "SPRING")
 
             # A lane of store A takes it; a lane of store B is refused: used at S001.
-            taken = lane_a.check_coupon(spring.code)
+            # 满100减10 on a basket of 99.99: refused at the till and still the member's.
+            small, off = lane_a.take_coupon(spring.code, 9_999)
+            assert (small.ok, small.error, off) == (False, "coupon_below_threshold", 0), small
+            taken, off = lane_a.take_coupon(spring.code, 12_345)
+            assert off == 1000
             assert taken.ok and (taken.kind, taken.value_cents, taken.threshold_cents) == (
                 "threshold_off",
                 1000,
