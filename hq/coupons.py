@@ -56,6 +56,7 @@ from edge.protocol import (
     WalletCoupon,
 )
 from edge.security.codes import sign_voucher
+from hq import device_coupons
 from hq.bulk import among, insert_rows
 from hq.models import Campaign, CampaignCoupon, CentralMember, ChainCounter
 
@@ -453,6 +454,8 @@ def answer(
         coupons = wallet(session, ask.member_id, now, key)
         return CouponAnswer(**base, ok=True, coupons=coupons, at=now)
     assert ask.coupon_id is not None
+    if ask.code and campaign_of(ask.coupon_id) is None:
+        return device_coupons.answer(session, ask, device_id, now)
     try:
         coupon = _usable_coupon(session, ask.coupon_id, now)
     except KioskError as exc:
@@ -518,10 +521,12 @@ class UseAlert:
 
 
 def record_use(session: Session, event: Event, data: CouponUsedData) -> UseAlert | None:
-    """A ``coupon.used`` event of an HQ coupon: the use HQ granted (nothing to do), a use
-    accepted offline (recorded now, as the first if it is), or a second use (an alert)."""
+    """A ``coupon.used`` event: the use HQ granted (nothing to do), a use accepted offline
+    (recorded now, as the first if it is), or a second use (an alert); a coupon a kiosk
+    printed goes to :func:`hq.device_coupons.record_use`."""
     if data.issuer != HQ_ISSUER:
-        return None
+        second = device_coupons.record_use(session, event, data)
+        return UseAlert(*second) if second is not None else None
     coupon = session.get(CampaignCoupon, data.coupon_id)
     if coupon is None:
         return UseAlert(

@@ -45,6 +45,7 @@ from edge.protocol.messages import (
 )
 from hq.bulk import among, insert_rows, stored_time
 from hq.coupons import issue_at_registration, record_use
+from hq.device_coupons import record_coupons
 from hq.feeds import (
     UNKNOWN_TIER,
     FeedNumbered,
@@ -626,6 +627,7 @@ class CentralLedger:
                     uses.append((event, result))
                 if isinstance(data, GiftRedeemedData):
                     record_voucher(session, event, data)
+                    record_coupons(session, event, data)
             elif isinstance(data, MemberUpdatedData):
                 member = session.get(CentralMember, data.member_id)
                 if member is not None:

@@ -178,6 +178,11 @@ class Telemetry(Message):
     last_scan_at: AwareDatetime | None = None
     last_print_at: AwareDatetime | None = None
     faults: list[Text] = Field(default_factory=list, max_length=64)
+    # the public half of the key the device signs its vouchers and coupons with (raw Ed25519,
+    # base64url without padding): HQ checks another store's voucher or coupon with it
+    signing_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{43}$")] | None = Field(
+        None, exclude_if=lambda v: v is None
+    )
 
 
 # --------------------------------------------------------------------------- business events
@@ -313,6 +318,11 @@ class GiftRedeemedData(EntriesData):
     qty: int = Field(0, ge=0, le=1000)
     coupons: int = Field(0, ge=0)
     valid_until: date | None = None
+    # a coupon redemption's coupons, for HQ to answer about them at any store of the chain;
+    # events from before it lack them
+    coupon_ids: list[EventId] = Field(default_factory=list, max_length=1000)
+    coupon_value_cents: int = Field(0, ge=0, le=10_000_000)
+    coupon_expires_at: AwareDatetime | None = None
 
 
 class VoucherLapsedData(EntriesData):
@@ -750,6 +760,8 @@ class CouponAsk(Message):
     member_id: EventId | None = None
     coupon_id: CouponIdText | None = None
     ref: Ref = ""
+    # a coupon a kiosk printed: its signed code, which HQ checks with that kiosk's key
+    code: Annotated[str, StringConstraints(max_length=512)] = Field("", exclude_if=lambda v: not v)
 
     @model_validator(mode="after")
     def _asks_about_something(self) -> CouponAsk:
@@ -773,6 +785,11 @@ class CouponAnswer(Message):
     used_store_id: Name | None = None
     used_at: AwareDatetime | None = None
     terms: CampaignTerms | None = None  # a checked or used coupon's campaign
+    # a checked or used coupon a kiosk printed: what it is worth and until when
+    issuer_device_id: Name | None = Field(None, exclude_if=lambda v: v is None)
+    value_cents: int = Field(0, ge=0, exclude_if=lambda v: not v)
+    sku: Annotated[str, StringConstraints(max_length=32)] = Field("", exclude_if=lambda v: not v)
+    expires_at: AwareDatetime | None = Field(None, exclude_if=lambda v: v is None)
     coupons: list[WalletCoupon] = Field(default_factory=list, max_length=200)
     at: AwareDatetime
 
