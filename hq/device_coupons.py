@@ -21,7 +21,12 @@ from sqlalchemy.orm import Session
 from edge.domain.errors import InvalidInput, KioskError, NotFound, Refusal
 from edge.protocol import CouponAnswer, CouponAsk, Event
 from edge.protocol.messages import CouponUsedData, GiftRedeemedData
-from edge.security.codes import verify_voucher, voucher_device_id, voucher_key_from_text
+from edge.security.codes import (
+    VoucherClaims,
+    verify_voucher,
+    voucher_device_id,
+    voucher_key_from_text,
+)
 from hq.bulk import insert_new, insert_rows
 from hq.models import DeviceCoupon, DeviceKey
 
@@ -74,32 +79,41 @@ def record_coupons(session: Session, event: Event, data: GiftRedeemedData) -> No
     )
 
 
-def _verified(session: Session, code: str) -> tuple[str, str]:
-    """The printing device and coupon id of ``code``, its signature checked with one of that
-    device's keys.
+def verified(session: Session, code: str) -> VoucherClaims:
+    """What ``code`` (a voucher or coupon a kiosk printed) says, its signature checked with
+    one of the keys the device it names told HQ.
 
     Raises:
-        Refusal: ``code_malformed``, ``code_bad_signature``, ``not_a_coupon``, or
-            ``unknown_device_key`` when HQ has no key of the device it names.
+        Refusal: ``code_malformed``, ``code_bad_signature``, or ``unknown_device_key`` when
+            HQ has no key of that device yet.
     """
     device_id = voucher_device_id(code)
     keys = session.scalars(select(DeviceKey.public_key).where(DeviceKey.device_id == device_id))
-    failure: KioskError | None = None
+    checked = False
     for key_text in keys:
+        checked = True
         try:
-            claims = verify_voucher(voucher_key_from_text(key_text), code)
-        except (Refusal, InvalidInput) as exc:
-            failure = exc
+            return verify_voucher(voucher_key_from_text(key_text), code)
+        except (Refusal, InvalidInput):
             continue
-        if claims.kind != "coupon":
-            raise Refusal("this is a gift voucher, not a coupon", code="not_a_coupon")
-        return device_id, claims.voucher_id
-    if failure is not None:
-        raise Refusal("this coupon is not genuine", code="code_bad_signature")
+    if checked:
+        raise Refusal("this code is not genuine", code="code_bad_signature")
     raise Refusal(
-        f"HQ has not heard from kiosk {device_id} yet and cannot check its coupons",
+        f"HQ has not heard from kiosk {device_id} yet and cannot check what it printed",
         code="unknown_device_key",
     )
+
+
+def _verified(session: Session, code: str) -> tuple[str, str]:
+    """The printing device and coupon id of ``code``, checked (:func:`verified`).
+
+    Raises:
+        Refusal: as :func:`verified`, and ``not_a_coupon`` for a gift voucher.
+    """
+    claims = verified(session, code)
+    if claims.kind != "coupon":
+        raise Refusal("this is a gift voucher, not a coupon", code="not_a_coupon")
+    return claims.device_id, claims.voucher_id
 
 
 def _used(coupon: DeviceCoupon) -> Refusal:

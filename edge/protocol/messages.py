@@ -604,15 +604,18 @@ class VoucherCheck(Message):
     voucher_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     claim: bool = False
     today: date | None = None  # the kiosk's local date: a voucher past its date is not claimed
+    # the voucher's signed code, which HQ checks with the printing kiosk's key
+    code: Annotated[str, StringConstraints(max_length=512)] = Field("", exclude_if=lambda v: not v)
 
 
-VoucherState = Literal["unknown", "known", "collected", "claimed"]
+VoucherState = Literal["unknown", "known", "collected", "claimed", "forged"]
 
 
 class VoucherCheckResult(Message):
     """HQ's answer: ``unknown`` (no gift redeemed with it that HQ heard of), ``known`` (not
-    collected; asked without ``claim``), ``collected`` (where and when, first) or ``claimed``
-    (collected for the asking kiosk now). The gift comes with every state but ``unknown``."""
+    collected; asked without ``claim``), ``collected`` (where and when, first), ``claimed``
+    (collected for the asking kiosk now) or ``forged`` (its code does not check with the
+    printing kiosk's key). The gift comes with every state but ``unknown`` and ``forged``."""
 
     issuer_device_id: Name
     voucher_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -631,7 +634,7 @@ class VoucherCheckResult(Message):
     def _consistent(self) -> VoucherCheckResult:
         if (self.state == "collected") != (self.collected_at is not None):
             raise ValueError("a collected voucher says when, and only then")
-        if self.state != "unknown" and not self.sku:
+        if self.state not in ("unknown", "forged") and not self.sku:
             raise ValueError("a known voucher names its gift")
         return self
 
