@@ -23,12 +23,14 @@ from edge.security.codes import sign_voucher
 from edge.services.coupons import member_wallet, take_coupon
 from edge.services.members import register_member
 from edge.services.pushes import stored_campaigns
+from edge.services.verify import verify_ledger
 from edge.storage.models import AuditRecord, HqCouponUse, OutboxEvent
 from edge.sync.agent import Agent
 from hq.commands import push_campaigns
 from hq.coupons import CampaignSpec, campaigns_document, create_campaign, finish_campaign
 from hq.coupons import issue_campaign as issue
 from hq.lanes import Lane
+from hq.ledger import balances, ledger_sums
 from hq.models import Alert, CampaignCoupon, CentralMember
 from hq.service import HqService
 from tests.cli.test_console import Console
@@ -152,6 +154,10 @@ def test_an_hq_coupon_is_taken_once_in_the_chain(broker, tmp_path):
                 ).one()
                 assert (used.used_store_id, used.used_device_id) == ("S001", "K001")
                 assert s.scalar(select(func.count()).select_from(Alert)) == 0
+                sums = ledger_sums(s)  # HQ's reconciliation: each balance is its entries' sum
+                assert all(sums.get(m, 0) == v for m, v in balances(s).items())
+            for kiosk in (a, b):
+                assert verify_ledger(kiosk).ok
     finally:
         for r in runners:
             r.stop()

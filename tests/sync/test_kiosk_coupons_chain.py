@@ -20,6 +20,7 @@ from edge.services.points import accrue_purchase
 from edge.services.verify import verify_ledger
 from edge.storage.models import AuditRecord, HqCouponUse, OutboxEvent
 from edge.sync.agent import Agent
+from hq.ledger import balances, ledger_sums
 from hq.models import Alert, DeviceCoupon, DeviceKey
 from hq.service import HqService
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
@@ -110,6 +111,8 @@ def test_a_kiosk_coupon_is_good_once_at_any_store_of_the_chain(broker, tmp_path)
                     select(DeviceCoupon.used_store_id).order_by(DeviceCoupon.coupon_id)
                 ).all()
                 assert sorted(u or "" for u in uses) == ["S001", "S001", "S002"]
+                sums = ledger_sums(s)  # HQ's reconciliation: each balance is its entries' sum
+                assert all(sums.get(m, 0) == v for m, v in balances(s).items())
         for app in (a, b):
             assert verify_ledger(app).ok
     finally:
