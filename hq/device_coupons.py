@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from edge.domain.errors import InvalidInput, KioskError, NotFound, Refusal
@@ -28,9 +28,37 @@ from edge.security.codes import (
     voucher_key_from_text,
 )
 from hq.bulk import insert_new, insert_rows
-from hq.models import DeviceCoupon, DeviceKey
+from hq.models import CampaignCoupon, DeviceCoupon, DeviceKey
 
 COUPON_KEY = ["issuer_device_id", "coupon_id"]
+
+
+def mark_used(
+    session: Session,
+    model: type[CampaignCoupon] | type[DeviceCoupon],
+    where: list[ColumnElement[bool]],
+    *,
+    at: datetime,
+    store_id: str,
+    device_id: str,
+    ref: str,
+    offline: bool,
+) -> bool:
+    """Records the coupon ``where`` selects used, unless it was used before; whether this
+    is its first use. One statement, so of two workers at the same moment one gets it."""
+    statement = (
+        update(model)
+        .where(*where, model.used_at.is_(None))
+        .values(
+            used_at=at,
+            used_store_id=store_id,
+            used_device_id=device_id,
+            used_ref=ref,
+            used_offline=offline,
+        )
+        .returning(model.used_at)
+    )
+    return session.execute(statement).first() is not None
 
 
 def record_key(session: Session, device_id: str, key_text: str, now: datetime) -> None:
@@ -140,26 +168,14 @@ def answer(session: Session, ask: CouponAsk, device_id: str, now: datetime) -> C
             raise _used(coupon)
         if coupon.expires_at <= now:
             raise Refusal("this coupon has expired", code="coupon_expired")
-        if ask.action == "use":
-            taken = session.execute(
-                update(DeviceCoupon)
-                .where(
-                    DeviceCoupon.issuer_device_id == issuer,
-                    DeviceCoupon.coupon_id == coupon_id,
-                    DeviceCoupon.used_at.is_(None),
-                )
-                .values(
-                    used_at=now,
-                    used_store_id=ask.store_id,
-                    used_device_id=device_id,
-                    used_ref=ask.ref,
-                    used_offline=False,
-                )
-                .returning(DeviceCoupon.coupon_id)
-            ).first()
-            if taken is None:  # another store used it a moment ago
-                session.refresh(coupon)
-                raise _used(coupon)
+        key = [DeviceCoupon.issuer_device_id == issuer, DeviceCoupon.coupon_id == coupon_id]
+        if ask.action == "use" and not mark_used(
+            session, DeviceCoupon, key,
+            at=now, store_id=ask.store_id, device_id=device_id, ref=ask.ref, offline=False,
+        ):  # fmt: skip
+            # another store used it a moment ago
+            session.refresh(coupon)
+            raise _used(coupon)
     except KioskError as exc:
         used = coupon is not None and exc.code == "coupon_used"
         return CouponAnswer(
@@ -182,6 +198,26 @@ def answer(session: Session, ask: CouponAsk, device_id: str, now: datetime) -> C
     )
 
 
+def used_again(
+    session: Session,
+    coupon: CampaignCoupon | DeviceCoupon,
+    key: list[ColumnElement[bool]],
+    event: Event,
+    data: CouponUsedData,
+) -> bool:
+    """Records the use a ``coupon.used`` event tells unless the coupon was used before;
+    whether this is a second use (not the event of the use HQ granted this device)."""
+    first = mark_used(
+        session, type(coupon), key,
+        at=event.at, store_id=event.store_id, device_id=event.device_id, ref=data.ref,
+        offline=data.offline,
+    )  # fmt: skip
+    if first:
+        return False
+    session.refresh(coupon)
+    return (coupon.used_device_id, coupon.used_ref) != (event.device_id, data.ref)
+
+
 def record_use(session: Session, event: Event, data: CouponUsedData) -> tuple[str, str, str] | None:
     """A ``coupon.used`` event of a coupon a kiosk printed: the use HQ granted (nothing to
     do), a use HQ hears of first here (recorded now), or a second use: then the alert to
@@ -191,27 +227,9 @@ def record_use(session: Session, event: Event, data: CouponUsedData) -> tuple[st
     coupon = session.get(DeviceCoupon, (issuer, data.coupon_id))
     if coupon is None:
         return None
-    taken = session.execute(
-        update(DeviceCoupon)
-        .where(
-            DeviceCoupon.issuer_device_id == issuer,
-            DeviceCoupon.coupon_id == data.coupon_id,
-            DeviceCoupon.used_at.is_(None),
-        )
-        .values(
-            used_at=event.at,
-            used_store_id=event.store_id,
-            used_device_id=event.device_id,
-            used_ref=data.ref,
-            used_offline=data.offline,
-        )
-        .returning(DeviceCoupon.coupon_id)
-    ).first()
-    if taken is not None:
+    key = [DeviceCoupon.issuer_device_id == issuer, DeviceCoupon.coupon_id == data.coupon_id]
+    if not used_again(session, coupon, key, event, data):
         return None
-    session.refresh(coupon)
-    if (coupon.used_device_id, coupon.used_ref) == (event.device_id, data.ref):
-        return None  # the event of the use HQ granted
     return (
         "coupon_used_twice",
         f"{issuer}:{data.coupon_id}",

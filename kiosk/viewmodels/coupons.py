@@ -3,36 +3,21 @@ request."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from kivy.properties import ListProperty, StringProperty
 
 from edge.domain.errors import KioskError
-from edge.station.api import MemberCenter, MemberView, PrintOutcome, WalletView
+from edge.station.api import PrintOutcome, WalletView
 from kiosk.i18n import N_
 from kiosk.i18n.messages import fault_message
-from kiosk.viewmodels.base import Runner, ViewModel
-from kiosk.viewmodels.session import SessionViewModel
+from kiosk.viewmodels.session import ForMember
 
 
-class CouponsViewModel(ViewModel):
+class CouponsViewModel(ForMember):
     """``state``: loading -> shown, or unreachable when HQ could not be asked (then the
     screen says so instead of "no coupons")."""
 
     coupons = ListProperty([])
     state = StringProperty("loading")
-
-    def __init__(
-        self, center: MemberCenter, session: SessionViewModel, runner: Runner, **kw: Any
-    ) -> None:
-        super().__init__(runner, **kw)
-        self.center = center
-        self.session = session
-
-    @property
-    def card_no(self) -> str:
-        member: MemberView | None = self.session.member
-        return (member.card_no or "") if member else ""
 
     def forget(self) -> None:
         """The customer is done: nothing of their wallet stays for the next one."""
