@@ -377,3 +377,18 @@ def test_a_store_that_fetches_the_kept_member_later_gets_the_merged_record_too(e
         assert {lot.member_id for lot in s.scalars(select(PointsLot))} == {c.x.member_id}
         assert (s.scalar(select(func.count()).select_from(LedgerEntry)) or 0) > 0
     assert verify_ledger(d).ok
+
+
+def test_points_booked_on_a_merged_record_afterwards_are_kept_and_alerted(engine, tmp_path):
+    c = Chain(engine, tmp_path)
+    c.merge()
+    # Store B used Y's card before it heard of the merge (offline, say).
+    accrue_purchase(c.b, c.y.card_no, 8_000, "B-late")
+    send(engine, c.b)
+    with Session(engine) as s:
+        assert balances(s) == ledger_sums(s)
+        assert c.balance(c.y.member_id) > 0
+        alert = s.scalars(select(Alert).where(Alert.kind == "merged_member_points")).one()
+        assert alert.subject == c.y.member_id and c.x.member_id in alert.detail
+    follow(engine, c.b)
+    assert verify_ledger(c.b).ok
