@@ -21,6 +21,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from edge.app import AppContext
+from edge.cli.member_commands import render_member
 from edge.domain.errors import InvalidInput, KioskError, NotFound, Refusal
 from edge.domain.ids import IdFactory
 from edge.domain.merges import MERGE_IN, MERGE_OUT, OldCards
@@ -206,6 +207,8 @@ def test_a_merge_moves_everything_to_the_kept_member_at_hq_and_both_stores(engin
         ]
         assert any(h.kind == "purchase" and h.ref == "B-1" for h in lines)
         assert not any(h.kind == MERGE_OUT for h in lines)
+        text = render_member(show_member(app, card_no=c.x.card_no, history=20))
+        assert "records merged" in text and "(same person, two cards (ticket 88))" in text
         report_ok = verify_ledger(app)
         assert report_ok.ok, report_ok.problems
         assert outbox_ids(app) == outboxes[app.device_id]  # nothing of the merge goes back
