@@ -187,7 +187,13 @@ def build_view(
     )
     # A record merged into this member: its history is theirs too (but for the entry that
     # took its points out, which the merge's entry on this member tells).
-    absorbed = list(session.scalars(select(Member.id).where(Member.merged_into == member.id)))
+    absorbed: list[str] = []
+    merged_here = [member.id]
+    while merged_here and len(absorbed) < 100:  # records merged into those, in their turn
+        merged_here = list(
+            session.scalars(select(Member.id).where(Member.merged_into.in_(merged_here)))
+        )
+        absorbed += merged_here
     lines = tuple(
         HistoryLine(
             e.created_at,

@@ -395,3 +395,26 @@ def test_points_booked_on_a_merged_record_afterwards_are_kept_and_alerted(engine
         assert alert.subject == c.y.member_id and c.x.member_id in alert.detail
     follow(engine, c.b)
     assert verify_ledger(c.b).ok
+
+
+def test_a_merged_member_merged_again_takes_every_card_and_history_along(engine, tmp_path):
+    c = Chain(engine, tmp_path)
+    z = register_member(c.a, "13700137000", consent=True)
+    send(engine, c.a)
+    c.merge()  # Y into X
+    c.merge(keep=z.card_no, absorb=c.x.member_id, note="third registration")  # X into Z
+    with Session(engine) as s:
+        assert balances(s) == ledger_sums(s)
+    for app in (c.a, c.b):
+        follow(engine, app)
+        for card_no in (c.x.card_no, c.y.card_no, z.card_no):
+            view = identify(app, card_no)
+            assert (view.member_id, view.balance) == (z.member_id, c.balance(z.member_id))
+        history = show_member(app, card_no=z.card_no, history=50).history
+        assert {h.ref for h in history} >= {"A-1", "B-1"}
+        assert {h.note for h in history if h.kind == MERGE_IN} == {
+            "third registration",
+            "same person, two cards (ticket 88)",
+        }
+        report = verify_ledger(app)
+        assert report.ok, report.problems
