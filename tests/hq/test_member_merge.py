@@ -29,7 +29,7 @@ from edge.services.members import identify, register_member, show_member
 from edge.services.points import accrue_purchase
 from edge.services.verify import verify_ledger
 from edge.storage.models import Card, LedgerEntry, Member, PointsLot
-from hq.feeds import holders
+from hq.feeds import find_member, holders
 from hq.ledger import add_to_balances, balances, ledger_sums
 from hq.merges import merge_members
 from hq.models import (
@@ -182,6 +182,8 @@ def test_a_merge_moves_everything_to_the_kept_member_at_hq_and_both_stores(engin
             c.x.card_no: "active",
             c.y.card_no: "active",
         }
+        assert y.phone_hash is not None  # a store that meets Y's phone is sent X
+        assert find_member(s, phone_hash=y.phone_hash) == c.x.member_id
         held = holders(s, [c.x.member_id, c.y.member_id])
         assert held[c.x.member_id] == held[c.y.member_id] == {"S001", "S002"}
 
