@@ -23,6 +23,7 @@ from hq.campaign_cli import add_campaign_commands
 from hq.console import config_of
 from hq.enrol_cli import add_enrol_commands
 from hq.import_cli import add_import_commands
+from hq.member_cli import add_member_commands
 from hq.service import HqConfig, load_hq_config
 from hq.staff_cli import add_staff_commands
 
@@ -582,5 +583,6 @@ def register(group: click.Group) -> None:
     add_import_commands(hq_group)
     add_staff_commands(hq_group)
     add_campaign_commands(hq_group)
+    add_member_commands(hq_group)
     group.add_command(hq_group)
     group.add_command(lane_group)

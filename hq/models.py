@@ -115,6 +115,8 @@ class CentralMember(HqBase):
     name: Mapped[str | None] = mapped_column(String(64))
     birthday: Mapped[date | None] = mapped_column(Date)
     consent_version: Mapped[str | None] = mapped_column(String(32))
+    # Merged at HQ into this member (hq.merges): its cards, lots and coupons are theirs now.
+    merged_into: Mapped[str | None] = mapped_column(String(26), index=True)
 
 
 class CentralLot(HqBase):
@@ -494,3 +496,20 @@ class DeviceCoupon(HqBase):
     used_device_id: Mapped[str | None] = mapped_column(String(64))
     used_ref: Mapped[str | None] = mapped_column(String(64))
     used_offline: Mapped[bool] = mapped_column(default=False)
+
+
+class MemberMerge(HqBase):
+    """A merge of two member records of one person (hq.merges): HQ's record of it, with the
+    two members as they were before and after. A record is absorbed once."""
+
+    __tablename__ = "hq_member_merge"
+    merge_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kept_member_id: Mapped[str] = mapped_column(String(26), index=True)
+    absorbed_member_id: Mapped[str] = mapped_column(String(26), index=True, unique=True)
+    points: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    old_cards: Mapped[str] = mapped_column(String(8))  # keep or block
+    note: Mapped[str] = mapped_column(String(256))
+    actor: Mapped[str] = mapped_column(String(64))
+    before: Mapped[str] = mapped_column(Text)  # JSON: both members before
+    after: Mapped[str] = mapped_column(Text)  # JSON: both members after

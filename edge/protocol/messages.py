@@ -202,6 +202,8 @@ class LedgerEntryData(Loose):
     device_id: Name
     expires_at: AwareDatetime | None = None
     available_at: AwareDatetime | None = None
+    # Why, for an entry HQ booked with a note (a merge's); left out of the JSON when empty.
+    note: Text = Field("", exclude_if=lambda v: not v)
 
     @field_validator("points")
     @classmethod
@@ -493,6 +495,13 @@ class MemberSnapshot(Message):
     # kiosks of the version before them.
     redemptions: list[SnapshotRedemption] = Field(
         default_factory=list, max_length=MAX_SNAPSHOT_ENTRIES, exclude_if=lambda v: not v
+    )
+    # A merge (合并会员, edge.domain.merges): the member this one was merged into, or the
+    # members merged into this one. Left out of the JSON when there is none, so a snapshot
+    # of a member never merged reads as before.
+    merged_into: EventId | None = Field(None, exclude_if=lambda v: v is None)
+    merged_from: list[EventId] = Field(
+        default_factory=list, max_length=100, exclude_if=lambda v: not v
     )
 
     def for_reader(self, reads_redemptions: bool) -> MemberSnapshot:

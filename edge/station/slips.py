@@ -38,6 +38,8 @@ HISTORY_WORDS = {
     "expiry": "过期",
     "adjustment": "调整",
     "refund": "退货",
+    "merge_in": "合并会员",
+    "merge_out": "已合并",
 }
 REASON_WORDS: dict[str, str] = {
     Reason.MISSED_POINTS: "漏积分补录",

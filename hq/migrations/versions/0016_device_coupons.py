@@ -2,7 +2,7 @@
 answers about them at any store of the chain.
 
 Revision ID: hq_0016
-Revises: hq_0012
+Revises: hq_0013
 Create Date: 2026-12-07
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from edge.storage.types import UTCDateTime
 
 revision = "hq_0016"
-down_revision = "hq_0012"
+down_revision = "hq_0013"
 branch_labels = None
 depends_on = None
 
