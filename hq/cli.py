@@ -23,6 +23,7 @@ from hq.campaign_cli import add_campaign_commands
 from hq.console import config_of
 from hq.enrol_cli import add_enrol_commands
 from hq.import_cli import add_import_commands
+from hq.member_cli import add_member_commands
 from hq.personal import DATA_KEY_FILE
 from hq.service import HqConfig, load_hq_config
 from hq.staff_cli import add_staff_commands
@@ -547,15 +548,29 @@ def simulate(ctx: click.Context, cards: str, count: int, rate: float, seed: int 
 @lane_group.command("coupon")
 @click.argument("code")
 @click.option("--check-only", is_flag=True, help="Validate without spending it.")
+@click.option(
+    "--basket-cents",
+    type=NUMBER,
+    default=None,
+    help="The basket it is used on: spent only if it applies (满减), with what comes off.",
+)
 @click.pass_context
-def coupon(ctx: click.Context, code: str, check_only: bool) -> None:
+def coupon(ctx: click.Context, code: str, check_only: bool, basket_cents: int | None) -> None:
     """Check (and by default spend) a printed coupon with the store's kiosk."""
+    if basket_cents is not None and basket_cents < 0:
+        raise click.BadParameter("a basket cannot be negative", param_hint="--basket-cents")
     try:
         with _lane(ctx) as lane:
-            result = lane.check_coupon(code, use=not check_only)
+            if basket_cents is None or check_only:
+                result = lane.check_coupon(code, use=not check_only)
+                click.echo(result.model_dump_json())
+                return
+            result, off = lane.take_coupon(code, basket_cents)
     except TimeoutError as exc:
         raise click.ClickException(f"the store's kiosk did not answer: {exc}") from None
-    click.echo(result.model_dump_json())
+    shown = result.model_dump(mode="json")
+    shown.update(basket_cents=basket_cents, discount_cents=off, pay_cents=basket_cents - off)
+    click.echo(json.dumps(shown, ensure_ascii=False, sort_keys=True))
 
 
 @lane_group.command("refund")
@@ -582,5 +597,6 @@ def register(group: click.Group) -> None:
     add_import_commands(hq_group)
     add_staff_commands(hq_group)
     add_campaign_commands(hq_group)
+    add_member_commands(hq_group)
     group.add_command(hq_group)
     group.add_command(lane_group)

@@ -56,6 +56,7 @@ from edge.protocol import (
     WalletCoupon,
 )
 from edge.security.codes import sign_voucher
+from hq import device_coupons
 from hq.bulk import among, insert_rows
 from hq.models import Campaign, CampaignCoupon, CentralMember, ChainCounter
 
@@ -453,26 +454,19 @@ def answer(
         coupons = wallet(session, ask.member_id, now, key)
         return CouponAnswer(**base, ok=True, coupons=coupons, at=now)
     assert ask.coupon_id is not None
+    if ask.code and campaign_of(ask.coupon_id) is None:
+        return device_coupons.answer(session, ask, device_id, now)
     try:
         coupon = _usable_coupon(session, ask.coupon_id, now)
     except KioskError as exc:
         return _refused(base, exc, now, session, ask.coupon_id)
-    if ask.action == "use":
-        taken = session.execute(
-            update(CampaignCoupon)
-            .where(CampaignCoupon.coupon_id == coupon.coupon_id, CampaignCoupon.used_at.is_(None))
-            .values(
-                used_at=now,
-                used_store_id=ask.store_id,
-                used_device_id=device_id,
-                used_ref=ask.ref,
-                used_offline=False,
-            )
-            .returning(CampaignCoupon.coupon_id)
-        ).first()
-        if taken is None:  # another store used it a moment ago
-            session.expire(coupon)
-            return _refused(base, _used(coupon), now, session, ask.coupon_id)
+    if ask.action == "use" and not device_coupons.mark_used(
+        session, CampaignCoupon, [CampaignCoupon.coupon_id == coupon.coupon_id],
+        at=now, store_id=ask.store_id, device_id=device_id, ref=ask.ref, offline=False,
+    ):  # fmt: skip
+        # another store used it a moment ago
+        session.expire(coupon)
+        return _refused(base, _used(coupon), now, session, ask.coupon_id)
     terms = terms_message(terms_of(get_campaign(session, coupon.campaign_id)))
     return CouponAnswer(**base, ok=True, terms=terms, at=now)
 
@@ -518,10 +512,12 @@ class UseAlert:
 
 
 def record_use(session: Session, event: Event, data: CouponUsedData) -> UseAlert | None:
-    """A ``coupon.used`` event of an HQ coupon: the use HQ granted (nothing to do), a use
-    accepted offline (recorded now, as the first if it is), or a second use (an alert)."""
+    """A ``coupon.used`` event: the use HQ granted (nothing to do), a use accepted offline
+    (recorded now, as the first if it is), or a second use (an alert); a coupon a kiosk
+    printed goes to :func:`hq.device_coupons.record_use`."""
     if data.issuer != HQ_ISSUER:
-        return None
+        second = device_coupons.record_use(session, event, data)
+        return UseAlert(*second) if second is not None else None
     coupon = session.get(CampaignCoupon, data.coupon_id)
     if coupon is None:
         return UseAlert(
@@ -529,23 +525,9 @@ def record_use(session: Session, event: Event, data: CouponUsedData) -> UseAlert
             data.coupon_id,
             f"{event.device_id} accepted coupon {data.coupon_id}, which HQ never issued",
         )
-    taken = session.execute(
-        update(CampaignCoupon)
-        .where(CampaignCoupon.coupon_id == coupon.coupon_id, CampaignCoupon.used_at.is_(None))
-        .values(
-            used_at=event.at,
-            used_store_id=event.store_id,
-            used_device_id=event.device_id,
-            used_ref=data.ref,
-            used_offline=data.offline,
-        )
-        .returning(CampaignCoupon.coupon_id)
-    ).first()
-    if taken is not None:
+    key = [CampaignCoupon.coupon_id == coupon.coupon_id]
+    if not device_coupons.used_again(session, coupon, key, event, data):
         return None
-    session.refresh(coupon)
-    if (coupon.used_device_id, coupon.used_ref) == (event.device_id, data.ref):
-        return None  # the event of the use HQ granted
     return UseAlert(
         "coupon_used_twice",
         coupon.coupon_id,

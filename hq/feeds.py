@@ -25,6 +25,7 @@ from typing import cast
 from sqlalchemy import Table, case, delete, insert, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
+from edge.domain.merges import MERGE_KINDS
 from edge.protocol import (
     EntriesData,
     Event,
@@ -54,6 +55,7 @@ from hq.models import (
     FeedHead,
     FeedItem,
     MemberHolder,
+    MemberMerge,
     StoredEvent,
 )
 from hq.personal import as_relayed, birthday_of, name_of
@@ -324,7 +326,11 @@ def snapshot(session: Session, vault: TextVault, member_id: str) -> MemberSnapsh
             .limit(MAX_SNAPSHOT_ENTRIES)
         )
     )
-    dates = _lot_dates(session, [r for r in rows if r.points > 0 and r.expires_at is None])
+    dates = _lot_dates(
+        session,
+        [r for r in rows if r.points > 0 and r.expires_at is None and r.kind not in MERGE_KINDS],
+    )
+    notes = merge_notes(session, {r.ref for r in rows if r.kind in MERGE_KINDS})
     entries = []
     for row in rows:
         available, expires = row.available_at, row.expires_at
@@ -344,6 +350,7 @@ def snapshot(session: Session, vault: TextVault, member_id: str) -> MemberSnapsh
                 device_id=row.device_id,
                 expires_at=expires,
                 available_at=available or (row.at if expires is not None else None),
+                note=notes.get(row.ref, "") if row.kind in MERGE_KINDS else "",
             )
         )
     return MemberSnapshot(
@@ -364,7 +371,36 @@ def snapshot(session: Session, vault: TextVault, member_id: str) -> MemberSnapsh
         ],
         entries=entries,
         redemptions=_redemptions(session, member_id),
+        merged_into=member.merged_into,
+        merged_from=merged_from(session, member_id),
     )
+
+
+def merged_from(session: Session, member_id: str) -> list[str]:
+    """The members merged into this one at HQ (hq.merges)."""
+    return list(
+        session.scalars(
+            select(CentralMember.id)
+            .where(CentralMember.merged_into == member_id)
+            .order_by(CentralMember.id)
+            .limit(100)
+        )
+    )
+
+
+def merge_notes(session: Session, refs: Iterable[str]) -> dict[str, str]:
+    """The note of each merge a ledger entry's ref names (``merge:<merge id>``)."""
+    wanted = {ref.partition(":")[2]: ref for ref in refs if ref.startswith("merge:")}
+    if not wanted:
+        return {}
+    return {
+        wanted[merge_id]: note
+        for merge_id, note in session.execute(
+            select(MemberMerge.merge_id, MemberMerge.note).where(
+                MemberMerge.merge_id.in_(sorted(wanted))
+            )
+        ).tuples()
+    }
 
 
 def _redemptions(session: Session, member_id: str) -> list[SnapshotRedemption]:
@@ -433,11 +469,23 @@ def find_member(
 ) -> str | None:
     if card_no is not None:
         return session.scalar(select(CentralCard.member_id).where(CentralCard.card_no == card_no))
-    return session.scalar(
-        select(CentralMember.id)
+    found = session.execute(
+        select(CentralMember.id, CentralMember.merged_into)
         .where(CentralMember.phone_hash == phone_hash, CentralMember.deleted.is_(False))
+        .order_by(CentralMember.merged_into.is_not(None), CentralMember.id)
         .limit(1)
-    )
+    ).first()
+    if found is None:
+        return None
+    member_id, merged_into = found
+    for _ in range(8):  # the phone of a record merged away finds the member it went into
+        if merged_into is None:
+            break
+        member_id = merged_into
+        merged_into = session.scalar(
+            select(CentralMember.merged_into).where(CentralMember.id == member_id)
+        )
+    return str(member_id)
 
 
 def fetch(
@@ -460,8 +508,14 @@ def fetch(
     found = snapshot(session, vault, member_id)
     if found is None:
         return None, []
-    new = hold(session, [(member_id, store_id)], now)
-    items = append(session, {store_id: [(None, member_id)]}) if new else {}
+    # The records merged into the member come too (their lots are the member's now).
+    absorbed = found.merged_from
+    new = hold(session, [(m, store_id) for m in [*absorbed, member_id]], now)
+    fresh = {m for m, _ in new}
+    wanted: list[tuple[int | None, str | None]] = [
+        (None, m) for m in [*absorbed, member_id] if m in fresh
+    ]
+    items = append(session, {store_id: wanted}) if wanted else {}
     return found, items.get(store_id, [])
 
 

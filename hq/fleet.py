@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from edge.protocol import DeviceStatus, Telemetry
 from hq.backups import BackupStore
+from hq.device_coupons import record_key
 from hq.ledger import clear_alert, raise_alert
 from hq.models import Alert, FleetDevice
 
@@ -76,6 +77,8 @@ def apply_telemetry(
     device.last_sync_at = sample.last_sync_at
     device.telemetry = sample.model_dump_json()
     device.faults = json.dumps(sample.faults)
+    if sample.signing_key is not None:
+        record_key(session, sample.device_id, sample.signing_key, now)
     for name, health in sample.devices.items():
         subject = f"{sample.device_id}:{name}"
         kind = CODE_ALERTS.get(health.code)

@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from edge import __version__
+from edge.domain.coupons import CouponKind, takes_off
+from edge.domain.errors import Refusal
 from edge.protocol import (
     BlocklistUpdate,
     CouponCheck,
@@ -352,6 +354,29 @@ class Lane:
         if answer is None:
             raise TimeoutError(f"no answer about the coupon in {timeout_s:.0f} s")
         return decode(CouponCheckResult, answer)
+
+    def take_coupon(
+        self, code: str, basket_cents: int, timeout_s: float = 15.0
+    ) -> tuple[CouponCheckResult, int]:
+        """A coupon at the till on a basket of ``basket_cents``: checked first, and spent
+        only when it applies to this basket (a 满减 coupon on a smaller basket is refused here
+        and stays the member's); the kiosk's answer and what comes off the basket (0 when
+        refused, and for a gift coupon, which gives the gift)."""
+        checked = self.check_coupon(code, use=False, timeout_s=timeout_s)
+        if not checked.ok:
+            return checked, 0
+        kind = checked.kind or CouponKind.AMOUNT_OFF  # what a kiosk-printed coupon gives
+        try:
+            off = takes_off(
+                kind, checked.value_cents, checked.threshold_cents, checked.percent, basket_cents
+            )
+        except Refusal as refusal:
+            refused = checked.model_copy(
+                update={"ok": False, "error": refusal.code, "message": str(refusal)}
+            )
+            return refused, 0
+        used = self.check_coupon(code, use=True, timeout_s=timeout_s)
+        return used, off if used.ok else 0
 
     def refund(
         self,

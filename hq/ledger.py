@@ -46,6 +46,7 @@ from edge.protocol.messages import (
 from edge.security.personal import TextVault
 from hq.bulk import among, insert_rows, stored_time
 from hq.coupons import issue_at_registration, record_use
+from hq.device_coupons import record_coupons
 from hq.feeds import (
     UNKNOWN_TIER,
     FeedNumbered,
@@ -583,18 +584,18 @@ class CentralLedger:
         named = {e.member_id for _, d, _ in typed if isinstance(d, EntriesData) for e in d.entries}
         named |= {d.member_id for _, d, _ in typed if isinstance(d, EntriesData)}
         tiers: dict[str, str] = {}
+        merged: dict[str, str] = {}  # members merged into another at HQ (hq.merges)
         listed = sorted(named)
         for start in range(0, len(listed), 900):
             chunk = listed[start : start + 900]
-            tiers.update(
-                conn.execute(
-                    select(CentralMember.id, CentralMember.tier).where(
-                        among(conn, CentralMember.id, chunk)
-                    )
+            for member_id, tier, merged_into in conn.execute(
+                select(CentralMember.id, CentralMember.tier, CentralMember.merged_into).where(
+                    among(conn, CentralMember.id, chunk)
                 )
-                .tuples()
-                .all()
-            )
+            ).tuples():
+                tiers[member_id] = tier
+                if merged_into is not None:
+                    merged[member_id] = merged_into
         registrations = [(e, d) for e, d, _ in typed if isinstance(d, MemberRegisteredData)]
         self._register(session, registrations, tiers, self.vault)
         issue_at_registration(session, registrations, self.ids)
@@ -636,6 +637,7 @@ class CentralLedger:
                     uses.append((event, result))
                 if isinstance(data, GiftRedeemedData):
                     record_voucher(session, event, data)
+                    record_coupons(session, event, data)
             elif isinstance(data, MemberUpdatedData):
                 member = session.get(CentralMember, data.member_id)
                 if member is not None:
@@ -707,12 +709,38 @@ class CentralLedger:
             insert_rows(conn, CentralEntry, entries)
         # The members are locked already (lock_members), so the order does not matter here.
         add_to_balances(session, {m: d for m, d in deltas.items() if d}, now)
+        self._merged_moved(
+            session, {m: d for m, d in deltas.items() if d and m in merged}, merged, now
+        )
         # Only a debit can drive a balance below zero; only an adjustment settles it.
         self._reconcile(session, debited, now)
         self._clear_settled(
             session, {d.member_id for _, d, _ in typed if isinstance(d, AdjustmentData)}, now
         )
         self._check_clones(session, uses, now)
+
+    @staticmethod
+    def _merged_moved(
+        session: Session, moved: dict[str, int], merged: dict[str, str], now: datetime
+    ) -> None:
+        """Points that moved on a record already merged into another (a store that used its
+        card offline before it heard of the merge) stay where they were booked, and staff are
+        told: ``merged_member_points``, to move them with an adjustment."""
+        if not moved:
+            return
+        raise_alerts(
+            session,
+            [
+                AlertRow(
+                    "merged_member_points",
+                    member_id,
+                    f"{points:+d} points booked on member {member_id} after it was merged "
+                    f"into {merged[member_id]}",
+                )
+                for member_id, points in sorted(moved.items())
+            ],
+            now,
+        )
 
     @staticmethod
     def _register(

@@ -119,6 +119,8 @@ class CentralMember(HqBase):
     birthday_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     birth_month: Mapped[int | None] = mapped_column(SmallInteger)
     consent_version: Mapped[str | None] = mapped_column(String(32))
+    # Merged at HQ into this member (hq.merges): its cards, lots and coupons are theirs now.
+    merged_into: Mapped[str | None] = mapped_column(String(26), index=True)
 
 
 class CentralLot(HqBase):
@@ -469,3 +471,49 @@ class CampaignCoupon(HqBase):
     used_device_id: Mapped[str | None] = mapped_column(String(64))
     used_ref: Mapped[str | None] = mapped_column(String(64))
     used_offline: Mapped[bool] = mapped_column(default=False)
+
+
+class DeviceKey(HqBase):
+    """A public key a device signs its vouchers and coupons with, as its telemetry told HQ
+    (on the device's own topic, under its certificate). A device given a new key keeps its
+    old ones here, so what it printed before still checks."""
+
+    __tablename__ = "hq_device_key"
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DeviceCoupon(HqBase):
+    """A coupon a kiosk printed for points (from its ``gift.redeemed`` event): worth
+    ``value_cents`` until ``expires_at``, used once in the whole chain, like a campaign's."""
+
+    __tablename__ = "hq_device_coupon"
+    issuer_device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    coupon_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(26))
+    sku: Mapped[str] = mapped_column(String(32))
+    value_cents: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    used_store_id: Mapped[str | None] = mapped_column(String(64))
+    used_device_id: Mapped[str | None] = mapped_column(String(64))
+    used_ref: Mapped[str | None] = mapped_column(String(64))
+    used_offline: Mapped[bool] = mapped_column(default=False)
+
+
+class MemberMerge(HqBase):
+    """A merge of two member records of one person (hq.merges): HQ's record of it, with the
+    two members as they were before and after. A record is absorbed once."""
+
+    __tablename__ = "hq_member_merge"
+    merge_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kept_member_id: Mapped[str] = mapped_column(String(26), index=True)
+    absorbed_member_id: Mapped[str] = mapped_column(String(26), index=True, unique=True)
+    points: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    old_cards: Mapped[str] = mapped_column(String(8))  # keep or block
+    note: Mapped[str] = mapped_column(String(256))
+    actor: Mapped[str] = mapped_column(String(64))
+    before: Mapped[str] = mapped_column(Text)  # JSON: both members before
+    after: Mapped[str] = mapped_column(Text)  # JSON: both members after

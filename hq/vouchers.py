@@ -12,10 +12,12 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from edge.domain.errors import Refusal
 from edge.protocol import Event, VoucherCheck, VoucherCheckResult
 from edge.protocol.messages import GiftRedeemedData
 from edge.security.personal import mask_card
 from hq.bulk import insert_new
+from hq.device_coupons import verified
 from hq.models import GiftVoucher, VoucherCollection
 
 VOUCHER_KEY = ["issuer_device_id", "voucher_id"]  # a voucher's identity, in both tables
@@ -44,6 +46,21 @@ def record_voucher(session: Session, event: Event, data: GiftRedeemedData) -> No
             "at": event.at,
         },
         VOUCHER_KEY,
+    )
+
+
+def genuine(session: Session, request: VoucherCheck) -> bool:
+    """Whether the code asked about is a gift voucher the device it names signed, for the
+    voucher asked about. A device HQ has no key of yet is taken at its word (as before HQ
+    kept keys): what it printed is checked once its telemetry has told HQ its key."""
+    try:
+        claims = verified(session, request.code)
+    except Refusal as refusal:
+        return refusal.code == "unknown_device_key"
+    return (claims.kind, claims.device_id, claims.voucher_id) == (
+        "gift",
+        request.issuer_device_id,
+        request.voucher_id,
     )
 
 
@@ -80,6 +97,8 @@ def check_voucher(
     before and not past ``today`` is recorded collected at the asking kiosk now."""
     key = (request.issuer_device_id, request.voucher_id)
     ids = {"issuer_device_id": request.issuer_device_id, "voucher_id": request.voucher_id}
+    if request.code and not genuine(session, request):
+        return VoucherCheckResult(**ids, state="forged", at=now)
     voucher = session.get(GiftVoucher, key)
     if voucher is None:
         return VoucherCheckResult(**ids, state="unknown", at=now)

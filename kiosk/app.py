@@ -41,6 +41,7 @@ from kiosk.i18n import LANGUAGES, N_, Translator
 from kiosk.i18n.messages import fault_message
 from kiosk.screens.attract import AttractScreen
 from kiosk.screens.base import KioskScreen
+from kiosk.screens.coupons import CouponsScreen
 from kiosk.screens.gifts import GiftsScreen
 from kiosk.screens.identify import IdentifyScreen
 from kiosk.screens.member import MemberScreen
@@ -48,6 +49,7 @@ from kiosk.screens.register import RegisterScreen
 from kiosk.screens.staff import StaffScreen
 from kiosk.screens.technician import TechnicianScreen
 from kiosk.viewmodels.base import Runner, ThreadRunner
+from kiosk.viewmodels.coupons import CouponsViewModel
 from kiosk.viewmodels.gifts import GiftsViewModel
 from kiosk.viewmodels.health import HealthViewModel
 from kiosk.viewmodels.identify import IdentifyViewModel
@@ -66,6 +68,7 @@ KV_FILES = (
     "identify",
     "member",
     "gifts",
+    "coupons",
     "register",
     "staff",
     "technician",
@@ -82,7 +85,7 @@ HELP_SHOWN_S = 8.0
 # holds a pressed button, and with it its screen, for its minimum pressed time)
 SETTLE_AFTER_S = 0.25
 # screens a customer or staff member passes through once: released as soon as they are left
-RELEASED_ON_LEAVE = frozenset({"gifts", "register", "staff", "technician"})
+RELEASED_ON_LEAVE = frozenset({"gifts", "coupons", "register", "staff", "technician"})
 
 NORMAL = {
     "bg": (0.97, 0.95, 0.91, 1),
@@ -245,6 +248,7 @@ class KioskApp(App):  # type: ignore[misc]
         self.identify_vm = IdentifyViewModel(c, s, r)
         self.points_vm = PointsViewModel(c, s, r)
         self.gifts_vm = GiftsViewModel(c, s, r)
+        self.coupons_vm = CouponsViewModel(c, s, r)
         self.register_vm = RegisterViewModel(c, s, r)
         self.staff_vm = StaffViewModel(c, s, r)
         self.technician_vm = TechnicianViewModel(c, s, r)
@@ -260,6 +264,7 @@ class KioskApp(App):  # type: ignore[misc]
             ("identify", IdentifyScreen, self.identify_vm, N_("Find me by phone")),
             ("member", MemberScreen, self.points_vm, N_("My points")),
             ("gifts", GiftsScreen, self.gifts_vm, N_("Gifts")),
+            ("coupons", CouponsScreen, self.coupons_vm, N_("My coupons")),
             ("register", RegisterScreen, self.register_vm, N_("New member card")),
             ("staff", StaffScreen, self.staff_vm, N_("Staff")),
             ("technician", TechnicianScreen, self.technician_vm, N_("Technician")),
@@ -326,6 +331,8 @@ class KioskApp(App):  # type: ignore[misc]
             self.session.start(private=True)
         elif name == "gifts":
             self.gifts_vm.load()
+        elif name == "coupons":
+            self.coupons_vm.load()
         elif name == "register":
             self.register_vm.start(self.tr.language)
         elif name == "staff":
@@ -353,6 +360,7 @@ class KioskApp(App):  # type: ignore[misc]
                 vm.sign_out()
         self.session.end()
         self.identify_vm.reset()
+        self.coupons_vm.forget()
         self.go("attract")
 
     def timed_out(self) -> None:

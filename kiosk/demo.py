@@ -252,6 +252,14 @@ def play(tour: Tour, people: Any) -> None:
     tour.shot("gift-handover")
     tour.tap("sign-out")
     tour.until(lambda: app.current == "attract")
+    # the member's coupons from HQ's campaigns (with no HQ to ask, the screen says so)
+    sim.present_code(people.wang_card)
+    tour.until(lambda: app.current == "member")
+    tour.tap("coupons")
+    tour.until(lambda: app.coupons_vm.state != "loading")
+    tour.shot("coupons")
+    tour.tap("coupons-done")
+    tour.until(lambda: app.current == "attract")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,9 @@ KIND_LABELS = {
     "redemption": "redemption",
     "expiry": "expired",
     "adjustment": "adjustment",
+    "refund": "refund",
+    "merge_in": "records merged",
+    "merge_out": "merged into another record",
 }
 
 
@@ -46,7 +49,7 @@ def render_member(v: MemberView) -> str:
         for h in v.history:
             lines.append(
                 f"  {h.at:%Y-%m-%d %H:%M}Z  {h.points:+7d}  {KIND_LABELS.get(h.kind, h.kind)}"
-                f"  {h.ref}"
+                f"  {h.ref}" + (f"  ({escape_controls(h.note)})" if h.note else "")
             )
     return "\n".join(lines)
 

@@ -152,23 +152,35 @@ def usable(terms: Terms, now: datetime) -> None:
 
 
 def discount_cents(terms: Terms, basket_cents: int) -> int:
-    """What a coupon of ``terms`` takes off a basket of ``basket_cents`` (never more than the
-    basket; a gift coupon takes nothing off, it gives the gift).
+    """What a coupon of ``terms`` takes off a basket of ``basket_cents`` (:func:`takes_off`)."""
+    return takes_off(
+        terms.kind, terms.value_cents, terms.threshold_cents, terms.percent, basket_cents
+    )
+
+
+def takes_off(
+    kind: str, value_cents: int, threshold_cents: int, percent: int, basket_cents: int
+) -> int:
+    """What a coupon of ``kind`` takes off a basket of ``basket_cents``, as a till works it
+    out (never more than the basket; a gift coupon takes nothing off, it gives the gift).
 
     Raises:
+        InvalidInput: a negative basket, or a kind no coupon has.
         Refusal: ``coupon_below_threshold`` for a 满减 coupon on a basket under its threshold.
     """
     if basket_cents < 0:
         raise InvalidInput("a basket cannot be negative", code="bad_amount")
-    if terms.kind == CouponKind.AMOUNT_OFF:
-        return min(terms.value_cents, basket_cents)
-    if terms.kind == CouponKind.THRESHOLD_OFF:
-        if basket_cents < terms.threshold_cents:
+    if kind == CouponKind.AMOUNT_OFF:
+        return min(value_cents, basket_cents)
+    if kind == CouponKind.THRESHOLD_OFF:
+        if basket_cents < threshold_cents:
             raise Refusal(
-                f"this coupon needs a basket of {terms.threshold_cents / 100:.2f} or more",
+                f"this coupon needs a basket of {threshold_cents / 100:.2f} or more",
                 code="coupon_below_threshold",
             )
-        return terms.value_cents
-    if terms.kind == CouponKind.PERCENT_OFF:
-        return basket_cents * terms.percent // 100
-    return 0
+        return min(value_cents, basket_cents)
+    if kind == CouponKind.PERCENT_OFF:
+        return basket_cents * percent // 100
+    if kind == CouponKind.GIFT:
+        return 0
+    raise InvalidInput(f"no coupon is of the kind {kind!r}", code="bad_kind")

@@ -18,10 +18,12 @@ class HistoryLine:
     """One ledger entry: when (UTC, and its store-local day), what kind, how many points."""
 
     at: datetime
-    kind: str  # purchase, checkin, birthday, referral, redemption, expiry, adjustment, refund
+    # purchase, checkin, birthday, referral, redemption, expiry, adjustment, refund, merge_in
+    kind: str
     points: int
     ref: str
     on: date
+    note: str = ""  # an entry HQ booked with a note (a merge's)
 
 
 @dataclass(frozen=True, kw_only=True)

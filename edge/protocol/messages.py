@@ -178,6 +178,11 @@ class Telemetry(Message):
     last_scan_at: AwareDatetime | None = None
     last_print_at: AwareDatetime | None = None
     faults: list[Text] = Field(default_factory=list, max_length=64)
+    # the public half of the key the device signs its vouchers and coupons with (raw Ed25519,
+    # base64url without padding): HQ checks another store's voucher or coupon with it
+    signing_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{43}$")] | None = Field(
+        None, exclude_if=lambda v: v is None
+    )
 
 
 # --------------------------------------------------------------------------- business events
@@ -197,6 +202,8 @@ class LedgerEntryData(Loose):
     device_id: Name
     expires_at: AwareDatetime | None = None
     available_at: AwareDatetime | None = None
+    # Why, for an entry HQ booked with a note (a merge's); left out of the JSON when empty.
+    note: Text = Field("", exclude_if=lambda v: not v)
 
     @field_validator("points")
     @classmethod
@@ -313,6 +320,11 @@ class GiftRedeemedData(EntriesData):
     qty: int = Field(0, ge=0, le=1000)
     coupons: int = Field(0, ge=0)
     valid_until: date | None = None
+    # a coupon redemption's coupons, for HQ to answer about them at any store of the chain;
+    # events from before it lack them
+    coupon_ids: list[EventId] = Field(default_factory=list, max_length=1000)
+    coupon_value_cents: int = Field(0, ge=0, le=10_000_000)
+    coupon_expires_at: AwareDatetime | None = None
 
 
 class VoucherLapsedData(EntriesData):
@@ -484,6 +496,13 @@ class MemberSnapshot(Message):
     redemptions: list[SnapshotRedemption] = Field(
         default_factory=list, max_length=MAX_SNAPSHOT_ENTRIES, exclude_if=lambda v: not v
     )
+    # A merge (合并会员, edge.domain.merges): the member this one was merged into, or the
+    # members merged into this one. Left out of the JSON when there is none, so a snapshot
+    # of a member never merged reads as before.
+    merged_into: EventId | None = Field(None, exclude_if=lambda v: v is None)
+    merged_from: list[EventId] = Field(
+        default_factory=list, max_length=100, exclude_if=lambda v: not v
+    )
 
     def for_reader(self, reads_redemptions: bool) -> MemberSnapshot:
         """The snapshot as a kiosk reads it: without ``redemptions`` for one that does not
@@ -594,15 +613,18 @@ class VoucherCheck(Message):
     voucher_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     claim: bool = False
     today: date | None = None  # the kiosk's local date: a voucher past its date is not claimed
+    # the voucher's signed code, which HQ checks with the printing kiosk's key
+    code: Annotated[str, StringConstraints(max_length=512)] = Field("", exclude_if=lambda v: not v)
 
 
-VoucherState = Literal["unknown", "known", "collected", "claimed"]
+VoucherState = Literal["unknown", "known", "collected", "claimed", "forged"]
 
 
 class VoucherCheckResult(Message):
     """HQ's answer: ``unknown`` (no gift redeemed with it that HQ heard of), ``known`` (not
-    collected; asked without ``claim``), ``collected`` (where and when, first) or ``claimed``
-    (collected for the asking kiosk now). The gift comes with every state but ``unknown``."""
+    collected; asked without ``claim``), ``collected`` (where and when, first), ``claimed``
+    (collected for the asking kiosk now) or ``forged`` (its code does not check with the
+    printing kiosk's key). The gift comes with every state but ``unknown`` and ``forged``."""
 
     issuer_device_id: Name
     voucher_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -621,7 +643,7 @@ class VoucherCheckResult(Message):
     def _consistent(self) -> VoucherCheckResult:
         if (self.state == "collected") != (self.collected_at is not None):
             raise ValueError("a collected voucher says when, and only then")
-        if self.state != "unknown" and not self.sku:
+        if self.state not in ("unknown", "forged") and not self.sku:
             raise ValueError("a known voucher names its gift")
         return self
 
@@ -750,6 +772,8 @@ class CouponAsk(Message):
     member_id: EventId | None = None
     coupon_id: CouponIdText | None = None
     ref: Ref = ""
+    # a coupon a kiosk printed: its signed code, which HQ checks with that kiosk's key
+    code: Annotated[str, StringConstraints(max_length=512)] = Field("", exclude_if=lambda v: not v)
 
     @model_validator(mode="after")
     def _asks_about_something(self) -> CouponAsk:
@@ -773,6 +797,11 @@ class CouponAnswer(Message):
     used_store_id: Name | None = None
     used_at: AwareDatetime | None = None
     terms: CampaignTerms | None = None  # a checked or used coupon's campaign
+    # a checked or used coupon a kiosk printed: what it is worth and until when
+    issuer_device_id: Name | None = Field(None, exclude_if=lambda v: v is None)
+    value_cents: int = Field(0, ge=0, exclude_if=lambda v: not v)
+    sku: Annotated[str, StringConstraints(max_length=32)] = Field("", exclude_if=lambda v: not v)
+    expires_at: AwareDatetime | None = Field(None, exclude_if=lambda v: v is None)
     coupons: list[WalletCoupon] = Field(default_factory=list, max_length=200)
     at: AwareDatetime
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, NoReturn, cast
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.domain.clock import ensure_utc
@@ -186,6 +187,25 @@ def verify_voucher(public_key: Ed25519PublicKey, code: str) -> VoucherClaims:
     if not verify_bytes(public_key, _VOUCHER_DOMAIN, signed, signature):
         raise Refusal("This voucher is not genuine.", code="code_bad_signature")
     return VoucherClaims(kind=kind, voucher_id=voucher_id, device_id=device_id)
+
+
+def voucher_key_text(public_key: Ed25519PublicKey) -> str:
+    """A device's voucher-signing public key as it travels to HQ: raw Ed25519, base64url."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def voucher_key_from_text(text: str) -> Ed25519PublicKey:
+    """The key :func:`voucher_key_text` wrote.
+
+    Raises:
+        InvalidInput: ``bad_key`` for text that is not one.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        raise InvalidInput("not a device's public key", code="bad_key") from None
 
 
 def voucher_device_id(code: str) -> str:

@@ -21,7 +21,7 @@ from edge.app import AppContext
 from edge.domain.coupons import HQ_ISSUER, CouponKind, Terms, campaign_of, usable
 from edge.domain.errors import NotFound, Refusal
 from edge.protocol import CampaignTerms, CouponAnswer, WalletCoupon
-from edge.security.codes import verify_voucher, voucher_device_id
+from edge.security.codes import unverified_voucher_claims, verify_voucher, voucher_device_id
 from edge.services.gifts import coupon_status, use_coupon
 from edge.services.members import find_member_id
 from edge.services.pushes import stored_campaigns
@@ -155,6 +155,42 @@ def _record(
     offline: bool,
     answer: CouponAnswer | None,
 ) -> HqCoupon:
+    """Keeps the use of an HQ coupon here (within the offline cap when HQ was not asked)."""
+    del answer  # HQ's answer was read by the caller: its terms are ``terms``
+    used_at = _record_use(
+        app,
+        coupon,
+        issuer=HQ_ISSUER,
+        campaign_id=terms.campaign_id,
+        kind=terms.kind.value,
+        value_cents=terms.value_cents,
+        sku=terms.gift_sku,
+        ref=ref,
+        actor=actor,
+        offline=offline,
+    )
+    return HqCoupon(coupon, terms, offline, used_at)
+
+
+def _record_use(
+    app: AppContext,
+    coupon: str,
+    *,
+    issuer: str,
+    campaign_id: str,
+    kind: str,
+    value_cents: int,
+    sku: str,
+    ref: str,
+    actor: str,
+    offline: bool,
+) -> datetime:
+    """Keeps a coupon HQ answered for (or, ``offline``, this kiosk accepted within its cap)
+    as used here, with its audit record and ``coupon.used`` event, in one transaction; when.
+
+    Raises:
+        Refusal: ``coupon_used`` (taken here a moment ago) or ``offline_coupon_cap``.
+    """
     limit = app.offline_limit
     with transaction(app) as tx:
         if tx.session.get(HqCouponUse, coupon) is not None:
@@ -176,29 +212,100 @@ def _record(
         tx.session.add(
             HqCouponUse(
                 coupon_id=coupon,
-                campaign_id=terms.campaign_id,
-                kind=terms.kind.value,
-                value_cents=terms.value_cents,
+                campaign_id=campaign_id,
+                kind=kind,
+                value_cents=value_cents,
                 ref=ref,
                 actor=actor[:64],
                 offline=offline,
                 used_at=tx.now,
             )
         )
-        tx.audit(actor, "coupon.use", coupon, ref=ref, offline=offline, issuer=HQ_ISSUER)
+        tx.audit(actor, "coupon.use", coupon, ref=ref, offline=offline, issuer=issuer)
         tx.emit(
             "coupon.used",
             {
                 "coupon_id": coupon,
-                "sku": terms.gift_sku,
-                "value_cents": terms.value_cents,
+                "sku": sku,
+                "value_cents": value_cents,
                 "ref": ref,
-                "issuer": HQ_ISSUER,
-                "campaign_id": terms.campaign_id,
+                "issuer": issuer,
+                "campaign_id": campaign_id,
                 "offline": offline,
             },
         )
-        return HqCoupon(coupon, terms, offline, tx.now)
+        return tx.now
+
+
+def take_kiosk_coupon(
+    app: AppContext, code: str, ref: str, actor: str = "lane", use: bool = True
+) -> CouponTaken:
+    """Checks a coupon a kiosk printed for points and, with ``use``, spends it, once in the
+    chain: HQ is asked first (it checks another kiosk's signature and records the use). This
+    kiosk's own coupon is decided by its own record when HQ cannot be asked or has not heard
+    of it yet (its ``coupon.used`` event tells HQ, which flags a second use); another
+    kiosk's needs HQ's answer, since only HQ holds that kiosk's key.
+
+    Raises:
+        KioskError: why the coupon cannot be taken; nothing is changed.
+    """
+    text = code.strip()
+    claims = unverified_voucher_claims(text)
+    if claims.kind != "coupon":
+        raise Refusal("this is a gift voucher, not a coupon", code="not_a_coupon")
+    own = claims.device_id == app.device_id
+    if own:
+        status = coupon_status(app, text)  # the signature, and this kiosk's own record
+        if status.error:
+            raise Refusal(_STATUS_WORDS.get(status.error, status.error), code=status.error)
+    else:
+        _not_taken_here(app, claims.voucher_id)
+    asked = {"action": "use" if use else "check", "coupon_id": claims.voucher_id}
+    answer = ask_hq_about_coupons(app, {**asked, "code": text, "ref": ref[:64]})
+    if own:
+        hq_has_no_record = answer is not None and answer.error in HQ_HAS_NO_RECORD
+        if answer is not None and not answer.ok and not hq_has_no_record:
+            raise Refusal(answer.message or "HQ refused this coupon", code=answer.error)
+        offline = answer is None
+        if not use:
+            return CouponTaken(
+                status.coupon_id, CouponKind.AMOUNT_OFF.value, status.value_cents,
+                sku=status.sku, offline=offline,
+            )  # fmt: skip
+        used = use_coupon(app, text, ref, actor=actor)
+        return CouponTaken(
+            used.coupon_id, CouponKind.AMOUNT_OFF.value, used.value_cents, sku=used.sku,
+            offline=offline,
+        )  # fmt: skip
+    if answer is None:
+        raise Refusal(
+            f"this coupon was printed by kiosk {claims.device_id} and HQ cannot be asked now "
+            "to check it; try again when HQ is back",
+            code="coupon_foreign_offline",
+        )
+    if not answer.ok:
+        raise Refusal(answer.message or "HQ refused this coupon", code=answer.error)
+    if use:
+        _record_use(
+            app,
+            claims.voucher_id,
+            issuer=claims.device_id,
+            campaign_id="",
+            kind=CouponKind.AMOUNT_OFF.value,
+            value_cents=answer.value_cents,
+            sku=answer.sku,
+            ref=ref[:64],
+            actor=actor,
+            offline=False,
+        )
+    return CouponTaken(
+        claims.voucher_id, CouponKind.AMOUNT_OFF.value, answer.value_cents, sku=answer.sku
+    )
+
+
+# HQ's answers that say only that it cannot judge a kiosk's own coupon (the event that
+# printed it, or the kiosk's key, has not reached HQ yet): the kiosk's own record decides
+HQ_HAS_NO_RECORD = frozenset({"unknown_coupon", "unknown_device_key"})
 
 
 @dataclass(frozen=True)
@@ -247,7 +354,6 @@ class CouponTaken:
 
 
 _STATUS_WORDS = {
-    "foreign": "this coupon was printed by another kiosk; it can be used at that kiosk's store",
     "unknown_coupon": "this kiosk printed no such coupon",
     "coupon_used": "this coupon was used already",
     "coupon_expired": "this coupon has expired",
@@ -277,18 +383,7 @@ def take_coupon(
             t.title,
             taken.offline,
         )
-    if use:
-        used = use_coupon(app, code, ref, actor=actor)
-        return CouponTaken(
-            used.coupon_id, CouponKind.AMOUNT_OFF.value, used.value_cents, sku=used.sku
-        )
-    status = coupon_status(app, code)
-    if status.error:
-        code_ = "coupon_foreign" if status.error == "foreign" else status.error
-        raise Refusal(_STATUS_WORDS.get(status.error, status.error), code=code_)
-    return CouponTaken(
-        status.coupon_id, CouponKind.AMOUNT_OFF.value, status.value_cents, sku=status.sku
-    )
+    return take_kiosk_coupon(app, code, ref, actor, use=use)
 
 
 def wallet_for_card(app: AppContext, card_no: str) -> Wallet:

@@ -22,7 +22,12 @@ from edge.domain.gifts import (
 from edge.domain.offline import check_offline_redemption
 from edge.domain.points import EntryKind
 from edge.domain.staff import Permission
-from edge.security.codes import sign_voucher, verify_voucher, voucher_device_id
+from edge.security.codes import (
+    sign_voucher,
+    unverified_voucher_claims,
+    verify_voucher,
+    voucher_device_id,
+)
 from edge.services.connectivity import connectivity
 from edge.services.ledger import debit
 from edge.services.members import usable_member
@@ -320,6 +325,15 @@ def _record_redemption(
             "offline": offline,
             "coupons": len(coupons),
             "valid_until": valid_until.isoformat() if valid_until else None,
+            **(
+                {
+                    "coupon_ids": [unverified_voucher_claims(c).voucher_id for c in coupons],
+                    "coupon_value_cents": gift.coupon_value_cents,
+                    "coupon_expires_at": expires.isoformat() if expires else None,
+                }
+                if coupons
+                else {}
+            ),
             "entries": [e.as_dict() for e in entries],
         },
     )

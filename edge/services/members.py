@@ -13,6 +13,7 @@ from edge.domain import members as rules
 from edge.domain.cards import CardState, parse_card_number, require_usable
 from edge.domain.errors import InvalidInput, NotFound, Refusal
 from edge.domain.member_view import HistoryLine, MemberView
+from edge.domain.merges import MERGE_OUT
 from edge.domain.points import expiring_soon, local_date, pending, spendable
 from edge.domain.staff import Permission
 from edge.domain.tiers import find_tier, next_tier
@@ -44,8 +45,15 @@ class Registration:
 
 
 def _member_by_phone(session: Session, app: AppContext, phone: str) -> Member | None:
+    """The member with this phone; for a record merged at HQ, the member it was merged into."""
     digest = app.vault.lookup_hash(normalize_phone(phone))
-    return session.scalar(select(Member).where(Member.phone_hash == digest))
+    member = session.scalar(select(Member).where(Member.phone_hash == digest))
+    for _ in range(8):  # a merged record names the member it went into (at most a few hops)
+        kept = session.get(Member, member.merged_into) if member and member.merged_into else None
+        if kept is None:
+            break
+        member = kept
+    return member
 
 
 def _card(session: Session, card_no: str) -> Card:
@@ -178,11 +186,30 @@ def build_view(
             select(BonusClaim.kind, BonusClaim.period).where(BonusClaim.member_id == member.id)
         ).all()
     )
+    # A record merged into this member: its history is theirs too (but for the entry that
+    # took its points out, which the merge's entry on this member tells).
+    absorbed: list[str] = []
+    merged_here = [member.id]
+    while merged_here and len(absorbed) < 100:  # records merged into those, in their turn
+        merged_here = list(
+            session.scalars(select(Member.id).where(Member.merged_into.in_(merged_here)))
+        )
+        absorbed += merged_here
     lines = tuple(
-        HistoryLine(e.created_at, e.kind, e.points, e.ref, local_date(e.created_at, app.tz))
+        HistoryLine(
+            e.created_at,
+            e.kind,
+            e.points,
+            e.ref,
+            local_date(e.created_at, app.tz),
+            e.note or "",
+        )
         for e in session.scalars(
             select(LedgerEntry)
-            .where(LedgerEntry.member_id == member.id)
+            .where(
+                (LedgerEntry.member_id == member.id)
+                | (LedgerEntry.member_id.in_(absorbed) & (LedgerEntry.kind != MERGE_OUT))
+            )
             .order_by(LedgerEntry.created_at.desc(), LedgerEntry.id.desc())
             .limit(history)
         )

@@ -107,16 +107,23 @@ def _ask_agent(
 
 
 def check_voucher_with_hq(
-    app: AppContext, issuer_device_id: str, voucher_id: str, claim: bool, today: date
+    app: AppContext,
+    issuer_device_id: str,
+    voucher_id: str,
+    claim: bool,
+    today: date,
+    code: str = "",
 ) -> VoucherCheckResult | None:
     """Asks HQ, through the agent, about a gift voucher (claiming it for collection here
-    when ``claim``); None when there is no agent or HQ did not answer in time."""
+    when ``claim``; HQ checks ``code``'s signature with the printing kiosk's key); None when
+    there is no agent or HQ did not answer in time."""
     asked: dict[str, object] = {
         "voucher": {
             "issuer_device_id": issuer_device_id,
             "voucher_id": voucher_id,
             "claim": claim,
             "today": today.isoformat(),
+            "code": code,
         }
     }
     parsed = _ask_agent(app, asked, "about a voucher")

@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from edge.app import AppContext
 from edge.domain.cards import CardState
+from edge.domain.merges import MERGE_KINDS
 from edge.protocol import (
     AdjustmentData,
     EntriesData,
@@ -210,6 +211,13 @@ def _apply_snapshot(
         tx.session.add(member)
         tx.session.flush()
         touched.add(member.id)
+    if snap.merged_into is not None and member.merged_into is None:
+        member.merged_into = snap.merged_into
+    for absorbed_id in snap.merged_from:
+        absorbed = tx.session.get(Member, absorbed_id)
+        if absorbed is not None:
+            absorbed.merged_into = member.id
+            _absorb_here(tx, absorbed, member, outcome)
     for card in snap.cards:
         here = tx.session.get(Card, card.card_no)
         if here is None:
@@ -240,6 +248,11 @@ def _apply_snapshot(
             touched.add(member.id)
     for r in snap.redemptions:
         _ensure_redemption(tx, r.redemption_id, member.id, r.sku, r.qty, "hq", tx.now)
+    if member.merged_into is not None:
+        kept = tx.session.get(Member, member.merged_into)
+        if kept is not None:
+            _absorb_here(tx, member, kept, outcome)
+            touched.add(kept.id)
     if snap.deleted and member.deleted_at is None:
         erase_personal(tx.session, member)
         member.deleted_at = tx.now
@@ -248,6 +261,24 @@ def _apply_snapshot(
                 held.state = CardState.BLOCKED
                 held.state_changed_at = tx.now
                 outcome.cards.append((held.card_no, CardState.BLOCKED))
+
+
+def _absorb_here(tx: Tx, absorbed: Member, kept: Member, outcome: ReplicaOutcome) -> None:
+    """A member merged at HQ (edge.domain.merges): their cards and lots become the kept
+    member's here. Idempotent; the balance moves by the merge's entries, not here.
+
+    The cards keep their state (HQ's snapshot of the kept member says which are blocked),
+    and each lot keeps its entries, so a lot's remaining is still its entries' net. The
+    lanes hear of each card moved: it carries the kept member now.
+    """
+    for card in tx.session.scalars(select(Card).where(Card.member_id == absorbed.id)):
+        card.member_id = kept.id
+        outcome.cards.append((card.card_no, card.state))
+    for lot in tx.session.scalars(select(PointsLot).where(PointsLot.member_id == absorbed.id)):
+        lot.member_id = kept.id
+    if absorbed.overdraft_flagged and absorbed.balance >= 0:
+        absorbed.overdraft_flagged = False  # the debt went with the points
+    tx.session.flush()
 
 
 def _members_needed(data: object) -> set[str]:
@@ -622,7 +653,9 @@ def _apply_entry(tx: Tx, entry: LedgerEntryData) -> bool:
     if member is None:
         raise ProtocolError(f"entry {entry.id} of unknown member {entry.member_id}")
     lot_id = entry.lot_id
-    if entry.points > 0:
+    if entry.kind in MERGE_KINDS:
+        lot_id = None  # a merge moves the lots whole (see _absorb_here), never from one
+    elif entry.points > 0:
         if lot_id is not None and tx.session.get(PointsLot, lot_id) is None:
             if entry.expires_at is None or entry.available_at is None:
                 raise ProtocolError(f"credit {entry.id} without its lot's dates")
@@ -653,6 +686,7 @@ def _apply_entry(tx: Tx, entry: LedgerEntryData) -> bool:
             store_id=entry.store_id,
             device_id=entry.device_id,
             created_at=entry.at,
+            note=entry.note or None,
         )
     )
     member.balance += entry.points

@@ -92,7 +92,7 @@ def collect_voucher(app: AppContext, code: str, staff: StaffIdentity) -> Voucher
         today = local_date(tx.now, app.tz)
     asks = app.config.sync.enabled and not offline
     hq = (
-        check_voucher_with_hq(app, claims.device_id, claims.voucher_id, True, today)
+        check_voucher_with_hq(app, claims.device_id, claims.voucher_id, True, today, text)
         if asks
         else None
     )
@@ -169,6 +169,12 @@ def _hq_refusals(app: AppContext, hq: VoucherCheckResult | None, own: bool) -> N
     date, or (for another kiosk's voucher) unknown. ``claimed`` and no answer pass."""
     if hq is None or hq.state == "claimed":
         return
+    if hq.state == "forged":
+        raise Refusal(
+            "this voucher is not genuine (HQ finds its signature does not match the kiosk "
+            "that printed it)",
+            code="voucher_forged",
+        )
     if hq.state == "collected" and hq.collected_device_id == app.device_id:
         return  # HQ granted it here before, and this desk did not finish: it is ours
     if hq.state == "collected":

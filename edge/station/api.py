@@ -85,6 +85,30 @@ class GiftHandover:
 
 
 @dataclass(frozen=True)
+class CouponTile:
+    """One coupon of the member's wallet (from HQ's campaigns), as the screen shows it."""
+
+    coupon_id: str
+    title: str
+    kind: str  # amount_off, threshold_off, percent_off or gift
+    value_cents: int
+    threshold_cents: int
+    percent: int
+    gift_name: str  # for a gift coupon: the gift's name here (its code if not in the catalogue)
+    valid_until: date  # the last day it can be used, in the store's time zone
+    usable_now: bool  # False for a coupon whose validity starts later
+
+
+@dataclass(frozen=True)
+class WalletView:
+    """The member's coupons; ``reachable`` False when HQ could not be asked (the screen says
+    so rather than "no coupons")."""
+
+    reachable: bool
+    coupons: tuple[CouponTile, ...] = ()
+
+
+@dataclass(frozen=True)
 class AdjustOutcome:
     """Points staff credited or took at the staff screen, and the member's balance after."""
 
@@ -246,6 +270,12 @@ class MemberCenter(Protocol):
     def gifts(self) -> list[GiftTile]: ...
     def redeem(self, card_no: str, sku: str, request_id: str) -> RedeemOutcome: ...
     def print_statement(self, card_no: str) -> PrintOutcome: ...
+    def wallet(self, card_no: str) -> WalletView: ...
+    def print_coupon(self, card_no: str, coupon_id: str) -> PrintOutcome:
+        """Prints one coupon of the member's wallet (asked of HQ again: one used meanwhile
+        is refused with ``coupon_gone``)."""
+        ...
+
     def register(self, new: NewMember, request_id: str) -> RegistrationOutcome: ...
     def privacy_terms(self, language: str) -> tuple[str, str]:
         """The terms in force in ``language``: (version, full text)."""

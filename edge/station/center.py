@@ -21,16 +21,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from drivers.printer import Receipt
 from edge.app import AppContext
 from edge.config import KioskConfig
-from edge.domain.errors import InvalidInput, NotFound
+from edge.domain.errors import InvalidInput, NotFound, Refusal
 from edge.domain.member_view import MemberView
+from edge.domain.points import local_date
 from edge.domain.staff import Permission
+from edge.protocol import WalletCoupon
 from edge.security.personal import mask_card
-from edge.services import corrections, desk, lookups, phone_proof, vouchers
+from edge.services import corrections, coupons, desk, lookups, phone_proof, vouchers
 from edge.services import gifts as gift_service
 from edge.services import members as member_service
 from edge.services import points as points_service
@@ -43,6 +46,7 @@ from edge.station.api import (
     AdjustOutcome,
     BonusOutcome,
     CardIssue,
+    CouponTile,
     DailyReport,
     DeviceStatus,
     GiftHandover,
@@ -57,6 +61,7 @@ from edge.station.api import (
     StaffSession,
     TechnicianInfo,
     UiSettings,
+    WalletView,
 )
 from edge.station.devices import FPS_WINDOW_S, HEALTH_POLL_S, Station
 from edge.station.diagnostics import LOG_FILE, technician_info
@@ -206,6 +211,47 @@ class KioskCenter:
             slips.header(self.app), self._member(card_no), self.station.columns
         )
         return self.station.print_receipt(statement)
+
+    def wallet(self, card_no: str) -> WalletView:
+        wallet = coupons.wallet_for_card(self.app, card_no)
+        names = {g.sku: g.name for g in gift_service.list_gifts(self.app, include_inactive=True)}
+        return WalletView(
+            wallet.reachable, tuple(self._coupon_tile(c, names) for c in wallet.coupons)
+        )
+
+    def _coupon_tile(self, coupon: WalletCoupon, gift_names: dict[str, str]) -> CouponTile:
+        t = coupon.terms
+        return CouponTile(
+            coupon.coupon_id,
+            t.title,
+            t.kind,
+            t.value_cents,
+            t.threshold_cents,
+            t.percent,
+            gift_names.get(t.gift_sku, t.gift_sku),
+            # the last day it can be used: valid_until is the first moment it cannot
+            local_date(t.valid_until - timedelta(microseconds=1), self.app.tz),
+            t.valid_from <= self.app.clock(),
+        )
+
+    def print_coupon(self, card_no: str, coupon_id: str) -> PrintOutcome:
+        wallet = coupons.wallet_for_card(self.app, card_no)
+        if not wallet.reachable:
+            raise Refusal(
+                "HQ cannot be asked now: the coupon cannot be printed", code="hq_unreachable"
+            )
+        found = next((c for c in wallet.coupons if c.coupon_id == coupon_id), None)
+        if found is None:
+            raise NotFound("this coupon was used or has ended", code="coupon_gone")
+        names = {g.sku: g.name for g in gift_service.list_gifts(self.app, include_inactive=True)}
+        slip = slips.wallet_coupon(
+            slips.header(self.app),
+            self._coupon_tile(found, names),
+            found.code,
+            card_no,
+            self.station.columns,
+        )
+        return self.station.print_receipt(slip)
 
     def register(self, new: NewMember, request_id: str) -> RegistrationOutcome:
         if new.title and new.title not in ("先生", "女士"):

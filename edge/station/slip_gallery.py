@@ -20,6 +20,7 @@ from edge.domain.points import ExpiringPoints
 from edge.security.personal import mask_card, mask_phone
 from edge.services.gifts import RedemptionResult
 from edge.station import slips
+from edge.station.api import CouponTile
 
 TZ = ZoneInfo("Asia/Shanghai")
 AT = datetime(2026, 11, 23, 2, 15, tzinfo=UTC)  # 10:15 in the store
@@ -99,12 +100,30 @@ SAMPLES: dict[str, Sample] = {
     "coupon": lambda w: slips.coupon(
         HEADER,
         "生鲜满减券",
-        1000,
+        slips.money(1000),
         "CP-S001-000917",
         "2026-12-15",
         ("限本店使用，不找零。", "每单限用一张。"),
         w,
         min_spend_cents=5000,
+    ),
+    "campaign-coupon": lambda w: slips.wallet_coupon(
+        HEADER,
+        CouponTile(
+            "SPRING26.01JQ8ZK3M4N5P6Q7R8S9T0VWXY",
+            "春季满100减10",
+            "threshold_off",
+            1000,
+            10_000,
+            0,
+            "",
+            date(2027, 3, 31),
+            True,
+        ),
+        "V1AIBEQUI7KNIFESKOI4XDAMKKLBMVUQKCINCEKRSHJBFEWTKOKBIVEU2UKY24MBFAKLOL7O7B5UX5ROWA75HSWL"
+        "MIUX4F4USAX2YKVWFYGVX7BIB6FD6K5LC7B4ZVCGXVUVYBCCM3LFIYQKBTPC74TRQZ6IDWY5QJ",
+        "8800000000018",
+        w,
     ),
     "new-card": lambda w: slips.new_card_slip(
         HEADER, sample_member(tier_zh="普通会员", balance=0), 0, w

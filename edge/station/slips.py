@@ -24,6 +24,7 @@ from edge.domain.member_view import MemberView
 from edge.domain.points import local_date
 from edge.security.personal import mask_card, mask_phone
 from edge.services.gifts import RedemptionResult
+from edge.station.api import CouponTile
 
 CENTER_NAME = "会员中心"
 THANKS = "谢谢惠顾，欢迎再次光临！"
@@ -37,6 +38,8 @@ HISTORY_WORDS = {
     "expiry": "过期",
     "adjustment": "调整",
     "refund": "退货",
+    "merge_in": "合并会员",
+    "merge_out": "已合并",
 }
 REASON_WORDS: dict[str, str] = {
     Reason.MISSED_POINTS: "漏积分补录",
@@ -81,8 +84,9 @@ def gift_voucher(
             else _valid_until(result, tz).isoformat()
         )
         terms = (f"卡号 {result.card_no[-4:]}", "每张限用一次 One use only")
+        gives = money(result.coupon_value_cents)
         return [
-            coupon(head, result.name, result.coupon_value_cents, code, coupon_until, terms, width)
+            coupon(head, result.name, gives, code, coupon_until, terms, width)
             for code in result.coupon_codes
         ]
     steps = heading(head, "礼品兑换券 Gift voucher", width)
@@ -115,24 +119,59 @@ def _valid_until(result: RedemptionResult, tz: ZoneInfo) -> date:
 def coupon(
     head: ReceiptHeader,
     title: str,
-    value_cents: int,
+    gives: str,
     code: str,
     valid_until: str,
     terms: tuple[str, ...],
     width: int,
     min_spend_cents: int | None = None,
 ) -> Receipt:
-    """A coupon slip (its signed code as a Code 128); "满¥N可用" only with a minimum spend."""
+    """A coupon slip: what it ``gives`` in large type (an amount, a discount, a gift) and its
+    signed code as a QR code (a signed code runs to some 160 characters, past what a Code 128
+    on 58 or 80 mm paper can hold for a till's scanner); "满¥N可用" only with a minimum
+    spend."""
     steps = heading(head, "优惠券 Coupon", width)
     steps += [
         Text(title, "center", bold=True),
-        Text(money(value_cents), "center", big=True),
+        Text(gives, "center", big=True),
         *([Text(f"满{money(min_spend_cents)}可用", "center")] if min_spend_cents else []),
-        Barcode(code, "CODE128"),
+        Qr(code),
         Text(f"有效期至 {valid_until}", "center"),
         *[Text(term) for term in terms],
     ]
     return Receipt("coupon", tuple(steps + closing(THANKS)))
+
+
+def coupon_gives(kind: str, value_cents: int, percent: int, gift_name: str) -> str:
+    """What a coupon of HQ's campaigns gives, as the slip prints it: ¥10.00, 9折, 85折, or
+    the gift's name."""
+    if kind == "percent_off":
+        pays = 100 - percent
+        return f"{pays // 10}折" if pays % 10 == 0 else f"{pays}折"
+    if kind == "gift":
+        return gift_name
+    return money(value_cents)
+
+
+def wallet_coupon(
+    head: ReceiptHeader,
+    tile: CouponTile,
+    code: str,
+    card_no: str,
+    width: int,
+) -> Receipt:
+    """A coupon of the member's wallet printed at the kiosk: good at any store of the chain,
+    once (the lane asks HQ)."""
+    return coupon(
+        head,
+        tile.title,
+        coupon_gives(tile.kind, tile.value_cents, tile.percent, tile.gift_name),
+        code,
+        tile.valid_until.isoformat(),
+        (f"卡号 {card_no[-4:]}", "全连锁门店可用，每张限用一次", "Any store of the chain, once"),
+        width,
+        min_spend_cents=tile.threshold_cents if tile.kind == "threshold_off" else None,
+    )
 
 
 def points_statement(head: ReceiptHeader, member: MemberView, width: int) -> Receipt:

@@ -72,6 +72,8 @@ class Member(Base):
     # A member of another store: when this store last fetched them from HQ (see
     # edge.services.remote: such a member is held here while seen here).
     held_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Merged at HQ into this member (edge.domain.merges): its cards and lots are theirs now.
+    merged_into: Mapped[str | None] = mapped_column(String(26), index=True)
 
 
 class Card(Base):
@@ -143,6 +145,8 @@ class LedgerEntry(Base):
     store_id: Mapped[str] = mapped_column(String(32))
     device_id: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The note of an entry HQ booked with one (a merge's), shown in the member's history.
+    note: Mapped[str | None] = mapped_column(String(256))
 
 
 class Purchase(Base):

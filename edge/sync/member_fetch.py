@@ -173,12 +173,15 @@ class FetchServer:
                 raise ProtocolError("not a voucher check")
             issuer, voucher_id = asked.get("issuer_device_id"), asked.get("voucher_id")
             claim, today = asked.get("claim", False), asked.get("today")
-            if not isinstance(issuer, str) or not isinstance(voucher_id, str):
+            code = asked.get("code", "")
+            if not (isinstance(issuer, str) and isinstance(voucher_id, str)):
                 raise ProtocolError("issuer_device_id and voucher_id are strings")
+            if not isinstance(code, str):
+                raise ProtocolError("a voucher's code is a string")
             if not isinstance(claim, bool) or not isinstance(today, str | None):
                 raise ProtocolError("claim is true or false, today a date")
             result = self.vouchers.check(
-                issuer, voucher_id, claim, date.fromisoformat(today) if today else None
+                issuer, voucher_id, claim, date.fromisoformat(today) if today else None, code
             )
         except (ValueError, AttributeError) as exc:
             log.warning("a voucher check was not understood: %s", exc)

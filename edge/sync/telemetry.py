@@ -19,6 +19,7 @@ from drivers.health import HealthState
 from edge import __version__
 from edge.app import AppContext
 from edge.protocol import DeviceHealth, StorageWear, Telemetry, Throttling
+from edge.security.codes import voucher_key_text
 from edge.services.connectivity import HQ_LAST_CONTACT
 from edge.services.pushes import rules_state
 from edge.services.replica import STORE_FEED_CURSOR
@@ -199,4 +200,5 @@ def collect(app: AppContext, clock_offset_s: float | None) -> Telemetry:
         last_scan_at=last_scan,
         last_print_at=last_print,
         faults=faults[:64],
+        signing_key=voucher_key_text(app.keys.device_signing_key.public_key()),
     )

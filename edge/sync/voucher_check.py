@@ -26,7 +26,12 @@ class VoucherChecker:
         self.asked = 0
 
     def check(
-        self, issuer_device_id: str, voucher_id: str, claim: bool, today: date | None
+        self,
+        issuer_device_id: str,
+        voucher_id: str,
+        claim: bool,
+        today: date | None,
+        code: str = "",
     ) -> VoucherCheckResult | None:
         """HQ's answer, or None when HQ did not answer within ``sync.fetch_timeout_s``."""
         me = self.app.device_id
@@ -38,6 +43,7 @@ class VoucherChecker:
                 voucher_id=voucher_id,
                 claim=claim,
                 today=today,
+                code=code,
             )
         except ValueError as exc:
             raise ProtocolError(f"not a voucher check: {exc}") from None

@@ -59,6 +59,8 @@ REFUSALS: dict[str, str] = {
     "unknown_voucher": N_("No gift was redeemed with this voucher here."),
     "voucher_foreign": N_("This voucher is from another kiosk and cannot be checked here yet."),
     "member_deleted": N_("This membership was closed."),
+    "coupon_gone": N_("This coupon was used or has ended."),
+    "hq_unreachable": N_("Head office cannot be reached right now. Please try again later."),
     "approval_needed": N_("This many points needs a supervisor's approval."),
     "approval_by_self": N_("The approval must come from a second staff member."),
     "beyond_balance": N_("The member does not have that many points; a supervisor must approve."),

@@ -17,6 +17,8 @@ HISTORY_WORDS = {
     "expiry": N_("Expired"),
     "adjustment": N_("Adjustment"),
     "refund": N_("Refund"),
+    "merge_in": N_("Records merged"),
+    "merge_out": N_("Merged into another record"),
 }
 # an adjustment says why
 REASON_WORDS: dict[str, str] = {
@@ -46,11 +48,12 @@ class MemberScreen(KioskScreen):
         if member is None:
             return
         for item in member.history[:6]:
+            what = self.app.tr(WORDS.get(history_key(item.kind, item.ref), item.kind))
             box.add_widget(
                 make(
                     "HistoryRow",
                     text_when=item.on.isoformat(),
-                    text_what=self.app.tr(WORDS.get(history_key(item.kind, item.ref), item.kind)),
+                    text_what=f"{what}: {item.note}" if item.note else what,
                     points=item.points,
                 )
             )

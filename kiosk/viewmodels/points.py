@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from edge.station.api import BonusOutcome, MemberCenter, MemberView, PrintOutcome
+from edge.station.api import BonusOutcome, PrintOutcome
 from kiosk.i18n import N_
 from kiosk.i18n.messages import fault_message
-from kiosk.viewmodels.base import Runner, ViewModel
-from kiosk.viewmodels.session import SessionViewModel
+from kiosk.viewmodels.session import ForMember
 
 
-class PointsViewModel(ViewModel):
+class PointsViewModel(ForMember):
     """Acts for ``session.member``; each action's outcome brings the member as they are now."""
-
-    def __init__(
-        self, center: MemberCenter, session: SessionViewModel, runner: Runner, **kw: Any
-    ) -> None:
-        super().__init__(runner, **kw)
-        self.center = center
-        self.session = session
-
-    @property
-    def card_no(self) -> str:
-        member: MemberView | None = self.session.member
-        return (member.card_no or "") if member else ""
 
     def check_in(self) -> None:
         card = self.card_no

@@ -7,7 +7,8 @@ from typing import Any
 from kivy.event import EventDispatcher
 from kivy.properties import BooleanProperty, NumericProperty, ObjectProperty
 
-from edge.station.api import MemberView
+from edge.station.api import MemberCenter, MemberView
+from kiosk.viewmodels.base import Runner, ViewModel
 
 
 class SessionViewModel(EventDispatcher):  # type: ignore[misc]
@@ -65,3 +66,20 @@ class SessionViewModel(EventDispatcher):  # type: ignore[misc]
 
     def on_timeout(self) -> None:
         pass
+
+
+class ForMember(ViewModel):
+    """A view-model that acts for ``session.member`` through the member center."""
+
+    def __init__(
+        self, center: MemberCenter, session: SessionViewModel, runner: Runner, **kw: Any
+    ) -> None:
+        super().__init__(runner, **kw)
+        self.center = center
+        self.session = session
+
+    @property
+    def card_no(self) -> str:
+        """The identified member's card ('' when nobody is identified)."""
+        member: MemberView | None = self.session.member
+        return (member.card_no or "") if member else ""

@@ -51,6 +51,7 @@ STEPS = (
     "adjust-points",
     "points-adjusted",
     "gift-handover",
+    "coupons",
 )
 RECEIPTS = {"gift-voucher", "new-card", "card-replacement", "staff-daily-report"}
 

@@ -6,17 +6,22 @@ Paper a member takes away shows the card's last four digits only; card slips sho
 from __future__ import annotations
 
 import dataclasses
+from datetime import date
 
 import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.printer import PROFILES, encode_receipt, render_preview
 from drivers.printer.document import Barcode, Qr, Text
 from drivers.printer.gallery import write_gallery
 from drivers.printer.receipts import ReceiptHeader
 from drivers.scanner import CodeDecoder
+from edge.security.codes import sign_voucher
 from edge.security.personal import mask_phone
 from edge.services import gifts, members
 from edge.station import slips
+from edge.station.api import CouponTile
 from edge.station.slip_gallery import SAMPLES, TZ, sample_member, sample_redemption
 from tests.drivers.receipt_contract import receipt_contract
 
@@ -130,7 +135,7 @@ def test_gift_voucher_qr_carries_the_signed_code_readable_by_our_scanner():
 
 def _coupon(min_spend_cents: int | None) -> bytes:
     coupon = slips.coupon(
-        HEADER, "生鲜满减券", 1000, "CP-S001-000917", "2026-12-15", (), 48, min_spend_cents
+        HEADER, "生鲜满减券", "¥10.00", "CP-S001-000917", "2026-12-15", (), 48, min_spend_cents
     )
     return encode_receipt(coupon, PROFILES["generic-80"])
 
@@ -140,6 +145,35 @@ def test_a_coupon_says_its_minimum_spend_only_when_it_has_one():
     assert "满¥".encode("gb18030") not in _coupon(None)
     assert "满¥".encode("gb18030") not in _coupon(0)
     assert len(_coupon(None)) < len(_coupon(5000))
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "percent", "gives"),
+    [
+        ("amount_off", 500, 0, "¥5.00"),
+        ("threshold_off", 1000, 0, "¥10.00"),
+        ("percent_off", 0, 10, "9折"),
+        ("percent_off", 0, 15, "85折"),
+        ("gift", 0, 0, "五常大米"),
+    ],
+)
+def test_a_wallet_coupon_prints_what_it_gives_and_a_code_our_scanner_reads(
+    kind: str, value: int, percent: int, gives: str
+) -> None:
+    # a signed code as HQ makes them: some 160 characters
+    code = sign_voucher(Ed25519PrivateKey.generate(), "coupon", "SPRING.01JXYZABCDEFGH", "HQ")
+    tile = CouponTile(
+        "SPRING.01JXYZ", "春季会员券", kind, value, 10_000, percent, "五常大米",
+        date(2027, 3, 31), True,
+    )  # fmt: skip
+    slip = slips.wallet_coupon(HEADER, tile, code, "8800000000018", 48)
+    data = encode_receipt(slip, PROFILES["generic-80"])
+    assert gives.encode("gb18030") in data
+    assert b"2027-03-31" in data and b"0018" in data
+    assert b"8800000000018" not in data  # the slip shows the card's last four digits only
+    assert ("满¥100.00可用".encode("gb18030") in data) == (kind == "threshold_off")
+    image = np.asarray(render_preview(slip, PROFILES["generic-80"]).convert("L"))
+    assert code in [c.text for c in CodeDecoder().decode(image)]
 
 
 test_layout_encodes_without_replacement_characters, test_preview_is_as_wide_as_the_paper = (

@@ -23,12 +23,14 @@ from edge.security.codes import sign_voucher
 from edge.services.coupons import member_wallet, take_coupon
 from edge.services.members import register_member
 from edge.services.pushes import stored_campaigns
+from edge.services.verify import verify_ledger
 from edge.storage.models import AuditRecord, HqCouponUse, OutboxEvent
 from edge.sync.agent import Agent
 from hq.commands import push_campaigns
 from hq.coupons import CampaignSpec, campaigns_document, create_campaign, finish_campaign
 from hq.coupons import issue_campaign as issue
 from hq.lanes import Lane
+from hq.ledger import balances, ledger_sums
 from hq.models import Alert, CampaignCoupon, CentralMember
 from hq.service import HqService
 from tests.cli.test_console import Console
@@ -97,7 +99,11 @@ def test_an_hq_coupon_is_taken_once_in_the_chain(broker, tmp_path):
             spring = next(c for c in wallet.coupons if c.terms.campaign_id == "SPRING")
 
             # A lane of store A takes it; a lane of store B is refused: used at S001.
-            taken = lane_a.check_coupon(spring.code)
+            # 满100减10 on a basket of 99.99: refused at the till and still the member's.
+            small, off = lane_a.take_coupon(spring.code, 9_999)
+            assert (small.ok, small.error, off) == (False, "coupon_below_threshold", 0), small
+            taken, off = lane_a.take_coupon(spring.code, 12_345)
+            assert off == 1000
             assert taken.ok and (taken.kind, taken.value_cents, taken.threshold_cents) == (
                 "threshold_off",
                 1000,
@@ -148,6 +154,10 @@ def test_an_hq_coupon_is_taken_once_in_the_chain(broker, tmp_path):
                 ).one()
                 assert (used.used_store_id, used.used_device_id) == ("S001", "K001")
                 assert s.scalar(select(func.count()).select_from(Alert)) == 0
+                sums = ledger_sums(s)  # HQ's reconciliation: each balance is its entries' sum
+                assert all(sums.get(m, 0) == v for m, v in balances(s).items())
+            for kiosk in (a, b):
+                assert verify_ledger(kiosk).ok
     finally:
         for r in runners:
             r.stop()

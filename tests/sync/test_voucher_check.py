@@ -5,14 +5,15 @@ either store, and a forged code refused."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from edge.app import AppContext
-from edge.domain.errors import NotFound, Refusal
+from edge.domain.errors import Refusal
 from edge.security.codes import sign_voucher
 from edge.services.connectivity import connectivity
 from edge.services.corrections import adjust_points
@@ -22,7 +23,7 @@ from edge.services.staff import StaffIdentity
 from edge.services.vouchers import collect_voucher
 from edge.storage.models import AuditRecord, OutboxEvent, VoucherCollection
 from edge.sync.agent import Agent
-from hq.models import Alert
+from hq.models import Alert, DeviceKey
 from hq.models import VoucherCollection as HqCollection
 from hq.service import HqService
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
@@ -35,6 +36,17 @@ def online(app: AppContext):
     def check() -> bool:
         with app.db.read() as s:
             return not connectivity(s, app, app.clock()).offline
+
+    return check
+
+
+def hq_has_key(engine: Engine, device_id: str) -> Callable[[], bool]:
+    """A check for wait_until: HQ holds a signing key of ``device_id``."""
+
+    def check() -> bool:
+        with Session(engine) as s:
+            found = s.scalars(select(DeviceKey).where(DeviceKey.device_id == device_id)).first()
+            return found is not None
 
     return check
 
@@ -85,13 +97,27 @@ def test_a_voucher_of_store_a_is_collected_once_at_store_b_checked_with_hq(broke
 
         key = Ed25519PrivateKey.generate()  # not K001's
         forged = sign_voucher(key, "gift", "01JD0FORGEDREDEMPTION00000", "K001")
-        with pytest.raises(NotFound) as unknown:  # B cannot check K001's key; HQ knows no such
+        wait_until(hq_has_key(hq.engine, "K001"), 20, "K001's signing key at HQ (its telemetry)")
+        before_b = counts(b)
+        with pytest.raises(Refusal) as at_hq:  # B cannot check K001's key; HQ can
             collect_voucher(b, forged, CLERK)
-        assert unknown.value.code == "unknown_voucher"
+        assert at_hq.value.code == "voucher_forged"
         with pytest.raises(Refusal) as refused:
             collect_voucher(a, forged, CLERK)
         assert refused.value.code == "voucher_forged"
         assert counts(a) == before
+
+        # A forgery of a real voucher not collected yet: HQ claims nothing for it (the
+        # member's own voucher is handed over below).
+        redeemed = redeem_gift(a, member.card_no, "TOWEL", request_id="q-2")
+        wait_until(drained(a), 20, "the second redemption at HQ")
+        copied = sign_voucher(key, "gift", redeemed.redemption_id, "K001")
+        with pytest.raises(Refusal) as copy:
+            collect_voucher(b, copied, CLERK)
+        assert copy.value.code == "voucher_forged"
+        assert counts(b) == before_b
+        with Session(hq.engine) as s:
+            assert s.get(HqCollection, ("K001", redeemed.redemption_id)) is None
 
         # B's event is the collection HQ granted it: no second collection flagged
         wait_until(drained(b), 20, "the collection at HQ")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from edge.config import KioskConfig, KioskUiConfig
+from edge.config import KioskConfig, KioskUiConfig, parse_config
 from edge.station.center import KioskCenter, open_center
 from edge.station.seed import DemoPeople, seed_demo
 from kiosk.driver import Driver
@@ -106,11 +106,15 @@ def make_kiosk(
 ) -> Iterator[Callable[..., Kiosk]]:
     made: list[Kiosk] = []
 
-    def make(**ui: Any) -> Kiosk:
-        data = tmp_path / f"kiosk{len(made)}"
-        center = open_center(
-            data, simulate=True, receipts_dir=data / "receipts", config=_ui_config(**ui)
-        )
+    def make(data_dir: Path | None = None, **ui: Any) -> Kiosk:
+        """A kiosk app over a fresh data directory, or over ``data_dir`` with the
+        configuration it holds (a kiosk of a chain, with its broker and HQ) and ``ui``."""
+        data = data_dir or tmp_path / f"kiosk{len(made)}"
+        config = _ui_config(**ui)
+        if data_dir is not None:
+            held = parse_config((data_dir / "config.toml").read_text())
+            config = held.model_copy(update={"ui": config.ui})
+        center = open_center(data, simulate=True, receipts_dir=data / "receipts", config=config)
         people = seed_demo(center.app)
         from kiosk.app import KioskApp
 

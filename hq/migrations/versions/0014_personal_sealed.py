@@ -1,7 +1,7 @@
 """a member's name and birthday sealed with HQ's data key, like the phone number
 
 Revision ID: hq_0014
-Revises: hq_0012
+Revises: hq_0013
 Create Date: 2026-12-07 13:00:00
 
 ``hq_member.name`` and ``birthday`` become ``name_enc`` and ``birthday_enc`` (AES-256-GCM
@@ -28,7 +28,7 @@ from edge.domain.errors import ConfigError
 from edge.security.personal import TextVault
 
 revision = "hq_0014"
-down_revision = "hq_0012"
+down_revision = "hq_0013"
 branch_labels = None
 depends_on = None
 

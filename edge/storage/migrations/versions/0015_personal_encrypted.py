@@ -1,7 +1,7 @@
 """a member's name and birthday encrypted at rest, like the phone number
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-07 13:00:00
 
 ``member.name`` and ``member.birthday`` become ``name_cipher`` and ``birthday_cipher``
@@ -25,7 +25,7 @@ from edge.domain.errors import ConfigError
 from edge.security.personal import TextVault
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
