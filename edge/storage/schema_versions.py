@@ -60,6 +60,12 @@ def _head(directory: Path) -> str:
     return heads.pop()
 
 
+# The attribute holding what opens the data key (edge.storage.migrate, hq.schema): a
+# migration that encrypts rows in place defines ``key_refusal(connection)``, the error to
+# raise when the key is missing and rows need it (None when they don't).
+KEY_ATTRIBUTE = "text_vault"
+
+
 @dataclass(frozen=True)
 class Migrations:
     """One schema's migrations: ``directory`` holds ``env.py`` and ``versions/``."""
@@ -107,11 +113,22 @@ class Migrations:
         what opens the data key, for a migration that encrypts rows in place).
         """
         from alembic import command
+        from alembic.script import ScriptDirectory
 
         before = self.current_revision(engine)
         cfg = self.config()
         with engine.begin() as conn:
             cfg.attributes.update(attributes or {})
+            if KEY_ATTRIBUTE not in cfg.attributes:
+                # Before any migration runs: one that needs the data key must not find out
+                # half way, with the ones before it applied (SQLite commits DDL as it goes).
+                pending = ScriptDirectory.from_config(cfg).iterate_revisions(
+                    revision, before or "base"
+                )
+                for script in reversed(list(pending)):
+                    refusal = getattr(script.module, "key_refusal", None)
+                    if refusal is not None and (why := refusal(conn)) is not None:
+                        raise why
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
         return before, self.current_revision(engine) or ""

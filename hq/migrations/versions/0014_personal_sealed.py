@@ -60,6 +60,24 @@ def _vault(why: str) -> TextVault:
     return opener()
 
 
+def key_refusal(conn: sa.Connection) -> ConfigError | None:
+    """The refusal when rows kept in clear need HQ's data key and none was given (asked
+    before any migration runs: see edge.storage.schema_versions)."""
+    inspector = sa.inspect(conn)
+    if not inspector.has_table("hq_member"):  # an empty database: nothing kept yet
+        return None
+    if "name" not in {c["name"] for c in inspector.get_columns("hq_member")}:
+        return None
+    wanted = sa.or_(_member.c.name.is_not(None), _member.c.birthday.is_not(None))
+    if conn.execute(sa.select(_member.c.id).where(wanted).limit(1)).first() is None:
+        return None
+    return ConfigError(
+        "HQ's database holds members' names and birthdays to seal: run `kiosk hq db "
+        "upgrade` with HQ's data key (data_key_file)",
+        code="key_missing",
+    )
+
+
 def upgrade() -> None:
     conn = op.get_bind()
     wanted = sa.or_(_member.c.name.is_not(None), _member.c.birthday.is_not(None))
