@@ -159,6 +159,18 @@ class KeyStore:
         """This device's Ed25519 key (``device-signing.pem``): signs vouchers it prints."""
         return self._private_key(DEVICE_SIGNING_KEY_FILE)
 
+    def device_signing_public_key(self) -> Ed25519PublicKey | None:
+        """The public half of the device key if the device has made it (None: not yet, as
+        before it printed anything); never makes one (telemetry asks, on a disk that may be
+        full)."""
+        with self._lock:
+            if DEVICE_SIGNING_KEY_FILE in self._private_keys:
+                return self._private_keys[DEVICE_SIGNING_KEY_FILE].public_key()
+        found = self._material(DEVICE_SIGNING_KEY_FILE)
+        if found is None:
+            return None
+        return _parse_private_key(*found).public_key()
+
     @property
     def device_public_key_pem(self) -> bytes:
         """The public half of the device key as PEM, to register with HQ and the lanes."""

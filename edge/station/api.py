@@ -309,6 +309,17 @@ class MemberCenter(Protocol):
         staff number and PIN, typed on the screen, for an amount above the limit."""
         ...
 
+    def settle_overdraft(
+        self,
+        staff: StaffSession,
+        card_no: str,
+        how: str,
+        approver: tuple[str, str] | None = None,
+    ) -> AdjustOutcome:
+        """Brings a member who owes points back to zero: ``overdraft_settled`` (the member
+        made it good) or ``overdraft_written_off``; approved as an adjustment of that size."""
+        ...
+
     def clear_faults(self, staff: StaffSession) -> list[DeviceStatus]: ...
     def daily_report(self, staff: StaffSession) -> DailyReport: ...
 

@@ -41,6 +41,7 @@ from edge.services import staff as staff_service
 from edge.services.gifts import RedemptionResult
 from edge.services.pictures import shown_path
 from edge.services.pushes import follow_stored_rules
+from edge.services.staff import StaffIdentity
 from edge.station import slips
 from edge.station.api import (
     AdjustOutcome,
@@ -71,6 +72,11 @@ from edge.station.privacy import privacy_terms
 from edge.station.staff_sessions import StaffSessions
 
 log = logging.getLogger(__name__)
+# what a settlement made at the staff screen notes (there is no keyboard to type one)
+SETTLEMENT_NOTES = {
+    "overdraft_settled": "服务台确认会员已补足欠分 (staff screen)",
+    "overdraft_written_off": "服务台核销欠分 (staff screen)",
+}
 
 
 def gift_tile(app: AppContext, line: gift_service.GiftLine) -> GiftTile:
@@ -355,14 +361,34 @@ class KioskCenter:
         approver: tuple[str, str] | None = None,
     ) -> AdjustOutcome:
         identity = self.sessions.identity(staff, Permission.ADJUST_POINTS)
-        approving = None
-        if approver is not None:
-            approving = staff_service.authenticate_staff(
-                self.app, approver[0], approver[1], Permission.APPROVE_ADJUSTMENT
-            )
+        approving = self._approver(approver)
         done = corrections.adjust_points(self.app, card_no, points, reason, "", identity, approving)
         return AdjustOutcome(
             done.points, done.reason, done.balance, done.approved_by, done.overdraft
+        )
+
+    def settle_overdraft(
+        self,
+        staff: StaffSession,
+        card_no: str,
+        how: str,
+        approver: tuple[str, str] | None = None,
+    ) -> AdjustOutcome:
+        identity = self.sessions.identity(staff, Permission.ADJUST_POINTS)
+        approving = self._approver(approver)
+        # the screen has no keyboard: the note says where and how, the ledger who
+        note = SETTLEMENT_NOTES.get(how, how)
+        done = corrections.settle_overdraft(self.app, card_no, how, note, identity, approving)
+        return AdjustOutcome(
+            done.points, done.reason, done.balance, done.approved_by, done.overdraft
+        )
+
+    def _approver(self, approver: tuple[str, str] | None) -> StaffIdentity | None:
+        """The supervisor whose staff number and PIN were typed, checked (None: nobody)."""
+        if approver is None:
+            return None
+        return staff_service.authenticate_staff(
+            self.app, approver[0], approver[1], Permission.APPROVE_ADJUSTMENT
         )
 
     def clear_faults(self, staff: StaffSession) -> list[DeviceStatus]:

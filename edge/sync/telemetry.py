@@ -7,6 +7,7 @@ the time of the last scan and print. Anything not available on this machine is l
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import time
@@ -18,6 +19,7 @@ from sqlalchemy import func, select
 from drivers.health import HealthState
 from edge import __version__
 from edge.app import AppContext
+from edge.domain.errors import KioskError
 from edge.protocol import DeviceHealth, StorageWear, Telemetry, Throttling
 from edge.security.codes import voucher_key_text
 from edge.services.connectivity import HQ_LAST_CONTACT
@@ -28,6 +30,7 @@ from edge.storage.models import OutboxEvent
 from edge.storage.sync_models import PeripheralHealth
 from edge.sync.health import CAMERA_FPS, LAST_PRINT_AT, LAST_SCAN_AT
 
+log = logging.getLogger(__name__)
 STARTED = time.monotonic()
 
 # Free space where the ledger lives: low below the larger of 10 % and 200 MB (a nightly
@@ -180,6 +183,11 @@ def collect(app: AppContext, clock_offset_s: float | None) -> Telemetry:
             fps = max(0.0, min(1000.0, float(fps_raw)))
         except ValueError:
             fps = None
+    try:
+        key = app.keys.device_signing_public_key()
+    except (KioskError, OSError, ValueError) as exc:  # unreadable: said by the next use
+        log.warning("the device's signing key cannot be read for telemetry: %s", exc)
+        key = None
     return Telemetry(
         device_id=app.device_id,
         store_id=app.store_id,
@@ -200,5 +208,5 @@ def collect(app: AppContext, clock_offset_s: float | None) -> Telemetry:
         last_scan_at=last_scan,
         last_print_at=last_print,
         faults=faults[:64],
-        signing_key=voucher_key_text(app.keys.device_signing_key.public_key()),
+        signing_key=voucher_key_text(key) if key is not None else None,
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from kivy.properties import ListProperty, ObjectProperty, StringProperty
 
+from edge.domain.corrections import SETTLEMENT_REASONS
 from edge.domain.errors import KioskError
 from edge.domain.text import typed_digit
 from edge.station.api import (
@@ -29,6 +30,8 @@ from kiosk.viewmodels.base import Runner, ViewModel
 from kiosk.viewmodels.session import SessionViewModel
 
 PIN_DIGITS = 6
+# the reasons that settle what a member owes (the amount is what they owe)
+SETTLEMENTS = frozenset(r.value for r in SETTLEMENT_REASONS)
 
 
 class StaffViewModel(ViewModel):
@@ -223,6 +226,8 @@ class StaffViewModel(ViewModel):
             setattr(self, field, value[:-1])
         elif key == "ok":
             self.submit_adjustment()
+        elif field == "amount" and self.settling:
+            return  # the amount is what the member owes
         elif (digit := typed_digit(key)) is not None and len(value) < limit:
             leading_zero = field == "amount" and not value and digit == "0"
             setattr(self, field, value if leading_zero else value + digit)
@@ -231,17 +236,32 @@ class StaffViewModel(ViewModel):
         self.credit = not self.credit
 
     def choose_reason(self, reason: str) -> None:
+        if reason in SETTLEMENTS and not self.owes:
+            return
         self.reason = reason
+        self.approver_field, self.approver_id, self.approver_pin = "", "", ""
+
+    @property
+    def owes(self) -> bool:
+        """The member found owes points (a negative balance): it can be settled here."""
+        return self.member is not None and self.member.balance < 0
+
+    @property
+    def settling(self) -> bool:
+        return self.reason in SETTLEMENTS
 
     def submit_adjustment(self) -> None:
         """Books the adjustment; above the approval limit it first asks for a supervisor's
         staff number, then their PIN."""
         if self.member is None:
             return
-        if not self.amount:
+        if self.settling:
+            points = -self.member.balance  # what is owed, credited back to zero
+        elif not self.amount:
             self.say(N_("Type the number of points."), "warn")
             return
-        points = int(self.amount) * (1 if self.credit else -1)
+        else:
+            points = int(self.amount) * (1 if self.credit else -1)
         if self.approver_field == "staff_id":
             if not self.approver_id:
                 self.say(N_("Please enter a staff number."), "warn")
@@ -261,6 +281,13 @@ class StaffViewModel(ViewModel):
             return
         approver = (self.approver_id, self.approver_pin) if self.approver_field else None
         staff, card, reason = self.staff, self.member.card_no, self.reason
+        if self.settling:
+            self.work(
+                lambda: self.center.settle_overdraft(staff, card, reason, approver),
+                self._adjusted,
+                self._adjust_refused,
+            )
+            return
         self.work(
             lambda: self.center.adjust_points(staff, card, points, reason, approver),
             self._adjusted,
@@ -272,7 +299,15 @@ class StaffViewModel(ViewModel):
         if self.member is not None:  # the line above the keypad shows the balance now
             self.member = replace(self.member, balance=outcome.balance)
         self.amount, self.approver_field, self.approver_id, self.approver_pin = "", "", "", ""
-        if outcome.overdraft:
+        if outcome.reason in SETTLEMENTS:
+            self.reason = "missed_points"
+            self.say(
+                N_("The {owed} points owed are settled. Balance {balance}."),
+                "ok",
+                owed=outcome.points,
+                balance=outcome.balance,
+            )
+        elif outcome.overdraft:
             self.say(
                 N_("{points:+d} points booked. The member now owes {owed} points."),
                 "warn",

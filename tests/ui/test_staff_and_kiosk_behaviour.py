@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from edge.services import corrections
 from edge.services import gifts as gift_service
 from edge.services import members as member_service
 from edge.services import staff as staff_service
 from edge.services.staff import StaffIdentity
 from edge.services.status import audit_log
+from tests.ui.test_layouts import LayoutTour
 
 
 def sign_in(kiosk, staff_id, pin):
@@ -89,6 +91,48 @@ def test_staff_adjust_points_with_a_supervisors_approval_above_the_limit(kiosk):
     assert kiosk.app.staff_vm.adjusted.approved_by == "2002"
     history = member_service.show_member(app, card_no=people.wang_card).history
     assert [h.kind for h in history[:2]] == ["adjustment", "adjustment"]
+
+
+def test_staff_settle_what_a_member_owes_at_the_staff_screen(kiosk):
+    people, app = kiosk.people, kiosk.center.app
+    supervisor = StaffIdentity(people.clerk_id, "supervisor")  # the demo's first account
+    staff_service.add_staff(app, "2002", "supervisor", "4826", by=supervisor)
+    li = member_service.show_member(app, phone=people.li_phone)
+    approver = StaffIdentity("2002", "supervisor")
+    corrections.adjust_points(
+        app, people.li_card, -(li.balance + 50), "correction", "refund after redemption",
+        StaffIdentity(people.clerk_id, "clerk"), approver,
+    )  # fmt: skip
+    assert member_service.show_member(app, phone=people.li_phone).overdraft_flagged
+
+    kiosk.tap("staff")
+    sign_in(kiosk, people.clerk_id, people.clerk_pin)
+    kiosk.wait_for(lambda: kiosk.has("adjust"), what="staff menu")
+    kiosk.tap("adjust")
+    kiosk.type_digits(people.wang_phone)  # Wang owes nothing: nothing to settle
+    kiosk.tap("key-ok")
+    kiosk.wait_for(lambda: kiosk.app.staff_vm.member is not None, what="member found")
+    assert kiosk.find("reason-overdraft_written_off").disabled
+    assert kiosk.find("reason-overdraft_settled").opacity == 0
+
+    kiosk.tap("staff-menu", "adjust")
+    kiosk.type_digits(people.li_phone)
+    kiosk.tap("key-ok")
+    kiosk.wait_for(lambda: kiosk.app.staff_vm.member is not None, what="member found")
+    kiosk.tap("reason-overdraft_written_off")
+    kiosk.wait_for(lambda: "待结清的欠分" in kiosk.texts(), what="the amount owed shown")
+    sizes = LayoutTour(kiosk)  # the panel with its third row fits every supported size
+    sizes.shot("settle")
+    assert not sizes.faults, "\n".join(sizes.faults)
+    kiosk.type_digits("999")  # the amount is what is owed, not typed
+    kiosk.tap("key-ok")
+    kiosk.wait_for(lambda: kiosk.app.staff_vm.adjusted is not None, what="settled")
+    assert "50 欠分已结清。余额 0" in kiosk.notice()
+    after = member_service.show_member(app, phone=people.li_phone)
+    assert (after.balance, after.overdraft_flagged) == (0, False)
+    assert after.history[0].kind == "adjustment"
+    assert after.history[0].ref.startswith("overdraft_written_off:")
+    assert kiosk.app.staff_vm.reason == "missed_points"
 
 
 def test_wrong_staff_pin_is_refused_then_locks(kiosk):
