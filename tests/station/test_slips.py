@@ -183,7 +183,7 @@ test_layout_encodes_without_replacement_characters, test_preview_is_as_wide_as_t
 
 def test_gallery_writes_both_widths_of_every_layout(tmp_path):
     written = write_gallery(tmp_path, SAMPLES)
-    assert len(written) == 2 * len(SAMPLES) == 14
+    assert len(written) == 2 * len(SAMPLES) == 16
 
 
 def test_the_statement_names_why_points_were_adjusted_and_refunds(center, people):
