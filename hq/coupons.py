@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
 from edge.domain.coupons import (
@@ -338,9 +338,16 @@ def issue_campaign(
     issued = at_limit = 0
     pool_left = 0
     report = IssueReport(campaign_id, 0, 0, 0)
-    for start in range(0, max(1, len(targets)), ISSUE_CHUNK):
+    for n, start in enumerate(range(0, max(1, len(targets)), ISSUE_CHUNK), start=1):
         with Session(engine) as session, session.begin():
             report = issue_to(session, campaign_id, targets[start : start + ISSUE_CHUNK], now, ids)
+        if engine.dialect.name == "postgresql" and n & (n - 1) == 0:
+            # PostgreSQL's statistics lag behind a table growing this fast: planned as the
+            # handful of rows it had, each chunk's "coupons these members hold" would read
+            # every coupon of the campaign so far (a run growing with the square of its
+            # size). Counted again after 1, 2, 4, 8 ... chunks, it is an index lookup.
+            with engine.begin() as conn:
+                conn.execute(text("ANALYZE hq_coupon"))
         issued += report.issued
         at_limit += report.at_limit
         pool_left = report.pool_left

@@ -461,9 +461,12 @@ class CampaignCoupon(HqBase):
     ``coupon_used_twice``."""
 
     __tablename__ = "hq_coupon"
-    __table_args__ = (Index("ix_hq_coupon_member", "member_id", "campaign_id"),)
+    __table_args__ = (
+        Index("ix_hq_coupon_member", "member_id", "campaign_id"),
+        Index("ix_hq_coupon_campaign", "campaign_id", "member_id"),
+    )
     coupon_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    campaign_id: Mapped[str] = mapped_column(String(24), index=True)
+    campaign_id: Mapped[str] = mapped_column(String(24))
     member_id: Mapped[str] = mapped_column(String(26))
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -54,12 +54,14 @@ def upgrade() -> None:
         sa.Column("used_offline", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("coupon_id", name=op.f("pk_hq_coupon")),
     )
-    op.create_index(op.f("ix_hq_coupon_campaign_id"), "hq_coupon", ["campaign_id"])
+    # a campaign's coupons of some members (issuing, chunk by chunk), whatever the planner's
+    # statistics say: campaign first, then member
+    op.create_index("ix_hq_coupon_campaign", "hq_coupon", ["campaign_id", "member_id"])
     op.create_index("ix_hq_coupon_member", "hq_coupon", ["member_id", "campaign_id"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_hq_coupon_member", table_name="hq_coupon")
-    op.drop_index(op.f("ix_hq_coupon_campaign_id"), table_name="hq_coupon")
+    op.drop_index("ix_hq_coupon_campaign", table_name="hq_coupon")
     op.drop_table("hq_coupon")
     op.drop_table("hq_campaign")
