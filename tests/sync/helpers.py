@@ -279,3 +279,10 @@ def arriving(link: MqttLink, seconds: float) -> Iterator[Inbound]:
 def received(link: MqttLink, seconds: float) -> list[Inbound]:
     """Every message ``link`` receives within ``seconds``, acknowledged."""
     return list(arriving(link, seconds))
+
+
+def row_counts(app: AppContext, *tables: type) -> tuple[int | None, ...]:
+    """How many rows each of ``tables`` holds in ``app``'s database: a refusal's test
+    checks that these stay as they were, the audit and the outbox among them."""
+    with app.db.read() as s:
+        return tuple(s.scalar(select(func.count()).select_from(table)) for table in tables)

@@ -35,7 +35,7 @@ from hq.models import Alert, CampaignCoupon, CentralMember
 from hq.service import HqService
 from tests.cli.test_console import Console
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
-from tests.sync.helpers import drained, hq_config
+from tests.sync.helpers import drained, hq_config, row_counts
 
 
 def lane_for(broker, store: str, lane_id: str) -> Lane:
@@ -53,11 +53,7 @@ def has_campaigns(app: AppContext, version: int) -> Callable[[], bool]:
 
 
 def counts(app: AppContext) -> tuple[int | None, ...]:
-    with app.db.read() as s:
-        return tuple(
-            s.scalar(select(func.count()).select_from(table))
-            for table in (HqCouponUse, AuditRecord, OutboxEvent)
-        )
+    return row_counts(app, HqCouponUse, AuditRecord, OutboxEvent)
 
 
 def test_an_hq_coupon_is_taken_once_in_the_chain(broker, tmp_path):

@@ -24,16 +24,12 @@ from hq.ledger import balances, ledger_sums
 from hq.models import Alert, DeviceCoupon, DeviceKey
 from hq.service import HqService
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
-from tests.sync.helpers import drained, hq_config
+from tests.sync.helpers import drained, hq_config, row_counts
 from tests.sync.test_campaign_coupons import lane_for
 
 
 def counts(app: AppContext) -> tuple[int | None, ...]:
-    with app.db.read() as s:
-        return tuple(
-            s.scalar(select(func.count()).select_from(table))
-            for table in (HqCouponUse, AuditRecord, OutboxEvent)
-        )
+    return row_counts(app, HqCouponUse, AuditRecord, OutboxEvent)
 
 
 def hq_knows(engine, model, **where) -> bool:

@@ -27,7 +27,7 @@ from hq.models import Alert, DeviceKey
 from hq.models import VoucherCollection as HqCollection
 from hq.service import HqService
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
-from tests.sync.helpers import drained, hq_config
+from tests.sync.helpers import drained, hq_config, row_counts
 
 CLERK = StaffIdentity("c1", "clerk")
 
@@ -52,11 +52,7 @@ def hq_has_key(engine: Engine, device_id: str) -> Callable[[], bool]:
 
 
 def counts(app: AppContext) -> tuple[int | None, ...]:
-    with app.db.read() as s:
-        return tuple(
-            s.scalar(select(func.count()).select_from(table))
-            for table in (VoucherCollection, AuditRecord, OutboxEvent)
-        )
+    return row_counts(app, VoucherCollection, AuditRecord, OutboxEvent)
 
 
 def test_a_voucher_of_store_a_is_collected_once_at_store_b_checked_with_hq(broker, tmp_path):
