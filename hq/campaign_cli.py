@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from edge.console import show
 from edge.domain.coupons import Audience, CouponKind, Terms, check_campaign_id
-from edge.domain.errors import ConfigError, InvalidInput, NotFound
+from edge.domain.errors import ConfigError, InvalidInput
 from edge.domain.ids import IdFactory
 from edge.domain.text import escape_controls
 from edge.progress import Progress
@@ -30,7 +30,8 @@ from hq.coupons import (
     finish_campaign,
     issue_campaign,
 )
-from hq.models import Campaign, CampaignCoupon, CentralCard
+from hq.merges import find_member_id
+from hq.models import Campaign, CampaignCoupon
 from hq.service import HqConfig
 
 T = TypeVar("T")
@@ -52,15 +53,24 @@ def _in_session(config: HqConfig, work: Callable[[Session], T]) -> T:
         engine.dispose()
 
 
-def _publish(config: HqConfig) -> int:
-    """Publishes the campaigns document at its current version; the version."""
-    from hq.commands import push_campaigns
+def _signing_key_there(config: HqConfig) -> None:
+    """Refuses before anything is changed when the campaigns could not be signed after.
 
+    Raises:
+        ConfigError: ``no_command_key``.
+    """
     if not config.command_key or not Path(config.command_key).is_file():
         raise ConfigError(
             "no command key to sign the campaigns: pass --tls-dir or command_key in the config",
             code="no_command_key",
         )
+
+
+def _publish(config: HqConfig) -> int:
+    """Publishes the campaigns document at its current version; the version."""
+    from hq.commands import push_campaigns
+
+    _signing_key_there(config)
     document = _in_session(config, lambda s: campaigns_document(s, datetime.now(UTC)))
     try:
         push_campaigns(config, document)
@@ -134,6 +144,7 @@ def create_command(
 ) -> None:
     """Create a campaign and publish the campaigns document to every kiosk."""
     config = config_of(ctx)
+    _signing_key_there(config)
     now = datetime.now(UTC)
     terms = Terms(
         campaign_id=check_campaign_id(campaign_id),
@@ -200,6 +211,7 @@ def finish_command(ctx: click.Context, campaign_id: str, actor: str) -> None:
     """End a campaign now: its coupons are refused from now on, at HQ at once and at every
     kiosk once the campaigns document reaches it."""
     config = config_of(ctx)
+    _signing_key_there(config)
     _in_session(config, lambda s: finish_campaign(s, campaign_id, actor, datetime.now(UTC)))
     version = _publish(config)
     click.echo(
@@ -273,13 +285,7 @@ def coupons_command(
         raise click.UsageError("give --member or --card")
 
     def read(session: Session) -> list[dict[str, object]]:
-        who = member_id
-        if card_no is not None:
-            who = session.scalar(
-                select(CentralCard.member_id).where(CentralCard.card_no == card_no.strip())
-            )
-            if who is None:
-                raise NotFound(f"no card {card_no[:20]} at HQ", code="unknown_card")
+        who = find_member_id(session, card_no or member_id or "")
         found = session.scalars(
             select(CampaignCoupon)
             .where(CampaignCoupon.member_id == who)

@@ -43,7 +43,7 @@ from edge.domain.coupons import (
     coupon_id,
     usable,
 )
-from edge.domain.errors import InvalidInput, KioskError, NotFound, Refusal
+from edge.domain.errors import InvalidInput, KioskError, NotFound
 from edge.domain.ids import IdFactory
 from edge.protocol import (
     Campaigns,
@@ -58,6 +58,7 @@ from edge.protocol import (
 from edge.security.codes import sign_voucher
 from hq import device_coupons
 from hq.bulk import among, insert_rows
+from hq.device_coupons import UseAlert, mark_used, used_again, used_refusal
 from hq.models import Campaign, CampaignCoupon, CentralMember, ChainCounter
 
 CAMPAIGNS_VERSION = "campaigns"  # the counter row numbering the campaigns document
@@ -467,13 +468,13 @@ def answer(
         coupon = _usable_coupon(session, ask.coupon_id, now)
     except KioskError as exc:
         return _refused(base, exc, now, session, ask.coupon_id)
-    if ask.action == "use" and not device_coupons.mark_used(
+    if ask.action == "use" and not mark_used(
         session, CampaignCoupon, [CampaignCoupon.coupon_id == coupon.coupon_id],
         at=now, store_id=ask.store_id, device_id=device_id, ref=ask.ref, offline=False,
     ):  # fmt: skip
         # another store used it a moment ago
         session.expire(coupon)
-        return _refused(base, _used(coupon), now, session, ask.coupon_id)
+        return _refused(base, used_refusal(coupon), now, session, ask.coupon_id)
     terms = terms_message(terms_of(get_campaign(session, coupon.campaign_id)))
     return CouponAnswer(**base, ok=True, terms=terms, at=now)
 
@@ -483,15 +484,9 @@ def _usable_coupon(session: Session, coupon: str, now: datetime) -> CampaignCoup
     if found is None or campaign_of(coupon) != found.campaign_id:
         raise NotFound("HQ has no such coupon", code="unknown_coupon")
     if found.used_at is not None:
-        raise _used(found)
+        raise used_refusal(found)
     usable(terms_of(get_campaign(session, found.campaign_id)), now)
     return found
-
-
-def _used(coupon: CampaignCoupon) -> KioskError:
-    where = coupon.used_store_id or "another store"
-    when = coupon.used_at.isoformat() if coupon.used_at else "before"
-    return Refusal(f"this coupon was used at {where} at {when}", code="coupon_used")
 
 
 def _refused(
@@ -509,22 +504,12 @@ def _refused(
     )
 
 
-@dataclass(frozen=True)
-class UseAlert:
-    """What a ``coupon.used`` event says HQ must be told about."""
-
-    kind: str
-    subject: str
-    detail: str
-
-
 def record_use(session: Session, event: Event, data: CouponUsedData) -> UseAlert | None:
     """A ``coupon.used`` event: the use HQ granted (nothing to do), a use accepted offline
     (recorded now, as the first if it is), or a second use (an alert); a coupon a kiosk
     printed goes to :func:`hq.device_coupons.record_use`."""
     if data.issuer != HQ_ISSUER:
-        second = device_coupons.record_use(session, event, data)
-        return UseAlert(*second) if second is not None else None
+        return device_coupons.record_use(session, event, data)
     coupon = session.get(CampaignCoupon, data.coupon_id)
     if coupon is None:
         return UseAlert(
@@ -533,7 +518,7 @@ def record_use(session: Session, event: Event, data: CouponUsedData) -> UseAlert
             f"{event.device_id} accepted coupon {data.coupon_id}, which HQ never issued",
         )
     key = [CampaignCoupon.coupon_id == coupon.coupon_id]
-    if not device_coupons.used_again(session, coupon, key, event, data):
+    if not used_again(session, coupon, key, event, data):
         return None
     return UseAlert(
         "coupon_used_twice",

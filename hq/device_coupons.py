@@ -12,6 +12,7 @@ then, and a second one raises ``coupon_used_twice``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +31,14 @@ from edge.security.codes import (
 from hq.bulk import insert_new, insert_rows
 from hq.models import CampaignCoupon, DeviceCoupon, DeviceKey
 
-COUPON_KEY = ["issuer_device_id", "coupon_id"]
+
+@dataclass(frozen=True)
+class UseAlert:
+    """What a ``coupon.used`` event says HQ must be told about."""
+
+    kind: str
+    subject: str
+    detail: str
 
 
 def mark_used(
@@ -144,7 +152,8 @@ def _verified(session: Session, code: str) -> tuple[str, str]:
     return claims.device_id, claims.voucher_id
 
 
-def _used(coupon: DeviceCoupon) -> Refusal:
+def used_refusal(coupon: CampaignCoupon | DeviceCoupon) -> Refusal:
+    """Why a coupon used before is refused: where and when it was used."""
     where = coupon.used_store_id or "another store"
     when = coupon.used_at.isoformat() if coupon.used_at else "before"
     return Refusal(f"this coupon was used at {where} at {when}", code="coupon_used")
@@ -165,7 +174,7 @@ def answer(session: Session, ask: CouponAsk, device_id: str, now: datetime) -> C
                 f"HQ has no record of this coupon from {issuer} yet", code="unknown_coupon"
             )
         if coupon.used_at is not None:
-            raise _used(coupon)
+            raise used_refusal(coupon)
         if coupon.expires_at <= now:
             raise Refusal("this coupon has expired", code="coupon_expired")
         key = [DeviceCoupon.issuer_device_id == issuer, DeviceCoupon.coupon_id == coupon_id]
@@ -175,7 +184,7 @@ def answer(session: Session, ask: CouponAsk, device_id: str, now: datetime) -> C
         ):  # fmt: skip
             # another store used it a moment ago
             session.refresh(coupon)
-            raise _used(coupon)
+            raise used_refusal(coupon)
     except KioskError as exc:
         used = coupon is not None and exc.code == "coupon_used"
         return CouponAnswer(
@@ -218,7 +227,7 @@ def used_again(
     return (coupon.used_device_id, coupon.used_ref) != (event.device_id, data.ref)
 
 
-def record_use(session: Session, event: Event, data: CouponUsedData) -> tuple[str, str, str] | None:
+def record_use(session: Session, event: Event, data: CouponUsedData) -> UseAlert | None:
     """A ``coupon.used`` event of a coupon a kiosk printed: the use HQ granted (nothing to
     do), a use HQ hears of first here (recorded now), or a second use: then the alert to
     raise (kind, subject, detail). A coupon HQ has no record of (printed before coupons were
@@ -230,7 +239,7 @@ def record_use(session: Session, event: Event, data: CouponUsedData) -> tuple[st
     key = [DeviceCoupon.issuer_device_id == issuer, DeviceCoupon.coupon_id == data.coupon_id]
     if not used_again(session, coupon, key, event, data):
         return None
-    return (
+    return UseAlert(
         "coupon_used_twice",
         f"{issuer}:{data.coupon_id}",
         f"coupon {data.coupon_id} of {issuer} used at {coupon.used_store_id} "

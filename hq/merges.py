@@ -38,7 +38,7 @@ from edge.domain.merges import (
     merge_ref,
 )
 from hq.bulk import insert_rows
-from hq.feeds import UNKNOWN_TIER, append, hold, holders, lock_members
+from hq.feeds import UNKNOWN_TIER, append, find_member, hold, holders, lock_members
 from hq.ledger import add_to_balances, clear_alert, raise_alert
 from hq.models import (
     CampaignCoupon,
@@ -84,9 +84,7 @@ def find_member_id(session: Session, text: str) -> str:
         and digits.isdigit()
         and digits.startswith(CARD_PREFIX)
     ):
-        member_id = session.scalar(
-            select(CentralCard.member_id).where(CentralCard.card_no == digits)
-        )
+        member_id = find_member(session, card_no=digits)
         if member_id is None:
             raise NotFound(f"no card {digits} at HQ", code="unknown_card")
         return member_id

@@ -169,7 +169,9 @@ class KeyStore:
         found = self._material(DEVICE_SIGNING_KEY_FILE)
         if found is None:
             return None
-        return _parse_private_key(*found).public_key()
+        with self._lock:  # read once: the next sample finds it here
+            key = self._private_keys.setdefault(DEVICE_SIGNING_KEY_FILE, _parse_private_key(*found))
+        return key.public_key()
 
     @property
     def device_public_key_pem(self) -> bytes:

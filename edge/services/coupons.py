@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from edge.app import AppContext
 from edge.domain.coupons import HQ_ISSUER, CouponKind, Terms, campaign_of, usable
 from edge.domain.errors import NotFound, Refusal
-from edge.protocol import CampaignTerms, CouponAnswer, WalletCoupon
+from edge.protocol import CampaignTerms, WalletCoupon
 from edge.security.codes import unverified_voucher_claims, verify_voucher, voucher_device_id
 from edge.services.gifts import coupon_status, use_coupon
 from edge.services.members import find_member_id
@@ -134,7 +134,7 @@ def take_hq_coupon(
     offline = answer is None
     if not use:
         return HqCoupon(coupon, terms, offline)
-    return _record(app, coupon, terms, ref[:64], actor, offline, answer)
+    return _record(app, coupon, terms, ref[:64], actor, offline)
 
 
 def _not_taken_here(app: AppContext, coupon: str) -> None:
@@ -153,10 +153,8 @@ def _record(
     ref: str,
     actor: str,
     offline: bool,
-    answer: CouponAnswer | None,
 ) -> HqCoupon:
     """Keeps the use of an HQ coupon here (within the offline cap when HQ was not asked)."""
-    del answer  # HQ's answer was read by the caller: its terms are ``terms``
     used_at = _record_use(
         app,
         coupon,

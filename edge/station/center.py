@@ -220,10 +220,14 @@ class KioskCenter:
 
     def wallet(self, card_no: str) -> WalletView:
         wallet = coupons.wallet_for_card(self.app, card_no)
-        names = {g.sku: g.name for g in gift_service.list_gifts(self.app, include_inactive=True)}
+        names = self._gift_names()
         return WalletView(
             wallet.reachable, tuple(self._coupon_tile(c, names) for c in wallet.coupons)
         )
+
+    def _gift_names(self) -> dict[str, str]:
+        """What a gift coupon's SKU is called here (retired gifts too)."""
+        return {g.sku: g.name for g in gift_service.list_gifts(self.app, include_inactive=True)}
 
     def _coupon_tile(self, coupon: WalletCoupon, gift_names: dict[str, str]) -> CouponTile:
         t = coupon.terms
@@ -249,7 +253,7 @@ class KioskCenter:
         found = next((c for c in wallet.coupons if c.coupon_id == coupon_id), None)
         if found is None:
             raise NotFound("this coupon was used or has ended", code="coupon_gone")
-        names = {g.sku: g.name for g in gift_service.list_gifts(self.app, include_inactive=True)}
+        names = self._gift_names()
         slip = slips.wallet_coupon(
             slips.header(self.app),
             self._coupon_tile(found, names),
