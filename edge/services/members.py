@@ -191,10 +191,11 @@ def build_view(
     absorbed: list[str] = []
     merged_here = [member.id]
     while merged_here and len(absorbed) < 100:  # records merged into those, in their turn
-        merged_here = list(
-            session.scalars(select(Member.id).where(Member.merged_into.in_(merged_here)))
-        )
+        merged_here = list(session.scalars(_MERGED_INTO, {"ids": merged_here}))
         absorbed += merged_here
+    whose = LedgerEntry.member_id == member.id
+    if absorbed:  # else the member's own entries, read newest first from their index
+        whose = whose | (LedgerEntry.member_id.in_(absorbed) & (LedgerEntry.kind != MERGE_OUT))
     lines = tuple(
         HistoryLine(
             e.created_at,
@@ -206,10 +207,7 @@ def build_view(
         )
         for e in session.scalars(
             select(LedgerEntry)
-            .where(
-                (LedgerEntry.member_id == member.id)
-                | (LedgerEntry.member_id.in_(absorbed) & (LedgerEntry.kind != MERGE_OUT))
-            )
+            .where(whose)
             .order_by(LedgerEntry.created_at.desc(), LedgerEntry.id.desc())
             .limit(history)
         )
@@ -243,6 +241,7 @@ def build_view(
     )
 
 
+_MERGED_INTO = select(Member.id).where(Member.merged_into.in_(bindparam("ids", expanding=True)))
 _MEMBER_BY_CARD = select(Card.member_id).where(Card.card_no == bindparam("card_no"))
 _MEMBER_BY_PHONE = select(Member.id).where(Member.phone_hash == bindparam("phone_hash"))
 
