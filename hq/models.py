@@ -282,6 +282,11 @@ class Alert(HqBase):
     detail: Mapped[str] = mapped_column(Text, default="")
     raised_at: Mapped[datetime] = mapped_column(UTCDateTime)
     cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Someone at HQ has seen it (the console's acknowledge, with a note); it stays open until
+    # what it is about is cleared.
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    ack_note: Mapped[str | None] = mapped_column(Text)
 
 
 class EnrolledDevice(HqBase):
@@ -520,3 +525,62 @@ class MemberMerge(HqBase):
     actor: Mapped[str] = mapped_column(String(64))
     before: Mapped[str] = mapped_column(Text)  # JSON: both members before
     after: Mapped[str] = mapped_column(Text)  # JSON: both members after
+
+
+_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class AuditRecord(HqBase):
+    """One action taken at HQ, from the console or a command: who, what, when, before, after.
+
+    Written in the transaction of the change it records (hq.audit.record)."""
+
+    __tablename__ = "hq_audit"
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(16))  # web or cli
+    action: Mapped[str] = mapped_column(String(48))
+    subject: Mapped[str] = mapped_column(String(128))
+    store_id: Mapped[str] = mapped_column(String(64))
+    before: Mapped[str] = mapped_column(Text)  # JSON, "null" when nothing was there
+    after: Mapped[str] = mapped_column(Text)
+
+
+class WebAccount(HqBase):
+    """An HQ staff member's console account (hq.accounts); the password only as a hash."""
+
+    __tablename__ = "hq_web_account"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    active: Mapped[bool] = mapped_column()
+    failures: Mapped[int] = mapped_column(Integer)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebSession(HqBase):
+    """A signed-in console session: only the hash of its cookie's token is kept."""
+
+    __tablename__ = "hq_web_session"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account: Mapped[str] = mapped_column(String(64), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    address: Mapped[str] = mapped_column(String(64))
+
+
+class TelemetrySample(HqBase):
+    """The chartable figures of one telemetry message, kept for a while (hq.fleet)."""
+
+    __tablename__ = "hq_telemetry"
+    __table_args__ = (Index("ix_hq_telemetry_device_at", "device_id", "at"),)
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sample: Mapped[str] = mapped_column(Text)  # JSON
