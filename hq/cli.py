@@ -27,6 +27,7 @@ from hq.member_cli import add_member_commands
 from hq.personal import DATA_KEY_FILE
 from hq.service import HqConfig, load_hq_config
 from hq.staff_cli import add_staff_commands
+from hq.web_cli import add_web_commands
 
 M = TypeVar("M", bound=Message)
 
@@ -596,6 +597,7 @@ def register(group: click.Group) -> None:
     add_enrol_commands(hq_group)
     add_import_commands(hq_group)
     add_staff_commands(hq_group)
+    add_web_commands(hq_group)
     add_campaign_commands(hq_group)
     add_member_commands(hq_group)
     group.add_command(hq_group)

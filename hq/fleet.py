@@ -6,14 +6,20 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from edge.domain.errors import NotFound, Refusal
 from edge.protocol import DeviceStatus, Telemetry
+from hq.audit import Actor, record
 from hq.backups import BackupStore
 from hq.device_coupons import record_key
 from hq.ledger import clear_alert, raise_alert
-from hq.models import Alert, FleetDevice
+from hq.models import Alert, FleetDevice, TelemetrySample
+
+# Telemetry kept for the device page's charts: at most one sample a minute, for 30 days.
+SAMPLE_EVERY = timedelta(seconds=55)
+SAMPLES_KEPT = timedelta(days=30)
 
 # Peripheral health codes (drivers.health) that page HQ staff, and the alert they raise.
 CODE_ALERTS = {
@@ -106,6 +112,57 @@ def apply_telemetry(
             sample.device_id,
         )
     _check_disk(session, sample, now, disk_low)
+    _keep_sample(session, sample, now)
+
+
+def chart_figures(sample: Telemetry) -> dict[str, float | int | None]:
+    """The figures of a telemetry message the device page charts over time."""
+    storage = sample.storage
+    return {
+        "outbox_depth": sample.outbox_depth,
+        "temperature_c": sample.temperature_c,
+        "camera_fps": sample.camera_fps,
+        "clock_offset_s": sample.clock_offset_s,
+        "disk_free_pct": (
+            round(100 * storage.free_bytes / storage.total_bytes, 1)
+            if storage is not None and storage.total_bytes
+            else None
+        ),
+        "faults": len(sample.faults),
+    }
+
+
+def _keep_sample(session: Session, sample: Telemetry, now: datetime) -> None:
+    last = session.scalar(
+        select(func.max(TelemetrySample.at)).where(TelemetrySample.device_id == sample.device_id)
+    )
+    if last is not None and now - last < SAMPLE_EVERY:
+        return
+    session.add(
+        TelemetrySample(
+            device_id=sample.device_id, at=now, sample=json.dumps(chart_figures(sample))
+        )
+    )
+    session.execute(
+        delete(TelemetrySample).where(
+            TelemetrySample.device_id == sample.device_id,
+            TelemetrySample.at < now - SAMPLES_KEPT,
+        )
+    )
+
+
+def telemetry_history(
+    session: Session, device_id: str, since: datetime
+) -> list[tuple[datetime, dict[str, float | int | None]]]:
+    """The device's kept telemetry samples since ``since``, oldest first."""
+    return [
+        (at, json.loads(text))
+        for at, text in session.execute(
+            select(TelemetrySample.at, TelemetrySample.sample)
+            .where(TelemetrySample.device_id == device_id, TelemetrySample.at >= since)
+            .order_by(TelemetrySample.at)
+        )
+    ]
 
 
 def _check_disk(session: Session, sample: Telemetry, now: datetime, disk_low: DiskLow) -> None:
@@ -148,6 +205,14 @@ def check_offline(session: Session, now: datetime, threshold: timedelta) -> list
 
 
 @dataclass(frozen=True)
+class Peripheral:
+    name: str
+    state: str
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class DeviceRow:
     device_id: str
     store_id: str
@@ -160,6 +225,7 @@ class DeviceRow:
     version: str
     faults: list[str]
     last_backup_at: datetime | None = None  # when the newest backup HQ holds was made
+    peripherals: tuple[Peripheral, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,30 +237,160 @@ class AlertRow:
     device_id: str
     detail: str
     raised_at: datetime
+    cleared_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    ack_note: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.cleared_at is not None:
+            return "cleared"
+        return "acknowledged" if self.acknowledged_at is not None else "open"
 
 
-def fleet(
-    session: Session, now: datetime, threshold: timedelta, backups: BackupStore | None = None
-) -> tuple[list[DeviceRow], list[AlertRow]]:
-    """Every device and every open alert (offline alerts evaluated as of ``now``); with
-    ``backups``, when each device's newest backup held at HQ was made."""
-    check_offline(session, now, threshold)
-    session.flush()
+def _alert_row(a: Alert) -> AlertRow:
+    return AlertRow(
+        a.id,
+        a.kind,
+        a.subject,
+        a.store_id,
+        a.device_id,
+        a.detail,
+        a.raised_at,
+        a.cleared_at,
+        a.acknowledged_at,
+        a.acknowledged_by,
+        a.ack_note,
+    )
+
+
+ALERT_STATES = ("open", "acknowledged", "cleared")
+
+
+def alerts(
+    session: Session, status: str = "open", kind: str = "", store_id: str = "", limit: int = 500
+) -> list[AlertRow]:
+    """Alerts in one state (open: not yet acknowledged; acknowledged: seen, still open;
+    cleared), newest first, optionally of one kind or store."""
+    if status not in ALERT_STATES:
+        raise Refusal(f"'{status}' is not an alert state", code="bad_alert_state")
+    query = select(Alert)
+    if status == "cleared":
+        query = query.where(Alert.cleared_at.is_not(None))
+    else:
+        query = query.where(Alert.cleared_at.is_(None))
+        query = query.where(
+            Alert.acknowledged_at.is_(None)
+            if status == "open"
+            else Alert.acknowledged_at.is_not(None)
+        )
+    if kind:
+        query = query.where(Alert.kind == kind)
+    if store_id:
+        query = query.where(Alert.store_id == store_id)
+    order = Alert.cleared_at.desc() if status == "cleared" else Alert.raised_at.desc()
+    return [
+        _alert_row(a) for a in session.scalars(query.order_by(order, Alert.id.desc()).limit(limit))
+    ]
+
+
+def alert_counts(session: Session) -> dict[str, int]:
+    """How many alerts are open (not acknowledged) and acknowledged."""
+    rows = session.execute(
+        select(Alert.acknowledged_at.is_(None), func.count())
+        .where(Alert.cleared_at.is_(None))
+        .group_by(Alert.acknowledged_at.is_(None))
+    )
+    counts = {"open": 0, "acknowledged": 0}
+    for unacknowledged, n in rows:
+        counts["open" if unacknowledged else "acknowledged"] = int(n)
+    return counts
+
+
+MAX_NOTE = 500
+
+
+def acknowledge(
+    session: Session, alert_id: int, note: str, actor: Actor, now: datetime
+) -> AlertRow:
+    """Mark an open alert seen, with a note: it stays open until what it is about clears."""
+    note = " ".join(note.split())
+    if not note:
+        raise Refusal("say what was done about it (a note is needed)", code="note_needed")
+    if len(note) > MAX_NOTE:
+        raise Refusal(f"a note is at most {MAX_NOTE} characters", code="note_too_long")
+    alert = session.scalar(select(Alert).where(Alert.id == alert_id).with_for_update())
+    if alert is None:
+        raise NotFound(f"no alert {alert_id}", code="no_alert")
+    if alert.cleared_at is not None:
+        raise Refusal("this alert has cleared meanwhile", code="alert_cleared")
+    if alert.acknowledged_at is not None:
+        raise Refusal(
+            f"{alert.acknowledged_by} acknowledged this alert at {alert.acknowledged_at:%H:%M}",
+            code="alert_acknowledged",
+        )
+    before = _alert_row(alert)
+    alert.acknowledged_at = now
+    alert.acknowledged_by = actor.name
+    alert.ack_note = note
+    record(
+        session,
+        actor,
+        "alert.acknowledge",
+        f"{alert.kind} {alert.subject}",
+        now,
+        before={"status": before.status},
+        after={"status": "acknowledged", "note": note},
+        store_id=alert.store_id,
+    )
+    return _alert_row(alert)
+
+
+HEALTH_STATES = ("ok", "degraded", "failed", "unknown")
+
+
+def device_rows(
+    session: Session,
+    backups: BackupStore | None = None,
+    *,
+    store_id: str = "",
+    state: str = "",
+    health: str = "",
+    text: str = "",
+) -> list[DeviceRow]:
+    """Every device as it last reported, optionally of one store, state or health, or
+    whose id contains ``text``; ordered by store and device."""
+    query = select(FleetDevice).order_by(FleetDevice.store_id, FleetDevice.device_id)
+    if store_id:
+        query = query.where(FleetDevice.store_id == store_id)
+    if state:
+        query = query.where(FleetDevice.state == state)
+    if text:
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(FleetDevice.device_id.like(f"%{escaped}%", escape="\\"))
     rows = []
-    for d in session.scalars(
-        select(FleetDevice).order_by(FleetDevice.store_id, FleetDevice.device_id)
-    ):
-        faults = json.loads(d.faults or "[]")
+    for d in session.scalars(query):
         telemetry = json.loads(d.telemetry or "{}")
-        peripherals = telemetry.get("devices", {})
+        peripherals = tuple(
+            Peripheral(
+                name,
+                str(h.get("state", "unknown")),
+                str(h.get("code", "")),
+                str(h.get("reason", "")),
+            )
+            for name, h in sorted(telemetry.get("devices", {}).items())
+        )
         worst = "ok"
-        for h in peripherals.values():
-            if h.get("state") == "failed":
+        for p in peripherals:
+            if p.state == "failed":
                 worst = "failed"
-            elif h.get("state") == "degraded" and worst == "ok":
+            elif p.state == "degraded" and worst == "ok":
                 worst = "degraded"
         if not telemetry:
             worst = "unknown"
+        if health and worst != health:
+            continue
         rows.append(
             DeviceRow(
                 d.device_id,
@@ -206,17 +402,29 @@ def fleet(
                 d.outbox_depth,
                 d.last_sync_at,
                 d.version,
-                list(faults),
+                list(json.loads(d.faults or "[]")),
                 _newest_backup(backups, d.store_id, d.device_id),
+                peripherals,
             )
         )
-    alerts = [
-        AlertRow(a.id, a.kind, a.subject, a.store_id, a.device_id, a.detail, a.raised_at)
+    return rows
+
+
+def fleet(
+    session: Session, now: datetime, threshold: timedelta, backups: BackupStore | None = None
+) -> tuple[list[DeviceRow], list[AlertRow]]:
+    """Every device and every open alert (offline alerts evaluated as of ``now``); with
+    ``backups``, when each device's newest backup held at HQ was made."""
+    check_offline(session, now, threshold)
+    session.flush()
+    rows = device_rows(session, backups)
+    open_alerts = [
+        _alert_row(a)
         for a in session.scalars(
             select(Alert).where(Alert.cleared_at.is_(None)).order_by(Alert.raised_at, Alert.id)
         )
     ]
-    return rows, alerts
+    return rows, open_alerts
 
 
 def _newest_backup(backups: BackupStore | None, store_id: str, device_id: str) -> datetime | None:

@@ -1,0 +1,465 @@
+"""The console's pages and the ASGI app (``kiosk hq web``)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import distinct, select
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge.domain.errors import NotFound
+from hq import accounts, audit, fleet
+from hq.accounts import Permission, Role, SignInRefused, parse_role
+from hq.backups import BackupStore
+from hq.models import Alert, EnrolledDevice, FleetDevice
+from hq.web.core import (
+    LANG_COOKIE,
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    Console,
+    Page,
+    local_path,
+    new_login_token,
+)
+from hq.web.i18n import LANGUAGES, N_, translator
+
+STATIC = Path(__file__).parent / "static"
+
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        b"frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+class SecurityHeaders:
+    """Every response: a strict content security policy (no inline script, nothing from
+    elsewhere), no framing, no sniffing; pages are not cached."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = scope["path"].startswith("/static/")
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.extend(SECURITY_HEADERS)
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+# -- signing in ------------------------------------------------------------------------------
+
+
+def login_page(console: Console, request: Request, status: int = 200, **values: Any) -> Response:
+    token = request.cookies.get(LOGIN_COOKIE) or new_login_token()
+    values.setdefault("error", "")
+    values.setdefault("name", "")
+    values.setdefault("next", local_path(request.query_params.get("next"), "/fleet"))
+    response = console.render(
+        None, "login.html", status, request=request, login_csrf=token, **values
+    )
+    response.set_cookie(
+        LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=console.secure_cookies
+    )
+    return response
+
+
+def routes(console: Console) -> list[BaseRoute]:
+    async def login_get(request: Request) -> Response:
+        return login_page(console, request)
+
+    async def login_post(request: Request) -> Response:
+        form = await request.form(max_fields=10, max_files=0)
+        t = translator(console.language(request))
+        sent, expected = str(form.get("csrf", "")), request.cookies.get(LOGIN_COOKIE, "")
+        name, password = str(form.get("name", "")), str(form.get("password", ""))
+        target = local_path(str(form.get("next", "")), "/fleet")
+        if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+            return login_page(
+                console,
+                request,
+                403,
+                error=t("This form has expired or did not come from the console."),
+                name=name,
+                next=target,
+            )
+        address = request.client.host if request.client else ""
+
+        def sign_in() -> accounts.SignedIn | str:
+            try:
+                with console.tx() as session:
+                    old = request.cookies.get(SESSION_COOKIE)
+                    if old:  # whatever session the browser had ends here
+                        accounts.sign_out(session, old, console.clock())
+                    return accounts.sign_in(session, name, password, console.clock(), address)
+            except SignInRefused as exc:
+                if exc.code == "locked":
+                    until = str(exc.details.get("until", ""))[11:16]
+                    return t("This account is locked after too many wrong passwords, until") + (
+                        f" {until} UTC"
+                    )
+                return t("Wrong account name or password.")
+
+        result = await run_in_threadpool(sign_in)
+        if isinstance(result, str):
+            return login_page(console, request, 401, error=result, name=name, next=target)
+        response = RedirectResponse(target, status_code=303)
+        console.set_session_cookie(response, result.token)
+        response.delete_cookie(LOGIN_COOKIE)
+        return response
+
+    def logout(page: Page) -> Response:
+        accounts.sign_out(page.session, page.request.cookies.get(SESSION_COOKIE, ""), page.now)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    async def language(request: Request) -> Response:
+        lang = request.path_params["lang"]
+        back = local_path(request.query_params.get("back"), "/fleet")
+        response = RedirectResponse(back, status_code=303)
+        if lang in LANGUAGES:
+            response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax")
+        return response
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse("/fleet", status_code=303)
+
+    return [
+        Route("/", home),
+        Route("/login", login_get, methods=["GET"]),
+        Route("/login", login_post, methods=["POST"]),
+        Route("/logout", console.change(logout, None), methods=["POST"]),
+        Route("/lang/{lang}", language),
+        *fleet_routes(console),
+        *alert_routes(console),
+        *audit_routes(console),
+        *account_routes(console),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+
+
+# -- fleet -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FleetFilters:
+    q: str = ""
+    store: str = ""
+    state: str = ""
+    health: str = ""
+
+    @classmethod
+    def of(cls, page: Page | Request) -> FleetFilters:
+        params = page.request.query_params if isinstance(page, Page) else page.query_params
+
+        def get(name: str, allowed: tuple[str, ...] | None = None) -> str:
+            value = params.get(name, "").strip()[:64]
+            return value if allowed is None or value in allowed else ""
+
+        return cls(
+            get("q"),
+            get("store"),
+            get("state", ("online", "offline", "unknown")),
+            get("health", fleet.HEALTH_STATES),
+        )
+
+    def query(self) -> str:
+        return urlencode({k: v for k, v in vars(self).items() if v})
+
+
+PAPER_CODES = {"paper_out": ("failed", "out"), "paper_low": ("degraded", "low")}
+
+
+def paper_of(device: fleet.DeviceRow) -> tuple[str, str] | None:
+    for p in device.peripherals:
+        if "print" in p.name:
+            return PAPER_CODES.get(p.code, ("ok", "ok") if p.state == "ok" else (p.state, p.state))
+    return None
+
+
+def fleet_routes(console: Console) -> list[BaseRoute]:
+    backups = BackupStore(console.config.backups_path(), console.config.backups_keep)
+
+    def rows(session: Any, filters: FleetFilters) -> list[fleet.DeviceRow]:
+        return fleet.device_rows(
+            session,
+            backups,
+            store_id=filters.store,
+            state=filters.state,
+            health=filters.health,
+            text=filters.q,
+        )
+
+    def fleet_page(page: Page) -> Response:
+        filters = FleetFilters.of(page)
+        devices = rows(page.session, filters)
+        every = fleet.device_rows(page.session) if filters.query() else devices
+        summary = {
+            "devices": len(every),
+            "online": sum(d.state == "online" for d in every),
+            "offline": sum(d.state == "offline" for d in every),
+            "failed": sum(d.health == "failed" for d in every),
+        }
+        stores = page.session.scalars(
+            select(distinct(FleetDevice.store_id)).order_by(FleetDevice.store_id)
+        ).all()
+        return page.render(
+            "fleet.html",
+            devices=devices,
+            filters=filters,
+            query=filters.query(),
+            summary=summary,
+            stores=stores,
+            alerts=fleet.alert_counts(page.session),
+            paper_of=paper_of,
+        )
+
+    async def stream(request: Request) -> Response:
+        """Server-sent events: the fleet table's rows whenever they change."""
+        filters = FleetFilters.of(request)
+        token = request.cookies.get(SESSION_COOKIE, "")
+        lang = console.language(request)
+        t = translator(lang)
+
+        def snapshot() -> str | None:
+            with console.tx() as session:
+                now = console.clock()
+                if accounts.current(session, token, now) is None:
+                    return None
+                template = console.env.get_template("_fleet_rows.html")
+                return template.render(
+                    devices=rows(session, filters), now=now, _=t, paper_of=paper_of
+                )
+
+        first = await run_in_threadpool(snapshot)
+        if first is None:
+            return Response(status_code=401)
+
+        async def events() -> Any:
+            last: str | None = None
+            html: str | None = first
+            loop = asyncio.get_running_loop()
+            ends = loop.time() + 600  # the browser reconnects by itself
+            yield "retry: 3000\n\n"
+            while html is not None and loop.time() < ends:
+                if html != last:
+                    yield f"event: fleet\ndata: {json.dumps(html)}\n\n"
+                    last = html
+                else:
+                    yield ": still here\n\n"
+                await asyncio.sleep(console.stream_every_s)
+                if await request.is_disconnected():
+                    return
+                html = await run_in_threadpool(snapshot)
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
+
+    def device_page(page: Page) -> Response:
+        device_id = page.request.path_params["device_id"]
+        found = [d for d in fleet.device_rows(page.session, backups) if d.device_id == device_id]
+        if not found:
+            raise NotFound(f"no device {device_id}")
+        span = RANGES.get(page.query("range", "24h"), RANGES["24h"])
+        key = page.query("range", "24h") if page.query("range", "24h") in RANGES else "24h"
+        samples = fleet.telemetry_history(page.session, device_id, page.now - span)
+        chart_data = {
+            "labels": [at.strftime("%m-%d %H:%M") for at, _ in samples],
+            "series": {name: [s.get(name) for _, s in samples] for name, _ in CHARTS},
+        }
+        enrolled = page.session.get(EnrolledDevice, device_id)
+        open_alerts = page.session.scalars(
+            select(Alert).where(Alert.device_id == device_id, Alert.cleared_at.is_(None))
+        ).all()
+        return page.render(
+            "device.html",
+            device=found[0],
+            enrolled=enrolled,
+            alerts=open_alerts,
+            samples=samples,
+            chart_data=chart_data,
+            charts=CHARTS,
+            ranges=[(k, label) for k, label in RANGE_LABELS],
+            range=key,
+        )
+
+    return [
+        Route("/fleet", console.view(fleet_page)),
+        Route("/fleet/stream", stream),
+        Route("/devices/{device_id}", console.view(device_page)),
+    ]
+
+
+RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+RANGE_LABELS = (
+    ("24h", N_("Last 24 hours")),
+    ("7d", N_("Last 7 days")),
+    ("30d", N_("Last 30 days")),
+)
+CHARTS = (
+    ("outbox_depth", N_("Outbox backlog")),
+    ("temperature_c", N_("Temperature (°C)")),
+    ("disk_free_pct", N_("Free disk (%)")),
+    ("camera_fps", N_("Camera frames per second")),
+)
+
+
+# -- alerts ----------------------------------------------------------------------------------
+
+
+def alert_routes(console: Console) -> list[BaseRoute]:
+    def alerts_page(page: Page) -> Response:
+        state = page.query("state", "open")
+        state = state if state in fleet.ALERT_STATES else "open"
+        kind = page.query("kind")[:32]
+        store = page.query("store")[:64].strip()
+        kinds = page.session.scalars(select(distinct(Alert.kind)).order_by(Alert.kind)).all()
+        return page.render(
+            "alerts.html",
+            state=state,
+            states=fleet.ALERT_STATES,
+            counts=fleet.alert_counts(page.session),
+            alerts=fleet.alerts(page.session, state, kind, store),
+            kinds=kinds,
+            kind=kind,
+            store=store,
+        )
+
+    def acknowledge(page: Page) -> Response:
+        raw = page.request.path_params["alert_id"]
+        alert = fleet.acknowledge(page.session, int(raw), page.field("note"), page.actor, page.now)
+        return page.done(page.t("Alert acknowledged:") + f" {page.t(alert.kind)} {alert.subject}")
+
+    return [
+        Route("/alerts", console.view(alerts_page)),
+        Route(
+            "/alerts/{alert_id:int}/acknowledge",
+            console.change(acknowledge, Permission.ALERTS),
+            methods=["POST"],
+        ),
+    ]
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+
+def audit_routes(console: Console) -> list[BaseRoute]:
+    def audit_page(page: Page) -> Response:
+        q = page.query("q")[:100].strip()
+        actor = page.query("actor")[:64].strip()
+        before = page.query("before")
+        rows, total = audit.entries(
+            page.session,
+            text=q,
+            actor=actor,
+            before_id=int(before) if before.isdigit() else None,
+            limit=100,
+        )
+        return page.render("audit.html", rows=rows, total=total, q=q, actor=actor, limit=100)
+
+    return [Route("/audit", console.view(audit_page))]
+
+
+# -- accounts --------------------------------------------------------------------------------
+
+
+def account_routes(console: Console) -> list[BaseRoute]:
+    def accounts_page(page: Page) -> Response:
+        return page.render(
+            "accounts.html", accounts=accounts.accounts(page.session), roles=list(Role)
+        )
+
+    def create(page: Page) -> Response:
+        row = accounts.create_account(
+            page.session,
+            page.field("name"),
+            page.field("display_name"),
+            parse_role(page.field("role")),
+            page.field("password"),
+            page.actor,
+            page.now,
+        )
+        return page.done(page.t("Account created:") + f" {row.name}", "/accounts")
+
+    def name_of(page: Page) -> str:
+        return str(page.request.path_params["name"])
+
+    def set_role(page: Page) -> Response:
+        row = accounts.change_account(
+            page.session, name_of(page), page.actor, page.now, role=parse_role(page.field("role"))
+        )
+        return page.done(
+            page.t("Role set:") + f" {row.name} · {page.t(row.role.value)}", "/accounts"
+        )
+
+    def disable(page: Page) -> Response:
+        row = accounts.change_account(
+            page.session, name_of(page), page.actor, page.now, active=False
+        )
+        return page.done(page.t("Account disabled:") + f" {row.name}", "/accounts")
+
+    def enable(page: Page) -> Response:
+        row = accounts.change_account(
+            page.session, name_of(page), page.actor, page.now, active=True
+        )
+        return page.done(page.t("Account enabled:") + f" {row.name}", "/accounts")
+
+    def unlock(page: Page) -> Response:
+        row = accounts.unlock(page.session, name_of(page), page.actor, page.now)
+        return page.done(page.t("Account unlocked:") + f" {row.name}", "/accounts")
+
+    def password(page: Page) -> Response:
+        row = accounts.set_password(
+            page.session, name_of(page), page.field("password"), page.actor, page.now
+        )
+        return page.done(page.t("Password set:") + f" {row.name}", "/accounts")
+
+    change = console.change
+    return [
+        Route("/accounts", console.view(accounts_page, Permission.ACCOUNTS), methods=["GET"]),
+        Route("/accounts", change(create, Permission.ACCOUNTS), methods=["POST"]),
+        Route("/accounts/{name}/role", change(set_role, Permission.ACCOUNTS), methods=["POST"]),
+        Route("/accounts/{name}/disable", change(disable, Permission.ACCOUNTS), methods=["POST"]),
+        Route("/accounts/{name}/enable", change(enable, Permission.ACCOUNTS), methods=["POST"]),
+        Route("/accounts/{name}/unlock", change(unlock, Permission.ACCOUNTS), methods=["POST"]),
+        Route("/accounts/{name}/password", change(password, Permission.ACCOUNTS), methods=["POST"]),
+    ]
+
+
+def make_app(console: Console) -> Starlette:
+    """The console as an ASGI app."""
+    return Starlette(routes=routes(console), middleware=[Middleware(SecurityHeaders)])

@@ -1,0 +1,215 @@
+"""``kiosk hq web`` (the console) and ``kiosk hq account ...`` (its accounts, at a terminal).
+
+The first administrator is made here (``kiosk hq account add NAME --role admin``); after
+that, administrators manage accounts on the console's Accounts page, which calls the same
+functions (:mod:`hq.accounts`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+import click
+from sqlalchemy.orm import Session
+
+from edge.console import NUMBER, show
+from edge.process import log_to_stderr
+from hq import accounts
+from hq.accounts import AccountRow
+from hq.audit import Actor
+from hq.console import config_of
+
+
+@click.command("web")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=NUMBER)
+@click.option(
+    "--secure-cookies/--no-secure-cookies",
+    default=False,
+    help="Mark cookies Secure: set it when the console is served over HTTPS (a TLS proxy).",
+)
+@click.option("--log-level", default="info", show_default=True)
+@click.pass_context
+def web_command(
+    ctx: click.Context, host: str, port: int, secure_cookies: bool, log_level: str
+) -> None:
+    """Serve HQ's web console until SIGTERM (sign in with an account made by `kiosk hq
+    account add`)."""
+    import uvicorn
+
+    from hq.web.app import make_app
+    from hq.web.core import Console
+
+    log_to_stderr(log_level.upper())
+    console = Console(config_of(ctx), secure_cookies=secure_cookies)
+    with console.tx() as session:
+        if not accounts.accounts(session):
+            click.echo(
+                "no console accounts yet: make the first with "
+                "`kiosk hq account add NAME --role admin`",
+                err=True,
+            )
+    uvicorn.run(
+        make_app(console),
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=5,
+        server_header=False,
+    )
+
+
+@click.group("account")
+def account_group() -> None:
+    """HQ staff's console accounts: add, list, role, disable, enable, password, unlock."""
+
+
+def _session_do(ctx: click.Context, do: Callable[[Session, datetime], AccountRow]) -> AccountRow:
+    from hq.service import open_hq_engine
+
+    engine = open_hq_engine(config_of(ctx).database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            return do(session, datetime.now(UTC))
+    finally:
+        engine.dispose()
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+def _said(row: AccountRow, what: str) -> None:
+    click.echo(f"{row.name} ({row.display_name}), {row.role.value}: {what}")
+
+
+_actor = click.option("--actor", help="Who does this (default: your login name).")
+_stdin = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input (one line)."
+)
+
+
+@account_group.command("add")
+@click.argument("name")
+@click.option(
+    "--role", "role_text", required=True, help="viewer, operator, member_desk, supervisor or admin."
+)
+@click.option("--display-name", default="", help="The name the console shows (default NAME).")
+@_stdin
+@_actor
+@click.pass_context
+def add_command(
+    ctx: click.Context,
+    name: str,
+    role_text: str,
+    display_name: str,
+    password_stdin: bool,
+    actor: str | None,
+) -> None:
+    """Make a console account."""
+    role = accounts.parse_role(role_text)
+    name = accounts.check_name(name)
+    password = _password(password_stdin)
+    row = _session_do(
+        ctx,
+        lambda s, now: accounts.create_account(
+            s, name, display_name, role, password, Actor.terminal(actor), now
+        ),
+    )
+    _said(row, "created")
+
+
+@account_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_command(ctx: click.Context, as_json: bool) -> None:
+    """Every console account (never a password)."""
+    from hq.service import open_hq_engine
+
+    engine = open_hq_engine(config_of(ctx).database_url)
+    with Session(engine) as session:
+        rows = accounts.accounts(session)
+    engine.dispose()
+    lines = [
+        f"{r.name:<20} {r.role.value:<12} {'active' if r.active else 'disabled':<9} "
+        f"{r.display_name}"
+        + (f"  locked until {r.locked_until:%H:%M} UTC" if r.locked_until else "")
+        for r in rows
+    ]
+    show([asdict(r) for r in rows], as_json, "\n".join(lines) or "no console accounts")
+
+
+@account_group.command("role")
+@click.argument("name")
+@click.argument("role_text", metavar="ROLE")
+@_actor
+@click.pass_context
+def role_command(ctx: click.Context, name: str, role_text: str, actor: str | None) -> None:
+    """Give NAME another role."""
+    role = accounts.parse_role(role_text)
+    row = _session_do(
+        ctx, lambda s, now: accounts.change_account(s, name, Actor.terminal(actor), now, role=role)
+    )
+    _said(row, "role set")
+
+
+@account_group.command("disable")
+@click.argument("name")
+@_actor
+@click.pass_context
+def disable_command(ctx: click.Context, name: str, actor: str | None) -> None:
+    """Disable NAME (and end its sessions)."""
+    row = _session_do(
+        ctx,
+        lambda s, now: accounts.change_account(s, name, Actor.terminal(actor), now, active=False),
+    )
+    _said(row, "disabled")
+
+
+@account_group.command("enable")
+@click.argument("name")
+@_actor
+@click.pass_context
+def enable_command(ctx: click.Context, name: str, actor: str | None) -> None:
+    """Enable NAME again."""
+    row = _session_do(
+        ctx,
+        lambda s, now: accounts.change_account(s, name, Actor.terminal(actor), now, active=True),
+    )
+    _said(row, "enabled")
+
+
+@account_group.command("password")
+@click.argument("name")
+@_stdin
+@_actor
+@click.pass_context
+def password_command(
+    ctx: click.Context, name: str, password_stdin: bool, actor: str | None
+) -> None:
+    """Set NAME's password (its sessions end)."""
+    password = _password(password_stdin)
+    row = _session_do(
+        ctx, lambda s, now: accounts.set_password(s, name, password, Actor.terminal(actor), now)
+    )
+    _said(row, "password set")
+
+
+@account_group.command("unlock")
+@click.argument("name")
+@_actor
+@click.pass_context
+def unlock_command(ctx: click.Context, name: str, actor: str | None) -> None:
+    """Lift NAME's lockout after wrong passwords."""
+    row = _session_do(ctx, lambda s, now: accounts.unlock(s, name, Actor.terminal(actor), now))
+    _said(row, "unlocked")
+
+
+def add_web_commands(group: click.Group) -> None:
+    group.add_command(web_command)
+    group.add_command(account_group)
