@@ -116,19 +116,21 @@ def routes(console: Console) -> list[BaseRoute]:
         address = request.client.host if request.client else ""
 
         def sign_in() -> accounts.SignedIn | str:
-            try:
-                with console.tx() as session:
-                    old = request.cookies.get(SESSION_COOKIE)
-                    if old:  # whatever session the browser had ends here
-                        accounts.sign_out(session, old, console.clock())
+            refused: SignInRefused | None = None
+            with console.tx() as session:  # commits a refusal's count towards the lockout
+                old = request.cookies.get(SESSION_COOKIE)
+                if old:  # whatever session the browser had ends here
+                    accounts.sign_out(session, old, console.clock())
+                try:
                     return accounts.sign_in(session, name, password, console.clock(), address)
-            except SignInRefused as exc:
-                if exc.code == "locked":
-                    until = str(exc.details.get("until", ""))[11:16]
-                    return t("This account is locked after too many wrong passwords, until") + (
-                        f" {until} UTC"
-                    )
-                return t("Wrong account name or password.")
+                except SignInRefused as exc:
+                    refused = exc
+            if refused.code == "locked":
+                until = str(refused.details.get("until", ""))[11:16]
+                return t("This account is locked after too many wrong passwords, until") + (
+                    f" {until} UTC"
+                )
+            return t("Wrong account name or password.")
 
         result = await run_in_threadpool(sign_in)
         if isinstance(result, str):

@@ -41,6 +41,7 @@ function charts() {
         plugins: { legend: { display: datasets.length > 1 } },
         scales: { x: { ticks: { maxTicksLimit: 8 } } } },
     });
+    canvas.dataset.drawn = "1";
   });
 }
 
