@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
+import httpx2
 import pytest
 import uvicorn
 from sqlalchemy.orm import Session
@@ -70,7 +72,7 @@ def login_csrf(client: TestClient) -> str:
     return str(client.cookies.get(LOGIN_COOKIE))
 
 
-def sign_in(client: TestClient, name: str, password: str) -> object:
+def sign_in(client: TestClient, name: str, password: str) -> httpx2.Response:
     token = login_csrf(client)
     return client.post(
         "/login", data={"csrf": token, "name": name, "password": password, "next": "/fleet"}
@@ -104,7 +106,7 @@ def telemetry(
     at: datetime,
     *,
     outbox: int = 0,
-    printer: str = "ok",
+    printer: Literal["ok", "degraded", "failed", "unknown"] = "ok",
     printer_code: str = "",
     reason: str = "",
     temperature: float = 48.0,
@@ -117,7 +119,7 @@ def telemetry(
         uptime_s=3600.0,
         outbox_depth=outbox,
         devices={
-            "printer": DeviceHealth(state=printer, code=printer_code, reason=reason),  # type: ignore[arg-type]
+            "printer": DeviceHealth(state=printer, code=printer_code, reason=reason),
             "scanner": DeviceHealth(state="ok"),
             "dispenser": DeviceHealth(state="ok"),
         },

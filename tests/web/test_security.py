@@ -109,7 +109,7 @@ def test_a_session_token_planted_before_sign_in_is_worthless_after_it(web: Web) 
     planted = attacker.cookies[SESSION_COOKIE]
     victim = web.client()
     victim.cookies.set(SESSION_COOKIE, planted, domain="testserver.local")
-    assert sign_in(victim, "ops", PASSWORD).status_code == 303  # type: ignore[attr-defined]
+    assert sign_in(victim, "ops", PASSWORD).status_code == 303
     fresh = victim.cookies[SESSION_COOKIE]
     assert fresh != planted
     # the planted token was ended by the sign-in, and never became the admin's session
@@ -125,7 +125,7 @@ def test_cookies_are_http_only_and_same_site(web: Web) -> None:
     token = client.get("/login")
     assert "httponly" in token.headers["set-cookie"].lower()
     response = sign_in(client, "ops", PASSWORD)
-    cookie = response.headers["set-cookie"].lower()  # type: ignore[attr-defined]
+    cookie = response.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie
     headers = client.get("/fleet").headers
     assert "script-src 'self'" in headers["content-security-policy"]
@@ -139,22 +139,22 @@ def test_wrong_passwords_lock_the_account_for_a_while(web: Web) -> None:
     client = web.client()
     for _ in range(MAX_FAILURES):
         response = sign_in(client, "ops", "not-the-password")
-        assert response.status_code == 401  # type: ignore[attr-defined]
-        assert "账号或密码错误" in response.text  # type: ignore[attr-defined]
+        assert response.status_code == 401
+        assert "账号或密码错误" in response.text
     locked = sign_in(client, "ops", PASSWORD)
-    assert locked.status_code == 401  # type: ignore[attr-defined]
-    assert "锁定" in locked.text  # type: ignore[attr-defined]
+    assert locked.status_code == 401
+    assert "锁定" in locked.text
     # a wrong name says the same as a wrong password
-    assert "账号或密码错误" in sign_in(client, "nobody", PASSWORD).text  # type: ignore[attr-defined]
+    assert "账号或密码错误" in sign_in(client, "nobody", PASSWORD).text
     web.clock.advance(minutes=16)
-    assert sign_in(client, "ops", PASSWORD).status_code == 303  # type: ignore[attr-defined]
+    assert sign_in(client, "ops", PASSWORD).status_code == 303
     # an administrator can lift a lockout sooner
     for _ in range(MAX_FAILURES):
         sign_in(web.client(), "ops", "wrong-wrong-wrong")
     admin = web.client("ann")
     response = admin.post("/accounts/ops/unlock", data={"csrf": csrf_of(admin)})
     assert response.status_code == 303
-    assert sign_in(web.client(), "ops", PASSWORD).status_code == 303  # type: ignore[attr-defined]
+    assert sign_in(web.client(), "ops", PASSWORD).status_code == 303
     with web.session() as s:
         actions = s.scalars(select(AuditRecord.action).order_by(AuditRecord.id)).all()
     assert actions.count("account.locked") == 2 and "account.unlock" in actions
