@@ -21,6 +21,7 @@ used, no card serials left, an unknown device) raises and changes nothing.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import json
 import os
@@ -54,6 +55,7 @@ from edge.provisioning.bundle import (
 )
 from edge.security.keys import create_secret_file, load_private_key, load_secret
 from edge.security.revocation import crl_pem
+from hq.audit import Actor, record
 from hq.models import (
     CardRange,
     EnrolledDevice,
@@ -169,6 +171,42 @@ class DeskSettings:
         return self.lookup_key or self.ca_dir / LOOKUP_KEY_FILE
 
 
+def desk_settings(
+    *,
+    ca_dir: Path | None,
+    command_key: Path | None,
+    broker_host: str,
+    broker_port: int,
+    enrol_key: Path | None = None,
+    update_key: Path | None = None,
+    rules_version: str = "",
+    catalogue_version: str = "",
+    card_range_size: int = 50_000,
+    lookup_key: Path | None = None,
+) -> DeskSettings:
+    """The desk's settings from HQ's: keys in the CA's folder unless named.
+
+    Raises:
+        ConfigError: ``no_ca`` when no CA folder is known.
+    """
+    if ca_dir is None:
+        raise ConfigError(
+            "name the broker CA with --ca-dir (or --tls-dir on kiosk hq)", code="no_ca"
+        )
+    return DeskSettings(
+        ca_dir=ca_dir,
+        enrol_key=enrol_key or ca_dir / "hq-enrol.key",
+        command_key=command_key or ca_dir / "hq-command.key",
+        update_key=update_key or ca_dir / "hq-update.pub",
+        broker_host=broker_host,
+        broker_port=broker_port,
+        rules_version=rules_version,
+        catalogue_version=catalogue_version,
+        card_range_size=card_range_size,
+        lookup_key=lookup_key,
+    )
+
+
 @dataclass(frozen=True)
 class Issued:
     """A bundle the desk issued, and where it wrote it."""
@@ -256,14 +294,27 @@ class EnrolmentDesk:
         engine: Engine,
         settings: DeskSettings,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        source: str = "cli",
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.clock = clock
+        self.source = source  # where the actor works: cli or web (HQ's audit log)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._outer: Session | None = None
+
+    def within(self, session: Session) -> EnrolmentDesk:
+        """The desk working in ``session``'s transaction (the console's request), which
+        commits or rolls back what it does with the rest of the request."""
+        desk = copy.copy(self)
+        desk._outer = session
+        return desk
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
+        if self._outer is not None:  # a refusal rolls back the whole request
+            yield self._outer
+            return
         with self._sessions.begin() as session:
             yield session
 
@@ -413,15 +464,25 @@ class EnrolmentDesk:
         actor: str,
         **detail: Any,
     ) -> None:
+        at = self.clock()
         session.add(
             EnrolmentAction(
-                at=self.clock(),
+                at=at,
                 action=action,
                 device_id=device_id,
                 store_id=store_id,
                 actor=actor,
                 detail=json.dumps(detail, sort_keys=True, ensure_ascii=False, default=str),
             )
+        )
+        record(
+            session,
+            Actor(actor, self.source),
+            f"device.{action}",
+            device_id,
+            at,
+            after=detail,
+            store_id=store_id,
         )
 
     def _revoke_row(self, session: Session, device: EnrolledDevice, reason: str) -> str:

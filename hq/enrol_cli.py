@@ -22,9 +22,9 @@ from edge.console import NUMBER, NumberRange, show
 from hq.console import config_of
 from hq.enrol import (
     LOOKUP_KEY_FILE,
-    DeskSettings,
     EnrolmentDesk,
     Issued,
+    desk_settings,
     read_qr_photo,
     write_enrol_key,
     write_lookup_key,
@@ -117,14 +117,12 @@ def _desk(ctx: click.Context, opts: dict[str, Any], *, signs: bool = True) -> En
             raise click.UsageError("name the broker CA with --ca-dir (or --tls-dir on kiosk hq)")
         else:
             ca_dir = Path.cwd()
-    command_key = opts.get("command_key") or (
-        Path(config.command_key) if config.command_key else ca_dir / "hq-command.key"
-    )
-    settings = DeskSettings(
+    settings = desk_settings(
         ca_dir=ca_dir,
-        enrol_key=opts.get("enrol_key") or ca_dir / "hq-enrol.key",
-        command_key=command_key,
-        update_key=opts.get("update_key") or ca_dir / "hq-update.pub",
+        command_key=opts.get("command_key")
+        or (Path(config.command_key) if config.command_key else None),
+        enrol_key=opts.get("enrol_key"),
+        update_key=opts.get("update_key"),
         broker_host=opts.get("device_broker_host") or config.broker_host,
         broker_port=opts.get("device_broker_port") or config.broker_port,
         rules_version=opts.get("rules_version") or "",

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 from sqlalchemy.orm import Session
@@ -31,20 +32,49 @@ from hq.console import config_of
     default=False,
     help="Mark cookies Secure: set it when the console is served over HTTPS (a TLS proxy).",
 )
+@click.option(
+    "--device-broker-host",
+    help="The broker address devices enrolled here connect to (default: HQ's --broker-host).",
+)
+@click.option("--device-broker-port", type=NUMBER, help="... and its port (default HQ's).")
+@click.option(
+    "--enrol-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where enrolment bundles are kept (default: enrolments/ beside the backups).",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
 def web_command(
-    ctx: click.Context, host: str, port: int, secure_cookies: bool, log_level: str
+    ctx: click.Context,
+    host: str,
+    port: int,
+    secure_cookies: bool,
+    device_broker_host: str | None,
+    device_broker_port: int | None,
+    enrol_dir: Path | None,
+    log_level: str,
 ) -> None:
     """Serve HQ's web console until SIGTERM (sign in with an account made by `kiosk hq
-    account add`)."""
+    account add`). With --tls-dir its enrolment desk signs devices' bundles."""
     import uvicorn
 
+    from hq.enrol import EnrolmentDesk, desk_settings
+    from hq.service import open_hq_engine
     from hq.web.app import make_app
     from hq.web.core import Console
 
     log_to_stderr(log_level.upper())
-    console = Console(config_of(ctx), secure_cookies=secure_cookies)
+    config = config_of(ctx)
+    desk = None
+    if config.ca_file:
+        settings = desk_settings(
+            ca_dir=Path(config.ca_file).parent,
+            command_key=Path(config.command_key) if config.command_key else None,
+            broker_host=device_broker_host or config.broker_host,
+            broker_port=device_broker_port or config.broker_port,
+        )
+        desk = EnrolmentDesk(open_hq_engine(config.database_url), settings, source="web")
+    console = Console(config, secure_cookies=secure_cookies, desk=desk, enrol_dir=enrol_dir)
     with console.tx() as session:
         if not accounts.accounts(session):
             click.echo(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 from dataclasses import dataclass
@@ -21,10 +22,11 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge.domain.errors import NotFound
+from edge.domain.errors import NotFound, Refusal
 from hq import accounts, audit, fleet
 from hq.accounts import Permission, Role, SignInRefused, parse_role
 from hq.backups import BackupStore
+from hq.enrol import EnrolmentDesk, Issued
 from hq.models import Alert, EnrolledDevice, FleetDevice
 from hq.web.core import (
     LANG_COOKIE,
@@ -166,6 +168,7 @@ def routes(console: Console) -> list[BaseRoute]:
         *fleet_routes(console),
         *alert_routes(console),
         *audit_routes(console),
+        *enrol_routes(console),
         *account_routes(console),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
@@ -373,6 +376,85 @@ def alert_routes(console: Console) -> list[BaseRoute]:
             console.change(acknowledge, Permission.ALERTS),
             methods=["POST"],
         ),
+    ]
+
+
+# -- enrolment ------------------------------------------------------------------------------
+
+
+def enrol_routes(console: Console) -> list[BaseRoute]:
+    def desk(page: Page) -> EnrolmentDesk:
+        if console.desk is None:
+            raise Refusal(
+                "The enrolment desk is not set up: start the console with HQ's TLS folder "
+                "(--tls-dir), where the CA and HQ's keys are.",
+                code="no_desk",
+            )
+        return console.desk.within(page.session)
+
+    def enrol_page(page: Page) -> Response:
+        ready = console.desk is not None
+        within = console.desk.within(page.session) if console.desk is not None else None
+        stores = page.session.scalars(
+            select(distinct(FleetDevice.store_id)).order_by(FleetDevice.store_id)
+        ).all()
+        return page.render(
+            "enrol.html",
+            ready=ready,
+            devices=within.devices() if within else [],
+            actions=list(reversed(within.actions()))[:30] if within else [],
+            stores=stores,
+        )
+
+    def shown(page: Page, issued: Issued) -> Response:
+        qr_png = base64.b64encode(issued.qr_path.read_bytes()).decode("ascii")
+        return page.render("enrolled.html", issued=issued, qr_png=qr_png)
+
+    def store_of(page: Page) -> str:
+        return page.field("store").strip()
+
+    def enrol(page: Page) -> Response:
+        issued = desk(page).enrol(
+            page.field("qr_text").strip(),
+            store_id=store_of(page),
+            device_id=page.field("device_id").strip() or None,
+            out_dir=console.enrol_dir,
+            actor=page.user.name,
+        )
+        return shown(page, issued)
+
+    def move(page: Page) -> Response:
+        issued = desk(page).move(
+            page.request.path_params["device_id"],
+            page.field("qr_text").strip(),
+            store_id=store_of(page),
+            out_dir=console.enrol_dir,
+            actor=page.user.name,
+        )
+        return shown(page, issued)
+
+    def replace(page: Page) -> Response:
+        issued = desk(page).replace(
+            page.request.path_params["device_id"],
+            page.field("qr_text").strip(),
+            out_dir=console.enrol_dir,
+            reason=page.field("reason").strip() or "device replaced",
+            actor=page.user.name,
+        )
+        return shown(page, issued)
+
+    def revoke(page: Page) -> Response:
+        device_id = page.request.path_params["device_id"]
+        serial = desk(page).revoke(device_id, page.field("reason"), actor=page.user.name)
+        return page.done(page.t("Device revoked:") + f" {device_id} ({serial})", "/enrol")
+
+    change = console.change
+    return [
+        Route("/enrol", console.view(enrol_page), methods=["GET"]),
+        Route("/enrol", change(enrol, Permission.FLEET), methods=["POST"]),
+        Route("/devices/{device_id}/move", change(move, Permission.FLEET), methods=["POST"]),
+        Route("/devices/{device_id}/replace", change(replace, Permission.FLEET), methods=["POST"]),
+        Route("/devices/{device_id}/revoke", change(revoke, Permission.FLEET), methods=["POST"]),
     ]
 
 

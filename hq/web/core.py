@@ -33,6 +33,7 @@ from edge.domain.errors import KioskError, NotFound
 from hq import accounts
 from hq.accounts import AccountRow, Permission
 from hq.audit import Actor
+from hq.enrol import EnrolmentDesk
 from hq.service import HqConfig, open_hq_engine
 from hq.web.i18n import N_, Translate, pick, translator
 
@@ -138,6 +139,8 @@ class Console:
         clock: Clock = _utc_now,
         secure_cookies: bool = False,
         stream_every_s: float = 3.0,
+        desk: EnrolmentDesk | None = None,
+        enrol_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.engine = engine or open_hq_engine(config.database_url)
@@ -145,6 +148,8 @@ class Console:
         self.clock = clock
         self.secure_cookies = secure_cookies
         self.stream_every_s = stream_every_s
+        self.desk = desk  # the enrolment desk, when HQ's CA and keys are at hand
+        self.enrol_dir = enrol_dir or config.backups_path().parent / "enrolments"
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES),
             autoescape=True,

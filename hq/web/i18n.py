@@ -61,6 +61,9 @@ DYNAMIC = (
     "dispenser_empty",
     "device_jammed",
     "update_failed",
+    "enrol",
+    "move",
+    "replace",
 )
 
 
