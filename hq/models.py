@@ -584,3 +584,20 @@ class TelemetrySample(HqBase):
     device_id: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     sample: Mapped[str] = mapped_column(Text)  # JSON
+
+
+class HqAdjustment(HqBase):
+    """Points adjusted at HQ's members desk: applied at once within the desk's limit, else
+    pending until a supervisor approves (or rejects) it (hq.member_desk)."""
+
+    __tablename__ = "hq_adjustment"
+    adjustment_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(26), index=True)
+    points: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending, applied, rejected
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -7,6 +7,7 @@ functions (:mod:`hq.accounts`).
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -22,6 +23,7 @@ from hq import accounts
 from hq.accounts import AccountRow
 from hq.audit import Actor
 from hq.console import config_of
+from hq.service import HqConfig
 
 
 @click.command("web")
@@ -74,7 +76,13 @@ def web_command(
             broker_port=device_broker_port or config.broker_port,
         )
         desk = EnrolmentDesk(open_hq_engine(config.database_url), settings, source="web")
-    console = Console(config, secure_cookies=secure_cookies, desk=desk, enrol_dir=enrol_dir)
+    console = Console(
+        config,
+        secure_cookies=secure_cookies,
+        desk=desk,
+        enrol_dir=enrol_dir,
+        phone_lookup=_phone_lookup(config),
+    )
     with console.tx() as session:
         if not accounts.accounts(session):
             click.echo(
@@ -90,6 +98,21 @@ def web_command(
         timeout_graceful_shutdown=5,
         server_header=False,
     )
+
+
+def _phone_lookup(config: HqConfig) -> Callable[[str], str] | None:
+    """The chain's phone lookup hash, when its key is in HQ's TLS folder."""
+    from edge.security.keys import load_secret
+    from edge.security.personal import PhoneVault
+    from hq.enrol import LOOKUP_KEY_FILE
+
+    if not config.ca_file:
+        return None
+    path = Path(config.ca_file).parent / LOOKUP_KEY_FILE
+    if not path.exists():
+        return None
+    # Only the lookup half of the vault is used here: the members desk never opens a phone.
+    return PhoneVault(secrets.token_bytes(32), load_secret(path)).lookup_hash
 
 
 @click.group("account")

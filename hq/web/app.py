@@ -6,6 +6,8 @@ import asyncio
 import base64
 import hmac
 import json
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,11 +24,17 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge.domain.errors import NotFound, Refusal
-from hq import accounts, audit, fleet
+from edge.domain.corrections import Reason
+from edge.domain.errors import InvalidInput, KioskError, NotFound, Refusal
+from edge.domain.ids import IdFactory
+from edge.domain.merges import OldCards
+from edge.protocol import BlocklistUpdate, Topics
+from hq import accounts, audit, fleet, member_desk
 from hq.accounts import Permission, Role, SignInRefused, parse_role
+from hq.audit import record
 from hq.backups import BackupStore
 from hq.enrol import EnrolmentDesk, Issued
+from hq.merges import merge_members
 from hq.models import Alert, EnrolledDevice, FleetDevice
 from hq.web.core import (
     LANG_COOKIE,
@@ -169,6 +177,7 @@ def routes(console: Console) -> list[BaseRoute]:
         *alert_routes(console),
         *audit_routes(console),
         *enrol_routes(console),
+        *member_routes(console),
         *account_routes(console),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
@@ -455,6 +464,144 @@ def enrol_routes(console: Console) -> list[BaseRoute]:
         Route("/devices/{device_id}/move", change(move, Permission.FLEET), methods=["POST"]),
         Route("/devices/{device_id}/replace", change(replace, Permission.FLEET), methods=["POST"]),
         Route("/devices/{device_id}/revoke", change(revoke, Permission.FLEET), methods=["POST"]),
+    ]
+
+
+# -- members desk ---------------------------------------------------------------------------
+
+ADJUST_REASONS = tuple(r.value for r in Reason)
+
+
+def member_routes(console: Console) -> list[BaseRoute]:
+    def members_page(page: Page) -> Response:
+        q = page.query("q")[:64].strip()
+        error = ""
+        if q:
+            try:
+                member_id = member_desk.find(page.session, q, console.phone_lookup)
+            except KioskError as exc:
+                error = page.t(exc.message)
+            else:
+                return RedirectResponse(f"/members/{member_id}", status_code=303)
+        return page.render(
+            "members.html", q=q, error=error, pending=member_desk.pending_adjustments(page.session)
+        )
+
+    def member_page(page: Page) -> Response:
+        m = member_desk.view(page.session, page.request.path_params["member_id"])
+        return page.render(
+            "member.html",
+            m=m,
+            reasons=ADJUST_REASONS,
+            large=member_desk.LARGE_ADJUSTMENT,
+            settle=-m.balance if m.balance < 0 else 0,
+        )
+
+    def member_id(page: Page) -> str:
+        return str(page.request.path_params["member_id"])
+
+    def adjust(page: Page) -> Response:
+        raw = page.field("points").strip().replace("−", "-").replace("+", "")
+        try:
+            points = int(raw)
+        except ValueError:
+            raise InvalidInput("points must be a whole number", code="bad_points") from None
+        done = member_desk.adjust(
+            page.session,
+            member_id(page),
+            points,
+            page.field("reason"),
+            page.field("note"),
+            page.actor,
+            page.now,
+            may_approve=page.user.can(Permission.APPROVE),
+        )
+        if done.state == "pending":
+            return page.done(page.t("Waiting for a supervisor's approval:") + f" {done.points:+d}")
+        return page.done(page.t("Points adjusted:") + f" {done.points:+d}")
+
+    def decide(approve: bool) -> Callable[[Page], Response]:
+        def handler(page: Page) -> Response:
+            done = member_desk.decide(
+                page.session,
+                page.request.path_params["adjustment_id"],
+                approve,
+                page.actor,
+                page.now,
+            )
+            what = "Adjustment approved:" if approve else "Adjustment rejected:"
+            return page.done(page.t(what) + f" {done.member_id} {done.points:+d}", "/members")
+
+        return handler
+
+    def block(page: Page) -> Response:
+        card_no, owner = member_desk.block_card(
+            page.session,
+            page.request.path_params["card_no"],
+            page.field("reason"),
+            page.actor,
+            page.now,
+        )
+        update = BlocklistUpdate(
+            update_id=f"hq-{secrets.token_hex(6)}",
+            add=[card_no],
+            reason=page.field("reason")[:64] or "hq",
+            issued_at=page.now,
+            expires_at=page.now + timedelta(seconds=console.config.blocklist_ttl_s),
+        )
+        try:
+            console.publish(Topics(console.config.topic_prefix).blocklist(), update)
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            raise Refusal(
+                f"the broker cannot be reached ({exc}): the card is not blocked", code="no_broker"
+            ) from None
+        return page.done(
+            page.t("Card blocked at every store:") + f" {card_no}", f"/members/{owner}"
+        )
+
+    def merge(page: Page) -> Response:
+        report = merge_members(
+            page.session,
+            member_id(page),
+            page.field("absorb"),
+            OldCards(page.field("old_cards", "keep"))
+            if page.field("old_cards") in ("keep", "block")
+            else OldCards.KEEP,
+            page.field("note"),
+            page.user.name,
+            page.now,
+            IdFactory(),
+        )
+        record(
+            page.session,
+            page.actor,
+            "member.merge",
+            report.kept_member_id,
+            page.now,
+            after=report.as_dict(),
+        )
+        return page.done(
+            page.t("Merged:")
+            + f" {report.absorbed_member_id} → {report.kept_member_id} ({report.points:+d})"
+        )
+
+    change = console.change
+    return [
+        Route("/members", console.view(members_page)),
+        Route("/members/{member_id}", console.view(member_page)),
+        Route("/members/{member_id}/adjust", change(adjust, Permission.MEMBERS), methods=["POST"]),
+        Route("/members/{member_id}/merge", change(merge, Permission.APPROVE), methods=["POST"]),
+        Route(
+            "/adjustments/{adjustment_id}/approve",
+            change(decide(True), Permission.APPROVE),
+            methods=["POST"],
+        ),
+        Route(
+            "/adjustments/{adjustment_id}/reject",
+            change(decide(False), Permission.APPROVE),
+            methods=["POST"],
+        ),
+        Route("/cards/{card_no}/block", change(block, Permission.MEMBERS), methods=["POST"]),
     ]
 
 

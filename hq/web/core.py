@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from edge.domain.errors import KioskError, NotFound
+from edge.protocol import BlocklistUpdate, Message
 from hq import accounts
 from hq.accounts import AccountRow, Permission
 from hq.audit import Actor
@@ -141,6 +142,8 @@ class Console:
         stream_every_s: float = 3.0,
         desk: EnrolmentDesk | None = None,
         enrol_dir: Path | None = None,
+        phone_lookup: Callable[[str], str] | None = None,
+        publish: Callable[[str, Message], None] | None = None,
     ) -> None:
         self.config = config
         self.engine = engine or open_hq_engine(config.database_url)
@@ -150,6 +153,8 @@ class Console:
         self.stream_every_s = stream_every_s
         self.desk = desk  # the enrolment desk, when HQ's CA and keys are at hand
         self.enrol_dir = enrol_dir or config.backups_path().parent / "enrolments"
+        self.phone_lookup = phone_lookup  # the chain's lookup hash, for phone searches
+        self.publish = publish or self._publish_once  # (topic, message) to the broker
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES),
             autoescape=True,
@@ -160,6 +165,14 @@ class Console:
         self.env.filters["when"] = _when
         self.env.filters["ago"] = _ago
         self.env.filters["thousands"] = lambda n: "—" if n is None else f"{n:,}"
+
+    def _publish_once(self, topic: str, message: Message) -> None:
+        from hq.commands import publish_once
+
+        expiry = None
+        if isinstance(message, BlocklistUpdate):
+            expiry = int((message.expires_at - message.issued_at).total_seconds())
+        publish_once(self.config, topic, message, expiry_s=expiry)
 
     @contextmanager
     def tx(self) -> Iterator[Session]:

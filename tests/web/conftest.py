@@ -28,6 +28,9 @@ from hq.web.app import make_app
 from hq.web.core import LOGIN_COOKIE, Console
 from tests.conftest import SteppingClock
 from tests.hq.database import hq_data_key_file, sqlite_hq_url
+from tests.sync.conftest import broker
+
+__all__ = ["broker"]
 
 PASSWORD = "tidy-lantern-42"
 CHROMIUM = "/usr/bin/chromium"

@@ -75,9 +75,28 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_hq_telemetry")),
     )
     op.create_index("ix_hq_telemetry_device_at", "hq_telemetry", ["device_id", "at"])
+    op.create_table(
+        "hq_adjustment",
+        sa.Column("adjustment_id", sa.String(length=26), nullable=False),
+        sa.Column("member_id", sa.String(length=26), nullable=False),
+        sa.Column("points", sa.Integer(), nullable=False),
+        sa.Column("reason", sa.String(length=32), nullable=False),
+        sa.Column("note", sa.String(length=200), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("requested_by", sa.String(length=64), nullable=False),
+        sa.Column("requested_at", UTCDateTime(), nullable=False),
+        sa.Column("decided_by", sa.String(length=64), nullable=True),
+        sa.Column("decided_at", UTCDateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("adjustment_id", name=op.f("pk_hq_adjustment")),
+    )
+    op.create_index(op.f("ix_hq_adjustment_member_id"), "hq_adjustment", ["member_id"])
+    op.create_index(op.f("ix_hq_adjustment_state"), "hq_adjustment", ["state"])
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_hq_adjustment_state"), table_name="hq_adjustment")
+    op.drop_index(op.f("ix_hq_adjustment_member_id"), table_name="hq_adjustment")
+    op.drop_table("hq_adjustment")
     op.drop_index("ix_hq_telemetry_device_at", table_name="hq_telemetry")
     op.drop_table("hq_telemetry")
     for column in ("ack_note", "acknowledged_by", "acknowledged_at"):
