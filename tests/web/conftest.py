@@ -82,6 +82,11 @@ def sign_in(client: TestClient, name: str, password: str) -> httpx2.Response:
     )
 
 
+def refused(response: httpx2.Response) -> bool:
+    """Whether a change came back to its page with an error message."""
+    return "error" in (response.cookies.get("mck_flash") or "")
+
+
 def csrf_of(client: TestClient, page: str = "/fleet") -> str:
     """The session's CSRF token, as a page's forms carry it."""
     html = client.get(page).text
