@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -82,6 +83,7 @@ def apply_telemetry(
     device.outbox_depth = sample.outbox_depth
     device.last_sync_at = sample.last_sync_at
     device.telemetry = sample.model_dump_json()
+    device.health = worst_health(sample)
     device.faults = json.dumps(sample.faults)
     if sample.signing_key is not None:
         record_key(session, sample.device_id, sample.signing_key, now)
@@ -152,17 +154,26 @@ def _keep_sample(session: Session, sample: Telemetry, now: datetime) -> None:
 
 
 def telemetry_history(
-    session: Session, device_id: str, since: datetime
+    session: Session, device_id: str, since: datetime, max_points: int = 720
 ) -> list[tuple[datetime, dict[str, float | int | None]]]:
-    """The device's kept telemetry samples since ``since``, oldest first."""
-    return [
-        (at, json.loads(text))
-        for at, text in session.execute(
-            select(TelemetrySample.at, TelemetrySample.sample)
-            .where(TelemetrySample.device_id == device_id, TelemetrySample.at >= since)
-            .order_by(TelemetrySample.at)
+    """The device's kept telemetry samples since ``since``, oldest first: every one, or
+    every n-th when there are more than ``max_points`` (a chart has so many pixels)."""
+    where = (TelemetrySample.device_id == device_id, TelemetrySample.at >= since)
+    count = session.scalar(select(func.count()).select_from(TelemetrySample).where(*where)) or 0
+    step = max(1, -(-count // max_points))
+    numbered = (
+        select(
+            TelemetrySample.at,
+            TelemetrySample.sample,
+            func.row_number().over(order_by=TelemetrySample.at).label("n"),
         )
-    ]
+        .where(*where)
+        .subquery()
+    )
+    query = select(numbered.c.at, numbered.c.sample)
+    if step > 1:
+        query = query.where((numbered.c.n - 1) % step == 0)
+    return [(at, json.loads(text)) for at, text in session.execute(query.order_by(numbered.c.at))]
 
 
 def _check_disk(session: Session, sample: Telemetry, now: datetime, disk_low: DiskLow) -> None:
@@ -350,6 +361,44 @@ def acknowledge(
 HEALTH_STATES = ("ok", "degraded", "failed", "unknown")
 
 
+def worst_health(telemetry: Telemetry) -> str:
+    """The worst state of a device's parts (ok when it reports none)."""
+    states = {h.state for h in telemetry.devices.values()}
+    for state in ("failed", "degraded"):
+        if state in states:
+            return state
+    return "ok"
+
+
+_ROW_COLUMNS = (
+    FleetDevice.device_id,
+    FleetDevice.store_id,
+    FleetDevice.role,
+    FleetDevice.state,
+    FleetDevice.last_seen,
+    FleetDevice.health,
+    FleetDevice.outbox_depth,
+    FleetDevice.last_sync_at,
+    FleetDevice.version,
+    FleetDevice.faults,
+    FleetDevice.last_backup_at,
+    FleetDevice.telemetry,
+)
+
+
+def _filtered(query: Any, store_id: str, state: str, health: str, text: str) -> Any:
+    if store_id:
+        query = query.where(FleetDevice.store_id == store_id)
+    if state:
+        query = query.where(FleetDevice.state == state)
+    if health:
+        query = query.where(FleetDevice.health == health)
+    if text:
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(FleetDevice.device_id.like(f"%{escaped}%", escape="\\"))
+    return query
+
+
 def device_rows(
     session: Session,
     backups: BackupStore | None = None,
@@ -358,20 +407,19 @@ def device_rows(
     state: str = "",
     health: str = "",
     text: str = "",
+    offset: int = 0,
+    limit: int | None = None,
 ) -> list[DeviceRow]:
-    """Every device as it last reported, optionally of one store, state or health, or
-    whose id contains ``text``; ordered by store and device."""
-    query = select(FleetDevice).order_by(FleetDevice.store_id, FleetDevice.device_id)
-    if store_id:
-        query = query.where(FleetDevice.store_id == store_id)
-    if state:
-        query = query.where(FleetDevice.state == state)
-    if text:
-        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(FleetDevice.device_id.like(f"%{escaped}%", escape="\\"))
+    """Devices as they last reported, optionally of one store, state or health, or whose id
+    contains ``text``; ordered by store and device, ``limit`` of them from ``offset``. With
+    ``backups``, a device HQ has no backup time for is looked up in the backups folder."""
+    query = _filtered(select(*_ROW_COLUMNS), store_id, state, health, text)
+    query = query.order_by(FleetDevice.store_id, FleetDevice.device_id).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
     rows = []
-    for d in session.scalars(query):
-        telemetry = json.loads(d.telemetry or "{}")
+    for r in session.execute(query):
+        parts = json.loads(r.telemetry or "{}").get("devices", {})
         peripherals = tuple(
             Peripheral(
                 name,
@@ -379,35 +427,58 @@ def device_rows(
                 str(h.get("code", "")),
                 str(h.get("reason", "")),
             )
-            for name, h in sorted(telemetry.get("devices", {}).items())
+            for name, h in sorted(parts.items())
         )
-        worst = "ok"
-        for p in peripherals:
-            if p.state == "failed":
-                worst = "failed"
-            elif p.state == "degraded" and worst == "ok":
-                worst = "degraded"
-        if not telemetry:
-            worst = "unknown"
-        if health and worst != health:
-            continue
+        last_backup = r.last_backup_at
+        if last_backup is None and backups is not None:
+            last_backup = _newest_backup(backups, r.store_id, r.device_id)
         rows.append(
             DeviceRow(
-                d.device_id,
-                d.store_id,
-                d.role,
-                d.state,
-                d.last_seen,
-                worst,
-                d.outbox_depth,
-                d.last_sync_at,
-                d.version,
-                list(json.loads(d.faults or "[]")),
-                _newest_backup(backups, d.store_id, d.device_id),
+                r.device_id,
+                r.store_id,
+                r.role,
+                r.state,
+                r.last_seen,
+                r.health,
+                r.outbox_depth,
+                r.last_sync_at,
+                r.version,
+                list(json.loads(r.faults or "[]")),
+                last_backup,
                 peripherals,
             )
         )
     return rows
+
+
+@dataclass(frozen=True)
+class FleetSummary:
+    devices: int
+    online: int
+    offline: int
+    failed: int
+    matching: int  # devices the filters keep
+
+
+def summary(
+    session: Session, *, store_id: str = "", state: str = "", health: str = "", text: str = ""
+) -> FleetSummary:
+    """How many devices there are, online, offline, with a failed part; and how many match."""
+    counts = {"devices": 0, "online": 0, "offline": 0, "failed": 0}
+    for st, hl, n in session.execute(
+        select(FleetDevice.state, FleetDevice.health, func.count()).group_by(
+            FleetDevice.state, FleetDevice.health
+        )
+    ):
+        counts["devices"] += n
+        if st in ("online", "offline"):
+            counts[st] += n
+        if hl == "failed":
+            counts["failed"] += n
+    matching = session.scalar(
+        _filtered(select(func.count()).select_from(FleetDevice), store_id, state, health, text)
+    )
+    return FleetSummary(**counts, matching=int(matching or 0))
 
 
 def fleet(

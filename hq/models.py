@@ -257,6 +257,11 @@ class FleetDevice(HqBase):
     # Whether its replica reads a member snapshot's redemptions (it says so when it asks for
     # its feed); a kiosk from before them is sent snapshots without them.
     reads_redemptions: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The worst health of its parts in its last telemetry (ok, degraded, failed; unknown
+    # before any), and when its newest backup HQ holds was made: the fleet page's filters
+    # and figures, without reading every device's telemetry or backups.
+    health: Mapped[str] = mapped_column(String(16), default="unknown", server_default="unknown")
+    last_backup_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Alert(HqBase):

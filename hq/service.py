@@ -770,6 +770,21 @@ class HqService:
             log.error("backup chunk of %s could not be written: %s", device_id, exc)
             ack = BackupStore.refusal(chunk, "HQ could not store it", now)
         if ack is not None:
+            if ack.ok:  # what the fleet page shows as the device's last backup at HQ
+                made = chunk.manifest.created_at
+
+                def note(session: Session) -> None:
+                    session.execute(
+                        update(FleetDevice)
+                        .where(
+                            FleetDevice.device_id == device_id,
+                            (FleetDevice.last_backup_at.is_(None))
+                            | (FleetDevice.last_backup_at < made),
+                        )
+                        .values(last_backup_at=made)
+                    )
+
+                self.in_transaction(note)
             self.link.publish(self.topics.backup_ack(device_id), ack.to_bytes(), qos=1)
 
     @staticmethod

@@ -32,7 +32,6 @@ from edge.protocol import BlocklistUpdate, Topics
 from hq import accounts, audit, fleet, member_desk
 from hq.accounts import Permission, Role, SignInRefused, parse_role
 from hq.audit import record
-from hq.backups import BackupStore
 from hq.enrol import EnrolmentDesk, Issued
 from hq.merges import merge_members
 from hq.models import Alert, EnrolledDevice, FleetDevice
@@ -186,12 +185,16 @@ def routes(console: Console) -> list[BaseRoute]:
 # -- fleet -----------------------------------------------------------------------------------
 
 
+PAGE_ROWS = 200  # devices a page of the fleet shows
+
+
 @dataclass(frozen=True)
 class FleetFilters:
     q: str = ""
     store: str = ""
     state: str = ""
     health: str = ""
+    page: int = 1
 
     @classmethod
     def of(cls, page: Page | Request) -> FleetFilters:
@@ -201,15 +204,24 @@ class FleetFilters:
             value = params.get(name, "").strip()[:64]
             return value if allowed is None or value in allowed else ""
 
+        number = params.get("page", "1")
         return cls(
             get("q"),
             get("store"),
             get("state", ("online", "offline", "unknown")),
             get("health", fleet.HEALTH_STATES),
+            int(number) if number.isdigit() and 0 < int(number) < 10_000 else 1,
         )
 
-    def query(self) -> str:
-        return urlencode({k: v for k, v in vars(self).items() if v})
+    def query(self, page: int | None = None) -> str:
+        values = {k: v for k, v in vars(self).items() if v and k != "page"}
+        number = self.page if page is None else page
+        if number > 1:
+            values["page"] = str(number)
+        return urlencode(values)
+
+    def filters(self) -> dict[str, str]:
+        return {"store_id": self.store, "state": self.state, "health": self.health, "text": self.q}
 
 
 PAPER_CODES = {"paper_out": ("failed", "out"), "paper_low": ("degraded", "low")}
@@ -223,37 +235,30 @@ def paper_of(device: fleet.DeviceRow) -> tuple[str, str] | None:
 
 
 def fleet_routes(console: Console) -> list[BaseRoute]:
-    backups = BackupStore(console.config.backups_path(), console.config.backups_keep)
-
     def rows(session: Any, filters: FleetFilters) -> list[fleet.DeviceRow]:
         return fleet.device_rows(
             session,
-            backups,
-            store_id=filters.store,
-            state=filters.state,
-            health=filters.health,
-            text=filters.q,
+            None,
+            offset=(filters.page - 1) * PAGE_ROWS,
+            limit=PAGE_ROWS,
+            **filters.filters(),
         )
 
     def fleet_page(page: Page) -> Response:
         filters = FleetFilters.of(page)
-        devices = rows(page.session, filters)
-        every = fleet.device_rows(page.session) if filters.query() else devices
-        summary = {
-            "devices": len(every),
-            "online": sum(d.state == "online" for d in every),
-            "offline": sum(d.state == "offline" for d in every),
-            "failed": sum(d.health == "failed" for d in every),
-        }
+        summary = fleet.summary(page.session, **filters.filters())
+        pages = max(1, -(-summary.matching // PAGE_ROWS))
         stores = page.session.scalars(
-            select(distinct(FleetDevice.store_id)).order_by(FleetDevice.store_id)
+            select(distinct(FleetDevice.store_id)).order_by(FleetDevice.store_id).limit(5000)
         ).all()
         return page.render(
             "fleet.html",
-            devices=devices,
+            devices=rows(page.session, filters),
             filters=filters,
             query=filters.query(),
             summary=summary,
+            pages=pages,
+            page_links=[(n, filters.query(n)) for n in range(1, pages + 1)],
             stores=stores,
             alerts=fleet.alert_counts(page.session),
             paper_of=paper_of,
@@ -305,7 +310,9 @@ def fleet_routes(console: Console) -> list[BaseRoute]:
 
     def device_page(page: Page) -> Response:
         device_id = page.request.path_params["device_id"]
-        found = [d for d in fleet.device_rows(page.session, backups) if d.device_id == device_id]
+        found = [
+            d for d in fleet.device_rows(page.session, text=device_id) if d.device_id == device_id
+        ]
         if not found:
             raise NotFound(f"no device {device_id}")
         span = RANGES.get(page.query("range", "24h"), RANGES["24h"])

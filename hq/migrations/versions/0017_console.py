@@ -66,6 +66,11 @@ def upgrade() -> None:
     op.add_column("hq_alert", sa.Column("acknowledged_at", UTCDateTime(), nullable=True))
     op.add_column("hq_alert", sa.Column("acknowledged_by", sa.String(length=64), nullable=True))
     op.add_column("hq_alert", sa.Column("ack_note", sa.Text(), nullable=True))
+    op.add_column(
+        "hq_device",
+        sa.Column("health", sa.String(length=16), server_default="unknown", nullable=False),
+    )
+    op.add_column("hq_device", sa.Column("last_backup_at", UTCDateTime(), nullable=True))
     op.create_table(
         "hq_telemetry",
         sa.Column("id", _ID, autoincrement=True, nullable=False),
@@ -101,6 +106,8 @@ def downgrade() -> None:
     op.drop_table("hq_telemetry")
     for column in ("ack_note", "acknowledged_by", "acknowledged_at"):
         op.drop_column("hq_alert", column)
+    for column in ("last_backup_at", "health"):
+        op.drop_column("hq_device", column)
     op.drop_index(op.f("ix_hq_web_session_account"), table_name="hq_web_session")
     op.drop_table("hq_web_session")
     op.drop_table("hq_web_account")
