@@ -524,8 +524,13 @@ def member_routes(console: Console) -> list[BaseRoute]:
             may_approve=page.user.can(Permission.APPROVE),
         )
         if done.state == "pending":
-            return page.done(page.t("Waiting for a supervisor's approval:") + f" {done.points:+d}")
-        return page.done(page.t("Points adjusted:") + f" {done.points:+d}")
+            return page.done(
+                page.t("Waiting for a supervisor's approval:") + f" {done.points:+d}",
+                f"/members/{done.member_id}",
+            )
+        return page.done(
+            page.t("Points adjusted:") + f" {done.points:+d}", f"/members/{done.member_id}"
+        )
 
     def decide(approve: bool) -> Callable[[Page], Response]:
         def handler(page: Page) -> Response:

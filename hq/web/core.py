@@ -95,8 +95,18 @@ class Page:
         return self.console.render(self, template, status, **values)
 
     def done(self, message: str, to: str | None = None) -> RedirectResponse:
-        """After a change: back to the page (or ``to``) with a message saying what was done."""
-        return redirect(to or local_path(self.field("back"), self.request.url.path), message)
+        """After a change: to ``to``, else back to the page the form was on, with a message
+        saying what was done."""
+        return redirect(to or local_path(self.field("back"), came_from(self.request)), message)
+
+
+def came_from(request: Request) -> str:
+    """The console's page a form was sent from (its Referer, when it is this console)."""
+    referer = request.headers.get("referer", "")
+    parts = urlsplit(referer)
+    if parts.netloc and parts.netloc != request.headers.get("host"):
+        return "/fleet"
+    return local_path(parts.path + (f"?{parts.query}" if parts.query else ""), "/fleet")
 
 
 def redirect(to: str, message: str = "", kind: str = "ok") -> RedirectResponse:
@@ -266,7 +276,7 @@ class Console:
     ) -> Response:
         lang = self.language(request)
         t = translator(lang)
-        back = request.url.path
+        back = came_from(request) if request.method == "POST" else request.url.path
         try:
             with self.tx() as session:
                 now = self.clock()

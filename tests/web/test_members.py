@@ -253,3 +253,29 @@ def test_block_a_card_at_every_store(broker, tmp_path: Path, web: Web) -> None:
     # blocked already: a refusal, nothing published again
     again = desk.post(f"/cards/{CARD[7]}/block", data={"csrf": csrf_of(desk), "reason": "x"})
     assert refused(again)
+
+
+def test_the_members_desk_in_the_browser(served, browser) -> None:  # type: ignore[no-untyped-def]
+    from tests.web.test_browser import shot, sign_in
+
+    web = served.web
+    web.account("mia", Role.MEMBER_DESK)
+    member = "01JMEMBERHHHHHHHHHHHHHHHHH"
+    add_member(web, member, CARD[8], [320, 80, -150])
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+    page = context.new_page()
+    sign_in(page, served.url, "mia")
+    page.goto(served.url + "/members")
+    page.fill("input[name=q]", CARD[8])
+    page.click(".filters button")
+    page.wait_for_url(f"**/members/{member}")
+    form = page.locator("#adjust-form")
+    form.locator("input[name=points]").fill("30")
+    form.locator("select[name=reason]").select_option("missed_points")
+    form.locator("input[name=note]").fill("小票 0815 漏积分")
+    form.locator("button").click()
+    page.wait_for_selector(".flash.ok")
+    assert "280" in page.locator(".balance").inner_text()
+    assert balance(web, member) == 280
+    shot(page, "member")
+    context.close()
