@@ -255,7 +255,7 @@ def test_block_a_card_at_every_store(broker, tmp_path: Path, web: Web) -> None:
     assert refused(again)
 
 
-def test_the_members_desk_in_the_browser(served, browser) -> None:  # type: ignore[no-untyped-def]
+def test_the_members_desk_in_the_browser(served, browser) -> None:
     from tests.web.test_browser import shot, sign_in
 
     web = served.web
