@@ -842,13 +842,18 @@ def _set_rules_path(doc: dict[str, Any], path: str, value: Any) -> None:
     parts = path.split(".")
     if len(parts) == 1:
         doc[parts[0]] = value
-    elif len(parts) == 2:
-        doc[parts[0]][parts[1]] = value
-    else:
-        tier = next((t for t in doc["tiers"] or [] if t["code"] == parts[1]), None)
-        if tier is None:
-            raise InvalidInput(f"the rules have no tier {parts[1]!r}", code="unknown_tier")
-        tier[parts[2]] = value
+        return
+    if len(parts) == 2:
+        section = doc[parts[0]]
+        if not isinstance(section, dict):
+            raise InvalidInput(f"{parts[0]} is not a section any more: set {path} on its own")
+        section[parts[1]] = value
+        return
+    tiers = doc["tiers"] if isinstance(doc["tiers"], list) else []
+    tier = next((t for t in tiers if isinstance(t, dict) and t.get("code") == parts[1]), None)
+    if tier is None:
+        raise InvalidInput(f"the rules have no tier {parts[1]!r}", code="unknown_tier")
+    tier[parts[2]] = value
 
 
 # ---------------------------------------------------------------------- applied versions

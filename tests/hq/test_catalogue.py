@@ -198,6 +198,11 @@ def test_the_difference_between_versions_as_data_and_text(engine):
         "  member_days: the device's own -> (none)",
     ]
     assert desk.rules().rules.points.points_per_yuan == 2
+    with pytest.raises(InvalidInput, match="the rules have no tier 'platinum'"):
+        desk.set_rules(LI, {"tiers.platinum.threshold": 900_000})
+    with pytest.raises(InvalidInput, match="points is not a section any more"):
+        desk.set_rules(LI, {"points": 3, "points.checkin_points": 10})
+    assert [r.version for r in desk.history(RULES)] == [2, 1]
 
 
 def test_an_edit_made_on_an_older_version_is_refused_and_changes_nothing(engine):
