@@ -9,6 +9,7 @@ import hashlib
 import io
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -64,7 +65,7 @@ def jpeg(colour: str, size: tuple[int, int] = (320, 200)) -> bytes:
     return out.getvalue()
 
 
-RULES_DOC = {
+RULES_DOC: dict[str, Any] = {
     "points": {
         "points_per_yuan": 1,
         "expiry_months": 24,

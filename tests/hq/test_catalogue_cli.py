@@ -164,11 +164,11 @@ def test_hq_staff_keep_the_catalogue_and_rules_from_the_console(broker, tmp_path
             "rules v2 saved and published, signed",
         ]
         assert decode(Rules, retained(broker, Topics().rules())).version == 2
-        for args, said in [
-            (("set", "points.per_yuan=2"), "no rules field 'points.per_yuan'"),
-            (("set", "offline.max_offline_hours=0"), "Rules: offline.max_offline_hours"),
+        for setting, said in [
+            ("points.per_yuan=2", "no rules field 'points.per_yuan'"),
+            ("offline.max_offline_hours=0", "Rules: offline.max_offline_hours"),
         ]:
-            assert said in one_line_error(hq(broker, url, "rules", *args)), args
+            assert said in one_line_error(hq(broker, url, "rules", "set", setting)), setting
         assert ok(hq(broker, url, "rules", "diff")).splitlines()[0] == "rules v1 -> v2"
         assert "  points.points_per_yuan: 2" in ok(hq(broker, url, "rules", "show")).splitlines()
         assert versions(engine) == 5
