@@ -18,8 +18,9 @@ from edge.console import NUMBER, NumberRange, show
 from edge.domain.errors import InvalidInput
 from edge.domain.text import escape_controls, fold_digits
 from edge.process import log_to_stderr, settle_heap
-from edge.protocol import Message, ProtocolError, decode
+from edge.protocol import Message, ProtocolError
 from hq.campaign_cli import add_campaign_commands
+from hq.catalogue_cli import add_catalogue_commands
 from hq.console import config_of
 from hq.enrol_cli import add_enrol_commands
 from hq.import_cli import add_import_commands
@@ -384,74 +385,32 @@ def update_command(
         raise click.exceptions.Exit(1)
 
 
-def _push_file(path: Path) -> dict[str, Any]:
-    """A push's JSON object, dated now unless it says when; a one-line error otherwise."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidInput(f"{path.name}: not a readable JSON file: {exc}") from None
-    if not isinstance(raw, dict):
-        raise InvalidInput(f"{path.name}: a JSON object is expected")
-    raw.setdefault("issued_at", datetime.now(UTC).isoformat())
-    return raw
-
-
-def _push_message(schema: type[M], raw: dict[str, Any]) -> M:
-    """``raw`` as the push ``schema``, checked as the devices will check it (one line)."""
-    try:
-        return decode(schema, json.dumps(raw).encode())
-    except ProtocolError as exc:
-        raise InvalidInput(str(exc)) from None
-
-
 @hq_group.command("push-catalogue")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--note", default="", help="Why, for the history (one line).")
+@click.option("--actor", default=None, help="Who, for the record (default: login name).")
 @click.pass_context
-def push_catalogue_command(ctx: click.Context, path: Path) -> None:
-    """Publish the gift catalogue (JSON: version, gifts) retained for every kiosk; a gift's
-    "picture_file" (a PNG or JPEG, relative to the JSON's folder) goes with it."""
-    from edge.protocol import Catalogue
-    from edge.protocol.pictures import PictureRefused, check_picture
-    from hq.commands import push_catalogue
+def push_catalogue_command(ctx: click.Context, path: Path, note: str, actor: str | None) -> None:
+    """Save the whole gift catalogue (JSON: gifts; optional version) as HQ's next version
+    and publish it, signed and retained, for every kiosk; a gift's "picture_file" (a PNG or
+    JPEG, relative to the JSON's folder) goes with it. The same as `catalogue push`."""
+    from hq.catalogue_cli import push_catalogue_file
 
-    raw = _push_file(path)
-    gifts = raw.get("gifts")
-    pictures: dict[str, bytes] = {}
-    for gift in gifts if isinstance(gifts, list) else []:
-        name = gift.pop("picture_file", None) if isinstance(gift, dict) else None
-        if name is None:
-            continue
-        try:
-            data = (path.parent / str(name)).read_bytes()
-            checked = check_picture(data)
-        except (OSError, PictureRefused) as exc:
-            raise InvalidInput(f"{gift.get('sku', '?')}'s picture {name}: {exc}") from None
-        pictures[checked.sha256] = data
-        gift["picture"] = {"sha256": checked.sha256, "size": len(data)}
-    catalogue = _push_message(Catalogue, raw)
-    push_catalogue(config_of(ctx), catalogue, pictures)
-    click.echo(
-        f"catalogue v{catalogue.version} published ({len(catalogue.gifts)} gifts, "
-        f"{len(pictures)} pictures)"
-    )
+    push_catalogue_file(ctx, path, None, note, actor)
 
 
 @hq_group.command("push-rules")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--note", default="", help="Why, for the history (one line).")
+@click.option("--actor", default=None, help="Who, for the record (default: login name).")
 @click.pass_context
-def push_rules_command(ctx: click.Context, path: Path) -> None:
-    """Publish the chain's rules, signed, retained (JSON: version, issued_at, points, offline;
-    optional effective_from, member_days, tiers)."""
-    from edge.protocol import Rules
-    from hq.commands import push_rules
+def push_rules_command(ctx: click.Context, path: Path, note: str, actor: str | None) -> None:
+    """Save the chain's rules (JSON: points, offline; optional version, effective_from,
+    member_days, tiers) as HQ's next version and publish them, signed and retained. The same
+    as `rules push`."""
+    from hq.catalogue_cli import push_rules_file
 
-    rules = _push_message(Rules, _push_file(path))
-    config = config_of(ctx)
-    if not config.command_key:
-        raise click.UsageError("no command key: pass --tls-dir or command_key in the config")
-    push_rules(config, rules)
-    when = rules.effective_from.isoformat() if rules.effective_from else "at once"
-    click.echo(f"rules v{rules.version} published, signed; in force {when}")
+    push_rules_file(ctx, path, None, note, actor)
 
 
 @hq_group.command("block")
@@ -581,7 +540,6 @@ def coupon(ctx: click.Context, code: str, check_only: bool, basket_cents: int | 
 @click.pass_context
 def refund(ctx: click.Context, receipt_id: str, amount_cents: int, refund_id: str | None) -> None:
     """Return money on a receipt: the store's kiosk takes back the points it earned."""
-    from edge.protocol import ProtocolError
 
     try:
         with _lane(ctx) as lane:
@@ -600,5 +558,6 @@ def register(group: click.Group) -> None:
     add_web_commands(hq_group)
     add_campaign_commands(hq_group)
     add_member_commands(hq_group)
+    add_catalogue_commands(hq_group)
     group.add_command(hq_group)
     group.add_command(lane_group)

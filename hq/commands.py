@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.protocol import (
     CAMPAIGNS_SIGNING_DOMAIN,
+    CATALOGUE_SIGNING_DOMAIN,
     COMMAND_SIGNING_DOMAIN,
     RULES_SIGNING_DOMAIN,
     STAFF_SIGNING_DOMAIN,
@@ -221,10 +222,20 @@ def publish_once(
 
 def push_catalogue(
     config: HqConfig, catalogue: Catalogue, pictures: dict[str, bytes] | None = None
-) -> None:
-    """Publishes the catalogue, retained; first the chunks of the pictures it names that are
-    given (``{sha256: file}``, each already checked), retained too, for the kiosks that lack
-    them to fetch (:mod:`edge.sync.pictures`)."""
+) -> Catalogue:
+    """Signs ``catalogue`` with HQ's command key (kiosks refuse one it did not sign) and
+    publishes it, retained; first the chunks of the pictures it names that are given
+    (``{sha256: file}``, each already checked), retained too, for the kiosks that lack them
+    to fetch (:mod:`edge.sync.pictures`). Returns what was published.
+
+    Raises:
+        ValueError: no command key is configured.
+        ConnectionError: the broker is unreachable.
+    """
+    if not config.command_key:
+        raise ValueError("no command key to sign the catalogue: pass --tls-dir or command_key")
+    key = load_command_key(Path(config.command_key))
+    signed = sign_message(key, CATALOGUE_SIGNING_DOMAIN, catalogue)
     topics = Topics(config.topic_prefix)
     link = _one_shot(config)
     try:
@@ -233,9 +244,10 @@ def push_catalogue(
                 link.publish(
                     topics.picture(chunk.sha256, chunk.index), chunk.to_bytes(), 1, retain=True
                 )
-        link.publish(topics.catalogue(), catalogue.to_bytes(), qos=1, retain=True)
+        link.publish(topics.catalogue(), signed.to_bytes(), qos=1, retain=True)
     finally:
         link.close()
+    return signed
 
 
 def push_rules(config: HqConfig, rules: Rules) -> Rules:

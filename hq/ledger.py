@@ -79,6 +79,7 @@ from hq.personal import (
     set_personal,
     stored_json,
 )
+from hq.stock import record_stock
 from hq.vouchers import CLAIMED, collect_first, record_voucher
 
 log = logging.getLogger(__name__)
@@ -704,6 +705,7 @@ class CentralLedger:
                 event.device_id,
             ):
                 result.alerts.append(data.code)
+        record_stock(session, [event for event, _, _ in typed])
         session.flush()
         if entries:
             insert_rows(conn, CentralEntry, entries)

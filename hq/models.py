@@ -606,3 +606,47 @@ class HqAdjustment(HqBase):
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
     decided_by: Mapped[str | None] = mapped_column(String(64))
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DocumentVersion(HqBase):
+    """Every version of a document HQ publishes to every kiosk (``kind``: ``catalogue`` or
+    ``rules``), numbered by HQ (hq.catalogue): the whole document as JSON, unsigned (it is
+    signed when published), who made it, when and why. ``published_at`` stays empty until the
+    broker took it: the newest unpublished one is published again later."""
+
+    __tablename__ = "hq_document_version"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    document: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(String(256))
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class GiftPicture(HqBase):
+    """A gift's picture file, kept once by its SHA-256 whichever gifts and versions name it."""
+
+    __tablename__ = "hq_picture"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    added_by: Mapped[str] = mapped_column(String(64))
+
+
+class GiftStock(HqBase):
+    """A gift's stock at one kiosk as its events told HQ (hq.stock): the figure of its last
+    ``gift.stock``, ``gift.changed`` or ``alert.low_stock`` event, less the redemptions
+    since. Each kiosk keeps its own stock; ``at`` is when the kiosk's figure last moved."""
+
+    __tablename__ = "hq_gift_stock"
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(32), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64), index=True)
+    stock: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    event_id: Mapped[str] = mapped_column(String(26))

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQL
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge import __version__
-from edge.domain.errors import ConfigError
+from edge.domain.errors import ConfigError, KioskError
 from edge.protocol import (
     BackupChunk,
     BlocklistUpdate,
@@ -58,6 +58,7 @@ from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
 from edge.security.keys import create_secret_file, load_secret
 from edge.security.personal import TextVault
 from hq.backups import BackupStore
+from hq.catalogue import BrokerPublisher, CatalogueDesk
 from hq.coupons import answer as answer_coupon
 from hq.feeds import FeedNumbered, feed_chunk, release_unseen
 from hq.feeds import fetch as fetch_member
@@ -87,6 +88,7 @@ READ_AHEAD = 2 * GROUP_MAX  # messages parsed ahead of the one being stored
 SEEN_EVERY_S = 10.0
 RELEASE_EVERY_S = 6 * 3600.0  # how often a worker ends the holdings of unseen members
 RELEASE_CHUNK = 10_000  # holdings ended in one transaction
+PUBLISH_EVERY_S = 60.0  # how often a worker looks for a catalogue or rules not yet published
 RACE_RETRIES = 8
 # PostgreSQL's serialization failure and deadlock victim: the transaction may simply run again.
 RETRY_SQLSTATES = frozenset({"40001", "40P01"})
@@ -353,6 +355,8 @@ class HqService:
         self._stop = threading.Event()
         self._next_check = 0.0
         self._next_release = time.monotonic() + 60.0  # not in the way of a start
+        self._next_publish = 0.0  # as soon as the link is up
+        self._said_no_key = False
 
     def stop(self) -> None:
         self._stop.set()
@@ -387,12 +391,42 @@ class HqService:
                 if now >= self._next_release:
                     self._next_release = now + RELEASE_EVERY_S
                     self.release_holdings()
+                if now >= self._next_publish and self.link.connected:
+                    self._next_publish = now + PUBLISH_EVERY_S
+                    self.publish_pending()
         finally:
             done.set()
             for helper in helpers:
                 helper.join(5)
             self.fetch_link.close()
             self.link.close()
+
+    def publish_pending(self) -> None:
+        """Publishes HQ's newest catalogue and rules if the broker has not taken them (an
+        edit saved while it was unreachable): on start, then every minute, one query each
+        when there is nothing to send. Every worker may do it: they are retained, and a
+        kiosk applies a version once."""
+        try:
+            desk = CatalogueDesk(self.engine, BrokerPublisher(self.config))
+            done = desk.publish_pending()
+        except ConfigError as exc:
+            if not self._said_no_key:
+                self._said_no_key = True
+                log.warning("the catalogue and rules are not published from here: %s", exc)
+            return
+        except (KioskError, SQLAlchemyError):
+            log.exception("publishing the catalogue and rules failed: trying again later")
+            return
+        for publication in done:
+            if publication.published:
+                log.info("%s v%d published", publication.kind, publication.version)
+            else:
+                log.warning(
+                    "%s v%d not published: %s",
+                    publication.kind,
+                    publication.version,
+                    publication.problem,
+                )
 
     def release_holdings(self, now: datetime | None = None) -> int:
         """Ends the holdings of members not seen at a store for ``hold_months``

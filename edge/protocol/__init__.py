@@ -3,6 +3,7 @@
 from edge.protocol.messages import (
     BACKUP_CHUNK_BYTES,
     CAMPAIGNS_SIGNING_DOMAIN,
+    CATALOGUE_SIGNING_DOMAIN,
     COMMAND_SIGNING_DOMAIN,
     DEFAULT_PREFIX,
     DEVICES,
@@ -89,6 +90,7 @@ from edge.protocol.messages import (
 __all__ = [
     "BACKUP_CHUNK_BYTES",
     "CAMPAIGNS_SIGNING_DOMAIN",
+    "CATALOGUE_SIGNING_DOMAIN",
     "COMMAND_SIGNING_DOMAIN",
     "DEFAULT_PREFIX",
     "DEVICES",

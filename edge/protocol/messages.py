@@ -169,6 +169,9 @@ class Telemetry(Message):
     last_sync_at: AwareDatetime | None = None
     replica_cursor: int = Field(0, ge=0)
     rules_version: int = Field(0, ge=0)  # HQ's rules in force (0: the device's own)
+    # HQ's gift catalogue applied here; left out of the JSON while there is none (0), so a
+    # kiosk that never had one reads as it did for an HQ of the version before the field
+    catalogue_version: int = Field(0, ge=0, exclude_if=lambda v: v == 0)
     devices: dict[Name, DeviceHealth] = Field(default_factory=dict, max_length=64)
     storage: StorageWear | None = None
     temperature_c: float | None = Field(None, ge=-60, le=200)
@@ -930,14 +933,6 @@ def picture_chunks(data: bytes) -> list[PictureChunk]:
     ]
 
 
-class Catalogue(Message):
-    """The gift catalogue (prices, kinds, limits): stock stays each store's own."""
-
-    version: int = Field(ge=1)
-    issued_at: AwareDatetime
-    gifts: list[CatalogueGift] = Field(max_length=10_000)
-
-
 class PointsPolicy(BaseModel):
     """How points are earned, held and expire: the one declaration of these fields and their
     bounds, for HQ's rules (:class:`PointsRules`) and the appliance's ``[points]`` section
@@ -1078,6 +1073,18 @@ class Rules(Signed):
 
 
 RULES_SIGNING_DOMAIN = b"mck/rules/v1"
+
+
+class Catalogue(Signed):
+    """The gift catalogue (prices, kinds, limits, pictures by SHA-256): stock stays each
+    store's own. HQ numbers its versions and signs each with its command key."""
+
+    version: int = Field(ge=1)
+    issued_at: AwareDatetime
+    gifts: list[CatalogueGift] = Field(max_length=10_000)
+
+
+CATALOGUE_SIGNING_DOMAIN = b"mck/catalogue/v1"
 
 
 class Campaigns(Signed):

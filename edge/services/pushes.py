@@ -21,6 +21,7 @@ from edge.app import AppContext
 from edge.domain.cards import CardState
 from edge.protocol import (
     CAMPAIGNS_SIGNING_DOMAIN,
+    CATALOGUE_SIGNING_DOMAIN,
     RULES_SIGNING_DOMAIN,
     STAFF_SIGNING_DOMAIN,
     BlocklistUpdate,
@@ -104,8 +105,31 @@ def apply_blocklist(app: AppContext, update: BlocklistUpdate, now: datetime) -> 
     return PushOutcome(True, cards=tuple(changed))
 
 
-def apply_catalogue(app: AppContext, catalogue: Catalogue) -> PushOutcome:
-    """Prices, kinds and limits from HQ; each store keeps its own stock (new gifts start at 0)."""
+def catalogue_signed(catalogue: Catalogue, public_key: Ed25519PublicKey | None) -> bool:
+    """Whether HQ's command key signed ``catalogue`` (False without a key to check it with)."""
+    return public_key is not None and verify_bytes(
+        public_key, CATALOGUE_SIGNING_DOMAIN, catalogue.signed_bytes(), catalogue.signature_bytes()
+    )
+
+
+def applied_catalogue_version(session: Any) -> int:
+    """The version of HQ's catalogue applied here (0: none yet), as telemetry reports it."""
+    return int(get_meta(session, CATALOGUE_VERSION) or 0)
+
+
+def apply_catalogue(
+    app: AppContext, catalogue: Catalogue, public_key: Ed25519PublicKey | None
+) -> PushOutcome:
+    """Prices, kinds and limits from HQ; each store keeps its own stock (new gifts start at 0).
+
+    A catalogue HQ's command key did not sign, or not newer than the one applied, changes
+    nothing (a log line says why).
+    """
+    if not catalogue_signed(catalogue, public_key):
+        log.warning(
+            "catalogue version %s refused: not signed by HQ's command key", catalogue.version
+        )
+        return PushOutcome(False, "bad signature")
     with transaction(app) as tx:
         current = int(get_meta(tx.session, CATALOGUE_VERSION) or 0)
         if catalogue.version <= current:

@@ -481,7 +481,8 @@ class Agent:
             if pushed.cards:
                 self._tell_lanes(list(pushed.cards))
         elif topic == t.catalogue():
-            if apply_catalogue(self.app, decode(Catalogue, msg.payload)).applied:
+            catalogue = decode(Catalogue, msg.payload)
+            if apply_catalogue(self.app, catalogue, self.commands.public_key).applied:
                 self._next_pictures = 0.0  # the pictures it names, now
         elif t.is_picture(topic):
             self.pictures.take(topic, decode(PictureChunk, msg.payload))

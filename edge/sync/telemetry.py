@@ -23,7 +23,7 @@ from edge.domain.errors import KioskError
 from edge.protocol import DeviceHealth, StorageWear, Telemetry, Throttling
 from edge.security.codes import voucher_key_text
 from edge.services.connectivity import HQ_LAST_CONTACT
-from edge.services.pushes import rules_state
+from edge.services.pushes import applied_catalogue_version, rules_state
 from edge.services.replica import STORE_FEED_CURSOR
 from edge.services.tx import get_meta
 from edge.storage.models import OutboxEvent
@@ -164,6 +164,7 @@ def collect(app: AppContext, clock_offset_s: float | None) -> Telemetry:
         }
         last_sync = _when(get_meta(session, HQ_LAST_CONTACT))
         cursor = int(get_meta(session, STORE_FEED_CURSOR) or 0)
+        catalogue_version = applied_catalogue_version(session)
         fps_raw = get_meta(session, CAMERA_FPS)
         last_scan = _when(get_meta(session, LAST_SCAN_AT))
         last_print = _when(get_meta(session, LAST_PRINT_AT))
@@ -199,6 +200,7 @@ def collect(app: AppContext, clock_offset_s: float | None) -> Telemetry:
         last_sync_at=last_sync,
         replica_cursor=cursor,
         rules_version=rules_state(app).in_force,
+        catalogue_version=catalogue_version,
         devices=devices,
         storage=storage,
         temperature_c=read_temperature(),

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from edge.domain.errors import KioskError
 from hq import personal
 from hq.ledger import take_numbers
-from hq.models import Alert, CentralMember, GiftVoucher, HqBase
+from hq.models import Alert, CentralMember, GiftStock, GiftVoucher, HqBase
 from hq.schema import HQ_SCHEMA, upgrade
 from hq.service import HqConfig, HqService, make_hq_engine
 from tests.hq.database import HQ_VAULT
@@ -235,6 +235,46 @@ def test_hq_0014_seals_the_names_and_birthdays_kept_before(database_url, tmp_pat
             assert {m.id: m.birth_month for m in members.values()} == {
                 "M1": 3, "M2": 11, "M3": None, "M4": None
             }  # fmt: skip
+        assert _differences(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_hq_0020_fills_in_each_kiosks_gift_stock_from_the_events_stored_before(database_url):
+    """The stock HQ shows per store starts from the events stored before it kept it: the
+    last figure a kiosk reported, less what it redeemed since."""
+    engine = make_hq_engine(database_url)
+    try:
+        upgrade(engine, "hq_0017")
+        at = "2026-12-01 02:00:00.000000"
+        events = [
+            ("K001", "S001", "gift.changed", {"sku": "TOWEL", "stock": 10}),
+            ("K001", "S001", "gift.redeemed", {"sku": "TOWEL", "qty": 3}),
+            ("K002", "S001", "gift.redeemed", {"sku": "TOWEL", "qty": 1}),  # no figure yet
+            ("K002", "S001", "gift.stock", {"sku": "TOWEL", "stock": 6, "delta": 6}),
+            ("K001", "S001", "gift.redeemed", {"sku": "MUG", "qty": 1}),  # never a figure
+            ("K003", "S002", "alert.low_stock", {"sku": "TOWEL", "stock": 2, "threshold": 2}),
+            ("K003", "S002", "points.accrued", {"sku": "TOWEL", "stock": 99}),  # not stock
+        ]
+        with engine.begin() as conn:
+            for seq, (device, store, kind, data) in enumerate(events, 1):
+                conn.execute(
+                    text(
+                        "INSERT INTO hq_event (hq_seq, event_id, device_id, store_id, "
+                        "device_seq, kind, at, payload, received_at) VALUES "
+                        "(:seq, :id, :device, :store, :seq, :kind, :at, :p, :at)"
+                    ),
+                    {"seq": seq, "id": f"E{seq}", "device": device, "store": store,
+                     "kind": kind, "at": at, "p": json.dumps({"data": data})},
+                )  # fmt: skip
+        upgrade(engine)
+        with Session(engine) as s:
+            rows = s.scalars(select(GiftStock).order_by(GiftStock.device_id)).all()
+        assert [(r.device_id, r.store_id, r.sku, r.stock, r.event_id) for r in rows] == [
+            ("K001", "S001", "TOWEL", 7, "E2"),
+            ("K002", "S001", "TOWEL", 6, "E4"),
+            ("K003", "S002", "TOWEL", 2, "E6"),
+        ]
         assert _differences(engine) == []
     finally:
         engine.dispose()

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from edge.domain.ids import IdFactory
 from edge.protocol import (
+    CATALOGUE_SIGNING_DOMAIN,
     Catalogue,
     CatalogueGift,
     Event,
@@ -41,6 +42,7 @@ from edge.storage.models import Gift, OutboxEvent
 from edge.storage.sync_models import SetAside
 from edge.sync.agent import Agent, link_settings
 from edge.sync.outbox import OutboxPump
+from hq.commands import load_command_key, sign_message
 from hq.ledger import CentralLedger, balances
 from hq.models import Alert, QuarantinedEvent, StoredEvent
 from hq.service import HqService
@@ -289,10 +291,14 @@ def test_a_message_that_fails_to_apply_is_set_aside_and_the_agent_goes_on(
 ):
     app = open_app(make_data_dir(tmp_path, broker, "K001", "S001", 1))
     agent = Agent(app)
-    catalogue = Catalogue(
-        version=3,
-        issued_at=NOW,
-        gifts=[CatalogueGift(sku="MUG", name="Mug", points_price=50)],
+    catalogue = sign_message(
+        load_command_key(broker.directory / "hq-command.key"),
+        CATALOGUE_SIGNING_DOMAIN,
+        Catalogue(
+            version=3,
+            issued_at=NOW,
+            gifts=[CatalogueGift(sku="MUG", name="Mug", points_price=50)],
+        ),
     )
     message = Inbound(Topics().catalogue(), catalogue.to_bytes(), qos=0, mid=0, retain=True)
 

@@ -1,6 +1,9 @@
 """Gift pictures from HQ's catalogue, through a real broker: the kiosk fetches the pictures
 its gifts name and lacks, keeps one only if it is the file the catalogue names and a real
-picture, and a gift whose picture is refused or never comes shows its first character."""
+picture, and a gift whose picture is refused or never comes shows its first character.
+HQ's versioned catalogue and rules reach the kiosk signed (an unsigned one is refused), HQ
+sees in the kiosk's telemetry which versions it applied, and a version saved while the
+broker was down goes out when HQ's service starts again."""
 
 from __future__ import annotations
 
@@ -12,14 +15,27 @@ from datetime import UTC, datetime
 
 import pytest
 from PIL import Image
+from sqlalchemy.orm import Session
 
-from edge.protocol import Catalogue, CatalogueGift, PictureRef
+from edge.protocol import Catalogue, CatalogueGift, PictureRef, Topics
 from edge.protocol.pictures import SHOWN
 from edge.services.gifts import list_gifts
 from edge.services.pictures import shown_path
+from edge.services.pushes import CATALOGUE_VERSION, RULES_VERSION
+from edge.services.tx import get_meta
 from edge.station.center import gift_tile
 from edge.sync.agent import Agent
-from hq.commands import push_catalogue
+from hq.audit import Actor
+from hq.catalogue import (
+    CATALOGUE,
+    BrokerPublisher,
+    CatalogueDesk,
+    applied_versions,
+    checked_picture,
+)
+from hq.commands import publish_once, push_catalogue
+from hq.service import HqService
+from tests.hq.test_catalogue import RULES_DOC
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
 from tests.sync.helpers import hq_config
 
@@ -116,3 +132,77 @@ def test_a_bad_push_file_is_refused_in_one_line(tmp_path, command, text, said):
     )  # fmt: skip
     assert done.returncode == 1 and said in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _meta(app, key: str) -> int:
+    with app.db.read() as s:
+        return int(get_meta(s, key) or 0)
+
+
+def _applied(engine, device_id: str) -> tuple[int, int]:
+    with Session(engine) as s:
+        for d in applied_versions(s).devices:
+            if d.device_id == device_id:
+                return d.catalogue_version, d.rules_version
+    return -1, -1
+
+
+def test_a_kiosk_applies_hqs_versions_and_hq_sees_which_it_applied(broker, tmp_path):
+    config = hq_config(broker, tmp_path)
+    hq = HqService(config)
+    app = open_app(make_data_dir(tmp_path, broker, "K001", "S001", 1))
+    agent = Agent(app)
+    runners = [Runner(hq.run), Runner(agent.run)]
+    desk = CatalogueDesk(hq.engine, BrokerPublisher(config))
+    li = Actor("ops-li", "web")
+    real = picture_file()
+    try:
+        wait_until(lambda: agent.link.connected, 15, "the agent's link")
+        first = desk.replace_catalogue(
+            li,
+            {"gifts": [{"sku": "TOWEL", "name": "纯棉毛巾", "points_price": 300}]},
+            pictures={"TOWEL": checked_picture(real)},
+        )
+        assert (first.version, first.published) == (1, True)
+        rules = desk.replace_rules(li, RULES_DOC, note="2 tiers")
+        assert (rules.version, rules.published) == (1, True)
+        wait_until(lambda: _meta(app, CATALOGUE_VERSION) == 1, 15, "catalogue v1 at the kiosk")
+        towel = hashlib.sha256(real).hexdigest()
+        wait_until(lambda: shown_path(app, towel) is not None, 30, "the towel's picture")
+        wait_until(lambda: _meta(app, RULES_VERSION) == 1, 15, "rules v1 at the kiosk")
+        # The kiosk's telemetry tells HQ which versions it has in force.
+        wait_until(lambda: _applied(hq.engine, "K001") == (1, 1), 15, "HQ to see v1 applied")
+
+        # A catalogue HQ did not sign is refused: the signed v2 after it still applies
+        # (had the forged v9 been taken, v2 would not be newer).
+        forged = Catalogue(
+            version=9,
+            issued_at=datetime.now(UTC),
+            gifts=[CatalogueGift(sku="TOWEL", name="纯棉毛巾", points_price=1)],
+        )
+        publish_once(config, Topics().catalogue(), forged, retain=True)
+        second = desk.set_gift(li, "TOWEL", {"points_price": 280}, based_on=1)
+        assert second.published
+        wait_until(lambda: _meta(app, CATALOGUE_VERSION) == 2, 15, "catalogue v2 at the kiosk")
+        assert [(g.sku, g.points_price) for g in list_gifts(app)] == [("TOWEL", 280)]
+        wait_until(lambda: _applied(hq.engine, "K001") == (2, 1), 15, "HQ to see v2 applied")
+
+        # The broker goes down: the edit is saved, not published, and says so.
+        runners.pop(0).stop()
+        broker.stop()
+        third = desk.set_gift(li, "TOWEL", {"points_price": 260, "per_member_limit": 2})
+        assert (third.version, third.published) == (3, False)
+        assert "unreachable" in third.problem
+        assert desk.history(CATALOGUE)[0].published_at is None
+        broker.start()
+        # HQ's service publishes it when it starts again; the kiosk takes it.
+        hq = HqService(config)
+        runners.insert(0, Runner(hq.run))
+        wait_until(lambda: _meta(app, CATALOGUE_VERSION) == 3, 30, "catalogue v3 at the kiosk")
+        assert desk.history(CATALOGUE)[0].published_at is not None
+        wait_until(lambda: _applied(hq.engine, "K001") == (3, 1), 15, "HQ to see v3 applied")
+        assert all(r.error is None for r in runners)
+    finally:
+        for runner in runners:
+            runner.stop()
+        app.close()

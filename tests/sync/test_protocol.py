@@ -8,12 +8,17 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.health import HealthState
 from edge.config import POINTS_DEFAULTS, PointsConfig, parse_config
 from edge.domain.errors import ConfigError
 from edge.protocol import (
+    CATALOGUE_SIGNING_DOMAIN,
+    RULES_SIGNING_DOMAIN,
     TOPIC_TABLE,
+    Catalogue,
+    CatalogueGift,
     DeviceHealth,
     EventBatch,
     LanePurchase,
@@ -21,12 +26,15 @@ from edge.protocol import (
     PointsRules,
     ProtocolError,
     Rules,
+    Telemetry,
     Topics,
     TopicSpec,
     decode,
 )
+from edge.services.pushes import catalogue_signed
 from edge.sync.telemetry import parse_throttled
 from edge.systemd import watchdog_interval_s
+from hq.commands import sign_message
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
@@ -163,3 +171,36 @@ def test_points_rules_and_the_points_section_are_one_model():
         decode(Rules, json.dumps(rules).encode())
     # ... and the file may leave any out.
     assert parse_config("[points]\npending_days = 3\n").points.checkin_points == 5
+
+
+def test_telemetrys_catalogue_version_is_left_out_until_there_is_one():
+    """A kiosk without HQ's catalogue sends telemetry as before the field (an HQ of that
+    version reads it); one that has one says which, and an old kiosk's reads as 0."""
+    sample = Telemetry(
+        device_id="K001", store_id="S001", at=datetime.now(UTC), version="1",
+        uptime_s=1, outbox_depth=0,
+    )  # fmt: skip
+    assert "catalogue_version" not in json.loads(sample.to_bytes())
+    assert decode(Telemetry, sample.to_bytes()).catalogue_version == 0
+    applied = sample.model_copy(update={"catalogue_version": 7})
+    assert json.loads(applied.to_bytes())["catalogue_version"] == 7
+    assert decode(Telemetry, applied.to_bytes()).catalogue_version == 7
+
+
+def test_a_catalogue_is_signed_over_every_other_field_in_its_own_domain():
+    key = Ed25519PrivateKey.generate()
+    catalogue = Catalogue(
+        version=2,
+        issued_at=datetime.now(UTC),
+        gifts=[CatalogueGift(sku="TOWEL", name="毛巾", points_price=300)],
+    )
+    signed = sign_message(key, CATALOGUE_SIGNING_DOMAIN, catalogue)
+    assert catalogue_signed(decode(Catalogue, signed.to_bytes()), key.public_key())
+    assert not catalogue_signed(catalogue, key.public_key())  # unsigned
+    assert not catalogue_signed(signed, None)  # no key to check it with
+    dearer = signed.model_copy(
+        update={"gifts": [CatalogueGift(sku="TOWEL", name="毛巾", points_price=1)]}
+    )
+    assert not catalogue_signed(dearer, key.public_key())
+    as_rules = sign_message(key, RULES_SIGNING_DOMAIN, catalogue)  # another domain's
+    assert not catalogue_signed(as_rules, key.public_key())
