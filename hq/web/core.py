@@ -278,30 +278,29 @@ class Console:
         t = translator(lang)
         back = came_from(request) if request.method == "POST" else request.url.path
         try:
+            # Who asks, in a transaction of its own (it may note the session's use), so the
+            # page's own work, or a desk that keeps its own transactions, never waits on it.
             with self.tx() as session:
                 now = self.clock()
                 current = accounts.current(session, request.cookies.get(SESSION_COOKIE, ""), now)
-                if current is None:
-                    if request.method == "GET":
-                        here = request.url.path + (
-                            f"?{request.url.query}" if request.url.query else ""
-                        )
-                        return RedirectResponse(f"/login?next={quote(here)}", status_code=303)
-                    return self.refused(request, 401, N_("Sign in first."))
-                if changes or request.method == "POST":
-                    sent = (form.get("csrf") if form is not None else None) or request.headers.get(
-                        "x-csrf-token", ""
+            if current is None:
+                if request.method == "GET":
+                    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                    return RedirectResponse(f"/login?next={quote(here)}", status_code=303)
+                return self.refused(request, 401, N_("Sign in first."))
+            if changes or request.method == "POST":
+                sent = (form.get("csrf") if form is not None else None) or request.headers.get(
+                    "x-csrf-token", ""
+                )
+                if not isinstance(sent, str) or not hmac.compare_digest(
+                    sent.encode(), current.csrf.encode()
+                ):
+                    return self.refused(
+                        request, 403, N_("This form has expired or did not come from the console.")
                     )
-                    if not isinstance(sent, str) or not hmac.compare_digest(
-                        sent.encode(), current.csrf.encode()
-                    ):
-                        return self.refused(
-                            request,
-                            403,
-                            N_("This form has expired or did not come from the console."),
-                        )
-                if permission is not None and not current.account.can(permission):
-                    return self.refused(request, 403, N_("Your role does not allow this."))
+            if permission is not None and not current.account.can(permission):
+                return self.refused(request, 403, N_("Your role does not allow this."))
+            with self.tx() as session:
                 page = Page(
                     self, request, session, current.account, current.csrf, lang, t, now, form
                 )
