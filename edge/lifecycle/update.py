@@ -64,9 +64,9 @@ from edge.domain.errors import ConfigError, IntegrityError, KioskError, Refusal
 from edge.files import file_sha256, fsync_directory
 from edge.lifecycle import busy
 from edge.lifecycle.backup import database_path, snapshot
-from edge.lifecycle.bundle import UpdateManifest, verify_bundle
 from edge.lifecycle.health import HealthReport, run_health_check
 from edge.protocol import COMMAND_SIGNING_DOMAIN, Command, ProtocolError, decode
+from edge.security.bundle import UpdateManifest, verify_bundle
 from edge.security.keys import load_public_key
 from edge.security.signing import verify_bytes
 from edge.storage import ledger_lock

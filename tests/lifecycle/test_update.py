@@ -17,7 +17,6 @@ from edge.app import AppContext
 from edge.config import KioskConfig
 from edge.domain.errors import IntegrityError
 from edge.lifecycle import busy
-from edge.lifecycle.bundle import build_bundle, verify_bundle
 from edge.lifecycle.update import (
     InstallRoot,
     apply_update,
@@ -26,6 +25,7 @@ from edge.lifecycle.update import (
     prune_versions,
     queue_update,
 )
+from edge.security.bundle import build_bundle, verify_bundle
 from edge.services import members, points
 from edge.services.verify import verify_ledger
 from tests.lifecycle.releases import build_release, update_key
