@@ -411,7 +411,7 @@ class HqService:
                         log.exception("the offline check failed: trying again in 5 s")
                     try:
                         self.step_rollouts()
-                    except SQLAlchemyError:
+                    except Exception:  # never a reason to stop serving the devices
                         log.exception("the rollouts' step failed: trying again in 5 s")
                 if now >= self._next_release:
                     self._next_release = now + RELEASE_EVERY_S
