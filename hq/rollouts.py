@@ -45,7 +45,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, false, func, select, text, update
 from sqlalchemy.orm import Session
 
 from edge.domain.errors import ConfigError, InvalidInput, NotFound, Refusal
@@ -324,6 +324,36 @@ def _locked(session: Session, rollout_id: int) -> Rollout:
     return rows[0]
 
 
+def _one_at_a_time(session: Session, but: int | None = None) -> None:
+    """Refuses while a rollout (other than ``but``) is running or halted. Two people starting
+    one at the same moment are taken one after the other: on PostgreSQL the table is locked
+    against another start (not against the steps' row locks) until the commit, on SQLite the
+    one writer is taken first.
+
+    Raises:
+        Refusal: ``rollout_active``.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("LOCK TABLE hq_rollout IN SHARE ROW EXCLUSIVE MODE"))
+    else:
+        session.execute(
+            update(Rollout)
+            .where(false())
+            .values(id=Rollout.id)
+            .execution_options(synchronize_session=False)
+        )
+    query = select(Rollout).where(Rollout.state.in_((RUNNING, HALTED)))
+    if but is not None:
+        query = query.where(Rollout.id != but)
+    active = session.scalar(query.order_by(Rollout.id))
+    if active is not None:
+        raise Refusal(
+            f"rollout {active.id} ({active.version}, {active.ring}) is {active.state}: "
+            "one rollout at a time; let it finish, or cancel it",
+            code="rollout_active",
+        )
+
+
 def _add_devices(
     session: Session, rollout: Rollout, devices: list[tuple[str, str]], ring: Ring, now: datetime
 ) -> None:
@@ -364,15 +394,7 @@ def start_rollout(
     policy = policy or RolloutPolicy()
     policy.check()
     kept = find_bundle(session, bundle)
-    active = session.scalar(
-        select(Rollout).where(Rollout.state.in_((RUNNING, HALTED))).order_by(Rollout.id)
-    )
-    if active is not None:
-        raise Refusal(
-            f"rollout {active.id} ({active.version}, {active.ring}) is {active.state}: "
-            "one rollout at a time; let it finish, or cancel it",
-            code="rollout_active",
-        )
+    _one_at_a_time(session)
     devices = ring_devices(session, ring)
     if not devices:
         raise Refusal(f"ring {ring} holds no kiosk HQ knows", code="empty_ring")
@@ -425,6 +447,8 @@ def widen_rollout(
         )
     if row.state == CANCELLED:
         raise Refusal(f"rollout {rollout_id} was cancelled", code="rollout_cancelled")
+    if row.state == FINISHED:
+        _one_at_a_time(session, but=rollout_id)  # it runs again
     held = set(
         session.scalars(
             select(RolloutDevice.device_id).where(RolloutDevice.rollout_id == rollout_id)
@@ -808,9 +832,9 @@ def _send_pending(
             target.reason = f"runs {device.version} already"
             report.skipped.append((rollout.id, target.device_id))
             continue
-        offline = _offline_since(device, target)
-        if offline is not None:
-            if now - offline > limit:
+        offline = _offline_since(device, target)  # never None for a kiosk HQ never heard of
+        if device is None or offline is not None:
+            if offline is not None and now - offline > limit:
                 target.state, target.done_at = SKIPPED, now
                 target.reason = f"offline since {offline:%Y-%m-%d %H:%M} UTC"
                 report.skipped.append((rollout.id, target.device_id))
@@ -828,7 +852,6 @@ def _send_pending(
                 report.unsent = f"the bundle {rollout.bundle_sha256[:12]} is no longer at HQ"
                 continue
         ttl = timedelta(seconds=rollout.timeout_s)
-        assert device is not None  # an online kiosk is in the fleet
         command = signer.command(target.device_id, rollout, size, ttl, now)
         target.state, target.transaction_id, target.sent_at = SENT, command.transaction, now
         target.from_version = device.version[:64]

@@ -589,9 +589,16 @@ def test_widening_adds_the_next_ring_and_one_rollout_runs_at_a_time(engine, tmp_
         report(engine, device_id, "1.1.0", T0 + timedelta(minutes=1))
     assert run_step(engine, T0 + timedelta(minutes=1), send).finished == [rollout]
 
-    with pytest.raises(Refusal) as busy, Session(engine) as s, s.begin():
+    with pytest.raises(Refusal) as nobody, Session(engine) as s, s.begin():
         widen_rollout(s, rollout, parse_ring("percent:5"), ALICE, T0)
-    assert busy.value.code == "empty_ring"  # a smaller ring adds nobody
+    assert nobody.value.code == "empty_ring"  # a smaller ring adds nobody
+    # another rollout started meanwhile: the finished one does not run again beside it
+    between = start(engine, other.sha256, "device:K001")
+    with pytest.raises(Refusal) as busy, Session(engine) as s, s.begin():
+        widen_rollout(s, rollout, parse_ring("percent:50"), ALICE, T0)
+    assert busy.value.code == "rollout_active"
+    with Session(engine) as s, s.begin():
+        cancel_rollout(s, between, ALICE, T0)
     with Session(engine) as s, s.begin():
         widened = widen_rollout(s, rollout, parse_ring("percent:50"), ALICE, T0)
     assert widened.state == "running" and widened.ring == "percent:50"
