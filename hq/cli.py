@@ -26,6 +26,7 @@ from hq.enrol_cli import add_enrol_commands
 from hq.import_cli import add_import_commands
 from hq.member_cli import add_member_commands
 from hq.personal import DATA_KEY_FILE
+from hq.rollout_cli import add_rollout_commands
 from hq.service import HqConfig, load_hq_config
 from hq.staff_cli import add_staff_commands
 from hq.web_cli import add_web_commands
@@ -81,6 +82,17 @@ def _tls_paths(tls_dir: Path | None, cn: str) -> dict[str, str | None]:
     envvar="HQ_BACKUPS_KEEP",
     help="Backups kept per device (default 14).",
 )
+@click.option(
+    "--bundle-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="HQ_BUNDLE_DIR",
+    help="Where uploaded update bundles are kept (default: bundles/ beside a SQLite database).",
+)
+@click.option(
+    "--bundle-base-url",
+    envvar="HQ_BUNDLE_BASE_URL",
+    help="Where the devices fetch HQ's bundles ({URL}/bundles/{sha256}.bundle).",
+)
 @click.pass_context
 def hq_group(
     ctx: click.Context,
@@ -93,11 +105,15 @@ def hq_group(
     data_key: Path | None,
     backup_dir: Path | None,
     backups_keep: int | None,
+    bundle_dir: Path | None,
+    bundle_base_url: str | None,
 ) -> None:
     """HQ's reference service: central ledger, fleet monitor, pushes and signed commands."""
     extra: dict[str, Any] = _tls_paths(tls_dir, "hq")
     if tls_dir is not None:
         extra["command_key"] = str(tls_dir / "hq-command.key")
+        if (tls_dir / "hq-update.pub").exists():
+            extra["update_key"] = str(tls_dir / "hq-update.pub")
         if data_key is None and (tls_dir / DATA_KEY_FILE).exists():
             data_key = tls_dir / DATA_KEY_FILE
     if data_key is not None:
@@ -110,6 +126,8 @@ def hq_group(
         client_id=client_id,
         backup_dir=str(backup_dir) if backup_dir is not None else None,
         backups_keep=backups_keep,
+        bundle_dir=str(bundle_dir) if bundle_dir is not None else None,
+        bundle_base_url=bundle_base_url,
         **extra,
     )
     ctx.obj = {"config": config}
@@ -559,5 +577,6 @@ def register(group: click.Group) -> None:
     add_campaign_commands(hq_group)
     add_member_commands(hq_group)
     add_catalogue_commands(hq_group)
+    add_rollout_commands(hq_group)
     group.add_command(hq_group)
     group.add_command(lane_group)

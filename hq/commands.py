@@ -38,7 +38,7 @@ from edge.protocol import (
 )
 from edge.protocol.link import Inbound, MqttLink
 from edge.security.signing import sign_bytes
-from hq.service import HqConfig, hq_link
+from hq.service import HqConfig, hq_link, publish_command
 
 
 def load_command_key(path: Path) -> Ed25519PrivateKey:
@@ -134,10 +134,42 @@ def update_command(
     Raises:
         ValueError: ``url`` is not http(s), or ``bundle`` is not an update bundle.
     """
+    _check_bundle_url(url)
+    return update_offer(
+        key,
+        device_id,
+        bundle_facts(bundle),
+        url,
+        ttl,
+        now,
+        transaction,
+        allow_downgrade_from,
+    )
+
+
+def _check_bundle_url(url: str) -> None:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"the device fetches bundles over http(s) only, not {url!r}")
-    facts = bundle_facts(bundle)
+
+
+def update_offer(
+    key: Ed25519PrivateKey,
+    device_id: str,
+    facts: BundleFacts,
+    url: str,
+    ttl: timedelta = timedelta(minutes=5),
+    now: datetime | None = None,
+    transaction: str | None = None,
+    allow_downgrade_from: str | None = None,
+) -> Command:
+    """:func:`update_command` for a bundle whose ``facts`` HQ has already (a bundle HQ keeps,
+    :mod:`hq.rollouts`): nothing is read from the file.
+
+    Raises:
+        ValueError: ``url`` is not http(s).
+    """
+    _check_bundle_url(url)
     args: dict[str, str | int | bool] = {
         "url": url,
         "sha256": facts.sha256,
@@ -177,15 +209,7 @@ def send_command(config: HqConfig, command: Command, timeout_s: float = 30.0) ->
     correlation = command.transaction.encode()
     try:
         time.sleep(0.2)  # the subscription is in place before the device can answer
-        ttl = max(1, int((command.expires_at - command.issued_at).total_seconds()))
-        link.publish(
-            topics.command(command.device_id),
-            command.to_bytes(),
-            qos=1,
-            response_topic=reply,
-            correlation=correlation,
-            expiry_s=ttl,
-        )
+        publish_command(link, topics, command)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:

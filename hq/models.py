@@ -650,3 +650,65 @@ class GiftStock(HqBase):
     stock: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     event_id: Mapped[str] = mapped_column(String(26))
+
+
+class UpdateBundle(HqBase):
+    """A signed update bundle uploaded to HQ (hq.rollouts), kept as ``<sha256>.bundle`` in
+    HQ's bundles folder, where the web console serves it to the devices."""
+
+    __tablename__ = "hq_bundle"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    file_name: Mapped[str] = mapped_column(String(256))
+    uploaded_by: Mapped[str] = mapped_column(String(64))
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Rollout(HqBase):
+    """One bundle on its way to a ring of kiosks, a few at a time (hq.rollouts).
+
+    ``state``: running, halted (by hand, or by itself when failures passed
+    ``max_failure_pct`` of at least ``min_attempts`` devices counted since ``counted_from``),
+    finished (every device has its verdict) or cancelled. ``ring`` is the widest ring asked
+    for so far."""
+
+    __tablename__ = "hq_rollout"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    bundle_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    ring: Mapped[str] = mapped_column(String(80))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    max_failure_pct: Mapped[int] = mapped_column(Integer)
+    min_attempts: Mapped[int] = mapped_column(Integer)
+    in_flight: Mapped[int] = mapped_column(Integer)
+    timeout_s: Mapped[int] = mapped_column(Integer)
+    offline_limit_s: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    counted_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    stepped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    halted_reason: Mapped[str] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RolloutDevice(HqBase):
+    """A kiosk of a rollout: pending, sent (its ``update`` command, ``transaction_id``),
+    installed, failed or skipped (``reason`` says why), with the device's answer."""
+
+    __tablename__ = "hq_rollout_device"
+    rollout_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64))
+    ring: Mapped[str] = mapped_column(String(80))  # the ring that added it
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    from_version: Mapped[str] = mapped_column(String(64))
+    transaction_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    result_status: Mapped[str | None] = mapped_column(String(16))
+    result_detail: Mapped[str | None] = mapped_column(Text)
+    result_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(Text)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +34,8 @@ from edge.domain.errors import ConfigError, KioskError
 from edge.protocol import (
     BackupChunk,
     BlocklistUpdate,
+    Command,
+    CommandResult,
     CouponAnswer,
     CouponAsk,
     DeviceStatus,
@@ -77,6 +79,9 @@ from hq.models import FleetDevice
 from hq.personal import DATA_KEY_FILE as HQ_DATA_KEY_FILE
 from hq.schema import require_current
 from hq.vouchers import check_voucher
+
+if TYPE_CHECKING:
+    from hq.rollouts import StepReport, UpdateSigner
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -140,6 +145,20 @@ class HqConfig(BaseModel):
         "", title="Where devices' backups are kept (default: backups/ beside HQ's database)"
     )
     backups_keep: int = Field(14, ge=1, le=1000, title="Backups kept per device")
+    bundle_dir: str = Field(
+        "", title="Where uploaded update bundles are kept (default: bundles/ beside HQ's database)"
+    )
+    bundle_base_url: str = Field(
+        "",
+        pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$",
+        title="Where the devices fetch HQ's bundles: {bundle_base_url}/bundles/{sha256}.bundle",
+        description="the web console serves them there; rollouts send no command without it",
+    )
+    update_key: str = Field(
+        "",
+        title="HQ's update key (hq-update.pub, or the private key) uploaded bundles must verify "
+        "with (default: hq-update.pub in --tls-dir when it is there)",
+    )
     disk_low_percent: float = Field(
         10.0, ge=0, le=100, title="Alert (disk_low) when a device's free space is under this %"
     )
@@ -196,14 +215,19 @@ class HqConfig(BaseModel):
 
     def backups_path(self) -> Path:
         """``backup_dir``, or ``backups/`` beside a SQLite database (else the working dir)."""
-        if self.backup_dir:
-            return Path(self.backup_dir)
+        return Path(self.backup_dir) if self.backup_dir else self._beside_database("backups")
+
+    def bundles_path(self) -> Path:
+        """``bundle_dir``, or ``bundles/`` beside a SQLite database (else the working dir)."""
+        return Path(self.bundle_dir) if self.bundle_dir else self._beside_database("bundles")
+
+    def _beside_database(self, name: str) -> Path:
         for prefix in ("sqlite+pysqlite:///", "sqlite:///"):
             if self.database_url.startswith(prefix):
                 database = self.database_url.removeprefix(prefix)
                 if database and not database.startswith(":memory:"):
-                    return Path(database).parent / "backups"
-        return Path("backups")
+                    return Path(database).parent / name
+        return Path(name)
 
 
 def make_hq_engine(url: str) -> Engine:
@@ -357,6 +381,7 @@ class HqService:
         self._next_release = time.monotonic() + 60.0  # not in the way of a start
         self._next_publish = 0.0  # as soon as the link is up
         self._said_no_key = False
+        self._rollout_unsent = ""
 
     def stop(self) -> None:
         self._stop.set()
@@ -388,6 +413,10 @@ class HqService:
                         self.in_transaction(self._check_offline)
                     except SQLAlchemyError:
                         log.exception("the offline check failed: trying again in 5 s")
+                    try:
+                        self.step_rollouts()
+                    except Exception:  # never a reason to stop serving the devices
+                        log.exception("the rollouts' step failed: trying again in 5 s")
                 if now >= self._next_release:
                     self._next_release = now + RELEASE_EVERY_S
                     self.release_holdings()
@@ -521,6 +550,37 @@ class HqService:
             if isinstance(item, Inbound):
                 self.handle(item, self.fetch_link)
 
+    def step_rollouts(self, now: datetime | None = None) -> StepReport:
+        """One step of the update rollouts (:func:`hq.rollouts.step`), their commands sent on
+        this worker's link; every worker runs it, the rollouts' locks keep them apart."""
+        from hq.rollouts import step  # hq.rollouts reads this module's config
+
+        signer = self._rollout_signer
+        report = self.in_transaction(
+            lambda session: step(session, now or datetime.now(UTC), self._send_command, signer)
+        )
+        if report.unsent and report.unsent != self._rollout_unsent:
+            log.warning("rollout commands not sent: %s", report.unsent)
+        self._rollout_unsent = report.unsent
+        for rollout_id in report.halted:
+            log.warning("rollout %d halted itself: too many kiosks failed", rollout_id)
+        return report
+
+    @cached_property
+    def _rollout_signer(self) -> UpdateSigner | None:
+        """What signs the rollouts' update commands; None without HQ's command key or
+        ``bundle_base_url`` (the rollouts then wait, and say so in the log)."""
+        from hq.rollouts import signer_for
+
+        try:
+            return signer_for(self.config)
+        except ConfigError:
+            return None
+
+    def _send_command(self, command: Command) -> None:
+        if not publish_command(self.link, self.topics, command):
+            raise ConnectionError("HQ's link to the broker is down")
+
     def _check_offline(self, session: Session) -> list[str]:
         threshold = timedelta(seconds=self.config.offline_alert_s)
         return check_offline(session, datetime.now(UTC), threshold)
@@ -593,6 +653,14 @@ class HqService:
             self.in_transaction(lambda session: apply_telemetry(session, sample, now, disk_low))
         elif leaf == "command/result":
             log.info("command result from %s: %s", device_id, msg.payload[:300])
+            if not msg.payload:
+                return
+            result = decode(CommandResult, msg.payload)
+            if result.device_id != device_id:
+                raise ProtocolError(f"result of {result.device_id} on {device_id}'s topic")
+            from hq.rollouts import record_result  # hq.rollouts reads this module's config
+
+            self.in_transaction(lambda session: record_result(session, result, now))
         elif leaf == "backup":
             self._backup(device_id, decode(BackupChunk, msg.payload), now)
         else:
@@ -1114,6 +1182,22 @@ class HqService:
             expires_at=now + timedelta(seconds=self.config.blocklist_ttl_s),
         )
         publish_blocklist(self.link, self.topics, update)
+
+
+def publish_command(link: MqttLink, topics: Topics, command: Command) -> bool:
+    """Publishes a signed command to its device, QoS 1, expiring with the command; the result
+    is asked for on the device's own ``command/result`` topic (a device may publish only on
+    its own topics), where HQ's workers hear it too, with the transaction as correlation
+    data. False when the link is not connected."""
+    ttl = max(1, int((command.expires_at - command.issued_at).total_seconds()))
+    return link.publish(
+        topics.command(command.device_id),
+        command.to_bytes(),
+        qos=1,
+        response_topic=topics.command_result(command.device_id),
+        correlation=command.transaction.encode(),
+        expiry_s=ttl,
+    )
 
 
 def publish_blocklist(link: MqttLink, topics: Topics, update: BlocklistUpdate) -> bool:

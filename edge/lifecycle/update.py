@@ -64,9 +64,9 @@ from edge.domain.errors import ConfigError, IntegrityError, KioskError, Refusal
 from edge.files import file_sha256, fsync_directory
 from edge.lifecycle import busy
 from edge.lifecycle.backup import database_path, snapshot
-from edge.lifecycle.bundle import UpdateManifest, verify_bundle
 from edge.lifecycle.health import HealthReport, run_health_check
 from edge.protocol import COMMAND_SIGNING_DOMAIN, Command, ProtocolError, decode
+from edge.security.bundle import UpdateManifest, verify_bundle
 from edge.security.keys import load_public_key
 from edge.security.signing import verify_bytes
 from edge.storage import ledger_lock
@@ -75,6 +75,8 @@ UPDATES_DIR = "updates"
 INBOX = "inbox"
 DOWNLOADS = "downloads"
 ALLOWANCES = "allowances"
+HISTORY = "history.jsonl"
+UPDATE_FAULT = "update"  # telemetry's fault for an update that did not install
 ROLLBACK_COMMAND = "allow_rollback"
 _MAX_ALLOWANCE = 8 * 1024
 UPDATE_KEY_FILE = Path("keys/hq-update.pub")
@@ -368,12 +370,50 @@ def _run(command: Sequence[str], timeout: float) -> str | None:
 
 
 def _record(data_dir: Path, entry: dict[str, object]) -> None:
-    log = data_dir / UPDATES_DIR / "history.jsonl"
+    log = data_dir / UPDATES_DIR / HISTORY
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+# what queue_update names a bundle the agent downloaded for HQ's command (its version checked
+# against the manifest before it was queued)
+_QUEUED_NAME = re.compile(r"^\d{8}T\d{12}Z-member-kiosk-([0-9A-Za-z][0-9A-Za-z.+_-]{0,63})\.tar$")
+_TAIL = 16 * 1024
+
+
+def update_fault(data_dir: Path) -> str | None:
+    """The fault telemetry reports while the newest attempt in ``updates/history.jsonl`` did
+    not install: ``update:rolled_back:<version>:<started>`` (installed, then put back by the
+    health check or a failed start) or ``update:refused:<version>:<started>`` (the installer
+    refused or could not install it), ``<started>`` the attempt's start (UTC,
+    ``2026-12-08T10:15:00Z``). HQ's rollouts read it (:mod:`hq.rollouts`); the next attempt
+    that installs clears it. ``None`` when the newest attempt installed, or there is none.
+    """
+    log = data_dir / UPDATES_DIR / HISTORY
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - _TAIL))
+            tail = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [line for line in tail.splitlines() if line.strip()]
+    try:
+        entry = json.loads(lines[-1]) if lines else {}
+        started = datetime.fromisoformat(str(entry.get("at"))).astimezone(UTC)
+    except (ValueError, AttributeError, TypeError):
+        return None
+    status = entry.get("status")
+    if status not in ("rolled_back", "refused"):
+        return None
+    version = entry.get("version")
+    if not isinstance(version, str) or not _VERSION_RE.match(version):
+        # a refused bundle's version, when it came from HQ, is in the name it was queued by
+        named = _QUEUED_NAME.match(str(entry.get("bundle", "")))
+        version = named[1] if named else "unknown"
+    return f"{UPDATE_FAULT}:{status}:{version}:{started:%Y-%m-%dT%H:%M:%SZ}"
 
 
 def apply_update(
@@ -475,7 +515,7 @@ def _command_key(config: KioskConfig, data_dir: Path) -> Ed25519PublicKey | None
 
 def _allowances_used(data_dir: Path) -> list[str]:
     """The rollback allowances installed with before (from ``updates/history.jsonl``)."""
-    log = data_dir / UPDATES_DIR / "history.jsonl"
+    log = data_dir / UPDATES_DIR / HISTORY
     used = []
     for line in log.read_text(encoding="utf-8").splitlines() if log.exists() else []:
         with contextlib.suppress(ValueError, AttributeError):

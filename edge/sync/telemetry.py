@@ -20,6 +20,7 @@ from drivers.health import HealthState
 from edge import __version__
 from edge.app import AppContext
 from edge.domain.errors import KioskError
+from edge.lifecycle.update import update_fault
 from edge.protocol import DeviceHealth, StorageWear, Telemetry, Throttling
 from edge.security.codes import voucher_key_text
 from edge.services.connectivity import HQ_LAST_CONTACT
@@ -178,6 +179,8 @@ def collect(app: AppContext, clock_offset_s: float | None) -> Telemetry:
         faults.append("storage:disk_full" if space == "full" else "storage:low_space")
     if storage.pre_eol is not None and storage.pre_eol >= 2:
         faults.append("storage:wearing_out")
+    if (update := update_fault(app.data_dir)) is not None:
+        faults.append(update)  # HQ's rollout of that version counts the device as failed
     fps = None
     if fps_raw:
         try:

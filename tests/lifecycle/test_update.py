@@ -17,7 +17,6 @@ from edge.app import AppContext
 from edge.config import KioskConfig
 from edge.domain.errors import IntegrityError
 from edge.lifecycle import busy
-from edge.lifecycle.bundle import build_bundle, verify_bundle
 from edge.lifecycle.update import (
     InstallRoot,
     apply_update,
@@ -25,7 +24,9 @@ from edge.lifecycle.update import (
     drain_inbox,
     prune_versions,
     queue_update,
+    update_fault,
 )
+from edge.security.bundle import build_bundle, verify_bundle
 from edge.services import members, points
 from edge.services.verify import verify_ledger
 from tests.lifecycle.releases import build_release, update_key
@@ -294,6 +295,8 @@ def test_an_update_that_fails_its_health_check_is_rolled_back(
     assert (result.status, result.version, result.previous) == ("rolled_back", "1.0.3", "1.0.1")
     assert any(p.startswith("scanner:") for p in result.problems), result.problems
     assert result.database_restored  # 1.0.3 had migrated the schema before failing
+    # the agent's telemetry says so, for HQ's rollout of 1.0.3
+    assert str(update_fault(store)).startswith("update:rolled_back:1.0.3:")
     assert kiosk_version(root) == "kiosk, version 1.0.1"
     assert not (root / "versions/1.0.3").exists()
     assert not list((store / "updates/inbox").iterdir())

@@ -30,10 +30,10 @@ from sqlalchemy import select
 
 from edge import __version__
 from edge.config import KioskConfig
-from edge.lifecycle.bundle import build_bundle
 from edge.lifecycle.update import drain_inbox
 from edge.protocol import Command, CommandResult, Telemetry, Topics, decode
 from edge.protocol.link import Inbound, MqttLink
+from edge.security.bundle import build_bundle
 from edge.security.keys import load_public_key
 from edge.services.tx import transaction
 from edge.storage.command_models import RunningCommand

@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.app import AppContext
 from edge.config import KioskConfig
-from edge.lifecycle.bundle import build_bundle
 from edge.lifecycle.update import (
     BundleOffer,
     InstallRoot,
@@ -34,6 +33,7 @@ from edge.lifecycle.update import (
     queue_update,
     receive_update,
 )
+from edge.security.bundle import build_bundle
 from edge.services import members, points
 from hq.commands import sign_command, update_command
 from tests.lifecycle.releases import build_release, update_key

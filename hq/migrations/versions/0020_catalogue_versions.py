@@ -3,7 +3,7 @@ why, and whether the broker has it yet); gift pictures kept once by SHA-256; and
 kiosk's stock of each gift as its events told HQ, filled in from the events stored before.
 
 Revision ID: hq_0020
-Revises: hq_0017
+Revises: hq_0019
 Create Date: 2026-12-08
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 from edge.storage.types import UTCDateTime
 
 revision = "hq_0020"
-down_revision = "hq_0017"
+down_revision = "hq_0019"
 branch_labels = None
 depends_on = None
 
