@@ -60,6 +60,7 @@ def web_command(
     account add`). With --tls-dir its enrolment desk signs devices' bundles."""
     import uvicorn
 
+    from hq.catalogue import BrokerPublisher
     from hq.enrol import EnrolmentDesk, desk_settings
     from hq.service import open_hq_engine
     from hq.web.app import make_app
@@ -82,6 +83,7 @@ def web_command(
         desk=desk,
         enrol_dir=enrol_dir,
         phone_lookup=_phone_lookup(config),
+        publisher=BrokerPublisher(config) if config.command_key else None,
     )
     with console.tx() as session:
         if not accounts.accounts(session):

@@ -45,6 +45,7 @@ from hq.web.core import (
     new_login_token,
 )
 from hq.web.i18n import LANGUAGES, N_, translator
+from hq.web.operations import catalogue_routes, update_routes
 
 STATIC = Path(__file__).parent / "static"
 
@@ -177,6 +178,8 @@ def routes(console: Console) -> list[BaseRoute]:
         *audit_routes(console),
         *enrol_routes(console),
         *member_routes(console),
+        *catalogue_routes(console),
+        *update_routes(console),
         *account_routes(console),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

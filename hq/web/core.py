@@ -34,6 +34,7 @@ from edge.protocol import BlocklistUpdate, Message
 from hq import accounts
 from hq.accounts import AccountRow, Permission
 from hq.audit import Actor
+from hq.catalogue import Publisher
 from hq.enrol import EnrolmentDesk
 from hq.service import HqConfig, open_hq_engine
 from hq.web.i18n import N_, Translate, pick, translator
@@ -154,6 +155,7 @@ class Console:
         enrol_dir: Path | None = None,
         phone_lookup: Callable[[str], str] | None = None,
         publish: Callable[[str, Message], None] | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self.config = config
         self.engine = engine or open_hq_engine(config.database_url)
@@ -165,6 +167,7 @@ class Console:
         self.enrol_dir = enrol_dir or config.backups_path().parent / "enrolments"
         self.phone_lookup = phone_lookup  # the chain's lookup hash, for phone searches
         self.publish = publish or self._publish_once  # (topic, message) to the broker
+        self.publisher = publisher  # signs and pushes catalogue and rules versions
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES),
             autoescape=True,
@@ -344,6 +347,8 @@ NAV = (
     NavItem("/alerts", N_("Alerts")),
     NavItem("/enrol", N_("Enrolment")),
     NavItem("/members", N_("Members")),
+    NavItem("/catalogue", N_("Catalogue")),
+    NavItem("/updates", N_("Updates")),
     NavItem("/audit", N_("Audit")),
     NavItem("/accounts", N_("Accounts"), "accounts"),
 )

@@ -101,6 +101,17 @@ DYNAMIC = (
     "say why the device is revoked",
     "this member record is erased or merged into another: adjust the one it went into",
     "a note is one line of at most 200 printable characters",
+    "running",
+    "halted",
+    "finished",
+    "cancelled",
+    "sent",
+    "installed",
+    "skipped",
+    "catalogue",
+    "rules",
+    "gift",
+    "coupon",
 )
 
 

@@ -14,7 +14,15 @@ from hq.web.app import make_app
 from hq.web.core import SESSION_COOKIE
 from tests.web.conftest import PASSWORD, Web, csrf_of, seed_fleet, sign_in
 
-PARAMS = {"alert_id": "1", "name": "ops", "device_id": "K0011", "member_id": "M-1", "card_no": "1"}
+PARAMS = {
+    "rollout_id": "1",
+    "sku": "TEA-1",
+    "alert_id": "1",
+    "name": "ops",
+    "device_id": "K0011",
+    "member_id": "M-1",
+    "card_no": "1",
+}
 
 
 def changing_requests(web: Web) -> list[str]:
