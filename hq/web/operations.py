@@ -169,7 +169,6 @@ def catalogue_routes(console: Console) -> list[BaseRoute]:
 
 
 def update_routes(console: Console) -> list[BaseRoute]:
-    config = console.config
 
     def updates_page(page: Page) -> Response:
         return page.render(
@@ -187,6 +186,7 @@ def update_routes(console: Console) -> list[BaseRoute]:
         file = _upload(page, "bundle")
         if file is None:
             raise InvalidInput("choose a bundle file to upload", code="no_file")
+        config = console.config
         if not config.update_key:
             raise InvalidInput(
                 "HQ has no update key to check bundles with (hq-update.pub in --tls-dir)",
@@ -265,7 +265,7 @@ def update_routes(console: Console) -> list[BaseRoute]:
 
         def find() -> Path | None:
             with console.tx() as session:
-                return bundle_file(session, config.bundles_path(), sha256)
+                return bundle_file(session, console.config.bundles_path(), sha256)
 
         path = await run_in_threadpool(find)
         if path is None:
