@@ -172,6 +172,7 @@ SEARCHES = {
     "/fleet": ("q", "store"),
     "/alerts": ("kind", "store"),
     "/audit": ("q", "actor"),
+    "/members": ("q",),
 }
 ATTACKS = (
     "' OR '1'='1",
