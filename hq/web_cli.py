@@ -44,6 +44,11 @@ from hq.service import HqConfig
     type=click.Path(file_okay=False, path_type=Path),
     help="Where enrolment bundles are kept (default: enrolments/ beside the backups).",
 )
+@click.option(
+    "--metrics-token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A file holding the bearer token /metrics asks for (default: /metrics is open).",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
 def web_command(
@@ -54,6 +59,7 @@ def web_command(
     device_broker_host: str | None,
     device_broker_port: int | None,
     enrol_dir: Path | None,
+    metrics_token_file: Path | None,
     log_level: str,
 ) -> None:
     """Serve HQ's web console until SIGTERM (sign in with an account made by `kiosk hq
@@ -84,6 +90,7 @@ def web_command(
         enrol_dir=enrol_dir,
         phone_lookup=_phone_lookup(config),
         publisher=BrokerPublisher(config) if config.command_key else None,
+        metrics_token=metrics_token_file.read_text().strip() if metrics_token_file else "",
     )
     with console.tx() as session:
         if not accounts.accounts(session):

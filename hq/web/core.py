@@ -156,6 +156,7 @@ class Console:
         phone_lookup: Callable[[str], str] | None = None,
         publish: Callable[[str, Message], None] | None = None,
         publisher: Publisher | None = None,
+        metrics_token: str = "",
     ) -> None:
         self.config = config
         self.engine = engine or open_hq_engine(config.database_url)
@@ -168,6 +169,7 @@ class Console:
         self.phone_lookup = phone_lookup  # the chain's lookup hash, for phone searches
         self.publish = publish or self._publish_once  # (topic, message) to the broker
         self.publisher = publisher  # signs and pushes catalogue and rules versions
+        self.metrics_token = metrics_token  # /metrics asks for it as a bearer token when set
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES),
             autoescape=True,
