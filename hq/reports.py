@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import BigInteger, ColumnElement, cast, func, select
 from sqlalchemy.orm import Session
 
 from edge.domain.errors import InvalidInput, NotFound
@@ -157,29 +157,19 @@ class PointsRow:
 
     @classmethod
     def of(
-        cls, day: date | None, store_id: str | None, tier: str | None, sums: dict[str, int]
+        cls, day: date | None, store_id: str | None, tier: str | None, sums: Sequence[int]
     ) -> PointsRow:
-        """From the rollups' sums by kind (:data:`hq.rollups.POINT_MEASURES`)."""
+        """From the rollups' sums, in the order of :data:`hq.rollups.POINT_MEASURES`."""
+        (entries, _checkins, purchase, checkin, birthday, referral, redemption, expiry, refund,
+         adjustment, voucher_return, opening, merge_in, merge_out, other) = sums  # fmt: skip
         return cls(
-            day=day,
-            store_id=store_id,
-            tier=tier,
-            issued=sums["purchase"] + sums["checkin"] + sums["birthday"] + sums["referral"],
-            purchase=sums["purchase"],
-            checkin=sums["checkin"],
-            birthday=sums["birthday"],
-            referral=sums["referral"],
-            redeemed=-sums["redemption"],
-            expired=-sums["expiry"],
-            refunded=-sums["refund"],
-            returned=sums["voucher_return"],
-            adjusted=sums["adjustment"],
-            opening=sums["opening"],
-            merged=sums["merge_in"] + sums["merge_out"],
-            other=sums["other"],
-            net=sum(sums[k] for k in (*KIND_COLUMNS, "other")),
-            entries=sums["entries"],
-        )
+            day, store_id, tier,
+            issued=purchase + checkin + birthday + referral,
+            purchase=purchase, checkin=checkin, birthday=birthday, referral=referral,
+            redeemed=-redemption, expired=-expiry, refunded=-refund, returned=voucher_return,
+            adjusted=adjustment, opening=opening, merged=merge_in + merge_out, other=other,
+            net=sum(sums[2:]), entries=entries,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -331,7 +321,13 @@ def _by(by: Sequence[str], allowed: Sequence[str], report: str) -> tuple[str, ..
 
 
 def _int(value: Any) -> int:
-    return int(value or 0)  # PostgreSQL sums bigints as numeric
+    return int(value or 0)
+
+
+def _sum(column: Any) -> Any:
+    """The sum of a column as a bigint (PostgreSQL sums bigints as numeric, which the driver
+    makes Decimals of: slower to fetch, and not ints)."""
+    return cast(func.coalesce(func.sum(column), 0), BigInteger)
 
 
 # ------------------------------------------------------------------ reports
@@ -346,21 +342,27 @@ def points_report(
     source: Any = PointsRollup if store_id is not None or STORE in by else ChainPointsRollup
     dims: list[Any] = [getattr(source, _COLUMN_OF[d]) for d in by]
     query = (
-        select(*dims, *(func.sum(getattr(source, m)) for m in POINT_MEASURES))
+        select(*dims, *(_sum(getattr(source, m)) for m in POINT_MEASURES))
         .where(source.day >= period.start, source.day <= period.end)
         .group_by(*dims)
         .order_by(*dims)
     )
     if store_id is not None:
         query = query.where(source.store_id == store_id)
-    rows: list[PointsRow] = []
-    for found in session.execute(query).tuples():
-        values = dict(zip(by, found[: len(by)], strict=True))
-        sums = {m: _int(v) for m, v in zip(POINT_MEASURES, found[len(by) :], strict=True)}
-        rows.append(PointsRow.of(values.get(DAY), values.get(STORE), values.get(TIER), sums))
+    width = len(by)
+    day_at, store_at, tier_at = (by.index(d) if d in by else None for d in (DAY, STORE, TIER))
+    rows = [
+        PointsRow.of(
+            None if day_at is None else found[day_at],
+            None if store_at is None else found[store_at],
+            None if tier_at is None else found[tier_at],
+            found[width:],
+        )
+        for found in session.connection().execute(query).tuples().all()
+    ]
     if by == (DAY,):
         have = {row.day: row for row in rows}
-        zero = dict.fromkeys(POINT_MEASURES, 0)
+        zero = [0] * len(POINT_MEASURES)
         rows = [have.get(d) or PointsRow.of(d, None, None, zero) for d in period.each_day()]
     return Report("points", period, store_id, by, _columns(PointsRow, by), rows)
 
@@ -379,7 +381,7 @@ def outstanding_report(
     """The points outstanding at the end of each day of the period: what was outstanding
     before it (one sum), plus each day's net points."""
     source: Any = PointsRollup if store_id is not None else ChainPointsRollup
-    net = func.sum(_net(source))
+    net = _sum(_net(source))
     before = select(net).where(source.day < period.start)
     daily = (
         select(source.day, net)
@@ -389,8 +391,9 @@ def outstanding_report(
     if store_id is not None:
         before = before.where(source.store_id == store_id)
         daily = daily.where(source.store_id == store_id)
-    running = _int(session.scalar(before))
-    nets = {day: _int(v) for day, v in session.execute(daily).tuples()}
+    conn = session.connection()
+    running = _int(conn.execute(before).scalar())
+    nets = {day: int(v) for day, v in conn.execute(daily).tuples()}
     rows: list[OutstandingRow] = []
     for day in period.each_day():
         running += nets.get(day, 0)
@@ -406,7 +409,7 @@ def gifts_report(
     g = GiftRollup
     dims: list[Any] = [getattr(g, _COLUMN_OF[d]) for d in by]
     query = (
-        select(*dims, g.sku, func.max(g.name), *(func.sum(getattr(g, m)) for m in GiftRow.MEASURES))
+        select(*dims, g.sku, func.max(g.name), *(_sum(getattr(g, m)) for m in GiftRow.MEASURES))
         .where(g.day >= period.start, g.day <= period.end)
         .group_by(*dims, g.sku)
         .order_by(*dims, g.sku)
@@ -414,12 +417,10 @@ def gifts_report(
     if store_id is not None:
         query = query.where(g.store_id == store_id)
     rows: list[GiftRow] = []
-    for found in session.execute(query).tuples():
+    for found in session.connection().execute(query).tuples().all():
         values = dict(zip(by, found[: len(by)], strict=True))
         sku, name, *sums = found[len(by) :]
-        rows.append(
-            GiftRow(values.get(DAY), values.get(STORE), sku, name or "", *(_int(v) for v in sums))
-        )
+        rows.append(GiftRow(values.get(DAY), values.get(STORE), sku, name or "", *sums))
     return Report("gifts", period, store_id, by, _columns(GiftRow, by, ("sku", "name")), rows)
 
 
@@ -428,17 +429,18 @@ def members_report(
 ) -> Report[MemberRow]:
     """Members who joined and departed each day, and the members at its end."""
     m = MemberRollup
-    before = select(func.sum(m.joined - m.departed)).where(m.day < period.start)
+    before = select(_sum(m.joined - m.departed)).where(m.day < period.start)
     daily = (
-        select(m.day, func.sum(m.joined), func.sum(m.departed))
+        select(m.day, _sum(m.joined), _sum(m.departed))
         .where(m.day >= period.start, m.day <= period.end)
         .group_by(m.day)
     )
     if store_id is not None:
         before = before.where(m.store_id == store_id)
         daily = daily.where(m.store_id == store_id)
-    total = _int(session.scalar(before))
-    found = {day: (_int(j), _int(d)) for day, j, d in session.execute(daily).tuples()}
+    conn = session.connection()
+    total = _int(conn.execute(before).scalar())
+    found = {day: (int(j), int(d)) for day, j, d in conn.execute(daily).tuples()}
     rows: list[MemberRow] = []
     for day in period.each_day():
         joined, departed = found.get(day, (0, 0))
@@ -456,7 +458,7 @@ def checkins_report(
     source: Any = PointsRollup if store_id is not None or STORE in by else ChainPointsRollup
     dims: list[Any] = [getattr(source, _COLUMN_OF[d]) for d in by]
     query = (
-        select(*dims, func.sum(source.checkins), func.sum(source.checkin))
+        select(*dims, _sum(source.checkins), _sum(source.checkin))
         .where(source.day >= period.start, source.day <= period.end)
         .group_by(*dims)
         .having(func.sum(source.checkins) > 0)  # a store's days of purchases alone: no row
@@ -465,10 +467,10 @@ def checkins_report(
     if store_id is not None:
         query = query.where(source.store_id == store_id)
     rows: list[CheckinRow] = []
-    for found in session.execute(query).tuples():
+    for found in session.connection().execute(query).tuples().all():
         values = dict(zip(by, found[: len(by)], strict=True))
         count, points = found[len(by) :]
-        rows.append(CheckinRow(values.get(DAY), values.get(STORE), _int(count), _int(points)))
+        rows.append(CheckinRow(values.get(DAY), values.get(STORE), count, points))
     if by == (DAY,):
         have = {row.day: row for row in rows}
         rows = [have.get(d) or CheckinRow(d, None, 0, 0) for d in period.each_day()]
