@@ -54,7 +54,8 @@ DAYS = 365
 CHUNK = 500_000
 TIERS = ("normal", "silver", "gold", "diamond")
 EARNED = ("purchase", "checkin", "birthday", "referral")
-TIER_OF = "(ARRAY[{}])[1 + {{}} % 4]".format(", ".join(f"'{t}'" for t in TIERS))
+# A member's tier, apart from their store (member % stores): members of every tier everywhere.
+TIER_OF = "(ARRAY[{}])[1 + ({{}} / 7) % 4]".format(", ".join(f"'{t}'" for t in TIERS))
 
 # Pseudo-random streams of the entry number i (multiplicative hashes), so the same
 # arguments load the same ledger.
@@ -150,6 +151,8 @@ class Case:
     """A report as the console calls it, and the same figures scanned from the ledger."""
 
     label: str
+    days: Period
+    export: bool  # a table of every store's every day: a CSV export, not a page
     report: Callable[[Session], Report[Any]]
     scan: str  # SQL over hq_entry, hq_event or hq_member
     figures: Callable[[Report[Any]], tuple[int, ...]]  # from the report's rows
@@ -177,11 +180,19 @@ def _sums(rows: list[Sequence[Any]], *columns: int) -> tuple[int, ...]:
     return tuple(sum(int(r[c] or 0) for r in rows) for c in columns)
 
 
-def cases(days: Period, store: str) -> list[Case]:
-    def points(by: tuple[str, ...], one: str | None) -> Case:
+def cases(year: Period, store: str) -> list[Case]:
+    """The reports timed: the console's pages over the year (the chain, one store, totals by
+    store or tier), two over a range that is not whole months, and two exports."""
+    # Not whole months: the stores' rollups by month for March to November, by day around.
+    ragged = make_period(year.start + timedelta(days=40), year.end - timedelta(days=11))
+
+    def points(by: tuple[str, ...], one: str | None, days: Period = year) -> Case:
         where = f"store {one}" if one else "the chain"
+        span = "" if days == year else f", {days.start:%m-%d} to {days.end:%m-%d}"
         return Case(
-            f"points by {', '.join(by) or 'total'}, {where}",
+            f"points by {', '.join(by) or 'total'}, {where}{span}",
+            days,
+            by == ("day", "store", "tier"),
             lambda s: points_report(s, days, one, by),
             _points_scan(by, one is not None),
             lambda r: (sum(x.net for x in r.rows), sum(x.issued for x in r.rows)),
@@ -191,7 +202,9 @@ def cases(days: Period, store: str) -> list[Case]:
     def outstanding(one: str | None) -> Case:
         return Case(
             f"outstanding by day, {'store ' + one if one else 'the chain'}",
-            lambda s: outstanding_report(s, days, one),
+            year,
+            False,
+            lambda s: outstanding_report(s, year, one),
             "SELECT NULL, SUM(e.points) FROM hq_entry e WHERE e.at < :start"
             + (" AND e.store_id = :store" if one else "")
             + f" UNION ALL SELECT {_day()}, SUM(e.points) FROM hq_entry e WHERE e.at >= :start "
@@ -200,17 +213,22 @@ def cases(days: Period, store: str) -> list[Case]:
             lambda rows: _sums(rows, 1),
         )
 
-    def gifts(by: tuple[str, ...]) -> Case:
+    def gifts(by: tuple[str, ...], one: str | None = None, days: Period = year) -> Case:
         columns = {"day": _day("ev.at"), "store": "ev.store_id"}
         listed = "".join(columns[d] + ", " for d in by)
+        span = "" if days == year else f", {days.start:%m-%d} to {days.end:%m-%d}"
         return Case(
-            f"gifts by sku{''.join(', ' + d for d in by)}, the chain",
-            lambda s: gifts_report(s, days, None, by),
+            f"gifts by sku{''.join(', ' + d for d in by)}, "
+            f"{'store ' + one if one else 'the chain'}{span}",
+            days,
+            False,
+            lambda s: gifts_report(s, days, one, by),
             f"SELECT {listed}CAST(ev.payload AS json) -> 'data' ->> 'sku', "
             "COUNT(DISTINCT ev.event_id), SUM(-e.points) FROM hq_entry e JOIN hq_event ev "
             "ON ev.event_id = e.event_id WHERE e.kind = 'redemption' AND ev.kind = "
             "'gift.redeemed' AND ev.at >= :start AND ev.at < :after "
-            f"GROUP BY {listed}CAST(ev.payload AS json) -> 'data' ->> 'sku'",
+            + ("AND ev.store_id = :store " if one else "")
+            + f"GROUP BY {listed}CAST(ev.payload AS json) -> 'data' ->> 'sku'",
             lambda r: (sum(x.redemptions for x in r.rows), sum(x.points for x in r.rows)),
             lambda rows: _sums(rows, len(by) + 1, len(by) + 2),
         )
@@ -218,7 +236,9 @@ def cases(days: Period, store: str) -> list[Case]:
     def members(one: str | None) -> Case:
         return Case(
             f"members by day, {'store ' + one if one else 'the chain'}",
-            lambda s: members_report(s, days, one),
+            year,
+            False,
+            lambda s: members_report(s, year, one),
             f"SELECT {_day('m.created_at')}, COUNT(*) FROM hq_member m "
             "WHERE m.tier <> 'unknown' AND m.created_at < :after"
             + (" AND m.store_id = :store" if one else "")
@@ -232,7 +252,9 @@ def cases(days: Period, store: str) -> list[Case]:
         listed = ", ".join(columns[d] for d in by)
         return Case(
             f"checkins by {', '.join(by)}, the chain",
-            lambda s: checkins_report(s, days, None, by),
+            year,
+            by == ("day", "store"),
+            lambda s: checkins_report(s, year, None, by),
             f"SELECT {listed}, COUNT(*), SUM(e.points) FROM hq_entry e WHERE e.kind = "
             f"'checkin' AND e.at >= :start AND e.at < :after GROUP BY {listed}",
             lambda r: (sum(x.checkins for x in r.rows), sum(x.points for x in r.rows)),
@@ -242,16 +264,22 @@ def cases(days: Period, store: str) -> list[Case]:
     return [
         points(("day",), None),
         points(("day", "tier"), None),
+        points(("tier",), None),
         points(("day",), store),
         points(("store",), None),
-        points(("day", "store", "tier"), None),
+        points(("store", "tier"), None),
+        points(("store",), None, ragged),
         outstanding(None),
         outstanding(store),
         gifts(("store",)),
         gifts(()),
+        gifts((), store),
+        gifts(("store",), None, ragged),
         members(None),
         members(store),
         checkins(("day",)),
+        checkins(("store",)),
+        points(("day", "store", "tier"), None),
         checkins(("day", "store")),
     ]
 
@@ -274,14 +302,25 @@ def _database(url: str | None) -> Iterator[str]:
         yield fresh
 
 
+@dataclass(frozen=True)
+class Timed:
+    """A report timed, and whether its figures equal the ledger scan's."""
+
+    label: str
+    export: bool
+    rows: int
+    rollup_ms: float
+    scan_ms: float
+    agree: bool
+
+
 def run(
     entries: int, stores: int, members: int, runs: int, url: str | None, seed: int = 1
-) -> list[tuple[str, int, float, float, bool]]:
-    """Loads, rebuilds, times; prints the figures and returns, per case, (label, rows,
-    rollups ms, scan ms, figures agree)."""
+) -> list[Timed]:
+    """Loads, rebuilds, times; prints the figures and returns them."""
     days = make_period(FIRST_DAY, FIRST_DAY + timedelta(days=DAYS - 1))  # the year, to "today"
     one_store = "S0001"
-    results: list[tuple[str, int, float, float, bool]] = []
+    results: list[Timed] = []
     with _database(url) as database:
         engine = make_hq_engine(database)
         upgrade(engine)
@@ -308,9 +347,9 @@ def run(
                 str(name): int(size)
                 for name, size in conn.execute(
                     text(
-                        "SELECT relname, pg_total_relation_size(oid) FROM pg_class WHERE relname "
-                        "IN ('hq_entry', 'hq_rollup_points', 'hq_rollup_points_chain', "
-                        "'hq_rollup_gift', 'hq_rollup_member')"
+                        "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
+                        "WHERE relkind = 'r' AND (relname = 'hq_entry' OR relname LIKE "
+                        "'hq\\_rollup\\_%')"
                     )
                 ).tuples()
             }
@@ -324,17 +363,12 @@ def run(
             f"{rebuilt.member_rows:,} member rows, {rollup_mb:,.0f} MB beside the ledger's "
             f"{sizes['hq_entry'] / 2**20:,.0f} MB"
         )
-        params = {
-            "start": days.start,
-            "after": days.end + timedelta(days=1),
-            "store": one_store,
-        }
         print(
             f"\na year's reports ({days.start} to {days.end}), server time (the queries, rows "
             f"fetched, rows made), median of {runs} runs, against scanning the ledger for the "
             f"same figures (median of {min(runs, 3)})"
         )
-        print(f"  {'report':<38} {'rows':>8} {'rollups ms':>11} {'scan ms':>10} {'ratio':>8}")
+        print(f"  {'report':<50} {'rows':>8} {'rollups ms':>11} {'scan ms':>10} {'ratio':>8}")
         with Session(engine) as session:
             conn = session.connection()
             for case in cases(days, one_store):
@@ -343,24 +377,32 @@ def run(
                     return case.report(session)
 
                 def scan(case: Case = case) -> list[Any]:
+                    params = {
+                        "start": case.days.start,
+                        "after": case.days.end + timedelta(days=1),
+                        "store": one_store,
+                    }
                     return list(conn.execute(text(case.scan), params).all())
 
                 rollup_ms, report = _median_ms(read, runs)
                 scan_ms, rows = _median_ms(scan, min(runs, 3))
                 agree = case.figures(report) == case.scanned(rows)
-                results.append((case.label, len(report.rows), rollup_ms, scan_ms, agree))
+                results.append(Timed(case.label, case.export, len(report.rows), rollup_ms,
+                                     scan_ms, agree))  # fmt: skip
+                label = case.label + (" (export)" if case.export else "")
                 print(
-                    f"  {case.label:<38} {len(report.rows):>8,} {rollup_ms:>11.1f} "
+                    f"  {label:<50} {len(report.rows):>8,} {rollup_ms:>11.1f} "
                     f"{scan_ms:>10,.0f} {scan_ms / rollup_ms:>7,.0f}x"
                     + ("" if agree else "  FIGURES DIFFER")
                 )
             today = outstanding_report(session, days).rows[-1].outstanding
         engine.dispose()
-    slowest = max(results, key=lambda r: r[2])
+    slowest = max((r for r in results if not r.export), key=lambda r: r.rollup_ms)
     print(
-        f"\nslowest report: {slowest[0]}, {slowest[2]:.1f} ms; every report's figures equal the "
-        f"ledger scan's: {'yes' if all(r[4] for r in results) else 'NO'}; points outstanding at "
-        f"the end of the year {today:,} = the members' balances {balances:,}: "
+        f"\nslowest report (not an export): {slowest.label}, {slowest.rollup_ms:.1f} ms; every "
+        f"report's figures equal the ledger scan's: "
+        f"{'yes' if all(r.agree for r in results) else 'NO'}; points outstanding at the end "
+        f"of the year {today:,} = the members' balances {balances:,}: "
         f"{'yes' if today == balances else 'NO'}"
     )
     return results

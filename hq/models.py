@@ -621,6 +621,17 @@ class PointsRollup(_PointsByKind, HqBase):
     tier: Mapped[str] = mapped_column(String(16), primary_key=True)
 
 
+class PointsMonthRollup(_PointsByKind, HqBase):
+    """:class:`PointsRollup` of a whole month (``month``, its first day): the reports by
+    store over months read a thirtieth of the rows."""
+
+    __tablename__ = "hq_rollup_points_month"
+    __table_args__ = (Index("ix_hq_rollup_points_month_store_month", "store_id", "month"),)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(16), primary_key=True)
+
+
 class ChainPointsRollup(_PointsByKind, HqBase):
     """:class:`PointsRollup` of the whole chain: one row a day and tier, for the reports
     over every store."""
@@ -630,22 +641,45 @@ class ChainPointsRollup(_PointsByKind, HqBase):
     tier: Mapped[str] = mapped_column(String(16), primary_key=True)
 
 
-class GiftRollup(HqBase):
-    """The gift redemptions (``gift.redeemed``) of one UTC day, store and gift or coupon
-    (sku): how many, the quantity, the points they took; and their vouchers that lapsed
-    (``gift.voucher_lapsed``) with the points given back."""
+class _GiftFigures:
+    """Gift redemptions (``gift.redeemed``): how many, the quantity, the points they took;
+    their vouchers that lapsed (``gift.voucher_lapsed``) and the points given back. ``name``
+    is one the gift had (the greatest)."""
 
-    __tablename__ = "hq_rollup_gift"
-    __table_args__ = (Index("ix_hq_rollup_gift_store_day", "store_id", "day"),)
-    day: Mapped[date] = mapped_column(Date, primary_key=True)
-    store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    sku: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(256), default="")
     redemptions: Mapped[int] = mapped_column(_ID, default=0)
     quantity: Mapped[int] = mapped_column(_ID, default=0)
     points: Mapped[int] = mapped_column(_ID, default=0)
     lapsed: Mapped[int] = mapped_column(_ID, default=0)
     returned: Mapped[int] = mapped_column(_ID, default=0)
+
+
+class GiftRollup(_GiftFigures, HqBase):
+    """The gift redemptions of one UTC day, store and gift or coupon (sku)."""
+
+    __tablename__ = "hq_rollup_gift"
+    __table_args__ = (Index("ix_hq_rollup_gift_store_day", "store_id", "day"),)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class GiftMonthRollup(_GiftFigures, HqBase):
+    """:class:`GiftRollup` of a whole month (``month``, its first day)."""
+
+    __tablename__ = "hq_rollup_gift_month"
+    __table_args__ = (Index("ix_hq_rollup_gift_month_store_month", "store_id", "month"),)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class ChainGiftRollup(_GiftFigures, HqBase):
+    """:class:`GiftRollup` of the whole chain: one row a day and sku."""
+
+    __tablename__ = "hq_rollup_gift_chain"
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    sku: Mapped[str] = mapped_column(String(32), primary_key=True)
 
 
 class MemberRollup(HqBase):
@@ -656,5 +690,14 @@ class MemberRollup(HqBase):
     __table_args__ = (Index("ix_hq_rollup_member_store_day", "store_id", "day"),)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    joined: Mapped[int] = mapped_column(_ID, default=0)
+    departed: Mapped[int] = mapped_column(_ID, default=0)
+
+
+class ChainMemberRollup(HqBase):
+    """:class:`MemberRollup` of the whole chain: one row a day."""
+
+    __tablename__ = "hq_rollup_member_chain"
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
     joined: Mapped[int] = mapped_column(_ID, default=0)
     departed: Mapped[int] = mapped_column(_ID, default=0)

@@ -42,16 +42,20 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 
-from sqlalchemy import BigInteger, ColumnElement, cast, func, select
+from sqlalchemy import BigInteger, ColumnElement, and_, cast, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from edge.domain.errors import InvalidInput, NotFound
 from hq.models import (
+    ChainGiftRollup,
+    ChainMemberRollup,
     ChainPointsRollup,
     EnrolledDevice,
     FleetDevice,
+    GiftMonthRollup,
     GiftRollup,
     MemberRollup,
+    PointsMonthRollup,
     PointsRollup,
 )
 from hq.rollups import KIND_COLUMNS, POINT_MEASURES
@@ -330,6 +334,66 @@ def _sum(column: Any) -> Any:
     return cast(func.coalesce(func.sum(column), 0), BigInteger)
 
 
+# ------------------------------------------------------------------ where the rows come from
+
+
+def _next_month(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def whole_months(period: Period) -> tuple[tuple[date, date] | None, list[tuple[date, date]]]:
+    """The whole months in the period (the first days of the first and the last), and the
+    days before and after them (ranges of days, both ends included)."""
+    first = period.start if period.start.day == 1 else _next_month(period.start)
+    after = period.end + timedelta(days=1)
+    beyond = after if after.day == 1 else after.replace(day=1)  # the month after the last
+    if first >= beyond:
+        return None, [(period.start, period.end)]
+    edges = []
+    if period.start < first:
+        edges.append((period.start, first - timedelta(days=1)))
+    if beyond <= period.end:
+        edges.append((beyond, period.end))
+    last = (beyond - timedelta(days=1)).replace(day=1)
+    return (first, last), edges
+
+
+def _source(
+    period: Period,
+    store_id: str | None,
+    by: tuple[str, ...],
+    tables: tuple[Any, Any, Any],
+    columns: Sequence[str],
+) -> Any:
+    """The rollup rows a report sums, as a subquery with ``columns`` (and ``day`` and
+    ``store_id`` when the report is by them): of the chain (a row a day) when the report is
+    neither by store nor of one; else of the stores, a row a day when the report is by day,
+    otherwise a row a month for the period's whole months and a row a day for the days
+    around them. ``tables``: the rollups by day, by month and of the chain."""
+    by_day, by_month, of_chain = tables
+    if store_id is None and STORE not in by:
+        return (
+            select(of_chain.day, *(getattr(of_chain, c) for c in columns))
+            .where(of_chain.day >= period.start, of_chain.day <= period.end)
+            .subquery()
+        )
+
+    def rows(model: Any, time: Any, spans: list[tuple[date, date]], day: bool) -> Any:
+        query = select(*([model.day] if day else []), model.store_id).add_columns(
+            *(getattr(model, c) for c in columns)
+        )
+        query = query.where(or_(*(and_(time >= a, time <= b) for a, b in spans)))
+        return query if store_id is None else query.where(model.store_id == store_id)
+
+    if DAY in by:
+        return rows(by_day, by_day.day, [(period.start, period.end)], True).subquery()
+    months, edges = whole_months(period)
+    parts = [rows(by_day, by_day.day, edges, False)] if edges else []
+    if months is not None:
+        parts.append(rows(by_month, by_month.month, [months], False))
+    return (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+
+
 # ------------------------------------------------------------------ reports
 
 
@@ -339,16 +403,12 @@ def points_report(
     """Points issued, redeemed, expired, ... per day, store and/or tier (``by``; none of
     them: the period's totals). By day alone, every day of the period has its row."""
     by = _by(by, (DAY, STORE, TIER), "points")
-    source: Any = PointsRollup if store_id is not None or STORE in by else ChainPointsRollup
-    dims: list[Any] = [getattr(source, _COLUMN_OF[d]) for d in by]
+    tables = (PointsRollup, PointsMonthRollup, ChainPointsRollup)
+    source = _source(period, store_id, by, tables, ("tier", *POINT_MEASURES))
+    dims: list[Any] = [source.c[_COLUMN_OF[d]] for d in by]
     query = (
-        select(*dims, *(_sum(getattr(source, m)) for m in POINT_MEASURES))
-        .where(source.day >= period.start, source.day <= period.end)
-        .group_by(*dims)
-        .order_by(*dims)
+        select(*dims, *(_sum(source.c[m]) for m in POINT_MEASURES)).group_by(*dims).order_by(*dims)
     )
-    if store_id is not None:
-        query = query.where(source.store_id == store_id)
     width = len(by)
     day_at, store_at, tier_at = (by.index(d) if d in by else None for d in (DAY, STORE, TIER))
     rows = [
@@ -406,16 +466,19 @@ def gifts_report(
 ) -> Report[GiftRow]:
     """Redemptions by gift (sku), and by store and/or day (``by``)."""
     by = _by(by, (DAY, STORE), "gifts")
-    g = GiftRollup
-    dims: list[Any] = [getattr(g, _COLUMN_OF[d]) for d in by]
+    tables = (GiftRollup, GiftMonthRollup, ChainGiftRollup)
+    source = _source(period, store_id, by, tables, ("sku", "name", *GiftRow.MEASURES))
+    dims: list[Any] = [source.c[_COLUMN_OF[d]] for d in by]
     query = (
-        select(*dims, g.sku, func.max(g.name), *(_sum(getattr(g, m)) for m in GiftRow.MEASURES))
-        .where(g.day >= period.start, g.day <= period.end)
-        .group_by(*dims, g.sku)
-        .order_by(*dims, g.sku)
+        select(
+            *dims,
+            source.c.sku,
+            func.max(source.c.name),
+            *(_sum(source.c[m]) for m in GiftRow.MEASURES),
+        )
+        .group_by(*dims, source.c.sku)
+        .order_by(*dims, source.c.sku)
     )
-    if store_id is not None:
-        query = query.where(g.store_id == store_id)
     rows: list[GiftRow] = []
     for found in session.connection().execute(query).tuples().all():
         values = dict(zip(by, found[: len(by)], strict=True))
@@ -428,7 +491,7 @@ def members_report(
     session: Session, period: Period, store_id: str | None = None
 ) -> Report[MemberRow]:
     """Members who joined and departed each day, and the members at its end."""
-    m = MemberRollup
+    m: Any = MemberRollup if store_id is not None else ChainMemberRollup
     before = select(_sum(m.joined - m.departed)).where(m.day < period.start)
     daily = (
         select(m.day, _sum(m.joined), _sum(m.departed))
@@ -455,17 +518,15 @@ def checkins_report(
     """Daily check-ins and their points, per day and/or store (``by``): a row for each with
     check-ins; by day alone, every day of the period has its row."""
     by = _by(by, (DAY, STORE), "checkins")
-    source: Any = PointsRollup if store_id is not None or STORE in by else ChainPointsRollup
-    dims: list[Any] = [getattr(source, _COLUMN_OF[d]) for d in by]
+    tables = (PointsRollup, PointsMonthRollup, ChainPointsRollup)
+    source = _source(period, store_id, by, tables, ("checkins", "checkin"))
+    dims: list[Any] = [source.c[_COLUMN_OF[d]] for d in by]
     query = (
-        select(*dims, _sum(source.checkins), _sum(source.checkin))
-        .where(source.day >= period.start, source.day <= period.end)
+        select(*dims, _sum(source.c.checkins), _sum(source.c.checkin))
         .group_by(*dims)
-        .having(func.sum(source.checkins) > 0)  # a store's days of purchases alone: no row
+        .having(func.sum(source.c.checkins) > 0)  # a store's days of purchases alone: no row
         .order_by(*dims)
     )
-    if store_id is not None:
-        query = query.where(source.store_id == store_id)
     rows: list[CheckinRow] = []
     for found in session.connection().execute(query).tuples().all():
         values = dict(zip(by, found[: len(by)], strict=True))

@@ -5,17 +5,18 @@ Every HQ code path that stores ledger entries or members (the devices' events,
 stores to a :class:`Rollup` in the process, then :meth:`Rollup.write` adds the sums to the
 rollup tables with one upsert a table (``INSERT ... ON CONFLICT DO UPDATE SET n = n +
 excluded.n``). The database adds, so two HQ workers storing at once cannot lose each other's
-increments, and the keys go in one order (sorted), so they cannot deadlock on them either.
-The devices' events write theirs last, after the chain's numbers are taken
-(:meth:`hq.ledger.CentralLedger.number`): the counter already makes the ingest's writers
-take turns there, and the busiest rows (today, every store) are held no longer than it.
+increments, and the tables and keys go in one order (:data:`ROLLUP_TABLES`, keys sorted), so
+they cannot deadlock on them either. The devices' events write theirs last, after the
+chain's numbers are taken (:meth:`hq.ledger.CentralLedger.number`): the counter already
+makes the ingest's writers take turns there, and the busiest rows (today's) are held no
+longer than it. An import or a merge writes them just before its stores' feed numbers, as
+the ingest does.
 
 What is kept (days are UTC days):
 
 - ``hq_rollup_points``: per day of the entry, store of the entry and tier of the member when
   HQ stored it (``hq_entry.tier``), the points of each kind of entry summed as booked (a
-  debit negative), the number of entries and of check-ins;
-  ``hq_rollup_points_chain`` the same for the whole chain, per day and tier.
+  debit negative), the number of entries and of check-ins.
 - ``hq_rollup_gift``: per day, store and sku of a ``gift.redeemed`` event: 1 redemption, its
   quantity and the points its ``redemption`` entries took; of a ``gift.voucher_lapsed``
   event: 1 lapsed voucher and the points its ``voucher_return`` entries gave back.
@@ -23,6 +24,11 @@ What is kept (days are UTC days):
   imported; a member HQ knows only from entries joins when their registration arrives) and
   who departed (erased on request: the day of the erasure, or of the registration if that
   came later; merged into another record: the day of the merge).
+- The same summed by month (``hq_rollup_points_month``, ``hq_rollup_gift_month``: a row a
+  month, store and tier or sku, for the reports by store over whole months) and for the whole
+  chain (``hq_rollup_points_chain`` by day and tier, ``hq_rollup_gift_chain`` by day and sku,
+  ``hq_rollup_member_chain`` by day), so that no report reads more than a few tens of
+  thousands of rows for a year.
 
 :func:`rebuild_rollups` works them all out again from the ledger, the events and the
 members (``kiosk hq reports rebuild``).
@@ -43,10 +49,14 @@ from hq.feeds import UNKNOWN_TIER
 from hq.models import (
     CentralEntry,
     CentralMember,
+    ChainGiftRollup,
+    ChainMemberRollup,
     ChainPointsRollup,
+    GiftMonthRollup,
     GiftRollup,
     MemberMerge,
     MemberRollup,
+    PointsMonthRollup,
     PointsRollup,
     StoredEvent,
 )
@@ -72,7 +82,17 @@ _KIND_INDEX = {kind: 2 + n for n, kind in enumerate(KIND_COLUMNS)}
 _OTHER = len(POINT_MEASURES) - 1
 GIFT_MEASURES = ("redemptions", "quantity", "points", "lapsed", "returned")
 MEMBER_MEASURES = ("joined", "departed")
-ROLLUP_TABLES = (PointsRollup, ChainPointsRollup, GiftRollup, MemberRollup)
+ROLLUP_TABLES = (
+    PointsRollup,
+    PointsMonthRollup,
+    ChainPointsRollup,
+    GiftRollup,
+    GiftMonthRollup,
+    ChainGiftRollup,
+    MemberRollup,
+    ChainMemberRollup,
+)
+"""Every rollup table, in the order a transaction writes them (and so locks their rows)."""
 REDEEMED = "gift.redeemed"
 LAPSED = "gift.voucher_lapsed"
 DELETED = "member.deleted"
@@ -81,6 +101,25 @@ DELETED = "member.deleted"
 def utc_day(at: datetime) -> date:
     """The UTC day of an aware time."""
     return (at.astimezone(UTC) if at.utcoffset() else at).date()
+
+
+def _regroup(
+    rows: dict[Any, list[Any]], key: Callable[[Any], Any], named: bool = False
+) -> dict[Any, list[Any]]:
+    """``rows`` summed again under coarser keys; ``named``: the first figure is a name, of
+    which the greatest is kept."""
+    out: dict[Any, list[Any]] = {}
+    first = 1 if named else 0
+    for k, row in rows.items():
+        into = out.get(key(k))
+        if into is None:
+            out[key(k)] = list(row)
+            continue
+        if named and row[0] > into[0]:
+            into[0] = row[0]
+        for n in range(first, len(row)):
+            into[n] += row[n]
+    return out
 
 
 @dataclass
@@ -145,31 +184,31 @@ class Rollup:
     def departed(self, at: datetime, store_id: str) -> None:
         self._member(at, store_id)[1] += 1
 
-    def chain(self) -> dict[tuple[date, str], list[int]]:
-        """The points of the whole chain, per day and tier."""
-        total: dict[tuple[date, str], list[int]] = {}
-        for (day, _store, tier), row in self.points.items():
-            into = total.get((day, tier))
-            if into is None:
-                total[(day, tier)] = list(row)
-            else:
-                for n, value in enumerate(row):
-                    into[n] += value
-        return total
-
     def write(self, session: Session) -> None:
-        """Adds the sums to the rollup tables: one statement a table, keys in order."""
+        """Adds the sums to the rollup tables (by day, by month, of the chain): one statement
+        a table, in the order of :data:`ROLLUP_TABLES`, keys in order."""
         if not self:
             return
         conn = session.connection()
         if self.points:
-            _add(conn, PointsRollup, ("day", "store_id", "tier"), POINT_MEASURES, self.points)
-            _add(conn, ChainPointsRollup, ("day", "tier"), POINT_MEASURES, self.chain())
+            points = POINT_MEASURES
+            _add(conn, PointsRollup, ("day", "store_id", "tier"), points, self.points)
+            by_month = _regroup(self.points, lambda k: (k[0].replace(day=1), k[1], k[2]))
+            _add(conn, PointsMonthRollup, ("month", "store_id", "tier"), points, by_month)
+            chain = _regroup(self.points, lambda k: (k[0], k[2]))
+            _add(conn, ChainPointsRollup, ("day", "tier"), points, chain)
         if self.gifts:
+            gifts = ("name", *GIFT_MEASURES)
             rows = {k: [self.gift_names.get(k, ""), *v] for k, v in self.gifts.items()}
-            _add(conn, GiftRollup, ("day", "store_id", "sku"), ("name", *GIFT_MEASURES), rows)
+            _add(conn, GiftRollup, ("day", "store_id", "sku"), gifts, rows)
+            by_month = _regroup(rows, lambda k: (k[0].replace(day=1), k[1], k[2]), named=True)
+            _add(conn, GiftMonthRollup, ("month", "store_id", "sku"), gifts, by_month)
+            chain = _regroup(rows, lambda k: (k[0], k[2]), named=True)
+            _add(conn, ChainGiftRollup, ("day", "sku"), gifts, chain)
         if self.members:
             _add(conn, MemberRollup, ("day", "store_id"), MEMBER_MEASURES, self.members)
+            chain = _regroup(self.members, lambda k: (k[0],))
+            _add(conn, ChainMemberRollup, ("day",), MEMBER_MEASURES, chain)
 
 
 _statements: dict[tuple[str, str], str] = {}
@@ -289,6 +328,34 @@ def _adding(conn: Connection, table: str, keys: Sequence[str], measures: Sequenc
     return f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
 
 
+def _derive(conn: Connection) -> None:
+    """The month and chain rollups summed from the day rollups (empty before)."""
+    if conn.dialect.name == "postgresql":
+        month = "CAST(date_trunc('month', day) AS date)"
+    else:
+        month = "date(day, 'start of month')"
+    points = ", ".join(POINT_MEASURES)
+    gifts = "name, " + ", ".join(GIFT_MEASURES)
+    for table, keys, measures, source, grouped in (
+        ("hq_rollup_points_month", "month, store_id, tier", points, "hq_rollup_points",
+         f"{month}, store_id, tier"),
+        ("hq_rollup_points_chain", "day, tier", points, "hq_rollup_points", "day, tier"),
+        ("hq_rollup_gift_month", "month, store_id, sku", gifts, "hq_rollup_gift",
+         f"{month}, store_id, sku"),
+        ("hq_rollup_gift_chain", "day, sku", gifts, "hq_rollup_gift", "day, sku"),
+        ("hq_rollup_member_chain", "day", "joined, departed", "hq_rollup_member", "day"),
+    ):  # fmt: skip
+        totals = ", ".join(
+            f"MAX({m})" if m == "name" else f"SUM({m})" for m in measures.split(", ")
+        )
+        conn.execute(
+            text(
+                f"INSERT INTO {table} ({keys}, {measures}) SELECT {grouped}, {totals} "
+                f"FROM {source} GROUP BY {grouped}"
+            )
+        )
+
+
 def outstanding_points(session: Session) -> int:
     """The points the members hold, from the chain's rollup (a row a day and tier)."""
     total = sum(getattr(ChainPointsRollup, c) for c in (*KIND_COLUMNS, "other"))
@@ -296,10 +363,12 @@ def outstanding_points(session: Session) -> int:
 
 
 def member_count(session: Session) -> int:
-    """The chain's members: all who joined, less those who departed."""
+    """The chain's members: all who joined, less those who departed (a row a day)."""
     return int(
         session.scalar(
-            select(func.coalesce(func.sum(MemberRollup.joined - MemberRollup.departed), 0))
+            select(
+                func.coalesce(func.sum(ChainMemberRollup.joined - ChainMemberRollup.departed), 0)
+            )
         )
         or 0
     )
@@ -382,13 +451,6 @@ def rebuild_rollups(
         conn.execute(gift_points_sql, bounds)
         advance(count)
         after = last
-    conn.execute(
-        text(
-            f"INSERT INTO hq_rollup_points_chain (day, tier, {', '.join(POINT_MEASURES)}) "
-            f"SELECT day, tier, {', '.join(f'SUM({m})' for m in POINT_MEASURES)} "
-            "FROM hq_rollup_points GROUP BY day, tier"
-        )
-    )
 
     quantity = _data(conn, "qty")
     if conn.dialect.name == "postgresql":
@@ -435,7 +497,9 @@ def rebuild_rollups(
         gone.departed(at, store_id)
     for member in _erased_members(session, erased):
         gone.departed(max(member.created_at, erased[member.id]), member.store_id)
-    gone.write(session)
+    if gone.members:
+        _add(conn, MemberRollup, ("day", "store_id"), MEMBER_MEASURES, gone.members)
+    _derive(conn)
 
     def rows(model: type[Any]) -> int:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)

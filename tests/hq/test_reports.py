@@ -43,6 +43,7 @@ from hq.reports import (
     period,
     points_report,
     run_report,
+    whole_months,
 )
 from hq.rollups import ROLLUP_TABLES, rebuild_rollups
 from hq.schema import HQ_SCHEMA, upgrade
@@ -156,9 +157,11 @@ def check_reports(session: Session, ledger: Ledger, tier_of: dict[str, str]) -> 
     the test's own sums."""
     first = min(e.day for e in ledger.entries)
     last = max(e.day for e in ledger.entries)
+    assert (first, last) >= (date(2026, 2, 1), date(2026, 3, 1)) and last <= date(2026, 3, 31)
     ranges = [
-        make_period(first - timedelta(days=2), last),
-        make_period(first + timedelta(days=9), last - timedelta(days=6)),
+        make_period(date(2026, 2, 1), date(2026, 3, 31)),  # whole months (of stores: by month)
+        make_period(date(2026, 2, 25), date(2026, 3, 31)),  # days, then a whole month
+        make_period(first + timedelta(days=9), last - timedelta(days=6)),  # days only
         make_period(first + timedelta(days=13), first + timedelta(days=13)),
     ]
     for days, store in itertools.product(ranges, [None, *STORES]):
@@ -317,6 +320,23 @@ def test_workers_storing_at_once_keep_the_rollups_exact(postgres_url, tmp_path):
         check_reports(s, ledger, ledger.replayed_tiers())
     for w in workers:
         w.engine.dispose()
+
+
+def test_a_period_splits_into_whole_months_and_the_days_around_them():
+    def split(a: str, b: str) -> tuple[Any, Any]:
+        return whole_months(make_period(date.fromisoformat(a), date.fromisoformat(b)))
+
+    assert split("2026-01-01", "2026-12-31") == ((date(2026, 1, 1), date(2026, 12, 1)), [])
+    assert split("2026-01-15", "2026-04-10") == (
+        (date(2026, 2, 1), date(2026, 3, 1)),
+        [(date(2026, 1, 15), date(2026, 1, 31)), (date(2026, 4, 1), date(2026, 4, 10))],
+    )
+    assert split("2026-02-01", "2026-02-28") == ((date(2026, 2, 1), date(2026, 2, 1)), [])
+    assert split("2026-02-02", "2026-03-30") == (None, [(date(2026, 2, 2), date(2026, 3, 30))])
+    assert split("2025-12-31", "2026-01-31") == (
+        (date(2026, 1, 1), date(2026, 1, 1)),
+        [(date(2025, 12, 31), date(2025, 12, 31))],
+    )
 
 
 def test_a_period_is_read_as_typed_and_bad_ones_are_refused():

@@ -1,11 +1,12 @@
 """HQ's reports: rollups of the central ledger kept as events arrive, and each entry's tier.
 
-``hq_rollup_points`` sums the entries of each UTC day, store and member tier by kind
-(``hq_rollup_points_chain`` the same for the whole chain), ``hq_rollup_gift`` the gift
-redemptions and lapsed vouchers of each day, store and sku, ``hq_rollup_member`` the members
-who joined and departed each day at each home store (see hq.rollups). ``hq_entry.tier`` is
-the member's tier when HQ stored the entry; entries stored before this revision have none,
-and count under their member's tier of the day of the upgrade.
+``hq_rollup_points`` sums the entries of each UTC day, store and member tier by kind,
+``hq_rollup_gift`` the gift redemptions and lapsed vouchers of each day, store and sku,
+``hq_rollup_member`` the members who joined and departed each day at each home store; the
+``_month`` tables the same by month, the ``_chain`` ones for the whole chain by day (see
+hq.rollups). ``hq_entry.tier`` is the member's tier when HQ stored the entry; entries stored
+before this revision have none, and count under their member's tier of the day of the
+upgrade.
 
 The rollups are filled here from what the database holds, one INSERT ... SELECT each, in the
 upgrade's transaction (``kiosk hq reports rebuild`` does the same later, with a progress bar).
@@ -16,6 +17,8 @@ Create Date: 2026-12-08
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -43,6 +46,7 @@ KINDS = (
     "merge_out",
 )
 MEASURES = ("entries", "checkins", *KINDS, "other")
+GIFTS = ("redemptions", "quantity", "points", "lapsed", "returned")
 
 
 def _measures() -> list[sa.Column[int]]:
@@ -50,17 +54,19 @@ def _measures() -> list[sa.Column[int]]:
 
 
 def _sql(postgresql: bool) -> dict[str, str]:
-    """The fragments that differ between the engines: a timestamp's day, a field of an
-    event's data, the later of two times."""
+    """The fragments that differ between the engines: a timestamp's day, a day's month (its
+    first day), a field of an event's data, the later of two times."""
     if postgresql:
         return {
             "day": "CAST({} AS date)",
+            "month": "CAST(date_trunc('month', {}) AS date)",
             "data": "(CAST({} AS json) -> 'data' ->> '{}')",
             "int": "CAST({} AS bigint)",
             "later": "GREATEST({}, {})",
         }
     return {
         "day": "date({})",
+        "month": "date({}, 'start of month')",
         "data": "json_extract({}, '$.data.{}')",
         "int": "{}",
         "later": "max({}, {})",
@@ -84,11 +90,6 @@ def _fill(postgresql: bool) -> None:
         f"SUM(CASE WHEN e.kind = 'checkin' THEN 1 ELSE 0 END), {sums}, "
         f"SUM(CASE WHEN e.kind NOT IN ({listed}) THEN e.points ELSE 0 END) "
         "FROM hq_entry e LEFT JOIN hq_member m ON m.id = e.member_id GROUP BY 1, 2, 3"
-    )
-    op.execute(
-        f"INSERT INTO hq_rollup_points_chain (day, tier, {', '.join(MEASURES)}) "
-        f"SELECT day, tier, {', '.join(f'SUM({c})' for c in MEASURES)} "
-        "FROM hq_rollup_points GROUP BY day, tier"
     )
     op.execute(
         "INSERT INTO hq_rollup_gift (day, store_id, sku, name, redemptions, quantity, points, "
@@ -129,20 +130,54 @@ def _fill(postgresql: bool) -> None:
         " WHERE m.deleted AND m.merged_into IS NULL AND m.tier <> 'unknown'"
         ") AS j GROUP BY day, store_id"
     )
+    month = sql["month"].format("day")
+    gifts = "MAX(name), " + ", ".join(f"SUM({c})" for c in GIFTS)
+    for table, keys, measures, source, grouped in (
+        ("hq_rollup_points_month", "month, store_id, tier", ", ".join(MEASURES),
+         "hq_rollup_points", f"{month}, store_id, tier"),
+        ("hq_rollup_points_chain", "day, tier", ", ".join(MEASURES),
+         "hq_rollup_points", "day, tier"),
+        ("hq_rollup_gift_month", "month, store_id, sku", "name, " + ", ".join(GIFTS),
+         "hq_rollup_gift", f"{month}, store_id, sku"),
+        ("hq_rollup_gift_chain", "day, sku", "name, " + ", ".join(GIFTS),
+         "hq_rollup_gift", "day, sku"),
+        ("hq_rollup_member_chain", "day", "joined, departed", "hq_rollup_member", "day"),
+    ):  # fmt: skip
+        totals = (
+            gifts
+            if source == "hq_rollup_gift"
+            else ", ".join(f"SUM({c})" for c in measures.split(", "))
+        )
+        op.execute(
+            f"INSERT INTO {table} ({keys}, {measures}) SELECT {grouped}, {totals} "
+            f"FROM {source} GROUP BY {grouped}"
+        )
+
+
+def _gift_figures() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("name", sa.String(length=256), nullable=False),
+        *(sa.Column(name, BIG, nullable=False) for name in GIFTS),
+    ]
+
+
+def _member_figures() -> list[sa.Column[int]]:
+    return [sa.Column(name, BIG, nullable=False) for name in ("joined", "departed")]
 
 
 def upgrade() -> None:
     with op.batch_alter_table("hq_entry", schema=None) as batch_op:
         batch_op.add_column(sa.Column("tier", sa.String(length=16), nullable=True))
-    op.create_table(
-        "hq_rollup_points",
-        sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("store_id", sa.String(length=64), nullable=False),
-        sa.Column("tier", sa.String(length=16), nullable=False),
-        *_measures(),
-        sa.PrimaryKeyConstraint("day", "store_id", "tier", name=op.f("pk_hq_rollup_points")),
-    )
-    op.create_index("ix_hq_rollup_points_store_day", "hq_rollup_points", ["store_id", "day"])
+    for table, period in (("hq_rollup_points", "day"), ("hq_rollup_points_month", "month")):
+        op.create_table(
+            table,
+            sa.Column(period, sa.Date(), nullable=False),
+            sa.Column("store_id", sa.String(length=64), nullable=False),
+            sa.Column("tier", sa.String(length=16), nullable=False),
+            *_measures(),
+            sa.PrimaryKeyConstraint(period, "store_id", "tier", name=op.f(f"pk_{table}")),
+        )
+        op.create_index(f"ix_{table}_store_{period}", table, ["store_id", period])
     op.create_table(
         "hq_rollup_points_chain",
         sa.Column("day", sa.Date(), nullable=False),
@@ -150,39 +185,51 @@ def upgrade() -> None:
         *_measures(),
         sa.PrimaryKeyConstraint("day", "tier", name=op.f("pk_hq_rollup_points_chain")),
     )
+    for table, period in (("hq_rollup_gift", "day"), ("hq_rollup_gift_month", "month")):
+        op.create_table(
+            table,
+            sa.Column(period, sa.Date(), nullable=False),
+            sa.Column("store_id", sa.String(length=64), nullable=False),
+            sa.Column("sku", sa.String(length=32), nullable=False),
+            *_gift_figures(),
+            sa.PrimaryKeyConstraint(period, "store_id", "sku", name=op.f(f"pk_{table}")),
+        )
+        op.create_index(f"ix_{table}_store_{period}", table, ["store_id", period])
     op.create_table(
-        "hq_rollup_gift",
+        "hq_rollup_gift_chain",
         sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("store_id", sa.String(length=64), nullable=False),
         sa.Column("sku", sa.String(length=32), nullable=False),
-        sa.Column("name", sa.String(length=256), nullable=False),
-        sa.Column("redemptions", BIG, nullable=False),
-        sa.Column("quantity", BIG, nullable=False),
-        sa.Column("points", BIG, nullable=False),
-        sa.Column("lapsed", BIG, nullable=False),
-        sa.Column("returned", BIG, nullable=False),
-        sa.PrimaryKeyConstraint("day", "store_id", "sku", name=op.f("pk_hq_rollup_gift")),
+        *_gift_figures(),
+        sa.PrimaryKeyConstraint("day", "sku", name=op.f("pk_hq_rollup_gift_chain")),
     )
-    op.create_index("ix_hq_rollup_gift_store_day", "hq_rollup_gift", ["store_id", "day"])
     op.create_table(
         "hq_rollup_member",
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("store_id", sa.String(length=64), nullable=False),
-        sa.Column("joined", BIG, nullable=False),
-        sa.Column("departed", BIG, nullable=False),
+        *_member_figures(),
         sa.PrimaryKeyConstraint("day", "store_id", name=op.f("pk_hq_rollup_member")),
     )
     op.create_index("ix_hq_rollup_member_store_day", "hq_rollup_member", ["store_id", "day"])
+    op.create_table(
+        "hq_rollup_member_chain",
+        sa.Column("day", sa.Date(), nullable=False),
+        *_member_figures(),
+        sa.PrimaryKeyConstraint("day", name=op.f("pk_hq_rollup_member_chain")),
+    )
     _fill(op.get_bind().dialect.name == "postgresql")
 
 
 def downgrade() -> None:
+    op.drop_table("hq_rollup_member_chain")
     op.drop_index("ix_hq_rollup_member_store_day", table_name="hq_rollup_member")
     op.drop_table("hq_rollup_member")
-    op.drop_index("ix_hq_rollup_gift_store_day", table_name="hq_rollup_gift")
-    op.drop_table("hq_rollup_gift")
+    op.drop_table("hq_rollup_gift_chain")
+    for table, period in (("hq_rollup_gift_month", "month"), ("hq_rollup_gift", "day")):
+        op.drop_index(f"ix_{table}_store_{period}", table_name=table)
+        op.drop_table(table)
     op.drop_table("hq_rollup_points_chain")
-    op.drop_index("ix_hq_rollup_points_store_day", table_name="hq_rollup_points")
-    op.drop_table("hq_rollup_points")
+    for table, period in (("hq_rollup_points_month", "month"), ("hq_rollup_points", "day")):
+        op.drop_index(f"ix_{table}_store_{period}", table_name=table)
+        op.drop_table(table)
     with op.batch_alter_table("hq_entry", schema=None) as batch_op:
         batch_op.drop_column("tier")
