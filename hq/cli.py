@@ -26,6 +26,7 @@ from hq.enrol_cli import add_enrol_commands
 from hq.import_cli import add_import_commands
 from hq.member_cli import add_member_commands
 from hq.personal import DATA_KEY_FILE
+from hq.report_cli import add_report_commands
 from hq.rollout_cli import add_rollout_commands
 from hq.service import HqConfig, load_hq_config
 from hq.staff_cli import add_staff_commands
@@ -578,5 +579,6 @@ def register(group: click.Group) -> None:
     add_member_commands(hq_group)
     add_catalogue_commands(hq_group)
     add_rollout_commands(hq_group)
+    add_report_commands(hq_group)
     group.add_command(hq_group)
     group.add_command(lane_group)

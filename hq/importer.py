@@ -42,6 +42,7 @@ from hq.models import (
     MemberImport,
 )
 from hq.personal import personal_columns
+from hq.rollups import Rollup
 
 # The field each header names: the common spellings of the chain systems' exports.
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -352,6 +353,7 @@ class MemberImporter:
                 )
             )
             members, card_rows, lots, entries = [], [], [], []
+            rollup = Rollup()  # for the reports: members joining, their opening points
             seen_cards: dict[str, int] = {}
             seen_phones: dict[str, int] = {}
             imported = points_in = expired = 0
@@ -392,8 +394,9 @@ class MemberImporter:
                          "points": lot.points, "lot_id": lot_id, "ref": report.import_id,
                          "store_id": row.home_store, "device_id": IMPORT_DEVICE, "at": at,
                          "event_id": report.import_id, "available_at": at,
-                         "expires_at": expires_at}
+                         "expires_at": expires_at, "tier": row.tier}
                     )  # fmt: skip
+                    rollup.entry(at, row.home_store, row.tier, "opening", lot.points)
                     balance += lot.points
                 members.append(
                     {"id": member_id, "store_id": row.home_store, "tier": row.tier,
@@ -408,6 +411,7 @@ class MemberImporter:
                     {"card_no": row.card_no, "member_id": member_id, "state": "active",
                      "store_id": row.home_store}
                 )  # fmt: skip
+                rollup.joined(at, row.home_store)
                 imported += 1
                 points_in += balance
             for table, new_rows in (
@@ -418,6 +422,7 @@ class MemberImporter:
             ):
                 if new_rows:
                     session.execute(insert(table), new_rows)
+            rollup.write(session)  # before the feeds' numbers, as the ingest (hq.rollups)
             # Each home store's kiosks receive their new members through the store's feed.
             homes: dict[str, list[str]] = {}
             for member in members:

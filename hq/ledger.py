@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from edge.domain.ids import IdFactory
+from edge.domain.points import EntryKind
 from edge.protocol import (
     AdjustmentData,
     EntriesData,
@@ -42,6 +43,7 @@ from edge.protocol.messages import (
     MemberDeletedData,
     MemberUpdatedData,
     TierChangedData,
+    VoucherLapsedData,
 )
 from edge.security.personal import TextVault
 from hq.bulk import among, insert_rows, stored_time
@@ -79,6 +81,7 @@ from hq.personal import (
     set_personal,
     stored_json,
 )
+from hq.rollups import Rollup
 from hq.stock import record_stock
 from hq.vouchers import CLAIMED, collect_first, record_voucher
 
@@ -472,7 +475,8 @@ class CentralLedger:
             # The members the events name, locked before anything reads who holds them.
             named = [event_members(session, data) for _, data, _ in typed]
             lock_members(session, set().union(*named))
-            self._apply(session, typed, now)
+            rollup = Rollup()
+            self._apply(session, typed, now, rollup)
             # Each batch's applied events are a run of ``typed``, as long as its rows.
             start = 0
             for result, rows in zip(results, rows_of, strict=True):
@@ -480,22 +484,29 @@ class CentralLedger:
                     mine = slice(start, start + len(rows))
                     result.unnumbered = (rows, [e for e, _, _ in typed[mine]], named[mine])
                     start += len(rows)
-            self.number(session, results, now)
+            self.number(session, results, now, rollup)
         return results
 
-    def number(self, session: Session, results: list[Ingest], now: datetime) -> None:
+    def number(
+        self, session: Session, results: list[Ingest], now: datetime, rollup: Rollup | None = None
+    ) -> None:
         """Numbers and stores the events the batches applied, last in the transaction: the
-        chain's numbers, then the stores' feeds, whose counters are then held only for these
-        inserts and the commit. Several batches stored in one transaction are numbered
-        together, in their order."""
+        chain's numbers, then the reports' rollups of what they stored (``rollup``), then the
+        stores' feeds, whose counters are then held only for these inserts and the commit.
+        Several batches stored in one transaction are numbered together, in their order."""
         waiting = [r for r in results if r.unnumbered is not None]
         rows: list[dict[str, Any]] = []
         stored: list[tuple[int, Event]] = []
         named: list[set[str]] = []
         count = sum(len(r.unnumbered[0]) for r in waiting if r.unnumbered is not None)
         if not count:
+            if rollup is not None:
+                rollup.write(session)
             return
         first = take_numbers(session, count)
+        if rollup is not None:
+            # With the counter held: the ingest's writers reach the rollups one at a time.
+            rollup.write(session)
         for result in waiting:
             assert result.unnumbered is not None
             batch_rows, events, batch_named = result.unnumbered
@@ -564,12 +575,18 @@ class CentralLedger:
     # ------------------------------------------------------------------ applying
 
     def _apply(
-        self, session: Session, typed: list[tuple[Event, Any, Ingest]], now: datetime
+        self,
+        session: Session,
+        typed: list[tuple[Event, Any, Ingest]],
+        now: datetime,
+        rollup: Rollup,
     ) -> None:
         """Applies the events, each batch's alerts and blocked cards going to its result.
 
         Registrations first (members and cards, one INSERT each), then every event's entries
         (one INSERT), balances (one UPDATE), the rest in order, the overdraft and clone checks.
+        What the reports count of them is added to ``rollup``: each entry under its member's
+        tier as it is when the entry is applied.
         """
         conn = session.connection()
         all_entry_ids = [e.id for _, d, _ in typed if isinstance(d, EntriesData) for e in d.entries]
@@ -598,7 +615,7 @@ class CentralLedger:
                 if merged_into is not None:
                     merged[member_id] = merged_into
         registrations = [(e, d) for e, d, _ in typed if isinstance(d, MemberRegisteredData)]
-        self._register(session, registrations, tiers, self.vault)
+        self._register(session, registrations, tiers, self.vault, rollup)
         issue_at_registration(session, registrations, self.ids)
         entries: list[dict[str, Any]] = []
         deltas: dict[str, int] = defaultdict(int)
@@ -611,10 +628,17 @@ class CentralLedger:
                     if member_id not in tiers:
                         self._placeholder(session, event, member_id)
                         tiers[member_id] = UNKNOWN_TIER
+                taken = returned = 0  # by its redemption and voucher return entries stored
                 for e in data.entries:
                     if e.id in existing or e.id in seen_entries:
                         continue
                     seen_entries.add(e.id)
+                    tier = tiers.get(e.member_id, UNKNOWN_TIER)
+                    rollup.entry(e.at, e.store_id, tier, e.kind, e.points)
+                    if e.kind == EntryKind.REDEMPTION:
+                        taken -= e.points
+                    elif e.kind == EntryKind.VOUCHER_RETURN:
+                        returned += e.points
                     entries.append(
                         {
                             "id": e.id,
@@ -629,6 +653,7 @@ class CentralLedger:
                             "event_id": event.event_id,
                             "available_at": e.available_at if e.points > 0 else None,
                             "expires_at": e.expires_at if e.points > 0 else None,
+                            "tier": tier,
                         }
                     )
                     deltas[e.member_id] += e.points
@@ -639,6 +664,9 @@ class CentralLedger:
                 if isinstance(data, GiftRedeemedData):
                     record_voucher(session, event, data)
                     record_coupons(session, event, data)
+                    rollup.redeemed(event.at, event.store_id, data.sku, data.name, data.qty, taken)
+                elif isinstance(data, VoucherLapsedData):
+                    rollup.lapsed(event.at, event.store_id, data.sku, returned)
             elif isinstance(data, MemberUpdatedData):
                 member = session.get(CentralMember, data.member_id)
                 if member is not None:
@@ -648,6 +676,12 @@ class CentralLedger:
             elif isinstance(data, MemberDeletedData):
                 member = session.get(CentralMember, data.member_id)
                 if member is not None:
+                    if (
+                        not member.deleted
+                        and member.merged_into is None
+                        and member.tier != UNKNOWN_TIER
+                    ):
+                        rollup.departed(max(member.created_at, event.at), member.store_id)
                     member.deleted = True
                     erase_personal(member)
                     member.updated_at = event.at
@@ -657,6 +691,7 @@ class CentralLedger:
                 member = session.get(CentralMember, data.member_id)
                 if member is not None:
                     member.tier = data.after
+                    tiers[data.member_id] = data.after  # the entries after it count so
             elif isinstance(data, CardReplacedData):
                 self._card_state(session, data.old_card_no, "replaced")
                 if session.get(CentralCard, data.new_card_no) is None:
@@ -750,9 +785,10 @@ class CentralLedger:
         registrations: list[tuple[Event, MemberRegisteredData]],
         tiers: dict[str, str],
         vault: TextVault,
+        rollup: Rollup,
     ) -> None:
         """New members and their cards, one INSERT each; a member known only from entries
-        (a placeholder) is completed."""
+        (a placeholder) is completed. Either joins the chain (``rollup``) that day."""
         if not registrations:
             return
         conn = session.connection()
@@ -786,6 +822,7 @@ class CentralLedger:
                     }
                 )
                 tiers[data.member_id] = data.tier
+                rollup.joined(event.at, event.store_id)
             elif tiers[data.member_id] == UNKNOWN_TIER:
                 # Entries came first and made a placeholder: the registration completes it.
                 member = session.get(CentralMember, data.member_id)
@@ -796,6 +833,10 @@ class CentralLedger:
                     set_personal(vault, member, data.name, data.birthday)
                     member.created_at = event.at
                     tiers[data.member_id] = data.tier
+                    rollup.joined(event.at, event.store_id)
+                    if member.deleted and member.merged_into is None:
+                        # Erased while HQ knew them only from entries: gone as they join.
+                        rollup.departed(event.at, event.store_id)
             if data.card_no not in cards:
                 cards.add(data.card_no)
                 new_cards.append(

@@ -48,6 +48,7 @@ from hq.models import (
     CentralMember,
     MemberMerge,
 )
+from hq.rollups import Rollup
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,11 @@ def merge_members(
 
     merge_id = ids.new()
     points_out, points_in = merge_points(absorbed.balance)
+    rollup = Rollup()  # for the reports: the two entries, and a member fewer
+    rollup.departed(now, absorbed.store_id)
     if points_in:
         ref = merge_ref(merge_id)
+        moves = ((absorbed, MERGE_OUT, points_out), (kept, MERGE_IN, points_in))
         insert_rows(
             session.connection(),
             CentralEntry,
@@ -175,14 +179,13 @@ def merge_members(
                 {"id": ids.new(), "member_id": m.id, "kind": kind, "points": points,
                  "lot_id": None, "ref": ref, "store_id": m.store_id,
                  "device_id": MERGE_DEVICE, "at": now, "event_id": merge_id,
-                 "available_at": None, "expires_at": None}
-                for m, kind, points in (
-                    (absorbed, MERGE_OUT, points_out),
-                    (kept, MERGE_IN, points_in),
-                )
+                 "available_at": None, "expires_at": None, "tier": m.tier}
+                for m, kind, points in moves
             ],
         )  # fmt: skip
         add_to_balances(session, {absorbed.id: points_out, kept.id: points_in}, now)
+        for m, kind, points in moves:
+            rollup.entry(now, m.store_id, m.tier, kind, points)
     cards = list(
         session.scalars(
             select(CentralCard.card_no)
@@ -245,6 +248,9 @@ def merge_members(
         )
     )
     session.flush()
+    # The rollups after every other row the merge changes, before the feeds' numbers: the
+    # order the ingest takes them in (hq.rollups).
+    rollup.write(session)
     # Every store that holds either member holds both from now on and gets both snapshots
     # (the feed's numbers last in the transaction).
     held = holders(session, [kept.id, absorbed.id])

@@ -190,6 +190,9 @@ class CentralEntry(HqBase):
     # A credit's lot dates, so a member's snapshot rebuilds the lot (NULL before hq_0004).
     available_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The member's tier when HQ stored the entry, which the reports count it under (NULL
+    # before hq_0018: the member's tier then stands for it, see hq.rollups).
+    tier: Mapped[str | None] = mapped_column(String(16))
 
 
 class CardUse(HqBase):
@@ -712,3 +715,117 @@ class RolloutDevice(HqBase):
     result_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     reason: Mapped[str] = mapped_column(Text)
+
+
+class _PointsByKind:
+    """The points booked by each kind of ledger entry, summed as booked (a debit negative),
+    and how many entries (all of them, and the check-ins): :mod:`hq.rollups` keeps them."""
+
+    entries: Mapped[int] = mapped_column(_ID, default=0)
+    checkins: Mapped[int] = mapped_column(_ID, default=0)
+    purchase: Mapped[int] = mapped_column(_ID, default=0)
+    checkin: Mapped[int] = mapped_column(_ID, default=0)
+    birthday: Mapped[int] = mapped_column(_ID, default=0)
+    referral: Mapped[int] = mapped_column(_ID, default=0)
+    redemption: Mapped[int] = mapped_column(_ID, default=0)
+    expiry: Mapped[int] = mapped_column(_ID, default=0)
+    refund: Mapped[int] = mapped_column(_ID, default=0)
+    adjustment: Mapped[int] = mapped_column(_ID, default=0)
+    voucher_return: Mapped[int] = mapped_column(_ID, default=0)
+    opening: Mapped[int] = mapped_column(_ID, default=0)
+    merge_in: Mapped[int] = mapped_column(_ID, default=0)
+    merge_out: Mapped[int] = mapped_column(_ID, default=0)
+    other: Mapped[int] = mapped_column(_ID, default=0)  # a kind not listed above
+
+
+class PointsRollup(_PointsByKind, HqBase):
+    """The ledger's entries of one UTC day, store and member tier, summed by kind; kept in
+    the transaction that stores them (hq.rollups)."""
+
+    __tablename__ = "hq_rollup_points"
+    __table_args__ = (Index("ix_hq_rollup_points_store_day", "store_id", "day"),)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(16), primary_key=True)
+
+
+class PointsMonthRollup(_PointsByKind, HqBase):
+    """:class:`PointsRollup` of a whole month (``month``, its first day): the reports by
+    store over months read a thirtieth of the rows."""
+
+    __tablename__ = "hq_rollup_points_month"
+    __table_args__ = (Index("ix_hq_rollup_points_month_store_month", "store_id", "month"),)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(16), primary_key=True)
+
+
+class ChainPointsRollup(_PointsByKind, HqBase):
+    """:class:`PointsRollup` of the whole chain: one row a day and tier, for the reports
+    over every store."""
+
+    __tablename__ = "hq_rollup_points_chain"
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    tier: Mapped[str] = mapped_column(String(16), primary_key=True)
+
+
+class _GiftFigures:
+    """Gift redemptions (``gift.redeemed``): how many, the quantity, the points they took;
+    their vouchers that lapsed (``gift.voucher_lapsed``) and the points given back. ``name``
+    is one the gift had (the greatest)."""
+
+    name: Mapped[str] = mapped_column(String(256), default="")
+    redemptions: Mapped[int] = mapped_column(_ID, default=0)
+    quantity: Mapped[int] = mapped_column(_ID, default=0)
+    points: Mapped[int] = mapped_column(_ID, default=0)
+    lapsed: Mapped[int] = mapped_column(_ID, default=0)
+    returned: Mapped[int] = mapped_column(_ID, default=0)
+
+
+class GiftRollup(_GiftFigures, HqBase):
+    """The gift redemptions of one UTC day, store and gift or coupon (sku)."""
+
+    __tablename__ = "hq_rollup_gift"
+    __table_args__ = (Index("ix_hq_rollup_gift_store_day", "store_id", "day"),)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class GiftMonthRollup(_GiftFigures, HqBase):
+    """:class:`GiftRollup` of a whole month (``month``, its first day)."""
+
+    __tablename__ = "hq_rollup_gift_month"
+    __table_args__ = (Index("ix_hq_rollup_gift_month_store_month", "store_id", "month"),)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class ChainGiftRollup(_GiftFigures, HqBase):
+    """:class:`GiftRollup` of the whole chain: one row a day and sku."""
+
+    __tablename__ = "hq_rollup_gift_chain"
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    sku: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class MemberRollup(HqBase):
+    """Members who joined the chain on one UTC day at their home store (registered, or
+    imported), and members who departed (erased on request, or merged into another)."""
+
+    __tablename__ = "hq_rollup_member"
+    __table_args__ = (Index("ix_hq_rollup_member_store_day", "store_id", "day"),)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    joined: Mapped[int] = mapped_column(_ID, default=0)
+    departed: Mapped[int] = mapped_column(_ID, default=0)
+
+
+class ChainMemberRollup(HqBase):
+    """:class:`MemberRollup` of the whole chain: one row a day."""
+
+    __tablename__ = "hq_rollup_member_chain"
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    joined: Mapped[int] = mapped_column(_ID, default=0)
+    departed: Mapped[int] = mapped_column(_ID, default=0)

@@ -2,7 +2,7 @@
 kiosk's progress in them.
 
 Revision ID: hq_0019
-Revises: hq_0017
+Revises: hq_0018
 Create Date: 2026-12-08
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from edge.storage.types import UTCDateTime
 
 revision = "hq_0019"
-down_revision = "hq_0017"
+down_revision = "hq_0018"
 branch_labels = None
 depends_on = None
 
