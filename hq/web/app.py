@@ -46,6 +46,7 @@ from hq.web.core import (
 )
 from hq.web.i18n import LANGUAGES, N_, translator
 from hq.web.operations import catalogue_routes, update_routes
+from hq.web.reports_page import report_routes
 
 STATIC = Path(__file__).parent / "static"
 
@@ -180,6 +181,7 @@ def routes(console: Console) -> list[BaseRoute]:
         *member_routes(console),
         *catalogue_routes(console),
         *update_routes(console),
+        *report_routes(console),
         *account_routes(console),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -351,6 +351,7 @@ NAV = (
     NavItem("/members", N_("Members")),
     NavItem("/catalogue", N_("Catalogue")),
     NavItem("/updates", N_("Updates")),
+    NavItem("/reports", N_("Reports")),
     NavItem("/audit", N_("Audit")),
     NavItem("/accounts", N_("Accounts"), "accounts"),
 )

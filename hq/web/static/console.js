@@ -30,7 +30,8 @@ function charts() {
         borderColor: colours[i % colours.length], backgroundColor: colours[i % colours.length],
         spanGaps: true, pointRadius: 0, borderWidth: 2 }];
     } else if (parsed.groups && key in parsed.groups) {
-      datasets = Object.entries(parsed.groups[key]).map(([name, values], j) => ({
+      const group = parsed.groups[key];
+      datasets = (Array.isArray(group) ? group : Object.entries(group)).map(([name, values], j) => ({
         label: name, data: values, borderColor: colours[j % colours.length],
         backgroundColor: colours[j % colours.length], pointRadius: 0, borderWidth: 2 }));
     } else return;
