@@ -44,7 +44,7 @@ def test_run_a_report_and_its_figures_are_the_ledgers(served: Served, browser) -
             )
         )
         outstanding = s.scalar(select(func.sum(CentralMember.balance)))
-    assert issued > 0
+    assert issued is not None and issued > 0
     context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
     page = context.new_page()
     sign_in(page, served.url, "vera")
