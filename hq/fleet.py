@@ -411,8 +411,9 @@ def device_rows(
     limit: int | None = None,
 ) -> list[DeviceRow]:
     """Devices as they last reported, optionally of one store, state or health, or whose id
-    contains ``text``; ordered by store and device, ``limit`` of them from ``offset``. With
-    ``backups``, a device HQ has no backup time for is looked up in the backups folder."""
+    contains ``text``; ordered by store and device, ``limit`` of them from ``offset``. Each
+    device's last backup is the one HQ noted when it stored it, or with ``backups`` the
+    newest found in that folder."""
     query = _filtered(select(*_ROW_COLUMNS), store_id, state, health, text)
     query = query.order_by(FleetDevice.store_id, FleetDevice.device_id).offset(offset)
     if limit is not None:
@@ -429,9 +430,11 @@ def device_rows(
             )
             for name, h in sorted(parts.items())
         )
-        last_backup = r.last_backup_at
-        if last_backup is None and backups is not None:
-            last_backup = _newest_backup(backups, r.store_id, r.device_id)
+        last_backup = (
+            _newest_backup(backups, r.store_id, r.device_id)
+            if backups is not None
+            else r.last_backup_at
+        )
         rows.append(
             DeviceRow(
                 r.device_id,

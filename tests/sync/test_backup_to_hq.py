@@ -13,6 +13,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from edge.app import AppContext
 from edge.lifecycle.backup import BACKUP_DIR, BackupInfo, create_backup, list_backups
 from edge.protocol import BackupAck, BackupChunk, BackupManifest, Topics, decode
@@ -22,6 +25,7 @@ from edge.services.verify import verify_ledger
 from edge.sync.agent import Agent
 from edge.sync.backup_transfer import manifest_message
 from hq.backups import BackupStore
+from hq.models import FleetDevice
 from hq.service import HqService
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
 from tests.sync.helpers import ROOT, client, fleet_json, hq_config, local_balances, received
@@ -90,6 +94,10 @@ def test_a_backup_reaches_hq_whole_and_restores_a_replacement(broker, tmp_path):
     devices = fleet_json(tmp_path, hq.config.database_url)["devices"]
     kiosk = next(d for d in devices if d["device_id"] == "K001")
     assert kiosk["last_backup_at"] == info.created_at.isoformat()  # ISO 8601, as kiosk --json
+    # ... and HQ noted it as it stored it, for the console's fleet page
+    with Session(hq.engine) as s:
+        noted = s.scalar(select(FleetDevice.last_backup_at).where(FleetDevice.device_id == "K001"))
+    assert noted == info.created_at
     # backups kept elsewhere: --backup-dir names the place
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(hq.config.backups_path(), elsewhere)
