@@ -7,11 +7,12 @@ text of the console translated.
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+
+from edge.po import parse_po
 
 LANGUAGES = ("zh", "en")
 DEFAULT = "zh"
@@ -160,40 +161,6 @@ def texts() -> set[str]:
     return found
 
 
-def _unquote(text: str) -> str:
-    return str(ast.literal_eval(text))
-
-
-def parse_po(text: str) -> dict[str, str]:
-    """msgid -> msgstr of a .po file (plain entries; continued lines joined)."""
-    entries: dict[str, str] = {}
-    msgid: list[str] | None = None
-    msgstr: list[str] | None = None
-    current: list[str] | None = None
-
-    def flush() -> None:
-        if msgid is not None and msgstr is not None:
-            key, value = "".join(msgid), "".join(msgstr)
-            if key and value:
-                entries[key] = value
-
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith("msgid "):
-            flush()
-            msgid, msgstr = [_unquote(line[6:])], None
-            current = msgid
-        elif line.startswith("msgstr "):
-            msgstr = [_unquote(line[7:])]
-            current = msgstr
-        elif line.startswith('"') and current is not None:
-            current.append(_unquote(line))
-        elif not line or line.startswith("#"):
-            continue
-    flush()
-    return entries
-
-
 @cache
 def chinese() -> dict[str, str]:
     return parse_po(CATALOGUE.read_text(encoding="utf-8"))
@@ -203,7 +170,7 @@ def translator(lang: str) -> Translate:
     if lang != "zh":
         return lambda text: text
     table = chinese()
-    return lambda text: table.get(text, text)
+    return lambda text: table.get(text) or text
 
 
 def pick(cookie: str | None, accept: str | None) -> str:

@@ -12,7 +12,8 @@ import re
 import sys
 from pathlib import Path
 
-from kiosk.i18n.catalog import LANGUAGES, parse_po, source
+from edge.po import parse_po
+from kiosk.i18n.catalog import LANGUAGES, source
 
 PACKAGE = Path(__file__).resolve().parent.parent
 # _("..."), N_("..."), tr("...") with a literal argument, in .kv and .py files

@@ -11,8 +11,9 @@ import pytest
 from fontTools.ttLib import TTFont
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
+from edge.po import parse_po
 from kiosk.fonts import ensure_fonts, face_offsets, find_face, screen_charset, source_digest
-from kiosk.i18n.catalog import LANGUAGES, compile_mo, load_catalog, parse_po, source
+from kiosk.i18n.catalog import LANGUAGES, compile_mo, load_catalog, source
 from kiosk.i18n.extract import msgids
 from kiosk.viewmodels.register import SURNAMES, TITLES
 
