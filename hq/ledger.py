@@ -491,7 +491,7 @@ class CentralLedger:
         self, session: Session, results: list[Ingest], now: datetime, rollup: Rollup | None = None
     ) -> None:
         """Numbers and stores the events the batches applied, last in the transaction: the
-        chain's numbers, then the reports' rollups of what they stored (``rollup``), then the
+        reports' rollups of what they stored (``rollup``), the chain's numbers, then the
         stores' feeds, whose counters are then held only for these inserts and the commit.
         Several batches stored in one transaction are numbered together, in their order."""
         waiting = [r for r in results if r.unnumbered is not None]
@@ -499,14 +499,13 @@ class CentralLedger:
         stored: list[tuple[int, Event]] = []
         named: list[set[str]] = []
         count = sum(len(r.unnumbered[0]) for r in waiting if r.unnumbered is not None)
+        if rollup is not None:
+            # Just before the counter: the chain's rows, which every writer of the day takes
+            # in turn, are held no longer than the counter is.
+            rollup.write(session)
         if not count:
-            if rollup is not None:
-                rollup.write(session)
             return
         first = take_numbers(session, count)
-        if rollup is not None:
-            # With the counter held: the ingest's writers reach the rollups one at a time.
-            rollup.write(session)
         for result in waiting:
             assert result.unnumbered is not None
             batch_rows, events, batch_named = result.unnumbered

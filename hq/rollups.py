@@ -6,11 +6,11 @@ stores to a :class:`Rollup` in the process, then :meth:`Rollup.write` adds the s
 rollup tables with one upsert a table (``INSERT ... ON CONFLICT DO UPDATE SET n = n +
 excluded.n``). The database adds, so two HQ workers storing at once cannot lose each other's
 increments, and the tables and keys go in one order (:data:`ROLLUP_TABLES`, keys sorted), so
-they cannot deadlock on them either. The devices' events write theirs last, after the
-chain's numbers are taken (:meth:`hq.ledger.CentralLedger.number`): the counter already
-makes the ingest's writers take turns there, and the busiest rows (today's) are held no
-longer than it. An import or a merge writes them just before its stores' feed numbers, as
-the ingest does.
+they cannot deadlock on them either. The devices' events write theirs last, just before the
+chain's numbers are taken (:meth:`hq.ledger.CentralLedger.number`), the chain's rows last of
+all: every writer of the day takes those in turn, as it takes the counter, so they are held
+no longer than the counter is. An import or a merge writes them just before its stores'
+feed numbers, in the same order.
 
 What is kept (days are UTC days):
 
@@ -85,11 +85,11 @@ MEMBER_MEASURES = ("joined", "departed")
 ROLLUP_TABLES = (
     PointsRollup,
     PointsMonthRollup,
-    ChainPointsRollup,
     GiftRollup,
     GiftMonthRollup,
-    ChainGiftRollup,
     MemberRollup,
+    ChainPointsRollup,
+    ChainGiftRollup,
     ChainMemberRollup,
 )
 """Every rollup table, in the order a transaction writes them (and so locks their rows)."""
@@ -185,28 +185,32 @@ class Rollup:
         self._member(at, store_id)[1] += 1
 
     def write(self, session: Session) -> None:
-        """Adds the sums to the rollup tables (by day, by month, of the chain): one statement
-        a table, in the order of :data:`ROLLUP_TABLES`, keys in order."""
+        """Adds the sums to the rollup tables, one statement a table, in the order of
+        :data:`ROLLUP_TABLES` (keys in order): the stores' (by day, by month) first, the
+        chain's last, as close to the commit as the caller puts this, since every writer of
+        the day takes the chain's rows in turn."""
         if not self:
             return
         conn = session.connection()
+        points, gifts = POINT_MEASURES, ("name", *GIFT_MEASURES)
+        named = {k: [self.gift_names.get(k, ""), *v] for k, v in self.gifts.items()}
         if self.points:
-            points = POINT_MEASURES
             _add(conn, PointsRollup, ("day", "store_id", "tier"), points, self.points)
             by_month = _regroup(self.points, lambda k: (k[0].replace(day=1), k[1], k[2]))
             _add(conn, PointsMonthRollup, ("month", "store_id", "tier"), points, by_month)
-            chain = _regroup(self.points, lambda k: (k[0], k[2]))
-            _add(conn, ChainPointsRollup, ("day", "tier"), points, chain)
-        if self.gifts:
-            gifts = ("name", *GIFT_MEASURES)
-            rows = {k: [self.gift_names.get(k, ""), *v] for k, v in self.gifts.items()}
-            _add(conn, GiftRollup, ("day", "store_id", "sku"), gifts, rows)
-            by_month = _regroup(rows, lambda k: (k[0].replace(day=1), k[1], k[2]), named=True)
+        if named:
+            _add(conn, GiftRollup, ("day", "store_id", "sku"), gifts, named)
+            by_month = _regroup(named, lambda k: (k[0].replace(day=1), k[1], k[2]), named=True)
             _add(conn, GiftMonthRollup, ("month", "store_id", "sku"), gifts, by_month)
-            chain = _regroup(rows, lambda k: (k[0], k[2]), named=True)
-            _add(conn, ChainGiftRollup, ("day", "sku"), gifts, chain)
         if self.members:
             _add(conn, MemberRollup, ("day", "store_id"), MEMBER_MEASURES, self.members)
+        if self.points:
+            chain = _regroup(self.points, lambda k: (k[0], k[2]))
+            _add(conn, ChainPointsRollup, ("day", "tier"), points, chain)
+        if named:
+            chain = _regroup(named, lambda k: (k[0], k[2]), named=True)
+            _add(conn, ChainGiftRollup, ("day", "sku"), gifts, chain)
+        if self.members:
             chain = _regroup(self.members, lambda k: (k[0],))
             _add(conn, ChainMemberRollup, ("day",), MEMBER_MEASURES, chain)
 
