@@ -85,6 +85,25 @@ def test_revoke_and_refusals_from_the_desk(web: Web) -> None:
     assert done.status_code == 200 and 'id="bundle-qr"' in done.text
     viewer = web.client("vera")
     assert "Move" not in viewer.get("/enrol").text and "迁移" not in viewer.get("/enrol").text
+    # the device moves to another store: a new slip from it, a new bundle on screen
+    moved_slip = start_pairing(web.tmp / "kiosk-data", serial="10000000cafe0002")
+    moved = client.post(
+        "/devices/K001/move", data={"csrf": token, "qr_text": moved_slip.qr_text, "store": "S002"}
+    )
+    assert moved.status_code == 200 and 'id="bundle-qr"' in moved.text
+    with web.session() as s:
+        device = s.get(EnrolledDevice, "K001")
+        assert device is not None and device.store_id == "S002"
+    # a broken device replaced by a spare, which takes its id
+    spare = start_pairing(web.tmp / "spare-data", serial="10000000cafe0003")
+    replaced = client.post(
+        "/devices/K001/replace",
+        data={"csrf": token, "qr_text": spare.qr_text, "reason": "screen broken"},
+    )
+    assert replaced.status_code == 200 and 'id="bundle-qr"' in replaced.text
+    with web.session() as s:
+        device = s.get(EnrolledDevice, "K001")
+        assert device is not None and device.serial == "10000000cafe0003"
     no_reason = client.post("/devices/K001/revoke", data={"csrf": token, "reason": " "})
     assert no_reason.status_code == 303
     with web.session() as s:
@@ -93,5 +112,10 @@ def test_revoke_and_refusals_from_the_desk(web: Web) -> None:
     with web.session() as s:
         assert s.get(EnrolledDevice, "K001").state == "revoked"
         actions = s.scalars(select(AuditRecord.action).order_by(AuditRecord.id)).all()
-    assert [a for a in actions if a.startswith("device.")] == ["device.enrol", "device.revoke"]
+    assert [a for a in actions if a.startswith("device.")] == [
+        "device.enrol",
+        "device.move",
+        "device.replace",
+        "device.revoke",
+    ]
     assert (Path(web.console.desk.settings.crl_path)).exists()
