@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -132,9 +133,12 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got, digest)
 
 
-# A hash of a random password, checked when the account does not exist, so that a wrong name
-# costs the same time as a wrong password.
-_DECOY = hash_password(secrets.token_urlsafe(24))
+@functools.cache
+def _decoy() -> str:
+    """A hash of a random password, checked when the account does not exist, so that a wrong
+    name costs the same time as a wrong password (made on first use: every ``kiosk`` command
+    imports this module)."""
+    return hash_password(secrets.token_urlsafe(24))
 
 
 @dataclass(frozen=True)
@@ -272,7 +276,7 @@ def authenticate(
     try:
         a = _get(session, name, lock=True)
     except NotFound:
-        verify_password(password, _DECOY)
+        verify_password(password, _decoy())
         raise SignInRefused("wrong account name or password", code="bad_credentials") from None
     if a.locked_until is not None and a.locked_until > now:
         raise SignInRefused(
