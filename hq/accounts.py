@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from edge.domain.errors import InvalidInput, NotFound, Refusal
@@ -321,6 +321,7 @@ def sign_in(
 ) -> SignedIn:
     """Check the password and open a new session (always a new token)."""
     row = authenticate(session, name, password, now, address)
+    purge_sessions(session, now)  # sessions left to expire are cleared as others begin
     token = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
     session.add(
@@ -378,14 +379,3 @@ def purge_sessions(session: Session, now: datetime) -> int:
         )
     )
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-def count_admins(session: Session) -> int:
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(WebAccount)
-            .where(WebAccount.role == Role.ADMIN.value, WebAccount.active.is_(True))
-        )
-        or 0
-    )

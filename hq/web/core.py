@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -359,9 +359,3 @@ NAV = (
 
 def new_login_token() -> str:
     return secrets.token_urlsafe(24)
-
-
-def form_values(form: FormData | None) -> Mapping[str, str]:
-    if form is None:
-        return {}
-    return {k: v for k, v in form.items() if isinstance(v, str)}
