@@ -119,6 +119,10 @@ class CentralMember(HqBase):
     birthday_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     birth_month: Mapped[int | None] = mapped_column(SmallInteger)
     consent_version: Mapped[str | None] = mapped_column(String(32))
+    # Consent to messages (reminders), apart from the membership terms: the version of the
+    # message terms agreed to; None: never given, or withdrawn (message_consent_at says when).
+    message_consent_version: Mapped[str | None] = mapped_column(String(32))
+    message_consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Merged at HQ into this member (hq.merges): its cards, lots and coupons are theirs now.
     merged_into: Mapped[str | None] = mapped_column(String(26), index=True)
 
@@ -829,3 +833,30 @@ class ChainMemberRollup(HqBase):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     joined: Mapped[int] = mapped_column(_ID, default=0)
     departed: Mapped[int] = mapped_column(_ID, default=0)
+
+
+class HqMessage(HqBase):
+    """A message to a member (a sign-in code, a reminder) and how its sending ended.
+
+    ``phone_enc`` (HQ's data key) is kept only until the message is sent or given up;
+    ``phone_masked`` stays for the record. ``dedupe_key`` makes a reminder once per what it
+    reminds of. ``status``: queued, sent, failed (given up after its tries), cancelled.
+    """
+
+    __tablename__ = "hq_message"
+    __table_args__ = (Index("ix_hq_message_status_due", "status", "due_at"),)
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    member_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    phone_masked: Mapped[str] = mapped_column(String(16))
+    phone_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    body: Mapped[str] = mapped_column(Text)
+    dedupe_key: Mapped[str | None] = mapped_column(String(96), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(12))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sender: Mapped[str] = mapped_column(String(32))
+    provider_ref: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(String(256))
