@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from edge.domain.errors import ConfigError
 from edge.domain.ids import IdFactory
 from edge.security.personal import mask_phone
 from hq.models import HqMessage
@@ -43,6 +44,7 @@ __all__ = [
     "Sender",
     "attempt",
     "enqueue",
+    "sender_from_spec",
 ]
 
 QUEUED, SENT, FAILED, CANCELLED = "queued", "sent", "failed", "cancelled"
@@ -186,3 +188,17 @@ def attempt(
     message.status, message.sent_at, message.phone_enc = SENT, now, None
     message.provider_ref, message.sender = ref[:64], sender.name
     return True
+
+
+def sender_from_spec(spec: str) -> Sender:
+    """The sender a setting names: ``file:PATH`` (development: :class:`FileSender`).
+
+    Raises:
+        ConfigError: ``sender_invalid`` for a setting naming no known sender.
+    """
+    kind, _, rest = spec.partition(":")
+    if kind == "file" and rest:
+        return FileSender(Path(rest))
+    raise ConfigError(
+        f"unknown message sender {spec!r} (expected file:PATH)", code="sender_invalid"
+    )

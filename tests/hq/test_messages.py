@@ -101,3 +101,41 @@ def test_a_reminder_is_queued_once_per_dedupe_key(engine):
             dedupe_key="expiry:M1:2027-01-31",
         )
         assert again is None
+
+
+def test_consent_to_messages_is_given_and_withdrawn_with_an_audit_record(engine):
+    from hq.audit import Actor, entries
+    from hq.contact import may_message, set_message_consent
+    from hq.models import CentralMember
+
+    with Session(engine) as session, session.begin():
+        member = CentralMember(
+            id="M1", store_id="S001", tier="basic", created_at=NOW, updated_at=NOW
+        )
+        session.add(member)
+        assert not may_message(member)
+        member.phone_enc = VAULT.encrypt("13812345678")
+        actor = Actor("member", "member")
+        assert set_message_consent(session, member, "2026-12", now=NOW, actor=actor)
+        assert may_message(member)
+        assert not set_message_consent(session, member, "2026-12", now=NOW, actor=actor)
+        assert set_message_consent(session, member, None, now=NOW, actor=actor)
+        assert not may_message(member) and member.message_consent_at == NOW
+    with Session(engine) as session:
+        rows, total = entries(session, text="M1")
+        assert total == 2  # newest first
+        assert [row.after for row in rows] == [
+            {"message_consent": None},
+            {"message_consent": "2026-12"},
+        ]
+
+
+def test_a_sender_setting_naming_no_known_sender_is_refused(tmp_path: Path):
+    import pytest
+
+    from edge.domain.errors import ConfigError
+    from hq.messages import sender_from_spec
+
+    assert isinstance(sender_from_spec(f"file:{tmp_path}/out.jsonl"), FileSender)
+    with pytest.raises(ConfigError, match="unknown message sender"):
+        sender_from_spec("pigeon:loft")
