@@ -168,7 +168,7 @@ def _row(m: Any) -> dict[str, object]:
         "sender": m.sender,
         "provider_ref": m.provider_ref,
         "last_error": m.last_error,
-        "text": m.body,
+        "text": "(a sign-in code: not shown)" if m.kind == "otp" else m.body,
     }
 
 
