@@ -16,7 +16,8 @@ writer at a time). For a reminder it checks again, at the moment of sending:
   oldest of them leaves the window, and is checked again then (so it may be dropped).
 
 A sign-in code (kind ``otp``) is exempt from consent, quiet hours and the cap: the member
-asked for it.
+asked for it. One still undelivered ``otp_max_age_s`` after it was made (the gateway was
+down) is dropped: a late code only confuses.
 """
 
 from __future__ import annotations
@@ -100,6 +101,13 @@ class MessageSettings(BaseModel):
     )
     coupon_days: int = Field(
         7, ge=1, le=90, title="Remind of coupons issued in the last this many days"
+    )
+    otp_max_age_s: int = Field(
+        600,
+        ge=60,
+        le=86400,
+        title="A sign-in code not delivered this long after it was made is dropped",
+        description="a late code only confuses: the member asks for a new one",
     )
     tries: int = Field(5, ge=1, le=20, title="Tries per message before it is recorded failed")
     first_wait_s: float = Field(60.0, gt=0, title="Wait after the first failed try (doubles)")
@@ -474,6 +482,12 @@ def _deliver_one(
     now: datetime,
     report: DeliveryReport,
 ) -> None:
+    if message.kind == OTP and now - _utc(message.created_at) > timedelta(
+        seconds=settings.otp_max_age_s
+    ):
+        _cancel(message, "dropped: the sign-in code is too old")
+        report.cancelled += 1
+        return
     if message.kind != OTP:
         member = session.get(CentralMember, message.member_id) if message.member_id else None
         if member is None or not may_message(member):

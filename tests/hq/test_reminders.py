@@ -397,3 +397,20 @@ def test_two_workers_send_each_message_once(engine: Engine):
     assert sorted(sender.texts) == sorted(f"code {n}" for n in range(30))
     assert sum(r.sent for r in reports) == 30
     assert all(m.status == SENT for m in _messages(engine))
+
+
+def test_a_sign_in_code_the_gateway_could_not_take_in_time_is_dropped(engine: Engine):
+    def build(s: Session) -> None:
+        enqueue(
+            s, VAULT, kind=OTP, member_id=None, phone=PHONE, text="验证码 123456",
+            sender="file", now=NOW,
+        )  # fmt: skip
+
+    _setup(engine, build)
+    sender = FailsFor("验证码")
+    assert _deliver(engine, sender, NOW).retrying == 1
+    report = _deliver(engine, sender, NOW + timedelta(seconds=601))
+    assert (report.cancelled, sender.calls) == (1, 1)
+    [message] = _messages(engine)
+    assert message.status == CANCELLED and message.phone_enc is None
+    assert message.last_error == "dropped: the sign-in code is too old"
