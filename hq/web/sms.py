@@ -91,9 +91,11 @@ def sms_routes(console: Console) -> list[BaseRoute]:
             return _error(401, "a valid bearer token is needed")
         if console.phone_lookup is None:
             return _error(503, "replies are not taken: the chain's phone lookup key is missing")
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            return _error(400, f"the body is larger than {MAX_BODY} bytes")
+        raw = b""
+        async for chunk in request.stream():  # never more than MAX_BODY kept in memory
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                return _error(400, f"the body is larger than {MAX_BODY} bytes")
         try:
             phone, reply = _payload(raw)
         except InvalidInput as exc:

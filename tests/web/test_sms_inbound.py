@@ -86,6 +86,7 @@ def test_a_reply_without_the_gateway_token_is_refused(gateway_web: Web, token: s
         (b'["TD"]', "the body is not a JSON object"),
         (b'{"from": "13812345678"}', '"from" and "text" must both be strings'),
         (b'{"from": "12345", "text": "TD"}', "This is not a mobile phone number"),
+        (b'{"from": "13812345678", "text": "' + b"x" * 5000 + b'"}', "the body is larger"),
     ],
 )
 def test_a_bad_payload_gets_a_one_line_400(gateway_web: Web, raw: bytes, error: str):
