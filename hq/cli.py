@@ -25,6 +25,7 @@ from hq.console import config_of
 from hq.enrol_cli import add_enrol_commands
 from hq.import_cli import add_import_commands
 from hq.member_cli import add_member_commands
+from hq.messages_cli import add_messages_commands
 from hq.personal import DATA_KEY_FILE
 from hq.report_cli import add_report_commands
 from hq.rollout_cli import add_rollout_commands
@@ -582,5 +583,6 @@ for _add in (
     add_catalogue_commands,
     add_rollout_commands,
     add_report_commands,
+    add_messages_commands,
 ):
     _add(hq_group)

@@ -58,7 +58,7 @@ from edge.protocol import (
 )
 from edge.protocol.link import Inbound, LinkSettings, MqttLink, TlsFiles
 from edge.security.keys import create_secret_file, load_secret
-from edge.security.personal import TextVault
+from edge.security.personal import PhoneVault, TextVault
 from hq.backups import BackupStore
 from hq.catalogue import BrokerPublisher, CatalogueDesk
 from hq.coupons import answer as answer_coupon
@@ -77,6 +77,7 @@ from hq.ledger import (
 )
 from hq.models import FleetDevice
 from hq.personal import DATA_KEY_FILE as HQ_DATA_KEY_FILE
+from hq.reminders import MessageSettings
 from hq.schema import require_current
 from hq.vouchers import check_voucher
 
@@ -179,6 +180,9 @@ class HqConfig(BaseModel):
         description="seals the members' phone numbers, names and birthdays HQ keeps; required "
         "on PostgreSQL (default on SQLite: hq-data.key beside the database, made on first use)",
     )
+    messages: MessageSettings = Field(
+        default_factory=MessageSettings, title="Messages to members ([messages])"
+    )
 
     def personal_vault(self) -> TextVault:
         """What seals and opens the members' personal data HQ keeps (its data key).
@@ -192,21 +196,39 @@ class HqConfig(BaseModel):
             ConfigError: ``key_missing`` on PostgreSQL without ``data_key_file``, or the key
                 file's own errors (unreadable, loose permissions, malformed).
         """
+        return TextVault(self.data_key())
+
+    def data_key(self) -> bytes:
+        """HQ's data key itself (see :meth:`personal_vault`): a message's number is sealed
+        with it too (:meth:`message_vault`).
+
+        Raises:
+            ConfigError: as :meth:`personal_vault`.
+        """
         if self.data_key_file:
-            return TextVault(load_secret(Path(self.data_key_file)))
+            return load_secret(Path(self.data_key_file))
         for prefix in ("sqlite+pysqlite:///", "sqlite:///", "sqlite://"):
             if self.database_url.startswith(prefix):
                 database = self.database_url.removeprefix(prefix)
                 if not database or database.startswith(":memory:"):
-                    return TextVault(os.urandom(32))
+                    return os.urandom(32)
                 path = Path(database).parent / HQ_DATA_KEY_FILE
                 create_secret_file(path)
-                return TextVault(load_secret(path))
+                return load_secret(path)
         raise ConfigError(
             "HQ needs its data key to keep members' personal data: make it with "
             "`kiosk hq data-key --out DIR` and set data_key_file",
             code="key_missing",
         )
+
+    def message_vault(self) -> PhoneVault:
+        """What seals and opens the numbers of queued messages (HQ's data key). Only its data
+        key is used: finding a member by phone takes the chain's lookup key, not needed here.
+
+        Raises:
+            ConfigError: as :meth:`personal_vault`.
+        """
+        return PhoneVault(self.data_key(), os.urandom(32))
 
     def tls(self) -> TlsFiles | None:
         if not self.ca_file:

@@ -352,6 +352,7 @@ NAV = (
     NavItem("/catalogue", N_("Catalogue")),
     NavItem("/updates", N_("Updates")),
     NavItem("/reports", N_("Reports")),
+    NavItem("/messages", N_("Messages")),
     NavItem("/audit", N_("Audit")),
     NavItem("/accounts", N_("Accounts"), "accounts"),
 )

@@ -146,3 +146,17 @@ def test_services_are_hardened(unit: Path) -> None:
     if unit.name not in {"member-kiosk-update.service", "member-kiosk-cleanup.service"}:
         assert service["User"] == "kiosk", f"{unit.name} runs as root"
         assert service["ExecStart"].startswith("/opt/member-kiosk/current/bin/kiosk ")
+
+
+def test_hq_reminders_unit() -> None:
+    """HQ's reminders run on a timer, reach the gateway and the database over the network,
+    and get the gateway's token as a systemd credential (never in the environment)."""
+    path = ROOT / "systemd/kiosk-hq-remind.service"
+    service = _unit(path)["Service"]
+    assert service["Type"] == "oneshot"
+    assert service["ExecStart"].endswith(" hq messages remind")
+    assert service["LoadCredential"].startswith("sms-gateway-token:")
+    assert {"AF_INET", "AF_INET6"} <= set(service["RestrictAddressFamilies"].split())
+    assert "network-online.target" in _values(path, "Unit", "After")
+    timer = _unit(ROOT / "systemd/kiosk-hq-remind.timer")["Timer"]
+    assert timer["OnCalendar"] and timer["Persistent"] == "true"
