@@ -181,7 +181,12 @@ class HqConfig(BaseModel):
     )
 
     def personal_vault(self) -> TextVault:
-        """What seals and opens the members' personal data HQ keeps (its data key).
+        """What seals and opens the members' personal data HQ keeps (its data key,
+        :meth:`data_key`)."""
+        return TextVault(self.data_key())
+
+    def data_key(self) -> bytes:
+        """HQ's data key, which seals the members' personal data HQ keeps.
 
         A trial on SQLite needs no setup: its key is made beside the database on first use
         (an in-memory database gets a key for the life of the process, as its data). A chain
@@ -193,15 +198,15 @@ class HqConfig(BaseModel):
                 file's own errors (unreadable, loose permissions, malformed).
         """
         if self.data_key_file:
-            return TextVault(load_secret(Path(self.data_key_file)))
+            return load_secret(Path(self.data_key_file))
         for prefix in ("sqlite+pysqlite:///", "sqlite:///", "sqlite://"):
             if self.database_url.startswith(prefix):
                 database = self.database_url.removeprefix(prefix)
                 if not database or database.startswith(":memory:"):
-                    return TextVault(os.urandom(32))
+                    return os.urandom(32)
                 path = Path(database).parent / HQ_DATA_KEY_FILE
                 create_secret_file(path)
-                return TextVault(load_secret(path))
+                return load_secret(path)
         raise ConfigError(
             "HQ needs its data key to keep members' personal data: make it with "
             "`kiosk hq data-key --out DIR` and set data_key_file",
