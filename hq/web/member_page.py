@@ -124,8 +124,11 @@ def _refusal(t: Translate, refused: Refused) -> str:
 
 
 def member_routes(console: Console) -> list[BaseRoute]:
-    """The member page's routes, under ``/m``."""
-    settings: MemberPageSettings = console.member_page
+    """The member page's routes, under ``/m`` (its settings read from ``console`` at each
+    request)."""
+
+    def settings() -> MemberPageSettings:
+        return console.member_page
 
     def render(request: Request, template: str, status: int = 200, **values: Any) -> Response:
         lang = console.language(request)
@@ -138,7 +141,7 @@ def member_routes(console: Console) -> list[BaseRoute]:
             request=request,
             _=translator(lang),
             lang=lang,
-            available=settings.signs_in,
+            available=settings().signs_in,
             **values,
         )
 
@@ -180,7 +183,7 @@ def member_routes(console: Console) -> list[BaseRoute]:
                     console.config.personal_vault(),
                     current.member_id,
                     now,
-                    settings.coupon_key,
+                    settings().coupon_key,
                 )
                 code = _code(view.card_no, now)
             return render(
@@ -198,10 +201,11 @@ def member_routes(console: Console) -> list[BaseRoute]:
         return await run_in_threadpool(show)
 
     def _code(card_no: str | None, now: datetime) -> dict[str, str] | None:
-        if card_no is None or settings.code_key is None:
+        key = settings().code_key
+        if card_no is None or key is None:
             return None
         return {
-            "qr": qr_data_uri(mint_member_code(settings.code_key, card_no, now)),
+            "qr": qr_data_uri(mint_member_code(key, card_no, now)),
             "last4": card_no[-4:],
         }
 
@@ -232,9 +236,9 @@ def member_routes(console: Console) -> list[BaseRoute]:
             return sign_in_page(
                 request, 403, error=t("This form has expired: please try again."), phone=phone
             )
-        if settings.vault is None or settings.sender is None:
+        vault, sender = settings().vault, settings().sender
+        if vault is None or sender is None:
             return sign_in_page(request, 503)
-        vault, sender = settings.vault, settings.sender
 
         def send() -> CodeSent | NotAMember | Refused:
             with console.tx() as session:
@@ -265,9 +269,10 @@ def member_routes(console: Console) -> list[BaseRoute]:
             return sign_in_page(
                 request, 403, error=t("This form has expired: please try again."), phone=phone
             )
-        if settings.vault is None:
+        vault = settings().vault
+        if vault is None:
             return sign_in_page(request, 503)
-        lookup = settings.vault.lookup_hash
+        lookup = vault.lookup_hash
 
         def check() -> member_signin.MemberSignedIn | Refused:
             with console.tx() as session:

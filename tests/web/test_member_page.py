@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -245,9 +247,14 @@ def test_forms_without_their_token_change_nothing(phone: Phone):
     client.get("/m")
     forged = client.post("/m/code", data={"csrf": "forged", "phone": PHONE})
     assert forged.status_code == 403 and phone.sender.sent() == []
-    signed_in(phone, client)
-    refused = client.post("/m/consent/withdraw", data={"csrf": "forged"})
-    assert refused.status_code == 403
+    assert ask(client).status_code == 200
+    code = phone.codes()[0]
+    forged = client.post("/m/sign-in", data={"csrf": "", "phone": PHONE, "code": code})
+    assert forged.status_code == 403 and MEMBER_COOKIE not in client.cookies
+    assert enter(client, code).status_code == 303  # the code was not spent by the refusal
+    for path in ("/m/consent/withdraw", "/m/consent/give"):
+        for token in ("forged", ""):
+            assert client.post(path, data={"csrf": token}).status_code == 403, (path, token)
     with phone.web.session() as s:
         assert s.get(CentralMember, "M" * 26).message_consent_version == "2026-01"
 
@@ -367,3 +374,19 @@ def test_the_member_code_key_is_made_once(tmp_path: Path):
     with pytest.raises(Refusal):
         write_member_code_key(tmp_path / "ca")
     assert private.read_bytes() == before
+
+
+def test_the_command_makes_the_member_code_key(tmp_path: Path):
+    kiosk = Path(sys.executable).parent / "kiosk"
+    made = subprocess.run(
+        [str(kiosk), "hq", "member-code-key", "--out", str(tmp_path / "ca")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "ca" / "hq-member-code.pem").stat().st_mode & 0o777 == 0o600
+    again = subprocess.run(
+        [str(kiosk), "hq", "member-code-key", "--out", str(tmp_path / "ca")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode != 0 and "already exists" in again.stderr
+    assert len((again.stdout + again.stderr).strip().splitlines()) == 1
