@@ -252,14 +252,7 @@ def account(
             .limit(HISTORY)
         ).scalars()
     )
-    cards = list(
-        session.scalars(
-            select(CentralCard)
-            .where(CentralCard.member_id == member.id)
-            .order_by(CentralCard.card_no.desc())
-        )
-    )
-    active = next((c for c in cards if c.state == CardState.ACTIVE.value), None)
+    card_no, has_cards = active_card(session, member.id)
     return MemberAccount(
         member_id=member.id,
         phone_masked=member.phone_masked,
@@ -268,8 +261,8 @@ def account(
         balance=member.balance,
         expiring=expiring,
         history=history,
-        card_no=active.card_no if active else None,
-        card_blocked=active is None and bool(cards),
+        card_no=card_no,
+        card_blocked=card_no is None and has_cards,
         coupons=_coupons(session, member.id, now, coupon_key),
         printed_coupons=_printed(session, member.id, now),
         vouchers=_vouchers(session, member.id, now),
@@ -277,6 +270,18 @@ def account(
         consent_at=member.message_consent_at,
         may_give_consent=member.phone_enc is not None,
     )
+
+
+def active_card(session: Session, member_id: str) -> tuple[str | None, bool]:
+    """The member's active card (the newest, should there be two) and whether they have any
+    card at all."""
+    cards = session.execute(
+        select(CentralCard.card_no, CentralCard.state)
+        .where(CentralCard.member_id == member_id)
+        .order_by(CentralCard.card_no.desc())
+    ).all()
+    active = next((no for no, state in cards if state == CardState.ACTIVE.value), None)
+    return active, bool(cards)
 
 
 def _coupons(
@@ -348,4 +353,4 @@ def _vouchers(session: Session, member_id: str, now: datetime) -> tuple[VoucherL
     )
 
 
-__all__ = ["MemberAccount", "account", "ladder", "open_lots", "tier_measure"]
+__all__ = ["MemberAccount", "account", "active_card", "ladder", "open_lots", "tier_measure"]

@@ -10,6 +10,7 @@ its own CSRF tokens. The sign-in's rules are :mod:`hq.member_signin`'s, what the
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import io
 from collections.abc import Callable
@@ -130,6 +131,9 @@ def member_routes(console: Console) -> list[BaseRoute]:
     def settings() -> MemberPageSettings:
         return console.member_page
 
+    # HQ's data key, read once: a member's snapshot (their lots) comes through it.
+    data_vault = functools.cache(console.config.personal_vault)
+
     def render(request: Request, template: str, status: int = 200, **values: Any) -> Response:
         lang = console.language(request)
         values.setdefault("error", "")
@@ -180,7 +184,7 @@ def member_routes(console: Console) -> list[BaseRoute]:
                 now = console.clock()
                 view = member_account.account(
                     session,
-                    console.config.personal_vault(),
+                    data_vault(),
                     current.member_id,
                     now,
                     settings().coupon_key,
@@ -218,10 +222,8 @@ def member_routes(console: Console) -> list[BaseRoute]:
                 return JSONResponse({"error": "signed_out"}, status_code=401)
             with console.tx() as session:
                 now = console.clock()
-                view = member_account.account(
-                    session, console.config.personal_vault(), current.member_id, now, None
-                )
-            code = _code(view.card_no, now)
+                card_no, _ = member_account.active_card(session, current.member_id)
+            code = _code(card_no, now)
             if code is None:
                 return JSONResponse({"error": "no_card"}, status_code=409)
             return JSONResponse({**code, "valid_s": CODE_TTL_S, "refresh_s": REFRESH_S})
@@ -303,7 +305,9 @@ def member_routes(console: Console) -> list[BaseRoute]:
             outcome.token,
             max_age=int(member_signin.SESSION_TTL.total_seconds()),
             httponly=True,
-            samesite="strict",
+            # Lax: a member opening the page from a link in a message app arrives signed in;
+            # every change is a POST carrying the session's CSRF token.
+            samesite="lax",
             secure=console.secure_cookies,
             path="/m",
         )
