@@ -29,6 +29,7 @@ from edge.domain.errors import InvalidInput
 from edge.domain.ids import IdFactory
 from edge.security.personal import mask_phone, normalize_phone
 from hq.audit import Actor, record
+from hq.bulk import insert_new
 from hq.feeds import find_member
 from hq.messages import Sender, attempt, enqueue
 from hq.models import CentralMember, MemberOtp, MemberSession, MemberSignIn, MemberSignInRequest
@@ -132,14 +133,19 @@ def _wait_text(seconds: float) -> str:
 def _state(session: Session, phone_hash: str, lock: bool = False) -> MemberSignIn:
     """The number's sign-in row (made on first use), locked for this transaction when asked
     (so two workers counting one number's requests take turns)."""
+    # Made with ON CONFLICT DO NOTHING: two workers asking for one new number at once both
+    # go on with the one row.
+    insert_new(
+        session.connection(),
+        MemberSignIn,
+        {"phone_hash": phone_hash, "failures": 0, "locked_until": None},
+        ["phone_hash"],
+    )
     query = select(MemberSignIn).where(MemberSignIn.phone_hash == phone_hash)
     if lock:
         query = query.with_for_update()
-    row = session.scalar(query)
-    if row is None:
-        row = MemberSignIn(phone_hash=phone_hash, failures=0, locked_until=None)
-        session.add(row)
-        session.flush()
+    row = session.scalar(query.execution_options(populate_existing=True))
+    assert row is not None
     return row
 
 
