@@ -21,23 +21,30 @@ from starlette.testclient import TestClient
 from edge.domain.cards import card_number
 from edge.domain.errors import Refusal
 from edge.domain.ids import IdFactory
+from edge.security.codes import verify_voucher
+from edge.security.keys import load_secret
 from edge.security.personal import PhoneVault
 from hq.accounts import Role
-from hq.enrol import write_member_code_key
+from hq.enrol import LOOKUP_KEY_FILE, write_lookup_key, write_member_code_key
 from hq.member_signin import ADDRESS_PER_HOUR, NUMBER_PER_HOUR
 from hq.messages import FileSender
 from hq.models import (
     AuditRecord,
+    Campaign,
+    CampaignCoupon,
     CentralCard,
     CentralEntry,
     CentralMember,
+    DeviceCoupon,
     GiftVoucher,
     HqMessage,
     MemberSession,
 )
+from hq.service import HqConfig
 from hq.web.app import make_app
 from hq.web.member_page import MEMBER_COOKIE, MEMBER_LOGIN_COOKIE, MemberPageSettings
-from tests.hq.database import HQ_VAULT
+from hq.web_cli import member_page_settings
+from tests.hq.database import HQ_VAULT, hq_data_key_file, sqlite_hq_url
 from tests.web.conftest import Web
 
 VAULT = PhoneVault(bytes(range(32)), secrets.token_bytes(32))  # HQ's data key, chain lookup
@@ -390,3 +397,56 @@ def test_the_command_makes_the_member_code_key(tmp_path: Path):
     )  # fmt: skip
     assert again.returncode != 0 and "already exists" in again.stderr
     assert len((again.stdout + again.stderr).strip().splitlines()) == 1
+
+
+def test_coupons_in_the_wallet_carry_the_code_the_lane_takes(phone: Phone):
+    add_member(phone.web)
+    coupon_key = Ed25519PrivateKey.generate()
+    phone.web.console.member_page = MemberPageSettings(
+        vault=VAULT, sender=phone.sender, code_key=phone.key, coupon_key=coupon_key
+    )
+    now = phone.web.clock()
+    with phone.web.console.tx() as s:
+        s.add(
+            Campaign(
+                campaign_id="WINTER", title="满100减10 <冬季>", kind="threshold_off",
+                value_cents=1000, threshold_cents=10000, percent=0, gift_sku="",
+                valid_from=now - timedelta(days=1), valid_until=now + timedelta(days=30),
+                audience="all", audience_tier=None, pool_total=100, per_member_limit=1,
+                issued=1, created_at=now, created_by="ops",
+            )
+        )  # fmt: skip
+        s.add(CampaignCoupon(coupon_id="C-WINTER-1", campaign_id="WINTER", member_id="M" * 26,
+                             issued_at=now))  # fmt: skip
+        s.add(CampaignCoupon(coupon_id="C-WINTER-0", campaign_id="WINTER", member_id="M" * 26,
+                             issued_at=now, used_at=now))  # fmt: skip
+        s.add(
+            DeviceCoupon(
+                issuer_device_id="K001", coupon_id="P-1", member_id="M" * 26, sku="CPN-5",
+                value_cents=500, expires_at=now + timedelta(days=60),
+            )
+        )  # fmt: skip
+    client = phone.client()
+    signed_in(phone, client)
+    page = client.get("/m").text
+    codes = re.findall(r'<code class="m-couponcode">([^<]+)</code>', page)
+    assert len(codes) == 1  # the used coupon is gone
+    claims = verify_voucher(coupon_key.public_key(), codes[0])
+    assert (claims.kind, claims.voucher_id) == ("coupon", "C-WINTER-1")
+    assert "满100减10 &lt;冬季&gt;" in page
+    assert "¥5.00 off" in page
+
+
+def test_kiosk_hq_web_finds_the_member_pages_keys_in_hqs_tls_folder(tmp_path: Path):
+    tls = tmp_path / "tls"
+    write_lookup_key(tls / LOOKUP_KEY_FILE)
+    write_member_code_key(tls)
+    base = {"database_url": sqlite_hq_url(tmp_path / "hq.db"), "data_key_file": hq_data_key_file()}
+    config = HqConfig(**base, ca_file=str(tls / "ca.crt"))
+    settings = member_page_settings(config, f"file:{tmp_path}/messages.jsonl", None)
+    assert settings.signs_in and settings.code_key is not None
+    assert settings.vault is not None
+    chain = PhoneVault(bytes(range(32)), load_secret(tls / LOOKUP_KEY_FILE))
+    assert settings.vault.lookup_hash(PHONE) == chain.lookup_hash(PHONE)
+    bare = member_page_settings(HqConfig(**base), None, None)
+    assert not bare.signs_in and bare.code_key is None and bare.sender is None
