@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from edge.domain.errors import InvalidInput, KioskError
+from edge.domain.points import last_day
 from edge.security.codes import mint_member_code
 from hq import member_account, member_signin
 from hq.audit import Actor
@@ -113,6 +114,16 @@ def qr_data_uri(text: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
+def _local(value: datetime | None, fmt: str = "%Y-%m-%d") -> str:
+    return "—" if value is None else value.astimezone(member_account.TZ).strftime(fmt)
+
+
+def _last_day(value: datetime) -> str:
+    """The last day something ending at ``value`` can be used (ending at midnight: the day
+    before)."""
+    return last_day(value, member_account.TZ).isoformat()
+
+
 def _address(request: Request) -> str:
     return request.client.host if request.client else ""
 
@@ -133,6 +144,9 @@ def member_routes(console: Console) -> list[BaseRoute]:
 
     # HQ's data key, read once: a member's snapshot (their lots) comes through it.
     data_vault = functools.cache(console.config.personal_vault)
+    # Members read days and times in the stores' timezone, not in UTC as the staff do.
+    console.env.filters["local"] = _local
+    console.env.filters["last_day"] = _last_day
 
     def render(request: Request, template: str, status: int = 200, **values: Any) -> Response:
         lang = console.language(request)

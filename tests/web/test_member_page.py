@@ -435,6 +435,7 @@ def test_coupons_in_the_wallet_carry_the_code_the_lane_takes(phone: Phone):
     assert (claims.kind, claims.voucher_id) == ("coupon", "C-WINTER-1")
     assert "满100减10 &lt;冬季&gt;" in page
     assert "¥5.00 off" in page
+    assert "valid until 2027-01-06" in page  # the last day, in the stores' timezone
 
 
 def test_kiosk_hq_web_finds_the_member_pages_keys_in_hqs_tls_folder(tmp_path: Path):
