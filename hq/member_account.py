@@ -20,15 +20,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from edge.config import KioskConfig, TiersConfig
 from edge.domain.cards import CardState
 from edge.domain.errors import NotFound
 from edge.domain.points import EntryKind, ExpiringPoints, Lot, expiring_soon
-from edge.domain.tiers import Tier, find_tier, next_tier
+from edge.domain.tiers import (
+    DEFAULT_BASIS,
+    DEFAULT_LADDER,
+    DEFAULT_PERIOD_MONTHS,
+    Tier,
+    find_tier,
+    months_after,
+    next_tier,
+)
 from edge.protocol import LedgerEntryData
 from edge.protocol.messages import Rules
 from edge.security.personal import TextVault
-from edge.services.tiers import months_after
 from hq.coupons import sign_coupon
 from hq.feeds import snapshot
 from hq.models import (
@@ -46,7 +52,8 @@ from hq.models import (
 
 EXPIRING_WITHIN = timedelta(days=30)
 HISTORY = 20
-TZ = ZoneInfo(KioskConfig().device.timezone)
+# The stores' timezone (the kiosks' device.timezone): the days members read are theirs.
+TZ = ZoneInfo("Asia/Shanghai")
 
 
 @dataclass(frozen=True)
@@ -173,10 +180,7 @@ def ladder(session: Session, now: datetime) -> list[Tier]:
                 Tier(t.code, t.name_zh, t.name_en, t.threshold, t.multiplier_pct)
                 for t in rules.tiers
             ]
-    return [
-        Tier(t.code, t.name_zh, t.name_en, t.threshold, t.multiplier_pct)
-        for t in TiersConfig().levels
-    ]
+    return list(DEFAULT_LADDER)
 
 
 def tier_measure(session: Session, member_id: str, now: datetime, basis: str, months: int) -> int:
@@ -234,8 +238,7 @@ def account(
         raise NotFound("this membership is no longer here", code="unknown_member")
     tiers = ladder(session, now)
     tier = find_tier(member.tier, tiers)
-    settings = TiersConfig()
-    measure = tier_measure(session, member.id, now, settings.basis, settings.period_months)
+    measure = tier_measure(session, member.id, now, DEFAULT_BASIS, DEFAULT_PERIOD_MONTHS)
     coming = next_tier(tier.code, measure, tiers)
     snap = snapshot(session, vault, member.id)
     entries = list(snap.entries) if snap is not None else []
@@ -257,7 +260,7 @@ def account(
         member_id=member.id,
         phone_masked=member.phone_masked,
         tier=tier,
-        next=NextTierLine(coming.tier, coming.missing, settings.basis) if coming else None,
+        next=NextTierLine(coming.tier, coming.missing, DEFAULT_BASIS) if coming else None,
         balance=member.balance,
         expiring=expiring,
         history=history,
