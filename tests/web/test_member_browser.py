@@ -69,7 +69,7 @@ def test_a_member_signs_in_on_a_phone_and_a_kiosk_reads_their_code_once(
     # The kiosk's member-code check keeps its default skew (90 s): the code is refused as
     # expired once ttl + skew (150 s) have passed since it was minted.
     kiosk = make_app(
-        kiosk_config("K001", "S001", 1, 100_000)
+        kiosk_config("K001", "S001", 1, 104_271)
         + f'\n[security]\nmember_code_public_key = "{public}"\n'
     )
     clock.now = datetime.now(UTC)
