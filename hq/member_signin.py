@@ -31,7 +31,7 @@ from edge.security.personal import mask_phone, normalize_phone
 from hq.audit import Actor, record
 from hq.bulk import insert_new
 from hq.feeds import find_member
-from hq.messages import Sender, attempt, enqueue
+from hq.messages import CANCELLED, QUEUED, Sender, attempt, enqueue
 from hq.models import CentralMember, MemberOtp, MemberSession, MemberSignIn, MemberSignInRequest
 
 if TYPE_CHECKING:
@@ -275,6 +275,11 @@ def request_code(
     )
     assert message is not None  # no dedupe key: always queued
     delivered = attempt(session, vault, message, sender, now)
+    if not delivered and message.status == QUEUED:
+        # A code is asked for again, never retried later: it would arrive stale or late.
+        message.status, message.phone_enc = CANCELLED, None
+    # The record keeps what was sent but not the code itself (which is kept only hashed).
+    message.body = text.replace(code, "*" * len(code))
     session.flush()
     return CodeSent(mask_phone(phone), delivered, expires_at)
 

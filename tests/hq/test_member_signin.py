@@ -18,8 +18,8 @@ from edge.protocol import LedgerEntryData
 from edge.security.personal import PhoneVault
 from hq import member_account, member_signin
 from hq.member_signin import CodeSent, MemberSignedIn, NotAMember, Refused
-from hq.messages import FileSender
-from hq.models import CentralCard, CentralEntry, CentralMember, MemberSignInRequest
+from hq.messages import FileSender, Sender, SendFailed
+from hq.models import CentralCard, CentralEntry, CentralMember, HqMessage, MemberSignInRequest
 from tests.hq.database import HQ_VAULT
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -41,7 +41,7 @@ def _member(engine: Engine, member_id: str = "M" * 26) -> None:
 
 
 def _ask(
-    engine: Engine, sender: FileSender, at: datetime, phone: str = PHONE, address: str = "a"
+    engine: Engine, sender: Sender, at: datetime, phone: str = PHONE, address: str = "a"
 ) -> CodeSent | NotAMember | Refused:
     with Session(engine) as s, s.begin():
         return member_signin.request_code(s, VAULT, sender, phone, address, at)
@@ -61,6 +61,10 @@ def test_a_code_signs_in_once_and_the_session_is_the_members(engine: Engine, tmp
     sender = FileSender(tmp_path / "sent.jsonl")
     sent = _ask(engine, sender, NOW)
     assert isinstance(sent, CodeSent) and sent.delivered and sent.phone_masked == "138****8000"
+    with Session(engine) as s:  # the record of the message does not hold the code
+        message = s.scalars(select(HqMessage)).one()
+        assert (message.kind, message.status) == ("otp", "sent")
+        assert _code(sender) not in message.body and "******" in message.body
     signed = _enter(engine, _code(sender), NOW + timedelta(minutes=4))
     assert isinstance(signed, MemberSignedIn) and signed.member_id == "M" * 26
     again = _enter(engine, _code(sender), NOW + timedelta(minutes=4))
@@ -164,3 +168,22 @@ def test_the_account_shows_points_expiring_within_thirty_days(engine: Engine):
     assert view.card_no == "1000017" and not view.card_blocked
     assert view.next is not None and view.next.tier.code == "silver"
     assert [h.points for h in view.history] == [200, 300]  # newest first
+
+
+class Refusing:
+    """A gateway that is down."""
+
+    name = "down"
+
+    def send(self, to: str, text: str) -> str:
+        raise SendFailed("gateway timed out", retryable=True)
+
+
+def test_a_code_the_gateway_could_not_take_is_not_sent_later(engine: Engine):
+    _member(engine)
+    sent = _ask(engine, Refusing(), NOW)
+    assert isinstance(sent, CodeSent) and not sent.delivered
+    with Session(engine) as s:
+        message = s.scalars(select(HqMessage)).one()
+        assert (message.status, message.phone_enc) == ("cancelled", None)
+        assert message.last_error == "gateway timed out"
