@@ -90,6 +90,9 @@ def test_a_member_signs_in_on_a_phone_and_a_kiosk_reads_their_code_once(
         viewport={"width": 390, "height": 844}, device_scale_factor=2, locale="zh-CN"
     )
     page = context.new_page()
+    errors: list[str] = []  # a script or style the CSP refused would show here
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(served.url + "/m")
     assert "手机" in page.inner_text("h1")  # Chinese first
     assert fits(page)
@@ -149,4 +152,5 @@ def test_a_member_signs_in_on_a_phone_and_a_kiosk_reads_their_code_once(
     assert "Points" in page.inner_text("#points")
     assert fits(page)
     shot(page, "account-en")
+    assert errors == []
     context.close()
