@@ -141,6 +141,8 @@ def test_a_member_signs_in_with_the_code_sent_to_their_phone(phone: Phone):
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/m" in cookie
     page = client.get("/m")
     assert page.status_code == 200 and CARD[-4:] in page.text and 'id="m-qr"' in page.text
+    # without script the page still renews its code: it reloads itself before the code expires
+    assert '<noscript><meta http-equiv="refresh" content="45"></noscript>' in page.text
     with phone.web.session() as s:
         token_hash = s.scalars(select(MemberSession.token_hash)).one()
         assert token_hash != client.cookies.get(MEMBER_COOKIE)  # only its hash is kept
