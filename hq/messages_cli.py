@@ -33,20 +33,14 @@ def messages_group() -> None:
 
 
 def _sender(config: HqConfig) -> Sender:
-    from hq.messages import sender_from_spec
-
-    settings = config.messages
-    if not settings.sender:
+    sender = config.messages.make_sender()
+    if sender is None:
         raise ConfigError(
             "no message sender is set: set sender in [messages] of HQ's config "
             "(file:PATH or http:URL)",
             code="sender_missing",
         )
-    return sender_from_spec(
-        settings.sender,
-        token_file=settings.gateway_token_file,
-        timeout_s=settings.gateway_timeout_s,
-    )
+    return sender
 
 
 class _Bar:

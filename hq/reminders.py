@@ -113,6 +113,21 @@ class MessageSettings(BaseModel):
     first_wait_s: float = Field(60.0, gt=0, title="Wait after the first failed try (doubles)")
     max_wait_s: float = Field(3600.0, gt=0, title="Longest wait between tries")
 
+    def make_sender(self) -> Sender | None:
+        """The sender :attr:`sender` names (with the gateway's token and timeout); ``None``
+        when none is set.
+
+        Raises:
+            ConfigError: ``sender_invalid``, or the gateway token's own errors.
+        """
+        if not self.sender:
+            return None
+        from hq.messages import sender_from_spec
+
+        return sender_from_spec(
+            self.sender, token_file=self.gateway_token_file, timeout_s=self.gateway_timeout_s
+        )
+
     @field_validator("quiet_start", "quiet_end")
     @classmethod
     def _hhmm(cls, value: str) -> str:

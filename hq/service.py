@@ -185,25 +185,22 @@ class HqConfig(BaseModel):
     )
 
     def personal_vault(self) -> TextVault:
-        """What seals and opens the members' personal data HQ keeps (its data key).
+        """What seals and opens the members' personal data HQ keeps (its data key,
+        :meth:`data_key`)."""
+        return TextVault(self.data_key())
+
+    def data_key(self) -> bytes:
+        """HQ's data key, which seals the members' personal data HQ keeps.
 
         A trial on SQLite needs no setup: its key is made beside the database on first use
         (an in-memory database gets a key for the life of the process, as its data). A chain
         on PostgreSQL names its key: a key made by accident would seal new members with a key
-        nobody backs up.
+        nobody backs up. A queued message's number is sealed with it too
+        (:meth:`message_vault`).
 
         Raises:
             ConfigError: ``key_missing`` on PostgreSQL without ``data_key_file``, or the key
                 file's own errors (unreadable, loose permissions, malformed).
-        """
-        return TextVault(self.data_key())
-
-    def data_key(self) -> bytes:
-        """HQ's data key itself (see :meth:`personal_vault`): a message's number is sealed
-        with it too (:meth:`message_vault`).
-
-        Raises:
-            ConfigError: as :meth:`personal_vault`.
         """
         if self.data_key_file:
             return load_secret(Path(self.data_key_file))
