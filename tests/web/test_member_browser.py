@@ -134,16 +134,16 @@ def test_a_member_signs_in_on_a_phone_and_a_kiosk_reads_their_code_once(
     # The page fetches a new code by itself (here: at once, as when the phone shows the page
     # again) and that one is a different, fresh code for the same card.
     page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
-    before = image.read_bytes()
-    wait_for(
-        lambda: (
-            page.locator("#member-code").screenshot(path=str(image)) is not None
-            and image.read_bytes() != before
-        ),
-        what="a new code on screen",
-    )
-    (renewed,) = scan(image)
-    assert renewed != scanned
+    renewed_codes: list[str] = []
+
+    def renewed_on_screen() -> bool:
+        # The countdown changes the picture every second: wait for another code, not pixels.
+        page.locator("#member-code").screenshot(path=str(image))
+        renewed_codes[:] = scan(image)
+        return bool(renewed_codes) and renewed_codes != [scanned]
+
+    wait_for(renewed_on_screen, what="a new code on screen")
+    (renewed,) = renewed_codes
     clock.now = datetime.now(UTC)
     assert identify(kiosk, renewed).member_id == registration.member_id
 
