@@ -1,8 +1,8 @@
 """``kiosk hq messages ...``: reminders to members and the queue of messages HQ sends.
 
 ``remind`` plans the reminders due and sends what is due (the systemd timer
-``kiosk-hq-remind.timer`` runs it); ``send-due`` only sends; ``list`` shows what was sent, to
-whom (masked), when and how it ended.
+``member-kiosk-hq-remind.timer`` runs it); ``send-due`` only sends; ``list`` shows what was
+sent, to whom (masked), when and how it ended.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ _limit = click.option(
 @click.pass_context
 def remind_command(ctx: click.Context, limit: int | None, as_json: bool) -> None:
     """Queue the reminders due to members with consent (each once), then send every message
-    that is due. Run by kiosk-hq-remind.timer; safe to run again at any time."""
+    that is due. Run by member-kiosk-hq-remind.timer; safe to run again at any time."""
     from sqlalchemy.orm import Session
 
     from hq.reminders import plan_reminders
