@@ -108,21 +108,7 @@ def write_enrol_key(directory: Path) -> tuple[Path, Path]:
         Refusal: ``key_exists``.
     """
     private, public = directory / "hq-enrol.key", directory / "hq-enrol.pub"
-    if private.exists() or public.exists():
-        raise Refusal(f"{private} or {public} already exists", code="key_exists")
-    directory.mkdir(parents=True, exist_ok=True)
-    key = Ed25519PrivateKey.generate()
-    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    public.write_text(_pem_public(key.public_key()))
-    return private, public
+    return _write_key_pair(private, public)
 
 
 def write_member_code_key(directory: Path) -> tuple[Path, Path]:
@@ -134,9 +120,19 @@ def write_member_code_key(directory: Path) -> tuple[Path, Path]:
         Refusal: ``key_exists``.
     """
     private, public = directory / MEMBER_CODE_KEY_FILE, directory / MEMBER_CODE_PUBLIC_FILE
+    return _write_key_pair(private, public)
+
+
+def _write_key_pair(private: Path, public: Path) -> tuple[Path, Path]:
+    """A new Ed25519 key pair: ``private`` as PKCS8 PEM (mode 0600), ``public`` as PEM;
+    neither may exist yet.
+
+    Raises:
+        Refusal: ``key_exists``.
+    """
     if private.exists() or public.exists():
         raise Refusal(f"{private} or {public} already exists", code="key_exists")
-    directory.mkdir(parents=True, exist_ok=True)
+    private.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
