@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Engine, Select, func, select, text, update
 from sqlalchemy.orm import Session
 
 from edge.domain.coupons import (
@@ -411,11 +411,10 @@ def sign_coupon(key: Ed25519PrivateKey, coupon: str) -> str:
     return sign_voucher(key, "coupon", coupon, HQ_ISSUER)
 
 
-def wallet(
-    session: Session, member_id: str, now: datetime, key: Ed25519PrivateKey
-) -> list[WalletCoupon]:
-    """The member's coupons that can still be used (or soon: not yet valid), newest first."""
-    rows = session.execute(
+def usable_coupons(member_id: str, now: datetime) -> Select[tuple[CampaignCoupon, Campaign]]:
+    """The member's coupons not used yet, of campaigns still running, with their campaign
+    (the wallet, and the member page, order and count them their own way)."""
+    return (
         select(CampaignCoupon, Campaign)
         .join(Campaign, Campaign.campaign_id == CampaignCoupon.campaign_id)
         .where(
@@ -424,6 +423,15 @@ def wallet(
             Campaign.finished_at.is_(None),
             Campaign.valid_until > now,
         )
+    )
+
+
+def wallet(
+    session: Session, member_id: str, now: datetime, key: Ed25519PrivateKey
+) -> list[WalletCoupon]:
+    """The member's coupons that can still be used (or soon: not yet valid), newest first."""
+    rows = session.execute(
+        usable_coupons(member_id, now)
         .order_by(CampaignCoupon.issued_at.desc(), CampaignCoupon.coupon_id)
         .limit(WALLET_MAX)
     ).tuples()

@@ -35,7 +35,7 @@ from edge.domain.tiers import (
 from edge.protocol import LedgerEntryData
 from edge.protocol.messages import Rules
 from edge.security.personal import TextVault
-from hq.coupons import sign_coupon
+from hq.coupons import sign_coupon, usable_coupons
 from hq.feeds import snapshot
 from hq.models import (
     Campaign,
@@ -291,14 +291,7 @@ def _coupons(
     session: Session, member_id: str, now: datetime, key: Ed25519PrivateKey | None
 ) -> tuple[CouponLine, ...]:
     rows = session.execute(
-        select(CampaignCoupon, Campaign)
-        .join(Campaign, Campaign.campaign_id == CampaignCoupon.campaign_id)
-        .where(
-            CampaignCoupon.member_id == member_id,
-            CampaignCoupon.used_at.is_(None),
-            Campaign.finished_at.is_(None),
-            Campaign.valid_until > now,
-        )
+        usable_coupons(member_id, now)
         .order_by(Campaign.valid_until, CampaignCoupon.coupon_id)
         .limit(50)
     ).tuples()
