@@ -9,7 +9,9 @@ bundle fits in one QR code as ``MCKENROL1:<base64url of the zlib-compressed bund
 Format 2 carries the chain's phone-lookup key (``lookup_key_sealed``), sealed
 (:mod:`edge.security.sealing`) to the public key of the device's certificate request and bound
 to its device id and serial: the bundle travels as a file or a QR code and holds no secret in
-the clear. Format 1 bundles (without it) are refused.
+the clear. Format 1 bundles (without it) are refused. HQ's contact and member-code public keys
+(``hq_contact_public_key_pem``, ``hq_member_code_public_key_pem``) are optional fields of
+format 2: empty when HQ has none, absent from a bundle of an older desk.
 
 Both sides use these definitions: the device (``edge.provisioning``) and HQ (``hq.enrol``).
 Nothing here touches files, the database or the configuration.
@@ -63,6 +65,10 @@ class Enrolment:
     issued_at: str
     replaces_device: str = ""  # the broken device whose identity this one takes (revoked)
     lookup_key_sealed: str = ""  # base64: the chain's lookup key, sealed to this device's key
+    # HQ's contact key (EC P-256, PEM): seals the phones of members who agree to messages
+    hq_contact_public_key_pem: str = ""
+    # HQ's member-code key (Ed25519, PEM): verifies the members' signed codes
+    hq_member_code_public_key_pem: str = ""
 
 
 @dataclass(frozen=True)
