@@ -150,9 +150,19 @@ def load_contact_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
+_P256_COMPRESSED_SPKI = bytes.fromhex("3039301306072a8648ce3d020106082a8648ce3d030107032200")
+"""DER of a P-256 SubjectPublicKeyInfo up to its (compressed, 33-byte) point."""
+
+
 def contact_public_pem(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> str:
-    """The public half as PEM, as the enrolment bundle carries it."""
+    """The public half as PEM (SubjectPublicKeyInfo), as the enrolment bundle carries it.
+
+    The point is compressed (RFC 5480 allows it; OpenSSL reads it): 32 bytes fewer, which
+    keeps a bundle carrying HQ's keys within one QR code.
+    """
     public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
-    return public.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode("ascii")
+    point = public.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+    )
+    body = base64.b64encode(_P256_COMPRESSED_SPKI + point).decode("ascii")
+    return f"-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n"

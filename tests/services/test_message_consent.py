@@ -158,3 +158,21 @@ def test_the_backup_and_the_database_hold_nothing_a_kiosk_key_opens(app, hq_key,
     assert not any(p.suffix == ".pem" and "contact" in p.name for p in app.keys.keys_dir.iterdir())
     assert CONTACT_KEY_FILE not in {p.name for p in app.data_dir.rglob("*")}
     assert open_phone(hq_key, sealed, reg.member_id) == PHONE  # HQ's key, held at HQ only
+
+
+def test_the_console_turns_reminders_on_and_off(app, hq_key, capsys):
+    from edge.cli.main import main
+
+    install(app, hq_key)
+    members.register_member(app, PHONE, True)
+    base = ["--data-dir", str(app.data_dir)]
+    assert main([*base, "member", "messages", "--phone", PHONE, "on"]) == 0
+    assert "messages   on" in capsys.readouterr().out
+    assert main([*base, "member", "messages", "--phone", PHONE, "off"]) == 0
+    assert "messages   off" in capsys.readouterr().out
+    assert main([*base, "member", "messages", "--phone", PHONE, "maybe"]) != 0
+    assert main([*base, "member", "messages", "on"]) != 0  # names nobody
+    given, withdrawn = sent(app, "member.message_consent")
+    assert (given["version"], withdrawn["version"]) == ("2026-12", None)
+    assert "phone_sealed" in given
+    assert len(sent(app, "member.message_consent")) == 2  # the refused ones changed nothing
