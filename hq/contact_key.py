@@ -125,6 +125,17 @@ class PhoneIntake:
         """Whether sealed numbers can be opened and checked here."""
         return self._key is not None and self._vault is not None
 
+    def holds(self, phone_enc: bytes, phone_hash: str | None) -> bool:
+        """Whether ``phone_enc`` (kept under HQ's data key) is still the number ``phone_hash``
+        names: False when it is not, or cannot be told here."""
+        if self._vault is None or phone_hash is None:
+            return False
+        try:
+            phone = self._vault.decrypt(phone_enc)
+        except IntegrityError:
+            return False
+        return hmac.compare_digest(self._vault.lookup_hash(phone), phone_hash)
+
     def take(self, sealed: str, member_id: str, phone_hash: str | None) -> bytes:
         """The number sealed for ``member_id``, checked against the member's ``phone_hash`` and
         sealed again with HQ's data key, for ``phone_enc``.

@@ -695,6 +695,10 @@ class CentralLedger:
                     member.phone_masked = data.phone_masked
                     member.phone_hash = data.phone_hash
                     member.updated_at = event.at
+                    if member.phone_enc is not None and not self.intake.holds(
+                        member.phone_enc, data.phone_hash
+                    ):  # another number now: never message the old one
+                        member.phone_enc = None
             elif isinstance(data, MemberMessageConsentData):
                 self._message_consent(
                     session, event, data.member_id, data.version, data.phone_sealed, now, result

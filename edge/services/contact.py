@@ -33,7 +33,13 @@ log = logging.getLogger(__name__)
 
 MESSAGE_CONSENT = "member.message_consent"
 
-__all__ = ["MESSAGE_CONSENT", "contact_key", "give_consent", "set_message_consent"]
+__all__ = [
+    "MESSAGE_CONSENT",
+    "contact_key",
+    "give_consent",
+    "resend_number",
+    "set_message_consent",
+]
 
 
 def contact_key(app: AppContext) -> ec.EllipticCurvePublicKey | None:
@@ -71,6 +77,23 @@ def give_consent(
             member.id,
         )
     return fields
+
+
+def resend_number(
+    tx: Tx, member: Member, phone: str, key: ec.EllipticCurvePublicKey | None
+) -> None:
+    """A consenting member's new phone number for HQ (their consent unchanged): without it HQ
+    would keep messaging the old one, which HQ forgets when the member's hash changes."""
+    data: dict[str, Any] = {"member_id": member.id, "version": member.message_consent_version}
+    if key is not None:
+        data["phone_sealed"] = seal_phone(key, phone, member.id)
+    else:
+        log.warning(
+            "member %s changed their phone number; this kiosk has no HQ contact key, so HQ "
+            "cannot message them until reminders are turned on again at an enrolled kiosk",
+            member.id,
+        )
+    tx.emit(MESSAGE_CONSENT, data)
 
 
 def set_message_consent(

@@ -20,7 +20,7 @@ from edge.domain.tiers import find_tier, next_tier
 from edge.security.codes import looks_like_member_code, verify_member_code
 from edge.security.personal import mask_card, mask_name, mask_phone, normalize_phone
 from edge.services.cards import issue_card
-from edge.services.contact import contact_key, give_consent
+from edge.services.contact import contact_key, give_consent, resend_number
 from edge.services.ledger import as_lots, credit
 from edge.services.personal import birthday_of, erase_personal, name_of, set_personal
 from edge.services.remote import ensure_here, fetch_if_unknown
@@ -390,7 +390,8 @@ def tier_period_end(app: AppContext, start: datetime) -> datetime:
 def update_contact(
     app: AppContext, card_no: str, new_phone: str, staff: StaffIdentity | None = None
 ) -> MemberView:
-    """Changes a member's phone number (still unique)."""
+    """Changes a member's phone number (still unique). A member who agreed to messages sends
+    HQ the new number too, sealed for HQ only (``member.message_consent``, same version)."""
     phone_n = normalize_phone(new_phone)
     ensure_here(app, card_no=card_no)
     with transaction(app) as tx:
@@ -414,6 +415,8 @@ def update_contact(
                 "phone_masked": member.phone_masked,
             },
         )
+        if member.message_consent_version is not None:
+            resend_number(tx, member, phone_n, contact_key(app))
         tx.session.flush()
         return build_view(tx.session, app, member, card)
 

@@ -134,3 +134,45 @@ def test_without_a_contact_key_hq_keeps_the_consent_and_alerts_once(engine, kios
         assert len(s.scalars(select(Alert).where(Alert.kind == "contact_key_missing")).all()) == 1
         payloads = list(s.scalars(select(StoredEvent.payload)))
     assert all("phone_sealed" not in p for p in payloads)
+
+
+def test_a_new_phone_number_replaces_the_one_hq_holds(engine, kiosk, hq_key):
+    reg = members.register_member(kiosk, PHONE, True, message_consent=True)
+    ledger = ledger_for(kiosk, hq_key)
+    ingest(engine, ledger, outbox_events(kiosk))
+    members.update_contact(kiosk, reg.card_no, "13900139000")
+    events = outbox_events(kiosk)
+    assert [e.kind for e in events[1:]] == ["member.updated", "member.message_consent"]
+    ingest(engine, ledger, events[:2], after=1)  # the new hash alone: the old number goes
+    with Session(engine) as s:
+        m = central(s, reg.member_id)
+        assert m.phone_enc is None and m.message_consent_version == "2026-12"
+    ingest(engine, ledger, events, after=2)  # and the new one, sealed, comes with it
+    with Session(engine) as s:
+        m = central(s, reg.member_id)
+        assert m.phone_enc is not None and may_message(m)
+        vault = PhoneVault(HQ_DATA_KEY, kiosk.keys.lookup_key)
+        assert vault.decrypt(m.phone_enc) == "13900139000"
+
+
+def test_a_hash_that_still_names_the_number_keeps_it(engine, kiosk, hq_key):
+    """A kiosk re-hashing its members under the chain's key sends the same number's hash."""
+    reg = members.register_member(kiosk, PHONE, True, message_consent=True)
+    ledger = ledger_for(kiosk, hq_key)
+    events = outbox_events(kiosk)
+    ingest(engine, ledger, events)
+    with Session(engine) as s:
+        m = central(s, reg.member_id)
+        same = m.phone_hash
+    updated = Event(
+        event_id=ids.new(),
+        kind="member.updated",
+        store_id="S001",
+        device_id="K001",
+        at=events[0].at,
+        data={"member_id": reg.member_id, "phone_hash": same, "phone_masked": "138****8000"},
+        seq=2,
+    )
+    ingest(engine, ledger, [*events, updated], after=1)
+    with Session(engine) as s:
+        assert may_message(central(s, reg.member_id))
