@@ -50,7 +50,7 @@ from edge.protocol.messages import (
 from edge.security.personal import TextVault
 from hq.audit import Actor
 from hq.bulk import among, insert_rows, stored_time
-from hq.contact import set_message_consent
+from hq.contact import KIOSK_SOURCE, set_message_consent
 from hq.contact_key import PhoneIntake
 from hq.coupons import issue_at_registration, record_use
 from hq.device_coupons import record_coupons
@@ -903,12 +903,9 @@ class CentralLedger:
         if member is None or member.deleted:
             log.warning("consent to messages for member %s unknown or deleted: ignored", member_id)
             return
-        actor = Actor(event.device_id, "kiosk")
+        actor = Actor(event.device_id, KIOSK_SOURCE)
         set_message_consent(session, member, version, now=event.at, actor=actor)
-        if version is None:
-            member.phone_enc = None
-            return
-        if sealed is None:
+        if version is None or sealed is None:
             return
         refusal: tuple[str, str, str] | None = None
         try:

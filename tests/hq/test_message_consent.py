@@ -12,16 +12,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edge.domain.ids import IdFactory
-from edge.protocol import Event, EventBatch
+from edge.protocol import Event, EventBatch, ReplicaBatch
 from edge.security.contact import contact_public_pem, seal_phone
 from edge.security.keys import HQ_CONTACT_PUBLIC_KEY_FILE
 from edge.security.personal import PhoneVault
 from edge.services import contact, members
-from hq.contact import may_message
+from edge.services.replica import apply_replica_batch, replica_cursor
+from edge.services.tx import transaction
+from edge.storage.models import Member
+from hq.audit import Actor
+from hq.contact import may_message, set_message_consent
 from hq.contact_key import PhoneIntake
+from hq.feeds import feed_chunk
 from hq.ledger import CentralLedger
 from hq.models import Alert, AuditRecord, CentralMember, StoredEvent
 from tests.hq.database import HQ_VAULT
+from tests.hq.events import T0
 from tests.sync.helpers import outbox_events
 
 PHONE = "13800138000"
@@ -176,3 +182,48 @@ def test_a_hash_that_still_names_the_number_keeps_it(engine, kiosk, hq_key):
     ingest(engine, ledger, [*events, updated], after=1)
     with Session(engine) as s:
         assert may_message(central(s, reg.member_id))
+
+
+def follow(engine, app) -> int:
+    """Applies ``app``'s store feed after its cursor (its own events left out, as HQ does)."""
+    with transaction(app) as tx:
+        cursor = replica_cursor(tx, "store")
+    with Session(engine) as s:
+        last, items = feed_chunk(s, HQ_VAULT, app.store_id, cursor)
+    items = [i for i in items if i.event is None or i.event.device_id != app.device_id]
+    batch = ReplicaBatch(after_seq=cursor, to_seq=last, events=items, at=T0, feed="store")
+    outcome = apply_replica_batch(app, batch)
+    assert not outcome.gap and outcome.set_aside == 0, outcome
+    return len(items)
+
+
+def test_a_withdrawal_at_hq_reaches_the_kiosks_that_hold_the_member(engine, kiosk, hq_key):
+    reg = members.register_member(kiosk, PHONE, True, message_consent=True)
+    ingest(engine, ledger_for(kiosk, hq_key), outbox_events(kiosk))
+    follow(engine, kiosk)
+    assert members.show_member(kiosk, card_no=reg.card_no).message_consent
+    with Session(engine) as s, s.begin():  # an unsubscribe reply to a message, say
+        member = central(s, reg.member_id)
+        assert set_message_consent(s, member, None, now=T0, actor=Actor(PHONE, "sms"))
+    with Session(engine) as s:
+        relayed = s.scalars(select(StoredEvent).where(StoredEvent.device_id == "HQ")).one()
+        assert (relayed.kind, relayed.store_id) == ("member.message_consent", "S001")
+        assert json.loads(relayed.payload)["data"] == {"member_id": reg.member_id, "version": None}
+    assert follow(engine, kiosk) == 1
+    assert not members.show_member(kiosk, card_no=reg.card_no).message_consent
+    with kiosk.db.read() as s:
+        row = s.get(Member, reg.member_id)
+        assert row is not None and row.message_consent_at == T0
+    assert follow(engine, kiosk) == 0  # once
+
+
+def test_a_withdrawal_at_any_door_forgets_the_number(engine, kiosk, hq_key):
+    reg = members.register_member(kiosk, PHONE, True, message_consent=True)
+    ingest(engine, ledger_for(kiosk, hq_key), outbox_events(kiosk))
+    with Session(engine) as s, s.begin():
+        member = central(s, reg.member_id)
+        assert member.phone_enc is not None
+        set_message_consent(s, member, None, now=T0, actor=Actor("desk-li", "web"))
+        assert member.phone_enc is None
+        set_message_consent(s, member, "2026-12", now=T0, actor=Actor("desk-li", "web"))
+        assert not may_message(member)  # until a kiosk seals the number again
