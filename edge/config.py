@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from drivers.config import HardwareConfig
 from edge.domain.errors import ConfigError, describe_invalid
+from edge.domain.tiers import DEFAULT_BASIS, DEFAULT_LADDER, DEFAULT_PERIOD_MONTHS
 from edge.protocol import (
     MemberDayPolicy,
     OfflinePolicy,
@@ -92,32 +93,22 @@ class TierConfig(TierPolicy, _Section):
 
 def _default_tiers() -> list[TierConfig]:
     return [
-        TierConfig(code="normal", name_zh="普通会员", name_en="Member", threshold=0),
         TierConfig(
-            code="silver",
-            name_zh="银卡会员",
-            name_en="Silver",
-            threshold=200_000,
-            multiplier_pct=120,
-        ),
-        TierConfig(
-            code="gold", name_zh="金卡会员", name_en="Gold", threshold=800_000, multiplier_pct=150
-        ),
-        TierConfig(
-            code="diamond",
-            name_zh="钻石会员",
-            name_en="Diamond",
-            threshold=2_000_000,
-            multiplier_pct=200,
-        ),
+            code=t.code,
+            name_zh=t.name_zh,
+            name_en=t.name_en,
+            threshold=t.threshold,
+            multiplier_pct=t.multiplier_pct,
+        )
+        for t in DEFAULT_LADDER
     ]
 
 
 class TiersConfig(_Section):
     """Tier ladder: upgrade at once, downgrade only at the end of the member's tier period."""
 
-    basis: Literal["spend", "points"] = Field("spend", title="What thresholds measure")
-    period_months: int = Field(12, ge=1, le=36, title="Rolling period in months")
+    basis: Literal["spend", "points"] = Field(DEFAULT_BASIS, title="What thresholds measure")
+    period_months: int = Field(DEFAULT_PERIOD_MONTHS, ge=1, le=36, title="Rolling period in months")
     levels: list[TierConfig] = Field(default_factory=_default_tiers, title="Tiers, lowest first")
 
     @model_validator(mode="after")

@@ -25,6 +25,7 @@ from hq.console import config_of
 from hq.enrol_cli import add_enrol_commands
 from hq.import_cli import add_import_commands
 from hq.member_cli import add_member_commands
+from hq.messages_cli import add_messages_commands
 from hq.personal import DATA_KEY_FILE
 from hq.report_cli import add_report_commands
 from hq.rollout_cli import add_rollout_commands
@@ -570,15 +571,18 @@ def refund(ctx: click.Context, receipt_id: str, amount_cents: int, refund_id: st
     click.echo(result.model_dump_json())
 
 
-def register(group: click.Group) -> None:
-    add_enrol_commands(hq_group)
-    add_import_commands(hq_group)
-    add_staff_commands(hq_group)
-    add_web_commands(hq_group)
-    add_campaign_commands(hq_group)
-    add_member_commands(hq_group)
-    add_catalogue_commands(hq_group)
-    add_rollout_commands(hq_group)
-    add_report_commands(hq_group)
-    group.add_command(hq_group)
-    group.add_command(lane_group)
+# ``kiosk hq`` and ``kiosk lane`` are named in the ``member_kiosk.commands`` entry point;
+# the ``kiosk`` command imports this module only when one of them is asked for.
+for _add in (
+    add_enrol_commands,
+    add_import_commands,
+    add_staff_commands,
+    add_web_commands,
+    add_campaign_commands,
+    add_member_commands,
+    add_catalogue_commands,
+    add_rollout_commands,
+    add_report_commands,
+    add_messages_commands,
+):
+    _add(hq_group)

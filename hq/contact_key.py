@@ -23,12 +23,9 @@ from edge.security.keys import load_private_key
 from edge.security.personal import PhoneVault
 
 CONTACT_KEY_FILE = "hq-contact.pem"
-MEMBER_CODE_KEY_FILE = "hq-member-code.pem"
-"""HQ's member-code signing key (Ed25519) in the CA folder (``kiosk hq member-code-key``)."""
 
 __all__ = [
     "CONTACT_KEY_FILE",
-    "MEMBER_CODE_KEY_FILE",
     "PhoneIntake",
     "bundle_public_keys",
     "load_contact_key",
@@ -81,16 +78,15 @@ def load_contact_key(path: Path) -> ec.EllipticCurvePrivateKey | None:
     return load_contact_private_key(path)
 
 
-def bundle_public_keys(ca_dir: Path) -> tuple[str, str]:
-    """The PEMs of HQ's contact and member-code public keys for an enrolment bundle, each ""
-    when its private key is not in ``ca_dir``.
+def bundle_public_keys(contact_path: Path, code_path: Path) -> tuple[str, str]:
+    """The PEMs of HQ's contact and member-code public keys for an enrolment bundle, from
+    their private keys' files; each "" when its file is not there.
 
     Raises:
         ConfigError: a key file is there but unusable.
     """
-    contact = load_contact_key(ca_dir / CONTACT_KEY_FILE)
+    contact = load_contact_key(contact_path)
     member_code = ""
-    code_path = ca_dir / MEMBER_CODE_KEY_FILE
     if code_path.exists():
         member_code = (
             load_private_key(code_path)

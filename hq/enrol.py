@@ -56,7 +56,7 @@ from edge.provisioning.bundle import (
 from edge.security.keys import create_secret_file, load_private_key, load_secret
 from edge.security.revocation import crl_pem
 from hq.audit import Actor, record
-from hq.contact_key import bundle_public_keys
+from hq.contact_key import CONTACT_KEY_FILE, bundle_public_keys
 from hq.models import (
     CardRange,
     EnrolledDevice,
@@ -69,6 +69,8 @@ from hq.models import (
 MAX_CARD_SERIAL = 10**10 - 1  # card serials have at most 10 digits
 CRL_FILE = "crl.pem"
 LOOKUP_KEY_FILE = "hq-lookup.key"
+MEMBER_CODE_KEY_FILE = "hq-member-code.pem"  # signs the member codes the member page shows
+MEMBER_CODE_PUBLIC_FILE = "hq-member-code.pub.pem"  # the kiosks' security.member_code_public_key
 _DEVICE_NUMBER = re.compile(r"^K(\d+)$")
 
 
@@ -107,6 +109,32 @@ def write_enrol_key(directory: Path) -> tuple[Path, Path]:
         Refusal: ``key_exists``.
     """
     private, public = directory / "hq-enrol.key", directory / "hq-enrol.pub"
+    if private.exists() or public.exists():
+        raise Refusal(f"{private} or {public} already exists", code="key_exists")
+    directory.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    public.write_text(_pem_public(key.public_key()))
+    return private, public
+
+
+def write_member_code_key(directory: Path) -> tuple[Path, Path]:
+    """HQ's member-code key pair: ``hq-member-code.pem`` (Ed25519, mode 0600, kept at HQ: it
+    signs the rotating codes on members' phones) and ``hq-member-code.pub.pem`` (for every
+    kiosk's ``security.member_code_public_key``). An existing key is never overwritten.
+
+    Raises:
+        Refusal: ``key_exists``.
+    """
+    private, public = directory / MEMBER_CODE_KEY_FILE, directory / MEMBER_CODE_PUBLIC_FILE
     if private.exists() or public.exists():
         raise Refusal(f"{private} or {public} already exists", code="key_exists")
     directory.mkdir(parents=True, exist_ok=True)
@@ -606,7 +634,9 @@ class EnrolmentDesk:
         enrol_key = load_private_key(self.settings.enrol_key)
         command_pem = load_public_pem(self.settings.command_key)
         update_pem = load_public_pem(self.settings.update_key)
-        contact_pem, member_code_pem = bundle_public_keys(self.settings.ca_dir)
+        contact_pem, member_code_pem = bundle_public_keys(
+            self.settings.ca_dir / CONTACT_KEY_FILE, self.settings.ca_dir / MEMBER_CODE_KEY_FILE
+        )
         ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
         written: list[Path] = []
         try:

@@ -23,12 +23,14 @@ from hq.console import config_of
 from hq.contact_key import CONTACT_KEY_FILE, write_contact_key
 from hq.enrol import (
     LOOKUP_KEY_FILE,
+    MEMBER_CODE_KEY_FILE,
     EnrolmentDesk,
     Issued,
     desk_settings,
     read_qr_photo,
     write_enrol_key,
     write_lookup_key,
+    write_member_code_key,
 )
 from hq.service import open_hq_engine
 
@@ -366,6 +368,23 @@ def lookup_key_command(out_dir: Path) -> None:
     click.echo(f"wrote {path} (secret: the chain's phone-lookup key, back it up)")
 
 
+@click.command("member-code-key")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help=f"Where {MEMBER_CODE_KEY_FILE} goes (HQ's CA directory, where `kiosk hq web` finds it).",
+)
+def member_code_key_command(out_dir: Path) -> None:
+    """Make HQ's member-code key (signs the codes on members' phones; never overwritten)."""
+    private, public = write_member_code_key(out_dir)
+    click.echo(
+        f"wrote {private} (secret, for `kiosk hq web`) and {public} "
+        "(every kiosk's security.member_code_public_key)"
+    )
+
+
 @click.command("contact-key")
 @click.option(
     "--out",
@@ -396,6 +415,7 @@ def add_enrol_commands(group: click.Group) -> None:
         enrolments_command,
         enrol_key_command,
         lookup_key_command,
+        member_code_key_command,
         contact_key_command,
     ):
         group.add_command(command)

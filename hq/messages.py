@@ -10,7 +10,7 @@ waits; once sent or given up only its masked form stays, with what was sent, whe
 ended.
 
 Senders: :class:`FileSender` writes each message as a JSON line to a file (development and
-tests read sign-in codes from it); a real gateway adapter implements :class:`Sender` too.
+tests read sign-in codes from it); :class:`hq.sms.HttpSmsSender` posts to an SMS gateway.
 """
 
 from __future__ import annotations
@@ -190,15 +190,26 @@ def attempt(
     return True
 
 
-def sender_from_spec(spec: str) -> Sender:
-    """The sender a setting names: ``file:PATH`` (development: :class:`FileSender`).
+def sender_from_spec(spec: str, *, token_file: str = "", timeout_s: float = 10.0) -> Sender:
+    """The sender a setting names: ``file:PATH`` (development: :class:`FileSender`) or
+    ``http:URL`` (an SMS gateway: :class:`hq.sms.HttpSmsSender`, its bearer token from
+    ``token_file`` or the systemd credential ``sms-gateway-token``).
 
     Raises:
-        ConfigError: ``sender_invalid`` for a setting naming no known sender.
+        ConfigError: ``sender_invalid`` for a setting naming no known sender; the token's
+            own errors (``token_missing``, ``token_unreadable``, ``token_invalid``).
     """
     kind, _, rest = spec.partition(":")
     if kind == "file" and rest:
         return FileSender(Path(rest))
+    if kind == "http" and rest:
+        from hq.sms import GATEWAY_TOKEN_CREDENTIAL, HttpSmsSender, check_gateway_url, read_token
+
+        url = check_gateway_url(rest)
+        return HttpSmsSender(
+            url, read_token(token_file, GATEWAY_TOKEN_CREDENTIAL), timeout_s=timeout_s
+        )
     raise ConfigError(
-        f"unknown message sender {spec!r} (expected file:PATH)", code="sender_invalid"
+        f"unknown message sender {spec!r} (expected file:PATH or http:URL)",
+        code="sender_invalid",
     )

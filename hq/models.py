@@ -860,3 +860,55 @@ class HqMessage(HqBase):
     sender: Mapped[str] = mapped_column(String(32))
     provider_ref: Mapped[str | None] = mapped_column(String(64))
     last_error: Mapped[str | None] = mapped_column(String(256))
+
+
+class MemberOtp(HqBase):
+    """A one-time sign-in code sent to a member's phone: only its hash is kept; it expires
+    and is used once. Asking for a new code ends the ones before it."""
+
+    __tablename__ = "hq_member_otp"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    phone_hash: Mapped[str] = mapped_column(String(64), index=True)
+    member_id: Mapped[str] = mapped_column(String(26))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MemberSignIn(HqBase):
+    """One phone number's sign-in state (by its lookup hash): wrong codes in a row and the
+    lockout they brought."""
+
+    __tablename__ = "hq_member_signin"
+    phone_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MemberSignInRequest(HqBase):
+    """A sign-in code asked for, by number and client address: what the rate limits count."""
+
+    __tablename__ = "hq_member_signin_request"
+    __table_args__ = (
+        Index("ix_hq_member_signin_request_phone", "phone_hash", "at"),
+        Index("ix_hq_member_signin_request_address", "address", "at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    phone_hash: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MemberSession(HqBase):
+    """A member signed in on the member page (apart from the staff's sessions): only the
+    hash of its cookie's token is kept."""
+
+    __tablename__ = "hq_member_session"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(26), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    address: Mapped[str] = mapped_column(String(64))

@@ -79,6 +79,7 @@ from hq.ledger import (
 )
 from hq.models import FleetDevice
 from hq.personal import DATA_KEY_FILE as HQ_DATA_KEY_FILE
+from hq.reminders import MessageSettings
 from hq.schema import require_current
 from hq.vouchers import check_voucher
 
@@ -181,6 +182,9 @@ class HqConfig(BaseModel):
         description="seals the members' phone numbers, names and birthdays HQ keeps; required "
         "on PostgreSQL (default on SQLite: hq-data.key beside the database, made on first use)",
     )
+    messages: MessageSettings = Field(
+        default_factory=MessageSettings, title="Messages to members ([messages])"
+    )
 
     contact_key_file: str = Field(
         "",
@@ -196,27 +200,30 @@ class HqConfig(BaseModel):
     )
 
     def personal_vault(self) -> TextVault:
-        """What seals and opens the members' personal data HQ keeps (its data key).
+        """What seals and opens the members' personal data HQ keeps (its data key,
+        :meth:`data_key`)."""
+        return TextVault(self.data_key())
+
+    def data_key(self) -> bytes:
+        """HQ's data key, which seals the members' personal data HQ keeps.
 
         A trial on SQLite needs no setup: its key is made beside the database on first use
         (an in-memory database gets a key for the life of the process, as its data). A chain
         on PostgreSQL names its key: a key made by accident would seal new members with a key
-        nobody backs up.
+        nobody backs up. A queued message's number is sealed with it too
+        (:meth:`message_vault`).
 
         Raises:
             ConfigError: ``key_missing`` on PostgreSQL without ``data_key_file``, or the key
                 file's own errors (unreadable, loose permissions, malformed).
         """
-        return TextVault(self._data_key())
-
-    def _data_key(self) -> bytes:
         if self.data_key_file:
             return load_secret(Path(self.data_key_file))
         for prefix in ("sqlite+pysqlite:///", "sqlite:///", "sqlite://"):
             if self.database_url.startswith(prefix):
                 database = self.database_url.removeprefix(prefix)
                 if not database or database.startswith(":memory:"):
-                    return self._memory_key
+                    return os.urandom(32)
                 path = Path(database).parent / HQ_DATA_KEY_FILE
                 create_secret_file(path)
                 return load_secret(path)
@@ -226,9 +233,14 @@ class HqConfig(BaseModel):
             code="key_missing",
         )
 
-    @cached_property
-    def _memory_key(self) -> bytes:
-        return os.urandom(32)
+    def message_vault(self) -> PhoneVault:
+        """What seals and opens the numbers of queued messages (HQ's data key). Only its data
+        key is used: finding a member by phone takes the chain's lookup key, not needed here.
+
+        Raises:
+            ConfigError: as :meth:`personal_vault`.
+        """
+        return PhoneVault(self.data_key(), os.urandom(32))
 
     def _beside_ca(self, configured: str, name: str) -> Path | None:
         if configured:
@@ -251,7 +263,7 @@ class HqConfig(BaseModel):
         contact = load_contact_key(contact_path) if contact_path is not None else None
         vault = None
         if contact is not None and lookup_path is not None and lookup_path.exists():
-            vault = PhoneVault(self._data_key(), load_secret(lookup_path))
+            vault = PhoneVault(self.data_key(), load_secret(lookup_path))
         return PhoneIntake(contact, vault)
 
     def tls(self) -> TlsFiles | None:

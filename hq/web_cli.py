@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from sqlalchemy.orm import Session
@@ -24,6 +25,9 @@ from hq.accounts import AccountRow
 from hq.audit import Actor
 from hq.console import config_of
 from hq.service import HqConfig
+
+if TYPE_CHECKING:
+    from hq.web.member_page import MemberPageSettings
 
 
 @click.command("web")
@@ -49,6 +53,12 @@ from hq.service import HqConfig
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A file holding the bearer token /metrics asks for (default: /metrics is open).",
 )
+@click.option(
+    "--member-code-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="HQ's member-code key (default: hq-member-code.pem in HQ's TLS folder, from "
+    "`kiosk hq member-code-key`).",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
 def web_command(
@@ -60,6 +70,7 @@ def web_command(
     device_broker_port: int | None,
     enrol_dir: Path | None,
     metrics_token_file: Path | None,
+    member_code_key: Path | None,
     log_level: str,
 ) -> None:
     """Serve HQ's web console until SIGTERM (sign in with an account made by `kiosk hq
@@ -91,6 +102,7 @@ def web_command(
         phone_lookup=_phone_lookup(config),
         publisher=BrokerPublisher(config) if config.command_key else None,
         metrics_token=metrics_token_file.read_text().strip() if metrics_token_file else "",
+        member_page=member_page_settings(config, member_code_key),
     )
     with console.tx() as session:
         if not accounts.accounts(session):
@@ -106,6 +118,41 @@ def web_command(
         log_level=log_level.lower(),
         timeout_graceful_shutdown=5,
         server_header=False,
+    )
+
+
+def member_page_settings(config: HqConfig, code_key: Path | None) -> MemberPageSettings:
+    """What the member page signs in and shows codes with: the chain's lookup key and HQ's
+    member-code key from HQ's TLS folder (or ``code_key``), and the sender HQ's config names
+    (``sender`` in ``[messages]``, as for reminders)."""
+    from edge.security.keys import load_private_key, load_secret
+    from edge.security.personal import PhoneVault
+    from hq.enrol import LOOKUP_KEY_FILE, MEMBER_CODE_KEY_FILE
+    from hq.web.member_page import MemberPageSettings
+
+    folder = Path(config.ca_file).parent if config.ca_file else None
+    vault = None
+    if folder is not None and (folder / LOOKUP_KEY_FILE).exists():
+        vault = PhoneVault(config.data_key(), load_secret(folder / LOOKUP_KEY_FILE))
+    if code_key is None and folder is not None and (folder / MEMBER_CODE_KEY_FILE).exists():
+        code_key = folder / MEMBER_CODE_KEY_FILE
+    coupon_key = None
+    if config.command_key and Path(config.command_key).is_file():
+        from hq.commands import load_command_key
+
+        coupon_key = load_command_key(Path(config.command_key))
+    for missing, what in (
+        (vault is None, f"no chain lookup key ({LOOKUP_KEY_FILE} in HQ's TLS folder)"),
+        (not config.messages.sender, "no message sender (sender in [messages] of HQ's config)"),
+        (code_key is None, f"no member-code key ({MEMBER_CODE_KEY_FILE})"),
+    ):
+        if missing:
+            click.echo(f"member page: {what}; what needs it is turned off", err=True)
+    return MemberPageSettings(
+        vault=vault,
+        sender=config.messages.make_sender(),
+        code_key=load_private_key(code_key) if code_key else None,
+        coupon_key=coupon_key,
     )
 
 

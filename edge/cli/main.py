@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 import click
@@ -46,7 +46,39 @@ COMMAND_MODULES = (
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+PLUGIN_GROUP = "member_kiosk.commands"
+
+
+class KioskGroup(click.Group):
+    """The ``kiosk`` group: the core's commands, and those of packages installed beside it.
+
+    Such a package names each of its commands in the ``member_kiosk.commands`` entry point
+    (HQ's reference service adds ``hq`` and ``lane``). A plugin's command is imported only
+    when it is asked for (or listed by ``--help``): ``kiosk points accrue`` never loads HQ.
+    The core never imports the plugins' modules itself.
+    """
+
+    def _plugins(self) -> dict[str, EntryPoint]:
+        return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugins()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is not None:
+            return found
+        plugin = self._plugins().get(cmd_name)
+        if plugin is None:
+            return None
+        command = plugin.load()
+        if not isinstance(command, click.Command):
+            raise click.UsageError(f"the {cmd_name!r} command's package is broken")
+        self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=KioskGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="kiosk")
 @click.option(
     "--data-dir",
@@ -74,11 +106,6 @@ def cli(
 
 for _module in COMMAND_MODULES:
     _module.register(cli)
-
-# Packages installed beside the core add command groups through the ``member_kiosk.commands``
-# entry point (HQ's reference service and the lane simulator do); the core never imports them.
-for _plugin in entry_points(group="member_kiosk.commands"):
-    _plugin.load()(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
 
 
 @dataclass(frozen=True)
@@ -14,6 +17,25 @@ class Tier:
     threshold: int
     multiplier_pct: int
     member_price_pct: int = 0  # percent off at the lanes
+
+
+DEFAULT_LADDER = (
+    Tier("normal", "普通会员", "Member", 0, 100),
+    Tier("silver", "银卡会员", "Silver", 200_000, 120),
+    Tier("gold", "金卡会员", "Gold", 800_000, 150),
+    Tier("diamond", "钻石会员", "Diamond", 2_000_000, 200),
+)
+"""The ladder a kiosk uses when neither its configuration nor HQ's rules give one."""
+DEFAULT_BASIS: Final = "spend"  # what thresholds measure: cents of spend (or "points" earned)
+DEFAULT_PERIOD_MONTHS: Final = 12  # ... over this rolling period
+
+
+def months_after(moment: datetime, months: int) -> datetime:
+    """The same moment ``months`` later (or earlier when negative), the day clamped."""
+    index = moment.year * 12 + (moment.month - 1) + months
+    year, month = index // 12, index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
 
 
 def tier_for(measure: int, ladder: Sequence[Tier]) -> Tier:

@@ -16,7 +16,7 @@ from edge.domain.member_view import HistoryLine, MemberView
 from edge.domain.merges import MERGE_OUT
 from edge.domain.points import expiring_soon, local_date, pending, spendable
 from edge.domain.staff import Permission
-from edge.domain.tiers import find_tier, next_tier
+from edge.domain.tiers import find_tier, months_after, next_tier
 from edge.security.codes import looks_like_member_code, verify_member_code
 from edge.security.personal import mask_card, mask_name, mask_phone, normalize_phone
 from edge.services.cards import issue_card
@@ -25,7 +25,7 @@ from edge.services.ledger import as_lots, credit
 from edge.services.personal import birthday_of, erase_personal, name_of, set_personal
 from edge.services.remote import ensure_here, fetch_if_unknown
 from edge.services.staff import StaffIdentity, require
-from edge.services.tiers import months_after, tier_measure
+from edge.services.tiers import tier_measure
 from edge.services.tx import Tx, run_once, transaction
 from edge.storage.models import (
     BonusClaim,

@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from edge.app import AppContext
 from edge.domain.cards import CardState
 from edge.domain.merges import MERGE_KINDS
+from edge.domain.tiers import months_after
 from edge.protocol import (
     AdjustmentData,
     EntriesData,
@@ -53,7 +54,6 @@ from edge.protocol.messages import (
 )
 from edge.services.connectivity import record_hq_contact
 from edge.services.personal import erase_personal, set_personal
-from edge.services.tiers import months_after
 from edge.services.tx import Tx, get_meta, set_meta, transaction
 from edge.storage.models import (
     BonusClaim,

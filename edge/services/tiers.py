@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import calendar
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,17 +10,9 @@ from sqlalchemy.orm import Session
 
 from edge.app import AppContext
 from edge.domain.points import EntryKind
-from edge.domain.tiers import rank, review_at_period_end, upgrade_to
+from edge.domain.tiers import months_after, rank, review_at_period_end, upgrade_to
 from edge.services.tx import Tx, transaction
 from edge.storage.models import LedgerEntry, Member, Purchase, Refund
-
-
-def months_after(moment: datetime, months: int) -> datetime:
-    """The same moment ``months`` later (or earlier when negative), the day clamped."""
-    index = moment.year * 12 + (moment.month - 1) + months
-    year, month = index // 12, index % 12 + 1
-    day = min(moment.day, calendar.monthrange(year, month)[1])
-    return moment.replace(year=year, month=month, day=day)
 
 
 def tier_measure(session: Session, app: AppContext, member_id: str, now: datetime) -> int:

@@ -45,8 +45,11 @@ from hq.web.core import (
     new_login_token,
 )
 from hq.web.i18n import LANGUAGES, N_, translator
+from hq.web.member_page import member_routes as phone_page_routes
+from hq.web.messages_page import message_routes
 from hq.web.operations import catalogue_routes, update_routes
 from hq.web.reports_page import report_routes
+from hq.web.sms import sms_routes
 
 STATIC = Path(__file__).parent / "static"
 
@@ -183,6 +186,9 @@ def routes(console: Console) -> list[BaseRoute]:
         *update_routes(console),
         *report_routes(console),
         *account_routes(console),
+        *sms_routes(console),
+        *message_routes(console),
+        *phone_page_routes(console),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 

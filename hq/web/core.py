@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 import jinja2
@@ -38,6 +38,9 @@ from hq.catalogue import Publisher
 from hq.enrol import EnrolmentDesk
 from hq.service import HqConfig, open_hq_engine
 from hq.web.i18n import N_, Translate, pick, translator
+
+if TYPE_CHECKING:
+    from hq.web.member_page import MemberPageSettings
 
 SESSION_COOKIE = "mck_session"
 LOGIN_COOKIE = "mck_login"
@@ -157,6 +160,7 @@ class Console:
         publish: Callable[[str, Message], None] | None = None,
         publisher: Publisher | None = None,
         metrics_token: str = "",
+        member_page: MemberPageSettings | None = None,
     ) -> None:
         self.config = config
         self.engine = engine or open_hq_engine(config.database_url)
@@ -170,6 +174,11 @@ class Console:
         self.publish = publish or self._publish_once  # (topic, message) to the broker
         self.publisher = publisher  # signs and pushes catalogue and rules versions
         self.metrics_token = metrics_token  # /metrics asks for it as a bearer token when set
+        if member_page is None:
+            from hq.web.member_page import MemberPageSettings
+
+            member_page = MemberPageSettings()
+        self.member_page = member_page  # the members' phone page (/m): its keys and sender
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES),
             autoescape=True,
@@ -352,6 +361,7 @@ NAV = (
     NavItem("/catalogue", N_("Catalogue")),
     NavItem("/updates", N_("Updates")),
     NavItem("/reports", N_("Reports")),
+    NavItem("/messages", N_("Messages")),
     NavItem("/audit", N_("Audit")),
     NavItem("/accounts", N_("Accounts"), "accounts"),
 )

@@ -231,10 +231,11 @@ def test_two_people_publishing_at_once_cannot_both_make_the_same_version(postgre
         CatalogueDesk(engine, RecordingPublisher()).replace_catalogue(
             LI, {"gifts": [{"sku": "TOWEL", "name": "毛巾", "points_price": 300}]}
         )
-        release = threading.Event()
+        release, holding = threading.Event(), threading.Event()
 
         def waiting_clock() -> datetime:
-            release.wait(30)  # inside the first edit's transaction, the row taken
+            holding.set()
+            release.wait(60)  # inside the first edit's transaction, the row taken
             return datetime.now(UTC)
 
         first_desk = CatalogueDesk(engine, RecordingPublisher(), clock=waiting_clock)
@@ -261,9 +262,11 @@ def test_two_people_publishing_at_once_cannot_both_make_the_same_version(postgre
                     )
                 )
 
+        # The second starts once the first holds the row (else it might take it first).
+        wait_for(holding.is_set, 60, "the first editor to take the catalogue's row")
         second = threading.Thread(target=edit, args=("second", second_desk, 290))
         second.start()
-        wait_for(waiting_for_a_lock, 20, "the second editor to wait for the first")
+        wait_for(waiting_for_a_lock, 60, "the second editor to wait for the first")
         release.set()
         first.join(30)
         second.join(30)
@@ -276,16 +279,18 @@ def test_two_people_publishing_at_once_cannot_both_make_the_same_version(postgre
 
         # Without a version to be based on, the second edit waits and applies on the first.
         release.clear()
+        holding.clear()
         first = threading.Thread(target=lambda: first_desk.set_gift(LI, "TOWEL", {"low_stock": 5}))
         first.start()
+        wait_for(holding.is_set, 60, "the first editor to take the catalogue's row")
         second = threading.Thread(
             target=lambda: second_desk.set_gift(WANG, "MUG", {"name": "杯", "points_price": 90})
         )
         second.start()
-        wait_for(waiting_for_a_lock, 20, "the second editor to wait for the first")
+        wait_for(waiting_for_a_lock, 60, "the second editor to wait for the first")
         release.set()
-        first.join(30)
-        second.join(30)
+        first.join(60)
+        second.join(60)
         newest = CatalogueDesk(engine).catalogue()
         assert newest.row.version == 4
         assert [(g.sku, g.low_stock) for g in newest.catalogue.gifts] == [

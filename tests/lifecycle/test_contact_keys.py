@@ -32,8 +32,8 @@ from edge.security.keys import load_private_key
 from edge.services.members import register_member
 from edge.services.personal import as_sent
 from edge.storage.models import OutboxEvent
-from hq.contact_key import CONTACT_KEY_FILE, MEMBER_CODE_KEY_FILE, load_contact_key
-from hq.enrol import EnrolmentDesk
+from hq.contact_key import CONTACT_KEY_FILE, load_contact_key
+from hq.enrol import MEMBER_CODE_KEY_FILE, EnrolmentDesk
 from tests.lifecycle.hq_desk import make_desk, signed_payload
 
 
@@ -46,18 +46,9 @@ def desk_key(desk: EnrolmentDesk) -> Ed25519PrivateKey:
 
 
 def write_member_code_key(ca_dir: Path) -> Ed25519PrivateKey:
-    """HQ's member-code key as ``kiosk hq member-code-key`` leaves it in the CA folder."""
-    key = Ed25519PrivateKey.generate()
-    path = ca_dir / MEMBER_CODE_KEY_FILE
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-    return key
+    """HQ's member-code key, made as HQ's operators make it."""
+    assert main(["hq", "member-code-key", "--out", str(ca_dir)]) == 0
+    return load_private_key(ca_dir / MEMBER_CODE_KEY_FILE)
 
 
 @pytest.fixture

@@ -13,8 +13,12 @@ import pytest
 from edge.lifecycle.bytecode import OPTIMIZE
 
 ROOT = Path(__file__).resolve().parents[2]
+# The appliance's units (systemd/, installed in the kiosk image) and HQ's (systemd/hq/).
 UNITS = sorted(
-    p for p in (ROOT / "systemd").iterdir() if p.suffix in {".service", ".timer", ".path"}
+    p
+    for folder in (ROOT / "systemd", ROOT / "systemd/hq")
+    for p in folder.iterdir()
+    if p.suffix in {".service", ".timer", ".path"}
 )
 SYSTEM_UNIT_DIRS = (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
 HARDENING = ("NoNewPrivileges", "ProtectSystem", "PrivateTmp")
@@ -146,3 +150,17 @@ def test_services_are_hardened(unit: Path) -> None:
     if unit.name not in {"member-kiosk-update.service", "member-kiosk-cleanup.service"}:
         assert service["User"] == "kiosk", f"{unit.name} runs as root"
         assert service["ExecStart"].startswith("/opt/member-kiosk/current/bin/kiosk ")
+
+
+def test_hq_reminders_unit() -> None:
+    """HQ's reminders run on a timer, reach the gateway and the database over the network,
+    and get the gateway's token as a systemd credential (never in the environment)."""
+    path = ROOT / "systemd/hq/member-kiosk-hq-remind.service"
+    service = _unit(path)["Service"]
+    assert service["Type"] == "oneshot"
+    assert service["ExecStart"].endswith(" hq messages remind")
+    assert service["LoadCredential"].startswith("sms-gateway-token:")
+    assert {"AF_INET", "AF_INET6"} <= set(service["RestrictAddressFamilies"].split())
+    assert "network-online.target" in _values(path, "Unit", "After")
+    timer = _unit(ROOT / "systemd/hq/member-kiosk-hq-remind.timer")["Timer"]
+    assert timer["OnCalendar"] and timer["Persistent"] == "true"
