@@ -52,17 +52,11 @@ def set_message_consent(
     actor: Actor,
 ) -> bool:
     """Gives (``version``: the message terms agreed to) or withdraws (``None``) the member's
-    consent to messages; False when it was so already (nothing recorded).
-
-    A withdrawal forgets the number HQ held (``phone_enc``): HQ keeps one only for members
-    who agreed; a kiosk sends it again, sealed, when the member agrees there again.
-    """
+    consent to messages; False when it was so already (nothing recorded)."""
     if member.message_consent_version == version:
         return False
     before = member.message_consent_version
     member.message_consent_version, member.message_consent_at = version, now
-    if version is None:
-        member.phone_enc = None
     record(
         session,
         actor,

@@ -905,7 +905,10 @@ class CentralLedger:
             return
         actor = Actor(event.device_id, KIOSK_SOURCE)
         set_message_consent(session, member, version, now=event.at, actor=actor)
-        if version is None or sealed is None:
+        if version is None:  # withdrawn at a kiosk, which seals the number again if given again
+            member.phone_enc = None
+            return
+        if sealed is None:
             return
         refusal: tuple[str, str, str] | None = None
         try:

@@ -215,15 +215,3 @@ def test_a_withdrawal_at_hq_reaches_the_kiosks_that_hold_the_member(engine, kios
         row = s.get(Member, reg.member_id)
         assert row is not None and row.message_consent_at == T0
     assert follow(engine, kiosk) == 0  # once
-
-
-def test_a_withdrawal_at_any_door_forgets_the_number(engine, kiosk, hq_key):
-    reg = members.register_member(kiosk, PHONE, True, message_consent=True)
-    ingest(engine, ledger_for(kiosk, hq_key), outbox_events(kiosk))
-    with Session(engine) as s, s.begin():
-        member = central(s, reg.member_id)
-        assert member.phone_enc is not None
-        set_message_consent(s, member, None, now=T0, actor=Actor("desk-li", "web"))
-        assert member.phone_enc is None
-        set_message_consent(s, member, "2026-12", now=T0, actor=Actor("desk-li", "web"))
-        assert not may_message(member)  # until a kiosk seals the number again
