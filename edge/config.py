@@ -160,6 +160,12 @@ class SecurityConfig(_Section):
     member_code_signing_key: str = Field(
         "", title="Member-code signing key (PEM path)", description="HQ's; dev: generated"
     )
+    contact_public_key: str = Field(
+        "",
+        title="HQ's contact public key (PEM path)",
+        description="seals the phone numbers of members who agree to messages; default: the "
+        "one the enrolment bundle installed (keys/hq-contact.pub)",
+    )
     member_code_ttl_s: int = Field(60, ge=10, le=600, title="Member code lifetime")
     member_code_skew_s: int = Field(90, ge=0, le=600, title="Clock skew tolerated")
     pin_max_attempts: int = Field(5, ge=1, le=20, title="Wrong PINs before lockout")
@@ -170,6 +176,13 @@ class PrivacyConfig(_Section):
     """The privacy terms a member consents to at registration."""
 
     consent_version: str = Field("2026-01", min_length=1, title="Version of the terms in force")
+    message_terms_version: str = Field(
+        "2026-12",
+        min_length=1,
+        max_length=32,
+        title="Version of the terms for messages (SMS reminders) in force",
+        description="recorded with a member's separate consent to messages",
+    )
 
 
 class DeskConfig(_Section):

@@ -56,6 +56,7 @@ from edge.provisioning.bundle import (
 from edge.security.keys import create_secret_file, load_private_key, load_secret
 from edge.security.revocation import crl_pem
 from hq.audit import Actor, record
+from hq.contact_key import CONTACT_KEY_FILE, bundle_public_keys
 from hq.models import (
     CardRange,
     EnrolledDevice,
@@ -629,6 +630,9 @@ class EnrolmentDesk:
         enrol_key = load_private_key(self.settings.enrol_key)
         command_pem = load_public_pem(self.settings.command_key)
         update_pem = load_public_pem(self.settings.update_key)
+        contact_pem, member_code_pem = bundle_public_keys(
+            self.settings.ca_dir / CONTACT_KEY_FILE, self.settings.ca_dir / MEMBER_CODE_KEY_FILE
+        )
         ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
         written: list[Path] = []
         try:
@@ -694,6 +698,8 @@ class EnrolmentDesk:
                     lookup_key_sealed=seal_lookup_key(
                         lookup_key, device_public, new_id, slip.serial
                     ),
+                    hq_contact_public_key_pem=contact_pem,
+                    hq_member_code_public_key_pem=member_code_pem,
                 )
                 bundle = issue_bundle(enrolment, enrol_key)
                 qr = bundle_to_qr(bundle)

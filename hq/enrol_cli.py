@@ -1,5 +1,5 @@
 """``kiosk hq enrol | move | replace | revoke | devices | enrolments | crl | enrol-key |
-lookup-key``: HQ's enrolment desk on the console.
+lookup-key | contact-key``: HQ's enrolment desk on the console.
 
 The desk signs with the broker CA in ``--ca-dir`` (default: the directory of the HQ
 configuration's ``ca_file``, i.e. ``--tls-dir``), issues bundles signed with HQ's enrolment
@@ -20,6 +20,7 @@ import click
 
 from edge.console import NUMBER, NumberRange, show
 from hq.console import config_of
+from hq.contact_key import CONTACT_KEY_FILE, write_contact_key
 from hq.enrol import (
     LOOKUP_KEY_FILE,
     MEMBER_CODE_KEY_FILE,
@@ -384,6 +385,24 @@ def member_code_key_command(out_dir: Path) -> None:
     )
 
 
+@click.command("contact-key")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help=f"Where {CONTACT_KEY_FILE} goes (the desk's CA directory; keep and back it up).",
+)
+def contact_key_command(out_dir: Path) -> None:
+    """Make HQ's contact key pair (once for the whole chain; never overwritten): kiosks seal
+    the phone numbers of members who agree to messages to it, and only HQ opens them."""
+    path = write_contact_key(out_dir)
+    click.echo(
+        f"wrote {path} (secret: opens the phone numbers members gave for messages, back it "
+        "up); bundles issued from now on carry its public half"
+    )
+
+
 def add_enrol_commands(group: click.Group) -> None:
     """Add the enrolment desk's commands to ``kiosk hq``."""
     for command in (
@@ -397,5 +416,6 @@ def add_enrol_commands(group: click.Group) -> None:
         enrol_key_command,
         lookup_key_command,
         member_code_key_command,
+        contact_key_command,
     ):
         group.add_command(command)

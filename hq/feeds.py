@@ -43,6 +43,7 @@ from edge.protocol.messages import (
     CardReplacedData,
     GiftRedeemedData,
     MemberDeletedData,
+    MemberMessageConsentData,
     MemberUpdatedData,
     TierChangedData,
 )
@@ -73,7 +74,9 @@ def members_named(data: object) -> set[str]:
     """The members an event's data is about (cards are resolved by :func:`cards_members`)."""
     if isinstance(data, EntriesData):  # a registration too
         return {data.member_id} | {e.member_id for e in data.entries}
-    if isinstance(data, MemberUpdatedData | MemberDeletedData | TierChangedData):
+    if isinstance(
+        data, MemberUpdatedData | MemberDeletedData | TierChangedData | MemberMessageConsentData
+    ):
         return {data.member_id}
     if isinstance(data, CardReplacedData):
         return {data.member_id}

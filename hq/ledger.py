@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from edge.domain.errors import ConfigError, IntegrityError
 from edge.domain.ids import IdFactory
 from edge.domain.points import EntryKind
 from edge.protocol import (
@@ -41,12 +42,16 @@ from edge.protocol.messages import (
     GiftRedeemedData,
     LowStockData,
     MemberDeletedData,
+    MemberMessageConsentData,
     MemberUpdatedData,
     TierChangedData,
     VoucherLapsedData,
 )
 from edge.security.personal import TextVault
+from hq.audit import Actor
 from hq.bulk import among, insert_rows, stored_time
+from hq.contact import KIOSK_SOURCE, set_message_consent
+from hq.contact_key import PhoneIntake
 from hq.coupons import issue_at_registration, record_use
 from hq.device_coupons import record_coupons
 from hq.feeds import (
@@ -80,6 +85,7 @@ from hq.personal import (
     personal_columns,
     set_personal,
     stored_json,
+    without_sealed_phone,
 )
 from hq.rollups import Rollup
 from hq.stock import record_stock
@@ -336,10 +342,15 @@ def clear_alert(session: Session, kind: str, subject: str, at: datetime) -> None
 class CentralLedger:
     """Applies batches to the central tables (one transaction per batch, by the caller)."""
 
-    def __init__(self, clone_window: timedelta, vault: TextVault) -> None:
-        """``vault``: HQ's data key, which seals the names and birthdays registrations bring."""
+    def __init__(
+        self, clone_window: timedelta, vault: TextVault, intake: PhoneIntake | None = None
+    ) -> None:
+        """``vault``: HQ's data key, which seals the names and birthdays registrations bring.
+        ``intake``: what opens the phone numbers kiosks seal for members who agree to
+        messages (None: HQ has no contact key; consents are kept, the numbers alerted)."""
         self.clone_window = clone_window
         self.vault = vault
+        self.intake = intake or PhoneIntake(None, None)
         self.ids = IdFactory()  # for the coupons registrations earn
 
     def ingest(
@@ -512,7 +523,8 @@ class CentralLedger:
             result.unnumbered = None
             for offset, (row, event) in enumerate(zip(batch_rows, events, strict=True)):
                 row["hq_seq"] = first + len(rows) + offset
-                result.stored.append((row["hq_seq"], event))
+                # relayed as stored: never with the phone number sealed for HQ
+                result.stored.append((row["hq_seq"], without_sealed_phone(event)))
             rows += batch_rows
             stored += result.stored
             named += batch_named
@@ -616,6 +628,17 @@ class CentralLedger:
         registrations = [(e, d) for e, d, _ in typed if isinstance(d, MemberRegisteredData)]
         self._register(session, registrations, tiers, self.vault, rollup)
         issue_at_registration(session, registrations, self.ids)
+        for event, data in registrations:
+            if data.message_consent_version is not None or data.phone_sealed is not None:
+                self._message_consent(
+                    session,
+                    event,
+                    data.member_id,
+                    data.message_consent_version,
+                    data.phone_sealed,
+                    now,
+                    next(r for e, _, r in typed if e is event),
+                )
         entries: list[dict[str, Any]] = []
         deltas: dict[str, int] = defaultdict(int)
         debited: dict[str, Ingest] = {}
@@ -672,6 +695,14 @@ class CentralLedger:
                     member.phone_masked = data.phone_masked
                     member.phone_hash = data.phone_hash
                     member.updated_at = event.at
+                    if member.phone_enc is not None and not self.intake.holds(
+                        member.phone_enc, data.phone_hash
+                    ):  # another number now: never message the old one
+                        member.phone_enc = None
+            elif isinstance(data, MemberMessageConsentData):
+                self._message_consent(
+                    session, event, data.member_id, data.version, data.phone_sealed, now, result
+                )
             elif isinstance(data, MemberDeletedData):
                 member = session.get(CentralMember, data.member_id)
                 if member is not None:
@@ -850,6 +881,57 @@ class CentralLedger:
             insert_rows(conn, CentralMember, new_members)
         if new_cards:
             insert_rows(conn, CentralCard, new_cards)
+
+    def _message_consent(
+        self,
+        session: Session,
+        event: Event,
+        member_id: str,
+        version: str | None,
+        sealed: str | None,
+        now: datetime,
+        result: Ingest,
+    ) -> None:
+        """A consent to messages given (``version``) or withdrawn (None) at a kiosk, through
+        :func:`hq.contact.set_message_consent` (the device is the actor); a phone number
+        sealed with it is opened, checked against the member's lookup hash and kept under
+        HQ's data key (``phone_enc``). A withdrawal forgets the number: HQ holds one only for
+        members who agreed. A number that does not open or is not the member's is refused
+        (``contact_phone_refused``); one HQ cannot open for want of its contact key is
+        alerted once (``contact_key_missing``). The consent stands either way."""
+        member = session.get(CentralMember, member_id)
+        if member is None or member.deleted:
+            log.warning("consent to messages for member %s unknown or deleted: ignored", member_id)
+            return
+        actor = Actor(event.device_id, KIOSK_SOURCE)
+        set_message_consent(session, member, version, now=event.at, actor=actor)
+        if version is None:  # withdrawn at a kiosk, which seals the number again if given again
+            member.phone_enc = None
+            return
+        if sealed is None:
+            return
+        refusal: tuple[str, str, str] | None = None
+        try:
+            member.phone_enc = self.intake.take(sealed, member.id, member.phone_hash)
+        except ConfigError:
+            refusal = (
+                "contact_key_missing",
+                "hq",
+                "kiosks send phone numbers sealed for messages and HQ has no contact key "
+                "(hq-contact.pem) or lookup key to open them: the members' consents are kept "
+                "without a number",
+            )
+        except IntegrityError as exc:
+            refusal = (
+                "contact_phone_refused",
+                member.id,
+                f"a phone number sealed by {event.device_id} for member {member.id} was "
+                f"refused: {exc.message}",
+            )
+        if refusal is not None and raise_alert(
+            session, *refusal, now, event.store_id, event.device_id
+        ):
+            result.alerts.append(refusal[0])
 
     def _placeholder(self, session: Session, event: Event, member_id: str) -> None:
         """Entries for a member HQ has not heard of: keep them, and tell staff."""

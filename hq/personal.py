@@ -26,8 +26,12 @@ DATA_KEY_FILE = "hq-data.key"
 """HQ's data key's file name (``kiosk hq data-key`` makes it)."""
 
 REGISTERED = "member.registered"
+MESSAGE_CONSENT = "member.message_consent"
 PERSONAL_KEYS = ("name", "birthday")
-"""The personal fields of a registration's data (the phone travels only hashed and masked)."""
+"""The personal fields of a registration's data (the phone travels hashed and masked)."""
+SEALED_PHONE_KEY = "phone_sealed"
+"""The phone number a kiosk sealed for HQ (a member who agreed to messages): HQ keeps it in
+the member row (``phone_enc``) and never in a stored or relayed event."""
 
 __all__ = [
     "DATA_KEY_FILE",
@@ -39,6 +43,7 @@ __all__ = [
     "personal_columns",
     "set_personal",
     "stored_json",
+    "without_sealed_phone",
 ]
 
 
@@ -86,14 +91,30 @@ def erase_personal(member: CentralMember) -> None:
 
 
 def stored_json(event: Event) -> str:
-    """The event's JSON as HQ stores it: a registration without its name and birthday.
+    """The event's JSON as HQ stores it: a registration without its name and birthday, a
+    registration or a change of consent to messages without the sealed phone number.
 
     Every other event is the JSON worked out once per event (:attr:`Event.stored_json`).
     """
-    if event.kind != REGISTERED or all(event.data.get(k) is None for k in PERSONAL_KEYS):
+    if event.kind == REGISTERED:
+        dropped: tuple[str, ...] = (*PERSONAL_KEYS, SEALED_PHONE_KEY)
+    elif event.kind == MESSAGE_CONSENT:
+        dropped = (SEALED_PHONE_KEY,)
+    else:
         return event.stored_json
-    data = {k: v for k, v in event.data.items() if k not in PERSONAL_KEYS}
+    if all(event.data.get(k) is None for k in dropped):
+        return event.stored_json
+    data = {k: v for k, v in event.data.items() if k not in dropped}
     return event.model_copy(update={"data": data}).model_dump_json()
+
+
+def without_sealed_phone(event: Event) -> Event:
+    """The event as it may go on to a store: without the phone number a kiosk sealed for HQ."""
+    if event.kind not in (REGISTERED, MESSAGE_CONSENT) or event.data.get(SEALED_PHONE_KEY) is None:
+        return event
+    data = {k: v for k, v in event.data.items() if k != SEALED_PHONE_KEY}
+    # a new model, not a copy: a copy would keep the cached JSON and data of the original
+    return Event.model_validate(event.model_dump() | {"data": data})
 
 
 def as_relayed(session: Session, vault: TextVault, event: Event) -> Event:

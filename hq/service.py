@@ -61,7 +61,9 @@ from edge.security.keys import create_secret_file, load_secret
 from edge.security.personal import PhoneVault, TextVault
 from hq.backups import BackupStore
 from hq.catalogue import BrokerPublisher, CatalogueDesk
+from hq.contact_key import CONTACT_KEY_FILE, PhoneIntake, load_contact_key
 from hq.coupons import answer as answer_coupon
+from hq.enrol import LOOKUP_KEY_FILE
 from hq.feeds import FeedNumbered, feed_chunk, release_unseen
 from hq.feeds import fetch as fetch_member
 from hq.fleet import DiskLow, apply_status, apply_telemetry, check_offline
@@ -184,6 +186,19 @@ class HqConfig(BaseModel):
         default_factory=MessageSettings, title="Messages to members ([messages])"
     )
 
+    contact_key_file: str = Field(
+        "",
+        title="HQ's contact key (hq-contact.pem, from `kiosk hq contact-key`)",
+        description="opens the phone numbers kiosks seal for members who agree to messages "
+        "(default: hq-contact.pem beside ca_file, when it is there)",
+    )
+    lookup_key_file: str = Field(
+        "",
+        title="The chain's phone-lookup key (hq-lookup.key)",
+        description="checks a sealed phone number is the member's (default: hq-lookup.key "
+        "beside ca_file, when it is there)",
+    )
+
     def personal_vault(self) -> TextVault:
         """What seals and opens the members' personal data HQ keeps (its data key,
         :meth:`data_key`)."""
@@ -226,6 +241,30 @@ class HqConfig(BaseModel):
             ConfigError: as :meth:`personal_vault`.
         """
         return PhoneVault(self.data_key(), os.urandom(32))
+
+    def _beside_ca(self, configured: str, name: str) -> Path | None:
+        if configured:
+            return Path(configured)
+        if self.ca_file:
+            return Path(self.ca_file).parent / name
+        return None
+
+    def phone_intake(self) -> PhoneIntake:
+        """What opens the phone numbers kiosks seal for HQ (see :class:`PhoneIntake`): the
+        contact key and the lookup key, each when configured or found beside ``ca_file``.
+
+        Raises:
+            ConfigError: a key file that is there (or configured) is unusable.
+        """
+        contact_path = self._beside_ca(self.contact_key_file, CONTACT_KEY_FILE)
+        lookup_path = self._beside_ca(self.lookup_key_file, LOOKUP_KEY_FILE)
+        if self.contact_key_file and contact_path is not None and not contact_path.exists():
+            raise ConfigError(f"no contact key at {contact_path}", code="key_missing")
+        contact = load_contact_key(contact_path) if contact_path is not None else None
+        vault = None
+        if contact is not None and lookup_path is not None and lookup_path.exists():
+            vault = PhoneVault(self.data_key(), load_secret(lookup_path))
+        return PhoneIntake(contact, vault)
 
     def tls(self) -> TlsFiles | None:
         if not self.ca_file:
@@ -355,7 +394,9 @@ class HqService:
         self.engine = engine
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.vault = config.personal_vault()
-        self.ledger = CentralLedger(timedelta(minutes=config.clone_window_min), self.vault)
+        self.ledger = CentralLedger(
+            timedelta(minutes=config.clone_window_min), self.vault, config.phone_intake()
+        )
         t = self.topics
         # The devices' traffic is shared among HQ's workers: each message goes to one.
         leaves = (

@@ -323,10 +323,10 @@ def _read_qr_image(image: Path) -> bytes:
     from drivers.scanner import CodeDecoder
     from edge.cli.hardware_commands import _load_image
     from edge.domain.errors import InvalidInput
-    from edge.provisioning.bundle import QR_PREFIX, bundle_from_qr
+    from edge.provisioning.bundle import bundle_from_qr, looks_like_bundle_qr
 
     for code in CodeDecoder().decode(_load_image(image)):
-        if code.text.startswith(QR_PREFIX):
+        if looks_like_bundle_qr(code.text):
             return bundle_from_qr(code.text)
     raise InvalidInput(f"{image}: no enrolment QR code found", code="no_qr")
 
@@ -342,7 +342,7 @@ def _read_qr_camera(timeout_s: float, sim: bool, sim_images: tuple[Path, ...]) -
     from drivers.errors import DeviceError
     from drivers.factory import open_scanner
     from edge.domain.errors import InvalidInput
-    from edge.provisioning.bundle import QR_PREFIX, bundle_from_qr
+    from edge.provisioning.bundle import bundle_from_qr, looks_like_bundle_qr
 
     config = _config().hardware.scanner
     if sim:
@@ -364,7 +364,7 @@ def _read_qr_camera(timeout_s: float, sim: bool, sim_images: tuple[Path, ...]) -
                 raise InvalidInput(f"scanner: {exc.health.reason}", code="scanner") from None
             if code is None:
                 continue
-            if code.text.startswith(QR_PREFIX):
+            if looks_like_bundle_qr(code.text):
                 return bundle_from_qr(code.text)
             seen.append(code.text[:16])
     finally:

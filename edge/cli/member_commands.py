@@ -10,7 +10,7 @@ from edge.console import NumberRange
 from edge.domain.member_view import MemberView
 from edge.domain.staff import Permission
 from edge.domain.text import escape_controls
-from edge.services import coupons, members
+from edge.services import contact, coupons, members
 
 KIND_LABELS = {
     "purchase": "purchase",
@@ -44,6 +44,7 @@ def render_member(v: MemberView) -> str:
         lines.append(f"expiring   {x.points} points on {x.expires_on.isoformat()}")
     if v.overdraft_flagged:
         lines.append("ATTENTION  offline overdraft flagged for staff")
+    lines.append(f"messages   {'on' if v.message_consent else 'off'} (SMS reminders)")
     if v.history:
         lines.append("recent:")
         for h in v.history:
@@ -65,6 +66,12 @@ def member_group() -> None:
 @click.option("--birthday", default=None, help="YYYY-MM-DD")
 @click.option("--referrer", default=None, help="Phone number of the referring member.")
 @click.option("--consent", is_flag=True, help="The member consented to the privacy terms.")
+@click.option(
+    "--messages",
+    "message_consent",
+    is_flag=True,
+    help="The member also agreed to SMS reminders (a separate consent).",
+)
 @click.option("--request-id", default=None, help="Makes a retry harmless.")
 @json_option
 def register_cmd(
@@ -73,11 +80,20 @@ def register_cmd(
     birthday: str | None,
     referrer: str | None,
     consent: bool,
+    message_consent: bool,
     request_id: str | None,
 ) -> None:
     """Register a member and issue a card (needs --consent)."""
     result = members.register_member(
-        state().app, phone, consent, name, birthday, referrer, request_id, actor="console"
+        state().app,
+        phone,
+        consent,
+        name,
+        birthday,
+        referrer,
+        request_id,
+        actor="console",
+        message_consent=message_consent,
     )
     emit(result, lambda r: f"registered: card {r.card_no}\n" + render_member(r.view))
 
@@ -128,6 +144,18 @@ def update_cmd(card: str, phone: str, staff_id: str) -> None:
     app = state().app
     staff = staff_login(app, staff_id, Permission.LOOKUP_MEMBER)
     emit(members.update_contact(app, card, phone, staff), render_member)
+
+
+@member_group.command("messages")
+@click.option("--card", default=None)
+@click.option("--phone", default=None)
+@click.argument("switch", type=click.Choice(["on", "off"]))
+@json_option
+def messages_cmd(card: str | None, phone: str | None, switch: str) -> None:
+    """Turn a member's SMS reminders on (their consent to the message terms in force) or off."""
+    _selector(card, phone)
+    view = contact.set_message_consent(state().app, switch == "on", card, phone, actor="console")
+    emit(view, render_member)
 
 
 @member_group.command("code")

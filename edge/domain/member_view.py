@@ -60,3 +60,5 @@ class MemberView:
     registered_at: datetime
     deleted: bool
     history: tuple[HistoryLine, ...] = ()
+    # agreed to messages (SMS reminders), apart from the membership terms
+    message_consent: bool = False

@@ -50,6 +50,11 @@ EventId = Annotated[str, StringConstraints(pattern=r"^[0-9A-HJKMNP-TV-Z]{26}$")]
 CardNo = Annotated[str, StringConstraints(pattern=r"^[0-9]{6,20}$")]
 Ref = Annotated[str, StringConstraints(max_length=64)]
 Text = Annotated[str, StringConstraints(max_length=256)]
+MessageTermsVersion = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+# a phone number sealed to HQ's contact key, base64 (edge.security.contact; about 100 chars)
+SealedPhone = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9+/]+={0,2}$")
+]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -252,6 +257,28 @@ class MemberRegisteredData(EntriesData):
     referrer_id: EventId | None = None
     name: Annotated[str, StringConstraints(max_length=32)] | None = None
     birthday: date | None = None
+    # The member's separate consent to messages (SMS reminders): the version of the message
+    # terms agreed to, and the phone number sealed to HQ's contact key (base64; only HQ
+    # opens it). Both absent when the member did not agree; the number is absent too when the
+    # kiosk had no contact key. HQ stores and relays the event without ``phone_sealed``.
+    message_consent_version: MessageTermsVersion | None = None
+    phone_sealed: SealedPhone | None = None
+
+
+class MemberMessageConsentData(Loose):
+    """A member gave (``version``: the message terms agreed to, with ``phone_sealed`` when the
+    kiosk could seal it) or withdrew (``version`` null) their consent to messages
+    (``member.message_consent``)."""
+
+    member_id: EventId
+    version: MessageTermsVersion | None
+    phone_sealed: SealedPhone | None = None
+
+    @model_validator(mode="after")
+    def _sealed_only_when_given(self) -> MemberMessageConsentData:
+        if self.version is None and self.phone_sealed is not None:
+            raise ValueError("a withdrawal carries no phone number")
+        return self
 
 
 class MemberUpdatedData(Loose):
@@ -357,6 +384,7 @@ class CouponUsedData(Loose):
 EVENT_DATA: dict[str, type[Loose]] = {
     "member.registered": MemberRegisteredData,
     "member.updated": MemberUpdatedData,
+    "member.message_consent": MemberMessageConsentData,
     "member.deleted": MemberDeletedData,
     "member.tier_changed": TierChangedData,
     "card.replaced": CardReplacedData,

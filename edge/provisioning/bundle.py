@@ -4,12 +4,18 @@ A pairing slip's QR code is ``MCKPAIR1:<serial>:<code>:<base64url CSR (DER)>``.
 
 An enrolment bundle is JSON ``{"payload": <base64 JSON>, "signature": <base64>}``; the
 payload is signed with HQ's Ed25519 enrolment key under the domain ``mck/enrol/v1``. The same
-bundle fits in one QR code as ``MCKENROL1:<base64url of the zlib-compressed bundle>``.
+bundle fits in one QR code as ``MCKENROL1:<base64url of the zlib-compressed bundle>``, or, when
+that is too long for one code (a bundle carrying HQ's contact and member-code keys), as
+``MCKENROL2:<base64url of the zlib-compressed signature (64 bytes) and payload>``: the same
+bytes without the envelope's base64, which compresses poorly. A device rebuilds the same
+bundle from either.
 
 Format 2 carries the chain's phone-lookup key (``lookup_key_sealed``), sealed
 (:mod:`edge.security.sealing`) to the public key of the device's certificate request and bound
 to its device id and serial: the bundle travels as a file or a QR code and holds no secret in
-the clear. Format 1 bundles (without it) are refused.
+the clear. Format 1 bundles (without it) are refused. HQ's contact and member-code public keys
+(``hq_contact_public_key_pem``, ``hq_member_code_public_key_pem``) are optional fields of
+format 2: empty when HQ has none, absent from a bundle of an older desk.
 
 Both sides use these definitions: the device (``edge.provisioning``) and HQ (``hq.enrol``).
 Nothing here touches files, the database or the configuration.
@@ -36,6 +42,8 @@ from edge.security.signing import sign_bytes, verify_bytes
 
 ENROL_DOMAIN = b"mck/enrol/v1"
 QR_PREFIX = "MCKENROL1:"
+COMPACT_QR_PREFIX = "MCKENROL2:"
+_SIGNATURE_BYTES = 64  # Ed25519
 PAIR_PREFIX = "MCKPAIR1"
 FORMAT = 2
 LOOKUP_KEY_PURPOSE = b"mck/lookup-key/v1"
@@ -63,6 +71,10 @@ class Enrolment:
     issued_at: str
     replaces_device: str = ""  # the broken device whose identity this one takes (revoked)
     lookup_key_sealed: str = ""  # base64: the chain's lookup key, sealed to this device's key
+    # HQ's contact key (EC P-256, PEM): seals the phones of members who agree to messages
+    hq_contact_public_key_pem: str = ""
+    # HQ's member-code key (Ed25519, PEM): verifies the members' signed codes
+    hq_member_code_public_key_pem: str = ""
 
 
 @dataclass(frozen=True)
@@ -163,15 +175,42 @@ def unseal_lookup_key(
 def issue_bundle(enrolment: Enrolment, hq_key: Ed25519PrivateKey) -> bytes:
     """HQ's side: the signed bundle file's bytes."""
     payload = json.dumps({"format": FORMAT, **asdict(enrolment)}, sort_keys=True).encode()
-    envelope = {
-        "payload": base64.b64encode(payload).decode(),
-        "signature": base64.b64encode(sign_bytes(hq_key, ENROL_DOMAIN, payload)).decode(),
-    }
-    return json.dumps(envelope).encode()
+    return _envelope(payload, sign_bytes(hq_key, ENROL_DOMAIN, payload))
+
+
+def _envelope(payload: bytes, signature: bytes) -> bytes:
+    return json.dumps(
+        {
+            "payload": base64.b64encode(payload).decode(),
+            "signature": base64.b64encode(signature).decode(),
+        }
+    ).encode()
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(zlib.compress(data, 9)).decode().rstrip("=")
 
 
 def bundle_to_qr(bundle: bytes) -> str:
-    return QR_PREFIX + base64.urlsafe_b64encode(zlib.compress(bundle, 9)).decode().rstrip("=")
+    """A QR code's text for the bundle: ``MCKENROL1`` (every device reads it) when it fits
+    one code, else the shorter ``MCKENROL2``."""
+    text = QR_PREFIX + _b64url(bundle)
+    if len(text) <= MAX_QR_TEXT:
+        return text
+    try:
+        envelope = json.loads(bundle)
+        payload = base64.b64decode(envelope["payload"], validate=True)
+        signature = base64.b64decode(envelope["signature"], validate=True)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput(f"not an enrolment bundle: {exc}", code="bundle_invalid") from None
+    if len(signature) != _SIGNATURE_BYTES or _envelope(payload, signature) != bundle:
+        return text  # not as issue_bundle makes them: only the first form carries it whole
+    return COMPACT_QR_PREFIX + _b64url(signature + payload)
+
+
+def looks_like_bundle_qr(text: str) -> bool:
+    """Whether a scanned code's text is an enrolment bundle (either form)."""
+    return text.startswith((QR_PREFIX, COMPACT_QR_PREFIX))
 
 
 def bundle_from_qr(text: str) -> bytes:
@@ -181,13 +220,19 @@ def bundle_from_qr(text: str) -> bytes:
         InvalidInput: ``bundle_invalid``: not an enrolment QR code, or a damaged one.
     """
     text = text.strip()
-    if not text.startswith(QR_PREFIX):
+    if not looks_like_bundle_qr(text):
         raise InvalidInput("not an enrolment QR code", code="bundle_invalid")
-    body = text[len(QR_PREFIX) :]
+    compact = text.startswith(COMPACT_QR_PREFIX)
+    body = text[len(COMPACT_QR_PREFIX if compact else QR_PREFIX) :]
     try:
-        return zlib.decompress(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        data = zlib.decompress(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     except (ValueError, binascii.Error, zlib.error) as exc:
         raise InvalidInput(f"enrolment QR code is damaged: {exc}", code="bundle_invalid") from None
+    if not compact:
+        return data
+    if len(data) <= _SIGNATURE_BYTES:
+        raise InvalidInput("enrolment QR code is truncated", code="bundle_invalid")
+    return _envelope(data[_SIGNATURE_BYTES:], data[:_SIGNATURE_BYTES])
 
 
 _FIELD_TYPES = {"str": (str, "a string"), "int": (int, "an integer")}

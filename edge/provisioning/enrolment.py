@@ -4,16 +4,17 @@ The bundle's format (signed with HQ's Ed25519 enrolment key, also carried by a Q
 defined in :mod:`edge.provisioning.bundle`. The device trusts the public half baked into its
 image (``/etc/member-kiosk/hq-enrol.pub``).
 
-Applying a bundle writes the CA and the device certificate (``tls/``), HQ's command and
-update keys (``keys/``), and the ``[device]`` and ``[sync]`` sections of ``config.toml``;
-every other setting in the file is kept. It also installs the chain's phone-lookup key, which
-the bundle carries sealed to this device's key (only this device opens it), as
-``keys/lookup.key`` (0600). Members registered here under another lookup key (the dev key made
-on first use, or another chain's) are re-hashed under the chain's key in the same transaction,
-from their encrypted phone number, and a ``member.updated`` event carries each new hash to HQ;
-members that arrived from other stores (no phone number here, only the hash their store sent)
-keep that hash. A ``lookup.key`` given as a systemd credential wins: it is neither replaced nor
-re-hashed for, and the record says whether it is the chain's key.
+Applying a bundle writes the CA and the device certificate (``tls/``), HQ's command and update
+keys (``keys/``), HQ's contact and member-code public keys when the bundle carries them
+(``keys/hq-contact.pub``, ``keys/hq-member-code.pub``), and the ``[device]`` and ``[sync]``
+sections of ``config.toml``; every other setting in the file is kept. It also installs the
+chain's phone-lookup key, which the bundle carries sealed to this device's key (only this
+device opens it), as ``keys/lookup.key`` (0600). Members registered here under another lookup
+key (the dev key made on first use, or another chain's) are re-hashed under the chain's key in
+the same transaction, from their encrypted phone number, and a ``member.updated`` event carries
+each new hash to HQ; members that arrived from other stores (no phone number here, only the
+hash their store sent) keep that hash. A ``lookup.key`` given as a systemd credential wins: it
+is neither replaced nor re-hashed for, and the record says whether it is the chain's key.
 
 Nothing is written, and the database is not opened, until the whole bundle passes: its
 certificates (:mod:`edge.provisioning.certificates`), the pairing code, the sealed lookup key
@@ -36,7 +37,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select
 
 from edge.config import KioskConfig, parse_config
@@ -53,7 +57,13 @@ from edge.provisioning.certificates import check_certificates
 from edge.provisioning.identity import ensure_device_key
 from edge.provisioning.pairing import check_pairing, retire_pairing
 from edge.provisioning.toml_write import dumps_toml
-from edge.security.keys import LOOKUP_KEY_FILE, KeyStore
+from edge.security.contact import parse_contact_public_key
+from edge.security.keys import (
+    HQ_CONTACT_PUBLIC_KEY_FILE,
+    HQ_MEMBER_CODE_PUBLIC_KEY_FILE,
+    LOOKUP_KEY_FILE,
+    KeyStore,
+)
 from edge.security.personal import PhoneVault
 from edge.services.tx import Tx
 from edge.storage.models import Member
@@ -151,6 +161,34 @@ def _merged_config(raw: dict[str, Any], enrolment: Enrolment) -> dict[str, Any]:
         command_public_key="keys/hq-command.pub",
     )
     return merged
+
+
+def _check_public_keys(enrolment: Enrolment) -> None:
+    """HQ's contact and member-code keys, when the bundle carries them, must be what they say.
+
+    Raises:
+        IntegrityError: ``bundle_invalid``.
+    """
+    try:
+        if enrolment.hq_contact_public_key_pem:
+            parse_contact_public_key(
+                enrolment.hq_contact_public_key_pem.encode(), "the bundle's contact key"
+            )
+        if enrolment.hq_member_code_public_key_pem:
+            key = serialization.load_pem_public_key(
+                enrolment.hq_member_code_public_key_pem.encode()
+            )
+            if not isinstance(key, Ed25519PublicKey):
+                raise ValueError("not an Ed25519 key")
+    except ConfigError as exc:
+        raise IntegrityError(
+            f"{exc.message}: ask HQ for a new bundle", code="bundle_invalid"
+        ) from None
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise IntegrityError(
+            f"the bundle's member-code key is unusable ({exc}): ask HQ for a new bundle",
+            code="bundle_invalid",
+        ) from None
 
 
 def _checked_config(raw: dict[str, Any], enrolment: Enrolment) -> tuple[str, KioskConfig]:
@@ -279,6 +317,7 @@ def apply_enrolment(
         enrolment.lookup_key_sealed, device_key, enrolment.device_id, serial
     )
     text, checked = _checked_config(raw, enrolment)
+    _check_public_keys(enrolment)
     keys: KeyStore | None = None  # set once the chain's key is installed: undone on failure
     current: bytes | None = None
     try:
@@ -343,6 +382,13 @@ def apply_enrolment(
             write_durably(
                 data_dir / "keys" / "hq-update.pub", enrolment.hq_update_public_key_pem.encode()
             )
+            installed = tx.app.keys.keys_dir
+            for name, pem in (
+                (HQ_CONTACT_PUBLIC_KEY_FILE, enrolment.hq_contact_public_key_pem),
+                (HQ_MEMBER_CODE_PUBLIC_KEY_FILE, enrolment.hq_member_code_public_key_pem),
+            ):
+                if pem:  # a bundle without one keeps the key a former bundle installed
+                    write_durably(installed / name, pem.encode())
             write_durably(config_path, text.encode(), 0o640)
             retire_pairing(data_dir)  # the one-time code is used up
             if changes_key:  # last: the re-hashed members and the key commit together

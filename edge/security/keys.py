@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.domain.errors import ConfigError
@@ -20,6 +21,10 @@ DATA_KEY_FILE = "data.key"
 LOOKUP_KEY_FILE = "lookup.key"
 DEVICE_SIGNING_KEY_FILE = "device-signing.pem"
 MEMBER_CODE_SIGNING_KEY_FILE = "member-code-signing.pem"
+HQ_MEMBER_CODE_PUBLIC_KEY_FILE = "hq-member-code.pub"
+"""HQ's member-code public key as the enrolment bundle installs it in the keys directory."""
+HQ_CONTACT_PUBLIC_KEY_FILE = "hq-contact.pub"
+"""HQ's contact public key (EC P-256) as the enrolment bundle installs it."""
 
 SECRET_BYTES = 32
 _MAX_KEY_FILE_BYTES = 64 * 1024
@@ -81,6 +86,7 @@ class KeyStore:
         self._private_keys: dict[str, Ed25519PrivateKey] = {}
         self._configured_private_keys: dict[Path, Ed25519PrivateKey] = {}
         self._public_keys: dict[Path, Ed25519PublicKey] = {}
+        self._contact_keys: dict[Path, ec.EllipticCurvePublicKey] = {}
 
     @property
     def keys_dir(self) -> Path:
@@ -194,14 +200,37 @@ class KeyStore:
         return self._private_key(MEMBER_CODE_SIGNING_KEY_FILE)
 
     def member_code_public_key(self, configured: str) -> Ed25519PublicKey:
-        """The key that verifies member codes: the configured file, else the dev key's half."""
-        if configured:
-            path = Path(configured)
+        """The key that verifies member codes: the configured file, else HQ's as the
+        enrolment bundle installed it (``hq-member-code.pub``), else the dev key's half."""
+        installed = self._keys_dir / HQ_MEMBER_CODE_PUBLIC_KEY_FILE
+        if configured or installed.exists():
+            path = Path(configured) if configured else installed
             with self._lock:
                 if path not in self._public_keys:
                     self._public_keys[path] = load_public_key(path)
                 return self._public_keys[path]
         return self._private_key(MEMBER_CODE_SIGNING_KEY_FILE).public_key()
+
+    def contact_public_key(self, configured: str = "") -> ec.EllipticCurvePublicKey | None:
+        """HQ's contact key, which seals the phone numbers of members who agree to messages:
+        the configured file, else the one the enrolment bundle installed
+        (``hq-contact.pub``); None when neither is there (not enrolled yet). There is never a
+        dev key: a phone sealed to a key HQ does not hold would be lost.
+
+        Raises:
+            ConfigError: the file is unreadable or not an EC P-256 public key.
+        """
+        from edge.security.contact import load_contact_public_key
+
+        path = Path(configured) if configured else self._keys_dir / HQ_CONTACT_PUBLIC_KEY_FILE
+        with self._lock:
+            if path in self._contact_keys:
+                return self._contact_keys[path]
+        if not configured and not path.exists():
+            return None  # asked again next time: an enrolment may install it meanwhile
+        key = load_contact_public_key(path)
+        with self._lock:
+            return self._contact_keys.setdefault(path, key)
 
     def _secret(self, name: str) -> bytes:
         with self._lock:

@@ -20,6 +20,7 @@ from edge.domain.tiers import find_tier, months_after, next_tier
 from edge.security.codes import looks_like_member_code, verify_member_code
 from edge.security.personal import mask_card, mask_name, mask_phone, normalize_phone
 from edge.services.cards import issue_card
+from edge.services.contact import contact_key, give_consent, resend_number
 from edge.services.ledger import as_lots, credit
 from edge.services.personal import birthday_of, erase_personal, name_of, set_personal
 from edge.services.remote import ensure_here, fetch_if_unknown
@@ -238,6 +239,7 @@ def build_view(
         registered_at=member.created_at,
         deleted=member.deleted_at is not None,
         history=lines,
+        message_consent=member.message_consent_version is not None,
     )
 
 
@@ -273,13 +275,18 @@ def register_member(
     referrer_phone: str | None = None,
     request_id: str | None = None,
     actor: str = "member",
+    message_consent: bool = False,
 ) -> Registration:
     """Registers a member and issues their card, in one transaction.
 
     Consent to the privacy terms in force is required and its version is recorded. A referrer
-    (by phone) earns the referral bonus at once.
+    (by phone) earns the referral bonus at once. ``message_consent`` is the member's separate
+    consent to messages (SMS reminders): its version is recorded, and the event carries the
+    phone number sealed for HQ only (:mod:`edge.services.contact`); without it, no number
+    leaves but hashed and masked.
     """
     rules.require_consent(consent)
+    sealing_key = contact_key(app) if message_consent else None
     phone_n = normalize_phone(phone)
     name_v = rules.validate_name(name)
     birthday_v = rules.parse_birthday(birthday, local_date(app.clock(), app.tz))
@@ -323,6 +330,8 @@ def register_member(
             updated_at=tx.now,
         )
         set_personal(app, member, name_v, birthday_v)
+        # the sealed number goes only into the event, never into the member row
+        messages = give_consent(tx, member, phone_n, sealing_key) if message_consent else {}
         tx.session.add(member)
         tx.session.flush()
         card = issue_card(tx, member)
@@ -332,6 +341,7 @@ def register_member(
             member.id,
             card_no=card.card_no,
             consent_version=member.consent_version,
+            **{k: v for k, v in messages.items() if k != "phone_sealed"},
         )
         entries = []
         bonus = app.config.points.referral_bonus_points if referrer else 0
@@ -350,6 +360,7 @@ def register_member(
                 "consent_version": member.consent_version,
                 "referrer_id": member.referrer_id,
                 "entries": [e.as_dict() for e in entries],
+                **messages,
             },
             # for the perks at every store that holds the member (the birthday gift); they
             # wait in the outbox encrypted, as in the member row
@@ -379,7 +390,8 @@ def tier_period_end(app: AppContext, start: datetime) -> datetime:
 def update_contact(
     app: AppContext, card_no: str, new_phone: str, staff: StaffIdentity | None = None
 ) -> MemberView:
-    """Changes a member's phone number (still unique)."""
+    """Changes a member's phone number (still unique). A member who agreed to messages sends
+    HQ the new number too, sealed for HQ only (``member.message_consent``, same version)."""
     phone_n = normalize_phone(new_phone)
     ensure_here(app, card_no=card_no)
     with transaction(app) as tx:
@@ -403,6 +415,8 @@ def update_contact(
                 "phone_masked": member.phone_masked,
             },
         )
+        if member.message_consent_version is not None:
+            resend_number(tx, member, phone_n, contact_key(app))
         tx.session.flush()
         return build_view(tx.session, app, member, card)
 

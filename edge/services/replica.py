@@ -48,6 +48,7 @@ from edge.protocol.messages import (
     CardReplacedData,
     GiftRedeemedData,
     MemberDeletedData,
+    MemberMessageConsentData,
     MemberUpdatedData,
     TierChangedData,
 )
@@ -287,7 +288,9 @@ def _members_needed(data: object) -> set[str]:
         return {e.member_id for e in data.entries} - {data.member_id}
     if isinstance(data, EntriesData):
         return {data.member_id} | {e.member_id for e in data.entries}
-    if isinstance(data, MemberUpdatedData | MemberDeletedData | TierChangedData):
+    if isinstance(
+        data, MemberUpdatedData | MemberDeletedData | TierChangedData | MemberMessageConsentData
+    ):
         return {data.member_id}
     if isinstance(data, CardReplacedData):
         return {data.member_id}
@@ -431,6 +434,13 @@ def _apply_event(
         member.phone_masked = data.phone_masked
         member.updated_at = event.at
         return True
+    if isinstance(data, MemberMessageConsentData):
+        member = tx.session.get(Member, data.member_id)
+        if member is None:
+            raise ProtocolError(f"member {data.member_id} unknown here")
+        member.message_consent_version, member.message_consent_at = data.version, event.at
+        member.updated_at = event.at
+        return True
     if isinstance(data, MemberDeletedData):
         member = tx.session.get(Member, data.member_id)
         if member is None:
@@ -512,6 +522,13 @@ def _ensure_member(tx: Tx, event: Event, data: MemberRegisteredData) -> None:
             data.birthday,
         )
     )
+    if data.message_consent_version is not None:  # the sealed phone never comes this way
+        added = tx.session.get(Member, data.member_id)
+        assert added is not None
+        added.message_consent_version, added.message_consent_at = (
+            data.message_consent_version,
+            event.at,
+        )
     tx.session.flush()
 
 

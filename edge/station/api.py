@@ -129,6 +129,7 @@ class NewMember:
     title: str = ""  # 先生 or 女士
     birthday: date | None = None
     referrer_phone: str = ""
+    message_consent: bool = False  # SMS reminders: a separate consent, unticked by default
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,11 @@ class MemberCenter(Protocol):
         ...
 
     def register(self, new: NewMember, request_id: str) -> RegistrationOutcome: ...
+    def set_messages(self, card_no: str, on: bool) -> MemberView:
+        """Turns the member's SMS reminders on (their consent to the message terms in force;
+        their phone goes to HQ sealed for HQ only) or off; the member as they are now."""
+        ...
+
     def privacy_terms(self, language: str) -> tuple[str, str]:
         """The terms in force in ``language``: (version, full text)."""
         ...

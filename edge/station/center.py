@@ -33,6 +33,7 @@ from edge.domain.points import local_date
 from edge.domain.staff import Permission
 from edge.protocol import WalletCoupon
 from edge.security.personal import mask_card
+from edge.services import contact as contact_service
 from edge.services import corrections, coupons, desk, lookups, phone_proof, vouchers
 from edge.services import gifts as gift_service
 from edge.services import members as member_service
@@ -275,6 +276,7 @@ class KioskCenter:
             referrer_phone=new.referrer_phone or None,
             request_id=request_id,
             actor="member",
+            message_consent=new.message_consent,
         )
         member = registration.view
         card = self._hand_over(
@@ -284,6 +286,9 @@ class KioskCenter:
             ),
         )
         return RegistrationOutcome(member, registration.referral_bonus, card)
+
+    def set_messages(self, card_no: str, on: bool) -> MemberView:
+        return contact_service.set_message_consent(self.app, on, card_no=card_no)
 
     def _hand_over(self, member: MemberView, slip: Callable[[bool], Receipt]) -> CardIssue:
         """Dispenses the card; its slip prints either way. When no card came out (empty or

@@ -61,6 +61,10 @@ class Member(Base):
     referrer_id: Mapped[str | None] = mapped_column(ForeignKey("member.id"))
     consent_version: Mapped[str] = mapped_column(String(32))
     consented_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The message terms (SMS reminders) agreed to, apart from the membership terms; None: not
+    # agreed, or withdrawn. The phone sealed for HQ is never kept here (only in the outbox).
+    message_consent_version: Mapped[str | None] = mapped_column(String(32))
+    message_consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     tier: Mapped[str] = mapped_column(String(16))
     tier_review_at: Mapped[datetime] = mapped_column(UTCDateTime)
     balance: Mapped[int] = mapped_column(Integer, default=0)

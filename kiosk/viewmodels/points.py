@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edge.domain.member_view import MemberView
 from edge.station.api import BonusOutcome, PrintOutcome
 from kiosk.i18n import N_
 from kiosk.i18n.messages import fault_message
@@ -26,6 +27,22 @@ class PointsViewModel(ForMember):
             self.say(N_("Checked in: +{points} points."), "ok", points=outcome.points)
         else:
             self.say(N_("Happy birthday! +{points} points are yours."), "ok", points=outcome.points)
+
+    def toggle_messages(self) -> None:
+        """Turns the member's SMS reminders on or off (each a change of their consent)."""
+        member = self.session.member
+        if member is None:
+            return
+        card, on = self.card_no, not member.message_consent
+        self.work(lambda: self.center.set_messages(card, on), self._messages_done)
+
+    def _messages_done(self, member: MemberView) -> None:
+        if self.session.member is not None:
+            self.session.update(member)
+        if member.message_consent:
+            self.say(N_("SMS reminders are on. You can turn them off here at any time."), "ok")
+        else:
+            self.say(N_("SMS reminders are off."), "ok")
 
     def print_statement(self) -> None:
         card = self.card_no

@@ -35,6 +35,7 @@ class RegisterViewModel(ViewModel):
     birthday = StringProperty("")  # YYYYMMDD as typed
     referrer = StringProperty("")
     consent = BooleanProperty(False)
+    messages = BooleanProperty(False)  # SMS reminders: a separate choice, unticked by default
     terms_text = StringProperty("")
     terms_version = StringProperty("")
     outcome = ObjectProperty(None, allownone=True)
@@ -52,6 +53,7 @@ class RegisterViewModel(ViewModel):
     def start(self, language: str) -> None:
         self.step, self.phone, self.surname, self.title = "phone", "", "", ""
         self.birthday, self.referrer, self.consent, self.outcome = "", "", False, None
+        self.messages = False
         self.take, self.slots = "", []
         self._request_id = f"kiosk-{uuid.uuid4().hex}"
         self.clear_notice()
@@ -83,6 +85,9 @@ class RegisterViewModel(ViewModel):
         self.consent = not self.consent
         if self.consent:
             self.clear_notice()
+
+    def toggle_messages(self) -> None:
+        self.messages = not self.messages
 
     def parsed_birthday(self) -> date | None:
         if not self.birthday:
@@ -145,6 +150,7 @@ class RegisterViewModel(ViewModel):
             title=self.title,
             birthday=self.parsed_birthday(),
             referrer_phone=self.referrer,
+            message_consent=self.messages,
         )
         rid = self._request_id
         self.step = "working"
