@@ -52,11 +52,17 @@ def set_message_consent(
     actor: Actor,
 ) -> bool:
     """Gives (``version``: the message terms agreed to) or withdraws (``None``) the member's
-    consent to messages; False when it was so already (nothing recorded)."""
+    consent to messages; False when it was so already (nothing recorded).
+
+    A withdrawal, at any door, forgets the number HQ held for messages: giving consent again
+    brings the number again (sealed from a kiosk, or typed on the member page and checked
+    against the member's lookup hash)."""
     if member.message_consent_version == version:
         return False
     before = member.message_consent_version
     member.message_consent_version, member.message_consent_at = version, now
+    if version is None:
+        member.phone_enc = None  # HQ holds a number only for members who agreed
     record(
         session,
         actor,

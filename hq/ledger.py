@@ -905,8 +905,7 @@ class CentralLedger:
             return
         actor = Actor(event.device_id, KIOSK_SOURCE)
         set_message_consent(session, member, version, now=event.at, actor=actor)
-        if version is None:  # withdrawn at a kiosk, which seals the number again if given again
-            member.phone_enc = None
+        if version is None:  # the number is forgotten with the consent
             return
         if sealed is None:
             return

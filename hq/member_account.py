@@ -121,7 +121,6 @@ class MemberAccount:
     vouchers: tuple[VoucherLine, ...]
     message_consent: str | None
     consent_at: datetime | None
-    may_give_consent: bool  # HQ holds the number to send to
 
 
 @dataclass
@@ -271,7 +270,6 @@ def account(
         vouchers=_vouchers(session, member.id, now),
         message_consent=member.message_consent_version,
         consent_at=member.message_consent_at,
-        may_give_consent=member.phone_enc is not None,
     )
 
 

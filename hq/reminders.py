@@ -88,6 +88,13 @@ class MessageSettings(BaseModel):
         title="File holding the token the gateway sends with members' replies (/sms/inbound)",
         description="default: the systemd credential sms-inbound-token; none: replies refused",
     )
+    terms_version: str = Field(
+        "2026-12",
+        min_length=1,
+        max_length=32,
+        title="Version of the message terms a member agrees to on the member page",
+        description="the kiosks' privacy.message_terms_version says the same of theirs",
+    )
     timezone: str = Field("Asia/Shanghai", title="The chain's time zone (quiet hours, dates)")
     quiet_start: str = Field("21:00", title="Quiet hours start (HH:MM, chain time)")
     quiet_end: str = Field(

@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 from edge.domain.errors import InvalidInput, KioskError
 from edge.domain.points import last_day
 from edge.security.codes import mint_member_code
+from edge.security.personal import normalize_phone
 from hq import member_account, member_signin
 from hq.audit import Actor
 from hq.contact import set_message_consent
@@ -47,7 +48,6 @@ MEMBER_COOKIE = "mck_member"
 MEMBER_LOGIN_COOKIE = "mck_m_login"
 CODE_TTL_S = 60  # a member code's life at the kiosks (security.member_code_ttl_s)
 REFRESH_S = 45  # the page fetches a new code this long after the last
-MESSAGE_TERMS = "2026-01"  # the message terms a member agrees to on this page
 
 # What each refusal of the sign-in says, translated; {wait}, {until} and {left} are its figures.
 REFUSALS = {
@@ -61,6 +61,8 @@ REFUSALS = {
     "no_code": N_("This code has expired or was used: ask for a new one."),
     "bad_phone": N_("Type an 11-digit mobile number (such as 138 0013 8000)."),
     "bad_code": N_("The code is the 6 digits in the message."),
+    "not_your_phone": N_("That is not the number this membership is registered with."),
+    "no_phone": N_("Please give your consent at the member center."),
 }
 
 # A history line in plain words, by the entry's kind.
@@ -213,7 +215,6 @@ def member_routes(console: Console) -> list[BaseRoute]:
                 kinds=KINDS,
                 refresh_s=REFRESH_S,
                 ttl_s=CODE_TTL_S,
-                message_terms=MESSAGE_TERMS,
             )
 
         return await run_in_threadpool(show)
@@ -328,7 +329,9 @@ def member_routes(console: Console) -> list[BaseRoute]:
         response.delete_cookie(MEMBER_LOGIN_COOKIE, path="/m")
         return response
 
-    def member_change(do: Callable[[Any, CentralMember, datetime], str]) -> Callable[..., Any]:
+    def member_change(
+        do: Callable[[Any, CentralMember, datetime, Any], str],
+    ) -> Callable[..., Any]:
         """A POST of a signed-in member: CSRF-checked against their session."""
 
         async def endpoint(request: Request) -> Response:
@@ -354,32 +357,39 @@ def member_routes(console: Console) -> list[BaseRoute]:
                     member = session.get(CentralMember, current.member_id)
                     if member is None:
                         return sign_in_page(request, 401, error=t("Sign in first."))
-                    to = do(session, member, now)
+                    to = do(session, member, now, form)
                 return RedirectResponse(local_path(to, "/m"), status_code=303)
 
             try:
                 return await run_in_threadpool(run)
             except KioskError as exc:
-                return render(request, "m_refused.html", 400, reason=t(exc.message))
+                reason = _refusal(t, Refused(exc.code, exc.message))
+                return render(request, "m_refused.html", 400, reason=reason)
 
         return endpoint
 
-    def withdraw(session: Any, member: CentralMember, now: datetime) -> str:
+    def withdraw(session: Any, member: CentralMember, now: datetime, form: Any) -> str:
         set_message_consent(
             session, member, None, now=now, actor=Actor(member.phone_masked or member.id, "member")
         )
         return "/m#messages"
 
-    def give(session: Any, member: CentralMember, now: datetime) -> str:
-        if member.phone_enc is None:
+    def give(session: Any, member: CentralMember, now: datetime, form: Any) -> str:
+        """Consent given again: the member types their number (HQ forgot it when they
+        withdrew), which must be the one the membership is registered with."""
+        vault = settings().vault
+        if vault is None or member.phone_hash is None:  # (signed in by number: neither)
+            raise InvalidInput("give your consent at the member center", code="no_phone")
+        phone = normalize_phone(str(form.get("phone", "")))
+        if not hmac.compare_digest(vault.lookup_hash(phone), member.phone_hash):
             raise InvalidInput(
-                "give your consent at the member center, where your number is typed in",
-                code="no_phone",
+                "that is not the number this membership is registered with", code="not_your_phone"
             )
+        member.phone_enc = vault.encrypt(phone)
         set_message_consent(
             session,
             member,
-            MESSAGE_TERMS,
+            console.config.messages.terms_version,
             now=now,
             actor=Actor(member.phone_masked or member.id, "member"),
         )

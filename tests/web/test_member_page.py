@@ -293,23 +293,24 @@ def test_consent_is_withdrawn_and_given_again_on_the_page(phone: Phone):
             select(AuditRecord).where(AuditRecord.action == "member.message_consent")
         ).one()
         assert record.source == "member"
+    with phone.web.session() as s:
+        assert s.get(CentralMember, "M" * 26).phone_enc is None  # forgotten with the consent
     assert 'id="give"' in client.get("/m").text
-    client.post("/m/consent/give", data={"csrf": member_csrf(client)})
+    # Given again, with the number typed: it must be the membership's own.
+    wrong = client.post(
+        "/m/consent/give", data={"csrf": member_csrf(client), "phone": "13900139000"}
+    )
+    assert wrong.status_code == 400 and "not the number" in wrong.text
+    bad = client.post("/m/consent/give", data={"csrf": member_csrf(client), "phone": "12"})
+    assert bad.status_code == 400
     with phone.web.session() as s:
-        assert s.get(CentralMember, "M" * 26).message_consent_version == "2026-01"
-
-
-def test_consent_is_given_at_the_member_center_when_hq_has_no_number(phone: Phone):
-    add_member(phone.web, sealed_phone=False)
-    client = phone.client()
-    signed_in(phone, client)
-    client.post("/m/consent/withdraw", data={"csrf": member_csrf(client)})
-    page = client.get("/m").text
-    assert 'id="give"' not in page and 'id="withdraw"' not in page
-    refused = client.post("/m/consent/give", data={"csrf": member_csrf(client)})
-    assert refused.status_code == 400
+        member = s.get(CentralMember, "M" * 26)
+        assert member.message_consent_version is None and member.phone_enc is None
+    client.post("/m/consent/give", data={"csrf": member_csrf(client), "phone": PHONE})
     with phone.web.session() as s:
-        assert s.get(CentralMember, "M" * 26).message_consent_version is None
+        member = s.get(CentralMember, "M" * 26)
+        assert member.message_consent_version == "2026-12"
+        assert member.phone_enc is not None and VAULT.decrypt(member.phone_enc) == PHONE
 
 
 def test_the_code_the_page_fetches_is_hqs_signed_member_code(phone: Phone):
