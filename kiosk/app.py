@@ -84,6 +84,9 @@ HELP_SHOWN_S = 8.0
 # after the attract screen is drawn and the button that led there has been let go (Kivy
 # holds a pressed button, and with it its screen, for its minimum pressed time)
 SETTLE_AFTER_S = 0.25
+# and once more after the late collection of what was dropped (kiosk.screens.base's second
+# collection, 1.5 s after the widgets were dropped): what it freed goes back to the system too
+SETTLE_AGAIN_S = 2.0
 # screens a customer or staff member passes through once: released as soon as they are left
 RELEASED_ON_LEAVE = frozenset({"gifts", "coupons", "register", "staff", "technician"})
 
@@ -219,6 +222,9 @@ class KioskApp(App):  # type: ignore[misc]
     help_called = BooleanProperty(False)
     current = StringProperty("")
     taps = NumericProperty(0)
+    # False from the moment a customer's screens are released until the attract screen has
+    # handed their memory back to the system (both collections after them done)
+    memory_settled = BooleanProperty(True)
 
     def __init__(self, center: MemberCenter, runner: Runner | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -231,6 +237,7 @@ class KioskApp(App):  # type: ignore[misc]
         self.title = "Member Center"
         self._events: list[Any] = []
         self._settle = Clock.create_trigger(self._give_back, SETTLE_AFTER_S)
+        self._settle_again = Clock.create_trigger(self._give_back_again, SETTLE_AGAIN_S)
 
     # ---- building ----------------------------------------------------------------------
 
@@ -346,12 +353,20 @@ class KioskApp(App):  # type: ignore[misc]
         self._retitle()
         if name == "attract" and self.screens.release_all_but("attract"):
             # between customers: the released screens' memory goes back to the system once
-            # the attract screen is on the glass
-            self._settle()
+            # the attract screen is on the glass, and again after the late collection
+            self.memory_settled = False
+            for trigger in (self._settle, self._settle_again):
+                trigger.cancel()  # counted from this customer's release, not an earlier one
+                trigger()
 
     def _give_back(self, _dt: float) -> None:
         if self.current == "attract":
             give_back_memory()
+
+    def _give_back_again(self, _dt: float) -> None:
+        if self.current == "attract":
+            give_back_memory()
+            self.memory_settled = True
 
     def finish(self) -> None:
         """The customer (or staff member) is done: clear everything personal."""
@@ -468,6 +483,7 @@ class KioskApp(App):  # type: ignore[misc]
         sd_notify("STOPPING=1")
         Window.unbind(size=self._restyle, on_touch_down=self._touched, on_flip=self._drawn)
         self._settle.cancel()
+        self._settle_again.cancel()
         for event in self._events:
             event.cancel()
         self._events.clear()

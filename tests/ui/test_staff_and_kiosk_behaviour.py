@@ -467,6 +467,35 @@ def test_screens_left_behind_are_released_and_built_afresh(kiosk):
     assert "138****8000" not in shown
 
 
+def test_the_attract_screen_hands_a_customers_memory_back_after_both_collections(kiosk):
+    """Once a customer is done, the released screens' memory goes back to the system on the
+    attract screen, after the late collection too; a next customer who comes first stops it."""
+    import weakref
+
+    from kiosk.app import SETTLE_AGAIN_S
+
+    kiosk.scan(kiosk.people.wang_card)
+    kiosk.wait_for(lambda: kiosk.app.current == "member", what="the member screen")
+    assert kiosk.app.memory_settled  # nothing released yet
+    member = weakref.ref(kiosk.app.screens.get("member"))
+    kiosk.tap("done")
+    assert kiosk.app.current == "attract"
+    assert not kiosk.app.memory_settled
+    kiosk.wait_for(lambda: kiosk.app.memory_settled, what="the memory handed back")
+    assert member() is None  # collected before the memory was handed back
+    # the next customer arrives before the second hand-back: it waits for the attract screen
+    kiosk.scan(kiosk.people.li_card)
+    kiosk.wait_for(lambda: kiosk.app.current == "member", what="the member screen")
+    kiosk.tap("done")
+    assert not kiosk.app.memory_settled
+    kiosk.scan(kiosk.people.wang_card)
+    kiosk.wait_for(lambda: kiosk.app.current == "member", what="the member screen again")
+    kiosk.pump(SETTLE_AGAIN_S + 0.5)
+    assert not kiosk.app.memory_settled  # not handed back under a customer's eyes
+    kiosk.tap("done")
+    kiosk.wait_for(lambda: kiosk.app.memory_settled, what="the memory handed back")
+
+
 def test_widgets_taken_off_the_screen_are_freed_by_the_app_straight_away(kiosk):
     """Panels, rows and screens dropped during a visit do not wait for the collector's own
     schedule (here: never, it is switched off) to be freed."""
