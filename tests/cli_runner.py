@@ -4,12 +4,14 @@ Starting ``python -m edge.cli.main`` imports most of the product (one to three s
 command); a test about a command's behaviour (its exit code, its one-line error, its output)
 runs it here instead: :func:`run_kiosk` calls :func:`edge.cli.main.main` with its own
 standard input, output and error, and the environment the command would have had, then puts
-back everything it changed. Tests about processes (signals, exits, a service that keeps
-running, the installed console script) still start one.
+back everything it changed; it runs in an empty context (no context variable set), as a new
+process starts. Tests about processes (signals, exits, a service that keeps running, the
+installed console script) still start one.
 """
 
 from __future__ import annotations
 
+import contextvars
 import io
 import os
 import sys
@@ -90,7 +92,7 @@ def run_kiosk_bytes(
     with _environment(environment), _directory(cwd):
         sys.stdin, sys.stdout, sys.stderr = _stream(stdin), out, err
         try:
-            code = main(list(args))
+            code = contextvars.Context().run(main, list(args))  # no context variable set
         finally:
             sys.stdin, sys.stdout, sys.stderr = streams
     return RanBytes(code, _written(out), _written(err))
