@@ -1,4 +1,6 @@
-"""The staff console as a person runs it: real processes, real files, real exit codes."""
+"""The staff console as a person runs it: real files, real exit codes; each command run as a
+fresh one in this process (tests/cli_runner.py), and the installed ``kiosk`` script as a
+process of its own."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-KIOSK = [sys.executable, "-m", "edge.cli.main"]
+from tests.cli_runner import run_kiosk
+
+# The console script pip installed beside this Python (``kiosk`` on a device's PATH).
+INSTALLED_KIOSK = Path(sys.executable).with_name("kiosk")
 CARD = "2900000000018"
 CARD2 = "2900000000025"
 
@@ -19,15 +24,22 @@ class Console:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
 
-    def __call__(self, *args: str, stdin: str = "", env: dict[str, str] | None = None):
+    def environment(self, env: dict[str, str] | None = None) -> dict[str, str]:
         full_env = {**os.environ, "KIOSK_DATA_DIR": str(self.data_dir), **(env or {})}
         full_env.pop("KIOSK_CONFIG", None)
+        return full_env
+
+    def __call__(self, *args: str, stdin: str = "", env: dict[str, str] | None = None):
+        return run_kiosk(*args, stdin=stdin, env=self.environment(env))
+
+    def process(self, *args: str, stdin: str = "") -> tuple[int, str, str]:
+        """``kiosk ARGS...`` run as a person runs it: the installed script, a process."""
         proc = subprocess.run(
-            [*KIOSK, *args],
+            [str(INSTALLED_KIOSK), *args],
             input=stdin,
             capture_output=True,
             text=True,
-            env=full_env,
+            env=self.environment(),
             timeout=60,
         )
         return proc.returncode, proc.stdout, proc.stderr
@@ -86,6 +98,16 @@ def console(tmp_path_factory) -> Console:
 def test_version_and_help(console):
     assert "kiosk" in console.ok("--version")
     assert "member" in console.ok("--help")
+
+
+def test_the_installed_command_runs_as_its_own_process(console):
+    code, out, err = console.process("--version")
+    assert code == 0 and out.startswith("kiosk, version "), (out, err)
+    code, out, err = console.process("member", "show", "--card", CARD)
+    assert code == 0 and "138****8000" in out and "13800138000" not in out, err
+    code, out, err = console.process("member", "identify", "nonsense")
+    assert code == 1 and out == ""
+    assert err.endswith("\n") and err.count("\n") == 1 and err.startswith("error: "), err
 
 
 def test_member_show_is_masked(console):

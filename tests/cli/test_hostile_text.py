@@ -12,24 +12,40 @@ from pathlib import Path
 
 import pytest
 
-KIOSK = [sys.executable, "-m", "edge.cli.main"]
+from tests.cli_runner import run_kiosk_bytes
+
+# The console script pip installed beside this Python (``kiosk`` on a device's PATH).
+INSTALLED_KIOSK = Path(sys.executable).with_name("kiosk")
 CARD = "2900000000018"
 PHONE = "13800138000"
 DIGITS_RULE = "takes the digits 0-9 or full-width ０-９, no other numerals"
 
 
 class Kiosk:
-    """Runs ``kiosk`` as a person does; stdout decoded, stderr kept as the bytes printed."""
+    """Runs ``kiosk`` as a fresh command (in this process, tests/cli_runner.py); stdout
+    decoded, stderr kept as the bytes printed. :meth:`process` runs the installed script."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
 
-    def __call__(self, *args: str, stdin: str = "") -> tuple[int, str, bytes]:
+    def environment(self) -> dict[str, str]:
         env = {**os.environ, "KIOSK_DATA_DIR": str(self.data_dir), "PYTHONIOENCODING": "utf-8"}
         env.pop("KIOSK_CONFIG", None)
         env.pop("KIOSK_DEBUG", None)
+        return env
+
+    def __call__(self, *args: str, stdin: str = "") -> tuple[int, str, bytes]:
+        ran = run_kiosk_bytes(*args, stdin=stdin.encode(), env=self.environment())
+        return ran.returncode, ran.stdout.decode("utf-8"), ran.stderr
+
+    def process(self, *args: str, stdin: str = "") -> tuple[int, str, bytes]:
+        """``kiosk ARGS...`` as a person runs it: the installed script, its own process."""
         proc = subprocess.run(
-            [*KIOSK, *args], input=stdin.encode(), capture_output=True, env=env, timeout=60
+            [str(INSTALLED_KIOSK), *args],
+            input=stdin.encode(),
+            capture_output=True,
+            env=self.environment(),
+            timeout=60,
         )
         return proc.returncode, proc.stdout.decode("utf-8"), proc.stderr
 
@@ -74,6 +90,14 @@ def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Kiosk:
 def test_a_scanned_code_with_terminal_controls_is_shown_escaped(kiosk: Kiosk) -> None:
     line = kiosk.fails("member", "identify", "X\x1b]0;pwned\x07\nsecond line", code=1)
     assert "'X\\x1b]0;pwned\\x07\\nsecond line' is not a member card number" in line
+
+
+def test_the_installed_command_prints_the_same_escaped_line_from_its_own_process(
+    kiosk: Kiosk,
+) -> None:
+    rc, out, err = kiosk.process("member", "identify", "X\x1b]0;pwned\x07\u202e\nsecond")
+    assert (rc, out) == (1, "")
+    assert "'X\\x1b]0;pwned\\x07\\u202e\\nsecond' is not a member card number" in error_line(err)
 
 
 def test_a_sku_with_a_line_break_is_shown_escaped(kiosk: Kiosk) -> None:

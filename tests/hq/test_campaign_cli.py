@@ -4,8 +4,6 @@ a member's coupons by card, finish; bad input in one line, changing nothing."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
@@ -15,20 +13,17 @@ from edge.domain.cards import card_number
 from edge.domain.ids import IdFactory
 from hq.models import Campaign
 from hq.service import make_hq_engine
+from tests.cli_runner import Ran, run_kiosk
 from tests.hq.database import sqlite_hq_url
 from tests.hq.test_campaigns import ingest, registered
-from tests.hq.test_staff import KIOSK, ROOT, one_line_error
+from tests.hq.test_staff import ROOT, one_line_error
 
 ids = IdFactory()
 
 
-def campaign(broker, db_url: str, *args: str, keys: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HQ_")}
+def campaign(broker, db_url: str, *args: str, keys: bool = True) -> Ran:
     where = ["--broker-port", str(broker.port), "--tls-dir", str(broker.directory)] if keys else []
-    return subprocess.run(
-        [*KIOSK, "hq", "--db", db_url, *where, "campaign", *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, env=env,
-    )  # fmt: skip
+    return run_kiosk("hq", "--db", db_url, *where, "campaign", *args, drop_env=("HQ_",), cwd=ROOT)
 
 
 def campaigns(engine) -> int:

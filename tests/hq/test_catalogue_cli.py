@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,22 +18,19 @@ from edge.protocol import Catalogue, Rules, Telemetry, Topics, decode
 from hq.fleet import apply_telemetry
 from hq.models import DocumentVersion
 from hq.service import make_hq_engine
+from tests.cli_runner import Ran, run_kiosk
 from tests.hq.database import sqlite_hq_url
 from tests.hq.test_catalogue import RULES_DOC
-from tests.hq.test_staff import KIOSK, ROOT, one_line_error
+from tests.hq.test_staff import ROOT, one_line_error
 from tests.sync.helpers import client
 
 
-def hq(broker, db_url: str, *args: str, keys: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HQ_")}
+def hq(broker, db_url: str, *args: str, keys: bool = True) -> Ran:
     where = ["--broker-port", str(broker.port), "--tls-dir", str(broker.directory)] if keys else []
-    return subprocess.run(
-        [*KIOSK, "hq", "--db", db_url, *where, *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=90, env=env,
-    )  # fmt: skip
+    return run_kiosk("hq", "--db", db_url, *where, *args, drop_env=("HQ_",), cwd=ROOT)
 
 
-def ok(done: subprocess.CompletedProcess) -> str:
+def ok(done: Ran) -> str:
     assert done.returncode == 0, done.stderr
     return done.stdout
 

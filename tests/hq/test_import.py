@@ -20,6 +20,7 @@ from hq.importer import CHUNK
 from hq.ledger import balances, ledger_sums
 from hq.models import CentralCard, CentralLot, CentralMember, MemberImport
 from hq.service import make_hq_engine
+from tests.cli_runner import Ran, run_kiosk
 from tests.hq.database import migrated_engine, sqlite_hq_url
 from tests.waiting import wait_for
 
@@ -37,10 +38,8 @@ ROWS = [
 ]
 
 
-def hq(db: str, *args: str, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*KIOSK, "hq", "--db", db, *args], capture_output=True, text=True, timeout=300, **kwargs
-    )
+def hq(db: str, *args: str) -> Ran:
+    return run_kiosk("hq", "--db", db, *args)
 
 
 @pytest.fixture

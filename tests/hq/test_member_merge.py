@@ -10,8 +10,6 @@ changes nothing.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -44,12 +42,12 @@ from hq.models import (
     MemberMerge,
 )
 from hq.service import make_hq_engine
+from tests.cli_runner import Ran, run_kiosk
 from tests.hq.database import HQ_VAULT, sqlite_hq_url
 from tests.hq.test_feeds import NOW, follow, kiosk, send
 from tests.sync.helpers import outbox_ids
 
 ids = IdFactory()
-KIOSK = [sys.executable, "-m", "edge.cli.main"]
 
 
 class Chain:
@@ -314,13 +312,8 @@ def test_a_refused_merge_changes_nothing(engine, tmp_path):
     assert hq_state(engine) == after
 
 
-def hq_cli(db: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*KIOSK, "hq", "--db", db, "member", "merge", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def hq_cli(db: str, *args: str) -> Ran:
+    return run_kiosk("hq", "--db", db, "member", "merge", *args)
 
 
 def test_the_command_merges_and_refuses_in_one_line(tmp_path):

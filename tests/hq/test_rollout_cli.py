@@ -5,8 +5,6 @@ resume, widen, cancel; every change in the audit log; bad input in one line."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 from click.testing import CliRunner
 from sqlalchemy import select
@@ -16,25 +14,25 @@ from edge.cli.main import cli
 from edge.protocol import Command, Topics, decode
 from hq.models import AuditRecord
 from hq.service import make_hq_engine
+from tests.cli_runner import Ran, run_kiosk
 from tests.hq.database import sqlite_hq_url
 from tests.hq.test_rollouts import T0, make_bundle, report, status
-from tests.hq.test_staff import KIOSK, ROOT, one_line_error
+from tests.hq.test_staff import ROOT, one_line_error
 from tests.lifecycle.releases import update_key
 from tests.sync.helpers import client, received
 
 BASE_URL = "https://hq.example.net"
 
 
-def rollout(broker, db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HQ_")}
-    return subprocess.run(
-        [*KIOSK, "hq", "--db", db_url, "--broker-port", str(broker.port), "--tls-dir",
-         str(broker.directory), "--bundle-base-url", BASE_URL, "rollout", *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, env=env,
+def rollout(broker, db_url: str, *args: str) -> Ran:
+    return run_kiosk(
+        "hq", "--db", db_url, "--broker-port", str(broker.port), "--tls-dir",
+        str(broker.directory), "--bundle-base-url", BASE_URL, "rollout", *args,
+        drop_env=("HQ_",), cwd=ROOT,
     )  # fmt: skip
 
 
-def ok(proc: subprocess.CompletedProcess[str]) -> str:
+def ok(proc: Ran) -> str:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -135,11 +133,9 @@ def test_a_rollout_needs_a_bundle_base_url_and_the_commands_help_reads_without_o
     broker, tmp_path
 ):
     url = sqlite_hq_url(tmp_path / "hq.db")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HQ_")}
-    base = [*KIOSK, "hq", "--db", url, "--tls-dir", str(broker.directory), "rollout"]
-    no_url = subprocess.run(
-        [*base, "start", "--bundle", "0" * 64, "--ring", "all"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, env=env,
+    no_url = run_kiosk(
+        "hq", "--db", url, "--tls-dir", str(broker.directory), "rollout",
+        "start", "--bundle", "0" * 64, "--ring", "all", drop_env=("HQ_",), cwd=ROOT,
     )  # fmt: skip
     assert "no bundle_base_url" in one_line_error(no_url)
     runner = CliRunner()

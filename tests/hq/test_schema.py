@@ -21,6 +21,7 @@ from hq.ledger import take_numbers
 from hq.models import Alert, CentralMember, GiftStock, GiftVoucher, HqBase
 from hq.schema import HQ_SCHEMA, upgrade
 from hq.service import HqConfig, HqService, make_hq_engine
+from tests.cli_runner import Ran, run_kiosk
 from tests.hq.database import HQ_VAULT
 
 KIOSK = [sys.executable, "-m", "edge.cli.main"]
@@ -75,15 +76,16 @@ def test_the_service_refuses_a_database_without_the_schema_and_creates_nothing(d
         engine.dispose()
 
 
-def _hq(db: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*KIOSK, "hq", "--db", db, *args], capture_output=True, text=True, timeout=120
-    )
+def _hq(db: str, *args: str) -> Ran:
+    return run_kiosk("hq", "--db", db, *args)
 
 
 def test_an_operator_upgrades_hq_before_serving(tmp_path: Path):
     db = f"sqlite+pysqlite:///{tmp_path / 'hq.db'}"
-    served = _hq(db, "serve")
+    # the service is a process of its own: it exits, in one line, before it serves
+    served = subprocess.run(
+        [*KIOSK, "hq", "--db", db, "serve"], capture_output=True, text=True, timeout=120
+    )
     assert served.returncode == 1, served.stderr
     assert served.stderr.strip().splitlines() == [
         f"error: HQ's database at {db} has no schema yet: run `kiosk hq db upgrade` first"

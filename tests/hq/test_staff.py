@@ -4,9 +4,7 @@ signed and retained; bad input is one line and changes nothing."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,10 +20,10 @@ from edge.services.pushes import staff_list_signed
 from hq.models import FleetDevice, HqStaffAccount, HqStaffChange
 from hq.service import make_hq_engine
 from hq.staff import StaffDesk
+from tests.cli_runner import Ran, run_kiosk
 from tests.hq.database import sqlite_hq_url
 from tests.sync.helpers import client, received
 
-KIOSK = [sys.executable, "-m", "edge.cli.main"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -101,16 +99,15 @@ def test_bad_input_is_refused_and_changes_nothing(tmp_path, call, error, code):
 # --------------------------------------------------------------------------- the console
 
 
-def hq_staff(broker, db_url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HQ_")}
-    return subprocess.run(
-        [*KIOSK, "hq", "--db", db_url, "--broker-port", str(broker.port),
-         "--tls-dir", str(broker.directory), "staff", *args],
-        input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60, env=env,
+def hq_staff(broker, db_url: str, *args: str, stdin: str = "") -> Ran:
+    return run_kiosk(
+        "hq", "--db", db_url, "--broker-port", str(broker.port),
+        "--tls-dir", str(broker.directory), "staff", *args,
+        stdin=stdin, drop_env=("HQ_",), cwd=ROOT,
     )  # fmt: skip
 
 
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
+def one_line_error(proc: Ran | subprocess.CompletedProcess) -> str:
     assert proc.returncode != 0, proc.stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr

@@ -2,16 +2,24 @@
 
 ``build_release`` copies the source tree, sets the version, optionally changes a line (a bug)
 or adds a schema migration (what a real release can ship with), and builds the wheel.
+``shared_release`` builds each such release once per test run: the test processes of one
+run (pytest-xdist workers) take it from a folder they share, the first to need it building
+it while the others wait.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -87,6 +95,33 @@ def build_release(
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = out.glob("*.whl")
     return wheel
+
+
+def shared_release(
+    tmp_path_factory: pytest.TempPathFactory,
+    version: str,
+    *,
+    patch: dict[str, tuple[str, str]] | None = None,
+    migration: bool = False,
+) -> Path:
+    """:func:`build_release`'s wheel, built once in this test run for the same arguments (the
+    checkout does not change while the tests run). Tests only read the wheel."""
+    base = tmp_path_factory.getbasetemp()
+    # pytest-xdist gives each worker a folder inside the run's own: share that one
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    what = json.dumps([version, sorted((patch or {}).items()), migration])
+    folder = shared / "releases" / hashlib.sha256(what.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        done = folder / "wheel"
+        if done.exists():
+            return Path(done.read_text())
+        build = folder / "build"
+        shutil.rmtree(build, ignore_errors=True)  # a build a killed worker left half-done
+        wheel = build_release(build, version, patch=patch, migration=migration)
+        done.write_text(str(wheel))
+        return wheel
 
 
 def update_key(tmp: Path) -> tuple[Ed25519PrivateKey, Path]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -24,6 +23,7 @@ from edge.lifecycle.backup import create_backup, list_backups, rotate
 from edge.lifecycle.restore import restore_backup
 from edge.services import gifts, members, points
 from edge.services.verify import verify_ledger
+from tests.cli_runner import Ran, run_kiosk
 
 TABLES = ("ledger_entry", "member", "points_lot", "card", "gift", "redemption", "audit", "outbox")
 
@@ -270,19 +270,11 @@ def test_backup_list_says_which_backups_hq_holds(app, tmp_path):
 
 # -- a hostile or careless technician at `kiosk backup restore` --------------------------------
 
-KIOSK = Path(sys.executable).with_name("kiosk")
 
-
-def kiosk(data: Path, *args: object) -> subprocess.CompletedProcess[str]:
-    """``kiosk --data-dir DATA ARGS`` as a technician types it (without their KIOSK_* settings)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
-    return subprocess.run(
-        [str(KIOSK), "--data-dir", str(data), *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+def kiosk(data: Path, *args: object) -> Ran:
+    """``kiosk --data-dir DATA ARGS`` as a technician types it (without their KIOSK_* settings),
+    run as a fresh command in this process."""
+    return run_kiosk("--data-dir", str(data), *map(str, args), drop_env=("KIOSK_",))
 
 
 def device_files(data: Path) -> dict[str, str]:

@@ -54,6 +54,7 @@ from edge.services.replica import apply_replica_batch
 from edge.storage.models import Member, OutboxEvent
 from hq.enrol import EnrolmentDesk, write_lookup_key
 from hq.models import CardRange, EnrolledDevice, EnrolmentAction, UsedPairingCode
+from tests.cli_runner import run_kiosk as kiosk_command
 from tests.lifecycle.hq_desk import (
     certificate,
     desk_ca,
@@ -65,6 +66,8 @@ from tests.lifecycle.hq_desk import (
     with_dates,
 )
 
+# The console script pip installed beside this Python, run as its own process where the test
+# is about the installed command (the pairing slip); the others run in this process.
 KIOSK = str(Path(sys.executable).parent / "kiosk")
 
 
@@ -115,11 +118,7 @@ def test_pairing_slip_carries_serial_code_and_a_request_and_is_audited(data):
     ]
     assert request.code not in json.dumps(records)  # only the code's hash is kept
     # the provisioning records are in the ledger's audit chain, which `kiosk ledger verify` checks
-    verify = subprocess.run(
-        [KIOSK, "--data-dir", str(data), "--json", "ledger", "verify"],
-        capture_output=True,
-        text=True,
-    )
+    verify = kiosk_command("--data-dir", str(data), "--json", "ledger", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert json.loads(verify.stdout)["audit_records"] == 2
 
@@ -381,7 +380,6 @@ def test_camera_enrolment_reads_the_bundle_qr_from_the_simulated_camera(
     issued = json.loads(out)
     assert issued["device_id"] == "K030"
     cmd = [
-        KIOSK,
         "--data-dir",
         str(data),
         "provision",
@@ -395,10 +393,10 @@ def test_camera_enrolment_reads_the_bundle_qr_from_the_simulated_camera(
         "--skip-checks",
     ]
     # a camera showing nothing: a clear error after the timeout, nothing changed
-    blank = subprocess.run([*cmd, "--timeout", "2"], capture_output=True, text=True)
+    blank = kiosk_command(*cmd, "--timeout", "2")
     assert blank.returncode == 1 and "no enrolment QR code" in blank.stderr, blank.stderr
     assert not (data / "tls/device.crt").exists()
-    shown = subprocess.run([*cmd, "--sim-image", issued["qr_path"]], capture_output=True, text=True)
+    shown = kiosk_command(*cmd, "--sim-image", issued["qr_path"])
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "enrolled: store S003, device K030" in shown.stdout
     assert f"lookup key {issued['lookup_key_id']}" in shown.stdout, shown.stdout
@@ -505,10 +503,8 @@ def test_enrolled_device_logs_in_appears_in_hq_fleet_and_is_refused_once_revoked
         )
         qr = json.loads(slip.stdout)["qr"]
         issued = desk.enrol(qr, store_id="S001", device_id="K001", out_dir=tmp_path / "out")
-        applied = subprocess.run(
-            [KIOSK, "--data-dir", str(data), "provision", "enrol", str(issued.bundle_path)],
-            capture_output=True,
-            text=True,
+        applied = kiosk_command(
+            "--data-dir", str(data), "provision", "enrol", str(issued.bundle_path)
         )
         assert applied.returncode == 0, applied.stdout + applied.stderr
         assert "通过 OK    服务器登录 broker login" in applied.stdout
@@ -539,9 +535,7 @@ def test_enrolled_device_logs_in_appears_in_hq_fleet_and_is_refused_once_revoked
         assert desk.settings.crl_path.resolve() == (broker.directory / "crl.pem").resolve()
         broker.stop()
         broker.start()
-        checked = subprocess.run(
-            [KIOSK, "--data-dir", str(data), "provision", "check"], capture_output=True, text=True
-        )
+        checked = kiosk_command("--data-dir", str(data), "provision", "check")
         assert checked.returncode == 1, checked.stdout
         assert "失败 FAIL  服务器登录 broker login" in checked.stdout, checked.stdout
         # ... while a certificate not on the list still logs in on that broker
@@ -553,9 +547,7 @@ def test_enrolled_device_logs_in_appears_in_hq_fleet_and_is_refused_once_revoked
 
 
 def test_the_console_offers_the_enrolment_desk_under_kiosk_hq(desk):
-    listed = subprocess.run(
-        [KIOSK, "hq", "--db", str(desk.engine.url), "enrolments"], capture_output=True, text=True
-    )
+    listed = kiosk_command("hq", "--db", str(desk.engine.url), "enrolments")
     assert (listed.returncode, listed.stdout.strip()) == (0, "no enrolments"), listed.stderr
 
 
@@ -691,11 +683,7 @@ def test_enrolment_rehashes_members_registered_under_the_dev_key(tmp_path, desk)
         }
     finally:
         app.close()
-    verify = subprocess.run(
-        [KIOSK, "--data-dir", str(data), "--json", "ledger", "verify"],
-        capture_output=True,
-        text=True,
-    )
+    verify = kiosk_command("--data-dir", str(data), "--json", "ledger", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
@@ -830,9 +818,7 @@ def test_is_provisioned_is_one_read_only_query_and_no_chain_walk(tmp_path, desk)
     with pytest.raises(IntegrityError) as broken:
         read_audit(data)
     assert broken.value.code == "audit_broken"
-    audit = subprocess.run(
-        [KIOSK, "--data-dir", str(data), "provision", "audit"], capture_output=True, text=True
-    )
+    audit = kiosk_command("--data-dir", str(data), "provision", "audit")
     assert audit.returncode == 1 and "was altered" in audit.stderr, audit.stderr
 
 

@@ -29,7 +29,7 @@ from edge.lifecycle.update import (
 from edge.security.bundle import build_bundle, verify_bundle
 from edge.services import members, points
 from edge.services.verify import verify_ledger
-from tests.lifecycle.releases import build_release, update_key
+from tests.lifecycle.releases import shared_release, update_key
 
 
 def small_wheel(tmp: Path, name: str = "member_center_kiosk-9.9.9-py3-none-any.whl") -> Path:
@@ -145,13 +145,12 @@ def test_switch_and_prune_keep_current_and_previous(tmp_path):
 
 @pytest.fixture(scope="module")
 def releases(tmp_path_factory):
-    work = tmp_path_factory.mktemp("hq-releases")
     return {
-        "1.0.1": build_release(work, "1.0.1"),
-        "1.0.2": build_release(work, "1.0.2"),
+        "1.0.1": shared_release(tmp_path_factory, "1.0.1"),
+        "1.0.2": shared_release(tmp_path_factory, "1.0.2"),
         # a release that migrates the database and calls a camera API that does not exist
-        "1.0.3": build_release(
-            work,
+        "1.0.3": shared_release(
+            tmp_path_factory,
             "1.0.3",
             patch={
                 "drivers/factory.py": ("return SimulatedCamera(", "return SimulatedCamera.open(")

@@ -14,7 +14,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import zipfile
@@ -48,7 +47,8 @@ from hq.commands import (
     update_command,
 )
 from hq.service import HqConfig, hq_link
-from tests.lifecycle.releases import build_release, update_key
+from tests.cli_runner import Ran, run_kiosk
+from tests.lifecycle.releases import shared_release, update_key
 from tests.sync.conftest import (
     Broker,
     Runner,
@@ -309,28 +309,12 @@ def test_the_agent_answers_other_commands_while_a_bundle_downloads(site, inbox):
     assert [p.name for p in queued(inbox)] == [update.detail["bundle"]]
 
 
-def hq_cli(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+def hq_cli(site: Site, *args: str) -> Ran:
     """``kiosk hq ARGS`` against the site's broker, as an operator at HQ runs it."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge.cli.main",
-            "hq",
-            "--db",
-            site.hq.database_url,
-            "--broker-port",
-            str(site.broker.port),
-            "--tls-dir",
-            str(site.broker.directory),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
+    return run_kiosk(
+        "hq", "--db", site.hq.database_url, "--broker-port", str(site.broker.port),
+        "--tls-dir", str(site.broker.directory), *args, cwd=ROOT,
+    )  # fmt: skip
 
 
 def test_hq_update_that_outwaits_its_wait_says_how_to_read_the_result_later(site, inbox):
@@ -477,9 +461,9 @@ def _telemetry_versions(site: Site, device_id: str) -> tuple[queue.Queue[str], M
 
 @pytest.mark.slow
 def test_hq_update_reaches_the_installer_and_the_restarted_agent_reports_the_new_version(
-    site, tmp_path
+    site, tmp_path, tmp_path_factory
 ):
-    wheel = build_release(tmp_path / "releases", "1.0.1")
+    wheel = shared_release(tmp_path_factory, "1.0.1")
     bundle = site.server.root / "member-kiosk-1.0.1.tar"
     build_bundle([wheel], "1.0.1", site.update_key, bundle)
     data = site.kiosk("K002", "S002", 50_001)

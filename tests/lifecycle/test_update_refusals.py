@@ -36,7 +36,7 @@ from edge.lifecycle.update import (
 from edge.security.bundle import build_bundle
 from edge.services import members, points
 from hq.commands import sign_command, update_command
-from tests.lifecycle.releases import build_release, update_key
+from tests.lifecycle.releases import shared_release, update_key
 
 KIOSK = [sys.executable, "-m", "edge.cli.main"]
 DEVICE = "K001"  # the default device id of a device without config.toml
@@ -289,12 +289,11 @@ def test_the_agent_fetches_nothing_older_without_hqs_allowance(device, downloads
 
 @pytest.fixture(scope="module")
 def releases(tmp_path_factory) -> dict[str, Path]:
-    work = tmp_path_factory.mktemp("refusal-releases")
     return {
-        "1.0.1": build_release(work, "1.0.1"),
+        "1.0.1": shared_release(tmp_path_factory, "1.0.1"),
         # migrates the database and calls a camera API that does not exist: its doctor fails
-        "1.0.3": build_release(
-            work,
+        "1.0.3": shared_release(
+            tmp_path_factory,
             "1.0.3",
             patch={
                 "drivers/factory.py": ("return SimulatedCamera(", "return SimulatedCamera.open(")

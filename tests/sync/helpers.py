@@ -26,6 +26,7 @@ from edge.storage.models import Member, OutboxEvent
 from hq.feeds import feed_head
 from hq.models import CentralMember, MemberHolder, StoredEvent
 from hq.service import HqConfig
+from tests.cli_runner import run_kiosk
 from tests.hq.database import hq_data_key_file, sqlite_hq_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,11 +36,10 @@ def fleet_json(tmp_path: Path, db_url: str, *options: str) -> dict:
     """``kiosk hq [options] fleet --json`` over HQ's database, as HQ staff run it."""
     conf = tmp_path / "hq.toml"
     conf.write_text("offline_alert_s = 1.0\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "edge.cli.main", "hq", "--hq-config", str(conf), "--db", db_url,
-         *options, "fleet", "--json"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=True,
-    )  # fmt: skip
+    out = run_kiosk(
+        "hq", "--hq-config", str(conf), "--db", db_url, *options, "fleet", "--json", cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
     return dict(json.loads(out.stdout))
 
 

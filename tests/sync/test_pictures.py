@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -35,6 +33,7 @@ from hq.catalogue import (
 )
 from hq.commands import publish_once, push_catalogue
 from hq.service import HqService
+from tests.cli_runner import run_kiosk
 from tests.hq.test_catalogue import RULES_DOC
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
 from tests.sync.helpers import hq_config
@@ -105,11 +104,15 @@ def test_hq_checks_a_picture_file_before_it_publishes_anything(tmp_path):
         '{"version": 2, "gifts": [{"sku": "KETTLE", "name": "电热水壶", "points_price": 6000,'
         ' "picture_file": "kettle.png"}]}'
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "edge.cli.main", "hq", "--db", "sqlite://",
-         "--broker-port", "1", "push-catalogue", str(tmp_path / "catalogue.json")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done = run_kiosk(
+        "hq",
+        "--db",
+        "sqlite://",
+        "--broker-port",
+        "1",
+        "push-catalogue",
+        str(tmp_path / "catalogue.json"),
+    )
     assert done.returncode != 0
     assert "KETTLE's picture kettle.png: the file is not a PNG or JPEG picture" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1  # said before any broker is tried
@@ -125,11 +128,9 @@ def test_hq_checks_a_picture_file_before_it_publishes_anything(tmp_path):
 )
 def test_a_bad_push_file_is_refused_in_one_line(tmp_path, command, text, said):
     (tmp_path / "push.json").write_text(text)
-    done = subprocess.run(
-        [sys.executable, "-m", "edge.cli.main", "hq", "--db", "sqlite://",
-         "--broker-port", "1", command, str(tmp_path / "push.json")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done = run_kiosk(
+        "hq", "--db", "sqlite://", "--broker-port", "1", command, str(tmp_path / "push.json")
+    )
     assert done.returncode == 1 and said in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
