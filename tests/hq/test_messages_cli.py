@@ -4,8 +4,6 @@ file sender named in HQ's config file; bad settings refused in one line, sending
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -19,8 +17,9 @@ from hq.contact import set_message_consent
 from hq.messages import FileSender
 from hq.models import CentralMember
 from hq.service import make_hq_engine
+from tests.cli_runner import Ran, run_kiosk
 from tests.hq.database import hq_data_key_file, sqlite_hq_url
-from tests.hq.test_staff import KIOSK, ROOT, one_line_error
+from tests.hq.test_staff import ROOT, one_line_error
 
 PHONE = "13812345678"
 
@@ -34,12 +33,10 @@ def _config(tmp_path: Path, messages: str) -> Path:
     return path
 
 
-def _kiosk(config: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HQ_")}
-    env.pop("CREDENTIALS_DIRECTORY", None)
-    return subprocess.run(
-        [*KIOSK, "hq", "--hq-config", str(config), "messages", *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=120, env=env,
+def _kiosk(config: Path, *args: str) -> Ran:
+    return run_kiosk(
+        "hq", "--hq-config", str(config), "messages", *args,
+        drop_env=("HQ_", "CREDENTIALS_DIRECTORY"), cwd=ROOT,
     )  # fmt: skip
 
 
