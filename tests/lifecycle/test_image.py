@@ -35,6 +35,8 @@ UDEV_RULES = [
     ROOT / "drivers/udev/99-member-kiosk.rules",
     *sorted((FILESYSTEM / "etc/udev/rules.d").glob("*.rules")),
 ]
+# The appliance's units; HQ's (systemd/hq/) are not installed on a kiosk.
+APPLIANCE_UNITS = sorted(p for p in (ROOT / "systemd").iterdir() if p.is_file())
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "member-kiosk"
 MIRROR = os.environ.get("KIOSK_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
@@ -152,8 +154,9 @@ def test_install_step_lays_out_the_target_with_chroot_stubbed(tmp_path: Path) ->
         KIOSK_STORE_BROKER="1",
         KIOSK_HQ_ENROL_PUB=str(key),
     )
-    units = {p.name for p in (ROOT / "systemd").iterdir()}
+    units = {p.name for p in APPLIANCE_UNITS}
     assert units <= {p.name for p in (rootfs / "etc/systemd/system").iterdir()}
+    assert not (rootfs / "etc/systemd/system/member-kiosk-hq-remind.service").exists()
     assert (rootfs / "etc/udev/rules.d/99-member-kiosk.rules").read_bytes() == (
         ROOT / "drivers/udev/99-member-kiosk.rules"
     ).read_bytes()
@@ -405,7 +408,7 @@ def test_install_step_for_real_in_a_debian_bookworm_root(tmp_path: Path) -> None
         ]
         assert chroot(rootfs, "/bin/sh", "-c", hook).returncode == 0
         assert stale.exists()
-        units = sorted(p.name for p in (ROOT / "systemd").iterdir())
+        units = sorted(p.name for p in APPLIANCE_UNITS)
         verify = chroot(
             rootfs,
             "systemd-analyze",
