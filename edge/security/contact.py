@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from edge.domain.errors import ConfigError, IntegrityError
+from edge.security.keys import read_key_file, refuse_loose_permissions
 from edge.security.personal import normalize_phone
 from edge.security.sealing import seal, unseal
 
@@ -102,15 +103,7 @@ def load_contact_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     Raises:
         ConfigError: ``key_unreadable`` or ``key_invalid``.
     """
-    try:
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read key file {path}: {exc.strerror or exc}",
-            code="key_unreadable",
-            path=str(path),
-        ) from exc
-    return parse_contact_public_key(pem, str(path))
+    return parse_contact_public_key(read_key_file(path), str(path))
 
 
 def load_contact_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -120,19 +113,8 @@ def load_contact_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
         ConfigError: ``key_unreadable``, ``key_permissions`` (readable by others) or
             ``key_invalid``.
     """
-    try:
-        mode = path.stat().st_mode
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read key file {path}: {exc.strerror or exc}",
-            code="key_unreadable",
-            path=str(path),
-        ) from exc
-    if mode & 0o077:
-        raise ConfigError(
-            f"{path} may be read by other users: chmod 600 it", code="key_permissions"
-        )
+    refuse_loose_permissions(path)
+    pem = read_key_file(path)
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:

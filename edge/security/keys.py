@@ -37,7 +37,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         ConfigError: the file is missing, unreadable, or not an unencrypted Ed25519 key; the
             message names the path so whoever installs the key knows which file to fix.
     """
-    return _parse_private_key(_read_key_file(path), path)
+    return _parse_private_key(read_key_file(path), path)
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
@@ -46,7 +46,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     Raises:
         ConfigError: the file is missing, unreadable, or not an Ed25519 public key.
     """
-    data = _read_key_file(path)
+    data = read_key_file(path)
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -252,11 +252,11 @@ class KeyStore:
         from ``make`` when given (created without clobbering a racing creator's), else None."""
         credential = self.credential_path(name)
         if credential is not None:
-            return _read_key_file(credential), credential
+            return read_key_file(credential), credential
         path = self._keys_dir / name
         if path.exists():
-            _refuse_loose_permissions(path)
-            return _read_key_file(path), path
+            refuse_loose_permissions(path)
+            return read_key_file(path), path
         if make is None:
             return None
         self._ensure_keys_dir()
@@ -292,8 +292,8 @@ def load_secret(path: Path, *, check_mode: bool = True) -> bytes:
             ``key_invalid``.
     """
     if check_mode:
-        _refuse_loose_permissions(path)
-    return _parse_secret(_read_key_file(path), path)
+        refuse_loose_permissions(path)
+    return _parse_secret(read_key_file(path), path)
 
 
 def create_secret_file(path: Path) -> bool:
@@ -328,7 +328,12 @@ def _new_private_key_pem() -> bytes:
     )
 
 
-def _read_key_file(path: Path) -> bytes:
+def read_key_file(path: Path) -> bytes:
+    """A key file's bytes (at most 64 KiB).
+
+    Raises:
+        ConfigError: ``key_unreadable``, or ``key_invalid`` for a file too large to be a key.
+    """
     try:
         with path.open("rb") as handle:
             data = handle.read(_MAX_KEY_FILE_BYTES + 1)
@@ -376,7 +381,7 @@ def _parse_secret(data: bytes, path: Path) -> bytes:
     )
 
 
-def _refuse_loose_permissions(path: Path) -> None:
+def refuse_loose_permissions(path: Path) -> None:
     """A key others can read is a leaked key; say so instead of using it quietly."""
     try:
         mode = path.stat().st_mode
@@ -430,7 +435,7 @@ def _create_exclusively(path: Path, data: bytes) -> bytes:
     the name exists, so a concurrent creator's key is kept and read back instead of replaced
     (replacing a data key another process already used would orphan what it encrypted).
     """
-    return data if _link_new(path, data) else _read_key_file(path)
+    return data if _link_new(path, data) else read_key_file(path)
 
 
 def _link_new(path: Path, data: bytes) -> bool:

@@ -106,11 +106,11 @@ class FetchServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o117)  # the kiosk's user and group only
-        try:
-            sock.bind(str(self.path))
-        finally:
-            os.umask(old)
+        # Bound with the process's umask (which leaves others no write, so none can connect),
+        # then opened to the kiosk's group: the umask is the whole process's, and changing
+        # it here would race every other thread that creates a file or starts a process.
+        sock.bind(str(self.path))
+        os.chmod(self.path, 0o660)
         sock.listen(16)
         self._sock = sock
         self._thread = threading.Thread(target=self._serve, name="member-fetch", daemon=True)
