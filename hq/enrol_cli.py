@@ -340,14 +340,19 @@ def enrolments_command(
     show({"actions": [asdict(a) for a in rows]}, as_json, "\n".join(lines) or "no enrolments")
 
 
+def _out_dir(help_text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The ``--out DIR`` a key-making command writes its key into."""
+    return click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        required=True,
+        help=help_text,
+    )
+
+
 @click.command("enrol-key")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Where hq-enrol.key (keep at HQ) and hq-enrol.pub (for the image build) go.",
-)
+@_out_dir("Where hq-enrol.key (keep at HQ) and hq-enrol.pub (for the image build) go.")
 def enrol_key_command(out_dir: Path) -> None:
     """Make HQ's enrolment key pair (once; an existing key is never overwritten)."""
     private, public = write_enrol_key(out_dir)
@@ -355,13 +360,7 @@ def enrol_key_command(out_dir: Path) -> None:
 
 
 @click.command("lookup-key")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help=f"Where {LOOKUP_KEY_FILE} goes (the desk's CA directory; keep and back it up).",
-)
+@_out_dir(f"Where {LOOKUP_KEY_FILE} goes (the desk's CA directory; keep and back it up).")
 def lookup_key_command(out_dir: Path) -> None:
     """Make the chain's phone-lookup key (once for the whole chain; never overwritten)."""
     path = write_lookup_key(out_dir / LOOKUP_KEY_FILE)
@@ -369,13 +368,7 @@ def lookup_key_command(out_dir: Path) -> None:
 
 
 @click.command("member-code-key")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help=f"Where {MEMBER_CODE_KEY_FILE} goes (HQ's CA directory, where `kiosk hq web` finds it).",
-)
+@_out_dir(f"Where {MEMBER_CODE_KEY_FILE} goes (HQ's CA directory, where `kiosk hq web` finds it).")
 def member_code_key_command(out_dir: Path) -> None:
     """Make HQ's member-code key (signs the codes on members' phones; never overwritten)."""
     private, public = write_member_code_key(out_dir)
@@ -386,13 +379,7 @@ def member_code_key_command(out_dir: Path) -> None:
 
 
 @click.command("contact-key")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help=f"Where {CONTACT_KEY_FILE} goes (the desk's CA directory; keep and back it up).",
-)
+@_out_dir(f"Where {CONTACT_KEY_FILE} goes (the desk's CA directory; keep and back it up).")
 def contact_key_command(out_dir: Path) -> None:
     """Make HQ's contact key pair (once for the whole chain; never overwritten): kiosks seal
     the phone numbers of members who agree to messages to it, and only HQ opens them."""
