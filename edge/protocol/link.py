@@ -90,6 +90,8 @@ class MqttLink:
         self.settings = settings
         self.inbox: queue.Queue[Inbound | str] = queue.Queue()
         self._connected = threading.Event()
+        self._subscribed = threading.Event()  # the broker has taken this connection's subscriptions
+        self._last_subscription: int | None = None
         self._stop = threading.Event()
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -111,6 +113,7 @@ class MqttLink:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         self.connects = 0
         self._waiting: dict[bytes, _Pending] = {}
         self._waiting_lock = threading.Lock()
@@ -150,7 +153,12 @@ class MqttLink:
         return self._connected.is_set()
 
     def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
+        """Waits until the link is connected and the broker has taken its subscriptions, so a
+        message published to it from now on reaches it."""
+        deadline = time.monotonic() + timeout
+        return self._connected.wait(timeout) and self._subscribed.wait(
+            max(0.0, deadline - time.monotonic())
+        )
 
     def close(self, timeout: float = 3.0) -> None:
         """Publishes ``offline`` (a clean disconnect does not fire the will), then disconnects."""
@@ -241,8 +249,11 @@ class MqttLink:
             log.warning("broker refused the connection: %s", reason_code)
             return
         self.connects += 1
+        self._last_subscription = None
         for topic, qos in self.settings.subscriptions:
-            client.subscribe(topic, qos=qos)
+            self._last_subscription = client.subscribe(topic, qos=qos)[1]
+        if self._last_subscription is None:
+            self._subscribed.set()
         client.publish(self.settings.status_topic, self.settings.online_payload(), 1, True)
         self._connected.set()
         self.inbox.put("connected")
@@ -259,9 +270,23 @@ class MqttLink:
         if self._connected.is_set():
             log.info("disconnected: %s", reason_code)
         self._connected.clear()
+        self._subscribed.clear()
         self.inbox.put("disconnected")
         if not self._stop.is_set():
             self._jitter_reconnect()
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        # The broker answers a connection's SUBSCRIBEs in order: the last one's answer means
+        # all of them are in force (a refused topic is the ACL's to log, not a reason to wait).
+        if mid == self._last_subscription:
+            self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         props = msg.properties

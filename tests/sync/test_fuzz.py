@@ -174,7 +174,10 @@ def test_hostile_messages_are_dropped_and_nothing_is_applied(broker, tmp_path):
     attacker.start()
     rng = random.Random(1234)
     try:
+        # connected and subscribed: a message published before a subscription is in force
+        # reaches nobody, and would never be counted
         assert attacker.wait_connected(10) and agent.link.wait_connected(10)
+        assert hq.link.wait_connected(10)
         wait_until(lambda: pending(app) == 0, 10, "start-up")
         before = _counts(app)
         with app.db.read() as s:

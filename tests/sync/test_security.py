@@ -16,7 +16,7 @@ from edge.sync.broker import DevCA
 from edge.sync.commands import CommandRunner
 from hq.commands import load_command_key, send_command, sign_command
 from tests.sync.conftest import Runner, make_data_dir, open_app
-from tests.sync.helpers import client, hq_config, received
+from tests.sync.helpers import arriving, client, hq_config, received
 
 T = Topics()
 
@@ -49,6 +49,26 @@ def test_a_device_cannot_publish_on_another_devices_topics(broker):
     finally:
         intruder.close()
         observer.close()
+
+
+def test_a_link_is_connected_once_the_broker_has_taken_its_subscriptions(broker):
+    # A message published the moment the link says it is connected must reach it, even on
+    # the last of many subscriptions: before, "connected" came as soon as the SUBSCRIBEs were
+    # queued, and a message that overtook them reached nobody.
+    publisher = client(broker, "K002", client_id="K002")
+    publisher.start()
+    subs = [(T.telemetry(f"K9{n:03d}"), 1) for n in range(600)] + [(T.telemetry("K002"), 1)]
+    listener = client(broker, "hq", subs=subs)
+    try:
+        assert publisher.wait_connected(10)
+        listener.start()
+        assert listener.wait_connected(10)
+        assert publisher.publish(T.telemetry("K002"), b"first", qos=1)
+        got = next((m for m in arriving(listener, 10) if m.payload == b"first"), None)
+        assert got is not None and got.topic == T.telemetry("K002")
+    finally:
+        listener.close()
+        publisher.close()
 
 
 def test_connections_without_a_valid_client_certificate_are_refused(broker, tmp_path):
