@@ -251,10 +251,11 @@ def test_a_gift_is_handed_over_once_and_its_reprinted_voucher_is_refused(kiosk):
 
 
 def test_technician_mode_behind_a_hidden_gesture_and_a_pin(make_kiosk):
-    kiosk = make_kiosk(technician_gesture_s=0.5)
+    # a gesture well apart from the short touch: a busy machine can stall a frame for a while
+    kiosk = make_kiosk(technician_gesture_s=1.5)
     kiosk.tap("logo", hold=0.1)  # a short touch does nothing
     assert kiosk.app.current == "attract"
-    kiosk.tap("logo", hold=0.8)
+    kiosk.tap("logo", hold=1.8)
     assert kiosk.app.current == "technician"
     sign_in(kiosk, kiosk.people.clerk_id, kiosk.people.clerk_pin)  # a clerk is not enough
     kiosk.wait_for(lambda: "没有此项权限" in kiosk.notice(), what="clerk refused")
