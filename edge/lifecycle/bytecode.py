@@ -10,11 +10,13 @@ hook after every package change (``/etc/apt/apt.conf.d/80member-kiosk-bytecode``
 
     /opt/member-kiosk/versions/<version>/bin/python -m edge.lifecycle.bytecode
 
-which compiles, at that level, every directory on that interpreter's path: the standard
-library, the system's packages (picamera2, lgpio) and the version's own virtual environment.
-Files already compiled are skipped, so a second run takes seconds. Files that do not compile
-(a package's Python 2 example, say) are counted, not fatal: Python compiles them when
-imported, as it would without this step.
+which compiles, at that level and at the plain level the agent and the commands read, every
+directory on that interpreter's path: the standard library, the system's packages (picamera2,
+lgpio) and the version's own virtual environment. The installer has pip leave compiling to this
+step (``--no-compile``): pip compiles on one core, this on all of them, reading each file once
+for both levels. Files already compiled are skipped, so a second run takes seconds. Files
+that do not compile (a package's Python 2 example, say) are counted, not fatal: Python
+compiles them when imported, as it would without this step.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 # the level ``PYTHONOPTIMIZE`` in member-kiosk.service asks for: no asserts, no docstrings
 OPTIMIZE = 2
+# and the plain level of every other process (the agent, the commands, HQ's services)
+LEVELS = (0, OPTIMIZE)
 # test suites and desktop tools the appliance never imports: compiling them is wasted time
 SKIP = re.compile(r"[/\\](test|tests|idle_test|idlelib|turtledemo|lib2to3|tkinter)[/\\]")
 
@@ -49,10 +54,17 @@ def path_directories(entries: Iterable[str]) -> list[Path]:
 
 
 def compile_tree(directory: Path) -> bool:
-    """Compiles every module under ``directory`` (on every core); False if any file failed."""
+    """Compiles every module under ``directory`` at both levels (on every core); False if any
+    file failed."""
     return bool(
         compileall.compile_dir(
-            directory, quiet=2, optimize=OPTIMIZE, workers=0, rx=SKIP, legacy=False
+            directory,
+            quiet=2,
+            # a list of levels since Python 3.9 (each file read once); typeshed says int
+            optimize=cast(int, list(LEVELS)),
+            workers=0,
+            rx=SKIP,
+            legacy=False,
         )
     )
 
@@ -63,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     # sys.path[0] is the directory ``python -m`` was started in, not one the app imports from
     dirs = path_directories([*sys.path[1:], *args])
     failed = [d for d in dirs if not compile_tree(d)]
-    print(f"optimized bytecode (level {OPTIMIZE}), directories compiled: {len(dirs)}", flush=True)
+    print(
+        f"bytecode (levels {' and '.join(map(str, LEVELS))}), directories compiled: {len(dirs)}",
+        flush=True,
+    )
     for d in failed:
         print(f"  some files in {d} did not compile; Python compiles them when imported")
     return 0

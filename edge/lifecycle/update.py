@@ -284,6 +284,7 @@ def install_version(
         "install",
         "--disable-pip-version-check",
         "--no-input",
+        "--no-compile",  # the bytecode step below compiles, on every core
         "--find-links",
         str(wheels),
         *(["--no-index"] if manifest.complete else []),
@@ -299,7 +300,7 @@ def install_version(
             shutil.rmtree(target, ignore_errors=True)
             tail = (proc.stderr or proc.stdout).strip()[-800:]
             raise UpdateFailed(f"installing {manifest.version} failed: {tail}")
-    # the optimized bytecode the touchscreen reads (member-kiosk.service runs it optimized and
+    # the bytecode every process reads, the touchscreen's optimized one among it (the services
     # cannot write it): without it the version still runs, only compiling at every start
     with contextlib.suppress(OSError, subprocess.TimeoutExpired):
         subprocess.run(

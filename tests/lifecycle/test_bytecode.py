@@ -30,7 +30,7 @@ def test_path_directories_keeps_each_directory_once_and_leaves_nested_ones_out(t
     assert path_directories([str(tmp_path / "lib.zip")]) == []
 
 
-def test_a_tree_is_compiled_at_the_touchscreens_level_tests_left_out(tmp_path):
+def test_a_tree_is_compiled_at_both_levels_tests_left_out(tmp_path):
     pkg = _tree(tmp_path)
     (pkg / "broken.py").write_text("def (:\n")
     assert not compile_tree(tmp_path)  # the broken file is reported...
@@ -38,6 +38,7 @@ def test_a_tree_is_compiled_at_the_touchscreens_level_tests_left_out(tmp_path):
     # ...and everything else is compiled
     assert (cache / f"__init__.{TAG}.opt-{OPTIMIZE}.pyc").exists()
     assert (cache / f"prices.{TAG}.opt-{OPTIMIZE}.pyc").exists()
+    assert (cache / f"prices.{TAG}.pyc").exists()  # and at the plain level (pip leaves it)
     assert not (cache / f"broken.{TAG}.opt-{OPTIMIZE}.pyc").exists()
     assert not (pkg / "tests/__pycache__").exists()
     (pkg / "broken.py").unlink()
@@ -51,7 +52,7 @@ def test_an_optimized_process_imports_the_compiled_modules_without_compiling(
     # only the directory given: this interpreter's own path is not the test's to compile
     monkeypatch.setattr(sys, "path", [sys.path[0]])
     assert main([str(tmp_path)]) == 0
-    assert "optimized bytecode (level 2), directories compiled: 1" in capsys.readouterr().out
+    assert "bytecode (levels 0 and 2), directories compiled: 1" in capsys.readouterr().out
     env = dict(os.environ, PYTHONOPTIMIZE=str(OPTIMIZE), PYTHONPATH=str(tmp_path))
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # as the app's read-only install root
     run = subprocess.run(
