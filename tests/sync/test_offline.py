@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edge.domain.errors import Refusal
+from edge.services.connectivity import connectivity
 from edge.services.gifts import add_gift, redeem_gift
 from edge.services.members import register_member, show_member
 from edge.services.points import accrue_purchase
@@ -37,6 +36,12 @@ max_points_per_member = 3000
 max_points_per_device = 100000
 """
 MEMBERS = 12
+
+
+def offline(app) -> bool:
+    """Whether HQ's silence has passed the kiosk's ``offline_after_s``, as its rules see it."""
+    with app.db.read() as session:
+        return connectivity(session, app, app.clock()).offline
 
 
 @pytest.mark.slow
@@ -74,7 +79,7 @@ def test_double_spend_at_two_offline_stores_is_flagged_and_capped(broker, tmp_pa
             r.stop()
         for p in proxies.values():
             p.close()
-        time.sleep(11)
+        wait_until(lambda: offline(a) and offline(b), 30, "both stores offline")
 
         # Offline, both kiosks keep serving: registration, lookups, redemptions in the caps.
         newcomer = register_member(b, "13900009999", consent=True)
@@ -135,7 +140,7 @@ def test_double_spend_at_two_offline_stores_is_flagged_and_capped(broker, tmp_pa
             path.write_text(text)
         a, b = open_app(a.data_dir), open_app(b.data_dir)
         runners[1:] = [Runner(Agent(a).run), Runner(Agent(b).run)]
-        time.sleep(11)
+        wait_until(lambda: offline(a) and offline(b), 30, "both stores offline again")
         for reg in members:
             redeem_gift(a, reg.card_no, "RICE", qty=2, request_id=f"A-{reg.member_id}")
             redeem_gift(b, reg.card_no, "RICE", qty=2, request_id=f"B-{reg.member_id}")
