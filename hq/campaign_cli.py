@@ -22,7 +22,8 @@ from edge.domain.errors import ConfigError, InvalidInput
 from edge.domain.ids import IdFactory
 from edge.domain.text import escape_controls
 from edge.progress import Progress
-from hq.console import config_of
+from hq.audit import Actor
+from hq.console import actor_option, config_of
 from hq.coupons import (
     CampaignSpec,
     campaigns_document,
@@ -35,7 +36,6 @@ from hq.models import Campaign, CampaignCoupon
 from hq.service import HqConfig
 
 T = TypeVar("T")
-_actor = click.option("--actor", default="hq", show_default=True, help="Who, for the record.")
 
 
 def _engine(config: HqConfig) -> Engine:
@@ -123,7 +123,7 @@ def campaign_group() -> None:
 @click.option("--tier", default=None, help="The tier (audience tier).")
 @click.option("--pool", "pool_total", type=int, default=1000, show_default=True)
 @click.option("--per-member", "per_member", type=int, default=1, show_default=True)
-@_actor
+@actor_option
 @click.pass_context
 def create_command(
     ctx: click.Context,
@@ -140,7 +140,7 @@ def create_command(
     tier: str | None,
     pool_total: int,
     per_member: int,
-    actor: str,
+    actor: Actor,
 ) -> None:
     """Create a campaign and publish the campaigns document to every kiosk."""
     config = config_of(ctx)
@@ -169,8 +169,11 @@ def create_command(
 @campaign_group.command("issue")
 @click.argument("campaign_id")
 @click.option("--member", "members", multiple=True, help="Only these members (ids; repeat).")
+@actor_option
 @click.pass_context
-def issue_command(ctx: click.Context, campaign_id: str, members: tuple[str, ...]) -> None:
+def issue_command(
+    ctx: click.Context, campaign_id: str, members: tuple[str, ...], actor: Actor
+) -> None:
     """Issue the campaign's coupons to its audience now (or to the --member given), one each
     up to its per-member limit, while its pool lasts; running it again tops up, never
     doubles."""
@@ -192,6 +195,7 @@ def issue_command(ctx: click.Context, campaign_id: str, members: tuple[str, ...]
             IdFactory(),
             list(members) if members else None,
             progress,
+            actor,
         )
         if bar is not None:
             bar.finish()
@@ -205,9 +209,9 @@ def issue_command(ctx: click.Context, campaign_id: str, members: tuple[str, ...]
 
 @campaign_group.command("finish")
 @click.argument("campaign_id")
-@_actor
+@actor_option
 @click.pass_context
-def finish_command(ctx: click.Context, campaign_id: str, actor: str) -> None:
+def finish_command(ctx: click.Context, campaign_id: str, actor: Actor) -> None:
     """End a campaign now: its coupons are refused from now on, at HQ at once and at every
     kiosk once the campaigns document reaches it."""
     config = config_of(ctx)

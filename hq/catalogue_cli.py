@@ -32,12 +32,9 @@ from hq.catalogue import (
     checked_picture,
 )
 from hq.catalogue_diff import CatalogueDiff, RulesDiff, shown
-from hq.console import config_of
+from hq.console import actor_option, config_of
 from hq.service import HqConfig
 
-_actor = click.option(
-    "--actor", default=None, help="Who makes the change, for the record (default: login name)."
-)
 _based_on = click.option(
     "--based-on",
     type=NUMBER,
@@ -314,7 +311,7 @@ def catalogue_diff(ctx: click.Context, v1: int | None, v2: int | None, as_json: 
 @click.option("--no-picture", is_flag=True, help="Take the gift's picture away.")
 @_based_on
 @_note
-@_actor
+@actor_option
 @click.pass_context
 def gift_set(
     ctx: click.Context,
@@ -325,7 +322,7 @@ def gift_set(
     no_picture: bool,
     based_on: int | None,
     note: str,
-    actor: str | None,
+    actor: Actor,
     **fields: Any,
 ) -> None:
     """Add gift SKU (with --name and --points) or change what the options say; a new
@@ -347,7 +344,7 @@ def gift_set(
     desk = _desk(config_of(ctx))
     try:
         recorded = desk.set_gift(
-            Actor.terminal(actor),
+            actor,
             sku,
             changes,
             picture=file,
@@ -364,28 +361,28 @@ def gift_set(
 @click.argument("sku")
 @_based_on
 @_note
-@_actor
+@actor_option
 @click.pass_context
 def gift_retire(
-    ctx: click.Context, sku: str, based_on: int | None, note: str, actor: str | None
+    ctx: click.Context, sku: str, based_on: int | None, note: str, actor: Actor
 ) -> None:
     """No longer sell gift SKU (kept in the catalogue, inactive): a new version, published."""
     desk = _desk(config_of(ctx))
     try:
-        recorded = desk.retire_gift(Actor.terminal(actor), sku, based_on=based_on, note=note)
+        recorded = desk.retire_gift(actor, sku, based_on=based_on, note=note)
     finally:
         _closing(desk)
     report(recorded)
 
 
 def push_catalogue_file(
-    ctx: click.Context, path: Path, based_on: int | None, note: str, actor: str | None
+    ctx: click.Context, path: Path, based_on: int | None, note: str, actor: Actor
 ) -> None:
     raw, pictures = catalogue_file(path)
     desk = _desk(config_of(ctx))
     try:
         recorded = desk.replace_catalogue(
-            Actor.terminal(actor), raw, pictures=pictures, based_on=based_on, note=note
+            actor, raw, pictures=pictures, based_on=based_on, note=note
         )
     finally:
         _closing(desk)
@@ -396,10 +393,10 @@ def push_catalogue_file(
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @_based_on
 @_note
-@_actor
+@actor_option
 @click.pass_context
 def catalogue_push(
-    ctx: click.Context, path: Path, based_on: int | None, note: str, actor: str | None
+    ctx: click.Context, path: Path, based_on: int | None, note: str, actor: Actor
 ) -> None:
     """The whole catalogue from PATH (JSON: gifts; a gift's "picture_file", relative to the
     JSON's folder, is its picture): a new version, published."""
@@ -410,13 +407,13 @@ def catalogue_push(
 @click.option(
     "--all-pictures", is_flag=True, help="Send every picture again, not only the new ones."
 )
-@_actor
+@actor_option
 @click.pass_context
-def catalogue_publish(ctx: click.Context, all_pictures: bool, actor: str | None) -> None:
+def catalogue_publish(ctx: click.Context, all_pictures: bool, actor: Actor) -> None:
     """Publish the newest catalogue again (after a broker outage, or to a new broker)."""
     desk = _desk(config_of(ctx))
     try:
-        done = desk.publish(CATALOGUE, Actor.terminal(actor), all_pictures=all_pictures)
+        done = desk.publish(CATALOGUE, actor, all_pictures=all_pictures)
     finally:
         _closing(desk)
     _published(done)
@@ -534,12 +531,12 @@ def rules_diff(ctx: click.Context, v1: int | None, v2: int | None, as_json: bool
 
 
 def push_rules_file(
-    ctx: click.Context, path: Path, based_on: int | None, note: str, actor: str | None
+    ctx: click.Context, path: Path, based_on: int | None, note: str, actor: Actor
 ) -> None:
     raw = rules_file(path)
     desk = _desk(config_of(ctx))
     try:
-        recorded = desk.replace_rules(Actor.terminal(actor), raw, based_on=based_on, note=note)
+        recorded = desk.replace_rules(actor, raw, based_on=based_on, note=note)
     finally:
         _closing(desk)
     report(recorded)
@@ -549,10 +546,10 @@ def push_rules_file(
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @_based_on
 @_note
-@_actor
+@actor_option
 @click.pass_context
 def rules_push(
-    ctx: click.Context, path: Path, based_on: int | None, note: str, actor: str | None
+    ctx: click.Context, path: Path, based_on: int | None, note: str, actor: Actor
 ) -> None:
     """The whole rules from PATH (JSON: points, offline; optional effective_from,
     member_days, tiers): a new version, signed and published."""
@@ -563,14 +560,14 @@ def rules_push(
 @click.argument("settings", nargs=-1, required=True)
 @_based_on
 @_note
-@_actor
+@actor_option
 @click.pass_context
 def rules_set(
     ctx: click.Context,
     settings: tuple[str, ...],
     based_on: int | None,
     note: str,
-    actor: str | None,
+    actor: Actor,
 ) -> None:
     """Change fields of the newest rules (FIELD=VALUE: points.points_per_yuan=2,
     offline.max_offline_hours=48, tiers.gold.threshold=500000, member_days='[{"weekday": 2,
@@ -579,20 +576,20 @@ def rules_set(
     changes = dict(parse_setting(s) for s in settings)
     desk = _desk(config_of(ctx))
     try:
-        recorded = desk.set_rules(Actor.terminal(actor), changes, based_on=based_on, note=note)
+        recorded = desk.set_rules(actor, changes, based_on=based_on, note=note)
     finally:
         _closing(desk)
     report(recorded)
 
 
 @rules_group.command("publish")
-@_actor
+@actor_option
 @click.pass_context
-def rules_publish(ctx: click.Context, actor: str | None) -> None:
+def rules_publish(ctx: click.Context, actor: Actor) -> None:
     """Publish the newest rules again (after a broker outage, or to a new broker)."""
     desk = _desk(config_of(ctx))
     try:
-        done = desk.publish(RULES, Actor.terminal(actor))
+        done = desk.publish(RULES, actor)
     finally:
         _closing(desk)
     _published(done)

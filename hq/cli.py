@@ -19,9 +19,10 @@ from edge.domain.errors import InvalidInput
 from edge.domain.text import escape_controls, fold_digits
 from edge.process import log_to_stderr, settle_heap
 from edge.protocol import Message, ProtocolError
+from hq.audit import Actor
 from hq.campaign_cli import add_campaign_commands
 from hq.catalogue_cli import add_catalogue_commands
-from hq.console import config_of
+from hq.console import actor_option, config_of
 from hq.enrol_cli import add_enrol_commands
 from hq.import_cli import add_import_commands
 from hq.member_cli import add_member_commands
@@ -408,9 +409,9 @@ def update_command(
 @hq_group.command("push-catalogue")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--note", default="", help="Why, for the history (one line).")
-@click.option("--actor", default=None, help="Who, for the record (default: login name).")
+@actor_option
 @click.pass_context
-def push_catalogue_command(ctx: click.Context, path: Path, note: str, actor: str | None) -> None:
+def push_catalogue_command(ctx: click.Context, path: Path, note: str, actor: Actor) -> None:
     """Save the whole gift catalogue (JSON: gifts; optional version) as HQ's next version
     and publish it, signed and retained, for every kiosk; a gift's "picture_file" (a PNG or
     JPEG, relative to the JSON's folder) goes with it. The same as `catalogue push`."""
@@ -422,9 +423,9 @@ def push_catalogue_command(ctx: click.Context, path: Path, note: str, actor: str
 @hq_group.command("push-rules")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--note", default="", help="Why, for the history (one line).")
-@click.option("--actor", default=None, help="Who, for the record (default: login name).")
+@actor_option
 @click.pass_context
-def push_rules_command(ctx: click.Context, path: Path, note: str, actor: str | None) -> None:
+def push_rules_command(ctx: click.Context, path: Path, note: str, actor: Actor) -> None:
     """Save the chain's rules (JSON: points, offline; optional version, effective_from,
     member_days, tiers) as HQ's next version and publish them, signed and retained. The same
     as `rules push`."""
@@ -439,11 +440,17 @@ def push_rules_command(ctx: click.Context, path: Path, note: str, actor: str | N
 @click.option(
     "--ttl", default=7 * 24 * 3600, show_default=True, type=NUMBER, help="Seconds it stays valid."
 )
+@actor_option
 @click.pass_context
-def block(ctx: click.Context, cards: tuple[str, ...], reason: str, ttl: int) -> None:
-    """Publish a blocklist update for CARDS to every kiosk and lane."""
+def block(ctx: click.Context, cards: tuple[str, ...], reason: str, ttl: int, actor: Actor) -> None:
+    """Publish a blocklist update for CARDS to every kiosk and lane (and record it in HQ's
+    audit log)."""
+    from sqlalchemy.orm import Session
+
     from edge.protocol import BlocklistUpdate, Topics
+    from hq import audit
     from hq.commands import publish_once
+    from hq.service import open_hq_engine
 
     config = config_of(ctx)
     now = datetime.now(UTC)
@@ -455,6 +462,19 @@ def block(ctx: click.Context, cards: tuple[str, ...], reason: str, ttl: int) -> 
         expires_at=now + timedelta(seconds=ttl),
     )
     publish_once(config, Topics(config.topic_prefix).blocklist(), update, expiry_s=ttl)
+    engine = open_hq_engine(config.database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            audit.record(
+                session,
+                actor,
+                "card.block",
+                update.update_id,
+                now,
+                after={"cards": list(cards), "reason": reason, "expires_at": update.expires_at},
+            )
+    finally:
+        engine.dispose()
     click.echo(f"blocklist update {update.update_id}: {len(cards)} card(s)")
 
 

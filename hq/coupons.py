@@ -56,7 +56,8 @@ from edge.protocol import (
     WalletCoupon,
 )
 from edge.security.codes import sign_voucher
-from hq import device_coupons
+from hq import audit, device_coupons
+from hq.audit import Actor
 from hq.bulk import among, insert_rows
 from hq.device_coupons import UseAlert, mark_used, used_again, used_refusal
 from hq.models import Campaign, CampaignCoupon, CentralMember, ChainCounter
@@ -135,8 +136,8 @@ def campaigns_version(session: Session) -> int:
     return int(row.value) if row is not None else 0
 
 
-def create_campaign(session: Session, spec: CampaignSpec, by: str, now: datetime) -> Campaign:
-    """Saves a new campaign (its coupons are issued afterwards).
+def create_campaign(session: Session, spec: CampaignSpec, by: Actor, now: datetime) -> Campaign:
+    """Saves a new campaign (its coupons are issued afterwards), recorded in HQ's audit log.
 
     Raises:
         InvalidInput: the terms, audience, pool or limit do not make sense, or the campaign
@@ -174,11 +175,32 @@ def create_campaign(session: Session, spec: CampaignSpec, by: str, now: datetime
         per_member_limit=spec.per_member_limit,
         issued=0,
         created_at=now,
-        created_by=by[:64],
+        created_by=by.name[:64],
     )
     session.add(campaign)
     session.flush()
     _next_version(session)
+    audit.record(
+        session,
+        by,
+        "campaign.create",
+        campaign.campaign_id,
+        now,
+        after={
+            "title": campaign.title,
+            "kind": campaign.kind,
+            "value_cents": campaign.value_cents,
+            "threshold_cents": campaign.threshold_cents,
+            "percent": campaign.percent,
+            "gift_sku": campaign.gift_sku,
+            "valid_from": campaign.valid_from,
+            "valid_until": campaign.valid_until,
+            "audience": campaign.audience,
+            "audience_tier": campaign.audience_tier,
+            "pool_total": campaign.pool_total,
+            "per_member_limit": campaign.per_member_limit,
+        },
+    )
     return campaign
 
 
@@ -191,7 +213,7 @@ def get_campaign(session: Session, campaign_id: str, lock: bool = False) -> Camp
     return found
 
 
-def finish_campaign(session: Session, campaign_id: str, by: str, now: datetime) -> Campaign:
+def finish_campaign(session: Session, campaign_id: str, by: Actor, now: datetime) -> Campaign:
     """Ends a campaign now: its coupons are refused from here on, at every kiosk once the
     campaigns document reaches it (HQ refuses them at once).
 
@@ -205,8 +227,17 @@ def finish_campaign(session: Session, campaign_id: str, by: str, now: datetime) 
             f"{campaign.finished_at.isoformat()}",
             code="campaign_finished",
         )
-    campaign.finished_at, campaign.finished_by = now, by[:64]
+    campaign.finished_at, campaign.finished_by = now, by.name[:64]
     _next_version(session)
+    audit.record(
+        session,
+        by,
+        "campaign.finish",
+        campaign.campaign_id,
+        now,
+        before={"finished_at": None},
+        after={"finished_at": now, "issued": campaign.issued},
+    )
     return campaign
 
 
@@ -313,10 +344,12 @@ def issue_campaign(
     ids: IdFactory,
     member_ids: Sequence[str] | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    actor: Actor | None = None,
 ) -> IssueReport:
     """Issues the campaign to its audience (or to ``member_ids``), a chunk of members per
     transaction, so a large audience neither holds a lock for long nor starts over when it is
-    run again (the per-member limit skips those who have theirs)."""
+    run again (the per-member limit skips those who have theirs). A run by ``actor`` is
+    recorded in HQ's audit log once it has finished, with what it issued."""
     with Session(engine) as session:
         campaign = get_campaign(session, campaign_id)
         targets = list(member_ids) if member_ids is not None else None
@@ -355,7 +388,24 @@ def issue_campaign(
         progress(min(len(targets), start + ISSUE_CHUNK), len(targets))
         if pool_left == 0:
             break
-    return IssueReport(report.campaign_id, issued, at_limit, pool_left)
+    done = IssueReport(report.campaign_id, issued, at_limit, pool_left)
+    if actor is not None:
+        with Session(engine) as session, session.begin():
+            audit.record(
+                session,
+                actor,
+                "campaign.issue",
+                campaign_id,
+                now,
+                after={
+                    "to": "audience" if member_ids is None else "named members",
+                    "members": len(targets),
+                    "issued": done.issued,
+                    "at_limit": done.at_limit,
+                    "pool_left": done.pool_left,
+                },
+            )
+    return done
 
 
 def issue_at_registration(

@@ -24,7 +24,7 @@ from edge.progress import Progress
 from edge.protocol import Command, Topics
 from edge.protocol.link import MqttLink
 from hq.audit import Actor
-from hq.console import config_of
+from hq.console import actor_option, config_of
 from hq.rollouts import (
     RolloutPolicy,
     RolloutView,
@@ -35,7 +35,6 @@ from hq.rollouts import (
 from hq.service import HqConfig
 
 T = TypeVar("T")
-_actor = click.option("--actor", default=None, help="Who, for the audit log (default: login).")
 _json = click.option("--json", "as_json", is_flag=True)
 _SHOW_PROGRESS_BYTES = 64 * 1024 * 1024  # a copy this large shows a progress bar
 
@@ -119,11 +118,11 @@ def rollout_group() -> None:
     help="HQ's update key the bundle must verify with (default: update_key in the config, "
     "or hq-update.pub in --tls-dir).",
 )
-@_actor
+@actor_option
 @_json
 @click.pass_context
 def upload_command(
-    ctx: click.Context, bundle: Path, update_key: Path | None, actor: str | None, as_json: bool
+    ctx: click.Context, bundle: Path, update_key: Path | None, actor: Actor, as_json: bool
 ) -> None:
     """Keep BUNDLE at HQ once it proves to be an update bundle signed with HQ's update key
     (refused in one line otherwise); prints its SHA-256, which `rollout start` takes."""
@@ -149,7 +148,7 @@ def upload_command(
         kept = _in_session(
             config,
             lambda s: add_bundle(
-                s, store, bundle, Actor.terminal(actor), datetime.now(UTC), key, progress=progress
+                s, store, bundle, actor, datetime.now(UTC), key, progress=progress
             ),
         )
     finally:
@@ -227,7 +226,7 @@ def _signer(config: HqConfig) -> UpdateSigner:
     show_default=True,
     help="Seconds a kiosk may be offline before the rollout skips it.",
 )
-@_actor
+@actor_option
 @_json
 @click.pass_context
 def start_command(
@@ -239,7 +238,7 @@ def start_command(
     in_flight: int,
     timeout_s: int,
     offline_limit_s: int,
-    actor: str | None,
+    actor: Actor,
     as_json: bool,
 ) -> None:
     """Start rolling a bundle out to the kiosks of a ring; `kiosk hq serve` sends the
@@ -251,7 +250,7 @@ def start_command(
     policy = RolloutPolicy(max_failure_pct, min_attempts, in_flight, timeout_s, offline_limit_s)
     view = _in_session(
         config,
-        lambda s: start_rollout(s, bundle, ring, Actor.terminal(actor), datetime.now(UTC), policy),
+        lambda s: start_rollout(s, bundle, ring, actor, datetime.now(UTC), policy),
     )
     show(view, as_json, escape_controls(_headline(view)))
 
@@ -277,18 +276,18 @@ def status_command(ctx: click.Context, rollout_id: int | None, as_json: bool) ->
 @rollout_group.command("widen")
 @click.argument("rollout_id", type=NUMBER)
 @_ring_option
-@_actor
+@actor_option
 @_json
 @click.pass_context
 def widen_command(
-    ctx: click.Context, rollout_id: int, ring: Any, actor: str | None, as_json: bool
+    ctx: click.Context, rollout_id: int, ring: Any, actor: Actor, as_json: bool
 ) -> None:
     """Add the kiosks of the next ring (a store, a larger percentage, all) to a rollout."""
     from hq.rollouts import widen_rollout
 
     view = _in_session(
         config_of(ctx),
-        lambda s: widen_rollout(s, rollout_id, ring, Actor.terminal(actor), datetime.now(UTC)),
+        lambda s: widen_rollout(s, rollout_id, ring, actor, datetime.now(UTC)),
     )
     show(view, as_json, escape_controls(_headline(view)))
 
@@ -296,50 +295,50 @@ def widen_command(
 @rollout_group.command("halt")
 @click.argument("rollout_id", type=NUMBER)
 @click.option("--reason", required=True, help="Why, for the record.")
-@_actor
+@actor_option
 @_json
 @click.pass_context
 def halt_command(
-    ctx: click.Context, rollout_id: int, reason: str, actor: str | None, as_json: bool
+    ctx: click.Context, rollout_id: int, reason: str, actor: Actor, as_json: bool
 ) -> None:
     """Stop sending a rollout's commands (the kiosks updating already are still watched)."""
     from hq.rollouts import halt_rollout
 
     view = _in_session(
         config_of(ctx),
-        lambda s: halt_rollout(s, rollout_id, reason, Actor.terminal(actor), datetime.now(UTC)),
+        lambda s: halt_rollout(s, rollout_id, reason, actor, datetime.now(UTC)),
     )
     show(view, as_json, escape_controls(_headline(view)))
 
 
 @rollout_group.command("resume")
 @click.argument("rollout_id", type=NUMBER)
-@_actor
+@actor_option
 @_json
 @click.pass_context
-def resume_command(ctx: click.Context, rollout_id: int, actor: str | None, as_json: bool) -> None:
+def resume_command(ctx: click.Context, rollout_id: int, actor: Actor, as_json: bool) -> None:
     """Send a halted rollout's commands again; its failures are counted afresh."""
     from hq.rollouts import resume_rollout
 
     view = _in_session(
         config_of(ctx),
-        lambda s: resume_rollout(s, rollout_id, Actor.terminal(actor), datetime.now(UTC)),
+        lambda s: resume_rollout(s, rollout_id, actor, datetime.now(UTC)),
     )
     show(view, as_json, escape_controls(_headline(view)))
 
 
 @rollout_group.command("cancel")
 @click.argument("rollout_id", type=NUMBER)
-@_actor
+@actor_option
 @_json
 @click.pass_context
-def cancel_command(ctx: click.Context, rollout_id: int, actor: str | None, as_json: bool) -> None:
+def cancel_command(ctx: click.Context, rollout_id: int, actor: Actor, as_json: bool) -> None:
     """End a rollout: its kiosks not sent the update yet are skipped."""
     from hq.rollouts import cancel_rollout
 
     view = _in_session(
         config_of(ctx),
-        lambda s: cancel_rollout(s, rollout_id, Actor.terminal(actor), datetime.now(UTC)),
+        lambda s: cancel_rollout(s, rollout_id, actor, datetime.now(UTC)),
     )
     show(view, as_json, escape_controls(_headline(view)))
 

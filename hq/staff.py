@@ -23,9 +23,13 @@ from edge.domain.errors import InvalidInput, NotFound, Refusal
 from edge.domain.staff import parse_role, validate_staff_id
 from edge.protocol import ProtocolError, StaffAccount, StaffList, check_name
 from edge.security.pins import hash_pin, validate_pin
+from hq import audit
+from hq.audit import Actor
 from hq.models import EnrolledDevice, FleetDevice, HqStaffAccount, HqStaffChange, HqStaffList
 
 Clock = Callable[[], datetime]
+
+HQ = Actor("hq")  # a change made by HQ's own code, not by a person
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ class StaffDesk:
         self.clock = clock
 
     def add(
-        self, store_id: str, staff_id: str, role: str, pin: str, name: str = "", actor: str = "hq"
+        self, store_id: str, staff_id: str, role: str, pin: str, name: str = "", actor: Actor = HQ
     ) -> StaffChange:
         """A new account at ``store_id``, enabled, with ``pin`` (hashed here).
 
@@ -118,15 +122,15 @@ class StaffDesk:
             )
             return self._record(session, store, ident, "add", actor, now, role=role_v.value)
 
-    def disable(self, store_id: str, staff_id: str, actor: str = "hq") -> StaffChange:
+    def disable(self, store_id: str, staff_id: str, actor: Actor = HQ) -> StaffChange:
         """Disables an account: refused at its next PIN entry on every kiosk of the store."""
         return self._set_active(store_id, staff_id, False, actor)
 
-    def enable(self, store_id: str, staff_id: str, actor: str = "hq") -> StaffChange:
+    def enable(self, store_id: str, staff_id: str, actor: Actor = HQ) -> StaffChange:
         """Enables a disabled account again."""
         return self._set_active(store_id, staff_id, True, actor)
 
-    def set_pin(self, store_id: str, staff_id: str, pin: str, actor: str = "hq") -> StaffChange:
+    def set_pin(self, store_id: str, staff_id: str, pin: str, actor: Actor = HQ) -> StaffChange:
         """Gives an account a new PIN (hashed here); its old PIN stops working everywhere."""
         store, ident = check_store(store_id), check_staff_id(staff_id)
         validate_pin(pin)
@@ -180,7 +184,7 @@ class StaffDesk:
                 ],
             )
 
-    def _set_active(self, store_id: str, staff_id: str, active: bool, actor: str) -> StaffChange:
+    def _set_active(self, store_id: str, staff_id: str, active: bool, actor: Actor) -> StaffChange:
         store, ident = check_store(store_id), check_staff_id(staff_id)
         with Session(self.engine) as session, session.begin():
             account = self._account(session, store, ident)
@@ -216,12 +220,13 @@ class StaffDesk:
         store: str,
         ident: str,
         action: str,
-        actor: str,
+        actor: Actor,
         now: datetime,
         **detail: str,
     ) -> StaffChange:
-        """Bumps the store's list version and records the change, in the caller's
-        transaction (the version row is locked until it commits: one version, one list)."""
+        """Bumps the store's list version and records the change, in the store's staff
+        history and in HQ's audit log, in the caller's transaction (the version row is locked
+        until it commits: one version, one list). A PIN is never recorded."""
         head = session.get(HqStaffList, store, with_for_update=True)
         if head is None:
             head = HqStaffList(store_id=store, version=0, updated_at=now)
@@ -234,9 +239,18 @@ class StaffDesk:
                 store_id=store,
                 staff_id=ident,
                 action=action,
-                actor=actor[:64],
+                actor=actor.name[:64],
                 version=head.version,
                 detail=json.dumps(detail, sort_keys=True),
             )
+        )
+        audit.record(
+            session,
+            actor,
+            f"staff.{action}",
+            f"{store}/{ident}",
+            now,
+            after={**detail, "list_version": head.version},
+            store_id=store,
         )
         return StaffChange(store, ident, action, head.version)

@@ -16,13 +16,13 @@ from edge.console import read_secret, show
 from edge.domain.errors import ConfigError
 from edge.domain.staff import parse_role
 from edge.domain.text import escape_controls
-from hq.console import config_of
+from hq.audit import Actor
+from hq.console import actor_option, config_of
 from hq.service import HqConfig
 from hq.staff import StaffChange, StaffDesk, StaffRow, check_staff_id, check_store
 
 _store = click.option("--store", "store_id", required=True, help="The store, e.g. S001.")
 _staff = click.option("--id", "staff_id", required=True, help="The staff id (as on the badge).")
-_actor = click.option("--actor", default="hq", show_default=True, help="Who, for the record.")
 
 
 def _desk(config: HqConfig) -> StaffDesk:
@@ -82,10 +82,10 @@ def staff_group() -> None:
 @_staff
 @click.option("--role", required=True, help="clerk, supervisor or technician")
 @click.option("--name", default="", help="Display name.")
-@_actor
+@actor_option
 @click.pass_context
 def add_command(
-    ctx: click.Context, store_id: str, staff_id: str, role: str, name: str, actor: str
+    ctx: click.Context, store_id: str, staff_id: str, role: str, name: str, actor: Actor
 ) -> None:
     """Add a staff account to a store; its PIN is read from the prompt (or stdin)."""
     check_store(store_id)  # a bad store, id or role is said before the PIN is asked for
@@ -98,9 +98,9 @@ def add_command(
 @staff_group.command("disable")
 @_store
 @_staff
-@_actor
+@actor_option
 @click.pass_context
-def disable_command(ctx: click.Context, store_id: str, staff_id: str, actor: str) -> None:
+def disable_command(ctx: click.Context, store_id: str, staff_id: str, actor: Actor) -> None:
     """Disable a staff account: refused at its next PIN entry on every kiosk of the store."""
     _changed(ctx, "disabled", lambda d: d.disable(store_id, staff_id, actor))
 
@@ -108,9 +108,9 @@ def disable_command(ctx: click.Context, store_id: str, staff_id: str, actor: str
 @staff_group.command("enable")
 @_store
 @_staff
-@_actor
+@actor_option
 @click.pass_context
-def enable_command(ctx: click.Context, store_id: str, staff_id: str, actor: str) -> None:
+def enable_command(ctx: click.Context, store_id: str, staff_id: str, actor: Actor) -> None:
     """Enable a disabled staff account again."""
     _changed(ctx, "enabled", lambda d: d.enable(store_id, staff_id, actor))
 
@@ -118,9 +118,9 @@ def enable_command(ctx: click.Context, store_id: str, staff_id: str, actor: str)
 @staff_group.command("pin")
 @_store
 @_staff
-@_actor
+@actor_option
 @click.pass_context
-def pin_command(ctx: click.Context, store_id: str, staff_id: str, actor: str) -> None:
+def pin_command(ctx: click.Context, store_id: str, staff_id: str, actor: Actor) -> None:
     """Give a staff account a new PIN, read from the prompt (or stdin)."""
     check_store(store_id)  # a bad store or id is said before the PIN is asked for
     check_staff_id(staff_id)

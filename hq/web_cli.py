@@ -23,7 +23,7 @@ from edge.process import log_to_stderr
 from hq import accounts
 from hq.accounts import AccountRow
 from hq.audit import Actor
-from hq.console import config_of
+from hq.console import actor_option, config_of
 from hq.service import HqConfig
 
 if TYPE_CHECKING:
@@ -197,7 +197,6 @@ def _said(row: AccountRow, what: str) -> None:
     click.echo(f"{row.name} ({row.display_name}), {row.role.value}: {what}")
 
 
-_actor = click.option("--actor", help="Who does this (default: your login name).")
 _stdin = click.option(
     "--password-stdin", is_flag=True, help="Read the password from standard input (one line)."
 )
@@ -210,7 +209,7 @@ _stdin = click.option(
 )
 @click.option("--display-name", default="", help="The name the console shows (default NAME).")
 @_stdin
-@_actor
+@actor_option
 @click.pass_context
 def add_command(
     ctx: click.Context,
@@ -218,7 +217,7 @@ def add_command(
     role_text: str,
     display_name: str,
     password_stdin: bool,
-    actor: str | None,
+    actor: Actor,
 ) -> None:
     """Make a console account."""
     role = accounts.parse_role(role_text)
@@ -226,9 +225,7 @@ def add_command(
     password = _password(password_stdin)
     row = _session_do(
         ctx,
-        lambda s, now: accounts.create_account(
-            s, name, display_name, role, password, Actor.terminal(actor), now
-        ),
+        lambda s, now: accounts.create_account(s, name, display_name, role, password, actor, now),
     )
     _said(row, "created")
 
@@ -256,39 +253,37 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
 @account_group.command("role")
 @click.argument("name")
 @click.argument("role_text", metavar="ROLE")
-@_actor
+@actor_option
 @click.pass_context
-def role_command(ctx: click.Context, name: str, role_text: str, actor: str | None) -> None:
+def role_command(ctx: click.Context, name: str, role_text: str, actor: Actor) -> None:
     """Give NAME another role."""
     role = accounts.parse_role(role_text)
-    row = _session_do(
-        ctx, lambda s, now: accounts.change_account(s, name, Actor.terminal(actor), now, role=role)
-    )
+    row = _session_do(ctx, lambda s, now: accounts.change_account(s, name, actor, now, role=role))
     _said(row, "role set")
 
 
 @account_group.command("disable")
 @click.argument("name")
-@_actor
+@actor_option
 @click.pass_context
-def disable_command(ctx: click.Context, name: str, actor: str | None) -> None:
+def disable_command(ctx: click.Context, name: str, actor: Actor) -> None:
     """Disable NAME (and end its sessions)."""
     row = _session_do(
         ctx,
-        lambda s, now: accounts.change_account(s, name, Actor.terminal(actor), now, active=False),
+        lambda s, now: accounts.change_account(s, name, actor, now, active=False),
     )
     _said(row, "disabled")
 
 
 @account_group.command("enable")
 @click.argument("name")
-@_actor
+@actor_option
 @click.pass_context
-def enable_command(ctx: click.Context, name: str, actor: str | None) -> None:
+def enable_command(ctx: click.Context, name: str, actor: Actor) -> None:
     """Enable NAME again."""
     row = _session_do(
         ctx,
-        lambda s, now: accounts.change_account(s, name, Actor.terminal(actor), now, active=True),
+        lambda s, now: accounts.change_account(s, name, actor, now, active=True),
     )
     _said(row, "enabled")
 
@@ -296,26 +291,22 @@ def enable_command(ctx: click.Context, name: str, actor: str | None) -> None:
 @account_group.command("password")
 @click.argument("name")
 @_stdin
-@_actor
+@actor_option
 @click.pass_context
-def password_command(
-    ctx: click.Context, name: str, password_stdin: bool, actor: str | None
-) -> None:
+def password_command(ctx: click.Context, name: str, password_stdin: bool, actor: Actor) -> None:
     """Set NAME's password (its sessions end)."""
     password = _password(password_stdin)
-    row = _session_do(
-        ctx, lambda s, now: accounts.set_password(s, name, password, Actor.terminal(actor), now)
-    )
+    row = _session_do(ctx, lambda s, now: accounts.set_password(s, name, password, actor, now))
     _said(row, "password set")
 
 
 @account_group.command("unlock")
 @click.argument("name")
-@_actor
+@actor_option
 @click.pass_context
-def unlock_command(ctx: click.Context, name: str, actor: str | None) -> None:
+def unlock_command(ctx: click.Context, name: str, actor: Actor) -> None:
     """Lift NAME's lockout after wrong passwords."""
-    row = _session_do(ctx, lambda s, now: accounts.unlock(s, name, Actor.terminal(actor), now))
+    row = _session_do(ctx, lambda s, now: accounts.unlock(s, name, actor, now))
     _said(row, "unlocked")
 
 

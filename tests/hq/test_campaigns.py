@@ -4,6 +4,7 @@ once in the chain with a second use flagged; on SQLite and PostgreSQL, a race in
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, date, datetime, timedelta
 
@@ -18,6 +19,7 @@ from edge.domain.ids import IdFactory
 from edge.protocol import CouponAsk, Event, EventBatch
 from edge.security.codes import verify_voucher
 from hq import personal
+from hq.audit import Actor
 from hq.coupons import (
     CampaignSpec,
     answer,
@@ -27,8 +29,10 @@ from hq.coupons import (
     issue_campaign,
 )
 from hq.ledger import CentralLedger
-from hq.models import Alert, Campaign, CampaignCoupon, CentralMember
+from hq.models import Alert, AuditRecord, Campaign, CampaignCoupon, CentralMember
 from tests.hq.database import HQ_VAULT
+
+OPS = Actor("ops")  # who acts at HQ in these tests
 
 ids = IdFactory()
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -77,7 +81,7 @@ def registered(member, card, seq, tier="normal", referrer=None, device="K001", s
 
 def create(engine, spec: CampaignSpec, now=T0):
     with Session(engine) as s, s.begin():
-        return create_campaign(s, spec, "ops", now).campaign_id
+        return create_campaign(s, spec, OPS, now).campaign_id
 
 
 def ask(engine, action, device="K002", store="S002", now=T0 + timedelta(hours=1), **about):
@@ -111,6 +115,43 @@ def test_terms_that_make_no_sense_are_refused_and_nothing_is_saved(engine, bad, 
         create(engine, CampaignSpec(terms(**bad), Audience.ALL))
     with Session(engine) as s:
         assert s.scalars(select(Campaign)).all() == []
+        assert s.scalars(select(AuditRecord)).all() == []
+
+
+def test_a_campaign_is_created_issued_and_finished_on_hqs_audit_log(engine):
+    members = [ids.new() for _ in range(3)]
+    ingest(engine, "K001", *(registered(m, f"10000000{i}", i + 1) for i, m in enumerate(members)))
+    create(engine, CampaignSpec(terms(), Audience.ALL, pool_total=10))
+    report = issue_campaign(engine, "SPRING", T0, ids, actor=Actor("ops-zhao"))
+    issue_campaign(engine, "SPRING", T0, ids, [members[0]], actor=Actor("ops-zhao"))
+    with Session(engine) as s, s.begin():
+        finish_campaign(s, "SPRING", Actor("ops-qian"), T0 + timedelta(hours=1))
+    with Session(engine) as s:
+        rows = list(s.scalars(select(AuditRecord).order_by(AuditRecord.id)))
+    assert [(r.actor, r.action, r.subject) for r in rows] == [
+        ("ops", "campaign.create", "SPRING"),
+        ("ops-zhao", "campaign.issue", "SPRING"),
+        ("ops-zhao", "campaign.issue", "SPRING"),
+        ("ops-qian", "campaign.finish", "SPRING"),
+    ]
+    created = json.loads(rows[0].after)
+    assert (created["audience"], created["pool_total"], created["title"]) == (
+        "all",
+        10,
+        "满100减10",
+    )
+    assert json.loads(rows[1].after) == {
+        "to": "audience",
+        "members": 3,
+        "issued": report.issued,
+        "at_limit": 0,
+        "pool_left": report.pool_left,
+    }
+    assert (json.loads(rows[2].after)["to"], json.loads(rows[2].after)["members"]) == (
+        "named members",
+        1,
+    )
+    assert json.loads(rows[3].after)["issued"] == 3
 
 
 def test_an_audience_gets_one_coupon_each_within_the_pool_and_again_changes_nothing(engine):
@@ -235,9 +276,9 @@ def test_a_finished_or_expired_campaign_refuses_its_coupons(engine):
     late = ask(engine, "use", coupon_id=coupon, now=T0 + timedelta(days=31))
     assert (late.ok, late.error) == (False, "coupon_expired")
     with Session(engine) as s, s.begin():
-        finish_campaign(s, "SPRING", "ops", T0 + timedelta(hours=1))
+        finish_campaign(s, "SPRING", OPS, T0 + timedelta(hours=1))
         with pytest.raises(KioskError, match="finished already"):
-            finish_campaign(s, "SPRING", "ops", T0 + timedelta(hours=1))
+            finish_campaign(s, "SPRING", OPS, T0 + timedelta(hours=1))
     done = ask(engine, "use", coupon_id=coupon)
     assert (done.ok, done.error) == (False, "coupon_campaign_finished")
     with pytest.raises(InvalidInput, match="ended"):

@@ -4,6 +4,7 @@ signed and retained; bad input is one line and changes nothing."""
 
 from __future__ import annotations
 
+import getpass
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,8 @@ from edge.protocol import StaffList, Topics, decode
 from edge.security.keys import load_public_key
 from edge.security.pins import verify_pin
 from edge.services.pushes import staff_list_signed
-from hq.models import FleetDevice, HqStaffAccount, HqStaffChange
+from hq.audit import Actor
+from hq.models import AuditRecord, FleetDevice, HqStaffAccount, HqStaffChange
 from hq.service import make_hq_engine
 from hq.staff import StaffDesk
 from tests.cli_runner import Ran, run_kiosk
@@ -36,9 +38,9 @@ def know_store(engine, store_id: str = "S001") -> None:
 def test_the_desk_keeps_hashes_versions_and_a_record_of_every_change(engine):
     know_store(engine)
     desk = StaffDesk(engine)
-    assert desk.add("S001", "c1", "clerk", "2580", "张", actor="ops-li").version == 1
+    assert desk.add("S001", "c1", "clerk", "2580", "张", actor=Actor("ops-li")).version == 1
     assert desk.add("S001", "s1", "Supervisor", "1357").version == 2
-    assert desk.disable("S001", "c1", actor="ops-li").version == 3
+    assert desk.disable("S001", "c1", actor=Actor("ops-li")).version == 3
     assert desk.set_pin("S001", "s1", "4826").version == 4
     assert desk.enable("S001", "c1").version == 5
     pushed = desk.staff_list("S001")
@@ -60,6 +62,18 @@ def test_the_desk_keeps_hashes_versions_and_a_record_of_every_change(engine):
     ]
     assert not any("2580" in c.detail or "4826" in c.detail for c in changes)
     assert [(r.staff_id, r.active) for r in desk.accounts("S001")] == [("c1", True), ("s1", True)]
+    # and each in HQ's audit log, beside every other change made at HQ (never a PIN)
+    with Session(engine) as s:
+        audit = list(s.scalars(select(AuditRecord).order_by(AuditRecord.id)))
+    assert [(a.actor, a.action, a.subject, a.store_id) for a in audit] == [
+        ("ops-li", "staff.add", "S001/c1", "S001"),
+        ("hq", "staff.add", "S001/s1", "S001"),
+        ("ops-li", "staff.disable", "S001/c1", "S001"),
+        ("hq", "staff.pin", "S001/s1", "S001"),
+        ("hq", "staff.enable", "S001/c1", "S001"),
+    ]
+    assert '"role": "clerk"' in audit[0].after and '"list_version": 1' in audit[0].after
+    assert not any("2580" in a.after or "4826" in a.after or "scrypt" in a.after for a in audit)
 
 
 @pytest.mark.parametrize(
@@ -145,8 +159,18 @@ def test_hq_staff_commands_publish_the_stores_list_signed_and_retained(broker, t
 
     hq_staff(broker, url, "add", "--store", "S001", "--id", "c2", "--role", "clerk",
              stdin="1357\n")  # fmt: skip
-    disabled = hq_staff(broker, url, "disable", "--store", "S001", "--id", "c1")
+    disabled = hq_staff(broker, url, "disable", "--store", "S001", "--id", "c1",
+                        "--actor", "ops-wang")  # fmt: skip
     assert disabled.returncode == 0, disabled.stderr
+    engine = make_hq_engine(url)
+    with Session(engine) as s:  # HQ's audit names who: --actor, else the login name
+        who = [(a.actor, a.source, a.action) for a in s.scalars(select(AuditRecord))]
+    engine.dispose()
+    assert who == [
+        (getpass.getuser(), "cli", "staff.add"),
+        (getpass.getuser(), "cli", "staff.add"),
+        ("ops-wang", "cli", "staff.disable"),
+    ]
     new_pin = hq_staff(broker, url, "pin", "--store", "S001", "--id", "c2", stdin="4826\n")
     assert new_pin.returncode == 0, new_pin.stderr
     pushed = retained_list(broker, "S001")

@@ -26,6 +26,7 @@ from edge.services.pushes import stored_campaigns
 from edge.services.verify import verify_ledger
 from edge.storage.models import AuditRecord, HqCouponUse, OutboxEvent
 from edge.sync.agent import Agent
+from hq.audit import Actor
 from hq.commands import push_campaigns
 from hq.coupons import CampaignSpec, campaigns_document, create_campaign, finish_campaign
 from hq.coupons import issue_campaign as issue
@@ -36,6 +37,8 @@ from hq.service import HqService
 from tests.cli.test_console import Console
 from tests.sync.conftest import Runner, make_data_dir, open_app, wait_until
 from tests.sync.helpers import drained, hq_config, row_counts
+
+OPS = Actor("ops")  # who acts at HQ in these tests
 
 
 def lane_for(broker, store: str, lane_id: str) -> Lane:
@@ -81,7 +84,7 @@ def test_an_hq_coupon_is_taken_once_in_the_chain(broker, tmp_path):
             wait_until(drained(a), 20, "the registration at HQ")
             with Session(hq.engine) as s, s.begin():
                 for campaign_id in ("SPRING", "AUTUMN"):
-                    create_campaign(s, CampaignSpec(terms(campaign_id), Audience.ALL), "ops", now)
+                    create_campaign(s, CampaignSpec(terms(campaign_id), Audience.ALL), OPS, now)
             assert issue(hq.engine, "SPRING", now, IdFactory()).issued == 1
             assert issue(hq.engine, "AUTUMN", now, IdFactory()).issued == 1
             version = publish()
@@ -135,7 +138,7 @@ def test_an_hq_coupon_is_taken_once_in_the_chain(broker, tmp_path):
             # A finished campaign's coupon is refused once the document says so.
             autumn = next(c for c in wallet.coupons if c.terms.campaign_id == "AUTUMN")
             with Session(hq.engine) as s, s.begin():
-                finish_campaign(s, "AUTUMN", "ops", datetime.now(UTC))
+                finish_campaign(s, "AUTUMN", OPS, datetime.now(UTC))
             version = publish()
             wait_until(has_campaigns(b, version), 20, "the finished campaign at the kiosk")
             before = counts(b)  # the document's own audit record is in
@@ -187,7 +190,7 @@ def test_offline_a_kiosk_accepts_within_its_cap_and_hq_flags_a_second_use(broker
             per_member_limit=2,
         )  # fmt: skip
         with Session(hq.engine) as s, s.begin():
-            create_campaign(s, spec, "ops", now)
+            create_campaign(s, spec, OPS, now)
         assert issue(hq.engine, "CAP", now, IdFactory()).issued == 1
         assert issue(hq.engine, "CAP", now, IdFactory(), [member.member_id]).issued == 1
         with Session(hq.engine) as s:

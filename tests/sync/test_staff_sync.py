@@ -18,6 +18,7 @@ from edge.services.staff import add_staff, authenticate_staff
 from edge.services.staff_lists import hq_manages_staff, staff_list_version
 from edge.station.staff_sessions import StaffSessions
 from edge.sync.agent import Agent
+from hq.audit import Actor
 from hq.commands import publish_once, push_staff_list
 from hq.models import FleetDevice
 from hq.service import HqService
@@ -86,7 +87,7 @@ def test_a_disabled_staff_account_fails_on_the_next_pin_entry_at_every_kiosk_of_
         # HQ manages the store now: the local set-up account is done
         assert refusal(lambda: at_k1("setup", "2580")) == "staff_not_listed"
 
-        desk.disable("S001", "c1", actor="ops")
+        desk.disable("S001", "c1", actor=Actor("ops"))
         assert publish() == 3
         for app in (k1, k3):
             wait_until(has_list(app, 3), 30, f"the disable at {app.device_id}")

@@ -15,10 +15,13 @@ from edge.domain.coupons import Audience, CouponKind, Terms
 from edge.domain.ids import IdFactory
 from edge.services.coupons import take_coupon
 from edge.sync.agent import Agent
+from hq.audit import Actor
 from hq.coupons import CampaignSpec, create_campaign, issue_campaign
 from hq.service import HqService
 from tests.sync.conftest import Runner, broker, make_data_dir, open_app, wait_until
 from tests.sync.helpers import drained, hq_config
+
+OPS = Actor("ops")  # who acts at HQ in these tests
 
 __all__ = ["broker"]  # the fixture: a real Mosquitto with the project's TLS and ACL
 
@@ -43,7 +46,7 @@ def test_a_member_sees_their_coupons_and_prints_one_a_till_then_takes(
                 Terms("RICE", "会员赠米", CouponKind.GIFT, 0, 0, 0, "RICE5",
                       now - timedelta(hours=1), until),
             ):  # fmt: skip
-                create_campaign(s, CampaignSpec(terms, Audience.ALL), "ops", now)
+                create_campaign(s, CampaignSpec(terms, Audience.ALL), OPS, now)
         for campaign in ("SPRING", "RICE"):
             assert issue_campaign(hq.engine, campaign, now, IdFactory()).issued == 3
 
