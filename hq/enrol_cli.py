@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 import click
 
 from edge.console import NUMBER, NumberRange, show
-from hq.console import config_of
+from hq.audit import Actor
+from hq.console import actor_option, config_of
 from hq.contact_key import CONTACT_KEY_FILE, write_contact_key
 from hq.enrol import (
     LOOKUP_KEY_FILE,
@@ -50,7 +51,6 @@ _ca_option = click.option(
     envvar="HQ_CA_DIR",
     help="The broker CA (ca.crt, ca.key); default: where the HQ config's ca_file is.",
 )
-_actor = click.option("--actor", default="hq", show_default=True, help="Who, for the record.")
 
 
 def _issue_options(func: F) -> F:
@@ -104,7 +104,7 @@ def _issue_options(func: F) -> F:
                 show_default=True,
                 help="Card serials a new device gets.",
             ),
-            _actor,
+            actor_option,
         ],
     )
 
@@ -200,7 +200,7 @@ def enrol_command(
         store_id=store_id,
         device_id=device_id,
         out_dir=out_dir,
-        actor=opts["actor"],
+        actor=opts["actor"].name,
     )
     _issued(issued, as_json)
 
@@ -234,7 +234,7 @@ def move_command(
         store_id=store_id,
         new_device_id=new_device_id,
         out_dir=out_dir,
-        actor=opts["actor"],
+        actor=opts["actor"].name,
     )
     _issued(issued, as_json)
 
@@ -268,7 +268,7 @@ def replace_command(
         device_id=device_id,
         reason=reason,
         out_dir=out_dir,
-        actor=opts["actor"],
+        actor=opts["actor"].name,
     )
     _issued(issued, as_json)
 
@@ -277,15 +277,15 @@ def replace_command(
 @click.argument("device_id")
 @click.option("--reason", required=True, help="Why (lost, stolen, broken ...).")
 @_ca_option
-@_actor
+@actor_option
 @_json
 @click.pass_context
 def revoke_command(
-    ctx: click.Context, /, device_id: str, reason: str, actor: str, as_json: bool, **opts: Any
+    ctx: click.Context, /, device_id: str, reason: str, actor: Actor, as_json: bool, **opts: Any
 ) -> None:
     """Revoke DEVICE_ID's certificate and rewrite the CRL the broker reads."""
     desk = _desk(ctx, opts)
-    serial = desk.revoke(device_id, reason, actor=actor)
+    serial = desk.revoke(device_id, reason, actor=actor.name)
     crl = desk.settings.crl_path
     show(
         {"device_id": device_id, "certificate_serial": serial, "crl": str(crl)},
