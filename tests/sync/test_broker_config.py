@@ -441,8 +441,7 @@ def _heard(chain_broker, cn: str, subscriptions, readable: list[str], how: str) 
     listener.start()
     sender.start()
     try:
-        assert listener.wait_connected(10) and sender.wait_connected(10)
-        time.sleep(0.5)  # its subscriptions are made
+        assert listener.wait_connected(10) and sender.wait_connected(10)  # and subscribed
         received(listener, 0.2)
         for p in PROBES:
             assert sender.publish(p.topic, probe, qos=1)
