@@ -4,6 +4,7 @@ both engines: awkward text, NULLs, times, bytes, none and many rows."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -62,7 +63,7 @@ def test_insert_rows_stores_times_as_utc_and_refuses_naive_ones(engine: Engine) 
     a naive time is refused before anything is written."""
     plus8 = timezone(timedelta(hours=8))
     shared = datetime(2026, 12, 1, 10, 0, tzinfo=plus8)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "hq_seq": n + 1,
             "event_id": f"T{n:05d}",
