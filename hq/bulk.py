@@ -22,6 +22,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, QueryableAttribute
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
+from edge.storage.types import UTCDateTime
+
 _statements: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
 
@@ -60,8 +62,11 @@ def insert_rows(
     names = given + tuple(defaults)
     columns: list[list[Any]] = []
     for n in names:
-        process = cast(Callable[[Any], Any] | None, table.c[n].type.bind_processor(conn.dialect))
         values_of = [row[n] for row in rows] if n not in defaults else [defaults[n]] * len(rows)
+        if isinstance(table.c[n].type, UTCDateTime):
+            columns.append(_naive_utc(values_of, as_text=conn.dialect.name == "sqlite"))
+            continue
+        process = cast(Callable[[Any], Any] | None, table.c[n].type.bind_processor(conn.dialect))
         columns.append([process(v) for v in values_of] if process else values_of)
     if conn.dialect.name == "postgresql":
         _copy(conn, table, names, columns)
@@ -73,6 +78,28 @@ def insert_rows(
         statement = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({values})"
         _statements[key] = statement
     conn.exec_driver_sql(statement, list(zip(*columns, strict=True)))
+
+
+def _naive_utc(values: list[datetime | None], as_text: bool) -> list[Any]:
+    """A column of :class:`~edge.storage.types.UTCDateTime` values as that type binds them
+    (naive UTC; refused if naive), in one loop rather than three calls a value, and the time
+    a batch's rows share (when it was received) worked out once. ``as_text``: the text the
+    sqlite3 module would make of each (``isoformat(" ")``), made here."""
+    out: list[Any] = []
+    last: datetime | None = None
+    last_out: Any = None
+    for value in values:
+        if value is None:
+            out.append(None)
+            continue
+        if value is not last:
+            offset = value.utcoffset()
+            if offset is None:
+                raise ValueError("naive datetime stored: times must be UTC-aware")
+            naive = (value - offset if offset else value).replace(tzinfo=None)
+            last, last_out = value, naive.isoformat(" ") if as_text else naive
+        out.append(last_out)
+    return out
 
 
 def _copy(conn: Connection, table: Table, names: tuple[str, ...], columns: list[list[Any]]) -> None:

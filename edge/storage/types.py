@@ -18,10 +18,13 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
+        # The offset, not the tzinfo object: what a message was parsed with is UTC too but
+        # not ``datetime.UTC``, and converting each such time again cost HQ a call per value.
+        offset = value.utcoffset()
+        if offset is None:
             raise ValueError("naive datetime stored: times must be UTC-aware")
-        if value.tzinfo is not UTC:
-            value = value.astimezone(UTC)
+        if offset:
+            value = value - offset
         return value.replace(tzinfo=None)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.orm import Session
 
 from edge.app import AppContext
 from edge.protocol import EventAck, Topics
@@ -144,32 +145,59 @@ class OutboxPump:
         for q in ack.quarantined:
             log.error("HQ quarantined event %s: %s", q.event_id, q.reason)
         now = self.app.clock()
-        marked = 0
+        sent = self.inflight.get(ack.batch_id) if ack.batch_id is not None else None
         with self.app.db.write() as session:
-            for start in range(0, len(ids), 500):
-                # Found by their unique ids, then marked by seq. Asked in one statement for
-                # "these ids and not delivered yet", SQLite walks the pending index instead,
-                # a scan of the whole backlog for every acknowledgement.
-                found = session.execute(
-                    select(OutboxEvent.seq, OutboxEvent.delivered_at).where(
-                        OutboxEvent.event_id.in_(ids[start : start + 500])
-                    )
-                ).all()
-                pending = [seq for seq, delivered_at in found if delivered_at is None]
-                if pending:
+            pending = self._pending(session, ids, sent)
+            if pending and pending[-1] - pending[0] + 1 == len(pending):
+                # The whole run of seqs (an ordinary ack): one range, no list of values.
+                session.execute(
+                    update(OutboxEvent)
+                    .where(OutboxEvent.seq.between(pending[0], pending[-1]))
+                    .values(delivered_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+            else:
+                for start in range(0, len(pending), 500):
                     session.execute(
                         update(OutboxEvent)
-                        .where(OutboxEvent.seq.in_(pending))
+                        .where(OutboxEvent.seq.in_(pending[start : start + 500]))
                         .values(delivered_at=now)
                         .execution_options(synchronize_session=False)
                     )
-                marked += len(pending)
             record_hq_contact(session, now)
         if ack.batch_id is not None:
-            sent = self.inflight.pop(ack.batch_id, None)
+            self.inflight.pop(ack.batch_id, None)
             if sent is not None and ack.expect_seq is not None:
                 self._resend_from(ack.expect_seq)
-        self.delivered += marked
+        self.delivered += len(pending)
         self.timeout_s = self.ack_timeout_s
         self.last_ack_at = time.monotonic()
-        return marked
+        return len(pending)
+
+    @staticmethod
+    def _pending(session: Session, ids: list[str], sent: InFlight | None) -> list[int]:
+        """The seqs, in order, of the events named ``ids`` not yet marked delivered.
+
+        The ack of a batch still in flight names the events of its run of seqs: they are read
+        by that range (the primary key), each checked against the ids. Any id not found there
+        (an ack of an earlier pass, a batch this process did not send) is found by its unique
+        id, 500 at a time. Asked in one statement for "these ids and not delivered yet",
+        SQLite walks the pending index instead, a scan of the whole backlog for every ack.
+        """
+        found: dict[str, tuple[int, object]] = {}
+        if sent is not None:
+            for seq, event_id, delivered_at in session.execute(
+                select(OutboxEvent.seq, OutboxEvent.event_id, OutboxEvent.delivered_at).where(
+                    OutboxEvent.seq.between(sent.first_seq, sent.last_seq)
+                )
+            ).tuples():
+                found[event_id] = (seq, delivered_at)
+        missing = [i for i in ids if i not in found]
+        for start in range(0, len(missing), 500):
+            for seq, event_id, delivered_at in session.execute(
+                select(OutboxEvent.seq, OutboxEvent.event_id, OutboxEvent.delivered_at).where(
+                    OutboxEvent.event_id.in_(missing[start : start + 500])
+                )
+            ).tuples():
+                found[event_id] = (seq, delivered_at)
+        return sorted({found[i][0] for i in ids if i in found and found[i][1] is None})

@@ -3,7 +3,8 @@ both engines: awkward text, NULLs, times, bytes, none and many rows."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -54,6 +55,42 @@ def test_insert_rows_stores_every_value_as_given(engine: Engine) -> None:
     assert member.balance == 2**40 and member.phone_enc == b"\x00\xff\\"
     assert member.name_enc == b"\x01'\"" and member.birth_month == 3
     assert member.phone_hash is None and member.deleted is False
+
+
+def test_insert_rows_stores_times_as_utc_and_refuses_naive_ones(engine: Engine) -> None:
+    """A time with another offset is stored as its UTC instant, as an INSERT of the model
+    stores it; a time shared by rows (the time a batch was received) is stored in each;
+    a naive time is refused before anything is written."""
+    plus8 = timezone(timedelta(hours=8))
+    shared = datetime(2026, 12, 1, 10, 0, tzinfo=plus8)
+    rows: list[dict[str, Any]] = [
+        {
+            "hq_seq": n + 1,
+            "event_id": f"T{n:05d}",
+            "device_id": "K001",
+            "store_id": "S001",
+            "device_seq": n + 1,
+            "kind": "points.accrued",
+            "at": (T0 + timedelta(seconds=n)).astimezone(plus8) if n % 2 else T0,
+            "payload": "{}",
+            "received_at": shared,
+        }
+        for n in range(4)
+    ]
+    with engine.begin() as conn:
+        insert_rows(conn, StoredEvent, rows)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            select(StoredEvent.at, StoredEvent.received_at).order_by(StoredEvent.hq_seq)
+        ).all()
+    assert [tuple(r) for r in stored] == [
+        (r["at"].astimezone(UTC), datetime(2026, 12, 1, 2, 0, tzinfo=UTC)) for r in rows
+    ]
+    naive = [dict(rows[0], hq_seq=9, event_id="T00009", device_seq=9, at=datetime(2026, 1, 1))]
+    with pytest.raises(ValueError, match="naive"), engine.begin() as conn:
+        insert_rows(conn, StoredEvent, naive)
+    with engine.connect() as conn:
+        assert conn.execute(select(StoredEvent.hq_seq).where(StoredEvent.hq_seq == 9)).all() == []
 
 
 def test_among_matches_in(engine: Engine) -> None:
