@@ -114,6 +114,9 @@ def drop_text_surfaces() -> None:
     (:data:`TIGHT_LEFT`, set by :class:`kiosk.screens.base.KLabel`). Markup labels keep
     Kivy's layout (their references are placed on the whole width).
 
+    A label whose text is emptied (a notice cleared, the idle warning gone) shows nothing,
+    but Kivy keeps its last texture with it until the next text: it is let go too.
+
     Call after :func:`configure_kivy`; labels made afterwards use the providers below.
     """
     import kivy.core.text as core_text
@@ -145,6 +148,16 @@ def drop_text_surfaces() -> None:
     # markup labels subclass the provider Kivy chose; the label widget makes them from its own
     # name for the class (markup's module keeps its name: its methods call super() by it)
     uix_label.CoreMarkupLabel = surface_free(core_markup.MarkupLabel)
+
+    kivy_update = uix_label.Label.texture_update
+
+    def texture_update(self: Any, *args: Any) -> None:
+        kivy_update(self, *args)
+        if self.texture is None:  # no text: Kivy leaves the core label its last texture
+            self._label.texture = None
+
+    # labels bind their update when made: those made afterwards use this one
+    uix_label.Label.texture_update = texture_update
 
 
 # Set on a core label whose widget draws its texture at the left of its text box (not

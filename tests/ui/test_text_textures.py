@@ -107,3 +107,18 @@ def test_the_attract_screen_draws_its_text_on_narrow_textures_where_kivy_would(k
         assert tuple(rect.size) == tuple(label.texture_size)
     # every heading, line and button of the attract screen is narrower than its box
     assert narrowed == len(labels) > 10
+
+
+def test_a_label_whose_text_is_emptied_lets_go_of_its_texture(kiosk: Kiosk):
+    from kivy.uix.label import Label
+
+    label = Label(text=TEXT, font_size=40)
+    label.texture_update()
+    assert label.texture is not None and label._label.texture is label.texture
+    label.text = ""
+    label.texture_update()
+    # Kivy itself would keep the last texture with the core label until the next text
+    assert label.texture is None and label._label.texture is None
+    label.text = TEXT
+    label.texture_update()
+    assert label.texture is not None and label.texture_size[0] > 0
