@@ -98,12 +98,26 @@ def give_back_memory() -> None:
 
 
 def drop_text_surfaces() -> None:
-    """Makes every label let go of its drawing surface once its text is on a texture.
+    """Makes text cost only the pixels it covers: labels let go of their drawing surface, and
+    a wrapped label's texture is only as wide as its longest line.
 
     Kivy's SDL2 text provider draws a label's text on an SDL surface, copies it into the
     label's texture, and keeps the surface for as long as the label lives: every label on
     screen held its text's pixels twice (a full-width line of large text, about 230 kB).
-    Call after :func:`configure_kivy`; labels made afterwards use the provider below.
+
+    A label wrapped to a width (``text_size``) gets a texture of that whole width from Kivy,
+    however short its text: on a 1080 px wide portrait screen a two-character button or a
+    short line is a 1000 px wide texture, mostly transparent (the attract screen's text was
+    2.9 MB of textures, 1.3 MB of it text). Centred text is drawn on a texture as wide as its
+    longest line instead, which the label draws centred just the same; left-aligned text too
+    for labels whose rule places the texture at the left of their text box
+    (:data:`TIGHT_LEFT`, set by :class:`kiosk.screens.base.KLabel`). Markup labels keep
+    Kivy's layout (their references are placed on the whole width).
+
+    A label whose text is emptied (a notice cleared, the idle warning gone) shows nothing,
+    but Kivy keeps its last texture with it until the next text: it is let go too.
+
+    Call after :func:`configure_kivy`; labels made afterwards use the providers below.
     """
     import kivy.core.text as core_text
     import kivy.core.text.markup as core_markup
@@ -124,10 +138,53 @@ def drop_text_surfaces() -> None:
         SurfaceFree.__name__ = SurfaceFree.__qualname__ = f"SurfaceFree{provider.__name__}"
         return SurfaceFree
 
-    core_text.Label = core_text.Text = uix_label.CoreLabel = surface_free(core_text.Label)
+    class TightText(surface_free(core_text.Label)):  # type: ignore[misc]
+        def render(self, real: bool = False) -> Any:
+            size = super().render(real)
+            return size if real else tight_size(self, size)
+
+    TightText.__name__ = TightText.__qualname__ = "TightText"
+    core_text.Label = core_text.Text = uix_label.CoreLabel = TightText
     # markup labels subclass the provider Kivy chose; the label widget makes them from its own
     # name for the class (markup's module keeps its name: its methods call super() by it)
     uix_label.CoreMarkupLabel = surface_free(core_markup.MarkupLabel)
+
+    kivy_update = uix_label.Label.texture_update
+
+    def texture_update(self: Any, *args: Any) -> None:
+        kivy_update(self, *args)
+        if self.texture is None:  # no text: Kivy leaves the core label its last texture
+            self._label.texture = None
+
+    # labels bind their update when made: those made afterwards use this one
+    uix_label.Label.texture_update = texture_update
+
+
+# Set on a core label whose widget draws its texture at the left of its text box (not
+# centred, as Kivy's own label rule does): its left-aligned text may be cropped too.
+TIGHT_LEFT = "tight_left"
+# transparent columns kept either side of the longest line
+TIGHT_MARGIN_PX = 2
+
+
+def tight_size(label: Any, size: tuple[int, int]) -> tuple[int, int]:
+    """The texture size for ``label`` (a core label just laid out by ``render``): ``size``,
+    Kivy's, narrowed to the longest line where the text is wrapped to a width and the
+    texture is drawn centred, or at the left of the text box for left-aligned text."""
+    width, height = size
+    wrap_width = label.text_size[0]
+    halign = label.options["halign"]
+    lines = getattr(label, "_cached_lines", None)
+    if not wrap_width or not lines or width <= 1 or height <= 1:
+        return size
+    if halign != "center" and not (halign == "left" and getattr(label, TIGHT_LEFT, False)):
+        return size
+    padding = label.options["padding"]
+    widest = max(line.w for line in lines)
+    tight = int(widest + padding[0] + padding[2]) + 2 * TIGHT_MARGIN_PX
+    # an even difference keeps centred text on the same pixel column
+    tight += (width - tight) % 2
+    return (tight, height) if tight < width else size
 
 
 @functools.cache  # find_library runs ``ldconfig -p``: once per process is enough

@@ -19,6 +19,8 @@ from kivy.uix.label import Label
 from kivy.uix.screenmanager import Screen
 from kivy.uix.widget import Widget
 
+from kiosk.boot import TIGHT_LEFT
+
 
 class KButton(Button):  # type: ignore[misc]
     """A large touch target; ``tid`` names it for tests and the demo tour.
@@ -66,9 +68,17 @@ class KButton(Button):  # type: ignore[misc]
 
 
 class KLabel(Label):  # type: ignore[misc]
-    """Text that wraps to its width and grows to its text's height."""
+    """Text that wraps to its width and grows to its text's height.
+
+    Its rule (widgets.kv) draws left-aligned text at the left of its text box, so that text
+    is drawn on a texture only as wide as its longest line (:func:`kiosk.boot.tight_size`).
+    """
 
     tid = StringProperty("")
+
+    def _create_label(self) -> None:
+        super()._create_label()
+        setattr(self._label, TIGHT_LEFT, True)
 
 
 class Notice(Label):  # type: ignore[misc]
