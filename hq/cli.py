@@ -461,8 +461,7 @@ def block(ctx: click.Context, cards: tuple[str, ...], reason: str, ttl: int, act
         issued_at=now,
         expires_at=now + timedelta(seconds=ttl),
     )
-    publish_once(config, Topics(config.topic_prefix).blocklist(), update, expiry_s=ttl)
-    engine = open_hq_engine(config.database_url)
+    engine = open_hq_engine(config.database_url)  # a database it cannot record in: not sent
     try:
         with Session(engine) as session, session.begin():
             audit.record(
@@ -473,6 +472,8 @@ def block(ctx: click.Context, cards: tuple[str, ...], reason: str, ttl: int, act
                 now,
                 after={"cards": list(cards), "reason": reason, "expires_at": update.expires_at},
             )
+            # committed only once sent: a broker out of reach leaves no record of a block
+            publish_once(config, Topics(config.topic_prefix).blocklist(), update, expiry_s=ttl)
     finally:
         engine.dispose()
     click.echo(f"blocklist update {update.update_id}: {len(cards)} card(s)")
