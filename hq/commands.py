@@ -207,8 +207,7 @@ def send_command(config: HqConfig, command: Command, timeout_s: float = 30.0) ->
     reply = topics.command_result(command.device_id)
     link = _one_shot(config, ((reply, 1),))
     correlation = command.transaction.encode()
-    try:
-        time.sleep(0.2)  # the subscription is in place before the device can answer
+    try:  # connected means subscribed: the answer cannot come before the subscription
         publish_command(link, topics, command)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
