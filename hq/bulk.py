@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, QueryableAttribute
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
-from edge.storage.types import UTCDateTime
+from edge.storage.types import UTCDateTime, naive_utc
 
 _statements: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
@@ -82,9 +82,9 @@ def insert_rows(
 
 def _naive_utc(values: list[datetime | None], as_text: bool) -> list[Any]:
     """A column of :class:`~edge.storage.types.UTCDateTime` values as that type binds them
-    (naive UTC; refused if naive), in one loop rather than three calls a value, and the time
-    a batch's rows share (when it was received) worked out once. ``as_text``: the text the
-    sqlite3 module would make of each (``isoformat(" ")``), made here."""
+    (:func:`~edge.storage.types.naive_utc`), in one loop rather than three calls a value,
+    and the time a batch's rows share (when it was received) worked out once. ``as_text``:
+    the text the sqlite3 module would make of each (``isoformat(" ")``), made here."""
     out: list[Any] = []
     last: datetime | None = None
     last_out: Any = None
@@ -93,10 +93,7 @@ def _naive_utc(values: list[datetime | None], as_text: bool) -> list[Any]:
             out.append(None)
             continue
         if value is not last:
-            offset = value.utcoffset()
-            if offset is None:
-                raise ValueError("naive datetime stored: times must be UTC-aware")
-            naive = (value - offset if offset else value).replace(tzinfo=None)
+            naive = naive_utc(value)
             last, last_out = value, naive.isoformat(" ") if as_text else naive
         out.append(last_out)
     return out

@@ -9,6 +9,18 @@ from sqlalchemy import DateTime, TypeDecorator
 from sqlalchemy.engine import Dialect
 
 
+def naive_utc(value: datetime) -> datetime:
+    """``value`` as stored: naive UTC. Refuses a naive time, so local time never sneaks in.
+
+    By the offset, not the tzinfo object: what a message was parsed with is UTC too but not
+    ``datetime.UTC``, and converting each such time again cost HQ a call per value.
+    """
+    offset = value.utcoffset()
+    if offset is None:
+        raise ValueError("naive datetime stored: times must be UTC-aware")
+    return (value - offset if offset else value).replace(tzinfo=None)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Stores aware UTC datetimes; refuses naive ones so local time never sneaks in."""
 
@@ -16,16 +28,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        # The offset, not the tzinfo object: what a message was parsed with is UTC too but
-        # not ``datetime.UTC``, and converting each such time again cost HQ a call per value.
-        offset = value.utcoffset()
-        if offset is None:
-            raise ValueError("naive datetime stored: times must be UTC-aware")
-        if offset:
-            value = value - offset
-        return value.replace(tzinfo=None)
+        return None if value is None else naive_utc(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
