@@ -162,6 +162,18 @@ def site(tmp_path_factory) -> Iterator[Site]:
         broker.stop()
 
 
+def wait_answering(site: Site, device_id: str, timeout_s: float = 30.0) -> None:
+    """Waits until ``device_id``'s agent answers a ping: then it is subscribed to its
+    commands."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if site.send(sign_command(site.command_key, device_id, "ping"), 5).status == "done":
+                return
+        except TimeoutError:
+            assert time.monotonic() < deadline, f"{device_id}'s agent never answered"
+
+
 @pytest.fixture(scope="module")
 def kiosk(site) -> Iterator[Path]:
     """K001 with its agent running in this process for the whole module."""
@@ -169,15 +181,7 @@ def kiosk(site) -> Iterator[Path]:
     app = open_app(data)
     runner = Runner(Agent(app).run)
     try:
-        # the agent is subscribed once it answers
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if site.send(sign_command(site.command_key, "K001", "ping"), 5).status == "done":
-                    break
-            except TimeoutError:
-                if time.monotonic() > deadline:
-                    raise
+        wait_answering(site, "K001")
         yield data
     finally:
         runner.stop()
@@ -470,6 +474,9 @@ def test_hq_update_reaches_the_installer_and_the_restarted_agent_reports_the_new
     app = open_app(data)
     runner = Runner(Agent(app).run)
     try:
+        # a device that has never been connected has no session at the broker to keep a
+        # command in: the operator's command goes out once the agent is there
+        wait_answering(site, "K002")
         hq = hq_cli(
             site, "update", "K002", str(bundle), "--url", site.server.url(bundle.name),
             "--wait", "60",
@@ -550,13 +557,7 @@ def test_an_update_finished_while_the_broker_is_down_is_answered_after_it_is_bac
     try:
         hq.start()
         assert hq.wait_connected(15)
-        deadline = time.monotonic() + 20
-        while True:  # the agent is subscribed once it answers
-            try:
-                if site.send(sign_command(site.command_key, "K001", "ping"), 5).status == "done":
-                    break
-            except TimeoutError:
-                assert time.monotonic() < deadline, "the agent never answered"
+        wait_answering(site, "K001")
         bundle = small_bundle(site, "9.9.7")
         command = update_command(
             site.command_key, "K001", bundle, server.url(f"slow/{bundle.name}")
