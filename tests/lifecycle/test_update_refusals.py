@@ -11,8 +11,6 @@ import hashlib
 import http.server
 import json
 import os
-import subprocess
-import sys
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -36,9 +34,9 @@ from edge.lifecycle.update import (
 from edge.security.bundle import build_bundle
 from edge.services import members, points
 from hq.commands import sign_command, update_command
+from tests.cli_runner import Ran, run_kiosk
 from tests.lifecycle.releases import shared_release, update_key
 
-KIOSK = [sys.executable, "-m", "edge.cli.main"]
 DEVICE = "K001"  # the default device id of a device without config.toml
 
 
@@ -53,17 +51,12 @@ class Device:
     command_key: Ed25519PrivateKey
     work: Path
 
-    def kiosk(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
-        return subprocess.run(
-            [*KIOSK, "--data-dir", str(self.data), *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout,
-        )
+    def kiosk(self, *args: str) -> Ran:
+        """``kiosk ARGS`` as the technician types it, in this process (the installs and
+        health checks it runs are processes of their own)."""
+        return run_kiosk("--data-dir", str(self.data), *args, drop_env=("KIOSK_",))
 
-    def update(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def update(self, *args: str) -> Ran:
         return self.kiosk(
             "update",
             *args,
@@ -167,7 +160,7 @@ def device(tmp_path: Path) -> Device:
     return make_device(tmp_path)
 
 
-def refused_in_one_line(proc: subprocess.CompletedProcess[str]) -> str:
+def refused_in_one_line(proc: Ran) -> str:
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
