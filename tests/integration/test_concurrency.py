@@ -1,9 +1,11 @@
 """Concurrency: 50 console processes accruing at once on one database all succeed and add up.
 
-Each process is the real ``kiosk points accrue`` command. While they start, the test holds the
-database's write lock for a few seconds, so a crowd of them queue behind it and rush in
-together when it is released: with the default deferred ``BEGIN`` some of them would fail with
-"database is locked"; with ``BEGIN IMMEDIATE`` and the busy timeout they wait their turn.
+Each process runs the real ``kiosk points accrue`` command, forked from one that imported the
+product once (:mod:`tests.forked_kiosk`), so all 50 are under way within moments. While they
+start, the test holds the database's write lock for a few seconds, so the crowd queues behind
+it and rushes in together when it is released: with the default deferred ``BEGIN`` some of
+them would fail with "database is locked"; with ``BEGIN IMMEDIATE`` and the busy timeout they
+wait their turn.
 """
 
 from __future__ import annotations
@@ -11,18 +13,17 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edge.config import KioskConfig
+from tests.forked_kiosk import KioskForks
 
 pytestmark = pytest.mark.slow
 
-KIOSK = Path(sys.executable).with_name("kiosk")
 PROCESSES = 50
 HOLD_LOCK_S = 3.0
 
@@ -32,22 +33,24 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("KIOSK_")}
 
 
-def _kiosk(data_dir: Path, *args: str) -> list[str]:
-    return [str(KIOSK), "--data-dir", str(data_dir), *args]
+@pytest.fixture
+def forks() -> Iterator[KioskForks]:
+    with KioskForks(_env()) as server:
+        yield server
 
 
-def _run_json(data_dir: Path, *args: str) -> dict:
-    proc = subprocess.run(
-        _kiosk(data_dir, *args, "--json"), capture_output=True, text=True, env=_env(), timeout=120
-    )
+def _run_json(forks: KioskForks, data_dir: Path, *args: str) -> dict:
+    proc = forks.run("--data-dir", str(data_dir), *args, "--json", timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result: dict = json.loads(proc.stdout)
     return result
 
 
-def test_fifty_console_accruals_at_once_all_succeed_and_add_up(tmp_path: Path) -> None:
+def test_fifty_console_accruals_at_once_all_succeed_and_add_up(
+    tmp_path: Path, forks: KioskForks
+) -> None:
     data_dir = tmp_path / "data"
-    card = _run_json(data_dir, "member", "register", "--phone", "13912345678", "--consent")[
+    card = _run_json(forks, data_dir, "member", "register", "--phone", "13912345678", "--consent")[
         "card_no"
     ]
 
@@ -67,23 +70,12 @@ def test_fifty_console_accruals_at_once_all_succeed_and_add_up(tmp_path: Path) -
     try:
         for (ref, _), amount in zip(expected.items(), amounts, strict=True):
             args = ["points", "accrue", "--card", card, "--amount-cents", str(amount)]
-            procs.append(
-                subprocess.Popen(
-                    _kiosk(data_dir, *args, "--ref", ref, "--json"),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    env=_env(),
-                )
-            )
+            procs.append(forks.start("--data-dir", str(data_dir), *args, "--ref", ref, "--json"))
         time.sleep(HOLD_LOCK_S)
     finally:
         blocker.execute("COMMIT")
         blocker.close()
-    outputs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        outputs.append((proc.returncode, out, err))
+    outputs = [proc.wait(timeout=300) for proc in procs]
 
     failures = [(code, err) for code, _, err in outputs if code != 0]
     assert not failures, f"{len(failures)} of {PROCESSES} failed, e.g. {failures[0]}"
@@ -102,7 +94,7 @@ def test_fifty_console_accruals_at_once_all_succeed_and_add_up(tmp_path: Path) -
         before = r["balance"]
 
     total = sum(expected.values())
-    shown = _run_json(data_dir, "member", "show", "--card", card)
+    shown = _run_json(forks, data_dir, "member", "show", "--card", card)
     assert shown["balance"] == total
     with sqlite3.connect(data_dir / "kiosk.db") as db:
         (member_id,) = db.execute(
@@ -116,11 +108,5 @@ def test_fifty_console_accruals_at_once_all_succeed_and_add_up(tmp_path: Path) -
         assert purchases.fetchone()[0] == PROCESSES
     db.close()
 
-    verify = subprocess.run(
-        _kiosk(data_dir, "ledger", "verify"),
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=120,
-    )
+    verify = forks.run("--data-dir", str(data_dir), "ledger", "verify", timeout=120)
     assert verify.returncode == 0, verify.stdout + verify.stderr
