@@ -20,9 +20,8 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,13 +30,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.disk import fill
+from tests.forked_kiosk import KioskForks
 
 os.environ.setdefault("KIVY_NO_ARGS", "1")
 os.environ.setdefault("KIVY_NO_CONSOLELOG", "1")
 os.environ.setdefault("KIVY_NO_CONFIG", "1")
 os.environ.setdefault("KIVY_NO_FILELOG", "1")
 
-KIOSK = [sys.executable, "-m", "edge.cli.main"]
 REPO = Path(__file__).resolve().parents[2]
 PHONE, OTHER_PHONE = "13800138000", "13900139000"
 CARD = "2900000000018"
@@ -46,18 +45,18 @@ NOTHING_CHANGED = " and nothing was changed (free some space in "
 
 
 class Console:
-    """``kiosk`` as a person runs it on the device."""
+    """``kiosk`` as a person runs it on the device: each command a process of its own, forked
+    from one that imported the product once (:mod:`tests.forked_kiosk`)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        env = {**os.environ, "KIOSK_DATA_DIR": str(self.data_dir), "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "KIOSK_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO)}
         env.pop("KIOSK_CONFIG", None)
         env.pop("KIOSK_DEBUG", None)
-        proc = subprocess.run(
-            [*KIOSK, *args], capture_output=True, text=True, env=env, timeout=120, cwd=REPO
-        )
+        self.forks = KioskForks(env)
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        proc = self.forks.run(*args, timeout=120)
         return proc.returncode, proc.stdout, proc.stderr
 
     def ok(self, *args: str) -> str:
@@ -88,14 +87,28 @@ def contents(db: Path, leaving_out: tuple[str, ...] = ()) -> list[str]:
         ]
 
 
+@pytest.fixture
+def console() -> Iterator[Callable[[Path], Console]]:
+    """Makes a :class:`Console` on a data directory; their fork servers stop after the test."""
+    made: list[Console] = []
+
+    def make(data_dir: Path) -> Console:
+        made.append(Console(data_dir))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.forks.close()
+
+
 def files_under(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
 
 
 @pytest.mark.parametrize("running", [True, False], ids=["kiosk-running", "kiosk-stopped"])
-def test_a_full_disk_refuses_writes_in_one_line_and_changes_nothing(small_disk, running):
+def test_a_full_disk_refuses_writes_in_one_line_and_changes_nothing(small_disk, running, console):
     data = small_disk / "data"
-    kiosk = Console(data)
+    kiosk = console(data)
     kiosk.ok("db", "upgrade")
     kiosk.ok("member", "register", "--phone", PHONE, "--consent")
     kiosk.ok("points", "accrue", "--card", CARD, "--amount-cents", "12800", "--ref", "R-1")
@@ -136,11 +149,11 @@ def test_a_full_disk_refuses_writes_in_one_line_and_changes_nothing(small_disk, 
     kiosk.ok("backup", "create")
 
 
-def test_a_member_code_on_a_full_disk_is_refused_and_stays_usable(small_disk):
+def test_a_member_code_on_a_full_disk_is_refused_and_stays_usable(small_disk, console):
     """The replay guard cannot record the code's nonce: the code is not accepted (it could be
     shown again otherwise) and stays good for one use once there is space again."""
     data = small_disk / "data"
-    kiosk = Console(data)
+    kiosk = console(data)
     kiosk.ok("db", "upgrade")
     kiosk.ok("member", "register", "--phone", PHONE, "--consent")
     first = json.loads(kiosk.ok("member", "code", "--card", CARD, "--json"))["code"]
