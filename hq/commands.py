@@ -194,7 +194,8 @@ def _one_shot(config: HqConfig, subscriptions: tuple[tuple[str, int], ...] = ())
         config, f"{config.client_id}-cli-{secrets.token_hex(3)}", subscriptions, clean_start=True
     )
     link.start()
-    if not link.wait_connected(15):
+    # someone waits for the command: a broker that is not there is said at once
+    if not link.wait_connected(15, first_attempt=True):
         link.close()
         raise ConnectionError(f"broker {config.broker_host}:{config.broker_port} unreachable")
     return link

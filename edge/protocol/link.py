@@ -91,6 +91,8 @@ class MqttLink:
         self.inbox: queue.Queue[Inbound | str] = queue.Queue()
         self._connected = threading.Event()
         self._subscribed = threading.Event()  # the broker has taken this connection's subscriptions
+        self._attempted = threading.Event()  # a connection attempt ended, whichever way
+        self._attempt_failed = False
         self._last_subscription: int | None = None
         self._stop = threading.Event()
         self._client = mqtt.Client(
@@ -114,6 +116,7 @@ class MqttLink:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_connect_fail = self._on_connect_fail
         self.connects = 0
         self._waiting: dict[bytes, _Pending] = {}
         self._waiting_lock = threading.Lock()
@@ -152,12 +155,21 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def wait_connected(self, timeout: float) -> bool:
+    def wait_connected(self, timeout: float, *, first_attempt: bool = False) -> bool:
         """Waits until the link is connected and the broker has taken its subscriptions, so a
-        message published to it from now on reaches it."""
+        message published to it from now on reaches it.
+
+        With ``first_attempt``, gives up as soon as the first connection attempt has failed
+        (nothing listening, TLS or the broker refusing): a command someone waits for says so
+        at once instead of at the end of ``timeout``. The link itself goes on trying.
+        """
         deadline = time.monotonic() + timeout
-        return self._connected.wait(timeout) and self._subscribed.wait(
-            max(0.0, deadline - time.monotonic())
+        if first_attempt:
+            self._attempted.wait(timeout)
+            if self._attempt_failed and not self._connected.is_set():
+                return False
+        return self._connected.wait(max(0.0, deadline - time.monotonic())) and (
+            self._subscribed.wait(max(0.0, deadline - time.monotonic()))
         )
 
     def close(self, timeout: float = 3.0) -> None:
@@ -247,6 +259,8 @@ class MqttLink:
     ) -> None:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
+            self._attempt_failed = True
+            self._attempted.set()
             return
         self.connects += 1
         self._last_subscription = None
@@ -256,8 +270,14 @@ class MqttLink:
             self._subscribed.set()
         client.publish(self.settings.status_topic, self.settings.online_payload(), 1, True)
         self._connected.set()
+        self._attempted.set()
         self.inbox.put("connected")
         log.info("connected (session present: %s)", flags.session_present)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        """paho could not connect (nothing listening, or TLS failed); it retries itself."""
+        self._attempt_failed = True
+        self._attempted.set()
 
     def _on_disconnect(
         self,

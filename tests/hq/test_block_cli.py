@@ -3,6 +3,7 @@ says who blocked it; bad input is one line and records nothing."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -69,3 +70,20 @@ def test_a_block_reaches_the_kiosks_and_hqs_audit_names_who(broker, tmp_path):
     with Session(engine) as s:
         assert s.scalar(select(func.count()).select_from(AuditRecord)) == 1
     engine.dispose()
+
+
+def test_a_block_with_the_broker_away_is_refused_at_once_and_recorded_nowhere(broker, tmp_path):
+    url = sqlite_hq_url(tmp_path / "hq.db")
+    broker.stop()
+    try:
+        began = time.monotonic()
+        away = hq_block(broker, url, CARD, "--reason", "lost")
+        waited = time.monotonic() - began
+    finally:
+        broker.start()
+    lines = away.stderr.strip().splitlines()
+    assert away.returncode != 0 and len(lines) == 1, away.stderr
+    assert lines[0].startswith("error: ") and "unreachable" in lines[0], lines[0]
+    # it said so once the first attempt failed, not at the end of its 15 s wait
+    assert waited < 10, waited
+    assert audit_rows(url) == []

@@ -24,7 +24,7 @@ from hq.service import make_hq_engine
 from hq.staff import StaffDesk
 from tests.cli_runner import Ran, run_kiosk
 from tests.hq.database import sqlite_hq_url
-from tests.sync.helpers import client, received
+from tests.sync.helpers import arriving, client
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,10 +133,11 @@ def retained_list(broker, store_id: str) -> StaffList:
     link.start()
     try:
         assert link.wait_connected(10)
-        messages = received(link, 1.5)
+        # a topic holds one retained message, sent as the subscription is taken
+        message = next(arriving(link, 10), None)
     finally:
         link.close()
-    (message,) = messages
+    assert message is not None, f"nothing retained for {store_id}"
     assert message.retain
     return decode(StaffList, message.payload)
 
