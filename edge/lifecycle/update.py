@@ -258,6 +258,21 @@ def default_python() -> str:
     return str(getattr(sys, "_base_executable", sys.executable))
 
 
+def pip_from_outside(python: str) -> bool:
+    """Whether ``python``'s own pip can install into another environment (``--python``, pip
+    22.3 and later; Debian's ``python3-pip`` is 23.0). A new version's environment is then made
+    without a pip of its own: ``ensurepip`` unpacks and compiles pip into every version,
+    seconds on a desktop and more on the device, for a tool the version never runs."""
+    try:
+        proc = subprocess.run(
+            [python, "-m", "pip", "--version"], capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    found = re.match(r"pip (\d+)\.(\d+)", proc.stdout)
+    return proc.returncode == 0 and found is not None and (int(found[1]), int(found[2])) >= (22, 3)
+
+
 def install_version(
     manifest: UpdateManifest,
     wheels: Path,
@@ -276,11 +291,21 @@ def install_version(
     if target.exists():  # a half-finished earlier attempt, or a version being reinstalled
         shutil.rmtree(target)
     root.versions.mkdir(parents=True, exist_ok=True)
-    venv = [python, "-m", "venv", *(["--system-site-packages"] if system_site_packages else [])]
-    pip = [
-        str(target / "bin/python"),
+    outside = pip_from_outside(python)
+    venv = [
+        python,
         "-m",
-        "pip",
+        "venv",
+        *(["--without-pip"] if outside else []),
+        *(["--system-site-packages"] if system_site_packages else []),
+    ]
+    runs_pip = (
+        [python, "-m", "pip", "--python", str(target / "bin/python")]
+        if outside
+        else [str(target / "bin/python"), "-m", "pip"]
+    )
+    pip = [
+        *runs_pip,
         "install",
         "--disable-pip-version-check",
         "--no-input",
