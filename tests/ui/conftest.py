@@ -7,9 +7,12 @@ Touches go through Kivy's own input path (``UnitTestTouch``), hit-testing includ
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +99,30 @@ def _ui_config(**ui: Any) -> KioskConfig:
 @pytest.fixture(scope="session")
 def font_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The subset fonts, made by the first app of the run and copied into every later one
-    (cutting them down takes seconds, once per data directory)."""
-    return tmp_path_factory.mktemp("fonts")
+    (cutting them down takes seconds, once per data directory). The test processes of one
+    run (pytest-xdist workers) share it: the first to need it makes it, the others wait."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = shared / "subset-fonts"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@contextmanager
+def _fonts_of_the_run(font_cache: Path, fonts: Path) -> Iterator[None]:
+    """Around a new app: its fonts copied from ``font_cache`` when the run has them, else
+    (the run's first app) copied there from the app, other processes waiting meanwhile."""
+    done = font_cache / "complete"
+    with contextlib.ExitStack() as stack:
+        if not done.exists():
+            lock = stack.enter_context((font_cache / "lock").open("w"))
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if done.exists():
+            shutil.copytree(font_cache / "fonts", fonts, dirs_exist_ok=True)
+        yield
+        if not done.exists():
+            shutil.copytree(fonts, font_cache / "fonts", dirs_exist_ok=True)
+            done.touch()
 
 
 @pytest.fixture
@@ -118,13 +143,9 @@ def make_kiosk(
         people = seed_demo(center.app)
         from kiosk.app import KioskApp
 
-        fonts = center.ui_settings.cache_dir / "fonts"
-        if any(font_cache.iterdir()):
-            shutil.copytree(font_cache, fonts, dirs_exist_ok=True)
-        app = KioskApp(center)
-        Driver.prepare(app)
-        if not any(font_cache.iterdir()):
-            shutil.copytree(fonts, font_cache, dirs_exist_ok=True)
+        with _fonts_of_the_run(font_cache, center.ui_settings.cache_dir / "fonts"):
+            app = KioskApp(center)
+            Driver.prepare(app)
         kiosk = Kiosk(app, center, people, data)
         made.append(kiosk)
         kiosk.pump(0.3)
