@@ -65,7 +65,7 @@ class MemberCodeClaims:
     """What a verified member code says: whose card, when it was minted, and its nonce.
 
     ``nonce`` (hex) is unique per code; a caller that wants single use remembers the nonces it
-    accepted for as long as a code stays valid (ttl + skew) and refuses repeats.
+    accepted for as long as a code stays valid (its ttl) and refuses repeats.
     """
 
     card_no: str
@@ -110,8 +110,10 @@ def verify_member_code(
 ) -> MemberCodeClaims:
     """Check a scanned member code offline: well-formed, signed by HQ, and fresh.
 
-    A code is fresh from ``skew_s`` before its issue time to ``ttl_s + skew_s`` after it, both
-    ends included; the skew absorbs a phone's clock drifting from the kiosk's. This function
+    A code is fresh from ``skew_s`` before its issue time to ``ttl_s`` after it, both ends
+    included. HQ mints every code with HQ's own clock (the phone only shows it), so the kiosk
+    refuses it once ``ttl_s`` have passed by its own clock; the skew only keeps a kiosk whose
+    clock lags HQ's from refusing a fresh code as dated in the future. This function
     does not detect replays within that window: that needs storage, so it is the caller's job,
     keyed on ``claims.nonce``. Any input at all (huge, binary, truncated) ends in claims or a
     :class:`Refusal`, never another exception.
@@ -130,7 +132,7 @@ def verify_member_code(
         raise Refusal("This member code is not genuine.", code="code_bad_signature")
     issued_at = datetime.fromtimestamp(int.from_bytes(signed[:4], "big"), UTC)
     moment = ensure_utc(now)
-    if moment > issued_at + timedelta(seconds=ttl_s + skew_s):
+    if moment > issued_at + timedelta(seconds=ttl_s):
         raise Refusal(
             "This member code has expired; refresh it on the phone.",
             code="code_expired",
