@@ -275,6 +275,28 @@ def test_the_weekly_cap_holds_a_reminder_until_the_window_frees(engine: Engine, 
     assert len(sender.sent()) == 3
 
 
+def test_the_cap_and_quiet_hours_are_the_chains_own_settings(engine: Engine, tmp_path: Path):
+    settings = SETTINGS.model_copy(
+        update={"weekly_cap": 3, "quiet_start": "12:00", "quiet_end": "13:30"}
+    )
+
+    def build(s: Session) -> None:
+        _member(s, "M1")
+        for n in (1, 2, 3, 4):
+            _coupon(s, "M1", f"CP-{n}")
+
+    _setup(engine, build)
+    noon = datetime(2026, 12, 7, 4, 15, tzinfo=UTC)  # 12:15 in Shanghai: quiet by these settings
+    assert _plan(engine, noon, settings).queued[COUPON] == 4
+    assert {m.due_at for m in _messages(engine)} == {datetime(2026, 12, 7, 5, 30, tzinfo=UTC)}
+    sender = FileSender(tmp_path / "sent.jsonl")
+    assert _deliver(engine, sender, noon, settings).sent == 0
+    after = datetime(2026, 12, 7, 5, 30, tzinfo=UTC)  # 13:30: quiet hours over
+    report = _deliver(engine, sender, after, settings)
+    assert (report.sent, report.held) == (3, 1)  # three a week, not the default two
+    assert len(sender.sent()) == 3
+
+
 def test_a_reminder_held_by_the_cap_is_dropped_once_its_points_have_expired(
     engine: Engine, tmp_path: Path
 ):

@@ -13,20 +13,22 @@ import os
 import re
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.domain.errors import Refusal
+from edge.domain.ids import IdFactory
 from edge.security.keys import load_private_key
 from edge.security.personal import PhoneVault
 from edge.services.members import identify, register_member
 from edge.services.points import accrue_purchase
 from hq.enrol import write_member_code_key
 from hq.messages import FileSender
-from hq.models import CentralMember
+from hq.models import Campaign, CampaignCoupon, CentralEntry, CentralMember, GiftVoucher
 from hq.web.member_page import MemberPageSettings
 from tests.hq.test_feeds import send
 from tests.sync.conftest import kiosk_config
@@ -36,6 +38,7 @@ from tests.web.conftest import Served
 SHOTS = os.environ.get("MEMBER_SCREENSHOTS")
 PHONE = "13912345678"
 KIOSK = Path(sys.executable).parent / "kiosk"
+IDS = IdFactory()
 
 
 def shot(page: Any, name: str, full: bool = True) -> None:
@@ -66,8 +69,8 @@ def test_a_member_signs_in_on_a_phone_and_a_kiosk_reads_their_code_once(
 ) -> None:
     web = served.web
     private, public = write_member_code_key(tmp_path / "ca")
-    # The kiosk's member-code check keeps its default skew (90 s): the code is refused as
-    # expired once ttl + skew (150 s) have passed since it was minted.
+    # The kiosk's member-code check keeps its defaults: the code is refused as expired once
+    # its 60 s have passed since HQ minted it.
     kiosk = make_app(
         kiosk_config("K001", "S001", 1, 104_271)
         + f'\n[security]\nmember_code_public_key = "{public}"\n'
@@ -77,18 +80,55 @@ def test_a_member_signs_in_on_a_phone_and_a_kiosk_reads_their_code_once(
     accrue_purchase(kiosk, registration.card_no, 12_800, "R-0001")
     accrue_purchase(kiosk, registration.card_no, 35_650, "R-0002")
     send(web.console.engine, kiosk, clock.now)  # what the agent does: HQ stores its events
+    now = datetime.now(UTC)
     with web.session() as s:
-        assert s.get(CentralMember, registration.member_id) is not None
+        member = s.get(CentralMember, registration.member_id)
+        assert member is not None
+        # What else a member's page shows: points carried over from the chain's old system
+        # that lapse soon, a campaign's coupon in the wallet, a gift not collected yet.
+        member.balance += 320
+        s.add(
+            CentralEntry(
+                id=IDS.new(), member_id=member.id, kind="opening", points=320,
+                lot_id=IDS.new(), ref="import", store_id="S001", device_id="import",
+                at=now - timedelta(days=340), event_id=IDS.new(),
+                available_at=now - timedelta(days=340), expires_at=now + timedelta(days=20),
+            )
+        )  # fmt: skip
+        s.add(
+            Campaign(
+                campaign_id="WINTER", title="冬季满100减10", kind="threshold_off",
+                value_cents=1000, threshold_cents=10000, percent=0, gift_sku="",
+                valid_from=now - timedelta(days=1), valid_until=now + timedelta(days=30),
+                audience="all", audience_tier=None, pool_total=1000, per_member_limit=1,
+                issued=1, created_at=now, created_by="ops",
+            )
+        )  # fmt: skip
+        s.add(
+            CampaignCoupon(
+                coupon_id="C-WINTER-1", campaign_id="WINTER", member_id=member.id, issued_at=now
+            )
+        )
+        s.add(
+            GiftVoucher(
+                issuer_device_id="K001", voucher_id="R-TOWEL", store_id="S001",
+                member_id=member.id, card_no=registration.card_no, sku="TOWEL",
+                name="毛巾", qty=1, valid_until=None, event_id=IDS.new(), at=now,
+            )
+        )  # fmt: skip
+        s.commit()
     sender = FileSender(tmp_path / "messages.jsonl")
     web.console.member_page = MemberPageSettings(
         vault=PhoneVault(web.config.data_key(), kiosk.keys.lookup_key),
         sender=sender,
         code_key=load_private_key(private),
+        coupon_key=Ed25519PrivateKey.generate(),
     )
 
     context = browser.new_context(
         viewport={"width": 390, "height": 844}, device_scale_factor=2, locale="zh-CN"
     )
+    context.clock.install()  # the page's timers, moved on below instead of waited for
     page = context.new_page()
     errors: list[str] = []  # a script or style the CSP refused would show here
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -110,7 +150,10 @@ def test_a_member_signs_in_on_a_phone_and_a_kiosk_reads_their_code_once(
     assert page.inner_text("#m-last4") == registration.card_no[-4:]
     # HQ counts the spend of the tier's rolling year from the kiosk's purchase events.
     assert "¥1,515.50" in page.inner_text("#points")
-    assert page.locator("#history tr").count() == 2
+    assert page.locator("#history tr").count() == 3
+    whole = page.inner_text("body")
+    assert "320" in whole and "冬季满100减10" in whole and "毛巾" in whole
+    assert page.locator("code.m-couponcode").count() == 1
     shot(page, "account")
 
     image = tmp_path / "member-code.png"
@@ -126,24 +169,34 @@ def test_a_member_signs_in_on_a_phone_and_a_kiosk_reads_their_code_once(
     with pytest.raises(Refusal) as replayed:
         identify(kiosk, scanned)
     assert replayed.value.code == "code_replayed"
-    clock.advance(seconds=151)
+    clock.advance(seconds=61)  # a minute after the scan: more than 60 s after HQ minted it
     with pytest.raises(Refusal) as expired:
         identify(kiosk, scanned)
     assert expired.value.code == "code_expired"
 
-    # The page fetches a new code by itself (here: at once, as when the phone shows the page
-    # again) and that one is a different, fresh code for the same card.
+    def renewed_after(shown: str) -> str:
+        """The next code on screen once it is not ``shown`` (the countdown changes the
+        picture every second: wait for another code, not other pixels)."""
+        codes: list[str] = []
+
+        def another() -> bool:
+            page.locator("#member-code").screenshot(path=str(image))
+            codes[:] = scan(image)
+            return bool(codes) and codes != [shown]
+
+        wait_for(another, what="a new code on screen")
+        (code,) = codes
+        return code
+
+    # The page fetches a new code by itself before the shown one's minute is up: its timer
+    # (45 s on the page's clock, here moved on at once) ...
+    page.clock.fast_forward(46_000)
+    timed = renewed_after(scanned)
+    clock.now = datetime.now(UTC)
+    assert identify(kiosk, timed).member_id == registration.member_id
+    # ... and at once when the phone shows the page again; each a fresh code for the card
     page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
-    renewed_codes: list[str] = []
-
-    def renewed_on_screen() -> bool:
-        # The countdown changes the picture every second: wait for another code, not pixels.
-        page.locator("#member-code").screenshot(path=str(image))
-        renewed_codes[:] = scan(image)
-        return bool(renewed_codes) and renewed_codes != [scanned]
-
-    wait_for(renewed_on_screen, what="a new code on screen")
-    (renewed,) = renewed_codes
+    renewed = renewed_after(timed)
     clock.now = datetime.now(UTC)
     assert identify(kiosk, renewed).member_id == registration.member_id
 

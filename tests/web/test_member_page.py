@@ -39,6 +39,7 @@ from hq.models import (
     GiftVoucher,
     HqMessage,
     MemberSession,
+    VoucherCollection,
 )
 from hq.service import HqConfig
 from hq.web.app import make_app
@@ -367,6 +368,20 @@ def test_points_expiring_soon_history_and_vouchers_are_shown(phone: Phone):
                 event_id="V9", at=now,
             )
         )  # fmt: skip
+        # a gift collected already (at another store): no longer one to collect
+        s.add(
+            GiftVoucher(
+                issuer_device_id="K001", voucher_id="R2", store_id="S001", member_id=member.id,
+                card_no=CARD, sku="KETTLE", name="电水壶", qty=1, valid_until=None,
+                event_id="V8", at=now - timedelta(days=1),
+            )
+        )  # fmt: skip
+        s.add(
+            VoucherCollection(
+                issuer_device_id="K001", voucher_id="R2", store_id="S002", device_id="K002",
+                event_id="V7", at=now,
+            )
+        )  # fmt: skip
     client = phone.client()
     signed_in(phone, client)
     page = client.get("/m").text
@@ -374,6 +389,7 @@ def test_points_expiring_soon_history_and_vouchers_are_shown(phone: Phone):
     assert "200 points expire on" in page and "500 points expire" not in page
     assert "Shopping" in page and "Redeemed at the member center" in page
     assert "&lt;b&gt;毛巾&lt;/b&gt;" in page  # shown escaped
+    assert "电水壶" not in page
 
 
 def test_the_member_code_key_is_made_once(tmp_path: Path):
