@@ -205,5 +205,10 @@ def test_a_member_signs_in_on_a_phone_and_a_kiosk_reads_their_code_once(
     assert "Points" in page.inner_text("#points")
     assert fits(page)
     shot(page, "account-en")
+    # and on larger screens: a tablet, a desktop browser
+    for width, height in ((820, 1180), (1280, 800)):
+        page.set_viewport_size({"width": width, "height": height})
+        assert fits(page), (width, height)
+        assert page.locator("#m-qr").is_visible()
     assert errors == []
     context.close()
