@@ -189,13 +189,18 @@ def update_offer(
     return sign_command(key, device_id, "update", args, ttl, now, transaction)
 
 
+GIVE_UP_S = 3.0
+"""How long HQ's commands keep trying a broker whose connection attempts fail (a broker
+restarting is back within it) before they say it is unreachable."""
+
+
 def _one_shot(config: HqConfig, subscriptions: tuple[tuple[str, int], ...] = ()) -> MqttLink:
     link = hq_link(
         config, f"{config.client_id}-cli-{secrets.token_hex(3)}", subscriptions, clean_start=True
     )
     link.start()
-    # someone waits for the command: a broker that is not there is said at once
-    if not link.wait_connected(15, first_attempt=True):
+    # someone waits for the command: a broker that is not there is said within seconds
+    if not link.wait_connected(15, give_up_s=GIVE_UP_S):
         link.close()
         raise ConnectionError(f"broker {config.broker_host}:{config.broker_port} unreachable")
     return link

@@ -91,8 +91,7 @@ class MqttLink:
         self.inbox: queue.Queue[Inbound | str] = queue.Queue()
         self._connected = threading.Event()
         self._subscribed = threading.Event()  # the broker has taken this connection's subscriptions
-        self._attempted = threading.Event()  # a connection attempt ended, whichever way
-        self._attempt_failed = False
+        self._failing_since: float | None = None  # monotonic: attempts failing since then
         self._last_subscription: int | None = None
         self._stop = threading.Event()
         self._client = mqtt.Client(
@@ -155,19 +154,23 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def wait_connected(self, timeout: float, *, first_attempt: bool = False) -> bool:
+    def wait_connected(self, timeout: float, *, give_up_s: float | None = None) -> bool:
         """Waits until the link is connected and the broker has taken its subscriptions, so a
         message published to it from now on reaches it.
 
-        With ``first_attempt``, gives up as soon as the first connection attempt has failed
-        (nothing listening, TLS or the broker refusing): a command someone waits for says so
-        at once instead of at the end of ``timeout``. The link itself goes on trying.
+        With ``give_up_s``, gives up once connection attempts have been failing that long
+        (nothing listening, TLS or the broker refusing), before ``timeout``: a command someone
+        waits for says so within seconds, while a broker that is restarting still gets the
+        few retries that reach it. The link itself goes on trying.
         """
         deadline = time.monotonic() + timeout
-        if first_attempt:
-            self._attempted.wait(timeout)
-            if self._attempt_failed and not self._connected.is_set():
+        while give_up_s is not None and not self._connected.is_set():
+            now = time.monotonic()
+            failing = self._failing_since
+            end = deadline if failing is None else min(deadline, failing + give_up_s)
+            if now >= end:
                 return False
+            self._connected.wait(min(end - now, 0.1))
         return self._connected.wait(max(0.0, deadline - time.monotonic())) and (
             self._subscribed.wait(max(0.0, deadline - time.monotonic()))
         )
@@ -259,8 +262,7 @@ class MqttLink:
     ) -> None:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
-            self._attempt_failed = True
-            self._attempted.set()
+            self._failed_attempt()
             return
         self.connects += 1
         self._last_subscription = None
@@ -269,15 +271,18 @@ class MqttLink:
         if self._last_subscription is None:
             self._subscribed.set()
         client.publish(self.settings.status_topic, self.settings.online_payload(), 1, True)
+        self._failing_since = None
         self._connected.set()
-        self._attempted.set()
         self.inbox.put("connected")
         log.info("connected (session present: %s)", flags.session_present)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         """paho could not connect (nothing listening, or TLS failed); it retries itself."""
-        self._attempt_failed = True
-        self._attempted.set()
+        self._failed_attempt()
+
+    def _failed_attempt(self) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
 
     def _on_disconnect(
         self,
