@@ -20,6 +20,7 @@ import io
 import json
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,11 +34,13 @@ from tests.cli_runner import Ran
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _child(args: list[str], out: str, err: str) -> None:
+def _child(args: list[str], out: str, err: str, inherited: list[int]) -> None:
     """In the forked child: run the command with its output in ``out`` and ``err``; never
-    returns."""
+    returns (``inherited``: the server's descriptors, closed first)."""
     code = 70
     try:
+        for fd in inherited:
+            os.close(fd)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         for fd, path in ((1, out), (2, err)):
@@ -58,6 +61,8 @@ def _child(args: list[str], out: str, err: str) -> None:
         from edge.cli.main import main
 
         code = main(args)
+    except SystemExit as exc:  # as ``sys.exit(main())`` would end the process
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:  # the command's own errors are one line; this is not one
         with contextlib.suppress(Exception):
             os.write(2, f"forked kiosk: {type(exc).__name__}: {exc}\n".encode())
@@ -102,10 +107,8 @@ def serve() -> None:
                     sys.stderr.flush()
                     pid = os.fork()
                     if pid == 0:
-                        selector.close()
-                        for fd in running:
-                            os.close(fd)
-                        _child(command["args"], command["out"], command["err"])
+                        inherited = [selector.fileno(), *running]
+                        _child(command["args"], command["out"], command["err"], inherited)
                     pidfd = os.pidfd_open(pid)
                     running[pidfd] = (command["id"], pid)
                     selector.register(pidfd, selectors.EVENT_READ, "child")
@@ -138,6 +141,7 @@ class KioskForks:
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="mck-forks-"))
+        # a session of its own: closing (or a test that gave up) ends it with its children
         self._server = subprocess.Popen(
             [sys.executable, "-m", "tests.forked_kiosk"],
             stdin=subprocess.PIPE,
@@ -145,8 +149,10 @@ class KioskForks:
             text=True,
             cwd=ROOT,
             env=dict(os.environ if env is None else env),
+            start_new_session=True,
         )
         self._codes: dict[int, int] = {}
+        self._ended = False  # the server's output ended
         self._changed = threading.Condition()
         self._next = 0
         self._sending = threading.Lock()
@@ -156,14 +162,18 @@ class KioskForks:
         self._reader.start()
 
     def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            word, ident, code = line.split()
-            assert word == "done", line
+        try:
+            for line in stream:
+                words = line.split()
+                if len(words) != 3 or words[0] != "done":
+                    continue  # not the server's answer (something a module printed)
+                with self._changed:
+                    self._codes[int(words[1])] = int(words[2])
+                    self._changed.notify_all()
+        finally:
             with self._changed:
-                self._codes[int(ident)] = int(code)
+                self._ended = True
                 self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
 
     def start(self, *args: str) -> Forked:
         with self._sending:
@@ -181,11 +191,9 @@ class KioskForks:
 
     def code(self, ident: int, timeout: float) -> int:
         with self._changed:
-            done = self._changed.wait_for(
-                lambda: ident in self._codes or self._server.poll() is not None, timeout
-            )
+            done = self._changed.wait_for(lambda: ident in self._codes or self._ended, timeout)
             assert done, f"forked command {ident} still running after {timeout} s"
-            assert ident in self._codes, f"the fork server exited ({self._server.returncode})"
+            assert ident in self._codes, f"the fork server ended ({self._server.poll()})"
             return self._codes[ident]
 
     def close(self) -> None:
@@ -195,7 +203,9 @@ class KioskForks:
         try:
             self._server.wait(timeout=300)
         finally:
-            self._server.kill()
+            with contextlib.suppress(ProcessLookupError):  # the server and what it forked
+                os.killpg(self._server.pid, signal.SIGKILL)
+            self._server.wait()
             self._reader.join(10)
             for path in self._dir.iterdir():
                 path.unlink()

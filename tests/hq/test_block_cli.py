@@ -73,7 +73,9 @@ def test_a_block_reaches_the_kiosks_and_hqs_audit_names_who(broker, tmp_path):
     engine.dispose()
 
 
-def test_a_block_with_the_broker_away_is_refused_within_seconds_and_recorded_nowhere(broker, tmp_path):
+def test_a_block_with_the_broker_away_is_refused_within_seconds_and_recorded_nowhere(
+    broker, tmp_path
+):
     url = sqlite_hq_url(tmp_path / "hq.db")
     broker.stop()
     try:

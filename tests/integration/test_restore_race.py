@@ -150,8 +150,8 @@ def test_console_accruals_racing_restores_are_never_acknowledged_into_a_replaced
         try:
             args = ["points", "accrue", "--card", card, "--amount-cents", "10000"]
             done = forks.run("--data-dir", str(data), *args, "--ref", accrual.ref, "--json")
+            accrual.ended = time.monotonic()  # before its code, which the waits look for
             accrual.code, accrual.out, accrual.err = done.returncode, done.stdout, done.stderr
-            accrual.ended = time.monotonic()
         finally:
             slots.release()
             with finished:
@@ -206,7 +206,7 @@ def test_console_accruals_racing_restores_are_never_acknowledged_into_a_replaced
         for t in threads:
             t.join()
         with finished:
-            finished.wait_for(lambda: all(a.code >= 0 for a in accruals), timeout=300)
+            assert finished.wait_for(lambda: all(a.code >= 0 for a in accruals), timeout=300)
 
     for path, before in untouched.items():
         st = path.stat()

@@ -167,11 +167,10 @@ def wait_answering(site: Site, device_id: str, timeout_s: float = 30.0) -> None:
     commands."""
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
+        with contextlib.suppress(TimeoutError):
             if site.send(sign_command(site.command_key, device_id, "ping"), 5).status == "done":
                 return
-        except TimeoutError:
-            assert time.monotonic() < deadline, f"{device_id}'s agent never answered"
+        assert time.monotonic() < deadline, f"{device_id}'s agent never answered"
 
 
 @pytest.fixture(scope="module")
