@@ -114,6 +114,7 @@ def apply_telemetry(
             sample.device_id,
         )
     _check_disk(session, sample, now, disk_low)
+    _check_clock(session, sample, now)
     _keep_sample(session, sample, now)
 
 
@@ -193,6 +194,27 @@ def _check_disk(session: Session, sample: Telemetry, now: datetime, disk_low: Di
     else:
         clear_alert(session, "disk_low", sample.device_id, now)
         clear_alert(session, "low_disk", sample.device_id, now)  # the alert's earlier name
+
+
+CLOCK_OFF_S = 10.0
+"""A kiosk's clock this far from HQ's is an alert: HQ dates the member codes and a kiosk
+refuses one once 60 s have passed by its own clock, so a kiosk ahead cuts every code short
+(the phone renews its code every 45 s: 15 s ahead and the last of it is refused)."""
+
+
+def _check_clock(session: Session, sample: Telemetry, now: datetime) -> None:
+    """``clock_off`` while the kiosk's clock is over :data:`CLOCK_OFF_S` from HQ's."""
+    offset = sample.clock_offset_s
+    if offset is None:  # not measured yet (no acknowledgement from HQ since it started)
+        return
+    if abs(offset) > CLOCK_OFF_S:
+        way = "ahead of" if offset > 0 else "behind"
+        detail = f"clock {abs(offset):.0f} s {way} HQ's: check its time service (NTP)"
+        raise_alert(
+            session, "clock_off", sample.device_id, detail, now, sample.store_id, sample.device_id
+        )
+    else:
+        clear_alert(session, "clock_off", sample.device_id, now)
 
 
 def check_offline(session: Session, now: datetime, threshold: timedelta) -> list[str]:

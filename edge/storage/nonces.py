@@ -13,10 +13,10 @@ crash can lose commits: those not yet on the storage, i.e. made since SQLite las
 WAL (at a checkpoint, after at most about a thousand commits) and not yet written back by the
 kernel on its own (Linux's default: within about 30 s). A code used in the last moments before
 a power cut may therefore be accepted once more after the kiosk comes back, while it is still
-fresh: up to ``ttl`` after HQ minted it (60 s with the defaults), less the time the
-kiosk takes to boot and start again. In exchange an identification by code pays no fsync (a
-few milliseconds on an SD card) and never waits for the ledger's write lock, which the sync
-agent and every use case queue for; the ledger itself stays ``synchronous=FULL``.
+fresh: up to ``ttl`` after HQ minted it by the kiosk's clock (60 s with the defaults), less
+the time the kiosk takes to boot and start again. In exchange an identification by code pays
+no fsync (a few milliseconds on an SD card) and never waits for the ledger's write lock, which
+the sync agent and every use case queue for; the ledger itself stays ``synchronous=FULL``.
 
 The file holds nothing but nonces that expire within minutes: it is not part of a ledger
 backup, a restore leaves it as it is, and deleting it only forgets which codes of the last few

@@ -48,6 +48,7 @@ DYNAMIC = (
     "device_offline",
     "card_clone_suspect",
     "disk_low",
+    "clock_off",
     "event_not_applied",
     "event_seq_conflict",
     "gift_low_stock",

@@ -92,6 +92,33 @@ def _sample(device_id: str, free: int, total: int) -> Inbound:
     return Inbound(Topics().telemetry(device_id), sample.to_bytes(), qos=0, mid=0, retain=True)
 
 
+def test_a_kiosk_clock_far_from_hqs_raises_clock_off_until_it_is_right(tmp_path):
+    hq = HqService(HqConfig(database_url=sqlite_hq_url(tmp_path / "hq.db")))
+
+    def sample(device_id: str, offset: float | None) -> Inbound:
+        telemetry = Telemetry(
+            device_id=device_id, store_id="S001", at=datetime.now(UTC), version="0.1.0",
+            uptime_s=60.0, outbox_depth=0, clock_offset_s=offset,
+        )  # fmt: skip
+        return Inbound(Topics().telemetry(device_id), telemetry.to_bytes(), 0, 0, True)
+
+    def clock_alerts() -> dict[str, str]:
+        with hq.sessions() as session, session.begin():
+            _rows, alerts = fleet(session, datetime.now(UTC), timedelta(hours=1))
+        return {a.device_id: a.detail for a in alerts if a.kind == "clock_off"}
+
+    hq.handle(sample("K001", 42.4))  # ahead: it would cut every member code short
+    hq.handle(sample("K002", -12.0))
+    hq.handle(sample("K003", 3.0))  # close enough
+    hq.handle(sample("K004", None))  # not measured yet
+    assert clock_alerts() == {
+        "K001": "clock 42 s ahead of HQ's: check its time service (NTP)",
+        "K002": "clock 12 s behind HQ's: check its time service (NTP)",
+    }
+    hq.handle(sample("K001", 0.2))
+    assert set(clock_alerts()) == {"K002"}
+
+
 def _disk_alerts(hq: HqService) -> dict[str, str]:
     with hq.sessions() as session, session.begin():
         _rows, alerts = fleet(session, datetime.now(UTC), timedelta(hours=1))
