@@ -351,3 +351,13 @@ def test_a_migrated_database_is_put_back_only_while_no_process_has_it_open(tmp_p
         assert verify_ledger(again).ok
     finally:
         again.close()
+
+
+def test_an_interpreter_without_pip_leaves_the_version_its_own(tmp_path):
+    """The updater gives a new version no pip of its own only when the interpreter it builds
+    on has a pip that can install into it; one without (a venv made without pip, say) gets
+    the version's own pip, as ensurepip makes it."""
+    bare = tmp_path / "bare"
+    subprocess.run([default_python(), "-m", "venv", "--without-pip", str(bare)], check=True)
+    assert not pip_from_outside(str(bare / "bin/python"))
+    assert not pip_from_outside(str(tmp_path / "no-such-python"))
