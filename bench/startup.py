@@ -10,9 +10,11 @@ Targets: under 3 s to the attract screen, under 200 MB, at every size.
 The tour ends on the attract screen; the resident set is read once the app has released
 the other screens and handed their freed memory back (``KioskApp.memory_settled``), as it
 does after every customer; the peak during the tour is printed too.
-Then the same process serves a run of customers (scan, points, the gift catalogue, done) and
-the resident set is read again: an appliance that runs for years must come back to the same
-size after every customer, not creep up.
+Then the same process serves customers (scan, points, the gift catalogue, done): a first run
+of them fills what the app keeps for later ones (bounded caches: it grows by a few MB once),
+then three more runs, with the resident set read after each: an appliance that runs for years
+must come back to the same size after every customer, not creep up, so the largest of those
+three readings may exceed the one after the first run by at most ``GROWTH_TOLERANCE_MB``.
 Each process runs Python the way the appliance's ``member-kiosk.service`` does (its
 ``PYTHON*`` settings: optimized, no docstrings or asserts), from bytecode compiled up front as
 the installer compiles it (``python -m edge.lifecycle.bytecode``): the appliance never compiles
@@ -42,7 +44,8 @@ RSS_TARGET_MB = 200.0
 VISITS = 30
 SIZES = ((1280, 800), (800, 480), (1080, 1920))
 GIFTS = 60  # with a picture each, beside the demo's own
-# more than this after the extra customers is memory that creeps up with use
+STEADY_RUNS = 3  # runs of VISITS customers after the first, each read
+# more than this over the runs after the first is memory that creeps up with use
 GROWTH_TOLERANCE_MB = 2.0
 
 
@@ -144,6 +147,11 @@ def child(data: Path, tour: bool, size: tuple[int, int]) -> None:
         result |= {"rss_mb": rss, "peak_rss_mb": peak, "pss_mb": _pss_mb()} | _breakdown_mb()
         serve(guide, people, VISITS)
         result["rss_after_visits_mb"] = _rss_mb()[0]
+        readings = []
+        for _ in range(STEADY_RUNS):
+            serve(guide, people, VISITS)
+            readings.append(_rss_mb()[0])
+        result["rss_steady_max_mb"] = max(readings)
     app.dispatch("on_stop")
     center.close()
     print("BENCH " + json.dumps(result), flush=True)
@@ -206,7 +214,7 @@ def run(data: Path, tour: bool, size: tuple[int, int] = SIZES[0]) -> dict[str, f
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1800,
         check=False,
     )
     for line in proc.stdout.splitlines():
@@ -264,12 +272,17 @@ def report(size: tuple[int, int], cold: float, toured: dict[str, float]) -> bool
         f"MB (the OpenGL driver's code {toured['gl_driver_mb']:.0f} MB); "
         f"proportional set size {toured['pss_mb']:.0f} MB"
     )
-    growth = toured["rss_after_visits_mb"] - rss
+    warm = toured["rss_after_visits_mb"]
+    print(
+        f"  {f'after {VISITS} more customers:':<47}{warm:.0f} MB ({warm - rss:+.1f} MB: what "
+        "the app keeps for the next customers)"
+    )
+    growth = toured["rss_steady_max_mb"] - warm
     steady = growth < GROWTH_TOLERANCE_MB
     print(
-        f"  {f'after {VISITS} more customers:':<47}{toured['rss_after_visits_mb']:.0f} MB "
-        f"({growth:+.1f} MB; more than {GROWTH_TOLERANCE_MB:.0f} MB would be creep) "
-        f"{'OK' if steady else 'GROWING'}"
+        f"  {f'then {STEADY_RUNS * VISITS} more, the largest reading:':<47}"
+        f"{toured['rss_steady_max_mb']:.0f} MB ({growth:+.1f} MB; more than "
+        f"{GROWTH_TOLERANCE_MB:.0f} MB would be creep) {'OK' if steady else 'GROWING'}"
     )
     return cold < START_TARGET_S and rss < RSS_TARGET_MB and steady
 
