@@ -28,12 +28,13 @@ from edge.services.members import identify, register_member
 from edge.services.points import accrue_purchase
 from hq.enrol import write_member_code_key
 from hq.messages import FileSender
-from hq.models import Campaign, CampaignCoupon, CentralEntry, CentralMember, GiftVoucher
+from hq.models import CentralEntry, CentralMember, GiftVoucher
 from hq.web.member_page import MemberPageSettings
 from tests.hq.test_feeds import send
 from tests.sync.conftest import kiosk_config
 from tests.waiting import wait_for
 from tests.web.conftest import Served
+from tests.web.test_member_page import add_campaign_coupon
 
 SHOTS = os.environ.get("MEMBER_SCREENSHOTS")
 PHONE = "13912345678"
@@ -95,20 +96,7 @@ def test_a_member_signs_in_on_a_phone_and_a_kiosk_reads_their_code_once(
                 available_at=now - timedelta(days=340), expires_at=now + timedelta(days=20),
             )
         )  # fmt: skip
-        s.add(
-            Campaign(
-                campaign_id="WINTER", title="冬季满100减10", kind="threshold_off",
-                value_cents=1000, threshold_cents=10000, percent=0, gift_sku="",
-                valid_from=now - timedelta(days=1), valid_until=now + timedelta(days=30),
-                audience="all", audience_tier=None, pool_total=1000, per_member_limit=1,
-                issued=1, created_at=now, created_by="ops",
-            )
-        )  # fmt: skip
-        s.add(
-            CampaignCoupon(
-                coupon_id="C-WINTER-1", campaign_id="WINTER", member_id=member.id, issued_at=now
-            )
-        )
+        add_campaign_coupon(s, member.id, now, "冬季满100减10")
         s.add(
             GiftVoucher(
                 issuer_device_id="K001", voucher_id="R-TOWEL", store_id="S001",

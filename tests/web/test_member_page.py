@@ -9,13 +9,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from edge.domain.cards import card_number
@@ -418,6 +419,25 @@ def test_the_command_makes_the_member_code_key(tmp_path: Path):
     assert len((again.stdout + again.stderr).strip().splitlines()) == 1
 
 
+def add_campaign_coupon(s: Session, member_id: str, now: datetime, title: str) -> None:
+    """HQ's campaign WINTER (¥10 off ¥100, valid 30 days more) and its coupon C-WINTER-1 in
+    ``member_id``'s wallet."""
+    s.add(
+        Campaign(
+            campaign_id="WINTER", title=title, kind="threshold_off",
+            value_cents=1000, threshold_cents=10000, percent=0, gift_sku="",
+            valid_from=now - timedelta(days=1), valid_until=now + timedelta(days=30),
+            audience="all", audience_tier=None, pool_total=100, per_member_limit=1,
+            issued=1, created_at=now, created_by="ops",
+        )
+    )  # fmt: skip
+    s.add(
+        CampaignCoupon(
+            coupon_id="C-WINTER-1", campaign_id="WINTER", member_id=member_id, issued_at=now
+        )
+    )
+
+
 def test_coupons_in_the_wallet_carry_the_code_the_lane_takes(phone: Phone):
     add_member(phone.web)
     coupon_key = Ed25519PrivateKey.generate()
@@ -426,17 +446,7 @@ def test_coupons_in_the_wallet_carry_the_code_the_lane_takes(phone: Phone):
     )
     now = phone.web.clock()
     with phone.web.console.tx() as s:
-        s.add(
-            Campaign(
-                campaign_id="WINTER", title="满100减10 <冬季>", kind="threshold_off",
-                value_cents=1000, threshold_cents=10000, percent=0, gift_sku="",
-                valid_from=now - timedelta(days=1), valid_until=now + timedelta(days=30),
-                audience="all", audience_tier=None, pool_total=100, per_member_limit=1,
-                issued=1, created_at=now, created_by="ops",
-            )
-        )  # fmt: skip
-        s.add(CampaignCoupon(coupon_id="C-WINTER-1", campaign_id="WINTER", member_id="M" * 26,
-                             issued_at=now))  # fmt: skip
+        add_campaign_coupon(s, "M" * 26, now, "满100减10 <冬季>")
         s.add(CampaignCoupon(coupon_id="C-WINTER-0", campaign_id="WINTER", member_id="M" * 26,
                              issued_at=now, used_at=now))  # fmt: skip
         s.add(
