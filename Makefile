@@ -7,7 +7,7 @@ DATA_DIR ?= var
 STAMP := $(VENV)/.installed
 # Debian packages the appliance and its tests use.
 DEB_PACKAGES := mosquitto postgresql libzbar0 xvfb xauth fonts-noto-cjk sqlite3 shellcheck \
-	debootstrap udev systemd openssl chromium \
+	mmdebstrap udev systemd openssl chromium \
 	libgl1 libegl1 libgles2 libgl1-mesa-dri libx11-6 libxext6 libxrender1 libxi6 \
 	libxrandr2 libxcursor1 libxfixes3 libxss1 libxxf86vm1 libmtdev1
 
