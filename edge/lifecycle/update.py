@@ -250,10 +250,19 @@ class InstallRoot:
         fsync_directory(self.path)
 
 
-def default_python() -> str:
-    """The interpreter new versions are built on: the system's, for its picamera2 and lgpio."""
-    system = Path("/usr/bin/python3")
-    if system.exists() and Path(sys.base_prefix) == Path("/usr"):
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+def default_python(system: Path = SYSTEM_PYTHON) -> str:
+    """The interpreter new versions are built on: the system's (its site-packages hold
+    picamera2 and lgpio on a Pi) where it is this Python's version, as on the appliance;
+    otherwise this interpreter's own base (a machine whose ``python3`` is another version).
+
+    Another installation of the same version (pyenv's, say) is passed over for the system's:
+    its site-packages are whatever that machine holds (thousands of modules on some), which
+    every new version would see and compile bytecode for."""
+    here = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    if system.exists() and system.resolve().name == here:
         return str(system)
     return str(getattr(sys, "_base_executable", sys.executable))
 

@@ -361,3 +361,19 @@ def test_an_interpreter_without_pip_leaves_the_version_its_own(tmp_path):
     subprocess.run([default_python(), "-m", "venv", "--without-pip", str(bare)], check=True)
     assert not pip_from_outside(str(bare / "bin/python"))
     assert not pip_from_outside(str(tmp_path / "no-such-python"))
+
+
+def test_new_versions_are_built_on_the_systems_python_of_the_same_version(tmp_path):
+    """The system's ``python3`` (its site-packages hold picamera2 and lgpio on a Pi) when it
+    is this Python's version; otherwise this interpreter's own base, never a Python of
+    another version whose packages the version's wheels may not fit."""
+    here = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    base = str(getattr(sys, "_base_executable", sys.executable))
+    (tmp_path / here).touch()
+    (tmp_path / "python3.2").touch()
+    same, other = tmp_path / "same", tmp_path / "other"
+    same.symlink_to(tmp_path / here)
+    other.symlink_to(tmp_path / "python3.2")
+    assert default_python(same) == str(same)
+    assert default_python(other) == base
+    assert default_python(tmp_path / "none") == base
