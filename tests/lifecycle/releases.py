@@ -4,7 +4,9 @@
 or adds a schema migration (what a real release can ship with), and builds the wheel.
 ``shared_release`` builds each such release once per test run: the test processes of one
 run (pytest-xdist workers) take it from a folder they share, the first to need it building
-it while the others wait.
+it while the others wait. ``shared_wheelhouse`` gathers the releases' dependencies the same
+way, and the ``no_index`` fixture (conftest.py) has every pip a test's update runs install
+from it.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.lifecycle.update import default_python
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "README.md", "edge", "drivers", "kiosk", "hq")
@@ -97,6 +102,29 @@ def build_release(
     return wheel
 
 
+def _made_once(
+    tmp_path_factory: pytest.TempPathFactory, kind: str, what: str, make: Callable[[Path], Path]
+) -> Path:
+    """``make(folder)``'s result, made once in this test run for the same ``what``: the test
+    processes of the run (pytest-xdist workers) share it, the first to need it making it while
+    the others wait."""
+    base = tmp_path_factory.getbasetemp()
+    # pytest-xdist gives each worker a folder inside the run's own: share that one
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = shared / kind / hashlib.sha256(what.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        done = folder / "made"
+        if done.exists():
+            return Path(done.read_text())
+        build = folder / "build"
+        shutil.rmtree(build, ignore_errors=True)  # what a killed worker left half-done
+        made = make(build)
+        done.write_text(str(made))
+        return made
+
+
 def shared_release(
     tmp_path_factory: pytest.TempPathFactory,
     version: str,
@@ -106,22 +134,31 @@ def shared_release(
 ) -> Path:
     """:func:`build_release`'s wheel, built once in this test run for the same arguments (the
     checkout does not change while the tests run). Tests only read the wheel."""
-    base = tmp_path_factory.getbasetemp()
-    # pytest-xdist gives each worker a folder inside the run's own: share that one
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     what = json.dumps([version, sorted((patch or {}).items()), migration])
-    folder = shared / "releases" / hashlib.sha256(what.encode()).hexdigest()[:16]
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        done = folder / "wheel"
-        if done.exists():
-            return Path(done.read_text())
-        build = folder / "build"
-        shutil.rmtree(build, ignore_errors=True)  # a build a killed worker left half-done
-        wheel = build_release(build, version, patch=patch, migration=migration)
-        done.write_text(str(wheel))
-        return wheel
+    return _made_once(
+        tmp_path_factory,
+        "releases",
+        what,
+        lambda build: build_release(build, version, patch=patch, migration=migration),
+    )
+
+
+def shared_wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The appliance's dependencies as wheels for the interpreter new versions are built on,
+    gathered once in this test run (from pip's cache, or the index the first time)."""
+
+    def gather(build: Path) -> Path:
+        wheel = shared_release(tmp_path_factory, "1.0.1")  # every release needs the same
+        proc = subprocess.run(
+            [default_python(), "-m", "pip", "download", "-q", "-d", str(build), str(wheel)],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return build
+
+    return _made_once(tmp_path_factory, "wheelhouse", default_python(), gather)
 
 
 def update_key(tmp: Path) -> tuple[Ed25519PrivateKey, Path]:

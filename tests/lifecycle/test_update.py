@@ -239,7 +239,7 @@ def systemctl(tmp_path, store):
 
 @pytest.mark.slow
 def test_a_good_update_is_installed_and_keeps_the_previous_version(
-    tmp_path, hq_key, releases, store, systemctl
+    tmp_path, hq_key, releases, store, systemctl, no_index
 ):
     key, _ = hq_key
     root = tmp_path / "opt"
@@ -275,7 +275,7 @@ def test_a_good_update_is_installed_and_keeps_the_previous_version(
 
 @pytest.mark.slow
 def test_an_update_that_fails_its_health_check_is_rolled_back(
-    tmp_path, hq_key, releases, store, systemctl
+    tmp_path, hq_key, releases, store, systemctl, no_index
 ):
     key, _ = hq_key
     root = tmp_path / "opt"

@@ -464,7 +464,7 @@ def _telemetry_versions(site: Site, device_id: str) -> tuple[queue.Queue[str], M
 
 @pytest.mark.slow
 def test_hq_update_reaches_the_installer_and_the_restarted_agent_reports_the_new_version(
-    site, tmp_path, tmp_path_factory
+    site, tmp_path, tmp_path_factory, no_index
 ):
     wheel = shared_release(tmp_path_factory, "1.0.1")
     bundle = site.server.root / "member-kiosk-1.0.1.tar"

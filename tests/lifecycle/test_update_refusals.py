@@ -297,7 +297,7 @@ def releases(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.slow
-def test_a_rollback_hq_allowed_installs_once(device, downloads, releases):
+def test_a_rollback_hq_allowed_installs_once(device, downloads, releases, no_index):
     device.installed("1.0.2")
     bundle = device.bundle("1.0.1", releases["1.0.1"])
     # HQ: kiosk hq update K001 BUNDLE --url URL --allow-downgrade-from 1.0.2; the agent
@@ -407,7 +407,7 @@ def test_a_damaged_or_foreign_file_is_refused_in_one_line(device, kind, expected
 
 
 @pytest.mark.slow
-def test_a_device_without_config_toml_is_checked_with_its_defaults(device, releases):
+def test_a_device_without_config_toml_is_checked_with_its_defaults(device, releases, no_index):
     assert not (device.data / "config.toml").exists()
     device.installed("1.0.0")
     proc = device.update(str(device.bundle("1.0.1", releases["1.0.1"])))
@@ -422,7 +422,7 @@ def test_a_device_without_config_toml_is_checked_with_its_defaults(device, relea
 
 
 @pytest.mark.slow
-def test_a_rolled_back_update_leaves_previous_on_the_older_version(device, releases):
+def test_a_rolled_back_update_leaves_previous_on_the_older_version(device, releases, no_index):
     device.installed("1.0.2", previous="1.0.1")
     ledger_before = device.kiosk("--json", "ledger", "verify")
     proc = device.update(str(device.bundle("1.0.3", releases["1.0.3"])))
