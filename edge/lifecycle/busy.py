@@ -3,7 +3,9 @@
 A print, a card dispense or the daily expiry wraps itself in :func:`hold`; any number of them
 can run at once. ``kiosk update`` and ``kiosk backup restore`` take the same lock exclusively
 (:func:`exclusive`), so they wait until nothing is in progress, and new work waits (or gives
-up after its timeout) while they run. The lock is an ``fcntl`` lock on
+up after its timeout) while they run. An update takes it only to stop, switch and restart:
+it installs the new version before, while work goes on, holding :func:`installing` (one
+update at a time) instead. The lock is an ``fcntl`` lock on
 ``<data dir>/update.lock``: the kernel drops it when a holder dies, so a crashed process never
 leaves the appliance locked.
 
@@ -31,6 +33,8 @@ from edge.config import default_data_dir
 from edge.domain.errors import KioskError
 
 LOCK_FILE = "update.lock"
+# held by the one update that installs at a time (while the appliance goes on working)
+INSTALL_LOCK_FILE = "install.lock"
 HOLDERS_DIR = "busy"
 _POLL_S = 0.05
 _counter = 0
@@ -147,6 +151,23 @@ def exclusive(
                 f"the appliance stayed busy for {timeout:g} s ({busy}); {what} postponed",
                 in_progress=busy,
             ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def installing(data_dir: Path | None = None, *, timeout: float | None = None) -> Iterator[None]:
+    """One update at a time: held for an update's whole run, install and switch. It keeps
+    nothing else waiting (an install runs while prints and dispenses go on).
+
+    Raises:
+        LockTimeout: another update kept it longer than ``timeout``.
+    """
+    path = (data_dir if data_dir is not None else default_data_dir()) / INSTALL_LOCK_FILE
+    fd = _open(path)
+    try:
+        _acquire(fd, fcntl.LOCK_EX, timeout, "another update is being installed")
         yield
     finally:
         os.close(fd)

@@ -6,11 +6,15 @@ Layout under the install root (``/opt/member-kiosk`` on the appliance)::
     current -> versions/<version>     what the units start (switched atomically)
     previous -> versions/<version>    what a rollback returns to
 
-Steps: verify the bundle's signature and files; wait for the update lock (no print or
-dispense in progress) and keep it to the end; install into a new virtual environment beside
-the running version; stop the services; snapshot the database; switch ``current``; run the
-new version's ``kiosk doctor`` (database, printer, scanner) with the services still stopped;
-start the services. Every attempt is appended to ``updates/history.jsonl``.
+Steps: verify the bundle's signature and files; install into a new virtual environment
+beside the running version (at a lower CPU priority, while the appliance goes on serving: one
+update installs at a time, :func:`edge.lifecycle.busy.installing`); wait for the update lock
+(no print, dispense or expiry in progress) and keep it to the end; stop the services;
+snapshot the database; switch ``current``; run the new version's ``kiosk doctor`` (database,
+printer, scanner) with the services still stopped; start the services. An install takes
+minutes on a Pi (unpacking the dependencies, compiling their bytecode); prints and dispenses
+are held back only from the stop to the start. Every attempt is appended to
+``updates/history.jsonl``.
 
 Before any of that a bundle is refused (one line, nothing changed) when it is larger than
 ``sync.update_max_bytes`` (:func:`check_bundle_size`, the one limit of every way in: ``kiosk
@@ -251,6 +255,8 @@ class InstallRoot:
 
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
+# how much lower than the app's the priority of an install's pip and compiler is
+INSTALL_NICENESS = 10
 
 
 def default_python(system: Path = SYSTEM_PYTHON) -> str:
@@ -326,7 +332,7 @@ def install_version(
     ]
     for step in ([*venv, str(target)], pip):
         try:
-            proc = subprocess.run(step, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(_gently(step), capture_output=True, text=True, timeout=timeout)
         except (OSError, subprocess.TimeoutExpired) as exc:
             shutil.rmtree(target, ignore_errors=True)
             raise UpdateFailed(f"installing {manifest.version}: {exc}") from None
@@ -338,7 +344,7 @@ def install_version(
     # cannot write it): without it the version still runs, only compiling at every start
     with contextlib.suppress(OSError, subprocess.TimeoutExpired):
         subprocess.run(
-            [str(target / "bin/python"), "-m", "edge.lifecycle.bytecode"],
+            _gently([str(target / "bin/python"), "-m", "edge.lifecycle.bytecode"]),
             capture_output=True,
             timeout=timeout,
             check=False,
@@ -347,6 +353,12 @@ def install_version(
         json.dumps(asdict(manifest), indent=2, sort_keys=True), encoding="utf-8"
     )
     return target
+
+
+def _gently(command: list[str]) -> list[str]:
+    """``command`` at a lower CPU priority: an install runs while the touchscreen serves."""
+    nice = shutil.which("nice")
+    return [nice, "-n", str(INSTALL_NICENESS), *command] if nice else command
 
 
 def _schema_revision(db: Path) -> str | None:
@@ -498,25 +510,26 @@ def apply_update(
         check_bundle_size(bundle.stat().st_size, config.sync.update_max_bytes, bundle.name)
     with tempfile.TemporaryDirectory(prefix="kiosk-update-") as tmp:
         manifest = verify_bundle(bundle, public_key, Path(tmp) / "wheels")
-        previous = root.version_of(root.current)
-        same = previous is not None and (
-            previous == manifest.version or compare_versions(manifest.version, previous) == 0
-        )
-        if same and (root.current / "bin/kiosk").exists():
-            return UpdateResult("already_current", manifest.version, previous)
-        used_allowance = None
-        if previous is not None and _older(manifest.version, previous):
-            used_allowance = check_rollback(
-                allowance,
-                running=previous,
-                target=manifest.version,
-                sha256=file_sha256(bundle),
-                device_id=config.device.device_id,
-                public_key=_command_key(config, data_dir),
-                now=at,
-                used=_allowances_used(data_dir),
+        with busy.installing(data_dir, timeout=lock_timeout):
+            previous = root.version_of(root.current)
+            same = previous is not None and (
+                previous == manifest.version or compare_versions(manifest.version, previous) == 0
             )
-        with busy.exclusive(data_dir, timeout=lock_timeout):
+            if same and (root.current / "bin/kiosk").exists():
+                return UpdateResult("already_current", manifest.version, previous)
+            used_allowance = None
+            if previous is not None and _older(manifest.version, previous):
+                used_allowance = check_rollback(
+                    allowance,
+                    running=previous,
+                    target=manifest.version,
+                    sha256=file_sha256(bundle),
+                    device_id=config.device.device_id,
+                    public_key=_command_key(config, data_dir),
+                    now=at,
+                    used=_allowances_used(data_dir),
+                )
+            # beside the running version, which goes on serving customers meanwhile
             new = install_version(
                 manifest,
                 Path(tmp) / "wheels",
@@ -524,15 +537,29 @@ def apply_update(
                 python=python or default_python(),
                 system_site_packages=system_site_packages,
             )
-            control = _Services(tuple(services), tuple(systemctl), health_timeout)
-            if failure := control.stop():
-                control.start()  # whatever did stop runs the unchanged version again
-                shutil.rmtree(new, ignore_errors=True)
-                result = UpdateResult("rolled_back", manifest.version, previous, [failure])
-            else:
-                result = _switch_and_check(
-                    root, manifest, new, previous, config, data_dir, config_path, control, tmp
-                )
+            try:
+                # the switch waits until no print, dispense or expiry is in progress
+                with busy.exclusive(data_dir, timeout=lock_timeout):
+                    control = _Services(tuple(services), tuple(systemctl), health_timeout)
+                    if failure := control.stop():
+                        control.start()  # whatever did stop runs the unchanged version again
+                        shutil.rmtree(new, ignore_errors=True)
+                        result = UpdateResult("rolled_back", manifest.version, previous, [failure])
+                    else:
+                        result = _switch_and_check(
+                            root,
+                            manifest,
+                            new,
+                            previous,
+                            config,
+                            data_dir,
+                            config_path,
+                            control,
+                            tmp,
+                        )
+            except busy.LockTimeout:
+                shutil.rmtree(new, ignore_errors=True)  # nothing changed
+                raise
     if used_allowance is not None and result.status == "installed":
         result = replace(result, rollback_allowance=used_allowance)
     _record(data_dir, {"at": started, "bundle": bundle.name, **asdict(result)})

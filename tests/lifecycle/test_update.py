@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from edge.domain.errors import IntegrityError
 from edge.lifecycle import busy
 from edge.lifecycle.update import (
     InstallRoot,
+    UpdateResult,
     apply_update,
     compare_versions,
     default_python,
@@ -39,6 +44,34 @@ def small_wheel(tmp: Path, name: str = "member_center_kiosk-9.9.9-py3-none-any.w
     path = tmp / name
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("edge_probe.py", "x = 1\n")
+    return path
+
+
+def installable_wheel(tmp: Path, version: str = "9.9.9") -> Path:
+    """A tiny wheel pip installs in a moment: one module, and no ``kiosk`` to run a doctor."""
+    name = f"member_center_kiosk-{version}"
+    files = {
+        "edge_probe.py": b"x = 1\n",
+        f"{name}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: member-center-kiosk\nVersion: {version}\n"
+        ).encode(),
+        f"{name}.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = [
+        f"{path},sha256="
+        + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        + f",{len(data)}"
+        for path, data in files.items()
+    ]
+    files[f"{name}.dist-info/RECORD"] = (
+        "\n".join([*record, f"{name}.dist-info/RECORD,,"]) + "\n"
+    ).encode()
+    path = tmp / f"{name}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for member, data in files.items():
+            z.writestr(member, data)
     return path
 
 
@@ -103,9 +136,9 @@ def test_altered_bundles_are_refused(tmp_path, hq_key, change):
     assert not (tmp_path / "evil.whl").exists()
 
 
-def test_no_update_starts_while_a_sale_is_in_progress(tmp_path, hq_key):
+def test_no_update_switches_while_a_sale_is_in_progress(tmp_path, hq_key):
     key, _ = hq_key
-    build_bundle([small_wheel(tmp_path)], "9.9.9", key, tmp_path / "b.tar")
+    build_bundle([installable_wheel(tmp_path)], "9.9.9", key, tmp_path / "b.tar")
     data = tmp_path / "data"
     with busy.hold("sale", data), pytest.raises(busy.LockTimeout) as err:
         apply_update(
@@ -117,7 +150,49 @@ def test_no_update_starts_while_a_sale_is_in_progress(tmp_path, hq_key):
             lock_timeout=0.3,
         )
     assert "sale" in err.value.message
-    assert not (tmp_path / "opt" / "versions").exists()
+    # the version it installed meanwhile is gone again: nothing changed
+    assert list((tmp_path / "opt").glob("versions/*")) == []
+    assert not (tmp_path / "opt" / "current").exists()
+
+
+def test_a_sale_in_progress_holds_back_the_switch_not_the_install(tmp_path, hq_key):
+    """An install takes minutes on a Pi: the kiosk prints and dispenses meanwhile, and only the
+    switch waits for what is in progress."""
+    key, _ = hq_key
+    build_bundle([installable_wheel(tmp_path)], "9.9.9", key, tmp_path / "b.tar")
+    data, root = tmp_path / "data", tmp_path / "opt"
+    outcome: dict[str, UpdateResult] = {}
+
+    def update() -> None:
+        outcome["result"] = apply_update(
+            tmp_path / "b.tar",
+            data_dir=data,
+            install_root=root,
+            public_key=key.public_key(),
+            config=KioskConfig(),
+            lock_timeout=300,
+        )
+
+    worker = threading.Thread(target=update)
+    with busy.hold("sale", data):
+        worker.start()
+        installed = root / "versions/9.9.9/update-manifest.json"
+        deadline = time.monotonic() + 300
+        while not installed.exists() and worker.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert installed.exists(), outcome
+        assert worker.is_alive() and not root.joinpath("current").exists()
+        # a second update waits for this one: one installs at a time
+        with (
+            pytest.raises(busy.LockTimeout, match="another update"),
+            busy.installing(data, timeout=0.2),
+        ):
+            pass
+    worker.join(300)
+    # switched once the sale was done; the tiny wheel has no kiosk for the health check
+    assert outcome["result"].status == "rolled_back"
+    assert not root.joinpath("current").exists()
+    assert list(root.glob("versions/*")) == []
 
 
 def test_versions_compare_as_versions():
