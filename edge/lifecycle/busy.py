@@ -33,8 +33,6 @@ from edge.config import default_data_dir
 from edge.domain.errors import KioskError
 
 LOCK_FILE = "update.lock"
-# held by the one update that installs at a time (while the appliance goes on working)
-INSTALL_LOCK_FILE = "install.lock"
 HOLDERS_DIR = "busy"
 _POLL_S = 0.05
 _counter = 0
@@ -157,15 +155,15 @@ def exclusive(
 
 
 @contextlib.contextmanager
-def installing(data_dir: Path | None = None, *, timeout: float | None = None) -> Iterator[None]:
-    """One update at a time: held for an update's whole run, install and switch. It keeps
-    nothing else waiting (an install runs while prints and dispenses go on).
+def installing(lock_file: Path, *, timeout: float | None = None) -> Iterator[None]:
+    """One update at a time: held for an update's whole run, install and switch, and by
+    ``kiosk cleanup`` while it removes old versions. It keeps nothing else waiting (an install
+    runs while prints and dispenses go on). ``lock_file`` lies in the install root.
 
     Raises:
         LockTimeout: another update kept it longer than ``timeout``.
     """
-    path = (data_dir if data_dir is not None else default_data_dir()) / INSTALL_LOCK_FILE
-    fd = _open(path)
+    fd = _open(lock_file)
     try:
         _acquire(fd, fcntl.LOCK_EX, timeout, "another update is being installed")
         yield

@@ -42,6 +42,7 @@ import contextlib
 import hashlib
 import http.client
 import json
+import logging
 import os
 import re
 import shutil
@@ -74,6 +75,8 @@ from edge.security.bundle import UpdateManifest, verify_bundle
 from edge.security.keys import load_public_key
 from edge.security.signing import verify_bytes
 from edge.storage import ledger_lock
+
+log = logging.getLogger(__name__)
 
 UPDATES_DIR = "updates"
 INBOX = "inbox"
@@ -240,6 +243,11 @@ class InstallRoot:
     def previous(self) -> Path:
         return self.path / "previous"
 
+    @property
+    def install_lock(self) -> Path:
+        """Held by the one update installing (:func:`edge.lifecycle.busy.installing`)."""
+        return self.path / ".install.lock"
+
     def version_of(self, link: Path) -> str | None:
         if not link.is_symlink():
             return None
@@ -257,20 +265,36 @@ class InstallRoot:
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 # how much lower than the app's the priority of an install's pip and compiler is
 INSTALL_NICENESS = 10
+# how long an update waits for another one to finish installing (minutes on a Pi), within
+# member-kiosk-update.service's TimeoutStartSec
+INSTALL_WAIT_S = 1200.0
 
 
 def default_python(system: Path = SYSTEM_PYTHON) -> str:
     """The interpreter new versions are built on: the system's (its site-packages hold
-    picamera2 and lgpio on a Pi) where it is this Python's version, as on the appliance;
-    otherwise this interpreter's own base (a machine whose ``python3`` is another version).
+    picamera2 and lgpio on a Pi) where it is this Python's version and can make environments
+    (``python3-pip`` or ``python3-venv``), as on the appliance; otherwise this interpreter's
+    own base (a machine whose ``python3`` is another version, or has neither).
 
     Another installation of the same version (pyenv's, say) is passed over for the system's:
     its site-packages are whatever that machine holds (thousands of modules on some), which
     every new version would see and compile bytecode for."""
     here = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    if system.exists() and system.resolve().name == here:
+    if system.exists() and system.resolve().name == here and _can_make_environments(system):
         return str(system)
     return str(getattr(sys, "_base_executable", sys.executable))
+
+
+def _can_make_environments(python: Path) -> bool:
+    """Whether ``python`` can give a new environment its packages: its pip installs into
+    another one, or its ``ensurepip`` (Debian's ``python3-venv``) gives the new one a pip."""
+    if pip_from_outside(str(python)):
+        return True
+    try:
+        probe = [str(python), "-c", "import ensurepip"]
+        return subprocess.run(probe, capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def pip_from_outside(python: str) -> bool:
@@ -510,7 +534,7 @@ def apply_update(
         check_bundle_size(bundle.stat().st_size, config.sync.update_max_bytes, bundle.name)
     with tempfile.TemporaryDirectory(prefix="kiosk-update-") as tmp:
         manifest = verify_bundle(bundle, public_key, Path(tmp) / "wheels")
-        with busy.installing(data_dir, timeout=lock_timeout):
+        with busy.installing(root.install_lock, timeout=INSTALL_WAIT_S):
             previous = root.version_of(root.current)
             same = previous is not None and (
                 previous == manifest.version or compare_versions(manifest.version, previous) == 0
@@ -537,29 +561,22 @@ def apply_update(
                 python=python or default_python(),
                 system_site_packages=system_site_packages,
             )
-            try:
-                # the switch waits until no print, dispense or expiry is in progress
-                with busy.exclusive(data_dir, timeout=lock_timeout):
-                    control = _Services(tuple(services), tuple(systemctl), health_timeout)
-                    if failure := control.stop():
-                        control.start()  # whatever did stop runs the unchanged version again
-                        shutil.rmtree(new, ignore_errors=True)
-                        result = UpdateResult("rolled_back", manifest.version, previous, [failure])
-                    else:
-                        result = _switch_and_check(
-                            root,
-                            manifest,
-                            new,
-                            previous,
-                            config,
-                            data_dir,
-                            config_path,
-                            control,
-                            tmp,
-                        )
-            except busy.LockTimeout:
-                shutil.rmtree(new, ignore_errors=True)  # nothing changed
-                raise
+            with contextlib.ExitStack() as switching:
+                try:  # the switch waits until no print, dispense or expiry is in progress
+                    switching.enter_context(busy.exclusive(data_dir, timeout=lock_timeout))
+                except busy.LockTimeout:
+                    if manifest.version not in (previous, root.version_of(root.previous)):
+                        shutil.rmtree(new, ignore_errors=True)  # nothing changed
+                    raise
+                control = _Services(tuple(services), tuple(systemctl), health_timeout)
+                if failure := control.stop():
+                    control.start()  # whatever did stop runs the unchanged version again
+                    shutil.rmtree(new, ignore_errors=True)
+                    result = UpdateResult("rolled_back", manifest.version, previous, [failure])
+                else:
+                    result = _switch_and_check(
+                        root, manifest, new, previous, config, data_dir, config_path, control, tmp
+                    )
     if used_allowance is not None and result.status == "installed":
         result = replace(result, rollback_allowance=used_allowance)
     _record(data_dir, {"at": started, "bundle": bundle.name, **asdict(result)})
@@ -767,14 +784,21 @@ def _read_small(path: Path) -> str | None:
 
 
 def prune_versions(install_root: Path) -> list[Path]:
-    """Remove installed versions other than ``current`` and ``previous``."""
+    """Remove installed versions other than ``current`` and ``previous``; nothing while an
+    update is installing or switching (its new version is neither yet)."""
     root = InstallRoot(install_root)
-    keep = {root.version_of(root.current), root.version_of(root.previous)}
-    removed = []
-    for version in root.versions.iterdir() if root.versions.is_dir() else []:
-        if version.name not in keep:
-            shutil.rmtree(version, ignore_errors=True)
-            removed.append(version)
+    removed: list[Path] = []
+    if not root.versions.is_dir():
+        return removed
+    try:
+        with busy.installing(root.install_lock, timeout=0):
+            keep = {root.version_of(root.current), root.version_of(root.previous)}
+            for version in sorted(root.versions.iterdir()):
+                if version.name not in keep:
+                    shutil.rmtree(version, ignore_errors=True)
+                    removed.append(version)
+    except busy.LockTimeout:
+        log.info("an update is running: old versions are removed at the next cleanup")
     return removed
 
 

@@ -185,7 +185,7 @@ def test_a_sale_in_progress_holds_back_the_switch_not_the_install(tmp_path, hq_k
         # a second update waits for this one: one installs at a time
         with (
             pytest.raises(busy.LockTimeout, match="another update"),
-            busy.installing(data, timeout=0.2),
+            busy.installing(InstallRoot(root).install_lock, timeout=0.2),
         ):
             pass
     worker.join(300)
@@ -202,6 +202,42 @@ def test_versions_compare_as_versions():
     assert compare_versions("1.0.1rc1", "1.0.1") == -1  # a pre-release comes before its release
     assert compare_versions("1.0.1", "1.0.1rc1") == 1
     assert compare_versions("nightly", "1.0") is None  # cannot be ordered: needs HQ's allowance
+
+
+def test_a_version_reinstalled_for_previous_stays_when_the_switch_must_wait(tmp_path, hq_key):
+    """HQ offers again the version a rollback left as ``previous``: an update that then cannot
+    switch (a sale in progress) leaves ``previous`` a version to roll back to."""
+    key, _ = hq_key
+    root = InstallRoot(tmp_path / "opt")
+    for v in ("1.0.0", "9.9.9"):
+        (root.versions / v / "bin").mkdir(parents=True)
+    root.switch(root.previous, "9.9.9")
+    root.switch(root.current, "1.0.0")
+    build_bundle([installable_wheel(tmp_path)], "9.9.9", key, tmp_path / "b.tar")
+    data = tmp_path / "data"
+    with busy.hold("sale", data), pytest.raises(busy.LockTimeout):
+        apply_update(
+            tmp_path / "b.tar",
+            data_dir=data,
+            install_root=root.path,
+            public_key=key.public_key(),
+            config=KioskConfig(),
+            lock_timeout=0.3,
+        )
+    assert (root.version_of(root.current), root.version_of(root.previous)) == ("1.0.0", "9.9.9")
+    assert (root.versions / "9.9.9" / "update-manifest.json").exists()  # installed afresh
+    assert sorted(p.name for p in root.versions.iterdir()) == ["1.0.0", "9.9.9"]
+
+
+def test_cleanup_removes_no_version_while_an_update_runs(tmp_path):
+    root = InstallRoot(tmp_path)
+    for v in ("1", "2", "3"):
+        (root.versions / v / "bin").mkdir(parents=True)
+    root.switch(root.current, "1")
+    with busy.installing(root.install_lock):  # "3" is being installed
+        assert prune_versions(tmp_path) == []
+    assert sorted(p.name for p in root.versions.iterdir()) == ["1", "2", "3"]
+    assert sorted(p.name for p in prune_versions(tmp_path)) == ["2", "3"]
 
 
 def test_switch_and_prune_keep_current_and_previous(tmp_path):
@@ -440,15 +476,27 @@ def test_an_interpreter_without_pip_leaves_the_version_its_own(tmp_path):
 
 def test_new_versions_are_built_on_the_systems_python_of_the_same_version(tmp_path):
     """The system's ``python3`` (its site-packages hold picamera2 and lgpio on a Pi) when it
-    is this Python's version; otherwise this interpreter's own base, never a Python of
-    another version whose packages the version's wheels may not fit."""
+    is this Python's version and can make environments; otherwise this interpreter's own base,
+    never a Python of another version whose packages the version's wheels may not fit."""
     here = f"python{sys.version_info.major}.{sys.version_info.minor}"
     base = str(getattr(sys, "_base_executable", sys.executable))
-    (tmp_path / here).touch()
-    (tmp_path / "python3.2").touch()
-    same, other = tmp_path / "same", tmp_path / "other"
-    same.symlink_to(tmp_path / here)
-    other.symlink_to(tmp_path / "python3.2")
-    assert default_python(same) == str(same)
+
+    def interpreter(folder: str, name: str, script: str) -> Path:
+        """A stand-in ``python3`` linked to ``name``: ``script`` answers every call."""
+        (tmp_path / folder).mkdir()
+        target = tmp_path / folder / name
+        target.write_text(f"#!/bin/sh\n{script}\n")
+        target.chmod(0o755)
+        link = tmp_path / folder / "python3"
+        link.symlink_to(target)
+        return link
+
+    with_pip = interpreter("a", here, 'echo "pip 23.0.1 from /usr/lib/python3/dist-packages/pip"')
+    bare = interpreter("b", here, "exit 1")  # neither pip nor ensurepip
+    other = interpreter(
+        "c", "python3.2", 'echo "pip 23.0.1 from /usr/lib/python3/dist-packages/pip"'
+    )
+    assert default_python(with_pip) == str(with_pip)
+    assert default_python(bare) == base
     assert default_python(other) == base
     assert default_python(tmp_path / "none") == base
