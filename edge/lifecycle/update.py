@@ -39,6 +39,7 @@ kept in ``updates/`` for a technician.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import http.client
 import json
@@ -297,11 +298,13 @@ def _can_make_environments(python: Path) -> bool:
         return False
 
 
+@functools.cache  # asked when choosing the interpreter and again when installing
 def pip_from_outside(python: str) -> bool:
     """Whether ``python``'s own pip can install into another environment (``--python``, pip
     22.3 and later; Debian's ``python3-pip`` is 23.0). A new version's environment is then made
     without a pip of its own: ``ensurepip`` unpacks and compiles pip into every version,
-    seconds on a desktop and more on the device, for a tool the version never runs."""
+    seconds on a desktop and more on the device, for a tool the version never runs. Asked
+    once per process and interpreter (starting its pip takes a second on a Pi)."""
     try:
         proc = subprocess.run(
             [python, "-m", "pip", "--version"], capture_output=True, text=True, timeout=120

@@ -11,15 +11,11 @@ from it.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.lifecycle.update import default_python
+from tests.run_shared import made_once
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "README.md", "edge", "drivers", "kiosk", "hq")
@@ -102,29 +99,6 @@ def build_release(
     return wheel
 
 
-def _made_once(
-    tmp_path_factory: pytest.TempPathFactory, kind: str, what: str, make: Callable[[Path], Path]
-) -> Path:
-    """``make(folder)``'s result, made once in this test run for the same ``what``: the test
-    processes of the run (pytest-xdist workers) share it, the first to need it making it while
-    the others wait."""
-    base = tmp_path_factory.getbasetemp()
-    # pytest-xdist gives each worker a folder inside the run's own: share that one
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    folder = shared / kind / hashlib.sha256(what.encode()).hexdigest()[:16]
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        done = folder / "made"
-        if done.exists():
-            return Path(done.read_text())
-        build = folder / "build"
-        shutil.rmtree(build, ignore_errors=True)  # what a killed worker left half-done
-        made = make(build)
-        done.write_text(str(made))
-        return made
-
-
 def shared_release(
     tmp_path_factory: pytest.TempPathFactory,
     version: str,
@@ -135,7 +109,7 @@ def shared_release(
     """:func:`build_release`'s wheel, built once in this test run for the same arguments (the
     checkout does not change while the tests run). Tests only read the wheel."""
     what = json.dumps([version, sorted((patch or {}).items()), migration])
-    return _made_once(
+    return made_once(
         tmp_path_factory,
         "releases",
         what,
@@ -158,7 +132,7 @@ def shared_wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert proc.returncode == 0, proc.stderr[-2000:]
         return build
 
-    return _made_once(tmp_path_factory, "wheelhouse", default_python(), gather)
+    return made_once(tmp_path_factory, "wheelhouse", default_python(), gather)
 
 
 def update_key(tmp: Path) -> tuple[Ed25519PrivateKey, Path]:

@@ -22,6 +22,7 @@ from edge.config import KioskConfig, KioskUiConfig, parse_config
 from edge.station.center import KioskCenter, open_center
 from edge.station.seed import DemoPeople, seed_demo
 from kiosk.driver import Driver
+from tests.run_shared import run_folder
 from tests.waiting import wait_for
 
 SIZE = (1280, 800)
@@ -101,11 +102,7 @@ def font_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The subset fonts, made by the first app of the run and copied into every later one
     (cutting them down takes seconds, once per data directory). The test processes of one
     run (pytest-xdist workers) share it: the first to need it makes it, the others wait."""
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    folder = shared / "subset-fonts"
-    folder.mkdir(exist_ok=True)
-    return folder
+    return run_folder(tmp_path_factory, "subset-fonts")
 
 
 @contextmanager
